@@ -1,0 +1,75 @@
+package api
+
+// FunctionConfiguration is Lambda's FunctionConfiguration document, field for
+// field as botocore's model names it. Kiln stores it as is, so what a client
+// reads back is exactly what was validated and kept.
+type FunctionConfiguration struct {
+	FunctionName               string               `json:"FunctionName"`
+	FunctionArn                string               `json:"FunctionArn"`
+	Runtime                    string               `json:"Runtime,omitempty"`
+	Role                       string               `json:"Role"`
+	Handler                    string               `json:"Handler,omitempty"`
+	CodeSize                   int64                `json:"CodeSize"`
+	Description                string               `json:"Description"`
+	Timeout                    int                  `json:"Timeout"`
+	MemorySize                 int                  `json:"MemorySize"`
+	LastModified               string               `json:"LastModified"`
+	CodeSha256                 string               `json:"CodeSha256"`
+	Version                    string               `json:"Version"`
+	Environment                *EnvironmentResponse `json:"Environment,omitempty"`
+	TracingConfig              *TracingConfig       `json:"TracingConfig,omitempty"`
+	DeadLetterConfig           *DeadLetterConfig    `json:"DeadLetterConfig,omitempty"`
+	RevisionId                 string               `json:"RevisionId"`
+	Layers                     []Layer              `json:"Layers,omitempty"`
+	State                      string               `json:"State,omitempty"`
+	StateReason                string               `json:"StateReason,omitempty"`
+	StateReasonCode            string               `json:"StateReasonCode,omitempty"`
+	LastUpdateStatus           string               `json:"LastUpdateStatus,omitempty"`
+	LastUpdateStatusReason     string               `json:"LastUpdateStatusReason,omitempty"`
+	LastUpdateStatusReasonCode string               `json:"LastUpdateStatusReasonCode,omitempty"`
+	PackageType                string               `json:"PackageType,omitempty"`
+	Architectures              []string             `json:"Architectures,omitempty"`
+	EphemeralStorage           *EphemeralStorage    `json:"EphemeralStorage,omitempty"`
+	SnapStart                  *SnapStartResponse   `json:"SnapStart,omitempty"`
+}
+
+type EnvironmentResponse struct {
+	Variables map[string]string `json:"Variables"`
+}
+
+type TracingConfig struct {
+	Mode string `json:"Mode,omitempty"`
+}
+
+type DeadLetterConfig struct {
+	TargetArn string `json:"TargetArn,omitempty"`
+}
+
+type Layer struct {
+	Arn      string `json:"Arn,omitempty"`
+	CodeSize int64  `json:"CodeSize,omitempty"`
+}
+
+type EphemeralStorage struct {
+	Size int `json:"Size"`
+}
+
+type SnapStartResponse struct {
+	ApplyOn            string `json:"ApplyOn,omitempty"`
+	OptimizationStatus string `json:"OptimizationStatus,omitempty"`
+}
+
+// AliasConfiguration is Lambda's alias document.
+type AliasConfiguration struct {
+	AliasArn        string                     `json:"AliasArn"`
+	Name            string                     `json:"Name"`
+	FunctionVersion string                     `json:"FunctionVersion"`
+	Description     string                     `json:"Description"`
+	RoutingConfig   *AliasRoutingConfiguration `json:"RoutingConfig,omitempty"`
+	RevisionId      string                     `json:"RevisionId"`
+}
+
+// AliasRoutingConfiguration sends a share of an alias's traffic to a second version.
+type AliasRoutingConfiguration struct {
+	AdditionalVersionWeights map[string]float64 `json:"AdditionalVersionWeights,omitempty"`
+}

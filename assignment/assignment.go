@@ -1,0 +1,267 @@
+// Package assignment is the assignment service: it knows every execution
+// environment, its state (initializing, idle, busy) and its worker. An invoke
+// gets an idle warm environment of its function version when there is one;
+// otherwise assignment asks placement for a worker and has it create one.
+package assignment
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/placement"
+	"github.com/kiln-dev/kiln/worker"
+)
+
+// Worker is what assignment needs of a worker; *worker.Worker in one process,
+// a network client across processes.
+type Worker interface {
+	ID() string
+	Create(ctx context.Context, spec worker.EnvSpec) (*worker.EnvInfo, error)
+	Invoke(ctx context.Context, envID string, inv *worker.Invocation) (*worker.Result, error)
+	Destroy(ctx context.Context, envID string) error
+}
+
+// Placer chooses workers for new environments.
+type Placer interface {
+	Place(ctx context.Context, req placement.Request) (string, error)
+	Release(workerID string, req placement.Request)
+}
+
+// Config configures the service. Placement is required.
+type Config struct {
+	Placement Placer
+	// IdleTimeout is how long an idle environment's lease lasts before it
+	// is reaped; 0 means 10 minutes.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Service is the assignment service of one process.
+type Service struct {
+	cfg Config
+
+	mu      sync.Mutex
+	workers map[string]Worker
+	pools   map[poolKey]*pool
+	stop    chan struct{}
+}
+
+// poolKey identifies environments that may serve each other's invokes: the
+// same function version at the same revision of its configuration and code.
+type poolKey struct {
+	account, function, version, revision string
+}
+
+type pool struct {
+	idle    []*Env // most recently used last
+	busy    int
+	retired bool // stale: its environments end when their invokes do
+}
+
+// Env is an execution environment leased to one invoke.
+type Env struct {
+	ID     string
+	Worker Worker
+	// Cold is true when the environment was created for this invoke.
+	Cold         bool
+	InitDuration time.Duration
+
+	pool     *pool
+	place    placement.Request
+	lastUsed time.Time
+}
+
+// New starts the service; Close stops its reaper.
+func New(cfg Config) *Service {
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Service{cfg: cfg, workers: map[string]Worker{}, pools: map[poolKey]*pool{}, stop: make(chan struct{})}
+	go s.reap()
+	return s
+}
+
+// AddWorker makes a worker's environments reachable.
+func (s *Service) AddWorker(w Worker) {
+	s.mu.Lock()
+	s.workers[w.ID()] = w
+	s.mu.Unlock()
+}
+
+// Request asks for an environment for one invoke.
+type Request struct {
+	Account  string
+	Function *api.FunctionConfiguration // the resolved version's configuration
+}
+
+func keyOf(req Request) poolKey {
+	return poolKey{req.Account, req.Function.FunctionName, req.Function.Version, req.Function.RevisionId}
+}
+
+// Acquire returns an environment that is busy with the caller's invoke until
+// Release. A failed init returns *worker.InitError.
+func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
+	key := keyOf(req)
+	s.mu.Lock()
+	p := s.pools[key]
+	if p == nil {
+		p = &pool{}
+		s.pools[key] = p
+	}
+	if n := len(p.idle); n > 0 {
+		e := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.busy++
+		s.mu.Unlock()
+		e.Cold, e.InitDuration = false, 0
+		return e, nil
+	}
+	p.busy++ // count the initializing environment as busy
+	s.mu.Unlock()
+
+	e, err := s.create(ctx, req, key)
+	if e != nil {
+		e.pool = p
+	}
+	if err != nil {
+		s.mu.Lock()
+		p.busy--
+		s.mu.Unlock()
+		return nil, err
+	}
+	return e, nil
+}
+
+func (s *Service) create(ctx context.Context, req Request, key poolKey) (*Env, error) {
+	place := placement.Request{Function: key.account + "/" + key.function, MemoryMB: req.Function.MemorySize}
+	workerID, err := s.cfg.Placement.Place(ctx, place)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	w := s.workers[workerID]
+	s.mu.Unlock()
+	if w == nil {
+		s.cfg.Placement.Release(workerID, place)
+		return nil, fmt.Errorf("assignment: placement chose unknown worker %q", workerID)
+	}
+	info, err := w.Create(ctx, worker.EnvSpec{Account: req.Account, Function: *req.Function})
+	if err != nil {
+		s.cfg.Placement.Release(workerID, place)
+		return nil, err
+	}
+	return &Env{ID: info.ID, Worker: w, Cold: true, InitDuration: info.InitDuration, place: place}, nil
+}
+
+// Release ends an invoke's lease. A reusable environment becomes idle; any
+// other is destroyed.
+func (s *Service) Release(e *Env, reusable bool) {
+	s.mu.Lock()
+	p := e.pool
+	p.busy--
+	if reusable && !p.retired {
+		e.lastUsed = time.Now()
+		p.idle = append(p.idle, e)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	s.destroy(e)
+}
+
+func (s *Service) destroy(e *Env) {
+	e.Worker.Destroy(context.Background(), e.ID) // an env that died on its own is already gone
+	s.cfg.Placement.Release(e.Worker.ID(), e.place)
+}
+
+// Retire removes environments of function that keep reports false for:
+// idle ones now, busy ones when their invoke ends. The control plane's
+// changes call it, so an updated function never runs stale code.
+func (s *Service) Retire(account, function string, keep func(version, revision string) bool) {
+	var doomed []*Env
+	s.mu.Lock()
+	for k, p := range s.pools {
+		if k.account != account || k.function != function || keep(k.version, k.revision) {
+			continue
+		}
+		doomed = append(doomed, p.idle...)
+		p.idle, p.retired = nil, true
+		delete(s.pools, k) // its busy invokes still hold p
+	}
+	s.mu.Unlock()
+	for _, e := range doomed {
+		s.destroy(e)
+	}
+}
+
+// Stats counts environments by state.
+type Stats struct{ Idle, Busy int }
+
+// Stats reports the environments of one function, or of all when function is "".
+func (s *Service) Stats(account, function string) Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var st Stats
+	for k, p := range s.pools {
+		if function == "" || k.account == account && k.function == function {
+			st.Idle += len(p.idle)
+			st.Busy += p.busy
+		}
+	}
+	return st
+}
+
+// reap ends idle environments whose lease ran out.
+func (s *Service) reap() {
+	t := time.NewTicker(max(s.cfg.IdleTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			var doomed []*Env
+			s.mu.Lock()
+			for k, p := range s.pools {
+				kept := p.idle[:0]
+				for _, e := range p.idle {
+					if now.Sub(e.lastUsed) > s.cfg.IdleTimeout {
+						doomed = append(doomed, e)
+					} else {
+						kept = append(kept, e)
+					}
+				}
+				p.idle = kept
+				if len(p.idle) == 0 && p.busy == 0 {
+					delete(s.pools, k)
+				}
+			}
+			s.mu.Unlock()
+			for _, e := range doomed {
+				s.destroy(e)
+			}
+		}
+	}
+}
+
+// Close stops reaping and destroys every idle environment.
+func (s *Service) Close() {
+	close(s.stop)
+	var doomed []*Env
+	s.mu.Lock()
+	for _, p := range s.pools {
+		doomed = append(doomed, p.idle...)
+		p.idle = nil
+	}
+	s.mu.Unlock()
+	for _, e := range doomed {
+		s.destroy(e)
+	}
+}

@@ -1,0 +1,96 @@
+// Command kiln runs Kiln, a self-hosted serverless platform that speaks
+// AWS Lambda's APIs.
+//
+//	kiln up [--data DIR] [--listen ADDR]   every role in one process
+//	kiln bench [flags]                     invoke benchmark against a plain HTTP floor
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	_ "github.com/kiln-dev/kiln/agent" // `kiln-agent` re-executions of this binary
+	"github.com/kiln-dev/kiln/server"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "up":
+		err = up(os.Args[2:])
+	case "bench":
+		err = bench(os.Args[2:])
+	case "help", "-h", "--help":
+		usage()
+		return
+	default:
+		fmt.Fprintf(os.Stderr, "kiln: unknown command %q\n", os.Args[1])
+		usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kiln:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprint(os.Stderr, `usage: kiln <command> [flags]
+
+commands:
+  up      run every Kiln role in one process (embedded NATS JetStream)
+  bench   measure invoke latency and throughput against a plain HTTP floor
+`)
+}
+
+func up(args []string) error {
+	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	data := fs.String("data", ".kiln", "data directory")
+	listen := fs.String("listen", "127.0.0.1:9000", "address of the Lambda API endpoint")
+	region := fs.String("region", "us-east-1", "region Kiln reports")
+	idle := fs.Duration("idle-timeout", 10*time.Minute, "how long an idle execution environment is kept")
+	concurrency := fs.Int("account-concurrency", 1000, "account concurrency limit")
+	fs.Parse(args)
+
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(logger)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	s, err := server.Start(ctx, server.Config{
+		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
+		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
+		Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf(`Kiln is up.
+  endpoint:          %s
+  region:            %s
+  account:           %s
+  access key id:     %s
+  secret access key: %s
+
+  export AWS_SHARED_CREDENTIALS_FILE=%s/credentials AWS_CONFIG_FILE=%s/config
+  aws lambda list-functions --endpoint-url %s
+`, s.Endpoint, s.Region, s.Identity.AccountID, s.Identity.AccessKeyID, s.Identity.SecretAccessKey,
+		s.DataDir, s.DataDir, s.Endpoint)
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err = <-s.Done():
+	}
+	s.Close()
+	return err
+}

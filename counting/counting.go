@@ -1,0 +1,153 @@
+// Package counting is the counting service: on every invoke it decides,
+// without I/O, whether the account and the function have concurrency left,
+// and hands out a slot that the invoke returns when it ends.
+package counting
+
+import (
+	"sync"
+
+	"github.com/kiln-dev/kiln/api"
+)
+
+// Throttle reasons, as Lambda names them in TooManyRequestsException.
+const (
+	ReasonAccount  = "ConcurrentInvocationLimitExceeded"
+	ReasonReserved = "ReservedFunctionConcurrentInvocationLimitExceeded"
+)
+
+// Config sets the limits. The zero value is Lambda's default account.
+type Config struct {
+	// AccountLimit is the account's concurrency; 0 means 1000.
+	AccountLimit int
+}
+
+// Key names a function within an account.
+type Key struct {
+	Account, Function string
+}
+
+// Counter counts concurrent invokes per account and function.
+type Counter struct {
+	limit int
+
+	mu       sync.Mutex
+	accounts map[string]*account
+}
+
+type account struct {
+	reservedTotal int
+	unreservedUse int // invokes of functions without reserved concurrency
+	functions     map[string]*function
+}
+
+type function struct {
+	reserved *int
+	inUse    int
+}
+
+// New returns a counter.
+func New(cfg Config) *Counter {
+	if cfg.AccountLimit == 0 {
+		cfg.AccountLimit = 1000
+	}
+	return &Counter{limit: cfg.AccountLimit, accounts: map[string]*account{}}
+}
+
+// AccountLimit is the configured account concurrency.
+func (c *Counter) AccountLimit() int { return c.limit }
+
+func (c *Counter) fn(k Key) (*account, *function) {
+	a := c.accounts[k.Account]
+	if a == nil {
+		a = &account{functions: map[string]*function{}}
+		c.accounts[k.Account] = a
+	}
+	f := a.functions[k.Function]
+	if f == nil {
+		f = &function{}
+		a.functions[k.Function] = f
+	}
+	return a, f
+}
+
+// SetReserved records a function's reserved concurrency (nil: none). The
+// control plane has already checked the account's rules.
+func (c *Counter) SetReserved(k Key, reserved *int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, f := c.fn(k)
+	// Keep unreservedUse the sum of inUse over functions without a reservation.
+	if f.reserved != nil {
+		a.reservedTotal -= *f.reserved
+	} else {
+		a.unreservedUse -= f.inUse
+	}
+	f.reserved = nil
+	if reserved != nil {
+		v := *reserved
+		f.reserved = &v
+		a.reservedTotal += v
+	} else {
+		a.unreservedUse += f.inUse
+	}
+}
+
+// Slot is one granted unit of concurrency. Release returns it; a Slot must be
+// released exactly once.
+type Slot struct {
+	c   *Counter
+	key Key
+}
+
+// Acquire takes a slot for one invoke of k or returns a 429 *api.Error with
+// Lambda's reason.
+func (c *Counter) Acquire(k Key) (Slot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, f := c.fn(k)
+	if f.reserved != nil {
+		if f.inUse >= *f.reserved {
+			return Slot{}, throttle(ReasonReserved, "Rate Exceeded.")
+		}
+	} else {
+		if a.unreservedUse >= c.limit-a.reservedTotal {
+			return Slot{}, throttle(ReasonAccount, "Rate Exceeded.")
+		}
+		a.unreservedUse++
+	}
+	f.inUse++
+	return Slot{c: c, key: k}, nil
+}
+
+// Release returns the slot.
+func (s Slot) Release() {
+	if s.c == nil {
+		return
+	}
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, f := c.fn(s.key)
+	f.inUse--
+	if f.reserved == nil {
+		a.unreservedUse--
+	}
+}
+
+// InUse reports the invokes running for k and for its whole account.
+func (c *Counter) InUse(k Key) (function, account int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, f := c.fn(k)
+	total := 0
+	for _, g := range a.functions {
+		total += g.inUse
+	}
+	return f.inUse, total
+}
+
+func throttle(reason, msg string) *api.Error {
+	e := api.Errorf(api.TooManyRequests, "%s", msg)
+	e.Reason = reason
+	return e
+}

@@ -1,0 +1,266 @@
+// Package metadata keeps functions, their versions and aliases in a JetStream
+// KV bucket: one key per function, updated with compare-and-set so that
+// concurrent control-plane calls never lose each other's writes.
+package metadata
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Latest is the qualifier of a function's unpublished, editable version.
+const Latest = "$LATEST"
+
+var (
+	ErrNotFound = errors.New("metadata: not found")
+	ErrExists   = errors.New("metadata: already exists")
+	ErrConflict = errors.New("metadata: changed concurrently")
+)
+
+// Function is everything Kiln keeps about one function.
+type Function struct {
+	Account  string                                `json:"account"`
+	Name     string                                `json:"name"`
+	Latest   api.FunctionConfiguration             `json:"latest"`
+	Versions map[string]*api.FunctionConfiguration `json:"versions,omitempty"`
+	// LastVersion is the highest version number ever published; numbers are
+	// never reused, even after a version is deleted (as in Lambda).
+	LastVersion int                                `json:"lastVersion"`
+	Aliases     map[string]*api.AliasConfiguration `json:"aliases,omitempty"`
+	// ReservedConcurrency is nil when the function draws from the unreserved pool.
+	ReservedConcurrency *int `json:"reservedConcurrency,omitempty"`
+
+	// revision is the KV revision this copy was read at, for compare-and-set.
+	revision uint64
+}
+
+// Version returns the configuration of "$LATEST" or a published version number.
+func (f *Function) Version(v string) (*api.FunctionConfiguration, bool) {
+	if v == Latest || v == "" {
+		return &f.Latest, true
+	}
+	c, ok := f.Versions[v]
+	return c, ok
+}
+
+// SortedVersions lists published version numbers in ascending order.
+func (f *Function) SortedVersions() []string {
+	out := make([]string, 0, len(f.Versions))
+	for v := range f.Versions {
+		out = append(out, v)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, _ := strconv.Atoi(out[i])
+		b, _ := strconv.Atoi(out[j])
+		return a < b
+	})
+	return out
+}
+
+// Resolve maps a qualifier ("", "$LATEST", a version number or an alias) to
+// the configuration that runs. For an alias with weighted routing, pick is a
+// number in [0,1) that chooses between the alias's two versions; pass
+// rand.Float64() on the invoke path.
+func (f *Function) Resolve(qualifier string, pick float64) (*api.FunctionConfiguration, error) {
+	if c, ok := f.Version(qualifier); ok {
+		return c, nil
+	}
+	a, ok := f.Aliases[qualifier]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s:%s", ErrNotFound, f.Name, qualifier)
+	}
+	version := a.FunctionVersion
+	if a.RoutingConfig != nil {
+		for v, w := range a.RoutingConfig.AdditionalVersionWeights {
+			if pick < w {
+				version = v
+			}
+			break // Lambda allows exactly one additional version
+		}
+	}
+	c, ok := f.Version(version)
+	if !ok {
+		return nil, fmt.Errorf("%w: alias %s points to missing version %s", ErrNotFound, qualifier, version)
+	}
+	return c, nil
+}
+
+// Pick is the random draw Resolve takes for weighted aliases.
+func Pick() float64 { return rand.Float64() }
+
+// Store keeps Functions in a JetStream KV bucket.
+type Store struct {
+	kv jetstream.KeyValue
+}
+
+// Config configures the store. The zero value uses bucket "kiln-functions"
+// with one replica.
+type Config struct {
+	Bucket   string
+	Replicas int
+}
+
+// Open creates the bucket if needed.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = "kiln-functions"
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:   cfg.Bucket,
+		History:  1,
+		Replicas: max(cfg.Replicas, 1),
+		Storage:  jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metadata bucket: %w", err)
+	}
+	return &Store{kv: kv}, nil
+}
+
+func key(account, name string) string { return account + "." + name }
+
+// Get reads one function.
+func (s *Store) Get(ctx context.Context, account, name string) (*Function, error) {
+	e, err := s.kv.Get(ctx, key(account, name))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, fmt.Errorf("%w: function %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("metadata get %s: %w", name, err)
+	}
+	return decode(e)
+}
+
+func decode(e jetstream.KeyValueEntry) (*Function, error) {
+	var f Function
+	if err := json.Unmarshal(e.Value(), &f); err != nil {
+		return nil, fmt.Errorf("metadata decode %s: %w", e.Key(), err)
+	}
+	f.revision = e.Revision()
+	return &f, nil
+}
+
+// Create stores a new function; ErrExists if the name is taken.
+func (s *Store) Create(ctx context.Context, f *Function) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	rev, err := s.kv.Create(ctx, key(f.Account, f.Name), b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("%w: function %s", ErrExists, f.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("metadata create %s: %w", f.Name, err)
+	}
+	f.revision = rev
+	return nil
+}
+
+// Update writes f back if nobody changed it since it was read; otherwise
+// ErrConflict, and the caller re-reads and retries (see Modify).
+func (s *Store) Update(ctx context.Context, f *Function) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	rev, err := s.kv.Update(ctx, key(f.Account, f.Name), b, f.revision)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return fmt.Errorf("%w: function %s", ErrConflict, f.Name)
+		}
+		return fmt.Errorf("metadata update %s: %w", f.Name, err)
+	}
+	f.revision = rev
+	return nil
+}
+
+// Modify reads a function, applies change and writes it back, retrying on
+// concurrent writes. change may return an error to abort without writing.
+func (s *Store) Modify(ctx context.Context, account, name string, change func(*Function) error) (*Function, error) {
+	for {
+		f, err := s.Get(ctx, account, name)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(f); err != nil {
+			return nil, err
+		}
+		err = s.Update(ctx, f)
+		if errors.Is(err, ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+}
+
+// Delete removes a function and all its versions and aliases.
+func (s *Store) Delete(ctx context.Context, account, name string) error {
+	if _, err := s.Get(ctx, account, name); err != nil {
+		return err
+	}
+	if err := s.kv.Delete(ctx, key(account, name)); err != nil {
+		return fmt.Errorf("metadata delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// List returns the account's functions sorted by name.
+func (s *Store) List(ctx context.Context, account string) ([]*Function, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, account+".>")
+	if err != nil {
+		return nil, fmt.Errorf("metadata list: %w", err)
+	}
+	var out []*Function
+	for k := range lister.Keys() {
+		e, err := s.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted since listed
+		}
+		if err != nil {
+			return nil, fmt.Errorf("metadata list: %w", err)
+		}
+		f, err := decode(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Watch calls changed(account, name) for every function written or deleted
+// from now on, until ctx ends. Caches use it to drop stale entries.
+func (s *Store) Watch(ctx context.Context, changed func(account, name string)) error {
+	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.MetaOnly())
+	if err != nil {
+		return fmt.Errorf("metadata watch: %w", err)
+	}
+	go func() {
+		defer w.Stop()
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			account, name, ok := strings.Cut(e.Key(), ".")
+			if ok {
+				changed(account, name)
+			}
+		}
+	}()
+	return nil
+}

@@ -1,0 +1,83 @@
+// Package natsd runs the embedded NATS JetStream server that `kiln up` uses,
+// and connects to it (or to an external cluster) for every role.
+package natsd
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures the embedded server. The zero value listens on no TCP port
+// at all: roles in the same process connect in-process.
+type Config struct {
+	// Dir holds JetStream's files. Empty means memory only.
+	Dir string
+	// Listen is host:port for NATS clients; empty means no network listener.
+	Listen string
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	srv *server.Server
+}
+
+// Start runs an embedded NATS server with JetStream and waits until it is ready.
+func Start(cfg Config) (*Server, error) {
+	opts := &server.Options{
+		ServerName: "kiln",
+		JetStream:  true,
+		NoSigs:     true,
+		NoLog:      true,
+		DontListen: cfg.Listen == "",
+		// JetStream sync_interval: fsync on every write would cost ~ms per
+		// publish; the default (2 min) trusts the page cache, which survives
+		// a process crash (our failure model for `kiln up`), not a power cut.
+	}
+	if cfg.Dir != "" {
+		opts.StoreDir = cfg.Dir
+	}
+	if cfg.Listen != "" {
+		host, port, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen address: %w", err)
+		}
+		opts.Host = host
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("nats listen address: %w", err)
+		}
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("nats server: %w", err)
+	}
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, fmt.Errorf("nats server: not ready after 30s")
+	}
+	return &Server{srv: srv}, nil
+}
+
+// Connect opens a client connection inside this process, without a socket.
+func (s *Server) Connect() (*nats.Conn, error) {
+	return nats.Connect("", nats.InProcessServer(s.srv), nats.Name("kiln"))
+}
+
+// ClientURL is the URL external processes connect to ("" when not listening).
+func (s *Server) ClientURL() string {
+	if s.srv.Addr() == nil {
+		return ""
+	}
+	return s.srv.ClientURL()
+}
+
+// Shutdown stops the server and waits for it to finish.
+func (s *Server) Shutdown() {
+	s.srv.Shutdown()
+	s.srv.WaitForShutdown()
+}

@@ -1,0 +1,232 @@
+// Package server assembles every role of Kiln in one process: the embedded
+// NATS JetStream server, the control plane, the frontend, counting,
+// assignment, placement and a worker, behind one HTTP listener.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/assignment"
+	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/controlplane"
+	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/kiln-dev/kiln/placement"
+	"github.com/kiln-dev/kiln/runtimes"
+	"github.com/kiln-dev/kiln/worker"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config configures `kiln up`. The zero value serves on 127.0.0.1:9000 with
+// data under ./.kiln.
+type Config struct {
+	DataDir string // default ./.kiln
+	Listen  string // default 127.0.0.1:9000; port 0 picks a free one
+	Region  string // default us-east-1
+	// Default account; generated on first start and kept when empty.
+	AccountID, AccessKeyID, SecretAccessKey string
+	// AccountConcurrency is the account's concurrency limit; 0 means 1000.
+	AccountConcurrency int
+	// IdleTimeout is how long an idle execution environment lives; 0 means 10 min.
+	IdleTimeout time.Duration
+	// Sandbox is the isolation backend; nil means worker.ProcessSandbox.
+	Sandbox worker.Sandbox
+	Logger  *slog.Logger
+}
+
+// Server is a running Kiln.
+type Server struct {
+	Endpoint string // http://host:port
+	Region   string
+	Identity Identity
+	DataDir  string
+
+	Worker     *worker.Worker
+	Assignment *assignment.Service
+	Counter    *counting.Counter
+	Functions  *metadata.Store
+
+	http   *http.Server
+	nats   *natsd.Server
+	nc     *nats.Conn
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs every role and returns once Kiln accepts requests.
+func Start(ctx context.Context, cfg Config) (s *Server, err error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = ".kiln"
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:9000"
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	dir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	id, err := loadIdentity(dir, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s = &Server{Endpoint: "http://" + ln.Addr().String(), Region: cfg.Region, Identity: id, DataDir: dir,
+		cancel: cancel, done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := writeAWSFiles(dir, id, cfg.Region, s.Endpoint); err != nil {
+		return nil, fmt.Errorf("aws files: %w", err)
+	}
+
+	if s.nats, err = natsd.Start(natsd.Config{Dir: filepath.Join(dir, "nats")}); err != nil {
+		return nil, err
+	}
+	if s.nc, err = s.nats.Connect(); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		return nil, err
+	}
+	if s.Functions, err = metadata.Open(ctx, js, metadata.Config{}); err != nil {
+		return nil, err
+	}
+	code, err := codestore.Open(codestore.Config{Dir: filepath.Join(dir, "code")})
+	if err != nil {
+		return nil, err
+	}
+	runtimeDir := filepath.Join(dir, "runtimes")
+	if err := runtimes.Install(runtimeDir); err != nil {
+		return nil, fmt.Errorf("runtimes: %w", err)
+	}
+
+	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency})
+	place := placement.New()
+	s.Worker = worker.New(worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
+		Sandbox: cfg.Sandbox, Logger: cfg.Logger})
+	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
+	s.Assignment = assignment.New(assignment.Config{Placement: place, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
+	s.Assignment.AddWorker(s.Worker)
+
+	fns, err := s.Functions.List(ctx, id.AccountID)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range fns {
+		s.Counter.SetReserved(counting.Key{Account: f.Account, Function: f.Name}, f.ReservedConcurrency)
+	}
+	front, err := frontend.New(runCtx, frontend.Config{
+		Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
+		OnFunctionChange: s.functionChanged, Logger: cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cp := controlplane.New(controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
+		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()})
+
+	mux := http.NewServeMux()
+	front.Register(mux)
+	cp.Register(mux)
+	keyring := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
+	signed := auth.Middleware(keyring, bodyLimit, mux)
+	root := http.NewServeMux()
+	root.Handle("/kiln/code/", cp.CodeHandler())
+	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	root.Handle("/", signed)
+
+	s.http = &http.Server{Handler: root, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	go func() { s.done <- s.http.Serve(ln) }()
+	return s, nil
+}
+
+// bodyLimit: invokes get Lambda's payload limits; management calls the
+// limit of a direct zip upload (50 MB zipped, base64 in JSON).
+func bodyLimit(r *http.Request) (int64, *api.Error) {
+	if limit, tooLarge, ok := frontend.BodyLimit(r); ok {
+		return limit, tooLarge
+	}
+	const max = 69905067
+	return max, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", max)
+}
+
+// functionChanged keeps counting and assignment in step with the control plane.
+func (s *Server) functionChanged(account, name string) {
+	f, err := s.Functions.Get(context.Background(), account, name)
+	key := counting.Key{Account: account, Function: name}
+	if errors.Is(err, metadata.ErrNotFound) {
+		s.Counter.SetReserved(key, nil)
+		s.Assignment.Retire(account, name, func(string, string) bool { return false })
+		return
+	}
+	if err != nil {
+		return
+	}
+	s.Counter.SetReserved(key, f.ReservedConcurrency)
+	s.Assignment.Retire(account, name, func(version, revision string) bool {
+		c, ok := f.Version(version)
+		return ok && c.RevisionId == revision
+	})
+}
+
+// Close stops serving, ends every execution environment and stops NATS.
+func (s *Server) Close() error {
+	if s.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.http.Shutdown(ctx)
+		cancel()
+	}
+	if s.Assignment != nil {
+		s.Assignment.Close()
+	}
+	if s.Worker != nil {
+		s.Worker.Close()
+	}
+	s.cancel()
+	if s.nc != nil {
+		s.nc.Close()
+	}
+	if s.nats != nil {
+		s.nats.Shutdown()
+	}
+	return nil
+}
+
+// Done reports the HTTP server's end.
+func (s *Server) Done() <-chan error { return s.done }

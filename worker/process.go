@@ -1,0 +1,66 @@
+package worker
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	"github.com/kiln-dev/kiln/agent"
+)
+
+// ProcessSandbox runs the agent and runtime as plain child processes of the
+// worker, in their own process group. It isolates nothing; it is the
+// reference backend and the fastest way to run trusted code.
+type ProcessSandbox struct{}
+
+func (ProcessSandbox) Layout(codeDir, runtimeDir string) (string, string) { return codeDir, runtimeDir }
+
+func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, error) {
+	cmd := &exec.Cmd{
+		Path:        "/proc/self/exe",
+		Args:        append([]string{agent.ExecName}, spec.Argv...),
+		Env:         append(spec.Env, agent.EnvListen+"=127.0.0.1:0"),
+		Dir:         spec.CodeDir,
+		ExtraFiles:  []*os.File{spec.Conn},
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		Stdout:      os.Stderr, // the agent's own diagnostics; the runtime's output goes through the socket
+		Stderr:      os.Stderr,
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start agent: %w", err)
+	}
+	return &childProcess{cmd: cmd}, nil
+}
+
+type childProcess struct{ cmd *exec.Cmd }
+
+func (p *childProcess) Kill() error {
+	// The negative pid signals the whole group: the agent, the runtime and
+	// anything the runtime started.
+	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+}
+
+func (p *childProcess) Wait() error { return p.cmd.Wait() }
+
+func (p *childProcess) MaxMemoryUsed(runtimePid int) int64 {
+	if runtimePid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(runtimePid) + "/status")
+	if err != nil {
+		return 0
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmHWM:")); ok {
+			kb, _ := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(v), []byte(" kB"))), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

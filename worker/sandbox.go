@@ -1,0 +1,41 @@
+package worker
+
+import (
+	"context"
+	"os"
+)
+
+// Sandbox is an isolation backend: it starts the agent of one execution
+// environment. Backends differ in what the agent can see and use; the
+// worker drives every one of them the same way.
+type Sandbox interface {
+	// Layout says where the function's code and Kiln's runtime files appear
+	// to the runtime, given where they are on the host.
+	Layout(codeDir, runtimeDir string) (taskRoot, runtimeRoot string)
+	// Start runs the agent with the runtime command spec.Argv. The agent
+	// speaks agentproto over spec.Conn, which Start passes on as fd 3.
+	Start(ctx context.Context, spec SandboxSpec) (Process, error)
+}
+
+// SandboxSpec describes one execution environment to start.
+type SandboxSpec struct {
+	ID         string
+	Argv       []string // the runtime's command, in the sandbox's paths
+	Env        []string // the runtime's environment
+	CodeDir    string   // host directory of the function's code
+	RuntimeDir string   // host directory of Kiln's runtime bootstraps
+	MemoryMB   int
+	TmpMB      int
+	Conn       *os.File // the agent's end of the worker socket
+}
+
+// Process is a started sandbox.
+type Process interface {
+	// Kill ends every process of the sandbox and releases what it holds.
+	Kill() error
+	// Wait blocks until the agent has exited.
+	Wait() error
+	// MaxMemoryUsed is the high-water mark of the environment's memory in
+	// bytes; runtimePid is the runtime's pid as the agent reported it.
+	MaxMemoryUsed(runtimePid int) int64
+}

@@ -1,0 +1,455 @@
+// Package worker is the server in serverless: it creates execution
+// environments through an isolation backend (Sandbox), hands each invoke to
+// the environment's agent, enforces the function's timeout, and keeps the
+// invoke's log.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/agentproto"
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/runtimes"
+)
+
+// CodeSource gives the directory holding a function's unpacked code.
+type CodeSource interface {
+	Dir(ctx context.Context, codeSha256 string) (string, error)
+}
+
+// Config configures a worker. Code is required; other zero values work.
+type Config struct {
+	ID         string
+	Region     string
+	RuntimeDir string // where runtimes.Install put the bootstraps
+	Code       CodeSource
+	Sandbox    Sandbox // zero: ProcessSandbox
+	// InitTimeout bounds the init phase; zero means Lambda's 10 s.
+	InitTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Worker runs execution environments.
+type Worker struct {
+	cfg  Config
+	seq  atomic.Uint64
+	mu   sync.Mutex
+	envs map[string]*env
+}
+
+// New returns a worker.
+func New(cfg Config) *Worker {
+	if cfg.Sandbox == nil {
+		cfg.Sandbox = ProcessSandbox{}
+	}
+	if cfg.InitTimeout == 0 {
+		cfg.InitTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ID == "" {
+		cfg.ID = "worker-1"
+	}
+	return &Worker{cfg: cfg, envs: map[string]*env{}}
+}
+
+// ID names the worker to placement.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// EnvSpec is what a new execution environment runs.
+type EnvSpec struct {
+	Account  string
+	Function api.FunctionConfiguration // the exact version's configuration
+	// InitType is AWS_LAMBDA_INITIALIZATION_TYPE: "on-demand" or "provisioned-concurrency".
+	InitType string
+}
+
+// EnvInfo describes a ready environment.
+type EnvInfo struct {
+	ID           string
+	InitDuration time.Duration
+}
+
+// Invocation is one invoke's input.
+type Invocation struct {
+	RequestID       string
+	FunctionArn     string // as invoked (qualified when a qualifier was given)
+	TraceID         string
+	ClientContext   string // decoded JSON
+	CognitoIdentity string
+	Payload         []byte
+}
+
+// Result is an invoke's outcome.
+type Result struct {
+	Payload []byte
+	// ErrorType is set when the function failed; the caller gets
+	// X-Amz-Function-Error: Unhandled and Payload as the error document.
+	ErrorType string
+	// LogTail is the last 4 KB of this invoke's log, START to REPORT.
+	LogTail  []byte
+	Duration time.Duration
+	// Reusable is false when the environment was destroyed (timeout, crash).
+	Reusable bool
+}
+
+// InitError is returned by Create when the function's init phase failed.
+// Document is Lambda's error document for the caller.
+type InitError struct {
+	ErrorType string
+	Document  []byte
+	LogTail   []byte
+}
+
+func (e *InitError) Error() string { return "init failed: " + e.ErrorType }
+
+// ErrNoEnv means the environment is not (or no longer) on this worker.
+var ErrNoEnv = errors.New("worker: no such execution environment")
+
+// Create starts an execution environment and waits until its runtime is
+// initialized (it asked for its first event).
+func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
+	fn := spec.Function
+	rt, err := runtimes.Lookup(fn.Runtime)
+	if err != nil {
+		return nil, err
+	}
+	codeDir, err := w.cfg.Code.Dir(ctx, fn.CodeSha256)
+	if err != nil {
+		return nil, fmt.Errorf("code of %s: %w", fn.FunctionName, err)
+	}
+	id := fmt.Sprintf("%s-%d", w.cfg.ID, w.seq.Add(1))
+	taskRoot, runtimeRoot := w.cfg.Sandbox.Layout(codeDir, w.cfg.RuntimeDir)
+
+	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
+	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours,
+		ready: make(chan struct{}), dead: make(chan struct{})}
+	e.log.init()
+	proc, err := w.cfg.Sandbox.Start(ctx, SandboxSpec{
+		ID:         id,
+		Argv:       rt.Command(runtimeRoot, taskRoot),
+		Env:        w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, id),
+		CodeDir:    codeDir,
+		RuntimeDir: w.cfg.RuntimeDir,
+		MemoryMB:   fn.MemorySize,
+		TmpMB:      ephemeralMB(fn),
+		Conn:       theirs,
+	})
+	theirs.Close()
+	if err != nil {
+		ours.Close()
+		return nil, err
+	}
+	e.proc = proc
+	go e.readAgent()
+	go func() { proc.Wait(); e.sock.Close() }()
+
+	timer := time.NewTimer(w.cfg.InitTimeout)
+	defer timer.Stop()
+	select {
+	case <-e.ready:
+	case <-e.dead:
+	case <-timer.C:
+		e.destroy()
+		return nil, &InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
+			fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms Phase: init Status: timeout", float64(w.cfg.InitTimeout.Microseconds())/1000))}
+	case <-ctx.Done():
+		e.destroy()
+		return nil, ctx.Err()
+	}
+	if e.initErr != nil || !e.isReady() {
+		ie := e.initErr
+		if ie == nil {
+			ie = &InitError{ErrorType: "Runtime.ExitError", Document: errorDoc("Runtime.ExitError",
+				"RequestId: "+"init"+" Error: Runtime exited with error: "+e.exitText())}
+		}
+		ie.LogTail = e.log.tail()
+		e.destroy()
+		return nil, ie
+	}
+	w.mu.Lock()
+	w.envs[id] = e
+	w.mu.Unlock()
+	return &EnvInfo{ID: id, InitDuration: e.initDuration}, nil
+}
+
+func ephemeralMB(fn api.FunctionConfiguration) int {
+	if fn.EphemeralStorage != nil && fn.EphemeralStorage.Size > 0 {
+		return fn.EphemeralStorage.Size
+	}
+	return 512
+}
+
+// runtimeEnv is the environment Lambda gives a function, with the
+// function's own variables first so that reserved names win over them.
+func (w *Worker) runtimeEnv(spec EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, envID string) []string {
+	fn := spec.Function
+	env := []string{}
+	if fn.Environment != nil {
+		for k, v := range fn.Environment.Variables {
+			env = append(env, k+"="+v)
+		}
+	}
+	initType := spec.InitType
+	if initType == "" {
+		initType = "on-demand"
+	}
+	env = append(env,
+		"PATH=/usr/local/bin:/usr/bin:/bin:/opt/bin",
+		"LANG=en_US.UTF-8",
+		"TZ=:UTC",
+		"LD_LIBRARY_PATH=/lib64:/usr/lib64:"+runtimeRoot+":"+runtimeRoot+"/lib:"+taskRoot+":"+taskRoot+"/lib:/opt/lib",
+		"_HANDLER="+fn.Handler,
+		"LAMBDA_TASK_ROOT="+taskRoot,
+		"LAMBDA_RUNTIME_DIR="+runtimeRoot,
+		"AWS_REGION="+w.cfg.Region,
+		"AWS_DEFAULT_REGION="+w.cfg.Region,
+		"AWS_LAMBDA_FUNCTION_NAME="+fn.FunctionName,
+		"AWS_LAMBDA_FUNCTION_VERSION="+fn.Version,
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="+strconv.Itoa(fn.MemorySize),
+		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/"+fn.FunctionName,
+		"AWS_LAMBDA_LOG_STREAM_NAME="+logStreamName(fn.Version, envID),
+		"AWS_LAMBDA_INITIALIZATION_TYPE="+initType,
+	)
+	if rt.ExecutionEnv != "" {
+		env = append(env, "AWS_EXECUTION_ENV="+rt.ExecutionEnv)
+	}
+	return env
+}
+
+// logStreamName follows Lambda's "YYYY/MM/DD/[VERSION]id" form.
+func logStreamName(version, envID string) string {
+	return time.Now().UTC().Format("2006/01/02") + "/[" + version + "]" + envID
+}
+
+// Invoke runs one invocation in environment envID. It does not give up when
+// ctx ends (a caller that hangs up does not stop a running function, as in
+// Lambda); the function's timeout bounds it.
+func (w *Worker) Invoke(ctx context.Context, envID string, inv *Invocation) (*Result, error) {
+	w.mu.Lock()
+	e := w.envs[envID]
+	w.mu.Unlock()
+	if e == nil {
+		return nil, ErrNoEnv
+	}
+	res, err := e.invoke(inv)
+	if err != nil || !res.Reusable {
+		w.forget(envID)
+	}
+	return res, err
+}
+
+// Destroy stops an environment and frees what it holds.
+func (w *Worker) Destroy(ctx context.Context, envID string) error {
+	e := w.forget(envID)
+	if e == nil {
+		return ErrNoEnv
+	}
+	e.destroy()
+	return nil
+}
+
+// Close destroys every environment.
+func (w *Worker) Close() {
+	w.mu.Lock()
+	envs := w.envs
+	w.envs = map[string]*env{}
+	w.mu.Unlock()
+	for _, e := range envs {
+		e.destroy()
+	}
+}
+
+func (w *Worker) forget(envID string) *env {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	e := w.envs[envID]
+	delete(w.envs, envID)
+	return e
+}
+
+// Count is the number of live environments.
+func (w *Worker) Count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.envs)
+}
+
+// env is one execution environment as the worker sees it.
+type env struct {
+	id   string
+	spec EnvSpec
+	conn *agentproto.Conn
+	sock *os.File
+	proc Process
+
+	ready        chan struct{} // closed when init ends, well or badly
+	readyOnce    sync.Once
+	initDuration time.Duration
+	initErr      *InitError
+	runtimePid   int
+	dead         chan struct{} // closed when the agent is gone
+	exit         agentproto.Exit
+
+	invokeMu    sync.Mutex // one invoke at a time
+	mu          sync.Mutex
+	results     chan *agentproto.Frame // the running invoke's result
+	log         logBuffer
+	invokes     int
+	destroyOnce sync.Once
+}
+
+func (e *env) isReady() bool { return e.runtimePid != 0 || e.initDuration > 0 }
+
+func (e *env) exitText() string {
+	if e.exit.Signal != "" {
+		return "signal: " + e.exit.Signal
+	}
+	return "exit status " + strconv.Itoa(e.exit.Code)
+}
+
+// readAgent dispatches the agent's frames until the socket closes.
+func (e *env) readAgent() {
+	defer close(e.dead)
+	defer e.readyOnce.Do(func() { close(e.ready) })
+	for {
+		f, err := e.conn.Read()
+		if err != nil {
+			return
+		}
+		switch f.Kind {
+		case agentproto.KindReady:
+			var r agentproto.Ready
+			f.Decode(&r)
+			e.initDuration = time.Duration(r.InitDurationMs * float64(time.Millisecond))
+			e.runtimePid = r.RuntimePid
+			e.readyOnce.Do(func() { close(e.ready) })
+		case agentproto.KindInitError:
+			var r agentproto.Error
+			f.Decode(&r)
+			e.initErr = &InitError{ErrorType: r.ErrorType, Document: jsonOr(f.Body, r.ErrorType)}
+			e.readyOnce.Do(func() { close(e.ready) })
+		case agentproto.KindLog:
+			e.mu.Lock()
+			e.log.write(f.Body)
+			e.mu.Unlock()
+		case agentproto.KindResult:
+			e.mu.Lock()
+			ch := e.results
+			e.mu.Unlock()
+			if ch != nil {
+				ch <- f
+			}
+		case agentproto.KindExit:
+			f.Decode(&e.exit)
+		}
+	}
+}
+
+func (e *env) invoke(inv *Invocation) (*Result, error) {
+	e.invokeMu.Lock()
+	defer e.invokeMu.Unlock()
+	fn := &e.spec.Function
+	timeout := time.Duration(fn.Timeout) * time.Second
+	start := time.Now()
+	results := make(chan *agentproto.Frame, 1)
+	e.mu.Lock()
+	e.results = results
+	e.log.reset()
+	e.log.writeString("START RequestId: " + inv.RequestID + " Version: " + fn.Version + "\n")
+	first := e.invokes == 0
+	e.invokes++
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.results = nil
+		e.mu.Unlock()
+	}()
+
+	err := e.conn.Write(agentproto.KindInvoke, agentproto.Invoke{
+		RequestID:       inv.RequestID,
+		DeadlineMs:      start.Add(timeout).UnixMilli(),
+		FunctionArn:     inv.FunctionArn,
+		TraceID:         inv.TraceID,
+		ClientContext:   inv.ClientContext,
+		CognitoIdentity: inv.CognitoIdentity,
+	}, inv.Payload)
+	res := &Result{Reusable: true}
+	if err != nil {
+		<-e.dead
+		res.Reusable = false
+		res.ErrorType = "Runtime.ExitError"
+		res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
+	} else {
+		timer := time.NewTimer(timeout)
+		select {
+		case f := <-results:
+			var r agentproto.Result
+			f.Decode(&r)
+			res.Payload, res.ErrorType = f.Body, r.ErrorType
+			if r.ErrorType != "" {
+				res.Payload = jsonOr(f.Body, r.ErrorType)
+			}
+		case <-e.dead:
+			res.Reusable = false
+			res.ErrorType = "Runtime.ExitError"
+			res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
+		case <-timer.C:
+			res.Reusable = false
+			msg := fmt.Sprintf("Task timed out after %.2f seconds", timeout.Seconds())
+			res.ErrorType = "Sandbox.Timedout"
+			res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: "+msg)
+			e.mu.Lock()
+			e.log.writeString(time.Now().UTC().Format("2006-01-02T15:04:05.000Z") + " " + inv.RequestID + " " + msg + "\n")
+			e.mu.Unlock()
+		}
+		timer.Stop()
+	}
+	res.Duration = time.Since(start)
+	if !res.Reusable {
+		e.destroy()
+	}
+	e.mu.Lock()
+	e.log.writeString(e.report(inv.RequestID, res, first))
+	res.LogTail = e.log.tail()
+	e.mu.Unlock()
+	return res, nil
+}
+
+// report is the END and REPORT lines Lambda writes after every invoke.
+func (e *env) report(requestID string, res *Result, first bool) string {
+	fn := &e.spec.Function
+	ms := float64(res.Duration.Microseconds()) / 1000
+	s := fmt.Sprintf("END RequestId: %s\nREPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB\t",
+		requestID, requestID, ms, int64(math.Ceil(ms)), fn.MemorySize, (e.proc.MaxMemoryUsed(e.runtimePid)+(1<<20)-1)>>20)
+	if first && e.spec.InitType != "provisioned-concurrency" {
+		s += fmt.Sprintf("Init Duration: %.2f ms\t", float64(e.initDuration.Microseconds())/1000)
+	}
+	if res.ErrorType == "Sandbox.Timedout" {
+		s += "Status: timeout"
+	}
+	return s + "\n"
+}
+
+func (e *env) destroy() {
+	e.destroyOnce.Do(func() {
+		e.conn.Write(agentproto.KindShutdown, nil, nil)
+		e.proc.Kill()
+		e.sock.Close()
+	})
+}
