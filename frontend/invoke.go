@@ -191,15 +191,22 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 	w.Write(res.Payload)
 }
 
-// run leases an environment, invokes it and returns the lease.
+// run leases an environment, invokes it and returns the lease. An idle
+// environment can die before the invoke reaches it (worker.ErrNoEnv); the
+// invoke has not started then, so it is safe to try another.
 func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *worker.Invocation) (*worker.Result, error) {
-	env, err := f.cfg.Assignment.Acquire(ctx, assignment.Request{Account: account, Function: cfg})
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		env, err := f.cfg.Assignment.Acquire(ctx, assignment.Request{Account: account, Function: cfg})
+		if err != nil {
+			return nil, err
+		}
+		res, err := env.Worker.Invoke(ctx, env.ID, inv)
+		f.cfg.Assignment.Release(env, err == nil && res.Reusable)
+		if errors.Is(err, worker.ErrNoEnv) && attempt < 3 {
+			continue
+		}
+		return res, err
 	}
-	res, err := env.Worker.Invoke(ctx, env.ID, inv)
-	f.cfg.Assignment.Release(env, err == nil && res.Reusable)
-	return res, err
 }
 
 // newRequestID returns a random UUID, the form of Lambda's request ids.

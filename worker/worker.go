@@ -364,6 +364,11 @@ func (e *env) readAgent() {
 func (e *env) invoke(inv *Invocation) (*Result, error) {
 	e.invokeMu.Lock()
 	defer e.invokeMu.Unlock()
+	select {
+	case <-e.dead: // it ended while idle: the invoke has not started, another env may take it
+		return nil, ErrNoEnv
+	default:
+	}
 	fn := &e.spec.Function
 	timeout := time.Duration(fn.Timeout) * time.Second
 	start := time.Now()
@@ -405,6 +410,8 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 			if r.ErrorType != "" {
 				res.Payload = jsonOr(f.Body, r.ErrorType)
 			}
+			// Runtimes exit when the Runtime API refuses their response.
+			res.Reusable = r.ErrorType != "Function.ResponseSizeTooLarge"
 		case <-e.dead:
 			res.Reusable = false
 			res.ErrorType = "Runtime.ExitError"

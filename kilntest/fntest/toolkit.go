@@ -1,4 +1,4 @@
-package kilntest
+package fntest
 
 // ToolkitGo is one aws-lambda-go function with a behaviour per event
 // "action", so most tests share one build:

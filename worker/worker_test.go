@@ -1,0 +1,133 @@
+package worker_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/runtimes"
+	"github.com/kiln-dev/kiln/worker"
+)
+
+// dirCode serves code from directories prepared by the test.
+type dirCode map[string]string
+
+func (d dirCode) Dir(_ context.Context, sha string) (string, error) {
+	if p, ok := d[sha]; ok {
+		return p, nil
+	}
+	return "", os.ErrNotExist
+}
+
+func newWorker(t testing.TB) (*worker.Worker, api.FunctionConfiguration) {
+	t.Helper()
+	dir := t.TempDir()
+	code := filepath.Join(dir, "code")
+	os.MkdirAll(code, 0o755)
+	if err := os.WriteFile(filepath.Join(code, "bootstrap"), fntest.GoBootstrap(t, fntest.ToolkitGo), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rt := filepath.Join(dir, "runtimes")
+	if err := runtimes.Install(rt); err != nil {
+		t.Fatal(err)
+	}
+	w := worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: dirCode{"toolkit": code}})
+	t.Cleanup(w.Close)
+	fn := api.FunctionConfiguration{FunctionName: "toolkit", Runtime: "provided.al2023", Handler: "bootstrap",
+		MemorySize: 128, Timeout: 2, Version: "$LATEST", CodeSha256: "toolkit"}
+	return w, fn
+}
+
+func invoke(t *testing.T, w *worker.Worker, envID, payload string) *worker.Result {
+	t.Helper()
+	res, err := w.Invoke(context.Background(), envID, &worker.Invocation{RequestID: "req-" + payload[:min(8, len(payload))],
+		FunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:toolkit", Payload: []byte(payload)})
+	if err != nil {
+		t.Fatalf("invoke: %v", err)
+	}
+	return res
+}
+
+func TestLifecycle(t *testing.T) {
+	w, fn := newWorker(t)
+	ctx := context.Background()
+	info, err := w.Create(ctx, worker.EnvSpec{Account: "123456789012", Function: fn})
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if info.InitDuration <= 0 {
+		t.Errorf("init duration %v", info.InitDuration)
+	}
+
+	res := invoke(t, w, info.ID, `{"hello":"world"}`)
+	if string(res.Payload) != `{"hello":"world"}` || res.ErrorType != "" || !res.Reusable {
+		t.Fatalf("echo: %+v", res)
+	}
+	log := string(res.LogTail)
+	for _, want := range []string{"START RequestId: req-{\"hello\" Version: $LATEST", "END RequestId:", "REPORT RequestId:", "Init Duration:", "Max Memory Used:"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log tail lacks %q:\n%s", want, log)
+		}
+	}
+	if res := invoke(t, w, info.ID, `{"action":"print","lines":3,"text":"hello log"}`); strings.Count(string(res.LogTail), "hello log\n") != 3 || strings.Contains(string(res.LogTail), "Init Duration") {
+		t.Errorf("second invoke log:\n%s", res.LogTail)
+	}
+
+	res = invoke(t, w, info.ID, `{"action":"error","msg":"boom"}`)
+	var doc struct{ ErrorMessage, ErrorType string }
+	json.Unmarshal(res.Payload, &doc)
+	if res.ErrorType == "" || doc.ErrorMessage != "boom" || !res.Reusable {
+		t.Errorf("function error: %+v %s", res, res.Payload)
+	}
+
+	res = invoke(t, w, info.ID, `{"action":"sleep","ms":5000}`)
+	if res.ErrorType != "Sandbox.Timedout" || res.Reusable || !strings.Contains(string(res.Payload), "Task timed out after 2.00 seconds") {
+		t.Errorf("timeout: %+v %s", res, res.Payload)
+	}
+	if _, err := w.Invoke(ctx, info.ID, &worker.Invocation{RequestID: "x", Payload: []byte("{}")}); !errors.Is(err, worker.ErrNoEnv) {
+		t.Errorf("invoke after timeout: %v, want ErrNoEnv", err)
+	}
+	if w.Count() != 0 {
+		t.Errorf("environments left: %d", w.Count())
+	}
+}
+
+func TestCrashAndBigResponse(t *testing.T) {
+	w, fn := newWorker(t)
+	ctx := context.Background()
+	info, err := w.Create(ctx, worker.EnvSpec{Function: fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := invoke(t, w, info.ID, `{"action":"big","bytes":7000000}`)
+	if res.ErrorType != "Function.ResponseSizeTooLarge" || res.Reusable {
+		t.Errorf("big response: %+v %.200s", res, res.Payload)
+	}
+	if info, err = w.Create(ctx, worker.EnvSpec{Function: fn}); err != nil {
+		t.Fatal(err)
+	}
+	res = invoke(t, w, info.ID, `{"action":"exit","code":3}`)
+	if res.ErrorType != "Runtime.ExitError" || res.Reusable || !strings.Contains(string(res.Payload), "exit status 3") {
+		t.Errorf("exit: %s %s", res.ErrorType, res.Payload)
+	}
+}
+
+func BenchmarkInvokeWarm(b *testing.B) {
+	w, fn := newWorker(b)
+	info, err := w.Create(context.Background(), worker.EnvSpec{Function: fn})
+	if err != nil {
+		b.Fatal(err)
+	}
+	inv := &worker.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
+	for b.Loop() {
+		if _, err := w.Invoke(context.Background(), info.ID, inv); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
