@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -91,6 +92,7 @@ type fakeAPI struct {
 	queue   chan invocation
 	reports chan report
 	stop    chan struct{}
+	conns   atomic.Int64 // connections accepted
 }
 
 const prefix = "/2018-06-01/runtime"
@@ -139,7 +141,13 @@ func newFakeAPI(t testing.TB) *fakeAPI {
 	mux.HandleFunc("POST "+prefix+"/invocation/{id}/response", post("response"))
 	mux.HandleFunc("POST "+prefix+"/invocation/{id}/error", post("error"))
 	mux.HandleFunc("POST "+prefix+"/init/error", post("init"))
-	a.srv = httptest.NewServer(mux) // listens on 127.0.0.1:0
+	a.srv = httptest.NewUnstartedServer(mux) // listens on 127.0.0.1:0
+	a.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
+		if state == http.StateNew {
+			a.conns.Add(1)
+		}
+	}
+	a.srv.Start()
 	t.Cleanup(func() {
 		a.goAway()
 		a.srv.Close()
@@ -665,6 +673,9 @@ def ctx(event, context):
 		for i := 1; i <= 5; i++ {
 			wantResponse(t, p.invoke(invocation{}), fmt.Sprintf(`{"calls":%d,"pid":%d}`, i, pid))
 		}
+		if n := p.api.conns.Load(); n != 1 {
+			t.Errorf("runtime opened %d connections to the Runtime API, want 1 kept alive", n)
+		}
 	})
 
 	t.Run("Logging", func(t *testing.T) {
@@ -797,6 +808,7 @@ exports.waits = (event, context, callback) => {
   setTimeout(() => console.log('timer fired'), event.timer);
   callback(null, 'done');
 };
+exports.unhandled = async () => { Promise.reject(new Error('floating')); await new Promise((r) => setTimeout(r, 50)); return 'late'; };
 exports.uncaught = async () => { setTimeout(() => { throw new Error('escaped'); }, 1); return new Promise(() => {}); };
 `
 	files := map[string]string{
@@ -931,6 +943,9 @@ exports.uncaught = async () => { setTimeout(() => { throw new Error('escaped'); 
 		for i := 1; i <= 5; i++ {
 			wantResponse(t, p.invoke(invocation{}), fmt.Sprintf(`{"calls":%d,"pid":%d}`, i, pid))
 		}
+		if n := p.api.conns.Load(); n != 1 {
+			t.Errorf("runtime opened %d connections to the Runtime API, want 1 kept alive", n)
+		}
 	})
 
 	t.Run("CallbackWaitsForEmptyEventLoop", func(t *testing.T) {
@@ -952,6 +967,14 @@ exports.uncaught = async () => { setTimeout(() => { throw new Error('escaped'); 
 		wantError(t, p.invoke(invocation{}), "error", "Error", "escaped")
 		if code := p.waitExit(); code != 129 {
 			t.Errorf("exit code %d, want 129", code)
+		}
+	})
+
+	t.Run("UnhandledRejection", func(t *testing.T) {
+		p := startRuntime(t, rt, files, "app.unhandled")
+		wantError(t, p.invoke(invocation{}), "error", "Runtime.UnhandledPromiseRejection", "Error: floating")
+		if code := p.waitExit(); code != 128 {
+			t.Errorf("exit code %d, want 128", code)
 		}
 	})
 

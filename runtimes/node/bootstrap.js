@@ -76,7 +76,9 @@ function request(method, urlPath, body, headers, retried) {
         res.on('data', (c) => chunks.push(c));
         res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
         res.on('error', reject);
-        res.on('aborted', () => reject(new Error('response aborted')));
+        res.on('close', () => {
+          if (!res.complete) reject(new Error('connection closed inside the response'));
+        });
       },
     );
     req.on('error', (err) => {
@@ -181,10 +183,12 @@ async function postInitError(doc) {
 // ------------------------------------------------------------- init
 
 class InitError extends Error {
-  constructor(errorType, message, stack) {
+  // cause: the error document of the underlying error, if any.
+  constructor(errorType, message, cause) {
     super(message);
     this.errorType = errorType;
-    this.frames = stack || [];
+    this.frames = cause ? cause.stackTrace : [];
+    this.lines = cause ? cause.trace : [];
   }
 }
 
@@ -213,10 +217,10 @@ async function loadHandler(taskRoot) {
   } catch (err) {
     const doc = errorDocument(err);
     if (err && (err.code === 'MODULE_NOT_FOUND' || err.code === 'ERR_MODULE_NOT_FOUND')) {
-      throw new InitError('Runtime.ImportModuleError', `${doc.errorType}: ${doc.errorMessage}`, doc.stackTrace);
+      throw new InitError('Runtime.ImportModuleError', `${doc.errorType}: ${doc.errorMessage}`, doc);
     }
     if (err instanceof SyntaxError) {
-      throw new InitError('Runtime.UserCodeSyntaxError', `${doc.errorType}: ${doc.errorMessage}`, doc.stackTrace);
+      throw new InitError('Runtime.UserCodeSyntaxError', `${doc.errorType}: ${doc.errorMessage}`, doc);
     }
     throw err;
   }
@@ -416,7 +420,7 @@ async function main() {
   } catch (err) {
     let doc;
     if (err instanceof InitError) {
-      doc = { errorType: err.errorType, errorMessage: err.message, stackTrace: err.frames, trace: [] };
+      doc = { errorType: err.errorType, errorMessage: err.message, stackTrace: err.frames, trace: err.lines };
     } else {
       doc = errorDocument(err);
     }

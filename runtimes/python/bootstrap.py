@@ -55,7 +55,8 @@ class _RuntimeAPI:
         self.rfile = None
 
     def _connect(self):
-        sock = socket.create_connection((self.host, self.port))
+        # A bytes host spares getaddrinfo the idna codec (~1 ms to import).
+        sock = socket.create_connection((self.host.encode("ascii", "replace"), self.port))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
@@ -515,11 +516,14 @@ def _run(api, handler):
 
         error = None
         try:
-            event = json.loads(body) if body.strip() else {}
+            event = json.loads(body) if body else {}
         except ValueError as e:
-            error = {"errorMessage": "Unable to unmarshal input: %s" % _safe_str(e),
-                     "errorType": "Runtime.UnmarshalError",
-                     "requestId": request_id, "stackTrace": []}
+            if body.isspace():
+                event = {}
+            else:
+                    error = {"errorMessage": "Unable to unmarshal input: %s" % _safe_str(e),
+                         "errorType": "Runtime.UnmarshalError",
+                         "requestId": request_id, "stackTrace": []}
         if error is None:
             try:
                 result = handler(event, context)
@@ -567,6 +571,7 @@ def main():
         _fatal(str(e))
     _install_logging()
     handler = _init(api)
+    _flush_stdio()  # output of the init phase belongs to no invocation
     try:
         _run(api, handler)
     except _APIError as e:
