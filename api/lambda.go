@@ -73,3 +73,42 @@ type AliasConfiguration struct {
 type AliasRoutingConfiguration struct {
 	AdditionalVersionWeights map[string]float64 `json:"AdditionalVersionWeights,omitempty"`
 }
+
+// FunctionCodeLocation is where GetFunction says the deployment package can
+// be downloaded (a presigned URL for 10 minutes).
+type FunctionCodeLocation struct {
+	RepositoryType string `json:"RepositoryType,omitempty"`
+	Location       string `json:"Location,omitempty"`
+	ImageUri       string `json:"ImageUri,omitempty"`
+}
+
+// Concurrency is a function's reserved concurrency.
+type Concurrency struct {
+	ReservedConcurrentExecutions *int `json:"ReservedConcurrentExecutions,omitempty"`
+}
+
+// GetFunctionResponse is GetFunction's answer.
+type GetFunctionResponse struct {
+	Configuration *FunctionConfiguration `json:"Configuration"`
+	Code          *FunctionCodeLocation  `json:"Code,omitempty"`
+	Tags          map[string]string      `json:"Tags"`
+	Concurrency   *Concurrency           `json:"Concurrency,omitempty"`
+}
+
+// ListFunctionsResponse is ListFunctions' page.
+type ListFunctionsResponse struct {
+	Functions  []*FunctionConfiguration `json:"Functions"`
+	NextMarker string                   `json:"NextMarker,omitempty"`
+}
+
+// ListVersionsByFunctionResponse is ListVersionsByFunction's page.
+type ListVersionsByFunctionResponse struct {
+	Versions   []*FunctionConfiguration `json:"Versions"`
+	NextMarker string                   `json:"NextMarker,omitempty"`
+}
+
+// ListAliasesResponse is ListAliases' page.
+type ListAliasesResponse struct {
+	Aliases    []*AliasConfiguration `json:"Aliases"`
+	NextMarker string                `json:"NextMarker,omitempty"`
+}

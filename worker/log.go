@@ -1,21 +1,101 @@
 package worker
 
 import (
+	"bytes"
 	"encoding/json"
+	"time"
 )
 
 // TailSize is how much of an invoke's log X-Amz-Log-Result carries.
 const TailSize = 4096
 
-// logBuffer keeps the last TailSize bytes of the current invoke's log.
-type logBuffer struct {
-	buf []byte
+// maxLine is where a line without a newline is cut into a log event, as
+// CloudWatch Logs bounds an event at 256 KB.
+const maxLine = 256 << 10
+
+// LogSink receives every line of every environment's log: the runtime's
+// output and the platform's START, END and REPORT lines. Append is called on
+// the invoke path, so it must queue, not wait for storage.
+type LogSink interface {
+	Append(group, stream string, lines []LogLine)
 }
 
-func (l *logBuffer) init()  { l.buf = make([]byte, 0, 2*TailSize) }
+// LogLine is one log event.
+type LogLine struct {
+	Time    time.Time
+	Message string
+}
+
+// logBuffer keeps the last TailSize bytes of the current invoke's log and
+// passes whole lines to the sink.
+type logBuffer struct {
+	buf     []byte
+	partial []byte
+	sink    LogSink
+	group   string
+	stream  string
+	lines   []LogLine
+}
+
+func (l *logBuffer) init(sink LogSink, group, stream string) {
+	l.buf = make([]byte, 0, 2*TailSize)
+	l.sink, l.group, l.stream = sink, group, stream
+}
+
 func (l *logBuffer) reset() { l.buf = l.buf[:0] }
 
+// write takes output as it comes; a line is complete at its newline.
 func (l *logBuffer) write(p []byte) {
+	l.keep(p)
+	if l.sink == nil {
+		return
+	}
+	now := time.Now()
+	for len(p) > 0 {
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			l.partial = append(l.partial, p...)
+			if len(l.partial) >= maxLine {
+				l.emit(now, l.partial)
+				l.partial = l.partial[:0]
+			}
+			break
+		}
+		if len(l.partial) > 0 {
+			l.partial = append(l.partial, p[:i]...)
+			l.emit(now, l.partial)
+			l.partial = l.partial[:0]
+		} else {
+			l.emit(now, p[:i])
+		}
+		p = p[i+1:]
+	}
+	l.send()
+}
+
+// writeString adds a platform line (START, END, REPORT, ...); output still
+// without its newline is ended first, so lines keep their order.
+func (l *logBuffer) writeString(s string) {
+	if l.sink != nil && len(l.partial) > 0 {
+		l.emit(time.Now(), l.partial)
+		l.partial = l.partial[:0]
+	}
+	l.write([]byte(s))
+}
+
+func (l *logBuffer) emit(t time.Time, line []byte) {
+	l.lines = append(l.lines, LogLine{Time: t, Message: string(line)})
+}
+
+func (l *logBuffer) send() {
+	if len(l.lines) > 0 {
+		l.sink.Append(l.group, l.stream, l.lines)
+		l.lines = nil
+	}
+}
+
+// keep appends to the tail, dropping what is more than TailSize behind.
+func (l *logBuffer) keep(p []byte) {
 	if len(p) >= TailSize {
 		l.buf = append(l.buf[:0], p[len(p)-TailSize:]...)
 		return
@@ -26,8 +106,6 @@ func (l *logBuffer) write(p []byte) {
 	}
 	l.buf = append(l.buf, p...)
 }
-
-func (l *logBuffer) writeString(s string) { l.write([]byte(s)) }
 
 // tail copies out the last TailSize bytes.
 func (l *logBuffer) tail() []byte {

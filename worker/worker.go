@@ -34,6 +34,8 @@ type Config struct {
 	RuntimeDir string // where runtimes.Install put the bootstraps
 	Code       CodeSource
 	Sandbox    Sandbox // zero: ProcessSandbox
+	// Logs receives every log line; nil keeps only each invoke's tail.
+	Logs LogSink
 	// InitTimeout bounds the init phase; zero means Lambda's 10 s.
 	InitTimeout time.Duration
 	Logger      *slog.Logger
@@ -139,11 +141,12 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
 	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours,
 		ready: make(chan struct{}), dead: make(chan struct{})}
-	e.log.init()
+	stream := logStreamName(fn.Version, id)
+	e.log.init(w.cfg.Logs, logGroupName(fn.FunctionName), stream)
 	proc, err := w.cfg.Sandbox.Start(ctx, SandboxSpec{
 		ID:         id,
 		Argv:       rt.Command(runtimeRoot, taskRoot),
-		Env:        w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, id),
+		Env:        w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, stream),
 		CodeDir:    codeDir,
 		RuntimeDir: w.cfg.RuntimeDir,
 		MemoryMB:   fn.MemorySize,
@@ -197,7 +200,7 @@ func ephemeralMB(fn api.FunctionConfiguration) int {
 
 // runtimeEnv is the environment Lambda gives a function, with the
 // function's own variables first so that reserved names win over them.
-func (w *Worker) runtimeEnv(spec EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, envID string) []string {
+func (w *Worker) runtimeEnv(spec EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, logStream string) []string {
 	fn := spec.Function
 	env := []string{}
 	if fn.Environment != nil {
@@ -222,8 +225,8 @@ func (w *Worker) runtimeEnv(spec EnvSpec, rt runtimes.Runtime, taskRoot, runtime
 		"AWS_LAMBDA_FUNCTION_NAME="+fn.FunctionName,
 		"AWS_LAMBDA_FUNCTION_VERSION="+fn.Version,
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE="+strconv.Itoa(fn.MemorySize),
-		"AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/"+fn.FunctionName,
-		"AWS_LAMBDA_LOG_STREAM_NAME="+logStreamName(fn.Version, envID),
+		"AWS_LAMBDA_LOG_GROUP_NAME="+logGroupName(fn.FunctionName),
+		"AWS_LAMBDA_LOG_STREAM_NAME="+logStream,
 		"AWS_LAMBDA_INITIALIZATION_TYPE="+initType,
 	)
 	if rt.ExecutionEnv != "" {
@@ -231,6 +234,8 @@ func (w *Worker) runtimeEnv(spec EnvSpec, rt runtimes.Runtime, taskRoot, runtime
 	}
 	return env
 }
+
+func logGroupName(function string) string { return "/aws/lambda/" + function }
 
 // logStreamName follows Lambda's "YYYY/MM/DD/[VERSION]id" form.
 func logStreamName(version, envID string) string {

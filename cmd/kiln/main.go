@@ -16,6 +16,7 @@ import (
 	"time"
 
 	_ "github.com/kiln-dev/kiln/agent" // `kiln-agent` re-executions of this binary
+	benchpkg "github.com/kiln-dev/kiln/bench"
 	"github.com/kiln-dev/kiln/server"
 )
 
@@ -93,4 +94,13 @@ func up(args []string) error {
 	}
 	s.Close()
 	return err
+}
+
+func bench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	invokes := fs.Int("invokes", 5000, "warm invokes per concurrency level")
+	cold := fs.Int("cold", 50, "cold starts to measure")
+	fs.Parse(args)
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	return benchpkg.Run(context.Background(), benchpkg.Config{Invokes: *invokes, ColdStarts: *cold}, os.Stdout)
 }

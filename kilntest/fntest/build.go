@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,10 +20,9 @@ import (
 // Role is a well-formed execution role ARN for test functions.
 const Role = "arn:aws:iam::123456789012:role/kiln-test"
 
-// Zip packs files (name → content) into a zip; names ending in "bootstrap"
-// or listed in exec get mode 0755.
-func Zip(tb testing.TB, files map[string][]byte) []byte {
-	tb.Helper()
+// ZipFiles packs files (name → content) into a deployment package; files
+// named bootstrap get mode 0755.
+func ZipFiles(files map[string][]byte) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := zip.NewWriter(&buf)
 	names := make([]string, 0, len(files))
@@ -32,54 +32,76 @@ func Zip(tb testing.TB, files map[string][]byte) []byte {
 	sort.Strings(names)
 	for _, n := range names {
 		h := &zip.FileHeader{Name: n, Method: zip.Deflate}
-		mode := os.FileMode(0o644)
+		h.SetMode(0o644)
 		if filepath.Base(n) == "bootstrap" {
-			mode = 0o755
+			h.SetMode(0o755)
 		}
-		h.SetMode(mode)
 		w, err := zw.CreateHeader(h)
 		if err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
-		w.Write(files[n])
+		if _, err := w.Write(files[n]); err != nil {
+			return nil, err
+		}
 	}
 	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Zip is ZipFiles for tests.
+func Zip(tb testing.TB, files map[string][]byte) []byte {
+	tb.Helper()
+	b, err := ZipFiles(files)
+	if err != nil {
 		tb.Fatal(err)
 	}
-	return buf.Bytes()
+	return b
 }
 
 var buildMu sync.Mutex
 
-// GoBootstrap compiles a Go main package (source of main.go) into a static
-// linux binary named bootstrap and returns it. Builds are cached by source
-// under the system temp directory, so each program compiles once per machine.
-func GoBootstrap(tb testing.TB, source string) []byte {
-	tb.Helper()
+// BuildGo compiles a Go main package (the source of main.go) into a static
+// linux binary for provided.* runtimes. Builds are cached by source under the
+// system temp directory, so each program compiles once per machine.
+func BuildGo(source string) ([]byte, error) {
 	sum := sha256.Sum256([]byte(runtime.Version() + source))
 	dir := filepath.Join(os.TempDir(), "kiln-gofn", hex.EncodeToString(sum[:8]))
 	bin := filepath.Join(dir, "bootstrap")
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if b, err := os.ReadFile(bin); err == nil {
-		return b
+		return b, nil
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(source), 0o644); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin+".tmp", filepath.Join(dir, "main.go"))
-	cmd.Dir = moduleRoot(tb)
+	// Test binaries of several packages may build the same function at once.
+	tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, filepath.Join(dir, "main.go"))
+	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("build function: %v\n%s", err, out)
+		return nil, fmt.Errorf("build function: %w\n%s", err, out)
 	}
-	if err := os.Rename(bin+".tmp", bin); err != nil {
-		tb.Fatal(err)
+	if err := os.Rename(tmp, bin); err != nil {
+		return nil, err
 	}
-	b, err := os.ReadFile(bin)
+	return os.ReadFile(bin)
+}
+
+// GoBootstrap is BuildGo for tests.
+func GoBootstrap(tb testing.TB, source string) []byte {
+	tb.Helper()
+	b, err := BuildGo(source)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -93,13 +115,13 @@ func GoFunctionZip(tb testing.TB, source string) []byte {
 
 // moduleRoot finds the directory of Kiln's go.mod, so function builds
 // resolve aws-lambda-go from Kiln's own module requirements.
-func moduleRoot(tb testing.TB) string {
+func moduleRoot() (string, error) {
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		tb.Fatalf("fntest: cannot find Kiln's go.mod from %s", file)
+		return "", fmt.Errorf("fntest: cannot find Kiln's go.mod from %s (building functions needs Kiln's source tree and Go)", file)
 	}
-	return root
+	return root, nil
 }
 
 // EchoGo is an aws-lambda-go function that returns its event.

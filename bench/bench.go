@@ -1,0 +1,247 @@
+// Package bench measures Kiln's invoke path against a floor measured in the
+// same run: a plain Go net/http echo server on loopback. Figures are medians
+// and ratios, never absolute pass/fail thresholds (these machines are shared).
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/server"
+)
+
+// Config sizes a run. The zero value is the documented default run.
+type Config struct {
+	Invokes    int   // warm invokes per concurrency level; 0 means 5000
+	Clients    []int // concurrency levels; nil means 1, 2, 8
+	ColdStarts int   // 0 means 50
+	Payload    []byte
+	// DataDir holds the benchmark Kiln's data; empty means a temporary directory.
+	DataDir string
+}
+
+// Stats summarizes one measured series.
+type Stats struct {
+	P50, P99   time.Duration
+	Throughput float64 // per second
+}
+
+// Run starts a Kiln in this process, measures it and the floor, and prints a
+// report to out.
+func Run(ctx context.Context, cfg Config, out io.Writer) error {
+	if cfg.Invokes == 0 {
+		cfg.Invokes = 5000
+	}
+	if cfg.Clients == nil {
+		cfg.Clients = []int{1, 2, 8}
+	}
+	if cfg.ColdStarts == 0 {
+		cfg.ColdStarts = 50
+	}
+	if cfg.Payload == nil {
+		cfg.Payload = []byte(`{"message":"hello from kiln bench"}`)
+	}
+	dir := cfg.DataDir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "kiln-bench-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	fmt.Fprintln(out, "building the aws-lambda-go function ...")
+	bootstrap, err := fntest.BuildGo(fntest.EchoGo)
+	if err != nil {
+		return err
+	}
+	zip, err := fntest.ZipFiles(map[string][]byte{"bootstrap": bootstrap})
+	if err != nil {
+		return err
+	}
+	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	lc := lambda.New(lambda.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider(s.Identity.AccessKeyID, s.Identity.SecretAccessKey, "")})
+	create := func(name string) error {
+		_, err := lc.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
+			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
+			Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(128)})
+		return err
+	}
+	if err := create("bench-warm"); err != nil {
+		return err
+	}
+
+	floorURL, stopFloor, err := startFloor()
+	if err != nil {
+		return err
+	}
+	defer stopFloor()
+	floor := &client{url: floorURL, payload: cfg.Payload}
+	kiln := &client{url: s.Endpoint + "/2015-03-31/functions/bench-warm/invocations", payload: cfg.Payload,
+		signer: v4.NewSigner(), region: s.Region,
+		creds: aws.Credentials{AccessKeyID: s.Identity.AccessKeyID, SecretAccessKey: s.Identity.SecretAccessKey}}
+
+	fmt.Fprintf(out, "\nwarm invokes: %d per level, payload %d bytes, GOMAXPROCS-limited host\n", cfg.Invokes, len(cfg.Payload))
+	fmt.Fprintf(out, "%-8s %-12s %10s %10s %12s\n", "clients", "target", "p50", "p99", "invokes/s")
+	for _, c := range cfg.Clients {
+		fmt.Fprintf(os.Stderr, "measuring %d clients ...\n", c)
+		f, err := measure(ctx, floor, c, cfg.Invokes)
+		if err != nil {
+			return fmt.Errorf("floor: %w", err)
+		}
+		k, err := measure(ctx, kiln, c, cfg.Invokes)
+		if err != nil {
+			return fmt.Errorf("kiln: %w", err)
+		}
+		fmt.Fprintf(out, "%-8d %-12s %10s %10s %12.0f\n", c, "plain HTTP", round(f.P50), round(f.P99), f.Throughput)
+		fmt.Fprintf(out, "%-8d %-12s %10s %10s %12.0f\n", c, "kiln", round(k.P50), round(k.P99), k.Throughput)
+		fmt.Fprintf(out, "%-8d %-12s %9.2fx %9.2fx %11.2fx\n", c, "ratio",
+			float64(k.P50)/float64(f.P50), float64(k.P99)/float64(f.P99), k.Throughput/f.Throughput)
+	}
+
+	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", cfg.ColdStarts)
+	var cold []time.Duration
+	for i := range cfg.ColdStarts {
+		name := fmt.Sprintf("bench-cold-%d", i)
+		if err := create(name); err != nil {
+			return err
+		}
+		c := *kiln
+		c.url = s.Endpoint + "/2015-03-31/functions/" + name + "/invocations"
+		d, err := c.invoke(ctx)
+		if err != nil {
+			return err
+		}
+		cold = append(cold, d)
+	}
+	cs := summarize(cold, 0)
+	fmt.Fprintf(out, "cold start p50 %s  p99 %s (floor for one exchange: %s)\n", round(cs.P50), round(cs.P99), "see c=1 plain HTTP p50")
+	return nil
+}
+
+func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
+
+// client sends one kind of request, SigV4-signed when signer is set.
+type client struct {
+	url     string
+	payload []byte
+	signer  *v4.Signer
+	creds   aws.Credentials
+	region  string
+	http    http.Client
+}
+
+func (c *client) invoke(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(c.payload))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.signer != nil {
+		sum := sha256.Sum256(c.payload)
+		if err := c.signer.SignHTTP(ctx, c.creds, req, hex.EncodeToString(sum[:]), "lambda", c.region, start); err != nil {
+			return 0, err
+		}
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Amz-Function-Error") != "" {
+		return 0, fmt.Errorf("invoke: %s: %s", resp.Status, body)
+	}
+	return time.Since(start), nil
+}
+
+// measure runs n requests over `clients` concurrent clients, after a warm-up
+// that lets Kiln create one environment per client.
+func measure(ctx context.Context, c *client, clients, n int) (Stats, error) {
+	warm := func(per int) ([]time.Duration, time.Duration, error) {
+		var mu sync.Mutex
+		var all []time.Duration
+		var firstErr error
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				local := make([]time.Duration, 0, per)
+				for range per {
+					d, err := c.invoke(ctx)
+					if err != nil {
+						mu.Lock()
+						firstErr = err
+						mu.Unlock()
+						return
+					}
+					local = append(local, d)
+				}
+				mu.Lock()
+				all = append(all, local...)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return all, time.Since(start), firstErr
+	}
+	c.http.Transport = &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: 0}
+	if _, _, err := warm(max(20, n/20)); err != nil {
+		return Stats{}, err
+	}
+	all, elapsed, err := warm(n / clients)
+	if err != nil {
+		return Stats{}, err
+	}
+	return summarize(all, elapsed), nil
+}
+
+func summarize(ds []time.Duration, elapsed time.Duration) Stats {
+	slices.Sort(ds)
+	s := Stats{P50: ds[len(ds)/2], P99: ds[min(len(ds)-1, len(ds)*99/100)]}
+	if elapsed > 0 {
+		s.Throughput = float64(len(ds)) / elapsed.Seconds()
+	}
+	return s
+}
+
+// startFloor serves a plain echo handler on loopback: the least an HTTP
+// exchange of the same payload costs on this machine.
+func startFloor() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String() + "/", func() { srv.Close() }, nil
+}
