@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/worker"
 )
 
@@ -38,6 +39,7 @@ type Config struct {
 	Region     string
 	// OnFunctionChange is called after the cache drops a changed function.
 	OnFunctionChange func(account, name string)
+	Metrics          *metrics.Set // nil records nothing
 	Logger           *slog.Logger
 }
 
@@ -150,10 +152,15 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 
 	slot, err := f.cfg.Counter.Acquire(counting.Key{Account: caller.Account, Function: ref.Name})
 	if err != nil {
+		var e *api.Error
+		if errors.As(err, &e) {
+			f.cfg.Metrics.Throttled(ref.Name, e.Reason)
+		}
 		api.WriteError(w, err)
 		return
 	}
 	defer slot.Release()
+	defer f.cfg.Metrics.Started(ref.Name)()
 
 	requestID := newRequestID()
 	inv := &worker.Invocation{
@@ -165,7 +172,7 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 	}
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
-	res, err := f.run(context.WithoutCancel(ctx), caller.Account, cfg, inv)
+	res, initDuration, err := f.run(context.WithoutCancel(ctx), caller.Account, cfg, inv)
 	if err != nil {
 		var initErr *worker.InitError
 		if !errors.As(err, &initErr) {
@@ -175,6 +182,7 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		}
 		res = &worker.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
 	}
+	f.cfg.Metrics.Finished(ref.Name, res.Duration, initDuration, res.ErrorType)
 
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
@@ -194,18 +202,18 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 // run leases an environment, invokes it and returns the lease. An idle
 // environment can die before the invoke reaches it (worker.ErrNoEnv); the
 // invoke has not started then, so it is safe to try another.
-func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *worker.Invocation) (*worker.Result, error) {
+func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *worker.Invocation) (res *worker.Result, initDuration time.Duration, err error) {
 	for attempt := 0; ; attempt++ {
 		env, err := f.cfg.Assignment.Acquire(ctx, assignment.Request{Account: account, Function: cfg})
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		res, err := env.Worker.Invoke(ctx, env.ID, inv)
 		f.cfg.Assignment.Release(env, err == nil && res.Reusable)
 		if errors.Is(err, worker.ErrNoEnv) && attempt < 3 {
 			continue
 		}
-		return res, err
+		return res, env.InitDuration, err
 	}
 }
 
