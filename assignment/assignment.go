@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/worker"
 )
@@ -31,9 +32,16 @@ type Placer interface {
 	Release(workerID string, req placement.Request)
 }
 
+// ScaleLimiter rations new execution environments (the scaling rate).
+type ScaleLimiter interface {
+	AllowNewEnvironment(k counting.Key) error
+}
+
 // Config configures the service. Placement is required.
 type Config struct {
 	Placement Placer
+	// Scale, when set, is asked before every new environment.
+	Scale ScaleLimiter
 	// IdleTimeout is how long an idle environment's lease lasts before it
 	// is reaped; 0 means 10 minutes.
 	IdleTimeout time.Duration
@@ -126,7 +134,11 @@ func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 	p.busy++ // count the initializing environment as busy
 	s.mu.Unlock()
 
-	e, err := s.create(ctx, req, key)
+	var e *Env
+	err := s.allowNew(key)
+	if err == nil {
+		e, err = s.create(ctx, req, key)
+	}
 	if e != nil {
 		e.pool = p
 	}
@@ -137,6 +149,13 @@ func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+func (s *Service) allowNew(k poolKey) error {
+	if s.cfg.Scale == nil {
+		return nil
+	}
+	return s.cfg.Scale.AllowNewEnvironment(counting.Key{Account: k.account, Function: k.function})
 }
 
 func (s *Service) create(ctx context.Context, req Request, key poolKey) (*Env, error) {

@@ -5,6 +5,7 @@ package counting
 
 import (
 	"sync"
+	"time"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -13,12 +14,23 @@ import (
 const (
 	ReasonAccount  = "ConcurrentInvocationLimitExceeded"
 	ReasonReserved = "ReservedFunctionConcurrentInvocationLimitExceeded"
+	// ReasonScaling is the scaling-rate throttle; Lambda's enum has no
+	// dedicated value, this is the closest ("invocation rate").
+	ReasonScaling = "FunctionInvocationRateLimitExceeded"
 )
 
 // Config sets the limits. The zero value is Lambda's default account.
 type Config struct {
 	// AccountLimit is the account's concurrency; 0 means 1000.
 	AccountLimit int
+	// ScaleBurst and ScaleRefill are the scaling rate: a function may start
+	// ScaleBurst new execution environments at once and ScaleRefill more
+	// every 10 s, refilled continuously. 0 means Lambda's 1000 and 1000.
+	ScaleBurst, ScaleRefill int
+	// Unlimited turns the scaling rate off.
+	Unlimited bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // Key names a function within an account.
@@ -28,7 +40,10 @@ type Key struct {
 
 // Counter counts concurrent invokes per account and function.
 type Counter struct {
-	limit int
+	limit  int
+	burst  float64
+	refill float64 // environments per second
+	cfg    Config
 
 	mu       sync.Mutex
 	accounts map[string]*account
@@ -43,6 +58,9 @@ type account struct {
 type function struct {
 	reserved *int
 	inUse    int
+	// Scaling-rate token bucket.
+	tokens float64
+	filled time.Time
 }
 
 // New returns a counter.
@@ -50,7 +68,41 @@ func New(cfg Config) *Counter {
 	if cfg.AccountLimit == 0 {
 		cfg.AccountLimit = 1000
 	}
-	return &Counter{limit: cfg.AccountLimit, accounts: map[string]*account{}}
+	if cfg.ScaleBurst == 0 {
+		cfg.ScaleBurst = 1000
+	}
+	if cfg.ScaleRefill == 0 {
+		cfg.ScaleRefill = 1000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Counter{limit: cfg.AccountLimit, burst: float64(cfg.ScaleBurst), refill: float64(cfg.ScaleRefill) / 10,
+		cfg: cfg, accounts: map[string]*account{}}
+}
+
+// AllowNewEnvironment takes one token of k's scaling rate, or returns a 429
+// *api.Error: an invoke that needs a new execution environment asks first;
+// one served by a warm environment does not.
+func (c *Counter) AllowNewEnvironment(k Key) error {
+	if c.cfg.Unlimited {
+		return nil
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, f := c.fn(k)
+	if f.filled.IsZero() {
+		f.tokens = c.burst
+	} else {
+		f.tokens = min(c.burst, f.tokens+now.Sub(f.filled).Seconds()*c.refill)
+	}
+	f.filled = now
+	if f.tokens < 1 {
+		return throttle(ReasonScaling, "Rate Exceeded.")
+	}
+	f.tokens--
+	return nil
 }
 
 // AccountLimit is the configured account concurrency.

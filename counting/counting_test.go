@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -123,4 +124,42 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			s.Release()
 		}
 	})
+}
+
+func TestScalingRate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := New(Config{ScaleBurst: 10, ScaleRefill: 10, Now: func() time.Time { return now }})
+	k := Key{Account: "111111111111", Function: "f"}
+	for i := range 10 {
+		if err := c.AllowNewEnvironment(k); err != nil {
+			t.Fatalf("env %d of the burst: %v", i, err)
+		}
+	}
+	var e *api.Error
+	if err := c.AllowNewEnvironment(k); !errors.As(err, &e) || e.Reason != ReasonScaling {
+		t.Fatalf("past the burst: %v", err)
+	}
+	// 10 per 10 s refills one per second, continuously.
+	now = now.Add(1500 * time.Millisecond)
+	if err := c.AllowNewEnvironment(k); err != nil {
+		t.Fatalf("after 1.5 s: %v", err)
+	}
+	if err := c.AllowNewEnvironment(k); err == nil {
+		t.Fatal("second env after 1.5 s allowed")
+	}
+	// Another function has its own rate.
+	if err := c.AllowNewEnvironment(Key{Account: "111111111111", Function: "g"}); err != nil {
+		t.Fatal(err)
+	}
+	// The bucket never holds more than the burst.
+	now = now.Add(time.Hour)
+	for range 10 {
+		c.AllowNewEnvironment(k)
+	}
+	if err := c.AllowNewEnvironment(k); err == nil {
+		t.Fatal("bucket exceeded its burst")
+	}
+	if err := New(Config{Unlimited: true, ScaleBurst: 1}).AllowNewEnvironment(k); err != nil {
+		t.Fatal(err)
+	}
 }
