@@ -110,7 +110,13 @@ func (a *Agent) Run(argv []string, listen string) error {
 	waitErr := cmd.Wait()
 	close(a.exited)
 	a.logs.flush()
-	a.conn.Write(agentproto.KindExit, exitOf(cmd.ProcessState, waitErr), nil)
+	exit := exitOf(cmd.ProcessState, waitErr)
+	select {
+	case p := <-a.invokes: // the runtime died before taking it: it never ran
+		exit.Undelivered = p.hdr.RequestID
+	default:
+	}
+	a.conn.Write(agentproto.KindExit, exit, nil)
 	return nil
 }
 

@@ -61,6 +61,9 @@ type Error struct {
 type Exit struct {
 	Code   int    `json:"code"`
 	Signal string `json:"signal,omitempty"`
+	// Undelivered is the request id of an invoke the agent held when the
+	// runtime ended without asking for it: that invoke never ran.
+	Undelivered string `json:"undelivered,omitempty"`
 }
 
 // MaxFrame bounds a frame: the 6 MB payload limit plus headroom, so a

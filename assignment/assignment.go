@@ -52,10 +52,11 @@ type Config struct {
 type Service struct {
 	cfg Config
 
-	mu      sync.Mutex
-	workers map[string]Worker
-	pools   map[poolKey]*pool
-	stop    chan struct{}
+	mu        sync.Mutex
+	workers   map[string]Worker
+	pools     map[poolKey]*pool
+	stop      chan struct{}
+	closeOnce sync.Once
 }
 
 // poolKey identifies environments that may serve each other's invokes: the
@@ -272,7 +273,7 @@ func (s *Service) reap() {
 
 // Close stops reaping and destroys every idle environment.
 func (s *Service) Close() {
-	close(s.stop)
+	s.closeOnce.Do(func() { close(s.stop) })
 	var doomed []*Env
 	s.mu.Lock()
 	for _, p := range s.pools {

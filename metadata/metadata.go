@@ -38,6 +38,12 @@ type Function struct {
 	Aliases     map[string]*api.AliasConfiguration `json:"aliases,omitempty"`
 	// ReservedConcurrency is nil when the function draws from the unreserved pool.
 	ReservedConcurrency *int `json:"reservedConcurrency,omitempty"`
+	// Tags are the function's tags (CreateFunction's Tags).
+	Tags map[string]string `json:"tags,omitempty"`
+	// PublishedFrom is the $LATEST RevisionId that version LastVersion was
+	// published from: PublishVersion answers with that version again as long
+	// as $LATEST has not changed since (as Lambda does).
+	PublishedFrom string `json:"publishedFrom,omitempty"`
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
@@ -263,4 +269,35 @@ func (s *Store) Watch(ctx context.Context, changed func(account, name string)) e
 		}
 	}()
 	return nil
+}
+
+// All returns every account's functions (for maintenance such as code
+// garbage collection), in no particular order.
+func (s *Store) All(ctx context.Context) ([]*Function, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("metadata list: %w", err)
+	}
+	var out []*Function
+	for k := range lister.Keys() {
+		if !strings.Contains(k, ".") {
+			continue
+		}
+		e, err := s.kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("metadata list: %w", err)
+		}
+		f, err := decode(e)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }

@@ -95,4 +95,3 @@ func randomBytes(n int) []byte {
 	rand.Read(b)
 	return b
 }
-

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -59,11 +60,12 @@ type Server struct {
 	Counter    *counting.Counter
 	Functions  *metadata.Store
 
-	http   *http.Server
-	nats   *natsd.Server
-	nc     *nats.Conn
-	cancel context.CancelFunc
-	done   chan error
+	http      *http.Server
+	nats      *natsd.Server
+	nc        *nats.Conn
+	cancel    context.CancelFunc
+	done      chan error
+	closeOnce sync.Once
 }
 
 // Start runs every role and returns once Kiln accepts requests.
@@ -140,7 +142,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.Worker = worker.New(worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
 		Sandbox: cfg.Sandbox, Logger: cfg.Logger})
 	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
-	s.Assignment = assignment.New(assignment.Config{Placement: place, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
+	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
 	s.Assignment.AddWorker(s.Worker)
 
 	fns, err := s.Functions.List(ctx, id.AccountID)
@@ -207,6 +209,11 @@ func (s *Server) functionChanged(account, name string) {
 
 // Close stops serving, ends every execution environment and stops NATS.
 func (s *Server) Close() error {
+	s.closeOnce.Do(s.close)
+	return nil
+}
+
+func (s *Server) close() {
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)
@@ -225,7 +232,6 @@ func (s *Server) Close() error {
 	if s.nats != nil {
 		s.nats.Shutdown()
 	}
-	return nil
 }
 
 // Done reports the HTTP server's end.

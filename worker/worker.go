@@ -255,6 +255,7 @@ func (w *Worker) Invoke(ctx context.Context, envID string, inv *Invocation) (*Re
 	res, err := e.invoke(inv)
 	if err != nil || !res.Reusable {
 		w.forget(envID)
+		e.destroy()
 	}
 	return res, err
 }
@@ -418,6 +419,9 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 			// Runtimes exit when the Runtime API refuses their response.
 			res.Reusable = r.ErrorType != "Function.ResponseSizeTooLarge"
 		case <-e.dead:
+			if e.exit.Undelivered == inv.RequestID {
+				return nil, ErrNoEnv // it died before the invoke reached it
+			}
 			res.Reusable = false
 			res.ErrorType = "Runtime.ExitError"
 			res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())

@@ -1,0 +1,121 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/kiln-dev/kiln/codestore"
+)
+
+// CodeURLLifetime is how long a GetFunction Code.Location stays valid, as in Lambda.
+const CodeURLLifetime = 10 * time.Minute
+
+const codePath = "/kiln/code/"
+
+// codeURL is a download URL for a package on the host the request came to,
+// authorized like an S3 presigned URL: an expiry and an HMAC over it.
+func (s *Service) codeURL(r *http.Request, sha string) string {
+	h, err := codestore.HexOf(sha)
+	if err != nil {
+		return ""
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	expires := s.cfg.Now().Add(CodeURLLifetime).Unix()
+	q := url.Values{"Expires": {strconv.FormatInt(expires, 10)}, "Signature": {s.codeSignature(h, expires)}}
+	return fmt.Sprintf("%s://%s%s%s?%s", scheme, r.Host, codePath, h, q.Encode())
+}
+
+func (s *Service) codeSignature(hexDigest string, expires int64) string {
+	m := hmac.New(sha256.New, s.cfg.URLSecret)
+	fmt.Fprintf(m, "kiln-code-v1\n%s\n%d", hexDigest, expires)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// CodeHandler serves the downloads GetFunction's Code.Location points to
+// (GET /kiln/code/{sha}?Expires=...&Signature=...). It is mounted outside
+// the SigV4 middleware: the URL itself is the authorization.
+func (s *Service) CodeHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+codePath+"{sha}", s.serveCode)
+	return mux
+}
+
+func (s *Service) serveCode(w http.ResponseWriter, r *http.Request) {
+	h := r.PathValue("sha")
+	q := r.URL.Query()
+	expires, err := strconv.ParseInt(q.Get("Expires"), 10, 64)
+	sig, _ := hex.DecodeString(q.Get("Signature"))
+	want, _ := hex.DecodeString(s.codeSignature(h, expires))
+	switch {
+	case err != nil || len(sig) == 0:
+		s3Error(w, http.StatusForbidden, "AccessDenied", "Query-string authentication requires the Signature and Expires parameters")
+		return
+	case !hmac.Equal(sig, want):
+		s3Error(w, http.StatusForbidden, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
+		return
+	case s.cfg.Now().Unix() > expires:
+		s3Error(w, http.StatusForbidden, "AccessDenied", "Request has expired")
+		return
+	}
+	sha, err := codestore.ShaOf(h)
+	if err != nil {
+		s3Error(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+		return
+	}
+	f, err := s.code.Open(r.Context(), sha)
+	if err != nil {
+		if errors.Is(err, codestore.ErrNotFound) {
+			s3Error(w, http.StatusNotFound, "NoSuchKey", "The specified key does not exist.")
+			return
+		}
+		s.log.Error("control plane: opening code", "sha", sha, "err", err)
+		s3Error(w, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		s3Error(w, http.StatusInternalServerError, "InternalError", "We encountered an internal error. Please try again.")
+		return
+	}
+	w.Header().Set("Content-Type", "application/zip")
+	w.Header().Set("ETag", `"`+h+`"`)
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+}
+
+// s3Error answers as S3 does for a presigned URL.
+func s3Error(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<Error><Code>%s</Code><Message>%s</Message></Error>\n", code, message)
+}
+
+// CollectCode deletes stored packages that no function version of any
+// account references and that were last uploaded more than grace ago (the
+// grace period covers an upload whose function is not written yet). Run it
+// now and then; it returns the number of packages deleted.
+func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
+	fns, err := s.store.All(ctx)
+	if err != nil {
+		return 0, err
+	}
+	used := map[string]bool{}
+	for _, f := range fns {
+		used[f.Latest.CodeSha256] = true
+		for _, v := range f.Versions {
+			used[v.CodeSha256] = true
+		}
+	}
+	return s.code.Sweep(ctx, func(sha string) bool { return used[sha] }, time.Now().Add(-grace))
+}

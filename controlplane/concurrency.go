@@ -1,0 +1,94 @@
+package controlplane
+
+import (
+	"net/http"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/metadata"
+)
+
+type putConcurrencyRequest struct {
+	ReservedConcurrentExecutions *int `json:"ReservedConcurrentExecutions"`
+}
+
+// minUnreserved is what Lambda keeps out of reach of reservations: 100 of
+// the account's concurrency, or all of it when the limit is smaller.
+func (s *Service) minUnreserved() int { return min(100, s.cfg.AccountConcurrency) }
+
+func (s *Service) putFunctionConcurrency(c *call) error {
+	ref, err := s.function(c, false)
+	if err != nil {
+		return err
+	}
+	var req putConcurrencyRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	n := req.ReservedConcurrentExecutions
+	if n == nil {
+		return validation(nil, "reservedConcurrentExecutions", "Member must not be null")
+	}
+	if *n < 0 {
+		return validation(*n, "reservedConcurrentExecutions", "Member must have value greater than or equal to 0")
+	}
+	// The check reads every function of the account; holding the lock until
+	// the write keeps two concurrent reservations from both passing it.
+	s.concurrencyMu.Lock()
+	defer s.concurrencyMu.Unlock()
+	fns, err := s.store.List(c.ctx, c.caller.Account)
+	if err != nil {
+		return err
+	}
+	others, found := 0, false
+	for _, f := range fns {
+		if f.Name == ref.Name {
+			found = true
+			continue
+		}
+		if f.ReservedConcurrency != nil {
+			others += *f.ReservedConcurrency
+		}
+	}
+	if !found {
+		return s.notFound(c.caller.Account, ref.Name, "")
+	}
+	if others+*n > s.cfg.AccountConcurrency-s.minUnreserved() {
+		return api.Errorf(api.InvalidParameterValue, "Specified ReservedConcurrentExecutions for function decreases account's UnreservedConcurrentExecution below its minimum value of [%d].", s.minUnreserved())
+	}
+	value := *n
+	if _, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
+		f.ReservedConcurrency = &value
+		return nil
+	}); err != nil {
+		return err
+	}
+	return c.reply(http.StatusOK, api.Concurrency{ReservedConcurrentExecutions: &value})
+}
+
+func (s *Service) getFunctionConcurrency(c *call) error {
+	ref, err := s.function(c, false)
+	if err != nil {
+		return err
+	}
+	f, err := s.get(c, ref.Name, "")
+	if err != nil {
+		return err
+	}
+	return c.reply(http.StatusOK, api.Concurrency{ReservedConcurrentExecutions: f.ReservedConcurrency})
+}
+
+func (s *Service) deleteFunctionConcurrency(c *call) error {
+	ref, err := s.function(c, false)
+	if err != nil {
+		return err
+	}
+	s.concurrencyMu.Lock()
+	defer s.concurrencyMu.Unlock()
+	if _, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
+		f.ReservedConcurrency = nil
+		return nil
+	}); err != nil {
+		return err
+	}
+	return c.noContent()
+}

@@ -1,0 +1,453 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/metadata"
+)
+
+type functionCode struct {
+	ZipFile         []byte `json:"ZipFile"`
+	S3Bucket        string `json:"S3Bucket"`
+	S3Key           string `json:"S3Key"`
+	S3ObjectVersion string `json:"S3ObjectVersion"`
+	ImageUri        string `json:"ImageUri"`
+}
+
+type createFunctionRequest struct {
+	settings
+	FunctionName         string            `json:"FunctionName"`
+	Code                 *functionCode     `json:"Code"`
+	Publish              bool              `json:"Publish"`
+	PackageType          string            `json:"PackageType"`
+	Tags                 map[string]string `json:"Tags"`
+	Architectures        []string          `json:"Architectures"`
+	CodeSigningConfigArn string            `json:"CodeSigningConfigArn"`
+}
+
+type updateFunctionConfigurationRequest struct {
+	settings
+	RevisionId string `json:"RevisionId"`
+}
+
+type updateFunctionCodeRequest struct {
+	functionCode
+	Publish       bool     `json:"Publish"`
+	DryRun        bool     `json:"DryRun"`
+	RevisionId    string   `json:"RevisionId"`
+	Architectures []string `json:"Architectures"`
+}
+
+// zipSource checks that code is a zip uploaded in the request, the only
+// source Kiln takes.
+func zipSource(code *functionCode) error {
+	switch {
+	case code.ImageUri != "":
+		return api.Errorf(api.InvalidParameterValue, "Please don't provide ImageUri when updating a function with packageType Zip.")
+	case code.S3Bucket != "" || code.S3Key != "":
+		return api.Errorf(api.InvalidParameterValue, "Kiln does not read code from S3: send the deployment package as ZipFile.")
+	case len(code.ZipFile) == 0:
+		return api.Errorf(api.InvalidParameterValue, "Please provide a source for function code: ZipFile.")
+	}
+	return nil
+}
+
+// putCode stores a deployment package, refusing it when the code store
+// would grow beyond MaxCodeStorage.
+func (s *Service) putCode(c *call, zip []byte) (codestore.Code, error) {
+	if s.code.TotalSize()+int64(len(zip)) > s.cfg.MaxCodeStorage && !s.code.Has(codestore.Digest(zip)) {
+		return codestore.Code{}, api.Errorf(api.CodeStorageExceeded, "Code storage limit exceeded.")
+	}
+	return s.code.Put(c.ctx, zip)
+}
+
+func (s *Service) createFunction(c *call) error {
+	var req createFunctionRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if req.FunctionName == "" {
+		return validation(nil, "functionName", "Member must not be null")
+	}
+	ref, err := api.ParseFunctionRef(req.FunctionName)
+	if err != nil {
+		return err
+	}
+	if ref.Qualifier != "" {
+		return api.Errorf(api.InvalidParameterValue, "Unsupported qualifier %s: CreateFunction takes an unqualified function name or ARN.", ref.Qualifier)
+	}
+	if err := s.checkOwner(c, ref); err != nil {
+		return err
+	}
+	if req.Role == nil {
+		return validation(nil, "role", "Member must not be null")
+	}
+	if req.Code == nil {
+		return validation(nil, "code", "Member must not be null")
+	}
+	switch req.PackageType {
+	case "", "Zip":
+	case "Image":
+		return api.Errorf(api.InvalidParameterValue, "Kiln supports only PackageType Zip: container images are not supported yet.")
+	default:
+		return validation(req.PackageType, "packageType", "Member must satisfy enum value set: [Image, Zip]")
+	}
+	if req.CodeSigningConfigArn != "" {
+		return api.Errorf(api.InvalidParameterValue, "Kiln does not support code signing.")
+	}
+	archs := []string{"x86_64"}
+	if req.Architectures != nil {
+		if err := checkArchitectures(req.Architectures); err != nil {
+			return err
+		}
+		archs = req.Architectures
+	}
+	if err := checkTags(req.Tags); err != nil {
+		return err
+	}
+	cfg := api.FunctionConfiguration{
+		FunctionName:     ref.Name,
+		FunctionArn:      s.arn(c.caller.Account, ref.Name, ""),
+		Timeout:          3,
+		MemorySize:       128,
+		Version:          metadata.Latest,
+		TracingConfig:    &api.TracingConfig{Mode: "PassThrough"},
+		State:            "Active",
+		LastUpdateStatus: "Successful",
+		PackageType:      "Zip",
+		Architectures:    archs,
+		EphemeralStorage: &api.EphemeralStorage{Size: 512},
+		SnapStart:        &api.SnapStartResponse{ApplyOn: "None", OptimizationStatus: "Off"},
+	}
+	if err := apply(&cfg, &req.settings); err != nil {
+		return err
+	}
+	if cfg.Runtime == "" || cfg.Handler == "" {
+		return api.Errorf(api.InvalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
+	}
+	if err := zipSource(req.Code); err != nil {
+		return err
+	}
+	// Refuse a duplicate before the (possibly large) upload is unpacked.
+	if _, err := s.store.Get(c.ctx, c.caller.Account, ref.Name); err == nil {
+		return functionExists(ref.Name)
+	} else if !errors.Is(err, metadata.ErrNotFound) {
+		return err
+	}
+	code, err := s.putCode(c, req.Code.ZipFile)
+	if err != nil {
+		return err
+	}
+	cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
+	cfg.RevisionId, cfg.LastModified = newRevision(), s.timestamp()
+
+	f := &metadata.Function{Account: c.caller.Account, Name: ref.Name, Latest: cfg, Tags: req.Tags}
+	out := &f.Latest
+	if req.Publish {
+		v := s.publish(f, nil)
+		// CreateFunction answers with the new version but the unqualified ARN.
+		cp := *v
+		cp.FunctionArn = f.Latest.FunctionArn
+		out = &cp
+	}
+	if err := s.store.Create(c.ctx, f); err != nil {
+		if errors.Is(err, metadata.ErrExists) {
+			return functionExists(ref.Name)
+		}
+		return err
+	}
+	return c.reply(http.StatusCreated, out)
+}
+
+func functionExists(name string) *api.Error {
+	return api.Errorf(api.ResourceConflict, "Function already exist: %s", name)
+}
+
+// resolve returns the configuration a qualifier names, as GetFunction and
+// GetFunctionConfiguration show it: the ARN carries the qualifier asked for.
+func (s *Service) resolve(f *metadata.Function, q string) (*api.FunctionConfiguration, error) {
+	var cfg api.FunctionConfiguration
+	switch {
+	case q == "":
+		cfg = f.Latest
+	case q == metadata.Latest:
+		cfg = f.Latest
+		cfg.FunctionArn = s.arn(f.Account, f.Name, q)
+	case digitsRe.MatchString(q):
+		v, ok := f.Versions[q]
+		if !ok {
+			return nil, s.notFound(f.Account, f.Name, q)
+		}
+		cfg = *v
+	default:
+		a, ok := f.Aliases[q]
+		if !ok {
+			return nil, s.notFound(f.Account, f.Name, q)
+		}
+		v, ok := f.Version(a.FunctionVersion)
+		if !ok {
+			return nil, s.notFound(f.Account, f.Name, q)
+		}
+		cfg = *v
+		cfg.FunctionArn = s.arn(f.Account, f.Name, q)
+	}
+	return &cfg, nil
+}
+
+func (s *Service) getFunction(c *call) error {
+	ref, err := s.function(c, true)
+	if err != nil {
+		return err
+	}
+	f, err := s.get(c, ref.Name, ref.Qualifier)
+	if err != nil {
+		return err
+	}
+	cfg, err := s.resolve(f, ref.Qualifier)
+	if err != nil {
+		return err
+	}
+	out := api.GetFunctionResponse{
+		Configuration: cfg,
+		Code:          &api.FunctionCodeLocation{RepositoryType: "S3", Location: s.codeURL(c.r, cfg.CodeSha256)},
+		Tags:          f.Tags,
+	}
+	if out.Tags == nil {
+		out.Tags = map[string]string{}
+	}
+	if f.ReservedConcurrency != nil {
+		out.Concurrency = &api.Concurrency{ReservedConcurrentExecutions: f.ReservedConcurrency}
+	}
+	return c.reply(http.StatusOK, out)
+}
+
+func (s *Service) getFunctionConfiguration(c *call) error {
+	ref, err := s.function(c, true)
+	if err != nil {
+		return err
+	}
+	f, err := s.get(c, ref.Name, ref.Qualifier)
+	if err != nil {
+		return err
+	}
+	cfg, err := s.resolve(f, ref.Qualifier)
+	if err != nil {
+		return err
+	}
+	return c.reply(http.StatusOK, cfg)
+}
+
+// listed is a configuration as list calls show it: without the state
+// fields, which Lambda leaves to GetFunction.
+func listed(cfg api.FunctionConfiguration) *api.FunctionConfiguration {
+	cfg.State, cfg.StateReason, cfg.StateReasonCode = "", "", ""
+	cfg.LastUpdateStatus, cfg.LastUpdateStatusReason, cfg.LastUpdateStatusReasonCode = "", "", ""
+	return &cfg
+}
+
+// versionKey orders a function's versions: $LATEST first, then by number.
+func versionKey(name, version string) string {
+	n := 0
+	if version != metadata.Latest {
+		n, _ = strconv.Atoi(version)
+		n++
+	}
+	return fmt.Sprintf("%s\x00%010d", name, n)
+}
+
+// allVersions is $LATEST (with its qualified ARN) and every published version.
+func (s *Service) allVersions(f *metadata.Function) []*api.FunctionConfiguration {
+	latest := listed(f.Latest)
+	latest.FunctionArn = s.arn(f.Account, f.Name, metadata.Latest)
+	out := []*api.FunctionConfiguration{latest}
+	for _, v := range f.SortedVersions() {
+		out = append(out, listed(*f.Versions[v]))
+	}
+	return out
+}
+
+func (s *Service) listFunctions(c *call) error {
+	q := c.r.URL.Query()
+	all := false
+	switch v := q.Get("FunctionVersion"); v {
+	case "":
+	case "ALL":
+		all = true
+	default:
+		return validation(v, "functionVersion", "Member must satisfy enum value set: [ALL]")
+	}
+	p, err := listQuery(c.r, 50)
+	if err != nil {
+		return err
+	}
+	fns, err := s.store.List(c.ctx, c.caller.Account)
+	if err != nil {
+		return err
+	}
+	var items []*api.FunctionConfiguration
+	for _, f := range fns {
+		if all {
+			items = append(items, s.allVersions(f)...)
+		} else {
+			items = append(items, listed(f.Latest))
+		}
+	}
+	page, next, err := paginate(items, func(cfg *api.FunctionConfiguration) string {
+		return versionKey(cfg.FunctionName, cfg.Version)
+	}, p)
+	if err != nil {
+		return err
+	}
+	if page == nil {
+		page = []*api.FunctionConfiguration{}
+	}
+	return c.reply(http.StatusOK, api.ListFunctionsResponse{Functions: page, NextMarker: next})
+}
+
+func (s *Service) updateFunctionCode(c *call) error {
+	ref, err := s.function(c, false)
+	if err != nil {
+		return err
+	}
+	var req updateFunctionCodeRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if req.Architectures != nil {
+		if err := checkArchitectures(req.Architectures); err != nil {
+			return err
+		}
+	}
+	if err := zipSource(&req.functionCode); err != nil {
+		return err
+	}
+	f, err := s.get(c, ref.Name, "")
+	if err != nil {
+		return err
+	}
+	if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
+		return revisionMismatch()
+	}
+	if req.DryRun {
+		code, err := s.code.Check(c.ctx, req.ZipFile)
+		if err != nil {
+			return err
+		}
+		cfg := f.Latest
+		cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
+		if req.Architectures != nil {
+			cfg.Architectures = req.Architectures
+		}
+		return c.reply(http.StatusOK, &cfg)
+	}
+	code, err := s.putCode(c, req.ZipFile)
+	if err != nil {
+		return err
+	}
+	var published *api.FunctionConfiguration
+	f, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
+		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
+			return revisionMismatch()
+		}
+		f.Latest.CodeSha256, f.Latest.CodeSize = code.Sha256, code.Size
+		if req.Architectures != nil {
+			f.Latest.Architectures = req.Architectures
+		}
+		f.Latest.RevisionId, f.Latest.LastModified = newRevision(), s.timestamp()
+		f.Latest.LastUpdateStatus = "Successful"
+		published = nil
+		if req.Publish {
+			published = s.publish(f, nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if published != nil {
+		return c.reply(http.StatusOK, published)
+	}
+	return c.reply(http.StatusOK, &f.Latest)
+}
+
+func (s *Service) updateFunctionConfiguration(c *call) error {
+	ref, err := s.function(c, false)
+	if err != nil {
+		return err
+	}
+	var req updateFunctionConfigurationRequest
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	f, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
+		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
+			return revisionMismatch()
+		}
+		cfg := clone(&f.Latest)
+		if err := apply(cfg, &req.settings); err != nil {
+			return err
+		}
+		cfg.RevisionId, cfg.LastModified = newRevision(), s.timestamp()
+		cfg.LastUpdateStatus = "Successful"
+		f.Latest = *cfg
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.reply(http.StatusOK, &f.Latest)
+}
+
+func (s *Service) deleteFunction(c *call) error {
+	ref, err := s.function(c, true)
+	if err != nil {
+		return err
+	}
+	switch q := ref.Qualifier; {
+	case q == "":
+		if err := s.store.Delete(c.ctx, c.caller.Account, ref.Name); err != nil {
+			if errors.Is(err, metadata.ErrNotFound) {
+				return s.notFound(c.caller.Account, ref.Name, "")
+			}
+			return err
+		}
+		return c.noContent()
+	case q == metadata.Latest:
+		return api.Errorf(api.InvalidParameterValue, "$LATEST version cannot be deleted without deleting the function.")
+	case !digitsRe.MatchString(q):
+		return api.Errorf(api.InvalidParameterValue, "Deletion of aliases is not supported.")
+	}
+	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
+		if _, ok := f.Versions[ref.Qualifier]; !ok {
+			return errUnchanged
+		}
+		if users := aliasesOf(f, ref.Qualifier); len(users) > 0 {
+			return api.Errorf(api.ResourceConflict, "Unable to delete version because the following aliases reference it: [%s]", joinComma(users))
+		}
+		delete(f.Versions, ref.Qualifier)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errUnchanged) {
+		return err
+	}
+	return c.noContent()
+}
+
+// clone deep-copies a configuration.
+func clone(cfg *api.FunctionConfiguration) *api.FunctionConfiguration {
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		panic(err) // plain data: cannot fail
+	}
+	var out api.FunctionConfiguration
+	if err := json.Unmarshal(b, &out); err != nil {
+		panic(err)
+	}
+	return &out
+}

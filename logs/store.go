@@ -1,0 +1,632 @@
+// Package logs keeps execution environments' logs in NATS JetStream and
+// serves them through the CloudWatch Logs API (JSON 1.1), so that
+// `aws logs tail`, `aws logs filter-log-events` and the SDKs read them.
+//
+// Storage: one stream (KILN_LOGS) with subjects
+// logs.<account>.<group>.<stream> (tokens escaped, see escape), each message a
+// batch of one log stream's events in order; and a KV bucket indexing groups
+// and streams (creation time, first and last event timestamps, last
+// ingestion time, stored bytes). Every process keeps the index in memory,
+// loaded at Open and kept current by watching the bucket.
+//
+// Writes: Sink(account).Append, called on the invoke path, only queues. One
+// goroutine takes what is queued, publishes one message per log stream per
+// round (asynchronously, then waits for the acks), so a stream's events keep
+// their order. The queue is bounded (Config.QueueBytes); when it is full,
+// Append drops the lines, counts them (Dropped) and logs a warning at most
+// every 10 s: a function that floods its log never slows invokes.
+package logs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kiln-dev/kiln/worker"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config configures a Store. The zero value works.
+type Config struct {
+	Stream   string // JetStream stream; default KILN_LOGS
+	Bucket   string // KV bucket of the index; default kiln-logs-index
+	Replicas int    // default 1
+	// MaxBytes bounds the stream; the oldest events go first. 0: no bound
+	// (CloudWatch Logs' default retention is "never expire").
+	MaxBytes int64
+	// QueueBytes bounds what Append queues before it drops; default 64 MiB.
+	QueueBytes int64
+	// IndexInterval is how often the index of appended streams is written
+	// to the bucket (DescribeLogStreams in this process sees changes at
+	// once); default 1 s.
+	IndexInterval time.Duration
+	Logger        *slog.Logger
+}
+
+const (
+	defaultStream = "KILN_LOGS"
+	defaultBucket = "kiln-logs-index"
+	// maxMessage bounds one stored message (NATS' default max payload is 1 MB).
+	maxMessage = 900 << 10
+	// maxRound bounds what one publishing round takes from the queue.
+	maxRound = 8 << 20
+)
+
+// Store is the log store.
+type Store struct {
+	cfg    Config
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	kv     jetstream.KeyValue
+	log    *slog.Logger
+
+	queue   chan item
+	queued  atomic.Int64 // bytes waiting in queue
+	dropped atomic.Uint64
+	lastWarn atomic.Int64 // unix nanos of the last drop warning
+	closed  atomic.Bool
+	stop    chan struct{}
+	done    chan struct{}
+
+	mu       sync.Mutex
+	accounts map[string]map[string]*group // account → group name → group
+	dirty    map[dirtyKey]struct{}
+
+	watcher jetstream.KeyWatcher
+}
+
+// item is one Append, or a flush marker when mark is set.
+type item struct {
+	account, group, stream string
+	lines                  []worker.LogLine
+	size                   int64
+	mark                   chan struct{}
+}
+
+// group is one log group in the index.
+type group struct {
+	Name    string `json:"name"`
+	Created int64  `json:"creationTime"`
+	// Skew is the most that an event's timestamp has been ahead of its
+	// ingestion (ms); readers start time-bounded scans that much earlier.
+	Skew    int64 `json:"skew,omitempty"`
+	streams map[string]*stream
+	rev     uint64
+	dirty   bool
+}
+
+// stream is one log stream in the index.
+type stream struct {
+	Name          string `json:"name"`
+	Created       int64  `json:"creationTime"`
+	First         int64  `json:"firstEventTimestamp,omitempty"`
+	Last          int64  `json:"lastEventTimestamp,omitempty"`
+	LastIngestion int64  `json:"lastIngestionTime,omitempty"`
+	Bytes         int64  `json:"storedBytes,omitempty"`
+	rev           uint64
+	dirty         bool
+}
+
+type dirtyKey struct{ account, group, stream string } // stream "" is the group
+
+// Open creates the stream and the bucket if needed and loads the index.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, error) {
+	if cfg.Stream == "" {
+		cfg.Stream = defaultStream
+	}
+	if cfg.Bucket == "" {
+		cfg.Bucket = defaultBucket
+	}
+	cfg.Replicas = max(cfg.Replicas, 1)
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 64 << 20
+	}
+	if cfg.IndexInterval <= 0 {
+		cfg.IndexInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	maxBytes := cfg.MaxBytes
+	if maxBytes <= 0 {
+		maxBytes = -1
+	}
+	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "Kiln: log events (CloudWatch Logs)",
+		Subjects:    []string{subjectPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		MaxBytes:    maxBytes,
+		Discard:     jetstream.DiscardOld,
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("logs stream: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "Kiln: log groups and log streams",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("logs index bucket: %w", err)
+	}
+	s := &Store{cfg: cfg, js: js, stream: st, kv: kv, log: cfg.Logger,
+		queue: make(chan item, 1<<16), stop: make(chan struct{}), done: make(chan struct{}),
+		accounts: map[string]map[string]*group{}, dirty: map[dirtyKey]struct{}{}}
+	if err := s.loadIndex(ctx); err != nil {
+		return nil, err
+	}
+	go s.run()
+	return s, nil
+}
+
+// loadIndex reads the bucket and keeps watching it for other processes'
+// changes.
+func (s *Store) loadIndex(ctx context.Context) error {
+	w, err := s.kv.WatchAll(context.WithoutCancel(ctx))
+	if err != nil {
+		return fmt.Errorf("logs index: %w", err)
+	}
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				s.watcher = w
+				go s.watch(w)
+				return nil
+			}
+			s.applyIndex(e)
+		case <-ctx.Done():
+			w.Stop()
+			return ctx.Err()
+		}
+	}
+}
+
+func (s *Store) watch(w jetstream.KeyWatcher) {
+	for e := range w.Updates() {
+		if e != nil {
+			s.applyIndex(e)
+		}
+	}
+}
+
+// Index keys: <account>.g.<group> and <account>.s.<group>.<stream>.
+func groupKey(account, g string) string { return escape(account) + ".g." + escape(g) }
+func streamKey(account, g, st string) string {
+	return escape(account) + ".s." + escape(g) + "." + escape(st)
+}
+
+// applyIndex merges one bucket entry into the in-memory index.
+func (s *Store) applyIndex(e jetstream.KeyValueEntry) {
+	parts := strings.Split(e.Key(), ".")
+	if len(parts) < 3 {
+		return
+	}
+	account, err := unescape(parts[0])
+	if err != nil {
+		return
+	}
+	gname, err := unescape(parts[2])
+	if err != nil {
+		return
+	}
+	del := e.Operation() != jetstream.KeyValuePut
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case parts[1] == "g" && len(parts) == 3:
+		g := s.accounts[account][gname]
+		if del {
+			if g != nil && !g.dirty && g.rev <= e.Revision() {
+				delete(s.accounts[account], gname)
+			}
+			return
+		}
+		var v group
+		if json.Unmarshal(e.Value(), &v) != nil {
+			return
+		}
+		if g == nil {
+			g = s.ensureGroup(account, gname, v.Created)
+		}
+		g.Created = minNonZero(g.Created, v.Created)
+		g.Skew = max(g.Skew, v.Skew)
+		g.rev = max(g.rev, e.Revision())
+	case parts[1] == "s" && len(parts) == 4:
+		sname, err := unescape(parts[3])
+		if err != nil {
+			return
+		}
+		g := s.accounts[account][gname]
+		if del {
+			if g != nil {
+				if st := g.streams[sname]; st != nil && !st.dirty && st.rev <= e.Revision() {
+					delete(g.streams, sname)
+				}
+			}
+			return
+		}
+		var v stream
+		if json.Unmarshal(e.Value(), &v) != nil {
+			return
+		}
+		if g == nil {
+			g = s.ensureGroup(account, gname, v.Created)
+		}
+		st := g.streams[sname]
+		if st == nil {
+			st = &stream{Name: sname, Created: v.Created}
+			g.streams[sname] = st
+		}
+		st.Created = minNonZero(st.Created, v.Created)
+		st.First = minNonZero(st.First, v.First)
+		st.Last = max(st.Last, v.Last)
+		st.LastIngestion = max(st.LastIngestion, v.LastIngestion)
+		st.Bytes = max(st.Bytes, v.Bytes)
+		st.rev = max(st.rev, e.Revision())
+	}
+}
+
+func minNonZero(a, b int64) int64 {
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// ensureGroup returns the group, creating it in memory; s.mu is held.
+func (s *Store) ensureGroup(account, name string, created int64) *group {
+	gs := s.accounts[account]
+	if gs == nil {
+		gs = map[string]*group{}
+		s.accounts[account] = gs
+	}
+	g := gs[name]
+	if g == nil {
+		g = &group{Name: name, Created: created, streams: map[string]*stream{}}
+		gs[name] = g
+	}
+	return g
+}
+
+// Sink returns the worker.LogSink that appends to account's log groups.
+func (s *Store) Sink(account string) worker.LogSink { return sink{s, account} }
+
+type sink struct {
+	s       *Store
+	account string
+}
+
+func (k sink) Append(group, stream string, lines []worker.LogLine) {
+	k.s.AppendTo(k.account, group, stream, lines)
+}
+
+// AppendTo queues lines for account's log group and stream, creating both
+// on first use. It never blocks: when the queue is full the lines are
+// dropped and counted. The store keeps lines; the caller must not change it.
+func (s *Store) AppendTo(account, group, stream string, lines []worker.LogLine) {
+	if len(lines) == 0 || s.closed.Load() {
+		return
+	}
+	var size int64
+	for i := range lines {
+		size += eventSize(lines[i].Message)
+	}
+	if s.queued.Add(size) > s.cfg.QueueBytes {
+		s.queued.Add(-size)
+		s.drop(len(lines))
+		return
+	}
+	select {
+	case s.queue <- item{account: account, group: group, stream: stream, lines: lines, size: size}:
+	default:
+		s.queued.Add(-size)
+		s.drop(len(lines))
+	}
+}
+
+func (s *Store) drop(n int) {
+	total := s.dropped.Add(uint64(n))
+	now := time.Now().UnixNano()
+	last := s.lastWarn.Load()
+	if now-last >= int64(10*time.Second) && s.lastWarn.CompareAndSwap(last, now) {
+		s.log.Warn("logs: queue full, dropping log lines", "dropped_total", total)
+	}
+}
+
+// Dropped is how many lines Append has dropped because the queue was full.
+func (s *Store) Dropped() uint64 { return s.dropped.Load() }
+
+// put queues lines for the API (PutLogEvents): it waits for room instead of
+// dropping, then until the lines are stored.
+func (s *Store) put(ctx context.Context, account, group, stream string, lines []worker.LogLine) error {
+	var size int64
+	for i := range lines {
+		size += eventSize(lines[i].Message)
+	}
+	s.queued.Add(size)
+	select {
+	case s.queue <- item{account: account, group: group, stream: stream, lines: lines, size: size}:
+	case <-ctx.Done():
+		s.queued.Add(-size)
+		return ctx.Err()
+	}
+	return s.Flush(ctx)
+}
+
+// Flush waits until everything queued before it is stored.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.closed.Load() {
+		return errors.New("logs: store closed")
+	}
+	mark := make(chan struct{})
+	select {
+	case s.queue <- item{mark: mark}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-mark:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return errors.New("logs: store closed")
+	}
+}
+
+// Close stores what is queued, writes the index and stops. Lines appended
+// after Close are dropped.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		<-s.done
+		return nil
+	}
+	close(s.stop)
+	<-s.done
+	if s.watcher != nil {
+		s.watcher.Stop()
+	}
+	return nil
+}
+
+// run is the publishing goroutine.
+func (s *Store) run() {
+	defer close(s.done)
+	ticker := time.NewTicker(s.cfg.IndexInterval)
+	defer ticker.Stop()
+	var round []item
+	for {
+		select {
+		case it := <-s.queue:
+			round = append(round[:0], it)
+		case <-ticker.C:
+			s.writeIndex()
+			continue
+		case <-s.stop:
+			for {
+				round = s.take(round[:0])
+				if len(round) == 0 {
+					break
+				}
+				s.publish(round)
+			}
+			s.writeIndex()
+			return
+		}
+		round = s.take(round)
+		s.publish(round)
+	}
+}
+
+// take adds what is queued (without waiting) to round, up to maxRound bytes.
+func (s *Store) take(round []item) []item {
+	var size int64
+	for _, it := range round {
+		size += it.size
+	}
+	for size < maxRound {
+		select {
+		case it := <-s.queue:
+			round = append(round, it)
+			size += it.size
+		default:
+			return round
+		}
+	}
+	return round
+}
+
+type streamID struct{ account, group, stream string }
+
+// publish stores one round: one message (or more, when large) per log
+// stream, published asynchronously; then it waits for every ack.
+func (s *Store) publish(round []item) {
+	var order []streamID
+	byStream := map[streamID][]*item{}
+	var marks []chan struct{}
+	var size int64
+	for i := range round {
+		it := &round[i]
+		if it.mark != nil {
+			marks = append(marks, it.mark)
+			continue
+		}
+		size += it.size
+		id := streamID{it.account, it.group, it.stream}
+		if _, ok := byStream[id]; !ok {
+			order = append(order, id)
+		}
+		byStream[id] = append(byStream[id], it)
+	}
+	now := time.Now().UnixMilli()
+	type pending struct {
+		id     streamID
+		fut    jetstream.PubAckFuture
+		subj   string
+		data   []byte
+		n      int
+		first  int64
+		last   int64
+		skew   int64
+		bytes  int64
+	}
+	var pubs []pending
+	for _, id := range order {
+		subj := streamSubject(id.account, id.group, id.stream)
+		var evs []worker.LogLine
+		for _, it := range byStream[id] {
+			evs = append(evs, it.lines...)
+		}
+		for len(evs) > 0 {
+			p := pending{id: id, subj: subj}
+			body := make([]byte, 0, 256)
+			n := 0
+			for n < len(evs) && (n == 0 || len(body)+len(evs[n].Message)+16 < maxMessage) {
+				ts := evs[n].Time.UnixMilli()
+				if p.first == 0 || ts < p.first {
+					p.first = ts
+				}
+				p.last = max(p.last, ts)
+				p.skew = max(p.skew, ts-now)
+				p.bytes += eventSize(evs[n].Message)
+				body = appendEvent(body, ts, evs[n].Message)
+				n++
+			}
+			p.n = n
+			p.data = append(appendBatchHeader(make([]byte, 0, len(body)+16), now, n), body...)
+			evs = evs[n:]
+			pubs = append(pubs, p)
+		}
+	}
+	var failed int
+	if len(pubs) > 0 {
+		for i := range pubs {
+			pubs[i].fut, _ = s.js.PublishAsync(pubs[i].subj, pubs[i].data)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for i := range pubs {
+			p := &pubs[i]
+			var err error
+			if p.fut == nil {
+				// PublishAsync refused (too many pending): publish synchronously.
+				_, err = s.js.Publish(ctx, p.subj, p.data)
+			} else {
+				select {
+				case <-p.fut.Ok():
+				case err = <-p.fut.Err():
+				case <-ctx.Done():
+					err = ctx.Err()
+				}
+			}
+			if err != nil {
+				failed += p.n
+				s.log.Error("logs: storing log events failed", "group", p.id.group, "stream", p.id.stream, "events", p.n, "err", err)
+				p.n = 0
+			}
+		}
+		cancel()
+	}
+	if failed > 0 {
+		s.dropped.Add(uint64(failed))
+	}
+	s.queued.Add(-size)
+
+	s.mu.Lock()
+	for _, p := range pubs {
+		if p.n == 0 {
+			continue
+		}
+		g := s.ensureGroup(p.id.account, p.id.group, now)
+		if len(g.streams) == 0 && g.rev == 0 && !g.dirty {
+			s.markGroup(p.id.account, g)
+		}
+		if p.skew > g.Skew {
+			g.Skew = p.skew
+			s.markGroup(p.id.account, g)
+		}
+		st := g.streams[p.id.stream]
+		if st == nil {
+			st = &stream{Name: p.id.stream, Created: now}
+			g.streams[p.id.stream] = st
+		}
+		st.First = minNonZero(st.First, p.first)
+		st.Last = max(st.Last, p.last)
+		st.LastIngestion = max(st.LastIngestion, now)
+		st.Bytes += p.bytes
+		if !st.dirty {
+			st.dirty = true
+			s.dirty[dirtyKey{p.id.account, p.id.group, p.id.stream}] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	for _, m := range marks {
+		close(m)
+	}
+}
+
+// markGroup queues g's record for writing; s.mu is held.
+func (s *Store) markGroup(account string, g *group) {
+	if !g.dirty {
+		g.dirty = true
+		s.dirty[dirtyKey{account, g.Name, ""}] = struct{}{}
+	}
+}
+
+// writeIndex writes the records changed since the last call.
+func (s *Store) writeIndex() {
+	type rec struct {
+		key  string
+		val  []byte
+		set  func(rev uint64)
+	}
+	s.mu.Lock()
+	recs := make([]rec, 0, len(s.dirty))
+	for k := range s.dirty {
+		g := s.accounts[k.account][k.group]
+		if g == nil {
+			continue
+		}
+		if k.stream == "" {
+			g.dirty = false
+			b, _ := json.Marshal(g)
+			recs = append(recs, rec{groupKey(k.account, k.group), b, func(r uint64) { g.rev = max(g.rev, r) }})
+			continue
+		}
+		st := g.streams[k.stream]
+		if st == nil {
+			continue
+		}
+		st.dirty = false
+		b, _ := json.Marshal(st)
+		recs = append(recs, rec{streamKey(k.account, k.group, k.stream), b, func(r uint64) { st.rev = max(st.rev, r) }})
+	}
+	clear(s.dirty)
+	s.mu.Unlock()
+	if len(recs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, r := range recs {
+		rev, err := s.kv.Put(ctx, r.key, r.val)
+		if err != nil {
+			s.log.Error("logs: writing index failed", "key", r.key, "err", err)
+			continue
+		}
+		s.mu.Lock()
+		r.set(rev)
+		s.mu.Unlock()
+	}
+}
