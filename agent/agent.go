@@ -67,8 +67,11 @@ type Agent struct {
 
 	mu      sync.Mutex
 	current string // request id of the invoke the runtime holds, "" between invokes
-	ready   bool
-	started time.Time
+	// lastDelivered is the last request id handed to the runtime: an invoke
+	// the worker sent after it never ran if the runtime then died.
+	lastDelivered string
+	ready         bool
+	started       time.Time
 
 	logs *logPipe
 	cmd  *exec.Cmd
@@ -111,11 +114,9 @@ func (a *Agent) Run(argv []string, listen string) error {
 	close(a.exited)
 	a.logs.flush()
 	exit := exitOf(cmd.ProcessState, waitErr)
-	select {
-	case p := <-a.invokes: // the runtime died before taking it: it never ran
-		exit.Undelivered = p.hdr.RequestID
-	default:
-	}
+	a.mu.Lock()
+	exit.LastDelivered = a.lastDelivered
+	a.mu.Unlock()
 	a.conn.Write(agentproto.KindExit, exit, nil)
 	return nil
 }
@@ -202,7 +203,7 @@ func (a *Agent) next(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.mu.Lock()
-	a.current = p.hdr.RequestID
+	a.current, a.lastDelivered = p.hdr.RequestID, p.hdr.RequestID
 	a.mu.Unlock()
 	h := w.Header()
 	h.Set("Lambda-Runtime-Aws-Request-Id", p.hdr.RequestID)

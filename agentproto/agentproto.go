@@ -61,9 +61,9 @@ type Error struct {
 type Exit struct {
 	Code   int    `json:"code"`
 	Signal string `json:"signal,omitempty"`
-	// Undelivered is the request id of an invoke the agent held when the
-	// runtime ended without asking for it: that invoke never ran.
-	Undelivered string `json:"undelivered,omitempty"`
+	// LastDelivered is the request id of the last invoke the runtime
+	// received; any later one never ran.
+	LastDelivered string `json:"lastDelivered,omitempty"`
 }
 
 // MaxFrame bounds a frame: the 6 MB payload limit plus headroom, so a

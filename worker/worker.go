@@ -419,7 +419,7 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 			// Runtimes exit when the Runtime API refuses their response.
 			res.Reusable = r.ErrorType != "Function.ResponseSizeTooLarge"
 		case <-e.dead:
-			if e.exit.Undelivered == inv.RequestID {
+			if e.exit.LastDelivered != inv.RequestID {
 				return nil, ErrNoEnv // it died before the invoke reached it
 			}
 			res.Reusable = false
