@@ -4,17 +4,19 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +26,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
-	"github.com/kiln-dev/kiln/server"
 )
 
 // Config sizes a run. The zero value is the documented default run.
@@ -75,14 +76,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	// Kiln and the floor each run in a process of their own, so both are
+	// measured across the same process boundary from this client.
+	s, err := startKiln(ctx, dir)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	lc := lambda.New(lambda.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint),
-		Credentials: credentials.NewStaticCredentialsProvider(s.Identity.AccessKeyID, s.Identity.SecretAccessKey, "")})
+	defer s.stop()
+	lc := lambda.New(lambda.Options{Region: s.region, BaseEndpoint: aws.String(s.endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider(s.accessKey, s.secretKey, "")})
 	create := func(name string) error {
 		_, err := lc.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
 			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
@@ -93,15 +95,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 
-	floorURL, stopFloor, err := startFloor()
+	floorURL, stopFloor, err := startChild(ctx, []string{"bench-floor"}, "floor: ")
 	if err != nil {
 		return err
 	}
 	defer stopFloor()
 	floor := &client{url: floorURL, payload: cfg.Payload}
-	kiln := &client{url: s.Endpoint + "/2015-03-31/functions/bench-warm/invocations", payload: cfg.Payload,
-		signer: v4.NewSigner(), region: s.Region,
-		creds: aws.Credentials{AccessKeyID: s.Identity.AccessKeyID, SecretAccessKey: s.Identity.SecretAccessKey}}
+	kiln := &client{url: s.endpoint + "/2015-03-31/functions/bench-warm/invocations", payload: cfg.Payload,
+		signer: v4.NewSigner(), region: s.region,
+		creds: aws.Credentials{AccessKeyID: s.accessKey, SecretAccessKey: s.secretKey}}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level, payload %d bytes, GOMAXPROCS-limited host\n", cfg.Invokes, len(cfg.Payload))
 	fmt.Fprintf(out, "%-8s %-12s %10s %10s %12s\n", "clients", "target", "p50", "p99", "invokes/s")
@@ -129,7 +131,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			return err
 		}
 		c := *kiln
-		c.url = s.Endpoint + "/2015-03-31/functions/" + name + "/invocations"
+		c.url = s.endpoint + "/2015-03-31/functions/" + name + "/invocations"
 		d, err := c.invoke(ctx)
 		if err != nil {
 			return err
@@ -230,18 +232,66 @@ func summarize(ds []time.Duration, elapsed time.Duration) Stats {
 	return s
 }
 
-// startFloor serves a plain echo handler on loopback: the least an HTTP
-// exchange of the same payload costs on this machine.
-func startFloor() (string, func(), error) {
+// ServeFloor serves a plain echo handler on a free loopback port and prints
+// "floor: URL": the least an HTTP exchange of the same payload costs here.
+func ServeFloor() error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", nil, err
+		return err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fmt.Printf("floor: http://%s/\n", ln.Addr())
+	return http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(b)
-	})}
-	go srv.Serve(ln)
-	return "http://" + ln.Addr().String() + "/", func() { srv.Close() }, nil
+	}))
+}
+
+type kilnProcess struct {
+	endpoint, region, accessKey, secretKey string
+	stop                                   func()
+}
+
+const (
+	benchKey    = "AKIAKILNBENCHMARK000"
+	benchSecret = "kiln-bench-secret-key"
+)
+
+// startKiln runs `kiln up` (this same binary) on dir and a free port.
+func startKiln(ctx context.Context, dir string) (*kilnProcess, error) {
+	os.Setenv("KILN_ACCESS_KEY_ID", benchKey)
+	os.Setenv("KILN_SECRET_ACCESS_KEY", benchSecret)
+	endpoint, stop, err := startChild(ctx, []string{"up", "--data", dir, "--listen", "127.0.0.1:0"}, "  endpoint:")
+	if err != nil {
+		return nil, err
+	}
+	return &kilnProcess{endpoint: endpoint, region: "us-east-1", accessKey: benchKey, secretKey: benchSecret, stop: stop}, nil
+}
+
+// startChild runs this binary with args and waits for a stdout line starting
+// with prefix; the rest of that line is returned.
+func startChild(ctx context.Context, args []string, prefix string) (string, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, self, args...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
+			go io.Copy(io.Discard, out)
+			return strings.TrimSpace(rest), stop, nil
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("%s %v: exited before printing %q", self, args, prefix)
 }

@@ -31,6 +31,8 @@ func main() {
 		err = up(os.Args[2:])
 	case "bench":
 		err = bench(os.Args[2:])
+	case "bench-floor": // the benchmark's plain-HTTP floor, run by `kiln bench`
+		err = benchpkg.ServeFloor()
 	case "help", "-h", "--help":
 		usage()
 		return
