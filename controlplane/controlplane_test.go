@@ -385,6 +385,10 @@ func TestFunctionLifecycle(t *testing.T) {
 	wantErr(t, err, "ResourceNotFoundException", 404, "Function not found: "+fnARN("hello"))
 	_, err = k.client.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String("hello")})
 	wantErr(t, err, "ResourceNotFoundException", 404, "Function not found: "+fnARN("hello"))
+	// The name is free again.
+	if again := k.create("hello", zip1); aws.ToString(again.RevisionId) == aws.ToString(created.RevisionId) {
+		t.Fatal("re-created function kept the old RevisionId")
+	}
 	for _, call := range []func() error{
 		func() error {
 			_, err := k.client.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String("nope")})
@@ -1082,4 +1086,44 @@ func TestCodeStorageLimitAndCollection(t *testing.T) {
 		t.Fatal("collected code still stored")
 	}
 	k.create("two", zip2)
+}
+
+func TestOversizedPackages(t *testing.T) {
+	k := start(t, "", nil)
+	ctx := context.Background()
+	random := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*7 + i>>8*13 + i>>16*31)
+		}
+		return b
+	}
+	// Over 50 MB zipped but within the request limit: refused by the code store.
+	_, err := k.client.CreateFunction(ctx, createInput("big", random(51<<20)))
+	wantErr(t, err, "InvalidParameterValueException", 400, "exceeds the maximum of 52428800 bytes")
+	// Beyond the request limit: refused before the body is read.
+	_, err = k.client.CreateFunction(ctx, createInput("bigger", random(60<<20)))
+	var tooLarge *types.RequestTooLargeException
+	if !errors.As(err, &tooLarge) {
+		t.Fatalf("60 MB upload: %v", err)
+	}
+	wantErr(t, err, "RequestTooLargeException", 413, "Request must be smaller than")
+	// A zip bomb: 300 MB of zeros in a few hundred KB.
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create("zeros")
+	chunk := make([]byte, 1<<20)
+	for range 300 {
+		w.Write(chunk)
+	}
+	zw.Close()
+	start := time.Now()
+	_, err = k.client.CreateFunction(ctx, createInput("bomb", buf.Bytes()))
+	wantErr(t, err, "InvalidParameterValueException", 400, "Unzipped size must be smaller than 262144000 bytes")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refusing the bomb took %v", d)
+	}
+	if k.code.TotalSize() != 0 {
+		t.Fatalf("refused packages were stored: %d bytes", k.code.TotalSize())
+	}
 }

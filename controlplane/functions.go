@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/codestore"
@@ -428,7 +429,7 @@ func (s *Service) deleteFunction(c *call) error {
 			return errUnchanged
 		}
 		if users := aliasesOf(f, ref.Qualifier); len(users) > 0 {
-			return api.Errorf(api.ResourceConflict, "Unable to delete version because the following aliases reference it: [%s]", joinComma(users))
+			return api.Errorf(api.ResourceConflict, "Unable to delete version because the following aliases reference it: [%s]", strings.Join(users, ", "))
 		}
 		delete(f.Versions, ref.Qualifier)
 		return nil

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"strings"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/metadata"
@@ -125,8 +124,6 @@ func routesTo(a *api.AliasConfiguration, version string) bool {
 	}
 	return false
 }
-
-func joinComma(s []string) string { return strings.Join(s, ", ") }
 
 type routingConfig struct {
 	AdditionalVersionWeights map[string]float64 `json:"AdditionalVersionWeights"`

@@ -275,7 +275,7 @@ func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 		_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("par")})
 		return err == nil
 	})
-	throttled := concurrent(t, c, "par", 2)
+	throttled := concurrent(t, c, "par", 2, 1500)
 	if throttled != 1 {
 		t.Errorf("reserved 1, 2 concurrent invokes: %d throttled, want 1", throttled)
 	}
@@ -286,13 +286,14 @@ func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond) // the change reaches counting through the metadata watch
-	if throttled := concurrent(t, c, "par", 102); throttled != 2 {
+	// Long sleeps: all 102 must overlap, however slowly a loaded machine starts them.
+	if throttled := concurrent(t, c, "par", 102, 8000); throttled != 2 {
 		t.Errorf("unreserved pool of 100, 102 concurrent invokes: %d throttled, want 2", throttled)
 	}
 }
 
 // concurrent runs n sleeping invokes at once and counts the throttled ones.
-func concurrent(t *testing.T, c *lambda.Client, name string, n int) int {
+func concurrent(t *testing.T, c *lambda.Client, name string, n, sleepMs int) int {
 	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -301,7 +302,7 @@ func concurrent(t *testing.T, c *lambda.Client, name string, n int) int {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(name), Payload: []byte(`{"action":"sleep","ms":1500}`)})
+			_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(name), Payload: []byte(fmt.Sprintf(`{"action":"sleep","ms":%d}`, sleepMs))})
 			var tm *types.TooManyRequestsException
 			switch {
 			case errors.As(err, &tm):

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/placement"
@@ -59,6 +61,7 @@ type Server struct {
 	Assignment *assignment.Service
 	Counter    *counting.Counter
 	Functions  *metadata.Store
+	Logs       *logs.Store
 
 	http      *http.Server
 	nats      *natsd.Server
@@ -139,8 +142,11 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency})
 	place := placement.New()
+	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
 	s.Worker = worker.New(worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
-		Sandbox: cfg.Sandbox, Logger: cfg.Logger})
+		Sandbox: cfg.Sandbox, Logs: s.Logs.Sink(id.AccountID), Logger: cfg.Logger})
 	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
 	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
 	s.Assignment.AddWorker(s.Worker)
@@ -165,6 +171,13 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	mux := http.NewServeMux()
 	front.Register(mux)
 	cp.Register(mux)
+	mux.HandleFunc("POST /{$}", func(w http.ResponseWriter, r *http.Request) { // JSON 1.1 services, by X-Amz-Target
+		if target := r.Header.Get("X-Amz-Target"); !strings.HasPrefix(target, logs.TargetPrefix) {
+			logs.UnknownOperation(w, target)
+			return
+		}
+		s.Logs.Handler().ServeHTTP(w, r)
+	})
 	keyring := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 	signed := auth.Middleware(keyring, bodyLimit, mux)
 	root := http.NewServeMux()
@@ -224,6 +237,9 @@ func (s *Server) close() {
 	}
 	if s.Worker != nil {
 		s.Worker.Close()
+	}
+	if s.Logs != nil {
+		s.Logs.Close()
 	}
 	s.cancel()
 	if s.nc != nil {
