@@ -66,13 +66,13 @@ type Store struct {
 	kv     jetstream.KeyValue
 	log    *slog.Logger
 
-	queue   chan item
-	queued  atomic.Int64 // bytes waiting in queue
-	dropped atomic.Uint64
+	queue    chan item
+	queued   atomic.Int64 // bytes waiting in queue
+	dropped  atomic.Uint64
 	lastWarn atomic.Int64 // unix nanos of the last drop warning
-	closed  atomic.Bool
-	stop    chan struct{}
-	done    chan struct{}
+	closed   atomic.Bool
+	stop     chan struct{}
+	done     chan struct{}
 
 	mu       sync.Mutex
 	accounts map[string]map[string]*group // account → group name → group
@@ -287,17 +287,23 @@ func minNonZero(a, b int64) int64 {
 
 // ensureGroup returns the group, creating it in memory; s.mu is held.
 func (s *Store) ensureGroup(account, name string, created int64) *group {
+	g, _ := s.ensureGroupNew(account, name, created)
+	return g
+}
+
+func (s *Store) ensureGroupNew(account, name string, created int64) (*group, bool) {
 	gs := s.accounts[account]
 	if gs == nil {
 		gs = map[string]*group{}
 		s.accounts[account] = gs
 	}
 	g := gs[name]
-	if g == nil {
-		g = &group{Name: name, Created: created, streams: map[string]*stream{}}
-		gs[name] = g
+	if g != nil {
+		return g, false
 	}
-	return g
+	g = &group{Name: name, Created: created, streams: map[string]*stream{}}
+	gs[name] = g
+	return g, true
 }
 
 // Sink returns the worker.LogSink that appends to account's log groups.
@@ -472,15 +478,15 @@ func (s *Store) publish(round []item) {
 	}
 	now := time.Now().UnixMilli()
 	type pending struct {
-		id     streamID
-		fut    jetstream.PubAckFuture
-		subj   string
-		data   []byte
-		n      int
-		first  int64
-		last   int64
-		skew   int64
-		bytes  int64
+		id    streamID
+		fut   jetstream.PubAckFuture
+		subj  string
+		data  []byte
+		n     int
+		first int64
+		last  int64
+		skew  int64
+		bytes int64
 	}
 	var pubs []pending
 	for _, id := range order {
@@ -548,8 +554,8 @@ func (s *Store) publish(round []item) {
 		if p.n == 0 {
 			continue
 		}
-		g := s.ensureGroup(p.id.account, p.id.group, now)
-		if len(g.streams) == 0 && g.rev == 0 && !g.dirty {
+		g, isNew := s.ensureGroupNew(p.id.account, p.id.group, now)
+		if isNew {
 			s.markGroup(p.id.account, g)
 		}
 		if p.skew > g.Skew {
@@ -587,9 +593,9 @@ func (s *Store) markGroup(account string, g *group) {
 // writeIndex writes the records changed since the last call.
 func (s *Store) writeIndex() {
 	type rec struct {
-		key  string
-		val  []byte
-		set  func(rev uint64)
+		key string
+		val []byte
+		set func(rev uint64)
 	}
 	s.mu.Lock()
 	recs := make([]rec, 0, len(s.dirty))

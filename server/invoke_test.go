@@ -237,7 +237,7 @@ func TestClientContextAndEnvironment(t *testing.T) {
 func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 	s := kilntest.Start(t, server.Config{AccountConcurrency: 104})
 	c := kilntest.Lambda(s)
-	toolkit(t, c, "par", nil)
+	toolkit(t, c, "par", func(in *lambda.CreateFunctionInput) { in.Timeout = aws.Int32(15) })
 	const n = 4
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
