@@ -1,22 +1,20 @@
 // Package agent is the in-sandbox agent: the first process of every execution
-// environment. It serves the Lambda Runtime API to the function's runtime,
-// starts that runtime, captures its output, and talks to the worker over one
-// inherited socket (see package agentproto).
+// environment. It opens the Runtime API's listening socket and the runtime's
+// log pipe inside the environment, hands both to the worker over the one
+// socket it inherited, starts the runtime, and reports how the runtime ends.
+//
+// The agent is off the invoke path: the worker serves the Runtime API on the
+// socket the agent opened (package runtimeapi), so an invoke crosses the
+// sandbox boundary once, not through a relay process.
 package agent
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,93 +30,127 @@ const (
 	EnvConnFD = "KILN_AGENT_FD"     // the worker socket's descriptor, default 3
 )
 
-// MaxResponse is Lambda's limit on a synchronous response.
-const MaxResponse = 6 * 1024 * 1024
+// ShutdownGrace is how long the runtime has between SIGTERM and SIGKILL, as Lambda's.
+const ShutdownGrace = 2 * time.Second
 
-// Main runs the agent with argv as the runtime's command line. It returns when
-// the runtime has exited or the worker asked it to stop.
+// ExecName is the argv[0] under which a binary that links this package runs
+// as the agent instead of its own main: the worker re-executes its own binary
+// (/proc/self/exe) this way, so `kiln` and test binaries alike carry the agent.
+const ExecName = "kiln-agent"
+
+func init() {
+	if len(os.Args) > 0 && os.Args[0] == ExecName {
+		if err := Main(os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "kiln-agent:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+// Main runs the agent with argv as the runtime's command line.
 func Main(argv []string) error {
 	fd := 3
 	if s := os.Getenv(EnvConnFD); s != "" {
 		var err error
 		if fd, err = strconv.Atoi(s); err != nil {
-			return fmt.Errorf("agent: %s=%q: %w", EnvConnFD, s, err)
+			return fmt.Errorf("%s=%q: %w", EnvConnFD, s, err)
 		}
 	}
-	sock := os.NewFile(uintptr(fd), "worker")
 	listen := os.Getenv(EnvListen)
 	if listen == "" {
 		listen = "127.0.0.1:9001"
 	}
-	a := &Agent{conn: agentproto.NewConn(sock), invokes: make(chan *pending, 1), exited: make(chan struct{})}
-	return a.Run(argv, listen)
+	return Run(fd, argv, listen)
 }
 
-type pending struct {
-	hdr  agentproto.Invoke
-	body []byte
-}
-
-// Agent serves one runtime.
-type Agent struct {
-	conn    *agentproto.Conn
-	invokes chan *pending
-	exited  chan struct{}
-
-	mu      sync.Mutex
-	current string // request id of the invoke the runtime holds, "" between invokes
-	// lastDelivered is the last request id handed to the runtime: an invoke
-	// the worker sent after it never ran if the runtime then died.
-	lastDelivered string
-	ready         bool
-	started       time.Time
-
-	logs *logPipe
-	cmd  *exec.Cmd
-	pid  atomic.Int64
-}
-
-// Run starts the Runtime API and the runtime and serves until the runtime exits.
-func (a *Agent) Run(argv []string, listen string) error {
+// Run serves one runtime: fd is the worker socket.
+func Run(fd int, argv []string, listen string) error {
 	if len(argv) == 0 {
-		return errors.New("agent: no runtime command")
+		return fmt.Errorf("no runtime command")
 	}
-	ln, err := net.Listen("tcp", listen)
+	addr, logW, err := handOver(fd, listen)
 	if err != nil {
-		return fmt.Errorf("agent: runtime API listener: %w", err)
-	}
-	srv := &http.Server{Handler: a.routes(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-
-	if a.logs, err = newLogPipe(a.conn); err != nil {
 		return err
 	}
+	sock := os.NewFile(uintptr(fd), "worker")
+	conn := agentproto.NewConn(sock)
+
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = runtimeEnv(os.Environ(), ln.Addr().String())
-	cmd.Stdout, cmd.Stderr = a.logs.w, a.logs.w
+	cmd.Env = runtimeEnv(os.Environ(), addr)
+	cmd.Stdout, cmd.Stderr = logW, logW
 	cmd.Dir = os.Getenv("LAMBDA_TASK_ROOT")
-	a.started = time.Now()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		a.logs.w.Close()
-		a.conn.Write(agentproto.KindInitError, agentproto.Error{ErrorType: "Runtime.InvalidEntrypoint"},
-			errorDoc("Runtime.InvalidEntrypoint", err.Error()))
-		a.conn.Write(agentproto.KindExit, agentproto.Exit{Code: 127}, nil)
+		logW.Close()
+		conn.Write(agentproto.KindInitError, agentproto.Error{ErrorType: "Runtime.InvalidEntrypoint"},
+			[]byte(fmt.Sprintf(`{"errorMessage":%q,"errorType":"Runtime.InvalidEntrypoint"}`, err.Error())))
+		conn.Write(agentproto.KindExit, agentproto.Exit{Code: 127}, nil)
 		return nil
 	}
-	a.cmd = cmd
-	a.pid.Store(int64(cmd.Process.Pid))
-	a.logs.w.Close() // the runtime holds the only write end now
-	go a.readWorker()
+	logW.Close() // the runtime holds the only write end now
 
+	var pid atomic.Int64
+	pid.Store(int64(cmd.Process.Pid))
+	go func() {
+		// Frames from the worker: only Shutdown (or the socket closing).
+		for {
+			f, err := conn.Read()
+			if err != nil || f.Kind == agentproto.KindShutdown {
+				stop(int(pid.Load()), err == nil)
+				return
+			}
+		}
+	}()
 	waitErr := cmd.Wait()
-	close(a.exited)
-	a.logs.flush()
-	exit := exitOf(cmd.ProcessState, waitErr)
-	a.mu.Lock()
-	exit.LastDelivered = a.lastDelivered
-	a.mu.Unlock()
-	a.conn.Write(agentproto.KindExit, exit, nil)
+	conn.Write(agentproto.KindExit, exitOf(cmd.ProcessState, waitErr), nil)
 	return nil
+}
+
+// handOver opens the Runtime API listener and the log pipe and sends both to
+// the worker with the listener's address. It returns the address and the
+// pipe's write end, for the runtime.
+func handOver(fd int, listen string) (string, *os.File, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return "", nil, fmt.Errorf("runtime API listener: %w", err)
+	}
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return "", nil, err
+	}
+	ln.Close()
+	defer lf.Close()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return "", nil, err
+	}
+	defer unix.Close(p[0])
+	logW := os.NewFile(uintptr(p[1]), "runtime-output")
+	addr := ln.Addr().String()
+	if err := agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr}, int(lf.Fd()), p[0]); err != nil {
+		logW.Close()
+		return "", nil, err
+	}
+	return addr, logW, nil
+}
+
+// stop ends the runtime's process group: politely first when asked to.
+func stop(pid int, graceful bool) {
+	if pid <= 0 {
+		return
+	}
+	if graceful {
+		unix.Kill(-pid, unix.SIGTERM)
+		deadline := time.Now().Add(ShutdownGrace)
+		for time.Now().Before(deadline) {
+			if unix.Kill(pid, 0) != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	unix.Kill(-pid, unix.SIGKILL)
 }
 
 // runtimeEnv is the agent's environment without its own variables, plus
@@ -142,175 +174,4 @@ func exitOf(ps *os.ProcessState, err error) agentproto.Exit {
 		return agentproto.Exit{Code: -1, Signal: unix.SignalName(ws.Signal())}
 	}
 	return agentproto.Exit{Code: ps.ExitCode()}
-}
-
-// readWorker takes frames from the worker until the socket closes.
-func (a *Agent) readWorker() {
-	for {
-		f, err := a.conn.Read()
-		if err != nil {
-			// The worker is gone: nobody will collect results, stop the runtime.
-			a.kill()
-			return
-		}
-		switch f.Kind {
-		case agentproto.KindInvoke:
-			p := &pending{body: f.Body}
-			if err := f.Decode(&p.hdr); err != nil {
-				slog.Error("agent: bad invoke frame", "err", err)
-				continue
-			}
-			a.invokes <- p
-		case agentproto.KindShutdown:
-			a.kill()
-			return
-		}
-	}
-}
-
-func (a *Agent) kill() {
-	if pid := a.pid.Load(); pid > 0 {
-		unix.Kill(int(pid), unix.SIGKILL)
-	}
-}
-
-func (a *Agent) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /2018-06-01/runtime/invocation/next", a.next)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/response", a.response)
-	mux.HandleFunc("POST /2018-06-01/runtime/invocation/{id}/error", a.invocationError)
-	mux.HandleFunc("POST /2018-06-01/runtime/init/error", a.initError)
-	return mux
-}
-
-func (a *Agent) next(w http.ResponseWriter, r *http.Request) {
-	a.mu.Lock()
-	if !a.ready {
-		a.ready = true
-		initMs := float64(time.Since(a.started).Microseconds()) / 1000
-		a.mu.Unlock()
-		a.logs.flush()
-		a.conn.Write(agentproto.KindReady, agentproto.Ready{InitDurationMs: initMs, RuntimePid: int(a.pid.Load())}, nil)
-	} else {
-		a.mu.Unlock()
-	}
-	var p *pending
-	select {
-	case p = <-a.invokes:
-	case <-r.Context().Done():
-		return
-	case <-a.exited:
-		return
-	}
-	a.mu.Lock()
-	a.current, a.lastDelivered = p.hdr.RequestID, p.hdr.RequestID
-	a.mu.Unlock()
-	h := w.Header()
-	h.Set("Lambda-Runtime-Aws-Request-Id", p.hdr.RequestID)
-	h.Set("Lambda-Runtime-Deadline-Ms", strconv.FormatInt(p.hdr.DeadlineMs, 10))
-	h.Set("Lambda-Runtime-Invoked-Function-Arn", p.hdr.FunctionArn)
-	h.Set("Lambda-Runtime-Trace-Id", p.hdr.TraceID)
-	if p.hdr.ClientContext != "" {
-		h.Set("Lambda-Runtime-Client-Context", p.hdr.ClientContext)
-	}
-	if p.hdr.CognitoIdentity != "" {
-		h.Set("Lambda-Runtime-Cognito-Identity", p.hdr.CognitoIdentity)
-	}
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(p.body)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(p.body)
-}
-
-// finish claims the current invoke for request id, so a result is sent once.
-func (a *Agent) finish(w http.ResponseWriter, id string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.current == "" || a.current != id {
-		writeRuntimeError(w, http.StatusBadRequest, "InvalidRequestID", "Invalid request ID: "+id)
-		return false
-	}
-	a.current = ""
-	return true
-}
-
-func (a *Agent) response(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	body, err := io.ReadAll(io.LimitReader(r.Body, MaxResponse+1))
-	if err != nil {
-		writeRuntimeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
-		return
-	}
-	if !a.finish(w, id) {
-		return
-	}
-	a.logs.flush()
-	if len(body) > MaxResponse {
-		const msg = "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
-		a.conn.Write(agentproto.KindResult, agentproto.Result{RequestID: id, ErrorType: "Function.ResponseSizeTooLarge"},
-			errorDoc("Function.ResponseSizeTooLarge", msg))
-		writeRuntimeError(w, http.StatusRequestEntityTooLarge, "RequestEntityTooLarge", msg)
-		return
-	}
-	a.conn.Write(agentproto.KindResult, agentproto.Result{RequestID: id}, body)
-	writeAccepted(w)
-}
-
-func (a *Agent) invocationError(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	body, _ := io.ReadAll(io.LimitReader(r.Body, MaxResponse))
-	if !a.finish(w, id) {
-		return
-	}
-	a.logs.flush()
-	typ := r.Header.Get("Lambda-Runtime-Function-Error-Type")
-	if typ == "" {
-		typ = "Unhandled"
-	}
-	a.conn.Write(agentproto.KindResult, agentproto.Result{RequestID: id, ErrorType: typ}, body)
-	writeAccepted(w)
-}
-
-func (a *Agent) initError(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(io.LimitReader(r.Body, MaxResponse))
-	a.logs.flush()
-	typ := r.Header.Get("Lambda-Runtime-Function-Error-Type")
-	if typ == "" {
-		typ = "Runtime.Unknown"
-	}
-	a.conn.Write(agentproto.KindInitError, agentproto.Error{ErrorType: typ}, body)
-	writeAccepted(w)
-}
-
-func writeAccepted(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusAccepted)
-	io.WriteString(w, `{"status":"OK"}`)
-}
-
-func writeRuntimeError(w http.ResponseWriter, status int, typ, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	w.Write(errorDoc(typ, msg))
-}
-
-// errorDoc is Lambda's error document {"errorMessage","errorType"}.
-func errorDoc(typ, msg string) []byte {
-	b, _ := json.Marshal(map[string]string{"errorMessage": msg, "errorType": typ})
-	return b
-}
-
-// ExecName is the argv[0] under which a binary that links this package runs
-// as the agent instead of its own main: the worker re-executes its own binary
-// (/proc/self/exe) this way, so `kiln` and test binaries alike carry the agent.
-const ExecName = "kiln-agent"
-
-func init() {
-	if len(os.Args) > 0 && os.Args[0] == ExecName {
-		if err := Main(os.Args[1:]); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
 }

@@ -1,6 +1,7 @@
-// Package agentproto is the framing between a worker and the in-sandbox agent
-// over their one inherited socket: small JSON headers with raw payload bodies,
-// so that a 6 MB payload is copied, never re-encoded.
+// Package agentproto is what a worker and the in-sandbox agent say over their
+// one inherited socket: first the agent's handover of the Runtime API listener
+// and the log pipe (descriptors passed with SCM_RIGHTS), then small frames
+// with JSON headers (shutdown, init failure, the runtime's exit).
 package agentproto
 
 import (
@@ -10,7 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Kind says what a frame carries.
@@ -18,39 +22,12 @@ type Kind uint8
 
 const (
 	// Worker to agent.
-	KindInvoke   Kind = 1 // Invoke header, event body
 	KindShutdown Kind = 2 // no header; stop the runtime and exit
 
 	// Agent to worker.
-	KindReady     Kind = 10 // Ready header: the runtime asked for its first event
-	KindInitError Kind = 11 // Error header, Lambda error document body
-	KindResult    Kind = 12 // Result header, response or error document body
-	KindLog       Kind = 13 // no header; a chunk of the runtime's stdout/stderr
+	KindInitError Kind = 11 // Error header, Lambda error document body: the runtime could not start
 	KindExit      Kind = 14 // Exit header: the runtime process ended
 )
-
-// Invoke is the header of an invocation.
-type Invoke struct {
-	RequestID       string `json:"id"`
-	DeadlineMs      int64  `json:"deadline"`
-	FunctionArn     string `json:"arn"`
-	TraceID         string `json:"trace,omitempty"`
-	ClientContext   string `json:"cc,omitempty"`
-	CognitoIdentity string `json:"ci,omitempty"`
-}
-
-// Ready is sent once, when init is done.
-type Ready struct {
-	InitDurationMs float64 `json:"initMs"`
-	// RuntimePid is the runtime's process id as the agent sees it.
-	RuntimePid int `json:"pid"`
-}
-
-// Result ends an invocation. ErrorType is empty on success.
-type Result struct {
-	RequestID string `json:"id"`
-	ErrorType string `json:"errorType,omitempty"`
-}
 
 // Error carries an init failure's type.
 type Error struct {
@@ -61,9 +38,6 @@ type Error struct {
 type Exit struct {
 	Code   int    `json:"code"`
 	Signal string `json:"signal,omitempty"`
-	// LastDelivered is the request id of the last invoke the runtime
-	// received; any later one never ran.
-	LastDelivered string `json:"lastDelivered,omitempty"`
 }
 
 // MaxFrame bounds a frame: the 6 MB payload limit plus headroom, so a
@@ -144,4 +118,59 @@ func (c *Conn) Read() (*Frame, error) {
 		return nil, fmt.Errorf("agentproto: header length %d beyond frame", hl)
 	}
 	return &Frame{Kind: Kind(buf[0]), Header: buf[5 : 5+hl], Body: buf[5+hl:]}, nil
+}
+
+// Handover is the agent's first message: sent with two descriptors, the
+// Runtime API's listening socket and the read end of the runtime's log pipe,
+// both opened inside the sandbox.
+type Handover struct {
+	RuntimeAPI string `json:"runtimeApi"`
+}
+
+// SendHandover sends h with the listener and log pipe descriptors over the
+// unix socket fd.
+func SendHandover(fd int, h Handover, listener, logs int) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	if err := unix.Sendmsg(fd, b, unix.UnixRights(listener, logs), nil, 0); err != nil {
+		return fmt.Errorf("agentproto: send handover: %w", err)
+	}
+	return nil
+}
+
+// ErrNoHandover means the agent ended before handing over its descriptors.
+var ErrNoHandover = errors.New("agentproto: agent sent no handover")
+
+// ReceiveHandover reads the agent's handover from the unix socket fd: the
+// message and the listener and log pipe, as files.
+func ReceiveHandover(fd int) (Handover, *os.File, *os.File, error) {
+	var h Handover
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(2*4))
+	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return h, nil, nil, fmt.Errorf("agentproto: receive handover: %w", err)
+	}
+	if n == 0 {
+		return h, nil, nil, ErrNoHandover
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		return h, nil, nil, fmt.Errorf("agentproto: handover without descriptors")
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 2 {
+		for _, f := range fds {
+			unix.Close(f)
+		}
+		return h, nil, nil, fmt.Errorf("agentproto: handover wants 2 descriptors, got %d", len(fds))
+	}
+	if err := json.Unmarshal(buf[:n], &h); err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return h, nil, nil, fmt.Errorf("agentproto: handover: %w", err)
+	}
+	return h, os.NewFile(uintptr(fds[0]), "runtime-api"), os.NewFile(uintptr(fds[1]), "runtime-logs"), nil
 }

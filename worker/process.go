@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/kiln-dev/kiln/agent"
@@ -37,21 +39,39 @@ func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, err
 	return &childProcess{cmd: cmd}, nil
 }
 
-type childProcess struct{ cmd *exec.Cmd }
+type childProcess struct {
+	cmd        *exec.Cmd
+	runtimePid atomic.Int64
+}
 
 func (p *childProcess) Kill() error {
 	// The negative pid signals the whole group: the agent, the runtime and
 	// anything the runtime started.
-	return syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	if pid := p.runtimePid.Load(); pid > 0 {
+		syscall.Kill(-int(pid), syscall.SIGKILL) // the runtime leads a group of its own
+	}
+	return nil
 }
 
 func (p *childProcess) Wait() error { return p.cmd.Wait() }
 
-func (p *childProcess) MaxMemoryUsed(runtimePid int) int64 {
-	if runtimePid <= 0 {
-		return 0
+// MaxMemoryUsed is the runtime's peak resident memory (VmHWM): without a
+// cgroup, the runtime process itself is the best measure there is.
+func (p *childProcess) MaxMemoryUsed() int64 {
+	pid := p.runtimePid.Load()
+	if pid == 0 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.cmd.Process.Pid, p.cmd.Process.Pid))
+		if err != nil {
+			return 0
+		}
+		first, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+		if pid, _ = strconv.ParseInt(first, 10, 64); pid == 0 {
+			return 0
+		}
+		p.runtimePid.Store(pid)
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(runtimePid) + "/status")
+	b, err := os.ReadFile("/proc/" + strconv.FormatInt(pid, 10) + "/status")
 	if err != nil {
 		return 0
 	}

@@ -35,7 +35,6 @@ type Process interface {
 	Kill() error
 	// Wait blocks until the agent has exited.
 	Wait() error
-	// MaxMemoryUsed is the high-water mark of the environment's memory in
-	// bytes; runtimePid is the runtime's pid as the agent reported it.
-	MaxMemoryUsed(runtimePid int) int64
+	// MaxMemoryUsed is the high-water mark of the environment's memory in bytes.
+	MaxMemoryUsed() int64
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -17,8 +18,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/agentproto"
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/runtimeapi"
 	"github.com/kiln-dev/kiln/runtimes"
 )
 
@@ -139,10 +142,10 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
-	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours,
-		ready: make(chan struct{}), dead: make(chan struct{})}
+	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{})}
 	stream := logStreamName(fn.Version, id)
 	e.log.init(w.cfg.Logs, logGroupName(fn.FunctionName), stream)
+	started := time.Now()
 	proc, err := w.cfg.Sandbox.Start(ctx, SandboxSpec{
 		ID:         id,
 		Argv:       rt.Command(runtimeRoot, taskRoot),
@@ -159,36 +162,102 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 		return nil, err
 	}
 	e.proc = proc
-	go e.readAgent()
 	go func() { proc.Wait(); e.sock.Close() }()
 
 	timer := time.NewTimer(w.cfg.InitTimeout)
 	defer timer.Stop()
+	fail := func(ie *InitError) (*EnvInfo, error) {
+		e.mu.Lock()
+		ie.LogTail = e.log.tail()
+		e.mu.Unlock()
+		e.destroy()
+		return nil, ie
+	}
+	timedOut := func() (*EnvInfo, error) {
+		return fail(&InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
+			fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms Phase: init Status: timeout", float64(w.cfg.InitTimeout.Microseconds())/1000))})
+	}
+	if err := e.takeHandover(ctx, timer.C); err != nil {
+		if errors.Is(err, errInitTimeout) {
+			return timedOut()
+		}
+		e.destroy()
+		return nil, err
+	}
 	select {
-	case <-e.ready:
+	case <-e.api.Ready():
 	case <-e.dead:
 	case <-timer.C:
-		e.destroy()
-		return nil, &InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
-			fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms Phase: init Status: timeout", float64(w.cfg.InitTimeout.Microseconds())/1000))}
+		return timedOut()
 	case <-ctx.Done():
 		e.destroy()
 		return nil, ctx.Err()
 	}
-	if e.initErr != nil || !e.isReady() {
+	e.initDuration = time.Since(started)
+	if ie := e.api.InitError(); ie != nil {
+		return fail(&InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
+	}
+	select {
+	case <-e.dead:
 		ie := e.initErr
 		if ie == nil {
 			ie = &InitError{ErrorType: "Runtime.ExitError", Document: errorDoc("Runtime.ExitError",
-				"RequestId: "+"init"+" Error: Runtime exited with error: "+e.exitText())}
+				"RequestId: init Error: Runtime exited with error: "+e.exitText())}
 		}
-		ie.LogTail = e.log.tail()
-		e.destroy()
-		return nil, ie
+		return fail(ie)
+	default:
 	}
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
 	return &EnvInfo{ID: id, InitDuration: e.initDuration}, nil
+}
+
+var errInitTimeout = errors.New("init timed out")
+
+// takeHandover receives the agent's Runtime API listener and log pipe and
+// starts serving them.
+func (e *env) takeHandover(ctx context.Context, timeout <-chan time.Time) error {
+	type handover struct {
+		ln, logs *os.File
+		err      error
+	}
+	got := make(chan handover, 1)
+	go func() {
+		_, ln, logs, err := agentproto.ReceiveHandover(int(e.sock.Fd()))
+		got <- handover{ln, logs, err}
+	}()
+	var h handover
+	select {
+	case h = <-got:
+	case <-timeout:
+		return errInitTimeout
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if h.err != nil {
+		return fmt.Errorf("agent handover: %w", h.err)
+	}
+	ln, err := net.FileListener(h.ln)
+	h.ln.Close()
+	if err != nil {
+		h.logs.Close()
+		return fmt.Errorf("runtime API listener: %w", err)
+	}
+	if e.logs, err = newLogPipe(h.logs, e.output); err != nil {
+		ln.Close()
+		return err
+	}
+	e.api = runtimeapi.Serve(ln, runtimeapi.Config{Flush: func() { e.logs.flush() }})
+	go e.readAgent()
+	return nil
+}
+
+// output takes a chunk of the runtime's stdout/stderr.
+func (e *env) output(p []byte) {
+	e.mu.Lock()
+	e.log.write(p)
+	e.mu.Unlock()
 }
 
 func ephemeralMB(fn api.FunctionConfiguration) int {
@@ -260,13 +329,14 @@ func (w *Worker) Invoke(ctx context.Context, envID string, inv *Invocation) (*Re
 	return res, err
 }
 
-// Destroy stops an environment and frees what it holds.
+// Destroy shuts an idle environment down (gracefully, in the background)
+// and frees what it holds.
 func (w *Worker) Destroy(ctx context.Context, envID string) error {
 	e := w.forget(envID)
 	if e == nil {
 		return ErrNoEnv
 	}
-	e.destroy()
+	go e.shutdown()
 	return nil
 }
 
@@ -303,24 +373,20 @@ type env struct {
 	conn *agentproto.Conn
 	sock *os.File
 	proc Process
+	api  *runtimeapi.Server
+	logs *logPipe
 
-	ready        chan struct{} // closed when init ends, well or badly
-	readyOnce    sync.Once
 	initDuration time.Duration
-	initErr      *InitError
-	runtimePid   int
+	initErr      *InitError    // the agent could not start the runtime
 	dead         chan struct{} // closed when the agent is gone
 	exit         agentproto.Exit
 
 	invokeMu    sync.Mutex // one invoke at a time
-	mu          sync.Mutex
-	results     chan *agentproto.Frame // the running invoke's result
+	mu          sync.Mutex // guards log and invokes
 	log         logBuffer
 	invokes     int
 	destroyOnce sync.Once
 }
-
-func (e *env) isReady() bool { return e.runtimePid != 0 || e.initDuration > 0 }
 
 func (e *env) exitText() string {
 	if e.exit.Signal != "" {
@@ -329,38 +395,22 @@ func (e *env) exitText() string {
 	return "exit status " + strconv.Itoa(e.exit.Code)
 }
 
-// readAgent dispatches the agent's frames until the socket closes.
+// readAgent takes the agent's frames until its socket closes.
 func (e *env) readAgent() {
 	defer close(e.dead)
-	defer e.readyOnce.Do(func() { close(e.ready) })
 	for {
 		f, err := e.conn.Read()
 		if err != nil {
+			if e.logs != nil {
+				e.logs.flush()
+			}
 			return
 		}
 		switch f.Kind {
-		case agentproto.KindReady:
-			var r agentproto.Ready
-			f.Decode(&r)
-			e.initDuration = time.Duration(r.InitDurationMs * float64(time.Millisecond))
-			e.runtimePid = r.RuntimePid
-			e.readyOnce.Do(func() { close(e.ready) })
 		case agentproto.KindInitError:
 			var r agentproto.Error
 			f.Decode(&r)
 			e.initErr = &InitError{ErrorType: r.ErrorType, Document: jsonOr(f.Body, r.ErrorType)}
-			e.readyOnce.Do(func() { close(e.ready) })
-		case agentproto.KindLog:
-			e.mu.Lock()
-			e.log.write(f.Body)
-			e.mu.Unlock()
-		case agentproto.KindResult:
-			e.mu.Lock()
-			ch := e.results
-			e.mu.Unlock()
-			if ch != nil {
-				ch <- f
-			}
 		case agentproto.KindExit:
 			f.Decode(&e.exit)
 		}
@@ -378,68 +428,52 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 	fn := &e.spec.Function
 	timeout := time.Duration(fn.Timeout) * time.Second
 	start := time.Now()
-	results := make(chan *agentproto.Frame, 1)
 	e.mu.Lock()
-	e.results = results
 	e.log.reset()
 	e.log.writeString("START RequestId: " + inv.RequestID + " Version: " + fn.Version + "\n")
 	first := e.invokes == 0
 	e.invokes++
 	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		e.results = nil
-		e.mu.Unlock()
-	}()
 
-	err := e.conn.Write(agentproto.KindInvoke, agentproto.Invoke{
+	results, err := e.api.Invoke(&runtimeapi.Event{
 		RequestID:       inv.RequestID,
 		DeadlineMs:      start.Add(timeout).UnixMilli(),
 		FunctionArn:     inv.FunctionArn,
 		TraceID:         inv.TraceID,
 		ClientContext:   inv.ClientContext,
 		CognitoIdentity: inv.CognitoIdentity,
-	}, inv.Payload)
-	res := &Result{Reusable: true}
+		Payload:         inv.Payload,
+	})
 	if err != nil {
-		<-e.dead
+		return nil, err
+	}
+	res := &Result{Reusable: true}
+	timer := time.NewTimer(timeout)
+	select {
+	case o := <-results:
+		res.Payload, res.ErrorType = o.Payload, o.ErrorType
+		// Runtimes exit when the Runtime API refuses their response.
+		res.Reusable = o.ErrorType != "Function.ResponseSizeTooLarge"
+	case <-e.dead:
+		if e.api.LastDelivered() != inv.RequestID {
+			timer.Stop()
+			return nil, ErrNoEnv // it died before the invoke reached it
+		}
 		res.Reusable = false
 		res.ErrorType = "Runtime.ExitError"
 		res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
-	} else {
-		timer := time.NewTimer(timeout)
-		select {
-		case f := <-results:
-			var r agentproto.Result
-			f.Decode(&r)
-			res.Payload, res.ErrorType = f.Body, r.ErrorType
-			if r.ErrorType != "" {
-				res.Payload = jsonOr(f.Body, r.ErrorType)
-			}
-			// Runtimes exit when the Runtime API refuses their response.
-			res.Reusable = r.ErrorType != "Function.ResponseSizeTooLarge"
-		case <-e.dead:
-			if e.exit.LastDelivered != inv.RequestID {
-				return nil, ErrNoEnv // it died before the invoke reached it
-			}
-			res.Reusable = false
-			res.ErrorType = "Runtime.ExitError"
-			res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
-		case <-timer.C:
-			res.Reusable = false
-			msg := fmt.Sprintf("Task timed out after %.2f seconds", timeout.Seconds())
-			res.ErrorType = "Sandbox.Timedout"
-			res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: "+msg)
-			e.mu.Lock()
-			e.log.writeString(time.Now().UTC().Format("2006-01-02T15:04:05.000Z") + " " + inv.RequestID + " " + msg + "\n")
-			e.mu.Unlock()
-		}
-		timer.Stop()
+	case <-timer.C:
+		e.api.Abandon()
+		res.Reusable = false
+		msg := fmt.Sprintf("Task timed out after %.2f seconds", timeout.Seconds())
+		res.ErrorType = "Sandbox.Timedout"
+		res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: "+msg)
+		e.mu.Lock()
+		e.log.writeString(time.Now().UTC().Format("2006-01-02T15:04:05.000Z") + " " + inv.RequestID + " " + msg + "\n")
+		e.mu.Unlock()
 	}
+	timer.Stop()
 	res.Duration = time.Since(start)
-	if !res.Reusable {
-		e.destroy()
-	}
 	e.mu.Lock()
 	e.log.writeString(e.report(inv.RequestID, res, first))
 	res.LogTail = e.log.tail()
@@ -452,7 +486,7 @@ func (e *env) report(requestID string, res *Result, first bool) string {
 	fn := &e.spec.Function
 	ms := float64(res.Duration.Microseconds()) / 1000
 	s := fmt.Sprintf("END RequestId: %s\nREPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB\t",
-		requestID, requestID, ms, int64(math.Ceil(ms)), fn.MemorySize, (e.proc.MaxMemoryUsed(e.runtimePid)+(1<<20)-1)>>20)
+		requestID, requestID, ms, int64(math.Ceil(ms)), fn.MemorySize, (e.proc.MaxMemoryUsed()+(1<<20)-1)>>20)
 	if first && e.spec.InitType != "provisioned-concurrency" {
 		s += fmt.Sprintf("Init Duration: %.2f ms\t", float64(e.initDuration.Microseconds())/1000)
 	}
@@ -462,10 +496,31 @@ func (e *env) report(requestID string, res *Result, first bool) string {
 	return s + "\n"
 }
 
+// destroy ends the environment now.
 func (e *env) destroy() {
 	e.destroyOnce.Do(func() {
-		e.conn.Write(agentproto.KindShutdown, nil, nil)
 		e.proc.Kill()
-		e.sock.Close()
+		e.release()
 	})
+}
+
+// shutdown ends the environment gracefully: the agent gives the runtime
+// SIGTERM and its grace period, then kills it.
+func (e *env) shutdown() {
+	e.destroyOnce.Do(func() {
+		e.conn.Write(agentproto.KindShutdown, nil, nil)
+		select {
+		case <-e.dead:
+		case <-time.After(agent.ShutdownGrace + time.Second):
+		}
+		e.proc.Kill()
+		e.release()
+	})
+}
+
+func (e *env) release() {
+	if e.api != nil {
+		e.api.Close()
+	}
+	e.sock.Close()
 }

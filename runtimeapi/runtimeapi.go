@@ -1,0 +1,383 @@
+// Package runtimeapi serves Lambda's Runtime API for one execution
+// environment, from the worker, on a listener that lives inside the
+// environment's sandbox (the agent creates it there and passes it over).
+//
+// An invoke is written straight onto the runtime's waiting /next connection
+// by the goroutine that invokes, and the runtime's result is handed back from
+// the connection's reader: one exchange across the sandbox boundary per
+// invoke and no other process in between.
+package runtimeapi
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// MaxResponse is Lambda's limit on a synchronous response.
+const MaxResponse = 6 * 1024 * 1024
+
+// Event is one invocation as the runtime receives it.
+type Event struct {
+	RequestID       string
+	DeadlineMs      int64
+	FunctionArn     string
+	TraceID         string
+	ClientContext   string
+	CognitoIdentity string
+	Payload         []byte
+}
+
+// Outcome is what the runtime posted for an event (or for its init).
+type Outcome struct {
+	Payload   []byte
+	ErrorType string // empty on success
+}
+
+// Config configures a Server. The zero value works.
+type Config struct {
+	// Flush runs before an outcome is delivered. The worker drains the
+	// runtime's log pipe there, so every line printed before the result was
+	// posted is counted in that invoke.
+	Flush func()
+}
+
+// Server is the Runtime API of one environment.
+type Server struct {
+	cfg Config
+	ln  net.Listener
+
+	mu            sync.Mutex
+	conns         map[*conn]struct{}
+	waiting       *conn  // a /next that waits for an event
+	queued        *Event // an event that waits for a /next
+	current       string // request id the runtime holds, "" when none
+	lastDelivered string
+	results       chan Outcome
+	closed        bool
+
+	ready     chan struct{} // closed at the first /next or at an init error
+	readyOnce sync.Once
+	initErr   *Outcome
+}
+
+// Serve starts serving on ln until Close.
+func Serve(ln net.Listener, cfg Config) *Server {
+	s := &Server{cfg: cfg, ln: ln, conns: map[*conn]struct{}{}, ready: make(chan struct{})}
+	go s.accept()
+	return s
+}
+
+// Ready is closed when init has ended: the runtime asked for its first event
+// (InitError is nil) or reported an init error.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// InitError is the runtime's /init/error report, if any.
+func (s *Server) InitError() *Outcome {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.initErr
+}
+
+// LastDelivered is the request id of the last event the runtime received.
+func (s *Server) LastDelivered() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastDelivered
+}
+
+// ErrBusy means an invoke is already in the environment.
+var ErrBusy = errors.New("runtimeapi: an invoke is already running")
+
+// Invoke hands ev to the runtime, now if it is waiting in /next, else at its
+// next /next. The outcome arrives on the returned channel.
+func (s *Server) Invoke(ev *Event) (<-chan Outcome, error) {
+	results := make(chan Outcome, 1)
+	s.mu.Lock()
+	if s.results != nil || s.queued != nil {
+		s.mu.Unlock()
+		return nil, ErrBusy
+	}
+	s.results = results
+	if c := s.waiting; c != nil {
+		s.waiting = nil
+		s.current, s.lastDelivered = ev.RequestID, ev.RequestID
+		s.mu.Unlock()
+		c.writeEvent(ev)
+		return results, nil
+	}
+	s.queued = ev
+	s.mu.Unlock()
+	return results, nil
+}
+
+// Abandon forgets the running invoke (after a timeout, before the
+// environment is destroyed), so a late result is refused.
+func (s *Server) Abandon() {
+	s.mu.Lock()
+	s.results, s.queued, s.current = nil, nil, ""
+	s.mu.Unlock()
+}
+
+// Close stops serving and drops every connection.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	conns := s.conns
+	s.conns = map[*conn]struct{}{}
+	s.mu.Unlock()
+	s.ln.Close()
+	for c := range conns {
+		c.nc.Close()
+	}
+}
+
+func (s *Server) accept() {
+	for {
+		nc, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		c := &conn{s: s, nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// conn is one connection from the runtime (or an extension).
+type conn struct {
+	s  *Server
+	nc net.Conn
+	br *bufio.Reader
+	wm sync.Mutex
+}
+
+func (c *conn) serve() {
+	defer func() {
+		c.nc.Close()
+		s := c.s
+		s.mu.Lock()
+		delete(s.conns, c)
+		if s.waiting == c {
+			s.waiting = nil
+		}
+		s.mu.Unlock()
+	}()
+	for {
+		req, err := http.ReadRequest(c.br)
+		if err != nil {
+			return
+		}
+		if !c.route(req) {
+			return
+		}
+	}
+}
+
+const (
+	prefix     = "/2018-06-01/runtime/"
+	invocation = prefix + "invocation/"
+)
+
+// route answers one request; false closes the connection.
+func (c *conn) route(req *http.Request) bool {
+	s := c.s
+	p := req.URL.Path
+	switch {
+	case req.Method == http.MethodGet && p == invocation+"next":
+		s.readyOnce.Do(func() { close(s.ready) })
+		s.mu.Lock()
+		if ev := s.queued; ev != nil {
+			s.queued = nil
+			s.current, s.lastDelivered = ev.RequestID, ev.RequestID
+			s.mu.Unlock()
+			return c.writeEvent(ev) == nil
+		}
+		s.waiting = c
+		s.mu.Unlock()
+		return true
+	case req.Method == http.MethodPost && strings.HasPrefix(p, invocation):
+		rest := p[len(invocation):]
+		id, kind, _ := strings.Cut(rest, "/")
+		switch kind {
+		case "response":
+			body, err := io.ReadAll(io.LimitReader(req.Body, MaxResponse+1))
+			if err != nil {
+				return false
+			}
+			if len(body) > MaxResponse {
+				const msg = "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
+				if c.deliver(id, Outcome{Payload: errorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge"}) {
+					c.writeStatus(http.StatusRequestEntityTooLarge, errorDoc("RequestEntityTooLarge", msg))
+				} else {
+					c.writeInvalidID(id)
+				}
+				return true
+			}
+			if c.deliver(id, Outcome{Payload: body}) {
+				c.writeAccepted()
+			} else {
+				c.writeInvalidID(id)
+			}
+			return true
+		case "error":
+			body, err := io.ReadAll(io.LimitReader(req.Body, MaxResponse))
+			if err != nil {
+				return false
+			}
+			typ := errorType(req, body)
+			if c.deliver(id, Outcome{Payload: jsonOr(body, typ), ErrorType: typ}) {
+				c.writeAccepted()
+			} else {
+				c.writeInvalidID(id)
+			}
+			return true
+		}
+	case req.Method == http.MethodPost && p == prefix+"init/error":
+		body, err := io.ReadAll(io.LimitReader(req.Body, MaxResponse))
+		if err != nil {
+			return false
+		}
+		if s.cfg.Flush != nil {
+			s.cfg.Flush()
+		}
+		typ := errorType(req, body)
+		s.mu.Lock()
+		if s.initErr == nil {
+			s.initErr = &Outcome{Payload: jsonOr(body, typ), ErrorType: typ}
+		}
+		s.mu.Unlock()
+		s.readyOnce.Do(func() { close(s.ready) })
+		c.writeAccepted()
+		return true
+	}
+	io.Copy(io.Discard, io.LimitReader(req.Body, MaxResponse))
+	c.writeStatus(http.StatusNotFound, errorDoc("InvalidRequest", "unknown Runtime API path "+p))
+	return true
+}
+
+// deliver passes the outcome of request id to the invoker, once.
+func (c *conn) deliver(id string, o Outcome) bool {
+	s := c.s
+	s.mu.Lock()
+	if s.current == "" || id != s.current || s.results == nil {
+		s.mu.Unlock()
+		return false
+	}
+	results := s.results
+	s.current, s.results = "", nil
+	s.mu.Unlock()
+	if s.cfg.Flush != nil {
+		s.cfg.Flush()
+	}
+	results <- o
+	return true
+}
+
+func errorType(req *http.Request, body []byte) string {
+	if t := req.Header.Get("Lambda-Runtime-Function-Error-Type"); t != "" {
+		return t
+	}
+	var doc struct {
+		ErrorType string `json:"errorType"`
+	}
+	if json.Unmarshal(body, &doc) == nil && doc.ErrorType != "" {
+		return doc.ErrorType
+	}
+	return "Unhandled"
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// writeEvent answers a /next with ev: headers and body in one write.
+func (c *conn) writeEvent(ev *Event) error {
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nLambda-Runtime-Aws-Request-Id: "...)
+	b = append(b, ev.RequestID...)
+	b = append(b, "\r\nLambda-Runtime-Deadline-Ms: "...)
+	b = strconv.AppendInt(b, ev.DeadlineMs, 10)
+	b = append(b, "\r\nLambda-Runtime-Invoked-Function-Arn: "...)
+	b = append(b, ev.FunctionArn...)
+	b = append(b, "\r\nLambda-Runtime-Trace-Id: "...)
+	b = append(b, ev.TraceID...)
+	if ev.ClientContext != "" {
+		b = append(b, "\r\nLambda-Runtime-Client-Context: "...)
+		b = append(b, headerSafe(ev.ClientContext)...)
+	}
+	if ev.CognitoIdentity != "" {
+		b = append(b, "\r\nLambda-Runtime-Cognito-Identity: "...)
+		b = append(b, headerSafe(ev.CognitoIdentity)...)
+	}
+	b = append(b, "\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(ev.Payload)), 10)
+	b = append(b, "\r\n\r\n"...)
+	c.wm.Lock()
+	var err error
+	if len(ev.Payload) <= 16<<10 {
+		b = append(b, ev.Payload...)
+		_, err = c.nc.Write(b)
+	} else {
+		bufs := net.Buffers{b, ev.Payload}
+		_, err = bufs.WriteTo(c.nc)
+	}
+	c.wm.Unlock()
+	*bp = b
+	bufPool.Put(bp)
+	return err
+}
+
+// headerSafe keeps a header value on one line.
+func headerSafe(v string) string {
+	return strings.NewReplacer("\r", "", "\n", "").Replace(v)
+}
+
+func (c *conn) writeAccepted() {
+	c.writeStatus(http.StatusAccepted, []byte(`{"status":"OK"}`))
+}
+
+func (c *conn) writeInvalidID(id string) {
+	c.writeStatus(http.StatusBadRequest, errorDoc("InvalidRequestID", "Invalid request ID: "+id))
+}
+
+func (c *conn) writeStatus(status int, body []byte) {
+	b := make([]byte, 0, 128+len(body))
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\nContent-Type: application/json\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	c.wm.Lock()
+	c.nc.Write(b)
+	c.wm.Unlock()
+}
+
+// errorDoc is Lambda's error document {"errorMessage","errorType"}.
+func errorDoc(typ, msg string) []byte {
+	b, _ := json.Marshal(map[string]string{"errorMessage": msg, "errorType": typ})
+	return b
+}
+
+// jsonOr returns body when it is JSON, else wraps it in an error document, so
+// callers always get a parseable error whatever the runtime posted.
+func jsonOr(body []byte, typ string) []byte {
+	if json.Valid(body) {
+		return body
+	}
+	return errorDoc(typ, string(body))
+}
