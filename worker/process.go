@@ -9,8 +9,10 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/kiln-dev/kiln/agent"
 )
@@ -42,7 +44,15 @@ func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, err
 type childProcess struct {
 	cmd        *exec.Cmd
 	runtimePid atomic.Int64
+
+	// /proc/PID/status is costly to generate (it was most of an invoke's
+	// CPU), so the peak is sampled at most every memSampleEvery.
+	memMu   sync.Mutex
+	memPeak int64
+	memAt   time.Time
 }
+
+const memSampleEvery = time.Second
 
 func (p *childProcess) Kill() error {
 	// The negative pid signals the whole group: the agent, the runtime and
@@ -59,6 +69,15 @@ func (p *childProcess) Wait() error { return p.cmd.Wait() }
 // MaxMemoryUsed is the runtime's peak resident memory (VmHWM): without a
 // cgroup, the runtime process itself is the best measure there is.
 func (p *childProcess) MaxMemoryUsed() int64 {
+	p.memMu.Lock()
+	defer p.memMu.Unlock()
+	if now := time.Now(); now.Sub(p.memAt) >= memSampleEvery {
+		p.memPeak, p.memAt = max(p.memPeak, p.readPeak()), now
+	}
+	return p.memPeak
+}
+
+func (p *childProcess) readPeak() int64 {
 	pid := p.runtimePid.Load()
 	if pid == 0 {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.cmd.Process.Pid, p.cmd.Process.Pid))

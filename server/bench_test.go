@@ -1,0 +1,54 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/server"
+)
+
+// BenchmarkInvokeWarm is one warm invoke through the whole path, from an
+// in-process SigV4-signing HTTP client. `kiln bench` reports the same path
+// against a plain-HTTP floor; this one is for profiling.
+func BenchmarkInvokeWarm(b *testing.B) {
+	s := kilntest.Start(b, server.Config{})
+	c := kilntest.Lambda(s)
+	kilntest.MustCreate(b, c, &lambda.CreateFunctionInput{FunctionName: aws.String("bench"), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: fntest.GoFunctionZip(b, fntest.EchoGo)}})
+	payload := []byte(`{"message":"hello"}`)
+	sum := sha256.Sum256(payload)
+	hash := hex.EncodeToString(sum[:])
+	signer := v4.NewSigner()
+	creds := aws.Credentials{AccessKeyID: s.Identity.AccessKeyID, SecretAccessKey: s.Identity.SecretAccessKey}
+	client := &http.Client{}
+	url := s.Endpoint + "/2015-03-31/functions/bench/invocations"
+	invoke := func() {
+		req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
+		signer.SignHTTP(context.Background(), creds, req, hash, "lambda", s.Region, time.Now())
+		resp, err := client.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatal(resp.Status)
+		}
+	}
+	invoke()
+	for b.Loop() {
+		invoke()
+	}
+}
