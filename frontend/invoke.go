@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -40,7 +41,9 @@ type Config struct {
 	// OnFunctionChange is called after the cache drops a changed function.
 	OnFunctionChange func(account, name string)
 	Metrics          *metrics.Set // nil records nothing
-	Logger           *slog.Logger
+	// Async takes Event invokes; nil refuses them.
+	Async  Enqueuer
+	Logger *slog.Logger
 }
 
 // Frontend serves invokes.
@@ -84,112 +87,213 @@ func isInvokePath(p string) bool {
 	return len(p) > len(prefix)+len(suffix) && p[:len(prefix)] == prefix && p[len(p)-len(suffix):] == suffix
 }
 
-func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	caller, _ := auth.FromContext(ctx)
-	ref, err := api.ParseFunctionRef(r.PathValue("name"))
+// Request is one invoke as the frontend takes it, from HTTP or from an
+// in-process caller (the asynchronous pollers).
+type Request struct {
+	Account string
+	// Function is the FunctionName parameter: a name, partial or full ARN,
+	// optionally with ":qualifier"; Qualifier is the ?Qualifier= parameter.
+	Function, Qualifier string
+	Payload             []byte
+	ClientContext       string // base64 JSON, as in X-Amz-Client-Context
+	TraceID             string
+}
+
+// Response is a synchronous invoke's outcome. FunctionError is "Unhandled"
+// when the function failed; Payload then holds Lambda's error document.
+type Response struct {
+	RequestID       string
+	ExecutedVersion string
+	FunctionError   string
+	ErrorType       string
+	Payload         []byte
+	LogTail         []byte
+}
+
+// Target is a resolved invoke target.
+type Target struct {
+	Account  string
+	Ref      api.FunctionRef
+	Function *metadata.Function
+	Config   *api.FunctionConfiguration // the version that runs
+	ARN      string                     // as invoked, qualified when a qualifier was given
+}
+
+// Resolve finds the function and version an invoke runs, from the cache.
+func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier string) (*Target, error) {
+	ref, err := api.ParseFunctionRef(function)
 	if err == nil {
-		ref, err = ref.WithQualifier(r.URL.Query().Get("Qualifier"))
+		ref, err = ref.WithQualifier(qualifier)
 	}
 	if err != nil {
-		api.WriteError(w, err)
-		return
+		return nil, err
 	}
-	notFound := func() {
-		api.WriteError(w, api.Errorf(api.ResourceNotFound, "Function not found: %s",
-			api.QualifiedARN(f.cfg.Region, caller.Account, ref.Name, ref.Qualifier)))
+	arn := api.QualifiedARN(f.cfg.Region, account, ref.Name, ref.Qualifier)
+	notFound := api.Errorf(api.ResourceNotFound, "Function not found: %s", arn)
+	if ref.Account != "" && ref.Account != account {
+		return nil, notFound
 	}
-	if ref.Account != "" && ref.Account != caller.Account {
-		notFound()
-		return
-	}
-	fn, err := f.cache.get(ctx, caller.Account, ref.Name)
+	fn, err := f.cache.get(ctx, account, ref.Name)
 	if errors.Is(err, metadata.ErrNotFound) {
-		notFound()
-		return
+		return nil, notFound
 	}
 	if err != nil {
-		f.cfg.Logger.Error("function metadata", "function", ref.Name, "err", err)
-		api.WriteError(w, err)
-		return
+		return nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
 	}
 	cfg, err := fn.Resolve(ref.Qualifier, metadata.Pick())
 	if err != nil {
-		notFound()
-		return
+		return nil, notFound
 	}
+	return &Target{Account: account, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
+}
 
-	payload := auth.Body(r)
+// CheckPayload validates an event payload as Lambda does; empty means {}.
+func CheckPayload(payload []byte) ([]byte, error) {
 	if len(payload) == 0 {
-		payload = []byte("{}")
-	} else if !json.Valid(payload) {
-		api.WriteError(w, api.Errorf(api.InvalidRequestContent, "Could not parse request body into json: Could not parse payload into json: Unexpected character: was expecting a JSON value"))
-		return
+		return []byte("{}"), nil
 	}
-	var clientContext string
-	if cc := r.Header.Get("X-Amz-Client-Context"); cc != "" {
-		b, err := base64.StdEncoding.DecodeString(cc)
-		if err != nil || !json.Valid(b) || len(cc) > 3583 {
-			api.WriteError(w, api.Errorf(api.InvalidRequestContent, "Client context must be a valid Base64-encoded JSON object of at most 3583 bytes"))
-			return
-		}
-		clientContext = string(b)
+	if !json.Valid(payload) {
+		return nil, api.Errorf(api.InvalidRequestContent, "Could not parse request body into json: Could not parse payload into json: Unexpected character: was expecting a JSON value")
 	}
+	return payload, nil
+}
 
-	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
-	case "", "RequestResponse":
-	case "DryRun":
-		w.Header().Set("X-Amz-Executed-Version", cfg.Version)
-		w.WriteHeader(http.StatusNoContent)
-		return
-	case "Event":
-		api.WriteError(w, api.Errorf(api.InvalidParameterValue, "Asynchronous (Event) invocation is not available in this Kiln build"))
-		return
-	default:
-		api.WriteError(w, api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
-		return
+func decodeClientContext(cc string) (string, error) {
+	if cc == "" {
+		return "", nil
 	}
+	b, err := base64.StdEncoding.DecodeString(cc)
+	if err != nil || !json.Valid(b) || len(cc) > 3583 {
+		return "", api.Errorf(api.InvalidRequestContent, "Client context must be a valid Base64-encoded JSON object of at most 3583 bytes")
+	}
+	return string(b), nil
+}
 
-	slot, err := f.cfg.Counter.Acquire(counting.Key{Account: caller.Account, Function: ref.Name})
+// Invoke runs a synchronous invoke: resolve, count, assign, run. Errors are
+// *api.Error for the caller (not found, throttled, ...) or internal ones.
+func (f *Frontend) Invoke(ctx context.Context, req Request) (*Response, error) {
+	t, err := f.Resolve(ctx, req.Account, req.Function, req.Qualifier)
+	if err != nil {
+		return nil, err
+	}
+	payload, err := CheckPayload(req.Payload)
+	if err != nil {
+		return nil, err
+	}
+	clientContext, err := decodeClientContext(req.ClientContext)
+	if err != nil {
+		return nil, err
+	}
+	return f.invokeTarget(ctx, t, payload, clientContext, req.TraceID)
+}
+
+func (f *Frontend) invokeTarget(ctx context.Context, t *Target, payload []byte, clientContext, trace string) (*Response, error) {
+	name := t.Ref.Name
+	slot, err := f.cfg.Counter.Acquire(counting.Key{Account: t.Account, Function: name})
 	if err != nil {
 		var e *api.Error
 		if errors.As(err, &e) {
-			f.cfg.Metrics.Throttled(ref.Name, e.Reason)
+			f.cfg.Metrics.Throttled(name, e.Reason)
 		}
-		api.WriteError(w, err)
-		return
+		return nil, err
 	}
 	defer slot.Release()
-	defer f.cfg.Metrics.Started(ref.Name)()
+	defer f.cfg.Metrics.Started(name)()
 
 	requestID := newRequestID()
 	inv := &worker.Invocation{
 		RequestID:     requestID,
-		FunctionArn:   api.QualifiedARN(f.cfg.Region, caller.Account, ref.Name, ref.Qualifier),
-		TraceID:       traceID(r.Header.Get("X-Amzn-Trace-Id")),
+		FunctionArn:   t.ARN,
+		TraceID:       traceID(trace),
 		ClientContext: clientContext,
 		Payload:       payload,
 	}
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
-	res, initDuration, err := f.run(context.WithoutCancel(ctx), caller.Account, cfg, inv)
+	res, initDuration, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
 	if err != nil {
 		var initErr *worker.InitError
 		if !errors.As(err, &initErr) {
-			f.cfg.Logger.Error("invoke", "function", ref.Name, "request", requestID, "err", err)
-			api.WriteError(w, err)
-			return
+			return nil, fmt.Errorf("invoke %s (request %s): %w", name, requestID, err)
 		}
 		res = &worker.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
 	}
-	f.cfg.Metrics.Finished(ref.Name, res.Duration, initDuration, res.ErrorType)
+	f.cfg.Metrics.Finished(name, res.Duration, initDuration, res.ErrorType)
+	out := &Response{RequestID: requestID, ExecutedVersion: t.Config.Version, ErrorType: res.ErrorType,
+		Payload: res.Payload, LogTail: res.LogTail}
+	if res.ErrorType != "" {
+		out.FunctionError = "Unhandled"
+	}
+	return out, nil
+}
 
+// Enqueuer takes asynchronous (Event) invokes: it must have stored the
+// event durably before returning.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, t *Target, payload []byte, clientContext string) (requestID string, err error)
+}
+
+func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	caller, _ := auth.FromContext(ctx)
+	fail := func(err error) {
+		var e *api.Error
+		if !errors.As(err, &e) {
+			f.cfg.Logger.Error("invoke", "path", r.URL.Path, "err", err)
+		}
+		api.WriteError(w, err)
+	}
+	t, err := f.Resolve(ctx, caller.Account, r.PathValue("name"), r.URL.Query().Get("Qualifier"))
+	if err != nil {
+		fail(err)
+		return
+	}
+	payload, err := CheckPayload(auth.Body(r))
+	if err != nil {
+		fail(err)
+		return
+	}
+	clientContext, err := decodeClientContext(r.Header.Get("X-Amz-Client-Context"))
+	if err != nil {
+		fail(err)
+		return
+	}
+
+	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
+	case "", "RequestResponse":
+	case "DryRun":
+		w.Header().Set("X-Amz-Executed-Version", t.Config.Version)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	case "Event":
+		if f.cfg.Async == nil {
+			fail(api.Errorf(api.InvalidParameterValue, "Asynchronous (Event) invocation is not enabled on this Kiln"))
+			return
+		}
+		requestID, err := f.cfg.Async.Enqueue(ctx, t, payload, clientContext)
+		if err != nil {
+			fail(err)
+			return
+		}
+		w.Header().Set("X-Amzn-Requestid", requestID)
+		w.WriteHeader(http.StatusAccepted)
+		return
+	default:
+		fail(api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
+		return
+	}
+
+	res, err := f.invokeTarget(ctx, t, payload, clientContext, r.Header.Get("X-Amzn-Trace-Id"))
+	if err != nil {
+		fail(err)
+		return
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Amzn-Requestid", requestID)
-	h.Set("X-Amz-Executed-Version", cfg.Version)
-	if res.ErrorType != "" {
-		h.Set("X-Amz-Function-Error", "Unhandled")
+	h.Set("X-Amzn-Requestid", res.RequestID)
+	h.Set("X-Amz-Executed-Version", res.ExecutedVersion)
+	if res.FunctionError != "" {
+		h.Set("X-Amz-Function-Error", res.FunctionError)
 	}
 	if r.Header.Get("X-Amz-Log-Type") == "Tail" {
 		h.Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString(res.LogTail))
