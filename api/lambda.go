@@ -112,3 +112,30 @@ type ListAliasesResponse struct {
 	Aliases    []*AliasConfiguration `json:"Aliases"`
 	NextMarker string                `json:"NextMarker,omitempty"`
 }
+
+// ProvisionedConcurrencyConfig is Get/PutProvisionedConcurrencyConfig's
+// document; FunctionArn is set in list items only.
+type ProvisionedConcurrencyConfig struct {
+	FunctionArn                              string `json:"FunctionArn,omitempty"`
+	RequestedProvisionedConcurrentExecutions int    `json:"RequestedProvisionedConcurrentExecutions"`
+	AvailableProvisionedConcurrentExecutions int    `json:"AvailableProvisionedConcurrentExecutions"`
+	AllocatedProvisionedConcurrentExecutions int    `json:"AllocatedProvisionedConcurrentExecutions"`
+	Status                                   string `json:"Status"`
+	StatusReason                             string `json:"StatusReason,omitempty"`
+	LastModified                             string `json:"LastModified"`
+}
+
+// AccountSettings is GetAccountSettings' document.
+type AccountSettings struct {
+	AccountLimit struct {
+		TotalCodeSize                  int64 `json:"TotalCodeSize"`
+		CodeSizeUnzipped               int64 `json:"CodeSizeUnzipped"`
+		CodeSizeZipped                 int64 `json:"CodeSizeZipped"`
+		ConcurrentExecutions           int   `json:"ConcurrentExecutions"`
+		UnreservedConcurrentExecutions int   `json:"UnreservedConcurrentExecutions"`
+	} `json:"AccountLimit"`
+	AccountUsage struct {
+		TotalCodeSize int64 `json:"TotalCodeSize"`
+		FunctionCount int   `json:"FunctionCount"`
+	} `json:"AccountUsage"`
+}

@@ -69,6 +69,14 @@ type pool struct {
 	idle    []*Env // most recently used last
 	busy    int
 	retired bool // stale: its environments end when their invokes do
+
+	// Provisioned concurrency: environments initialized ahead of traffic,
+	// served first and never reaped for idleness.
+	idleProv    []*Env
+	target      int // provisioned environments wanted
+	provisioned int // provisioned environments alive or starting
+	creating    int // of which still initializing
+	prov        *Provision
 }
 
 // Env is an execution environment leased to one invoke.
@@ -79,9 +87,10 @@ type Env struct {
 	Cold         bool
 	InitDuration time.Duration
 
-	pool     *pool
-	place    placement.Request
-	lastUsed time.Time
+	pool        *pool
+	place       placement.Request
+	lastUsed    time.Time
+	provisioned bool
 }
 
 // New starts the service; Close stops its reaper.
@@ -108,6 +117,8 @@ func (s *Service) AddWorker(w Worker) {
 type Request struct {
 	Account  string
 	Function *api.FunctionConfiguration // the resolved version's configuration
+
+	initType string // "" (on-demand) or "provisioned-concurrency"
 }
 
 func keyOf(req Request) poolKey {
@@ -124,9 +135,7 @@ func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 		p = &pool{}
 		s.pools[key] = p
 	}
-	if n := len(p.idle); n > 0 {
-		e := p.idle[n-1]
-		p.idle = p.idle[:n-1]
+	if e := p.takeIdle(); e != nil {
 		p.busy++
 		s.mu.Unlock()
 		e.Cold, e.InitDuration = false, 0
@@ -172,7 +181,7 @@ func (s *Service) create(ctx context.Context, req Request, key poolKey) (*Env, e
 		s.cfg.Placement.Release(workerID, place)
 		return nil, fmt.Errorf("assignment: placement chose unknown worker %q", workerID)
 	}
-	info, err := w.Create(ctx, worker.EnvSpec{Account: req.Account, Function: *req.Function})
+	info, err := w.Create(ctx, worker.EnvSpec{Account: req.Account, Function: *req.Function, InitType: req.initType})
 	if err != nil {
 		s.cfg.Placement.Release(workerID, place)
 		return nil, err
@@ -186,14 +195,34 @@ func (s *Service) Release(e *Env, reusable bool) {
 	s.mu.Lock()
 	p := e.pool
 	p.busy--
-	if reusable && !p.retired {
+	if reusable && !p.retired && (!e.provisioned || p.provisioned <= p.target) {
 		e.lastUsed = time.Now()
-		p.idle = append(p.idle, e)
+		if e.provisioned {
+			p.idleProv = append(p.idleProv, e)
+		} else {
+			p.idle = append(p.idle, e)
+		}
 		s.mu.Unlock()
 		return
 	}
+	if e.provisioned {
+		p.provisioned--
+		s.reconcileLocked(p) // replace it
+	}
 	s.mu.Unlock()
 	s.destroy(e)
+}
+
+// takeIdle pops a provisioned environment first, then an on-demand one.
+func (p *pool) takeIdle() *Env {
+	for _, stack := range []*[]*Env{&p.idleProv, &p.idle} {
+		if n := len(*stack); n > 0 {
+			e := (*stack)[n-1]
+			*stack = (*stack)[:n-1]
+			return e
+		}
+	}
+	return nil
 }
 
 func (s *Service) destroy(e *Env) {
@@ -212,7 +241,9 @@ func (s *Service) Retire(account, function string, keep func(version, revision s
 			continue
 		}
 		doomed = append(doomed, p.idle...)
-		p.idle, p.retired = nil, true
+		doomed = append(doomed, p.idleProv...)
+		p.provisioned -= len(p.idleProv)
+		p.idle, p.idleProv, p.retired = nil, nil, true
 		delete(s.pools, k) // its busy invokes still hold p
 	}
 	s.mu.Unlock()
@@ -222,7 +253,7 @@ func (s *Service) Retire(account, function string, keep func(version, revision s
 }
 
 // Stats counts environments by state.
-type Stats struct{ Idle, Busy int }
+type Stats struct{ Idle, Busy, Provisioned int }
 
 // Stats reports the environments of one function, or of all when function is "".
 func (s *Service) Stats(account, function string) Stats {
@@ -231,8 +262,9 @@ func (s *Service) Stats(account, function string) Stats {
 	var st Stats
 	for k, p := range s.pools {
 		if function == "" || k.account == account && k.function == function {
-			st.Idle += len(p.idle)
+			st.Idle += len(p.idle) + len(p.idleProv)
 			st.Busy += p.busy
+			st.Provisioned += p.provisioned
 		}
 	}
 	return st
@@ -259,7 +291,7 @@ func (s *Service) reap() {
 					}
 				}
 				p.idle = kept
-				if len(p.idle) == 0 && p.busy == 0 {
+				if len(p.idle) == 0 && p.busy == 0 && p.target == 0 && p.provisioned == 0 {
 					delete(s.pools, k)
 				}
 			}
@@ -278,7 +310,8 @@ func (s *Service) Close() {
 	s.mu.Lock()
 	for _, p := range s.pools {
 		doomed = append(doomed, p.idle...)
-		p.idle = nil
+		doomed = append(doomed, p.idleProv...)
+		p.idle, p.idleProv, p.target = nil, nil, 0
 	}
 	s.mu.Unlock()
 	for _, e := range doomed {

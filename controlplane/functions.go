@@ -432,6 +432,7 @@ func (s *Service) deleteFunction(c *call) error {
 			return api.Errorf(api.ResourceConflict, "Unable to delete version because the following aliases reference it: [%s]", strings.Join(users, ", "))
 		}
 		delete(f.Versions, ref.Qualifier)
+		delete(f.Provisioned, ref.Qualifier)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

@@ -109,6 +109,11 @@ func (s *Service) Register(mux *http.ServeMux) {
 		{"PUT /2017-10-31/functions/{FunctionName}/concurrency", "PutFunctionConcurrency", s.putFunctionConcurrency},
 		{"DELETE /2017-10-31/functions/{FunctionName}/concurrency", "DeleteFunctionConcurrency", s.deleteFunctionConcurrency},
 		{"GET /2019-09-30/functions/{FunctionName}/concurrency", "GetFunctionConcurrency", s.getFunctionConcurrency},
+		{"PUT /2019-09-30/functions/{FunctionName}/provisioned-concurrency", "PutProvisionedConcurrencyConfig", s.putProvisionedConcurrency},
+		{"GET /2019-09-30/functions/{FunctionName}/provisioned-concurrency", "GetProvisionedConcurrencyConfig", s.getProvisionedConcurrency},
+		{"DELETE /2019-09-30/functions/{FunctionName}/provisioned-concurrency", "DeleteProvisionedConcurrencyConfig", s.deleteProvisionedConcurrency},
+		{"GET /2016-08-19/account-settings/{$}", "GetAccountSettings", s.getAccountSettings}, // botocore's path
+		{"GET /2016-08-19/account-settings", "GetAccountSettings", s.getAccountSettings},     // the Go SDK's
 	}
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.handler(rt.op, rt.h))

@@ -361,6 +361,7 @@ func (s *Service) deleteAlias(c *call) error {
 			return errUnchanged
 		}
 		delete(f.Aliases, name)
+		delete(f.Provisioned, name)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

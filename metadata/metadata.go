@@ -38,6 +38,8 @@ type Function struct {
 	Aliases     map[string]*api.AliasConfiguration `json:"aliases,omitempty"`
 	// ReservedConcurrency is nil when the function draws from the unreserved pool.
 	ReservedConcurrency *int `json:"reservedConcurrency,omitempty"`
+	// Provisioned is provisioned concurrency by qualifier (version or alias).
+	Provisioned map[string]*Provisioned `json:"provisioned,omitempty"`
 	// Tags are the function's tags (CreateFunction's Tags).
 	Tags map[string]string `json:"tags,omitempty"`
 	// PublishedFrom is the $LATEST RevisionId that version LastVersion was
@@ -47,6 +49,16 @@ type Function struct {
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
+}
+
+// Provisioned is one provisioned-concurrency configuration and its state,
+// as the assignment service last reported it.
+type Provisioned struct {
+	Requested    int    `json:"requested"`
+	Allocated    int    `json:"allocated"`
+	Status       string `json:"status"` // IN_PROGRESS, READY, FAILED
+	StatusReason string `json:"statusReason,omitempty"`
+	LastModified string `json:"lastModified"`
 }
 
 // Version returns the configuration of "$LATEST" or a published version number.

@@ -63,6 +63,7 @@ type Server struct {
 	Functions  *metadata.Store
 	Logs       *logs.Store
 
+	logger    *slog.Logger
 	http      *http.Server
 	nats      *natsd.Server
 	nc        *nats.Conn
@@ -108,7 +109,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s = &Server{Endpoint: "http://" + ln.Addr().String(), Region: cfg.Region, Identity: id, DataDir: dir,
-		cancel: cancel, done: make(chan error, 1)}
+		cancel: cancel, done: make(chan error, 1), logger: cfg.Logger}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -157,6 +158,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	for _, f := range fns {
 		s.Counter.SetReserved(counting.Key{Account: f.Account, Function: f.Name}, f.ReservedConcurrency)
+		s.provision(f)
 	}
 	front, err := frontend.New(runCtx, frontend.Config{
 		Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
@@ -207,6 +209,7 @@ func (s *Server) functionChanged(account, name string) {
 	key := counting.Key{Account: account, Function: name}
 	if errors.Is(err, metadata.ErrNotFound) {
 		s.Counter.SetReserved(key, nil)
+		s.Assignment.SetProvisioned(account, name, nil)
 		s.Assignment.Retire(account, name, func(string, string) bool { return false })
 		return
 	}
@@ -218,7 +221,50 @@ func (s *Server) functionChanged(account, name string) {
 		c, ok := f.Version(version)
 		return ok && c.RevisionId == revision
 	})
+	s.provision(f)
 }
+
+// provision hands f's provisioned concurrency to assignment, which reports
+// progress back into the function's metadata (IN_PROGRESS, READY, FAILED).
+func (s *Server) provision(f *metadata.Function) {
+	var provs []assignment.Provision
+	for q, p := range f.Provisioned {
+		cfg, err := f.Resolve(q, 0) // an alias's primary version carries its provisioned concurrency
+		if err != nil || cfg.Version == metadata.Latest {
+			continue
+		}
+		qualifier, requested := q, p.Requested
+		provs = append(provs, assignment.Provision{Account: f.Account, Function: cfg, N: requested,
+			Report: func(allocated int, failure error) {
+				s.reportProvisioned(f.Account, f.Name, qualifier, requested, allocated, failure)
+			}})
+	}
+	s.Assignment.SetProvisioned(f.Account, f.Name, provs)
+}
+
+func (s *Server) reportProvisioned(account, name, qualifier string, requested, allocated int, failure error) {
+	status, reason := "IN_PROGRESS", ""
+	switch {
+	case failure != nil:
+		status, reason = "FAILED", "FUNCTION_ERROR_INIT_FAILURE: "+failure.Error()
+	case allocated >= requested:
+		status = "READY"
+	}
+	_, err := s.Functions.Modify(context.Background(), account, name, func(f *metadata.Function) error {
+		p, ok := f.Provisioned[qualifier]
+		if !ok || p.Requested != requested || p.Status == status && p.Allocated == allocated && p.StatusReason == reason {
+			return errStale
+		}
+		p.Status, p.StatusReason, p.Allocated = status, reason, min(allocated, requested)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStale) && !errors.Is(err, metadata.ErrNotFound) {
+		s.logger.Warn("provisioned concurrency status", "function", name, "qualifier", qualifier, "err", err)
+	}
+}
+
+// errStale aborts a status write that no longer applies.
+var errStale = errors.New("stale status")
 
 // Close stops serving, ends every execution environment and stops NATS.
 func (s *Server) Close() error {

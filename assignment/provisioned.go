@@ -1,0 +1,113 @@
+package assignment
+
+import (
+	"context"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+)
+
+// Provision is provisioned concurrency for one function version.
+type Provision struct {
+	Account  string
+	Function *api.FunctionConfiguration // a published version
+	N        int
+	// Report is told, from its own goroutine, how many environments are
+	// initialized and whether allocation failed (err is an init failure).
+	Report func(allocated int, err error)
+}
+
+// SetProvisioned replaces the provisioned concurrency of one function: every
+// version not listed keeps none. Environments are created in the
+// background, replaced when they die, and preferred over on-demand ones.
+func (s *Service) SetProvisioned(account, function string, provs []Provision) {
+	wanted := map[poolKey]Provision{}
+	for _, pv := range provs {
+		wanted[keyOf(Request{Account: account, Function: pv.Function})] = pv
+	}
+	var doomed []*Env
+	s.mu.Lock()
+	for k, p := range s.pools {
+		if k.account != account || k.function != function {
+			continue
+		}
+		if _, ok := wanted[k]; !ok && p.target > 0 {
+			p.target, p.prov = 0, nil
+			doomed = append(doomed, p.trimProvisioned()...)
+		}
+	}
+	for k, pv := range wanted {
+		p := s.pools[k]
+		if p == nil {
+			p = &pool{}
+			s.pools[k] = p
+		}
+		changed := p.target != pv.N
+		pv := pv
+		p.target, p.prov = pv.N, &pv
+		doomed = append(doomed, p.trimProvisioned()...)
+		s.reconcileLocked(p)
+		if changed {
+			s.report(p, nil)
+		}
+	}
+	s.mu.Unlock()
+	for _, e := range doomed {
+		s.destroy(e)
+	}
+}
+
+// trimProvisioned takes idle provisioned environments beyond the target out
+// of the pool; busy ones go when released.
+func (p *pool) trimProvisioned() []*Env {
+	var out []*Env
+	for p.provisioned > p.target && len(p.idleProv) > 0 {
+		n := len(p.idleProv)
+		out = append(out, p.idleProv[n-1])
+		p.idleProv = p.idleProv[:n-1]
+		p.provisioned--
+	}
+	return out
+}
+
+// reconcileLocked starts environments until the pool has its target.
+func (s *Service) reconcileLocked(p *pool) {
+	for p.prov != nil && !p.retired && p.provisioned < p.target {
+		p.provisioned++
+		p.creating++
+		go s.provisionOne(p, p.prov)
+	}
+}
+
+func (s *Service) provisionOne(p *pool, pv *Provision) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	req := Request{Account: pv.Account, Function: pv.Function, initType: "provisioned-concurrency"}
+	e, err := s.create(ctx, req, keyOf(req))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.creating--
+	if err != nil {
+		p.provisioned--
+		s.cfg.Logger.Warn("provisioned concurrency: environment failed", "function", pv.Function.FunctionName,
+			"version", pv.Function.Version, "err", err)
+		s.report(p, err)
+		return
+	}
+	e.pool, e.provisioned, e.lastUsed = p, true, time.Now()
+	if p.retired || p.provisioned > p.target {
+		p.provisioned--
+		go s.destroy(e)
+		return
+	}
+	p.idleProv = append(p.idleProv, e)
+	s.report(p, nil)
+}
+
+// report tells the pool's Provision how many environments are ready.
+func (s *Service) report(p *pool, err error) {
+	if p.prov == nil || p.prov.Report == nil {
+		return
+	}
+	go p.prov.Report(p.provisioned-p.creating, err)
+}
