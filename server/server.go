@@ -43,6 +43,9 @@ type Config struct {
 	AccountID, AccessKeyID, SecretAccessKey string
 	// AccountConcurrency is the account's concurrency limit; 0 means 1000.
 	AccountConcurrency int
+	// ScaleUnlimited turns the per-function scaling rate (1,000 new
+	// environments per 10 s) off.
+	ScaleUnlimited bool
 	// IdleTimeout is how long an idle execution environment lives; 0 means 10 min.
 	IdleTimeout time.Duration
 	// Sandbox is the isolation backend; nil means worker.ProcessSandbox.
@@ -141,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("runtimes: %w", err)
 	}
 
-	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency})
+	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
 	place := placement.New()
 	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -102,7 +103,29 @@ func bench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	invokes := fs.Int("invokes", 5000, "warm invokes per concurrency level")
 	cold := fs.Int("cold", 50, "cold starts to measure")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale")
+	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	fs.Parse(args)
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	return benchpkg.Run(context.Background(), benchpkg.Config{Invokes: *invokes, ColdStarts: *cold}, os.Stdout)
+	ctx := context.Background()
+	for _, section := range strings.Split(*only, ",") {
+		var err error
+		switch section {
+		case "invoke":
+			err = benchpkg.Run(ctx, benchpkg.Config{Invokes: *invokes, ColdStarts: *cold}, os.Stdout)
+		case "counting":
+			benchpkg.Counting(os.Stdout)
+		case "scale":
+			fmt.Println()
+			if err = benchpkg.ScaleOut(ctx, *envs, false, os.Stdout); err == nil {
+				err = benchpkg.ScaleOut(ctx, *envs, true, os.Stdout)
+			}
+		default:
+			err = fmt.Errorf("unknown bench section %q", section)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
