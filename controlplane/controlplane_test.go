@@ -500,7 +500,7 @@ func TestCreateFunctionValidation(t *testing.T) {
 		}, ipve, 400, "Could not unzip uploaded file."},
 		{"other region", func(in *lambda.CreateFunctionInput) {
 			in.FunctionName = aws.String("arn:aws:lambda:eu-west-1:" + account + ":function:fresh")
-		}, ipve, 400, "Functions from 'eu-west-1' are not reachable in this region ('us-east-1')"},
+		}, "ResourceNotFoundException", 404, "Functions from 'eu-west-1' are not reachable in this region ('us-east-1')"},
 		{"other account", func(in *lambda.CreateFunctionInput) {
 			in.FunctionName = aws.String(account2 + ":function:fresh")
 		}, "AccessDeniedException", 403, "is not authorized to perform: lambda:CreateFunction"},

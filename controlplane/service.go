@@ -87,6 +87,7 @@ func New(cfg Config) *Service {
 // auth.Middleware: handlers read the caller and the verified body from it.
 func (s *Service) Register(mux *http.ServeMux) {
 	const fn = "/2015-03-31/functions/{FunctionName}"
+	const eic = "/2019-09-25/functions/{FunctionName}/event-invoke-config"
 	routes := []struct {
 		pattern, op string
 		h           func(*call) error
@@ -109,6 +110,11 @@ func (s *Service) Register(mux *http.ServeMux) {
 		{"PUT /2017-10-31/functions/{FunctionName}/concurrency", "PutFunctionConcurrency", s.putFunctionConcurrency},
 		{"DELETE /2017-10-31/functions/{FunctionName}/concurrency", "DeleteFunctionConcurrency", s.deleteFunctionConcurrency},
 		{"GET /2019-09-30/functions/{FunctionName}/concurrency", "GetFunctionConcurrency", s.getFunctionConcurrency},
+		{"PUT " + eic, "PutFunctionEventInvokeConfig", s.putFunctionEventInvokeConfig},
+		{"POST " + eic, "UpdateFunctionEventInvokeConfig", s.updateFunctionEventInvokeConfig},
+		{"GET " + eic, "GetFunctionEventInvokeConfig", s.getFunctionEventInvokeConfig},
+		{"DELETE " + eic, "DeleteFunctionEventInvokeConfig", s.deleteFunctionEventInvokeConfig},
+		{"GET " + eic + "/list", "ListFunctionEventInvokeConfigs", s.listFunctionEventInvokeConfigs},
 		{"PUT /2019-09-30/functions/{FunctionName}/provisioned-concurrency", "PutProvisionedConcurrencyConfig", s.putProvisionedConcurrency},
 		{"GET /2019-09-30/functions/{FunctionName}/provisioned-concurrency", "GetProvisionedConcurrencyConfig", s.getProvisionedConcurrency},
 		{"DELETE /2019-09-30/functions/{FunctionName}/provisioned-concurrency", "DeleteProvisionedConcurrencyConfig", s.deleteProvisionedConcurrency},
@@ -208,7 +214,7 @@ func (s *Service) function(c *call, qualified bool) (api.FunctionRef, error) {
 // accessible: Lambda's AccessDeniedException, whether it exists or not.
 func (s *Service) checkOwner(c *call, ref api.FunctionRef) error {
 	if ref.Region != "" && ref.Region != s.cfg.Region {
-		return api.Errorf(api.InvalidParameterValue, "Functions from '%s' are not reachable in this region ('%s')", ref.Region, s.cfg.Region)
+		return api.Errorf(api.ResourceNotFound, "Functions from '%s' are not reachable in this region ('%s')", ref.Region, s.cfg.Region)
 	}
 	if ref.Account != "" && ref.Account != c.caller.Account {
 		resource := api.QualifiedARN(s.cfg.Region, ref.Account, ref.Name, ref.Qualifier)

@@ -139,6 +139,9 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 		if !dlqRe.MatchString(t) {
 			return validation(t, "deadLetterConfig.targetArn", "Member must satisfy regular expression pattern: (arn:(aws[a-zA-Z-]*)?:[a-z0-9-.]+:.*)|()")
 		}
+		if err := checkDeadLetterTarget(cfg, t); err != nil {
+			return err
+		}
 		cfg.DeadLetterConfig = nil
 		if t != "" {
 			cfg.DeadLetterConfig = &api.DeadLetterConfig{TargetArn: t}

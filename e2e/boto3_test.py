@@ -364,6 +364,21 @@ def error_not_found():
 
 
 @check
+def error_function_arn_of_another_region():
+    # Lambda: 404 ResourceNotFoundException "Functions from 'eu-west-1' are
+    # not reachable in this region ('us-east-1')", for invokes and management calls.
+    other = "eu-west-1" if REGION != "eu-west-1" else "us-west-2"
+    arn = lam.get_function(FunctionName="b3-py")["Configuration"]["FunctionArn"].replace(":%s:" % REGION, ":%s:" % other, 1)
+    problems = []
+    for fn, kw in ((lam.invoke, {"Payload": b'{"region": "other"}'}), (lam.get_function, {}), (lam.get_function_configuration, {})):
+        try:
+            client_error("ResourceNotFoundException", 404, fn, FunctionName=arn, **kw)
+        except AssertionError as e:
+            problems.append("%s(FunctionName=%s): %s" % (fn.__name__, arn, e))
+    assert not problems, "\n  ".join(problems)
+
+
+@check
 def error_invalid_parameters():
     base = dict(Role=ROLE, Runtime=PYTHON_RUNTIME, Handler="app.handler", Code={"ZipFile": ZIPS["PY_ZIP"]})
     client_error("InvalidParameterValueException", 400, unchecked.create_function, FunctionName="b3-small", MemorySize=64, **base)
@@ -475,8 +490,11 @@ def main():
             fn()
         except Exception as e:  # AssertionError, ClientError, anything
             failed += 1
-            detail = traceback.format_exc() if not isinstance(e, AssertionError) else \
-                "".join(traceback.format_exception(e)[-3:])
+            if isinstance(e, AssertionError):
+                frame = traceback.extract_tb(e.__traceback__)[-1]
+                detail = "     at %s:%d: %s\n" % (os.path.basename(frame.filename), frame.lineno, frame.line)
+            else:
+                detail = traceback.format_exc()
             print("FAIL %s (%.1fs): %s\n%s" % (fn.__name__, time.time() - start, e, detail), flush=True)
             if fn is checks[0]:
                 break  # nothing else can work without the functions

@@ -40,12 +40,27 @@ ok() {
 
 fail() {
 	echo "FAIL $*" >&2
-	echo "FAIL $*"
 	exit 1
 }
 
+CALLS=0
+TIMES=$WORK/times # seconds, then the call, per line
+
 lam() {
-	"$AWS" lambda "$@" --endpoint-url "$ENDPOINT"
+	local start=$EPOCHREALTIME rc=0
+	"$AWS" lambda "$@" --endpoint-url "$ENDPOINT" || rc=$?
+	CALLS=$((CALLS + 1))
+	local what="$1 ${2:-} ${3:-}"
+	echo "$start $EPOCHREALTIME" | awk -v what="${what:0:60}" '{printf "%.2f %s\n", $2 - $1, what}' >>"$TIMES"
+	return $rc
+}
+
+# timing_summary: how long the aws calls took, the slowest first.
+timing_summary() {
+	[ -s "$TIMES" ] || return 0
+	awk '{t += $1} END {printf "%d aws calls took %.1fs; slowest: ", NR, t}' "$TIMES"
+	sort -rn "$TIMES" | head -3 | awk '{t = $1; $1 = ""; printf "%s%s %ss;", (NR > 1 ? " " : ""), substr($0, 2), t}'
+	echo
 }
 
 # call WHAT ARGS...: aws lambda ARGS must succeed; its output is in $OUT.
@@ -122,6 +137,8 @@ create() {
 		--role "$ROLE" --zip-file "fileb://$zip" "$@"
 	check "create-function $name ($runtime): FunctionName, Runtime, Handler, ARN" "$OUT" \
 		"d['FunctionName'] == '$name' and d['Runtime'] == '$runtime' and d['Handler'] == '$handler' and d['FunctionArn'].startswith('arn:aws:lambda:') and d['FunctionArn'].endswith(':function:$name') and d['Version'] == '\$LATEST'"
+	# Lambda refuses invokes while a function is Pending: wait, as clients must.
+	call "wait function-active-v2 $name" wait function-active-v2 --function-name "$name"
 }
 
 # sha256b64 FILE: base64 of the SHA-256 of FILE, as Lambda's CodeSha256.
@@ -135,7 +152,6 @@ main() {
 
 	# ---------------------------------------------------------------- create
 	create cli-go provided.al2023 bootstrap "$GO_ZIP"
-	call "wait function-active-v2 cli-go" wait function-active-v2 --function-name cli-go
 	ok "wait function-active-v2 cli-go"
 	create cli-py python3.11 app.handler "$PY_ZIP" --environment 'Variables={GREETING=hello from cli}'
 	if [ -n "${NODE_RUNTIME:-}" ]; then
@@ -146,7 +162,6 @@ main() {
 
 	# ------------------------------------------------------------------ read
 	call "get-function cli-go" get-function --function-name cli-go
-	cp "$OUT" "$WORK/get-function.json"
 	check "get-function: Configuration and Code.Location" "$OUT" \
 		"d['Configuration']['FunctionName'] == 'cli-go' and d['Configuration']['State'] == 'Active' and d['Code']['Location'].startswith('http')"
 	want_sha=$(sha256b64 "$GO_ZIP")
@@ -166,9 +181,9 @@ EOF
 	call "get-function-configuration cli-go" get-function-configuration --function-name cli-go
 	check "get-function-configuration: defaults (128 MB, 3 s), Runtime, Handler, State, RevisionId" "$OUT" \
 		"d['MemorySize'] == 128 and d['Timeout'] == 3 and d['Runtime'] == 'provided.al2023' and d['Handler'] == 'bootstrap' and d['State'] == 'Active' and d['LastUpdateStatus'] == 'Successful' and d['RevisionId']"
-	call "list-functions" list-functions
-	check "list-functions: has cli-go and cli-py" "$OUT" \
-		"{'cli-go', 'cli-py'} <= {f['FunctionName'] for f in d['Functions']}"
+	call "list-functions --page-size 1" list-functions --page-size 1
+	check "list-functions --page-size 1 (the CLI follows NextMarker): the same functions, once each" "$OUT" \
+		"{'cli-go', 'cli-py'} <= {f['FunctionName'] for f in d['Functions']} and len(d['Functions']) == len({f['FunctionName'] for f in d['Functions']})"
 
 	# ---------------------------------------------------------------- invoke
 	invoke "invoke cli-go" cli-go '{"hello":"world","n":[1,2,3]}'
@@ -236,11 +251,14 @@ $(cat "$WORK/tail.log")"
 	check "publish-version with the right --code-sha256: Version 2" "$OUT" "d['Version'] == '2'"
 	call "list-versions-by-function" list-versions-by-function --function-name cli-go
 	check "list-versions-by-function: \$LATEST, 1, 2" "$OUT" "[v['Version'] for v in d['Versions']] == ['\$LATEST', '1', '2']"
+	call "get-function --qualifier 1" get-function --function-name cli-go --qualifier 1
+	check "get-function --qualifier 1: version 1's configuration and code" "$OUT" \
+		"d['Configuration']['Version'] == '1' and d['Configuration']['CodeSha256'] == '$sha_v2' and d['Configuration']['MemorySize'] == 256"
 	invoke "invoke version 1" cli-go '{"action":"version"}' --qualifier 1
 	check "invoke --qualifier 1: ExecutedVersion 1" "$OUT" "d['ExecutedVersion'] == '1'"
 	check "invoke --qualifier 1: version 1's code" "$RESP" "d == 'v2'"
 	invoke "invoke cli-go:2" cli-go:2 '{"action":"version"}'
-	check "invoke cli-go:2: ExecutedVersion 2, version 2's code" "$OUT" "d['ExecutedVersion'] == '2'"
+	check "invoke cli-go:2: ExecutedVersion 2" "$OUT" "d['ExecutedVersion'] == '2'"
 	check "invoke cli-go:2: version 2's code" "$RESP" "d == 'v1'"
 
 	# --------------------------------------------------------------- aliases
@@ -257,8 +275,6 @@ $(cat "$WORK/tail.log")"
 		"d['FunctionVersion'] == '2' and not (d.get('RoutingConfig') or {}).get('AdditionalVersionWeights')"
 	invoke "invoke the updated alias" cli-go:live '{"action":"version"}'
 	check "invoke cli-go:live after update-alias: ExecutedVersion 2" "$OUT" "d['ExecutedVersion'] == '2'"
-	call "get-alias" get-alias --function-name cli-go --name live
-	check "get-alias live" "$OUT" "d['FunctionVersion'] == '2'"
 	call "list-aliases" list-aliases --function-name cli-go
 	check "list-aliases: beta and live" "$OUT" "sorted(a['Name'] for a in d['Aliases']) == ['beta', 'live']"
 
@@ -285,8 +301,6 @@ $(cat "$WORK/tail.log")"
 		invoke --function-name no-such-function "$WORK/none.json"
 	expect_error ResourceNotFoundException "invoke of a missing version" \
 		invoke --function-name cli-go --qualifier 99 "$WORK/none.json"
-	expect_error ResourceNotFoundException "get-function of a missing function" \
-		get-function --function-name no-such-function
 	expect_error ResourceConflictException "duplicate create-function" \
 		create-function --function-name cli-py --runtime python3.11 --handler app.handler --role "$ROLE" --zip-file "fileb://$PY_ZIP"
 	expect_error ResourceConflictException "duplicate create-alias" \
@@ -296,8 +310,6 @@ $(cat "$WORK/tail.log")"
 	printf '\nparameter_validation = false\n' >>"$WORK/config-novalidate"
 	AWS_CONFIG_FILE=$WORK/config-novalidate expect_error InvalidParameterValueException "create-function --memory-size 64" \
 		create-function --function-name cli-small --runtime python3.11 --handler app.handler --role "$ROLE" --zip-file "fileb://$PY_ZIP" --memory-size 64
-	expect_error InvalidParameterValueException "create-function --runtime cobol" \
-		create-function --function-name cli-cobol --runtime cobol --handler app.handler --role "$ROLE" --zip-file "fileb://$PY_ZIP"
 	expect_error InvalidParameterValueException "create-function with a zip entry ../evil" \
 		create-function --function-name cli-evil --runtime provided.al2023 --handler bootstrap --role "$ROLE" --zip-file "fileb://$EVIL_ZIP"
 	expect_error ResourceNotFoundException "the hostile zip left no function" get-function --function-name cli-evil
@@ -316,8 +328,6 @@ $(cat "$WORK/tail.log")"
 
 	AWS_ACCESS_KEY_ID=${KILN_ACCESS_KEY_ID:?} AWS_SECRET_ACCESS_KEY=wrong-secret-key expect_error InvalidSignatureException \
 		"list-functions with a wrong secret key" list-functions
-	AWS_ACCESS_KEY_ID=${KILN_ACCESS_KEY_ID:?} AWS_SECRET_ACCESS_KEY=wrong-secret-key expect_error InvalidSignatureException \
-		"invoke with a wrong secret key" invoke --function-name cli-go "$WORK/none.json"
 	AWS_ACCESS_KEY_ID=AKIAUNKNOWNKEY000000 AWS_SECRET_ACCESS_KEY=whatever expect_error UnrecognizedClientException \
 		"list-functions with an unknown access key" list-functions
 
@@ -362,4 +372,5 @@ main) main ;;
 after-restart) after_restart ;;
 *) fail "unknown phase $PHASE" ;;
 esac
+timing_summary
 echo "$CHECKS checks passed ($PHASE)"

@@ -397,6 +397,7 @@ func TestAWSClientsAgainstKilnUp(t *testing.T) {
 	// 1. Build kiln and the function packages at once.
 	bin := filepath.Join(dir, "kiln")
 	buildErr := make(chan error, 1)
+	buildStart := time.Now()
 	go func() {
 		cmd := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
 		cmd.Dir = root
@@ -410,12 +411,26 @@ func TestAWSClientsAgainstKilnUp(t *testing.T) {
 	if err := <-buildErr; err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("built kiln and the function packages in %s", time.Since(buildStart).Round(100*time.Millisecond))
 
 	addr := freeAddr(t)
 	k := &kiln{t: t, bin: bin, data: filepath.Join(dir, "data"), addr: addr, endpoint: "http://" + addr,
 		logPath: filepath.Join(dir, "kiln.log")}
 	t.Cleanup(k.stop)
 	k.start()
+
+	// The banner tells the endpoint and the key pair (printed just after
+	// the listener opens, so allow it a moment).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(k.logPath)
+		if bytes.Contains(b, []byte(k.endpoint)) && bytes.Contains(b, []byte(accessKeyID)) &&
+			bytes.Contains(b, []byte(secretAccessKey)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kiln up did not print its endpoint %s and key pair\n%s", k.endpoint, k.log())
+		}
+	}
 
 	// The files `kiln up` writes for the AWS clients.
 	creds, err := os.ReadFile(filepath.Join(k.data, "credentials"))
@@ -460,6 +475,11 @@ func TestAWSClientsAgainstKilnUp(t *testing.T) {
 		if !cliOK {
 			t.Skip("the awscli checks failed; they create what this checks after the restart")
 		}
+		// k reports to this subtest while it restarts (FailNow must be
+		// called on the test of the running goroutine).
+		parent := k.t
+		k.t = t
+		defer func() { k.t = parent }()
 		k.stop()
 		k.start()
 		runScript(t, k, 90*time.Second, env, "bash", filepath.Join(here, "cli.sh"), "after-restart")

@@ -130,8 +130,14 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 	}
 	arn := api.QualifiedARN(f.cfg.Region, account, ref.Name, ref.Qualifier)
 	notFound := api.Errorf(api.ResourceNotFound, "Function not found: %s", arn)
+	if ref.Region != "" && ref.Region != f.cfg.Region {
+		return nil, api.Errorf(api.ResourceNotFound, "Functions from '%s' are not reachable in this region ('%s')", ref.Region, f.cfg.Region)
+	}
 	if ref.Account != "" && ref.Account != account {
-		return nil, notFound
+		// Kiln has no resource-based policies: another account's function is
+		// never reachable, whether it exists or not (as the control plane says).
+		return nil, api.Errorf(api.AccessDenied, "User: arn:aws:iam::%s:root is not authorized to perform: lambda:InvokeFunction on resource: %s because no resource-based policy allows the lambda:InvokeFunction action",
+			account, api.QualifiedARN(f.cfg.Region, ref.Account, ref.Name, ref.Qualifier))
 	}
 	fn, err := f.cache.get(ctx, account, ref.Name)
 	if errors.Is(err, metadata.ErrNotFound) {

@@ -142,7 +142,8 @@ func TestQualifiersAndNames(t *testing.T) {
 		{"q:7", "", "ResourceNotFoundException", 404},
 		{"q:ghost", "", "ResourceNotFoundException", 404},
 		{"q:live", "1", "InvalidParameterValueException", 400},
-		{"arn:aws:lambda:us-east-1:999999999999:function:q", "", "ResourceNotFoundException", 404},
+		{"arn:aws:lambda:us-east-1:999999999999:function:q", "", "AccessDeniedException", 403},
+		{"arn:aws:lambda:eu-west-1:" + s.Identity.AccountID + ":function:q", "", "ResourceNotFoundException", 404},
 	} {
 		in := &lambda.InvokeInput{FunctionName: aws.String(tc.name)}
 		if tc.qualifier != "" {

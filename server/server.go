@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
@@ -50,7 +51,14 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Sandbox is the isolation backend; nil means worker.ProcessSandbox.
 	Sandbox worker.Sandbox
-	Logger  *slog.Logger
+	// Async tunes asynchronous (Event) invokes: retry delays, backoff,
+	// pollers and their concurrency; zero fields take Lambda's timings.
+	Async eventinvoke.Tuning
+	// NATSListen is host:port where NATS clients outside this process reach
+	// the embedded JetStream (to read Kiln queues); empty means none. It
+	// has no authentication: keep it on loopback.
+	NATSListen string
+	Logger     *slog.Logger
 }
 
 // Server is a running Kiln.
@@ -65,11 +73,14 @@ type Server struct {
 	Counter    *counting.Counter
 	Functions  *metadata.Store
 	Logs       *logs.Store
+	Async      *eventinvoke.Service
+	NATSURL    string // nats://host:port when Config.NATSListen is set
 
 	logger    *slog.Logger
 	http      *http.Server
 	nats      *natsd.Server
 	nc        *nats.Conn
+	asyncNC   *nats.Conn
 	cancel    context.CancelFunc
 	done      chan error
 	closeOnce sync.Once
@@ -122,9 +133,10 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("aws files: %w", err)
 	}
 
-	if s.nats, err = natsd.Start(natsd.Config{Dir: filepath.Join(dir, "nats")}); err != nil {
+	if s.nats, err = natsd.Start(natsd.Config{Dir: filepath.Join(dir, "nats"), Listen: cfg.NATSListen}); err != nil {
 		return nil, err
 	}
+	s.NATSURL = s.nats.ClientURL()
 	if s.nc, err = s.nats.Connect(); err != nil {
 		return nil, err
 	}
@@ -163,13 +175,23 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		s.Counter.SetReserved(counting.Key{Account: f.Account, Function: f.Name}, f.ReservedConcurrency)
 		s.provision(f)
 	}
+	// The async path has a NATS connection of its own, so that a flood of
+	// events never queues up the other roles' traffic.
+	if s.asyncNC, err = s.nats.Connect(); err != nil {
+		return nil, err
+	}
+	if s.Async, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: s.asyncNC, Region: cfg.Region,
+		Tuning: cfg.Async, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
 	front, err := frontend.New(runCtx, frontend.Config{
 		Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
-		OnFunctionChange: s.functionChanged, Logger: cfg.Logger,
+		OnFunctionChange: s.functionChanged, Async: s.Async, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.Async.Start(front)
 	cp := controlplane.New(controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
 		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()})
 
@@ -281,6 +303,9 @@ func (s *Server) close() {
 		s.http.Shutdown(ctx)
 		cancel()
 	}
+	if s.Async != nil { // pollers invoke through assignment and the worker: stop them first
+		s.Async.Close()
+	}
 	if s.Assignment != nil {
 		s.Assignment.Close()
 	}
@@ -293,6 +318,9 @@ func (s *Server) close() {
 	s.cancel()
 	if s.nc != nil {
 		s.nc.Close()
+	}
+	if s.asyncNC != nil {
+		s.asyncNC.Close()
 	}
 	if s.nats != nil {
 		s.nats.Shutdown()
