@@ -42,6 +42,9 @@ type Function struct {
 	Provisioned map[string]*Provisioned `json:"provisioned,omitempty"`
 	// Tags are the function's tags (CreateFunction's Tags).
 	Tags map[string]string `json:"tags,omitempty"`
+	// EventInvokeConfigs are the asynchronous-invocation settings by
+	// qualifier ("$LATEST", a version number or an alias name).
+	EventInvokeConfigs map[string]*api.FunctionEventInvokeConfig `json:"eventInvokeConfigs,omitempty"`
 	// PublishedFrom is the $LATEST RevisionId that version LastVersion was
 	// published from: PublishVersion answers with that version again as long
 	// as $LATEST has not changed since (as Lambda does).
