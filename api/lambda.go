@@ -139,3 +139,37 @@ type AccountSettings struct {
 		FunctionCount int   `json:"FunctionCount"`
 	} `json:"AccountUsage"`
 }
+
+// FunctionEventInvokeConfig is a function's (version's, alias's) settings
+// for asynchronous invocation, Put/Get/Update/ListFunctionEventInvokeConfig(s)'
+// document. LastModified is in epoch seconds, as the REST-JSON protocol
+// sends timestamps. Unset limits take Lambda's defaults (2 retries, 6 hours).
+type FunctionEventInvokeConfig struct {
+	LastModified             float64            `json:"LastModified"`
+	FunctionArn              string             `json:"FunctionArn"`
+	MaximumRetryAttempts     *int               `json:"MaximumRetryAttempts,omitempty"`
+	MaximumEventAgeInSeconds *int               `json:"MaximumEventAgeInSeconds,omitempty"`
+	DestinationConfig        *DestinationConfig `json:"DestinationConfig,omitempty"`
+}
+
+// DestinationConfig names where invocation records of asynchronous invokes go.
+type DestinationConfig struct {
+	OnSuccess *OnSuccess `json:"OnSuccess,omitempty"`
+	OnFailure *OnFailure `json:"OnFailure,omitempty"`
+}
+
+// OnSuccess is the destination of successful invocations' records.
+type OnSuccess struct {
+	Destination string `json:"Destination,omitempty"`
+}
+
+// OnFailure is the destination of failed invocations' records.
+type OnFailure struct {
+	Destination string `json:"Destination,omitempty"`
+}
+
+// ListFunctionEventInvokeConfigsResponse is ListFunctionEventInvokeConfigs' page.
+type ListFunctionEventInvokeConfigsResponse struct {
+	FunctionEventInvokeConfigs []*FunctionEventInvokeConfig `json:"FunctionEventInvokeConfigs"`
+	NextMarker                 string                       `json:"NextMarker,omitempty"`
+}

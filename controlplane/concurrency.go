@@ -35,19 +35,9 @@ func (s *Service) putFunctionConcurrency(c *call) error {
 	// the write keeps two concurrent reservations from both passing it.
 	s.concurrencyMu.Lock()
 	defer s.concurrencyMu.Unlock()
-	fns, err := s.store.List(c.ctx, c.caller.Account)
+	others, found, err := s.reservedByOthers(c, ref.Name)
 	if err != nil {
 		return err
-	}
-	others, found := 0, false
-	for _, f := range fns {
-		if f.Name == ref.Name {
-			found = true
-			continue
-		}
-		if f.ReservedConcurrency != nil {
-			others += *f.ReservedConcurrency
-		}
 	}
 	if !found {
 		return s.notFound(c.caller.Account, ref.Name, "")
@@ -91,4 +81,21 @@ func (s *Service) deleteFunctionConcurrency(c *call) error {
 		return err
 	}
 	return c.noContent()
+}
+
+// reservedByOthers sums the reserved concurrency of the account's functions
+// other than name, and says whether name exists.
+func (s *Service) reservedByOthers(c *call, name string) (sum int, found bool, err error) {
+	fns, err := s.store.List(c.ctx, c.caller.Account)
+	if err != nil {
+		return 0, false, err
+	}
+	for _, f := range fns {
+		if f.Name == name {
+			found = true
+		} else if f.ReservedConcurrency != nil {
+			sum += *f.ReservedConcurrency
+		}
+	}
+	return sum, found, nil
 }

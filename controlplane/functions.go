@@ -146,7 +146,7 @@ func (s *Service) createFunction(c *call) error {
 		return err
 	}
 	cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
-	cfg.RevisionId, cfg.LastModified = newRevision(), s.timestamp()
+	cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 
 	f := &metadata.Function{Account: c.caller.Account, Name: ref.Name, Latest: cfg, Tags: req.Tags}
 	out := &f.Latest
@@ -360,7 +360,7 @@ func (s *Service) updateFunctionCode(c *call) error {
 		if req.Architectures != nil {
 			f.Latest.Architectures = req.Architectures
 		}
-		f.Latest.RevisionId, f.Latest.LastModified = newRevision(), s.timestamp()
+		f.Latest.RevisionId, f.Latest.LastModified = api.NewUUID(), s.timestamp()
 		f.Latest.LastUpdateStatus = "Successful"
 		published = nil
 		if req.Publish {
@@ -394,7 +394,7 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 		if err := apply(cfg, &req.settings); err != nil {
 			return err
 		}
-		cfg.RevisionId, cfg.LastModified = newRevision(), s.timestamp()
+		cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 		cfg.LastUpdateStatus = "Successful"
 		f.Latest = *cfg
 		return nil

@@ -65,15 +65,9 @@ func (s *Service) putProvisionedConcurrency(c *call) error {
 	}
 	s.concurrencyMu.Lock()
 	defer s.concurrencyMu.Unlock()
-	fns, err := s.store.List(c.ctx, c.caller.Account)
+	reservedElsewhere, _, err := s.reservedByOthers(c, ref.Name)
 	if err != nil {
 		return err
-	}
-	reservedElsewhere := 0
-	for _, f := range fns {
-		if f.Name != ref.Name && f.ReservedConcurrency != nil {
-			reservedElsewhere += *f.ReservedConcurrency
-		}
 	}
 	var out *metadata.Provisioned
 	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {

@@ -265,15 +265,6 @@ func (s *Service) timestamp() string {
 	return s.cfg.Now().UTC().Format("2006-01-02T15:04:05.000-0700")
 }
 
-// newRevision returns a random (version 4) UUID.
-func newRevision() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 // validation is the message of Lambda's model validation failures.
 func validation(value any, field, constraint string) *api.Error {
 	v := "null"

@@ -18,7 +18,7 @@ func (s *Service) publish(f *metadata.Function, description *string) *api.Functi
 	v := clone(&f.Latest)
 	v.Version = n
 	v.FunctionArn = s.arn(f.Account, f.Name, n)
-	v.RevisionId = newRevision()
+	v.RevisionId = api.NewUUID()
 	v.LastModified = s.timestamp()
 	// Versions have no update status; their state is Active.
 	v.LastUpdateStatus, v.LastUpdateStatusReason, v.LastUpdateStatusReasonCode = "", "", ""
@@ -244,7 +244,7 @@ func (s *Service) createAlias(c *call) error {
 			Name:            req.Name,
 			FunctionVersion: *req.FunctionVersion,
 			RoutingConfig:   rc,
-			RevisionId:      newRevision(),
+			RevisionId:      api.NewUUID(),
 		}
 		if req.Description != nil {
 			alias.Description = *req.Description
@@ -334,7 +334,7 @@ func (s *Service) updateAlias(c *call) error {
 			return err
 		}
 		a.RoutingConfig = rc
-		a.RevisionId = newRevision()
+		a.RevisionId = api.NewUUID()
 		f.Aliases[name] = &a
 		alias = &a
 		return nil

@@ -206,7 +206,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *Target, payload []byte, 
 	defer slot.Release()
 	defer f.cfg.Metrics.Started(name)()
 
-	requestID := newRequestID()
+	requestID := api.NewUUID()
 	inv := &worker.Invocation{
 		RequestID:     requestID,
 		FunctionArn:   t.ARN,
@@ -325,25 +325,6 @@ func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionCon
 		}
 		return res, env.InitDuration, err
 	}
-}
-
-// newRequestID returns a random UUID, the form of Lambda's request ids.
-func newRequestID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:], b[10:])
-	return string(s[:])
 }
 
 // traceID keeps the caller's X-Ray header or starts a new trace.
