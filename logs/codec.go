@@ -93,20 +93,19 @@ func streamOfSubject(subject string) (string, error) {
 
 // A stored message is a batch of events of one log stream:
 //
-//	version byte (1), uvarint ingestion time (ms since epoch), uvarint count,
-//	count × (varint timestamp ms, uvarint length, message bytes)
+//	version byte (1), uvarint ingestion time (ms since epoch),
+//	varint first and varint last event timestamp (the batch's time span, so
+//	readers skip batches outside a time range without decoding them),
+//	uvarint count, count × (varint timestamp ms, uvarint length, message)
 //
 // Events keep their order; an event's position is (stream sequence, index).
 const codecVersion = 1
 
-type event struct {
-	Timestamp int64
-	Message   string
-}
-
-func appendBatchHeader(b []byte, ingestion int64, count int) []byte {
+func appendBatchHeader(b []byte, ingestion, minTs, maxTs int64, count int) []byte {
 	b = append(b, codecVersion)
 	b = binary.AppendUvarint(b, uint64(ingestion))
+	b = binary.AppendVarint(b, minTs)
+	b = binary.AppendVarint(b, maxTs)
 	return binary.AppendUvarint(b, uint64(count))
 }
 
@@ -118,39 +117,63 @@ func appendEvent(b []byte, ts int64, msg string) []byte {
 
 var errCorrupt = errors.New("logs: corrupt batch")
 
-// decodeBatch parses a stored message.
-func decodeBatch(data []byte) (ingestion int64, events []event, err error) {
+// batch is a stored message, parsed lazily.
+type batch struct {
+	ingestion    int64
+	minTs, maxTs int64
+	count        int
+	body         []byte
+}
+
+func parseBatch(data []byte) (batch, error) {
+	var b batch
 	if len(data) < 1 || data[0] != codecVersion {
-		return 0, nil, errCorrupt
+		return b, errCorrupt
 	}
 	p := data[1:]
 	ing, n := binary.Uvarint(p)
 	if n <= 0 {
-		return 0, nil, errCorrupt
+		return b, errCorrupt
+	}
+	p = p[n:]
+	if b.minTs, n = binary.Varint(p); n <= 0 {
+		return b, errCorrupt
+	}
+	p = p[n:]
+	if b.maxTs, n = binary.Varint(p); n <= 0 {
+		return b, errCorrupt
 	}
 	p = p[n:]
 	count, n := binary.Uvarint(p)
 	if n <= 0 || count > uint64(len(p)) {
-		return 0, nil, errCorrupt
+		return b, errCorrupt
 	}
-	p = p[n:]
-	events = make([]event, 0, count)
-	for i := uint64(0); i < count; i++ {
+	b.ingestion, b.count, b.body = int64(ing), int(count), p[n:]
+	return b, nil
+}
+
+// each calls fn for every event in order until fn returns false. msg is
+// only valid during the call.
+func (b *batch) each(fn func(i int, ts int64, msg []byte) bool) error {
+	p := b.body
+	for i := 0; i < b.count; i++ {
 		ts, n := binary.Varint(p)
 		if n <= 0 {
-			return 0, nil, errCorrupt
+			return errCorrupt
 		}
 		p = p[n:]
 		l, n := binary.Uvarint(p)
 		if n <= 0 || l > uint64(len(p)-n) {
-			return 0, nil, errCorrupt
+			return errCorrupt
 		}
 		p = p[n:]
-		events = append(events, event{Timestamp: ts, Message: string(p[:l])})
+		if !fn(i, ts, p[:l]) {
+			return nil
+		}
 		p = p[l:]
 	}
-	return int64(ing), events, nil
+	return nil
 }
 
 // eventSize is how CloudWatch Logs sizes an event: its UTF-8 bytes plus 26.
-func eventSize(msg string) int64 { return int64(len(msg)) + 26 }
+func eventSize[S string | []byte](msg S) int64 { return int64(len(msg)) + 26 }

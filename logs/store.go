@@ -19,6 +19,7 @@ package logs
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,6 +75,7 @@ type Store struct {
 	stop     chan struct{}
 	done     chan struct{}
 
+	indexMu  sync.Mutex // held while writing the index
 	mu       sync.Mutex
 	accounts map[string]map[string]*group // account → group name → group
 	dirty    map[dirtyKey]struct{}
@@ -86,7 +88,7 @@ type item struct {
 	account, group, stream string
 	lines                  []worker.LogLine
 	size                   int64
-	mark                   chan struct{}
+	mark                   chan error // capacity 1
 }
 
 // group is one log group in the index.
@@ -161,7 +163,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, fmt.Errorf("logs index bucket: %w", err)
 	}
 	s := &Store{cfg: cfg, js: js, stream: st, kv: kv, log: cfg.Logger,
-		queue: make(chan item, 1<<16), stop: make(chan struct{}), done: make(chan struct{}),
+		queue: make(chan item, 1<<14), stop: make(chan struct{}), done: make(chan struct{}),
 		accounts: map[string]map[string]*group{}, dirty: map[dirtyKey]struct{}{}}
 	if err := s.loadIndex(ctx); err != nil {
 		return nil, err
@@ -306,22 +308,12 @@ func (s *Store) ensureGroupNew(account, name string, created int64) (*group, boo
 	return g, true
 }
 
-// Sink returns the worker.LogSink that appends to account's log groups.
-func (s *Store) Sink(account string) worker.LogSink { return sink{s, account} }
+var _ worker.LogSink = (*Store)(nil)
 
-type sink struct {
-	s       *Store
-	account string
-}
-
-func (k sink) Append(group, stream string, lines []worker.LogLine) {
-	k.s.AppendTo(k.account, group, stream, lines)
-}
-
-// AppendTo queues lines for account's log group and stream, creating both
+// Append queues lines for account's log group and stream, creating both
 // on first use. It never blocks: when the queue is full the lines are
 // dropped and counted. The store keeps lines; the caller must not change it.
-func (s *Store) AppendTo(account, group, stream string, lines []worker.LogLine) {
+func (s *Store) Append(account, group, stream string, lines []worker.LogLine) {
 	if len(lines) == 0 || s.closed.Load() {
 		return
 	}
@@ -371,20 +363,21 @@ func (s *Store) put(ctx context.Context, account, group, stream string, lines []
 	return s.Flush(ctx)
 }
 
-// Flush waits until everything queued before it is stored.
+// Flush waits until everything queued before it is stored; it returns an
+// error when some of what was stored with it failed.
 func (s *Store) Flush(ctx context.Context) error {
 	if s.closed.Load() {
 		return errors.New("logs: store closed")
 	}
-	mark := make(chan struct{})
+	mark := make(chan error, 1)
 	select {
 	case s.queue <- item{mark: mark}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	select {
-	case <-mark:
-		return nil
+	case err := <-mark:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-s.done:
@@ -407,19 +400,30 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// run is the publishing goroutine.
+// run is the publishing goroutine; index writes have their own, so that
+// the bucket's latency never holds back storing events.
 func (s *Store) run() {
+	indexDone := make(chan struct{})
+	go func() {
+		defer close(indexDone)
+		ticker := time.NewTicker(s.cfg.IndexInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ticker.C:
+				s.writeIndex()
+			case <-s.stop:
+				return
+			}
+		}
+	}()
 	defer close(s.done)
-	ticker := time.NewTicker(s.cfg.IndexInterval)
-	defer ticker.Stop()
+	defer func() { <-indexDone }()
 	var round []item
 	for {
 		select {
 		case it := <-s.queue:
 			round = append(round[:0], it)
-		case <-ticker.C:
-			s.writeIndex()
-			continue
 		case <-s.stop:
 			for {
 				round = s.take(round[:0])
@@ -433,6 +437,7 @@ func (s *Store) run() {
 		}
 		round = s.take(round)
 		s.publish(round)
+		clear(round) // let the lines go
 	}
 }
 
@@ -456,12 +461,69 @@ func (s *Store) take(round []item) []item {
 
 type streamID struct{ account, group, stream string }
 
+// pending is one message being stored.
+type pending struct {
+	id          streamID
+	subj        string
+	data        []byte
+	n           int // events; 0 once storing failed
+	first, last int64
+	skew        int64
+	bytes       int64
+	fut         jetstream.PubAckFuture
+	err         error
+}
+
+// publishWindow bounds the messages in flight (nats.go's async publisher
+// stalls past 4,000).
+const publishWindow = 1024
+
+// send publishes msgs asynchronously, in order, and waits for their acks.
+// A message whose publish failed is retried (synchronously, in order) a few
+// times: across a JetStream leader change a retried message may be stored
+// twice or after the next one. It returns how many events were lost.
+func (s *Store) send(msgs []pending) (lost int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range msgs {
+		p := &msgs[i]
+		if p.fut, p.err = s.js.PublishAsync(p.subj, p.data); p.err != nil {
+			_, p.err = s.js.Publish(ctx, p.subj, p.data) // in order: later ones are not sent yet
+		}
+	}
+	for i := range msgs {
+		p := &msgs[i]
+		if p.err == nil && p.fut != nil {
+			select {
+			case <-p.fut.Ok():
+			case p.err = <-p.fut.Err():
+			case <-ctx.Done():
+				p.err = ctx.Err()
+			}
+		}
+	}
+	for i := range msgs {
+		p := &msgs[i]
+		for try := 0; p.err != nil && try < 3 && ctx.Err() == nil; try++ {
+			time.Sleep(time.Duration(100<<try) * time.Millisecond)
+			_, p.err = s.js.Publish(ctx, p.subj, p.data)
+		}
+		if p.err != nil {
+			lost += p.n
+			s.log.Error("logs: storing log events failed", "group", p.id.group, "stream", p.id.stream, "events", p.n, "err", p.err)
+			p.n = 0
+		}
+		p.data = nil
+	}
+	return lost
+}
+
 // publish stores one round: one message (or more, when large) per log
 // stream, published asynchronously; then it waits for every ack.
 func (s *Store) publish(round []item) {
 	var order []streamID
 	byStream := map[streamID][]*item{}
-	var marks []chan struct{}
+	var marks []chan error
 	var size int64
 	for i := range round {
 		it := &round[i]
@@ -477,16 +539,25 @@ func (s *Store) publish(round []item) {
 		byStream[id] = append(byStream[id], it)
 	}
 	now := time.Now().UnixMilli()
-	type pending struct {
-		id    streamID
-		fut   jetstream.PubAckFuture
-		subj  string
-		data  []byte
-		n     int
-		first int64
-		last  int64
-		skew  int64
-		bytes int64
+	// A new group or stream goes into the index before its first events, so
+	// that a crash never leaves events that no index record leads to.
+	s.mu.Lock()
+	fresh := false
+	for _, id := range order {
+		g, isNew := s.ensureGroupNew(id.account, id.group, now)
+		if isNew {
+			s.markGroup(id.account, g)
+		}
+		if g.streams[id.stream] == nil {
+			st := &stream{Name: id.stream, Created: now, dirty: true}
+			g.streams[id.stream] = st
+			s.dirty[dirtyKey{id.account, id.group, id.stream}] = struct{}{}
+			fresh = true
+		}
+	}
+	s.mu.Unlock()
+	if fresh {
+		s.writeIndex()
 	}
 	var pubs []pending
 	for _, id := range order {
@@ -497,52 +568,34 @@ func (s *Store) publish(round []item) {
 		}
 		for len(evs) > 0 {
 			p := pending{id: id, subj: subj}
-			body := make([]byte, 0, 256)
-			n := 0
-			for n < len(evs) && (n == 0 || len(body)+len(evs[n].Message)+16 < maxMessage) {
-				ts := evs[n].Time.UnixMilli()
-				if p.first == 0 || ts < p.first {
-					p.first = ts
+			n, size := 0, 0
+			for n < len(evs) {
+				l := len(evs[n].Message) + 2*binary.MaxVarintLen64
+				if n > 0 && size+l > maxMessage {
+					break
 				}
-				p.last = max(p.last, ts)
+				ts := evs[n].Time.UnixMilli()
+				if n == 0 {
+					p.first, p.last = ts, ts
+				}
+				p.first, p.last = min(p.first, ts), max(p.last, ts)
 				p.skew = max(p.skew, ts-now)
 				p.bytes += eventSize(evs[n].Message)
-				body = appendEvent(body, ts, evs[n].Message)
+				size += l
 				n++
 			}
 			p.n = n
-			p.data = append(appendBatchHeader(make([]byte, 0, len(body)+16), now, n), body...)
+			p.data = appendBatchHeader(make([]byte, 0, size+4*binary.MaxVarintLen64), now, p.first, p.last, n)
+			for _, e := range evs[:n] {
+				p.data = appendEvent(p.data, e.Time.UnixMilli(), e.Message)
+			}
 			evs = evs[n:]
 			pubs = append(pubs, p)
 		}
 	}
 	var failed int
-	if len(pubs) > 0 {
-		for i := range pubs {
-			pubs[i].fut, _ = s.js.PublishAsync(pubs[i].subj, pubs[i].data)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		for i := range pubs {
-			p := &pubs[i]
-			var err error
-			if p.fut == nil {
-				// PublishAsync refused (too many pending): publish synchronously.
-				_, err = s.js.Publish(ctx, p.subj, p.data)
-			} else {
-				select {
-				case <-p.fut.Ok():
-				case err = <-p.fut.Err():
-				case <-ctx.Done():
-					err = ctx.Err()
-				}
-			}
-			if err != nil {
-				failed += p.n
-				s.log.Error("logs: storing log events failed", "group", p.id.group, "stream", p.id.stream, "events", p.n, "err", err)
-				p.n = 0
-			}
-		}
-		cancel()
+	for w := 0; w < len(pubs); w += publishWindow {
+		failed += s.send(pubs[w:min(w+publishWindow, len(pubs))])
 	}
 	if failed > 0 {
 		s.dropped.Add(uint64(failed))
@@ -577,8 +630,12 @@ func (s *Store) publish(round []item) {
 		}
 	}
 	s.mu.Unlock()
+	var err error
+	if failed > 0 {
+		err = fmt.Errorf("logs: %d events could not be stored", failed)
+	}
 	for _, m := range marks {
-		close(m)
+		m <- err
 	}
 }
 
@@ -592,6 +649,8 @@ func (s *Store) markGroup(account string, g *group) {
 
 // writeIndex writes the records changed since the last call.
 func (s *Store) writeIndex() {
+	s.indexMu.Lock() // one writer at a time, so that puts land in order
+	defer s.indexMu.Unlock()
 	type rec struct {
 		key string
 		val []byte

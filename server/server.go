@@ -162,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Worker = worker.New(worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
-		Sandbox: cfg.Sandbox, Logs: s.Logs.Sink(id.AccountID), Logger: cfg.Logger})
+		Sandbox: cfg.Sandbox, Logs: s.Logs, Logger: cfg.Logger})
 	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
 	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
 	s.Assignment.AddWorker(s.Worker)
@@ -180,8 +180,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.asyncNC, err = s.nats.Connect(); err != nil {
 		return nil, err
 	}
+	inFlight := func() int { _, n := s.Counter.InUse(counting.Key{Account: id.AccountID}); return n }
 	if s.Async, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: s.asyncNC, Region: cfg.Region,
-		Tuning: cfg.Async, Logger: cfg.Logger}); err != nil {
+		Tuning: cfg.Async, InvokesInFlight: inFlight, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	front, err := frontend.New(runCtx, frontend.Config{

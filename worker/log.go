@@ -17,7 +17,7 @@ const maxLine = 256 << 10
 // output and the platform's START, END and REPORT lines. Append is called on
 // the invoke path, so it must queue, not wait for storage.
 type LogSink interface {
-	Append(group, stream string, lines []LogLine)
+	Append(account, group, stream string, lines []LogLine)
 }
 
 // LogLine is one log event.
@@ -32,14 +32,15 @@ type logBuffer struct {
 	buf     []byte
 	partial []byte
 	sink    LogSink
+	account string
 	group   string
 	stream  string
 	lines   []LogLine
 }
 
-func (l *logBuffer) init(sink LogSink, group, stream string) {
+func (l *logBuffer) init(sink LogSink, account, group, stream string) {
 	l.buf = make([]byte, 0, 2*TailSize)
-	l.sink, l.group, l.stream = sink, group, stream
+	l.sink, l.account, l.group, l.stream = sink, account, group, stream
 }
 
 func (l *logBuffer) reset() { l.buf = l.buf[:0] }
@@ -89,7 +90,7 @@ func (l *logBuffer) emit(t time.Time, line []byte) {
 
 func (l *logBuffer) send() {
 	if len(l.lines) > 0 {
-		l.sink.Append(l.group, l.stream, l.lines)
+		l.sink.Append(l.account, l.group, l.stream, l.lines)
 		l.lines = nil
 	}
 }

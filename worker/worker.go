@@ -8,9 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -144,7 +144,7 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
 	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{})}
 	stream := logStreamName(fn.Version, id)
-	e.log.init(w.cfg.Logs, logGroupName(fn.FunctionName), stream)
+	e.log.init(w.cfg.Logs, spec.Account, logGroupName(fn.FunctionName), stream)
 	started := time.Now()
 	proc, err := w.cfg.Sandbox.Start(ctx, SandboxSpec{
 		ID:         id,
@@ -201,11 +201,15 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 	case <-e.dead:
 		ie := e.initErr
 		if ie == nil {
-			ie = &InitError{ErrorType: "Runtime.ExitError", Document: errorDoc("Runtime.ExitError",
+			typ := e.exitError()
+			ie = &InitError{ErrorType: typ, Document: errorDoc(typ,
 				"RequestId: init Error: Runtime exited with error: "+e.exitText())}
 		}
 		return fail(ie)
 	default:
+	}
+	if n, ok := proc.(InitNotifier); ok {
+		n.InitDone()
 	}
 	w.mu.Lock()
 	w.envs[id] = e
@@ -219,13 +223,14 @@ var errInitTimeout = errors.New("init timed out")
 // starts serving them.
 func (e *env) takeHandover(ctx context.Context, timeout <-chan time.Time) error {
 	type handover struct {
+		h        agentproto.Handover
 		ln, logs *os.File
 		err      error
 	}
 	got := make(chan handover, 1)
 	go func() {
-		_, ln, logs, err := agentproto.ReceiveHandover(int(e.sock.Fd()))
-		got <- handover{ln, logs, err}
+		h, ln, logs, err := agentproto.ReceiveHandover(int(e.sock.Fd()))
+		got <- handover{h, ln, logs, err}
 	}()
 	var h handover
 	select {
@@ -238,7 +243,7 @@ func (e *env) takeHandover(ctx context.Context, timeout <-chan time.Time) error 
 	if h.err != nil {
 		return fmt.Errorf("agent handover: %w", h.err)
 	}
-	ln, err := net.FileListener(h.ln)
+	ln, err := agentproto.Listener(h.h, h.ln) // the listener, or the agent's relay when it serves extensions
 	h.ln.Close()
 	if err != nil {
 		h.logs.Close()
@@ -349,6 +354,9 @@ func (w *Worker) Close() {
 	for _, e := range envs {
 		e.destroy()
 	}
+	if c, ok := w.cfg.Sandbox.(io.Closer); ok {
+		c.Close() // what the backend prepared ahead of time
+	}
 }
 
 func (w *Worker) forget(envID string) *env {
@@ -380,6 +388,7 @@ type env struct {
 	initErr      *InitError    // the agent could not start the runtime
 	dead         chan struct{} // closed when the agent is gone
 	exit         agentproto.Exit
+	exited       bool // exit was reported
 
 	invokeMu    sync.Mutex // one invoke at a time
 	mu          sync.Mutex // guards log and invokes
@@ -392,7 +401,19 @@ func (e *env) exitText() string {
 	if e.exit.Signal != "" {
 		return "signal: " + e.exit.Signal
 	}
+	if !e.exited {
+		return "signal: killed" // the agent itself was killed (e.g. by the OOM killer) before it could report
+	}
 	return "exit status " + strconv.Itoa(e.exit.Code)
+}
+
+// exitError is the error type of a runtime that ended: Runtime.OutOfMemory
+// when the sandbox saw the kernel kill for the memory limit, as Lambda.
+func (e *env) exitError() string {
+	if r, ok := e.proc.(OOMReporter); ok && r.OOMKilled() {
+		return "Runtime.OutOfMemory"
+	}
+	return "Runtime.ExitError"
 }
 
 // readAgent takes the agent's frames until its socket closes.
@@ -413,6 +434,7 @@ func (e *env) readAgent() {
 			e.initErr = &InitError{ErrorType: r.ErrorType, Document: jsonOr(f.Body, r.ErrorType)}
 		case agentproto.KindExit:
 			f.Decode(&e.exit)
+			e.exited = true
 		}
 	}
 }
@@ -460,7 +482,7 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 			return nil, ErrNoEnv // it died before the invoke reached it
 		}
 		res.Reusable = false
-		res.ErrorType = "Runtime.ExitError"
+		res.ErrorType = e.exitError()
 		res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
 	case <-timer.C:
 		e.api.Abandon()
@@ -490,8 +512,11 @@ func (e *env) report(requestID string, res *Result, first bool) string {
 	if first && e.spec.InitType != "provisioned-concurrency" {
 		s += fmt.Sprintf("Init Duration: %.2f ms\t", float64(e.initDuration.Microseconds())/1000)
 	}
-	if res.ErrorType == "Sandbox.Timedout" {
+	switch res.ErrorType {
+	case "Sandbox.Timedout":
 		s += "Status: timeout"
+	case "Runtime.OutOfMemory", "Runtime.ExitError":
+		s += "Status: error\tError Type: " + res.ErrorType
 	}
 	return s + "\n"
 }
