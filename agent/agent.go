@@ -1,21 +1,37 @@
 // Package agent is the in-sandbox agent: the first process of every execution
 // environment. It opens the Runtime API's listening socket and the runtime's
 // log pipe inside the environment, hands both to the worker over the one
-// socket it inherited, starts the runtime, and reports how the runtime ends.
+// socket it inherited, starts the function's external extensions and its
+// runtime, reaps every process of the environment, and reports how the
+// runtime ends.
 //
 // The agent is off the invoke path: the worker serves the Runtime API on the
 // socket the agent opened (package runtimeapi), so an invoke crosses the
-// sandbox boundary once, not through a relay process.
+// sandbox boundary once, not through a relay process. Only when the function
+// has external extensions does the agent keep the listener, serve the
+// Extensions API on it and relay the Runtime API to the worker, as Lambda's
+// own agent coordinates the runtime and the extensions.
+//
+// Under the Linux backend (package sandbox) the agent is started in fresh
+// user, pid, mount, net, ipc and uts namespaces; before anything else it
+// builds the sandbox's root and drops its privileges (see SandboxConfig).
 package agent
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -28,9 +44,15 @@ import (
 const (
 	EnvListen = "KILN_AGENT_LISTEN" // Runtime API address, default 127.0.0.1:9001
 	EnvConnFD = "KILN_AGENT_FD"     // the worker socket's descriptor, default 3
+	// EnvSandbox holds a JSON SandboxConfig: set the sandbox up first.
+	EnvSandbox = "KILN_AGENT_SANDBOX"
+	// EnvExtensions is the directory of external extensions; unset means
+	// /opt/extensions in a sandbox and none otherwise.
+	EnvExtensions = "KILN_AGENT_EXTENSIONS"
 )
 
-// ShutdownGrace is how long the runtime has between SIGTERM and SIGKILL, as Lambda's.
+// ShutdownGrace is how long the runtime and the extensions have between the
+// shutdown request (SIGTERM, SHUTDOWN event) and SIGKILL, as Lambda's.
 const ShutdownGrace = 2 * time.Second
 
 // ExecName is the argv[0] under which a binary that links this package runs
@@ -38,18 +60,43 @@ const ShutdownGrace = 2 * time.Second
 // (/proc/self/exe) this way, so `kiln` and test binaries alike carry the agent.
 const ExecName = "kiln-agent"
 
+// SpawnerName is the argv[0] under which a binary that links this package
+// runs as the spawner of sandboxed agents (see Spawner).
+const SpawnerName = "kiln-spawner"
+
 func init() {
-	if len(os.Args) > 0 && os.Args[0] == ExecName {
+	if len(os.Args) == 0 {
+		return
+	}
+	switch os.Args[0] {
+	case ExecName:
+		// A small footprint: one P (fewer threads) and a small heap goal.
+		runtime.GOMAXPROCS(1)
+		debug.SetGCPercent(-1)
 		if err := Main(os.Args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "kiln-agent:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	case SpawnerName:
+		if err := Spawner(3); err != nil {
+			fmt.Fprintln(os.Stderr, "kiln-spawner:", err)
 			os.Exit(1)
 		}
 		os.Exit(0)
 	}
 }
 
-// Main runs the agent with argv as the runtime's command line.
+// Main runs the agent with argv as the runtime's command line (under the
+// Linux backend, the command comes with the assignment instead).
 func Main(argv []string) error {
+	if s := os.Getenv(EnvSandbox); s != "" {
+		cfg, err := parseSandboxConfig(s)
+		if err != nil {
+			return err
+		}
+		return sandboxMain(cfg)
+	}
 	fd := 3
 	if s := os.Getenv(EnvConnFD); s != "" {
 		var err error
@@ -57,100 +104,373 @@ func Main(argv []string) error {
 			return fmt.Errorf("%s=%q: %w", EnvConnFD, s, err)
 		}
 	}
+	unix.CloseOnExec(fd) // the runtime must not inherit the worker socket
 	listen := os.Getenv(EnvListen)
 	if listen == "" {
 		listen = "127.0.0.1:9001"
 	}
-	return Run(fd, argv, listen)
+	return Run(fd, argv, listen, os.Getenv(EnvExtensions))
 }
 
-// Run serves one runtime: fd is the worker socket.
-func Run(fd int, argv []string, listen string) error {
+// Run serves one runtime: fd is the worker socket, extDir the directory of
+// external extensions ("" for none). The runtime gets the agent's
+// environment.
+func Run(fd int, argv []string, listen, extDir string) error {
+	return run(fd, argv, os.Environ(), listen, extDir)
+}
+
+func run(fd int, argv, environ []string, listen, extDir string) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("no runtime command")
 	}
-	addr, logW, err := handOver(fd, listen)
+	a := &agent{
+		pid1:        os.Getpid() == 1,
+		procs:       map[int]*child{},
+		runtimeDone: make(chan struct{}),
+	}
+	if !a.pid1 {
+		// Orphans of the runtime come to the agent, which reaps them.
+		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	}
+	exts := listExtensions(extDir)
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
+		return fmt.Errorf("runtime API listener: %w", err)
+	}
+	addr := ln.Addr().String()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return err
 	}
-	sock := os.NewFile(uintptr(fd), "worker")
-	conn := agentproto.NewConn(sock)
-
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = runtimeEnv(os.Environ(), addr)
-	cmd.Stdout, cmd.Stderr = logW, logW
-	cmd.Dir = os.Getenv("LAMBDA_TASK_ROOT")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logW.Close()
-		conn.Write(agentproto.KindInitError, agentproto.Error{ErrorType: "Runtime.InvalidEntrypoint"},
-			[]byte(fmt.Sprintf(`{"errorMessage":%q,"errorType":"Runtime.InvalidEntrypoint"}`, err.Error())))
-		conn.Write(agentproto.KindExit, agentproto.Exit{Code: 127}, nil)
-		return nil
+	logW := os.NewFile(uintptr(p[1]), "runtime-output")
+	a.env = runtimeEnv(environ, addr)
+	for _, kv := range a.env {
+		if v, ok := strings.CutPrefix(kv, "LAMBDA_TASK_ROOT="); ok {
+			a.dir = v
+		}
 	}
-	logW.Close() // the runtime holds the only write end now
+	a.logFD = int(logW.Fd())
 
-	var pid atomic.Int64
-	pid.Store(int64(cmd.Process.Pid))
+	// Reap from the start: every child, and as PID 1 every orphan.
+	sigchld := make(chan os.Signal, 1)
+	signal.Notify(sigchld, syscall.SIGCHLD)
+	go a.reap(sigchld)
+	discardSignals()
+
+	if len(exts) == 0 {
+		err = handOverListener(fd, ln, p[0], addr)
+		ln.Close()
+	} else {
+		a.ext, err = startExtensionServer(a, fd, ln, p[0], addr)
+	}
+	unix.Close(p[0])
+	if err != nil {
+		logW.Close()
+		return err
+	}
+	// Non-blocking, the worker socket waits in the netpoller, not in a
+	// thread of its own (an idle agent is a few hundred KiB, threads count).
+	unix.SetNonblock(fd, true)
+	a.conn = agentproto.NewConnSize(os.NewFile(uintptr(fd), "worker"), 4<<10)
+	go a.readWorker()
+
+	for _, path := range exts {
+		if err := a.startExtension(path); err != nil {
+			a.initFailed("Extension.LaunchError", fmt.Sprintf("extension %s: %v", filepath.Base(path), err))
+			logW.Close()
+			return a.finish()
+		}
+	}
+	if a.ext != nil {
+		if errType, msg := a.ext.waitRegistered(); errType != "" {
+			a.initFailed(errType, msg)
+			logW.Close()
+			return a.finish()
+		}
+	}
+	if err := a.startRuntime(argv); err != nil {
+		logW.Close()
+		a.initFailed("Runtime.InvalidEntrypoint", err.Error())
+		a.conn.Write(agentproto.KindExit, agentproto.Exit{Code: 127}, nil)
+		return a.finish()
+	}
+	logW.Close() // the runtime and the extensions hold the write end now
 	go func() {
-		// Frames from the worker: only Shutdown (or the socket closing).
-		for {
-			f, err := conn.Read()
-			if err != nil || f.Kind == agentproto.KindShutdown {
-				stop(int(pid.Load()), err == nil)
-				return
-			}
+		time.Sleep(time.Second)
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Fprintf(os.Stderr, "MEMSTATS heapAlloc=%d heapInuse=%d heapIdle=%d heapReleased=%d heapSys=%d stackInuse=%d stackSys=%d mspan=%d mcache=%d gcSys=%d other=%d buckhash=%d numGC=%d mallocs=%d total=%d\n",
+			ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.HeapSys, ms.StackInuse, ms.StackSys, ms.MSpanInuse, ms.MCacheInuse, ms.GCSys, ms.OtherSys, ms.BuckHashSys, ms.NumGC, ms.Mallocs, ms.TotalAlloc)
+	}()
+	if a.ext != nil && a.ext.failed() {
+		// An extension failed while the runtime was being started.
+		a.ext.mu.Lock()
+		typ, msg, initDone := a.ext.failType, a.ext.failMsg, a.ext.initDone
+		a.ext.mu.Unlock()
+		if !initDone {
+			a.initFailed(typ, msg)
+		}
+		a.killAll()
+	}
+	<-a.runtimeDone
+	a.mu.Lock()
+	status := a.runtimeStatus
+	a.mu.Unlock()
+	a.killAll()
+	a.conn.Write(agentproto.KindExit, exitOf(status), nil)
+	return a.finish()
+}
+
+// discardSignals makes the agent survive the signals a function can send it
+// (as PID 1 it gets only those it handles). They are handled, not ignored:
+// an ignored disposition would be inherited by the runtime through exec,
+// while handled ones are reset to the default in every child. That also
+// undoes a SIGHUP or SIGINT ignored by whoever started Kiln.
+func discardSignals() {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGPIPE)
+	go func() {
+		for range ch {
 		}
 	}()
-	waitErr := cmd.Wait()
-	conn.Write(agentproto.KindExit, exitOf(cmd.ProcessState, waitErr), nil)
+}
+
+// agent is the state of one environment's agent.
+type agent struct {
+	conn  *agentproto.Conn
+	pid1  bool
+	env   []string // the runtime's (and the extensions') environment
+	dir   string
+	logFD int
+	ext   *extServer // nil without external extensions
+
+	mu            sync.Mutex
+	procs         map[int]*child // children started and not yet reaped
+	runtimePid    int
+	runtimeStatus syscall.WaitStatus
+	runtimeDone   chan struct{}
+	stopping      bool
+	failed        bool // init failed or an extension crashed: the agent is ending
+}
+
+type child struct {
+	name      string
+	extension bool
+}
+
+// finish ends the agent: as PID 1 returning ends every process left.
+func (a *agent) finish() error {
+	a.killAll()
 	return nil
 }
 
-// handOver opens the Runtime API listener and the log pipe and sends both to
-// the worker with the listener's address. It returns the address and the
-// pipe's write end, for the runtime.
-func handOver(fd int, listen string) (string, *os.File, error) {
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return "", nil, fmt.Errorf("runtime API listener: %w", err)
-	}
-	lf, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		return "", nil, err
-	}
-	ln.Close()
-	defer lf.Close()
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
-		return "", nil, err
-	}
-	defer unix.Close(p[0])
-	logW := os.NewFile(uintptr(p[1]), "runtime-output")
-	addr := ln.Addr().String()
-	if err := agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr}, int(lf.Fd()), p[0]); err != nil {
-		logW.Close()
-		return "", nil, err
-	}
-	return addr, logW, nil
-}
-
-// stop ends the runtime's process group: politely first when asked to.
-func stop(pid int, graceful bool) {
-	if pid <= 0 {
+// initFailed reports an init failure to the worker, once.
+func (a *agent) initFailed(errType, msg string) {
+	a.mu.Lock()
+	if a.failed {
+		a.mu.Unlock()
 		return
 	}
-	if graceful {
-		unix.Kill(-pid, unix.SIGTERM)
-		deadline := time.Now().Add(ShutdownGrace)
-		for time.Now().Before(deadline) {
-			if unix.Kill(pid, 0) != nil {
+	a.failed = true
+	a.mu.Unlock()
+	a.conn.Write(agentproto.KindInitError, agentproto.Error{ErrorType: errType}, errorDoc(errType, msg))
+}
+
+func (a *agent) startRuntime(argv []string) error {
+	path := argv[0]
+	if !filepath.IsAbs(path) {
+		p, err := exec.LookPath(path)
+		if err != nil {
+			return err
+		}
+		path = p
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopping || a.failed {
+		return errors.New("the environment is shutting down")
+	}
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Dir:   a.dir,
+		Env:   a.env,
+		Files: []uintptr{0, uintptr(a.logFD), uintptr(a.logFD)},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return err
+	}
+	a.procs[pid] = &child{name: "runtime"}
+	a.runtimePid = pid
+	return nil
+}
+
+func (a *agent) startExtension(path string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	pid, err := syscall.ForkExec(path, []string{path}, &syscall.ProcAttr{
+		Dir:   filepath.Dir(path),
+		Env:   a.env,
+		Files: []uintptr{0, uintptr(a.logFD), uintptr(a.logFD)},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		return err
+	}
+	a.procs[pid] = &child{name: filepath.Base(path), extension: true}
+	if a.ext != nil {
+		a.ext.launched(filepath.Base(path))
+	}
+	return nil
+}
+
+// reap collects every child that ends: the runtime, extensions and (as
+// PID 1) orphans of the environment.
+func (a *agent) reap(sigchld <-chan os.Signal) {
+	for range sigchld {
+		for {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if pid <= 0 || err != nil {
 				break
 			}
-			time.Sleep(10 * time.Millisecond)
+			a.exited(pid, ws)
 		}
 	}
-	unix.Kill(-pid, unix.SIGKILL)
+}
+
+func (a *agent) exited(pid int, ws syscall.WaitStatus) {
+	a.mu.Lock()
+	c := a.procs[pid]
+	delete(a.procs, pid)
+	if c == nil {
+		a.mu.Unlock()
+		return
+	}
+	if pid == a.runtimePid {
+		a.runtimeStatus = ws
+		a.mu.Unlock()
+		close(a.runtimeDone)
+		return
+	}
+	stopping := a.stopping
+	a.mu.Unlock()
+	if c.extension && a.ext != nil && !stopping {
+		// An extension that ends outside shutdown breaks the environment,
+		// as in Lambda (Extension.Crash): end it, before or after init.
+		a.ext.crashed(c.name, exitText(ws))
+	}
+}
+
+// readWorker takes frames from the worker: Shutdown, or the socket closing
+// (the worker is gone: stop at once).
+func (a *agent) readWorker() {
+	for {
+		f, err := a.conn.Read()
+		if err != nil {
+			a.stop(false, "")
+			return
+		}
+		if f.Kind == agentproto.KindShutdown {
+			var s agentproto.Shutdown
+			if len(f.Header) > 0 {
+				f.Decode(&s)
+			}
+			if s.Reason == "" {
+				s.Reason = "spindown"
+			}
+			a.stop(true, s.Reason)
+			return
+		}
+	}
+}
+
+// stop ends the environment: gracefully (SHUTDOWN to extensions, SIGTERM to
+// the runtime, ShutdownGrace for both to end) when asked to, then SIGKILL.
+func (a *agent) stop(graceful bool, reason string) {
+	a.mu.Lock()
+	if a.stopping {
+		a.mu.Unlock()
+		return
+	}
+	a.stopping = true
+	rt := a.runtimePid
+	a.mu.Unlock()
+	if graceful {
+		deadline := time.Now().Add(ShutdownGrace)
+		if a.ext != nil {
+			a.ext.shutdown(reason, deadline)
+		}
+		if rt > 0 {
+			unix.Kill(-rt, unix.SIGTERM)
+		}
+		for time.Now().Before(deadline) && a.live() > 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	a.killAll()
+	if rt == 0 {
+		// No runtime to wait for: end here.
+		a.conn.Write(agentproto.KindExit, agentproto.Exit{Code: -1, Signal: "killed"}, nil)
+		os.Exit(0)
+	}
+}
+
+// live counts children not yet reaped.
+func (a *agent) live() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.procs)
+}
+
+// killAll sends SIGKILL to every process of the environment the agent knows.
+func (a *agent) killAll() {
+	if a.pid1 {
+		unix.Kill(-1, unix.SIGKILL) // every process of the pid namespace but PID 1
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for pid := range a.procs {
+		unix.Kill(-pid, unix.SIGKILL)
+		unix.Kill(pid, unix.SIGKILL)
+	}
+}
+
+// handOverListener opens the log pipe's read end and the listener to the
+// worker, which then serves the Runtime API itself.
+func handOverListener(fd int, ln net.Listener, logR int, addr string) error {
+	lf, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	return agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr}, int(lf.Fd()), logR)
+}
+
+// listExtensions returns the executables in dir, in the order Lambda starts
+// them (by name).
+func listExtensions(dir string) []string {
+	if dir == "" {
+		return nil
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		p := filepath.Join(dir, e.Name())
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+			continue
+		}
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // runtimeEnv is the agent's environment without its own variables, plus
@@ -166,12 +486,23 @@ func runtimeEnv(env []string, apiAddr string) []string {
 	return append(out, "AWS_LAMBDA_RUNTIME_API="+apiAddr)
 }
 
-func exitOf(ps *os.ProcessState, err error) agentproto.Exit {
-	if ps == nil {
-		return agentproto.Exit{Code: -1, Signal: fmt.Sprint(err)}
+func exitOf(ws syscall.WaitStatus) agentproto.Exit {
+	if ws.Signaled() {
+		// Go's (and Lambda's) wording: "killed", "segmentation fault", ...
+		return agentproto.Exit{Code: -1, Signal: ws.Signal().String()}
 	}
-	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return agentproto.Exit{Code: -1, Signal: unix.SignalName(ws.Signal())}
+	return agentproto.Exit{Code: ws.ExitStatus()}
+}
+
+func exitText(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "signal: " + ws.Signal().String()
 	}
-	return agentproto.Exit{Code: ps.ExitCode()}
+	return "exit status " + strconv.Itoa(ws.ExitStatus())
+}
+
+// errorDoc is Lambda's error document {"errorMessage","errorType"}.
+func errorDoc(typ, msg string) []byte {
+	b, _ := json.Marshal(map[string]string{"errorMessage": msg, "errorType": typ})
+	return b
 }

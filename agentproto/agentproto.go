@@ -22,12 +22,19 @@ type Kind uint8
 
 const (
 	// Worker to agent.
-	KindShutdown Kind = 2 // no header; stop the runtime and exit
+	KindShutdown Kind = 2 // optional Shutdown header; stop the runtime and exit
 
 	// Agent to worker.
 	KindInitError Kind = 11 // Error header, Lambda error document body: the runtime could not start
 	KindExit      Kind = 14 // Exit header: the runtime process ended
 )
+
+// Shutdown is the (optional) header of KindShutdown.
+type Shutdown struct {
+	// Reason is what extensions get as shutdownReason: "spindown" (the
+	// default), "timeout" or "failure".
+	Reason string `json:"reason,omitempty"`
+}
 
 // Error carries an init failure's type.
 type Error struct {
@@ -56,8 +63,12 @@ type Conn struct {
 }
 
 // NewConn wraps a stream.
-func NewConn(rw io.ReadWriter) *Conn {
-	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), w: bufio.NewWriterSize(rw, 64<<10)}
+func NewConn(rw io.ReadWriter) *Conn { return NewConnSize(rw, 64<<10) }
+
+// NewConnSize wraps a stream with buffers of size bytes (frames larger than
+// the buffers pass through).
+func NewConnSize(rw io.ReadWriter, size int) *Conn {
+	return &Conn{r: bufio.NewReaderSize(rw, size), w: bufio.NewWriterSize(rw, size)}
 }
 
 // Write sends one frame; header may be nil.
@@ -125,6 +136,11 @@ func (c *Conn) Read() (*Frame, error) {
 // both opened inside the sandbox.
 type Handover struct {
 	RuntimeAPI string `json:"runtimeApi"`
+	// Conns is set when the agent keeps the listener itself (it serves the
+	// Extensions API there) and relays the Runtime API: the first descriptor
+	// is then a unix socket on which each Runtime API connection arrives as
+	// one passed descriptor (see Listener).
+	Conns bool `json:"conns,omitempty"`
 }
 
 // SendHandover sends h with the listener and log pipe descriptors over the

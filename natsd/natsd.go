@@ -34,6 +34,9 @@ func Start(cfg Config) (*Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		DontListen: cfg.Listen == "",
+		// Async events carry up to 1 MB of payload plus headers, and their
+		// destination records a 6 MB response: above NATS's 1 MB default.
+		MaxPayload: 8 << 20,
 		// JetStream sync_interval: fsync on every write would cost ~ms per
 		// publish; the default (2 min) trusts the page cache, which survives
 		// a process crash (our failure model for `kiln up`), not a power cut.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,10 +26,14 @@ type ProcessSandbox struct{}
 func (ProcessSandbox) Layout(codeDir, runtimeDir string) (string, string) { return codeDir, runtimeDir }
 
 func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, error) {
+	env := append(spec.Env, agent.EnvListen+"=127.0.0.1:0")
+	if spec.OptDir != "" {
+		env = append(env, agent.EnvExtensions+"="+filepath.Join(spec.OptDir, "extensions"))
+	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        append([]string{agent.ExecName}, spec.Argv...),
-		Env:         append(spec.Env, agent.EnvListen+"=127.0.0.1:0"),
+		Env:         env,
 		Dir:         spec.CodeDir,
 		ExtraFiles:  []*os.File{spec.Conn},
 		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
@@ -65,6 +70,12 @@ func (p *childProcess) Kill() error {
 }
 
 func (p *childProcess) Wait() error { return p.cmd.Wait() }
+
+// HostFootprint is the agent's pid: nothing else of the environment is the
+// backend's (for tests that check nothing is left behind).
+func (p *childProcess) HostFootprint() (pids []int, paths []string, namespaces []string) {
+	return []int{p.cmd.Process.Pid}, nil, nil
+}
 
 // MaxMemoryUsed is the runtime's peak resident memory (VmHWM): without a
 // cgroup, the runtime process itself is the best measure there is.

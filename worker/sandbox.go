@@ -7,7 +7,9 @@ import (
 
 // Sandbox is an isolation backend: it starts the agent of one execution
 // environment. Backends differ in what the agent can see and use; the
-// worker drives every one of them the same way.
+// worker drives every one of them the same way. A backend that prepares
+// environments ahead of time may implement io.Closer: the worker's Close
+// calls it to end what it prepared.
 type Sandbox interface {
 	// Layout says where the function's code and Kiln's runtime files appear
 	// to the runtime, given where they are on the host.
@@ -24,9 +26,12 @@ type SandboxSpec struct {
 	Env        []string // the runtime's environment
 	CodeDir    string   // host directory of the function's code
 	RuntimeDir string   // host directory of Kiln's runtime bootstraps
-	MemoryMB   int
-	TmpMB      int
-	Conn       *os.File // the agent's end of the worker socket
+	// OptDir is the host directory shown at /opt (the function's layers;
+	// external extensions in OptDir/extensions); empty for none.
+	OptDir   string
+	MemoryMB int
+	TmpMB    int
+	Conn     *os.File // the agent's end of the worker socket
 }
 
 // Process is a started sandbox.
@@ -37,4 +42,17 @@ type Process interface {
 	Wait() error
 	// MaxMemoryUsed is the high-water mark of the environment's memory in bytes.
 	MaxMemoryUsed() int64
+}
+
+// InitNotifier is implemented by Processes that want to know when the
+// function's init phase ended well (e.g. to end a CPU boost given to init).
+type InitNotifier interface {
+	InitDone()
+}
+
+// OOMReporter is implemented by Processes that know whether the kernel
+// killed a process of the environment for exceeding its memory limit; the
+// worker then reports Runtime.OutOfMemory instead of Runtime.ExitError.
+type OOMReporter interface {
+	OOMKilled() bool
 }

@@ -64,6 +64,7 @@ func up(args []string) error {
 	region := fs.String("region", "us-east-1", "region Kiln reports")
 	idle := fs.Duration("idle-timeout", 10*time.Minute, "how long an idle execution environment is kept")
 	concurrency := fs.Int("account-concurrency", 1000, "account concurrency limit")
+	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	fs.Parse(args)
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -74,7 +75,7 @@ func up(args []string) error {
 	s, err := server.Start(ctx, server.Config{
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
-		Logger: logger,
+		NATSListen: *natsListen, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -90,6 +91,9 @@ func up(args []string) error {
   aws lambda list-functions --endpoint-url %s
 `, s.Endpoint, s.Region, s.Identity.AccountID, s.Identity.AccessKeyID, s.Identity.SecretAccessKey,
 		s.DataDir, s.DataDir, s.Endpoint)
+	if s.NATSURL != "" {
+		fmt.Printf("  NATS (Kiln queues): %s\n", s.NATSURL)
+	}
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
