@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	create := func(name string) error {
 		_, err := lc.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
 			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
-			Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(128)})
+			Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(1769)}) // one full vCPU, as Lambda gives at 1,769 MB
 		return err
 	}
 	if err := create("bench-warm"); err != nil {
