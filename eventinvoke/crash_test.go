@@ -1,0 +1,234 @@
+package eventinvoke_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/eventinvoke"
+	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+const (
+	crashKeyID  = "AKIAKILNASYNCCRASH01"
+	crashSecret = "kilnAsyncCrashSecret/0123456789+abcdefgh"
+)
+
+// kilnProc is a `kiln up` child process in its own process group.
+type kilnProc struct {
+	t                     *testing.T
+	bin, data, addr, nats string
+	logPath               string
+	cmd                   *exec.Cmd
+	exited                chan struct{}
+}
+
+func buildKiln(t *testing.T) string {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(file))
+	bin := filepath.Join(t.TempDir(), "kiln")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build kiln: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (k *kilnProc) start() {
+	t := k.t
+	logf, err := os.OpenFile(k.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(k.bin, "up", "--data", k.data, "--listen", k.addr, "--nats-listen", k.nats)
+	cmd.Env = append(os.Environ(), "KILN_ACCESS_KEY_ID="+crashKeyID, "KILN_SECRET_ACCESS_KEY="+crashSecret)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	k.cmd, k.exited = cmd, make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(k.exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + k.addr + "/kiln/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-k.exited:
+			t.Fatalf("kiln up exited: %s", k.log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kiln up not healthy: %s", k.log())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill ends the process and every execution environment it started,
+// without warning.
+func (k *kilnProc) kill() {
+	if k.cmd == nil {
+		return
+	}
+	syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+	<-k.exited
+	k.cmd = nil
+}
+
+func (k *kilnProc) log() string {
+	b, _ := os.ReadFile(k.logPath)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// Events accepted with 202 survive a crash: `kiln up` is killed (SIGKILL,
+// with its execution environments) while thousands of events are being
+// accepted, queued and run; restarted on the same data directory, it runs
+// every accepted event at least once. Each run is counted by its success
+// record on a Kiln queue, read over NATS.
+func TestEventsSurviveCrash(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and crashes a kiln up process")
+	}
+	k := &kilnProc{t: t, bin: buildKiln(t), data: t.TempDir(), addr: freeAddr(t), nats: freeAddr(t)}
+	k.logPath = filepath.Join(k.data, "kiln.log")
+	k.start()
+	defer k.kill()
+
+	var id struct {
+		AccountID string `json:"accountId"`
+	}
+	b, _ := os.ReadFile(filepath.Join(k.data, "identity.json"))
+	json.Unmarshal(b, &id)
+	c := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String("http://" + k.addr), RetryMaxAttempts: 1,
+		Credentials: credentials.NewStaticCredentialsProvider(crashKeyID, crashSecret, "")})
+	kilntest.MustCreate(t, c, &lambda.CreateFunctionInput{FunctionName: aws.String("rec"), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: fntest.GoFunctionZip(t, fntest.ToolkitGo)}})
+	seen := eventinvoke.QueueARN("us-east-1", id.AccountID, "seen")
+	if _, err := c.PutFunctionEventInvokeConfig(ctx, &lambda.PutFunctionEventInvokeConfigInput{FunctionName: aws.String("rec"),
+		DestinationConfig: &types.DestinationConfig{OnSuccess: &types.OnSuccess{Destination: aws.String(seen)}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// 16 clients send events until the process dies under them; each
+	// event's invoke takes 20 ms, so that many are in flight at the kill.
+	const total, killAt = 6000, 3000
+	var (
+		mu       sync.Mutex
+		accepted = map[int]bool{}
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		killed   = make(chan struct{})
+	)
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				out, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("rec"), InvocationType: types.InvocationTypeEvent,
+					Payload: []byte(fmt.Sprintf(`{"action":"sleep","ms":20,"id":%d}`, i))})
+				if err != nil {
+					return // the process is gone
+				}
+				if out.StatusCode == 202 {
+					mu.Lock()
+					accepted[i] = true
+					if len(accepted) == killAt {
+						close(killed)
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	<-killed
+	k.kill()
+	wg.Wait()
+	mu.Lock()
+	n := len(accepted)
+	mu.Unlock()
+	t.Logf("killed kiln up after %d events were accepted", n)
+
+	// What the first life ran before the kill.
+	k.start()
+	nc, err := nats.Connect("nats://" + k.nats)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	count := func() (distinct, records int) {
+		msgs, err := eventinvoke.ReadQueue(ctx, js, seen, 1, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[int]bool{}
+		for _, m := range msgs {
+			var r struct {
+				RequestPayload struct{ ID int } `json:"requestPayload"`
+			}
+			json.Unmarshal(m.Body, &r)
+			ids[r.RequestPayload.ID] = true
+		}
+		missing := 0
+		for i := range accepted {
+			if !ids[i] {
+				missing++
+			}
+		}
+		return n - missing, len(msgs)
+	}
+	before, _ := count()
+	t.Logf("right after the restart, %d of the %d accepted events had run", before, n)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		done, records := count()
+		if done == n {
+			t.Logf("all %d accepted events ran after the crash (%d records: %d duplicates)", n, records, records-n)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d accepted events ran after the crash and a minute\n%s", done, n, k.log())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}

@@ -1,0 +1,267 @@
+package eventinvoke
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Destination kinds Kiln delivers to.
+const (
+	// KindFunction is a Kiln function, ARN arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER];
+	// it is invoked asynchronously with the record as its event.
+	KindFunction = "function"
+	// KindQueue is a Kiln queue, ARN arn:aws:sqs:REGION:ACCOUNT:NAME (the
+	// form of an SQS queue's ARN, so that tools that expect one accept it);
+	// it is the JetStream stream KILN_QUEUE_ACCOUNT_NAME, subject
+	// kiln.queue.ACCOUNT.NAME, which any NATS client can read.
+	KindQueue = "queue"
+)
+
+// QueueRetention is how long a Kiln queue keeps a message (SQS's default).
+const QueueRetention = 4 * 24 * time.Hour
+
+// Destination is a parsed destination ARN.
+type Destination struct {
+	ARN                   string
+	Kind                  string // KindFunction or KindQueue
+	Region, Account, Name string
+	Qualifier             string // of a function
+}
+
+var queueNameRe = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,80}$`)
+
+// ParseDestination parses a destination ARN (OnSuccess, OnFailure or a
+// dead-letter queue). Its errors say why Kiln cannot deliver there, in a
+// sentence for users.
+func ParseDestination(arn string) (Destination, error) {
+	d := Destination{ARN: arn}
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) < 6 || parts[0] != "arn" || !strings.HasPrefix(parts[1], "aws") {
+		return d, fmt.Errorf("%s is not an ARN", arn)
+	}
+	d.Region, d.Account = parts[3], parts[4]
+	switch parts[2] {
+	case "lambda":
+		ref, err := api.ParseFunctionRef(arn)
+		if err != nil || ref.Account == "" {
+			return d, fmt.Errorf("%s is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)", arn)
+		}
+		d.Kind, d.Name, d.Qualifier = KindFunction, ref.Name, ref.Qualifier
+	case "sqs":
+		name := parts[5]
+		if strings.HasSuffix(name, ".fifo") {
+			return d, fmt.Errorf("Kiln queues are not FIFO queues (%s)", arn)
+		}
+		if !queueNameRe.MatchString(name) || d.Region == "" || d.Account == "" {
+			return d, fmt.Errorf("%s is not a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME, NAME of 1 to 80 letters, digits, - and _)", arn)
+		}
+		d.Kind, d.Name = KindQueue, name
+	default:
+		return d, fmt.Errorf("Kiln delivers to Kiln functions (arn:aws:lambda:REGION:ACCOUNT:function:NAME) and Kiln queues (arn:aws:sqs:REGION:ACCOUNT:NAME), not to %s ARNs", parts[2])
+	}
+	return d, nil
+}
+
+// QueueARN is the ARN of a Kiln queue.
+func QueueARN(region, account, name string) string {
+	return "arn:aws:sqs:" + region + ":" + account + ":" + name
+}
+
+// QueueStream and QueueSubject are the JetStream stream and subject of a Kiln queue.
+func QueueStream(account, name string) string  { return "KILN_QUEUE_" + account + "_" + name }
+func QueueSubject(account, name string) string { return "kiln.queue." + account + "." + name }
+
+// Conditions of invocation records.
+const (
+	ConditionSuccess          = "Success"
+	ConditionRetriesExhausted = "RetriesExhausted"
+	ConditionEventAgeExceeded = "EventAgeExceeded"
+)
+
+// Record is Lambda's invocation record, the document destinations receive.
+type Record struct {
+	Version         string           `json:"version"`
+	Timestamp       string           `json:"timestamp"`
+	RequestContext  RequestContext   `json:"requestContext"`
+	RequestPayload  json.RawMessage  `json:"requestPayload"`
+	ResponseContext *ResponseContext `json:"responseContext,omitempty"`
+	ResponsePayload json.RawMessage  `json:"responsePayload,omitempty"`
+}
+
+// RequestContext identifies the invocation a record is about.
+type RequestContext struct {
+	RequestID              string `json:"requestId"`
+	FunctionArn            string `json:"functionArn"`
+	Condition              string `json:"condition"`
+	ApproximateInvokeCount int    `json:"approximateInvokeCount"`
+}
+
+// ResponseContext is the last invoke's outcome.
+type ResponseContext struct {
+	StatusCode      int    `json:"statusCode"`
+	ExecutedVersion string `json:"executedVersion"`
+	FunctionError   string `json:"functionError,omitempty"`
+}
+
+// rawJSON embeds b as JSON: itself when it is JSON, else as a string.
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// errPermanent marks a delivery that can never succeed (the destination is
+// gone or refuses the record): the outcome is logged and dropped.
+type errPermanent struct{ err error }
+
+func (e errPermanent) Error() string { return e.err.Error() }
+func (e errPermanent) Unwrap() error { return e.err }
+
+// deliver sends body to a destination of account's function. msgID makes
+// a redelivered outcome land once within JetStream's duplicate window.
+func (s *Service) deliver(ctx context.Context, account, arn string, body []byte, h nats.Header, msgID string) error {
+	d, err := ParseDestination(arn)
+	if err != nil {
+		return errPermanent{err}
+	}
+	if d.Account != account || d.Region != s.cfg.Region {
+		return errPermanent{fmt.Errorf("destination %s is outside account %s in %s", arn, account, s.cfg.Region)}
+	}
+	if h == nil {
+		h = nats.Header{}
+	}
+	switch d.Kind {
+	case KindQueue:
+		if err := s.ensureQueue(ctx, d.Account, d.Name); err != nil {
+			return err
+		}
+		return s.publish(ctx, &nats.Msg{Subject: QueueSubject(d.Account, d.Name), Header: h, Data: body}, jetstream.WithMsgID(msgID))
+	default:
+		t, err := s.inv.Resolve(ctx, account, d.ARN, "")
+		if err != nil {
+			var e *api.Error
+			if errors.As(err, &e) {
+				return errPermanent{err}
+			}
+			return err
+		}
+		h.Set(hdrRequestID, newRequestID())
+		h.Set(hdrAccount, t.Account)
+		h.Set(hdrFunction, t.Ref.Name)
+		if t.Ref.Qualifier != "" {
+			h.Set(hdrQualifier, t.Ref.Qualifier)
+		}
+		h.Set(hdrEnqueued, fmt.Sprint(time.Now().UnixMilli()))
+		return s.publish(ctx, &nats.Msg{Subject: s.subject(t.Account, t.Ref.Name), Header: h, Data: body}, jetstream.WithMsgID(msgID))
+	}
+}
+
+// ensureQueue creates a Kiln queue's stream the first time it is used.
+func (s *Service) ensureQueue(ctx context.Context, account, name string) error {
+	stream := QueueStream(account, name)
+	if _, ok := s.queueStreams.Load(stream); ok {
+		return nil
+	}
+	if _, err := OpenQueue(ctx, s.js, account, name, s.cfg.Replicas); err != nil {
+		return err
+	}
+	s.queueStreams.Store(stream, true)
+	return nil
+}
+
+// OpenQueue creates a Kiln queue's stream if needed and returns it.
+func OpenQueue(ctx context.Context, js jetstream.JetStream, account, name string, replicas int) (jetstream.Stream, error) {
+	st, err := js.Stream(ctx, QueueStream(account, name))
+	if err == nil {
+		return st, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, err
+	}
+	st, err = js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:        QueueStream(account, name),
+		Description: "Kiln queue " + name,
+		Subjects:    []string{QueueSubject(account, name)},
+		Storage:     jetstream.FileStorage,
+		Replicas:    max(replicas, 1),
+		MaxAge:      QueueRetention,
+		Duplicates:  2 * time.Minute,
+	})
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.Stream(ctx, QueueStream(account, name))
+	}
+	return st, err
+}
+
+// QueueMessage is one message of a Kiln queue.
+type QueueMessage struct {
+	Sequence uint64
+	Time     time.Time
+	Header   nats.Header
+	Body     []byte
+}
+
+// ReadQueue returns the messages of the Kiln queue named by arn from
+// sequence from on (1 is the first), at most limit of them (0: all there
+// are now). It leaves the queue as it is: read by sequence, not consumed.
+func ReadQueue(ctx context.Context, js jetstream.JetStream, arn string, from uint64, limit int) ([]QueueMessage, error) {
+	d, err := ParseDestination(arn)
+	if err != nil || d.Kind != KindQueue {
+		return nil, fmt.Errorf("not a Kiln queue ARN: %s", arn)
+	}
+	st, err := OpenQueue(ctx, js, d.Account, d.Name, 1)
+	if err != nil {
+		return nil, err
+	}
+	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
+	if err != nil {
+		return nil, err
+	}
+	var out []QueueMessage
+	for limit == 0 || len(out) < limit {
+		batch := 256
+		if limit > 0 {
+			batch = min(batch, limit-len(out))
+		}
+		msgs, err := oc.FetchNoWait(batch)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			q := QueueMessage{Header: m.Headers(), Body: m.Data()}
+			if md, err := m.Metadata(); err == nil {
+				q.Sequence, q.Time = md.Sequence.Stream, md.Timestamp
+			}
+			out = append(out, q)
+		}
+		if err := msgs.Error(); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+// ReadQueue is the package's ReadQueue on this service's connection.
+func (s *Service) ReadQueue(ctx context.Context, arn string, from uint64, limit int) ([]QueueMessage, error) {
+	return ReadQueue(ctx, s.js, arn, from, limit)
+}

@@ -1,0 +1,113 @@
+package eventinvoke
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/natsd"
+)
+
+// recorder is an Invoker that runs every event at once and records it.
+type recorder struct {
+	mu   sync.Mutex
+	seen map[int]int
+}
+
+func (r *recorder) Resolve(ctx context.Context, account, function, qualifier string) (*frontend.Target, error) {
+	return &frontend.Target{Account: account, Ref: api.FunctionRef{Name: function, Qualifier: qualifier},
+		Function: &metadata.Function{Account: account, Name: function}, Config: &api.FunctionConfiguration{Version: metadata.Latest}}, nil
+}
+
+func (r *recorder) Invoke(ctx context.Context, req frontend.Request) (*frontend.Response, error) {
+	var ev struct{ ID int }
+	json.Unmarshal(req.Payload, &ev)
+	r.mu.Lock()
+	r.seen[ev.ID]++
+	r.mu.Unlock()
+	return &frontend.Response{ExecutedVersion: metadata.Latest, Payload: req.Payload}, nil
+}
+
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.seen)
+}
+
+// A poller that stops renewing its lease (stuck) loses its queue to
+// another poller, which serves the queue's events from then on.
+func TestStalledPollerLosesItsLease(t *testing.T) {
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx := context.Background()
+	s, err := New(ctx, Config{NATS: nc, Tuning: Tuning{Shards: 1, Pollers: 2, LeaseTTL: time.Second, AckWait: time.Second,
+		ManagerInterval: 100 * time.Millisecond, ThrottleBase: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{seen: map[int]int{}}
+	s.Start(rec)
+	defer s.Close()
+
+	holder := func(except *poller) *poller {
+		for _, p := range s.pollers {
+			if p == except {
+				continue
+			}
+			p.mu.Lock()
+			_, ok := p.runs[sharedConsumer(0)]
+			p.mu.Unlock()
+			if ok {
+				return p
+			}
+		}
+		return nil
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for holder(nil) == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("nobody leased the shared queue")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stuck := holder(nil)
+	stuck.stalled.Store(true)
+	stalledAt := time.Now()
+
+	target := &frontend.Target{Account: "123456789012", Ref: api.FunctionRef{Name: "f"}}
+	const n = 50
+	for i := range n {
+		b, _ := json.Marshal(map[string]int{"id": i})
+		if _, err := s.Enqueue(ctx, target, b, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for rec.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d events ran after the queue's poller got stuck", rec.count(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(stalledAt)
+	if holder(stuck) == nil {
+		t.Fatalf("no other poller took the shared queue over")
+	}
+	if took < 500*time.Millisecond {
+		t.Errorf("events ran %s after the poller got stuck: before its lease could expire", took)
+	}
+	t.Logf("another poller took the queue over and ran %d events %s after the first got stuck", n, took.Round(time.Millisecond))
+}

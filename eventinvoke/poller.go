@@ -1,0 +1,400 @@
+package eventinvoke
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// maxBatch bounds one fetch of a poller.
+const maxBatch = 64
+
+// leaseHolder holds leases (keys of the lease bucket) under one id.
+type leaseHolder struct {
+	kv  jetstream.KeyValue
+	id  string
+	ttl time.Duration
+
+	mu    sync.Mutex
+	revs  map[string]uint64
+	renew map[string]time.Time // last successful renewal
+}
+
+// hold renews the lease on key, or takes it if it is free; false means
+// somebody else holds it.
+func (l *leaseHolder) hold(ctx context.Context, key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.revs == nil {
+		l.revs, l.renew = map[string]uint64{}, map[string]time.Time{}
+	}
+	if rev, ok := l.revs[key]; ok {
+		nrev, err := l.kv.Update(ctx, key, []byte(l.id), rev)
+		if err == nil {
+			l.revs[key], l.renew[key] = nrev, time.Now()
+			return true
+		}
+		var apiErr *jetstream.APIError
+		// Lost for sure when the key changed (expired, taken); after other
+		// errors (a timeout) the lease is still ours until it would expire.
+		if !(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) &&
+			time.Since(l.renew[key]) < l.ttl {
+			return true
+		}
+		delete(l.revs, key)
+		delete(l.renew, key)
+		return false
+	}
+	rev, err := l.kv.Create(ctx, key, []byte(l.id))
+	if err != nil {
+		return false
+	}
+	l.revs[key], l.renew[key] = rev, time.Now()
+	return true
+}
+
+// release gives a lease up at once, so another can take it without
+// waiting for it to expire.
+func (l *leaseHolder) release(ctx context.Context, key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if rev, ok := l.revs[key]; ok {
+		l.kv.Delete(ctx, key, jetstream.LastRevision(rev))
+		delete(l.revs, key)
+		delete(l.renew, key)
+	}
+}
+
+// poller serves the queues it holds leases on: it fetches events only
+// when this process has room to run them, and hands each to Service.handle.
+type poller struct {
+	s *Service
+	l *leaseHolder
+
+	mu   sync.Mutex
+	runs map[string]*consumeLoop // by queue name
+
+	// stalled simulates a stuck poller (tests): no renewals, no fetches.
+	stalled atomic.Bool
+}
+
+type consumeLoop struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newPoller(s *Service) *poller {
+	return &poller{s: s, l: &leaseHolder{kv: s.leases, id: "poller-" + newRequestID(), ttl: s.tune.LeaseTTL}, runs: map[string]*consumeLoop{}}
+}
+
+func (p *poller) run() {
+	defer p.s.wg.Done()
+	t := time.NewTicker(p.s.tune.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		changed := p.s.changedCh()
+		if !p.stalled.Load() {
+			p.tick()
+		}
+		select {
+		case <-p.s.ctx.Done():
+			p.stopAll()
+			return
+		case <-t.C:
+		case <-changed:
+		}
+	}
+}
+
+// tick renews this poller's leases, drops queues that are gone, and takes
+// (or gives up) queues towards an even share among live pollers.
+func (p *poller) tick() {
+	ctx := p.s.ctx
+	queues := p.s.queueList()
+	byName := make(map[string]queue, len(queues))
+	for _, q := range queues {
+		byName[q.name] = q
+	}
+	p.mu.Lock()
+	held := make([]string, 0, len(p.runs))
+	for name := range p.runs {
+		held = append(held, name)
+	}
+	p.mu.Unlock()
+	for _, name := range held {
+		if _, ok := byName[name]; !ok {
+			p.stop(name)
+			p.l.release(ctx, name)
+			continue
+		}
+		if !p.l.hold(ctx, name) {
+			p.s.log.Info("async: poller lost its lease", "queue", name, "poller", p.l.id)
+			p.stop(name)
+		}
+	}
+
+	if len(queues) == 0 {
+		return
+	}
+	live := p.s.livePollers(ctx)
+	share := (len(queues) + live - 1) / live
+	p.mu.Lock()
+	n := len(p.runs)
+	p.mu.Unlock()
+	if n > share {
+		// Give one queue back per round; a poller with less takes it.
+		p.mu.Lock()
+		var name string
+		for name = range p.runs {
+			break
+		}
+		p.mu.Unlock()
+		p.stop(name)
+		p.l.release(ctx, name)
+		return
+	}
+	start := rand.IntN(len(queues))
+	for i := range queues {
+		if n >= share {
+			break
+		}
+		q := queues[(start+i)%len(queues)]
+		p.mu.Lock()
+		_, running := p.runs[q.name]
+		p.mu.Unlock()
+		if running || !p.l.hold(ctx, q.name) {
+			continue
+		}
+		p.start(q)
+		n++
+	}
+}
+
+func (p *poller) start(q queue) {
+	ctx, cancel := context.WithCancel(p.s.ctx)
+	cl := &consumeLoop{cancel: cancel, done: make(chan struct{})}
+	p.mu.Lock()
+	p.runs[q.name] = cl
+	p.mu.Unlock()
+	go func() {
+		defer close(cl.done)
+		p.consume(ctx, q)
+	}()
+}
+
+func (p *poller) stop(name string) {
+	p.mu.Lock()
+	cl := p.runs[name]
+	delete(p.runs, name)
+	p.mu.Unlock()
+	if cl != nil {
+		cl.cancel()
+		<-cl.done
+	}
+}
+
+func (p *poller) stopAll() {
+	p.mu.Lock()
+	names := make([]string, 0, len(p.runs))
+	for n := range p.runs {
+		names = append(names, n)
+	}
+	p.mu.Unlock()
+	for _, n := range names {
+		p.stop(n)
+	}
+}
+
+// releaseAll gives up every lease (after the consume loops stopped).
+func (p *poller) releaseAll() {
+	p.l.mu.Lock()
+	keys := make([]string, 0, len(p.l.revs))
+	for k := range p.l.revs {
+		keys = append(keys, k)
+	}
+	p.l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, k := range keys {
+		p.l.release(ctx, k)
+	}
+}
+
+// livePollers counts the pollers holding leases (in every process), and at
+// least this process's own.
+func (s *Service) livePollers(ctx context.Context) int {
+	holders := map[string]bool{}
+	if keys, err := s.leases.ListKeys(ctx); err == nil {
+		for k := range keys.Keys() {
+			if e, err := s.leases.Get(ctx, k); err == nil && strings.HasPrefix(string(e.Value()), "poller-") {
+				holders[string(e.Value())] = true
+			}
+		}
+	}
+	return max(len(holders), len(s.pollers))
+}
+
+// consume fetches a queue's events while this poller holds its lease.
+func (p *poller) consume(ctx context.Context, q queue) {
+	s := p.s
+	var cons jetstream.Consumer
+	for cons == nil {
+		c, err := s.stream.Consumer(ctx, q.name)
+		if err == nil {
+			cons = c
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			s.log.Warn("async: queue", "queue", q.name, "err", err)
+		}
+		sleep(ctx, time.Second)
+	}
+	want := 1
+	for ctx.Err() == nil {
+		if p.stalled.Load() {
+			sleep(ctx, 50*time.Millisecond)
+			continue
+		}
+		limit := maxBatch
+		if !q.shared {
+			// A dedicated queue runs its function only as fast as the
+			// function's concurrency allows: no fetch without room.
+			free, wait := s.capacity(ctx, q.account, q.function)
+			if free <= 0 {
+				sleep(ctx, wait)
+				continue
+			}
+			limit = min(limit, free)
+		}
+		n := s.acquireSlots(ctx, min(want, limit))
+		if n == 0 {
+			return
+		}
+		fctx, cancel := context.WithTimeout(ctx, time.Second)
+		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+		if err != nil {
+			cancel()
+			s.releaseSlots(n)
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return
+			}
+			if ctx.Err() == nil {
+				s.log.Warn("async: fetch", "queue", q.name, "err", err)
+				sleep(ctx, 200*time.Millisecond)
+			}
+			continue
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			s.work.Add(1)
+			go func() {
+				defer s.work.Done()
+				defer s.releaseSlots(1)
+				s.handle(q, m)
+			}()
+		}
+		cancel()
+		s.releaseSlots(n - got)
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
+			!errors.Is(err, nats.ErrTimeout) {
+			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				return
+			}
+			s.log.Warn("async: fetch", "queue", q.name, "err", err)
+			sleep(ctx, 200*time.Millisecond)
+		}
+		switch {
+		case got == n:
+			want = min(2*n, maxBatch)
+		case got == 0:
+			want = 1
+		default:
+			want = got + 1
+		}
+	}
+}
+
+// syncQuiet is how long after the last request seen async invokes stay at
+// ConcurrencyUnderSync.
+const syncQuiet = 50 * time.Millisecond
+
+// limit is how many async invokes this process may run now: fewer while
+// requests are being served (sync invokes, event enqueues) and the
+// machine's CPUs are busy, so that running queued events does not slow
+// down answering requests.
+func (s *Service) limit() int {
+	now := time.Now().UnixNano()
+	if s.enqueuing.Load() > 0 || s.cfg.InvokesInFlight != nil && s.cfg.InvokesInFlight() > int(s.invoking.Load()) {
+		s.lastSync.Store(now)
+	}
+	if now-s.lastSync.Load() < int64(syncQuiet) && s.cpu.contended() {
+		return s.tune.ConcurrencyUnderSync
+	}
+	return s.tune.Concurrency
+}
+
+// acquireSlots waits for a free invoke slot of this process and takes up
+// to n; 0 when ctx ended.
+func (s *Service) acquireSlots(ctx context.Context, n int) int {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		limit := s.limit()
+		s.slotMu.Lock()
+		if free := limit - s.slotUsed; free > 0 {
+			k := min(n, free)
+			s.slotUsed += k
+			s.slotMu.Unlock()
+			return k
+		}
+		wake := s.slotWake
+		s.slotMu.Unlock()
+		// The limit changes with sync load: look again now and then.
+		if t == nil {
+			t = time.NewTimer(5 * time.Millisecond)
+		} else {
+			t.Reset(5 * time.Millisecond)
+		}
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-wake:
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) releaseSlots(n int) {
+	if n == 0 {
+		return
+	}
+	s.slotMu.Lock()
+	s.slotUsed -= n
+	close(s.slotWake)
+	s.slotWake = make(chan struct{})
+	s.slotMu.Unlock()
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
