@@ -195,13 +195,6 @@ func run(fd int, argv, environ []string, listen, extDir string) error {
 		return a.finish()
 	}
 	logW.Close() // the runtime and the extensions hold the write end now
-	go func() {
-		time.Sleep(time.Second)
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		fmt.Fprintf(os.Stderr, "MEMSTATS heapAlloc=%d heapInuse=%d heapIdle=%d heapReleased=%d heapSys=%d stackInuse=%d stackSys=%d mspan=%d mcache=%d gcSys=%d other=%d buckhash=%d numGC=%d mallocs=%d total=%d\n",
-			ms.HeapAlloc, ms.HeapInuse, ms.HeapIdle, ms.HeapReleased, ms.HeapSys, ms.StackInuse, ms.StackSys, ms.MSpanInuse, ms.MCacheInuse, ms.GCSys, ms.OtherSys, ms.BuckHashSys, ms.NumGC, ms.Mallocs, ms.TotalAlloc)
-	}()
 	if a.ext != nil && a.ext.failed() {
 		// An extension failed while the runtime was being started.
 		a.ext.mu.Lock()

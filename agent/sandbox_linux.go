@@ -1,0 +1,275 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/kiln-dev/kiln/agentproto"
+	"golang.org/x/sys/unix"
+)
+
+// SandboxConfig is how the Linux backend starts an agent (in the
+// KILN_AGENT_SANDBOX variable). The agent starts as root of a fresh user
+// namespace (mapped to an unprivileged range of host ids), in fresh pid,
+// mount, net, ipc and uts namespaces, with the pieces of its root inherited
+// as detached mount trees (open_tree(2) clones the worker made, read-only).
+//
+// Setup has two phases, so that the worker can prepare agents before it
+// knows which function they will run:
+//
+//  1. Prepare: attach Mounts[0] as the new root and the other trees under it,
+//     mount a proc of its own, pivot into the new root and detach the
+//     host's, bring up lo (the only network), set the host name. Then send
+//     "prepared" (or the error) on the control socket CtlFD, a unix
+//     SOCK_SEQPACKET socket.
+//  2. Assign: receive an Assignment on CtlFD with its descriptors: the
+//     worker socket and the function's trees (code, runtime files, layers).
+//     Attach them, mount the tmpfs file systems, install the seccomp filter
+//     (on every thread, so every process started later inherits it), drop
+//     to UID/GID with no capabilities, make itself undumpable, answer "ok"
+//     (or the error), and run the function.
+//
+// The worker sends the assignment once the agent is in the environment's
+// cgroup, so nothing of the function runs outside it.
+type SandboxConfig struct {
+	Mounts   []TreeMount `json:"mounts"`
+	Hostname string      `json:"hostname"`
+	UID      int         `json:"uid"`
+	GID      int         `json:"gid"`
+	CtlFD    int         `json:"ctlFd"`
+	// NoSeccomp leaves the seccomp filter off (for diagnosis only).
+	NoSeccomp bool `json:"noSeccomp,omitempty"`
+}
+
+// TreeMount is a detached mount tree and where it goes; Target "/" is the
+// root, every other target is relative to it. FD is the agent's descriptor
+// in SandboxConfig, the index in the message's descriptors in Assignment.
+type TreeMount struct {
+	FD     int    `json:"fd"`
+	Target string `json:"target"`
+}
+
+// Tmpfs is a tmpfs to mount at Target.
+type Tmpfs struct {
+	Target  string `json:"target"`
+	Options string `json:"options"` // e.g. "size=512m,mode=1777"
+	NoExec  bool   `json:"noexec,omitempty"`
+}
+
+// Assignment gives a prepared agent its function. Its first descriptor is
+// the worker socket; Mounts index the rest.
+type Assignment struct {
+	Argv   []string    `json:"argv"`
+	Env    []string    `json:"env"` // the runtime's, with the agent's KILN_AGENT_* settings
+	Mounts []TreeMount `json:"mounts"`
+	Tmpfs  []Tmpfs     `json:"tmpfs"`
+}
+
+// Control messages of the agent on CtlFD.
+const (
+	CtlPrepared = "prepared"
+	CtlOK       = "ok"
+)
+
+// sandboxMain is Main under the Linux backend.
+func sandboxMain(cfg *SandboxConfig) error {
+	ctl := cfg.CtlFD
+	unix.CloseOnExec(ctl)
+	defer unix.Close(ctl)
+	if err := prepareSandbox(cfg); err != nil {
+		agentproto.SendMsg(ctl, err.Error())
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	if err := agentproto.SendMsg(ctl, CtlPrepared); err != nil {
+		return err
+	}
+	var as Assignment
+	fds, err := agentproto.RecvMsg(ctl, make([]byte, 128<<10), &as)
+	if errors.Is(err, agentproto.ErrPeerClosed) {
+		return nil // a prepared agent the worker no longer needs
+	}
+	if err != nil {
+		return fmt.Errorf("sandbox: waiting for a function: %w", err)
+	}
+	conn, err := assign(cfg, &as, fds)
+	if err != nil {
+		agentproto.SendMsg(ctl, err.Error())
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	if err := agentproto.SendMsg(ctl, CtlOK); err != nil {
+		return err
+	}
+	unix.Close(ctl)
+	env := map[string]string{}
+	for _, kv := range as.Env {
+		if k, v, ok := cutEnv(kv); ok {
+			env[k] = v
+		}
+	}
+	listen := env[EnvListen]
+	if listen == "" {
+		listen = "127.0.0.1:9001"
+	}
+	extDir, ok := env[EnvExtensions]
+	if !ok {
+		extDir = "/opt/extensions"
+	}
+	return run(conn, as.Argv, as.Env, listen, extDir)
+}
+
+func cutEnv(kv string) (string, string, bool) { return strings.Cut(kv, "=") }
+
+func prepareSandbox(cfg *SandboxConfig) error {
+	if len(cfg.Mounts) == 0 || cfg.Mounts[0].Target != "/" {
+		return errors.New("no root mount")
+	}
+	err := mountRoot(cfg.Mounts)
+	for _, m := range cfg.Mounts {
+		unix.Close(m.FD)
+	}
+	if err != nil {
+		return err
+	}
+	if err := loopbackUp(); err != nil {
+		return fmt.Errorf("lo: %w", err)
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			return fmt.Errorf("sethostname: %w", err)
+		}
+	}
+	return nil
+}
+
+// assign attaches the function's pieces and locks the agent down; it
+// returns the worker socket.
+func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
+	defer func() {
+		for _, fd := range fds[1:] {
+			unix.Close(fd)
+		}
+	}()
+	if len(fds) == 0 {
+		return -1, errors.New("assignment without the worker socket")
+	}
+	conn := fds[0]
+	unix.CloseOnExec(conn)
+	for _, m := range as.Mounts {
+		if m.FD < 1 || m.FD >= len(fds) {
+			return conn, fmt.Errorf("assignment: no descriptor %d for %s", m.FD, m.Target)
+		}
+		if err := unix.MoveMount(fds[m.FD], "", unix.AT_FDCWD, "/"+m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return conn, fmt.Errorf("attach %s: %w", m.Target, err)
+		}
+	}
+	for _, t := range as.Tmpfs {
+		flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV)
+		if t.NoExec {
+			flags |= unix.MS_NOEXEC
+		}
+		if err := unix.Mount("tmpfs", "/"+t.Target, "tmpfs", flags, t.Options); err != nil {
+			return conn, fmt.Errorf("tmpfs %s: %w", t.Target, err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return conn, fmt.Errorf("no_new_privs: %w", err)
+	}
+	if !cfg.NoSeccomp {
+		if err := installSeccomp(); err != nil {
+			return conn, fmt.Errorf("seccomp: %w", err)
+		}
+	}
+	// Drop to the function's identity on every thread: with no uid 0 left,
+	// the capabilities go too, and no_new_privs keeps them from coming back.
+	if err := syscall.Setgroups(nil); err != nil {
+		return conn, fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setresgid(cfg.GID, cfg.GID, cfg.GID); err != nil {
+		return conn, fmt.Errorf("setresgid: %w", err)
+	}
+	if err := syscall.Setresuid(cfg.UID, cfg.UID, cfg.UID); err != nil {
+		return conn, fmt.Errorf("setresuid: %w", err)
+	}
+	// Undumpable: the function (same uid) cannot ptrace, read the memory of,
+	// or take descriptors from PID 1.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return conn, fmt.Errorf("dumpable: %w", err)
+	}
+	return conn, nil
+}
+
+// stagingDirs are where the new root is attached before pivot_root: any
+// directory of the host's tree works, as the mount namespace is private.
+var stagingDirs = []string{"/tmp", "/mnt", "/var/tmp", "/run"}
+
+func mountRoot(mounts []TreeMount) error {
+	// Nothing we mount may propagate back to the host, nor the host's
+	// mounts to us.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	var staging string
+	for _, d := range stagingDirs {
+		if fi, err := os.Lstat(d); err == nil && fi.IsDir() {
+			staging = d
+			break
+		}
+	}
+	if staging == "" {
+		return errors.New("no directory to stage the root at")
+	}
+	if err := unix.MoveMount(mounts[0].FD, "", unix.AT_FDCWD, staging, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach root: %w", err)
+	}
+	if err := unix.Chdir(staging); err != nil {
+		return err
+	}
+	for _, m := range mounts[1:] {
+		if err := unix.MoveMount(m.FD, "", unix.AT_FDCWD, m.Target, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+			return fmt.Errorf("attach %s: %w", m.Target, err)
+		}
+	}
+	if err := unix.Mount("proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("proc: %w", err)
+	}
+	// pivot_root(".", "."): the old root ends up under the new one, where
+	// the lazy unmount detaches it (and everything of the host's) at once.
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the host's root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// loopbackUp sets IFF_UP on lo.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// parseSandboxConfig reads KILN_AGENT_SANDBOX.
+func parseSandboxConfig(s string) (*SandboxConfig, error) {
+	var cfg SandboxConfig
+	if err := json.Unmarshal([]byte(s), &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvSandbox, err)
+	}
+	return &cfg, nil
+}

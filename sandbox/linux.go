@@ -1,0 +1,645 @@
+// Package sandbox is Kiln's default isolation backend on Linux: every
+// execution environment is its own set of namespaces (user, pid, mount, net,
+// ipc, uts) with its own root, its own cgroup, and a seccomp filter.
+//
+// How an environment starts (Linux.Start):
+//
+//  1. The worker makes the environment's cgroup and sets its limits: memory
+//     (MemorySize, no swap), CPU in proportion to memory (one vCPU at
+//     1,769 MB, as Lambda) and a pids limit.
+//  2. It clones, read-only, the pieces of the sandbox's root with
+//     open_tree(2): a root skeleton prepared once per process, the host's
+//     /usr (and /bin, /lib*, /sbin where they are directories), the
+//     function's code (/var/task) and Kiln's runtime files (/var/runtime).
+//     These detached mounts need no path the sandbox could see.
+//  3. A small helper process (the spawner, started once) forks the agent
+//     into new namespaces: in a new user namespace, root maps to an
+//     unprivileged range of host ids (65,536 per environment). Forking the
+//     worker itself into a user namespace could not use vfork and would cost
+//     milliseconds per environment in page-table copies.
+//  4. The agent, PID 1 of the environment, attaches the clones, mounts /tmp
+//     (a tmpfs of EphemeralStorage MB), /dev/shm and its own /proc,
+//     pivot_roots and detaches the host's tree, brings up lo (the only
+//     network), installs the seccomp filter on all its threads, drops to
+//     uid 993 with no capabilities, and reports back (see
+//     agent.SandboxConfig). On cgroup v1 the worker moves it into the cgroup
+//     meanwhile; on v2 it was started there (CLONE_INTO_CGROUP).
+//  5. The agent hands the worker the Runtime API listener and starts the
+//     runtime (and extensions), which inherit all of it.
+//
+// When the agent ends (killed, or after its runtime exited), its pid
+// namespace ends with it; the worker then empties and removes the cgroup.
+// Nothing of an environment is mounted on the host's tree at any time.
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/agent"
+	"github.com/kiln-dev/kiln/agentproto"
+	"github.com/kiln-dev/kiln/worker"
+	"golang.org/x/sys/unix"
+)
+
+// Linux is the Linux namespaces backend. The zero value works; it needs root.
+type Linux struct {
+	// AgentPath is the binary to run as the spawner and the agent. Empty
+	// means kiln-agent next to the running executable if there is one
+	// (the small agent, see package sandbox/kiln-agent), else the running
+	// executable itself.
+	AgentPath string
+	// StateDir holds the prepared root skeleton; empty means
+	// /run/kiln-sandbox, or the temporary directory without /run.
+	StateDir string
+	// CgroupParent is the cgroup (under each hierarchy's root) that holds
+	// the environments' cgroups; empty means "kiln".
+	CgroupParent string
+	// CgroupVersion forces cgroup v1 or v2; 0 detects (v1 when the memory
+	// controller is on a v1 hierarchy).
+	CgroupVersion int
+	// PidsMax bounds the processes and threads of an environment; 0 means 1024.
+	PidsMax int
+	// MinCPU is the least CPU an environment gets, in thousandths of a
+	// CPU; 0 means 50. Above it, CPU is memory/1769 CPUs.
+	MinCPU int
+	// CPUPeriod is the CFS period; 0 means 20 ms (shorter periods make
+	// throttling stalls shorter).
+	CPUPeriod time.Duration
+	// NoSeccomp leaves the seccomp filter off (for diagnosis).
+	NoSeccomp bool
+	// PoolSize is how many agents are kept prepared ahead of time (in
+	// their namespaces and cgroup, root built, waiting for a function), so
+	// that a cold start only attaches the function and starts it; 0 means
+	// 2, negative none.
+	PoolSize int
+}
+
+// Layout: the code at /var/task and Kiln's runtime files at /var/runtime,
+// as in Lambda.
+func (Linux) Layout(codeDir, runtimeDir string) (string, string) { return "/var/task", "/var/runtime" }
+
+const (
+	cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
+		syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+	idsPerEnv = 65536
+	// uidBase..uidBase+uidSlots*idsPerEnv are the host ids of sandboxes.
+	uidBase  = 1 << 29
+	uidSlots = 4096
+)
+
+// state is what one configuration prepares once per process and shares
+// between its environments.
+type state struct {
+	cfg       Linux
+	skel      *skeleton
+	cg        *cgroups
+	agentPath string
+
+	mu sync.Mutex
+	sp *spawnerClient
+
+	uidNext atomic.Uint32
+
+	pool      chan *prepared
+	poolMu    sync.Mutex
+	poolGen   atomic.Uint64
+	refilling atomic.Bool
+}
+
+var (
+	statesMu sync.Mutex
+	states   = map[Linux]*stateOnce{}
+	envSeq   atomic.Uint64
+)
+
+type stateOnce struct {
+	once sync.Once
+	st   *state
+	err  error
+}
+
+func (l Linux) state() (*state, error) {
+	statesMu.Lock()
+	so := states[l]
+	if so == nil {
+		so = &stateOnce{}
+		states[l] = so
+	}
+	statesMu.Unlock()
+	so.once.Do(func() { so.st, so.err = l.prepare() })
+	return so.st, so.err
+}
+
+func (l Linux) prepare() (*state, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("sandbox: the Linux backend needs root")
+	}
+	st := &state{cfg: l}
+	size := l.PoolSize
+	if size == 0 {
+		size = 2
+	}
+	st.pool = make(chan *prepared, max(0, size))
+	st.uidNext.Store(uint32(os.Getpid()*7919) % uidSlots)
+	dir := l.StateDir
+	if dir == "" {
+		dir = "/run/kiln-sandbox"
+		if fi, err := os.Stat("/run"); err != nil || !fi.IsDir() {
+			dir = filepath.Join(os.TempDir(), "kiln-sandbox")
+		}
+	}
+	var err error
+	if st.skel, err = buildSkeleton(dir); err != nil {
+		return nil, err
+	}
+	lim := limits{pidsMax: l.PidsMax, minCPU: l.MinCPU, cpuPeriod: int(l.CPUPeriod / time.Microsecond)}
+	if lim.pidsMax == 0 {
+		lim.pidsMax = 1024
+	}
+	if lim.minCPU == 0 {
+		lim.minCPU = 50
+	}
+	if lim.cpuPeriod == 0 {
+		lim.cpuPeriod = 20000
+	}
+	if st.cg, err = detectCgroups(l.CgroupVersion, l.CgroupParent, lim); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	// Cgroups of workers that died without cleaning up.
+	st.cg.sweep(func(name string) bool {
+		pid, _, ok := strings.Cut(name, "-")
+		n, err := strconv.Atoi(pid)
+		return ok && err == nil && n != os.Getpid() && !processAlive(n)
+	})
+	st.agentPath = l.AgentPath
+	if st.agentPath == "" {
+		st.agentPath = "/proc/self/exe"
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), "kiln-agent"); isExecutable(p) {
+				st.agentPath = p
+			}
+		}
+	}
+	return st, nil
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+func (st *state) spawner() (*spawnerClient, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.sp == nil || st.sp.isDead() {
+		sp, err := startSpawner(st.agentPath)
+		if err != nil {
+			return nil, err
+		}
+		st.sp = sp
+	}
+	return st.sp, nil
+}
+
+// setupTimeout bounds the agent's setup (it is milliseconds).
+const setupTimeout = 10 * time.Second
+
+// prepared is an agent in its namespaces and cgroup, with its root built,
+// waiting for a function (see agent.SandboxConfig).
+type prepared struct {
+	p   *process
+	ctl int // SOCK_SEQPACKET control socket
+}
+
+func (pr *prepared) discard() {
+	unix.Close(pr.ctl)
+	pr.p.Kill()
+}
+
+// prepare starts an agent and waits until it has built its root.
+func (st *state) prepare() (*prepared, error) {
+	sp, err := st.spawner()
+	if err != nil {
+		return nil, err
+	}
+	name := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(envSeq.Add(1), 10)
+	cg, err := st.cg.create(name)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	p := &process{name: name, cg: cg, started: make(chan struct{}), exitedCh: make(chan struct{}), done: make(chan struct{}), pidfd: -1}
+	var fds []int // the agent's 3, 4, ...: the control socket, then the trees
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	ctl, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		cg.remove()
+		return nil, err
+	}
+	fds = append(fds, ctl[1])
+	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, Hostname: "localhost", NoSeccomp: st.cfg.NoSeccomp}
+	addTree := func(src, target string, recursive bool, attr uint64) error {
+		fd, err := cloneTree(src, recursive, attr)
+		if err != nil {
+			return fmt.Errorf("sandbox: %s: %w", src, err)
+		}
+		cfg.Mounts = append(cfg.Mounts, agent.TreeMount{FD: 3 + len(fds), Target: target})
+		fds = append(fds, fd)
+		return nil
+	}
+	err = addTree(st.skel.dir, "/", false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID)
+	for _, b := range st.skel.binds {
+		if err == nil {
+			if b.dev {
+				err = addTree(b.src, b.target, false, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
+			} else {
+				err = addTree(b.src, b.target, true, readOnly)
+			}
+		}
+	}
+	if err != nil {
+		unix.Close(ctl[0])
+		cg.remove()
+		return nil, err
+	}
+	cfgJSON, _ := json.Marshal(cfg)
+	req := &agentproto.SpawnRequest{
+		Args:       []string{agent.ExecName},
+		Env:        []string{agent.EnvSandbox + "=" + string(cfgJSON)},
+		Cloneflags: cloneflags,
+		UIDBase:    uidBase + (st.uidNext.Add(1)%uidSlots)*idsPerEnv,
+		IDCount:    idsPerEnv,
+	}
+	if st.cg.version == 2 {
+		cfd, err := cg.dirFD()
+		if err != nil {
+			unix.Close(ctl[0])
+			cg.remove()
+			return nil, fmt.Errorf("sandbox: cgroup: %w", err)
+		}
+		req.CgroupFD = true
+		fds = append(fds, cfd)
+	}
+	pid, pidfd, err := sp.spawn(req, p, fds)
+	if err != nil {
+		unix.Close(ctl[0])
+		cg.remove()
+		return nil, fmt.Errorf("sandbox: start agent: %w", err)
+	}
+	p.pid, p.pidfd = pid, pidfd
+	close(p.started)
+	pr := &prepared{p: p, ctl: ctl[0]}
+	if st.cg.version == 1 {
+		// Before the function comes: the agent asks for it only after this.
+		if err := cg.add(pid); err != nil {
+			pr.discard()
+			return nil, fmt.Errorf("sandbox: cgroup: %w", err)
+		}
+	}
+	if msg, err := recvStatus(pr.ctl, setupTimeout); err != nil || msg != agent.CtlPrepared {
+		pr.discard()
+		if err == nil {
+			err = errors.New(msg)
+		}
+		return nil, fmt.Errorf("sandbox: agent setup: %w", err)
+	}
+	return pr, nil
+}
+
+// recvStatus receives one control message (a JSON string).
+func recvStatus(fd int, timeout time.Duration) (string, error) {
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := unix.Poll(pfd, int(time.Until(deadline).Milliseconds())+1)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if n == 0 {
+			return "", errors.New("the agent did not answer")
+		}
+		break
+	}
+	var msg string
+	fds, err := agentproto.RecvMsg(fd, make([]byte, 64<<10), &msg)
+	for _, f := range fds {
+		unix.Close(f)
+	}
+	if errors.Is(err, agentproto.ErrPeerClosed) {
+		return "", errors.New("the agent ended")
+	}
+	return msg, err
+}
+
+// take gives a prepared agent from the pool, or prepares one.
+func (st *state) take() (*prepared, error) {
+	defer st.refill()
+	for {
+		select {
+		case pr := <-st.pool:
+			select {
+			case <-pr.p.exitedCh: // it died waiting
+				pr.discard()
+				continue
+			default:
+				return pr, nil
+			}
+		default:
+			return st.prepare()
+		}
+	}
+}
+
+// refill tops the pool up in the background.
+func (st *state) refill() {
+	if cap(st.pool) == 0 || !st.refilling.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer st.refilling.Store(false)
+		for len(st.pool) < cap(st.pool) {
+			gen := st.poolGen.Load()
+			pr, err := st.prepare()
+			if err != nil {
+				return // the next Start prepares its own and says why
+			}
+			st.poolMu.Lock()
+			if gen != st.poolGen.Load() {
+				st.poolMu.Unlock()
+				pr.discard() // Close ran meanwhile
+				return
+			}
+			select {
+			case st.pool <- pr:
+				st.poolMu.Unlock()
+			default:
+				st.poolMu.Unlock()
+				pr.discard()
+				return
+			}
+		}
+	}()
+}
+
+// Close ends the agents prepared ahead of time (the pool). Environments
+// already started are not affected; a later Start prepares new agents.
+// The worker calls it when it closes.
+func (l Linux) Close() error {
+	statesMu.Lock()
+	so := states[l]
+	statesMu.Unlock()
+	if so == nil || so.st == nil {
+		return nil
+	}
+	st := so.st
+	st.poolMu.Lock()
+	st.poolGen.Add(1)
+	var drained []*prepared
+	for len(st.pool) > 0 {
+		drained = append(drained, <-st.pool)
+	}
+	st.poolMu.Unlock()
+	for _, pr := range drained {
+		pr.discard()
+	}
+	return nil
+}
+
+const readOnly = uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
+
+func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Process, error) {
+	st, err := l.state()
+	if err != nil {
+		return nil, err
+	}
+	memMB := spec.MemoryMB
+	if memMB <= 0 {
+		memMB = 128
+	}
+	tmpMB := spec.TmpMB
+	if tmpMB <= 0 {
+		tmpMB = 512
+	}
+	pr, err := st.take()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pr.ctl)
+	p := pr.p
+	p.memMB = memMB
+	fail := func(err error) (worker.Process, error) {
+		p.Kill()
+		return nil, err
+	}
+	if err := p.cg.assign(memMB); err != nil {
+		return fail(fmt.Errorf("sandbox: %w", err))
+	}
+	// The assignment's descriptors: the worker socket, then the trees.
+	fds := []int{int(spec.Conn.Fd())}
+	var trees []int
+	defer func() {
+		for _, fd := range trees {
+			unix.Close(fd)
+		}
+	}()
+	as := agent.Assignment{
+		Argv: spec.Argv,
+		Env:  append(append([]string(nil), spec.Env...), agent.EnvListen+"=127.0.0.1:9001"),
+		Tmpfs: []agent.Tmpfs{
+			{Target: "tmp", Options: "size=" + strconv.Itoa(tmpMB) + "m,mode=1777"},
+			{Target: "dev/shm", Options: "size=" + strconv.Itoa(memMB) + "m,mode=1777", NoExec: true},
+		},
+	}
+	for _, t := range []struct{ src, target string }{{spec.CodeDir, "var/task"}, {spec.RuntimeDir, "var/runtime"}, {spec.OptDir, "opt"}} {
+		if t.src == "" {
+			continue
+		}
+		fd, err := cloneTree(t.src, true, readOnly)
+		if err != nil {
+			return fail(fmt.Errorf("sandbox: %s: %w", t.src, err))
+		}
+		trees = append(trees, fd)
+		as.Mounts = append(as.Mounts, agent.TreeMount{FD: len(fds), Target: t.target})
+		fds = append(fds, fd)
+	}
+	if err := agentproto.SendMsg(pr.ctl, as, fds...); err != nil {
+		return fail(fmt.Errorf("sandbox: assign: %w", err))
+	}
+	timeout := setupTimeout
+	if d, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(d))
+	}
+	if msg, err := recvStatus(pr.ctl, timeout); err != nil || msg != agent.CtlOK {
+		if err == nil {
+			err = errors.New(msg)
+		}
+		return fail(fmt.Errorf("sandbox: agent setup: %w", err))
+	}
+	return p, nil
+}
+
+// cloneTree makes a detached read-only clone of the tree at path.
+func cloneTree(path string, recursive bool, attr uint64) (int, error) {
+	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
+	if recursive {
+		flags |= unix.AT_RECURSIVE
+	}
+	fd, err := unix.OpenTree(unix.AT_FDCWD, path, flags)
+	if err != nil {
+		return -1, err
+	}
+	setFlags := uint(unix.AT_EMPTY_PATH)
+	if recursive {
+		setFlags |= unix.AT_RECURSIVE
+	}
+	if err := unix.MountSetattr(fd, "", setFlags, &unix.MountAttr{Attr_set: attr}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// process is one environment as the worker holds it.
+type process struct {
+	name  string
+	cg    *cgroup
+	pid   int
+	pidfd int
+	memMB int
+
+	started  chan struct{} // pid and pidfd are set
+	exitedCh chan struct{} // the agent was reaped
+	status   syscall.WaitStatus
+	done     chan struct{} // and its cgroup is gone
+
+	mu         sync.Mutex // guards pidfd, cleaned and what cleanup keeps
+	cleaned    bool
+	peak       int64
+	ooms       int
+	cleanupErr error
+}
+
+// exited is called (once) by the spawner client when the agent was reaped.
+func (p *process) exited(ws syscall.WaitStatus) {
+	p.status = ws
+	close(p.exitedCh)
+	go func() {
+		<-p.started
+		p.cleanup()
+	}()
+}
+
+func (p *process) cleanup() {
+	// The agent was PID 1 of its pid namespace: when it is gone, so is every
+	// process of the environment, and with them its namespaces and mounts.
+	// What is left is the cgroup.
+	peak, ooms := p.cg.maxMemory(), p.cg.oomKills()
+	err := p.cg.destroy()
+	p.mu.Lock()
+	p.peak, p.ooms, p.cleanupErr = peak, ooms, err
+	p.cleaned = true
+	if p.pidfd >= 0 {
+		unix.Close(p.pidfd)
+		p.pidfd = -1
+	}
+	p.mu.Unlock()
+	close(p.done)
+}
+
+// killTimeout bounds how long Kill waits for the environment to be gone.
+const killTimeout = 30 * time.Second
+
+// Kill ends every process of the environment and waits until its cgroup is
+// removed.
+func (p *process) Kill() error {
+	p.mu.Lock()
+	if !p.cleaned {
+		if p.pidfd >= 0 {
+			unix.PidfdSendSignal(p.pidfd, unix.SIGKILL, nil, 0)
+		} else {
+			unix.Kill(p.pid, unix.SIGKILL)
+		}
+		p.cg.kill()
+	}
+	p.mu.Unlock()
+	select {
+	case <-p.done:
+	case <-time.After(killTimeout):
+		return fmt.Errorf("sandbox: environment %s still there %v after SIGKILL", p.name, killTimeout)
+	}
+	return p.cleanupErr
+}
+
+// Wait blocks until the agent has ended and the environment is gone.
+func (p *process) Wait() error {
+	<-p.done
+	switch ws := p.status; {
+	case ws.Signaled():
+		return errors.New("signal: " + ws.Signal().String())
+	case ws.ExitStatus() != 0:
+		return fmt.Errorf("exit status %d", ws.ExitStatus())
+	}
+	return nil
+}
+
+// MaxMemoryUsed is the cgroup's high-water mark (v1
+// memory.max_usage_in_bytes, v2 memory.peak).
+func (p *process) MaxMemoryUsed() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cleaned {
+		return p.peak
+	}
+	return p.cg.maxMemory()
+}
+
+// InitDone ends the CPU boost of the init phase: from now on the
+// environment gets CPU in proportion to its memory.
+func (p *process) InitDone() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.cleaned {
+		p.cg.setCPU(p.memMB, false)
+	}
+}
+
+// OOMKilled reports whether the kernel killed a process of the environment
+// for exceeding its memory.
+func (p *process) OOMKilled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cleaned {
+		return p.ooms > 0
+	}
+	return p.cg.oomKills() > 0
+}
+
+// HostFootprint tells what the environment holds on the host, for tests
+// that check nothing is left behind: the agent's pid, the cgroup
+// directories, and the agent's namespaces ("net:[4026532...]").
+func (p *process) HostFootprint() (pids []int, paths []string, namespaces []string) {
+	<-p.started
+	for _, ns := range []string{"user", "pid", "mnt", "net", "ipc", "uts"} {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/ns/" + ns); err == nil {
+			namespaces = append(namespaces, l)
+		}
+	}
+	return []int{p.pid}, append([]string(nil), p.cg.dirs...), namespaces
+}

@@ -1,0 +1,63 @@
+package sandbox_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/kiln-dev/kiln/sandbox"
+	"github.com/kiln-dev/kiln/worker"
+	"github.com/kiln-dev/kiln/worker/sandboxtest"
+)
+
+func requireRoot(t testing.TB) {
+	if os.Geteuid() != 0 {
+		t.Skip("the Linux backend needs root")
+	}
+}
+
+// linux is the backend as tests run it: with the small agent binary.
+func linux(t testing.TB) sandbox.Linux {
+	requireRoot(t)
+	return sandbox.Linux{AgentPath: sandboxtest.AgentBinary(t)}
+}
+
+func TestLinuxConformance(t *testing.T) {
+	sandboxtest.Run(t, func(t *testing.T) worker.Sandbox { return linux(t) }, sandboxtest.Isolated())
+}
+
+// TestLinuxCgroupV2 runs the suite with cgroup v2 forced. On a host whose
+// controllers are all on v1 hierarchies (hybrid), the unified hierarchy has
+// none: this covers v2's mechanics (start in the cgroup, cgroup.kill,
+// removal) but not its limits.
+func TestLinuxCgroupV2(t *testing.T) {
+	requireRoot(t)
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err != nil {
+		if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.controllers"); err != nil {
+			t.Skip("no cgroup v2 hierarchy")
+		}
+	}
+	l := linux(t)
+	l.CgroupVersion = 2
+	var opts = []sandboxtest.Option{sandboxtest.Isolated()}
+	if !v2Controller("memory") {
+		opts = append(opts, sandboxtest.Skip("Isolation/Memory"))
+	}
+	if !v2Controller("pids") {
+		opts = append(opts, sandboxtest.Skip("Isolation/Pids"))
+	}
+	sandboxtest.Run(t, func(t *testing.T) worker.Sandbox { return l }, opts...)
+}
+
+func v2Controller(name string) bool {
+	for _, p := range []string{"/sys/fs/cgroup/cgroup.controllers", "/sys/fs/cgroup/unified/cgroup.controllers"} {
+		if b, err := os.ReadFile(p); err == nil {
+			for _, c := range strings.Fields(string(b)) {
+				if c == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
