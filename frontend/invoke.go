@@ -36,7 +36,7 @@ const (
 type Config struct {
 	Functions  FunctionStore
 	Counter    *counting.Counter
-	Assignment *assignment.Service
+	Assignment Assigner
 	Region     string
 	// OnFunctionChange is called after the cache drops a changed function.
 	OnFunctionChange func(account, name string)
@@ -44,6 +44,13 @@ type Config struct {
 	// Async takes Event invokes; nil refuses them.
 	Async  Enqueuer
 	Logger *slog.Logger
+}
+
+// Assigner leases execution environments: *assignment.Service in one
+// process, a client of the partition leaders in cluster mode.
+type Assigner interface {
+	Acquire(ctx context.Context, req assignment.Request) (*assignment.Env, error)
+	Release(e *assignment.Env, reusable bool)
 }
 
 // Frontend serves invokes.

@@ -61,6 +61,14 @@ func (s *Service) Drain(id string) {
 	}
 }
 
+// Remove forgets a worker (it went silent); it is placed on again once it
+// registers anew.
+func (s *Service) Remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.workers, id)
+}
+
 // Place picks a worker: the one holding the fewest environments of this
 // function (spreading a function), then the one with most free memory.
 func (s *Service) Place(ctx context.Context, req Request) (string, error) {

@@ -18,6 +18,7 @@ import (
 
 	_ "github.com/kiln-dev/kiln/agent" // `kiln-agent` re-executions of this binary
 	benchpkg "github.com/kiln-dev/kiln/bench"
+	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/server"
 )
 
@@ -37,6 +38,8 @@ func main() {
 	case "help", "-h", "--help":
 		usage()
 		return
+	case "nats", "assignment", "placement", "worker", "controlplane", "frontend", "cluster": // cluster mode
+		err = cluster.Main(os.Args[1], os.Args[2:])
 	default:
 		fmt.Fprintf(os.Stderr, "kiln: unknown command %q\n", os.Args[1])
 		usage()
@@ -54,7 +57,9 @@ func usage() {
 commands:
   up      run every Kiln role in one process (embedded NATS JetStream)
   bench   measure invoke latency and throughput against a plain HTTP floor
-`)
+
+cluster mode (roles as processes over a NATS JetStream cluster):
+`+cluster.Usage)
 }
 
 func up(args []string) error {

@@ -1,0 +1,383 @@
+package cluster_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/replica"
+)
+
+var ctx = context.Background()
+
+var (
+	buildOnce sync.Once
+	binary    string
+	buildErr  error
+	zipOnce   sync.Once
+	zipBytes  []byte
+)
+
+// kilnBinary builds cmd/kiln once per test run.
+func kilnBinary(t *testing.T) string {
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "kiln-cluster-test")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binary = filepath.Join(dir, "kiln")
+		out, err := exec.Command("go", "build", "-o", binary, "../cmd/kiln").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binary
+}
+
+func toolkitZip(t *testing.T) []byte {
+	zipOnce.Do(func() { zipBytes = fntest.GoFunctionZip(t, fntest.ToolkitGo) })
+	return zipBytes
+}
+
+// up starts a cluster whose every process is stopped when the test ends,
+// failing or not.
+func up(t *testing.T, cfg cluster.UpConfig) *cluster.File {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	cfg.Binary = kilnBinary(t)
+	f, err := cluster.Up(ctx, cfg)
+	if f != nil {
+		t.Cleanup(func() {
+			f.Down()
+			if t.Failed() {
+				for _, p := range f.Procs {
+					b, _ := os.ReadFile(p.Log)
+					if len(b) > 3000 {
+						b = b[len(b)-3000:]
+					}
+					t.Logf("--- %s (%s) log tail:\n%s", p.Name, p.Zone, b)
+				}
+			}
+		})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func client(f *cluster.File, frontend int) *lambda.Client {
+	return lambda.New(lambda.Options{Region: f.Region, BaseEndpoint: aws.String(f.Frontends[frontend]),
+		Credentials:      credentials.NewStaticCredentialsProvider(f.AccessKeyID, f.SecretAccessKey, ""),
+		RetryMaxAttempts: 1})
+}
+
+func create(t *testing.T, c *lambda.Client, name string) {
+	t.Helper()
+	_, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role), Code: &types.FunctionCode{ZipFile: toolkitZip(t)},
+		Timeout: aws.Int32(10)})
+	if err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+}
+
+type outcome struct {
+	cold    bool
+	err     error
+	payload string
+	start   time.Time
+	end     time.Time
+}
+
+func invoke(c *lambda.Client, name, payload string) outcome {
+	o := outcome{start: time.Now()}
+	out, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(name), Payload: []byte(payload), LogType: types.LogTypeTail})
+	o.end = time.Now()
+	if err != nil {
+		o.err = err
+		return o
+	}
+	if out.FunctionError != nil {
+		o.err = fmt.Errorf("function error %s: %s", aws.ToString(out.FunctionError), out.Payload)
+	}
+	log, _ := base64.StdEncoding.DecodeString(aws.ToString(out.LogResult))
+	o.cold = strings.Contains(string(log), "Init Duration")
+	o.payload = string(out.Payload)
+	return o
+}
+
+func TestClusterInvokeAndStatus(t *testing.T) {
+	f := up(t, cluster.UpConfig{})
+	if len(f.Procs) != 13 {
+		t.Fatalf("%d processes", len(f.Procs))
+	}
+	c := client(f, 0)
+	create(t, c, "echo")
+	o := invoke(c, "echo", `{"hello":"cluster"}`)
+	if o.err != nil || o.payload != `{"hello":"cluster"}` || !o.cold {
+		t.Fatalf("first invoke: %+v", o)
+	}
+	// The other frontend reaches the same warm environment.
+	var lat []time.Duration
+	for i := 0; i < 50; i++ {
+		o = invoke(client(f, i%2), "echo", `{"n":1}`)
+		if o.err != nil || o.cold {
+			t.Fatalf("warm invoke %d: %+v", i, o)
+		}
+		lat = append(lat, o.end.Sub(o.start))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("warm invoke through the cluster (SDK client, sequential): p50 %v p90 %v", lat[len(lat)/2], lat[len(lat)*9/10])
+	st, err := f.Status(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Function == nil || st.Function.Leader == "" || len(st.Members) != 3 || len(st.Workers) != 3 {
+		t.Fatalf("status: %+v", st)
+	}
+	zones := map[string]bool{}
+	for _, p := range st.Partitions {
+		zones[p.Zone] = true
+		if len(p.Members) != 3 {
+			t.Fatalf("partition %d members %v", p.Partition, p.Members)
+		}
+	}
+	if len(zones) != 3 {
+		t.Errorf("leaders in zones %v, want spread over 3", zones)
+	}
+}
+
+// leaderOf returns the process name leading fn's partition.
+func leaderOf(t *testing.T, f *cluster.File, fn string) (string, int) {
+	st, err := f.Status(ctx, fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Function.Leader, st.Function.Partition
+}
+
+func TestKillPartitionLeaderUnderLoad(t *testing.T) {
+	f := up(t, cluster.UpConfig{})
+	c := client(f, 0)
+	create(t, c, "steady")
+	const clients = 4
+	// Warm up: clients environments.
+	var wg sync.WaitGroup
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); invoke(c, "steady", `{"action":"sleep","ms":50}`) }()
+	}
+	wg.Wait()
+	var mu sync.Mutex
+	var results []outcome
+	stop := make(chan struct{})
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				o := invoke(c, "steady", `{"action":"sleep","ms":5}`)
+				mu.Lock()
+				results = append(results, o)
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	leader, p := leaderOf(t, f, "steady")
+	killedAt := time.Now()
+	if _, err := f.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	close(stop)
+	wg.Wait()
+	newLeader, _ := leaderOf(t, f, "steady")
+	var before, after, errs, coldBefore, coldAfter int
+	var firstServed time.Duration = -1
+	var window time.Duration = 2 * time.Second
+	for _, o := range results {
+		switch {
+		case o.end.Before(killedAt):
+			before++
+			if o.cold {
+				coldBefore++
+			}
+		default:
+			after++
+			if o.err != nil {
+				errs++
+				t.Logf("invoke error during failover: %v", o.err)
+			}
+			if o.cold {
+				coldAfter++
+			}
+			if o.err == nil && o.start.After(killedAt) && (firstServed < 0 || o.end.Sub(killedAt) < firstServed) {
+				firstServed = o.end.Sub(killedAt)
+			}
+		}
+	}
+	// Longest pause in completions around the kill.
+	var ends []time.Time
+	for _, o := range results {
+		if o.err == nil {
+			ends = append(ends, o.end)
+		}
+	}
+	sort.Slice(ends, func(i, j int) bool { return ends[i].Before(ends[j]) })
+	var gap time.Duration
+	for i := 1; i < len(ends); i++ {
+		if ends[i].After(killedAt.Add(-window)) && ends[i-1].Before(killedAt.Add(window)) {
+			gap = max(gap, ends[i].Sub(ends[i-1]))
+		}
+	}
+	t.Logf("killed %s (partition %d leader); new leader %s", leader, p, newLeader)
+	t.Logf("first invoke issued after the kill served %v after it; longest pause in completions %v", firstServed, gap)
+	t.Logf("invokes: %d before the kill (%d cold), %d after (%d cold, %d errors)", before, coldBefore, after, coldAfter, errs)
+	if newLeader == leader || newLeader == "" {
+		t.Fatalf("no new leader")
+	}
+	if firstServed < 0 || firstServed > time.Second {
+		t.Errorf("new leader served after %v, target 1s", firstServed)
+	}
+	if coldAfter > coldBefore {
+		t.Errorf("%d cold starts after failover (baseline %d): warm environments orphaned", coldAfter, coldBefore)
+	}
+	if errs > 0 {
+		t.Errorf("%d invoke errors during failover", errs)
+	}
+}
+
+func TestKillWorkerMidInvoke(t *testing.T) {
+	f := up(t, cluster.UpConfig{})
+	c := client(f, 0)
+	create(t, c, "slow")
+	if o := invoke(c, "slow", `{}`); o.err != nil {
+		t.Fatal(o.err)
+	}
+	st, _ := f.StatusWithEnvs(ctx)
+	var workerName string
+	for _, m := range st.Members {
+		for _, ps := range m.Partitions {
+			if ps.Leading {
+				for _, e := range ps.EnvList {
+					workerName = e.Worker
+				}
+			}
+		}
+	}
+	if workerName == "" {
+		t.Fatal("no environment found")
+	}
+	done := make(chan outcome)
+	go func() { done <- invoke(c, "slow", `{"action":"sleep","ms":3000}`) }()
+	time.Sleep(500 * time.Millisecond)
+	if _, err := f.Kill(workerName); err != nil {
+		t.Fatal(err)
+	}
+	o := <-done
+	t.Logf("killed %s mid-invoke; caller got: %v (after %v)", workerName, o.err, o.end.Sub(o.start))
+	if o.err == nil || !strings.Contains(o.err.Error(), "failed before the function returned") {
+		t.Fatalf("want a clear worker-failure error, got %+v", o)
+	}
+	for i := 0; i < 5; i++ {
+		o := invoke(c, "slow", `{"k":1}`)
+		if o.err != nil {
+			t.Fatalf("invoke %d after the worker died: %v", i, o.err)
+		}
+	}
+}
+
+// zoneOutage warms one environment for each of n functions, kills every
+// process of zone c, and reports the share of those environments still
+// usable (served warm).
+func zoneOutage(t *testing.T, mode replica.Mode) (usable, total, onSurvivors int) {
+	f := up(t, cluster.UpConfig{Mode: mode, Workers: 6})
+	c := client(f, 0) // frontend-1 is in zone a
+	const n = 12
+	for i := 0; i < n; i++ {
+		create(t, c, fmt.Sprintf("z%d", i))
+		if o := invoke(c, fmt.Sprintf("z%d", i), `{}`); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	st, _ := f.StatusWithEnvs(ctx)
+	envWorker := map[string]string{}
+	for _, m := range st.Members {
+		for _, ps := range m.Partitions {
+			if ps.Leading {
+				for _, e := range ps.EnvList {
+					envWorker[e.Key.Function] = e.Worker
+				}
+			}
+		}
+	}
+	total = len(envWorker)
+	for _, p := range f.Procs {
+		if p.Zone == "c" {
+			if _, err := f.Kill(p.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, w := range envWorker {
+		if !strings.HasPrefix(w, "worker-c") {
+			onSurvivors++
+		}
+	}
+	time.Sleep(3 * time.Second) // leases lapse, placement notices the silent workers
+	for i := 0; i < n; i++ {
+		o := invoke(c, fmt.Sprintf("z%d", i), `{}`)
+		if o.err != nil {
+			t.Errorf("invoke z%d after the outage: %v", i, o.err)
+			continue
+		}
+		if !o.cold {
+			usable++
+		}
+	}
+	t.Logf("%s: %d of %d warm environments usable after zone c went down (%d were on surviving workers)", mode, usable, total, onSurvivors)
+	return
+}
+
+func TestZoneOutage(t *testing.T) {
+	var shares = map[replica.Mode][3]int{}
+	for _, mode := range []replica.Mode{replica.Replicated, replica.SingleOwner} {
+		t.Run(string(mode), func(t *testing.T) {
+			u, tot, surv := zoneOutage(t, mode)
+			shares[mode] = [3]int{u, tot, surv}
+			if mode == replica.Replicated && u != surv {
+				t.Errorf("replicated: %d usable, want every one of the %d on surviving workers", u, surv)
+			}
+		})
+	}
+	r, s := shares[replica.Replicated], shares[replica.SingleOwner]
+	if r[1] > 0 && s[1] > 0 {
+		t.Logf("zone outage: replicated keeps %.0f%% of warm environments usable, single-owner baseline %.0f%%",
+			100*float64(r[0])/float64(r[1]), 100*float64(s[0])/float64(s[1]))
+	}
+}

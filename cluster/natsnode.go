@@ -1,0 +1,68 @@
+// Package cluster runs Kiln's roles as separate processes that find each
+// other through a NATS JetStream cluster: `kiln nats`, `kiln assignment`,
+// `kiln placement`, `kiln worker`, `kiln controlplane` and `kiln
+// frontend`, and `kiln cluster up|status|down` to run a local cluster of
+// them on 127.0.0.1.
+package cluster
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATSConfig is one node of a NATS JetStream cluster.
+type NATSConfig struct {
+	Name    string
+	Dir     string
+	Listen  string   // client host:port
+	Cluster string   // route host:port
+	Routes  []string // other nodes' route host:port
+}
+
+// StartNATS runs a clustered JetStream node and waits until it accepts clients.
+func StartNATS(cfg NATSConfig) (*server.Server, error) {
+	host, port, err := splitHostPort(cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	chost, cport, err := splitHostPort(cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name, Host: host, Port: port, JetStream: true, StoreDir: cfg.Dir,
+		NoSigs: true, NoLog: true, MaxPayload: 64 << 20,
+		Cluster: server.ClusterOpts{Name: "kiln", Host: chost, Port: cport},
+	}
+	for _, r := range cfg.Routes {
+		u, err := url.Parse("nats-route://" + r)
+		if err != nil {
+			return nil, err
+		}
+		opts.Routes = append(opts.Routes, u)
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	s.Start()
+	if !s.ReadyForConnections(30 * time.Second) {
+		s.Shutdown()
+		return nil, fmt.Errorf("nats %s: not ready", cfg.Name)
+	}
+	return s, nil
+}
+
+func splitHostPort(a string) (string, int, error) {
+	h, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.Atoi(p)
+	return h, n, err
+}

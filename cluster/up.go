@@ -1,0 +1,538 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/partition"
+	"github.com/kiln-dev/kiln/replica"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Proc is one process of a local cluster.
+type Proc struct {
+	Name  string   `json:"name"`
+	Role  string   `json:"role"`
+	Zone  string   `json:"zone"`
+	PID   int      `json:"pid"`
+	Addr  string   `json:"addr,omitempty"`  // HTTP endpoint (frontend, control plane, worker)
+	NATS  string   `json:"nats,omitempty"`  // client URL (nats nodes)
+	Route string   `json:"route,omitempty"` // cluster route (nats nodes)
+	Log   string   `json:"log"`
+	Args  []string `json:"args"`
+}
+
+// File is DIR/cluster.json.
+type File struct {
+	Dir             string       `json:"dir"`
+	Region          string       `json:"region"`
+	Frontends       []string     `json:"frontends"` // Lambda API endpoints
+	NATS            []string     `json:"nats"`
+	Partitions      int          `json:"partitions"`
+	Replicas        int          `json:"replicas"`
+	Mode            replica.Mode `json:"mode"`
+	AccountID       string       `json:"account_id"`
+	AccessKeyID     string       `json:"access_key_id"`
+	SecretAccessKey string       `json:"secret_access_key"`
+	Procs           []Proc       `json:"procs"`
+	identity        Identity
+}
+
+// UpConfig configures a local cluster.
+type UpConfig struct {
+	Dir        string
+	Binary     string // the kiln binary; empty means this executable
+	Workers    int    // 0 means 3
+	Frontends  int    // 0 means 2
+	Partitions int    // 0 means 6
+	Mode       replica.Mode
+	Lease      time.Duration // 0 means 400 ms
+	Region     string
+	// AccessKeyID and SecretAccessKey default to KILN_ACCESS_KEY_ID and
+	// KILN_SECRET_ACCESS_KEY, else random.
+	AccessKeyID, SecretAccessKey string
+}
+
+var zones = []string{"a", "b", "c"}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+func random(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Up starts a local cluster as separate processes and writes cluster.json.
+// On error it stops what it started.
+func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
+	if cfg.Binary == "" {
+		if cfg.Binary, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 3
+	}
+	if cfg.Frontends == 0 {
+		cfg.Frontends = 2
+	}
+	if cfg.Partitions == 0 {
+		cfg.Partitions = 6
+	}
+	if cfg.Mode == "" {
+		cfg.Mode = replica.Replicated
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 400 * time.Millisecond
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	if cfg.AccessKeyID == "" {
+		cfg.AccessKeyID, cfg.SecretAccessKey = os.Getenv("KILN_ACCESS_KEY_ID"), os.Getenv("KILN_SECRET_ACCESS_KEY")
+	}
+	if cfg.AccessKeyID == "" || cfg.SecretAccessKey == "" {
+		cfg.AccessKeyID, cfg.SecretAccessKey = "AKIA"+strings.ToUpper(random(8)), random(20)
+	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
+		return nil, err
+	}
+	id := Identity{AccountID: "1" + random(6)[:11], AccessKeyID: cfg.AccessKeyID, SecretAccessKey: cfg.SecretAccessKey,
+		URLSecret: []byte(random(16)), Token: random(24)}
+	id.AccountID = numeric(id.AccountID)
+	f = &File{Dir: dir, Region: cfg.Region, Partitions: cfg.Partitions, Replicas: 3, Mode: cfg.Mode, AccountID: id.AccountID,
+		AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, identity: id}
+	defer func() {
+		if err != nil {
+			f.Down()
+		}
+	}()
+	start := func(p Proc, args ...string) (Proc, error) {
+		p.Log = filepath.Join(dir, "logs", p.Name+".log")
+		logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return p, err
+		}
+		defer logf.Close()
+		p.Args = append([]string{p.Role}, args...)
+		cmd := exec.Command(cfg.Binary, p.Args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Env = append(os.Environ(), id.env()...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives `kiln cluster up`
+		if err := cmd.Start(); err != nil {
+			return p, err
+		}
+		p.PID = cmd.Process.Pid
+		go cmd.Wait() // reap it if it dies while we run
+		f.Procs = append(f.Procs, p)
+		return p, nil
+	}
+
+	// NATS JetStream nodes, one per zone.
+	var clients, routes []string
+	for range zones {
+		c, err := freePort()
+		if err != nil {
+			return f, err
+		}
+		r, err := freePort()
+		if err != nil {
+			return f, err
+		}
+		clients, routes = append(clients, c), append(routes, r)
+	}
+	for i, z := range zones {
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, r)
+			}
+		}
+		name := "nats-" + z
+		if _, err := start(Proc{Name: name, Role: "nats", Zone: z, NATS: "nats://" + clients[i], Route: routes[i]},
+			"--name", name, "--listen", clients[i], "--cluster", routes[i], "--routes", strings.Join(others, ","),
+			"--data", filepath.Join(dir, name)); err != nil {
+			return f, err
+		}
+		f.NATS = append(f.NATS, "nats://"+clients[i])
+	}
+	if err := waitJetStream(ctx, f.NATS, 30*time.Second); err != nil {
+		return f, err
+	}
+	if err := f.prepare(ctx); err != nil {
+		return f, err
+	}
+	natsFor := func(zone int) string { // this zone's node first
+		urls := []string{f.NATS[zone]}
+		for j, u := range f.NATS {
+			if j != zone {
+				urls = append(urls, u)
+			}
+		}
+		return strings.Join(urls, ",")
+	}
+	common := func(name string, zone int) []string {
+		return []string{"--name", name, "--zone", zones[zone], "--nats", natsFor(zone), "--region", cfg.Region,
+			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name)}
+	}
+	listen := func() (string, error) { return freePort() }
+
+	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
+		return f, err
+	}
+	cpAddr, err := listen()
+	if err != nil {
+		return f, err
+	}
+	if _, err := start(Proc{Name: "controlplane", Role: "controlplane", Zone: zones[1], Addr: "http://" + cpAddr},
+		append(common("controlplane", 1), "--listen", cpAddr)...); err != nil {
+		return f, err
+	}
+	for i, z := range zones {
+		name := "assignment-" + z
+		if _, err := start(Proc{Name: name, Role: "assignment", Zone: z}, append(common(name, i),
+			"--index", strconv.Itoa(i), "--members", "3", "--mode", string(cfg.Mode), "--lease", cfg.Lease.String())...); err != nil {
+			return f, err
+		}
+	}
+	for i := 0; i < cfg.Workers; i++ {
+		zi := i % len(zones)
+		name := fmt.Sprintf("worker-%s%d", zones[zi], i/len(zones)+1)
+		addr, err := listen()
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "http://" + addr},
+			append(common(name, zi), "--listen", addr)...); err != nil {
+			return f, err
+		}
+	}
+	for i := 0; i < cfg.Frontends; i++ {
+		zi := i % len(zones)
+		name := fmt.Sprintf("frontend-%d", i+1)
+		addr, err := listen()
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(Proc{Name: name, Role: "frontend", Zone: zones[zi], Addr: "http://" + addr},
+			append(common(name, zi), "--listen", addr)...); err != nil {
+			return f, err
+		}
+		f.Frontends = append(f.Frontends, "http://"+addr)
+	}
+	if err := f.write(); err != nil {
+		return f, err
+	}
+	return f, f.waitReady(ctx, cfg.Workers, 60*time.Second)
+}
+
+// prepare creates the replicated streams and buckets one at a time, before
+// a dozen processes ask for them at once.
+func (f *File) prepare(ctx context.Context) error {
+	nc, err := f.Connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	steps := []func(context.Context) error{
+		func(ctx context.Context) error { _, err := replica.LeaseKV(ctx, js, 3); return err },
+		func(ctx context.Context) error {
+			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: 3})
+			return err
+		},
+	}
+	for p := 0; p < f.Partitions; p++ {
+		steps = append(steps, func(ctx context.Context) error { return replica.CreateJournal(ctx, js, p, 3) })
+	}
+	for _, step := range steps {
+		if err := retryFor(ctx, 30*time.Second, step); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// retryFor retries fn (JetStream is busy electing stream leaders).
+func retryFor(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	deadline := time.Now().Add(d)
+	for {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := fn(actx)
+		cancel()
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func numeric(s string) string {
+	b := []byte(s)
+	for i := range b {
+		if b[i] < '0' || b[i] > '9' {
+			b[i] = '0' + b[i]%10
+		}
+	}
+	return string(b)
+}
+
+func (f *File) write() error {
+	b, _ := json.MarshalIndent(f, "", "  ")
+	return os.WriteFile(filepath.Join(f.Dir, "cluster.json"), b, 0o600)
+}
+
+// Load reads DIR/cluster.json.
+func Load(dir string) (*File, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
+	if err != nil {
+		return nil, err
+	}
+	var f File
+	return &f, json.Unmarshal(b, &f)
+}
+
+func waitJetStream(ctx context.Context, urls []string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var last error
+	for time.Now().Before(deadline) {
+		nc, err := nats.Connect(strings.Join(urls, ","), nats.Timeout(time.Second))
+		if err == nil {
+			js, _ := jetstream.New(nc)
+			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err = js.AccountInfo(actx)
+			cancel()
+			nc.Close()
+			if err == nil {
+				return nil
+			}
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("nats cluster not ready: %v", last)
+}
+
+// Connect connects to the cluster's NATS.
+func (f *File) Connect() (*nats.Conn, error) {
+	return nats.Connect(strings.Join(f.NATS, ","), nats.Timeout(time.Second), nats.MaxReconnects(-1))
+}
+
+func (f *File) waitReady(ctx context.Context, workers int, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for _, fe := range f.Frontends {
+		for {
+			resp, err := http.Get(fe + "/kiln/health")
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("frontend %s not ready: %v", fe, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for {
+		st, err := f.Status(ctx, "")
+		if err == nil && len(st.Workers) >= workers && st.allLed() {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not ready: %v (status %+v)", err, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Status is `kiln cluster status`.
+type Status struct {
+	Partitions []PartitionInfo        `json:"partitions"`
+	Members    []replica.MemberStatus `json:"members"`
+	Workers    []WorkerStatus         `json:"workers"`
+	Function   *FunctionInfo          `json:"function,omitempty"`
+}
+
+// PartitionInfo is a partition's leader (from the lease bucket) and members.
+type PartitionInfo struct {
+	Partition int            `json:"partition"`
+	Leader    string         `json:"leader"`
+	Zone      string         `json:"leader_zone"`
+	Epoch     uint64         `json:"epoch"`
+	LeaderPID int            `json:"leader_pid"`
+	Members   []string       `json:"members"`
+	Envs      map[string]int `json:"envs,omitempty"` // the leader's count by state
+}
+
+// FunctionInfo says where a function's environments are decided.
+type FunctionInfo struct {
+	Account   string `json:"account"`
+	Name      string `json:"name"`
+	Partition int    `json:"partition"`
+	Leader    string `json:"leader"`
+}
+
+func (s *Status) allLed() bool {
+	if s == nil || len(s.Partitions) == 0 {
+		return false
+	}
+	for _, p := range s.Partitions {
+		if p.Leader == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// Status asks the cluster: leases, members (scatter-gather) and workers.
+func (f *File) Status(ctx context.Context, function string) (*Status, error) {
+	return f.status(ctx, function, false)
+}
+
+// StatusWithEnvs also lists every environment (members' view).
+func (f *File) StatusWithEnvs(ctx context.Context) (*Status, error) { return f.status(ctx, "", true) }
+
+func (f *File) status(ctx context.Context, function string, envs bool) (*Status, error) {
+	nc, err := f.Connect()
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st := &Status{}
+	kv, err := js.KeyValue(ctx, replica.LeaseBucket)
+	if err != nil {
+		return nil, err
+	}
+	// Members answer on an inbox; gather for a moment.
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	q := []byte("")
+	if envs {
+		q = []byte("envs")
+	}
+	nc.PublishRequest(replica.MembersSubj, inbox, q)
+	for end := time.Now().Add(300 * time.Millisecond); ; {
+		msg, err := sub.NextMsg(time.Until(end))
+		if err != nil {
+			break
+		}
+		var ms replica.MemberStatus
+		if json.Unmarshal(msg.Data, &ms) == nil {
+			st.Members = append(st.Members, ms)
+		}
+	}
+	for p := 0; p < f.Partitions; p++ {
+		pi := PartitionInfo{Partition: p}
+		if e, err := kv.Get(ctx, "p"+strconv.Itoa(p)); err == nil {
+			var l replica.Lease
+			json.Unmarshal(e.Value(), &l)
+			pi.Leader, pi.Zone, pi.Epoch, pi.LeaderPID = l.Member, l.Zone, l.Epoch, l.PID
+		}
+		for _, m := range st.Members {
+			pi.Members = append(pi.Members, m.Member+"@"+m.Zone)
+			for _, ps := range m.Partitions {
+				if ps.Partition == p && ps.Leading {
+					pi.Envs = ps.Envs
+				}
+			}
+		}
+		st.Partitions = append(st.Partitions, pi)
+	}
+	if msg, err := nc.Request(subjWorkers, nil, time.Second); err == nil {
+		json.Unmarshal(msg.Data, &st.Workers)
+	}
+	if function != "" {
+		p := partition.NewRing(f.Partitions).Of(f.AccountID, function)
+		st.Function = &FunctionInfo{Account: f.AccountID, Name: function, Partition: p, Leader: st.Partitions[p].Leader}
+	}
+	return st, nil
+}
+
+// Down stops every process of the cluster (by the PIDs it started):
+// SIGTERM, then SIGKILL after 5 s.
+func (f *File) Down() error {
+	var alive []int
+	for _, p := range f.Procs {
+		if p.PID > 0 && ours(p) {
+			syscall.Kill(p.PID, syscall.SIGTERM)
+			alive = append(alive, p.PID)
+		}
+	}
+	for end := time.Now().Add(5 * time.Second); len(alive) > 0 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		still := alive[:0]
+		for _, pid := range alive {
+			if syscall.Kill(pid, 0) == nil && !zombie(pid) {
+				still = append(still, pid)
+			}
+		}
+		alive = still
+	}
+	for _, pid := range alive {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	return nil
+}
+
+// Kill sends SIGKILL to one process of the cluster (fault tests).
+func (f *File) Kill(name string) (Proc, error) {
+	for _, p := range f.Procs {
+		if p.Name == name && ours(p) {
+			return p, syscall.Kill(p.PID, syscall.SIGKILL)
+		}
+	}
+	return Proc{}, fmt.Errorf("no running process %q", name)
+}
+
+// ours checks that a PID from cluster.json still runs the process we
+// started (not a recycled PID).
+func ours(p Proc) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/cmdline")
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	return len(args) > 2 && args[1] == p.Role && strings.Contains(string(b), "\x00"+p.Name+"\x00")
+}
+
+func zombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z'
+}

@@ -1,0 +1,240 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/replica"
+	"github.com/kiln-dev/kiln/worker"
+)
+
+// The worker's HTTP API between roles. Every call carries the cluster
+// token as "Authorization: Bearer TOKEN". Environments are named by the
+// ids assignment gives them.
+//
+//	POST   /kiln/envs/{id}          EnvSpec JSON → {"init": ns} | 422 InitError | 5xx
+//	POST   /kiln/envs/{id}/invoke   payload; X-Kiln-* headers → payload; X-Kiln-* headers
+//	DELETE /kiln/envs/{id}
+
+// WorkerServer serves a worker.Worker to the other roles.
+type WorkerServer struct {
+	W     *worker.Worker
+	Token string
+
+	mu   sync.Mutex
+	envs map[string]string // assignment's id → the worker's
+}
+
+func (s *WorkerServer) Handler() http.Handler {
+	s.envs = map[string]string{}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /kiln/envs/{id}", s.create)
+	mux.HandleFunc("POST /kiln/envs/{id}/invoke", s.invoke)
+	mux.HandleFunc("DELETE /kiln/envs/{id}", s.destroy)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+s.Token {
+			http.Error(w, "bad cluster token", http.StatusUnauthorized)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// Count is the number of environments.
+func (s *WorkerServer) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.envs)
+}
+
+func (s *WorkerServer) create(w http.ResponseWriter, r *http.Request) {
+	var spec worker.EnvSpec
+	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	info, err := s.W.Create(r.Context(), spec)
+	var ie *worker.InitError
+	switch {
+	case errors.As(err, &ie):
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		json.NewEncoder(w).Encode(ie)
+		return
+	case err != nil:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	s.mu.Lock()
+	s.envs[r.PathValue("id")] = info.ID
+	s.mu.Unlock()
+	json.NewEncoder(w).Encode(map[string]int64{"init": int64(info.InitDuration)})
+}
+
+func (s *WorkerServer) local(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l, ok := s.envs[id]
+	return l, ok
+}
+
+func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.local(r.PathValue("id"))
+	if !ok {
+		http.Error(w, worker.ErrNoEnv.Error(), http.StatusNotFound)
+		return
+	}
+	payload, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	cc, _ := base64.StdEncoding.DecodeString(r.Header.Get("X-Kiln-Client-Context"))
+	res, err := s.W.Invoke(context.WithoutCancel(r.Context()), id, &worker.Invocation{
+		RequestID: r.Header.Get("X-Kiln-Request-Id"), FunctionArn: r.Header.Get("X-Kiln-Function-Arn"),
+		TraceID: r.Header.Get("X-Kiln-Trace-Id"), ClientContext: string(cc), Payload: payload})
+	if errors.Is(err, worker.ErrNoEnv) {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if !res.Reusable {
+		s.mu.Lock()
+		delete(s.envs, r.PathValue("id"))
+		s.mu.Unlock()
+	}
+	h := w.Header()
+	h.Set("X-Kiln-Error-Type", res.ErrorType)
+	h.Set("X-Kiln-Duration", strconv.FormatInt(int64(res.Duration), 10))
+	h.Set("X-Kiln-Reusable", strconv.FormatBool(res.Reusable))
+	h.Set("X-Kiln-Log-Tail", base64.StdEncoding.EncodeToString(res.LogTail))
+	h.Set("Content-Length", strconv.Itoa(len(res.Payload)))
+	w.Write(res.Payload)
+}
+
+func (s *WorkerServer) destroy(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	id, ok := s.envs[r.PathValue("id")]
+	delete(s.envs, r.PathValue("id"))
+	s.mu.Unlock()
+	if ok {
+		s.W.Destroy(r.Context(), id)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// WorkerClient calls workers' HTTP APIs: replica.Workers for assignment,
+// replica.Invoker for frontends.
+type WorkerClient struct {
+	Token string
+	HTTP  *http.Client
+}
+
+// NewWorkerClient returns a client with pooled connections.
+func NewWorkerClient(token string) *WorkerClient {
+	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
+	return &WorkerClient{Token: token, HTTP: &http.Client{Transport: tr}}
+}
+
+func (c *WorkerClient) do(ctx context.Context, method, url string, body []byte, hdr map[string]string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	return c.HTTP.Do(req)
+}
+
+// unreachable reports an error that happened before the request reached
+// the worker (so the invoke never started).
+func unreachable(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID string, spec worker.EnvSpec) (*worker.EnvInfo, error) {
+	b, _ := json.Marshal(spec)
+	resp, err := c.do(ctx, http.MethodPost, w.Addr+"/kiln/envs/"+envID, b, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	switch resp.StatusCode {
+	case http.StatusOK:
+		var out struct{ Init int64 }
+		json.Unmarshal(body, &out)
+		return &worker.EnvInfo{ID: envID, InitDuration: time.Duration(out.Init)}, nil
+	case http.StatusUnprocessableEntity:
+		var ie worker.InitError
+		if err := json.Unmarshal(body, &ie); err != nil {
+			return nil, err
+		}
+		return nil, &ie
+	}
+	return nil, fmt.Errorf("worker %s: %s: %s", w.ID, resp.Status, bytes.TrimSpace(body))
+}
+
+func (c *WorkerClient) Destroy(ctx context.Context, w replica.WorkerRef, envID string) error {
+	resp, err := c.do(ctx, http.MethodDelete, w.Addr+"/kiln/envs/"+envID, nil, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *worker.Invocation) (*worker.Result, error) {
+	resp, err := c.do(ctx, http.MethodPost, addr+"/kiln/envs/"+envID+"/invoke", inv.Payload, map[string]string{
+		"X-Kiln-Request-Id": inv.RequestID, "X-Kiln-Function-Arn": inv.FunctionArn, "X-Kiln-Trace-Id": inv.TraceID,
+		"X-Kiln-Client-Context": base64.StdEncoding.EncodeToString([]byte(inv.ClientContext)),
+	})
+	if err != nil {
+		if unreachable(err) {
+			// The invoke never started: the frontend may try another env.
+			return nil, fmt.Errorf("%w: worker at %s unreachable: %v", worker.ErrNoEnv, addr, err)
+		}
+		return nil, workerFailed(addr, inv, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, workerFailed(addr, inv, err)
+	}
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		return nil, worker.ErrNoEnv
+	default:
+		return nil, fmt.Errorf("worker at %s: %s: %s", addr, resp.Status, bytes.TrimSpace(body))
+	}
+	h := resp.Header
+	d, _ := strconv.ParseInt(h.Get("X-Kiln-Duration"), 10, 64)
+	tail, _ := base64.StdEncoding.DecodeString(h.Get("X-Kiln-Log-Tail"))
+	return &worker.Result{Payload: body, ErrorType: h.Get("X-Kiln-Error-Type"), LogTail: tail,
+		Duration: time.Duration(d), Reusable: h.Get("X-Kiln-Reusable") == "true"}, nil
+}
+
+// workerFailed is what the caller sees when a worker dies mid-invoke.
+func workerFailed(addr string, inv *worker.Invocation, err error) error {
+	return &api.Error{Status: http.StatusBadGateway, Type: api.Service, Message: fmt.Sprintf(
+		"The worker running this invoke (%s) failed before the function returned (request %s): %v; the invoke may or may not have run",
+		addr, inv.RequestID, err)}
+}
