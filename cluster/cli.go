@@ -25,7 +25,9 @@ const Usage = `  nats          one NATS JetStream node of a cluster
   worker        a worker (--listen for the invoke endpoint)
   controlplane  the Lambda management API
   frontend      the Lambda invoke API (--listen)
-  cluster       up|status|down a local cluster of all of them (--dir)
+  cluster       up|status|drain|down a local cluster of all of them (--dir;
+                drain: --worker ID, no new environments on it, idle ones retired,
+                running invokes finish)
 `
 
 // Main runs one of Commands.
@@ -81,7 +83,7 @@ func Main(cmd string, args []string) error {
 
 func clusterCmd(ctx context.Context, args []string) error {
 	if len(args) < 1 {
-		return fmt.Errorf("usage: kiln cluster up|status|down --dir DIR")
+		return fmt.Errorf("usage: kiln cluster up|status|drain|down --dir DIR")
 	}
 	fs := flag.NewFlagSet("cluster "+args[0], flag.ExitOnError)
 	dir := fs.String("dir", ".kiln-cluster", "cluster directory")
@@ -89,6 +91,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 	parts := fs.Int("partitions", 6, "up: assignment partitions")
 	mode := fs.String("mode", string(replica.Replicated), "up: replicated | single-owner")
 	function := fs.String("function", "", "status: also show this function's partition")
+	workerID := fs.String("worker", "", "drain: the worker to drain (its name, as in status)")
 	fs.Parse(args[1:])
 	out := json.NewEncoder(os.Stdout)
 	out.SetIndent("", "  ")
@@ -111,6 +114,18 @@ func clusterCmd(ctx context.Context, args []string) error {
 			return err
 		}
 		return out.Encode(st)
+	case "drain":
+		if *workerID == "" {
+			return fmt.Errorf("usage: kiln cluster drain --dir DIR --worker ID")
+		}
+		f, err := Load(*dir)
+		if err != nil {
+			return err
+		}
+		if err := f.Drain(ctx, *workerID); err != nil {
+			return err
+		}
+		return out.Encode(map[string]string{"drained": *workerID})
 	case "down":
 		f, err := Load(*dir)
 		if err != nil {

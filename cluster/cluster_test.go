@@ -1,9 +1,11 @@
 package cluster_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -380,4 +382,199 @@ func TestZoneOutage(t *testing.T) {
 		t.Logf("zone outage: replicated keeps %.0f%% of warm environments usable, single-owner baseline %.0f%%",
 			100*float64(r[0])/float64(r[1]), 100*float64(s[0])/float64(s[1]))
 	}
+}
+
+// envsByWorker lists, from the partition leaders, each worker's
+// environments (function name → status).
+func envsByWorker(t *testing.T, f *cluster.File) map[string]map[string]string {
+	t.Helper()
+	st, err := f.StatusWithEnvs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]string{}
+	for _, m := range st.Members {
+		for _, ps := range m.Partitions {
+			if !ps.Leading {
+				continue
+			}
+			for _, e := range ps.EnvList {
+				if out[e.Worker] == nil {
+					out[e.Worker] = map[string]string{}
+				}
+				out[e.Worker][e.Key.Function] = e.Status.String()
+			}
+		}
+	}
+	return out
+}
+
+// TestDrainWorker: `kiln cluster drain` on a worker with a running invoke
+// and idle environments: the invoke finishes normally, the idle ones are
+// retired at once, the busy one when its invoke ends, and nothing new is
+// placed on the worker.
+func TestDrainWorker(t *testing.T) {
+	f := up(t, cluster.UpConfig{})
+	c := client(f, 0)
+	const n = 5 // over 3 workers: one holds at least 2
+	for i := 0; i < n; i++ {
+		create(t, c, fmt.Sprintf("d%d", i))
+		if o := invoke(c, fmt.Sprintf("d%d", i), `{}`); o.err != nil {
+			t.Fatal(o.err)
+		}
+	}
+	byWorker := envsByWorker(t, f)
+	var target string
+	for w, envs := range byWorker {
+		if len(envs) > len(byWorker[target]) {
+			target = w
+		}
+	}
+	var busyFn string
+	var idleFns []string
+	for fn := range byWorker[target] {
+		if busyFn == "" {
+			busyFn = fn
+		} else {
+			idleFns = append(idleFns, fn)
+		}
+	}
+	t.Logf("draining %s: %s busy, %v idle", target, busyFn, idleFns)
+	running := make(chan outcome, 1)
+	go func() { running <- invoke(c, busyFn, `{"action":"sleep","ms":2000}`) }()
+	time.Sleep(300 * time.Millisecond) // the invoke is running
+	// Through the command, as a user would run it.
+	out, err := exec.Command(kilnBinary(t), "cluster", "drain", "--dir", f.Dir, "--worker", target).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kiln cluster drain: %v\n%s", err, out)
+	}
+	drainedAt := time.Now()
+	// Idle environments go at once; the busy one stays while its invoke runs.
+	var left map[string]string
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		left = envsByWorker(t, f)[target]
+		if len(left) == 1 {
+			break
+		}
+	}
+	if len(left) != 1 || left[busyFn] != "draining" {
+		t.Fatalf("on %s after the drain: %v, want only %s draining", target, left, busyFn)
+	}
+	t.Logf("idle environments retired %v after the drain", time.Since(drainedAt))
+	// New invokes (and new environments) go elsewhere meanwhile.
+	for _, fn := range idleFns {
+		if o := invoke(c, fn, `{}`); o.err != nil || !o.cold {
+			t.Fatalf("invoke of %s after the drain: %+v (want a cold start elsewhere)", fn, o)
+		}
+	}
+	o := <-running
+	if o.err != nil || o.cold {
+		t.Fatalf("the running invoke did not finish normally: %+v", o)
+	}
+	t.Logf("running invoke finished %v after the drain", o.end.Sub(drainedAt))
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if left = envsByWorker(t, f)[target]; len(left) == 0 {
+			break
+		}
+	}
+	if len(left) != 0 {
+		t.Fatalf("environments left on the drained worker: %v", left)
+	}
+	if o := invoke(c, busyFn, `{}`); o.err != nil || !o.cold {
+		t.Fatalf("invoke of %s after its environment was retired: %+v", busyFn, o)
+	}
+	for w, envs := range envsByWorker(t, f) {
+		if w == target && len(envs) > 0 {
+			t.Fatalf("placed on the drained worker: %v", envs)
+		}
+	}
+	st, _ := f.Status(ctx, "")
+	for _, w := range st.Workers {
+		if w.ID == target {
+			if !w.Draining {
+				t.Errorf("status: %s not draining", target)
+			}
+			// The worker itself reports no environment left.
+			for end := time.Now().Add(2 * time.Second); w.Envs > 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+				st, _ = f.Status(ctx, "")
+				for _, x := range st.Workers {
+					if x.ID == target {
+						w = x
+					}
+				}
+			}
+			if w.Envs > 0 {
+				t.Errorf("worker %s still has %d environments", target, w.Envs)
+			}
+		}
+	}
+}
+
+// TestWarmLatencyClusterVsUp measures sequential warm invokes of one
+// function through a cluster frontend and through `kiln up` (one
+// process), in the same run, with the same client. KILN_BENCH=1 to run.
+func TestWarmLatencyClusterVsUp(t *testing.T) {
+	if os.Getenv("KILN_BENCH") == "" {
+		t.Skip("KILN_BENCH=1 to measure")
+	}
+	const n = 400
+	measure := func(c *lambda.Client) (p50, p99 time.Duration) {
+		create(t, c, "lat")
+		for i := 0; i < 50; i++ { // cold start, then warm-up
+			if o := invoke(c, "lat", `{}`); o.err != nil {
+				t.Fatal(o.err)
+			}
+		}
+		lat := make([]time.Duration, 0, n)
+		for i := 0; i < n; i++ {
+			o := invoke(c, "lat", `{}`)
+			if o.err != nil || o.cold {
+				t.Fatalf("warm invoke %d: %+v", i, o)
+			}
+			lat = append(lat, o.end.Sub(o.start))
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		return lat[n/2], lat[n*99/100]
+	}
+	// kiln up, as a child process on a free loopback port.
+	const key, secret = "AKIAKILNLATENCY00000", "kiln-latency-secret"
+	cmd := exec.Command(kilnBinary(t), "up", "--data", t.TempDir(), "--listen", "127.0.0.1:0")
+	cmd.Env = append(os.Environ(), "KILN_ACCESS_KEY_ID="+key, "KILN_SECRET_ACCESS_KEY="+secret)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() })
+	found := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if rest, ok := strings.CutPrefix(sc.Text(), "  endpoint:"); ok {
+				found <- strings.TrimSpace(rest)
+				io.Copy(io.Discard, out)
+				return
+			}
+		}
+		close(found)
+	}()
+	var endpoint string
+	select {
+	case endpoint = <-found:
+	case <-time.After(60 * time.Second):
+	}
+	if endpoint == "" {
+		t.Fatal("kiln up printed no endpoint")
+	}
+	single := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider(key, secret, ""), RetryMaxAttempts: 1})
+	f := up(t, cluster.UpConfig{})
+	upP50, upP99 := measure(single)
+	clP50, clP99 := measure(client(f, 0))
+	t.Logf("warm invoke, sequential, SDK client, %d invokes each:", n)
+	t.Logf("  kiln up:      p50 %v  p99 %v", upP50, upP99)
+	t.Logf("  kiln cluster: p50 %v  p99 %v", clP50, clP99)
+	t.Logf("  ratio cluster/up: p50 %.2fx  p99 %.2fx", float64(clP50)/float64(upP50), float64(clP99)/float64(upP99))
 }

@@ -481,6 +481,32 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 	return st, nil
 }
 
+// Drain asks placement to drain a worker: nothing new is placed on it,
+// assignment retires its idle environments at once and each busy one when
+// its invoke ends (running invokes are not moved or cut short).
+func (f *File) Drain(ctx context.Context, workerID string) error {
+	nc, err := f.Connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	b, _ := json.Marshal(map[string]string{"id": workerID})
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, subjDrain, b)
+	if err != nil {
+		return fmt.Errorf("drain %s: %w", workerID, err)
+	}
+	var rep struct {
+		Error string `json:"error"`
+	}
+	json.Unmarshal(msg.Data, &rep)
+	if rep.Error != "" {
+		return fmt.Errorf("drain %s: %s", workerID, rep.Error)
+	}
+	return nil
+}
+
 // Down stops every process of the cluster (by the PIDs it started):
 // SIGTERM, then SIGKILL after 5 s.
 func (f *File) Down() error {

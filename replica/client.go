@@ -36,6 +36,10 @@ type Client struct {
 	invoker Invoker
 	// Deadline bounds one Acquire or Release over every retry; 0 means 30 s.
 	Deadline time.Duration
+	// AttemptTimeout bounds one send to a leader that neither answers nor
+	// loses its lease (a lost message); the request is then re-sent with
+	// the same token. 0 means 5 s.
+	AttemptTimeout time.Duration
 
 	mu      sync.Mutex
 	leaders map[int]Lease
@@ -104,7 +108,9 @@ func (c *Client) follow() {
 	}
 }
 
-func (c *Client) changedCh(p int) <-chan struct{} {
+// target returns partition p's leader as last seen and a channel closed
+// when that changes.
+func (c *Client) target(p int) (string, <-chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ch := c.changed[p]
@@ -112,7 +118,7 @@ func (c *Client) changedCh(p int) <-chan struct{} {
 		ch = make(chan struct{})
 		c.changed[p] = ch
 	}
-	return ch
+	return c.leaders[p].Member, ch
 }
 
 // call sends req to partition p's leader until it answers without Retry.
@@ -122,14 +128,31 @@ func (c *Client) call(ctx context.Context, p int, req Request) (Reply, error) {
 	if d == 0 {
 		d = 30 * time.Second
 	}
+	per := c.AttemptTimeout
+	if per == 0 {
+		per = 5 * time.Second
+	}
 	deadline := time.Now().Add(d)
-	var last error
+	last := errors.New("no lease yet")
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		if attempt > 0 {
 			c.Retries.Add(1)
 		}
-		changed := c.changedCh(p)
-		actx, cancel := context.WithDeadline(ctx, deadline)
+		leader, changed := c.target(p)
+		if leader == "" { // no lease (yet): wait for one
+			select {
+			case <-changed:
+			case <-time.After(min(time.Duration(attempt+1)*10*time.Millisecond, 100*time.Millisecond)):
+			case <-ctx.Done():
+				return Reply{}, ctx.Err()
+			}
+			continue
+		}
+		end := time.Now().Add(per)
+		if end.After(deadline) {
+			end = deadline
+		}
+		actx, cancel := context.WithDeadline(ctx, end)
 		go func() {
 			select {
 			case <-changed: // the leader changed: re-send to the new one
@@ -137,7 +160,7 @@ func (c *Client) call(ctx context.Context, p int, req Request) (Reply, error) {
 			case <-actx.Done():
 			}
 		}()
-		msg, err := c.nc.RequestWithContext(actx, Subject(p), body)
+		msg, err := c.nc.RequestWithContext(actx, Subject(p, leader), body)
 		cancel()
 		if err == nil {
 			var rep Reply

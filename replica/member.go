@@ -10,8 +10,10 @@
 // stays assigned. A new member replays from the oldest live lease: the
 // leader renews old leases and purges the journal behind them.
 //
-// Frontends reach a partition's leader on kiln.assign.p<N> (only the
-// leader subscribes) and follow the lease bucket to re-send on failover.
+// Frontends reach a partition's leader on kiln.assign.p<N>.<member>, the
+// subject of the member the lease bucket names (only that member, once it
+// leads, subscribes), and follow the bucket to re-send on failover: a
+// deposed or cut-off leader is never sent anything once the lease moved.
 package replica
 
 import (
@@ -22,7 +24,9 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -54,8 +58,21 @@ const (
 	subjectPrefix = "kiln.assign.p"
 )
 
-// Subject is where partition p's leader takes requests.
-func Subject(p int) string { return subjectPrefix + strconv.Itoa(p) }
+// Subject is where member takes requests for partition p while it leads.
+func Subject(p int, member string) string {
+	return subjectPrefix + strconv.Itoa(p) + "." + subjectToken(member)
+}
+
+// subjectToken makes a member name one NATS subject token.
+func subjectToken(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case '.', '*', '>', ' ', '\t', '\r', '\n':
+			return '_'
+		}
+		return r
+	}, s)
+}
 
 // StreamName is partition p's journal.
 func StreamName(p int) string { return "KILN_ASSIGN_" + strconv.Itoa(p) }
@@ -114,6 +131,8 @@ type Member struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
+	// handedOut counts environments this member handed to invokes.
+	handedOut atomic.Int64
 }
 
 // Start joins every partition.

@@ -37,7 +37,8 @@ type part struct {
 	renewed       time.Time
 	cancelLead    context.CancelFunc
 	rpc           *nats.Subscription
-	lastSeq       uint64 // journal sequence the next append expects
+	inflight      map[string]bool // acquire tokens being decided (a re-sent request waits)
+	lastSeq       uint64          // journal sequence the next append expects
 	queue         []*item
 	kick          chan struct{}
 	seq           int
@@ -64,6 +65,10 @@ type item struct {
 // message (the oldest live lease's record, once trimmed) and keeps tailing.
 func (p *part) follow() error {
 	p.mu.Lock()
+	if p.leading { // re-elected while a rebuild was retrying
+		p.mu.Unlock()
+		return nil
+	}
 	p.gen++
 	gen := p.gen
 	p.st = partition.New()
@@ -93,12 +98,30 @@ func (p *part) follow() error {
 	return nil
 }
 
+// refollow rebuilds the state after a step-down. It keeps trying while
+// JetStream is unreachable (a member cut off from the cluster steps down
+// exactly then), so the member rejoins as a follower once it is back.
 func (p *part) refollow() {
-	if p.m.ctx.Err() != nil {
-		return
-	}
-	if err := p.follow(); err != nil {
+	for wait := 50 * time.Millisecond; p.m.ctx.Err() == nil; wait = min(2*wait, time.Second) {
+		p.mu.Lock()
+		gen := p.gen
+		p.mu.Unlock()
+		err := p.follow()
+		if err == nil {
+			return
+		}
 		p.m.cfg.Logger.Warn("assignment: rebuilding partition", "partition", p.id, "err", err)
+		select {
+		case <-p.m.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		p.mu.Lock()
+		newer := p.gen > gen+1 // another step-down's refollow took over
+		p.mu.Unlock()
+		if newer {
+			return
+		}
 	}
 }
 
@@ -117,6 +140,15 @@ func (p *part) onJournal(gen uint64, msg jetstream.Msg) {
 	defer p.mu.Unlock()
 	if gen != p.gen || p.leading || seq <= p.st.Applied {
 		return // the leader's state is ahead of the journal it wrote
+	}
+	if p.st.Applied != 0 && seq > p.st.Applied+1 {
+		// The leader purged messages this member had not read yet (it
+		// lagged behind the trim point): records about environments are
+		// missing, so rebuild from the journal's new first message.
+		p.m.cfg.Logger.Warn("assignment: journal gap, rebuilding", "partition", p.id, "applied", p.st.Applied, "next", seq)
+		p.gen++
+		go p.refollow()
+		return
 	}
 	if err := p.st.Apply(seq, recs...); err != nil {
 		p.m.cfg.Logger.Warn("assignment: journal record skipped", "partition", p.id, "seq", seq, "err", err)
@@ -194,7 +226,7 @@ func (p *part) tick(start time.Time) {
 	preferred := p.id%cfg.Members == cfg.Index
 	lapsed := p.present && time.Since(p.seen) > cfg.Lease
 	vacant := !p.present && (preferred || time.Since(start) > 2*cfg.Lease) && time.Since(p.seen) > cfg.Lease/4
-	if !lapsed && !vacant {
+	if (!lapsed && !vacant) || p.cons == nil { // not tailing the journal: could not catch up
 		p.mu.Unlock()
 		return
 	}
@@ -294,7 +326,7 @@ func (p *part) lead(epoch uint64) {
 				stale = append(stale, e) // its creator died mid-create
 			}
 		}
-		p.rpc, err = cfg.NC.QueueSubscribe(Subject(p.id), "leader", func(msg *nats.Msg) { go p.serve(msg) })
+		p.rpc, err = cfg.NC.Subscribe(Subject(p.id, cfg.Member), func(msg *nats.Msg) { go p.serve(msg) })
 		if err != nil {
 			p.stepDownLocked("subscribe: " + err.Error())
 			p.mu.Unlock()
@@ -329,7 +361,13 @@ func (p *part) stepDownLocked(why string) {
 	}
 	p.held, p.leading = false, false
 	if p.rpc != nil {
-		p.rpc.Unsubscribe()
+		// Drain, not Unsubscribe: requests the server routed here before
+		// it saw the unsubscribe are still answered ("retry", since this
+		// member no longer leads) instead of being dropped by the client
+		// library, which left their senders waiting out their deadline.
+		if p.rpc.Drain() != nil {
+			p.rpc.Unsubscribe()
+		}
 		p.rpc = nil
 	}
 	if p.cancelLead != nil {
@@ -554,6 +592,9 @@ func (p *part) serve(msg *nats.Msg) {
 		}
 	}
 	rep.Leader = p.m.cfg.Member
+	if req.Op == "acquire" && rep.Env != nil {
+		p.m.handedOut.Add(1)
+	}
 	b, _ := json.Marshal(rep)
 	msg.Respond(b)
 }
@@ -572,13 +613,29 @@ func (p *part) acquire(req Request) Reply {
 		p.mu.Unlock()
 		return retry(errNotLeader)
 	}
-	if e, ok := p.st.ByToken(req.Token); ok { // a retried request
+	if p.inflight[req.Token] {
+		// The same request, re-sent while its first copy is still being
+		// decided: answering from the tentative state could hand out an
+		// environment whose acquire is not yet in the journal.
+		p.mu.Unlock()
+		return retry(errors.New("request in progress"))
+	}
+	if e, ok := p.st.ByToken(req.Token); ok { // a retried request (journaled)
 		p.mu.Unlock()
 		if e.Status == partition.Busy {
 			return Reply{Env: &e}
 		}
 		return retry(errors.New("environment still initializing"))
 	}
+	if p.inflight == nil {
+		p.inflight = map[string]bool{}
+	}
+	p.inflight[req.Token] = true
+	defer func() {
+		p.mu.Lock()
+		delete(p.inflight, req.Token)
+		p.mu.Unlock()
+	}()
 	if e, ok := p.st.PickIdle(key, nil); ok {
 		rec := partition.Transition(partition.OpAcquire, 0, e, req.Token)
 		done, err := p.proposeLocked(rec)
@@ -634,6 +691,13 @@ func (p *part) acquire(req Request) Reply {
 		p.mu.Unlock()
 		go p.destroy(env)
 		return retry(errNotLeader)
+	}
+	if cur.Status == partition.Draining {
+		// Its worker began draining while it initialized: retire it
+		// unused, and the re-sent request is placed elsewhere.
+		p.mu.Unlock()
+		p.kill([]partition.Env{cur}, true)
+		return retry(errors.New("worker draining"))
 	}
 	started := partition.Transition(partition.OpStarted, 0, cur, req.Token)
 	started.Env.Used = time.Now().UnixNano()
