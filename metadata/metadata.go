@@ -144,6 +144,25 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("metadata bucket: %w", err)
 	}
+	if cfg.Replicas > 1 {
+		// Direct gets may be answered by a replica that has not caught up,
+		// so a function just created could read as missing: reads go
+		// through the stream leader instead.
+		name := "KV_" + cfg.Bucket
+		stream, err := js.Stream(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("metadata bucket: %w", err)
+		}
+		if sc := stream.CachedInfo().Config; sc.AllowDirect {
+			sc.AllowDirect = false
+			if _, err := js.UpdateStream(ctx, sc); err != nil {
+				return nil, fmt.Errorf("metadata bucket: %w", err)
+			}
+		}
+		if kv, err = js.KeyValue(ctx, cfg.Bucket); err != nil {
+			return nil, fmt.Errorf("metadata bucket: %w", err)
+		}
+	}
 	return &Store{kv: kv}, nil
 }
 
