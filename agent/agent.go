@@ -120,13 +120,20 @@ func Run(fd int, argv []string, listen, extDir string) error {
 }
 
 func run(fd int, argv, environ []string, listen, extDir string) error {
+	return runAs(fd, argv, environ, listen, extDir, nil)
+}
+
+// runAs is run with the function's processes started as cred (nil: as the agent).
+func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.Credential) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("no runtime command")
 	}
 	a := &agent{
+		cred:        cred,
 		pid1:        os.Getpid() == 1,
 		procs:       map[int]*child{},
 		runtimeDone: make(chan struct{}),
+		stopped:     make(chan struct{}),
 	}
 	if !a.pid1 {
 		// Orphans of the runtime come to the agent, which reaps them.
@@ -207,8 +214,13 @@ func run(fd int, argv, environ []string, listen, extDir string) error {
 	}
 	<-a.runtimeDone
 	a.mu.Lock()
-	status := a.runtimeStatus
+	status, stopping := a.runtimeStatus, a.stopping
 	a.mu.Unlock()
+	if stopping {
+		// A shutdown is under way: the extensions keep their grace period
+		// after the runtime ended.
+		<-a.stopped
+	}
 	a.killAll()
 	a.conn.Write(agentproto.KindExit, exitOf(status), nil)
 	return a.finish()
@@ -232,7 +244,8 @@ func discardSignals() {
 type agent struct {
 	conn  *agentproto.Conn
 	pid1  bool
-	env   []string // the runtime's (and the extensions') environment
+	cred  *syscall.Credential // the function's processes', nil for the agent's own
+	env   []string            // the runtime's (and the extensions') environment
 	dir   string
 	logFD int
 	ext   *extServer // nil without external extensions
@@ -243,7 +256,8 @@ type agent struct {
 	runtimeStatus syscall.WaitStatus
 	runtimeDone   chan struct{}
 	stopping      bool
-	failed        bool // init failed or an extension crashed: the agent is ending
+	stopped       chan struct{} // closed when stop has ended every process
+	failed        bool          // init failed or an extension crashed: the agent is ending
 }
 
 type child struct {
@@ -287,7 +301,7 @@ func (a *agent) startRuntime(argv []string) error {
 		Dir:   a.dir,
 		Env:   a.env,
 		Files: []uintptr{0, uintptr(a.logFD), uintptr(a.logFD)},
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: a.cred},
 	})
 	if err != nil {
 		return err
@@ -298,21 +312,22 @@ func (a *agent) startRuntime(argv []string) error {
 }
 
 func (a *agent) startExtension(path string) error {
+	name := filepath.Base(path)
+	// Counted before it runs: it may register before ForkExec returns.
+	a.ext.launched(name, 1)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	pid, err := syscall.ForkExec(path, []string{path}, &syscall.ProcAttr{
 		Dir:   filepath.Dir(path),
 		Env:   a.env,
 		Files: []uintptr{0, uintptr(a.logFD), uintptr(a.logFD)},
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: a.cred},
 	})
 	if err != nil {
+		a.ext.launched(name, -1)
 		return err
 	}
-	a.procs[pid] = &child{name: filepath.Base(path), extension: true}
-	if a.ext != nil {
-		a.ext.launched(filepath.Base(path))
-	}
+	a.procs[pid] = &child{name: name, extension: true}
 	return nil
 }
 
@@ -391,6 +406,7 @@ func (a *agent) stop(graceful bool, reason string) {
 	a.stopping = true
 	rt := a.runtimePid
 	a.mu.Unlock()
+	defer close(a.stopped)
 	if graceful {
 		deadline := time.Now().Add(ShutdownGrace)
 		if a.ext != nil {

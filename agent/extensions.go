@@ -131,10 +131,12 @@ func (s *extServer) notify() {
 	s.changed = make(chan struct{})
 }
 
-// launched records an extension process the agent started.
-func (s *extServer) launched(name string) {
+// launched counts an extension process the agent starts (n = 1), or
+// could not start after all (n = -1).
+func (s *extServer) launched(name string, n int) {
 	s.mu.Lock()
-	s.unregistered[name]++
+	s.unregistered[name] += n
+	s.notify()
 	s.mu.Unlock()
 }
 
@@ -204,15 +206,29 @@ func (s *extServer) initOver() bool {
 // fail breaks the environment on an extension's failure: before the
 // runtime starts, init reports it; during init the agent reports it;
 // afterwards the environment just ends (the invoke gets the runtime's exit).
+// The first failure counts.
 func (s *extServer) fail(errType, msg string) {
+	if s.record(errType, msg) {
+		s.act()
+	}
+}
+
+// record keeps the first failure; it reports whether this was it.
+func (s *extServer) record(errType, msg string) bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.failType != "" {
-		s.mu.Unlock()
-		return
+		return false
 	}
 	s.failType, s.failMsg = errType, msg
-	initDone := s.initDone
 	s.notify()
+	return true
+}
+
+// act ends the environment after the failure was recorded.
+func (s *extServer) act() {
+	s.mu.Lock()
+	errType, msg, initDone := s.failType, s.failMsg, s.initDone
 	s.mu.Unlock()
 	s.a.mu.Lock()
 	started := s.a.runtimePid != 0
@@ -407,12 +423,17 @@ func (s *extServer) reportError(w http.ResponseWriter, r *http.Request, initPhas
 	if msg == "" {
 		msg = "extension " + e.name + " reported an error"
 	}
+	// Recorded before the answer: the extension exits right after it, and
+	// that must not count as a crash instead.
+	first := s.record(typ, msg)
 	writeJSON(w, http.StatusAccepted, []byte(`{"status":"OK"}`))
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
 	_ = initPhase // both end the environment; init errors are reported as such while init runs
-	go s.fail(typ, msg)
+	if first {
+		go s.act()
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, body []byte) {

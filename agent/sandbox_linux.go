@@ -29,18 +29,21 @@ import (
 //  2. Assign: receive an Assignment on CtlFD with its descriptors: the
 //     worker socket and the function's trees (code, runtime files, layers).
 //     Attach them, mount the tmpfs file systems, install the seccomp filter
-//     (on every thread, so every process started later inherits it), drop
-//     to UID/GID with no capabilities, make itself undumpable, answer "ok"
-//     (or the error), and run the function.
+//     (on every thread, so every process started later inherits it), make
+//     itself undumpable, answer "ok" (or the error), and run the function
+//     as UID/GID with no capabilities and at most NProc processes.
 //
 // The worker sends the assignment once the agent is in the environment's
 // cgroup, so nothing of the function runs outside it.
 type SandboxConfig struct {
 	Mounts   []TreeMount `json:"mounts"`
 	Hostname string      `json:"hostname"`
-	UID      int         `json:"uid"`
-	GID      int         `json:"gid"`
-	CtlFD    int         `json:"ctlFd"`
+	// UID and GID are the function's (its runtime's and extensions'), and
+	// NProc bounds its processes and threads (RLIMIT_NPROC).
+	UID   int `json:"uid"`
+	GID   int `json:"gid"`
+	NProc int `json:"nproc"`
+	CtlFD int `json:"ctlFd"`
 	// NoSeccomp leaves the seccomp filter off (for diagnosis only).
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
 }
@@ -118,7 +121,8 @@ func sandboxMain(cfg *SandboxConfig) error {
 	if !ok {
 		extDir = "/opt/extensions"
 	}
-	return run(conn, as.Argv, as.Env, listen, extDir)
+	return runAs(conn, as.Argv, as.Env, listen, extDir,
+		&syscall.Credential{Uid: uint32(cfg.UID), Gid: uint32(cfg.GID), Groups: []uint32{}})
 }
 
 func cutEnv(kv string) (string, string, bool) { return strings.Cut(kv, "=") }
@@ -183,19 +187,22 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 			return conn, fmt.Errorf("seccomp: %w", err)
 		}
 	}
-	// Drop to the function's identity on every thread: with no uid 0 left,
-	// the capabilities go too, and no_new_privs keeps them from coming back.
-	if err := syscall.Setgroups(nil); err != nil {
-		return conn, fmt.Errorf("setgroups: %w", err)
+	// The function runs as UID/GID, with no capabilities, and at most
+	// NProc processes and threads: RLIMIT_NPROC counts per uid and user
+	// namespace, so a fork bomb stops there while the agent, uid 0 of the
+	// namespace, keeps the headroom the cgroup's pids limit leaves it (it
+	// must still be able to start a thread, or the Go runtime aborts).
+	// The agent keeps its capabilities, which reach only the namespaces of
+	// this environment, minus what the seccomp filter denies: it signals
+	// the runtime at shutdown, and the function cannot signal it.
+	if cfg.NProc > 0 {
+		lim := &syscall.Rlimit{Cur: uint64(cfg.NProc), Max: uint64(cfg.NProc)}
+		if err := syscall.Setrlimit(unix.RLIMIT_NPROC, lim); err != nil {
+			return conn, fmt.Errorf("rlimit nproc: %w", err)
+		}
 	}
-	if err := syscall.Setresgid(cfg.GID, cfg.GID, cfg.GID); err != nil {
-		return conn, fmt.Errorf("setresgid: %w", err)
-	}
-	if err := syscall.Setresuid(cfg.UID, cfg.UID, cfg.UID); err != nil {
-		return conn, fmt.Errorf("setresuid: %w", err)
-	}
-	// Undumpable: the function (same uid) cannot ptrace, read the memory of,
-	// or take descriptors from PID 1.
+	// Undumpable: nothing in the sandbox can ptrace, read the memory of, or
+	// take descriptors from PID 1.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		return conn, fmt.Errorf("dumpable: %w", err)
 	}

@@ -36,6 +36,10 @@ type limits struct {
 	minCPU    int // millicores
 }
 
+// agentPids is the room the cgroup's pids limit leaves the agent above the
+// function's own limit (RLIMIT_NPROC): its threads must never be refused.
+const agentPids = 64
+
 // v1Controllers are the v1 hierarchies an environment joins; "pids" is the
 // one that lists every process of the environment.
 var v1Controllers = []string{"memory", "cpu", "pids"}
@@ -182,7 +186,7 @@ func (m *cgroups) create(name string) (*cgroup, error) {
 			write(c.dirs[1], "cpu.cfs_period_us", int64(m.limit.cpuPeriod)),
 			write(c.dirs[1], "cpu.cfs_quota_us", int64(m.limit.cpuPeriod)),
 			write(c.dirs[1], "cpu.shares", 2),
-			write(c.dirs[2], "pids.max", int64(m.limit.pidsMax)),
+			write(c.dirs[2], "pids.max", int64(m.limit.pidsMax+agentPids)),
 		)
 		if err == nil {
 			c.peak, err = os.Open(filepath.Join(c.mem, "memory.max_usage_in_bytes"))
@@ -204,7 +208,7 @@ func (m *cgroups) create(name string) (*cgroup, error) {
 				write(d, "cpu.weight", 1))
 		}
 		if m.v2Has["pids"] {
-			err = errors.Join(err, write(d, "pids.max", int64(m.limit.pidsMax)))
+			err = errors.Join(err, write(d, "pids.max", int64(m.limit.pidsMax+agentPids)))
 		}
 	}
 	if err != nil {

@@ -2,34 +2,43 @@
 // execution environment is its own set of namespaces (user, pid, mount, net,
 // ipc, uts) with its own root, its own cgroup, and a seccomp filter.
 //
-// How an environment starts (Linux.Start):
+// An environment's agent is prepared before its function is known, and kept
+// in a small pool (Linux.PoolSize), so that a cold start does only what
+// depends on the function:
 //
-//  1. The worker makes the environment's cgroup and sets its limits: memory
-//     (MemorySize, no swap), CPU in proportion to memory (one vCPU at
-//     1,769 MB, as Lambda) and a pids limit.
-//  2. It clones, read-only, the pieces of the sandbox's root with
-//     open_tree(2): a root skeleton prepared once per process, the host's
-//     /usr (and /bin, /lib*, /sbin where they are directories), the
-//     function's code (/var/task) and Kiln's runtime files (/var/runtime).
-//     These detached mounts need no path the sandbox could see.
-//  3. A small helper process (the spawner, started once) forks the agent
-//     into new namespaces: in a new user namespace, root maps to an
-//     unprivileged range of host ids (65,536 per environment). Forking the
-//     worker itself into a user namespace could not use vfork and would cost
-//     milliseconds per environment in page-table copies.
-//  4. The agent, PID 1 of the environment, attaches the clones, mounts /tmp
-//     (a tmpfs of EphemeralStorage MB), /dev/shm and its own /proc,
-//     pivot_roots and detaches the host's tree, brings up lo (the only
-//     network), installs the seccomp filter on all its threads, drops to
-//     uid 993 with no capabilities, and reports back (see
-//     agent.SandboxConfig). On cgroup v1 the worker moves it into the cgroup
-//     meanwhile; on v2 it was started there (CLONE_INTO_CGROUP).
-//  5. The agent hands the worker the Runtime API listener and starts the
-//     runtime (and extensions), which inherit all of it.
-//
-// When the agent ends (killed, or after its runtime exited), its pid
-// namespace ends with it; the worker then empties and removes the cgroup.
-// Nothing of an environment is mounted on the host's tree at any time.
+//  1. Prepare (ahead of time). The worker makes a cgroup (pids limit, one
+//     CPU, the lowest CPU weight while it waits) and clones, read-only, the
+//     pieces of the root with open_tree(2): a skeleton prepared once per
+//     process (curated /etc, minimal /dev, mount points) and the host's /usr
+//     (and /bin, /lib*, /sbin where they are directories). These detached
+//     mounts need no host path the sandbox could see. A small helper process
+//     (the spawner, started once) forks the agent into new namespaces: in a
+//     new user namespace its root maps to an unprivileged range of host ids
+//     (65,536 per environment); forking the worker itself into a user
+//     namespace could not use vfork and would cost milliseconds per
+//     environment in page-table copies. The agent, PID 1 of its pid
+//     namespace, attaches the trees, mounts its own /proc, pivot_roots,
+//     detaches the host's tree and brings up lo, the only network. On cgroup
+//     v1 the worker then moves it into its cgroup (on v2 it was started
+//     there with CLONE_INTO_CGROUP).
+//  2. Start. The worker sets the function's limits (memory, with no swap;
+//     CPU weight; at least one CPU until init ends), clones the function's
+//     code (/var/task), Kiln's runtime files (/var/runtime) and layers
+//     (/opt), and sends them with the runtime's command to the agent, which
+//     attaches them, mounts /tmp (a tmpfs of EphemeralStorage MB) and
+//     /dev/shm, installs the seccomp filter on all its threads, hands the
+//     worker the Runtime API listener and starts the extensions and the
+//     runtime as uid 993, with no capabilities and at most PidsMax
+//     processes (RLIMIT_NPROC), under the filter. The agent itself stays uid
+//     0 of its user namespace, filtered and undumpable: the function cannot
+//     signal it, and it always has the headroom the cgroup's pids limit
+//     keeps above the function's for its own threads.
+//  3. Init done (worker.InitNotifier): CPU in proportion to memory, one vCPU
+//     at 1,769 MB as in Lambda.
+//  4. End. When the agent ends (killed, or after its runtime exited), its
+//     pid namespace ends with it, and with it every process, mount and
+//     namespace of the environment; the worker then empties and removes
+//     the cgroup. Nothing of an environment is ever mounted on the host.
 package sandbox
 
 import (
@@ -68,7 +77,9 @@ type Linux struct {
 	// CgroupVersion forces cgroup v1 or v2; 0 detects (v1 when the memory
 	// controller is on a v1 hierarchy).
 	CgroupVersion int
-	// PidsMax bounds the processes and threads of an environment; 0 means 1024.
+	// PidsMax bounds the processes and threads of the function (as
+	// Lambda's 1,024); 0 means 1024. The environment's cgroup allows a few
+	// more, for the agent.
 	PidsMax int
 	// MinCPU is the least CPU an environment gets, in thousandths of a
 	// CPU; 0 means 50. Above it, CPU is memory/1769 CPUs.
@@ -251,7 +262,8 @@ func (st *state) prepare() (*prepared, error) {
 		return nil, err
 	}
 	fds = append(fds, ctl[1])
-	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, Hostname: "localhost", NoSeccomp: st.cfg.NoSeccomp}
+	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, NProc: st.cg.limit.pidsMax,
+		Hostname: "localhost", NoSeccomp: st.cfg.NoSeccomp}
 	addTree := func(src, target string, recursive bool, attr uint64) error {
 		fd, err := cloneTree(src, recursive, attr)
 		if err != nil {
@@ -301,6 +313,11 @@ func (st *state) prepare() (*prepared, error) {
 		return nil, fmt.Errorf("sandbox: start agent: %w", err)
 	}
 	p.pid, p.pidfd = pid, pidfd
+	for _, ns := range []string{"user", "pid", "mnt", "net", "ipc", "uts"} {
+		if l, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/ns/" + ns); err == nil {
+			p.namespaces = append(p.namespaces, l)
+		}
+	}
 	close(p.started)
 	pr := &prepared{p: p, ctl: ctl[0]}
 	if st.cg.version == 1 {
@@ -419,6 +436,11 @@ func (l Linux) Close() error {
 	for _, pr := range drained {
 		pr.discard()
 	}
+	// A refill under way discards what it prepares (the generation
+	// changed): wait for it, so that nothing outlives Close.
+	for deadline := time.Now().Add(setupTimeout); st.refilling.Load() && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	return nil
 }
 
@@ -523,6 +545,8 @@ type process struct {
 	pid   int
 	pidfd int
 	memMB int
+	// namespaces are the agent's, as /proc/PID/ns shows them (for tests).
+	namespaces []string
 
 	started  chan struct{} // pid and pidfd are set
 	exitedCh chan struct{} // the agent was reaped
@@ -636,10 +660,5 @@ func (p *process) OOMKilled() bool {
 // directories, and the agent's namespaces ("net:[4026532...]").
 func (p *process) HostFootprint() (pids []int, paths []string, namespaces []string) {
 	<-p.started
-	for _, ns := range []string{"user", "pid", "mnt", "net", "ipc", "uts"} {
-		if l, err := os.Readlink("/proc/" + strconv.Itoa(p.pid) + "/ns/" + ns); err == nil {
-			namespaces = append(namespaces, l)
-		}
-	}
-	return []int{p.pid}, append([]string(nil), p.cg.dirs...), namespaces
+	return []int{p.pid}, append([]string(nil), p.cg.dirs...), p.namespaces
 }

@@ -162,7 +162,17 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 		return nil, err
 	}
 	e.proc = proc
-	go func() { proc.Wait(); e.sock.Close() }()
+	go func() {
+		proc.Wait()
+		// The agent is gone: its last frames (init error, exit) are still
+		// to be read; readAgent ends at EOF. Close only if a descriptor the
+		// agent leaked keeps the socket open.
+		select {
+		case <-e.dead:
+		case <-time.After(time.Second):
+		}
+		e.sock.Close()
+	}()
 
 	timer := time.NewTimer(w.cfg.InitTimeout)
 	defer timer.Stop()

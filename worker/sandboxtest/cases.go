@@ -296,6 +296,10 @@ var isolationCases = []testCase{
 		if id.UID != 993 || id.GID != 990 || id.CapEff != "0000000000000000" || id.Pid > 50 || len(f) != 3 || f[0] != "0" || f[1] == "0" || (id.Hostname == host && host != "localhost") {
 			t.Errorf("identity in the sandbox: %+v (host name %q)", id, host)
 		}
+		// PID 1 is the agent, of another uid: out of the function's reach.
+		if got := h.Probe(t, env, map[string]any{"action": "kill", "code": 1}); got != "EPERM" {
+			t.Errorf("SIGTERM to PID 1: %s, want EPERM", got)
+		}
 	}},
 	{"Network", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "probe", ProbeGo)

@@ -20,6 +20,7 @@ package sandboxtest
 //	exit {code}              os.Exit(code) mid-invoke
 //	getenv {name}            the variable
 //	exec {argv}              runs a command and waits: its output, or the error
+//	kill {code}              sends SIGTERM to pid "code": "ok" or the errno's name
 //
 // Run as PROBE_CHILD=sleep it only sleeps (the fork bomb's children).
 const ProbeGo = `package main
@@ -270,6 +271,8 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		os.Exit(e.Code)
 	case "getenv":
 		return os.Getenv(e.Name), nil
+	case "kill":
+		return errnoName(errOf(syscall.Kill(e.Code, syscall.SIGTERM))), nil
 	case "exec":
 		out, err := exec.Command(e.Argv[0], e.Argv[1:]...).CombinedOutput()
 		if err != nil {

@@ -270,6 +270,8 @@ func CheckGone(t testing.TB, procs []worker.Process, mountMarkers ...string) {
 			}
 		}
 		if len(nss) > 0 {
+			// A namespace lives while a process is in it (or a descriptor
+			// or bind mount holds it; the backend keeps none).
 			used := namespacesInUse()
 			for _, ns := range nss {
 				if used[ns] {
