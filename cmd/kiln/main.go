@@ -19,7 +19,9 @@ import (
 	_ "github.com/kiln-dev/kiln/agent" // `kiln-agent` re-executions of this binary
 	benchpkg "github.com/kiln-dev/kiln/bench"
 	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/server"
+	"github.com/kiln-dev/kiln/worker"
 )
 
 func main() {
@@ -69,8 +71,18 @@ func up(args []string) error {
 	region := fs.String("region", "us-east-1", "region Kiln reports")
 	idle := fs.Duration("idle-timeout", 10*time.Minute, "how long an idle execution environment is kept")
 	concurrency := fs.Int("account-concurrency", 1000, "account concurrency limit")
+	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	fs.Parse(args)
+	var box worker.Sandbox
+	switch *isolation {
+	case "linux":
+		box = sandbox.Linux{}
+	case "process":
+		box = worker.ProcessSandbox{}
+	default:
+		return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
+	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	slog.SetDefault(logger)
@@ -80,7 +92,7 @@ func up(args []string) error {
 	s, err := server.Start(ctx, server.Config{
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
-		NATSListen: *natsListen, Logger: logger,
+		NATSListen: *natsListen, Sandbox: box, Logger: logger,
 	})
 	if err != nil {
 		return err
