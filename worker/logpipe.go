@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,11 +14,13 @@ import (
 //
 // Every byte the runtime wrote before it posted an invoke's result must be
 // read before that result is delivered, so its lines are counted in that
-// invoke. A background reader waits for output; flush reads whatever is left,
-// without blocking, from the goroutine that delivers the result. Both read
-// and hand on under one lock, so output keeps the pipe's order.
+// invoke. A background reader waits on the netpoller (no thread per
+// environment) and reads what arrives; flush reads whatever is left, without
+// blocking, from the goroutine that delivers the result. Both read and hand
+// on under one lock, so output keeps the pipe's order.
 type logPipe struct {
-	rfd    int
+	f      *os.File // non-blocking, registered with the netpoller
+	rc     syscall.RawConn
 	output func([]byte)
 
 	mu  sync.Mutex
@@ -36,31 +39,34 @@ func newLogPipe(f *os.File, output func([]byte)) (*logPipe, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	p := &logPipe{rfd: fd, output: output, buf: make([]byte, 64<<10)}
+	// os.NewFile on a non-blocking descriptor uses the netpoller.
+	p := &logPipe{f: os.NewFile(uintptr(fd), "runtime-output"), output: output, buf: make([]byte, 16<<10)}
+	if p.rc, err = p.f.SyscallConn(); err != nil {
+		p.f.Close()
+		return nil, err
+	}
 	go p.wait()
 	return p, nil
 }
 
-// wait blocks until output is readable, then hands it on, until EOF (every
+// wait parks until output is readable, then hands it on, until EOF (every
 // process holding the write end is gone).
 func (p *logPipe) wait() {
-	pfd := []unix.PollFd{{Fd: int32(p.rfd), Events: unix.POLLIN}}
-	for {
-		if _, err := unix.Poll(pfd, -1); err != nil && !errors.Is(err, unix.EINTR) {
-			return
-		}
-		if p.flush() {
-			return
-		}
-	}
+	p.rc.Read(func(fd uintptr) bool { return p.drain(int(fd)) })
+	p.f.Close()
 }
 
-// flush hands on everything readable now and reports whether the pipe ended.
-func (p *logPipe) flush() (eof bool) {
+// flush hands on everything readable now.
+func (p *logPipe) flush() {
+	p.rc.Control(func(fd uintptr) { p.drain(int(fd)) })
+}
+
+// drain reads until the pipe is empty and reports whether it ended.
+func (p *logPipe) drain(fd int) (eof bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for !p.eof {
-		n, err := unix.Read(p.rfd, p.buf)
+		n, err := unix.Read(fd, p.buf)
 		if n > 0 {
 			p.output(p.buf[:n])
 			continue
@@ -69,7 +75,6 @@ func (p *logPipe) flush() (eof bool) {
 			break
 		}
 		p.eof = true // n == 0: every writer closed; or a hard error
-		unix.Close(p.rfd)
 	}
 	return p.eof
 }
