@@ -116,9 +116,10 @@ func (k *kilnProc) log() string {
 	return string(b)
 }
 
-// Events accepted with 202 survive a crash: `kiln up` is killed (SIGKILL,
-// with its execution environments) while thousands of events are being
-// accepted, queued and run; restarted on the same data directory, it runs
+// Events accepted with 202 survive crashes: `kiln up` is killed (SIGKILL,
+// with its execution environments) once while thousands of events are being
+// accepted, and once while the pollers run queued events at full
+// concurrency; restarted on the same data directory each time, it runs
 // every accepted event at least once. Each run is counted by its success
 // record on a Kiln queue, read over NATS.
 func TestEventsSurviveCrash(t *testing.T) {
@@ -145,89 +146,118 @@ func TestEventsSurviveCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// 16 clients send events until the process dies under them; each
-	// event's invoke takes 20 ms, so that many are in flight at the kill.
-	const total, killAt = 6000, 3000
-	var (
-		mu       sync.Mutex
-		accepted = map[int]bool{}
-		next     atomic.Int64
-		wg       sync.WaitGroup
-		killed   = make(chan struct{})
-	)
-	for range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				out, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("rec"), InvocationType: types.InvocationTypeEvent,
-					Payload: []byte(fmt.Sprintf(`{"action":"sleep","ms":20,"id":%d}`, i))})
-				if err != nil {
-					return // the process is gone
-				}
-				if out.StatusCode == 202 {
-					mu.Lock()
-					accepted[i] = true
-					if len(accepted) == killAt {
-						close(killed)
+	// send sends events count events with ids from on, from 16 clients, and
+	// returns the ids accepted (202). With killAt > 0, it kills the process
+	// once killAt events are accepted, and stops when the clients fail.
+	send := func(from, count, killAt int) map[int]bool {
+		var (
+			mu       sync.Mutex
+			accepted = map[int]bool{}
+			next     atomic.Int64
+			wg       sync.WaitGroup
+			killed   = make(chan struct{})
+		)
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= count {
+						return
 					}
-					mu.Unlock()
+					out, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("rec"), InvocationType: types.InvocationTypeEvent,
+						Payload: []byte(fmt.Sprintf(`{"action":"sleep","ms":20,"id":%d}`, from+i))})
+					if err != nil {
+						if killAt > 0 {
+							return // the process is gone
+						}
+						t.Errorf("event %d: %v", from+i, err)
+						return
+					}
+					if out.StatusCode == 202 {
+						mu.Lock()
+						accepted[from+i] = true
+						if len(accepted) == killAt {
+							close(killed)
+						}
+						mu.Unlock()
+					}
 				}
-			}
-		}()
+			}()
+		}
+		if killAt > 0 {
+			<-killed
+			k.kill()
+		}
+		wg.Wait()
+		return accepted
 	}
-	<-killed
-	k.kill()
-	wg.Wait()
-	mu.Lock()
-	n := len(accepted)
-	mu.Unlock()
-	t.Logf("killed kiln up after %d events were accepted", n)
-
-	// What the first life ran before the kill.
-	k.start()
-	nc, err := nats.Connect("nats://" + k.nats)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	count := func() (distinct, records int) {
+	// records reads the success records' event ids over NATS.
+	records := func() (ids map[int]int, n int) {
+		nc, err := nats.Connect("nats://" + k.nats)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
 		msgs, err := eventinvoke.ReadQueue(ctx, js, seen, 1, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ids := map[int]bool{}
+		ids = map[int]int{}
 		for _, m := range msgs {
 			var r struct {
 				RequestPayload struct{ ID int } `json:"requestPayload"`
 			}
 			json.Unmarshal(m.Body, &r)
-			ids[r.RequestPayload.ID] = true
+			ids[r.RequestPayload.ID]++
 		}
+		return ids, len(msgs)
+	}
+
+	// Crash 1, while events are being accepted (each event's invoke takes
+	// 20 ms; while requests come in, the pollers run few at once).
+	accepted := send(0, 6000, 3000)
+	t.Logf("crash 1: killed kiln up after %d events were accepted", len(accepted))
+	k.start()
+
+	// Crash 2, with no requests coming in: the pollers run events at full
+	// concurrency, and many are in flight when the process dies.
+	ids, _ := records()
+	ran := len(ids)
+	more := send(10000, 2000, 0)
+	for i := range more {
+		accepted[i] = true
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if ids, _ = records(); len(ids) >= ran+2000+100 || time.Now().After(deadline) {
+			break
+		}
+	}
+	k.kill()
+	t.Logf("crash 2: killed kiln up with %d of %d accepted events run", len(ids), len(accepted))
+	k.start()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ids, n := records()
 		missing := 0
 		for i := range accepted {
-			if !ids[i] {
+			if ids[i] == 0 {
 				missing++
 			}
 		}
-		return n - missing, len(msgs)
-	}
-	before, _ := count()
-	t.Logf("right after the restart, %d of the %d accepted events had run", before, n)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		done, records := count()
-		if done == n {
-			t.Logf("all %d accepted events ran after the crash (%d records: %d duplicates)", n, records, records-n)
+		if missing == 0 {
+			dup := 0
+			for i := range accepted {
+				dup += ids[i] - 1
+			}
+			t.Logf("all %d accepted events ran, across two crashes (%d records; %d runs more than once)", len(accepted), n, dup)
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d accepted events ran after the crash and a minute\n%s", done, n, k.log())
+			t.Fatalf("%d of %d accepted events did not run within a minute of the restart\n%s", missing, len(accepted), k.log())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -265,26 +265,28 @@ func (p *poller) consume(ctx context.Context, q queue) {
 			sleep(ctx, 50*time.Millisecond)
 			continue
 		}
-		limit := maxBatch
+		// Fetch no more events than this process has room to run now. Slots
+		// are taken per event as it arrives: none is held while a fetch
+		// waits for events, which would keep other queues' events waiting.
+		free := s.waitFree(ctx)
+		if free == 0 {
+			return
+		}
+		n := min(want, free, maxBatch)
 		if !q.shared {
 			// A dedicated queue runs its function only as fast as the
 			// function's concurrency allows: no fetch without room.
-			free, wait := s.capacity(ctx, q.account, q.function)
-			if free <= 0 {
+			room, wait := s.capacity(ctx, q.account, q.function)
+			if room <= 0 {
 				sleep(ctx, wait)
 				continue
 			}
-			limit = min(limit, free)
-		}
-		n := s.acquireSlots(ctx, min(want, limit))
-		if n == 0 {
-			return
+			n = min(n, room)
 		}
 		fctx, cancel := context.WithTimeout(ctx, time.Second)
 		batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
 		if err != nil {
 			cancel()
-			s.releaseSlots(n)
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 				return
 			}
@@ -297,15 +299,18 @@ func (p *poller) consume(ctx context.Context, q queue) {
 		got := 0
 		for m := range batch.Messages() {
 			got++
+			if !s.acquireSlot(ctx, m) {
+				m.Nak() // the poller stops: let another have it now
+				continue
+			}
 			s.work.Add(1)
 			go func() {
 				defer s.work.Done()
-				defer s.releaseSlots(1)
+				defer s.releaseSlot()
 				s.handle(q, m)
 			}()
 		}
 		cancel()
-		s.releaseSlots(n - got)
 		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) &&
 			!errors.Is(err, nats.ErrTimeout) {
 			if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrConsumerDeleted) {
@@ -314,6 +319,7 @@ func (p *poller) consume(ctx context.Context, q queue) {
 			s.log.Warn("async: fetch", "queue", q.name, "err", err)
 			sleep(ctx, 200*time.Millisecond)
 		}
+		// Ask for more while events keep coming, for one when they stop.
 		switch {
 		case got == n:
 			want = min(2*n, maxBatch)
@@ -344,9 +350,9 @@ func (s *Service) limit() int {
 	return s.tune.Concurrency
 }
 
-// acquireSlots waits for a free invoke slot of this process and takes up
-// to n; 0 when ctx ended.
-func (s *Service) acquireSlots(ctx context.Context, n int) int {
+// waitFree waits until this process may start an async invoke and says
+// how many it may start now (taking none); 0 when ctx ended.
+func (s *Service) waitFree(ctx context.Context) int {
 	var t *time.Timer
 	defer func() {
 		if t != nil {
@@ -356,15 +362,12 @@ func (s *Service) acquireSlots(ctx context.Context, n int) int {
 	for {
 		limit := s.limit()
 		s.slotMu.Lock()
-		if free := limit - s.slotUsed; free > 0 {
-			k := min(n, free)
-			s.slotUsed += k
-			s.slotMu.Unlock()
-			return k
-		}
-		wake := s.slotWake
+		free, wake := limit-s.slotUsed, s.slotWake
 		s.slotMu.Unlock()
-		// The limit changes with sync load: look again now and then.
+		if free > 0 {
+			return free
+		}
+		// The limit changes with the load of requests: look again soon.
 		if t == nil {
 			t = time.NewTimer(5 * time.Millisecond)
 		} else {
@@ -379,12 +382,36 @@ func (s *Service) acquireSlots(ctx context.Context, n int) int {
 	}
 }
 
-func (s *Service) releaseSlots(n int) {
-	if n == 0 {
-		return
+// acquireSlot takes a slot for event m, waiting for one (and telling
+// JetStream that m is being worked on meanwhile); false when ctx ended.
+func (s *Service) acquireSlot(ctx context.Context, m jetstream.Msg) bool {
+	var stop func()
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		limit := s.limit()
+		s.slotMu.Lock()
+		if s.slotUsed < limit {
+			s.slotUsed++
+			s.slotMu.Unlock()
+			return true
+		}
+		s.slotMu.Unlock()
+		if stop == nil {
+			stop = s.keepAlive(m)
+		}
+		if s.waitFree(ctx) == 0 {
+			return false
+		}
 	}
+}
+
+func (s *Service) releaseSlot() {
 	s.slotMu.Lock()
-	s.slotUsed -= n
+	s.slotUsed--
 	close(s.slotWake)
 	s.slotWake = make(chan struct{})
 	s.slotMu.Unlock()

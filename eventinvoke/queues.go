@@ -296,3 +296,13 @@ func (s *Service) Queues() []QueueInfo {
 	}
 	return out
 }
+
+// Backlog is the number of events queued (waiting, in flight or waiting
+// for a retry) in every queue.
+func (s *Service) Backlog(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}

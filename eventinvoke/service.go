@@ -117,12 +117,12 @@ type Tuning struct {
 	// Pollers is the number of pollers in this process: 0 means 2, negative
 	// means none (this process only enqueues).
 	Pollers int
-	// Concurrency bounds the async invokes running at once in this process
-	// while no sync invoke runs. 0 means 16.
+	// Concurrency bounds the async invokes running at once in this
+	// process. 0 means 16.
 	Concurrency int
 	// ConcurrencyUnderSync bounds them while requests are served (sync
 	// invokes, event enqueues; and for 50 ms after the last one) and the
-	// machine's CPUs are more than half busy, so that async load leaves the
+	// machine's CPUs are more than 30% busy, so that async load leaves the
 	// machine to requests: running queued events yields. 0 means 1.
 	ConcurrencyUnderSync int
 	// Shards is the number of shared queues. 0 means 4.
