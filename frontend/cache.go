@@ -2,9 +2,7 @@ package frontend
 
 import (
 	"context"
-	"errors"
 	"sync"
-	"time"
 
 	"github.com/kiln-dev/kiln/metadata"
 )
@@ -49,16 +47,6 @@ func (c *cache) get(ctx context.Context, account, name string) (*metadata.Functi
 		return f, nil
 	}
 	f, err := c.store.Get(ctx, account, name)
-	// A cluster's metadata stream can be briefly unreachable (a leader
-	// election); an invoke waits a little rather than fail.
-	for wait := 25 * time.Millisecond; err != nil && !errors.Is(err, metadata.ErrNotFound) && wait <= time.Second; wait *= 2 {
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(wait):
-		}
-		f, err = c.store.Get(ctx, account, name)
-	}
 	if err != nil {
 		return nil, err
 	}

@@ -12,8 +12,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -121,6 +123,9 @@ func Pick() float64 { return rand.Float64() }
 // Store keeps Functions in a JetStream KV bucket.
 type Store struct {
 	kv jetstream.KeyValue
+	// replicated: reads are direct gets that any replica may answer, so a
+	// key written a moment ago can be missing from a lagging one.
+	replicated bool
 }
 
 // Config configures the store. The zero value uses bucket "kiln-functions"
@@ -135,35 +140,24 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Bucket == "" {
 		cfg.Bucket = "kiln-functions"
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:   cfg.Bucket,
-		History:  1,
-		Replicas: max(cfg.Replicas, 1),
-		Storage:  jetstream.FileStorage,
-	})
+	// Bind to the bucket when it exists: re-applying its configuration from
+	// every process would change it under the others' feet.
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:   cfg.Bucket,
+			History:  1,
+			Replicas: max(cfg.Replicas, 1),
+			Storage:  jetstream.FileStorage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) { // another process created it first
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("metadata bucket: %w", err)
 	}
-	if cfg.Replicas > 1 {
-		// Direct gets may be answered by a replica that has not caught up,
-		// so a function just created could read as missing: reads go
-		// through the stream leader instead.
-		name := "KV_" + cfg.Bucket
-		stream, err := js.Stream(ctx, name)
-		if err != nil {
-			return nil, fmt.Errorf("metadata bucket: %w", err)
-		}
-		if sc := stream.CachedInfo().Config; sc.AllowDirect {
-			sc.AllowDirect = false
-			if _, err := js.UpdateStream(ctx, sc); err != nil {
-				return nil, fmt.Errorf("metadata bucket: %w", err)
-			}
-		}
-		if kv, err = js.KeyValue(ctx, cfg.Bucket); err != nil {
-			return nil, fmt.Errorf("metadata bucket: %w", err)
-		}
-	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, replicated: cfg.Replicas > 1}, nil
 }
 
 func key(account, name string) string { return account + "." + name }
@@ -171,6 +165,20 @@ func key(account, name string) string { return account + "." + name }
 // Get reads one function.
 func (s *Store) Get(ctx context.Context, account, name string) (*Function, error) {
 	e, err := s.kv.Get(ctx, key(account, name))
+	// In a cluster the bucket's stream can be briefly without a leader (an
+	// election, a replica set changing): wait a little rather than fail.
+	for wait := 25 * time.Millisecond; isTransient(err) && wait <= time.Second; wait *= 2 {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("metadata get %s: %w", name, err)
+		case <-time.After(wait):
+		}
+		e, err = s.kv.Get(ctx, key(account, name))
+	}
+	if errors.Is(err, jetstream.ErrKeyNotFound) && s.replicated {
+		time.Sleep(50 * time.Millisecond) // let a lagging replica catch up, once
+		e, err = s.kv.Get(ctx, key(account, name))
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: function %s", ErrNotFound, name)
 	}
@@ -178,6 +186,10 @@ func (s *Store) Get(ctx context.Context, account, name string) (*Function, error
 		return nil, fmt.Errorf("metadata get %s: %w", name, err)
 	}
 	return decode(e)
+}
+
+func isTransient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 func decode(e jetstream.KeyValueEntry) (*Function, error) {

@@ -80,7 +80,8 @@ func (s *Service) Place(ctx context.Context, req Request) (string, error) {
 			continue
 		}
 		if best == nil || w.byFunc[req.Function] < best.byFunc[req.Function] ||
-			w.byFunc[req.Function] == best.byFunc[req.Function] && free(w) > free(best) {
+			w.byFunc[req.Function] == best.byFunc[req.Function] && (free(w) > free(best) ||
+				free(w) == free(best) && w.info.ID < best.info.ID) { // ties: by ID, so placement is deterministic
 			best = w
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -682,6 +683,14 @@ func (p *part) acquire(req Request) Reply {
 		var ie *worker.InitError
 		if errors.As(err, &ie) {
 			return Reply{InitError: ie}
+		}
+		var dial *net.OpError
+		if errors.As(err, &dial) && dial.Op == "dial" {
+			// The worker is gone and placement has not noticed yet (it
+			// waits for missed heartbeats). Nothing started, so the caller
+			// may safely try again, after a pause that lets placement catch up.
+			time.Sleep(100 * time.Millisecond)
+			return retry(fmt.Errorf("worker %s unreachable: %w", ref.ID, err))
 		}
 		return Reply{Error: fmt.Sprintf("create environment on %s: %v", ref.ID, err)}
 	}
