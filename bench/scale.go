@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/server"
 )
 
@@ -75,7 +76,7 @@ func ScaleOut(ctx context.Context, envs int, unlimited bool, out io.Writer) erro
 		return err
 	}
 	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AccountConcurrency: max(1000, envs),
-		ScaleUnlimited: unlimited, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ScaleUnlimited: unlimited, Sandbox: sandbox.Linux{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return err
 	}
