@@ -26,12 +26,14 @@ import (
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Config configures `kiln up`. The zero value serves on 127.0.0.1:9000 with
@@ -44,6 +46,9 @@ type Config struct {
 	AccountID, AccessKeyID, SecretAccessKey string
 	// AccountConcurrency is the account's concurrency limit; 0 means 1000.
 	AccountConcurrency int
+	// MetricsListen is where Prometheus metrics are served (/metrics);
+	// empty means nowhere.
+	MetricsListen string
 	// ScaleUnlimited turns the per-function scaling rate (1,000 new
 	// environments per 10 s) off.
 	ScaleUnlimited bool
@@ -73,17 +78,21 @@ type Server struct {
 	Counter    *counting.Counter
 	Functions  *metadata.Store
 	Logs       *logs.Store
-	Async      *eventinvoke.Service
-	NATSURL    string // nats://host:port when Config.NATSListen is set
+	Metrics    *metrics.Set
+	// MetricsEndpoint is the URL of the metrics, when served.
+	MetricsEndpoint string
+	Async           *eventinvoke.Service
+	NATSURL         string // nats://host:port when Config.NATSListen is set
 
-	logger    *slog.Logger
-	http      *http.Server
-	nats      *natsd.Server
-	nc        *nats.Conn
-	asyncNC   *nats.Conn
-	cancel    context.CancelFunc
-	done      chan error
-	closeOnce sync.Once
+	logger      *slog.Logger
+	http        *http.Server
+	metricsHTTP *http.Server
+	nats        *natsd.Server
+	nc          *nats.Conn
+	asyncNC     *nats.Conn
+	cancel      context.CancelFunc
+	done        chan error
+	closeOnce   sync.Once
 }
 
 // Start runs every role and returns once Kiln accepts requests.
@@ -185,9 +194,28 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		Tuning: cfg.Async, InvokesInFlight: inFlight, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	s.Metrics = metrics.New()
+	for _, state := range []string{"idle", "busy", "provisioned"} {
+		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
+			prometheus.Labels{"state": state}, func() float64 {
+				st := s.Assignment.Stats("", "")
+				return float64(map[string]int{"idle": st.Idle, "busy": st.Busy, "provisioned": st.Provisioned}[state])
+			}))
+	}
+	if cfg.MetricsListen != "" {
+		mln, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			return nil, fmt.Errorf("metrics listener: %w", err)
+		}
+		s.MetricsEndpoint = "http://" + mln.Addr().String() + "/metrics"
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.Metrics.Handler())
+		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go s.metricsHTTP.Serve(mln)
+	}
 	front, err := frontend.New(runCtx, frontend.Config{
 		Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
-		OnFunctionChange: s.functionChanged, Async: s.Async, Logger: cfg.Logger,
+		OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Logger: cfg.Logger,
 	})
 	if err != nil {
 		return nil, err
@@ -299,6 +327,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) close() {
+	if s.metricsHTTP != nil {
+		s.metricsHTTP.Close()
+	}
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)

@@ -71,6 +71,7 @@ func up(args []string) error {
 	region := fs.String("region", "us-east-1", "region Kiln reports")
 	idle := fs.Duration("idle-timeout", 10*time.Minute, "how long an idle execution environment is kept")
 	concurrency := fs.Int("account-concurrency", 1000, "account concurrency limit")
+	metricsListen := fs.String("metrics-listen", "127.0.0.1:9100", "address of the Prometheus metrics listener (/metrics); empty turns it off")
 	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	fs.Parse(args)
@@ -92,7 +93,7 @@ func up(args []string) error {
 	s, err := server.Start(ctx, server.Config{
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
-		NATSListen: *natsListen, Sandbox: box, Logger: logger,
+		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -110,6 +111,9 @@ func up(args []string) error {
 		s.DataDir, s.DataDir, s.Endpoint)
 	if s.NATSURL != "" {
 		fmt.Printf("  NATS (Kiln queues): %s\n", s.NATSURL)
+	}
+	if s.MetricsEndpoint != "" {
+		fmt.Printf("  metrics:            %s\n", s.MetricsEndpoint)
 	}
 	select {
 	case <-ctx.Done():

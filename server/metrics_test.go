@@ -1,0 +1,57 @@
+package server_test
+
+import (
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/server"
+)
+
+func TestPrometheusMetrics(t *testing.T) {
+	s := kilntest.Start(t, server.Config{MetricsListen: "127.0.0.1:0"})
+	c := kilntest.Lambda(s)
+	toolkit(t, c, "met", nil)
+	call(t, c, &lambda.InvokeInput{FunctionName: aws.String("met")})
+	call(t, c, &lambda.InvokeInput{FunctionName: aws.String("met"), Payload: []byte(`{"action":"error","msg":"x"}`)})
+	c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("met"), ReservedConcurrentExecutions: aws.Int32(0)})
+	waitFor(t, func() bool {
+		_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("met")})
+		return err != nil
+	})
+
+	resp, err := http.Get(s.MetricsEndpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	value := func(series string) float64 {
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
+		if m == nil {
+			t.Errorf("no series %s", series)
+			return 0
+		}
+		v, _ := strconv.ParseFloat(string(m[1]), 64)
+		return v
+	}
+	for series, want := range map[string]float64{
+		`kiln_invocations_total{function="met",outcome="success"}`:                                        1,
+		`kiln_invocations_total{function="met",outcome="error"}`:                                          1,
+		`kiln_function_errors_total{function="met",type="errorString"}`:                                   1,
+		`kiln_init_duration_seconds_count{function="met"}`:                                                1,
+		`kiln_invoke_duration_seconds_count{function="met"}`:                                              2,
+		`kiln_environments{state="idle"}`:                                                                 1,
+		`kiln_concurrent_executions{function="met"}`:                                                      0,
+		`kiln_throttles_total{function="met",reason="ReservedFunctionConcurrentInvocationLimitExceeded"}`: 1,
+	} {
+		if got := value(series); got < want || want == 0 && got != 0 {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+}
