@@ -159,7 +159,7 @@ func (s *Service) deliver(ctx context.Context, account, arn string, body []byte,
 			}
 			return err
 		}
-		h.Set(hdrRequestID, newRequestID())
+		h.Set(hdrRequestID, api.NewUUID())
 		h.Set(hdrAccount, t.Account)
 		h.Set(hdrFunction, t.Ref.Name)
 		if t.Ref.Qualifier != "" {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -91,7 +92,7 @@ type consumeLoop struct {
 }
 
 func newPoller(s *Service) *poller {
-	return &poller{s: s, l: &leaseHolder{kv: s.leases, id: "poller-" + newRequestID(), ttl: s.tune.LeaseTTL}, runs: map[string]*consumeLoop{}}
+	return &poller{s: s, l: &leaseHolder{kv: s.leases, id: "poller-" + api.NewUUID(), ttl: s.tune.LeaseTTL}, runs: map[string]*consumeLoop{}}
 }
 
 func (p *poller) run() {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -126,7 +127,7 @@ func (s *Service) applyRegistry(e jetstream.KeyValueEntry) {
 // and retires idle dedicated queues.
 func (s *Service) manage() {
 	defer s.wg.Done()
-	l := &leaseHolder{kv: s.leases, id: "manager-" + newRequestID(), ttl: s.tune.LeaseTTL}
+	l := &leaseHolder{kv: s.leases, id: "manager-" + api.NewUUID(), ttl: s.tune.LeaseTTL}
 	idle := map[string]time.Time{}
 	tick := min(s.tune.ManagerInterval, s.tune.LeaseTTL/3)
 	t := time.NewTicker(tick)

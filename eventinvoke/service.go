@@ -63,9 +63,7 @@ package eventinvoke
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -75,6 +73,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -360,7 +359,7 @@ func (s *Service) Close() {
 func (s *Service) Enqueue(ctx context.Context, t *frontend.Target, payload []byte, clientContext string) (string, error) {
 	s.enqueuing.Add(1)
 	defer s.enqueuing.Add(-1)
-	id := newRequestID()
+	id := api.NewUUID()
 	h := nats.Header{}
 	h.Set(hdrRequestID, id)
 	h.Set(hdrAccount, t.Account)
@@ -456,23 +455,4 @@ func (s *Service) changedCh() <-chan struct{} {
 	s.chMu.Lock()
 	defer s.chMu.Unlock()
 	return s.changed
-}
-
-// newRequestID returns a random UUID, the form of Lambda's request ids.
-func newRequestID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	var out [36]byte
-	hex.Encode(out[0:8], b[0:4])
-	out[8] = '-'
-	hex.Encode(out[9:13], b[4:6])
-	out[13] = '-'
-	hex.Encode(out[14:18], b[6:8])
-	out[18] = '-'
-	hex.Encode(out[19:23], b[8:10])
-	out[23] = '-'
-	hex.Encode(out[24:], b[10:])
-	return string(out[:])
 }
