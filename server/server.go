@@ -224,6 +224,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	cp := controlplane.New(controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
 		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()})
 
+	go s.collectCode(runCtx, cp)
+
 	mux := http.NewServeMux()
 	front.Register(mux)
 	cp.Register(mux)
@@ -245,6 +247,25 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	go func() { s.done <- s.http.Serve(ln) }()
 	return s, nil
+}
+
+// collectCode deletes, every hour, code packages that no function version
+// references any more (after an hour's grace for uploads in flight).
+func (s *Server) collectCode(ctx context.Context, cp *controlplane.Service) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if n, err := cp.CollectCode(ctx, time.Hour); err != nil {
+				s.logger.Warn("code collection", "err", err)
+			} else if n > 0 {
+				s.logger.Info("code collection", "deleted", n)
+			}
+		}
+	}
 }
 
 // bodyLimit: invokes get Lambda's payload limits; management calls the
