@@ -52,3 +52,33 @@ func BenchmarkInvokeWarm(b *testing.B) {
 		invoke()
 	}
 }
+
+// BenchmarkInvokeWarmParallel is BenchmarkInvokeWarm from 8 clients at once.
+func BenchmarkInvokeWarmParallel(b *testing.B) {
+	s := kilntest.Start(b, server.Config{})
+	c := kilntest.Lambda(s)
+	kilntest.MustCreate(b, c, &lambda.CreateFunctionInput{FunctionName: aws.String("bench"), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: fntest.GoFunctionZip(b, fntest.EchoGo)}})
+	payload := []byte(`{"message":"hello"}`)
+	sum := sha256.Sum256(payload)
+	hash := hex.EncodeToString(sum[:])
+	signer := v4.NewSigner()
+	creds := aws.Credentials{AccessKeyID: s.Identity.AccessKeyID, SecretAccessKey: s.Identity.SecretAccessKey}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	url := s.Endpoint + "/2015-03-31/functions/bench/invocations"
+	b.SetParallelism(4) // 4 × GOMAXPROCS(2) = 8 clients
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
+			signer.SignHTTP(context.Background(), creds, req, hash, "lambda", s.Region, time.Now())
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	})
+}
