@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"net/http"
 	"testing"
@@ -45,7 +46,7 @@ func benchInvoker(b *testing.B) func() error {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusOK {
-			return &http.ProtocolError{ErrorString: resp.Status}
+			return errors.New(resp.Status)
 		}
 		return nil
 	}
