@@ -333,7 +333,11 @@ func (a *agent) startExtension(path string) error {
 
 // reap collects every child that ends: the runtime, extensions and (as
 // PID 1) orphans of the environment.
-func (a *agent) reap(sigchld <-chan os.Signal) {
+func (a *agent) reap(sigchld <-chan os.Signal) { reapChildren(sigchld, a.exited) }
+
+// reapChildren waits for every child that has ended, at each SIGCHLD, and
+// passes it to exited.
+func reapChildren(sigchld <-chan os.Signal, exited func(pid int, ws syscall.WaitStatus)) {
 	for range sigchld {
 		for {
 			var ws syscall.WaitStatus
@@ -344,7 +348,7 @@ func (a *agent) reap(sigchld <-chan os.Signal) {
 			if pid <= 0 || err != nil {
 				break
 			}
-			a.exited(pid, ws)
+			exited(pid, ws)
 		}
 	}
 }

@@ -116,24 +116,14 @@ func (s *spawner) send(m agentproto.SpawnMessage, fds ...int) {
 }
 
 func (s *spawner) reap(sigchld <-chan os.Signal) {
-	for range sigchld {
-		for {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if pid <= 0 || err != nil {
-				break
-			}
-			s.mu.Lock()
-			if s.replied[pid] {
-				delete(s.replied, pid)
-				s.send(agentproto.SpawnMessage{Exit: &agentproto.SpawnExit{Pid: pid, Status: int(ws)}})
-			} else {
-				s.early[pid] = int(ws)
-			}
-			s.mu.Unlock()
+	reapChildren(sigchld, func(pid int, ws syscall.WaitStatus) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.replied[pid] {
+			delete(s.replied, pid)
+			s.send(agentproto.SpawnMessage{Exit: &agentproto.SpawnExit{Pid: pid, Status: int(ws)}})
+		} else {
+			s.early[pid] = int(ws)
 		}
-	}
+	})
 }

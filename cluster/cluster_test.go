@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -42,11 +41,7 @@ func kilnBinary(t *testing.T) string {
 			buildErr = err
 			return
 		}
-		binary = filepath.Join(dir, "kiln")
-		out, err := exec.Command("go", "build", "-o", binary, "../cmd/kiln").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
+		binary, buildErr = fntest.BuildKiln(dir)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)

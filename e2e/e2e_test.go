@@ -16,7 +16,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 )
 
@@ -89,15 +89,6 @@ type kiln struct {
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	waitErr  error
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // start runs `kiln up` and waits for GET /kiln/health.
@@ -399,12 +390,7 @@ func TestAWSClientsAgainstKilnUp(t *testing.T) {
 	buildErr := make(chan error, 1)
 	buildStart := time.Now()
 	go func() {
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("go build ./cmd/kiln: %v\n%s", err, out)
-		}
+		_, err := fntest.BuildKiln(dir)
 		buildErr <- err
 	}()
 	zips := buildZips(t, dir)
@@ -413,7 +399,7 @@ func TestAWSClientsAgainstKilnUp(t *testing.T) {
 	}
 	t.Logf("built kiln and the function packages in %s", time.Since(buildStart).Round(100*time.Millisecond))
 
-	addr := freeAddr(t)
+	addr := kilntest.FreeAddr(t)
 	k := &kiln{t: t, bin: bin, data: filepath.Join(dir, "data"), addr: addr, endpoint: "http://" + addr,
 		logPath: filepath.Join(dir, "kiln.log")}
 	t.Cleanup(k.stop)

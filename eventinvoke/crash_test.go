@@ -3,12 +3,10 @@ package eventinvoke_test
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,24 +39,11 @@ type kilnProc struct {
 }
 
 func buildKiln(t *testing.T) string {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Dir(filepath.Dir(file))
-	bin := filepath.Join(t.TempDir(), "kiln")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build kiln: %v\n%s", err, out)
-	}
-	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	bin, err := fntest.BuildKiln(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return bin
 }
 
 func (k *kilnProc) start() {
@@ -126,7 +111,7 @@ func TestEventsSurviveCrash(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and crashes a kiln up process")
 	}
-	k := &kilnProc{t: t, bin: buildKiln(t), data: t.TempDir(), addr: freeAddr(t), nats: freeAddr(t)}
+	k := &kilnProc{t: t, bin: buildKiln(t), data: t.TempDir(), addr: kilntest.FreeAddr(t), nats: kilntest.FreeAddr(t)}
 	k.logPath = filepath.Join(k.data, "kiln.log")
 	k.start()
 	defer k.kill()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -57,4 +58,15 @@ func MustCreate(tb testing.TB, c *lambda.Client, in *lambda.CreateFunctionInput)
 	if _, err := c.CreateFunction(context.Background(), in); err != nil {
 		tb.Fatalf("create function %s: %v", aws.ToString(in.FunctionName), err)
 	}
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

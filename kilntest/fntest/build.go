@@ -140,3 +140,19 @@ func main() {
 	})
 }
 `
+
+// BuildKiln compiles Kiln's own binary (cmd/kiln) into dir and returns its
+// path, for tests that run `kiln up` or cluster roles as real processes.
+func BuildKiln(dir string) (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "kiln")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/kiln")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/kiln: %w\n%s", err, out)
+	}
+	return bin, nil
+}
