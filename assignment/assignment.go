@@ -77,6 +77,11 @@ type pool struct {
 	provisioned int // provisioned environments alive or starting
 	creating    int // of which still initializing
 	prov        *Provision
+	provErr     error // last init failure of this target, reported as FAILED
+
+	// One report in flight per pool, and it reads the counts when it runs:
+	// reports racing each other could leave a stale count as the last word.
+	reporting, reportAgain bool
 }
 
 // Env is an execution environment leased to one invoke.

@@ -48,7 +48,8 @@ func (s *Service) SetProvisioned(account, function string, provs []Provision) {
 		doomed = append(doomed, p.trimProvisioned()...)
 		s.reconcileLocked(p)
 		if changed {
-			s.report(p, nil)
+			p.provErr = nil
+			s.reportLocked(p)
 		}
 	}
 	s.mu.Unlock()
@@ -91,7 +92,8 @@ func (s *Service) provisionOne(p *pool, pv *Provision) {
 		p.provisioned--
 		s.cfg.Logger.Warn("provisioned concurrency: environment failed", "function", pv.Function.FunctionName,
 			"version", pv.Function.Version, "err", err)
-		s.report(p, err)
+		p.provErr = err
+		s.reportLocked(p)
 		return
 	}
 	e.pool, e.provisioned, e.lastUsed = p, true, time.Now()
@@ -101,13 +103,33 @@ func (s *Service) provisionOne(p *pool, pv *Provision) {
 		return
 	}
 	p.idleProv = append(p.idleProv, e)
-	s.report(p, nil)
+	s.reportLocked(p)
 }
 
-// report tells the pool's Provision how many environments are ready.
-func (s *Service) report(p *pool, err error) {
+// reportLocked tells the pool's Provision how many environments are ready,
+// from one goroutine per pool so the last report carries the latest counts.
+func (s *Service) reportLocked(p *pool) {
 	if p.prov == nil || p.prov.Report == nil {
 		return
 	}
-	go p.prov.Report(p.provisioned-p.creating, err)
+	if p.reporting {
+		p.reportAgain = true
+		return
+	}
+	p.reporting = true
+	go func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for p.prov != nil && p.prov.Report != nil {
+			p.reportAgain = false
+			report, allocated, err := p.prov.Report, p.provisioned-p.creating, p.provErr
+			s.mu.Unlock()
+			report(allocated, err)
+			s.mu.Lock()
+			if !p.reportAgain {
+				break
+			}
+		}
+		p.reporting = false
+	}()
 }
