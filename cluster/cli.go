@@ -55,6 +55,7 @@ func Main(cmd string, args []string) error {
 	fs.DurationVar(&cfg.Lease, "lease", 400*time.Millisecond, "assignment: leader lease")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "assignment: idle environment lifetime")
 	fs.IntVar(&cfg.MemoryMB, "memory", 0, "worker: memory for environments in MB (0: unbounded)")
+	fs.IntVar(&cfg.CPUMillis, "cpu", 0, "worker: CPU for environments in thousandths of a CPU (0: every CPU of the host)")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
 	fs.Parse(args)

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -86,9 +87,10 @@ type RoleConfig struct {
 	Lease          time.Duration
 	IdleTimeout    time.Duration
 	// Worker capacity.
-	MemoryMB int
-	Identity Identity
-	Logger   *slog.Logger
+	MemoryMB  int
+	CPUMillis int // 0: runtime.NumCPU()*1000
+	Identity  Identity
+	Logger    *slog.Logger
 }
 
 func (c RoleConfig) connect() (*nats.Conn, error) {
@@ -205,11 +207,13 @@ func (c *PlacerClient) Release(workerID string, req placement.Request) {
 
 // Heartbeat is what a worker tells placement, every 200 ms.
 type Heartbeat struct {
-	ID       string `json:"id"`
-	Zone     string `json:"zone"`
-	Addr     string `json:"addr"`
-	MemoryMB int    `json:"memory_mb"`
-	Envs     int    `json:"envs"`
+	ID         string `json:"id"`
+	Zone       string `json:"zone"`
+	Addr       string `json:"addr"`
+	MemoryMB   int    `json:"memory_mb"`
+	CPUMillis  int    `json:"cpu_millis"`
+	LoadMillis int    `json:"load_millis"` // the host's CPU in use, last second
+	Envs       int    `json:"envs"`
 }
 
 // WorkerStatus is placement's view of a worker.
@@ -243,8 +247,9 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		mu.Lock()
 		defer mu.Unlock()
 		w := workers[hb.ID]
+		svc.Register(placement.WorkerInfo{ID: hb.ID, Zone: hb.Zone, MemoryMB: hb.MemoryMB,
+			CPUMillis: hb.CPUMillis, LoadMillis: hb.LoadMillis})
 		if w == nil || !w.Healthy {
-			svc.Register(placement.WorkerInfo{ID: hb.ID, Zone: hb.Zone, MemoryMB: hb.MemoryMB})
 			if w != nil && w.Draining {
 				svc.Drain(hb.ID)
 			}
@@ -388,11 +393,16 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	srv := &http.Server{Handler: ws.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
-	hb := Heartbeat{ID: cfg.Name, Zone: cfg.Zone, Addr: "http://" + ln.Addr().String(), MemoryMB: cfg.MemoryMB}
+	if cfg.CPUMillis == 0 {
+		cfg.CPUMillis = runtime.NumCPU() * 1000
+	}
+	hb := Heartbeat{ID: cfg.Name, Zone: cfg.Zone, Addr: "http://" + ln.Addr().String(), MemoryMB: cfg.MemoryMB, CPUMillis: cfg.CPUMillis}
+	var load hostLoad
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
 		hb.Envs = ws.Count()
+		hb.LoadMillis = load.millis(time.Now())
 		b, _ := json.Marshal(hb)
 		nc.Publish(subjHeartbeat, b)
 		select {
