@@ -35,6 +35,7 @@ type Config struct {
 	Clients    []int // concurrency levels; nil means 1, 2, 8
 	ColdStarts int   // 0 means 50
 	Payload    []byte
+	Sandbox    string // kiln up --sandbox; empty means its default
 	// DataDir holds the benchmark Kiln's data; empty means a temporary directory.
 	DataDir string
 }
@@ -79,7 +80,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	// Kiln and the floor each run in a process of their own, so both are
 	// measured across the same process boundary from this client.
-	s, err := startKiln(ctx, dir)
+	s, err := startKiln(ctx, dir, cfg.Sandbox)
 	if err != nil {
 		return err
 	}
@@ -259,10 +260,14 @@ const (
 )
 
 // startKiln runs `kiln up` (this same binary) on dir and a free port.
-func startKiln(ctx context.Context, dir string) (*kilnProcess, error) {
+func startKiln(ctx context.Context, dir, sandbox string) (*kilnProcess, error) {
 	os.Setenv("KILN_ACCESS_KEY_ID", benchKey)
 	os.Setenv("KILN_SECRET_ACCESS_KEY", benchSecret)
-	endpoint, stop, err := startChild(ctx, []string{"up", "--data", dir, "--listen", "127.0.0.1:0"}, "  endpoint:")
+	args := []string{"up", "--data", dir, "--listen", "127.0.0.1:0", "--metrics-listen", ""}
+	if sandbox != "" {
+		args = append(args, "--sandbox", sandbox)
+	}
+	endpoint, stop, err := startChild(ctx, args, "  endpoint:")
 	if err != nil {
 		return nil, err
 	}

@@ -150,6 +150,11 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
 		UnknownOperation(w, target)
 		return
 	}
+	if strings.HasPrefix(op, "Describe") || strings.HasSuffix(op, "LogEvents") {
+		// Reads see every line this process has taken, not only what a
+		// publishing round has stored so far.
+		s.Flush(r.Context())
+	}
 	out, err := h(c)
 	if err != nil {
 		var e *apiError

@@ -47,7 +47,12 @@ type Config struct {
 	// to the bucket (DescribeLogStreams in this process sees changes at
 	// once); default 1 s.
 	IndexInterval time.Duration
-	Logger        *slog.Logger
+	// Linger is how long a publishing round waits for more lines after the
+	// first, so that invokes in quick succession share one message and one
+	// ack; default 10 ms, negative means none. A Flush (every read of the
+	// API does one) ends the wait.
+	Linger time.Duration
+	Logger *slog.Logger
 }
 
 const (
@@ -57,6 +62,8 @@ const (
 	maxMessage = 900 << 10
 	// maxRound bounds what one publishing round takes from the queue.
 	maxRound = 8 << 20
+	// lingerRound ends a round's wait for more lines: one message's worth.
+	lingerRound = maxMessage
 )
 
 // Store is the log store.
@@ -131,6 +138,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	}
 	if cfg.IndexInterval <= 0 {
 		cfg.IndexInterval = time.Second
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 10 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -420,10 +430,17 @@ func (s *Store) run() {
 	defer close(s.done)
 	defer func() { <-indexDone }()
 	var round []item
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		select {
 		case it := <-s.queue:
 			round = append(round[:0], it)
+			if it.mark == nil && s.cfg.Linger > 0 {
+				linger.Reset(s.cfg.Linger)
+				round = s.linger(round, linger.C)
+				linger.Stop()
+			}
 		case <-s.stop:
 			for {
 				round = s.take(round[:0])
@@ -439,6 +456,27 @@ func (s *Store) run() {
 		s.publish(round)
 		clear(round) // let the lines go
 	}
+}
+
+// linger adds to round what comes before timeout fires, a flush marker
+// arrives, the store stops or the round is full.
+func (s *Store) linger(round []item, timeout <-chan time.Time) []item {
+	size := round[0].size
+	for size < lingerRound {
+		select {
+		case it := <-s.queue:
+			round = append(round, it)
+			if it.mark != nil {
+				return round
+			}
+			size += it.size
+		case <-timeout:
+			return round
+		case <-s.stop:
+			return round
+		}
+	}
+	return round
 }
 
 // take adds what is queued (without waiting) to round, up to maxRound bytes.

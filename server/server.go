@@ -133,9 +133,10 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s = &Server{Endpoint: "http://" + ln.Addr().String(), Region: cfg.Region, Identity: id, DataDir: dir,
 		cancel: cancel, done: make(chan error, 1), logger: cfg.Logger}
+	started := s // a failing return clears s
 	defer func() {
 		if err != nil {
-			s.Close()
+			started.Close()
 		}
 	}()
 	if err := writeAWSFiles(dir, id, cfg.Region, s.Endpoint); err != nil {

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -128,16 +129,26 @@ func bench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	invokes := fs.Int("invokes", 5000, "warm invokes per concurrency level")
 	cold := fs.Int("cold", 50, "cold starts to measure")
+	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
+	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
 	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	fs.Parse(args)
+	var levels []int
+	for _, c := range strings.Split(*clients, ",") {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
+			return fmt.Errorf("--clients: %q is not a positive number", c)
+		}
+		levels = append(levels, n)
+	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx := context.Background()
 	for _, section := range strings.Split(*only, ",") {
 		var err error
 		switch section {
 		case "invoke":
-			err = benchpkg.Run(ctx, benchpkg.Config{Invokes: *invokes, ColdStarts: *cold}, os.Stdout)
+			err = benchpkg.Run(ctx, benchpkg.Config{Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}, os.Stdout)
 		case "counting":
 			benchpkg.Counting(os.Stdout)
 		case "scale":
