@@ -62,8 +62,6 @@ const (
 	maxMessage = 900 << 10
 	// maxRound bounds what one publishing round takes from the queue.
 	maxRound = 8 << 20
-	// lingerRound ends a round's wait for more lines: one message's worth.
-	lingerRound = maxMessage
 )
 
 // Store is the log store.
@@ -81,6 +79,7 @@ type Store struct {
 	closed   atomic.Bool
 	stop     chan struct{}
 	done     chan struct{}
+	flushNow chan struct{} // ends a round's linger; capacity 1
 
 	indexMu  sync.Mutex // held while writing the index
 	mu       sync.Mutex
@@ -173,7 +172,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 		return nil, fmt.Errorf("logs index bucket: %w", err)
 	}
 	s := &Store{cfg: cfg, js: js, stream: st, kv: kv, log: cfg.Logger,
-		queue: make(chan item, 1<<14), stop: make(chan struct{}), done: make(chan struct{}),
+		queue: make(chan item, 1<<14), stop: make(chan struct{}), done: make(chan struct{}), flushNow: make(chan struct{}, 1),
 		accounts: map[string]map[string]*group{}, dirty: map[dirtyKey]struct{}{}}
 	if err := s.loadIndex(ctx); err != nil {
 		return nil, err
@@ -386,6 +385,10 @@ func (s *Store) Flush(ctx context.Context) error {
 		return ctx.Err()
 	}
 	select {
+	case s.flushNow <- struct{}{}:
+	default: // a flush is already pending
+	}
+	select {
 	case err := <-mark:
 		return err
 	case <-ctx.Done():
@@ -437,8 +440,14 @@ func (s *Store) run() {
 		case it := <-s.queue:
 			round = append(round[:0], it)
 			if it.mark == nil && s.cfg.Linger > 0 {
+				// Appends meanwhile only fill the queue's buffer: nobody
+				// is woken per invoke.
 				linger.Reset(s.cfg.Linger)
-				round = s.linger(round, linger.C)
+				select {
+				case <-linger.C:
+				case <-s.flushNow:
+				case <-s.stop:
+				}
 				linger.Stop()
 			}
 		case <-s.stop:
@@ -456,27 +465,6 @@ func (s *Store) run() {
 		s.publish(round)
 		clear(round) // let the lines go
 	}
-}
-
-// linger adds to round what comes before timeout fires, a flush marker
-// arrives, the store stops or the round is full.
-func (s *Store) linger(round []item, timeout <-chan time.Time) []item {
-	size := round[0].size
-	for size < lingerRound {
-		select {
-		case it := <-s.queue:
-			round = append(round, it)
-			if it.mark != nil {
-				return round
-			}
-			size += it.size
-		case <-timeout:
-			return round
-		case <-s.stop:
-			return round
-		}
-	}
-	return round
 }
 
 // take adds what is queued (without waiting) to round, up to maxRound bytes.
