@@ -102,7 +102,8 @@ func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
 	cc, _ := base64.StdEncoding.DecodeString(r.Header.Get("X-Kiln-Client-Context"))
 	res, err := s.W.Invoke(context.WithoutCancel(r.Context()), id, &worker.Invocation{
 		RequestID: r.Header.Get("X-Kiln-Request-Id"), FunctionArn: r.Header.Get("X-Kiln-Function-Arn"),
-		TraceID: r.Header.Get("X-Kiln-Trace-Id"), ClientContext: string(cc), Payload: payload})
+		TraceID: r.Header.Get("X-Kiln-Trace-Id"), ClientContext: string(cc), Payload: payload,
+		Background: r.Header.Get("X-Kiln-Background") == "true"})
 	if errors.Is(err, worker.ErrNoEnv) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
@@ -205,6 +206,7 @@ func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *work
 	resp, err := c.do(ctx, http.MethodPost, addr+"/kiln/envs/"+envID+"/invoke", inv.Payload, map[string]string{
 		"X-Kiln-Request-Id": inv.RequestID, "X-Kiln-Function-Arn": inv.FunctionArn, "X-Kiln-Trace-Id": inv.TraceID,
 		"X-Kiln-Client-Context": base64.StdEncoding.EncodeToString([]byte(inv.ClientContext)),
+		"X-Kiln-Background":     strconv.FormatBool(inv.Background),
 	})
 	if err != nil {
 		if unreachable(err) {

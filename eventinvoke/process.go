@@ -293,7 +293,7 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 	stop := s.keepAlive(m)
 	s.invoking.Add(1)
 	res, err := s.inv.Invoke(ctx, frontend.Request{Account: ev.account, Function: ev.function, Qualifier: ev.qualifier,
-		Payload: m.Data(), ClientContext: ev.clientContext})
+		Payload: m.Data(), ClientContext: ev.clientContext, Background: true})
 	s.invoking.Add(-1)
 	stop()
 	var apiErr *api.Error

@@ -104,6 +104,8 @@ type Request struct {
 	Payload             []byte
 	ClientContext       string // base64 JSON, as in X-Amz-Client-Context
 	TraceID             string
+	// Background: a queued event, run at background CPU priority.
+	Background bool
 }
 
 // Response is a synchronous invoke's outcome. FunctionError is "Unhandled"
@@ -197,10 +199,13 @@ func (f *Frontend) Invoke(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.invokeTarget(ctx, t, payload, clientContext, req.TraceID)
+	return f.invokeTarget(ctx, t, &worker.Invocation{Payload: payload, ClientContext: clientContext,
+		TraceID: req.TraceID, Background: req.Background})
 }
 
-func (f *Frontend) invokeTarget(ctx context.Context, t *Target, payload []byte, clientContext, trace string) (*Response, error) {
+// invokeTarget runs inv (its payload, client context, trace header and
+// priority; the rest is filled in here) on t.
+func (f *Frontend) invokeTarget(ctx context.Context, t *Target, inv *worker.Invocation) (*Response, error) {
 	name := t.Ref.Name
 	slot, err := f.cfg.Counter.Acquire(counting.Key{Account: t.Account, Function: name})
 	if err != nil {
@@ -214,13 +219,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *Target, payload []byte, 
 	defer f.cfg.Metrics.Started(name)()
 
 	requestID := api.NewUUID()
-	inv := &worker.Invocation{
-		RequestID:     requestID,
-		FunctionArn:   t.ARN,
-		TraceID:       traceID(trace),
-		ClientContext: clientContext,
-		Payload:       payload,
-	}
+	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, traceID(inv.TraceID)
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
 	res, initDuration, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
@@ -296,7 +295,8 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	res, err := f.invokeTarget(ctx, t, payload, clientContext, r.Header.Get("X-Amzn-Trace-Id"))
+	res, err := f.invokeTarget(ctx, t, &worker.Invocation{Payload: payload, ClientContext: clientContext,
+		TraceID: r.Header.Get("X-Amzn-Trace-Id")})
 	if err != nil {
 		fail(err)
 		return

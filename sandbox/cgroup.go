@@ -230,7 +230,7 @@ func (c *cgroup) assign(memMB int) error {
 			write(c.mem, "memory.limit_in_bytes", mem), // first: memsw may not go under it
 			writeIfExists(c.mem, "memory.memsw.limit_in_bytes", mem),
 			writeIfExists(c.mem, "memory.swappiness", 0),
-			write(c.dirs[1], "cpu.shares", int64(max(2, 1024*memMB/1769))),
+			c.setWeight(memMB, false),
 		)
 		if memMB*1000/1769 >= 1000 {
 			err = errors.Join(err, c.setCPU(memMB, true))
@@ -245,7 +245,7 @@ func (c *cgroup) assign(memMB int) error {
 			)
 		}
 		if m.v2Has["cpu"] {
-			err = errors.Join(err, write(d, "cpu.weight", int64(min(10000, max(1, 100*memMB/1769)))))
+			err = errors.Join(err, c.setWeight(memMB, false))
 			if memMB*1000/1769 >= 1000 {
 				err = errors.Join(err, c.setCPU(memMB, true))
 			}
@@ -255,6 +255,23 @@ func (c *cgroup) assign(memMB int) error {
 		return fmt.Errorf("cgroup %s: %w", c.name, err)
 	}
 	return nil
+}
+
+// setWeight sets the CPU weight of a function of memMB: in proportion to
+// its memory, or the lowest in the background (running queued events).
+func (c *cgroup) setWeight(memMB int, background bool) error {
+	switch {
+	case c.m.version == 1 && background:
+		return write(c.dirs[1], "cpu.shares", 2)
+	case c.m.version == 1:
+		return write(c.dirs[1], "cpu.shares", int64(max(2, 1024*memMB/1769)))
+	case !c.m.v2Has["cpu"]:
+		return nil
+	case background:
+		return write(c.dirs[0], "cpu.weight", 1)
+	default:
+		return write(c.dirs[0], "cpu.weight", int64(min(10000, max(1, 100*memMB/1769))))
+	}
 }
 
 // setCPU sets the CPU quota of a function of memMB.

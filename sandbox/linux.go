@@ -644,6 +644,17 @@ func (p *process) InitDone() {
 	}
 }
 
+// SetBackground gives the environment the lowest CPU weight while it runs
+// queued events, and its own back for synchronous invokes.
+func (p *process) SetBackground(background bool) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cleaned {
+		return nil
+	}
+	return p.cg.setWeight(p.memMB, background)
+}
+
 // OOMKilled reports whether the kernel killed a process of the environment
 // for exceeding its memory.
 func (p *process) OOMKilled() bool {

@@ -46,6 +46,9 @@ func TestLinuxCgroupV2(t *testing.T) {
 	if !v2Controller("pids") {
 		opts = append(opts, sandboxtest.Skip("Isolation/Pids"))
 	}
+	if !v2Controller("cpu") {
+		opts = append(opts, sandboxtest.Skip("BackgroundPriority"))
+	}
 	sandboxtest.Run(t, func(t *testing.T) worker.Sandbox { return l }, opts...)
 }
 

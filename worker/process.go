@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -70,6 +71,20 @@ func (p *childProcess) Kill() error {
 }
 
 func (p *childProcess) Wait() error { return p.cmd.Wait() }
+
+// SetBackground renices the agent's and the runtime's process groups
+// (every thread of every process in them).
+func (p *childProcess) SetBackground(background bool) error {
+	nice := 0
+	if background {
+		nice = 19
+	}
+	err := syscall.Setpriority(syscall.PRIO_PGRP, p.cmd.Process.Pid, nice)
+	if pid := p.runtimePid.Load(); pid > 0 {
+		err = errors.Join(err, syscall.Setpriority(syscall.PRIO_PGRP, int(pid), nice))
+	}
+	return err
+}
 
 // HostFootprint is the agent's pid: nothing else of the environment is the
 // backend's (for tests that check nothing is left behind).

@@ -50,6 +50,14 @@ type InitNotifier interface {
 	InitDone()
 }
 
+// Prioritizer is implemented by Processes whose CPU priority can change.
+// The worker lowers it while the environment runs queued (asynchronous)
+// events, so that they take the CPU synchronous invokes leave idle
+// instead of competing with them.
+type Prioritizer interface {
+	SetBackground(background bool) error
+}
+
 // OOMReporter is implemented by Processes that know whether the kernel
 // killed a process of the environment for exceeding its memory limit; the
 // worker then reports Runtime.OutOfMemory instead of Runtime.ExitError.

@@ -94,6 +94,9 @@ type Invocation struct {
 	ClientContext   string // decoded JSON
 	CognitoIdentity string
 	Payload         []byte
+	// Background marks a queued (asynchronous) event: it runs at the
+	// environment's background CPU priority where the backend has one.
+	Background bool
 }
 
 // Result is an invoke's outcome.
@@ -400,7 +403,8 @@ type env struct {
 	exit         agentproto.Exit
 	exited       bool // exit was reported
 
-	invokeMu    sync.Mutex // one invoke at a time
+	invokeMu    sync.Mutex // one invoke at a time; guards background
+	background  bool       // the process runs at background priority
 	mu          sync.Mutex // guards log and invokes
 	log         logBuffer
 	invokes     int
@@ -456,6 +460,12 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 	case <-e.dead: // it ended while idle: the invoke has not started, another env may take it
 		return nil, ErrNoEnv
 	default:
+	}
+	if p, ok := e.proc.(Prioritizer); ok && inv.Background != e.background {
+		// Best effort: a priority that cannot change costs speed, not correctness.
+		if err := p.SetBackground(inv.Background); err == nil {
+			e.background = inv.Background
+		}
 	}
 	fn := &e.spec.Function
 	timeout := time.Duration(fn.Timeout) * time.Second

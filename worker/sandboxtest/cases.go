@@ -1,6 +1,7 @@
 package sandboxtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,26 @@ import (
 )
 
 var lifecycleCases = []testCase{
+	{"BackgroundPriority", func(t *testing.T, h *Harness) {
+		fn := h.AddGo(t, "toolkit", fntest.ToolkitGo)
+		env := h.Create(t, fn)
+		procs := h.Processes()
+		p := procs[len(procs)-1]
+		if _, ok := p.(worker.Prioritizer); !ok {
+			t.Skip("the backend has no CPU priority")
+		}
+		own := hostPriority(t, p)
+		h.InvokeBackground(t, env, map[string]any{"hello": "queued"})
+		background := hostPriority(t, p)
+		h.InvokeBackground(t, env, map[string]any{"hello": "queued"})
+		res := h.Invoke(t, env, map[string]any{"hello": "sync"})
+		if string(res.Payload) != `{"hello":"sync"}` {
+			t.Fatalf("invoke after background ones: %s", res.Payload)
+		}
+		if again := hostPriority(t, p); background >= own || again != own {
+			t.Errorf("priority: own %d, running queued events %d, sync again %d", own, background, again)
+		}
+	}},
 	{"InvokeAndLogs", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "toolkit", fntest.ToolkitGo)
 		env := h.Create(t, fn)
@@ -363,4 +384,41 @@ var isolationCases = []testCase{
 			t.Errorf("after the fork bomb: %s", got)
 		}
 	}},
+}
+
+// hostPriority is the environment's CPU priority as the host sees it
+// (higher runs first): its cgroup's CPU weight when it has a cgroup, else
+// the negated nice value of its first process.
+func hostPriority(t *testing.T, p worker.Process) int {
+	t.Helper()
+	f, ok := p.(Footprinter)
+	if !ok {
+		t.Fatal("the backend's processes do not tell their host footprint")
+	}
+	pids, paths, _ := f.HostFootprint()
+	for _, dir := range paths {
+		for _, name := range []string{"cpu.shares", "cpu.weight"} {
+			if b, err := os.ReadFile(filepath.Join(dir, name)); err == nil {
+				n, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+				if err != nil {
+					t.Fatalf("%s/%s: %q", dir, name, b)
+				}
+				return n
+			}
+		}
+	}
+	if len(pids) == 0 {
+		t.Fatal("no host footprint")
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pids[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command's closing parenthesis; nice is field 19.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+2:]))
+	nice, err := strconv.Atoi(fields[16])
+	if err != nil {
+		t.Fatalf("nice in %q: %v", stat, err)
+	}
+	return -nice
 }

@@ -193,6 +193,17 @@ var reqSeq struct {
 // Invoke runs one invocation with a fresh request id.
 func (h *Harness) Invoke(t testing.TB, envID string, payload any) *worker.Result {
 	t.Helper()
+	return h.invoke(t, envID, payload, false)
+}
+
+// InvokeBackground is Invoke of a queued (asynchronous) event.
+func (h *Harness) InvokeBackground(t testing.TB, envID string, payload any) *worker.Result {
+	t.Helper()
+	return h.invoke(t, envID, payload, true)
+}
+
+func (h *Harness) invoke(t testing.TB, envID string, payload any, background bool) *worker.Result {
+	t.Helper()
 	b, ok := payload.([]byte)
 	if !ok {
 		b, _ = json.Marshal(payload)
@@ -202,7 +213,7 @@ func (h *Harness) Invoke(t testing.TB, envID string, payload any) *worker.Result
 	id := fmt.Sprintf("req-%d-%d", os.Getpid(), reqSeq.n)
 	reqSeq.Unlock()
 	res, err := h.W.Invoke(context.Background(), envID, &worker.Invocation{RequestID: id,
-		FunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:f", Payload: b})
+		FunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:f", Payload: b, Background: background})
 	if err != nil {
 		t.Fatalf("invoke: %v", err)
 	}
