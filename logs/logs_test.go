@@ -838,3 +838,42 @@ func BenchmarkFilterPoll(b *testing.B) {
 		})
 	}
 }
+
+// TestLingerAndReadFlush: a publishing round waits (here for an hour) for
+// more lines, yet every API read sees what was appended before it, and
+// lines still lingering at Close are stored.
+func TestLingerAndReadFlush(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, dir, logs.Config{Linger: time.Hour})
+	js := must(jetstream.New(e.nc))
+	stored := func() uint64 {
+		t.Helper()
+		st := must(js.Stream(ctx, "KILN_LOGS"))
+		return must(st.Info(ctx)).State.Msgs
+	}
+	t0 := time.Now().Truncate(time.Millisecond)
+	e.store.Append(account, lambdaGroup, lambdaStream, lines(t0, time.Millisecond, "first-%d", 3))
+	e.store.Append(account, lambdaGroup, lambdaStream, lines(t0.Add(time.Second), time.Millisecond, "second-%d", 2))
+	time.Sleep(50 * time.Millisecond) // the round has started and lingers
+	if n := stored(); n != 0 {
+		t.Fatalf("%d messages stored while the round lingers", n)
+	}
+	got := getAll(t, e.client, &cwl.GetLogEventsInput{LogGroupName: aws.String(lambdaGroup),
+		LogStreamName: aws.String(lambdaStream), StartFromHead: aws.Bool(true)})
+	if want := []string{"first-0", "first-1", "first-2", "second-0", "second-1"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("read during the linger: %q, want %q", got, want)
+	}
+	if n := stored(); n != 1 {
+		t.Errorf("%d messages for two appends to one stream in one round, want 1", n)
+	}
+
+	e.store.Append(account, lambdaGroup, lambdaStream, lines(t0.Add(2*time.Second), time.Millisecond, "third-%d", 1))
+	time.Sleep(50 * time.Millisecond)
+	e.stop() // Close ends the linger and stores the line
+	e = start(t, dir, logs.Config{Linger: time.Hour})
+	got = getAll(t, e.client, &cwl.GetLogEventsInput{LogGroupName: aws.String(lambdaGroup),
+		LogStreamName: aws.String(lambdaStream), StartFromHead: aws.Bool(true)})
+	if len(got) != 6 || got[5] != "third-0" {
+		t.Fatalf("after a restart: %q", got)
+	}
+}
