@@ -53,6 +53,9 @@ func Start(cfg Config) (*Server, error) {
 		if opts.Port, err = strconv.Atoi(port); err != nil {
 			return nil, fmt.Errorf("nats listen address: %w", err)
 		}
+		if opts.Port == 0 { // nats-server reads 0 as its default port, 4222
+			opts.Port = server.RANDOM_PORT
+		}
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
