@@ -70,11 +70,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 	fmt.Fprintln(out, "building the aws-lambda-go function ...")
-	bootstrap, err := fntest.BuildGo(fntest.EchoGo)
-	if err != nil {
-		return err
-	}
-	zip, err := fntest.ZipFiles(map[string][]byte{"bootstrap": bootstrap})
+	zip, err := echoZip()
 	if err != nil {
 		return err
 	}
@@ -147,13 +143,24 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 
 func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
 
-// client sends one kind of request, SigV4-signed when signer is set.
+// echoZip is the deployment package of the aws-lambda-go echo function.
+func echoZip() ([]byte, error) {
+	bootstrap, err := fntest.BuildGo(fntest.EchoGo)
+	if err != nil {
+		return nil, err
+	}
+	return fntest.ZipFiles(map[string][]byte{"bootstrap": bootstrap})
+}
+
+// client sends one kind of request, SigV4-signed when signer is set; an
+// Event invoke when event is set.
 type client struct {
 	url     string
 	payload []byte
 	signer  *v4.Signer
 	creds   aws.Credentials
 	region  string
+	event   bool
 	http    http.Client
 }
 
@@ -164,6 +171,11 @@ func (c *client) invoke(ctx context.Context) (time.Duration, error) {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	want := http.StatusOK
+	if c.event {
+		req.Header.Set("X-Amz-Invocation-Type", "Event")
+		want = http.StatusAccepted
+	}
 	if c.signer != nil {
 		sum := sha256.Sum256(c.payload)
 		if err := c.signer.SignHTTP(ctx, c.creds, req, hex.EncodeToString(sum[:]), "lambda", c.region, start); err != nil {
@@ -176,7 +188,7 @@ func (c *client) invoke(ctx context.Context) (time.Duration, error) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Amz-Function-Error") != "" {
+	if resp.StatusCode != want || resp.Header.Get("X-Amz-Function-Error") != "" {
 		return 0, fmt.Errorf("invoke: %s: %s", resp.Status, body)
 	}
 	return time.Since(start), nil
@@ -277,9 +289,19 @@ func startKiln(ctx context.Context, dir, sandbox string) (*kilnProcess, error) {
 // startChild runs this binary with args and waits for a stdout line starting
 // with prefix; the rest of that line is returned.
 func startChild(ctx context.Context, args []string, prefix string) (string, func(), error) {
-	self, err := os.Executable()
+	cmd, found, err := startChildLines(ctx, args, prefix)
 	if err != nil {
 		return "", nil, err
+	}
+	return found[0], func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }, nil
+}
+
+// startChildLines runs this binary with args and waits for a stdout line
+// starting with each prefix, in order; it returns the rest of each line.
+func startChildLines(ctx context.Context, args []string, prefixes ...string) (*exec.Cmd, []string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr
@@ -287,19 +309,23 @@ func startChild(ctx context.Context, args []string, prefix string) (string, func
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return nil, nil, err
 	}
-	stop := func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }
+	var found []string
 	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), prefix); ok {
-			go io.Copy(io.Discard, out)
-			return strings.TrimSpace(rest), stop, nil
+	for len(found) < len(prefixes) && sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), prefixes[len(found)]); ok {
+			found = append(found, strings.TrimSpace(rest))
 		}
 	}
-	stop()
-	return "", nil, fmt.Errorf("%s %v: exited before printing %q", self, args, prefix)
+	if len(found) < len(prefixes) {
+		cmd.Process.Signal(os.Interrupt)
+		cmd.Wait()
+		return nil, nil, fmt.Errorf("%s %v: exited before printing %q", self, args, prefixes[len(found)])
+	}
+	go io.Copy(io.Discard, out)
+	return cmd, found, nil
 }

@@ -38,6 +38,8 @@ func main() {
 		err = bench(os.Args[2:])
 	case "bench-floor": // the benchmark's plain-HTTP floor, run by `kiln bench`
 		err = benchpkg.ServeFloor()
+	case "bench-flood": // the async section's Event invoke flood, run by `kiln bench`
+		err = benchpkg.Flood(os.Args[2:])
 	case "help", "-h", "--help":
 		usage()
 		return
@@ -131,16 +133,13 @@ func bench(args []string) error {
 	cold := fs.Int("cold", 50, "cold starts to measure")
 	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
 	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
-	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods)")
+	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	fs.Parse(args)
-	var levels []int
-	for _, c := range strings.Split(*clients, ",") {
-		n, err := strconv.Atoi(c)
-		if err != nil || n < 1 {
-			return fmt.Errorf("--clients: %q is not a positive number", c)
-		}
-		levels = append(levels, n)
+	levels, err := positiveList(*clients, 1)
+	if err != nil {
+		return fmt.Errorf("--clients: %w", err)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx := context.Background()
@@ -151,6 +150,11 @@ func bench(args []string) error {
 			err = benchpkg.Run(ctx, benchpkg.Config{Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}, os.Stdout)
 		case "counting":
 			benchpkg.Counting(os.Stdout)
+		case "async":
+			var rates []int
+			if rates, err = positiveList(*floods, 0); err == nil {
+				err = benchpkg.SyncUnderAsync(ctx, rates, *isolation, os.Stdout)
+			}
 		case "scale":
 			fmt.Println()
 			if err = benchpkg.ScaleOut(ctx, *envs, false, os.Stdout); err == nil {
@@ -164,4 +168,17 @@ func bench(args []string) error {
 		}
 	}
 	return nil
+}
+
+// positiveList parses comma-separated integers of at least min.
+func positiveList(s string, min int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < min {
+			return nil, fmt.Errorf("%q is not a number of at least %d", f, min)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
