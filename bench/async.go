@@ -131,7 +131,7 @@ func sequential(ctx context.Context, c *client, n int) ([]time.Duration, error) 
 func newSignedClient(url string, payload []byte, conns int) *client {
 	return &client{url: url, payload: payload, signer: v4.NewSigner(), region: "us-east-1",
 		creds: aws.Credentials{AccessKeyID: benchKey, SecretAccessKey: benchSecret},
-		http: http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}}
+		http:  http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}}
 }
 
 // backlogOf reads how many events wait in Kiln's event stream.
