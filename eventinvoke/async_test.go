@@ -202,3 +202,46 @@ func TestConfigPerQualifier(t *testing.T) {
 	}
 	k.quiet("live-ok", 1, 200*time.Millisecond)
 }
+
+// Queued events give way to sync invokes on a busy machine, but only for
+// MaxDeferral: while one client invokes synchronously without pause, every
+// event still runs, well before the sync load ends.
+func TestEventsRunUnderContinuousSyncLoad(t *testing.T) {
+	tune := fast
+	tune.MaxDeferral = 300 * time.Millisecond
+	k := start(t, tune)
+	k.toolkit("sync")
+	k.toolkit("queued")
+	k.putConfig(&lambda.PutFunctionEventInvokeConfigInput{FunctionName: aws.String("queued"),
+		DestinationConfig: &types.DestinationConfig{OnSuccess: &types.OnSuccess{Destination: aws.String(k.queueARN("ran"))}}})
+	stop := make(chan struct{})
+	syncDone := make(chan int)
+	go func() {
+		n := 0
+		defer func() { syncDone <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("sync"), Payload: []byte(`{"action":"echo"}`)}); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+		}
+	}()
+	time.Sleep(200 * time.Millisecond) // sync load under way
+	const events = 20
+	for i := range events {
+		k.event("queued", map[string]any{"action": "echo", "n": i})
+	}
+	recs := k.records("ran", events, 20*time.Second) // fails the test if they do not all run
+	close(stop)
+	n := <-syncDone
+	if len(recs) != events || n == 0 {
+		t.Fatalf("%d events ran beside %d sync invokes", len(recs), n)
+	}
+	t.Logf("%d events ran while %d sync invokes kept going", len(recs), n)
+}

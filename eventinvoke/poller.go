@@ -269,7 +269,8 @@ func (p *poller) consume(ctx context.Context, q queue) {
 		// Fetch no more events than this process has room to run now. Slots
 		// are taken per event as it arrives: none is held while a fetch
 		// waits for events, which would keep other queues' events waiting.
-		free := s.waitFree(ctx)
+		// Fetching is not held back for sync invokes: each event is, by its age.
+		free := s.waitFree(ctx, time.Time{})
 		if free == 0 {
 			return
 		}
@@ -332,28 +333,40 @@ func (p *poller) consume(ctx context.Context, q queue) {
 	}
 }
 
-// syncQuiet is how long after the last request seen async invokes stay at
-// ConcurrencyUnderSync.
+// syncQuiet is how long after the last request seen async invokes stay
+// held back.
 const syncQuiet = 50 * time.Millisecond
 
-// limit is how many async invokes this process may run now: fewer while
-// requests are being served (sync invokes, event enqueues) and the
-// machine's CPUs are busy, so that running queued events does not slow
-// down answering requests.
-func (s *Service) limit() int {
+// limit is how many async invokes this process may run now, for an event
+// queued age ago. While the machine's CPUs are busy: none for an event
+// younger than MaxDeferral while sync invokes are served (they come
+// first; the event waits in its queue), and ConcurrencyUnderSync while
+// only enqueues are, so that running queued events does not slow down
+// answering requests.
+func (s *Service) limit(age time.Duration) int {
 	now := time.Now().UnixNano()
-	if s.enqueuing.Load() > 0 || s.cfg.InvokesInFlight != nil && s.cfg.InvokesInFlight() > int(s.invoking.Load()) {
+	switch {
+	case s.cfg.InvokesInFlight != nil && s.cfg.InvokesInFlight() > int(s.invoking.Load()):
 		s.lastSync.Store(now)
+		s.lastRequest.Store(now)
+	case s.enqueuing.Load() > 0:
+		s.lastRequest.Store(now)
 	}
-	if now-s.lastSync.Load() < int64(syncQuiet) && s.cpu.contended() {
+	switch {
+	case !s.cpu.contended():
+		return s.tune.Concurrency
+	case now-s.lastSync.Load() < int64(syncQuiet) && age < s.tune.MaxDeferral:
+		return 0
+	case now-s.lastRequest.Load() < int64(syncQuiet):
 		return s.tune.ConcurrencyUnderSync
 	}
 	return s.tune.Concurrency
 }
 
-// waitFree waits until this process may start an async invoke and says
-// how many it may start now (taking none); 0 when ctx ended.
-func (s *Service) waitFree(ctx context.Context) int {
+// waitFree waits until this process may start an async invoke of an
+// event queued at the given time (zero: long ago) and says how many it may
+// start now (taking none); 0 when ctx ended.
+func (s *Service) waitFree(ctx context.Context, queued time.Time) int {
 	var t *time.Timer
 	defer func() {
 		if t != nil {
@@ -361,7 +374,7 @@ func (s *Service) waitFree(ctx context.Context) int {
 		}
 	}()
 	for {
-		limit := s.limit()
+		limit := s.limit(time.Since(queued))
 		s.slotMu.Lock()
 		free, wake := limit-s.slotUsed, s.slotWake
 		s.slotMu.Unlock()
@@ -392,8 +405,12 @@ func (s *Service) acquireSlot(ctx context.Context, m jetstream.Msg) bool {
 			stop()
 		}
 	}()
+	var queued time.Time
+	if md, err := m.Metadata(); err == nil {
+		queued = md.Timestamp
+	}
 	for {
-		limit := s.limit()
+		limit := s.limit(time.Since(queued))
 		s.slotMu.Lock()
 		if s.slotUsed < limit {
 			s.slotUsed++
@@ -404,7 +421,7 @@ func (s *Service) acquireSlot(ctx context.Context, m jetstream.Msg) bool {
 		if stop == nil {
 			stop = s.keepAlive(m)
 		}
-		if s.waitFree(ctx) == 0 {
+		if s.waitFree(ctx, queued) == 0 {
 			return false
 		}
 	}

@@ -124,6 +124,10 @@ type Tuning struct {
 	// machine's CPUs are more than 30% busy, so that async load leaves the
 	// machine to requests: running queued events yields. 0 means 1.
 	ConcurrencyUnderSync int
+	// MaxDeferral is how long an event may be held back, on a busy machine,
+	// while sync invokes are served (none runs meanwhile); older events run
+	// at ConcurrencyUnderSync. 0 means 1 s.
+	MaxDeferral time.Duration
 	// Shards is the number of shared queues. 0 means 4.
 	Shards int
 	// DedicateBacklog is the backlog of one function on a shared queue at
@@ -160,6 +164,7 @@ func (t *Tuning) defaults() {
 	def(&t.LeaseTTL, 10*time.Second)
 	def(&t.AckWait, 10*time.Second)
 	def(&t.EventAgeUnit, time.Second)
+	def(&t.MaxDeferral, time.Second)
 	if t.Pollers == 0 {
 		t.Pollers = 2
 	}
@@ -226,15 +231,16 @@ type Service struct {
 
 	// Async invokes this process runs (slots taken by pollers), and the
 	// invokes among them under way in the sync path.
-	slotMu    sync.Mutex
-	slotUsed  int
-	slotWake  chan struct{} // closed when slots are released
-	invoking  atomic.Int64
-	lastSync  atomic.Int64 // unix nanoseconds when a request was last seen
-	enqueuing atomic.Int64 // Enqueue calls under way
-	cpu       cpuMeter
-	fnMu      sync.Mutex
-	fns       map[string]*fnState
+	slotMu      sync.Mutex
+	slotUsed    int
+	slotWake    chan struct{} // closed when slots are released
+	invoking    atomic.Int64
+	lastSync    atomic.Int64 // unix nanoseconds when a sync invoke was last seen
+	lastRequest atomic.Int64 // ... a sync invoke or an enqueue
+	enqueuing   atomic.Int64 // Enqueue calls under way
+	cpu         cpuMeter
+	fnMu        sync.Mutex
+	fns         map[string]*fnState
 
 	queueStreams sync.Map // Kiln queue streams known to exist
 
