@@ -87,6 +87,20 @@ func (k *kiln) waitFor(t *testing.T, want string) []types.FilteredLogEvent {
 	}
 }
 
+// endedLines checks that every message keeps its line's newline, as Lambda's
+// do, and returns them without it.
+func endedLines(t *testing.T, msgs []string) []string {
+	t.Helper()
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		var ok bool
+		if out[i], ok = strings.CutSuffix(m, "\n"); !ok {
+			t.Fatalf("message %q does not end its line", m)
+		}
+	}
+	return out
+}
+
 // checkInvokeLog asserts msgs are exactly one invoke's log: START, the
 // printed lines, END and REPORT.
 func checkInvokeLog(t *testing.T, msgs []string, printed ...string) {
@@ -117,7 +131,7 @@ func TestLambdaLogsThroughSDK(t *testing.T) {
 	k := startKiln(t, "logs-sdk")
 	k.print(t, 3, "hello")
 	evs := k.waitFor(t, "REPORT RequestId")
-	checkInvokeLog(t, messages(evs, filtMsg), "hello", "hello", "hello")
+	checkInvokeLog(t, endedLines(t, messages(evs, filtMsg)), "hello", "hello", "hello")
 
 	ds, err := k.logs.DescribeLogStreams(ctx, &cwl.DescribeLogStreamsInput{LogGroupName: aws.String(k.group),
 		OrderBy: types.OrderByLastEventTime, Descending: aws.Bool(true)})
@@ -129,7 +143,7 @@ func TestLambdaLogsThroughSDK(t *testing.T) {
 		t.Fatalf("stream name %q, want %s...", stream, want)
 	}
 	got := getAll(t, k.logs, &cwl.GetLogEventsInput{LogGroupName: aws.String(k.group), LogStreamName: aws.String(stream), StartFromHead: aws.Bool(true)})
-	checkInvokeLog(t, got, "hello", "hello", "hello")
+	checkInvokeLog(t, endedLines(t, got), "hello", "hello", "hello")
 	// Without startFromHead: the newest events, in order.
 	tail, err := k.logs.GetLogEvents(ctx, &cwl.GetLogEventsInput{LogGroupName: aws.String(k.group), LogStreamName: aws.String(stream), Limit: aws.Int32(2)})
 	if err != nil || len(tail.Events) != 2 || !strings.HasPrefix(aws.ToString(tail.Events[1].Message), "REPORT ") {
@@ -236,7 +250,7 @@ func TestLambdaLogsThroughCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(aws("logs", "filter-log-events", "--log-group-name", k.group, "--filter-pattern", `"hello"`, "--output", "json")), &fle); err != nil {
 		t.Fatal(err)
 	}
-	if len(fle.Events) != 3 || fle.Events[0].Message != "hello" || !strings.Contains(fle.Events[0].LogStreamName, "/[$LATEST]") {
+	if len(fle.Events) != 3 || fle.Events[0].Message != "hello\n" || !strings.Contains(fle.Events[0].LogStreamName, "/[$LATEST]") {
 		t.Fatalf("filter-log-events: %+v", fle)
 	}
 
@@ -264,9 +278,9 @@ func TestLambdaLogsThroughCLI(t *testing.T) {
 	}
 	msgs = msgs[:0]
 	for _, e := range gle.Events {
-		msgs = append(msgs, strings.TrimRight(e.Message, "\n"))
+		msgs = append(msgs, e.Message)
 	}
-	checkInvokeLog(t, msgs, "hello", "hello", "hello")
+	checkInvokeLog(t, endedLines(t, msgs), "hello", "hello", "hello")
 
 	// aws logs tail --follow, while invoking: it shows what is there, then
 	// polls (every 5 s) and shows the new invoke's lines.

@@ -45,7 +45,8 @@ func (l *logBuffer) init(sink LogSink, account, group, stream string) {
 
 func (l *logBuffer) reset() { l.buf = l.buf[:0] }
 
-// write takes output as it comes; a line is complete at its newline.
+// write takes output as it comes; a line is complete at its newline, which
+// its log event keeps (as Lambda's do; the CLI strips it).
 func (l *logBuffer) write(p []byte) {
 	l.keep(p)
 	if l.sink == nil {
@@ -63,11 +64,11 @@ func (l *logBuffer) write(p []byte) {
 			break
 		}
 		if len(l.partial) > 0 {
-			l.partial = append(l.partial, p[:i]...)
+			l.partial = append(l.partial, p[:i+1]...)
 			l.emit(now, l.partial)
 			l.partial = l.partial[:0]
 		} else {
-			l.emit(now, p[:i])
+			l.emit(now, p[:i+1])
 		}
 		p = p[i+1:]
 	}
