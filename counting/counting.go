@@ -5,6 +5,7 @@ package counting
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -47,6 +48,7 @@ type Counter struct {
 
 	mu       sync.Mutex
 	accounts map[string]*account
+	running  atomic.Int64 // slots held, every account
 }
 
 type account struct {
@@ -168,6 +170,7 @@ func (c *Counter) Acquire(k Key) (Slot, error) {
 		a.unreservedUse++
 	}
 	f.inUse++
+	c.running.Add(1)
 	return Slot{c: c, key: k}, nil
 }
 
@@ -184,7 +187,13 @@ func (s Slot) Release() {
 	if f.reserved == nil {
 		a.unreservedUse--
 	}
+	c.running.Add(-1)
 }
+
+// Running is the number of invokes running, in every account: lock-free,
+// for callers that poll it (the async pollers yield while it exceeds
+// their own invokes).
+func (c *Counter) Running() int { return int(c.running.Load()) }
 
 // InUse reports the invokes running for k and for its whole account.
 func (c *Counter) InUse(k Key) (function, account int) {

@@ -101,14 +101,14 @@ func TestRaceExact(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if len(got) != 50 {
-		t.Fatalf("granted %d slots, want 50", len(got))
+	if len(got) != 50 || c.Running() != 50 {
+		t.Fatalf("granted %d slots (%d running), want 50", len(got), c.Running())
 	}
 	for _, s := range got {
 		s.Release()
 	}
-	if fn, acct := c.InUse(k); fn != 0 || acct != 0 {
-		t.Fatalf("after releases in use = %d/%d", fn, acct)
+	if fn, acct := c.InUse(k); fn != 0 || acct != 0 || c.Running() != 0 {
+		t.Fatalf("after releases in use = %d/%d, %d running", fn, acct, c.Running())
 	}
 }
 

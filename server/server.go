@@ -190,9 +190,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.asyncNC, err = s.nats.Connect(); err != nil {
 		return nil, err
 	}
-	inFlight := func() int { _, n := s.Counter.InUse(counting.Key{Account: id.AccountID}); return n }
 	if s.Async, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: s.asyncNC, Region: cfg.Region,
-		Tuning: cfg.Async, InvokesInFlight: inFlight, Logger: cfg.Logger}); err != nil {
+		Tuning: cfg.Async, InvokesInFlight: s.Counter.Running, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	s.Metrics = metrics.New()
