@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -17,13 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/eventinvoke"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -46,38 +39,26 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 	if err != nil {
 		return err
 	}
-	os.Setenv("KILN_ACCESS_KEY_ID", benchKey)
-	os.Setenv("KILN_SECRET_ACCESS_KEY", benchSecret)
-	args := []string{"up", "--data", dir, "--listen", "127.0.0.1:0", "--metrics-listen", "", "--nats-listen", "127.0.0.1:0"}
-	if sandbox != "" {
-		args = append(args, "--sandbox", sandbox)
-	}
-	up, found, err := startChildLines(ctx, args, "  endpoint:", "  NATS (Kiln queues):")
+	k, err := startKiln(ctx, dir, sandbox, true)
 	if err != nil {
 		return err
 	}
-	defer func() { up.Process.Signal(os.Interrupt); up.Wait() }()
-	endpoint, natsURL := found[0], found[1]
-	backlog, closeNATS, err := backlogOf(ctx, natsURL)
+	defer k.stop()
+	backlog, closeNATS, err := backlogOf(ctx, k.natsURL)
 	if err != nil {
 		return err
 	}
 	defer closeNATS()
-
-	lc := lambda.New(lambda.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint),
-		Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, "")})
 	for _, name := range []string{"sync", "async"} {
-		if _, err := lc.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
-			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
-			Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(1769)}); err != nil {
+		if err := k.createEcho(ctx, name, zip); err != nil {
 			return err
 		}
 	}
-	syncClient := newSignedClient(endpoint+"/2015-03-31/functions/sync/invocations", []byte(`{"message":"sync"}`), 1)
+	syncClient := signedClient(k.endpoint, "sync", []byte(`{"message":"sync"}`), 1)
 	fmt.Fprintf(out, "%-10s %11s %11s %11s %11s %8s %8s %10s\n", "flood", "alone p50", "alone p99", "loaded p50", "loaded p99", "p50 ×", "p99 ×", "events/s")
 	for _, rate := range rates {
 		countFile := filepath.Join(dir, "flood-"+strconv.Itoa(rate))
-		flood, err := startFlood(ctx, endpoint, rate, countFile)
+		flood, err := startFlood(ctx, k.endpoint, rate, countFile)
 		if err != nil {
 			return err
 		}
@@ -126,12 +107,6 @@ func sequential(ctx context.Context, c *client, n int) ([]time.Duration, error) 
 		ds = append(ds, d)
 	}
 	return ds, nil
-}
-
-func newSignedClient(url string, payload []byte, conns int) *client {
-	return &client{url: url, payload: payload, signer: v4.NewSigner(), region: "us-east-1",
-		creds: aws.Credentials{AccessKeyID: benchKey, SecretAccessKey: benchSecret},
-		http:  http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}}
 }
 
 // backlogOf reads how many events wait in Kiln's event stream.
@@ -206,7 +181,7 @@ func Flood(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	const clients = 8
-	c := newSignedClient(args[0]+"/2015-03-31/functions/async/invocations", []byte(`{"message":"queued"}`), clients)
+	c := signedClient(args[0], "async", []byte(`{"message":"queued"}`), clients)
 	c.event = true
 	var sent atomic.Uint64
 	var wg sync.WaitGroup

@@ -76,20 +76,12 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	// Kiln and the floor each run in a process of their own, so both are
 	// measured across the same process boundary from this client.
-	s, err := startKiln(ctx, dir, cfg.Sandbox)
+	s, err := startKiln(ctx, dir, cfg.Sandbox, false)
 	if err != nil {
 		return err
 	}
 	defer s.stop()
-	lc := lambda.New(lambda.Options{Region: s.region, BaseEndpoint: aws.String(s.endpoint),
-		Credentials: credentials.NewStaticCredentialsProvider(s.accessKey, s.secretKey, "")})
-	create := func(name string) error {
-		_, err := lc.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
-			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
-			Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(1769)}) // one full vCPU, as Lambda gives at 1,769 MB
-		return err
-	}
-	if err := create("bench-warm"); err != nil {
+	if err := s.createEcho(ctx, "bench-warm", zip); err != nil {
 		return err
 	}
 
@@ -99,9 +91,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	defer stopFloor()
 	floor := &client{url: floorURL, payload: cfg.Payload}
-	kiln := &client{url: s.endpoint + "/2015-03-31/functions/bench-warm/invocations", payload: cfg.Payload,
-		signer: v4.NewSigner(), region: s.region,
-		creds: aws.Credentials{AccessKeyID: s.accessKey, SecretAccessKey: s.secretKey}}
+	kiln := signedClient(s.endpoint, "bench-warm", cfg.Payload, 1)
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level, payload %d bytes, GOMAXPROCS-limited host\n", cfg.Invokes, len(cfg.Payload))
 	fmt.Fprintf(out, "%-8s %-12s %10s %10s %12s\n", "clients", "target", "p50", "p99", "invokes/s")
@@ -125,11 +115,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	var cold []time.Duration
 	for i := range cfg.ColdStarts {
 		name := fmt.Sprintf("bench-cold-%d", i)
-		if err := create(name); err != nil {
+		if err := s.createEcho(ctx, name, zip); err != nil {
 			return err
 		}
-		c := *kiln
-		c.url = s.endpoint + "/2015-03-31/functions/" + name + "/invocations"
+		c := signedClient(s.endpoint, name, cfg.Payload, 1)
+		c.http = kiln.http // the warm runs' connection: a cold start, not a new connection, is measured
 		d, err := c.invoke(ctx)
 		if err != nil {
 			return err
@@ -262,28 +252,62 @@ func ServeFloor() error {
 }
 
 type kilnProcess struct {
-	endpoint, region, accessKey, secretKey string
-	stop                                   func()
+	endpoint string
+	natsURL  string // with startKiln's withNATS
+	lambda   *lambda.Client
+	stop     func()
 }
 
 const (
 	benchKey    = "AKIAKILNBENCHMARK000"
 	benchSecret = "kiln-bench-secret-key"
+	benchRegion = "us-east-1"
 )
 
-// startKiln runs `kiln up` (this same binary) on dir and a free port.
-func startKiln(ctx context.Context, dir, sandbox string) (*kilnProcess, error) {
+// startKiln runs `kiln up` (this same binary) on dir and a free port, with
+// the isolation backend sandbox (empty: its default) and, withNATS, NATS
+// on a free port for clients outside it.
+func startKiln(ctx context.Context, dir, sandbox string, withNATS bool) (*kilnProcess, error) {
 	os.Setenv("KILN_ACCESS_KEY_ID", benchKey)
 	os.Setenv("KILN_SECRET_ACCESS_KEY", benchSecret)
 	args := []string{"up", "--data", dir, "--listen", "127.0.0.1:0", "--metrics-listen", ""}
+	prefixes := []string{"  endpoint:"}
+	if withNATS {
+		args = append(args, "--nats-listen", "127.0.0.1:0")
+		prefixes = append(prefixes, "  NATS (Kiln queues):")
+	}
 	if sandbox != "" {
 		args = append(args, "--sandbox", sandbox)
 	}
-	endpoint, stop, err := startChild(ctx, args, "  endpoint:")
+	cmd, found, err := startChildLines(ctx, args, prefixes...)
 	if err != nil {
 		return nil, err
 	}
-	return &kilnProcess{endpoint: endpoint, region: "us-east-1", accessKey: benchKey, secretKey: benchSecret, stop: stop}, nil
+	k := &kilnProcess{endpoint: found[0], stop: func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() },
+		lambda: lambda.New(lambda.Options{Region: benchRegion, BaseEndpoint: aws.String(found[0]),
+			Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, "")})}
+	if withNATS {
+		k.natsURL = found[1]
+	}
+	return k, nil
+}
+
+// createEcho deploys the echo function as name, at one full vCPU (as Lambda
+// gives at 1,769 MB).
+func (k *kilnProcess) createEcho(ctx context.Context, name string, zip []byte) error {
+	_, err := k.lambda.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
+		Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
+		Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(1769)})
+	return err
+}
+
+// signedClient invokes function on the Kiln at endpoint with the bench's
+// keys, over up to conns connections.
+func signedClient(endpoint, function string, payload []byte, conns int) *client {
+	return &client{url: endpoint + "/2015-03-31/functions/" + function + "/invocations", payload: payload,
+		signer: v4.NewSigner(), region: benchRegion,
+		creds: aws.Credentials{AccessKeyID: benchKey, SecretAccessKey: benchSecret},
+		http:  http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns}}}
 }
 
 // startChild runs this binary with args and waits for a stdout line starting
