@@ -261,13 +261,19 @@ func (s *Service) createAlias(c *call) error {
 	return c.reply(http.StatusCreated, alias)
 }
 
-func (s *Service) getAlias(c *call) error {
+// alias is the function and alias name of an alias's path.
+func (s *Service) alias(c *call) (api.FunctionRef, string, error) {
 	ref, err := s.function(c, false)
 	if err != nil {
-		return err
+		return ref, "", err
 	}
 	name := c.r.PathValue("Name")
-	if err := checkAliasName(name); err != nil {
+	return ref, name, checkAliasName(name)
+}
+
+func (s *Service) getAlias(c *call) error {
+	ref, name, err := s.alias(c)
+	if err != nil {
 		return err
 	}
 	f, err := s.get(c, ref.Name, "")
@@ -282,12 +288,8 @@ func (s *Service) getAlias(c *call) error {
 }
 
 func (s *Service) updateAlias(c *call) error {
-	ref, err := s.function(c, false)
+	ref, name, err := s.alias(c)
 	if err != nil {
-		return err
-	}
-	name := c.r.PathValue("Name")
-	if err := checkAliasName(name); err != nil {
 		return err
 	}
 	var req updateAliasRequest
@@ -348,12 +350,8 @@ func (s *Service) updateAlias(c *call) error {
 // deleteAlias removes an alias; deleting one that does not exist succeeds
 // (the model lists no ResourceNotFoundException for DeleteAlias).
 func (s *Service) deleteAlias(c *call) error {
-	ref, err := s.function(c, false)
+	ref, name, err := s.alias(c)
 	if err != nil {
-		return err
-	}
-	name := c.r.PathValue("Name")
-	if err := checkAliasName(name); err != nil {
 		return err
 	}
 	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
