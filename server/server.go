@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -210,6 +211,11 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		s.MetricsEndpoint = "http://" + mln.Addr().String() + "/metrics"
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.Metrics.Handler())
+		// Profiles of the running process, for finding where an invoke's
+		// time goes (go tool pprof http://ADDR/debug/pprof/profile).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go s.metricsHTTP.Serve(mln)
 	}
