@@ -55,7 +55,11 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 		}
 	}
 	syncClient := signedClient(k.endpoint, "sync", []byte(`{"message":"sync"}`), 1)
-	fmt.Fprintf(out, "%-10s %11s %11s %11s %11s %8s %8s %10s\n", "flood", "alone p50", "alone p99", "loaded p50", "loaded p99", "p50 ×", "p99 ×", "events/s")
+	// The A/A columns compare the alone rounds of even and odd turns: how
+	// far two runs without any flood differ here, the noise the ratios
+	// are read against.
+	fmt.Fprintf(out, "%-10s %11s %11s %11s %11s %8s %8s %8s %8s %10s\n", "flood", "alone p50", "alone p99", "loaded p50", "loaded p99",
+		"p50 ×", "p99 ×", "A/A p50", "A/A p99", "events/s")
 	for _, rate := range rates {
 		countFile := filepath.Join(dir, "flood-"+strconv.Itoa(rate))
 		flood, err := startFlood(ctx, k.endpoint, rate, countFile)
@@ -63,6 +67,7 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 			return err
 		}
 		var alone, loaded []time.Duration
+		var aloneTurns [2][]time.Duration
 		var floodTime time.Duration
 		for round := 0; round < 12 && err == nil; round++ {
 			if err = waitDrained(ctx, backlog); err != nil {
@@ -73,6 +78,7 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 				break
 			}
 			alone = append(alone, ds...)
+			aloneTurns[round%2] = append(aloneTurns[round%2], ds...)
 			flood.Process.Signal(syscall.SIGCONT)
 			t0 := time.Now()
 			time.Sleep(200 * time.Millisecond)
@@ -86,12 +92,14 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 			return err
 		}
 		a, l := summarize(alone, 0), summarize(loaded, 0)
+		a0, a1 := summarize(aloneTurns[0], 0), summarize(aloneTurns[1], 0)
 		name := "flood"
 		if rate > 0 {
 			name = strconv.Itoa(rate) + "/s"
 		}
-		fmt.Fprintf(out, "%-10s %11s %11s %11s %11s %7.2fx %7.2fx %10.0f\n", name, round(a.P50), round(a.P99), round(l.P50), round(l.P99),
-			float64(l.P50)/float64(a.P50), float64(l.P99)/float64(a.P99), float64(sent)/floodTime.Seconds())
+		fmt.Fprintf(out, "%-10s %11s %11s %11s %11s %7.2fx %7.2fx %7.2fx %7.2fx %10.0f\n", name, round(a.P50), round(a.P99), round(l.P50), round(l.P99),
+			float64(l.P50)/float64(a.P50), float64(l.P99)/float64(a.P99), float64(a1.P50)/float64(a0.P50), float64(a1.P99)/float64(a0.P99),
+			float64(sent)/floodTime.Seconds())
 	}
 	return nil
 }

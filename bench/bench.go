@@ -329,7 +329,7 @@ func startKiln(ctx context.Context, dir, sandbox string, withNATS bool) (*kilnPr
 	if err != nil {
 		return nil, err
 	}
-	k := &kilnProcess{endpoint: found[0], stop: func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() },
+	k := &kilnProcess{endpoint: found[0], stop: func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() },
 		lambda: lambda.New(lambda.Options{Region: benchRegion, BaseEndpoint: aws.String(found[0]),
 			Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, "")})}
 	if withNATS {
@@ -363,7 +363,7 @@ func startChild(ctx context.Context, args []string, prefix string) (string, func
 	if err != nil {
 		return "", nil, err
 	}
-	return found[0], func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }, nil
+	return found[0], func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }, nil
 }
 
 // startChildLines runs this binary with args and waits for a stdout line
@@ -375,7 +375,9 @@ func startChildLines(ctx context.Context, args []string, prefixes ...string) (*e
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr
-	// If the benchmark dies, its children stop too (kiln up shuts down cleanly on SIGTERM).
+	// If the benchmark dies, its children stop too. They are stopped with
+	// SIGTERM (kiln up shuts down cleanly on it): a background shell starts
+	// its jobs ignoring SIGINT, and children inherit that.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -392,7 +394,7 @@ func startChildLines(ctx context.Context, args []string, prefixes ...string) (*e
 		}
 	}
 	if len(found) < len(prefixes) {
-		cmd.Process.Signal(os.Interrupt)
+		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		return nil, nil, fmt.Errorf("%s %v: exited before printing %q", self, args, prefixes[len(found)])
 	}

@@ -250,7 +250,11 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 	caller, _ := auth.FromContext(ctx)
 	fail := func(err error) {
 		var e *api.Error
-		if !errors.As(err, &e) {
+		switch {
+		case errors.As(err, &e):
+		case ctx.Err() != nil: // the caller hung up: nothing went wrong here
+			f.cfg.Logger.Debug("invoke abandoned by its caller", "path", r.URL.Path, "err", err)
+		default:
 			f.cfg.Logger.Error("invoke", "path", r.URL.Path, "err", err)
 		}
 		api.WriteError(w, err)
