@@ -183,6 +183,30 @@ def invoke_python_with_context_client_context_and_tail():
 
 
 @check
+def event_invokes_between_sync_ones():
+    # Right after a sync invoke, kiln up hands an Event invoke's connection to
+    # its event frontend process, which hands it back for the next sync one:
+    # one boto3 client, one connection, requests alternating.
+    marker = "evt-%d" % time.time_ns()
+    for i in range(6):
+        invoke("b3-py", {"sync": i})
+        resp = lam.invoke(FunctionName="b3-py", InvocationType="Event",
+                          Payload=json.dumps({"marker": marker, "i": i}).encode())
+        assert resp["StatusCode"] == 202, "Event invoke: StatusCode %s" % resp["StatusCode"]
+        assert resp["ResponseMetadata"]["RequestId"], resp["ResponseMetadata"]
+    logs = session.client("logs", endpoint_url=ENDPOINT, config=CONFIG)
+    seen = set()
+    deadline = time.time() + 30
+    while len(seen) < 6 and time.time() < deadline:
+        for page in logs.get_paginator("filter_log_events").paginate(logGroupName="/aws/lambda/b3-py"):
+            for e in page["events"]:
+                if marker in e["message"]:
+                    seen.add(json.loads(e["message"].split("python handler got ", 1)[1])["i"])
+        time.sleep(0.2)
+    assert seen == set(range(6)), "events that ran: %s of 0..5" % sorted(seen)
+
+
+@check
 def python_function_error():
     resp, out = invoke("b3-py-fail", {"why": "boto3"}, LogType="Tail")
     assert resp.get("FunctionError") == "Unhandled", "FunctionError %r" % resp.get("FunctionError")

@@ -100,7 +100,7 @@ func (k *kiln) start() {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "\n===== kiln up --data %s --listen %s (%s)\n", k.data, k.addr, time.Now().Format(time.RFC3339))
-	cmd := exec.Command(k.bin, "up", "--data", k.data, "--listen", k.addr)
+	cmd := exec.Command(k.bin, "up", "--data", k.data, "--listen", k.addr, "--metrics-listen", "")
 	cmd.Env = append(os.Environ(), "KILN_ACCESS_KEY_ID="+accessKeyID, "KILN_SECRET_ACCESS_KEY="+secretAccessKey)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a forced stop also ends the execution

@@ -52,7 +52,7 @@ func (k *kilnProc) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(k.bin, "up", "--data", k.data, "--listen", k.addr, "--nats-listen", k.nats)
+	cmd := exec.Command(k.bin, "up", "--data", k.data, "--listen", k.addr, "--nats-listen", k.nats, "--metrics-listen", "")
 	cmd.Env = append(os.Environ(), "KILN_ACCESS_KEY_ID="+crashKeyID, "KILN_SECRET_ACCESS_KEY="+crashSecret)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -358,6 +358,10 @@ func (s *Service) Close() {
 	})
 }
 
+// EnqueueSeen notes events being taken elsewhere (by the event frontend
+// process): the pollers yield to them as to this process's Enqueue calls.
+func (s *Service) EnqueueSeen() { s.lastRequest.Store(time.Now().UnixNano()) }
+
 // Enqueue stores an Event invoke durably and returns its request id: the
 // frontend answers 202 after it returns. Publishes are asynchronous and
 // pipelined on the connection (many enqueues share round trips), but each

@@ -330,11 +330,12 @@ func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionCon
 			return nil, 0, err
 		}
 		res, err := env.Worker.Invoke(ctx, env.ID, inv)
+		initDuration := env.InitDuration // env is the next caller's after Release
 		f.cfg.Assignment.Release(env, err == nil && res.Reusable)
 		if errors.Is(err, worker.ErrNoEnv) && attempt < 3 {
 			continue
 		}
-		return res, env.InitDuration, err
+		return res, initDuration, err
 	}
 }
 

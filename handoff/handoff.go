@@ -54,6 +54,7 @@ type Endpoint struct {
 	sock *net.UnixConn
 	addr net.Addr
 
+	onNote  func(byte)
 	conns   chan net.Conn
 	errOnce sync.Once
 	err     error
@@ -62,8 +63,8 @@ type Endpoint struct {
 
 // Open serves one end of a handoff socket (a file from Pair, or one
 // inherited). addr is what received connections report as their local
-// address.
-func Open(f *os.File, addr net.Addr) (*Endpoint, error) {
+// address; onNote, if set, runs for every Note from the other end.
+func Open(f *os.File, addr net.Addr, onNote func(byte)) (*Endpoint, error) {
 	c, err := net.FileConn(f)
 	f.Close()
 	if err != nil {
@@ -74,20 +75,28 @@ func Open(f *os.File, addr net.Addr) (*Endpoint, error) {
 		c.Close()
 		return nil, fmt.Errorf("handoff socket: %T is not a Unix socket", c)
 	}
-	e := &Endpoint{sock: uc, addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
+	e := &Endpoint{sock: uc, addr: addr, onNote: onNote, conns: make(chan net.Conn), done: make(chan struct{})}
 	go e.receive()
 	return e, nil
 }
+
+// ErrNotPassed means Pass left the request where it was (its head is too
+// large to send): the caller still serves it.
+var ErrNotPassed = errors.New("handoff: request head too large to pass")
 
 // Pass hands the connection of the request r to the other end, which
 // serves r as if it had read it itself. Pass hijacks the connection: when
 // it returns nil the request is the other side's; on an error the
 // connection has been closed (the client sees it drop, as when a server
-// dies, and retries). Call it before reading r's body.
+// dies, and retries), unless the error is ErrNotPassed. Call it before
+// reading r's body.
 func (e *Endpoint) Pass(w http.ResponseWriter, r *http.Request) error {
 	head, err := Head(r)
 	if err != nil {
 		return err
+	}
+	if len(head) > MaxHead+4<<10 {
+		return ErrNotPassed
 	}
 	conn, rw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
@@ -141,10 +150,14 @@ func Head(r *http.Request) ([]byte, error) {
 		b.WriteString("Connection: close\r\n")
 	}
 	b.WriteString("\r\n")
-	if b.Len() > MaxHead+4<<10 {
-		return nil, errors.New("handoff: request head too large")
-	}
 	return b.Bytes(), nil
+}
+
+// Note sends the other end a one-byte message that carries no connection:
+// its onNote runs with b. Notes and connections arrive in the order sent.
+func (e *Endpoint) Note(b byte) error {
+	_, err := e.sock.Write([]byte{b})
+	return err
 }
 
 // receive turns every message from the other end into a connection for Accept.
@@ -156,6 +169,12 @@ func (e *Endpoint) receive() {
 		if err != nil || (n == 0 && oobn == 0) {
 			e.fail(fmt.Errorf("handoff socket: %w", errors.Join(err, io.EOF)))
 			return
+		}
+		if oobn == 0 { // a note
+			if e.onNote != nil && n == 1 {
+				e.onNote(buf[0])
+			}
+			continue
 		}
 		c, err := connFrom(buf[:n], oob[:oobn], e.addr)
 		if err != nil {

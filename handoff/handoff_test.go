@@ -48,11 +48,12 @@ func TestRequestsMoveBetweenProcesses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ea, err := handoff.Open(fa, ln.Addr())
+	notes := make(chan byte, 1)
+	ea, err := handoff.Open(fa, ln.Addr(), func(b byte) { notes <- b })
 	if err != nil {
 		t.Fatal(err)
 	}
-	eb, err := handoff.Open(fb, ln.Addr())
+	eb, err := handoff.Open(fb, ln.Addr(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +110,19 @@ func TestRequestsMoveBetweenProcesses(t *testing.T) {
 	if conns != 1 {
 		t.Errorf("%d connections opened, want 1 kept through every handoff", conns)
 	}
+	if err := eb.Note('q'); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-notes; b != 'q' { // a note arrives as a note, not as a connection
+		t.Errorf("note %q", b)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+ln.Addr().String()+"/after-note", nil)
+	req.Header.Set("X-Side", "a")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("after a note: %v", err)
+	}
+	resp.Body.Close()
 }
 
 // TestHeadKeepsWhatSignaturesCover checks the head a receiver parses back:

@@ -97,3 +97,8 @@ func (s *Set) Throttled(function, reason string) {
 func GaugeFunc(name, help string, labels prometheus.Labels, f func() float64) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: labels}, f)
 }
+
+// CounterFunc is a counter whose value f reads.
+func CounterFunc(name, help string, f func() float64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+}

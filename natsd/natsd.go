@@ -19,11 +19,15 @@ type Config struct {
 	Dir string
 	// Listen is host:port for NATS clients; empty means no network listener.
 	Listen string
+	// Password, when set, is required of every client (user "kiln"),
+	// in-process ones included.
+	Password string
 }
 
 // Server is a running embedded NATS server.
 type Server struct {
-	srv *server.Server
+	srv      *server.Server
+	password string
 }
 
 // Start runs an embedded NATS server with JetStream and waits until it is ready.
@@ -43,6 +47,9 @@ func Start(cfg Config) (*Server, error) {
 	}
 	if cfg.Dir != "" {
 		opts.StoreDir = cfg.Dir
+	}
+	if cfg.Password != "" {
+		opts.Username, opts.Password = User, cfg.Password
 	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
@@ -66,12 +73,19 @@ func Start(cfg Config) (*Server, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("nats server: not ready after 30s")
 	}
-	return &Server{srv: srv}, nil
+	return &Server{srv: srv, password: cfg.Password}, nil
 }
+
+// User is the user name clients give with Config.Password.
+const User = "kiln"
 
 // Connect opens a client connection inside this process, without a socket.
 func (s *Server) Connect() (*nats.Conn, error) {
-	return nats.Connect("", nats.InProcessServer(s.srv), nats.Name("kiln"))
+	opts := []nats.Option{nats.InProcessServer(s.srv), nats.Name("kiln")}
+	if s.password != "" {
+		opts = append(opts, nats.UserInfo(User, s.password))
+	}
+	return nats.Connect("", opts...)
 }
 
 // ClientURL is the URL external processes connect to ("" when not listening).

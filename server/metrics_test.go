@@ -1,10 +1,6 @@
 package server_test
 
 import (
-	"io"
-	"net/http"
-	"regexp"
-	"strconv"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -25,19 +21,12 @@ func TestPrometheusMetrics(t *testing.T) {
 		return err != nil
 	})
 
-	resp, err := http.Get(s.MetricsEndpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	metrics := scrape(t, s)
 	value := func(series string) float64 {
-		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(body)
-		if m == nil {
+		v, ok := metrics(series)
+		if !ok {
 			t.Errorf("no series %s", series)
-			return 0
 		}
-		v, _ := strconv.ParseFloat(string(m[1]), 64)
 		return v
 	}
 	for series, want := range map[string]float64{

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -25,6 +26,7 @@ import (
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/handoff"
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/metrics"
@@ -64,7 +66,12 @@ type Config struct {
 	// the embedded JetStream (to read Kiln queues); empty means none. It
 	// has no authentication: keep it on loopback.
 	NATSListen string
-	Logger     *slog.Logger
+	// EventFrontend is the command that runs the event-invoke frontend as a
+	// process of its own at idle CPU priority (`kiln event-frontend`; see
+	// events.go), so that a flood of Event invokes leaves the CPUs to sync
+	// invokes. Empty: this process takes Event invokes itself.
+	EventFrontend []string
+	Logger        *slog.Logger
 }
 
 // Server is a running Kiln.
@@ -91,6 +98,7 @@ type Server struct {
 	nats        *natsd.Server
 	nc          *nats.Conn
 	asyncNC     *nats.Conn
+	events      *eventFrontend
 	cancel      context.CancelFunc
 	done        chan error
 	closeOnce   sync.Once
@@ -144,10 +152,18 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("aws files: %w", err)
 	}
 
-	if s.nats, err = natsd.Start(natsd.Config{Dir: filepath.Join(dir, "nats"), Listen: cfg.NATSListen}); err != nil {
+	natsCfg := natsd.Config{Dir: filepath.Join(dir, "nats"), Listen: cfg.NATSListen}
+	if len(cfg.EventFrontend) > 0 && natsCfg.Listen == "" {
+		// The event frontend process reaches JetStream over loopback; no
+		// one else may.
+		natsCfg.Listen, natsCfg.Password = "127.0.0.1:0", natsPassword()
+	}
+	if s.nats, err = natsd.Start(natsCfg); err != nil {
 		return nil, err
 	}
-	s.NATSURL = s.nats.ClientURL()
+	if cfg.NATSListen != "" {
+		s.NATSURL = s.nats.ClientURL()
+	}
 	if s.nc, err = s.nats.Connect(); err != nil {
 		return nil, err
 	}
@@ -249,9 +265,29 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	root.Handle("/", signed)
 
-	s.http = &http.Server{Handler: root, ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	var events atomic.Pointer[eventFrontend]
+	s.http = &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if e := events.Load(); e != nil {
+				e.serveHTTP(w, r, root)
+				return
+			}
+			root.ServeHTTP(w, r)
+		})}
 	go func() { s.done <- s.http.Serve(ln) }()
+	if len(cfg.EventFrontend) > 0 {
+		s.events, err = startEventFrontend(ctx, cfg.EventFrontend, EventFrontendConfig{NATSURL: s.nats.ClientURL(),
+			NATSPassword: natsCfg.Password, Region: cfg.Region, Identity: id, Shards: cfg.Async.Shards},
+			func(l net.Listener) { s.http.Serve(l) }, s.Async.EnqueueSeen, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		events.Store(s.events)
+		s.Metrics.Register(metrics.CounterFunc("kiln_event_frontend_handoffs_total",
+			"Client connections handed to the event-invoke frontend process (each carries Event invokes until a request on it is something else).",
+			func() float64 { return float64(s.events.handoffs.Load()) }))
+	}
 	return s, nil
 }
 
@@ -356,6 +392,9 @@ func (s *Server) Close() error {
 func (s *Server) close() {
 	if s.metricsHTTP != nil {
 		s.metricsHTTP.Close()
+	}
+	if s.events != nil { // before NATS: its enqueues under way finish
+		s.events.close()
 	}
 	if s.http != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -40,6 +40,8 @@ func main() {
 		err = benchpkg.ServeFloor()
 	case "bench-flood": // the async section's Event invoke flood, run by `kiln bench`
 		err = benchpkg.Flood(os.Args[2:])
+	case "event-frontend": // the event-invoke frontend process, run by `kiln up`
+		err = eventFrontend()
 	case "help", "-h", "--help":
 		usage()
 		return
@@ -76,6 +78,7 @@ func up(args []string) error {
 	concurrency := fs.Int("account-concurrency", 1000, "account concurrency limit")
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:9100", "address of the Prometheus metrics listener (/metrics); empty turns it off")
 	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
+	separateEvents := fs.Bool("event-frontend", true, "take Event invokes in a process of their own at idle CPU priority, so that a flood of them leaves the CPUs to sync invokes")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	fs.Parse(args)
 	var box worker.Sandbox
@@ -93,7 +96,15 @@ func up(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	s, err := server.Start(ctx, server.Config{
+	var eventFrontend []string
+	if *separateEvents {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		eventFrontend = []string{self, "event-frontend"}
+	}
+	s, err := server.Start(ctx, server.Config{EventFrontend: eventFrontend,
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
 		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, Logger: logger,
@@ -125,6 +136,13 @@ func up(args []string) error {
 	}
 	s.Close()
 	return err
+}
+
+func eventFrontend() error {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("process", "event-frontend")
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return server.RunEventFrontend(ctx, logger)
 }
 
 func bench(args []string) error {
