@@ -25,11 +25,14 @@ import (
 // SyncUnderAsync measures sequential sync invokes of one function alone
 // and while another process floods Kiln with Event invokes of another
 // function, at each rate (events/s; 0: as fast as 8 clients go). Kiln runs
-// as `kiln up` (isolation backend sandbox, empty for its default), the
+// as `kiln up` (isolation backend cfg.Sandbox, empty for its default), the
 // flood as `kiln bench-flood`: each its own process, as clients and server
 // are in use. The flood is paused (SIGSTOP) between
 // loaded rounds, and an alone round starts once the queued events are done.
-func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Writer) error {
+//
+// Last, the flood runs unbounded with no sync invokes: the rate at which
+// Kiln accepts events.
+func SyncUnderAsync(ctx context.Context, cfg AsyncConfig, out io.Writer) error {
 	dir, err := os.MkdirTemp("", "kiln-bench-async-")
 	if err != nil {
 		return err
@@ -40,7 +43,11 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 	if err != nil {
 		return err
 	}
-	k, err := startKiln(ctx, dir, sandbox, true)
+	var upArgs []string
+	if cfg.InProcessEvents {
+		upArgs = append(upArgs, "--event-frontend=false")
+	}
+	k, err := startKiln(ctx, dir, cfg.Sandbox, true, upArgs...)
 	if err != nil {
 		return err
 	}
@@ -61,7 +68,7 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 	// are read against.
 	fmt.Fprintf(out, "%-10s %11s %11s %11s %11s %8s %8s %8s %8s %10s\n", "flood", "alone p50", "alone p99", "loaded p50", "loaded p99",
 		"p50 ×", "p99 ×", "A/A p50", "A/A p99", "events/s")
-	for _, rate := range rates {
+	for _, rate := range cfg.Rates {
 		countFile := filepath.Join(dir, "flood-"+strconv.Itoa(rate))
 		flood, err := startFlood(ctx, k.endpoint, rate, countFile)
 		if err != nil {
@@ -102,7 +109,32 @@ func SyncUnderAsync(ctx context.Context, rates []int, sandbox string, out io.Wri
 			float64(l.P50)/float64(a.P50), float64(l.P99)/float64(a.P99), float64(a1.P50)/float64(a0.P50), float64(a1.P99)/float64(a0.P99),
 			float64(sent)/floodTime.Seconds())
 	}
+	if err := waitDrained(ctx, backlog); err != nil {
+		return err
+	}
+	flood, err := startFlood(ctx, k.endpoint, 0, filepath.Join(dir, "flood-alone"))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	flood.Process.Signal(syscall.SIGCONT)
+	time.Sleep(3 * time.Second)
+	sent, err := stopFlood(flood, filepath.Join(dir, "flood-alone"))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "enqueue alone (8 clients, no sync invokes): %.0f events/s\n", float64(sent)/time.Since(start).Seconds())
 	return nil
+}
+
+// AsyncConfig configures SyncUnderAsync.
+type AsyncConfig struct {
+	// Rates of the floods, events/s; 0 is as fast as 8 clients go.
+	Rates []int
+	// Sandbox is kiln up's isolation backend; empty means its default.
+	Sandbox string
+	// InProcessEvents runs kiln up with --event-frontend=false.
+	InProcessEvents bool
 }
 
 // sequential runs n invokes one after another and returns their latencies.

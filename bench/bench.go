@@ -311,9 +311,9 @@ const (
 )
 
 // startKiln runs `kiln up` (this same binary) on dir and a free port, with
-// the isolation backend sandbox (empty: its default) and, withNATS, NATS
-// on a free port for clients outside it.
-func startKiln(ctx context.Context, dir, sandbox string, withNATS bool) (*kilnProcess, error) {
+// the isolation backend sandbox (empty: its default), withNATS NATS on a
+// free port for clients outside it, and upArgs.
+func startKiln(ctx context.Context, dir, sandbox string, withNATS bool, upArgs ...string) (*kilnProcess, error) {
 	os.Setenv("KILN_ACCESS_KEY_ID", benchKey)
 	os.Setenv("KILN_SECRET_ACCESS_KEY", benchSecret)
 	args := []string{"up", "--data", dir, "--listen", "127.0.0.1:0", "--metrics-listen", ""}
@@ -325,6 +325,7 @@ func startKiln(ctx context.Context, dir, sandbox string, withNATS bool) (*kilnPr
 	if sandbox != "" {
 		args = append(args, "--sandbox", sandbox)
 	}
+	args = append(args, upArgs...)
 	cmd, found, err := startChildLines(ctx, args, prefixes...)
 	if err != nil {
 		return nil, err

@@ -154,6 +154,7 @@ func bench(args []string) error {
 	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods)")
 	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
+	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
 	fs.Parse(args)
 	levels, err := positiveList(*clients, 1)
 	if err != nil {
@@ -171,7 +172,7 @@ func bench(args []string) error {
 		case "async":
 			var rates []int
 			if rates, err = positiveList(*floods, 0); err == nil {
-				err = benchpkg.SyncUnderAsync(ctx, rates, *isolation, os.Stdout)
+				err = benchpkg.SyncUnderAsync(ctx, benchpkg.AsyncConfig{Rates: rates, Sandbox: *isolation, InProcessEvents: *inProcessEvents}, os.Stdout)
 			}
 		case "scale":
 			fmt.Println()
