@@ -1,17 +1,17 @@
 package partition
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kiln-dev/kiln/kilntest/script"
 )
 
-// TestScripts runs testdata/*.txt. Each line is one journal message with
-// one record (sequence numbers count from 1), or an assertion:
+// TestScripts runs testdata/*.txt, scripts in the format of package
+// kilntest/script. Each line is one journal message with one record
+// (sequence numbers count from 1), or an assertion:
 //
 //	lead EPOCH LEADER
 //	create EPOCH ENV WORKER FUNCTION TOKEN
@@ -25,106 +25,82 @@ import (
 // A record line ending in "=> TEXT" must fail with an error containing TEXT
 // (and is skipped, as every member skips it).
 func TestScripts(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.txt")
-	if len(files) == 0 {
-		t.Fatal("no scripts")
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) { runScript(t, f) })
-	}
+	script.Run(t, "testdata/*.txt", newScript)
 }
 
-func runScript(t *testing.T, path string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+// newScript gives one script its own state and journal.
+func newScript() func(script.Line) string {
 	s := New()
 	var journal [][]Record
 	known := map[string]Env{} // last descriptor of every env the script named
-	for n, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		where := fmt.Sprintf("%s:%d: %s", path, n+1, line)
-		wantErr := ""
-		if i := strings.Index(line, "=>"); i >= 0 {
-			wantErr, line = strings.TrimSpace(line[i+2:]), strings.TrimSpace(line[:i])
-		}
-		f := strings.Fields(line)
-		num := func(i int) uint64 {
-			v, err := strconv.ParseUint(f[i], 10, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", where, err)
-			}
-			return v
-		}
+	return func(l script.Line) string {
+		f := l.Args
+		num := func(i int) uint64 { return uint64(l.Int(f[i])) }
 		var rec *Record
-		switch f[0] {
+		switch l.Cmd {
 		case "lead":
-			rec = &Record{Op: OpLead, Epoch: num(1), Leader: f[2]}
+			rec = &Record{Op: OpLead, Epoch: num(0), Leader: f[1]}
 		case "create":
-			e := Env{ID: f[2], Worker: f[3], Key: Key{Account: "acct", Function: f[4], Version: "$LATEST", Revision: "r1"}, MemoryMB: 128}
+			e := Env{ID: f[1], Worker: f[2], Key: Key{Account: "acct", Function: f[3], Version: "$LATEST", Revision: "r1"}, MemoryMB: 128}
 			tok := ""
-			if len(f) > 5 {
-				tok = f[5]
+			if len(f) > 4 {
+				tok = f[4]
 			}
-			r := Transition(OpCreate, num(1), e, tok)
+			r := Transition(OpCreate, num(0), e, tok)
 			rec = &r
 		case "started", "acquire", "release", "renew", "drain", "dead":
-			e, ok := known[f[2]]
+			e, ok := known[f[1]]
 			if !ok {
-				e = Env{ID: f[2], Worker: "w?", Key: Key{Account: "acct", Function: "f?"}}
+				e = Env{ID: f[1], Worker: "w?", Key: Key{Account: "acct", Function: "f?"}}
 			}
-			if cur, ok := s.Env(f[2]); ok {
+			if cur, ok := s.Env(f[1]); ok {
 				e = cur
 			}
 			tok := ""
-			if len(f) > 3 {
-				tok = f[3]
+			if len(f) > 2 {
+				tok = f[2]
 			}
-			r := Transition(Op(f[0]), num(1), e, tok)
+			r := Transition(Op(l.Cmd), num(0), e, tok)
 			rec = &r
 		case "check":
-			e, ok := s.Env(f[1])
-			if f[2] == "gone" {
+			e, ok := s.Env(f[0])
+			if f[1] == "gone" {
 				if ok {
-					t.Fatalf("%s: env is %s", where, e.Status)
+					l.Fatalf("env is %s", e.Status)
 				}
-				continue
+				return ""
 			}
-			if !ok || e.Status.String() != f[2] || len(f) > 3 && e.Token != f[3] {
-				t.Fatalf("%s: got %+v (present %v)", where, e, ok)
+			if !ok || e.Status.String() != f[1] || len(f) > 2 && e.Token != f[2] {
+				l.Fatalf("got %+v (present %v)", e, ok)
 			}
-			continue
+			return ""
 		case "idle":
-			e, ok := s.PickIdle(Key{Account: "acct", Function: f[1], Version: "$LATEST", Revision: "r1"}, nil)
+			e, ok := s.PickIdle(Key{Account: "acct", Function: f[0], Version: "$LATEST", Revision: "r1"}, nil)
 			got := "none"
 			if ok {
 				got = e.ID
 			}
-			if got != f[2] {
-				t.Fatalf("%s: picked %s", where, got)
+			if got != f[1] {
+				l.Fatalf("picked %s", got)
 			}
-			continue
+			return ""
 		case "trim":
-			if got := s.TrimPoint(); got != num(1) {
-				t.Fatalf("%s: trim point %d", where, got)
+			if got := s.TrimPoint(); got != num(0) {
+				l.Fatalf("trim point %d", got)
 			}
-			continue
+			return ""
 		case "replay-from":
-			from := num(1)
+			from := num(0)
 			r := New()
 			for i := from; i <= uint64(len(journal)); i++ {
 				r.Apply(i, journal[i-1]...)
 			}
 			if !reflect.DeepEqual(strip(r.Envs()), strip(s.Envs())) || r.Epoch != s.Epoch || r.Leader != s.Leader {
-				t.Fatalf("%s: replay differs:\n got  %+v epoch %d %s\n want %+v epoch %d %s", where, r.Envs(), r.Epoch, r.Leader, s.Envs(), s.Epoch, s.Leader)
+				l.Fatalf("replay differs:\n got  %+v epoch %d %s\n want %+v epoch %d %s", r.Envs(), r.Epoch, r.Leader, s.Envs(), s.Epoch, s.Leader)
 			}
-			continue
+			return ""
 		default:
-			t.Fatalf("%s: unknown command", where)
+			l.Fatalf("unknown command")
 		}
 		if rec.Op != OpLead {
 			rec.Leader = s.Leader // a leader stamps its records
@@ -132,16 +108,17 @@ func runScript(t *testing.T, path string) {
 		journal = append(journal, []Record{*rec})
 		err := s.Apply(uint64(len(journal)), *rec)
 		switch {
-		case wantErr == "" && err != nil:
-			t.Fatalf("%s: %v", where, err)
-		case wantErr != "" && (err == nil || !strings.Contains(err.Error(), wantErr)):
-			t.Fatalf("%s: got error %v, want %q", where, err, wantErr)
+		case l.Want == "" && err != nil:
+			l.Fatalf("%v", err)
+		case l.Want != "" && (err == nil || !strings.Contains(err.Error(), l.Want)):
+			l.Fatalf("got error %v, want %q", err, l.Want)
 		}
 		if rec.Env != nil {
 			if e, ok := s.Env(rec.Env.ID); ok {
 				known[e.ID] = e
 			}
 		}
+		return ""
 	}
 }
 
