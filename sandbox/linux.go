@@ -57,6 +57,7 @@ import (
 
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/agentproto"
+	"github.com/kiln-dev/kiln/sched"
 	"github.com/kiln-dev/kiln/worker"
 	"golang.org/x/sys/unix"
 )
@@ -116,6 +117,7 @@ type state struct {
 	skel      *skeleton
 	cg        *cgroups
 	agentPath string
+	cpus      *cpuSet
 
 	mu sync.Mutex
 	sp *spawnerClient
@@ -193,6 +195,17 @@ func (l Linux) prepare() (*state, error) {
 		n, err := strconv.Atoi(pid)
 		return ok && err == nil && n != os.Getpid() && !processAlive(n)
 	})
+	var allowed unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
+		return nil, fmt.Errorf("sandbox: CPUs: %w", err)
+	}
+	var cpus []int
+	for c := range 64 * len(allowed) { // every bit of the set
+		if allowed.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	st.cpus = newCPUSet(cpus)
 	st.agentPath = l.AgentPath
 	if st.agentPath == "" {
 		st.agentPath = "/proc/self/exe"
@@ -473,6 +486,13 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 	if err := p.cg.assign(memMB); err != nil {
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
+	// Before the agent starts the runtime, which inherits its threads' CPUs.
+	if p.cpus = st.cpus.take(memMB); p.cpus != nil {
+		p.release = st.cpus.release
+		if err := sched.Pin(p.pid, p.cpus); err != nil {
+			return fail(fmt.Errorf("sandbox: CPUs: %w", err))
+		}
+	}
 	// The assignment's descriptors: the worker socket, then the trees.
 	fds := []int{int(spec.Conn.Fd())}
 	var trees []int
@@ -545,6 +565,9 @@ type process struct {
 	pid   int
 	pidfd int
 	memMB int
+	// cpus the environment runs on (nil: all), handed back by release.
+	cpus    []int
+	release func([]int)
 	// namespaces are the agent's, as /proc/PID/ns shows them (for tests).
 	namespaces []string
 
@@ -574,6 +597,9 @@ func (p *process) cleanup() {
 	// The agent was PID 1 of its pid namespace: when it is gone, so is every
 	// process of the environment, and with them its namespaces and mounts.
 	// What is left is the cgroup.
+	if p.release != nil {
+		p.release(p.cpus)
+	}
 	peak, ooms := p.cg.maxMemory(), p.cg.oomKills()
 	err := p.cg.destroy()
 	p.mu.Lock()

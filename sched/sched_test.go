@@ -56,3 +56,25 @@ func TestIdleSelf(t *testing.T) {
 }
 
 func strconvPid() string { return strconv.Itoa(os.Getpid()) }
+
+// Pin keeps a process, and the threads it starts later, on the CPUs given.
+func TestPin(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "read x; grep Cpus_allowed_list /proc/self/status")
+	in, _ := cmd.StdinPipe()
+	var out strings.Builder
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Pin(cmd.Process.Pid, []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	in.Write([]byte("go\n")) // the grep is a child started after the pin
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(strings.Fields(out.String()), " "); got != "Cpus_allowed_list: 0" {
+		t.Fatalf("child sees %q", got)
+	}
+}

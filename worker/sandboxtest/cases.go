@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -365,6 +366,44 @@ var isolationCases = []testCase{
 		env = h.Create(t, fn)
 		if got := h.Probe(t, env, map[string]any{"action": "alloc", "mb": 50}); got != "ok" {
 			t.Errorf("50 MB: %s", got)
+		}
+	}},
+	{"CPUShare", func(t *testing.T, h *Harness) {
+		// An environment runs on the CPUs its memory buys (one per 1,769 MB),
+		// and sees them as its CPU count; one that buys them all is not pinned.
+		host := runtime.NumCPU()
+		if host < 2 {
+			t.Skip("one CPU: nothing to share")
+		}
+		probe := h.AddGo(t, "probe", ProbeGo)
+		cpus := func(memMB int) int {
+			fn := probe
+			fn.MemorySize = memMB
+			out := h.Probe(t, h.Create(t, fn), map[string]any{"action": "read", "path": "/proc/self/status"})
+			m := regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("/proc/self/status:\n%s", out)
+			}
+			n := 0
+			for _, r := range strings.Split(m[1], ",") {
+				lo, hi, _ := strings.Cut(r, "-")
+				a, _ := strconv.Atoi(lo)
+				b := a
+				if hi != "" {
+					b, _ = strconv.Atoi(hi)
+				}
+				n += b - a + 1
+			}
+			return n
+		}
+		if got := cpus(1769); got != 1 {
+			t.Errorf("1,769 MB runs on %d CPUs, want 1", got)
+		}
+		if got := cpus(128); got != 1 {
+			t.Errorf("128 MB runs on %d CPUs, want 1", got)
+		}
+		if got := cpus(10240); got != host {
+			t.Errorf("10,240 MB runs on %d CPUs, want all %d", got, host)
 		}
 	}},
 	{"Pids", func(t *testing.T, h *Harness) {
