@@ -125,10 +125,7 @@ func (e *eventFrontend) watchQuiet() {
 	tick := time.NewTicker(syncQuiet / 5)
 	defer tick.Stop()
 	for range tick.C {
-		e.mu.Lock()
-		closed := e.closed
-		e.mu.Unlock()
-		if closed {
+		if e.isClosed() {
 			return
 		}
 		if e.active.Load() && e.syncing.Load() == 0 && time.Now().UnixNano()-e.lastSync.Load() > int64(syncQuiet) {
@@ -250,10 +247,7 @@ func (e *eventFrontend) supervise(exited <-chan struct{}) {
 		if ep := e.current.Swap(nil); ep != nil {
 			ep.Close()
 		}
-		e.mu.Lock()
-		closed := e.closed
-		e.mu.Unlock()
-		if closed {
+		if e.isClosed() {
 			return
 		}
 		e.logger.Warn("event frontend process exited; Event invokes are taken in process until it is back")
@@ -264,10 +258,7 @@ func (e *eventFrontend) supervise(exited <-chan struct{}) {
 				e.logger.Info("event frontend process restarted")
 				break
 			}
-			e.mu.Lock()
-			closed := e.closed
-			e.mu.Unlock()
-			if closed {
+			if e.isClosed() {
 				return
 			}
 			e.logger.Warn("event frontend", "err", err)
@@ -300,6 +291,12 @@ func (e *eventFrontend) serveHTTP(w http.ResponseWriter, r *http.Request, next h
 	default:
 		e.handoffs.Add(1)
 	}
+}
+
+func (e *eventFrontend) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
 }
 
 // close stops the process, letting it finish the enqueues under way (their
