@@ -113,10 +113,11 @@ func TestHostileFunctions(t *testing.T) {
 		}},
 		{"ForkBomb", 1769, 5, 512, func(t *testing.T, fn string) {
 			// Exponential, never cleaned up: the pids limit stops it and the
-			// timeout ends the environment with all of it. The shell then
-			// becomes sleep (exec: it needs no fork of its own, which the
-			// limit may refuse by then, and stays until the timeout).
-			r := invoke(t, fn, map[string]any{"action": "exec", "argv": []string{"/bin/sh", "-c", "b() { b | b & }; b; exec sleep 60"}})
+			// timeout ends the environment with all of it. The shell forks
+			// once, to start the bomb, and then becomes sleep: a fork of its
+			// own after that could meet the limit (dash exits when a fork
+			// fails), and the invoke must run until the timeout.
+			r := invoke(t, fn, map[string]any{"action": "exec", "argv": []string{"/bin/sh", "-c", "b() { b | b & }; b & exec sleep 60"}})
 			if !strings.Contains(r.payload, "Task timed out after 5.00 seconds") {
 				t.Errorf("fork bomb: %s %s", r.errType, r.payload)
 			}
