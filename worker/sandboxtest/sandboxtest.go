@@ -261,11 +261,15 @@ func (h *Harness) CheckNothingLeft(t testing.TB) {
 func CheckGone(t testing.TB, procs []worker.Process, mountMarkers ...string) {
 	t.Helper()
 	var pids []int
-	var paths, nss []string
+	var paths []string
+	var envNS [][]string // each environment's namespaces
 	for _, p := range procs {
 		if f, ok := p.(Footprinter); ok {
 			a, b, c := f.HostFootprint()
-			pids, paths, nss = append(pids, a...), append(paths, b...), append(nss, c...)
+			pids, paths = append(pids, a...), append(paths, b...)
+			if len(c) > 0 {
+				envNS = append(envNS, c)
+			}
 		}
 	}
 	left := func() []string {
@@ -280,13 +284,17 @@ func CheckGone(t testing.TB, procs []worker.Process, mountMarkers ...string) {
 				out = append(out, "path "+p)
 			}
 		}
-		if len(nss) > 0 {
-			// A namespace lives while a process is in it (or a descriptor
-			// or bind mount holds it; the backend keeps none).
-			used := namespacesInUse()
-			for _, ns := range nss {
-				if used[ns] {
-					out = append(out, "namespace "+ns)
+		// A namespace lives while a process is in it (or a descriptor or
+		// bind mount holds it; the backend keeps none). A process of the
+		// environment is in every one of its namespaces: one that shares
+		// only some has namespaces created since, which the kernel numbered
+		// like the freed ones (it reuses the lowest free numbers).
+		if len(envNS) > 0 {
+			for _, held := range processNamespaces() {
+				for _, nss := range envNS {
+					if containsAll(held, nss) {
+						out = append(out, "namespaces "+strings.Join(nss, " "))
+					}
 				}
 			}
 		}
@@ -321,21 +329,32 @@ func alive(pid int) bool {
 	return err == nil
 }
 
-// namespacesInUse is every namespace some process of the host is in.
-func namespacesInUse() map[string]bool {
-	used := map[string]bool{}
+// processNamespaces lists, for every process, the namespaces it is in.
+func processNamespaces() []map[string]bool {
+	var out []map[string]bool
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
+		held := map[string]bool{}
 		for _, ns := range []string{"user", "pid", "mnt", "net", "ipc", "uts"} {
 			if l, err := os.Readlink("/proc/" + e.Name() + "/ns/" + ns); err == nil {
-				used[l] = true
+				held[l] = true
 			}
 		}
+		out = append(out, held)
 	}
-	return used
+	return out
+}
+
+func containsAll(set map[string]bool, items []string) bool {
+	for _, it := range items {
+		if !set[it] {
+			return false
+		}
+	}
+	return true
 }
 
 // Recorder wraps a backend: it records the environments it starts, with
