@@ -85,12 +85,16 @@ type eventFrontend struct {
 	cmd      *exec.Cmd
 	exited   <-chan struct{} // of cmd
 	closed   bool
+
+	activated chan struct{} // a token when the active state begins
+	done      chan struct{} // closed by close
 }
 
 // startEventFrontend starts the process and waits until it takes
 // connections. enqueueSeen runs when the process reports taking events.
 func startEventFrontend(ctx context.Context, argv []string, cfg EventFrontendConfig, serve func(net.Listener), enqueueSeen func(), logger *slog.Logger) (*eventFrontend, error) {
-	e := &eventFrontend{argv: argv, cfg: cfg, serve: serve, enqueueSeen: enqueueSeen, logger: logger}
+	e := &eventFrontend{argv: argv, cfg: cfg, serve: serve, enqueueSeen: enqueueSeen, logger: logger,
+		activated: make(chan struct{}, 1), done: make(chan struct{})}
 	exited, err := e.spawn(ctx)
 	if err != nil {
 		return nil, err
@@ -120,16 +124,24 @@ func (e *eventFrontend) syncInvoke() (end func()) {
 }
 
 // watchQuiet ends the active state once sync invokes have been quiet for
-// syncQuiet.
+// syncQuiet. Outside the active state it sleeps, so that an idle Kiln is
+// not woken for it.
 func (e *eventFrontend) watchQuiet() {
-	tick := time.NewTicker(syncQuiet / 5)
-	defer tick.Stop()
-	for range tick.C {
-		if e.isClosed() {
+	for {
+		select {
+		case <-e.activated:
+		case <-e.done:
 			return
 		}
-		if e.active.Load() && e.syncing.Load() == 0 && time.Now().UnixNano()-e.lastSync.Load() > int64(syncQuiet) {
-			e.setActive(false)
+		for e.active.Load() {
+			select {
+			case <-time.After(syncQuiet / 5):
+			case <-e.done:
+				return
+			}
+			if e.syncing.Load() == 0 && time.Now().UnixNano()-e.lastSync.Load() > int64(syncQuiet) {
+				e.setActive(false)
+			}
 		}
 	}
 }
@@ -151,6 +163,12 @@ func (e *eventFrontend) setActive(active bool) {
 		ep.Note(note)
 	}
 	e.active.Store(active)
+	if active {
+		select {
+		case e.activated <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // spawn starts one process over a new handoff socket.
@@ -303,6 +321,9 @@ func (e *eventFrontend) isClosed() bool {
 // events must reach JetStream, which outlives it).
 func (e *eventFrontend) close() {
 	e.mu.Lock()
+	if !e.closed {
+		close(e.done)
+	}
 	e.closed = true
 	cmd, exited := e.cmd, e.exited
 	e.mu.Unlock()
