@@ -399,9 +399,7 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 	}
 	mux := http.NewServeMux()
 	front.Register(mux)
-	id := cfg.Identity
-	signed := auth.Middleware(auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID}),
-		bodyLimit, mux)
+	signed := auth.Middleware(cfg.Identity.keyring(), bodyLimit, mux)
 	var lastNote atomic.Int64
 	srv := &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

@@ -9,6 +9,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+
+	"github.com/kiln-dev/kiln/auth"
 )
 
 // Identity is the default account and its key pair, kept in the data
@@ -19,6 +21,11 @@ type Identity struct {
 	SecretAccessKey string `json:"secretAccessKey"`
 	// URLSecret signs Code.Location download URLs.
 	URLSecret []byte `json:"urlSecret"`
+}
+
+// keyring verifies the default account's signatures.
+func (id Identity) keyring() *auth.Keyring {
+	return auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 }
 
 // loadIdentity reads DIR/identity.json, creating it on first start. Keys

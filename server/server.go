@@ -258,8 +258,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		}
 		s.Logs.Handler().ServeHTTP(w, r)
 	})
-	keyring := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
-	signed := auth.Middleware(keyring, bodyLimit, mux)
+	signed := auth.Middleware(id.keyring(), bodyLimit, mux)
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
 	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
