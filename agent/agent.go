@@ -39,37 +39,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Environment variables the worker sets for the agent; they are removed from
-// the runtime's environment.
-const (
-	EnvListen = "KILN_AGENT_LISTEN" // Runtime API address, default 127.0.0.1:9001
-	EnvConnFD = "KILN_AGENT_FD"     // the worker socket's descriptor, default 3
-	// EnvSandbox holds a JSON SandboxConfig: set the sandbox up first.
-	EnvSandbox = "KILN_AGENT_SANDBOX"
-	// EnvExtensions is the directory of external extensions; unset means
-	// /opt/extensions in a sandbox and none otherwise.
-	EnvExtensions = "KILN_AGENT_EXTENSIONS"
-)
-
-// ShutdownGrace is how long the runtime and the extensions have between the
-// shutdown request (SIGTERM, SHUTDOWN event) and SIGKILL, as Lambda's.
-const ShutdownGrace = 2 * time.Second
-
-// ExecName is the argv[0] under which a binary that links this package runs
-// as the agent instead of its own main: the worker re-executes its own binary
-// (/proc/self/exe) this way, so `kiln` and test binaries alike carry the agent.
-const ExecName = "kiln-agent"
-
-// SpawnerName is the argv[0] under which a binary that links this package
-// runs as the spawner of sandboxed agents (see Spawner).
-const SpawnerName = "kiln-spawner"
-
-func init() {
+// Reexec runs the agent or the spawner, and exits, when this process was
+// started as one: argv[0] agentproto.ExecName or agentproto.SpawnerName, the
+// worker's and the Linux backend's re-executions of their own binary
+// (/proc/self/exe), so `kiln` and test binaries alike carry the agent.
+// Otherwise it returns at once. main calls it first, as does TestMain in
+// the packages whose tests start execution environments.
+func Reexec() {
 	if len(os.Args) == 0 {
 		return
 	}
 	switch os.Args[0] {
-	case ExecName:
+	case agentproto.ExecName:
 		// A small footprint: one P (fewer threads) and a small heap goal.
 		runtime.GOMAXPROCS(1)
 		debug.SetGCPercent(-1)
@@ -78,7 +59,7 @@ func init() {
 			os.Exit(1)
 		}
 		os.Exit(0)
-	case SpawnerName:
+	case agentproto.SpawnerName:
 		if err := Spawner(3); err != nil {
 			fmt.Fprintln(os.Stderr, "kiln-spawner:", err)
 			os.Exit(1)
@@ -90,7 +71,7 @@ func init() {
 // Main runs the agent with argv as the runtime's command line (under the
 // Linux backend, the command comes with the assignment instead).
 func Main(argv []string) error {
-	if s := os.Getenv(EnvSandbox); s != "" {
+	if s := os.Getenv(agentproto.EnvSandbox); s != "" {
 		cfg, err := parseSandboxConfig(s)
 		if err != nil {
 			return err
@@ -98,18 +79,18 @@ func Main(argv []string) error {
 		return sandboxMain(cfg)
 	}
 	fd := 3
-	if s := os.Getenv(EnvConnFD); s != "" {
+	if s := os.Getenv(agentproto.EnvConnFD); s != "" {
 		var err error
 		if fd, err = strconv.Atoi(s); err != nil {
-			return fmt.Errorf("%s=%q: %w", EnvConnFD, s, err)
+			return fmt.Errorf("%s=%q: %w", agentproto.EnvConnFD, s, err)
 		}
 	}
 	unix.CloseOnExec(fd) // the runtime must not inherit the worker socket
-	listen := os.Getenv(EnvListen)
+	listen := os.Getenv(agentproto.EnvListen)
 	if listen == "" {
 		listen = "127.0.0.1:9001"
 	}
-	return Run(fd, argv, listen, os.Getenv(EnvExtensions))
+	return Run(fd, argv, listen, os.Getenv(agentproto.EnvExtensions))
 }
 
 // Run serves one runtime: fd is the worker socket, extDir the directory of
@@ -400,7 +381,7 @@ func (a *agent) readWorker() {
 }
 
 // stop ends the environment: gracefully (SHUTDOWN to extensions, SIGTERM to
-// the runtime, ShutdownGrace for both to end) when asked to, then SIGKILL.
+// the runtime, agentproto.ShutdownGrace for both to end) when asked to, then SIGKILL.
 func (a *agent) stop(graceful bool, reason string) {
 	a.mu.Lock()
 	if a.stopping {
@@ -412,7 +393,7 @@ func (a *agent) stop(graceful bool, reason string) {
 	a.mu.Unlock()
 	defer close(a.stopped)
 	if graceful {
-		deadline := time.Now().Add(ShutdownGrace)
+		deadline := time.Now().Add(agentproto.ShutdownGrace)
 		if a.ext != nil {
 			a.ext.shutdown(reason, deadline)
 		}

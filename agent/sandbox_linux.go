@@ -113,11 +113,11 @@ func sandboxMain(cfg *SandboxConfig) error {
 			env[k] = v
 		}
 	}
-	listen := env[EnvListen]
+	listen := env[agentproto.EnvListen]
 	if listen == "" {
 		listen = "127.0.0.1:9001"
 	}
-	extDir, ok := env[EnvExtensions]
+	extDir, ok := env[agentproto.EnvExtensions]
 	if !ok {
 		extDir = "/opt/extensions"
 	}
@@ -276,7 +276,7 @@ func loopbackUp() error {
 func parseSandboxConfig(s string) (*SandboxConfig, error) {
 	var cfg SandboxConfig
 	if err := json.Unmarshal([]byte(s), &cfg); err != nil {
-		return nil, fmt.Errorf("%s: %w", EnvSandbox, err)
+		return nil, fmt.Errorf("%s: %w", agentproto.EnvSandbox, err)
 	}
 	return &cfg, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"testing"
 	"time"
@@ -14,11 +15,19 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/smithy-go"
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/server"
 )
+
+// TestMain lets this test binary be the agent of the environments its
+// tests start (the worker re-executes its own binary as the agent).
+func TestMain(m *testing.M) {
+	agent.Reexec()
+	os.Exit(m.Run())
+}
 
 var ctx = context.Background()
 

@@ -23,10 +23,18 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs/types"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	ltypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/server"
 )
+
+// TestMain lets this test binary be the agent of the environments its
+// tests start (the worker re-executes its own binary as the agent).
+func TestMain(m *testing.M) {
+	agent.Reexec()
+	os.Exit(m.Run())
+}
 
 const awsCLI = "/usr/bin/aws"
 

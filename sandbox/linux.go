@@ -303,8 +303,8 @@ func (st *state) prepare() (*prepared, error) {
 	}
 	cfgJSON, _ := json.Marshal(cfg)
 	req := &agentproto.SpawnRequest{
-		Args:       []string{agent.ExecName},
-		Env:        []string{agent.EnvSandbox + "=" + string(cfgJSON)},
+		Args:       []string{agentproto.ExecName},
+		Env:        []string{agentproto.EnvSandbox + "=" + string(cfgJSON)},
 		Cloneflags: cloneflags,
 		UIDBase:    uidBase + (st.uidNext.Add(1)%uidSlots)*idsPerEnv,
 		IDCount:    idsPerEnv,
@@ -503,7 +503,7 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 	}()
 	as := agent.Assignment{
 		Argv: spec.Argv,
-		Env:  append(append([]string(nil), spec.Env...), agent.EnvListen+"=127.0.0.1:9001"),
+		Env:  append(append([]string(nil), spec.Env...), agentproto.EnvListen+"=127.0.0.1:9001"),
 		Tmpfs: []agent.Tmpfs{
 			{Target: "tmp", Options: "size=" + strconv.Itoa(tmpMB) + "m,mode=1777"},
 			{Target: "dev/shm", Options: "size=" + strconv.Itoa(memMB) + "m,mode=1777", NoExec: true},

@@ -5,10 +5,18 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/kiln-dev/kiln/worker/sandboxtest"
 )
+
+// TestMain lets this test binary be the agent of the environments its
+// tests start (the worker re-executes its own binary as the agent).
+func TestMain(m *testing.M) {
+	agent.Reexec()
+	os.Exit(m.Run())
+}
 
 func requireRoot(t testing.TB) {
 	if os.Geteuid() != 0 {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/agentproto"
 	"golang.org/x/sys/unix"
 )
@@ -41,7 +40,7 @@ func startSpawner(path string) (*spawnerClient, error) {
 	defer theirs.Close()
 	cmd := &exec.Cmd{
 		Path:       path,
-		Args:       []string{agent.SpawnerName},
+		Args:       []string{agentproto.SpawnerName},
 		ExtraFiles: []*os.File{theirs},
 		Stderr:     os.Stderr,
 		// Its own session: a terminal's ^C does not reach it or the agents;

@@ -21,13 +21,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/server"
 )
 
-// TestMain lets this test binary be the event frontend process of the
-// servers the tests start with server.Config.EventFrontend.
+// TestMain lets this test binary be the agent of the environments its tests
+// start, and the event frontend process of the servers they start with
+// server.Config.EventFrontend.
 func TestMain(m *testing.M) {
+	agent.Reexec()
 	if os.Getenv(server.EventFrontendEnv) != "" {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		err := server.RunEventFrontend(ctx, slog.Default())

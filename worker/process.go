@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/agent"
+	"github.com/kiln-dev/kiln/agentproto"
 )
 
 // ProcessSandbox runs the agent and runtime as plain child processes of the
@@ -27,13 +27,13 @@ type ProcessSandbox struct{}
 func (ProcessSandbox) Layout(codeDir, runtimeDir string) (string, string) { return codeDir, runtimeDir }
 
 func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, error) {
-	env := append(spec.Env, agent.EnvListen+"=127.0.0.1:0")
+	env := append(spec.Env, agentproto.EnvListen+"=127.0.0.1:0")
 	if spec.OptDir != "" {
-		env = append(env, agent.EnvExtensions+"="+filepath.Join(spec.OptDir, "extensions"))
+		env = append(env, agentproto.EnvExtensions+"="+filepath.Join(spec.OptDir, "extensions"))
 	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
-		Args:        append([]string{agent.ExecName}, spec.Argv...),
+		Args:        append([]string{agentproto.ExecName}, spec.Argv...),
 		Env:         env,
 		Dir:         spec.CodeDir,
 		ExtraFiles:  []*os.File{spec.Conn},

@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/agentproto"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/runtimeapi"
@@ -556,7 +555,7 @@ func (e *env) shutdown() {
 		e.conn.Write(agentproto.KindShutdown, nil, nil)
 		select {
 		case <-e.dead:
-		case <-time.After(agent.ShutdownGrace + time.Second):
+		case <-time.After(agentproto.ShutdownGrace + time.Second):
 		}
 		e.proc.Kill()
 		e.release()

@@ -9,11 +9,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
 )
+
+// TestMain lets this test binary be the agent of the environments its
+// tests start (the worker re-executes its own binary as the agent).
+func TestMain(m *testing.M) {
+	agent.Reexec()
+	os.Exit(m.Run())
+}
 
 // dirCode serves code from directories prepared by the test.
 type dirCode map[string]string

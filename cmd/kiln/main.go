@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	_ "github.com/kiln-dev/kiln/agent" // `kiln-agent` re-executions of this binary
+	"github.com/kiln-dev/kiln/agent"
 	benchpkg "github.com/kiln-dev/kiln/bench"
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/sandbox"
@@ -26,6 +26,7 @@ import (
 )
 
 func main() {
+	agent.Reexec() // `kiln-agent` and `kiln-spawner` re-executions of this binary
 	if len(os.Args) < 2 {
 		usage()
 		os.Exit(2)

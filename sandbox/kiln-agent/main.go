@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/kiln-dev/kiln/agent" // runs the agent or the spawner from its init, by argv[0]
+	"github.com/kiln-dev/kiln/agent"
+	"github.com/kiln-dev/kiln/agentproto"
 )
 
 func main() {
-	fmt.Fprintf(os.Stderr, "kiln-agent: run by Kiln (as %s or %s), not by hand\n", agent.ExecName, agent.SpawnerName)
+	agent.Reexec() // runs the agent or the spawner, by argv[0]
+	fmt.Fprintf(os.Stderr, "kiln-agent: run by Kiln (as %s or %s), not by hand\n", agentproto.ExecName, agentproto.SpawnerName)
 	os.Exit(2)
 }
