@@ -9,7 +9,6 @@ import (
 	"strconv"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/metadata"
 )
 
@@ -91,11 +90,11 @@ func (s *Service) checkDestinations(c *call, function string, d *api.Destination
 		if arn == nil || *arn == "" {
 			continue
 		}
-		dest, err := eventinvoke.ParseDestination(*arn)
+		dest, err := api.ParseDestination(*arn)
 		if err == nil && (dest.Region != s.cfg.Region || dest.Account != c.caller.Account) {
 			err = fmt.Errorf("Kiln delivers only to destinations in the function's own account (%s) and region (%s)", c.caller.Account, s.cfg.Region)
 		}
-		if err == nil && dest.Kind == eventinvoke.KindFunction {
+		if err == nil && dest.Kind == api.DestinationFunction {
 			if dest.Name == function {
 				return api.Errorf(api.InvalidParameterValue, "You can't specify the function as a destination for itself.")
 			}
@@ -131,10 +130,10 @@ func checkDeadLetterTarget(cfg *api.FunctionConfiguration, arn string) error {
 		return nil
 	}
 	fn, _ := api.ParseFunctionRef(cfg.FunctionArn)
-	dest, err := eventinvoke.ParseDestination(arn)
+	dest, err := api.ParseDestination(arn)
 	switch {
 	case err != nil:
-	case dest.Kind != eventinvoke.KindQueue:
+	case dest.Kind != api.DestinationQueue:
 		err = fmt.Errorf("a dead-letter queue must be a Kiln queue (arn:aws:sqs:REGION:ACCOUNT:NAME), not a %s", dest.Kind)
 	case fn.Account != "" && (dest.Account != fn.Account || dest.Region != fn.Region):
 		err = fmt.Errorf("Kiln delivers only to queues in the function's own account (%s) and region (%s)", fn.Account, fn.Region)

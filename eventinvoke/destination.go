@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -14,62 +12,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Destination kinds Kiln delivers to.
-const (
-	// KindFunction is a Kiln function, ARN arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER];
-	// it is invoked asynchronously with the record as its event.
-	KindFunction = "function"
-	// KindQueue is a Kiln queue, ARN arn:aws:sqs:REGION:ACCOUNT:NAME (the
-	// form of an SQS queue's ARN, so that tools that expect one accept it);
-	// it is the JetStream stream KILN_QUEUE_ACCOUNT_NAME, subject
-	// kiln.queue.ACCOUNT.NAME, which any NATS client can read.
-	KindQueue = "queue"
-)
-
 // QueueRetention is how long a Kiln queue keeps a message (SQS's default).
 const QueueRetention = 4 * 24 * time.Hour
-
-// Destination is a parsed destination ARN.
-type Destination struct {
-	ARN                   string
-	Kind                  string // KindFunction or KindQueue
-	Region, Account, Name string
-	Qualifier             string // of a function
-}
-
-var queueNameRe = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,80}$`)
-
-// ParseDestination parses a destination ARN (OnSuccess, OnFailure or a
-// dead-letter queue). Its errors say why Kiln cannot deliver there, in a
-// sentence for users.
-func ParseDestination(arn string) (Destination, error) {
-	d := Destination{ARN: arn}
-	parts := strings.SplitN(arn, ":", 6)
-	if len(parts) < 6 || parts[0] != "arn" || !strings.HasPrefix(parts[1], "aws") {
-		return d, fmt.Errorf("%s is not an ARN", arn)
-	}
-	d.Region, d.Account = parts[3], parts[4]
-	switch parts[2] {
-	case "lambda":
-		ref, err := api.ParseFunctionRef(arn)
-		if err != nil || ref.Account == "" {
-			return d, fmt.Errorf("%s is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)", arn)
-		}
-		d.Kind, d.Name, d.Qualifier = KindFunction, ref.Name, ref.Qualifier
-	case "sqs":
-		name := parts[5]
-		if strings.HasSuffix(name, ".fifo") {
-			return d, fmt.Errorf("Kiln queues are not FIFO queues (%s)", arn)
-		}
-		if !queueNameRe.MatchString(name) || d.Region == "" || d.Account == "" {
-			return d, fmt.Errorf("%s is not a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME, NAME of 1 to 80 letters, digits, - and _)", arn)
-		}
-		d.Kind, d.Name = KindQueue, name
-	default:
-		return d, fmt.Errorf("Kiln delivers to Kiln functions (arn:aws:lambda:REGION:ACCOUNT:function:NAME) and Kiln queues (arn:aws:sqs:REGION:ACCOUNT:NAME), not to %s ARNs", parts[2])
-	}
-	return d, nil
-}
 
 // QueueARN is the ARN of a Kiln queue.
 func QueueARN(region, account, name string) string {
@@ -134,7 +78,7 @@ func (e errPermanent) Unwrap() error { return e.err }
 // deliver sends body to a destination of account's function. msgID makes
 // a redelivered outcome land once within JetStream's duplicate window.
 func (s *Service) deliver(ctx context.Context, account, arn string, body []byte, h nats.Header, msgID string) error {
-	d, err := ParseDestination(arn)
+	d, err := api.ParseDestination(arn)
 	if err != nil {
 		return errPermanent{err}
 	}
@@ -145,7 +89,7 @@ func (s *Service) deliver(ctx context.Context, account, arn string, body []byte,
 		h = nats.Header{}
 	}
 	switch d.Kind {
-	case KindQueue:
+	case api.DestinationQueue:
 		if err := s.ensureQueue(ctx, d.Account, d.Name); err != nil {
 			return err
 		}
@@ -219,8 +163,8 @@ type QueueMessage struct {
 // sequence from on (1 is the first), at most limit of them (0: all there
 // are now). It leaves the queue as it is: read by sequence, not consumed.
 func ReadQueue(ctx context.Context, js jetstream.JetStream, arn string, from uint64, limit int) ([]QueueMessage, error) {
-	d, err := ParseDestination(arn)
-	if err != nil || d.Kind != KindQueue {
+	d, err := api.ParseDestination(arn)
+	if err != nil || d.Kind != api.DestinationQueue {
 		return nil, fmt.Errorf("not a Kiln queue ARN: %s", arn)
 	}
 	st, err := OpenQueue(ctx, js, d.Account, d.Name, 1)
