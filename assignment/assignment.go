@@ -13,16 +13,16 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/placement"
-	"github.com/kiln-dev/kiln/worker"
 )
 
 // Worker is what assignment needs of a worker; *worker.Worker in one process,
 // a network client across processes.
 type Worker interface {
 	ID() string
-	Create(ctx context.Context, spec worker.EnvSpec) (*worker.EnvInfo, error)
-	Invoke(ctx context.Context, envID string, inv *worker.Invocation) (*worker.Result, error)
+	Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvInfo, error)
+	Invoke(ctx context.Context, envID string, inv *invoke.Invocation) (*invoke.Result, error)
 	Destroy(ctx context.Context, envID string) error
 }
 
@@ -131,7 +131,7 @@ func keyOf(req Request) poolKey {
 }
 
 // Acquire returns an environment that is busy with the caller's invoke until
-// Release. A failed init returns *worker.InitError.
+// Release. A failed init returns *invoke.InitError.
 func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 	key := keyOf(req)
 	s.mu.Lock()
@@ -186,7 +186,7 @@ func (s *Service) create(ctx context.Context, req Request, key poolKey) (*Env, e
 		s.cfg.Placement.Release(workerID, place)
 		return nil, fmt.Errorf("assignment: placement chose unknown worker %q", workerID)
 	}
-	info, err := w.Create(ctx, worker.EnvSpec{Account: req.Account, Function: *req.Function, InitType: req.initType})
+	info, err := w.Create(ctx, invoke.EnvSpec{Account: req.Account, Function: *req.Function, InitType: req.initType})
 	if err != nil {
 		s.cfg.Placement.Release(workerID, place)
 		return nil, err

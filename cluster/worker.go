@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/worker"
 )
@@ -59,13 +60,13 @@ func (s *WorkerServer) Count() int {
 }
 
 func (s *WorkerServer) create(w http.ResponseWriter, r *http.Request) {
-	var spec worker.EnvSpec
+	var spec invoke.EnvSpec
 	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	info, err := s.W.Create(r.Context(), spec)
-	var ie *worker.InitError
+	var ie *invoke.InitError
 	switch {
 	case errors.As(err, &ie):
 		w.WriteHeader(http.StatusUnprocessableEntity)
@@ -91,7 +92,7 @@ func (s *WorkerServer) local(id string) (string, bool) {
 func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.local(r.PathValue("id"))
 	if !ok {
-		http.Error(w, worker.ErrNoEnv.Error(), http.StatusNotFound)
+		http.Error(w, invoke.ErrNoEnv.Error(), http.StatusNotFound)
 		return
 	}
 	payload, err := io.ReadAll(r.Body)
@@ -100,11 +101,11 @@ func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cc, _ := base64.StdEncoding.DecodeString(r.Header.Get("X-Kiln-Client-Context"))
-	res, err := s.W.Invoke(context.WithoutCancel(r.Context()), id, &worker.Invocation{
+	res, err := s.W.Invoke(context.WithoutCancel(r.Context()), id, &invoke.Invocation{
 		RequestID: r.Header.Get("X-Kiln-Request-Id"), FunctionArn: r.Header.Get("X-Kiln-Function-Arn"),
 		TraceID: r.Header.Get("X-Kiln-Trace-Id"), ClientContext: string(cc), Payload: payload,
 		Background: r.Header.Get("X-Kiln-Background") == "true"})
-	if errors.Is(err, worker.ErrNoEnv) {
+	if errors.Is(err, invoke.ErrNoEnv) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
 	}
@@ -170,7 +171,7 @@ func unreachable(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID string, spec worker.EnvSpec) (*worker.EnvInfo, error) {
+func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID string, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
 	b, _ := json.Marshal(spec)
 	resp, err := c.do(ctx, http.MethodPost, w.Addr+"/kiln/envs/"+envID, b, nil)
 	if err != nil {
@@ -182,9 +183,9 @@ func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID st
 	case http.StatusOK:
 		var out struct{ Init int64 }
 		json.Unmarshal(body, &out)
-		return &worker.EnvInfo{ID: envID, InitDuration: time.Duration(out.Init)}, nil
+		return &invoke.EnvInfo{ID: envID, InitDuration: time.Duration(out.Init)}, nil
 	case http.StatusUnprocessableEntity:
-		var ie worker.InitError
+		var ie invoke.InitError
 		if err := json.Unmarshal(body, &ie); err != nil {
 			return nil, err
 		}
@@ -202,7 +203,7 @@ func (c *WorkerClient) Destroy(ctx context.Context, w replica.WorkerRef, envID s
 	return nil
 }
 
-func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *worker.Invocation) (*worker.Result, error) {
+func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *invoke.Invocation) (*invoke.Result, error) {
 	resp, err := c.do(ctx, http.MethodPost, addr+"/kiln/envs/"+envID+"/invoke", inv.Payload, map[string]string{
 		"X-Kiln-Request-Id": inv.RequestID, "X-Kiln-Function-Arn": inv.FunctionArn, "X-Kiln-Trace-Id": inv.TraceID,
 		"X-Kiln-Client-Context": base64.StdEncoding.EncodeToString([]byte(inv.ClientContext)),
@@ -211,7 +212,7 @@ func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *work
 	if err != nil {
 		if unreachable(err) {
 			// The invoke never started: the frontend may try another env.
-			return nil, fmt.Errorf("%w: worker at %s unreachable: %v", worker.ErrNoEnv, addr, err)
+			return nil, fmt.Errorf("%w: worker at %s unreachable: %v", invoke.ErrNoEnv, addr, err)
 		}
 		return nil, workerFailed(addr, inv, err)
 	}
@@ -223,19 +224,19 @@ func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *work
 	switch resp.StatusCode {
 	case http.StatusOK:
 	case http.StatusNotFound:
-		return nil, worker.ErrNoEnv
+		return nil, invoke.ErrNoEnv
 	default:
 		return nil, fmt.Errorf("worker at %s: %s: %s", addr, resp.Status, bytes.TrimSpace(body))
 	}
 	h := resp.Header
 	d, _ := strconv.ParseInt(h.Get("X-Kiln-Duration"), 10, 64)
 	tail, _ := base64.StdEncoding.DecodeString(h.Get("X-Kiln-Log-Tail"))
-	return &worker.Result{Payload: body, ErrorType: h.Get("X-Kiln-Error-Type"), LogTail: tail,
+	return &invoke.Result{Payload: body, ErrorType: h.Get("X-Kiln-Error-Type"), LogTail: tail,
 		Duration: time.Duration(d), Reusable: h.Get("X-Kiln-Reusable") == "true"}, nil
 }
 
 // workerFailed is what the caller sees when a worker dies mid-invoke.
-func workerFailed(addr string, inv *worker.Invocation, err error) error {
+func workerFailed(addr string, inv *invoke.Invocation, err error) error {
 	return &api.Error{Status: http.StatusBadGateway, Type: api.Service, Message: fmt.Sprintf(
 		"The worker running this invoke (%s) failed before the function returned (request %s): %v; the invoke may or may not have run",
 		addr, inv.RequestID, err)}

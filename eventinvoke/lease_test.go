@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd"
 )
@@ -19,18 +19,18 @@ type recorder struct {
 	seen map[int]int
 }
 
-func (r *recorder) Resolve(ctx context.Context, account, function, qualifier string) (*frontend.Target, error) {
-	return &frontend.Target{Account: account, Ref: api.FunctionRef{Name: function, Qualifier: qualifier},
+func (r *recorder) Resolve(ctx context.Context, account, function, qualifier string) (*metadata.Target, error) {
+	return &metadata.Target{Account: account, Ref: api.FunctionRef{Name: function, Qualifier: qualifier},
 		Function: &metadata.Function{Account: account, Name: function}, Config: &api.FunctionConfiguration{Version: metadata.Latest}}, nil
 }
 
-func (r *recorder) Invoke(ctx context.Context, req frontend.Request) (*frontend.Response, error) {
+func (r *recorder) Invoke(ctx context.Context, req invoke.Request) (*invoke.Response, error) {
 	var ev struct{ ID int }
 	json.Unmarshal(req.Payload, &ev)
 	r.mu.Lock()
 	r.seen[ev.ID]++
 	r.mu.Unlock()
-	return &frontend.Response{ExecutedVersion: metadata.Latest, Payload: req.Payload}, nil
+	return &invoke.Response{ExecutedVersion: metadata.Latest, Payload: req.Payload}, nil
 }
 
 func (r *recorder) count() int {
@@ -87,7 +87,7 @@ func TestStalledPollerLosesItsLease(t *testing.T) {
 	stuck.stalled.Store(true)
 	stalledAt := time.Now()
 
-	target := &frontend.Target{Account: "123456789012", Ref: api.FunctionRef{Name: "f"}}
+	target := &metadata.Target{Account: "123456789012", Ref: api.FunctionRef{Name: "f"}}
 	const n = 50
 	for i := range n {
 		b, _ := json.Marshal(map[string]int{"id": i})

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -292,7 +292,7 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 	}
 	stop := s.keepAlive(m)
 	s.invoking.Add(1)
-	res, err := s.inv.Invoke(ctx, frontend.Request{Account: ev.account, Function: ev.function, Qualifier: ev.qualifier,
+	res, err := s.inv.Invoke(ctx, invoke.Request{Account: ev.account, Function: ev.function, Qualifier: ev.qualifier,
 		Payload: m.Data(), ClientContext: ev.clientContext, Background: true})
 	s.invoking.Add(-1)
 	stop()
@@ -348,7 +348,7 @@ func isNotFound(err error) bool {
 // OnSuccess; a failure to OnFailure and the dead-letter queue) and then
 // acknowledges it. A destination that cannot take it now is retried; one
 // that never can is logged and skipped.
-func (s *Service) settle(m jetstream.Msg, ev *event, t *frontend.Target, set settings, condition string, res *frontend.Response) {
+func (s *Service) settle(m jetstream.Msg, ev *event, t *metadata.Target, set settings, condition string, res *invoke.Response) {
 	type delivery struct {
 		arn  string
 		body []byte

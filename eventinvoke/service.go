@@ -74,7 +74,8 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/invoke"
+	"github.com/kiln-dev/kiln/metadata"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -186,8 +187,8 @@ func (t *Tuning) defaults() {
 // Invoker is the synchronous invoke path the pollers call: the frontend's
 // in-process Resolve and Invoke (*frontend.Frontend).
 type Invoker interface {
-	Resolve(ctx context.Context, account, function, qualifier string) (*frontend.Target, error)
-	Invoke(ctx context.Context, req frontend.Request) (*frontend.Response, error)
+	Resolve(ctx context.Context, account, function, qualifier string) (*metadata.Target, error)
+	Invoke(ctx context.Context, req invoke.Request) (*invoke.Response, error)
 }
 
 // Config configures the service. NATS is required.
@@ -366,7 +367,7 @@ func (s *Service) EnqueueSeen() { s.lastRequest.Store(time.Now().UnixNano()) }
 // frontend answers 202 after it returns. Publishes are asynchronous and
 // pipelined on the connection (many enqueues share round trips), but each
 // call waits for its own acknowledgement from JetStream.
-func (s *Service) Enqueue(ctx context.Context, t *frontend.Target, payload []byte, clientContext string) (string, error) {
+func (s *Service) Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext string) (string, error) {
 	s.enqueuing.Add(1)
 	defer s.enqueuing.Add(-1)
 	id := api.NewUUID()

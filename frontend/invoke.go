@@ -21,9 +21,9 @@ import (
 	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/metrics"
-	"github.com/kiln-dev/kiln/worker"
 )
 
 // Limits on invoke payloads, as Lambda's.
@@ -94,42 +94,8 @@ func isInvokePath(p string) bool {
 	return len(p) > len(prefix)+len(suffix) && p[:len(prefix)] == prefix && p[len(p)-len(suffix):] == suffix
 }
 
-// Request is one invoke as the frontend takes it, from HTTP or from an
-// in-process caller (the asynchronous pollers).
-type Request struct {
-	Account string
-	// Function is the FunctionName parameter: a name, partial or full ARN,
-	// optionally with ":qualifier"; Qualifier is the ?Qualifier= parameter.
-	Function, Qualifier string
-	Payload             []byte
-	ClientContext       string // base64 JSON, as in X-Amz-Client-Context
-	TraceID             string
-	// Background: a queued event, run at background CPU priority.
-	Background bool
-}
-
-// Response is a synchronous invoke's outcome. FunctionError is "Unhandled"
-// when the function failed; Payload then holds Lambda's error document.
-type Response struct {
-	RequestID       string
-	ExecutedVersion string
-	FunctionError   string
-	ErrorType       string
-	Payload         []byte
-	LogTail         []byte
-}
-
-// Target is a resolved invoke target.
-type Target struct {
-	Account  string
-	Ref      api.FunctionRef
-	Function *metadata.Function
-	Config   *api.FunctionConfiguration // the version that runs
-	ARN      string                     // as invoked, qualified when a qualifier was given
-}
-
 // Resolve finds the function and version an invoke runs, from the cache.
-func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier string) (*Target, error) {
+func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier string) (*metadata.Target, error) {
 	ref, err := api.ParseFunctionRef(function)
 	if err == nil {
 		ref, err = ref.WithQualifier(qualifier)
@@ -159,7 +125,7 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 	if err != nil {
 		return nil, notFound
 	}
-	return &Target{Account: account, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
+	return &metadata.Target{Account: account, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
 }
 
 // CheckPayload validates an event payload as Lambda does; empty means {}.
@@ -186,7 +152,7 @@ func decodeClientContext(cc string) (string, error) {
 
 // Invoke runs a synchronous invoke: resolve, count, assign, run. Errors are
 // *api.Error for the caller (not found, throttled, ...) or internal ones.
-func (f *Frontend) Invoke(ctx context.Context, req Request) (*Response, error) {
+func (f *Frontend) Invoke(ctx context.Context, req invoke.Request) (*invoke.Response, error) {
 	t, err := f.Resolve(ctx, req.Account, req.Function, req.Qualifier)
 	if err != nil {
 		return nil, err
@@ -199,13 +165,13 @@ func (f *Frontend) Invoke(ctx context.Context, req Request) (*Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.invokeTarget(ctx, t, &worker.Invocation{Payload: payload, ClientContext: clientContext,
+	return f.invokeTarget(ctx, t, &invoke.Invocation{Payload: payload, ClientContext: clientContext,
 		TraceID: req.TraceID, Background: req.Background})
 }
 
 // invokeTarget runs inv (its payload, client context, trace header and
 // priority; the rest is filled in here) on t.
-func (f *Frontend) invokeTarget(ctx context.Context, t *Target, inv *worker.Invocation) (*Response, error) {
+func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *invoke.Invocation) (*invoke.Response, error) {
 	name := t.Ref.Name
 	slot, err := f.cfg.Counter.Acquire(counting.Key{Account: t.Account, Function: name})
 	if err != nil {
@@ -224,14 +190,14 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *Target, inv *worker.Invo
 	// environment stays busy until the invoke ends, then returns to its pool.
 	res, initDuration, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
 	if err != nil {
-		var initErr *worker.InitError
+		var initErr *invoke.InitError
 		if !errors.As(err, &initErr) {
 			return nil, fmt.Errorf("invoke %s (request %s): %w", name, requestID, err)
 		}
-		res = &worker.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
+		res = &invoke.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
 	}
 	f.cfg.Metrics.Finished(name, res.Duration, initDuration, res.ErrorType)
-	out := &Response{RequestID: requestID, ExecutedVersion: t.Config.Version, ErrorType: res.ErrorType,
+	out := &invoke.Response{RequestID: requestID, ExecutedVersion: t.Config.Version, ErrorType: res.ErrorType,
 		Payload: res.Payload, LogTail: res.LogTail}
 	if res.ErrorType != "" {
 		out.FunctionError = "Unhandled"
@@ -242,7 +208,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *Target, inv *worker.Invo
 // Enqueuer takes asynchronous (Event) invokes: it must have stored the
 // event durably before returning.
 type Enqueuer interface {
-	Enqueue(ctx context.Context, t *Target, payload []byte, clientContext string) (requestID string, err error)
+	Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext string) (requestID string, err error)
 }
 
 func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
@@ -299,7 +265,7 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	res, err := f.invokeTarget(ctx, t, &worker.Invocation{Payload: payload, ClientContext: clientContext,
+	res, err := f.invokeTarget(ctx, t, &invoke.Invocation{Payload: payload, ClientContext: clientContext,
 		TraceID: r.Header.Get("X-Amzn-Trace-Id")})
 	if err != nil {
 		fail(err)
@@ -321,9 +287,9 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 }
 
 // run leases an environment, invokes it and returns the lease. An idle
-// environment can die before the invoke reaches it (worker.ErrNoEnv); the
+// environment can die before the invoke reaches it (invoke.ErrNoEnv); the
 // invoke has not started then, so it is safe to try another.
-func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *worker.Invocation) (res *worker.Result, initDuration time.Duration, err error) {
+func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *invoke.Invocation) (res *invoke.Result, initDuration time.Duration, err error) {
 	for attempt := 0; ; attempt++ {
 		env, err := f.cfg.Assignment.Acquire(ctx, assignment.Request{Account: account, Function: cfg})
 		if err != nil {
@@ -332,7 +298,7 @@ func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionCon
 		res, err := env.Worker.Invoke(ctx, env.ID, inv)
 		initDuration := env.InitDuration // env is the next caller's after Release
 		f.cfg.Assignment.Release(env, err == nil && res.Reusable)
-		if errors.Is(err, worker.ErrNoEnv) && attempt < 3 {
+		if errors.Is(err, invoke.ErrNoEnv) && attempt < 3 {
 			continue
 		}
 		return res, initDuration, err

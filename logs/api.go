@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/auth"
-	"github.com/kiln-dev/kiln/worker"
+	"github.com/kiln-dev/kiln/logline"
 )
 
 // TargetPrefix starts the X-Amz-Target header of every CloudWatch Logs
@@ -606,7 +606,7 @@ func (s *Store) putLogEvents(c *call) (any, error) {
 		TooOldLogEventEndIndex   *int `json:"tooOldLogEventEndIndex,omitempty"`
 	}
 	var rej rejected
-	lines := make([]worker.LogLine, 0, len(in.LogEvents))
+	lines := make([]logline.Line, 0, len(in.LogEvents))
 	for i, e := range in.LogEvents {
 		switch {
 		case e.Timestamp < oldest:
@@ -616,7 +616,7 @@ func (s *Store) putLogEvents(c *call) (any, error) {
 				rej.TooNewLogEventStartIndex = &i
 			}
 		default:
-			lines = append(lines, worker.LogLine{Time: time.UnixMilli(e.Timestamp), Message: e.Message})
+			lines = append(lines, logline.Line{Time: time.UnixMilli(e.Timestamp), Message: e.Message})
 		}
 	}
 	if len(lines) > 0 {

@@ -24,9 +24,9 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/logline"
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/natsd"
-	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -150,10 +150,10 @@ func apiError(t *testing.T, err error, typ string) {
 	}
 }
 
-func lines(t0 time.Time, step time.Duration, format string, n int) []worker.LogLine {
-	out := make([]worker.LogLine, n)
+func lines(t0 time.Time, step time.Duration, format string, n int) []logline.Line {
+	out := make([]logline.Line, n)
 	for i := range out {
-		out[i] = worker.LogLine{Time: t0.Add(time.Duration(i) * step), Message: fmt.Sprintf(format, i)}
+		out[i] = logline.Line{Time: t0.Add(time.Duration(i) * step), Message: fmt.Sprintf(format, i)}
 	}
 	return out
 }
@@ -214,11 +214,11 @@ func TestSinkOrderPagingAndRestart(t *testing.T) {
 	other := "2026/01/02/[7]other"
 	for i := 0; i < n; i += 10 {
 		e.store.Append(account, lambdaGroup, lambdaStream, lines(t0.Add(time.Duration(i)*time.Millisecond), time.Millisecond, "a-%04d", 10)[:10])
-		e.store.Append(account, lambdaGroup, other, []worker.LogLine{{Time: t0.Add(time.Duration(i) * time.Millisecond), Message: fmt.Sprintf("b-%04d", i)}})
+		e.store.Append(account, lambdaGroup, other, []logline.Line{{Time: t0.Add(time.Duration(i) * time.Millisecond), Message: fmt.Sprintf("b-%04d", i)}})
 	}
 	odd := []string{"a.b", "a*", ">", "with space", "ünï/cödé", "_2F"}
 	for i, name := range odd {
-		e.store.Append(account, "weird.group>*", name, []worker.LogLine{{Time: t0, Message: "odd " + name}, {Time: t0.Add(time.Duration(i)), Message: "second " + name}})
+		e.store.Append(account, "weird.group>*", name, []logline.Line{{Time: t0, Message: "odd " + name}, {Time: t0.Add(time.Duration(i)), Message: "second " + name}})
 	}
 	if err := e.store.Flush(ctx); err != nil {
 		t.Fatal(err)
@@ -290,7 +290,7 @@ func TestSinkOrderPagingAndRestart(t *testing.T) {
 	e = start(t, dir, logs.Config{})
 	check(e.client)
 	// And appending goes on in the same streams, after what was there.
-	e.store.Append(account, lambdaGroup, lambdaStream, []worker.LogLine{{Time: time.Now(), Message: "after restart"}})
+	e.store.Append(account, lambdaGroup, lambdaStream, []logline.Line{{Time: time.Now(), Message: "after restart"}})
 	noErr(t, e.store.Flush(ctx))
 	got := getAll(t, e.client, &cwl.GetLogEventsInput{LogGroupName: aws.String(lambdaGroup), LogStreamName: aws.String(lambdaStream), StartFromHead: aws.Bool(true)})
 	if len(got) != n+1 || got[n] != "after restart" {
@@ -536,7 +536,7 @@ func TestDescribe(t *testing.T) {
 	base := time.Now().Add(-time.Hour).Truncate(time.Millisecond)
 	streamNames := []string{"2026/01/01/[$LATEST]c", "2026/01/01/[$LATEST]a", "2026/01/02/[3]b", "x"}
 	for i, s := range streamNames {
-		e.store.Append(account, groups[0], s, []worker.LogLine{{Time: base.Add(time.Duration(10-i) * time.Minute), Message: s}})
+		e.store.Append(account, groups[0], s, []logline.Line{{Time: base.Add(time.Duration(10-i) * time.Minute), Message: s}})
 	}
 	noErr(t, e.store.Flush(ctx))
 	listStreams := func(in *cwl.DescribeLogStreamsInput) []string {
@@ -676,14 +676,14 @@ func TestProtocol(t *testing.T) {
 func TestAppendNeverBlocks(t *testing.T) {
 	var logged syncBuffer
 	e := start(t, t.TempDir(), logs.Config{QueueBytes: 4096, Logger: slog.New(slog.NewTextHandler(&logged, nil))})
-	big := []worker.LogLine{{Time: time.Now(), Message: strings.Repeat("x", 5000)}}
+	big := []logline.Line{{Time: time.Now(), Message: strings.Repeat("x", 5000)}}
 	startT := time.Now()
 	e.store.Append(account, "g", "s", big)
 	if d := e.store.Dropped(); d != 1 {
 		t.Fatalf("dropped %d, want 1", d)
 	}
 	for i := 0; i < 20000; i++ {
-		e.store.Append(account, "g", "s", []worker.LogLine{{Time: time.Now(), Message: "small"}})
+		e.store.Append(account, "g", "s", []logline.Line{{Time: time.Now(), Message: "small"}})
 	}
 	if el := time.Since(startT); el > 2*time.Second {
 		t.Fatalf("20000 appends took %v", el)
@@ -721,7 +721,7 @@ func (b *syncBuffer) String() string {
 func TestCrash(t *testing.T) {
 	dir := t.TempDir()
 	e := start(t, dir, logs.Config{IndexInterval: time.Hour})
-	e.store.Append(account, "/aws/lambda/crash", "s", []worker.LogLine{{Time: time.Now(), Message: "before the crash"}})
+	e.store.Append(account, "/aws/lambda/crash", "s", []logline.Line{{Time: time.Now(), Message: "before the crash"}})
 	noErr(t, e.store.Flush(ctx))
 	e.crash()
 	e = start(t, dir, logs.Config{})
@@ -739,7 +739,7 @@ func TestCrash(t *testing.T) {
 // one line, as the worker makes for a line of output.
 func BenchmarkAppend(b *testing.B) {
 	e := start(b, b.TempDir(), logs.Config{})
-	line := []worker.LogLine{{Time: time.Now(), Message: "2026-01-01T00:00:00.000Z\tINFO\ta typical log line of some eighty bytes"}}
+	line := []logline.Line{{Time: time.Now(), Message: "2026-01-01T00:00:00.000Z\tINFO\ta typical log line of some eighty bytes"}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -29,7 +29,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/kiln-dev/kiln/worker"
+	"github.com/kiln-dev/kiln/logline"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -92,7 +92,7 @@ type Store struct {
 // item is one Append, or a flush marker when mark is set.
 type item struct {
 	account, group, stream string
-	lines                  []worker.LogLine
+	lines                  []logline.Line
 	size                   int64
 	mark                   chan error // capacity 1
 }
@@ -317,12 +317,12 @@ func (s *Store) ensureGroupNew(account, name string, created int64) (*group, boo
 	return g, true
 }
 
-var _ worker.LogSink = (*Store)(nil)
+var _ logline.Sink = (*Store)(nil)
 
 // Append queues lines for account's log group and stream, creating both
 // on first use. It never blocks: when the queue is full the lines are
 // dropped and counted. The store keeps lines; the caller must not change it.
-func (s *Store) Append(account, group, stream string, lines []worker.LogLine) {
+func (s *Store) Append(account, group, stream string, lines []logline.Line) {
 	if len(lines) == 0 || s.closed.Load() {
 		return
 	}
@@ -357,7 +357,7 @@ func (s *Store) Dropped() uint64 { return s.dropped.Load() }
 
 // put queues lines for the API (PutLogEvents): it waits for room instead of
 // dropping, then until the lines are stored.
-func (s *Store) put(ctx context.Context, account, group, stream string, lines []worker.LogLine) error {
+func (s *Store) put(ctx context.Context, account, group, stream string, lines []logline.Line) error {
 	var size int64
 	for i := range lines {
 		size += eventSize(lines[i].Message)
@@ -588,7 +588,7 @@ func (s *Store) publish(round []item) {
 	var pubs []pending
 	for _, id := range order {
 		subj := streamSubject(id.account, id.group, id.stream)
-		var evs []worker.LogLine
+		var evs []logline.Line
 		for _, it := range byStream[id] {
 			evs = append(evs, it.lines...)
 		}

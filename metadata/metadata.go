@@ -28,6 +28,16 @@ var (
 	ErrConflict = errors.New("metadata: changed concurrently")
 )
 
+// Target is an invoke's function reference resolved against the metadata:
+// the function and the version that runs.
+type Target struct {
+	Account  string
+	Ref      api.FunctionRef
+	Function *Function
+	Config   *api.FunctionConfiguration // the version that runs
+	ARN      string                     // as invoked, qualified when a qualifier was given
+}
+
 // Function is everything Kiln keeps about one function.
 type Function struct {
 	Account  string                                `json:"account"`

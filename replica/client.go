@@ -15,15 +15,15 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/assignment"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
-	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Invoker runs an invoke on a worker (an HTTP client across processes).
 type Invoker interface {
-	Invoke(ctx context.Context, addr, envID string, inv *worker.Invocation) (*worker.Result, error)
+	Invoke(ctx context.Context, addr, envID string, inv *invoke.Invocation) (*invoke.Result, error)
 }
 
 // Client is the frontend's assignment service: it sends each request to
@@ -232,11 +232,11 @@ type Leased struct {
 
 func (l *Leased) ID() string { return l.Env.Worker }
 
-func (l *Leased) Invoke(ctx context.Context, envID string, inv *worker.Invocation) (*worker.Result, error) {
+func (l *Leased) Invoke(ctx context.Context, envID string, inv *invoke.Invocation) (*invoke.Result, error) {
 	return l.c.invoker.Invoke(ctx, l.Env.Addr, envID, inv)
 }
 
-func (l *Leased) Create(context.Context, worker.EnvSpec) (*worker.EnvInfo, error) {
+func (l *Leased) Create(context.Context, invoke.EnvSpec) (*invoke.EnvInfo, error) {
 	return nil, errors.New("replica: create goes through the partition leader")
 }
 

@@ -30,9 +30,9 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
-	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -94,7 +94,7 @@ type Placer interface {
 
 // Workers creates and destroys environments on workers.
 type Workers interface {
-	Create(ctx context.Context, w WorkerRef, envID string, spec worker.EnvSpec) (*worker.EnvInfo, error)
+	Create(ctx context.Context, w WorkerRef, envID string, spec invoke.EnvSpec) (*invoke.EnvInfo, error)
 	Destroy(ctx context.Context, w WorkerRef, envID string) error
 }
 
@@ -336,7 +336,7 @@ type Reply struct {
 	Env          *partition.Env    `json:"env,omitempty"`
 	Cold         bool              `json:"cold,omitempty"`
 	InitDuration time.Duration     `json:"init,omitempty"`
-	InitError    *worker.InitError `json:"init_error,omitempty"`
+	InitError    *invoke.InitError `json:"init_error,omitempty"`
 	Error        string            `json:"error,omitempty"`
 	APIError     *api.Error        `json:"api_error,omitempty"`
 	Retry        bool              `json:"retry,omitempty"` // safe to send again (same token)

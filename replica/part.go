@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
-	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -676,11 +676,11 @@ func (p *part) acquire(req Request) Reply {
 		cfg.Placer.Release(ref.ID, preq)
 		return retry(err)
 	}
-	info, err := cfg.Workers.Create(ctx, ref, env.ID, worker.EnvSpec{Account: req.Account, Function: *fn})
+	info, err := cfg.Workers.Create(ctx, ref, env.ID, invoke.EnvSpec{Account: req.Account, Function: *fn})
 	if err != nil {
 		p.kill([]partition.Env{*create.Env}, false)
 		cfg.Placer.Release(ref.ID, preq)
-		var ie *worker.InitError
+		var ie *invoke.InitError
 		if errors.As(err, &ie) {
 			return Reply{InitError: ie}
 		}

@@ -15,10 +15,10 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/assignment"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
-	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -44,13 +44,13 @@ func (f *fakeFleet) Place(ctx context.Context, req placement.Request) (WorkerRef
 	return WorkerRef{ID: id, Zone: "z" + id[1:], Addr: id}, nil
 }
 func (f *fakeFleet) Release(string, placement.Request) {}
-func (f *fakeFleet) Create(ctx context.Context, w WorkerRef, id string, spec worker.EnvSpec) (*worker.EnvInfo, error) {
+func (f *fakeFleet) Create(ctx context.Context, w WorkerRef, id string, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
 	time.Sleep(time.Millisecond)
 	f.created.Add(1)
 	f.mu.Lock()
 	f.live[id] = true
 	f.mu.Unlock()
-	return &worker.EnvInfo{ID: id, InitDuration: time.Millisecond}, nil
+	return &invoke.EnvInfo{ID: id, InitDuration: time.Millisecond}, nil
 }
 func (f *fakeFleet) Destroy(ctx context.Context, w WorkerRef, id string) error {
 	f.mu.Lock()
@@ -58,11 +58,11 @@ func (f *fakeFleet) Destroy(ctx context.Context, w WorkerRef, id string) error {
 	f.mu.Unlock()
 	return nil
 }
-func (f *fakeFleet) Invoke(ctx context.Context, addr, id string, inv *worker.Invocation) (*worker.Result, error) {
+func (f *fakeFleet) Invoke(ctx context.Context, addr, id string, inv *invoke.Invocation) (*invoke.Result, error) {
 	f.mu.Lock()
 	if !f.live[id] {
 		f.mu.Unlock()
-		return nil, worker.ErrNoEnv
+		return nil, invoke.ErrNoEnv
 	}
 	if other, ok := f.busy[id]; ok {
 		f.doubles.Add(1)
@@ -75,7 +75,7 @@ func (f *fakeFleet) Invoke(ctx context.Context, addr, id string, inv *worker.Inv
 	f.mu.Lock()
 	delete(f.busy, id)
 	f.mu.Unlock()
-	return &worker.Result{Payload: inv.Payload, Reusable: true}, nil
+	return &invoke.Result{Payload: inv.Payload, Reusable: true}, nil
 }
 
 type rig struct {
@@ -205,7 +205,7 @@ func (r *rig) invoke(f *api.FunctionConfiguration) (*assignment.Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	res, err := env.Worker.Invoke(context.Background(), env.ID, &worker.Invocation{RequestID: newToken(), Payload: []byte("{}")})
+	res, err := env.Worker.Invoke(context.Background(), env.ID, &invoke.Invocation{RequestID: newToken(), Payload: []byte("{}")})
 	r.client.Release(env, err == nil && res.Reusable)
 	return env, err
 }
@@ -580,10 +580,10 @@ func (placerShim) Release(string, placement.Request)                        {}
 type shimWorker struct{}
 
 func (shimWorker) ID() string { return "w" }
-func (shimWorker) Create(context.Context, worker.EnvSpec) (*worker.EnvInfo, error) {
-	return &worker.EnvInfo{ID: newToken()}, nil
+func (shimWorker) Create(context.Context, invoke.EnvSpec) (*invoke.EnvInfo, error) {
+	return &invoke.EnvInfo{ID: newToken()}, nil
 }
-func (shimWorker) Invoke(context.Context, string, *worker.Invocation) (*worker.Result, error) {
+func (shimWorker) Invoke(context.Context, string, *invoke.Invocation) (*invoke.Result, error) {
 	return nil, nil
 }
 func (shimWorker) Destroy(context.Context, string) error { return nil }

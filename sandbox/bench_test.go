@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/worker"
@@ -100,7 +101,7 @@ func BenchmarkEnvsPerSecond(b *testing.B) {
 						}
 						left--
 						next.Unlock()
-						if _, err := h.W.Create(context.Background(), worker.EnvSpec{Function: fn}); err != nil {
+						if _, err := h.W.Create(context.Background(), invoke.EnvSpec{Function: fn}); err != nil {
 							b.Error(err)
 							return
 						}
@@ -291,7 +292,7 @@ func BenchmarkInvokeWarm(b *testing.B) {
 				fn := h.AddGo(b, "echo", fntest.EchoGo)
 				fn.MemorySize = mem
 				id := h.Create(b, fn)
-				inv := &worker.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
+				inv := &invoke.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
 				var times []time.Duration
 				for b.Loop() {
 					t0 := time.Now()
@@ -324,7 +325,7 @@ func BenchmarkInvokeWarmPaired(b *testing.B) {
 		fn.MemorySize = 1769
 		sides = append(sides, &side{name: be.name, h: h, id: h.Create(b, fn)})
 	}
-	inv := &worker.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
+	inv := &invoke.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
 	i := 0
 	for b.Loop() {
 		i++

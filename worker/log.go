@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"time"
+
+	"github.com/kiln-dev/kiln/logline"
 )
 
 // TailSize is how much of an invoke's log X-Amz-Log-Result carries.
@@ -13,32 +15,19 @@ const TailSize = 4096
 // CloudWatch Logs bounds an event at 256 KB.
 const maxLine = 256 << 10
 
-// LogSink receives every line of every environment's log: the runtime's
-// output and the platform's START, END and REPORT lines. Append is called on
-// the invoke path, so it must queue, not wait for storage.
-type LogSink interface {
-	Append(account, group, stream string, lines []LogLine)
-}
-
-// LogLine is one log event.
-type LogLine struct {
-	Time    time.Time
-	Message string
-}
-
 // logBuffer keeps the last TailSize bytes of the current invoke's log and
 // passes whole lines to the sink.
 type logBuffer struct {
 	buf     []byte
 	partial []byte
-	sink    LogSink
+	sink    logline.Sink
 	account string
 	group   string
 	stream  string
-	lines   []LogLine
+	lines   []logline.Line
 }
 
-func (l *logBuffer) init(sink LogSink, account, group, stream string) {
+func (l *logBuffer) init(sink logline.Sink, account, group, stream string) {
 	l.buf = make([]byte, 0, 2*TailSize)
 	l.sink, l.account, l.group, l.stream = sink, account, group, stream
 }
@@ -86,7 +75,7 @@ func (l *logBuffer) writeString(s string) {
 }
 
 func (l *logBuffer) emit(t time.Time, line []byte) {
-	l.lines = append(l.lines, LogLine{Time: t, Message: string(line)})
+	l.lines = append(l.lines, logline.Line{Time: t, Message: string(line)})
 }
 
 func (l *logBuffer) send() {

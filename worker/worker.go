@@ -20,6 +20,8 @@ import (
 
 	"github.com/kiln-dev/kiln/agentproto"
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
+	"github.com/kiln-dev/kiln/logline"
 	"github.com/kiln-dev/kiln/runtimeapi"
 	"github.com/kiln-dev/kiln/runtimes"
 )
@@ -37,7 +39,7 @@ type Config struct {
 	Code       CodeSource
 	Sandbox    Sandbox // zero: ProcessSandbox
 	// Logs receives every log line; nil keeps only each invoke's tail.
-	Logs LogSink
+	Logs logline.Sink
 	// InitTimeout bounds the init phase; zero means Lambda's 10 s.
 	InitTimeout time.Duration
 	Logger      *slog.Logger
@@ -71,62 +73,9 @@ func New(cfg Config) *Worker {
 // ID names the worker to placement.
 func (w *Worker) ID() string { return w.cfg.ID }
 
-// EnvSpec is what a new execution environment runs.
-type EnvSpec struct {
-	Account  string
-	Function api.FunctionConfiguration // the exact version's configuration
-	// InitType is AWS_LAMBDA_INITIALIZATION_TYPE: "on-demand" or "provisioned-concurrency".
-	InitType string
-}
-
-// EnvInfo describes a ready environment.
-type EnvInfo struct {
-	ID           string
-	InitDuration time.Duration
-}
-
-// Invocation is one invoke's input.
-type Invocation struct {
-	RequestID       string
-	FunctionArn     string // as invoked (qualified when a qualifier was given)
-	TraceID         string
-	ClientContext   string // decoded JSON
-	CognitoIdentity string
-	Payload         []byte
-	// Background marks a queued (asynchronous) event: it runs at the
-	// environment's background CPU priority where the backend has one.
-	Background bool
-}
-
-// Result is an invoke's outcome.
-type Result struct {
-	Payload []byte
-	// ErrorType is set when the function failed; the caller gets
-	// X-Amz-Function-Error: Unhandled and Payload as the error document.
-	ErrorType string
-	// LogTail is the last 4 KB of this invoke's log, START to REPORT.
-	LogTail  []byte
-	Duration time.Duration
-	// Reusable is false when the environment was destroyed (timeout, crash).
-	Reusable bool
-}
-
-// InitError is returned by Create when the function's init phase failed.
-// Document is Lambda's error document for the caller.
-type InitError struct {
-	ErrorType string
-	Document  []byte
-	LogTail   []byte
-}
-
-func (e *InitError) Error() string { return "init failed: " + e.ErrorType }
-
-// ErrNoEnv means the environment is not (or no longer) on this worker.
-var ErrNoEnv = errors.New("worker: no such execution environment")
-
 // Create starts an execution environment and waits until its runtime is
 // initialized (it asked for its first event).
-func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
+func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
 	fn := spec.Function
 	rt, err := runtimes.Lookup(fn.Runtime)
 	if err != nil {
@@ -178,15 +127,15 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 
 	timer := time.NewTimer(w.cfg.InitTimeout)
 	defer timer.Stop()
-	fail := func(ie *InitError) (*EnvInfo, error) {
+	fail := func(ie *invoke.InitError) (*invoke.EnvInfo, error) {
 		e.mu.Lock()
 		ie.LogTail = e.log.tail()
 		e.mu.Unlock()
 		e.destroy()
 		return nil, ie
 	}
-	timedOut := func() (*EnvInfo, error) {
-		return fail(&InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
+	timedOut := func() (*invoke.EnvInfo, error) {
+		return fail(&invoke.InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
 			fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms Phase: init Status: timeout", float64(w.cfg.InitTimeout.Microseconds())/1000))})
 	}
 	if err := e.takeHandover(ctx, timer.C); err != nil {
@@ -207,14 +156,14 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 	}
 	e.initDuration = time.Since(started)
 	if ie := e.api.InitError(); ie != nil {
-		return fail(&InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
+		return fail(&invoke.InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
 	}
 	select {
 	case <-e.dead:
 		ie := e.initErr
 		if ie == nil {
 			typ := e.exitError()
-			ie = &InitError{ErrorType: typ, Document: errorDoc(typ,
+			ie = &invoke.InitError{ErrorType: typ, Document: errorDoc(typ,
 				"RequestId: init Error: Runtime exited with error: "+e.exitText())}
 		}
 		return fail(ie)
@@ -226,7 +175,7 @@ func (w *Worker) Create(ctx context.Context, spec EnvSpec) (*EnvInfo, error) {
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
-	return &EnvInfo{ID: id, InitDuration: e.initDuration}, nil
+	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration}, nil
 }
 
 var errInitTimeout = errors.New("init timed out")
@@ -286,7 +235,7 @@ func ephemeralMB(fn api.FunctionConfiguration) int {
 
 // runtimeEnv is the environment Lambda gives a function, with the
 // function's own variables first so that reserved names win over them.
-func (w *Worker) runtimeEnv(spec EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, logStream string) []string {
+func (w *Worker) runtimeEnv(spec invoke.EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, logStream string) []string {
 	fn := spec.Function
 	env := []string{}
 	if fn.Environment != nil {
@@ -331,12 +280,12 @@ func logStreamName(version, envID string) string {
 // Invoke runs one invocation in environment envID. It does not give up when
 // ctx ends (a caller that hangs up does not stop a running function, as in
 // Lambda); the function's timeout bounds it.
-func (w *Worker) Invoke(ctx context.Context, envID string, inv *Invocation) (*Result, error) {
+func (w *Worker) Invoke(ctx context.Context, envID string, inv *invoke.Invocation) (*invoke.Result, error) {
 	w.mu.Lock()
 	e := w.envs[envID]
 	w.mu.Unlock()
 	if e == nil {
-		return nil, ErrNoEnv
+		return nil, invoke.ErrNoEnv
 	}
 	res, err := e.invoke(inv)
 	if err != nil || !res.Reusable {
@@ -351,7 +300,7 @@ func (w *Worker) Invoke(ctx context.Context, envID string, inv *Invocation) (*Re
 func (w *Worker) Destroy(ctx context.Context, envID string) error {
 	e := w.forget(envID)
 	if e == nil {
-		return ErrNoEnv
+		return invoke.ErrNoEnv
 	}
 	go e.shutdown()
 	return nil
@@ -389,7 +338,7 @@ func (w *Worker) Count() int {
 // env is one execution environment as the worker sees it.
 type env struct {
 	id   string
-	spec EnvSpec
+	spec invoke.EnvSpec
 	conn *agentproto.Conn
 	sock *os.File
 	proc Process
@@ -397,8 +346,8 @@ type env struct {
 	logs *logPipe
 
 	initDuration time.Duration
-	initErr      *InitError    // the agent could not start the runtime
-	dead         chan struct{} // closed when the agent is gone
+	initErr      *invoke.InitError // the agent could not start the runtime
+	dead         chan struct{}     // closed when the agent is gone
 	exit         agentproto.Exit
 	exited       bool // exit was reported
 
@@ -444,7 +393,7 @@ func (e *env) readAgent() {
 		case agentproto.KindInitError:
 			var r agentproto.Error
 			f.Decode(&r)
-			e.initErr = &InitError{ErrorType: r.ErrorType, Document: jsonOr(f.Body, r.ErrorType)}
+			e.initErr = &invoke.InitError{ErrorType: r.ErrorType, Document: jsonOr(f.Body, r.ErrorType)}
 		case agentproto.KindExit:
 			f.Decode(&e.exit)
 			e.exited = true
@@ -452,12 +401,12 @@ func (e *env) readAgent() {
 	}
 }
 
-func (e *env) invoke(inv *Invocation) (*Result, error) {
+func (e *env) invoke(inv *invoke.Invocation) (*invoke.Result, error) {
 	e.invokeMu.Lock()
 	defer e.invokeMu.Unlock()
 	select {
 	case <-e.dead: // it ended while idle: the invoke has not started, another env may take it
-		return nil, ErrNoEnv
+		return nil, invoke.ErrNoEnv
 	default:
 	}
 	if p, ok := e.proc.(Prioritizer); ok && inv.Background != e.background {
@@ -488,7 +437,7 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Reusable: true}
+	res := &invoke.Result{Reusable: true}
 	timer := time.NewTimer(timeout)
 	select {
 	case o := <-results:
@@ -498,7 +447,7 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 	case <-e.dead:
 		if e.api.LastDelivered() != inv.RequestID {
 			timer.Stop()
-			return nil, ErrNoEnv // it died before the invoke reached it
+			return nil, invoke.ErrNoEnv // it died before the invoke reached it
 		}
 		res.Reusable = false
 		res.ErrorType = e.exitError()
@@ -523,7 +472,7 @@ func (e *env) invoke(inv *Invocation) (*Result, error) {
 }
 
 // report is the END and REPORT lines Lambda writes after every invoke.
-func (e *env) report(requestID string, res *Result, first bool) string {
+func (e *env) report(requestID string, res *invoke.Result, first bool) string {
 	fn := &e.spec.Function
 	ms := float64(res.Duration.Microseconds()) / 1000
 	s := fmt.Sprintf("END RequestId: %s\nREPORT RequestId: %s\tDuration: %.2f ms\tBilled Duration: %d ms\tMemory Size: %d MB\tMax Memory Used: %d MB\t",

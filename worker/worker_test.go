@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
@@ -52,9 +53,9 @@ func newWorker(t testing.TB) (*worker.Worker, api.FunctionConfiguration) {
 	return w, fn
 }
 
-func invoke(t *testing.T, w *worker.Worker, envID, payload string) *worker.Result {
+func run(t *testing.T, w *worker.Worker, envID, payload string) *invoke.Result {
 	t.Helper()
-	res, err := w.Invoke(context.Background(), envID, &worker.Invocation{RequestID: "req-" + payload[:min(8, len(payload))],
+	res, err := w.Invoke(context.Background(), envID, &invoke.Invocation{RequestID: "req-" + payload[:min(8, len(payload))],
 		FunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:toolkit", Payload: []byte(payload)})
 	if err != nil {
 		t.Fatalf("invoke: %v", err)
@@ -65,7 +66,7 @@ func invoke(t *testing.T, w *worker.Worker, envID, payload string) *worker.Resul
 func TestLifecycle(t *testing.T) {
 	w, fn := newWorker(t)
 	ctx := context.Background()
-	info, err := w.Create(ctx, worker.EnvSpec{Account: "123456789012", Function: fn})
+	info, err := w.Create(ctx, invoke.EnvSpec{Account: "123456789012", Function: fn})
 	if err != nil {
 		t.Fatalf("create: %v", err)
 	}
@@ -73,7 +74,7 @@ func TestLifecycle(t *testing.T) {
 		t.Errorf("init duration %v", info.InitDuration)
 	}
 
-	res := invoke(t, w, info.ID, `{"hello":"world"}`)
+	res := run(t, w, info.ID, `{"hello":"world"}`)
 	if string(res.Payload) != `{"hello":"world"}` || res.ErrorType != "" || !res.Reusable {
 		t.Fatalf("echo: %+v", res)
 	}
@@ -83,22 +84,22 @@ func TestLifecycle(t *testing.T) {
 			t.Errorf("log tail lacks %q:\n%s", want, log)
 		}
 	}
-	if res := invoke(t, w, info.ID, `{"action":"print","lines":3,"text":"hello log"}`); strings.Count(string(res.LogTail), "hello log\n") != 3 || strings.Contains(string(res.LogTail), "Init Duration") {
+	if res := run(t, w, info.ID, `{"action":"print","lines":3,"text":"hello log"}`); strings.Count(string(res.LogTail), "hello log\n") != 3 || strings.Contains(string(res.LogTail), "Init Duration") {
 		t.Errorf("second invoke log:\n%s", res.LogTail)
 	}
 
-	res = invoke(t, w, info.ID, `{"action":"error","msg":"boom"}`)
+	res = run(t, w, info.ID, `{"action":"error","msg":"boom"}`)
 	var doc struct{ ErrorMessage, ErrorType string }
 	json.Unmarshal(res.Payload, &doc)
 	if res.ErrorType == "" || doc.ErrorMessage != "boom" || !res.Reusable {
 		t.Errorf("function error: %+v %s", res, res.Payload)
 	}
 
-	res = invoke(t, w, info.ID, `{"action":"sleep","ms":5000}`)
+	res = run(t, w, info.ID, `{"action":"sleep","ms":5000}`)
 	if res.ErrorType != "Sandbox.Timedout" || res.Reusable || !strings.Contains(string(res.Payload), "Task timed out after 2.00 seconds") {
 		t.Errorf("timeout: %+v %s", res, res.Payload)
 	}
-	if _, err := w.Invoke(ctx, info.ID, &worker.Invocation{RequestID: "x", Payload: []byte("{}")}); !errors.Is(err, worker.ErrNoEnv) {
+	if _, err := w.Invoke(ctx, info.ID, &invoke.Invocation{RequestID: "x", Payload: []byte("{}")}); !errors.Is(err, invoke.ErrNoEnv) {
 		t.Errorf("invoke after timeout: %v, want ErrNoEnv", err)
 	}
 	if w.Count() != 0 {
@@ -109,18 +110,18 @@ func TestLifecycle(t *testing.T) {
 func TestCrashAndBigResponse(t *testing.T) {
 	w, fn := newWorker(t)
 	ctx := context.Background()
-	info, err := w.Create(ctx, worker.EnvSpec{Function: fn})
+	info, err := w.Create(ctx, invoke.EnvSpec{Function: fn})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res := invoke(t, w, info.ID, `{"action":"big","bytes":7000000}`)
+	res := run(t, w, info.ID, `{"action":"big","bytes":7000000}`)
 	if res.ErrorType != "Function.ResponseSizeTooLarge" || res.Reusable {
 		t.Errorf("big response: %+v %.200s", res, res.Payload)
 	}
-	if info, err = w.Create(ctx, worker.EnvSpec{Function: fn}); err != nil {
+	if info, err = w.Create(ctx, invoke.EnvSpec{Function: fn}); err != nil {
 		t.Fatal(err)
 	}
-	res = invoke(t, w, info.ID, `{"action":"exit","code":3}`)
+	res = run(t, w, info.ID, `{"action":"exit","code":3}`)
 	if res.ErrorType != "Runtime.ExitError" || res.Reusable || !strings.Contains(string(res.Payload), "exit status 3") {
 		t.Errorf("exit: %s %s", res.ErrorType, res.Payload)
 	}
@@ -128,11 +129,11 @@ func TestCrashAndBigResponse(t *testing.T) {
 
 func BenchmarkInvokeWarm(b *testing.B) {
 	w, fn := newWorker(b)
-	info, err := w.Create(context.Background(), worker.EnvSpec{Function: fn})
+	info, err := w.Create(context.Background(), invoke.EnvSpec{Function: fn})
 	if err != nil {
 		b.Fatal(err)
 	}
-	inv := &worker.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
+	inv := &invoke.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
 	for b.Loop() {
 		if _, err := w.Invoke(context.Background(), info.ID, inv); err != nil {
 			b.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
@@ -87,7 +88,7 @@ var lifecycleCases = []testCase{
 		if !strings.Contains(string(res.LogTail), "Status: timeout") {
 			t.Errorf("log tail:\n%s", res.LogTail)
 		}
-		if _, err := h.W.Invoke(context.Background(), env, &worker.Invocation{RequestID: "x", Payload: []byte("{}")}); !errors.Is(err, worker.ErrNoEnv) {
+		if _, err := h.W.Invoke(context.Background(), env, &invoke.Invocation{RequestID: "x", Payload: []byte("{}")}); !errors.Is(err, invoke.ErrNoEnv) {
 			t.Errorf("invoke after a timeout: %v, want ErrNoEnv", err)
 		}
 	}},
@@ -106,8 +107,8 @@ var lifecycleCases = []testCase{
 	}},
 	{"InitFailure", func(t *testing.T, h *Harness) {
 		fn := h.AddFiles(t, "badinit", map[string][]byte{"bootstrap": []byte("#!/bin/sh\necho dying during init\nexit 7\n")})
-		_, err := h.W.Create(context.Background(), worker.EnvSpec{Function: fn})
-		var ie *worker.InitError
+		_, err := h.W.Create(context.Background(), invoke.EnvSpec{Function: fn})
+		var ie *invoke.InitError
 		if !errors.As(err, &ie) || ie.ErrorType != "Runtime.ExitError" || !strings.Contains(string(ie.Document), "exit status 7") {
 			t.Fatalf("init failure: %v", err)
 		}
@@ -115,7 +116,7 @@ var lifecycleCases = []testCase{
 			t.Errorf("init log tail: %q", ie.LogTail)
 		}
 		fn = h.AddFiles(t, "noentry", map[string][]byte{"other": []byte("x")})
-		if _, err := h.W.Create(context.Background(), worker.EnvSpec{Function: fn}); !errors.As(err, &ie) || ie.ErrorType != "Runtime.InvalidEntrypoint" {
+		if _, err := h.W.Create(context.Background(), invoke.EnvSpec{Function: fn}); !errors.As(err, &ie) || ie.ErrorType != "Runtime.InvalidEntrypoint" {
 			t.Fatalf("missing bootstrap: %v", err)
 		}
 	}},
@@ -127,12 +128,12 @@ var lifecycleCases = []testCase{
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				info, err := h.W.Create(context.Background(), worker.EnvSpec{Function: fn})
+				info, err := h.W.Create(context.Background(), invoke.EnvSpec{Function: fn})
 				if err != nil {
 					errs <- err
 					return
 				}
-				res, err := h.W.Invoke(context.Background(), info.ID, &worker.Invocation{RequestID: fmt.Sprint("c", i), Payload: []byte(fmt.Sprint(i))})
+				res, err := h.W.Invoke(context.Background(), info.ID, &invoke.Invocation{RequestID: fmt.Sprint("c", i), Payload: []byte(fmt.Sprint(i))})
 				if err != nil || string(res.Payload) != fmt.Sprint(i) {
 					errs <- fmt.Errorf("invoke %d: %v %+v", i, err, res)
 				}
@@ -202,8 +203,8 @@ var lifecycleCases = []testCase{
 		for name, want := range map[string]string{"failing-initerror": "Extension.TestFailure", "failing-crash": "Extension.Crash"} {
 			fn := h.AddGo(t, name, fntest.ToolkitGo)
 			h.SetExtensions(t, name, map[string][]byte{name: ext})
-			_, err := h.W.Create(context.Background(), worker.EnvSpec{Function: fn})
-			var ie *worker.InitError
+			_, err := h.W.Create(context.Background(), invoke.EnvSpec{Function: fn})
+			var ie *invoke.InitError
 			if !errors.As(err, &ie) || ie.ErrorType != want {
 				t.Errorf("%s: %v, want an init error %s", name, err, want)
 			}

@@ -27,7 +27,9 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/logline"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
 )
@@ -174,9 +176,9 @@ func (h *Harness) SetExtensions(t testing.TB, function string, exts map[string][
 // Create makes an environment or fails the test.
 func (h *Harness) Create(t testing.TB, fn api.FunctionConfiguration) string {
 	t.Helper()
-	info, err := h.W.Create(context.Background(), worker.EnvSpec{Account: "123456789012", Function: fn})
+	info, err := h.W.Create(context.Background(), invoke.EnvSpec{Account: "123456789012", Function: fn})
 	if err != nil {
-		var ie *worker.InitError
+		var ie *invoke.InitError
 		if errors.As(err, &ie) {
 			t.Fatalf("create %s: %v: %s\n%s", fn.FunctionName, err, ie.Document, ie.LogTail)
 		}
@@ -191,18 +193,18 @@ var reqSeq struct {
 }
 
 // Invoke runs one invocation with a fresh request id.
-func (h *Harness) Invoke(t testing.TB, envID string, payload any) *worker.Result {
+func (h *Harness) Invoke(t testing.TB, envID string, payload any) *invoke.Result {
 	t.Helper()
 	return h.invoke(t, envID, payload, false)
 }
 
 // InvokeBackground is Invoke of a queued (asynchronous) event.
-func (h *Harness) InvokeBackground(t testing.TB, envID string, payload any) *worker.Result {
+func (h *Harness) InvokeBackground(t testing.TB, envID string, payload any) *invoke.Result {
 	t.Helper()
 	return h.invoke(t, envID, payload, true)
 }
 
-func (h *Harness) invoke(t testing.TB, envID string, payload any, background bool) *worker.Result {
+func (h *Harness) invoke(t testing.TB, envID string, payload any, background bool) *invoke.Result {
 	t.Helper()
 	b, ok := payload.([]byte)
 	if !ok {
@@ -212,7 +214,7 @@ func (h *Harness) invoke(t testing.TB, envID string, payload any, background boo
 	reqSeq.n++
 	id := fmt.Sprintf("req-%d-%d", os.Getpid(), reqSeq.n)
 	reqSeq.Unlock()
-	res, err := h.W.Invoke(context.Background(), envID, &worker.Invocation{RequestID: id,
+	res, err := h.W.Invoke(context.Background(), envID, &invoke.Invocation{RequestID: id,
 		FunctionArn: "arn:aws:lambda:us-east-1:123456789012:function:f", Payload: b, Background: background})
 	if err != nil {
 		t.Fatalf("invoke: %v", err)
@@ -424,7 +426,7 @@ type LogSink struct {
 	lines []string
 }
 
-func (s *LogSink) Append(account, group, stream string, lines []worker.LogLine) {
+func (s *LogSink) Append(account, group, stream string, lines []logline.Line) {
 	s.mu.Lock()
 	for _, l := range lines {
 		s.lines = append(s.lines, l.Message)

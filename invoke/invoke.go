@@ -1,0 +1,91 @@
+// Package invoke holds the types of an invoke as it crosses Kiln's
+// components: the frontend's Request and Response, the worker's Invocation
+// and Result, and the EnvSpec of the execution environment that runs it. It
+// is a leaf (it imports only api), so that the components which pass
+// invokes along need not link the worker, or the agent behind it.
+package invoke
+
+import (
+	"errors"
+	"time"
+
+	"github.com/kiln-dev/kiln/api"
+)
+
+// Request is one invoke as the frontend takes it, from HTTP or from an
+// in-process caller (the asynchronous pollers).
+type Request struct {
+	Account string
+	// Function is the FunctionName parameter: a name, partial or full ARN,
+	// optionally with ":qualifier"; Qualifier is the ?Qualifier= parameter.
+	Function, Qualifier string
+	Payload             []byte
+	ClientContext       string // base64 JSON, as in X-Amz-Client-Context
+	TraceID             string
+	// Background: a queued event, run at background CPU priority.
+	Background bool
+}
+
+// Response is a synchronous invoke's outcome. FunctionError is "Unhandled"
+// when the function failed; Payload then holds Lambda's error document.
+type Response struct {
+	RequestID       string
+	ExecutedVersion string
+	FunctionError   string
+	ErrorType       string
+	Payload         []byte
+	LogTail         []byte
+}
+
+// EnvSpec is what a new execution environment runs.
+type EnvSpec struct {
+	Account  string
+	Function api.FunctionConfiguration // the exact version's configuration
+	// InitType is AWS_LAMBDA_INITIALIZATION_TYPE: "on-demand" or "provisioned-concurrency".
+	InitType string
+}
+
+// EnvInfo describes a ready environment.
+type EnvInfo struct {
+	ID           string
+	InitDuration time.Duration
+}
+
+// Invocation is one invoke's input to an environment.
+type Invocation struct {
+	RequestID       string
+	FunctionArn     string // as invoked (qualified when a qualifier was given)
+	TraceID         string
+	ClientContext   string // decoded JSON
+	CognitoIdentity string
+	Payload         []byte
+	// Background marks a queued (asynchronous) event: it runs at the
+	// environment's background CPU priority where the backend has one.
+	Background bool
+}
+
+// Result is an invoke's outcome in its environment.
+type Result struct {
+	Payload []byte
+	// ErrorType is set when the function failed; the caller gets
+	// X-Amz-Function-Error: Unhandled and Payload as the error document.
+	ErrorType string
+	// LogTail is the last 4 KB of this invoke's log, START to REPORT.
+	LogTail  []byte
+	Duration time.Duration
+	// Reusable is false when the environment was destroyed (timeout, crash).
+	Reusable bool
+}
+
+// InitError is returned when creating an environment failed in the
+// function's init phase. Document is Lambda's error document for the caller.
+type InitError struct {
+	ErrorType string
+	Document  []byte
+	LogTail   []byte
+}
+
+func (e *InitError) Error() string { return "init failed: " + e.ErrorType }
+
+// ErrNoEnv means the environment is not (or no longer) on its worker.
+var ErrNoEnv = errors.New("worker: no such execution environment")
