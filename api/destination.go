@@ -41,7 +41,7 @@ func ParseDestination(arn string) (Destination, error) {
 	switch parts[2] {
 	case "lambda":
 		ref, err := ParseFunctionRef(arn)
-		if err != nil || ref.Account == "" {
+		if err != nil || ref.Account == "" || ref.Region == "" {
 			return d, fmt.Errorf("%s is not a function ARN (arn:aws:lambda:REGION:ACCOUNT:function:NAME)", arn)
 		}
 		d.Kind, d.Name, d.Qualifier = DestinationFunction, ref.Name, ref.Qualifier
@@ -50,8 +50,8 @@ func ParseDestination(arn string) (Destination, error) {
 		if strings.HasSuffix(name, ".fifo") {
 			return d, fmt.Errorf("Kiln queues are not FIFO queues (%s)", arn)
 		}
-		if !queueNameRe.MatchString(name) || d.Region == "" || d.Account == "" {
-			return d, fmt.Errorf("%s is not a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME, NAME of 1 to 80 letters, digits, - and _)", arn)
+		if !queueNameRe.MatchString(name) || d.Region == "" || !accountRe.MatchString(d.Account) {
+			return d, fmt.Errorf("%s is not a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME, ACCOUNT of 12 digits, NAME of 1 to 80 letters, digits, - and _)", arn)
 		}
 		d.Kind, d.Name = DestinationQueue, name
 	default:

@@ -19,6 +19,10 @@ var (
 	nameRe      = regexp.MustCompile(`^[a-zA-Z0-9-_]{1,64}$`)
 	qualifierRe = regexp.MustCompile(`^(\$LATEST|[a-zA-Z0-9-_]{1,128})$`)
 	accountRe   = regexp.MustCompile(`^\d{12}$`)
+	// regionRe is looser than AWS's region names (an operator names Kiln's
+	// region), but keeps a region that is echoed in errors and compared
+	// with Kiln's own a plain token.
+	regionRe = regexp.MustCompile(`^[a-z0-9-]{0,64}$`)
 )
 
 // ParseFunctionRef parses the FunctionName path parameter of any Lambda call.
@@ -54,7 +58,7 @@ func ParseFunctionRef(s string) (FunctionRef, error) {
 	default:
 		return bad()
 	}
-	if !nameRe.MatchString(ref.Name) || ref.Account != "" && !accountRe.MatchString(ref.Account) ||
+	if !nameRe.MatchString(ref.Name) || ref.Account != "" && !accountRe.MatchString(ref.Account) || !regionRe.MatchString(ref.Region) ||
 		len(parts) > 1 && ref.Qualifier == "" && parts[len(parts)-1] == "" || ref.Qualifier != "" && !qualifierRe.MatchString(ref.Qualifier) {
 		return bad()
 	}

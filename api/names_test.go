@@ -24,6 +24,7 @@ func TestParseFunctionRef(t *testing.T) {
 		{in: "12345:function:f", bad: true},
 		{in: "arn:aws:lambda:us-east-1:123456789012:function:f:1:2", bad: true},
 		{in: "../etc", bad: true},
+		{in: "arn:aws:lambda:/:123456789012:function:f", bad: true}, // a region that is no token (found by FuzzParseFunctionRef)
 		{in: string(make([]byte, 65)), bad: true},
 	}
 	for _, tt := range tests {
