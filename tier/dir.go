@@ -1,0 +1,221 @@
+package tier
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// Dir stores blobs as files in a directory, DIR/ab/abcdef…: the default
+// authoritative store. Files are written under a temporary name and renamed,
+// so a reader never sees half a blob.
+type Dir struct{ root string }
+
+// OpenDir opens (creating) a Dir store at root.
+func OpenDir(root string) (*Dir, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("tier: %w", err)
+	}
+	return &Dir{root: root}, nil
+}
+
+func (d *Dir) path(name string) string { return filepath.Join(d.root, name[:2], name) }
+
+func (d *Dir) Get(_ context.Context, name string) ([]byte, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(d.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return b, err
+}
+
+func (d *Dir) Put(_ context.Context, name string, data []byte) error {
+	_, err := d.put(name, data)
+	return err
+}
+
+// put writes the blob unless present and says whether it wrote it.
+func (d *Dir) put(name string, data []byte) (bool, error) {
+	if err := validName(name); err != nil {
+		return false, err
+	}
+	p := d.path(name)
+	if _, err := os.Stat(p); err == nil {
+		return false, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return false, err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+	if err != nil {
+		return false, err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), p)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return false, fmt.Errorf("tier: put %s: %w", name, err)
+	}
+	return true, nil
+}
+
+func (d *Dir) Delete(_ context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if err := os.Remove(d.path(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Size returns the bytes of all blobs stored: what deduplication saves is
+// measured here.
+func (d *Dir) Size() (int64, error) {
+	var n int64
+	err := filepath.WalkDir(d.root, func(_ string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		info, err := e.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	return n, err
+}
+
+// Disk is a worker-local LRU cache on disk holding at most MaxBytes of blobs.
+// What it held before a restart is found again at open, oldest first.
+type Disk struct {
+	dir *Dir
+	max int64
+
+	mu    sync.Mutex
+	lru   list.List // of diskEntry, most recent first
+	byKey map[string]*list.Element
+	size  int64
+}
+
+type diskEntry struct {
+	name string
+	size int64
+}
+
+// OpenDisk opens (creating) a disk cache at root bounded to maxBytes.
+func OpenDisk(root string, maxBytes int64) (*Disk, error) {
+	d, err := OpenDir(root)
+	if err != nil {
+		return nil, err
+	}
+	c := &Disk{dir: d, max: maxBytes, byKey: map[string]*list.Element{}}
+	type found struct {
+		diskEntry
+		mod int64
+	}
+	var all []found
+	err = filepath.WalkDir(root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		if validName(e.Name()) != nil {
+			return os.Remove(p) // a temporary file of an interrupted put
+		}
+		info, err := e.Info()
+		if err == nil {
+			all = append(all, found{diskEntry{e.Name(), info.Size()}, info.ModTime().UnixNano()})
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tier: %w", err)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].mod > all[j].mod })
+	for _, f := range all { // newest in front
+		c.byKey[f.name] = c.lru.PushBack(f.diskEntry)
+		c.size += f.size
+	}
+	c.mu.Lock()
+	c.evict()
+	c.mu.Unlock()
+	return c, nil
+}
+
+func (c *Disk) Get(ctx context.Context, name string) ([]byte, error) {
+	b, err := c.dir.Get(ctx, name)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byKey[name]; ok {
+		if err == nil {
+			c.lru.MoveToFront(e)
+		} else if errors.Is(err, ErrNotFound) { // removed behind the cache's back
+			c.remove(e)
+		}
+	}
+	return b, err
+}
+
+func (c *Disk) Put(_ context.Context, name string, data []byte) error {
+	if int64(len(data)) > c.max {
+		return validName(name)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byKey[name]; ok {
+		c.lru.MoveToFront(e)
+		return nil
+	}
+	if _, err := c.dir.put(name, data); err != nil {
+		return err
+	}
+	c.byKey[name] = c.lru.PushFront(diskEntry{name, int64(len(data))})
+	c.size += int64(len(data))
+	c.evict()
+	return nil
+}
+
+func (c *Disk) Delete(ctx context.Context, name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byKey[name]; ok {
+		c.remove(e)
+	}
+	return c.dir.Delete(ctx, name)
+}
+
+// evict removes least recently used blobs until the cache fits; c.mu held.
+func (c *Disk) evict() {
+	for c.size > c.max {
+		e := c.lru.Back()
+		_ = c.dir.Delete(context.Background(), e.Value.(diskEntry).name)
+		c.remove(e)
+	}
+}
+
+func (c *Disk) remove(e *list.Element) {
+	de := c.lru.Remove(e).(diskEntry)
+	delete(c.byKey, de.name)
+	c.size -= de.size
+}
+
+// Size returns the bytes held.
+func (c *Disk) Size() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.size
+}
