@@ -1,0 +1,212 @@
+// Package images imports container images into Kiln's chunk store and reads
+// them back: an image is pulled from any OCI registry, its layers flattened
+// (package flatten), its files cut into convergently encrypted chunks
+// (package chunk) stored through the tiers (package tier), and its manifest
+// (the tree with every chunk's ID and key, plus the image's config) sealed
+// for the function's account by the key service (package keys). The manifest
+// is stored like a chunk, under the hash of its sealed bytes; that name is
+// all a function's metadata keeps.
+package images
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/kiln-dev/kiln/chunk"
+	"github.com/kiln-dev/kiln/flatten"
+	"github.com/kiln-dev/kiln/keys"
+	"github.com/kiln-dev/kiln/tier"
+)
+
+// Errors of an import, wrapped; the control plane maps them to Lambda's.
+var (
+	ErrBadURI       = errors.New("invalid image URI")
+	ErrNotFound     = errors.New("image not found")
+	ErrArchitecture = errors.New("image architecture not supported")
+)
+
+// Config is the part of the image's config Lambda applies.
+type Config struct {
+	Entrypoint []string `json:"entrypoint,omitempty"`
+	Cmd        []string `json:"cmd,omitempty"`
+	WorkingDir string   `json:"workingDir,omitempty"`
+	Env        []string `json:"env,omitempty"`
+}
+
+// Manifest is what a function's image is, once imported.
+type Manifest struct {
+	Digest       string          `json:"digest"` // the image manifest's, sha256:…
+	Architecture string          `json:"architecture"`
+	Config       Config          `json:"config"`
+	ChunkSize    int             `json:"chunkSize"`
+	Entries      []flatten.Entry `json:"entries"`
+}
+
+// KeyService is what images needs of the key service.
+type KeyService interface {
+	keys.KeyService
+	Salt(ctx context.Context, scope string) []byte
+}
+
+// Store imports images and opens their manifests.
+type Store struct {
+	Keys  KeyService
+	Tiers *tier.Tiers
+	// ChunkSize is chunk.DefaultSize when zero.
+	ChunkSize int
+	Limits    flatten.Limits
+	// Scope names the chunk scope of an account's images: chunks of equal
+	// content deduplicate within a scope. Nil means one scope per account.
+	Scope func(account string) string
+	// Remote are extra options for registry requests (a transport in tests).
+	Remote []remote.Option
+}
+
+func (s *Store) scope(account string) string {
+	if s.Scope != nil {
+		return s.Scope(account)
+	}
+	return "account/" + account
+}
+
+// Import is the result of importing an image.
+type Import struct {
+	ManifestName string // the sealed manifest's name in the store
+	Manifest     *Manifest
+	Report       flatten.Report
+}
+
+// Arch maps Lambda's architecture names to OCI's.
+var Arch = map[string]string{"x86_64": "amd64", "arm64": "arm64"}
+
+// Import pulls uri (an image reference, by tag or digest) for a function of
+// account with the given Lambda architecture, and stores it.
+func (s *Store) Import(ctx context.Context, account, uri, architecture string) (*Import, error) {
+	ref, err := name.ParseReference(uri, name.StrictValidation)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadURI, err)
+	}
+	arch, ok := Arch[architecture]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrArchitecture, architecture)
+	}
+	opts := append([]remote.Option{
+		remote.WithContext(ctx),
+		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: arch}),
+	}, s.Remote...)
+	img, err := remote.Image(ref, opts...)
+	if err != nil {
+		var te *transport.Error
+		if errors.As(err, &te) && (te.StatusCode == 404 || te.StatusCode == 401 || te.StatusCode == 403) {
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, uri)
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, uri, err)
+	}
+	return s.ImportImage(ctx, account, img, arch)
+}
+
+// ImportImage stores img (already fetched, or built) for account.
+func (s *Store) ImportImage(ctx context.Context, account string, img v1.Image, arch string) (*Import, error) {
+	digest, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("image digest: %w", err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("image config: %w", err)
+	}
+	if cf.OS != "" && cf.OS != "linux" || cf.Architecture != arch {
+		return nil, fmt.Errorf("%w: the image is %s/%s, the function %s", ErrArchitecture, cf.OS, cf.Architecture, arch)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("image layers: %w", err)
+	}
+	fl := make([]flatten.Layer, len(layers))
+	for i, l := range layers {
+		fl[i] = l
+	}
+	size := s.ChunkSize
+	if size <= 0 {
+		size = chunk.DefaultSize
+	}
+	salt := s.Keys.Salt(ctx, s.scope(account))
+	entries, report, err := flatten.Flatten(fl, s.Limits, func(r io.Reader) ([]chunk.Ref, error) {
+		return chunk.Split(r, size, salt, func(ref chunk.Ref, ct []byte) error {
+			return s.Tiers.Store.Put(ctx, ref.ID.String(), ct)
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if report != (flatten.Report{}) {
+		slog.Info("images: hostile content neutralised", "image", digest, "report", report)
+	}
+	m := &Manifest{
+		Digest:       digest.String(),
+		Architecture: cf.Architecture,
+		Config:       Config{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, WorkingDir: cf.Config.WorkingDir, Env: cf.Config.Env},
+		ChunkSize:    size,
+		Entries:      entries,
+	}
+	plain, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	env, err := keys.Seal(ctx, s.Keys, account, plain)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	mname, err := s.Tiers.Put(ctx, sealed)
+	if err != nil {
+		return nil, err
+	}
+	return &Import{ManifestName: mname, Manifest: m, Report: report}, nil
+}
+
+// Manifest fetches and opens the manifest stored under name for account;
+// another account's manifest is keys.ErrDenied.
+func (s *Store) Manifest(ctx context.Context, account, name string) (*Manifest, error) {
+	sealed, err := s.Tiers.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	var env keys.Envelope
+	if err := json.Unmarshal(sealed, &env); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", name, err)
+	}
+	plain, err := keys.OpenEnvelope(ctx, s.Keys, account, env)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", name, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(plain, &m); err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", name, err)
+	}
+	return &m, nil
+}
+
+// Chunk fetches one chunk through the tiers and decrypts it. A copy that
+// fails either check is never returned: the tiers drop a corrupt cached copy
+// and refetch it; a copy that passes the name check but not the key is
+// refused.
+func (s *Store) Chunk(ctx context.Context, ref chunk.Ref) ([]byte, error) {
+	ct, err := s.Tiers.Get(ctx, ref.ID.String())
+	if err != nil {
+		return nil, err
+	}
+	return chunk.Open(ref, ct)
+}
