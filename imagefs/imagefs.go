@@ -1,0 +1,134 @@
+// Package imagefs presents an imported image as a read-only FUSE file system
+// (go-fuse) that fetches a file's chunks on first read, not before: a
+// function whose image is gigabytes starts after reading what its start
+// touches. Each read fetches the chunks it covers and starts fetching the
+// next ReadAhead chunks of the file in the background; decrypted chunks stay
+// in a bounded in-memory LRU, and contents are immutable, so the kernel
+// keeps them in its page cache across opens.
+package imagefs
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"log/slog"
+	"path"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/kiln-dev/kiln/chunk"
+	"github.com/kiln-dev/kiln/flatten"
+	"github.com/kiln-dev/kiln/images"
+)
+
+// Source fetches and decrypts one chunk, checking it (images.Store).
+type Source interface {
+	Chunk(ctx context.Context, ref chunk.Ref) ([]byte, error)
+}
+
+// Config configures a mount; zero values work.
+type Config struct {
+	ReadAhead   int // chunks fetched ahead of a read; 4 when zero, -1 for none
+	CacheChunks int // decrypted chunks kept in memory; 64 when zero
+}
+
+// Stats counts what a mount fetched.
+type Stats struct {
+	ChunksFetched, BytesFetched, Reads atomic.Int64
+}
+
+// FS is a mounted image.
+type FS struct {
+	server *fuse.Server
+	dir    string
+	Stats  *Stats
+}
+
+// Mount presents m at dir (an existing empty directory) until Unmount.
+func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) {
+	if cfg.ReadAhead == 0 {
+		cfg.ReadAhead = 4
+	}
+	if cfg.CacheChunks <= 0 {
+		cfg.CacheChunks = 64
+	}
+	st := &Stats{}
+	c := &chunks{src: src, max: cfg.CacheChunks, byID: map[chunk.ID]*list.Element{}, inflight: map[chunk.ID]*fetch{}, stats: st}
+	if len(m.Entries) == 0 || m.Entries[0].Path != "." {
+		return nil, fmt.Errorf("imagefs: manifest has no root directory")
+	}
+	r := &root{node: node{e: &m.Entries[0], c: c, readAhead: cfg.ReadAhead, nlink: 1}, m: m}
+	forever := time.Hour // the image never changes under the kernel
+	srv, err := fs.Mount(dir, r, &fs.Options{
+		EntryTimeout:    &forever,
+		AttrTimeout:     &forever,
+		NegativeTimeout: &forever,
+		MountOptions: fuse.MountOptions{
+			FsName:            "kiln-image",
+			Name:              "kilnimage",
+			AllowOther:        true, // the environment's unprivileged user reads it
+			Options:           []string{"ro", "default_permissions", "nosuid", "nodev"},
+			DirectMountStrict: true,              // no fusermount here: kiln runs as root
+			MaxReadAhead:      chunk.DefaultSize, // the kernel's own read-ahead per file
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
+	}
+	return &FS{server: srv, dir: dir, Stats: st}, nil
+}
+
+// Unmount detaches the file system and waits for the server to end.
+func (f *FS) Unmount() error {
+	err := f.server.Unmount()
+	f.server.Wait()
+	return err
+}
+
+type root struct {
+	node
+	m *images.Manifest
+}
+
+var _ fs.NodeOnAdder = (*root)(nil)
+
+// OnAdd builds the whole tree at mount: entries are in the manifest already,
+// so only file contents are lazy.
+func (r *root) OnAdd(ctx context.Context) {
+	dirs := map[string]*fs.Inode{".": &r.Inode}
+	byIno := map[uint64]*fs.Inode{}
+	for i := 1; i < len(r.m.Entries); i++ {
+		e := &r.m.Entries[i]
+		n := &node{e: e, c: r.c, readAhead: r.readAhead, nlink: 1}
+		parent := dirs[path.Dir(e.Path)]
+		if parent == nil {
+			slog.Error("imagefs: entry without its directory", "path", e.Path)
+			continue
+		}
+		in := byIno[e.Ino] // a hard link is the same inode
+		if in == nil {
+			in = parent.NewPersistentInode(ctx, n, fs.StableAttr{Mode: typeBits(e.Type), Ino: e.Ino})
+			byIno[e.Ino] = in
+		} else {
+			in.Operations().(*node).nlink++ // before the mount serves anything
+		}
+		parent.AddChild(path.Base(e.Path), in, false)
+		if e.Type == flatten.Dir {
+			dirs[e.Path] = in
+		}
+	}
+}
+
+func typeBits(t flatten.Type) uint32 {
+	switch t {
+	case flatten.Dir:
+		return syscall.S_IFDIR
+	case flatten.Symlink:
+		return syscall.S_IFLNK
+	}
+	return syscall.S_IFREG
+}
