@@ -132,8 +132,11 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 	}
 	logW := os.NewFile(uintptr(p[1]), "runtime-output")
 	a.env = runtimeEnv(environ, addr)
-	for _, kv := range a.env {
-		if v, ok := strings.CutPrefix(kv, "LAMBDA_TASK_ROOT="); ok {
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "LAMBDA_TASK_ROOT="); ok && a.dir == "" {
+			a.dir = v
+		}
+		if v, ok := strings.CutPrefix(kv, agentproto.EnvDir+"="); ok {
 			a.dir = v
 		}
 	}

@@ -70,6 +70,10 @@ type Assignment struct {
 	Env    []string    `json:"env"` // the runtime's, with the agent's KILN_AGENT_* settings
 	Mounts []TreeMount `json:"mounts"`
 	Tmpfs  []Tmpfs     `json:"tmpfs"`
+	// Root, if set, is a container image's root file system (Target
+	// unused): the environment's /proc, /dev and /tmp are attached inside
+	// it and it becomes the root, so the image's own runtime runs.
+	Root *TreeMount `json:"root,omitempty"`
 }
 
 // Control messages of the agent on CtlFD.
@@ -179,6 +183,14 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 			return conn, fmt.Errorf("tmpfs %s: %w", t.Target, err)
 		}
 	}
+	if as.Root != nil {
+		if as.Root.FD < 1 || as.Root.FD >= len(fds) {
+			return conn, fmt.Errorf("assignment: no descriptor %d for the image root", as.Root.FD)
+		}
+		if err := imageRoot(fds[as.Root.FD]); err != nil {
+			return conn, fmt.Errorf("image root: %w", err)
+		}
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return conn, fmt.Errorf("no_new_privs: %w", err)
 	}
@@ -250,6 +262,34 @@ func mountRoot(mounts []TreeMount) error {
 	}
 	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detach the host's root: %w", err)
+	}
+	return unix.Chdir("/")
+}
+
+// imageStaging is where an image's root is attached before it becomes the
+// root: a directory every skeleton has.
+const imageStaging = "/var/task"
+
+// imageRoot makes the detached tree fd (an image) the root, with the
+// environment's /proc, /dev (and /dev/shm) and /tmp attached inside it (the
+// image presents those directories). The skeleton root is detached after.
+func imageRoot(fd int) error {
+	if err := unix.MoveMount(fd, "", unix.AT_FDCWD, imageStaging, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	for _, d := range []string{"proc", "dev", "tmp"} {
+		if err := unix.Mount("/"+d, imageStaging+"/"+d, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("/%s: %w", d, err)
+		}
+	}
+	if err := unix.Chdir(imageStaging); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		return fmt.Errorf("pivot_root: %w", err)
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the skeleton: %w", err)
 	}
 	return unix.Chdir("/")
 }

@@ -25,6 +25,9 @@ const (
 	// EnvExtensions is the directory of external extensions; unset means
 	// /opt/extensions in a sandbox and none otherwise.
 	EnvExtensions = "KILN_AGENT_EXTENSIONS"
+	// EnvDir is the runtime's working directory (a container image's);
+	// unset means LAMBDA_TASK_ROOT.
+	EnvDir = "KILN_AGENT_DIR"
 )
 
 // ShutdownGrace is how long the runtime and the extensions have between the

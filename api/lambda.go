@@ -31,6 +31,30 @@ type FunctionConfiguration struct {
 	Architectures              []string             `json:"Architectures,omitempty"`
 	EphemeralStorage           *EphemeralStorage    `json:"EphemeralStorage,omitempty"`
 	SnapStart                  *SnapStartResponse   `json:"SnapStart,omitempty"`
+	ImageConfigResponse        *ImageConfigResponse `json:"ImageConfigResponse,omitempty"`
+	// KilnImage is where an image function's code is; Kiln's own member,
+	// which Lambda's clients do not model and ignore.
+	KilnImage *ImageCode `json:"KilnImage,omitempty"`
+}
+
+// ImageConfigResponse is an image function's ImageConfig, as Lambda shows it.
+type ImageConfigResponse struct {
+	ImageConfig *ImageConfig `json:"ImageConfig,omitempty"`
+}
+
+// ImageConfig overrides the image's own ENTRYPOINT, CMD and WORKDIR.
+type ImageConfig struct {
+	EntryPoint       []string `json:"EntryPoint,omitempty"`
+	Command          []string `json:"Command,omitempty"`
+	WorkingDirectory string   `json:"WorkingDirectory,omitempty"`
+}
+
+// ImageCode records an image function's code.
+type ImageCode struct {
+	ImageUri         string `json:"ImageUri"`
+	ResolvedImageUri string `json:"ResolvedImageUri"` // by digest
+	// Manifest names the image's sealed manifest in the chunk store.
+	Manifest string `json:"Manifest"`
 }
 
 type EnvironmentResponse struct {
@@ -80,6 +104,8 @@ type FunctionCodeLocation struct {
 	RepositoryType string `json:"RepositoryType,omitempty"`
 	Location       string `json:"Location,omitempty"`
 	ImageUri       string `json:"ImageUri,omitempty"`
+	// ResolvedImageUri is ImageUri by digest, for an image function.
+	ResolvedImageUri string `json:"ResolvedImageUri,omitempty"`
 }
 
 // Concurrency is a function's reserved concurrency.

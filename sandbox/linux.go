@@ -521,6 +521,18 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 		as.Mounts = append(as.Mounts, agent.TreeMount{FD: len(fds), Target: t.target})
 		fds = append(fds, fd)
 	}
+	if spec.ImageDir != "" {
+		fd, err := cloneTree(spec.ImageDir, false, readOnly)
+		if err != nil {
+			return fail(fmt.Errorf("sandbox: image %s: %w", spec.ImageDir, err))
+		}
+		trees = append(trees, fd)
+		as.Root = &agent.TreeMount{FD: len(fds)}
+		fds = append(fds, fd)
+	}
+	if spec.WorkDir != "" {
+		as.Env = append(as.Env, agentproto.EnvDir+"="+spec.WorkDir)
+	}
 	if err := agentproto.SendMsg(pr.ctl, as, fds...); err != nil {
 		return fail(fmt.Errorf("sandbox: assign: %w", err))
 	}

@@ -27,6 +27,9 @@ type ProcessSandbox struct{}
 func (ProcessSandbox) Layout(codeDir, runtimeDir string) (string, string) { return codeDir, runtimeDir }
 
 func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, error) {
+	if spec.ImageDir != "" {
+		return nil, errors.New("the process backend cannot run container images: it has no root of its own to give them")
+	}
 	env := append(spec.Env, agentproto.EnvListen+"=127.0.0.1:0")
 	if spec.OptDir != "" {
 		env = append(env, agentproto.EnvExtensions+"="+filepath.Join(spec.OptDir, "extensions"))

@@ -28,7 +28,12 @@ type SandboxSpec struct {
 	RuntimeDir string   // host directory of Kiln's runtime bootstraps
 	// OptDir is the host directory shown at /opt (the function's layers;
 	// external extensions in OptDir/extensions); empty for none.
-	OptDir   string
+	OptDir string
+	// ImageDir is the host directory of a container image's root file
+	// system (a read-only mount), which becomes the environment's root;
+	// empty for a zip function. WorkDir is the runtime's working directory.
+	ImageDir string
+	WorkDir  string
 	MemoryMB int
 	TmpMB    int
 	Conn     *os.File // the agent's end of the worker socket

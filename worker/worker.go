@@ -37,7 +37,9 @@ type Config struct {
 	Region     string
 	RuntimeDir string // where runtimes.Install put the bootstraps
 	Code       CodeSource
-	Sandbox    Sandbox // zero: ProcessSandbox
+	// Images presents image functions' code; nil runs zip functions only.
+	Images  ImageSource
+	Sandbox Sandbox // zero: ProcessSandbox
 	// Logs receives every log line; nil keeps only each invoke's tail.
 	Logs logline.Sink
 	// InitTimeout bounds the init phase; zero means Lambda's 10 s.
@@ -77,16 +79,29 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // initialized (it asked for its first event).
 func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
 	fn := spec.Function
-	rt, err := runtimes.Lookup(fn.Runtime)
-	if err != nil {
-		return nil, err
-	}
-	codeDir, err := w.cfg.Code.Dir(ctx, fn.CodeSha256)
-	if err != nil {
-		return nil, fmt.Errorf("code of %s: %w", fn.FunctionName, err)
+	var (
+		sb                    SandboxSpec
+		rt                    runtimes.Runtime
+		taskRoot, runtimeRoot string
+		imageEnv              []string
+		err                   error
+	)
+	if fn.PackageType == "Image" {
+		if sb, imageEnv, err = w.image(ctx, &spec); err != nil {
+			return nil, err
+		}
+		taskRoot, runtimeRoot = "/var/task", "/var/runtime"
+	} else {
+		if rt, err = runtimes.Lookup(fn.Runtime); err != nil {
+			return nil, err
+		}
+		if sb.CodeDir, err = w.cfg.Code.Dir(ctx, fn.CodeSha256); err != nil {
+			return nil, fmt.Errorf("code of %s: %w", fn.FunctionName, err)
+		}
+		taskRoot, runtimeRoot = w.cfg.Sandbox.Layout(sb.CodeDir, w.cfg.RuntimeDir)
+		sb.Argv, sb.RuntimeDir = rt.Command(runtimeRoot, taskRoot), w.cfg.RuntimeDir
 	}
 	id := fmt.Sprintf("%s-%d", w.cfg.ID, w.seq.Add(1))
-	taskRoot, runtimeRoot := w.cfg.Sandbox.Layout(codeDir, w.cfg.RuntimeDir)
 
 	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -97,16 +112,10 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	stream := logStreamName(fn.Version, id)
 	e.log.init(w.cfg.Logs, spec.Account, logGroupName(fn.FunctionName), stream)
 	started := time.Now()
-	proc, err := w.cfg.Sandbox.Start(ctx, SandboxSpec{
-		ID:         id,
-		Argv:       rt.Command(runtimeRoot, taskRoot),
-		Env:        w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, stream),
-		CodeDir:    codeDir,
-		RuntimeDir: w.cfg.RuntimeDir,
-		MemoryMB:   fn.MemorySize,
-		TmpMB:      ephemeralMB(fn),
-		Conn:       theirs,
-	})
+	sb.ID, sb.Conn = id, theirs
+	sb.Env = mergeEnv(w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, stream), imageEnv)
+	sb.MemoryMB, sb.TmpMB = fn.MemorySize, ephemeralMB(fn)
+	proc, err := w.cfg.Sandbox.Start(ctx, sb)
 	theirs.Close()
 	if err != nil {
 		ours.Close()
