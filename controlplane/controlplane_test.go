@@ -488,7 +488,7 @@ func TestCreateFunctionValidation(t *testing.T) {
 		{"layers", func(in *lambda.CreateFunctionInput) {
 			in.Layers = []string{"arn:aws:lambda:us-east-1:123456789012:layer:l:1"}
 		}, ipve, 400, "layers"},
-		{"image", func(in *lambda.CreateFunctionInput) { in.PackageType = types.PackageTypeImage }, ipve, 400, "PackageType Zip"},
+		{"image with a runtime", func(in *lambda.CreateFunctionInput) { in.PackageType = types.PackageTypeImage }, ipve, 400, "Runtime is not supported"},
 		{"s3", func(in *lambda.CreateFunctionInput) {
 			in.Code = &types.FunctionCode{S3Bucket: aws.String("bucket"), S3Key: aws.String("key")}
 		}, ipve, 400, "ZipFile"},

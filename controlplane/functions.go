@@ -93,9 +93,9 @@ func (s *Service) createFunction(c *call) error {
 		return validation(nil, "code", "Member must not be null")
 	}
 	switch req.PackageType {
-	case "", "Zip":
-	case "Image":
-		return api.Errorf(api.InvalidParameterValue, "Kiln supports only PackageType Zip: container images are not supported yet.")
+	case "":
+		req.PackageType = "Zip"
+	case "Zip", "Image":
 	default:
 		return validation(req.PackageType, "packageType", "Member must satisfy enum value set: [Image, Zip]")
 	}
@@ -121,7 +121,7 @@ func (s *Service) createFunction(c *call) error {
 		TracingConfig:    &api.TracingConfig{Mode: "PassThrough"},
 		State:            "Active",
 		LastUpdateStatus: "Successful",
-		PackageType:      "Zip",
+		PackageType:      req.PackageType,
 		Architectures:    archs,
 		EphemeralStorage: &api.EphemeralStorage{Size: 512},
 		SnapStart:        &api.SnapStartResponse{ApplyOn: "None", OptimizationStatus: "Off"},
@@ -129,10 +129,18 @@ func (s *Service) createFunction(c *call) error {
 	if err := apply(&cfg, &req.settings); err != nil {
 		return err
 	}
-	if cfg.Runtime == "" || cfg.Handler == "" {
+	image := cfg.PackageType == "Image"
+	switch {
+	case image && cfg.Runtime != "":
+		return api.Errorf(api.InvalidParameterValue, "Runtime is not supported for functions created with image packages: the image brings its own.")
+	case !image && (cfg.Runtime == "" || cfg.Handler == ""):
 		return api.Errorf(api.InvalidParameterValue, "Runtime and Handler are mandatory parameters for functions created with deployment packages.")
 	}
-	if err := zipSource(req.Code); err != nil {
+	source := zipSource
+	if image {
+		source = imageSource
+	}
+	if err := source(req.Code); err != nil {
 		return err
 	}
 	// Refuse a duplicate before the (possibly large) upload is unpacked.
@@ -141,11 +149,17 @@ func (s *Service) createFunction(c *call) error {
 	} else if !errors.Is(err, metadata.ErrNotFound) {
 		return err
 	}
-	code, err := s.putCode(c, req.Code.ZipFile)
-	if err != nil {
-		return err
+	if image {
+		if err := s.importImage(c, &cfg, req.Code.ImageUri); err != nil {
+			return err
+		}
+	} else {
+		code, err := s.putCode(c, req.Code.ZipFile)
+		if err != nil {
+			return err
+		}
+		cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
 	}
-	cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
 	cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 
 	f := &metadata.Function{Account: c.caller.Account, Name: ref.Name, Latest: cfg, Tags: req.Tags}
@@ -218,6 +232,9 @@ func (s *Service) getFunction(c *call) error {
 		Configuration: cfg,
 		Code:          &api.FunctionCodeLocation{RepositoryType: "S3", Location: s.codeURL(c.r, cfg.CodeSha256)},
 		Tags:          f.Tags,
+	}
+	if im := cfg.KilnImage; im != nil {
+		out.Code = &api.FunctionCodeLocation{RepositoryType: "ECR", ImageUri: im.ImageUri, ResolvedImageUri: im.ResolvedImageUri}
 	}
 	if out.Tags == nil {
 		out.Tags = map[string]string{}
@@ -325,41 +342,54 @@ func (s *Service) updateFunctionCode(c *call) error {
 			return err
 		}
 	}
-	if err := zipSource(&req.functionCode); err != nil {
-		return err
-	}
 	f, err := s.get(c, ref.Name, "")
 	if err != nil {
+		return err
+	}
+	image := f.Latest.PackageType == "Image"
+	source := zipSource
+	if image {
+		source = imageSource
+	}
+	if err := source(&req.functionCode); err != nil {
 		return err
 	}
 	if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 		return revisionMismatch()
 	}
-	if req.DryRun {
-		code, err := s.code.Check(c.ctx, req.ZipFile)
+	// code is the new code's identity, as the configuration records it.
+	code := clone(&f.Latest)
+	if req.Architectures != nil {
+		code.Architectures = req.Architectures
+	}
+	switch {
+	case image:
+		if err := s.importImage(c, code, req.ImageUri); err != nil {
+			return err
+		}
+	case req.DryRun:
+		checked, err := s.code.Check(c.ctx, req.ZipFile)
 		if err != nil {
 			return err
 		}
-		cfg := f.Latest
-		cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
-		if req.Architectures != nil {
-			cfg.Architectures = req.Architectures
+		code.CodeSha256, code.CodeSize = checked.Sha256, checked.Size
+	default:
+		stored, err := s.putCode(c, req.ZipFile)
+		if err != nil {
+			return err
 		}
-		return c.reply(http.StatusOK, &cfg)
+		code.CodeSha256, code.CodeSize = stored.Sha256, stored.Size
 	}
-	code, err := s.putCode(c, req.ZipFile)
-	if err != nil {
-		return err
+	if req.DryRun {
+		return c.reply(http.StatusOK, code)
 	}
 	var published *api.FunctionConfiguration
 	f, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
 		}
-		f.Latest.CodeSha256, f.Latest.CodeSize = code.Sha256, code.Size
-		if req.Architectures != nil {
-			f.Latest.Architectures = req.Architectures
-		}
+		f.Latest.CodeSha256, f.Latest.CodeSize, f.Latest.KilnImage = code.CodeSha256, code.CodeSize, code.KilnImage
+		f.Latest.Architectures = code.Architectures
 		f.Latest.RevisionId, f.Latest.LastModified = api.NewUUID(), s.timestamp()
 		f.Latest.LastUpdateStatus = "Successful"
 		published = nil

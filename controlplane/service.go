@@ -30,6 +30,8 @@ import (
 type Config struct {
 	Store *metadata.Store
 	Code  *codestore.Store
+	// Images imports image functions' code; nil refuses PackageType Image.
+	Images ImageImporter
 	// Region goes into every ARN; empty means us-east-1.
 	Region string
 	// URLSecret is the HMAC key of Code.Location download URLs. Empty means a

@@ -183,8 +183,8 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 	if len(st.FileSystemConfigs) > 0 {
 		return api.Errorf(api.InvalidParameterValue, "Kiln does not support file system configurations.")
 	}
-	if len(st.ImageConfig) > 0 && string(st.ImageConfig) != "null" && string(st.ImageConfig) != "{}" {
-		return api.Errorf(api.InvalidParameterValue, "ImageConfig is not supported for functions with package type Zip.")
+	if err := applyImageConfig(cfg, st.ImageConfig); err != nil {
+		return err
 	}
 	if st.KMSKeyArn != nil && *st.KMSKeyArn != "" {
 		return api.Errorf(api.InvalidParameterValue, "Kiln does not support KMSKeyArn: environment variables are stored in Kiln's metadata store.")

@@ -81,6 +81,7 @@ func (s *Store) scope(account string) string {
 // Import is the result of importing an image.
 type Import struct {
 	ManifestName string // the sealed manifest's name in the store
+	ResolvedURI  string // the URI imported, by digest (Import only)
 	Manifest     *Manifest
 	Report       flatten.Report
 }
@@ -111,7 +112,12 @@ func (s *Store) Import(ctx context.Context, account, uri, architecture string) (
 		}
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, uri, err)
 	}
-	return s.ImportImage(ctx, account, img, arch)
+	imp, err := s.ImportImage(ctx, account, img, arch)
+	if err != nil {
+		return nil, err
+	}
+	imp.ResolvedURI = ref.Context().Digest(imp.Manifest.Digest).String()
+	return imp, nil
 }
 
 // ImportImage stores img (already fetched, or built) for account.

@@ -1,0 +1,146 @@
+package controlplane_test
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kiln-dev/kiln/controlplane"
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/images/imagestest"
+	"github.com/kiln-dev/kiln/keys"
+	"github.com/kiln-dev/kiln/tier"
+)
+
+// startWithImages is a control plane whose image functions import into a
+// real chunk store, from go-containerregistry's in-process registry.
+func startWithImages(t *testing.T) (*kiln, string) {
+	t.Helper()
+	ks, err := keys.Open(filepath.Join(t.TempDir(), "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := tier.OpenDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}}
+	k := start(t, "", func(c *controlplane.Config) { c.Images = store })
+	return k, imagestest.Registry(t)
+}
+
+func imageInput(name, uri string) *lambda.CreateFunctionInput {
+	return &lambda.CreateFunctionInput{
+		FunctionName: aws.String(name),
+		Role:         aws.String(role),
+		PackageType:  types.PackageTypeImage,
+		Code:         &types.FunctionCode{ImageUri: aws.String(uri)},
+	}
+}
+
+func TestImageFunction(t *testing.T) {
+	ctx := context.Background()
+	k, reg := startWithImages(t)
+	defer k.stop()
+	layer := func(v string) v1.Layer { return imagestest.Layer(t, imagestest.File{Name: "v", Body: []byte(v)}) }
+	v1img := imagestest.Image(t, "amd64", v1.Config{Entrypoint: []string{"/bootstrap"}}, layer("1"))
+	v2img := imagestest.Image(t, "amd64", v1.Config{Entrypoint: []string{"/bootstrap"}}, layer("2"))
+	v1ref, v2ref := imagestest.Push(t, reg+"/fn:v1", v1img), imagestest.Push(t, reg+"/fn:v2", v2img)
+	d1, _ := v1img.Digest()
+	d2, _ := v2img.Digest()
+
+	in := imageInput("img", reg+"/fn:v1")
+	in.ImageConfig = &types.ImageConfig{Command: []string{"app.handler"}, WorkingDirectory: aws.String("/app")}
+	out, err := k.client.CreateFunction(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.PackageType != types.PackageTypeImage || *out.CodeSha256 != d1.Hex || out.Runtime != "" ||
+		out.ImageConfigResponse == nil || out.ImageConfigResponse.ImageConfig.Command[0] != "app.handler" {
+		t.Fatalf("created %+v", out)
+	}
+	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *get.Code.RepositoryType != "ECR" || *get.Code.ImageUri != reg+"/fn:v1" || *get.Code.ResolvedImageUri != v1ref {
+		t.Fatalf("code %+v", get.Code)
+	}
+	if *get.Configuration.ImageConfigResponse.ImageConfig.WorkingDirectory != "/app" {
+		t.Fatalf("image config %+v", get.Configuration.ImageConfigResponse)
+	}
+
+	upd, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v2"), Publish: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *upd.CodeSha256 != d2.Hex || *upd.Version != "1" {
+		t.Fatalf("updated %+v", upd)
+	}
+	get, err = k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img"), Qualifier: aws.String("1")})
+	if err != nil || *get.Code.ResolvedImageUri != v2ref {
+		t.Fatalf("version 1: %v %+v", err, get)
+	}
+
+	cfgOut, err := k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("img"),
+		ImageConfig: &types.ImageConfig{EntryPoint: []string{"/other"}}})
+	if err != nil || cfgOut.ImageConfigResponse.ImageConfig.EntryPoint[0] != "/other" {
+		t.Fatalf("update ImageConfig: %v %+v", err, cfgOut)
+	}
+	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ZipFile: []byte("PK")}); err == nil ||
+		!strings.Contains(err.Error(), "InvalidParameterValueException") {
+		t.Fatalf("zip for an image function: %v", err)
+	}
+}
+
+func TestImageFunctionErrors(t *testing.T) {
+	ctx := context.Background()
+	k, reg := startWithImages(t)
+	defer k.stop()
+	imagestest.Push(t, reg+"/arm:v1", imagestest.Image(t, "arm64", v1.Config{}, imagestest.Layer(t)))
+	imagestest.Push(t, reg+"/dev:v1", imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t,
+		imagestest.File{Name: "a/../../escape", Body: []byte("x")})))
+	k.create("zipfn", bootstrapZip(t, "#!/bin/sh"))
+	for _, tc := range []struct {
+		name string
+		in   *lambda.CreateFunctionInput
+		want string
+	}{
+		{"bad uri", imageInput("f", "not a uri"), "Source image not a uri is not valid"},
+		{"missing", imageInput("f", reg+"/nothing:here"), "does not exist. Provide a valid source image."},
+		{"architecture", imageInput("f", reg+"/arm:v1"), "is not supported"},
+		{"hostile", imageInput("f", reg+"/dev:v1"), "climbs out of the image root"},
+		{"zip file", func() *lambda.CreateFunctionInput {
+			in := imageInput("f", reg+"/arm:v1")
+			in.Code.ZipFile = []byte("PK")
+			return in
+		}(), "Please don't provide ZipFile"},
+		{"no uri", func() *lambda.CreateFunctionInput {
+			in := imageInput("f", "")
+			in.Code.ImageUri = nil
+			return in
+		}(), "ImageUri"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := k.client.CreateFunction(ctx, tc.in)
+			wantErr(t, err, "InvalidParameterValueException", 400, tc.want)
+		})
+	}
+	// The arm64 image works for an arm64 function.
+	in := imageInput("armfn", reg+"/arm:v1")
+	in.Architectures = []types.Architecture{types.ArchitectureArm64}
+	if _, err := k.client.CreateFunction(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	_, err := k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("zipfn"),
+		ImageConfig: &types.ImageConfig{Command: []string{"x"}}})
+	wantErr(t, err, "InvalidParameterValueException", 400, "ImageConfig is not supported for functions with package type Zip")
+	_, err = k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("zipfn"), ImageUri: aws.String(reg + "/arm:v1")})
+	wantErr(t, err, "InvalidParameterValueException", 400, "Please don't provide ImageUri")
+}
