@@ -5,6 +5,9 @@
 #                          functions, and every error case
 #   cli.sh after-restart   after kiln up restarted on the same data: what main
 #                          created is still there and the alias still invokes
+#   cli.sh images          container-image functions from REGISTRY: create,
+#                          invoke, update to a new tag, roll back through an
+#                          alias, deduplicated chunks (CHUNKS, BASE_BYTES)
 #
 # Environment (set by e2e_test.go):
 #   ENDPOINT                      http://127.0.0.1:PORT of kiln up
@@ -367,9 +370,59 @@ after_restart() {
 		"{'cli-go', 'cli-py'} <= {f['FunctionName'] for f in d['Functions']} and 'cli-node' not in {f['FunctionName'] for f in d['Functions']}"
 }
 
+# images: functions whose code is a container image in $REGISTRY
+# (toolkit:v1 and toolkit:v2 share a base layer of BASE_BYTES random bytes;
+# arm:v1 is for arm64).
+images() {
+	local uri=$REGISTRY/toolkit
+	store_bytes() { du -sb "$CHUNKS" | cut -f1; }
+	call "create-function --package-type Image" create-function --function-name img --package-type Image \
+		--code "ImageUri=$uri:v1" --role "$ROLE" --publish
+	check "create-function image: PackageType Image, version 1, no Runtime" "$OUT" \
+		"d['PackageType'] == 'Image' and d['Version'] == '1' and 'Runtime' not in d and len(d['CodeSha256']) == 64"
+	local after_v1
+	after_v1=$(store_bytes)
+	call "get-function img" get-function --function-name img
+	check "get-function: Code.ImageUri, ResolvedImageUri by digest, RepositoryType ECR" "$OUT" \
+		"d['Code']['ImageUri'] == '$uri:v1' and d['Code']['ResolvedImageUri'] == '$uri@sha256:' + d['Configuration']['CodeSha256'] and d['Code']['RepositoryType'] == 'ECR'"
+	invoke "invoke img" img '{"action":"version"}'
+	check "invoke img runs the image's aws-lambda-go bootstrap (v1)" "$RESP" "d == 'v1'"
+	invoke "invoke img: env" img '{"action":"env","name":"FROM_IMAGE"}'
+	check "the image's ENV reaches the function" "$RESP" "d == 'yes'"
+	call "create-alias live" create-alias --function-name img --name live --function-version 1
+	ok "create-alias live -> 1"
+
+	call "update-function-code --image-uri v2" update-function-code --function-name img --image-uri "$uri:v2" --publish
+	check "update-function-code: version 2" "$OUT" "d['Version'] == '2' and d['PackageType'] == 'Image'"
+	local after_v2
+	after_v2=$(store_bytes)
+	[ $((after_v2 - after_v1)) -lt "$BASE_BYTES" ] || fail "the store grew by $((after_v2 - after_v1)) bytes for v2, base is $BASE_BYTES"
+	ok "v2 stored $((after_v2 - after_v1)) new bytes; its $BASE_BYTES-byte base was stored once"
+	invoke "invoke img \$LATEST" img '{"action":"version"}'
+	check "\$LATEST runs v2" "$RESP" "d == 'v2'"
+	call "update-alias live -> 2" update-alias --function-name img --name live --function-version 2
+	invoke "invoke img:live" img:live '{"action":"version"}'
+	check "live runs v2" "$RESP" "d == 'v2'"
+	call "roll back: update-alias live -> 1" update-alias --function-name img --name live --function-version 1
+	invoke "invoke img:live after the rollback" img:live '{"action":"version"}'
+	check "live runs v1 again, ExecutedVersion 1" "$OUT" "d['ExecutedVersion'] == '1'"
+	check "the rolled-back alias runs v1's image" "$RESP" "d == 'v1'"
+
+	expect_error InvalidParameterValueException "create-function with a malformed image URI" create-function \
+		--function-name bad --package-type Image --code "ImageUri=not a uri" --role "$ROLE"
+	expect_error InvalidParameterValueException "create-function with an image that does not exist" create-function \
+		--function-name bad --package-type Image --code "ImageUri=$REGISTRY/none:v9" --role "$ROLE"
+	expect_error InvalidParameterValueException "create-function with an arm64 image for x86_64" create-function \
+		--function-name bad --package-type Image --code "ImageUri=$REGISTRY/arm:v1" --role "$ROLE"
+	"$PY" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1], "w").writestr("bootstrap", "#!/bin/sh\n")' "$WORK/small.zip"
+	expect_error InvalidParameterValueException "update-function-code with a zip for an image function" \
+		update-function-code --function-name img --zip-file "fileb://$WORK/small.zip"
+}
+
 case $PHASE in
 main) main ;;
 after-restart) after_restart ;;
+images) images ;;
 *) fail "unknown phase $PHASE" ;;
 esac
 timing_summary

@@ -97,6 +97,7 @@ type Server struct {
 	metricsHTTP *http.Server
 	nats        *natsd.Server
 	nc          *nats.Conn
+	images      *imageStack
 	asyncNC     *nats.Conn
 	events      *eventFrontend
 	cancel      context.CancelFunc
@@ -188,8 +189,15 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	s.Worker = worker.New(worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
-		Sandbox: cfg.Sandbox, Logs: s.Logs, Logger: cfg.Logger})
+	if s.images, err = openImages(dir); err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	wcfg := worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
+		Sandbox: cfg.Sandbox, Logs: s.Logs, Logger: cfg.Logger}
+	if s.images.mounter != nil {
+		wcfg.Images = s.images.mounter
+	}
+	s.Worker = worker.New(wcfg)
 	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
 	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
 	s.Assignment.AddWorker(s.Worker)
@@ -212,6 +220,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Metrics = metrics.New()
+	s.images.register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
 		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
 			prometheus.Labels{"state": state}, func() float64 {
@@ -243,7 +252,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Async.Start(front)
-	cp := controlplane.New(controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
+	cp := controlplane.New(controlplane.Config{Store: s.Functions, Code: code, Images: s.images.store, Region: cfg.Region,
 		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()})
 
 	go s.collectCode(runCtx, cp)
@@ -408,6 +417,9 @@ func (s *Server) close() {
 	}
 	if s.Worker != nil {
 		s.Worker.Close()
+	}
+	if s.images != nil { // after the environments that used them
+		s.images.close()
 	}
 	if s.Logs != nil {
 		s.Logs.Close()
