@@ -2,7 +2,6 @@ package controlplane_test
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -12,25 +11,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-dev/kiln/controlplane"
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/images/imagestest"
-	"github.com/kiln-dev/kiln/keys"
-	"github.com/kiln-dev/kiln/tier"
 )
 
 // startWithImages is a control plane whose image functions import into a
 // real chunk store, from go-containerregistry's in-process registry.
 func startWithImages(t *testing.T) (*kiln, string) {
 	t.Helper()
-	ks, err := keys.Open(filepath.Join(t.TempDir(), "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := tier.OpenDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}}
+	store := imagestest.NewStore(t).Store
 	k := start(t, "", func(c *controlplane.Config) { c.Images = store })
 	return k, imagestest.Registry(t)
 }

@@ -17,8 +17,6 @@ import (
 	"github.com/kiln-dev/kiln/imagefs"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/images/imagestest"
-	"github.com/kiln-dev/kiln/keys"
-	"github.com/kiln-dev/kiln/tier"
 )
 
 const chunkSize = 64 << 10
@@ -40,16 +38,9 @@ func mount(t *testing.T, cfg imagefs.Config, files ...imagestest.File) mounted {
 		f.Close()
 	}
 	ctx := context.Background()
-	ks, err := keys.Open(filepath.Join(t.TempDir(), "k"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	storeDir := t.TempDir()
-	dir, err := tier.OpenDir(storeDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}, ChunkSize: chunkSize}
+	st := imagestest.NewStore(t)
+	s := st.Store
+	s.ChunkSize = chunkSize
 	imp, err := s.ImportImage(ctx, "111111111111", imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, files...)), "amd64")
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +55,7 @@ func mount(t *testing.T, cfg imagefs.Config, files ...imagestest.File) mounted {
 			t.Errorf("unmount: %v", err)
 		}
 	})
-	return mounted{f, mnt, storeDir, imp.Manifest}
+	return mounted{f, mnt, st.Root, imp.Manifest}
 }
 
 func random(n int) []byte {

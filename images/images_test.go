@@ -20,25 +20,9 @@ import (
 	"github.com/kiln-dev/kiln/tier"
 )
 
-type fixture struct {
-	store *images.Store
-	dir   *tier.Dir
-	root  string
-}
+type fixture struct{ imagestest.Store }
 
-func newStore(t *testing.T) fixture {
-	t.Helper()
-	ks, err := keys.Open(filepath.Join(t.TempDir(), "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := t.TempDir()
-	dir, err := tier.OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fixture{&images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}}, dir, root}
-}
+func newStore(t *testing.T) fixture { return fixture{imagestest.NewStore(t)} }
 
 func randomBytes(n int, seed uint64) []byte {
 	b := make([]byte, n)
@@ -55,7 +39,7 @@ func (f fixture) read(t *testing.T, m *images.Manifest, path string) []byte {
 		}
 		var out []byte
 		for _, r := range e.Chunks {
-			p, err := f.store.Chunk(context.Background(), r)
+			p, err := f.Chunk(context.Background(), r)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,11 +61,11 @@ func TestImportFromRegistry(t *testing.T) {
 	byDigest := imagestest.Push(t, reg+"/fn:v1", img)
 
 	for _, uri := range []string{reg + "/fn:v1", byDigest} {
-		imp, err := f.store.Import(ctx, "111111111111", uri, "x86_64")
+		imp, err := f.Import(ctx, "111111111111", uri, "x86_64")
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := f.store.Manifest(ctx, "111111111111", imp.ManifestName)
+		m, err := f.Manifest(ctx, "111111111111", imp.ManifestName)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,11 +97,11 @@ func TestImportErrors(t *testing.T) {
 		{reg + "/arm:v1", "mips", images.ErrArchitecture},
 		{hostile, "x86_64", flatten.ErrHostile},
 	} {
-		if _, err := f.store.Import(ctx, "111111111111", tc.uri, tc.arch); !errors.Is(err, tc.want) {
+		if _, err := f.Import(ctx, "111111111111", tc.uri, tc.arch); !errors.Is(err, tc.want) {
 			t.Errorf("Import(%s, %s) = %v, want %v", tc.uri, tc.arch, err, tc.want)
 		}
 	}
-	if _, err := f.store.Import(ctx, "111111111111", reg+"/arm:v1", "arm64"); err != nil {
+	if _, err := f.Import(ctx, "111111111111", reg+"/arm:v1", "arm64"); err != nil {
 		t.Errorf("arm64 image for an arm64 function: %v", err)
 	}
 }
@@ -136,21 +120,21 @@ func TestDedup(t *testing.T) {
 	one := imagestest.Image(t, "amd64", v1.Config{}, base, imagestest.Layer(t, imagestest.File{Name: "app/one", Body: randomBytes(100<<10, 2)}))
 	two := imagestest.Image(t, "amd64", v1.Config{}, base, imagestest.Layer(t, imagestest.File{Name: "app/two", Body: randomBytes(100<<10, 3)}))
 	size := func() int64 {
-		n, err := f.dir.Size()
+		n, err := f.Dir.Size()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return n
 	}
-	if _, err := f.store.ImportImage(ctx, "111111111111", one, "amd64"); err != nil {
+	if _, err := f.ImportImage(ctx, "111111111111", one, "amd64"); err != nil {
 		t.Fatal(err)
 	}
 	afterOne := size()
-	if _, err := f.store.ImportImage(ctx, "111111111111", two, "amd64"); err != nil {
+	if _, err := f.ImportImage(ctx, "111111111111", two, "amd64"); err != nil {
 		t.Fatal(err)
 	}
 	afterTwo := size()
-	if _, err := f.store.ImportImage(ctx, "222222222222", two, "amd64"); err != nil {
+	if _, err := f.ImportImage(ctx, "222222222222", two, "amd64"); err != nil {
 		t.Fatal(err)
 	}
 	otherAccount := size()
@@ -173,14 +157,14 @@ func TestTamperedChunkAndForeignManifest(t *testing.T) {
 	f := newStore(t)
 	secret := []byte("the handler's secret")
 	img := imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, imagestest.File{Name: "secret", Body: secret}))
-	imp, err := f.store.ImportImage(ctx, "111111111111", img, "amd64")
+	imp, err := f.ImportImage(ctx, "111111111111", img, "amd64")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Manifest(ctx, "222222222222", imp.ManifestName); !errors.Is(err, keys.ErrDenied) {
+	if _, err := f.Manifest(ctx, "222222222222", imp.ManifestName); !errors.Is(err, keys.ErrDenied) {
 		t.Fatalf("another account opened the manifest: %v", err)
 	}
-	m, err := f.store.Manifest(ctx, "111111111111", imp.ManifestName)
+	m, err := f.Manifest(ctx, "111111111111", imp.ManifestName)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,13 +172,13 @@ func TestTamperedChunkAndForeignManifest(t *testing.T) {
 	if got := f.read(t, m, "secret"); !bytes.Equal(got, secret) {
 		t.Fatalf("secret = %q", got)
 	}
-	p := filepath.Join(f.root, ref.ID.String()[:2], ref.ID.String())
+	p := filepath.Join(f.Root, ref.ID.String()[:2], ref.ID.String())
 	ct, _ := os.ReadFile(p)
 	ct[0] ^= 0x80
 	if err := os.WriteFile(p, ct, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := f.store.Chunk(ctx, ref); !errors.Is(err, tier.ErrCorrupt) || got != nil {
+	if got, err := f.Chunk(ctx, ref); !errors.Is(err, tier.ErrCorrupt) || got != nil {
 		t.Fatalf("tampered chunk: %q, %v", got, err)
 	}
 	// Another valid chunk put in its place is refused too.
@@ -202,7 +186,7 @@ func TestTamperedChunkAndForeignManifest(t *testing.T) {
 	if err := os.WriteFile(p, ct2, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.store.Chunk(ctx, ref); !errors.Is(err, tier.ErrCorrupt) {
+	if _, err := f.Chunk(ctx, ref); !errors.Is(err, tier.ErrCorrupt) {
 		t.Fatalf("swapped chunk: %v", err)
 	}
 }

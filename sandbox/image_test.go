@@ -11,12 +11,9 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/imagefs"
 	"github.com/kiln-dev/kiln/invoke"
-	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/images/imagestest"
-	"github.com/kiln-dev/kiln/keys"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/runtimes"
-	"github.com/kiln-dev/kiln/tier"
 	"github.com/kiln-dev/kiln/worker"
 )
 
@@ -51,15 +48,7 @@ func main() {
 // is the environment's root, presented lazily by imagefs.
 func TestImageEnvironment(t *testing.T) {
 	ctx := context.Background()
-	ks, err := keys.Open(filepath.Join(t.TempDir(), "master.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := tier.OpenDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := &images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}}
+	store := imagestest.NewStore(t).Store
 	img := imagestest.Image(t, "amd64",
 		v1.Config{Entrypoint: []string{"/app/probe"}, Cmd: []string{"my.handler"}, WorkingDir: "/app", Env: []string{"FROM_IMAGE=yes", "PATH=/app/bin:/usr/bin"}},
 		imagestest.Layer(t,

@@ -2,7 +2,7 @@
 // or a sealed manifest, named by the hex SHA-256 of its bytes) can live, all
 // behind one small interface: the worker-local caches (memory and disk, LRU
 // and bounded) and the authoritative stores (a directory, or a JetStream
-// object store in cluster mode). Tiers stacks them and checks every blob it
+// bucket in cluster mode). Tiers stacks them and checks every blob it
 // reads against its name, so a corrupt copy in a cache is dropped and fetched
 // again from the next tier, and is never returned.
 package tier

@@ -16,7 +16,7 @@ import (
 )
 
 func TestMemory(t *testing.T) {
-	tiertest.Run(t, func(t *testing.T) tier.Store { return tier.NewMemory(1 << 20) })
+	tiertest.Run(t, func(t *testing.T) tier.Store { return tier.NewMemory(8 << 20) })
 }
 
 func TestDir(t *testing.T) {
@@ -31,7 +31,7 @@ func TestDir(t *testing.T) {
 
 func TestDisk(t *testing.T) {
 	tiertest.Run(t, func(t *testing.T) tier.Store {
-		d, err := tier.OpenDisk(t.TempDir(), 1<<20)
+		d, err := tier.OpenDisk(t.TempDir(), 8<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,7 +39,7 @@ func TestDisk(t *testing.T) {
 	})
 }
 
-func TestObjectStore(t *testing.T) {
+func TestJetStream(t *testing.T) {
 	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func TestObjectStore(t *testing.T) {
 	n := 0
 	tiertest.Run(t, func(t *testing.T) tier.Store {
 		n++
-		o, err := tier.OpenObjectStore(context.Background(), js, fmt.Sprint("CHUNKS_", n), 1)
+		o, err := tier.OpenJetStream(context.Background(), js, fmt.Sprint("CHUNKS_", n), 1)
 		if err != nil {
 			t.Fatal(err)
 		}

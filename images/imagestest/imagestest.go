@@ -8,6 +8,7 @@ import (
 	"io"
 	"log"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -18,6 +19,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/kiln-dev/kiln/images"
+	"github.com/kiln-dev/kiln/keys"
+	"github.com/kiln-dev/kiln/tier"
 )
 
 // File is one entry of a layer: a regular file unless Header says otherwise.
@@ -102,4 +107,27 @@ func Push(t testing.TB, ref string, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return r.Context().Digest(d.String()).String()
+}
+
+// Store is an images.Store on real parts, in temporary directories: a key
+// service and a directory store (Dir, whose files live under Root).
+type Store struct {
+	*images.Store
+	Dir  *tier.Dir
+	Root string
+}
+
+// NewStore makes a Store for the test.
+func NewStore(t testing.TB) Store {
+	t.Helper()
+	ks, err := keys.Open(filepath.Join(t.TempDir(), "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	dir, err := tier.OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Store{&images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}}, dir, root}
 }

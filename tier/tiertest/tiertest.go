@@ -13,7 +13,7 @@ import (
 )
 
 // Run checks the behaviour every tier shares. open returns a new, empty store
-// holding at least 1 MiB.
+// holding at least 8 MiB.
 func Run(t *testing.T, open func(t *testing.T) tier.Store) {
 	ctx := context.Background()
 	blob := func(s string) (string, []byte) { b := []byte(s); return tier.Name(b), b }
@@ -27,6 +27,21 @@ func Run(t *testing.T, open func(t *testing.T) tier.Store) {
 		got, err := s.Get(ctx, name)
 		if err != nil || !bytes.Equal(got, b) {
 			t.Fatalf("Get = %q, %v", got, err)
+		}
+	})
+	t.Run("Large", func(t *testing.T) { // larger than one NATS message
+		s := open(t)
+		b := make([]byte, 5<<20/2)
+		for i := range b {
+			b[i] = byte(i * 31)
+		}
+		name := tier.Name(b)
+		if err := s.Put(ctx, name, b); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, name)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get: %d bytes, %v", len(got), err)
 		}
 	})
 	t.Run("NotFound", func(t *testing.T) {
