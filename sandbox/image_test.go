@@ -10,8 +10,8 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/imagefs"
-	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/images/imagestest"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
