@@ -6,6 +6,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
+	"io/fs"
+	"os"
 	"log"
 	"net/http/httptest"
 	"path/filepath"
@@ -130,4 +132,61 @@ func NewStore(t testing.TB) Store {
 		t.Fatal(err)
 	}
 	return Store{&images.Store{Keys: ks, Tiers: &tier.Tiers{Store: dir}}, dir, root}
+}
+
+// HostFiles are the regular files and symbolic links under the host's
+// directory dir (absolute), as layer entries at the same paths, leaving out
+// every path for which skip is true (and what is under it).
+func HostFiles(t testing.TB, dir string, skip func(path string) bool) []File {
+	t.Helper()
+	var files []File
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if skip != nil && skip(p) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			files = append(files, File{Header: &tar.Header{Name: p[1:], Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777}})
+		case d.Type().IsRegular():
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			files = append(files, File{Name: p[1:], Body: b, Mode: int64(info.Mode().Perm())})
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// HostFile is the host's file at path (symbolic links followed) as a
+// layer entry at the same path.
+func HostFile(t testing.TB, path string) File {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return File{Name: path[1:], Body: b, Mode: int64(info.Mode().Perm())}
 }
