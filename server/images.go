@@ -1,18 +1,21 @@
 package server
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/kiln-dev/kiln/imagefs"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/keys"
 	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/tier"
+	"github.com/kiln-dev/kiln/worker"
 )
 
 // imageStack is what image functions need in `kiln up`: the key service,
@@ -21,11 +24,14 @@ import (
 // images environments run.
 type imageStack struct {
 	store   *images.Store
-	mounter *imagefs.Mounter // nil without /dev/fuse
+	mounter *imagefs.Mounter // nil when environments cannot run images
 	hits    [2]atomic.Int64  // reads served by memory, by the directory
 }
 
-func openImages(dir string) (*imageStack, error) {
+// openImages opens the stack in dir. Environments run images only with a
+// backend that gives them a root of their own (not the process backend) and
+// with /dev/fuse.
+func openImages(dir string, sb worker.Sandbox) (*imageStack, error) {
 	ks, err := keys.Open(filepath.Join(dir, "keys", "master.key"))
 	if err != nil {
 		return nil, err
@@ -40,12 +46,38 @@ func openImages(dir string) (*imageStack, error) {
 		Store:  chunks,
 		Hit:    func(i int) { st.hits[i].Add(1) },
 	}}
+	mounts := filepath.Join(dir, "images")
+	sweepMounts(mounts)
+	if _, process := sb.(worker.ProcessSandbox); sb == nil || process {
+		return st, nil
+	}
 	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err == nil {
 		f.Close()
-		mnt := filepath.Join(dir, "images", strconv.Itoa(os.Getpid()))
-		st.mounter = &imagefs.Mounter{Store: st.store, Dir: mnt}
+		st.mounter = &imagefs.Mounter{Store: st.store, Dir: filepath.Join(mounts, strconv.Itoa(os.Getpid()))}
 	}
 	return st, nil
+}
+
+// sweepMounts detaches and removes the image mounts of kiln processes that
+// are gone (a crash leaves their FUSE mounts behind, disconnected).
+func sweepMounts(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == nil || errors.Is(err, unix.EPERM) {
+			continue // still running
+		}
+		sub := filepath.Join(dir, e.Name())
+		mnts, _ := os.ReadDir(sub)
+		for _, m := range mnts {
+			unix.Unmount(filepath.Join(sub, m.Name()), unix.MNT_DETACH)
+			os.Remove(filepath.Join(sub, m.Name()))
+		}
+		os.Remove(sub)
+	}
 }
 
 // register adds the chunk reads per tier to the metrics.

@@ -189,7 +189,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir); err != nil {
+	if s.images, err = openImages(dir, cfg.Sandbox); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	wcfg := worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
@@ -252,8 +252,12 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Async.Start(front)
-	cp := controlplane.New(controlplane.Config{Store: s.Functions, Code: code, Images: s.images.store, Region: cfg.Region,
-		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()})
+	cpcfg := controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
+		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()}
+	if s.images.mounter != nil { // images are refused where they could not run
+		cpcfg.Images = s.images.store
+	}
+	cp := controlplane.New(cpcfg)
 
 	go s.collectCode(runCtx, cp)
 
