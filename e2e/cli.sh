@@ -7,7 +7,8 @@
 #                          created is still there and the alias still invokes
 #   cli.sh images          container-image functions from REGISTRY: create,
 #                          invoke, update to a new tag, roll back through an
-#                          alias, deduplicated chunks (CHUNKS, BASE_BYTES)
+#                          alias, deduplicated chunks (CHUNKS, BASE_BYTES); and
+#                          from toolkit.tar in kiln up's image archives
 #
 # Environment (set by e2e_test.go):
 #   ENDPOINT                      http://127.0.0.1:PORT of kiln up
@@ -407,6 +408,14 @@ images() {
 	invoke "invoke img:live after the rollback" img:live '{"action":"version"}'
 	check "live runs v1 again, ExecutedVersion 1" "$OUT" "d['ExecutedVersion'] == '1'"
 	check "the rolled-back alias runs v1's image" "$RESP" "d == 'v1'"
+
+	call "create-function from a docker save tarball" create-function --function-name img-archive --package-type Image \
+		--code "ImageUri=docker-archive:toolkit.tar:toolkit:v1" --role "$ROLE"
+	check "the archive's function is an image function" "$OUT" "d['PackageType'] == 'Image'"
+	invoke "invoke img-archive" img-archive '{"action":"version"}'
+	check "the image from the tarball runs (v1)" "$RESP" "d == 'v1'"
+	expect_error InvalidParameterValueException "create-function with an archive outside the archives directory" create-function \
+		--function-name bad --package-type Image --code "ImageUri=docker-archive:../identity.json" --role "$ROLE"
 
 	expect_error InvalidParameterValueException "create-function with a malformed image URI" create-function \
 		--function-name bad --package-type Image --code "ImageUri=not a uri" --role "$ROLE"

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/kiln-dev/kiln/images/imagestest"
 	"github.com/kiln-dev/kiln/kilntest"
@@ -19,7 +21,8 @@ import (
 // TestImagesAgainstKilnUp runs cli.sh images (Debian's AWS CLI) against a real
 // `kiln up`: image functions from go-containerregistry's in-process
 // registry, created, invoked, updated to a new tag and rolled back through
-// an alias; the two tags share a base layer, stored once.
+// an alias; the two tags share a base layer, stored once; and one from a
+// `docker save` tarball in the archives directory.
 func TestImagesAgainstKilnUp(t *testing.T) {
 	requireClients(t)
 	if testing.Short() {
@@ -46,11 +49,15 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 	rand.Read(base)
 	baseLayer := imagestest.Layer(t, imagestest.File{Name: "opt/base/runtime.bin", Body: base})
 	cfg := v1.Config{Entrypoint: []string{"/var/task/bootstrap"}, WorkingDir: "/var/task", Env: []string{"FROM_IMAGE=yes"}}
+	var v1img v1.Image
 	for tag, version := range map[string]string{"v1": "v1", "v2": "v2"} {
 		src := strings.Replace(fntest.ToolkitGo, `VERSION = "v1"`, `VERSION = "`+version+`"`, 1)
 		img := imagestest.Image(t, "amd64", cfg, baseLayer,
 			imagestest.Layer(t, imagestest.File{Name: "var/task/bootstrap", Body: fntest.GoBootstrap(t, src), Mode: 0o755}))
 		imagestest.Push(t, reg+"/toolkit:"+tag, img)
+		if tag == "v1" {
+			v1img = img
+		}
 	}
 	imagestest.Push(t, reg+"/arm:v1", imagestest.Image(t, "arm64", cfg, baseLayer))
 	if err := <-buildErr; err != nil {
@@ -62,6 +69,11 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 		logPath: filepath.Join(dir, "kiln.log")}
 	t.Cleanup(k.stop)
 	k.start()
+	// The same v1 image as a `docker save` tarball in kiln up's archives directory.
+	archiveTag, _ := name.NewTag("toolkit:v1")
+	if err := tarball.WriteToFile(filepath.Join(k.data, "image-archives", "toolkit.tar"), archiveTag, v1img); err != nil {
+		t.Fatal(err)
+	}
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
 	env := append(clientEnv(k, home, nil), "REGISTRY="+reg, "CHUNKS="+filepath.Join(k.data, "chunks"),

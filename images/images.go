@@ -69,6 +69,11 @@ type Store struct {
 	Scope func(account string) string
 	// Remote are extra options for registry requests (a transport in tests).
 	Remote []remote.Option
+	// Archives is the directory of image archives that docker-archive: and
+	// oci-archive: URIs name; empty refuses them. Scratch is where an OCI
+	// layout is unpacked while it is imported (the system's temporary
+	// directory when empty).
+	Archives, Scratch string
 }
 
 func (s *Store) scope(account string) string {
@@ -89,16 +94,19 @@ type Import struct {
 // Arch maps Lambda's architecture names to OCI's.
 var Arch = map[string]string{"x86_64": "amd64", "arm64": "arm64"}
 
-// Import pulls uri (an image reference, by tag or digest) for a function of
-// account with the given Lambda architecture, and stores it.
+// Import pulls uri (an image reference, by tag or digest, or an archive URI)
+// for a function of account with the given Lambda architecture, and stores it.
 func (s *Store) Import(ctx context.Context, account, uri, architecture string) (*Import, error) {
-	ref, err := name.ParseReference(uri, name.StrictValidation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadURI, err)
-	}
 	arch, ok := Arch[architecture]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrArchitecture, architecture)
+	}
+	if isArchive(uri) {
+		return s.importArchive(ctx, account, uri, arch)
+	}
+	ref, err := name.ParseReference(uri, name.StrictValidation)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadURI, err)
 	}
 	opts := append([]remote.Option{
 		remote.WithContext(ctx),

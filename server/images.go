@@ -31,7 +31,7 @@ type imageStack struct {
 // openImages opens the stack in dir. Environments run images only with a
 // backend that gives them a root of their own (not the process backend) and
 // with /dev/fuse.
-func openImages(dir string, sb worker.Sandbox) (*imageStack, error) {
+func openImages(dir, archives string, sb worker.Sandbox) (*imageStack, error) {
 	ks, err := keys.Open(filepath.Join(dir, "keys", "master.key"))
 	if err != nil {
 		return nil, err
@@ -40,8 +40,18 @@ func openImages(dir string, sb worker.Sandbox) (*imageStack, error) {
 	if err != nil {
 		return nil, err
 	}
+	if archives == "" {
+		archives = filepath.Join(dir, "image-archives")
+	}
+	scratch := filepath.Join(dir, "images-scratch")
+	os.RemoveAll(scratch) // what an interrupted import left
+	for _, d := range []string{archives, scratch} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
 	st := &imageStack{}
-	st.store = &images.Store{Keys: ks, Tiers: &tier.Tiers{
+	st.store = &images.Store{Keys: ks, Archives: archives, Scratch: scratch, Tiers: &tier.Tiers{
 		Caches: []tier.Store{tier.NewMemory(256 << 20)},
 		Store:  chunks,
 		Hit:    func(i int) { st.hits[i].Add(1) },

@@ -28,7 +28,7 @@ func TestImageMountsOfGoneProcessesAreSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := openImages(dir, worker.ProcessSandbox{})
+	st, err := openImages(dir, "", worker.ProcessSandbox{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,6 +71,10 @@ type Config struct {
 	// events.go), so that a flood of Event invokes leaves the CPUs to sync
 	// invokes. Empty: this process takes Event invokes itself.
 	EventFrontend []string
+	// ImageArchives is the directory of image archives that ImageUri
+	// docker-archive:FILE and oci-archive:FILE name; empty means
+	// DATA/image-archives.
+	ImageArchives string
 	Logger        *slog.Logger
 }
 
@@ -189,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir, cfg.Sandbox); err != nil {
+	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	wcfg := worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,

@@ -81,6 +81,7 @@ func up(args []string) error {
 	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
 	separateEvents := fs.Bool("event-frontend", true, "take Event invokes in a process of their own at idle CPU priority, so that a flood of them leaves the CPUs to sync invokes")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
+	archives := fs.String("image-archives", "", "directory of image archives (docker save or OCI layout tarballs) that ImageUri docker-archive:FILE and oci-archive:FILE name; default DATA/image-archives")
 	fs.Parse(args)
 	var box worker.Sandbox
 	switch *isolation {
@@ -108,7 +109,7 @@ func up(args []string) error {
 	s, err := server.Start(ctx, server.Config{EventFrontend: eventFrontend,
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
-		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, Logger: logger,
+		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, Logger: logger,
 	})
 	if err != nil {
 		return err
