@@ -14,14 +14,6 @@ import (
 	"github.com/kiln-dev/kiln/images"
 )
 
-// mountPoints are the directories every image root presents (made empty
-// when the image lacks them): the environment attaches its own /proc, /dev
-// and /tmp there.
-var mountPoints = []struct {
-	name string
-	mode uint32
-}{{"dev", 0o755}, {"proc", 0o555}, {"tmp", 0o1777}}
-
 // Mounter mounts each image a worker runs once, under Dir, shared by all its
 // environments (the file system is read-only), until Close.
 type Mounter struct {
@@ -85,8 +77,8 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 	return nil
 }
 
-// withMountPoints adds the missing mount points to the manifest's root; an
-// image that has something else than a directory there cannot run.
+// withMountPoints adds the missing mount points to the manifest's root (an
+// image with something else there was refused at import; checked again).
 func withMountPoints(m *images.Manifest) error {
 	if len(m.Entries) == 0 {
 		return errors.New("imagefs: empty image")
@@ -97,13 +89,13 @@ func withMountPoints(m *images.Manifest) error {
 		present[e.Path] = e.Type
 		maxIno = max(maxIno, e.Ino)
 	}
-	for _, mp := range mountPoints {
-		switch t, ok := present[mp.name]; {
+	for _, mp := range images.MountPoints {
+		switch t, ok := present[mp.Name]; {
 		case !ok:
 			maxIno++
-			m.Entries = append(m.Entries, flatten.Entry{Path: mp.name, Type: flatten.Dir, Mode: mp.mode, Ino: maxIno})
+			m.Entries = append(m.Entries, flatten.Entry{Path: mp.Name, Type: flatten.Dir, Mode: mp.Mode, Ino: maxIno})
 		case t != flatten.Dir:
-			return fmt.Errorf("imagefs: /%s in the image is a %s, not a directory: the environment cannot attach its own there", mp.name, t)
+			return fmt.Errorf("imagefs: /%s in the image is a %s, not a directory", mp.Name, t)
 		}
 	}
 	return nil

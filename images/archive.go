@@ -180,4 +180,3 @@ func layoutImage(dir, tag, arch string) (v1.Image, error) {
 	}
 	return nil, fmt.Errorf("%w: no linux/%s image in the index", ErrArchitecture, arch)
 }
-

@@ -51,6 +51,26 @@ type Manifest struct {
 	Entries      []flatten.Entry `json:"entries"`
 }
 
+// MountPoints are the directories an environment attaches its own file
+// systems at inside an image (made empty when the image lacks them).
+var MountPoints = []struct {
+	Name string
+	Mode uint32
+}{{"dev", 0o755}, {"proc", 0o555}, {"tmp", 0o1777}}
+
+// checkMountPoints refuses an image with something else than a directory at
+// a mount point: the environment could not run it.
+func checkMountPoints(entries []flatten.Entry) error {
+	for _, e := range entries {
+		for _, mp := range MountPoints {
+			if e.Path == mp.Name && e.Type != flatten.Dir {
+				return fmt.Errorf("%w: /%s in the image is a %s, not a directory: the environment attaches its own there", flatten.ErrHostile, mp.Name, e.Type)
+			}
+		}
+	}
+	return nil
+}
+
 // KeyService is what images needs of the key service.
 type KeyService interface {
 	keys.KeyService
@@ -160,6 +180,9 @@ func (s *Store) ImportImage(ctx context.Context, account string, img v1.Image, a
 		})
 	})
 	if err != nil {
+		return nil, err
+	}
+	if err := checkMountPoints(entries); err != nil {
 		return nil, err
 	}
 	if report != (flatten.Report{}) {

@@ -1,6 +1,7 @@
 package images_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -86,6 +87,8 @@ func TestImportErrors(t *testing.T) {
 	imagestest.Push(t, reg+"/arm:v1", imagestest.Image(t, "arm64", v1.Config{}, imagestest.Layer(t)))
 	hostile := imagestest.Push(t, reg+"/hostile:v1", imagestest.Image(t, "amd64", v1.Config{},
 		imagestest.Layer(t, imagestest.File{Name: "../../../etc/cron.d/x", Body: []byte("* * * * * root sh")})))
+	tmpLink := imagestest.Push(t, reg+"/tmplink:v1", imagestest.Image(t, "amd64", v1.Config{},
+		imagestest.Layer(t, imagestest.File{Header: &tar.Header{Name: "tmp", Typeflag: tar.TypeSymlink, Linkname: "/etc", Mode: 0o777}})))
 	for _, tc := range []struct {
 		uri, arch string
 		want      error
@@ -96,6 +99,7 @@ func TestImportErrors(t *testing.T) {
 		{reg + "/arm:v1", "x86_64", images.ErrArchitecture},
 		{reg + "/arm:v1", "mips", images.ErrArchitecture},
 		{hostile, "x86_64", flatten.ErrHostile},
+		{tmpLink, "x86_64", flatten.ErrHostile},
 	} {
 		if _, err := f.Import(ctx, "111111111111", tc.uri, tc.arch); !errors.Is(err, tc.want) {
 			t.Errorf("Import(%s, %s) = %v, want %v", tc.uri, tc.arch, err, tc.want)
