@@ -52,6 +52,19 @@ func (k *Keyring) Add(c Credential) {
 	k.mu.Unlock()
 }
 
+// Password checks an access key pair given as a user name and password
+// (HTTP basic authentication, as container registry clients send it) and
+// returns its account.
+func (k *Keyring) Password(accessKeyID, secret string) (string, bool) {
+	k.mu.RLock()
+	c, ok := k.keys[accessKeyID]
+	k.mu.RUnlock()
+	if !ok || subtle.ConstantTimeCompare([]byte(c.SecretAccessKey), []byte(secret)) != 1 {
+		return "", false
+	}
+	return c.Account, true
+}
+
 type ctxKey struct{}
 
 // Caller is who signed a request.

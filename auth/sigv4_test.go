@@ -87,3 +87,21 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+func TestPassword(t *testing.T) {
+	k := NewKeyring(Credential{AccessKeyID: "AKID1", SecretAccessKey: "s1", Account: "111111111111"})
+	for _, tc := range []struct {
+		user, pass, account string
+		ok                  bool
+	}{
+		{"AKID1", "s1", "111111111111", true},
+		{"AKID1", "s2", "", false},
+		{"AKID1", "", "", false},
+		{"AKID2", "s1", "", false},
+		{"", "", "", false},
+	} {
+		if account, ok := k.Password(tc.user, tc.pass); ok != tc.ok || account != tc.account {
+			t.Errorf("Password(%q, %q) = %q, %v", tc.user, tc.pass, account, ok)
+		}
+	}
+}

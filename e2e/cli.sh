@@ -8,7 +8,8 @@
 #   cli.sh images          container-image functions from REGISTRY: create,
 #                          invoke, update to a new tag, roll back through an
 #                          alias, deduplicated chunks (CHUNKS, BASE_BYTES); and
-#                          from toolkit.tar in kiln up's image archives
+#                          from kiln up's own registry (KILN_REGISTRY) and
+#                          from toolkit.tar in its image archives
 #
 # Environment (set by e2e_test.go):
 #   ENDPOINT                      http://127.0.0.1:PORT of kiln up
@@ -408,6 +409,13 @@ images() {
 	invoke "invoke img:live after the rollback" img:live '{"action":"version"}'
 	check "live runs v1 again, ExecutedVersion 1" "$OUT" "d['ExecutedVersion'] == '1'"
 	check "the rolled-back alias runs v1's image" "$RESP" "d == 'v1'"
+
+	call "create-function from kiln up's own registry" create-function --function-name img-kiln --package-type Image \
+		--code "ImageUri=$KILN_REGISTRY/toolkit:v1" --role "$ROLE"
+	invoke "invoke img-kiln" img-kiln '{"action":"version"}'
+	check "the image pushed to kiln up's registry runs (v1)" "$RESP" "d == 'v1'"
+	expect_error InvalidParameterValueException "create-function with a tag kiln up's registry does not have" create-function \
+		--function-name bad --package-type Image --code "ImageUri=$KILN_REGISTRY/toolkit:v9" --role "$ROLE"
 
 	call "create-function from a docker save tarball" create-function --function-name img-archive --package-type Image \
 		--code "ImageUri=docker-archive:toolkit.tar:toolkit:v1" --role "$ROLE"

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/kiln-dev/kiln/images/imagestest"
@@ -21,8 +23,9 @@ import (
 // TestImagesAgainstKilnUp runs cli.sh images (Debian's AWS CLI) against a real
 // `kiln up`: image functions from go-containerregistry's in-process
 // registry, created, invoked, updated to a new tag and rolled back through
-// an alias; the two tags share a base layer, stored once; and one from a
-// `docker save` tarball in the archives directory.
+// an alias; the two tags share a base layer, stored once; and one pushed to
+// kiln up's own registry and one from a `docker save` tarball in its
+// archives directory.
 func TestImagesAgainstKilnUp(t *testing.T) {
 	requireClients(t)
 	if testing.Short() {
@@ -69,14 +72,19 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 		logPath: filepath.Join(dir, "kiln.log")}
 	t.Cleanup(k.stop)
 	k.start()
-	// The same v1 image as a `docker save` tarball in kiln up's archives directory.
+	// The same v1 image pushed to kiln up's own registry, with the account's keys.
+	kilnRef, _ := name.ParseReference(addr + "/toolkit:v1")
+	if err := remote.Write(kilnRef, v1img, remote.WithAuth(&authn.Basic{Username: accessKeyID, Password: secretAccessKey})); err != nil {
+		t.Fatalf("push to kiln up's registry: %v\n%s", err, k.log())
+	}
+	// And as a `docker save` tarball in kiln up's archives directory.
 	archiveTag, _ := name.NewTag("toolkit:v1")
 	if err := tarball.WriteToFile(filepath.Join(k.data, "image-archives", "toolkit.tar"), archiveTag, v1img); err != nil {
 		t.Fatal(err)
 	}
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
-	env := append(clientEnv(k, home, nil), "REGISTRY="+reg, "CHUNKS="+filepath.Join(k.data, "chunks"),
+	env := append(clientEnv(k, home, nil), "REGISTRY="+reg, "KILN_REGISTRY="+addr, "CHUNKS="+filepath.Join(k.data, "chunks"),
 		"BASE_BYTES="+strconv.Itoa(len(base)))
 	runScript(t, k, 150*time.Second, env, "bash", filepath.Join(root, "e2e", "cli.sh"), "images")
 }

@@ -89,6 +89,10 @@ type Store struct {
 	Scope func(account string) string
 	// Remote are extra options for registry requests (a transport in tests).
 	Remote []remote.Option
+	// Local is Kiln's own registry, at LocalHost (host:port): an ImageUri
+	// naming that host is read from it directly, as the calling account.
+	Local     LocalRegistry
+	LocalHost string
 	// Archives is the directory of image archives that docker-archive: and
 	// oci-archive: URIs name; empty refuses them. Scratch is where an OCI
 	// layout is unpacked while it is imported (the system's temporary
@@ -101,6 +105,12 @@ func (s *Store) scope(account string) string {
 		return s.Scope(account)
 	}
 	return "account/" + account
+}
+
+// LocalRegistry reads an account's images from Kiln's own registry
+// (registry.Registry).
+type LocalRegistry interface {
+	Image(account, repo, ref, arch string) (v1.Image, error)
 }
 
 // Import is the result of importing an image.
@@ -128,6 +138,28 @@ func (s *Store) Import(ctx context.Context, account, uri, architecture string) (
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadURI, err)
 	}
+	img, err := s.fetch(ctx, account, ref, arch)
+	if err != nil {
+		return nil, err
+	}
+	imp, err := s.ImportImage(ctx, account, img, arch)
+	if err != nil {
+		return nil, err
+	}
+	imp.ResolvedURI = ref.Context().Digest(imp.Manifest.Digest).String()
+	return imp, nil
+}
+
+// fetch opens the image ref names: from Kiln's own registry when it names
+// that, else over the network.
+func (s *Store) fetch(ctx context.Context, account string, ref name.Reference, arch string) (v1.Image, error) {
+	if s.Local != nil && ref.Context().RegistryStr() == s.LocalHost {
+		img, err := s.Local.Image(account, ref.Context().RepositoryStr(), ref.Identifier(), arch)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, ref, err)
+		}
+		return img, nil
+	}
 	opts := append([]remote.Option{
 		remote.WithContext(ctx),
 		remote.WithPlatform(v1.Platform{OS: "linux", Architecture: arch}),
@@ -136,16 +168,11 @@ func (s *Store) Import(ctx context.Context, account, uri, architecture string) (
 	if err != nil {
 		var te *transport.Error
 		if errors.As(err, &te) && (te.StatusCode == 404 || te.StatusCode == 401 || te.StatusCode == 403) {
-			return nil, fmt.Errorf("%w: %s", ErrNotFound, uri)
+			return nil, fmt.Errorf("%w: %s", ErrNotFound, ref)
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, uri, err)
+		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, ref, err)
 	}
-	imp, err := s.ImportImage(ctx, account, img, arch)
-	if err != nil {
-		return nil, err
-	}
-	imp.ResolvedURI = ref.Context().Digest(imp.Manifest.Digest).String()
-	return imp, nil
+	return img, nil
 }
 
 // ImportImage stores img (already fetched, or built) for account.

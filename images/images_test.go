@@ -6,18 +6,25 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/chunk"
 	"github.com/kiln-dev/kiln/flatten"
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/images/imagestest"
 	"github.com/kiln-dev/kiln/keys"
+	"github.com/kiln-dev/kiln/registry"
 	"github.com/kiln-dev/kiln/tier"
 )
 
@@ -192,5 +199,35 @@ func TestTamperedChunkAndForeignManifest(t *testing.T) {
 	}
 	if _, err := f.Chunk(ctx, ref); !errors.Is(err, tier.ErrCorrupt) {
 		t.Fatalf("swapped chunk: %v", err)
+	}
+}
+
+// TestImportFromKilnRegistry: an ImageUri naming Kiln's own registry is read
+// from it as the calling account; another account's repository is not found.
+func TestImportFromKilnRegistry(t *testing.T) {
+	ctx := context.Background()
+	f := newStore(t)
+	reg, err := registry.Open(t.TempDir(), auth.NewKeyring(auth.Credential{AccessKeyID: "AKID", SecretAccessKey: "s", Account: "111111111111"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(reg)
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	f.Local, f.LocalHost = reg, host
+	img := imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, imagestest.File{Name: "f", Body: []byte("from kiln")}))
+	ref, _ := name.ParseReference(host + "/app:v1")
+	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "AKID", Password: "s"})); err != nil {
+		t.Fatal(err)
+	}
+	imp, err := f.Import(ctx, "111111111111", host+"/app:v1", "x86_64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.read(t, imp.Manifest, "f"); string(got) != "from kiln" {
+		t.Fatalf("f = %q", got)
+	}
+	if _, err := f.Import(ctx, "222222222222", host+"/app:v1", "x86_64"); !errors.Is(err, images.ErrNotFound) {
+		t.Fatalf("another account imported it: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/keys"
 	"github.com/kiln-dev/kiln/metrics"
+	"github.com/kiln-dev/kiln/registry"
 	"github.com/kiln-dev/kiln/tier"
 	"github.com/kiln-dev/kiln/worker"
 )
@@ -23,15 +24,16 @@ import (
 // cache would only copy the same local disk), and the FUSE mounts of the
 // images environments run.
 type imageStack struct {
-	store   *images.Store
-	mounter *imagefs.Mounter // nil when environments cannot run images
-	hits    [2]atomic.Int64  // reads served by memory, by the directory
+	store    *images.Store
+	registry *registry.Registry // Kiln's own, at /v2/ on the endpoint
+	mounter  *imagefs.Mounter   // nil when environments cannot run images
+	hits     [2]atomic.Int64    // reads served by memory, by the directory
 }
 
 // openImages opens the stack in dir. Environments run images only with a
 // backend that gives them a root of their own (not the process backend) and
 // with /dev/fuse.
-func openImages(dir, archives string, sb worker.Sandbox) (*imageStack, error) {
+func openImages(dir, archives string, sb worker.Sandbox, users registry.Authenticator, host string) (*imageStack, error) {
 	ks, err := keys.Open(filepath.Join(dir, "keys", "master.key"))
 	if err != nil {
 		return nil, err
@@ -50,8 +52,12 @@ func openImages(dir, archives string, sb worker.Sandbox) (*imageStack, error) {
 			return nil, err
 		}
 	}
-	st := &imageStack{}
-	st.store = &images.Store{Keys: ks, Archives: archives, Scratch: scratch, Tiers: &tier.Tiers{
+	reg, err := registry.Open(filepath.Join(dir, "registry"), users)
+	if err != nil {
+		return nil, err
+	}
+	st := &imageStack{registry: reg}
+	st.store = &images.Store{Keys: ks, Archives: archives, Scratch: scratch, Local: reg, LocalHost: host, Tiers: &tier.Tiers{
 		Caches: []tier.Store{tier.NewMemory(256 << 20)},
 		Store:  chunks,
 		Hit:    func(i int) { st.hits[i].Add(1) },

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/worker"
 )
 
@@ -28,7 +29,7 @@ func TestImageMountsOfGoneProcessesAreSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := openImages(dir, "", worker.ProcessSandbox{})
+	st, err := openImages(dir, "", worker.ProcessSandbox{}, auth.NewKeyring(), "127.0.0.1:1")
 	if err != nil {
 		t.Fatal(err)
 	}

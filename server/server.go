@@ -193,7 +193,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox); err != nil {
+	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.keyring(), ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	wcfg := worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
@@ -278,6 +278,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	signed := auth.Middleware(id.keyring(), bodyLimit, mux)
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
+	root.Handle("/v2/", s.images.registry) // its own authentication: registry clients do not sign
 	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	root.Handle("/", signed)
 
