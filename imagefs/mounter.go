@@ -2,40 +2,49 @@ package imagefs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/kiln-dev/kiln/flatten"
 	"github.com/kiln-dev/kiln/images"
 )
 
-// Mounter mounts each image a worker runs once, under Dir, shared by all its
-// environments (the file system is read-only), until Close.
+// Mounter mounts each image a worker runs once, under Dir, shared by its
+// environments (the file system is read-only), and unmounts it when no
+// environment has used it for Grace.
 type Mounter struct {
 	Store  *images.Store
 	Dir    string
 	Config Config
+	// Grace is how long an image nobody uses stays mounted (its manifest
+	// in memory, its chunks cached) for the next environment; 0 means a
+	// minute.
+	Grace time.Duration
 
 	mu     sync.Mutex
 	mounts map[string]*mounted
+	seq    int
 }
 
 type mounted struct {
-	once sync.Once
-	fs   *FS
-	dir  string
-	cfg  images.Config
-	err  error
+	once  sync.Once
+	fs    *FS
+	dir   string
+	cfg   images.Config
+	err   error
+	users int         // environments holding it; guarded by Mounter.mu
+	idle  *time.Timer // unmounts it once unused for Grace
 }
 
 // Mount returns the root of account's image whose manifest is named
-// manifest, mounting it on first use.
-func (mt *Mounter) Mount(ctx context.Context, account, manifest string) (string, images.Config, error) {
+// manifest, mounting it on first use, and the release the environment
+// calls when it no longer runs on it.
+func (mt *Mounter) Mount(ctx context.Context, account, manifest string) (string, images.Config, func(), error) {
 	key := account + "/" + manifest
 	mt.mu.Lock()
 	if mt.mounts == nil {
@@ -43,17 +52,56 @@ func (mt *Mounter) Mount(ctx context.Context, account, manifest string) (string,
 	}
 	m := mt.mounts[key]
 	if m == nil {
-		m = &mounted{}
+		mt.seq++
+		m = &mounted{dir: filepath.Join(mt.Dir, strconv.Itoa(mt.seq))}
 		mt.mounts[key] = m
+	}
+	m.users++
+	if m.idle != nil {
+		m.idle.Stop() // an unmount that already began finds users and leaves it
+		m.idle = nil
 	}
 	mt.mu.Unlock()
 	m.once.Do(func() { m.err = mt.mount(ctx, account, manifest, m) })
 	if m.err != nil {
 		mt.mu.Lock()
-		delete(mt.mounts, key) // the next environment tries again
+		m.users--
+		if mt.mounts[key] == m {
+			delete(mt.mounts, key) // the next environment tries again
+		}
 		mt.mu.Unlock()
+		return "", images.Config{}, nil, m.err
 	}
-	return m.dir, m.cfg, m.err
+	var once sync.Once
+	return m.dir, m.cfg, func() { once.Do(func() { mt.release(key, m) }) }, nil
+}
+
+func (mt *Mounter) release(key string, m *mounted) {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	if m.users--; m.users > 0 {
+		return
+	}
+	grace := mt.Grace
+	if grace <= 0 {
+		grace = time.Minute
+	}
+	m.idle = time.AfterFunc(grace, func() {
+		mt.mu.Lock()
+		if m.users > 0 || mt.mounts[key] != m {
+			mt.mu.Unlock()
+			return
+		}
+		delete(mt.mounts, key)
+		mt.mu.Unlock()
+		unmount(m)
+	})
+}
+
+func unmount(m *mounted) error {
+	err := m.fs.Unmount()
+	os.Remove(m.dir)
+	return err
 }
 
 func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mounted) error {
@@ -64,17 +112,22 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 	if err := withMountPoints(man); err != nil {
 		return err
 	}
-	h := sha256.Sum256([]byte(account + "/" + manifest))
-	dir := filepath.Join(mt.Dir, hex.EncodeToString(h[:12]))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
 		return fmt.Errorf("imagefs: %w", err)
 	}
-	fs, err := Mount(dir, man, mt.Store, mt.Config)
+	fs, err := Mount(m.dir, man, mt.Store, mt.Config)
 	if err != nil {
 		return err
 	}
-	m.fs, m.dir, m.cfg = fs, dir, man.Config
+	m.fs, m.cfg = fs, man.Config
 	return nil
+}
+
+// Mounted returns how many images are mounted.
+func (mt *Mounter) Mounted() int {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	return len(mt.mounts)
 }
 
 // withMountPoints adds the missing mount points to the manifest's root (an
@@ -107,9 +160,11 @@ func (mt *Mounter) Close() error {
 	defer mt.mu.Unlock()
 	var errs []error
 	for key, m := range mt.mounts {
+		if m.idle != nil {
+			m.idle.Stop()
+		}
 		if m.fs != nil {
-			errs = append(errs, m.fs.Unmount())
-			os.Remove(m.dir)
+			errs = append(errs, unmount(m))
 		}
 		delete(mt.mounts, key)
 	}

@@ -11,10 +11,10 @@ import (
 )
 
 // ImageSource presents container images (package imagefs): Mount returns
-// the host directory of an image's root file system, mounted read-only, and
-// the image's own config.
+// the host directory of an image's root file system, mounted read-only, the
+// image's own config, and the release the environment calls when it ends.
 type ImageSource interface {
-	Mount(ctx context.Context, account, manifest string) (root string, cfg images.Config, err error)
+	Mount(ctx context.Context, account, manifest string) (root string, cfg images.Config, release func(), err error)
 }
 
 // image prepares an image function's environment: its root is the image,
@@ -22,14 +22,14 @@ type ImageSource interface {
 // overrides), its working directory WORKDIR, and its environment starts
 // from the image's ENV. The CMD's first word is the handler (_HANDLER), as
 // in Lambda, unless the function names one.
-func (w *Worker) image(ctx context.Context, spec *invoke.EnvSpec) (SandboxSpec, []string, error) {
+func (w *Worker) image(ctx context.Context, spec *invoke.EnvSpec) (SandboxSpec, []string, func(), error) {
 	fn := spec.Function
 	if w.cfg.Images == nil || fn.KilnImage == nil {
-		return SandboxSpec{}, nil, errors.New("worker: this worker runs no container images")
+		return SandboxSpec{}, nil, nil, errors.New("worker: this worker runs no container images")
 	}
-	root, cfg, err := w.cfg.Images.Mount(ctx, spec.Account, fn.KilnImage.Manifest)
+	root, cfg, release, err := w.cfg.Images.Mount(ctx, spec.Account, fn.KilnImage.Manifest)
 	if err != nil {
-		return SandboxSpec{}, nil, fmt.Errorf("image of %s: %w", fn.FunctionName, err)
+		return SandboxSpec{}, nil, nil, fmt.Errorf("image of %s: %w", fn.FunctionName, err)
 	}
 	entry, cmd, dir := cfg.Entrypoint, cfg.Cmd, cfg.WorkingDir
 	if r := fn.ImageConfigResponse; r != nil && r.ImageConfig != nil {
@@ -51,7 +51,7 @@ func (w *Worker) image(ctx context.Context, spec *invoke.EnvSpec) (SandboxSpec, 
 		spec.Function.Handler = cmd[0]
 	}
 	sb := SandboxSpec{ImageDir: root, WorkDir: dir, Argv: append(append([]string(nil), entry...), cmd...)}
-	return sb, cfg.Env, nil
+	return sb, cfg.Env, release, nil
 }
 
 // imageDefaults are the variables an image's ENV overrides: Kiln's defaults

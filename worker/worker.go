@@ -84,10 +84,11 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		rt                    runtimes.Runtime
 		taskRoot, runtimeRoot string
 		imageEnv              []string
+		unmount               = func() {}
 		err                   error
 	)
 	if fn.PackageType == "Image" {
-		if sb, imageEnv, err = w.image(ctx, &spec); err != nil {
+		if sb, imageEnv, unmount, err = w.image(ctx, &spec); err != nil {
 			return nil, err
 		}
 		taskRoot, runtimeRoot = "/var/task", "/var/runtime"
@@ -105,10 +106,11 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 
 	pair, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
+		unmount()
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
-	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{})}
+	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{}), unmount: unmount}
 	stream := logStreamName(fn.Version, id)
 	e.log.init(w.cfg.Logs, spec.Account, logGroupName(fn.FunctionName), stream)
 	started := time.Now()
@@ -119,6 +121,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	theirs.Close()
 	if err != nil {
 		ours.Close()
+		unmount()
 		return nil, err
 	}
 	e.proc = proc
@@ -353,6 +356,8 @@ type env struct {
 	proc Process
 	api  *runtimeapi.Server
 	logs *logPipe
+	// unmount releases the environment's image (a no-op for zip code).
+	unmount func()
 
 	initDuration time.Duration
 	initErr      *invoke.InitError // the agent could not start the runtime
@@ -525,4 +530,5 @@ func (e *env) release() {
 		e.api.Close()
 	}
 	e.sock.Close()
+	e.unmount()
 }
