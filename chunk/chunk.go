@@ -117,6 +117,13 @@ func Open(ref Ref, ciphertext []byte) ([]byte, error) {
 	if Sum(ciphertext) != ref.ID {
 		return nil, fmt.Errorf("%w: %s: ciphertext does not match its id", ErrCorrupt, ref.ID)
 	}
+	return Decrypt(ref, ciphertext)
+}
+
+// Decrypt is Open for ciphertext already checked against ref.ID (as
+// tier.Tiers checks every blob it reads): the GCM tag is still checked, so
+// bytes that do not decrypt under the key are ErrCorrupt.
+func Decrypt(ref Ref, ciphertext []byte) ([]byte, error) {
 	g, err := aead(ref.Key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, ref.ID, err)

@@ -26,9 +26,10 @@ type Mounter struct {
 	// minute.
 	Grace time.Duration
 
-	mu     sync.Mutex
-	mounts map[string]*mounted
-	seq    int
+	mu      sync.Mutex
+	mounts  map[string]*mounted
+	seq     int
+	fetched int64 // by mounts already gone
 }
 
 type mounted struct {
@@ -93,6 +94,7 @@ func (mt *Mounter) release(key string, m *mounted) {
 			return
 		}
 		delete(mt.mounts, key)
+		mt.fetched += m.fs.Stats.BytesFetched.Load()
 		mt.mu.Unlock()
 		unmount(m)
 	})
@@ -121,6 +123,19 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 	}
 	m.fs, m.cfg = fs, man.Config
 	return nil
+}
+
+// BytesFetched returns the bytes of chunks the mounts fetched so far.
+func (mt *Mounter) BytesFetched() int64 {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	n := mt.fetched
+	for _, m := range mt.mounts {
+		if m.fs != nil {
+			n += m.fs.Stats.BytesFetched.Load()
+		}
+	}
+	return n
 }
 
 // Mounted returns how many images are mounted.
@@ -164,6 +179,7 @@ func (mt *Mounter) Close() error {
 			m.idle.Stop()
 		}
 		if m.fs != nil {
+			mt.fetched += m.fs.Stats.BytesFetched.Load()
 			errs = append(errs, unmount(m))
 		}
 		delete(mt.mounts, key)

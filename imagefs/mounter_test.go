@@ -54,7 +54,7 @@ func TestMounterSharesAndUnmountsUnused(t *testing.T) {
 		}
 	}
 	release1()
-	release1() // twice is once
+	release1()                         // twice is once
 	time.Sleep(100 * time.Millisecond) // five times Grace: still held by the second
 	if !mountedAt(dir1) {
 		t.Fatal("unmounted while an environment held it")

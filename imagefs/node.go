@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sort"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -19,6 +20,9 @@ type node struct {
 	c         *chunks
 	readAhead int
 	nlink     uint32
+	// The sequential run of reads: where it started and where its last
+	// read ended. Racing reads may mistake a run's length, not correctness.
+	runStart, next atomic.Int64
 }
 
 var (
@@ -77,7 +81,14 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 		}
 		out = append(out, p[lo:hi]...)
 	}
-	for i := last + 1; i <= last+n.readAhead && i < len(e.Chunks); i++ {
+	// Read ahead as a sequential run grows, as the kernel does: one chunk
+	// for every two the run has read, up to ReadAhead. Scattered reads
+	// (a new run each) fetch nothing they do not read.
+	if n.next.Swap(end) != off {
+		n.runStart.Store(off)
+	}
+	ahead := min(n.readAhead, int((end-n.runStart.Load())/(2*size)))
+	for i := last + 1; i <= last+ahead && i < len(e.Chunks); i++ {
 		n.c.prefetch(e.Chunks[i])
 	}
 	return fuse.ReadResultData(out), 0

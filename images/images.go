@@ -264,13 +264,13 @@ func (s *Store) Manifest(ctx context.Context, account, name string) (*Manifest, 
 }
 
 // Chunk fetches one chunk through the tiers and decrypts it. A copy that
-// fails either check is never returned: the tiers drop a corrupt cached copy
-// and refetch it; a copy that passes the name check but not the key is
-// refused.
+// fails either check is never returned: the tiers check it against its ID
+// (dropping a corrupt cached copy and fetching it again); a copy that passes
+// that but not the key's GCM tag is refused.
 func (s *Store) Chunk(ctx context.Context, ref chunk.Ref) ([]byte, error) {
 	ct, err := s.Tiers.Get(ctx, ref.ID.String())
 	if err != nil {
 		return nil, err
 	}
-	return chunk.Open(ref, ct)
+	return chunk.Decrypt(ref, ct)
 }

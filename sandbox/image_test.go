@@ -2,18 +2,22 @@ package sandbox_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/flatten"
 	"github.com/kiln-dev/kiln/imagefs"
+	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/images/imagestest"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
@@ -200,4 +204,169 @@ def handler(event, context):
 			t.Errorf("%s = %v, want %v (%s)", k, got[k], v, res.Payload)
 		}
 	}
+}
+
+// readerGo reads 5% of the file named by the event's "path" in 1 MiB reads
+// spread evenly over it, as a handler loading what it needs of a large image.
+const readerGo = `package main
+
+import (
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+type event struct {
+	Path string ` + "`json:\"path\"`" + `
+}
+
+func main() {
+	lambda.Start(func(e event) (int, error) {
+		f, err := os.Open(e.Path)
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return 0, err
+		}
+		buf := make([]byte, 1<<20)
+		reads := max(1, int(fi.Size()/20)/len(buf))
+		total := 0
+		for i := range reads {
+			n, _ := f.ReadAt(buf, int64(i)*(fi.Size()/int64(reads)))
+			total += n
+		}
+		return total, nil
+	})
+}
+`
+
+// BenchmarkImageColdStart: a cold start (new environment, first invoke)
+// whose handler reads 5% of a file of KILN_IMAGE_BENCH_MB MiB (64 by
+// default), three ways:
+//
+//	zip:    the code unpacked on the local disk (a zip function)
+//	lazy:   the image mounted anew through imagefs, chunks fetched on read
+//	mounted: the image already mounted and cached (another environment ran it)
+//	unpack: every chunk of the image fetched, decrypted and written out
+//	        first, then run as a zip function
+//
+// go test ./sandbox -run - -bench ImageColdStart -benchtime 5x
+func BenchmarkImageColdStart(b *testing.B) {
+	ctx := context.Background()
+	mb := 64
+	if s := os.Getenv("KILN_IMAGE_BENCH_MB"); s != "" {
+		mb, _ = strconv.Atoi(s)
+	}
+	big := make([]byte, mb<<20)
+	rand.Read(big)
+	bootstrap := fntest.GoBootstrap(b, readerGo)
+	st := imagestest.NewStore(b)
+	imp, err := st.ImportImage(ctx, "123456789012", imagestest.Image(b, "amd64", v1.Config{Entrypoint: []string{"/var/task/bootstrap"}},
+		imagestest.Layer(b, imagestest.File{Name: "var/task/bootstrap", Body: bootstrap, Mode: 0o755}, imagestest.File{Name: "var/task/big", Body: big})), "amd64")
+	if err != nil {
+		b.Fatal(err)
+	}
+	codeDir := b.TempDir()
+	os.WriteFile(filepath.Join(codeDir, "bootstrap"), bootstrap, 0o555)
+	os.WriteFile(filepath.Join(codeDir, "big"), big, 0o444)
+	rt := filepath.Join(b.TempDir(), "runtimes")
+	if err := runtimes.Install(rt); err != nil {
+		b.Fatal(err)
+	}
+	code := dirCode{}
+	fresh := &freshMounts{}
+	w := worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: code, Images: fresh, Sandbox: linux(b)})
+	b.Cleanup(w.Close)
+	zipFn := func(dir string) api.FunctionConfiguration {
+		code[dir] = dir
+		return api.FunctionConfiguration{FunctionName: "reader", Runtime: "provided.al2023", Handler: "bootstrap",
+			MemorySize: 1769, Timeout: 60, Version: "$LATEST", CodeSha256: dir}
+	}
+	run := func(b *testing.B, w *worker.Worker, fn api.FunctionConfiguration) {
+		info, err := w.Create(ctx, invoke.EnvSpec{Account: "123456789012", Function: fn})
+		if err != nil {
+			b.Fatal(err)
+		}
+		res, err := w.Invoke(ctx, info.ID, &invoke.Invocation{RequestID: "r", Payload: []byte(`{"path":"/var/task/big"}`)})
+		if err != nil || res.ErrorType != "" {
+			b.Fatalf("invoke: %v %s %s", err, res.ErrorType, res.Payload)
+		}
+		b.StopTimer()
+		w.Destroy(ctx, info.ID)
+		b.StartTimer()
+	}
+	b.Run("zip", func(b *testing.B) {
+		fn := zipFn(codeDir)
+		for b.Loop() {
+			run(b, w, fn)
+		}
+	})
+	imageFn := api.FunctionConfiguration{FunctionName: "reader", PackageType: "Image", MemorySize: 1769, Timeout: 60, Version: "$LATEST",
+		KilnImage: &api.ImageCode{Manifest: imp.ManifestName}}
+	b.Run("lazy", func(b *testing.B) {
+		var fetched int64
+		for b.Loop() {
+			// As on a worker that never ran the image: nothing mounted, nothing cached.
+			fresh.mt = &imagefs.Mounter{Store: st.Store, Dir: b.TempDir()}
+			run(b, w, imageFn)
+			b.StopTimer()
+			fetched += fresh.mt.BytesFetched()
+			fresh.mt.Close()
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(fetched)/float64(b.N)/(1<<20), "MiB-fetched/op")
+	})
+	b.Run("mounted", func(b *testing.B) {
+		// As on a worker where another environment ran the image: mounted,
+		// its chunks and pages cached.
+		fresh.mt = &imagefs.Mounter{Store: st.Store, Dir: b.TempDir()}
+		defer fresh.mt.Close()
+		_, _, keep, err := fresh.mt.Mount(ctx, "123456789012", imp.ManifestName)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer keep()
+		run(b, w, imageFn)
+		for b.Loop() {
+			run(b, w, imageFn)
+		}
+	})
+	b.Run("unpack", func(b *testing.B) {
+		for b.Loop() {
+			dir := b.TempDir()
+			for _, e := range imp.Manifest.Entries {
+				if e.Type != flatten.File {
+					continue
+				}
+				var data []byte
+				for _, r := range e.Chunks {
+					p, err := st.Chunk(ctx, r)
+					if err != nil {
+						b.Fatal(err)
+					}
+					data = append(data, p...)
+				}
+				if err := os.WriteFile(filepath.Join(dir, filepath.Base(e.Path)), data, os.FileMode(e.Mode)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			run(b, w, zipFn(dir))
+		}
+		b.ReportMetric(float64(mb), "MiB-fetched/op")
+	})
+}
+
+// dirCode maps a function's CodeSha256 to a directory (worker.CodeSource).
+type dirCode map[string]string
+
+func (d dirCode) Dir(_ context.Context, sha string) (string, error) { return d[sha], nil }
+
+// freshMounts is the Mounter of the moment (worker.ImageSource).
+type freshMounts struct{ mt *imagefs.Mounter }
+
+func (f *freshMounts) Mount(ctx context.Context, account, manifest string) (string, images.Config, func(), error) {
+	return f.mt.Mount(ctx, account, manifest)
 }
