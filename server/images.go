@@ -96,11 +96,16 @@ func sweepMounts(dir string) {
 	}
 }
 
-// register adds the chunk reads per tier to the metrics.
+// register adds the chunk reads per tier and the bytes environments'
+// images fetched to the metrics.
 func (st *imageStack) register(m *metrics.Set) {
 	for i, name := range []string{"memory", "store"} {
 		m.Register(metrics.GaugeFunc("kiln_image_chunk_reads", "Image chunks and manifests read, by the tier that served them.",
 			prometheus.Labels{"tier": name}, func() float64 { return float64(st.hits[i].Load()) }))
+	}
+	if st.mounter != nil {
+		m.Register(metrics.CounterFunc("kiln_image_bytes_fetched_total", "Bytes of image chunks the mounted images fetched on read (plaintext).",
+			func() float64 { return float64(st.mounter.BytesFetched()) }))
 	}
 }
 
