@@ -1,10 +1,10 @@
 // Package imagefs presents an imported image as a read-only FUSE file system
 // (go-fuse) that fetches a file's chunks on first read, not before: a
 // function whose image is gigabytes starts after reading what its start
-// touches. Each read fetches the chunks it covers and starts fetching the
-// next ReadAhead chunks of the file in the background; decrypted chunks stay
-// in a bounded in-memory LRU, and contents are immutable, so the kernel
-// keeps them in its page cache across opens.
+// touches. Each read fetches the chunks it covers and, while a file is read
+// sequentially, starts fetching the chunks after it in the background (up to
+// ReadAhead); decrypted chunks stay in a bounded in-memory LRU, and contents
+// are immutable, so the kernel keeps them in its page cache across opens.
 package imagefs
 
 import (
@@ -32,7 +32,7 @@ type Source interface {
 
 // Config configures a mount; zero values work.
 type Config struct {
-	ReadAhead   int // chunks fetched ahead of a read; 4 when zero, -1 for none
+	ReadAhead   int // most chunks fetched ahead of a sequential read; 4 when zero, -1 for none
 	CacheChunks int // decrypted chunks kept in memory; 64 when zero
 }
 
@@ -44,7 +44,6 @@ type Stats struct {
 // FS is a mounted image.
 type FS struct {
 	server *fuse.Server
-	dir    string
 	Stats  *Stats
 }
 
@@ -79,7 +78,7 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if err != nil {
 		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
 	}
-	return &FS{server: srv, dir: dir, Stats: st}, nil
+	return &FS{server: srv, Stats: st}, nil
 }
 
 // Unmount detaches the file system and waits for the server to end.
