@@ -44,6 +44,7 @@ type Stats struct {
 // FS is a mounted image.
 type FS struct {
 	server *fuse.Server
+	dir    string
 	Stats  *Stats
 }
 
@@ -78,14 +79,19 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if err != nil {
 		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
 	}
-	return &FS{server: srv, Stats: st}, nil
+	return &FS{server: srv, dir: dir, Stats: st}, nil
 }
 
-// Unmount detaches the file system and waits for the server to end.
+// Unmount detaches the file system from dir at once. Environments that
+// still have it (their own clones of the mount, in their mount namespaces,
+// while they are being killed) keep it until they are gone; then the kernel
+// ends the connection and the server with it. Waiting for that here could
+// wait on an environment that is slow to die.
 func (f *FS) Unmount() error {
-	err := f.server.Unmount()
-	f.server.Wait()
-	return err
+	if err := syscall.Unmount(f.dir, syscall.MNT_DETACH); err != nil {
+		return fmt.Errorf("imagefs: unmount %s: %w", f.dir, err)
+	}
+	return nil
 }
 
 type root struct {

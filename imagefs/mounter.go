@@ -172,17 +172,21 @@ func withMountPoints(m *images.Manifest) error {
 // Close unmounts every image.
 func (mt *Mounter) Close() error {
 	mt.mu.Lock()
-	defer mt.mu.Unlock()
-	var errs []error
+	var gone []*mounted
 	for key, m := range mt.mounts {
 		if m.idle != nil {
 			m.idle.Stop()
 		}
 		if m.fs != nil {
 			mt.fetched += m.fs.Stats.BytesFetched.Load()
-			errs = append(errs, unmount(m))
+			gone = append(gone, m)
 		}
 		delete(mt.mounts, key)
+	}
+	mt.mu.Unlock()
+	var errs []error
+	for _, m := range gone {
+		errs = append(errs, unmount(m))
 	}
 	return errors.Join(errs...)
 }
