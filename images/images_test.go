@@ -231,3 +231,31 @@ func TestImportFromKilnRegistry(t *testing.T) {
 		t.Fatalf("another account imported it: %v", err)
 	}
 }
+
+// TestSharedScope: accounts in one scope (Store.Scope) share the chunks of
+// equal content; their manifests stay their own.
+func TestSharedScope(t *testing.T) {
+	ctx := context.Background()
+	f := newStore(t)
+	f.Scope = func(string) string { return "org/one" }
+	img := imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, imagestest.File{Name: "base", Body: randomBytes(2<<20, 9)}))
+	a, err := f.ImportImage(ctx, "111111111111", img, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := f.Dir.Size()
+	b, err := f.ImportImage(ctx, "222222222222", img, "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, _ := f.Dir.Size()
+	if grew := after - before; grew > 64<<10 {
+		t.Fatalf("the second account in the scope grew the store by %d B", grew)
+	}
+	if a.ManifestName == b.ManifestName {
+		t.Fatal("two accounts share a manifest")
+	}
+	if _, err := f.Manifest(ctx, "111111111111", b.ManifestName); !errors.Is(err, keys.ErrDenied) {
+		t.Fatalf("an account of the scope opened another's manifest: %v", err)
+	}
+}
