@@ -7,12 +7,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/images"
 )
 
 // CodeURLLifetime is how long a GetFunction Code.Location stays valid, as in Lambda.
@@ -103,19 +107,37 @@ func s3Error(w http.ResponseWriter, status int, code, message string) {
 
 // CollectCode deletes stored packages that no function version of any
 // account references and that were last uploaded more than grace ago (the
-// grace period covers an upload whose function is not written yet). Run it
-// now and then; it returns the number of packages deleted.
+// grace period covers an upload whose function is not written yet), and
+// likewise image chunks and manifests when the image importer can collect.
+// Run it now and then; it returns the number of packages and blobs deleted.
 func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
 	fns, err := s.store.All(ctx)
 	if err != nil {
 		return 0, err
 	}
 	used := map[string]bool{}
+	var manifests []images.ManifestRef
 	for _, f := range fns {
-		used[f.Latest.CodeSha256] = true
-		for _, v := range f.Versions {
-			used[v.CodeSha256] = true
+		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {
+			used[cfg.CodeSha256] = true
+			if cfg.KilnImage != nil {
+				manifests = append(manifests, images.ManifestRef{Account: f.Account, Name: cfg.KilnImage.Manifest})
+			}
 		}
 	}
-	return s.code.Sweep(ctx, func(sha string) bool { return used[sha] }, time.Now().Add(-grace))
+	n, err := s.code.Sweep(ctx, func(sha string) bool { return used[sha] }, time.Now().Add(-grace))
+	if err != nil {
+		return n, err
+	}
+	if c, ok := s.cfg.Images.(imageCollector); ok {
+		m, err := c.Collect(ctx, manifests, time.Now().Add(-grace))
+		return n + m, err
+	}
+	return n, nil
+}
+
+// imageCollector is an ImageImporter that also deletes what no function
+// uses (images.Store).
+type imageCollector interface {
+	Collect(ctx context.Context, keep []images.ManifestRef, notAfter time.Time) (int, error)
 }

@@ -1,6 +1,7 @@
 package controlplane_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -12,15 +13,22 @@ import (
 
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/images/imagestest"
+	"github.com/kiln-dev/kiln/metadata"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // startWithImages is a control plane whose image functions import into a
 // real chunk store, from go-containerregistry's in-process registry.
 func startWithImages(t *testing.T) (*kiln, string) {
+	k, reg, _ := startWithImageStore(t)
+	return k, reg
+}
+
+func startWithImageStore(t *testing.T) (*kiln, string, imagestest.Store) {
 	t.Helper()
-	store := imagestest.NewStore(t).Store
-	k := start(t, "", func(c *controlplane.Config) { c.Images = store })
-	return k, imagestest.Registry(t)
+	store := imagestest.NewStore(t)
+	k := start(t, "", func(c *controlplane.Config) { c.Images = store.Store })
+	return k, imagestest.Registry(t), store
 }
 
 func imageInput(name, uri string) *lambda.CreateFunctionInput {
@@ -131,4 +139,68 @@ func TestImageFunctionErrors(t *testing.T) {
 	wantErr(t, err, "InvalidParameterValueException", 400, "ImageConfig is not supported for functions with package type Zip")
 	_, err = k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("zipfn"), ImageUri: aws.String(reg + "/arm:v1")})
 	wantErr(t, err, "InvalidParameterValueException", 400, "Please don't provide ImageUri")
+}
+
+// TestCollectImages: CollectCode deletes the chunks and manifest of an image
+// no version uses any more, and keeps what versions use.
+func TestCollectImages(t *testing.T) {
+	ctx := context.Background()
+	k, reg, store := startWithImageStore(t)
+	defer k.stop()
+	layer := func(seed byte) v1.Layer {
+		return imagestest.Layer(t, imagestest.File{Name: "f", Body: bytes.Repeat([]byte{seed}, 100<<10)})
+	}
+	imagestest.Push(t, reg+"/fn:v1", imagestest.Image(t, "amd64", v1.Config{}, layer(1)))
+	imagestest.Push(t, reg+"/fn:v2", imagestest.Image(t, "amd64", v1.Config{}, layer(2)))
+	imagestest.Push(t, reg+"/fn:v3", imagestest.Image(t, "amd64", v1.Config{}, layer(3)))
+	if _, err := k.client.CreateFunction(ctx, imageInput("img", reg+"/fn:v1")); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(k.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, err := metadata.Open(ctx, js, metadata.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifestOf := func(q string) string {
+		out, err := md.Get(ctx, account, "img")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q == "" {
+			return out.Latest.KilnImage.Manifest
+		}
+		return out.Versions[q].KilnImage.Manifest
+	}
+	m1 := manifestOf("")
+	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v2"), Publish: true}); err != nil {
+		t.Fatal(err)
+	}
+	m2 := manifestOf("1")
+	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v3")}); err != nil {
+		t.Fatal(err)
+	}
+	m3 := manifestOf("")
+	n, err := k.svc.CollectCode(ctx, 0)
+	if err != nil || n == 0 {
+		t.Fatalf("CollectCode: %d, %v", n, err)
+	}
+	if _, err := store.Manifest(ctx, account, m1); err == nil {
+		t.Error("v1's manifest, which no version uses, is still there")
+	}
+	for _, m := range []string{m2, m3} {
+		man, err := store.Manifest(ctx, account, m)
+		if err != nil {
+			t.Fatalf("a used manifest was collected: %v", err)
+		}
+		for _, e := range man.Entries {
+			for _, c := range e.Chunks {
+				if _, err := store.Chunk(ctx, c); err != nil {
+					t.Fatalf("a used chunk was collected: %v", err)
+				}
+			}
+		}
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Dir stores blobs as files in a directory, DIR/ab/abcdef…: the default
@@ -50,7 +51,10 @@ func (d *Dir) put(name string, data []byte) (bool, error) {
 	}
 	p := d.path(name)
 	if _, err := os.Stat(p); err == nil {
-		return false, nil
+		// Put again: a sweep's grace period counts from now, as for a
+		// blob written now (an import under way reuses it).
+		now := time.Now()
+		return false, os.Chtimes(p, now, now)
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return false, err
@@ -81,6 +85,28 @@ func (d *Dir) Delete(_ context.Context, name string) error {
 		return err
 	}
 	return nil
+}
+
+// Sweep deletes every blob that keep rejects and that was last put before
+// notAfter (the grace period covers blobs of work under way), and returns
+// how many it deleted.
+func (d *Dir) Sweep(keep func(name string) bool, notAfter time.Time) (int, error) {
+	n := 0
+	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || validName(e.Name()) != nil || keep(e.Name()) {
+			return err
+		}
+		info, err := e.Info()
+		if err != nil || !info.ModTime().Before(notAfter) {
+			return err
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		n++
+		return nil
+	})
+	return n, err
 }
 
 // Size returns the bytes of all blobs stored: what deduplication saves is
