@@ -32,8 +32,8 @@ type FunctionConfiguration struct {
 	EphemeralStorage           *EphemeralStorage    `json:"EphemeralStorage,omitempty"`
 	SnapStart                  *SnapStartResponse   `json:"SnapStart,omitempty"`
 	ImageConfigResponse        *ImageConfigResponse `json:"ImageConfigResponse,omitempty"`
-	// KilnImage is where an image function's code is; Kiln's own member,
-	// which Lambda's clients do not model and ignore.
+	// KilnImage is where an image function's code is: Kiln's own member,
+	// kept in the metadata; the control plane leaves it out of its answers.
 	KilnImage *ImageCode `json:"KilnImage,omitempty"`
 }
 

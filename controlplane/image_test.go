@@ -71,6 +71,14 @@ func TestImageFunction(t *testing.T) {
 	if *get.Configuration.ImageConfigResponse.ImageConfig.WorkingDirectory != "/app" {
 		t.Fatalf("image config %+v", get.Configuration.ImageConfigResponse)
 	}
+	// Kiln's record of the image's manifest stays inside: Lambda's documents only.
+	for _, path := range []string{"/2015-03-31/functions/img", "/2015-03-31/functions/img/configuration", "/2015-03-31/functions/",
+		"/2015-03-31/functions/img/versions"} {
+		status, _, body := k.raw("GET", path, "")
+		if status != 200 || strings.Contains(body, "KilnImage") || strings.Contains(body, "Manifest") {
+			t.Errorf("GET %s: %d %s", path, status, body)
+		}
+	}
 
 	upd, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v2"), Publish: true})
 	if err != nil {

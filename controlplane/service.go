@@ -156,8 +156,44 @@ func (s *Service) handler(op string, h func(*call) error) http.Handler {
 }
 
 func (c *call) reply(status int, v any) error {
-	api.WriteJSON(c.w, status, v)
+	api.WriteJSON(c.w, status, public(v))
 	return nil
+}
+
+// public is v as Lambda shows it: without Kiln's record of where an image
+// function's code is (KilnImage), which the metadata keeps in the same
+// document.
+func public(v any) any {
+	list := func(cs []*api.FunctionConfiguration) []*api.FunctionConfiguration {
+		out := make([]*api.FunctionConfiguration, len(cs))
+		for i, c := range cs {
+			out[i] = withoutImage(c)
+		}
+		return out
+	}
+	switch v := v.(type) {
+	case *api.FunctionConfiguration:
+		return withoutImage(v)
+	case api.GetFunctionResponse:
+		v.Configuration = withoutImage(v.Configuration)
+		return v
+	case api.ListFunctionsResponse:
+		v.Functions = list(v.Functions)
+		return v
+	case api.ListVersionsByFunctionResponse:
+		v.Versions = list(v.Versions)
+		return v
+	}
+	return v
+}
+
+func withoutImage(c *api.FunctionConfiguration) *api.FunctionConfiguration {
+	if c == nil || c.KilnImage == nil {
+		return c
+	}
+	cp := *c
+	cp.KilnImage = nil
+	return &cp
 }
 
 func (c *call) noContent() error {
