@@ -9,7 +9,7 @@
 // ingestion time, stored bytes). Every process keeps the index in memory,
 // loaded at Open and kept current by watching the bucket.
 //
-// Writes: Sink(account).Append, called on the invoke path, only queues. One
+// Writes: Append (the worker's logline.Sink), called on the invoke path, only queues. One
 // goroutine takes what is queued, publishes one message per log stream per
 // round (asynchronously, then waits for the acks), so a stream's events keep
 // their order. The queue is bounded (Config.QueueBytes); when it is full,
