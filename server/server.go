@@ -219,6 +219,11 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 				return float64(map[string]int{"idle": st.Idle, "busy": st.Busy, "provisioned": st.Provisioned}[state])
 			}))
 	}
+	const droppedHelp = "Lines of functions' logs dropped: over the function's log rate limit (rate_limit), or with the log store's queue full (queue_full)."
+	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "rate_limit"},
+		func() float64 { return float64(s.Worker.LogDropped()) }))
+	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "queue_full"},
+		func() float64 { return float64(s.Logs.Dropped()) }))
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -285,7 +290,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		events.Store(s.events)
 		s.Metrics.Register(metrics.CounterFunc("kiln_event_frontend_handoffs_total",
 			"Client connections handed to the event-invoke frontend process (each carries Event invokes until a request on it is something else).",
-			func() float64 { return float64(s.events.handoffs.Load()) }))
+			nil, func() float64 { return float64(s.events.handoffs.Load()) }))
 	}
 	return s, nil
 }
