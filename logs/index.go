@@ -18,9 +18,10 @@ var (
 
 // groupInfo is a log group as DescribeLogGroups shows it.
 type groupInfo struct {
-	Name    string
-	Created int64
-	Bytes   int64
+	Name      string
+	Created   int64
+	Bytes     int64
+	Retention int // days, 0: never expire
 }
 
 // groups lists account's log groups by name.
@@ -28,7 +29,7 @@ func (s *Store) groups(account string) []groupInfo {
 	s.mu.Lock()
 	out := make([]groupInfo, 0, len(s.accounts[account]))
 	for _, g := range s.accounts[account] {
-		gi := groupInfo{Name: g.Name, Created: g.Created}
+		gi := groupInfo{Name: g.Name, Created: g.Created, Retention: s.retention(g)}
 		for _, st := range g.streams {
 			gi.Bytes += st.Bytes
 		}

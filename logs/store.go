@@ -38,9 +38,15 @@ type Config struct {
 	Stream   string // JetStream stream; default KILN_LOGS
 	Bucket   string // KV bucket of the index; default kiln-logs-index
 	Replicas int    // default 1
-	// MaxBytes bounds the stream; the oldest events go first. 0: no bound
-	// (CloudWatch Logs' default retention is "never expire").
+	// MaxBytes bounds the stream, the total of every function's log; the
+	// oldest events go first. 0: no bound.
 	MaxBytes int64
+	// RetentionDays is how long the events of a log group without a
+	// retention policy (PutRetentionPolicy) are kept; 0: never expire
+	// (CloudWatch Logs' default).
+	RetentionDays int
+	// ExpireInterval is how often expired events are removed; default 1 h.
+	ExpireInterval time.Duration
 	// QueueBytes bounds what Append queues before it drops; default 64 MiB.
 	QueueBytes int64
 	// IndexInterval is how often the index of appended streams is written
@@ -103,10 +109,12 @@ type group struct {
 	Created int64  `json:"creationTime"`
 	// Skew is the most that an event's timestamp has been ahead of its
 	// ingestion (ms); readers start time-bounded scans that much earlier.
-	Skew    int64 `json:"skew,omitempty"`
-	streams map[string]*stream
-	rev     uint64
-	dirty   bool
+	Skew int64 `json:"skew,omitempty"`
+	// Retention is the group's retention policy in days; 0: none.
+	Retention int `json:"retentionInDays,omitempty"`
+	streams   map[string]*stream
+	rev       uint64
+	dirty     bool
 }
 
 // stream is one log stream in the index.
@@ -140,6 +148,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	}
 	if cfg.Linger == 0 {
 		cfg.Linger = 10 * time.Millisecond
+	}
+	if cfg.ExpireInterval <= 0 {
+		cfg.ExpireInterval = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -253,6 +264,9 @@ func (s *Store) applyIndex(e jetstream.KeyValueEntry) {
 		}
 		g.Created = minNonZero(g.Created, v.Created)
 		g.Skew = max(g.Skew, v.Skew)
+		if e.Revision() >= g.rev {
+			g.Retention = v.Retention // a policy is set, or removed, by the latest record
+		}
 		g.rev = max(g.rev, e.Revision())
 	case parts[1] == "s" && len(parts) == 4:
 		sname, err := unescape(parts[3])
@@ -430,8 +444,13 @@ func (s *Store) run() {
 			}
 		}
 	}()
+	expireDone := make(chan struct{})
+	go func() {
+		defer close(expireDone)
+		s.expireLoop()
+	}()
 	defer close(s.done)
-	defer func() { <-indexDone }()
+	defer func() { <-indexDone; <-expireDone }()
 	var round []item
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()

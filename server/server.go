@@ -55,6 +55,13 @@ type Config struct {
 	// ScaleUnlimited turns the per-function scaling rate (1,000 new
 	// environments per 10 s) off.
 	ScaleUnlimited bool
+	// LogMaxBytes bounds the stored logs of all functions together (the
+	// oldest go first); 0 means DefaultLogMaxBytes, negative no bound.
+	LogMaxBytes int64
+	// LogRetentionDays is how long the logs of a function without a
+	// retention policy (PutRetentionPolicy) are kept; 0 means
+	// DefaultLogRetentionDays, negative never expire.
+	LogRetentionDays int
 	// IdleTimeout is how long an idle execution environment lives; 0 means 10 min.
 	IdleTimeout time.Duration
 	// Sandbox is the isolation backend; nil means worker.ProcessSandbox.
@@ -72,6 +79,24 @@ type Config struct {
 	// invokes. Empty: this process takes Event invokes itself.
 	EventFrontend []string
 	Logger        *slog.Logger
+}
+
+// Defaults of kiln up's function logs: a bounded store, and a retention
+// for log groups without a policy (CloudWatch Logs keeps them forever).
+const (
+	DefaultLogMaxBytes      = 1 << 30
+	DefaultLogRetentionDays = 30
+)
+
+// orDefault is v, def when v is zero, and zero (none) when v is negative.
+func orDefault[T int | int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // Server is a running Kiln.
@@ -185,7 +210,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
 	place := placement.New()
-	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
+	if s.Logs, err = logs.Open(ctx, js, logs.Config{MaxBytes: orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes),
+		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	s.Worker = worker.New(worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,

@@ -75,6 +75,8 @@ func up(args []string) error {
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:9100", "address of the Prometheus metrics listener (/metrics); empty turns it off")
 	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
 	separateEvents := fs.Bool("event-frontend", true, "take Event invokes in a process of their own at idle CPU priority, so that a flood of them leaves the CPUs to sync invokes")
+	logMaxBytes := fs.Int64("log-max-bytes", server.DefaultLogMaxBytes, "bound on the stored logs of all functions together; the oldest go first (negative: none)")
+	logRetention := fs.Int("log-retention-days", server.DefaultLogRetentionDays, "days the logs of a function without a retention policy (aws logs put-retention-policy) are kept (negative: forever)")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	fs.Parse(args)
 	var box worker.Sandbox
@@ -103,6 +105,7 @@ func up(args []string) error {
 	s, err := server.Start(ctx, server.Config{EventFrontend: eventFrontend,
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
+		LogMaxBytes: *logMaxBytes, LogRetentionDays: *logRetention,
 		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, Logger: logger,
 	})
 	if err != nil {

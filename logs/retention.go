@@ -1,0 +1,127 @@
+package logs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// retentionDays are the retentionInDays values CloudWatch Logs accepts.
+var retentionDays = []int{1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+
+// setRetention is PutRetentionPolicy (days > 0) and DeleteRetentionPolicy
+// (days 0); the group's record is stored before it returns.
+func (s *Store) setRetention(ctx context.Context, account, name string, days int) error {
+	s.mu.Lock()
+	g := s.accounts[account][name]
+	if g == nil {
+		s.mu.Unlock()
+		return errGroupNotFound
+	}
+	g.Retention = days
+	b, _ := json.Marshal(g)
+	s.mu.Unlock()
+	rev, err := s.kv.Put(ctx, groupKey(account, name), b)
+	if err != nil {
+		return fmt.Errorf("logs index: %w", err)
+	}
+	s.mu.Lock()
+	g.rev = max(g.rev, rev)
+	s.mu.Unlock()
+	return nil
+}
+
+// retention is a group's retention in days: its policy, else the store's
+// default; 0 is never expire. s.mu is held.
+func (s *Store) retention(g *group) int {
+	if g.Retention > 0 {
+		return g.Retention
+	}
+	return s.cfg.RetentionDays
+}
+
+// expireLoop removes expired events at start and every ExpireInterval,
+// until the store closes.
+func (s *Store) expireLoop() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-s.stop
+		cancel()
+	}()
+	ticker := time.NewTicker(s.cfg.ExpireInterval)
+	defer ticker.Stop()
+	for {
+		if err := s.expire(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn("logs: removing expired events", "err", err)
+		}
+		select {
+		case <-ticker.C:
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// expire removes, as of now, the events of every log group stored longer
+// ago than its retention. Events go by the time they were stored, which
+// PutLogEvents bounds to 14 days after their timestamps.
+func (s *Store) expire(ctx context.Context, now time.Time) error {
+	type due struct {
+		account, group string
+		cutoff         time.Time
+	}
+	var dues []due
+	s.mu.Lock()
+	for account, groups := range s.accounts {
+		for name, g := range groups {
+			if days := s.retention(g); days > 0 {
+				dues = append(dues, due{account, name, now.Add(-time.Duration(days) * 24 * time.Hour)})
+			}
+		}
+	}
+	s.mu.Unlock()
+	for _, d := range dues {
+		subject := groupSubjects(d.account, d.group)
+		first, err := s.firstSince(ctx, subject, d.cutoff)
+		if err != nil {
+			return fmt.Errorf("log group %s: %w", d.group, err)
+		}
+		opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subject)}
+		if first > 0 {
+			opts = append(opts, jetstream.WithPurgeSequence(first)) // what came before it
+		}
+		if err := s.stream.Purge(ctx, opts...); err != nil {
+			return fmt.Errorf("log group %s: %w", d.group, err)
+		}
+	}
+	return nil
+}
+
+// firstSince is the sequence of subject's first message stored at or after
+// t; 0 when there is none.
+func (s *Store) firstSince(ctx context.Context, subject string, t time.Time) (uint64, error) {
+	c, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject},
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t})
+	if err != nil {
+		return 0, err
+	}
+	msgs, err := c.FetchNoWait(1)
+	if err != nil {
+		return 0, err
+	}
+	for m := range msgs.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			return 0, err
+		}
+		return md.Sequence.Stream, nil
+	}
+	return 0, msgs.Error()
+}
+
+func validRetention(days int) bool { return slices.Contains(retentionDays, days) }
