@@ -91,7 +91,12 @@ func (s *Store) createGroup(ctx context.Context, account, name string) error {
 	if !isNew {
 		return errf(resourceAlreadyExists, "The specified log group already exists")
 	}
-	rev, err := s.kv.Put(ctx, groupKey(account, name), b)
+	return s.putGroupRecord(ctx, account, g, b)
+}
+
+// putGroupRecord stores b as g's record now and notes its revision.
+func (s *Store) putGroupRecord(ctx context.Context, account string, g *group, b []byte) error {
+	rev, err := s.kv.Put(ctx, groupKey(account, g.Name), b)
 	if err != nil {
 		return fmt.Errorf("logs index: %w", err)
 	}

@@ -25,14 +25,7 @@ func (s *Store) setRetention(ctx context.Context, account, name string, days int
 	g.Retention = days
 	b, _ := json.Marshal(g)
 	s.mu.Unlock()
-	rev, err := s.kv.Put(ctx, groupKey(account, name), b)
-	if err != nil {
-		return fmt.Errorf("logs index: %w", err)
-	}
-	s.mu.Lock()
-	g.rev = max(g.rev, rev)
-	s.mu.Unlock()
-	return nil
+	return s.putGroupRecord(ctx, account, g, b)
 }
 
 // retention is a group's retention in days: its policy, else the store's
