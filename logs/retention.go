@@ -3,6 +3,7 @@ package logs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -62,59 +63,59 @@ func (s *Store) expireLoop() {
 
 // expire removes, as of now, the events of every log group stored longer
 // ago than its retention. Events go by the time they were stored, which
-// PutLogEvents bounds to 14 days after their timestamps.
+// PutLogEvents bounds to 14 days after their timestamps. Each log stream's
+// subject is purged on its own.
 func (s *Store) expire(ctx context.Context, now time.Time) error {
 	type due struct {
-		account, group string
+		subject, group string
 		cutoff         time.Time
 	}
 	var dues []due
 	s.mu.Lock()
 	for account, groups := range s.accounts {
 		for name, g := range groups {
-			if days := s.retention(g); days > 0 {
-				dues = append(dues, due{account, name, now.Add(-time.Duration(days) * 24 * time.Hour)})
+			days := s.retention(g)
+			if days <= 0 {
+				continue
+			}
+			cutoff := now.Add(-time.Duration(days) * 24 * time.Hour)
+			for sn := range g.streams {
+				dues = append(dues, due{streamSubject(account, name, sn), name, cutoff})
 			}
 		}
 	}
 	s.mu.Unlock()
 	for _, d := range dues {
-		subject := groupSubjects(d.account, d.group)
-		first, err := s.firstSince(ctx, subject, d.cutoff)
+		bound, err := s.expiredBefore(ctx, d.subject, d.cutoff)
 		if err != nil {
 			return fmt.Errorf("log group %s: %w", d.group, err)
 		}
-		opts := []jetstream.StreamPurgeOpt{jetstream.WithPurgeSubject(subject)}
-		if first > 0 {
-			opts = append(opts, jetstream.WithPurgeSequence(first)) // what came before it
+		if bound == 0 {
+			continue
 		}
-		if err := s.stream.Purge(ctx, opts...); err != nil {
+		if err := s.stream.Purge(ctx, jetstream.WithPurgeSubject(d.subject), jetstream.WithPurgeSequence(bound)); err != nil {
 			return fmt.Errorf("log group %s: %w", d.group, err)
 		}
 	}
 	return nil
 }
 
-// firstSince is the sequence of subject's first message stored at or after
-// t; 0 when there is none.
-func (s *Store) firstSince(ctx context.Context, subject string, t time.Time) (uint64, error) {
-	c, err := s.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject},
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &t})
-	if err != nil {
-		return 0, err
-	}
-	msgs, err := c.FetchNoWait(1)
-	if err != nil {
-		return 0, err
-	}
-	for m := range msgs.Messages() {
-		md, err := m.Metadata()
+// expiredBefore reads subject's messages from its oldest while they were
+// stored before t, and returns the sequence before which they all were
+// (0: none was). Purging up to it spares what is stored meanwhile.
+func (s *Store) expiredBefore(ctx context.Context, subject string, t time.Time) (uint64, error) {
+	var bound uint64
+	for seq := uint64(1); ; {
+		m, err := s.stream.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) || err == nil && !m.Time.Before(t) {
+			return bound, nil
+		}
 		if err != nil {
 			return 0, err
 		}
-		return md.Sequence.Stream, nil
+		bound = m.Sequence + 1
+		seq = bound
 	}
-	return 0, msgs.Error()
 }
 
 func validRetention(days int) bool { return slices.Contains(retentionDays, days) }
