@@ -193,6 +193,16 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	return s, nil
 }
 
+// StoredBytes is what the stream holds now, against Config.MaxBytes (past
+// it the oldest events go).
+func (s *Store) StoredBytes(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Bytes, nil
+}
+
 // Close stores what is queued, writes the index and stops. Lines appended
 // after Close are dropped.
 func (s *Store) Close() error {

@@ -250,6 +250,16 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		func() float64 { return float64(s.Worker.LogDropped()) }))
 	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "queue_full"},
 		func() float64 { return float64(s.Logs.Dropped()) }))
+	logMax := orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes)
+	s.Metrics.Register(metrics.GaugeFunc("kiln_log_stored_bytes", "Bytes of function logs stored; at kiln_log_max_bytes the oldest events go.", nil,
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, _ := s.Logs.StoredBytes(ctx)
+			return float64(n)
+		}))
+	s.Metrics.Register(metrics.GaugeFunc("kiln_log_max_bytes", "The bound on stored function logs (0: none).", nil,
+		func() float64 { return float64(logMax) }))
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
