@@ -51,7 +51,7 @@ func Reexec() {
 	}
 	switch os.Args[0] {
 	case agentproto.ExecName:
-		// A small footprint: one P (fewer threads) and a small heap goal.
+		// One P (fewer threads); the garbage collector off.
 		runtime.GOMAXPROCS(1)
 		debug.SetGCPercent(-1)
 		if err := Main(os.Args[1:]); err != nil {

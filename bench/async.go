@@ -26,7 +26,7 @@ import (
 // and while another process floods Kiln with Event invokes of another
 // function, at each rate (events/s; 0: as fast as 8 clients go). Kiln runs
 // as `kiln up` (isolation backend cfg.Sandbox, empty for its default), the
-// flood as `kiln bench-flood`: each its own process, as clients and server
+// flood as `kiln-bench flood`: each its own process, as clients and server
 // are in use. The flood is paused (SIGSTOP) between
 // loaded rounds, and an alone round starts once the queued events are done.
 //
@@ -47,7 +47,7 @@ func SyncUnderAsync(ctx context.Context, cfg AsyncConfig, out io.Writer) error {
 	if cfg.InProcessEvents {
 		upArgs = append(upArgs, "--event-frontend=false")
 	}
-	k, err := startKiln(ctx, dir, cfg.Sandbox, true, upArgs...)
+	k, err := startKiln(ctx, cfg.Kiln, dir, cfg.Sandbox, true, upArgs...)
 	if err != nil {
 		return err
 	}
@@ -135,6 +135,8 @@ type AsyncConfig struct {
 	Sandbox string
 	// InProcessEvents runs kiln up with --event-frontend=false.
 	InProcessEvents bool
+	// Kiln is the kiln binary measured (kiln up); required.
+	Kiln string
 }
 
 // sequential runs n invokes one after another and returns their latencies.
@@ -187,9 +189,13 @@ func waitDrained(ctx context.Context, backlog func(context.Context) (uint64, err
 	}
 }
 
-// startFlood starts `kiln bench-flood`, stopped: SIGCONT lets it go.
+// startFlood starts `kiln-bench flood`, stopped: SIGCONT lets it go.
 func startFlood(ctx context.Context, endpoint string, rate int, countFile string) (*exec.Cmd, error) {
-	cmd, _, err := startChildLines(ctx, []string{"bench-flood", endpoint, strconv.Itoa(rate), countFile}, "flooding")
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd, _, err := startChildLines(ctx, self, []string{"flood", endpoint, strconv.Itoa(rate), countFile}, "flooding")
 	if err != nil {
 		return nil, err
 	}
@@ -208,12 +214,12 @@ func stopFlood(cmd *exec.Cmd, countFile string) (uint64, error) {
 	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 }
 
-// Flood is `kiln bench-flood ENDPOINT RATE FILE`: 8 clients send Event
+// Flood is `kiln-bench flood ENDPOINT RATE FILE`: 8 clients send Event
 // invokes of function "async" (RATE events/s in all; 0: as fast as they
 // go) until SIGTERM, then write how many Kiln accepted to FILE.
 func Flood(args []string) error {
 	if len(args) != 3 {
-		return errors.New("usage: kiln bench-flood ENDPOINT RATE FILE")
+		return errors.New("usage: kiln-bench flood ENDPOINT RATE FILE")
 	}
 	rate, err := strconv.Atoi(args[1])
 	if err != nil {

@@ -36,6 +36,7 @@ type Config struct {
 	ColdStarts int   // 0 means 50
 	Payload    []byte
 	Sandbox    string // kiln up --sandbox; empty means its default
+	Kiln       string // the kiln binary measured (kiln up); required
 	// DataDir holds the benchmark Kiln's data; empty means a temporary directory.
 	DataDir string
 }
@@ -46,8 +47,8 @@ type Stats struct {
 	Throughput float64 // per second
 }
 
-// Run starts a Kiln in this process, measures it and the floor, and prints a
-// report to out.
+// Run starts a Kiln (cfg.Kiln up) and the floor, each as a child process,
+// measures both from this process, and prints a report to out.
 func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	if cfg.Invokes == 0 {
 		cfg.Invokes = 5000
@@ -59,7 +60,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		cfg.ColdStarts = 50
 	}
 	if cfg.Payload == nil {
-		cfg.Payload = []byte(`{"message":"hello from kiln bench"}`)
+		cfg.Payload = []byte(`{"message":"hello from kiln-bench"}`)
 	}
 	dir := cfg.DataDir
 	if dir == "" {
@@ -76,7 +77,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	// Kiln and the floor each run in a process of their own, so both are
 	// measured across the same process boundary from this client.
-	s, err := startKiln(ctx, dir, cfg.Sandbox, false)
+	s, err := startKiln(ctx, cfg.Kiln, dir, cfg.Sandbox, false)
 	if err != nil {
 		return err
 	}
@@ -85,7 +86,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 
-	floorURL, stopFloor, err := startChild(ctx, []string{"bench-floor"}, "floor: ")
+	floorURL, stopFloor, err := startChild(ctx, []string{"floor"}, "floor: ")
 	if err != nil {
 		return err
 	}
@@ -310,10 +311,10 @@ const (
 	benchRegion = "us-east-1"
 )
 
-// startKiln runs `kiln up` (this same binary) on dir and a free port, with
+// startKiln runs `kiln up` (the binary kiln) on dir and a free port, with
 // the isolation backend sandbox (empty: its default), withNATS NATS on a
 // free port for clients outside it, and upArgs.
-func startKiln(ctx context.Context, dir, sandbox string, withNATS bool, upArgs ...string) (*kilnProcess, error) {
+func startKiln(ctx context.Context, kiln, dir, sandbox string, withNATS bool, upArgs ...string) (*kilnProcess, error) {
 	os.Setenv("KILN_ACCESS_KEY_ID", benchKey)
 	os.Setenv("KILN_SECRET_ACCESS_KEY", benchSecret)
 	args := []string{"up", "--data", dir, "--listen", "127.0.0.1:0", "--metrics-listen", ""}
@@ -326,7 +327,7 @@ func startKiln(ctx context.Context, dir, sandbox string, withNATS bool, upArgs .
 		args = append(args, "--sandbox", sandbox)
 	}
 	args = append(args, upArgs...)
-	cmd, found, err := startChildLines(ctx, args, prefixes...)
+	cmd, found, err := startChildLines(ctx, kiln, args, prefixes...)
 	if err != nil {
 		return nil, err
 	}
@@ -360,21 +361,21 @@ func signedClient(endpoint, function string, payload []byte, conns int) *client 
 // startChild runs this binary with args and waits for a stdout line starting
 // with prefix; the rest of that line is returned.
 func startChild(ctx context.Context, args []string, prefix string) (string, func(), error) {
-	cmd, found, err := startChildLines(ctx, args, prefix)
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd, found, err := startChildLines(ctx, self, args, prefix)
 	if err != nil {
 		return "", nil, err
 	}
 	return found[0], func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }, nil
 }
 
-// startChildLines runs this binary with args and waits for a stdout line
-// starting with each prefix, in order; it returns the rest of each line.
-func startChildLines(ctx context.Context, args []string, prefixes ...string) (*exec.Cmd, []string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, nil, err
-	}
-	cmd := exec.CommandContext(ctx, self, args...)
+// startChildLines runs the binary path with args and waits for a stdout
+// line starting with each prefix, in order; it returns the rest of each line.
+func startChildLines(ctx context.Context, path string, args []string, prefixes ...string) (*exec.Cmd, []string, error) {
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Stderr = os.Stderr
 	// If the benchmark dies, its children stop too. They are stopped with
 	// SIGTERM (kiln up shuts down cleanly on it): a background shell starts
@@ -397,7 +398,7 @@ func startChildLines(ctx context.Context, args []string, prefixes ...string) (*e
 	if len(found) < len(prefixes) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
-		return nil, nil, fmt.Errorf("%s %v: exited before printing %q", self, args, prefixes[len(found)])
+		return nil, nil, fmt.Errorf("%s %v: exited before printing %q", path, args, prefixes[len(found)])
 	}
 	go io.Copy(io.Discard, out)
 	return cmd, found, nil

@@ -69,6 +69,11 @@ type Store struct {
 	cfg              Config
 	zips, trees, tmp string
 
+	// maxName bounds an entry's name so that its unpacked path on the host,
+	// trees/<hex sha256>/name, stays within PATH_MAX (a runtime under the
+	// process backend opens it by that path).
+	maxName int
+
 	mu    sync.Mutex
 	sizes map[string]int64 // hex digest → zip size, for TotalSize
 	total int64
@@ -88,6 +93,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, zips: filepath.Join(cfg.Dir, "zips"), trees: filepath.Join(cfg.Dir, "trees"),
 		tmp: filepath.Join(cfg.Dir, "tmp"), sizes: map[string]int64{}}
+	if abs, err := filepath.Abs(s.trees); err == nil {
+		s.maxName = min(maxNameLen, pathMax-1-len(abs)-1-sha256.Size*2-1)
+	}
 	if err := removeAll(s.tmp); err != nil {
 		return nil, fmt.Errorf("codestore: clearing %s: %w", s.tmp, err)
 	}
@@ -410,6 +418,7 @@ type entry struct {
 }
 
 const (
+	pathMax      = 4096 // Linux's PATH_MAX, with its terminating NUL
 	maxNameLen   = 4096
 	maxLinkLen   = 4095
 	maxLinkHops  = 40
@@ -440,6 +449,9 @@ func (s *Store) validate(ctx context.Context, data []byte) (*zip.Reader, []*entr
 		}
 		if e == nil {
 			continue // the root directory itself ("./")
+		}
+		if len(e.name) > s.maxName {
+			return nil, nil, badZip()
 		}
 		if byName[e.name] != nil {
 			return nil, nil, badZip() // duplicate entry

@@ -186,6 +186,7 @@ func TestHostileZips(t *testing.T) {
 		"named pipe":             makeZip(t, file{name: "fifo", body: "", mode: fs.ModeNamedPipe | 0o644}),
 		"socket":                 makeZip(t, file{name: "sock", body: "", mode: fs.ModeSocket | 0o644}),
 		"directory with content": raw(t, &zip.FileHeader{Name: "d/", Method: zip.Store, CRC32: crc32.ChecksumIEEE([]byte("data")), UncompressedSize64: 4, CompressedSize64: 4}),
+		"name past PATH_MAX":     makeZip(t, file{name: strings.Repeat(strings.Repeat("d", 200)+"/", 20) + "f", body: "x", mode: 0o644}), // found by FuzzPut
 		"not a zip":              []byte("this is not a zip file"),
 		"empty":                  {},
 		"bad checksum":           raw(t, &zip.FileHeader{Name: "f", Method: zip.Store, CRC32: 12345, UncompressedSize64: 4, CompressedSize64: 4}),

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -238,22 +237,21 @@ func (s *Service) keepAlive(m jetstream.Msg) (stop func()) {
 
 // handle takes one event through one try: it invokes the function through
 // the synchronous path and acknowledges the event only once its outcome is
-// settled (delivered to its destinations), or puts it back for later.
+// settled (delivered to its destinations), or puts it back for later. What
+// becomes of the event at each step is decided in decide.go.
 func (s *Service) handle(q queue, m jetstream.Msg) {
 	ev, err := parseEvent(m)
-	if err != nil {
-		s.log.Warn("async: malformed event dropped", "err", err)
-		m.Term()
+	now := time.Now()
+	if d := onArrival(ev, err, now); d.step != goOn {
+		if d.step == term {
+			s.log.Warn("async: malformed event dropped", "err", err)
+		}
+		s.carryOut(m, ev, nil, settings{}, nil, d)
 		return
 	}
 	// An event taken is finished even while the service closes (Close
 	// waits a few seconds for it): its invoke has started or is about to.
 	ctx := context.WithoutCancel(s.ctx)
-	now := time.Now()
-	if ev.notBefore.After(now) {
-		m.NakWithDelay(ev.notBefore.Sub(now))
-		return
-	}
 	// The function has a queue of its own now: move the event there, so a
 	// heavy function's backlog does not hold up the others on this one.
 	if q.shared && s.activeDedicated(ev.account, ev.function) {
@@ -268,26 +266,21 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 	}
 
 	t, err := s.inv.Resolve(ctx, ev.account, ev.function, ev.qualifier)
-	if err != nil {
-		if isNotFound(err) {
+	var set settings
+	if err == nil {
+		set = settingsOf(t.Function, ev.qualifier, s.tune.EventAgeUnit)
+	}
+	if d := onResolved(ev, err, set.maxAge, now, s.backoff(m)); d.step != goOn {
+		if d.step == drop {
 			s.log.Info("async: function or qualifier gone, event dropped", "function", ev.function, "qualifier", ev.qualifier, "request", ev.requestID)
-			m.Ack()
-			return
 		}
-		m.NakWithDelay(s.backoff(m))
+		s.carryOut(m, ev, t, set, nil, d)
 		return
 	}
-	set := settingsOf(t.Function, ev.qualifier, s.tune.EventAgeUnit)
-	expiry := ev.enqueued.Add(set.maxAge)
-	if !now.Before(expiry) {
-		s.settle(m, ev, t, set, ConditionEventAgeExceeded, nil)
-		return
-	}
-	untilExpiry := expiry.Sub(now) + time.Millisecond
 
 	key := ev.account + "/" + ev.function
 	if ok, wait := s.startInvoke(key, t.Function.ReservedConcurrency, now); !ok {
-		m.NakWithDelay(min(max(jitter(wait), s.backoff(m)), untilExpiry))
+		m.NakWithDelay(min(max(jitter(wait), s.backoff(m)), untilExpiry(ev.enqueued.Add(set.maxAge), now)))
 		return
 	}
 	stop := s.keepAlive(m)
@@ -296,52 +289,41 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 		Payload: m.Data(), ClientContext: ev.clientContext, Background: true})
 	s.invoking.Add(-1)
 	stop()
-	var apiErr *api.Error
-	throttled := errors.As(err, &apiErr) && apiErr.Status == http.StatusTooManyRequests
+	throttled := isThrottle(err)
 	now = time.Now()
 	s.endInvoke(key, throttled, now)
-
+	next, d := onInvoked(*ev, set, res, err, now, s.backoff(m), s.tune.RetryBase)
 	switch {
-	case err != nil && isNotFound(err):
+	case d.step == drop:
 		s.log.Info("async: function gone, event dropped", "function", ev.function, "request", ev.requestID)
+	case err != nil && !throttled:
+		s.log.Warn("async: invoke failed, will retry", "function", ev.function, "request", ev.requestID, "err", err)
+	}
+	s.carryOut(m, &next, t, set, res, d)
+}
+
+// carryOut does to m what d decided for its event ev.
+func (s *Service) carryOut(m jetstream.Msg, ev *event, t *metadata.Target, set settings, res *invoke.Response, d decision) {
+	switch d.step {
+	case term:
+		m.Term()
+	case later:
+		m.NakWithDelay(d.delay)
+	case drop:
 		m.Ack()
-	case err != nil:
-		// A throttle or a system error: back off and try again, until the
-		// event is too old (then EventAgeExceeded).
-		if !throttled {
-			s.log.Warn("async: invoke failed, will retry", "function", ev.function, "request", ev.requestID, "err", err)
-		}
-		m.NakWithDelay(min(s.backoff(m), untilExpiry))
-	case res.FunctionError != "":
-		ev.invokes++
-		ev.attempt++
-		ev.lastVersion, ev.lastError, ev.lastResponse = res.ExecutedVersion, res.FunctionError, res.Payload
-		if ev.attempt > set.retries {
-			s.settle(m, ev, t, set, ConditionRetriesExhausted, res)
-			return
-		}
-		// Retry later as a new message carrying the attempt count; the
-		// message id keeps a redelivered failure from retrying twice.
-		ev.notBefore = now.Add(time.Duration(ev.attempt) * s.tune.RetryBase)
-		if ev.notBefore.After(expiry) {
-			ev.notBefore = expiry
-		}
-		err := s.publish(ctx, &nats.Msg{Subject: s.subject(ev.account, ev.function), Header: ev.header(), Data: m.Data()},
+	case settle:
+		s.settle(m, ev, t, set, d.condition, res)
+	case retry:
+		// A new message carrying the attempt count; the message id keeps a
+		// redelivered failure from retrying twice.
+		err := s.publish(context.WithoutCancel(s.ctx), &nats.Msg{Subject: s.subject(ev.account, ev.function), Header: ev.header(), Data: m.Data()},
 			jetstream.WithMsgID(ev.requestID+"/retry/"+strconv.Itoa(ev.attempt)))
 		if err != nil {
 			m.NakWithDelay(s.backoff(m))
 			return
 		}
 		m.Ack()
-	default:
-		ev.invokes++
-		s.settle(m, ev, t, set, ConditionSuccess, res)
 	}
-}
-
-func isNotFound(err error) bool {
-	var e *api.Error
-	return errors.As(err, &e) && e.Type == api.ResourceNotFound
 }
 
 // settle sends an event's outcome to its destinations (a success to

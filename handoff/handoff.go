@@ -146,7 +146,7 @@ func Head(r *http.Request) ([]byte, error) {
 	case r.ContentLength > 0:
 		fmt.Fprintf(&b, "Content-Length: %d\r\n", r.ContentLength)
 	}
-	if r.Close && r.Header.Get("Connection") == "" {
+	if r.Close && len(r.Header["Connection"]) == 0 { // an empty Connection header is kept as it came
 		b.WriteString("Connection: close\r\n")
 	}
 	b.WriteString("\r\n")

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,6 +98,21 @@ func (s *Store) Handler() http.Handler {
 	return http.HandlerFunc(s.serve)
 }
 
+// routes are the Logs API's operations (X-Amz-Target TargetPrefix+name).
+var routes = map[string]func(*Store, *call) (any, error){
+	"DescribeLogGroups":     (*Store).describeLogGroups,
+	"DescribeLogStreams":    (*Store).describeLogStreams,
+	"GetLogEvents":          (*Store).getLogEvents,
+	"FilterLogEvents":       (*Store).filterLogEvents,
+	"CreateLogGroup":        (*Store).createLogGroup,
+	"CreateLogStream":       (*Store).createLogStream,
+	"DeleteLogGroup":        (*Store).deleteLogGroup,
+	"DeleteLogStream":       (*Store).deleteLogStream,
+	"PutLogEvents":          (*Store).putLogEvents,
+	"PutRetentionPolicy":    (*Store).putRetentionPolicy,
+	"DeleteRetentionPolicy": (*Store).deleteRetentionPolicy,
+}
+
 type call struct {
 	ctx     context.Context
 	account string
@@ -126,27 +142,8 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
 		body, _ = io.ReadAll(io.LimitReader(r.Body, 2<<20))
 	}
 	c := &call{ctx: r.Context(), account: caller.Account, region: caller.Region, body: body}
-	var h func(*call) (any, error)
-	switch op {
-	case "DescribeLogGroups":
-		h = s.describeLogGroups
-	case "DescribeLogStreams":
-		h = s.describeLogStreams
-	case "GetLogEvents":
-		h = s.getLogEvents
-	case "FilterLogEvents":
-		h = s.filterLogEvents
-	case "CreateLogGroup":
-		h = s.createLogGroup
-	case "CreateLogStream":
-		h = s.createLogStream
-	case "DeleteLogGroup":
-		h = s.deleteLogGroup
-	case "DeleteLogStream":
-		h = s.deleteLogStream
-	case "PutLogEvents":
-		h = s.putLogEvents
-	default:
+	h, ok := routes[op]
+	if !ok {
 		UnknownOperation(w, target)
 		return
 	}
@@ -155,7 +152,7 @@ func (s *Store) serve(w http.ResponseWriter, r *http.Request) {
 		// publishing round has stored so far.
 		s.Flush(r.Context())
 	}
-	out, err := h(c)
+	out, err := h(s, c)
 	if err != nil {
 		var e *apiError
 		if !errors.As(err, &e) {
@@ -277,6 +274,7 @@ func (s *Store) describeLogGroups(c *call) (any, error) {
 		LogGroupArn       string `json:"logGroupArn"`
 		StoredBytes       int64  `json:"storedBytes"`
 		LogGroupClass     string `json:"logGroupClass"`
+		RetentionInDays   int    `json:"retentionInDays,omitempty"`
 	}
 	out := struct {
 		LogGroups []logGroup `json:"logGroups"`
@@ -295,7 +293,7 @@ func (s *Store) describeLogGroups(c *call) (any, error) {
 		}
 		arn := c.groupARN(g.Name)
 		out.LogGroups = append(out.LogGroups, logGroup{LogGroupName: g.Name, CreationTime: g.Created,
-			Arn: arn + ":*", LogGroupArn: arn, StoredBytes: g.Bytes, LogGroupClass: "STANDARD"})
+			Arn: arn + ":*", LogGroupArn: arn, StoredBytes: g.Bytes, LogGroupClass: "STANDARD", RetentionInDays: g.Retention})
 	}
 	return out, nil
 }
@@ -547,6 +545,38 @@ func (s *Store) deleteLogGroup(c *call) (any, error) {
 		return nil, err
 	}
 	return struct{}{}, s.deleteGroup(c.ctx, c.account, in.LogGroupName)
+}
+
+func (s *Store) putRetentionPolicy(c *call) (any, error) {
+	var in struct {
+		LogGroupName    string `json:"logGroupName"`
+		RetentionInDays *int   `json:"retentionInDays"`
+	}
+	if err := c.decode(&in); err != nil {
+		return nil, err
+	}
+	if err := checkGroupName(in.LogGroupName); err != nil {
+		return nil, err
+	}
+	if in.RetentionInDays == nil || !validRetention(*in.RetentionInDays) {
+		given := "null"
+		if in.RetentionInDays != nil {
+			given = strconv.Itoa(*in.RetentionInDays)
+		}
+		return nil, errf(invalidParameter, "1 validation error detected: Value '%s' at 'retentionInDays' failed to satisfy constraint: Member must satisfy enum value set: %v", given, retentionDays)
+	}
+	return struct{}{}, s.setRetention(c.ctx, c.account, in.LogGroupName, *in.RetentionInDays)
+}
+
+func (s *Store) deleteRetentionPolicy(c *call) (any, error) {
+	var in groupStreamInput
+	if err := c.decode(&in); err != nil {
+		return nil, err
+	}
+	if err := checkGroupName(in.LogGroupName); err != nil {
+		return nil, err
+	}
+	return struct{}{}, s.setRetention(c.ctx, c.account, in.LogGroupName, 0)
 }
 
 func (s *Store) deleteLogStream(c *call) (any, error) {

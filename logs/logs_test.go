@@ -877,3 +877,56 @@ func TestLingerAndReadFlush(t *testing.T) {
 		t.Fatalf("after a restart: %q", got)
 	}
 }
+
+// TestRetention: PutRetentionPolicy and DeleteRetentionPolicy through the
+// AWS SDK; events stored longer ago than their group's retention are
+// removed and newer ones kept; the store's default retention applies to
+// groups without a policy, and DescribeLogGroups shows what applies.
+func TestRetention(t *testing.T) {
+	e := start(t, t.TempDir(), logs.Config{RetentionDays: 30})
+	defer e.stop()
+	c := e.client
+	const short, long = "/aws/lambda/short", "/aws/lambda/long"
+	e.store.Append(account, short, "s", lines(time.Now(), time.Millisecond, "old %d", 3))
+	e.store.Append(account, long, "s", lines(time.Now(), time.Millisecond, "kept %d", 3))
+	noErr(t, e.store.Flush(ctx))
+	mid := time.Now() // after the first events were stored, before the next
+	e.store.Append(account, short, "s", lines(time.Now(), time.Millisecond, "new %d", 2))
+	noErr(t, e.store.Flush(ctx))
+
+	_, err := c.PutRetentionPolicy(ctx, &cwl.PutRetentionPolicyInput{LogGroupName: aws.String(short), RetentionInDays: aws.Int32(2)})
+	apiError(t, err, "InvalidParameterException")
+	_, err = c.PutRetentionPolicy(ctx, &cwl.PutRetentionPolicyInput{LogGroupName: aws.String("/aws/lambda/none"), RetentionInDays: aws.Int32(1)})
+	apiError(t, err, "ResourceNotFoundException")
+	must(c.PutRetentionPolicy(ctx, &cwl.PutRetentionPolicyInput{LogGroupName: aws.String(short), RetentionInDays: aws.Int32(1)}))
+	retention := func() map[string]int32 {
+		out := map[string]int32{}
+		for _, g := range must(c.DescribeLogGroups(ctx, &cwl.DescribeLogGroupsInput{})).LogGroups {
+			out[aws.ToString(g.LogGroupName)] = aws.ToInt32(g.RetentionInDays)
+		}
+		return out
+	}
+	if got := retention(); got[short] != 1 || got[long] != 30 {
+		t.Fatalf("retention %v, want %s 1 and %s 30 (the default)", got, short, long)
+	}
+
+	noErr(t, e.store.Expire(ctx, mid.Add(24*time.Hour))) // a day after mid: short's first events are past 1 day
+	left := func(group string) []string {
+		return messages(filterAll(t, c, &cwl.FilterLogEventsInput{LogGroupName: aws.String(group)}), filtMsg)
+	}
+	if got := left(short); !slices.Equal(got, []string{"new 0", "new 1"}) {
+		t.Errorf("%s after expiry: %q, want the events stored after the cutoff", short, got)
+	}
+	if got := left(long); len(got) != 3 {
+		t.Errorf("%s after expiry: %q, want its 3 events (30 days)", long, got)
+	}
+	noErr(t, e.store.Expire(ctx, mid.Add(31*24*time.Hour)))
+	if got := left(long); len(got) != 0 {
+		t.Errorf("%s after 31 days: %q, want none", long, got)
+	}
+
+	must(c.DeleteRetentionPolicy(ctx, &cwl.DeleteRetentionPolicyInput{LogGroupName: aws.String(short)}))
+	if got := retention(); got[short] != 30 {
+		t.Fatalf("retention after DeleteRetentionPolicy %v, want the default 30", got)
+	}
+}

@@ -24,7 +24,14 @@ type pattern struct {
 	re             *regexp.Regexp
 }
 
+// maxPattern is CloudWatch Logs' limit on a filter pattern; it also bounds
+// the regular expression a caller makes Kiln compile.
+const maxPattern = 1024
+
 func parsePattern(s string) (*pattern, error) {
+	if len(s) > maxPattern {
+		return nil, errf(invalidParameter, "1 validation error detected: Value at 'filterPattern' failed to satisfy constraint: Member must have length less than or equal to %d", maxPattern)
+	}
 	s = strings.TrimSpace(s)
 	p := &pattern{}
 	if s == "" {

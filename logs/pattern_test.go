@@ -50,7 +50,7 @@ func TestPattern(t *testing.T) {
 			t.Errorf("%q matched %v, want %v", tc.pattern, got, tc.want)
 		}
 	}
-	for _, bad := range []string{`{ $.level = "ERROR" }`, `[ip, user, status=404]`, `"unterminated`, `%(%`} {
+	for _, bad := range []string{`{ $.level = "ERROR" }`, `[ip, user, status=404]`, `"unterminated`, `%(%`, "%" + strings.Repeat("(a*)*", 205) + "%"} {
 		_, err := parsePattern(bad)
 		e, ok := err.(*apiError)
 		if !ok || e.Type != invalidParameter {

@@ -166,6 +166,61 @@ type getResult struct {
 	forward, backward string
 }
 
+// window is which events of the messages a read scans it takes: from a
+// boundary on (after) and before one (before), with timestamps in [lo, hi],
+// matching a pattern (nil: all).
+type window struct {
+	after, before *pos
+	lo, hi        int64
+	pattern       *pattern
+}
+
+// timeWindow is the window of timestamps [start, end] (nil: unbounded).
+func timeWindow(start, end *int64) window {
+	w := window{lo: math.MinInt64, hi: math.MaxInt64}
+	if start != nil {
+		w.lo = *start
+	}
+	if end != nil {
+		w.hi = *end
+	}
+	return w
+}
+
+// events calls take for each event of the stored message (seq, data) in
+// the window, in order, until take returns false. It returns whether the
+// scan goes on: not when take stopped, nor once the events reach before.
+// A corrupt message is skipped and reported in corrupt.
+func (w *window) events(seq uint64, data []byte, corrupt *error, take func(outEvent) bool) bool {
+	if w.before != nil && seq > w.before.seq {
+		return false
+	}
+	b, err := parseBatch(data)
+	if err != nil {
+		*corrupt = err
+		return true
+	}
+	if b.maxTs < w.lo || b.minTs > w.hi {
+		return true
+	}
+	more := true
+	if err := b.each(func(i int, ts int64, msg []byte) bool {
+		p := pos{seq, i}
+		switch {
+		case w.before != nil && !p.less(*w.before):
+			more = false
+			return false
+		case w.after != nil && p.less(*w.after) || ts < w.lo || ts > w.hi || !w.pattern.match(msg):
+			return true
+		}
+		more = take(outEvent{pos: p, timestamp: ts, ingestion: b.ingestion, message: string(msg)})
+		return more
+	}); err != nil {
+		*corrupt = err
+	}
+	return more
+}
+
 // getEvents reads one log stream, forward or backward, as GetLogEvents.
 func (s *Store) getEvents(ctx context.Context, q getQuery) (*getResult, error) {
 	skew, err := s.streamSkew(q.account, q.group, q.stream)
@@ -188,94 +243,45 @@ func (s *Store) getEvents(ctx context.Context, q getQuery) (*getResult, error) {
 		haveTok, dir, boundary = true, q.token[0], p
 	}
 	forward := dir == 'f' || (!haveTok && q.startFromHead)
-	lo, hi := int64(math.MinInt64), int64(math.MaxInt64) // [lo, hi]
-	if q.start != nil {
-		lo = *q.start
-	}
+	var end *int64 // GetLogEvents' end is exclusive
 	if q.end != nil {
-		hi = *q.end - 1
+		e := *q.end - 1
+		end = &e
 	}
+	w := timeWindow(q.start, end)
 	var from scanFrom
 	switch {
 	case haveTok && forward:
 		from.seq = max(boundary.seq, 1)
-	case q.start != nil:
+		w.after = &boundary
+	case haveTok:
+		w.before = &boundary
+	}
+	if from.seq == 0 && q.start != nil {
 		from.time = *q.start - skew - clockSlack.Milliseconds()
 	}
 	subj := []string{streamSubject(q.account, q.group, q.stream)}
-	res := &getResult{}
+	var evs []outEvent
 	var corrupt error
+	var last uint64
 	if forward {
 		var bytes int64
-		_, last, err := s.scan(ctx, subj, from, func(seq uint64, _ string, data []byte) bool {
-			b, err := parseBatch(data)
-			if err != nil {
-				corrupt = err
-				return true
-			}
-			if b.maxTs < lo || b.minTs > hi {
-				return true
-			}
-			more := true
-			if err := b.each(func(i int, ts int64, msg []byte) bool {
-				p := pos{seq, i}
-				if haveTok && p.less(boundary) || ts < lo || ts > hi {
-					return true
-				}
-				if len(res.events) == q.limit || bytes+eventSize(msg) > maxResponse {
-					more = false
+		_, last, err = s.scan(ctx, subj, from, func(seq uint64, _ string, data []byte) bool {
+			return w.events(seq, data, &corrupt, func(ev outEvent) bool {
+				if len(evs) == q.limit || bytes+eventSize(ev.message) > maxResponse {
 					return false
 				}
-				bytes += eventSize(msg)
-				res.events = append(res.events, outEvent{pos: p, timestamp: ts, ingestion: b.ingestion, message: string(msg)})
+				bytes += eventSize(ev.message)
+				evs = append(evs, ev)
 				return true
-			}); err != nil {
-				corrupt = err
-			}
-			return more
+			})
 		})
-		if err != nil {
-			return nil, err
-		}
-		if len(res.events) > 0 {
-			res.forward = "f/" + res.events[len(res.events)-1].pos.next().String()
-			res.backward = "b/" + res.events[0].pos.String()
-		} else if haveTok {
-			res.forward, res.backward = "f/"+boundary.String(), "b/"+boundary.String()
-		} else {
-			end, err := s.endBoundary(ctx, last)
-			if err != nil {
-				return nil, err
-			}
-			res.forward, res.backward = "f/"+end.String(), "b/"+end.String()
-		}
 	} else {
 		// Backward: the last limit events before the boundary (or the end).
 		ring := make([]outEvent, 0, min(q.limit, 1024))
 		head := 0 // index of the oldest kept event once the ring is full
-		_, last, err := s.scan(ctx, subj, from, func(seq uint64, _ string, data []byte) bool {
-			if haveTok && seq > boundary.seq {
-				return false
-			}
-			b, err := parseBatch(data)
-			if err != nil {
-				corrupt = err
-				return true
-			}
-			if b.maxTs < lo || b.minTs > hi {
-				return true
-			}
-			more := true
-			if err := b.each(func(i int, ts int64, msg []byte) bool {
-				p := pos{seq, i}
-				if haveTok && !p.less(boundary) {
-					more = false
-					return false
-				}
-				if ts < lo || ts > hi {
-					return true
-				}
-				ev := outEvent{pos: p, timestamp: ts, ingestion: b.ingestion, message: string(msg)}
+		_, last, err = s.scan(ctx, subj, from, func(seq uint64, _ string, data []byte) bool {
+			return w.events(seq, data, &corrupt, func(ev outEvent) bool {
 				if len(ring) < q.limit {
 					ring = append(ring, ev)
 				} else {
@@ -283,15 +289,9 @@ func (s *Store) getEvents(ctx context.Context, q getQuery) (*getResult, error) {
 					head = (head + 1) % len(ring)
 				}
 				return true
-			}); err != nil {
-				corrupt = err
-			}
-			return more
+			})
 		})
-		if err != nil {
-			return nil, err
-		}
-		evs := append(ring[head:len(ring):len(ring)], ring[:head]...)
+		evs = append(ring[head:len(ring):len(ring)], ring[:head]...)
 		// Keep the newest events that fit in a response.
 		var bytes int64
 		cut := len(evs)
@@ -299,22 +299,27 @@ func (s *Store) getEvents(ctx context.Context, q getQuery) (*getResult, error) {
 			bytes += eventSize(evs[cut-1].message)
 			cut--
 		}
-		res.events = evs[cut:]
-		if len(res.events) > 0 {
-			res.forward = "f/" + res.events[len(res.events)-1].pos.next().String()
-			res.backward = "b/" + res.events[0].pos.String()
-		} else if haveTok {
-			res.forward, res.backward = "f/"+boundary.String(), "b/"+boundary.String()
-		} else {
-			end, err := s.endBoundary(ctx, last)
-			if err != nil {
-				return nil, err
-			}
-			res.forward, res.backward = "f/"+end.String(), "b/"+end.String()
-		}
+		evs = evs[cut:]
+	}
+	if err != nil {
+		return nil, err
 	}
 	if corrupt != nil {
 		s.log.Error("logs: skipping a corrupt message", "group", q.group, "stream", q.stream, "err", corrupt)
+	}
+	res := &getResult{events: evs}
+	switch {
+	case len(evs) > 0:
+		res.forward = "f/" + evs[len(evs)-1].pos.next().String()
+		res.backward = "b/" + evs[0].pos.String()
+	case haveTok:
+		res.forward, res.backward = "f/"+boundary.String(), "b/"+boundary.String()
+	default:
+		end, err := s.endBoundary(ctx, last)
+		if err != nil {
+			return nil, err
+		}
+		res.forward, res.backward = "f/"+end.String(), "b/"+end.String()
 	}
 	return res, nil
 }
@@ -399,19 +404,15 @@ func (s *Store) filterEvents(ctx context.Context, q filterQuery) (*filterResult,
 	if len(subjects) == 0 {
 		subjects = []string{groupSubjects(q.account, q.group)}
 	}
+	w := timeWindow(q.start, q.end)
+	w.pattern = q.pattern
 	var from scanFrom
 	switch {
 	case haveTok:
 		from.seq = max(boundary.seq, 1)
+		w.after = &boundary
 	case q.start != nil:
 		from.time = *q.start - skew - clockSlack.Milliseconds()
-	}
-	lo, hi := int64(math.MinInt64), int64(math.MaxInt64) // [lo, hi]
-	if q.start != nil {
-		lo = *q.start
-	}
-	if q.end != nil {
-		hi = *q.end
 	}
 	res := &filterResult{}
 	streamNames := map[string]string{} // subject → stream name
@@ -439,30 +440,16 @@ func (s *Store) filterEvents(ctx context.Context, q filterQuery) (*filterResult,
 		if q.prefix != "" && !strings.HasPrefix(name, q.prefix) {
 			return true
 		}
-		b, err := parseBatch(data)
-		if err != nil {
-			corrupt = err
-			return true
-		}
-		if b.maxTs < lo || b.minTs > hi {
-			return true
-		}
-		if err := b.each(func(i int, ts int64, msg []byte) bool {
-			p := pos{seq, i}
-			if haveTok && p.less(boundary) || ts < lo || ts > hi || !q.pattern.match(msg) {
-				return true
-			}
-			if len(res.events) == q.limit || bytes+eventSize(msg) > maxResponse {
-				next, more = p, true
+		return w.events(seq, data, &corrupt, func(ev outEvent) bool {
+			if len(res.events) == q.limit || bytes+eventSize(ev.message) > maxResponse {
+				next, more = ev.pos, true
 				return false
 			}
-			bytes += eventSize(msg)
-			res.events = append(res.events, outEvent{pos: p, stream: name, timestamp: ts, ingestion: b.ingestion, message: string(msg)})
+			bytes += eventSize(ev.message)
+			ev.stream = name
+			res.events = append(res.events, ev)
 			return true
-		}); err != nil {
-			corrupt = err
-		}
-		return !more
+		})
 	})
 	if err != nil {
 		return nil, err

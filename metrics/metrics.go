@@ -99,6 +99,6 @@ func GaugeFunc(name, help string, labels prometheus.Labels, f func() float64) pr
 }
 
 // CounterFunc is a counter whose value f reads.
-func CounterFunc(name, help string, f func() float64) prometheus.Collector {
-	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+func CounterFunc(name, help string, labels prometheus.Labels, f func() float64) prometheus.Collector {
+	return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: labels}, f)
 }

@@ -22,7 +22,7 @@ import (
 
 // benchInvoker starts a Kiln with an aws-lambda-go echo function and returns
 // one warm invoke through the whole path, from an in-process SigV4-signing
-// HTTP client. `kiln bench` reports the same path against a plain-HTTP
+// HTTP client. `kiln-bench` reports the same path against a plain-HTTP
 // floor; these benchmarks are for profiling.
 func benchInvoker(b *testing.B) func() error {
 	s := kilntest.Start(b, server.Config{})

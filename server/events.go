@@ -139,7 +139,7 @@ func (e *eventFrontend) watchQuiet() {
 			case <-e.done:
 				return
 			}
-			if e.syncing.Load() == 0 && time.Now().UnixNano()-e.lastSync.Load() > int64(syncQuiet) {
+			if quiet(e.syncing.Load(), e.lastSync.Load(), time.Now().UnixNano()) {
 				e.setActive(false)
 			}
 		}
@@ -287,17 +287,13 @@ func (e *eventFrontend) supervise(exited <-chan struct{}) {
 // serveHTTP hands r's connection to the process when r is an Event invoke
 // while sync invokes are being served; else next serves r here.
 func (e *eventFrontend) serveHTTP(w http.ResponseWriter, r *http.Request, next http.Handler) {
-	if !isInvoke(r) {
-		next.ServeHTTP(w, r)
-		return
-	}
-	if r.Header.Get("X-Amz-Invocation-Type") != "Event" {
-		defer e.syncInvoke()()
-		next.ServeHTTP(w, r)
-		return
-	}
 	ep := e.current.Load()
-	if ep == nil || !e.active.Load() {
+	switch upRoute(isInvoke(r), r.Header.Get("X-Amz-Invocation-Type"), e.active.Load(), ep != nil) {
+	case serveHere:
+		next.ServeHTTP(w, r)
+		return
+	case serveSync:
+		defer e.syncInvoke()()
 		next.ServeHTTP(w, r)
 		return
 	}
@@ -406,7 +402,7 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// Event invokes while kiln up serves sync ones are ours; the
 			// rest goes back to kiln up, with its connection.
-			if isEventInvoke(r) && active.Load() {
+			if frontendRoute(isEventInvoke(r), active.Load()) == serveHere {
 				if now := time.Now().UnixNano(); now-lastNote.Load() > int64(noteEvery) {
 					lastNote.Store(now)
 					ep.Note(noteEnqueued) // its pollers yield to events being taken

@@ -100,13 +100,12 @@ func sweepMounts(dir string) {
 // images fetched to the metrics.
 func (st *imageStack) register(m *metrics.Set) {
 	for i, name := range []string{"memory", "store"} {
-		m.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "kiln_image_chunk_reads_total",
-			Help: "Image chunks and manifests read, by the tier that served them.", ConstLabels: prometheus.Labels{"tier": name}},
-			func() float64 { return float64(st.hits[i].Load()) }))
+		m.Register(metrics.CounterFunc("kiln_image_chunk_reads_total", "Image chunks and manifests read, by the tier that served them.",
+			prometheus.Labels{"tier": name}, func() float64 { return float64(st.hits[i].Load()) }))
 	}
 	if st.mounter != nil {
 		m.Register(metrics.CounterFunc("kiln_image_bytes_fetched_total", "Bytes of image chunks the mounted images fetched on read (plaintext).",
-			func() float64 { return float64(st.mounter.BytesFetched()) }))
+			nil, func() float64 { return float64(st.mounter.BytesFetched()) }))
 	}
 }
 

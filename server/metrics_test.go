@@ -38,9 +38,13 @@ func TestPrometheusMetrics(t *testing.T) {
 		`kiln_environments{state="idle"}`:                                                                 1,
 		`kiln_concurrent_executions{function="met"}`:                                                      0,
 		`kiln_throttles_total{function="met",reason="ReservedFunctionConcurrentInvocationLimitExceeded"}`: 1,
+		`kiln_log_lines_dropped_total{reason="rate_limit"}`:                                               0,
+		`kiln_log_lines_dropped_total{reason="queue_full"}`:                                               0,
+		`kiln_log_max_bytes`: 1 << 30,
 	} {
 		if got := value(series); got < want || want == 0 && got != 0 {
 			t.Errorf("%s = %v, want %v", series, got, want)
 		}
 	}
+	value("kiln_log_stored_bytes") // there: how much depends on when the logs' round ran
 }

@@ -55,6 +55,13 @@ type Config struct {
 	// ScaleUnlimited turns the per-function scaling rate (1,000 new
 	// environments per 10 s) off.
 	ScaleUnlimited bool
+	// LogMaxBytes bounds the stored logs of all functions together (the
+	// oldest go first); 0 means DefaultLogMaxBytes, negative no bound.
+	LogMaxBytes int64
+	// LogRetentionDays is how long the logs of a function without a
+	// retention policy (PutRetentionPolicy) are kept; 0 means
+	// DefaultLogRetentionDays, negative never expire.
+	LogRetentionDays int
 	// IdleTimeout is how long an idle execution environment lives; 0 means 10 min.
 	IdleTimeout time.Duration
 	// Sandbox is the isolation backend; nil means worker.ProcessSandbox.
@@ -76,6 +83,24 @@ type Config struct {
 	// DATA/image-archives.
 	ImageArchives string
 	Logger        *slog.Logger
+}
+
+// Defaults of kiln up's function logs: a bounded store, and a retention
+// for log groups without a policy (CloudWatch Logs keeps them forever).
+const (
+	DefaultLogMaxBytes      = 1 << 30
+	DefaultLogRetentionDays = 30
+)
+
+// orDefault is v, def when v is zero, and zero (none) when v is negative.
+func orDefault[T int | int64](v, def T) T {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
 }
 
 // Server is a running Kiln.
@@ -190,7 +215,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
 	place := placement.New()
-	if s.Logs, err = logs.Open(ctx, js, logs.Config{Logger: cfg.Logger}); err != nil {
+	if s.Logs, err = logs.Open(ctx, js, logs.Config{MaxBytes: orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes),
+		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.keyring(), ln.Addr().String()); err != nil {
@@ -232,6 +258,21 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 				return float64(map[string]int{"idle": st.Idle, "busy": st.Busy, "provisioned": st.Provisioned}[state])
 			}))
 	}
+	const droppedHelp = "Lines of functions' logs dropped: over the function's log rate limit (rate_limit), or with the log store's queue full (queue_full)."
+	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "rate_limit"},
+		func() float64 { return float64(s.Worker.LogDropped()) }))
+	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "queue_full"},
+		func() float64 { return float64(s.Logs.Dropped()) }))
+	logMax := orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes)
+	s.Metrics.Register(metrics.GaugeFunc("kiln_log_stored_bytes", "Bytes of function logs stored; at kiln_log_max_bytes the oldest events go.", nil,
+		func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, _ := s.Logs.StoredBytes(ctx)
+			return float64(n)
+		}))
+	s.Metrics.Register(metrics.GaugeFunc("kiln_log_max_bytes", "The bound on stored function logs (0: none).", nil,
+		func() float64 { return float64(logMax) }))
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -303,7 +344,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		events.Store(s.events)
 		s.Metrics.Register(metrics.CounterFunc("kiln_event_frontend_handoffs_total",
 			"Client connections handed to the event-invoke frontend process (each carries Event invokes until a request on it is something else).",
-			func() float64 { return float64(s.events.handoffs.Load()) }))
+			nil, func() float64 { return float64(s.events.handoffs.Load()) }))
 	}
 	return s, nil
 }

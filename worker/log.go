@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"encoding/json"
+	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/logline"
@@ -25,11 +26,21 @@ type logBuffer struct {
 	group   string
 	stream  string
 	lines   []logline.Line
+
+	// limit bounds the function's output that reaches the sink (nil: no
+	// limit); platform is set while a platform line is written, which
+	// passes. dropped counts the lines refused since the last report, and
+	// droppedTotal every line the worker refused.
+	limit        *logLimit
+	platform     bool
+	dropped      int64
+	droppedTotal *atomic.Uint64
 }
 
-func (l *logBuffer) init(sink logline.Sink, account, group, stream string) {
+func (l *logBuffer) init(sink logline.Sink, account, group, stream string, limit *logLimit, droppedTotal *atomic.Uint64) {
 	l.buf = make([]byte, 0, 2*TailSize)
 	l.sink, l.account, l.group, l.stream = sink, account, group, stream
+	l.limit, l.droppedTotal = limit, droppedTotal
 }
 
 func (l *logBuffer) reset() { l.buf = l.buf[:0] }
@@ -71,11 +82,25 @@ func (l *logBuffer) writeString(s string) {
 		l.emit(time.Now(), l.partial)
 		l.partial = l.partial[:0]
 	}
+	l.platform = true
 	l.write([]byte(s))
+	l.platform = false
 }
 
 func (l *logBuffer) emit(t time.Time, line []byte) {
+	if !l.platform && l.limit != nil && !l.limit.allow(len(line), t) {
+		l.dropped++
+		l.droppedTotal.Add(1)
+		return
+	}
 	l.lines = append(l.lines, logline.Line{Time: t, Message: string(line)})
+}
+
+// takeDropped returns the lines dropped since it was last called.
+func (l *logBuffer) takeDropped() int64 {
+	n := l.dropped
+	l.dropped = 0
+	return n
 }
 
 func (l *logBuffer) send() {

@@ -42,6 +42,12 @@ type Config struct {
 	Sandbox Sandbox // zero: ProcessSandbox
 	// Logs receives every log line; nil keeps only each invoke's tail.
 	Logs logline.Sink
+	// LogRate and LogBurst bound, in bytes per second and bytes at once,
+	// what a function's environments on this worker send to Logs (their
+	// platform lines pass); lines over the limit are dropped and counted
+	// in the invoke's REPORT and LogDropped. Zero means DefaultLogRate and
+	// DefaultLogBurst; a negative LogRate means no limit.
+	LogRate, LogBurst int64
 	// InitTimeout bounds the init phase; zero means Lambda's 10 s.
 	InitTimeout time.Duration
 	Logger      *slog.Logger
@@ -49,10 +55,12 @@ type Config struct {
 
 // Worker runs execution environments.
 type Worker struct {
-	cfg  Config
-	seq  atomic.Uint64
-	mu   sync.Mutex
-	envs map[string]*env
+	cfg        Config
+	seq        atomic.Uint64
+	logDropped atomic.Uint64
+	mu         sync.Mutex
+	envs       map[string]*env
+	logLimits  map[string]*logLimit // account/function → its log limit here
 }
 
 // New returns a worker.
@@ -69,8 +77,18 @@ func New(cfg Config) *Worker {
 	if cfg.ID == "" {
 		cfg.ID = "worker-1"
 	}
-	return &Worker{cfg: cfg, envs: map[string]*env{}}
+	if cfg.LogRate == 0 {
+		cfg.LogRate = DefaultLogRate
+	}
+	if cfg.LogBurst <= 0 {
+		cfg.LogBurst = DefaultLogBurst
+	}
+	return &Worker{cfg: cfg, envs: map[string]*env{}, logLimits: map[string]*logLimit{}}
 }
+
+// LogDropped is how many lines of functions' output this worker dropped
+// because a function exceeded its log rate limit.
+func (w *Worker) LogDropped() uint64 { return w.logDropped.Load() }
 
 // ID names the worker to placement.
 func (w *Worker) ID() string { return w.cfg.ID }
@@ -112,7 +130,9 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
 	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{}), unmount: unmount}
 	stream := logStreamName(fn.Version, id)
-	e.log.init(w.cfg.Logs, spec.Account, logGroupName(fn.FunctionName), stream)
+	limit, releaseLimit := w.logLimitOf(spec.Account, fn.FunctionName)
+	e.releaseLimit = releaseLimit
+	e.log.init(w.cfg.Logs, spec.Account, logGroupName(fn.FunctionName), stream, limit, &w.logDropped)
 	started := time.Now()
 	sb.ID, sb.Conn = id, theirs
 	sb.Env = mergeEnv(w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, stream), imageEnv)
@@ -122,6 +142,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	if err != nil {
 		ours.Close()
 		unmount()
+		releaseLimit()
 		return nil, err
 	}
 	e.proc = proc
@@ -365,12 +386,13 @@ type env struct {
 	exit         agentproto.Exit
 	exited       bool // exit was reported
 
-	invokeMu    sync.Mutex // one invoke at a time; guards background
-	background  bool       // the process runs at background priority
-	mu          sync.Mutex // guards log and invokes
-	log         logBuffer
-	invokes     int
-	destroyOnce sync.Once
+	invokeMu     sync.Mutex // one invoke at a time; guards background
+	background   bool       // the process runs at background priority
+	mu           sync.Mutex // guards log and invokes
+	log          logBuffer
+	invokes      int
+	destroyOnce  sync.Once
+	releaseLimit func() // gives the function's log limit back
 }
 
 func (e *env) exitText() string {
@@ -494,6 +516,9 @@ func (e *env) report(requestID string, res *invoke.Result, first bool) string {
 	if first && e.spec.InitType != "provisioned-concurrency" {
 		s += fmt.Sprintf("Init Duration: %.2f ms\t", float64(e.initDuration.Microseconds())/1000)
 	}
+	if n := e.log.takeDropped(); n > 0 {
+		s += fmt.Sprintf("Log Lines Dropped: %d\t", n) // over the function's log rate limit
+	}
 	switch res.ErrorType {
 	case "Sandbox.Timedout":
 		s += "Status: timeout"
@@ -531,4 +556,5 @@ func (e *env) release() {
 	}
 	e.sock.Close()
 	e.unmount()
+	e.releaseLimit()
 }

@@ -4,15 +4,19 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/logline"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
 )
@@ -34,7 +38,7 @@ func (d dirCode) Dir(_ context.Context, sha string) (string, error) {
 	return "", os.ErrNotExist
 }
 
-func newWorker(t testing.TB) (*worker.Worker, api.FunctionConfiguration) {
+func newWorker(t testing.TB, opts ...func(*worker.Config)) (*worker.Worker, api.FunctionConfiguration) {
 	t.Helper()
 	dir := t.TempDir()
 	code := filepath.Join(dir, "code")
@@ -46,7 +50,11 @@ func newWorker(t testing.TB) (*worker.Worker, api.FunctionConfiguration) {
 	if err := runtimes.Install(rt); err != nil {
 		t.Fatal(err)
 	}
-	w := worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: dirCode{"toolkit": code}})
+	cfg := worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: dirCode{"toolkit": code}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	w := worker.New(cfg)
 	t.Cleanup(w.Close)
 	fn := api.FunctionConfiguration{FunctionName: "toolkit", Runtime: "provided.al2023", Handler: "bootstrap",
 		MemorySize: 128, Timeout: 2, Version: "$LATEST", CodeSha256: "toolkit"}
@@ -138,5 +146,66 @@ func BenchmarkInvokeWarm(b *testing.B) {
 		if _, err := w.Invoke(context.Background(), info.ID, inv); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// recordSink keeps every log line it is given.
+type recordSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *recordSink) Append(account, group, stream string, lines []logline.Line) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, l := range lines {
+		r.lines = append(r.lines, l.Message)
+	}
+}
+
+// TestLogRateLimit: a function that prints more than its log rate limit
+// lets through keeps its invoke, but the lines over the limit are dropped
+// and counted, in its REPORT and in LogDropped; the platform lines pass.
+func TestLogRateLimit(t *testing.T) {
+	const rate, burst, lines = 16 << 10, 64 << 10, 20000
+	text := strings.Repeat("x", 99) // 100 bytes a line with its newline
+	sink := &recordSink{}
+	start := time.Now()
+	w, fn := newWorker(t, func(c *worker.Config) { c.Logs, c.LogRate, c.LogBurst = sink, rate, burst })
+	info, err := w.Create(context.Background(), invoke.EnvSpec{Account: "123456789012", Function: fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := run(t, w, info.ID, fmt.Sprintf(`{"action":"print","lines":%d,"text":%q}`, lines, text))
+	elapsed := time.Since(start)
+	if string(res.Payload) != `"done"` {
+		t.Fatalf("invoke: %+v", res)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	var printed int
+	var report string
+	for _, l := range sink.lines {
+		switch {
+		case l == text+"\n":
+			printed++
+		case strings.HasPrefix(l, "REPORT "):
+			report = l
+		}
+	}
+	var dropped int
+	if _, after, ok := strings.Cut(report, "Log Lines Dropped: "); ok {
+		fmt.Sscanf(after, "%d", &dropped)
+	}
+	if report == "" || printed+dropped != lines || uint64(dropped) != w.LogDropped() {
+		t.Fatalf("%d lines stored, %d dropped (LogDropped %d), of %d printed; REPORT %q", printed, dropped, w.LogDropped(), lines, report)
+	}
+	// However fast the host, no more than the burst and the rate over the
+	// whole run reached the sink.
+	if max := burst + rate*elapsed.Seconds(); float64(printed*100) > max {
+		t.Fatalf("%d bytes stored in %v, over the limit's %.0f", printed*100, elapsed, max)
+	}
+	if !strings.Contains(string(res.LogTail), "Log Lines Dropped: ") {
+		t.Errorf("the caller's log tail does not say lines were dropped:\n%s", res.LogTail)
 	}
 }

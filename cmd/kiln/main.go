@@ -2,7 +2,12 @@
 // AWS Lambda's APIs.
 //
 //	kiln up [--data DIR] [--listen ADDR]   every role in one process
-//	kiln bench [flags]                     invoke benchmark against a plain HTTP floor
+//	kiln event-frontend                    the Event invoke frontend process, run by kiln up
+//	kiln nats|assignment|placement|worker|controlplane|frontend [flags]
+//	                                       one cluster role as a process
+//	kiln cluster up|status|drain|down      a local cluster of role processes
+//
+// The benchmark is a command of its own, cmd/kiln-bench.
 package main
 
 import (
@@ -12,13 +17,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/agent"
-	benchpkg "github.com/kiln-dev/kiln/bench"
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/server"
@@ -35,12 +37,6 @@ func main() {
 	switch os.Args[1] {
 	case "up":
 		err = up(os.Args[2:])
-	case "bench":
-		err = bench(os.Args[2:])
-	case "bench-floor": // the benchmark's plain-HTTP floor, run by `kiln bench`
-		err = benchpkg.ServeFloor()
-	case "bench-flood": // the async section's Event invoke flood, run by `kiln bench`
-		err = benchpkg.Flood(os.Args[2:])
 	case "event-frontend": // the event-invoke frontend process, run by `kiln up`
 		err = eventFrontend()
 	case "help", "-h", "--help":
@@ -64,7 +60,6 @@ func usage() {
 
 commands:
   up      run every Kiln role in one process (embedded NATS JetStream)
-  bench   measure invoke latency and throughput against a plain HTTP floor
 
 cluster mode (roles as processes over a NATS JetStream cluster):
 `+cluster.Usage)
@@ -80,6 +75,8 @@ func up(args []string) error {
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:9100", "address of the Prometheus metrics listener (/metrics); empty turns it off")
 	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
 	separateEvents := fs.Bool("event-frontend", true, "take Event invokes in a process of their own at idle CPU priority, so that a flood of them leaves the CPUs to sync invokes")
+	logMaxBytes := fs.Int64("log-max-bytes", server.DefaultLogMaxBytes, "bound on the stored logs of all functions together; the oldest go first (negative: none)")
+	logRetention := fs.Int("log-retention-days", server.DefaultLogRetentionDays, "days the logs of a function without a retention policy (aws logs put-retention-policy) are kept (negative: forever)")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	archives := fs.String("image-archives", "", "directory of image archives (docker save or OCI layout tarballs) that ImageUri docker-archive:FILE and oci-archive:FILE name; default DATA/image-archives")
 	fs.Parse(args)
@@ -109,6 +106,7 @@ func up(args []string) error {
 	s, err := server.Start(ctx, server.Config{EventFrontend: eventFrontend,
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
+		LogMaxBytes: *logMaxBytes, LogRetentionDays: *logRetention,
 		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, Logger: logger,
 	})
 	if err != nil {
@@ -145,61 +143,4 @@ func eventFrontend() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return server.RunEventFrontend(ctx, logger)
-}
-
-func bench(args []string) error {
-	fs := flag.NewFlagSet("bench", flag.ExitOnError)
-	invokes := fs.Int("invokes", 5000, "warm invokes per concurrency level")
-	cold := fs.Int("cold", 50, "cold starts to measure")
-	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
-	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
-	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods)")
-	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
-	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
-	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
-	fs.Parse(args)
-	levels, err := positiveList(*clients, 1)
-	if err != nil {
-		return fmt.Errorf("--clients: %w", err)
-	}
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	ctx := context.Background()
-	for _, section := range strings.Split(*only, ",") {
-		var err error
-		switch section {
-		case "invoke":
-			err = benchpkg.Run(ctx, benchpkg.Config{Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}, os.Stdout)
-		case "counting":
-			benchpkg.Counting(os.Stdout)
-		case "async":
-			var rates []int
-			if rates, err = positiveList(*floods, 0); err == nil {
-				err = benchpkg.SyncUnderAsync(ctx, benchpkg.AsyncConfig{Rates: rates, Sandbox: *isolation, InProcessEvents: *inProcessEvents}, os.Stdout)
-			}
-		case "scale":
-			fmt.Println()
-			if err = benchpkg.ScaleOut(ctx, *envs, false, os.Stdout); err == nil {
-				err = benchpkg.ScaleOut(ctx, *envs, true, os.Stdout)
-			}
-		default:
-			err = fmt.Errorf("unknown bench section %q", section)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// positiveList parses comma-separated integers of at least min.
-func positiveList(s string, min int) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.Atoi(f)
-		if err != nil || n < min {
-			return nil, fmt.Errorf("%q is not a number of at least %d", f, min)
-		}
-		out = append(out, n)
-	}
-	return out, nil
 }

@@ -1,0 +1,132 @@
+// Command kiln-bench measures Kiln's invoke path against a floor measured in
+// the same run (see package bench). It is a tool of the source tree, not
+// part of the shipped kiln: it links the function builds of kilntest/fntest
+// and, unless told which kiln to measure, builds one.
+//
+//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async] [flags]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/kiln-dev/kiln/agent"
+	benchpkg "github.com/kiln-dev/kiln/bench"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+)
+
+func main() {
+	agent.Reexec() // the scale section's in-process Kiln re-executes this binary as its agents
+	var err error
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "floor": // the plain-HTTP floor, run by the invoke section
+		err = benchpkg.ServeFloor()
+	case len(os.Args) > 1 && os.Args[1] == "flood": // the async section's Event invoke flood
+		err = benchpkg.Flood(os.Args[2:])
+	default:
+		err = run(os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "kiln-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("kiln-bench", flag.ExitOnError)
+	kilnPath := fs.String("kiln", "", "the kiln binary measured (kiln up); empty: the kiln next to kiln-bench, else one built from this source tree")
+	invokes := fs.Int("invokes", 5000, "warm invokes per concurrency level")
+	cold := fs.Int("cold", 50, "cold starts to measure")
+	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
+	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods)")
+	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
+	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
+	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
+	fs.Parse(args)
+	levels, err := positiveList(*clients, 1)
+	if err != nil {
+		return fmt.Errorf("--clients: %w", err)
+	}
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx := context.Background()
+	kiln, cleanup, err := findKiln(*kilnPath)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	for _, section := range strings.Split(*only, ",") {
+		var err error
+		switch section {
+		case "invoke":
+			err = benchpkg.Run(ctx, benchpkg.Config{Kiln: kiln, Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}, os.Stdout)
+		case "counting":
+			benchpkg.Counting(os.Stdout)
+		case "async":
+			var rates []int
+			if rates, err = positiveList(*floods, 0); err == nil {
+				err = benchpkg.SyncUnderAsync(ctx, benchpkg.AsyncConfig{Kiln: kiln, Rates: rates, Sandbox: *isolation, InProcessEvents: *inProcessEvents}, os.Stdout)
+			}
+		case "scale":
+			fmt.Println()
+			if err = benchpkg.ScaleOut(ctx, *envs, false, os.Stdout); err == nil {
+				err = benchpkg.ScaleOut(ctx, *envs, true, os.Stdout)
+			}
+		default:
+			err = fmt.Errorf("unknown bench section %q", section)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// findKiln returns the kiln binary to measure: path, or the kiln beside
+// this binary, or one built from the source tree into a directory that
+// cleanup removes.
+func findKiln(path string) (kiln string, cleanup func(), err error) {
+	cleanup = func() {}
+	if path != "" {
+		return path, cleanup, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		if beside := filepath.Join(filepath.Dir(self), "kiln"); isFile(beside) {
+			return beside, cleanup, nil
+		}
+	}
+	dir, err := os.MkdirTemp("", "kiln-bench-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	fmt.Fprintln(os.Stderr, "building kiln ...")
+	if kiln, err = fntest.BuildKiln(dir); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return kiln, func() { os.RemoveAll(dir) }, nil
+}
+
+func isFile(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// positiveList parses comma-separated integers of at least min.
+func positiveList(s string, min int) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < min {
+			return nil, fmt.Errorf("%q is not a number of at least %d", f, min)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
