@@ -16,6 +16,11 @@
 //
 // Every file and tree is written under tmp/ and renamed into place, so readers
 // never see a partial package and concurrent Puts of the same zip are safe.
+//
+// In a cluster the directory is a cache of a Remote (JetStream's replicated
+// object store): Put returns only once the Remote holds the zip, so metadata
+// written after it never names code that a control plane's death could lose,
+// and a package missing here is fetched from the Remote by its digest.
 package codestore
 
 import (
@@ -54,6 +59,16 @@ type Config struct {
 	Dir         string
 	MaxZipped   int64 // 0 means DefaultMaxZipped
 	MaxUnzipped int64 // 0 means DefaultMaxUnzipped
+	// Remote, when set, is the replicated store this directory caches.
+	Remote Remote
+}
+
+// Remote keeps zips by hex digest beyond this process's disk.
+type Remote interface {
+	// Put stores zip under its digest; storing it again is cheap.
+	Put(ctx context.Context, hexDigest string, zip []byte) error
+	// Get returns the zip; ErrNotFound (wrapped) if it is not there.
+	Get(ctx context.Context, hexDigest string) ([]byte, error)
 }
 
 // Code identifies a stored package the way Lambda reports it.
@@ -77,6 +92,8 @@ type Store struct {
 	mu    sync.Mutex
 	sizes map[string]int64 // hex digest → zip size, for TotalSize
 	total int64
+
+	fetchMu sync.Mutex // one download from the Remote at a time
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and clears leftovers
@@ -160,6 +177,18 @@ func (s *Store) treePath(h string) string { return filepath.Join(s.trees, h) }
 // stored only refreshes its modification time (see Sweep). Validation
 // failures are *api.Error InvalidParameterValueException with Lambda's messages.
 func (s *Store) Put(ctx context.Context, zip []byte) (Code, error) {
+	code, err := s.putLocal(ctx, zip)
+	if err != nil || s.cfg.Remote == nil {
+		return code, err
+	}
+	h, _ := HexOf(code.Sha256)
+	if err := s.cfg.Remote.Put(ctx, h, zip); err != nil {
+		return Code{}, fmt.Errorf("codestore: replicating %s: %w", code.Sha256, err)
+	}
+	return code, nil
+}
+
+func (s *Store) putLocal(ctx context.Context, zip []byte) (Code, error) {
 	if int64(len(zip)) > s.cfg.MaxZipped {
 		return Code{}, s.zippedTooLarge(len(zip))
 	}
@@ -169,7 +198,7 @@ func (s *Store) Put(ctx context.Context, zip []byte) (Code, error) {
 	now := time.Now()
 	if err := os.Chtimes(s.zipPath(h), now, now); err == nil {
 		// Already stored (and so already validated); make sure the tree is there.
-		_, err := s.dir(ctx, h)
+		_, err := s.dirLocal(ctx, h)
 		return code, err
 	}
 	if err := s.unpack(ctx, zip, h); err != nil {
@@ -197,7 +226,7 @@ func (s *Store) Check(ctx context.Context, zip []byte) (Code, error) {
 	return Code{Sha256: Digest(zip), Size: int64(len(zip))}, nil
 }
 
-// Has reports whether the package is stored.
+// Has reports whether the package is stored in this directory.
 func (s *Store) Has(sha string) bool {
 	h, err := HexOf(sha)
 	if err != nil {
@@ -215,11 +244,36 @@ func (s *Store) Open(ctx context.Context, sha string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.fetch(ctx, h); err != nil {
+		return nil, err
+	}
 	f, err := os.Open(s.zipPath(h))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, sha)
 	}
 	return f, err
+}
+
+// fetch brings a package the directory lacks from the Remote, validating
+// it as an upload (the Remote is shared, so not trusted more than a client).
+func (s *Store) fetch(ctx context.Context, h string) error {
+	if s.cfg.Remote == nil {
+		return nil
+	}
+	s.fetchMu.Lock()
+	defer s.fetchMu.Unlock()
+	if _, err := os.Stat(s.zipPath(h)); err == nil {
+		return nil
+	}
+	zip, err := s.cfg.Remote.Get(ctx, h)
+	if err != nil {
+		return fmt.Errorf("codestore: fetching %s: %w", h, err)
+	}
+	if sum := sha256.Sum256(zip); hex.EncodeToString(sum[:]) != h {
+		return fmt.Errorf("codestore: fetched %s does not match its digest", h)
+	}
+	_, err = s.putLocal(ctx, zip)
+	return err
 }
 
 // Dir returns the directory holding the unpacked package, unpacking it
@@ -233,6 +287,13 @@ func (s *Store) Dir(ctx context.Context, sha string) (string, error) {
 }
 
 func (s *Store) dir(ctx context.Context, h string) (string, error) {
+	if err := s.fetch(ctx, h); err != nil {
+		return "", err
+	}
+	return s.dirLocal(ctx, h)
+}
+
+func (s *Store) dirLocal(ctx context.Context, h string) (string, error) {
 	tree := s.treePath(h)
 	if _, err := os.Stat(s.zipPath(h)); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {

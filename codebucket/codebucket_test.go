@@ -1,0 +1,94 @@
+package codebucket_test
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/kiln-dev/kiln/codebucket"
+	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func zipOf(t *testing.T, name, body string) []byte {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create(name)
+	w.Write([]byte(body))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestSharedThroughTheBucket: what one store (a control plane) puts,
+// another (a worker, with an empty directory) unpacks by digest alone,
+// the first one's zips gone.
+func TestSharedThroughTheBucket(t *testing.T) {
+	ctx := context.Background()
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	b, err := codebucket.Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() (*codestore.Store, string) {
+		dir := t.TempDir()
+		s, err := codestore.Open(codestore.Config{Dir: dir, Remote: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, dir
+	}
+	cp, cpDir := open()
+	wk, _ := open()
+	other, _ := open()
+	code, err := cp.Put(ctx, zipOf(t, "bootstrap", "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(cpDir, "zips")); err != nil { // the control plane's disk is gone
+		t.Fatal(err)
+	}
+	if wk.Has(code.Sha256) {
+		t.Fatal("worker has the code before fetching it")
+	}
+	dir, err := wk.Dir(ctx, code.Sha256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "bootstrap")); string(got) != "v1" {
+		t.Fatalf("fetched tree: %q", got)
+	}
+	if _, err := other.Put(ctx, zipOf(t, "bootstrap", "v1")); err != nil { // again: already in the bucket
+		t.Fatal(err)
+	}
+
+	missing := codestore.Digest([]byte("never uploaded"))
+	if _, err := wk.Dir(ctx, missing); !errors.Is(err, codestore.ErrNotFound) {
+		t.Fatalf("missing code: %v, want ErrNotFound", err)
+	}
+	// An object whose content is not its name is refused.
+	h, _ := codestore.HexOf(missing)
+	obs, _ := js.ObjectStore(ctx, codebucket.Name)
+	if _, err := obs.PutBytes(ctx, h, zipOf(t, "bootstrap", "evil")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wk.Dir(ctx, missing); err == nil {
+		t.Fatal("a zip under another's digest was accepted")
+	}
+}
