@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -8,10 +9,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
 )
 
@@ -27,7 +30,11 @@ const Usage = `  nats          one NATS JetStream node of a cluster
   frontend      the Lambda invoke API (--listen)
   cluster       up|status|drain|down a local cluster of all of them (--dir;
                 drain: --worker ID, no new environments on it, idle ones retired,
-                running invokes finish)
+                running invokes finish); certs --name N --role R --host H makes
+                one process's bundle (certificate, credentials) for a real host
+Each role reads --config FILE (JSON, flag name → value) and its secrets from
+the files it names (--ca --cert --key --nats-creds --identity), never from
+the environment.
 `
 
 // Main runs one of Commands.
@@ -58,15 +65,42 @@ func Main(cmd string, args []string) error {
 	fs.IntVar(&cfg.CPUMillis, "cpu", 0, "worker: CPU for environments in thousandths of a CPU (0: every CPU of the host)")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
+	config := fs.String("config", "", "JSON file of these settings by flag name; flags given here win")
+	var files pki.Files
+	fs.StringVar(&files.CA, "ca", "", "the cluster CA's certificate (PEM)")
+	fs.StringVar(&files.Cert, "cert", "", "this process's certificate, from the CA")
+	fs.StringVar(&files.Key, "key", "", "its private key (a file of mode 0600)")
+	natsCreds := fs.String("nats-creds", "", "file (0600) of this role's NATS user and password")
+	identity := fs.String("identity", "", "file (0600) of the account and secrets this role shares")
+	users := fs.String("users", "", "nats: file (0600) of the client users, passwords bcrypt-hashed")
+	routeCreds := fs.String("route-creds", "", "nats: file (0600) of the user and password routes give")
 	fs.Parse(args)
+	if *config != "" {
+		if err := applyConfig(fs, *config); err != nil {
+			return err
+		}
+	}
 	cfg.NATS, cfg.Mode, cfg.Logger = strings.Split(*natsURLs, ","), replica.Mode(*mode), logger
-	cfg.Identity = IdentityFromEnv()
+	if files.CA == "" || files.Cert == "" || files.Key == "" {
+		return fmt.Errorf("kiln %s: --ca, --cert and --key are required (kiln cluster up or kiln cluster certs makes them)", cmd)
+	}
+	var err error
+	if cfg.TLS, err = files.Config(); err != nil {
+		return err
+	}
 	if cmd == "nats" {
 		var rs []string
 		if *routes != "" {
 			rs = strings.Split(*routes, ",")
 		}
-		s, err := StartNATS(NATSConfig{Name: cfg.Name, Dir: cfg.DataDir, Listen: cfg.Listen, Cluster: *clusterAddr, Routes: rs})
+		nc := NATSConfig{Name: cfg.Name, Dir: cfg.DataDir, Listen: cfg.Listen, Cluster: *clusterAddr, Routes: rs, TLS: cfg.TLS.Server()}
+		if err := readJSONSecret(*users, &nc.Users); err != nil {
+			return fmt.Errorf("kiln nats: --users: %w", err)
+		}
+		if err := readJSONSecret(*routeCreds, &nc.Route); err != nil {
+			return fmt.Errorf("kiln nats: --route-creds: %w", err)
+		}
+		s, err := StartNATS(nc)
 		if err != nil {
 			return err
 		}
@@ -76,10 +110,56 @@ func Main(cmd string, args []string) error {
 		s.WaitForShutdown()
 		return nil
 	}
+	if err := readJSONSecret(*natsCreds, &cfg.NATSUser); err != nil {
+		return fmt.Errorf("kiln %s: --nats-creds: %w", cmd, err)
+	}
+	if *identity != "" {
+		if err := readJSONSecret(*identity, &cfg.Identity); err != nil {
+			return fmt.Errorf("kiln %s: --identity: %w", cmd, err)
+		}
+	}
 	if cfg.Identity.Token == "" && cmd != "controlplane" && cmd != "placement" {
-		return fmt.Errorf("KILN_CLUSTER_TOKEN is not set (roles authenticate to workers with it)")
+		return fmt.Errorf("kiln %s: no cluster token (--identity names the file; roles authenticate to workers with it)", cmd)
 	}
 	return Run(ctx, cmd, cfg)
+}
+
+// applyConfig sets each flag the JSON object in file names (a string, a
+// number, a boolean or a list, joined with commas) unless the command line
+// set it.
+func applyConfig(fs *flag.FlagSet, file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var settings map[string]any
+	if err := d.Decode(&settings); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for k, v := range settings {
+		if given[k] {
+			continue
+		}
+		if fs.Lookup(k) == nil || k == "config" {
+			return fmt.Errorf("%s: unknown setting %q", file, k)
+		}
+		s := fmt.Sprint(v)
+		if list, ok := v.([]any); ok {
+			parts := make([]string, len(list))
+			for i, x := range list {
+				parts[i] = fmt.Sprint(x)
+			}
+			s = strings.Join(parts, ",")
+		}
+		if err := fs.Set(k, s); err != nil {
+			return fmt.Errorf("%s: %s: %w", file, k, err)
+		}
+	}
+	return nil
 }
 
 func clusterCmd(ctx context.Context, args []string) error {
@@ -93,6 +173,9 @@ func clusterCmd(ctx context.Context, args []string) error {
 	mode := fs.String("mode", string(replica.Replicated), "up: replicated | single-owner")
 	function := fs.String("function", "", "status: also show this function's partition")
 	workerID := fs.String("worker", "", "drain: the worker to drain (its name, as in status)")
+	name := fs.String("name", "", "certs: the process's name (unique)")
+	role := fs.String("role", "", "certs: its role (nats, assignment, placement, worker, controlplane, frontend, admin)")
+	hosts := fs.String("host", "", "certs: addresses and names it serves on, comma-separated")
 	fs.Parse(args[1:])
 	out := json.NewEncoder(os.Stdout)
 	out.SetIndent("", "  ")
@@ -127,6 +210,22 @@ func clusterCmd(ctx context.Context, args []string) error {
 			return err
 		}
 		return out.Encode(map[string]string{"drained": *workerID})
+	case "certs":
+		if *name == "" || *role == "" || *hosts == "" {
+			return fmt.Errorf("usage: kiln cluster certs --dir DIR --name NAME --role ROLE --host ADDR[,ADDR]")
+		}
+		if !slices.Contains(append(natsRoles, "nats"), *role) {
+			return fmt.Errorf("kiln cluster certs: unknown role %q", *role)
+		}
+		is, err := openIssuer(*dir, newIdentity)
+		if err != nil {
+			return err
+		}
+		bundle, err := is.issue(*name, *role, hostsOf(*hosts))
+		if err != nil {
+			return err
+		}
+		return out.Encode(map[string]any{"bundle": bundle, "settings": bundleFlags(bundle, *role)})
 	case "down":
 		f, err := Load(*dir)
 		if err != nil {

@@ -124,7 +124,7 @@ func invoke(c *lambda.Client, name, payload string) outcome {
 
 func TestClusterInvokeAndStatus(t *testing.T) {
 	f := up(t, cluster.UpConfig{})
-	if len(f.Procs) != 13 {
+	if len(f.Procs) != 14 {
 		t.Fatalf("%d processes", len(f.Procs))
 	}
 	c := client(f, 0)

@@ -1,5 +1,9 @@
 package cluster
 
-// RoleEnv is the environment `kiln cluster up` gives every role, for fault
-// tests that start a role of their own.
-func (f *File) RoleEnv() []string { return f.identity.env() }
+import "path/filepath"
+
+// ConfigFile is the config file `kiln cluster up` wrote for a process, for
+// fault tests that start a role of their own.
+func (f *File) ConfigFile(name string) string {
+	return filepath.Join(f.Dir, "roles", name, bundleConfig)
+}

@@ -6,6 +6,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
@@ -22,7 +23,23 @@ type NATSConfig struct {
 	Listen  string   // client host:port
 	Cluster string   // route host:port
 	Routes  []string // other nodes' route host:port
+	// TLS, when set, is required of clients and routes alike, each
+	// presenting a certificate of the cluster's CA.
+	TLS *tls.Config
+	// Users may connect as clients (password: a bcrypt hash); none means anyone.
+	Users []NATSUser
+	// Route is the user and password nodes give each other.
+	Route NATSUser
 }
+
+// NATSUser is one client (or route) credential.
+type NATSUser struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// tlsTimeout is generous: a slow or loaded host must not fail handshakes.
+const tlsTimeout = 5
 
 // StartNATS runs a clustered JetStream node and waits until it accepts clients.
 func StartNATS(cfg NATSConfig) (*server.Server, error) {
@@ -37,12 +54,23 @@ func StartNATS(cfg NATSConfig) (*server.Server, error) {
 	opts := &server.Options{
 		ServerName: cfg.Name, Host: host, Port: port, JetStream: true, StoreDir: cfg.Dir,
 		NoSigs: true, NoLog: true, MaxPayload: 64 << 20,
-		Cluster: server.ClusterOpts{Name: "kiln", Host: chost, Port: cport},
+		Cluster: server.ClusterOpts{Name: "kiln", Host: chost, Port: cport,
+			Username: cfg.Route.User, Password: cfg.Route.Password},
+	}
+	if cfg.TLS != nil {
+		opts.TLSConfig, opts.TLSVerify, opts.TLSTimeout = cfg.TLS, true, tlsTimeout
+		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = cfg.TLS.Clone(), tlsTimeout
+	}
+	for _, u := range cfg.Users {
+		opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password})
 	}
 	for _, r := range cfg.Routes {
 		u, err := url.Parse("nats-route://" + r)
 		if err != nil {
 			return nil, err
+		}
+		if cfg.Route.User != "" {
+			u.User = url.UserPassword(cfg.Route.User, cfg.Route.Password)
 		}
 		opts.Routes = append(opts.Routes, u)
 	}

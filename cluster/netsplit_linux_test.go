@@ -151,7 +151,7 @@ func TestNetworkPartitionedLeaderProcess(t *testing.T) {
 	for _, p := range f.Procs {
 		switch {
 		case p.Role == "worker":
-			split.Expose(strings.TrimPrefix(p.Addr, "http://"))
+			split.Expose(strings.TrimPrefix(p.Addr, "https://"))
 		case p.Role == "assignment" && p.Name != "assignment-a":
 			hostMembers = append(hostMembers, p)
 		}
@@ -194,11 +194,10 @@ func TestNetworkPartitionedLeaderProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(kilnBinary(t), "assignment", "--name", cutName, "--zone", "a", "--nats", strings.Join(f.NATS, ","),
-		"--partitions", strconv.Itoa(f.Partitions), "--replicas", "3", "--data", filepath.Join(f.Dir, cutName),
-		"--index", "0", "--members", "3", "--lease", lease.String())
+	cmd := exec.Command(kilnBinary(t), "assignment", "--config", f.ConfigFile("assignment-a"), "--name", cutName,
+		"--zone", "a", "--nats", strings.Join(f.NATS, ","), "--partitions", strconv.Itoa(f.Partitions), "--replicas", "3",
+		"--data", filepath.Join(f.Dir, cutName), "--index", "0", "--members", "3", "--lease", lease.String())
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), f.RoleEnv()...)
 	err = split.Start(cmd)
 	logf.Close()
 	if err != nil {

@@ -2,16 +2,15 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -20,11 +19,13 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/codebucket"
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/runtimes"
@@ -41,31 +42,16 @@ const (
 	subjDrain     = "kiln.placement.drain"
 	subjWorkers   = "kiln.placement.workers"
 	subjCPWhere   = "kiln.controlplane.where"
-	subjCode      = "kiln.code.get"
 )
 
-// Identity is the default account and the secrets roles share; it comes
-// to every role in the environment (KILN_*), from `kiln cluster up`.
+// Identity is the default account and the secrets roles share; each role
+// reads what it needs of it from its bundle's identity.json (secrets.go).
 type Identity struct {
 	AccountID       string `json:"account_id"`
 	AccessKeyID     string `json:"access_key_id"`
 	SecretAccessKey string `json:"secret_access_key"`
 	URLSecret       []byte `json:"url_secret"`
 	Token           string `json:"cluster_token"` // authenticates roles to workers
-}
-
-// IdentityFromEnv reads KILN_ACCOUNT_ID, KILN_ACCESS_KEY_ID,
-// KILN_SECRET_ACCESS_KEY, KILN_URL_SECRET and KILN_CLUSTER_TOKEN.
-func IdentityFromEnv() Identity {
-	return Identity{AccountID: os.Getenv("KILN_ACCOUNT_ID"), AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"),
-		SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"), URLSecret: []byte(os.Getenv("KILN_URL_SECRET")),
-		Token: os.Getenv("KILN_CLUSTER_TOKEN")}
-}
-
-func (id Identity) env() []string {
-	return []string{"KILN_ACCOUNT_ID=" + id.AccountID, "KILN_ACCESS_KEY_ID=" + id.AccessKeyID,
-		"KILN_SECRET_ACCESS_KEY=" + id.SecretAccessKey, "KILN_URL_SECRET=" + string(id.URLSecret),
-		"KILN_CLUSTER_TOKEN=" + id.Token}
 }
 
 func (id Identity) keyring() *auth.Keyring {
@@ -90,12 +76,70 @@ type RoleConfig struct {
 	MemoryMB  int
 	CPUMillis int // 0: runtime.NumCPU()*1000
 	Identity  Identity
-	Logger    *slog.Logger
+	// TLS is this process's certificate and the CA it trusts: required of
+	// NATS and of the peers of workers and control planes. Nil means plain
+	// TCP (a cluster without the CA `kiln cluster up` makes).
+	TLS *pki.Config
+	// NATSUser is this role's NATS credential.
+	NATSUser NATSUser
+	Logger   *slog.Logger
 }
 
 func (c RoleConfig) connect() (*nats.Conn, error) {
-	return nats.Connect(strings.Join(c.NATS, ","), nats.Name(c.Name), nats.DontRandomize(),
-		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond), nats.Timeout(time.Second))
+	return natsConnect(c.NATS, c.Name, c.TLS, c.NATSUser, nats.DontRandomize(),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+}
+
+// natsConnect connects with a certificate and a user when given.
+func natsConnect(urls []string, name string, tlsc *pki.Config, user NATSUser, opts ...nats.Option) (*nats.Conn, error) {
+	opts = append(opts, nats.Name(name), nats.Timeout(2*time.Second))
+	if tlsc != nil {
+		opts = append(opts, nats.Secure(tlsc.Client()))
+	}
+	if user.User != "" {
+		opts = append(opts, nats.UserInfo(user.User, user.Password))
+	}
+	return nats.Connect(strings.Join(urls, ","), opts...)
+}
+
+// listen listens for the other roles: over TLS admitting peers of roles
+// when the process has a certificate. It returns the listener's URL.
+func (c RoleConfig) listen(roles ...string) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", c.Listen)
+	if err != nil {
+		return nil, "", err
+	}
+	if c.TLS == nil {
+		return ln, "http://" + ln.Addr().String(), nil
+	}
+	return tls.NewListener(ln, c.TLS.Server(roles...)), "https://" + ln.Addr().String(), nil
+}
+
+// transport is the HTTP client transport to workers and control planes.
+func (c RoleConfig) transport() *http.Transport {
+	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
+		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, ForceAttemptHTTP2: false}
+	if c.TLS != nil {
+		tr.TLSClientConfig = c.TLS.Client()
+	}
+	return tr
+}
+
+// codeStore is a worker's or a control plane's code directory, a cache of
+// the cluster's replicated bucket.
+func (c RoleConfig) codeStore(ctx context.Context, nc *nats.Conn) (*codestore.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	var b *codebucket.Bucket
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		b, err = codebucket.Open(ctx, js, c.Replicas)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return codestore.Open(codestore.Config{Dir: filepath.Join(c.DataDir, "code"), Remote: b})
 }
 
 // Run runs one role until ctx ends.
@@ -148,7 +192,7 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	err := retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
 		m, err = replica.Start(actx, replica.Config{NC: nc, Member: cfg.Name, Zone: cfg.Zone, Partitions: cfg.Partitions,
 			Index: cfg.Index, Members: cfg.Members, Replicas: cfg.Replicas, Mode: cfg.Mode, Lease: cfg.Lease,
-			IdleTimeout: cfg.IdleTimeout, Placer: &PlacerClient{NC: nc}, Workers: NewWorkerClient(cfg.Identity.Token),
+			IdleTimeout: cfg.IdleTimeout, Placer: &PlacerClient{NC: nc}, Workers: cfg.workerClient(),
 			Logger: cfg.Logger})
 		return err
 	})
@@ -344,49 +388,20 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 
 // ---- worker ----
 
-// codeFetcher gives a worker the code of a function: from its own store,
-// else fetched once from the control plane over NATS.
-type codeFetcher struct {
-	local *codestore.Store
-	nc    *nats.Conn
-	mu    sync.Mutex
-}
-
-func (c *codeFetcher) Dir(ctx context.Context, sha string) (string, error) {
-	if c.local.Has(sha) {
-		return c.local.Dir(ctx, sha)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.local.Has(sha) {
-		msg, err := c.nc.RequestWithContext(ctx, subjCode, []byte(sha))
-		if err != nil {
-			return "", fmt.Errorf("fetch code %s: %w", sha, err)
-		}
-		if e := msg.Header.Get("Error"); e != "" {
-			return "", fmt.Errorf("fetch code %s: %s", sha, e)
-		}
-		if _, err := c.local.Put(ctx, msg.Data); err != nil {
-			return "", err
-		}
-	}
-	return c.local.Dir(ctx, sha)
-}
-
 func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	runtimeDir := filepath.Join(cfg.DataDir, "runtimes")
 	if err := runtimes.Install(runtimeDir); err != nil {
 		return err
 	}
-	code, err := codestore.Open(codestore.Config{Dir: filepath.Join(cfg.DataDir, "code")})
+	code, err := cfg.codeStore(ctx, nc)
 	if err != nil {
 		return err
 	}
 	w := worker.New(worker.Config{ID: cfg.Name, Region: cfg.Region, RuntimeDir: runtimeDir,
-		Code: &codeFetcher{local: code, nc: nc}, Logger: cfg.Logger})
+		Code: code, Logger: cfg.Logger})
 	defer w.Close()
 	ws := &WorkerServer{W: w, Token: cfg.Identity.Token}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, addr, err := cfg.listen("frontend", "assignment")
 	if err != nil {
 		return err
 	}
@@ -396,7 +411,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if cfg.CPUMillis == 0 {
 		cfg.CPUMillis = runtime.NumCPU() * 1000
 	}
-	hb := Heartbeat{ID: cfg.Name, Zone: cfg.Zone, Addr: "http://" + ln.Addr().String(), MemoryMB: cfg.MemoryMB, CPUMillis: cfg.CPUMillis}
+	hb := Heartbeat{ID: cfg.Name, Zone: cfg.Zone, Addr: addr, MemoryMB: cfg.MemoryMB, CPUMillis: cfg.CPUMillis}
 	var load hostLoad
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
@@ -424,7 +439,7 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	code, err := codestore.Open(codestore.Config{Dir: filepath.Join(cfg.DataDir, "code")})
+	code, err := cfg.codeStore(ctx, nc)
 	if err != nil {
 		return err
 	}
@@ -437,30 +452,16 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		const max = 69905067
 		return max, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", max)
 	}, mux))
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, endpoint, err := cfg.listen("frontend")
 	if err != nil {
 		return err
 	}
 	srv := &http.Server{Handler: root, ReadHeaderTimeout: 30 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
-	endpoint := "http://" + ln.Addr().String()
 	s1, _ := nc.Subscribe(subjCPWhere, func(m *nats.Msg) { m.Respond([]byte(endpoint)) })
-	s2, _ := nc.Subscribe(subjCode, func(m *nats.Msg) {
-		reply := nats.NewMsg(m.Reply)
-		f, err := code.Open(context.Background(), string(m.Data))
-		if err == nil {
-			reply.Data, err = io.ReadAll(f)
-			f.Close()
-		}
-		if err != nil {
-			reply.Header.Set("Error", err.Error())
-		}
-		m.RespondMsg(reply)
-	})
 	<-ctx.Done()
 	s1.Unsubscribe()
-	s2.Unsubscribe()
 	return nil
 }
 
@@ -475,7 +476,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	client, err := replica.NewClient(ctx, nc, cfg.Partitions, cfg.Replicas, NewWorkerClient(cfg.Identity.Token))
+	client, err := replica.NewClient(ctx, nc, cfg.Partitions, cfg.Replicas, cfg.workerClient())
 	if err != nil {
 		return err
 	}
@@ -494,7 +495,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 			return limit, tooLarge
 		}, invokes))
 	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	root.Handle("/", controlplaneProxy(nc))
+	root.Handle("/", controlplaneProxy(nc, cfg.transport()))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
@@ -509,8 +510,8 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 
 // controlplaneProxy sends management calls, untouched (their SigV4
 // signature covers the Host header, which is kept), to a control plane
-// found over NATS.
-func controlplaneProxy(nc *nats.Conn) http.Handler {
+// found over NATS: whichever answers first, until a call to it fails.
+func controlplaneProxy(nc *nats.Conn, tr http.RoundTripper) http.Handler {
 	var mu sync.Mutex
 	var target *url.URL
 	where := func() (*url.URL, error) {
@@ -527,10 +528,12 @@ func controlplaneProxy(nc *nats.Conn) http.Handler {
 		return target, err
 	}
 	proxy := &httputil.ReverseProxy{
+		Transport: tr,
 		Rewrite: func(r *httputil.ProxyRequest) {
 			t, _ := where()
 			r.SetURL(t)
 			r.Out.Host = r.In.Host
+			r.SetXForwarded() // the control plane's Code.Location URLs name this frontend's scheme
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			mu.Lock()

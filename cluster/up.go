@@ -11,12 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/codebucket"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/nats-io/nats.go"
@@ -49,7 +52,6 @@ type File struct {
 	AccessKeyID     string       `json:"access_key_id"`
 	SecretAccessKey string       `json:"secret_access_key"`
 	Procs           []Proc       `json:"procs"`
-	identity        Identity
 }
 
 // UpConfig configures a local cluster.
@@ -123,16 +125,27 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
 		return nil, err
 	}
-	id := Identity{AccountID: "1" + random(6)[:11], AccessKeyID: cfg.AccessKeyID, SecretAccessKey: cfg.SecretAccessKey,
-		URLSecret: []byte(random(16)), Token: random(24)}
-	id.AccountID = numeric(id.AccountID)
+	is, err := openIssuer(dir, func() Identity {
+		id := newIdentity()
+		id.AccessKeyID, id.SecretAccessKey = cfg.AccessKeyID, cfg.SecretAccessKey
+		return id
+	})
+	if err != nil {
+		return nil, err
+	}
+	id := is.secrets.Identity
+	if _, err := is.issue(adminName, "admin", localHosts); err != nil {
+		return nil, err
+	}
 	f = &File{Dir: dir, Region: cfg.Region, Partitions: cfg.Partitions, Replicas: 3, Mode: cfg.Mode, AccountID: id.AccountID,
-		AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, identity: id}
+		AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey}
 	defer func() {
 		if err != nil {
 			f.Down()
 		}
 	}()
+	// start issues the process's bundle, writes its settings (args, flag
+	// and value pairs, and where its bundle is) as its config file, and runs it.
 	start := func(p Proc, args ...string) (Proc, error) {
 		p.Log = filepath.Join(dir, "logs", p.Name+".log")
 		logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -140,10 +153,22 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return p, err
 		}
 		defer logf.Close()
-		p.Args = append([]string{p.Role}, args...)
+		bundle, err := is.issue(p.Name, p.Role, localHosts)
+		if err != nil {
+			return p, err
+		}
+		settings := bundleFlags(bundle, p.Role)
+		for i := 0; i+1 < len(args); i += 2 {
+			settings[strings.TrimPrefix(args[i], "--")] = args[i+1]
+		}
+		config, err := writeConfig(bundle, settings)
+		if err != nil {
+			return p, err
+		}
+		p.Args = []string{p.Role, "--config", config, "--name", p.Name}
 		cmd := exec.Command(cfg.Binary, p.Args...)
 		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Env = append(os.Environ(), id.env()...)
+		cmd.Env = withoutSecrets(os.Environ())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives `kiln cluster up`
 		if err := cmd.Start(); err != nil {
 			return p, err
@@ -182,7 +207,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		}
 		f.NATS = append(f.NATS, "nats://"+clients[i])
 	}
-	if err := waitJetStream(ctx, f.NATS, 30*time.Second); err != nil {
+	if err := f.waitJetStream(ctx, 30*time.Second); err != nil {
 		return f, err
 	}
 	if err := f.prepare(ctx); err != nil {
@@ -206,13 +231,17 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
 		return f, err
 	}
-	cpAddr, err := listen()
-	if err != nil {
-		return f, err
-	}
-	if _, err := start(Proc{Name: "controlplane", Role: "controlplane", Zone: zones[1], Addr: "http://" + cpAddr},
-		append(common("controlplane", 1), "--listen", cpAddr)...); err != nil {
-		return f, err
+	// Two control planes, in zones b and c: frontends use whichever answers.
+	for i := 1; i <= 2; i++ {
+		name := fmt.Sprintf("controlplane-%d", i)
+		cpAddr, err := listen()
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr},
+			append(common(name, i), "--listen", cpAddr)...); err != nil {
+			return f, err
+		}
 	}
 	for i, z := range zones {
 		name := "assignment-" + z
@@ -228,7 +257,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		if err != nil {
 			return f, err
 		}
-		if _, err := start(Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "http://" + addr},
+		if _, err := start(Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "https://" + addr},
 			append(common(name, zi), "--listen", addr)...); err != nil {
 			return f, err
 		}
@@ -267,6 +296,7 @@ func (f *File) prepare(ctx context.Context) error {
 			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: 3})
 			return err
 		},
+		func(ctx context.Context) error { _, err := codebucket.Open(ctx, js, 3); return err },
 	}
 	for p := 0; p < f.Partitions; p++ {
 		steps = append(steps, func(ctx context.Context) error { return replica.CreateJournal(ctx, js, p, 3) })
@@ -291,6 +321,26 @@ func retryFor(ctx context.Context, d time.Duration, fn func(context.Context) err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// adminName is the operator's bundle; localHosts what a local cluster's
+// certificates are valid for.
+const adminName = "admin"
+
+var localHosts = []string{"127.0.0.1", "localhost"}
+
+// newIdentity makes a cluster's default account and shared secrets.
+func newIdentity() Identity {
+	return Identity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
+		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24)}
+}
+
+// withoutSecrets drops the access key a user may have exported for `kiln
+// cluster up` from its children's environment: roles read secrets from files.
+func withoutSecrets(env []string) []string {
+	return slices.DeleteFunc(env, func(kv string) bool {
+		return strings.HasPrefix(kv, "KILN_ACCESS_KEY_ID=") || strings.HasPrefix(kv, "KILN_SECRET_ACCESS_KEY=")
+	})
 }
 
 func numeric(s string) string {
@@ -318,11 +368,11 @@ func Load(dir string) (*File, error) {
 	return &f, json.Unmarshal(b, &f)
 }
 
-func waitJetStream(ctx context.Context, urls []string, d time.Duration) error {
+func (f *File) waitJetStream(ctx context.Context, d time.Duration) error {
 	deadline := time.Now().Add(d)
 	var last error
 	for time.Now().Before(deadline) {
-		nc, err := nats.Connect(strings.Join(urls, ","), nats.Timeout(time.Second))
+		nc, err := f.connect()
 		if err == nil {
 			js, _ := jetstream.New(nc)
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -339,9 +389,22 @@ func waitJetStream(ctx context.Context, urls []string, d time.Duration) error {
 	return fmt.Errorf("nats cluster not ready: %v", last)
 }
 
-// Connect connects to the cluster's NATS.
-func (f *File) Connect() (*nats.Conn, error) {
-	return nats.Connect(strings.Join(f.NATS, ","), nats.Timeout(time.Second), nats.MaxReconnects(-1))
+// Connect connects to the cluster's NATS as its operator ("admin", with
+// the bundle `kiln cluster up` made in DIR/roles/admin).
+func (f *File) Connect() (*nats.Conn, error) { return f.connect(nats.MaxReconnects(-1)) }
+
+func (f *File) connect(opts ...nats.Option) (*nats.Conn, error) {
+	bundle := filepath.Join(f.Dir, "roles", adminName)
+	tlsc, err := pki.Files{CA: filepath.Join(bundle, bundleCA), Cert: filepath.Join(bundle, bundleCert),
+		Key: filepath.Join(bundle, bundleKey)}.Config()
+	if err != nil {
+		return nil, err
+	}
+	var user NATSUser
+	if err := readJSONSecret(filepath.Join(bundle, bundleNATS), &user); err != nil {
+		return nil, err
+	}
+	return natsConnect(f.NATS, adminName, tlsc, user, opts...)
 }
 
 func (f *File) waitReady(ctx context.Context, workers int, d time.Duration) error {

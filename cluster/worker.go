@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,9 +22,11 @@ import (
 	"github.com/kiln-dev/kiln/worker"
 )
 
-// The worker's HTTP API between roles. Every call carries the cluster
-// token as "Authorization: Bearer TOKEN". Environments are named by the
-// ids assignment gives them.
+// The worker's HTTP API between roles, over TLS that admits only
+// frontends and assignment members holding a certificate of the cluster's
+// CA. Every call also carries the cluster token as "Authorization: Bearer
+// TOKEN" (compared in constant time). Environments are named by the ids
+// assignment gives them.
 //
 //	POST   /kiln/envs/{id}          EnvSpec JSON → {"init": ns} | 422 InitError | 5xx
 //	POST   /kiln/envs/{id}/invoke   payload; X-Kiln-* headers → payload; X-Kiln-* headers
@@ -44,7 +48,8 @@ func (s *WorkerServer) Handler() http.Handler {
 	mux.HandleFunc("POST /kiln/envs/{id}/invoke", s.invoke)
 	mux.HandleFunc("DELETE /kiln/envs/{id}", s.destroy)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Authorization") != "Bearer "+s.Token {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
 			http.Error(w, "bad cluster token", http.StatusUnauthorized)
 			return
 		}
@@ -145,11 +150,9 @@ type WorkerClient struct {
 	HTTP  *http.Client
 }
 
-// NewWorkerClient returns a client with pooled connections.
-func NewWorkerClient(token string) *WorkerClient {
-	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
-	return &WorkerClient{Token: token, HTTP: &http.Client{Transport: tr}}
+// workerClient is this role's client of workers, with pooled connections.
+func (c RoleConfig) workerClient() *WorkerClient {
+	return &WorkerClient{Token: c.Identity.Token, HTTP: &http.Client{Transport: c.transport()}}
 }
 
 func (c *WorkerClient) do(ctx context.Context, method, url string, body []byte, hdr map[string]string) (*http.Response, error) {

@@ -24,7 +24,8 @@ const CodeURLLifetime = 10 * time.Minute
 
 const codePath = "/kiln/code/"
 
-// codeURL is a download URL for a package on the host the request came to,
+// codeURL is a download URL for a package on the host the request came to
+// (a proxying frontend's, which keeps Host and says its scheme),
 // authorized like an S3 presigned URL: an expiry and an HMAC over it.
 func (s *Service) codeURL(r *http.Request, sha string) string {
 	h, err := codestore.HexOf(sha)
@@ -34,6 +35,9 @@ func (s *Service) codeURL(r *http.Request, sha string) string {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "http" || p == "https" {
+		scheme = p // behind a cluster frontend, whose scheme the client sees
 	}
 	expires := s.cfg.Now().Add(CodeURLLifetime).Unix()
 	q := url.Values{"Expires": {strconv.FormatInt(expires, 10)}, "Signature": {s.codeSignature(h, expires)}}

@@ -81,8 +81,8 @@ func (ca *CA) Issue(name, role string, hosts []string) (certPEM, keyPEM []byte, 
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: name, OrganizationalUnit: []string{role}, Organization: []string{"kiln"}},
 		NotBefore:    now.Add(-time.Minute), NotAfter: now.Add(CertLifetime),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -248,11 +248,12 @@ func (f Files) Config() (*Config, error) {
 }
 
 // Server is the tls.Config of a listener that admits only clients with a
-// certificate of the CA and, when roles are given, one of those roles.
+// certificate of the CA and, when roles are given, one of those roles. It
+// also trusts the CA when dialing, as NATS routes use one config both ways.
 func (c *Config) Server(roles ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{c.cert},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: c.pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: c.pool, RootCAs: c.pool,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(roles) == 0 {
 				return nil
