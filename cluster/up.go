@@ -19,8 +19,8 @@ import (
 
 	"github.com/kiln-dev/kiln/codebucket"
 	"github.com/kiln-dev/kiln/metadata"
-	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/partition"
+	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
