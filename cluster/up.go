@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -71,7 +73,38 @@ type UpConfig struct {
 
 var zones = []string{"a", "b", "c"}
 
+var (
+	pickedMu sync.Mutex
+	picked   = map[int]bool{}
+)
+
+// freePort finds a port for a process to listen on, below the kernel's
+// ephemeral range: a port there, free now, cannot be taken by an outgoing
+// connection (of the cluster or of anything else on the host) before the
+// process binds it, as one from port 0 could.
 func freePort() (string, error) {
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
+				lo = n
+			}
+		}
+	}
+	pickedMu.Lock()
+	defer pickedMu.Unlock()
+	for range 100 {
+		port := 1024 + mrand.IntN(lo-1024)
+		if picked[port] {
+			continue // handed out already, maybe not bound yet
+		}
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			picked[port] = true
+			return addr, nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
