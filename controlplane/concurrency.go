@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/metadata"
@@ -33,8 +34,11 @@ func (s *Service) putFunctionConcurrency(c *call) error {
 	}
 	// The check reads every function of the account; holding the lock until
 	// the write keeps two concurrent reservations from both passing it.
-	s.concurrencyMu.Lock()
-	defer s.concurrencyMu.Unlock()
+	unlock, err := s.lockConcurrency(c)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	others, found, err := s.reservedByOthers(c, ref.Name)
 	if err != nil {
 		return err
@@ -72,8 +76,11 @@ func (s *Service) deleteFunctionConcurrency(c *call) error {
 	if err != nil {
 		return err
 	}
-	s.concurrencyMu.Lock()
-	defer s.concurrencyMu.Unlock()
+	unlock, err := s.lockConcurrency(c)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if _, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
 		f.ReservedConcurrency = nil
 		return nil
@@ -81,6 +88,12 @@ func (s *Service) deleteFunctionConcurrency(c *call) error {
 		return err
 	}
 	return c.noContent()
+}
+
+// lockConcurrency takes the account's concurrency lock, which serializes
+// reservations (reserved and provisioned) across every control plane.
+func (s *Service) lockConcurrency(c *call) (func(), error) {
+	return s.store.Lock(c.ctx, "concurrency-"+c.caller.Account, 10*time.Second)
 }
 
 // reservedByOthers sums the reserved concurrency of the account's functions

@@ -114,8 +114,17 @@ func start(t *testing.T, dir string, edit func(*controlplane.Config)) *kiln {
 		edit(&cfg)
 	}
 	k.svc = controlplane.New(cfg)
+	k.srv = serve(k.svc)
+	k.client = newClient(k.srv.URL, keyID, secret)
+	k.other = newClient(k.srv.URL, keyID2, secret2)
+	t.Cleanup(k.stop)
+	return k
+}
+
+// serve runs a control plane's API behind SigV4 on an HTTP test server.
+func serve(svc *controlplane.Service) *httptest.Server {
 	mux := http.NewServeMux()
-	k.svc.Register(mux)
+	svc.Register(mux)
 	keyring := auth.NewKeyring(
 		auth.Credential{AccessKeyID: keyID, SecretAccessKey: secret, Account: account},
 		auth.Credential{AccessKeyID: keyID2, SecretAccessKey: secret2, Account: account2})
@@ -123,13 +132,31 @@ func start(t *testing.T, dir string, edit func(*controlplane.Config)) *kiln {
 		return 70 << 20, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", 70<<20)
 	}
 	root := http.NewServeMux()
-	root.Handle("/kiln/code/", k.svc.CodeHandler())
+	root.Handle("/kiln/code/", svc.CodeHandler())
 	root.Handle("/", auth.Middleware(keyring, limit, mux))
-	k.srv = httptest.NewServer(root)
-	k.client = newClient(k.srv.URL, keyID, secret)
-	k.other = newClient(k.srv.URL, keyID2, secret2)
-	t.Cleanup(k.stop)
-	return k
+	return httptest.NewServer(root)
+}
+
+// twin runs a second control plane on the same JetStream and code store,
+// with its own connection (a cluster's other control plane), configured
+// by edit, and returns a client of it.
+func (k *kiln) twin(edit func(*controlplane.Config)) *lambda.Client {
+	k.t.Helper()
+	nc, err := k.nats.Connect()
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	k.t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	store, err := metadata.Open(context.Background(), js, metadata.Config{})
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	cfg := controlplane.Config{Store: store, Code: k.code, Region: region, URLSecret: urlSecret, Now: k.clock.now}
+	edit(&cfg)
+	srv := serve(controlplane.New(cfg))
+	k.t.Cleanup(srv.Close)
+	return newClient(srv.URL, keyID, secret)
 }
 
 func (k *kiln) stop() {
@@ -904,6 +931,39 @@ func TestReservedConcurrency(t *testing.T) {
 	small.create("s", zip)
 	_, err = small.client.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("s"), ReservedConcurrentExecutions: aws.Int32(1)})
 	wantErr(t, err, "InvalidParameterValueException", 400, "below its minimum value of [10].")
+}
+
+// TestReservationsAcrossControlPlanes: reservations racing through two
+// control planes never reserve more than the account allows together.
+func TestReservationsAcrossControlPlanes(t *testing.T) {
+	limit := func(c *controlplane.Config) { c.AccountConcurrency = 200 }
+	k := start(t, "", limit)
+	clients := []*lambda.Client{k.client, k.twin(limit)}
+	zip := bootstrapZip(t, "c")
+	const n = 8
+	for i := 0; i < n; i++ {
+		k.create(fmt.Sprintf("r%d", i), zip)
+	}
+	// 100 reservable (200 less 100 unreserved); each asks for 30: three fit.
+	var wg sync.WaitGroup
+	var ok atomic.Int32
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := clients[i%2].PutFunctionConcurrency(context.Background(), &lambda.PutFunctionConcurrencyInput{
+				FunctionName: aws.String(fmt.Sprintf("r%d", i)), ReservedConcurrentExecutions: aws.Int32(30)})
+			if err == nil {
+				ok.Add(1)
+			} else if !strings.Contains(err.Error(), "InvalidParameterValueException") {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 3 {
+		t.Fatalf("%d reservations of 30 succeeded with 100 reservable", ok.Load())
+	}
 }
 
 func TestCodeDownload(t *testing.T) {

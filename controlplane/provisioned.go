@@ -63,8 +63,11 @@ func (s *Service) putProvisionedConcurrency(c *call) error {
 	if *n < 1 {
 		return validation(*n, "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
 	}
-	s.concurrencyMu.Lock()
-	defer s.concurrencyMu.Unlock()
+	unlock, err := s.lockConcurrency(c)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	reservedElsewhere, _, err := s.reservedByOthers(c, ref.Name)
 	if err != nil {
 		return err

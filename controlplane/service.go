@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -55,10 +54,6 @@ type Service struct {
 	store *metadata.Store
 	code  *codestore.Store
 	log   *slog.Logger
-
-	// concurrencyMu serializes PutFunctionConcurrency's check of the
-	// account-wide sum with its write (within this process).
-	concurrencyMu sync.Mutex
 }
 
 // New returns the control plane.

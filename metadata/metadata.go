@@ -269,6 +269,43 @@ func (s *Store) Modify(ctx context.Context, account, name string, change func(*F
 	}
 }
 
+// Lock takes the lock called name, shared by every process using the
+// bucket (control planes: checks that read many functions before writing
+// one), waiting while another holds it. A holder that died is overtaken
+// once ttl has passed since it took the lock (by the clocks of the hosts,
+// which must agree to well within ttl). Unlock releases it unless it was
+// overtaken meanwhile.
+func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (unlock func(), err error) {
+	k := "lock-" + name // no dot: never read as an account's function (List, All)
+	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		until := []byte(strconv.FormatInt(time.Now().Add(ttl).UnixNano(), 10))
+		rev, err := s.kv.Create(ctx, k, until)
+		if errors.Is(err, jetstream.ErrKeyExists) {
+			var e jetstream.KeyValueEntry
+			if e, err = s.kv.Get(ctx, k); err == nil {
+				err = jetstream.ErrKeyExists
+				if held, _ := strconv.ParseInt(string(e.Value()), 10, 64); time.Now().UnixNano() > held {
+					rev, err = s.kv.Update(ctx, k, until, e.Revision())
+				}
+			}
+		}
+		if err == nil {
+			return func() { s.kv.Delete(context.WithoutCancel(ctx), k, jetstream.LastRevision(rev)) }, nil
+		}
+		var apiErr *jetstream.APIError
+		lost := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) ||
+			errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+		if !lost && !isTransient(err) {
+			return nil, fmt.Errorf("metadata lock %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("metadata lock %s: %w", name, ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
 // Delete removes a function and all its versions and aliases.
 func (s *Store) Delete(ctx context.Context, account, name string) error {
 	if _, err := s.Get(ctx, account, name); err != nil {
