@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
@@ -165,13 +166,22 @@ func TestControlPlaneKilledMidUpdate(t *testing.T) {
 		t.Fatalf("update: CodeSha256 %s size %d, want %s %d", aws.ToString(out.CodeSha256), out.CodeSize, v2, len(v2zip))
 	}
 
-	// Three invokes at once: one new environment in each zone's worker.
+	// A new function of the same package, invoked three times at once:
+	// one new environment on each zone's worker (placement spreads a
+	// function's environments over zones), each worker fetching the
+	// package by digest. (A new function, so that no environment of the
+	// old code, nor a frontend's cache of the old metadata, has a say.)
+	_, err = c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("big2"), Runtime: types.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role), Code: &types.FunctionCode{ZipFile: v2zip}, Timeout: aws.Int32(10)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	outcomes := make([]outcome, 3)
 	for i := range outcomes {
 		wg.Add(1)
-		go func() { defer wg.Done(); outcomes[i] = invoke(c, "big", `{"action":"sleep","ms":3000}`) }()
+		go func() { defer wg.Done(); outcomes[i] = invoke(c, "big2", `{"action":"sleep","ms":2000}`) }()
 	}
 	wg.Wait()
 	for i, o := range outcomes {
@@ -181,17 +191,19 @@ func TestControlPlaneKilledMidUpdate(t *testing.T) {
 	}
 	t.Logf("three cold starts of the large package, one per worker, in %v", time.Since(start))
 	h, _ := codestore.HexOf(v2)
-	for w, fns := range envsByWorker(t, f) {
-		if fns["big"] == "" {
-			t.Errorf("no environment of the function on %s", w)
+	envs := envsByWorker(t, f)
+	for _, p := range f.Procs {
+		if p.Role != "worker" {
+			continue
 		}
-		zipped, err := os.ReadFile(filepath.Join(f.Dir, w, "code", "zips", h+".zip"))
+		if envs[p.Name]["big2"] == "" {
+			t.Errorf("no environment of the function on %s", p.Name)
+		}
+		zipped, err := os.ReadFile(filepath.Join(f.Dir, p.Name, "code", "zips", h+".zip"))
 		if sum := sha256.Sum256(zipped); err != nil || hex.EncodeToString(sum[:]) != h {
-			t.Errorf("%s holds no copy of the package: %v", w, err)
+			t.Errorf("%s holds no copy of the package: %v", p.Name, err)
 		}
 	}
-	if n := len(envsByWorker(t, f)); n != 3 {
-		t.Errorf("environments on %d workers, want 3", n)
-	}
+	serves(t, rc, "big2", v2, "v2")
 	serves(t, rc, "big", v2, "v2")
 }
