@@ -52,6 +52,7 @@ func Main(cmd string, args []string) error {
 	fs.StringVar(&cfg.Name, "name", cmd, "unique name of this process")
 	fs.StringVar(&cfg.Zone, "zone", "a", "availability zone")
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:0", "HTTP listen address (frontend, controlplane, worker; nats: client address)")
+	fs.StringVar(&cfg.Advertise, "advertise", "", "worker, controlplane: host:port other roles reach it at (default: the listen address)")
 	fs.StringVar(&cfg.DataDir, "data", ".kiln-"+cmd, "data directory")
 	fs.StringVar(&cfg.Region, "region", "us-east-1", "region")
 	fs.IntVar(&cfg.Partitions, "partitions", 6, "assignment partitions")

@@ -63,6 +63,9 @@ type RoleConfig struct {
 	NATS       []string // client URLs, this zone's node first
 	Name, Zone string
 	Listen     string // HTTP host:port (frontend, controlplane, worker)
+	// Advertise is the host:port other roles reach a worker or control
+	// plane at; empty means the listener's address.
+	Advertise string
 	DataDir    string
 	Region     string
 	Partitions int
@@ -109,10 +112,14 @@ func (c RoleConfig) listen(roles ...string) (net.Listener, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	if c.TLS == nil {
-		return ln, "http://" + ln.Addr().String(), nil
+	addr := c.Advertise
+	if addr == "" {
+		addr = ln.Addr().String()
 	}
-	return tls.NewListener(ln, c.TLS.Server(roles...)), "https://" + ln.Addr().String(), nil
+	if c.TLS == nil {
+		return ln, "http://" + addr, nil
+	}
+	return tls.NewListener(ln, c.TLS.Server(roles...)), "https://" + addr, nil
 }
 
 // transport is the HTTP client transport to workers and control planes.

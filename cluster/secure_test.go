@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -80,10 +82,12 @@ func refusedByServer(t *testing.T, name string, err error) {
 	}
 }
 
-// TestRolesRefuseStrangers: a process without the cluster's certificate
-// or its role's credentials is refused by NATS and by workers; secrets
-// are in files only their owner reads, and in no process's environment.
-func TestRolesRefuseStrangers(t *testing.T) {
+// TestRoleCredentials: a process without the cluster's certificate or its
+// role's credentials is refused by NATS and by workers; secrets are in
+// files only their owner reads, and in no process's environment; a new
+// host's worker joins with a bundle from `kiln cluster certs` and a config
+// file, as the README's three-host deployment does.
+func TestRoleCredentials(t *testing.T) {
 	f := up(t, cluster.UpConfig{Workers: 1})
 	admin := readBundle(t, f, "admin")
 	front := readBundle(t, f, "frontend-1")
@@ -174,6 +178,54 @@ func TestRolesRefuseStrangers(t *testing.T) {
 				t.Errorf("%s: status %d (%v), want %d", tc.name, status, err, tc.status)
 			} else {
 				t.Logf("%s: %d %v", tc.name, status, err)
+			}
+		}
+	})
+
+	t.Run("a new host joins", func(t *testing.T) {
+		out, err := exec.Command(kilnBinary(t), "cluster", "certs", "--dir", f.Dir, "--name", "worker-x", "--role", "worker",
+			"--host", "127.0.0.1").Output()
+		if err != nil {
+			t.Fatalf("kiln cluster certs: %v", err)
+		}
+		var issued struct {
+			Settings map[string]string `json:"settings"`
+		}
+		if err := json.Unmarshal(out, &issued); err != nil {
+			t.Fatalf("kiln cluster certs printed %s: %v", out, err)
+		}
+		settings := map[string]any{"name": "worker-x", "zone": "a", "nats": f.NATS, "listen": "127.0.0.1:0",
+			"data": t.TempDir(), "partitions": f.Partitions}
+		for k, v := range issued.Settings {
+			settings[k] = v
+		}
+		config := filepath.Join(t.TempDir(), "config.json")
+		b, _ := json.Marshal(settings)
+		if err := os.WriteFile(config, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(kilnBinary(t), "worker", "--config", config)
+		logs := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = logs, logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			if t.Failed() {
+				t.Logf("worker-x log:\n%s", logs)
+			}
+		}()
+		for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			st, err := f.Status(ctx, "")
+			if err == nil && slices.ContainsFunc(st.Workers, func(w cluster.WorkerStatus) bool {
+				return w.ID == "worker-x" && w.Healthy && strings.HasPrefix(w.Addr, "https://")
+			}) {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("worker-x did not join: %+v %v", st, err)
 			}
 		}
 	})
