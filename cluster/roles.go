@@ -65,7 +65,7 @@ type RoleConfig struct {
 	Listen     string // HTTP host:port (frontend, controlplane, worker)
 	// Advertise is the host:port other roles reach a worker or control
 	// plane at; empty means the listener's address.
-	Advertise string
+	Advertise  string
 	DataDir    string
 	Region     string
 	Partitions int
