@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,14 +12,11 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
-	"github.com/kiln-dev/kiln/codebucket"
-	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/frontend"
@@ -91,62 +87,6 @@ type RoleConfig struct {
 func (c RoleConfig) connect() (*nats.Conn, error) {
 	return natsConnect(c.NATS, c.Name, c.TLS, c.NATSUser, nats.DontRandomize(),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-}
-
-// natsConnect connects with a certificate and a user when given.
-func natsConnect(urls []string, name string, tlsc *pki.Config, user NATSUser, opts ...nats.Option) (*nats.Conn, error) {
-	opts = append(opts, nats.Name(name), nats.Timeout(2*time.Second))
-	if tlsc != nil {
-		opts = append(opts, nats.Secure(tlsc.Client()))
-	}
-	if user.User != "" {
-		opts = append(opts, nats.UserInfo(user.User, user.Password))
-	}
-	return nats.Connect(strings.Join(urls, ","), opts...)
-}
-
-// listen listens for the other roles: over TLS admitting peers of roles
-// when the process has a certificate. It returns the listener's URL.
-func (c RoleConfig) listen(roles ...string) (net.Listener, string, error) {
-	ln, err := net.Listen("tcp", c.Listen)
-	if err != nil {
-		return nil, "", err
-	}
-	addr := c.Advertise
-	if addr == "" {
-		addr = ln.Addr().String()
-	}
-	if c.TLS == nil {
-		return ln, "http://" + addr, nil
-	}
-	return tls.NewListener(ln, c.TLS.Server(roles...)), "https://" + addr, nil
-}
-
-// transport is the HTTP client transport to workers and control planes.
-func (c RoleConfig) transport() *http.Transport {
-	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext, ForceAttemptHTTP2: false}
-	if c.TLS != nil {
-		tr.TLSClientConfig = c.TLS.Client()
-	}
-	return tr
-}
-
-// codeStore is a worker's or a control plane's code directory, a cache of
-// the cluster's replicated bucket.
-func (c RoleConfig) codeStore(ctx context.Context, nc *nats.Conn) (*codestore.Store, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	var b *codebucket.Bucket
-	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
-		b, err = codebucket.Open(ctx, js, c.Replicas)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	return codestore.Open(codestore.Config{Dir: filepath.Join(c.DataDir, "code"), Remote: b})
 }
 
 // Run runs one role until ctx ends.

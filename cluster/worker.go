@@ -150,11 +150,6 @@ type WorkerClient struct {
 	HTTP  *http.Client
 }
 
-// workerClient is this role's client of workers, with pooled connections.
-func (c RoleConfig) workerClient() *WorkerClient {
-	return &WorkerClient{Token: c.Identity.Token, HTTP: &http.Client{Transport: c.transport()}}
-}
-
 func (c *WorkerClient) do(ctx context.Context, method, url string, body []byte, hdr map[string]string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
