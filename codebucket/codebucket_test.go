@@ -7,6 +7,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kiln-dev/kiln/codebucket"
@@ -90,5 +92,58 @@ func TestSharedThroughTheBucket(t *testing.T) {
 	}
 	if _, err := wk.Dir(ctx, missing); err == nil {
 		t.Fatal("a zip under another's digest was accepted")
+	}
+}
+
+// counted counts the downloads from the bucket under it.
+type counted struct {
+	*codebucket.Bucket
+	gets atomic.Int32
+}
+
+func (c *counted) Get(ctx context.Context, h string) ([]byte, error) {
+	c.gets.Add(1)
+	return c.Bucket.Get(ctx, h)
+}
+
+// TestOneDownloadAtOnce: a worker starting many environments of new code
+// at once downloads it once.
+func TestOneDownloadAtOnce(t *testing.T) {
+	ctx := context.Background()
+	srv, err := natsd.Start(natsd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	b, err := codebucket.Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
+	code, err := cp.Put(ctx, zipOf(t, "bootstrap", string(bytes.Repeat([]byte("x"), 1<<20))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := &counted{Bucket: b}
+	wk, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: remote})
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := wk.Dir(ctx, code.Sha256); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := remote.gets.Load(); n != 1 {
+		t.Fatalf("%d downloads", n)
 	}
 }

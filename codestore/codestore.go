@@ -93,7 +93,7 @@ type Store struct {
 	sizes map[string]int64 // hex digest → zip size, for TotalSize
 	total int64
 
-	fetchMu sync.Mutex // one download from the Remote at a time
+	fetching map[string]chan struct{} // hex digest → closed when its download ends
 }
 
 // Open opens (creating if needed) the store in cfg.Dir and clears leftovers
@@ -109,7 +109,7 @@ func Open(cfg Config) (*Store, error) {
 		cfg.MaxUnzipped = DefaultMaxUnzipped
 	}
 	s := &Store{cfg: cfg, zips: filepath.Join(cfg.Dir, "zips"), trees: filepath.Join(cfg.Dir, "trees"),
-		tmp: filepath.Join(cfg.Dir, "tmp"), sizes: map[string]int64{}}
+		tmp: filepath.Join(cfg.Dir, "tmp"), sizes: map[string]int64{}, fetching: map[string]chan struct{}{}}
 	if abs, err := filepath.Abs(s.trees); err == nil {
 		s.maxName = min(maxNameLen, pathMax-1-len(abs)-1-sha256.Size*2-1)
 	}
@@ -254,17 +254,43 @@ func (s *Store) Open(ctx context.Context, sha string) (*os.File, error) {
 	return f, err
 }
 
-// fetch brings a package the directory lacks from the Remote, validating
-// it as an upload (the Remote is shared, so not trusted more than a client).
+// fetch brings a package the directory lacks from the Remote, once however
+// many ask for it at a time.
 func (s *Store) fetch(ctx context.Context, h string) error {
 	if s.cfg.Remote == nil {
 		return nil
 	}
-	s.fetchMu.Lock()
-	defer s.fetchMu.Unlock()
-	if _, err := os.Stat(s.zipPath(h)); err == nil {
-		return nil
+	for {
+		if _, err := os.Stat(s.zipPath(h)); err == nil {
+			return nil
+		}
+		s.mu.Lock()
+		busy, ok := s.fetching[h]
+		if !ok {
+			s.fetching[h] = make(chan struct{})
+		}
+		s.mu.Unlock()
+		if !ok {
+			break
+		}
+		select { // then look again: the download may have failed
+		case <-busy:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
+	defer func() {
+		s.mu.Lock()
+		close(s.fetching[h])
+		delete(s.fetching, h)
+		s.mu.Unlock()
+	}()
+	return s.download(ctx, h)
+}
+
+// download gets a package from the Remote and validates it as an upload
+// (the Remote is shared, so trusted no more than a client).
+func (s *Store) download(ctx context.Context, h string) error {
 	zip, err := s.cfg.Remote.Get(ctx, h)
 	if err != nil {
 		return fmt.Errorf("codestore: fetching %s: %w", h, err)
