@@ -122,6 +122,9 @@ func Main(cmd string, args []string) error {
 	if cfg.Identity.Token == "" && cmd != "controlplane" && cmd != "placement" {
 		return fmt.Errorf("kiln %s: no cluster token (--identity names the file; roles authenticate to workers with it)", cmd)
 	}
+	if cfg.Identity.AccessKeyID == "" && (cmd == "controlplane" || cmd == "frontend") {
+		return fmt.Errorf("kiln %s: no access key (--identity names the file; it serves the Lambda API with it)", cmd)
+	}
 	return Run(ctx, cmd, cfg)
 }
 
