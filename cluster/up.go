@@ -392,12 +392,15 @@ func (f *File) write() error {
 }
 
 // Load reads DIR/cluster.json.
+// For a cluster on real hosts, the operator writes it by hand in the
+// issuer's directory (`{"nats": [URLs], "partitions": 6}`): status and
+// drain then connect with its admin bundle.
 func Load(dir string) (*File, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
 	if err != nil {
 		return nil, err
 	}
-	var f File
+	f := File{Dir: dir}
 	return &f, json.Unmarshal(b, &f)
 }
 
