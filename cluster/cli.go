@@ -175,6 +175,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 	workers := fs.Int("workers", 3, "up: workers")
 	parts := fs.Int("partitions", 6, "up: assignment partitions")
 	mode := fs.String("mode", string(replica.Replicated), "up: replicated | single-owner")
+	netns := fs.Bool("netns", false, "up: each zone in its own network namespace with its own address (root)")
 	function := fs.String("function", "", "status: also show this function's partition")
 	workerID := fs.String("worker", "", "drain: the worker to drain (its name, as in status)")
 	name := fs.String("name", "", "certs: the process's name (unique)")
@@ -185,7 +186,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 	out.SetIndent("", "  ")
 	switch args[0] {
 	case "up":
-		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode)})
+		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns})
 		if err != nil {
 			return err
 		}

@@ -54,6 +54,7 @@ type File struct {
 	AccessKeyID     string       `json:"access_key_id"`
 	SecretAccessKey string       `json:"secret_access_key"`
 	Procs           []Proc       `json:"procs"`
+	Netns           *Netns       `json:"netns,omitempty"` // zones as namespaces (--netns)
 }
 
 // UpConfig configures a local cluster.
@@ -66,6 +67,9 @@ type UpConfig struct {
 	Mode       replica.Mode
 	Lease      time.Duration // 0 means 400 ms
 	Region     string
+	// Netns runs each zone in its own network namespace, with its own
+	// address (root and iproute2 needed).
+	Netns bool
 	// AccessKeyID and SecretAccessKey default to KILN_ACCESS_KEY_ID and
 	// KILN_SECRET_ACCESS_KEY, else random.
 	AccessKeyID, SecretAccessKey string
@@ -177,6 +181,20 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			f.Down()
 		}
 	}()
+	if cfg.Netns {
+		if f.Netns, err = newNetns(zones); err != nil {
+			return f, err
+		}
+	}
+	// addrIn is a free address for a listener in zone i.
+	addrIn := func(zone int) (string, error) {
+		a, err := freePort()
+		if err != nil || f.Netns == nil {
+			return a, err
+		}
+		_, port, _ := net.SplitHostPort(a)
+		return net.JoinHostPort(f.Netns.Addrs[zone], port), nil
+	}
 	// start issues the process's bundle, writes its settings (args, flag
 	// and value pairs, and where its bundle is) as its config file, and runs it.
 	start := func(p Proc, args ...string) (Proc, error) {
@@ -186,7 +204,12 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return p, err
 		}
 		defer logf.Close()
-		bundle, err := is.issue(p.Name, p.Role, localHosts)
+		zone := slices.Index(zones, p.Zone)
+		hosts := localHosts
+		if f.Netns != nil {
+			hosts = append([]string{f.Netns.Addrs[zone]}, localHosts...)
+		}
+		bundle, err := is.issue(p.Name, p.Role, hosts)
 		if err != nil {
 			return p, err
 		}
@@ -200,6 +223,9 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		}
 		p.Args = []string{p.Role, "--config", config, "--name", p.Name}
 		cmd := exec.Command(cfg.Binary, p.Args...)
+		if f.Netns != nil {
+			cmd = f.Netns.command(zone, append([]string{cfg.Binary}, p.Args...)...)
+		}
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Env = withoutSecrets(os.Environ())
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // outlives `kiln cluster up`
@@ -214,12 +240,12 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 
 	// NATS JetStream nodes, one per zone.
 	var clients, routes []string
-	for range zones {
-		c, err := freePort()
+	for i := range zones {
+		c, err := addrIn(i)
 		if err != nil {
 			return f, err
 		}
-		r, err := freePort()
+		r, err := addrIn(i)
 		if err != nil {
 			return f, err
 		}
@@ -259,7 +285,6 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		return []string{"--name", name, "--zone", zones[zone], "--nats", natsFor(zone), "--region", cfg.Region,
 			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name)}
 	}
-	listen := func() (string, error) { return freePort() }
 
 	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
 		return f, err
@@ -267,7 +292,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	// Two control planes, in zones b and c: frontends use whichever answers.
 	for i := 1; i <= 2; i++ {
 		name := fmt.Sprintf("controlplane-%d", i)
-		cpAddr, err := listen()
+		cpAddr, err := addrIn(i)
 		if err != nil {
 			return f, err
 		}
@@ -286,7 +311,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	for i := 0; i < cfg.Workers; i++ {
 		zi := i % len(zones)
 		name := fmt.Sprintf("worker-%s%d", zones[zi], i/len(zones)+1)
-		addr, err := listen()
+		addr, err := addrIn(zi)
 		if err != nil {
 			return f, err
 		}
@@ -298,7 +323,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	for i := 0; i < cfg.Frontends; i++ {
 		zi := i % len(zones)
 		name := fmt.Sprintf("frontend-%d", i+1)
-		addr, err := listen()
+		addr, err := addrIn(zi)
 		if err != nil {
 			return f, err
 		}
@@ -627,6 +652,9 @@ func (f *File) Down() error {
 	}
 	for _, pid := range alive {
 		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if f.Netns != nil {
+		f.Netns.Remove()
 	}
 	return nil
 }

@@ -6,10 +6,12 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/codebucket"
@@ -17,6 +19,7 @@ import (
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sys/unix"
 )
 
 // natsConnect connects with a certificate and a user when given.
@@ -49,9 +52,28 @@ func (c RoleConfig) listen(roles ...string) (net.Listener, string, error) {
 }
 
 // transport is the HTTP client transport to workers and control planes.
+// A peer that vanishes from the network (a host down, a link cut) sends no
+// reset: without these its calls would wait for the kernel's retransmission
+// limit, a quarter of an hour. Keepalive probes find it silent while a call
+// waits for its answer, and the user timeout while data it was sent stays
+// unacknowledged: either way within about 10 s, however long the function runs.
+const (
+	peerKeepAlive   = 4 * time.Second
+	peerUserTimeout = 10 * time.Second
+)
+
 func (c RoleConfig) transport() *http.Transport {
+	d := &net.Dialer{Timeout: 2 * time.Second,
+		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: peerKeepAlive, Interval: 2 * time.Second, Count: 3},
+		Control: func(network, address string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(peerUserTimeout.Milliseconds()))
+			})
+			return errors.Join(err, serr)
+		}}
 	tr := &http.Transport{MaxIdleConns: 1024, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second,
-		DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext}
+		DialContext: d.DialContext}
 	if c.TLS != nil {
 		tr.TLSClientConfig = c.TLS.Client()
 	}
