@@ -110,7 +110,7 @@ func (c *counted) Get(ctx context.Context, h string) ([]byte, error) {
 // at once downloads it once.
 func TestOneDownloadAtOnce(t *testing.T) {
 	ctx := context.Background()
-	srv, err := natsd.Start(natsd.Config{})
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()}) // not nats-server's default dir, shared under /tmp
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 // connection, as n control planes would.
 func stores(t *testing.T, n int) []*metadata.Store {
 	t.Helper()
-	srv, err := natsd.Start(natsd.Config{})
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()}) // not nats-server's default dir, shared under /tmp
 	if err != nil {
 		t.Fatal(err)
 	}
