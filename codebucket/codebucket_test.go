@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,16 +85,20 @@ func TestSharedThroughTheBucket(t *testing.T) {
 	if _, err := wk.Dir(ctx, missing); !errors.Is(err, codestore.ErrNotFound) {
 		t.Fatalf("missing code: %v, want ErrNotFound", err)
 	}
-	// An object whose content is not its name is refused.
-	h, _ := codestore.HexOf(missing)
-	obs, _ := js.ObjectStore(ctx, codebucket.Name)
-	if _, err := obs.PutBytes(ctx, h, zipOf(t, "bootstrap", "evil")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := wk.Dir(ctx, missing); err == nil {
-		t.Fatal("a zip under another's digest was accepted")
+	// A zip under another's digest (a Remote that lies) is refused.
+	liar, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: lying{b, zipOf(t, "bootstrap", "evil")}})
+	if _, err := liar.Dir(ctx, code.Sha256); err == nil || !strings.Contains(err.Error(), "does not match its digest") {
+		t.Fatalf("a zip under another's digest: %v", err)
 	}
 }
+
+// lying answers every Get with the same zip, whatever was asked.
+type lying struct {
+	*codebucket.Bucket
+	zip []byte
+}
+
+func (l lying) Get(context.Context, string) ([]byte, error) { return l.zip, nil }
 
 // counted counts the downloads from the bucket under it.
 type counted struct {
