@@ -32,6 +32,7 @@ import (
 	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/placement"
+	"github.com/kiln-dev/kiln/queues"
 	"github.com/kiln-dev/kiln/runtimes"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
@@ -119,6 +120,7 @@ type Server struct {
 	// MetricsEndpoint is the URL of the metrics, when served.
 	MetricsEndpoint string
 	Async           *eventinvoke.Service
+	Queues          *queues.Service
 	NATSURL         string // nats://host:port when Config.NATSListen is set
 
 	logger      *slog.Logger
@@ -249,6 +251,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		Tuning: cfg.Async, InvokesInFlight: s.Counter.Running, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	if s.Queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
 	s.Metrics = metrics.New()
 	s.images.register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
@@ -309,12 +314,20 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	mux := http.NewServeMux()
 	front.Register(mux)
 	cp.Register(mux)
-	mux.HandleFunc("POST /{$}", func(w http.ResponseWriter, r *http.Request) { // JSON 1.1 services, by X-Amz-Target
-		if target := r.Header.Get("X-Amz-Target"); !strings.HasPrefix(target, logs.TargetPrefix) {
+	// Services other than Lambda's REST API share POST /: CloudWatch Logs
+	// (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or the query protocol's
+	// form, which has no target) by its target or the service it is signed for.
+	mux.HandleFunc("POST /{$}", func(w http.ResponseWriter, r *http.Request) {
+		target := r.Header.Get("X-Amz-Target")
+		caller, _ := auth.FromContext(r.Context())
+		switch {
+		case strings.HasPrefix(target, logs.TargetPrefix):
+			s.Logs.Handler().ServeHTTP(w, r)
+		case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
+			s.Queues.Handler().ServeHTTP(w, r)
+		default:
 			logs.UnknownOperation(w, target)
-			return
 		}
-		s.Logs.Handler().ServeHTTP(w, r)
 	})
 	signed := auth.Middleware(id.keyring(), bodyLimit, mux)
 	root := http.NewServeMux()
