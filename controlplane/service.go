@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/esm"
 	"github.com/kiln-dev/kiln/metadata"
 )
 
@@ -42,6 +43,10 @@ type Config struct {
 	// MaxCodeStorage bounds the code store (0 means 75 GB); beyond it uploads
 	// fail with CodeStorageExceededException.
 	MaxCodeStorage int64
+	// Mappings stores event source mappings and Queues tells their sources'
+	// attributes; without them the event source mapping API is not served.
+	Mappings *esm.Store
+	Queues   QueueAttributes
 	// Now is the clock (nil means time.Now).
 	Now func() time.Time
 	// Logger receives internal errors (nil means slog.Default()).
@@ -85,10 +90,7 @@ func New(cfg Config) *Service {
 func (s *Service) Register(mux *http.ServeMux) {
 	const fn = "/2015-03-31/functions/{FunctionName}"
 	const eic = "/2019-09-25/functions/{FunctionName}/event-invoke-config"
-	routes := []struct {
-		pattern, op string
-		h           func(*call) error
-	}{
+	routes := []route{
 		{"POST /2015-03-31/functions", "CreateFunction", s.createFunction},
 		{"GET /2015-03-31/functions/{$}", "ListFunctions", s.listFunctions},
 		{"GET /2015-03-31/functions", "ListFunctions", s.listFunctions},
@@ -118,9 +120,18 @@ func (s *Service) Register(mux *http.ServeMux) {
 		{"GET /2016-08-19/account-settings/{$}", "GetAccountSettings", s.getAccountSettings}, // botocore's path
 		{"GET /2016-08-19/account-settings", "GetAccountSettings", s.getAccountSettings},     // the Go SDK's
 	}
+	if s.cfg.Mappings != nil {
+		routes = append(routes, s.mappingRoutes()...)
+	}
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.handler(rt.op, rt.h))
 	}
+}
+
+// route is an API route: its pattern, operation name and handler.
+type route struct {
+	pattern, op string
+	h           func(*call) error
 }
 
 // call is one management request being served.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/lease"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -17,67 +18,11 @@ import (
 // maxBatch bounds one fetch of a poller.
 const maxBatch = 64
 
-// leaseHolder holds leases (keys of the lease bucket) under one id.
-type leaseHolder struct {
-	kv  jetstream.KeyValue
-	id  string
-	ttl time.Duration
-
-	mu    sync.Mutex
-	revs  map[string]uint64
-	renew map[string]time.Time // last successful renewal
-}
-
-// hold renews the lease on key, or takes it if it is free; false means
-// somebody else holds it.
-func (l *leaseHolder) hold(ctx context.Context, key string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.revs == nil {
-		l.revs, l.renew = map[string]uint64{}, map[string]time.Time{}
-	}
-	if rev, ok := l.revs[key]; ok {
-		nrev, err := l.kv.Update(ctx, key, []byte(l.id), rev)
-		if err == nil {
-			l.revs[key], l.renew[key] = nrev, time.Now()
-			return true
-		}
-		var apiErr *jetstream.APIError
-		// Lost for sure when the key changed (expired, taken); after other
-		// errors (a timeout) the lease is still ours until it would expire.
-		if !(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence) &&
-			time.Since(l.renew[key]) < l.ttl {
-			return true
-		}
-		delete(l.revs, key)
-		delete(l.renew, key)
-		return false
-	}
-	rev, err := l.kv.Create(ctx, key, []byte(l.id))
-	if err != nil {
-		return false
-	}
-	l.revs[key], l.renew[key] = rev, time.Now()
-	return true
-}
-
-// release gives a lease up at once, so another can take it without
-// waiting for it to expire.
-func (l *leaseHolder) release(ctx context.Context, key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if rev, ok := l.revs[key]; ok {
-		l.kv.Delete(ctx, key, jetstream.LastRevision(rev))
-		delete(l.revs, key)
-		delete(l.renew, key)
-	}
-}
-
 // poller serves the queues it holds leases on: it fetches events only
 // when this process has room to run them, and hands each to Service.handle.
 type poller struct {
 	s *Service
-	l *leaseHolder
+	l *lease.Holder
 
 	mu   sync.Mutex
 	runs map[string]*consumeLoop // by queue name
@@ -92,7 +37,7 @@ type consumeLoop struct {
 }
 
 func newPoller(s *Service) *poller {
-	return &poller{s: s, l: &leaseHolder{kv: s.leases, id: "poller-" + api.NewUUID(), ttl: s.tune.LeaseTTL}, runs: map[string]*consumeLoop{}}
+	return &poller{s: s, l: &lease.Holder{KV: s.leases, ID: "poller-" + api.NewUUID(), TTL: s.tune.LeaseTTL}, runs: map[string]*consumeLoop{}}
 }
 
 func (p *poller) run() {
@@ -132,11 +77,11 @@ func (p *poller) tick() {
 	for _, name := range held {
 		if _, ok := byName[name]; !ok {
 			p.stop(name)
-			p.l.release(ctx, name)
+			p.l.Release(ctx, name)
 			continue
 		}
-		if !p.l.hold(ctx, name) {
-			p.s.log.Info("async: poller lost its lease", "queue", name, "poller", p.l.id)
+		if !p.l.Hold(ctx, name) {
+			p.s.log.Info("async: poller lost its lease", "queue", name, "poller", p.l.ID)
 			p.stop(name)
 		}
 	}
@@ -158,7 +103,7 @@ func (p *poller) tick() {
 		}
 		p.mu.Unlock()
 		p.stop(name)
-		p.l.release(ctx, name)
+		p.l.Release(ctx, name)
 		return
 	}
 	start := rand.IntN(len(queues))
@@ -170,7 +115,7 @@ func (p *poller) tick() {
 		p.mu.Lock()
 		_, running := p.runs[q.name]
 		p.mu.Unlock()
-		if running || !p.l.hold(ctx, q.name) {
+		if running || !p.l.Hold(ctx, q.name) {
 			continue
 		}
 		p.start(q)
@@ -215,17 +160,9 @@ func (p *poller) stopAll() {
 
 // releaseAll gives up every lease (after the consume loops stopped).
 func (p *poller) releaseAll() {
-	p.l.mu.Lock()
-	keys := make([]string, 0, len(p.l.revs))
-	for k := range p.l.revs {
-		keys = append(keys, k)
-	}
-	p.l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, k := range keys {
-		p.l.release(ctx, k)
-	}
+	p.l.ReleaseAll(ctx)
 }
 
 // livePollers counts the pollers holding leases (in every process), and at

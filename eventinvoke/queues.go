@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/lease"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -127,14 +128,14 @@ func (s *Service) applyRegistry(e jetstream.KeyValueEntry) {
 // and retires idle dedicated queues.
 func (s *Service) manage() {
 	defer s.wg.Done()
-	l := &leaseHolder{kv: s.leases, id: "manager-" + api.NewUUID(), ttl: s.tune.LeaseTTL}
+	l := &lease.Holder{KV: s.leases, ID: "manager-" + api.NewUUID(), TTL: s.tune.LeaseTTL}
 	idle := map[string]time.Time{}
 	tick := min(s.tune.ManagerInterval, s.tune.LeaseTTL/3)
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	last := time.Time{}
 	for {
-		if l.hold(s.ctx, "manager") && time.Since(last) >= s.tune.ManagerInterval {
+		if l.Hold(s.ctx, "manager") && time.Since(last) >= s.tune.ManagerInterval {
 			last = time.Now()
 			if err := s.balance(s.ctx, idle); err != nil && s.ctx.Err() == nil {
 				s.log.Warn("async queue manager", "err", err)
@@ -142,7 +143,7 @@ func (s *Service) manage() {
 		}
 		select {
 		case <-s.ctx.Done():
-			l.release(context.Background(), "manager")
+			l.Release(context.Background(), "manager")
 			return
 		case <-t.C:
 		}

@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/esm"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/handoff"
@@ -121,6 +122,7 @@ type Server struct {
 	MetricsEndpoint string
 	Async           *eventinvoke.Service
 	Queues          *queues.Service
+	Pollers         *esm.Pollers // event source mappings
 	NATSURL         string // nats://host:port when Config.NATSListen is set
 
 	logger      *slog.Logger
@@ -302,8 +304,13 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Async.Start(front)
+	if s.Pollers, err = esm.New(ctx, esm.Config{NATS: s.asyncNC, Invoker: front, Queues: s.Queues, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	s.Pollers.Start()
 	cpcfg := controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
-		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit()}
+		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit(),
+		Mappings: s.Pollers.Store(), Queues: s.Queues}
 	if s.images.mounter != nil { // images are refused where they could not run
 		cpcfg.Images = s.images.store
 	}
@@ -474,6 +481,9 @@ func (s *Server) close() {
 	}
 	if s.Async != nil { // pollers invoke through assignment and the worker: stop them first
 		s.Async.Close()
+	}
+	if s.Pollers != nil {
+		s.Pollers.Close()
 	}
 	if s.Assignment != nil {
 		s.Assignment.Close()

@@ -1,0 +1,258 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/esm"
+	"github.com/kiln-dev/kiln/queues"
+)
+
+// Event source mappings: the API writes them to the mapping store; the
+// pollers (package esm) move them through their states and run them.
+
+// QueueAttributes reads a Kiln queue's attributes (the queue service).
+type QueueAttributes interface {
+	Attributes(ctx context.Context, account, name string) (map[string]string, error)
+}
+
+func (s *Service) mappingRoutes() []route {
+	const base = "/2015-03-31/event-source-mappings"
+	return []route{
+		{"POST " + base, "CreateEventSourceMapping", s.createMapping},
+		{"POST " + base + "/{$}", "CreateEventSourceMapping", s.createMapping},
+		{"GET " + base, "ListEventSourceMappings", s.listMappings},
+		{"GET " + base + "/{$}", "ListEventSourceMappings", s.listMappings},
+		{"GET " + base + "/{UUID}", "GetEventSourceMapping", s.getMapping},
+		{"PUT " + base + "/{UUID}", "UpdateEventSourceMapping", s.updateMapping},
+		{"DELETE " + base + "/{UUID}", "DeleteEventSourceMapping", s.deleteMapping},
+	}
+}
+
+// mappingSource checks a mapping's event source: a Kiln queue of the
+// caller's account in this region. It returns whether it is FIFO and its
+// visibility timeout in seconds.
+func (s *Service) mappingSource(c *call, arn string) (fifo bool, visibility int, err error) {
+	region, account, name, perr := queues.ParseARN(arn)
+	if perr != nil {
+		return false, 0, api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb. Unsupported source arn : %s", arn)
+	}
+	if region != s.cfg.Region || account != c.caller.Account {
+		return false, 0, api.Errorf(api.InvalidParameterValue, "Kiln maps only queues of the caller's account (%s) in %s: %s", c.caller.Account, s.cfg.Region, arn)
+	}
+	attrs, qerr := s.cfg.Queues.Attributes(c.ctx, account, name)
+	var qe *queues.Error
+	if errors.As(qerr, &qe) {
+		return false, 0, api.Errorf(api.InvalidParameterValue, "Error occurred while ReceiveMessage. SQS Error Code: %s. SQS Error Message: %s", qe.Query, qe.Message)
+	}
+	if qerr != nil {
+		return false, 0, qerr
+	}
+	visibility, _ = strconv.Atoi(attrs["VisibilityTimeout"])
+	return attrs["FifoQueue"] == "true", visibility, nil
+}
+
+// mappingFunction resolves a mapping's FunctionName to the ARN it stores
+// (qualified when a version or alias was named) and checks that the queue's
+// visibility timeout covers the function's timeout, as Lambda does.
+func (s *Service) mappingFunction(c *call, name string, visibility int) (string, error) {
+	ref, err := api.ParseFunctionRef(name)
+	if err != nil {
+		return "", err
+	}
+	if err := s.checkOwner(c, ref); err != nil {
+		return "", err
+	}
+	f, err := s.get(c, ref.Name, ref.Qualifier)
+	if err != nil {
+		return "", err
+	}
+	cfg, err := s.resolve(f, ref.Qualifier)
+	if err != nil {
+		return "", err
+	}
+	if visibility < cfg.Timeout {
+		return "", api.Errorf(api.InvalidParameterValue, "Queue visibility timeout: %d seconds is less than Function timeout: %d seconds", visibility, cfg.Timeout)
+	}
+	return s.arn(c.caller.Account, ref.Name, ref.Qualifier), nil
+}
+
+func (s *Service) createMapping(c *call) error {
+	var req esm.Request
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if req.FunctionName == nil {
+		return validation(nil, "functionName", "Member must not be null")
+	}
+	if req.EventSourceArn == nil {
+		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb.")
+	}
+	fifo, visibility, err := s.mappingSource(c, *req.EventSourceArn)
+	if err != nil {
+		return err
+	}
+	if err := req.Check(fifo); err != nil {
+		return err
+	}
+	fn, err := s.mappingFunction(c, *req.FunctionName, visibility)
+	if err != nil {
+		return err
+	}
+	all, err := s.cfg.Mappings.List(c.ctx)
+	if err != nil {
+		return err
+	}
+	for _, m := range all {
+		if m.Account == c.caller.Account && m.EventSourceArn == *req.EventSourceArn && m.FunctionArn == fn {
+			return api.Errorf(api.ResourceConflict, "An event source mapping with SQS arn (\" %s \") and function (\" %s \") already exists. Please update or delete the existing mapping with UUID %s",
+				m.EventSourceArn, fn, m.UUID)
+		}
+	}
+	id := api.NewUUID()
+	m := &esm.Mapping{Account: c.caller.Account, Enabled: true, Configuration: esm.Configuration{
+		UUID: id, EventSourceArn: *req.EventSourceArn, FunctionArn: fn, BatchSize: esm.DefaultBatchSize,
+		EventSourceMappingArn: "arn:aws:lambda:" + s.cfg.Region + ":" + c.caller.Account + ":event-source-mapping:" + id,
+		LastProcessingResult:  "No records processed", State: esm.StateCreating, StateTransitionReason: "USER_INITIATED",
+	}}
+	req.Apply(m)
+	if err := s.cfg.Mappings.Create(c.ctx, m); err != nil {
+		return err
+	}
+	return c.reply(http.StatusAccepted, m.Configuration)
+}
+
+// mapping reads the {UUID} of the path, of the caller's account.
+func (s *Service) mapping(c *call) (*esm.Mapping, error) {
+	m, _, err := s.cfg.Mappings.Get(c.ctx, c.r.PathValue("UUID"))
+	if errors.Is(err, esm.ErrNotFound) || err == nil && m.Account != c.caller.Account {
+		return nil, api.Errorf(api.ResourceNotFound, "The resource you requested does not exist.")
+	}
+	return m, err
+}
+
+func (s *Service) getMapping(c *call) error {
+	m, err := s.mapping(c)
+	if err != nil {
+		return err
+	}
+	return c.reply(http.StatusOK, m.Configuration)
+}
+
+func errInUse() *api.Error {
+	return api.Errorf(api.ResourceInUse, "Cannot update the event source mapping because it is in use.")
+}
+
+func (s *Service) updateMapping(c *call) error {
+	cur, err := s.mapping(c)
+	if err != nil {
+		return err
+	}
+	var req esm.Request
+	if err := c.decode(&req); err != nil {
+		return err
+	}
+	if req.EventSourceArn != nil {
+		return api.Errorf(api.InvalidParameterValue, "Unsupported EventSourceArn parameter: a mapping's event source cannot change.")
+	}
+	fifo, visibility, err := s.mappingSource(c, cur.EventSourceArn)
+	if err != nil {
+		return err
+	}
+	if err := req.Check(fifo); err != nil {
+		return err
+	}
+	fn := cur.FunctionArn
+	if req.FunctionName != nil {
+		if fn, err = s.mappingFunction(c, *req.FunctionName, visibility); err != nil {
+			return err
+		}
+	}
+	m, err := s.cfg.Mappings.Modify(c.ctx, cur.UUID, func(m *esm.Mapping) error {
+		if m.State != esm.StateEnabled && m.State != esm.StateDisabled {
+			return errInUse()
+		}
+		req.Apply(m)
+		m.FunctionArn = fn
+		if err := esm.CheckMerged(m); err != nil {
+			return err
+		}
+		m.State, m.StateTransitionReason = esm.StateUpdating, "USER_INITIATED"
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.reply(http.StatusAccepted, m.Configuration)
+}
+
+func (s *Service) deleteMapping(c *call) error {
+	cur, err := s.mapping(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.cfg.Mappings.Modify(c.ctx, cur.UUID, func(m *esm.Mapping) error {
+		if m.State == esm.StateCreating || m.State == esm.StateUpdating {
+			return errInUse()
+		}
+		m.State, m.StateTransitionReason = esm.StateDeleting, "USER_INITIATED"
+		return nil
+	})
+	if errors.Is(err, esm.ErrNotFound) {
+		return api.Errorf(api.ResourceNotFound, "The resource you requested does not exist.")
+	}
+	if err != nil {
+		return err
+	}
+	return c.reply(http.StatusAccepted, m.Configuration)
+}
+
+func (s *Service) listMappings(c *call) error {
+	page, err := listQuery(c.r, 100)
+	if err != nil {
+		return err
+	}
+	q := c.r.URL.Query()
+	var ref api.FunctionRef
+	if name := q.Get("FunctionName"); name != "" {
+		if ref, err = api.ParseFunctionRef(name); err != nil {
+			return err
+		}
+		if err := s.checkOwner(c, ref); err != nil {
+			return err
+		}
+	}
+	source := q.Get("EventSourceArn")
+	all, err := s.cfg.Mappings.List(c.ctx)
+	if err != nil {
+		return err
+	}
+	var mine []esm.Configuration
+	for _, m := range all {
+		if m.Account != c.caller.Account || source != "" && m.EventSourceArn != source {
+			continue
+		}
+		if ref.Name != "" {
+			fn, err := api.ParseFunctionRef(m.FunctionArn)
+			if err != nil || fn.Name != ref.Name || ref.Qualifier != "" && fn.Qualifier != ref.Qualifier {
+				continue
+			}
+		}
+		mine = append(mine, m.Configuration)
+	}
+	items, next, err := paginate(mine, func(m esm.Configuration) string { return m.UUID }, page)
+	if err != nil {
+		return err
+	}
+	out := struct {
+		EventSourceMappings []esm.Configuration
+		NextMarker          string `json:",omitempty"`
+	}{EventSourceMappings: items, NextMarker: next}
+	if out.EventSourceMappings == nil {
+		out.EventSourceMappings = []esm.Configuration{}
+	}
+	return c.reply(http.StatusOK, out)
+}

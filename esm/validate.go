@@ -1,0 +1,167 @@
+package esm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/eventfilter"
+)
+
+// Request is the body of CreateEventSourceMapping and
+// UpdateEventSourceMapping: what a caller may set.
+type Request struct {
+	EventSourceArn                 *string
+	FunctionName                   *string
+	Enabled                        *bool
+	BatchSize                      *int
+	MaximumBatchingWindowInSeconds *int
+	FilterCriteria                 *FilterCriteria
+	FunctionResponseTypes          *[]string
+	ScalingConfig                  *ScalingConfig
+
+	// Settings of other sources (streams, brokers): refused for queues.
+	StartingPosition           *string
+	StartingPositionTimestamp  *float64
+	ParallelizationFactor      *int
+	MaximumRetryAttempts       *int
+	MaximumRecordAgeInSeconds  *int
+	BisectBatchOnFunctionError *bool
+	TumblingWindowInSeconds    *int
+	DestinationConfig          json.RawMessage
+	Topics                     json.RawMessage
+	Queues                     json.RawMessage
+	SourceAccessConfigurations json.RawMessage
+}
+
+// Limits of a queue mapping.
+const (
+	DefaultBatchSize = 10
+	MaxBatchSize     = 10000
+	MaxFifoBatchSize = 10
+	MaxWindow        = 300
+	MaxFilters       = 5
+	// MaxPayload is the most a batch's payload holds (Lambda's synchronous
+	// invoke limit).
+	MaxPayload = 6 << 20
+)
+
+func validation(value any, field, constraint string) *api.Error {
+	v := "null"
+	if value != nil {
+		v = fmt.Sprintf("'%v'", value)
+	}
+	return api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
+}
+
+// Check validates a request as Lambda's model and its SQS rules do. fifo
+// tells whether the source is a FIFO queue.
+func (r *Request) Check(fifo bool) error {
+	if n := r.BatchSize; n != nil {
+		switch {
+		case *n < 1:
+			return validation(*n, "batchSize", "Member must have value greater than or equal to 1")
+		case *n > MaxBatchSize:
+			return validation(*n, "batchSize", "Member must have value less than or equal to 10000")
+		case fifo && *n > MaxFifoBatchSize:
+			return api.Errorf(api.InvalidParameterValue, "BatchSize must be less than or equal to 10 for SQS FIFO queues.")
+		}
+	}
+	if w := r.MaximumBatchingWindowInSeconds; w != nil {
+		switch {
+		case *w < 0:
+			return validation(*w, "maximumBatchingWindowInSeconds", "Member must have value greater than or equal to 0")
+		case *w > MaxWindow:
+			return validation(*w, "maximumBatchingWindowInSeconds", "Member must have value less than or equal to 300")
+		case fifo && *w > 0:
+			return api.Errorf(api.InvalidParameterValue, "Batching window is not supported for FIFO queues")
+		}
+	}
+	if r.BatchSize != nil && *r.BatchSize > 10 && (r.MaximumBatchingWindowInSeconds == nil || *r.MaximumBatchingWindowInSeconds == 0) {
+		return api.Errorf(api.InvalidParameterValue, "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10")
+	}
+	if sc := r.ScalingConfig; sc != nil && sc.MaximumConcurrency != nil {
+		switch n := *sc.MaximumConcurrency; {
+		case n < 2:
+			return validation(n, "scalingConfig.maximumConcurrency", "Member must have value greater than or equal to 2")
+		case n > 1000:
+			return validation(n, "scalingConfig.maximumConcurrency", "Member must have value less than or equal to 1000")
+		}
+	}
+	if t := r.FunctionResponseTypes; t != nil {
+		for _, v := range *t {
+			if v != ReportBatchItemFailures {
+				return validation(fmt.Sprintf("[%s]", strings.Join(*t, ", ")), "functionResponseTypes",
+					"Member must satisfy constraint: [Member must satisfy enum value set: [ReportBatchItemFailures]]")
+			}
+		}
+	}
+	if fc := r.FilterCriteria; fc != nil {
+		if len(fc.Filters) > MaxFilters {
+			return api.Errorf(api.InvalidParameterValue, "The maximum number of filters (%d) per event source mapping has been exceeded.", MaxFilters)
+		}
+		for i, f := range fc.Filters {
+			if len(f.Pattern) > eventfilter.MaxLength {
+				return validation(f.Pattern, fmt.Sprintf("filterCriteria.filters.%d.member.pattern", i+1), "Member must have length less than or equal to 4096")
+			}
+			if _, err := eventfilter.Parse(f.Pattern); err != nil {
+				return api.Errorf(api.InvalidParameterValue, "Invalid filter pattern definition. %s", strings.TrimPrefix(err.Error(), eventfilter.ErrInvalid.Error()+": "))
+			}
+		}
+	}
+	for name, set := range map[string]bool{
+		"StartingPosition": r.StartingPosition != nil, "StartingPositionTimestamp": r.StartingPositionTimestamp != nil,
+		"ParallelizationFactor": r.ParallelizationFactor != nil, "MaximumRetryAttempts": r.MaximumRetryAttempts != nil,
+		"MaximumRecordAgeInSeconds": r.MaximumRecordAgeInSeconds != nil, "BisectBatchOnFunctionError": r.BisectBatchOnFunctionError != nil,
+		"TumblingWindowInSeconds": r.TumblingWindowInSeconds != nil, "DestinationConfig": r.DestinationConfig != nil,
+		"Topics": r.Topics != nil, "Queues": r.Queues != nil, "SourceAccessConfigurations": r.SourceAccessConfigurations != nil,
+	} {
+		if set {
+			return api.Errorf(api.InvalidParameterValue, "Unsupported %s parameter for SQS event source.", name)
+		}
+	}
+	return nil
+}
+
+// Apply sets what the request sets on m; on update, what it leaves out stays.
+func (r *Request) Apply(m *Mapping) {
+	if r.Enabled != nil {
+		m.Enabled = *r.Enabled
+	}
+	if r.BatchSize != nil {
+		m.BatchSize = *r.BatchSize
+	}
+	if r.MaximumBatchingWindowInSeconds != nil {
+		m.MaximumBatchingWindowInSeconds = *r.MaximumBatchingWindowInSeconds
+	}
+	if r.FilterCriteria != nil {
+		m.FilterCriteria = r.FilterCriteria
+		if len(r.FilterCriteria.Filters) == 0 {
+			m.FilterCriteria = nil
+		}
+	}
+	if r.FunctionResponseTypes != nil {
+		m.FunctionResponseTypes = *r.FunctionResponseTypes
+	}
+	if r.ScalingConfig != nil {
+		m.ScalingConfig = r.ScalingConfig
+		if r.ScalingConfig.MaximumConcurrency == nil {
+			m.ScalingConfig = nil
+		}
+	}
+	m.LastModified = now()
+}
+
+// CheckMerged checks the mapping an update would leave: a batch over 10
+// still needs a window, whichever of the two the update changed.
+func CheckMerged(m *Mapping) error {
+	if m.BatchSize > 10 && m.MaximumBatchingWindowInSeconds == 0 {
+		return api.Errorf(api.InvalidParameterValue, "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10")
+	}
+	return nil
+}
+
+// ErrBusy: the mapping is between states and cannot change now.
+var ErrBusy = errors.New("event source mapping is in transition")
