@@ -86,6 +86,7 @@ type kiln struct {
 	addr     string
 	endpoint string
 	logPath  string
+	args     []string // more arguments of kiln up
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	waitErr  error
@@ -100,7 +101,7 @@ func (k *kiln) start() {
 		t.Fatal(err)
 	}
 	fmt.Fprintf(logf, "\n===== kiln up --data %s --listen %s (%s)\n", k.data, k.addr, time.Now().Format(time.RFC3339))
-	cmd := exec.Command(k.bin, "up", "--data", k.data, "--listen", k.addr, "--metrics-listen", "")
+	cmd := exec.Command(k.bin, append([]string{"up", "--data", k.data, "--listen", k.addr, "--metrics-listen", ""}, k.args...)...)
 	cmd.Env = append(os.Environ(), "KILN_ACCESS_KEY_ID="+accessKeyID, "KILN_SECRET_ACCESS_KEY="+secretAccessKey)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Its own process group, so that a forced stop also ends the execution

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/server"
 )
@@ -41,6 +42,18 @@ func Start(tb testing.TB, cfg server.Config) *server.Server {
 // with retries off so that every error reaches the test.
 func Lambda(s *server.Server) *lambda.Client {
 	return lambda.New(lambda.Options{
+		Region:       s.Region,
+		BaseEndpoint: aws.String(s.Endpoint),
+		Credentials: credentials.NewStaticCredentialsProvider(
+			s.Identity.AccessKeyID, s.Identity.SecretAccessKey, ""),
+		RetryMaxAttempts: 1,
+	})
+}
+
+// SQS returns an aws-sdk-go-v2 SQS client (AWS JSON protocol) for s's
+// default account, with retries off.
+func SQS(s *server.Server) *sqs.Client {
+	return sqs.New(sqs.Options{
 		Region:       s.Region,
 		BaseEndpoint: aws.String(s.Endpoint),
 		Credentials: credentials.NewStaticCredentialsProvider(

@@ -640,12 +640,16 @@ func (s *Service) fetch(ctx context.Context, q *queue, n int, wait time.Duration
 		}
 		var batch jetstream.MessageBatch
 		var err error
+		want := n - len(out)
+		if q.Fifo {
+			want = 1 // a bucket has one message in flight at most
+		}
 		if wait > 0 {
 			fctx, cancel := context.WithTimeout(ctx, wait)
 			defer cancel()
-			batch, err = c.Fetch(n-len(out), jetstream.FetchContext(fctx))
+			batch, err = c.Fetch(want, jetstream.FetchContext(fctx))
 		} else {
-			batch, err = c.FetchNoWait(n - len(out))
+			batch, err = c.FetchNoWait(want)
 		}
 		if err != nil {
 			return out, err
