@@ -13,7 +13,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/eventfilter"
-	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/lease"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,7 +22,7 @@ import (
 // Invoker runs synchronous invokes (the frontend's in-process path, or a
 // cluster role's client of it).
 type Invoker interface {
-	Invoke(ctx context.Context, req frontend.Request) (*frontend.Response, error)
+	Invoke(ctx context.Context, req invoke.Request) (*invoke.Response, error)
 }
 
 // Config configures the pollers. NATS, Invoker and Queues are required.
@@ -446,11 +446,11 @@ func (r *runner) process(batch []Record) {
 // invoke runs the function on a batch, retrying throttles and Kiln's own
 // errors with backoff (extending the records' hold meanwhile) until the
 // mapping stops. false: no invoke happened (the records come back).
-func (r *runner) invoke(recs []Record, payload []byte, received time.Time) (*frontend.Response, bool) {
+func (r *runner) invoke(recs []Record, payload []byte, received time.Time) (*invoke.Response, bool) {
 	backoff := 100 * time.Millisecond
 	held := received
 	for {
-		resp, err := r.p.cfg.Invoker.Invoke(r.ctx, frontend.Request{Account: r.m.Account, Function: r.m.FunctionArn, Payload: payload})
+		resp, err := r.p.cfg.Invoker.Invoke(r.ctx, invoke.Request{Account: r.m.Account, Function: r.m.FunctionArn, Payload: payload})
 		if err == nil {
 			return resp, true
 		}

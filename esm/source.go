@@ -132,5 +132,5 @@ func (s *queueSource) Extend(ctx context.Context, recs []Record, d time.Duration
 	return nil
 }
 
-func (s *queueSource) Hold() time.Duration     { return s.hold }
+func (s *queueSource) Hold() time.Duration    { return s.hold }
 func (s *queueSource) FilterFields() []string { return []string{"body"} }

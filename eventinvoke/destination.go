@@ -8,21 +8,16 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/queues"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// QueueRetention is how long a Kiln queue keeps a message (SQS's default).
-const QueueRetention = 4 * 24 * time.Hour
 
 // QueueARN is the ARN of a Kiln queue.
 func QueueARN(region, account, name string) string {
 	return "arn:aws:sqs:" + region + ":" + account + ":" + name
 }
-
-// QueueStream and QueueSubject are the JetStream stream and subject of a Kiln queue.
-func QueueStream(account, name string) string  { return "KILN_QUEUE_" + account + "_" + name }
-func QueueSubject(account, name string) string { return "kiln.queue." + account + "." + name }
 
 // Conditions of invocation records.
 const (
@@ -90,10 +85,11 @@ func (s *Service) deliver(ctx context.Context, account, arn string, body []byte,
 	}
 	switch d.Kind {
 	case api.DestinationQueue:
-		if err := s.ensureQueue(ctx, d.Account, d.Name); err != nil {
-			return err
+		attrs := map[string]string{}
+		for k := range h {
+			attrs[k] = h.Get(k)
 		}
-		return s.publish(ctx, &nats.Msg{Subject: QueueSubject(d.Account, d.Name), Header: h, Data: body}, jetstream.WithMsgID(msgID))
+		return s.kilnQueues.SendRecord(ctx, d.Account, d.Name, body, attrs, msgID)
 	default:
 		t, err := s.inv.Resolve(ctx, account, d.ARN, "")
 		if err != nil {
@@ -114,43 +110,6 @@ func (s *Service) deliver(ctx context.Context, account, arn string, body []byte,
 	}
 }
 
-// ensureQueue creates a Kiln queue's stream the first time it is used.
-func (s *Service) ensureQueue(ctx context.Context, account, name string) error {
-	stream := QueueStream(account, name)
-	if _, ok := s.queueStreams.Load(stream); ok {
-		return nil
-	}
-	if _, err := OpenQueue(ctx, s.js, account, name, s.cfg.Replicas); err != nil {
-		return err
-	}
-	s.queueStreams.Store(stream, true)
-	return nil
-}
-
-// OpenQueue creates a Kiln queue's stream if needed and returns it.
-func OpenQueue(ctx context.Context, js jetstream.JetStream, account, name string, replicas int) (jetstream.Stream, error) {
-	st, err := js.Stream(ctx, QueueStream(account, name))
-	if err == nil {
-		return st, nil
-	}
-	if !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return nil, err
-	}
-	st, err = js.CreateStream(ctx, jetstream.StreamConfig{
-		Name:        QueueStream(account, name),
-		Description: "Kiln queue " + name,
-		Subjects:    []string{QueueSubject(account, name)},
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(replicas, 1),
-		MaxAge:      QueueRetention,
-		Duplicates:  2 * time.Minute,
-	})
-	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return js.Stream(ctx, QueueStream(account, name))
-	}
-	return st, err
-}
-
 // QueueMessage is one message of a Kiln queue.
 type QueueMessage struct {
 	Sequence uint64
@@ -161,46 +120,24 @@ type QueueMessage struct {
 
 // ReadQueue returns the messages of the Kiln queue named by arn from
 // sequence from on (1 is the first), at most limit of them (0: all there
-// are now). It leaves the queue as it is: read by sequence, not consumed.
+// are now), their message attributes as headers. It leaves the queue as it
+// is: read by sequence, not received.
 func ReadQueue(ctx context.Context, js jetstream.JetStream, arn string, from uint64, limit int) ([]QueueMessage, error) {
 	d, err := api.ParseDestination(arn)
 	if err != nil || d.Kind != api.DestinationQueue {
 		return nil, fmt.Errorf("not a Kiln queue ARN: %s", arn)
 	}
-	st, err := OpenQueue(ctx, js, d.Account, d.Name, 1)
+	stored, err := queues.Read(ctx, js, d.Account, d.Name, from, limit)
 	if err != nil {
 		return nil, err
 	}
-	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
-	if err != nil {
-		return nil, err
-	}
-	var out []QueueMessage
-	for limit == 0 || len(out) < limit {
-		batch := 256
-		if limit > 0 {
-			batch = min(batch, limit-len(out))
+	out := make([]QueueMessage, len(stored))
+	for i, m := range stored {
+		h := nats.Header{}
+		for k, v := range m.Attributes {
+			h.Set(k, v)
 		}
-		msgs, err := oc.FetchNoWait(batch)
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for m := range msgs.Messages() {
-			n++
-			q := QueueMessage{Header: m.Headers(), Body: m.Data()}
-			if md, err := m.Metadata(); err == nil {
-				q.Sequence, q.Time = md.Sequence.Stream, md.Timestamp
-			}
-			out = append(out, q)
-		}
-		if err := msgs.Error(); err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			break
-		}
+		out[i] = QueueMessage{Sequence: m.Sequence, Time: m.Time, Header: h, Body: m.Body}
 	}
 	return out, nil
 }

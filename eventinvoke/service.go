@@ -43,14 +43,13 @@
 // arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER], invoked
 // asynchronously with Lambda's invocation record as its event, or a Kiln
 // queue, arn:aws:sqs:REGION:ACCOUNT:NAME (an SQS-shaped ARN, so that tools
-// that check for one accept it). A Kiln queue is the JetStream stream
-// KILN_QUEUE_ACCOUNT_NAME, subject kiln.queue.ACCOUNT.NAME, limits
-// retention for 4 days, created at its first message; any NATS client can
-// read it (`kiln up --nats-listen 127.0.0.1:4222`, then for example
-// `nats stream view KILN_QUEUE_...`), and so can ReadQueue. A dead-letter
-// queue (DeadLetterConfig.TargetArn) must be a Kiln queue; it receives the
-// event itself with headers RequestID, ErrorCode and ErrorMessage (Lambda's
-// SQS message attributes). Destinations must be in the function's account
+// that check for one accept it). A Kiln queue is
+// a queue of the queue service (package queues: `aws sqs receive-message`
+// reads it), created with default attributes at its first record; ReadQueue
+// reads it without receiving. A dead-letter queue
+// (DeadLetterConfig.TargetArn) must be a Kiln queue; it receives the event
+// itself with Lambda's message attributes RequestID, ErrorCode and
+// ErrorMessage. Destinations must be in the function's account
 // and region; other ARNs (SNS, EventBridge, S3, other accounts) are refused
 // with InvalidParameterValueException when configured.
 //
@@ -76,6 +75,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/queues"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -243,7 +243,7 @@ type Service struct {
 	fnMu        sync.Mutex
 	fns         map[string]*fnState
 
-	queueStreams sync.Map // Kiln queue streams known to exist
+	kilnQueues *queues.Service // destinations' Kiln queues
 
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -312,6 +312,10 @@ func New(ctx context.Context, cfg Config) (_ *Service, err error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue registry: %w", err)
+	}
+	if s.kilnQueues, err = queues.New(ctx, queues.Config{NATS: cfg.NATS, Region: cfg.Region, Replicas: cfg.Replicas,
+		Logger: cfg.Logger}); err != nil {
+		return nil, err
 	}
 	if err := s.watchRegistry(ctx); err != nil {
 		return nil, err

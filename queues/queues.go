@@ -895,3 +895,93 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-t.C:
 	}
 }
+
+// SendRecord stores a record Kiln itself produces (an async invoke's
+// destination record, a dead-letter event) in account's queue name,
+// creating the queue with default attributes at its first record as
+// destinations always did. attrs become String message attributes;
+// dedupID makes a repeated delivery land once within five minutes.
+func (s *Service) SendRecord(ctx context.Context, account, name string, body []byte, attrs map[string]string, dedupID string) error {
+	q, err := s.queue(ctx, account, name)
+	var e *Error
+	if errors.As(err, &e) && e.Code == errNoQueue.code {
+		if err := s.Create(ctx, account, name, nil, nil); err != nil {
+			return err
+		}
+		q, err = s.queue(ctx, account, name)
+	}
+	if err != nil {
+		return err
+	}
+	env := envelope{ID: api.NewUUID(), Body: string(body), Sent: time.Now().UnixMilli(), Sender: account}
+	for k, v := range attrs {
+		if env.Attrs == nil {
+			env.Attrs = map[string]Attribute{}
+		}
+		env.Attrs[k] = Attribute{DataType: "String", StringValue: &v}
+	}
+	data, _ := json.Marshal(&env)
+	_, err = s.js.PublishMsg(ctx, &nats.Msg{Subject: q.subjectFor(""), Data: data}, jetstream.WithMsgID(dedupID))
+	return err
+}
+
+// Stored is a message as Read finds it in a queue's stream.
+type Stored struct {
+	Sequence   uint64
+	Time       time.Time
+	Body       []byte
+	Attributes map[string]string // String message attributes
+}
+
+// Read returns the messages of account's queue name from stream sequence
+// from on (1 is the first), at most limit of them (0: all there are now),
+// whether received or not, leaving the queue as it is. A queue that does not
+// exist has none.
+func Read(ctx context.Context, js jetstream.JetStream, account, name string, from uint64, limit int) ([]Stored, error) {
+	st, err := js.Stream(ctx, StreamName(account, name))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
+	if err != nil {
+		return nil, err
+	}
+	var out []Stored
+	for limit == 0 || len(out) < limit {
+		batch := 256
+		if limit > 0 {
+			batch = min(batch, limit-len(out))
+		}
+		msgs, err := oc.FetchNoWait(batch)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range msgs.Messages() {
+			n++
+			var env envelope
+			if json.Unmarshal(m.Data(), &env) != nil {
+				continue
+			}
+			s := Stored{Body: []byte(env.Body), Attributes: map[string]string{}}
+			for k, a := range env.Attrs {
+				s.Attributes[k] = deref(a.StringValue)
+			}
+			if md, err := m.Metadata(); err == nil {
+				s.Sequence, s.Time = md.Sequence.Stream, md.Timestamp
+			}
+			out = append(out, s)
+		}
+		if err := msgs.Error(); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			break
+		}
+	}
+	return out, nil
+}

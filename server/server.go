@@ -123,7 +123,7 @@ type Server struct {
 	Async           *eventinvoke.Service
 	Queues          *queues.Service
 	Pollers         *esm.Pollers // event source mappings
-	NATSURL         string // nats://host:port when Config.NATSListen is set
+	NATSURL         string       // nats://host:port when Config.NATSListen is set
 
 	logger      *slog.Logger
 	http        *http.Server

@@ -1,0 +1,233 @@
+package esm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/kiln-dev/kiln/queues"
+)
+
+// sourceUnderTest is a source of the conformance suite and how to feed it.
+type sourceUnderTest struct {
+	src  Source
+	send func(t *testing.T, bodies ...string)
+	body func(Record) string
+}
+
+// testSource is the conformance suite every Source runs: what the pollers
+// rely on for at-least-once delivery.
+func testSource(t *testing.T, open func(t *testing.T, name string, hold time.Duration) sourceUnderTest) {
+	const hold = time.Second
+	ctx := context.Background()
+	receiveAll := func(t *testing.T, s sourceUnderTest, n int, wait time.Duration) []Record {
+		t.Helper()
+		var got []Record
+		deadline := time.Now().Add(wait)
+		for len(got) < n && time.Now().Before(deadline) {
+			recs, err := s.src.Receive(ctx, n-len(got), time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, recs...)
+		}
+		return got
+	}
+
+	t.Run("deleted records never come back", func(t *testing.T) {
+		s := open(t, "deleted", hold)
+		s.send(t, "a", "b", "c", "d", "e")
+		got := receiveAll(t, s, 5, 20*time.Second)
+		seen := map[string]bool{}
+		for _, r := range got {
+			seen[s.body(r)] = true
+			if r.ID == "" || !json.Valid(r.Data) {
+				t.Errorf("record %+v", r)
+			}
+		}
+		if len(got) != 5 || len(seen) != 5 {
+			t.Fatalf("received %d records (%v), want a to e once each", len(got), seen)
+		}
+		if err := s.src.Delete(ctx, got); err != nil {
+			t.Fatal(err)
+		}
+		if again := receiveAll(t, s, 1, 3*hold); len(again) != 0 {
+			t.Fatalf("deleted records came back: %d", len(again))
+		}
+	})
+
+	t.Run("records not deleted come back after the hold, same id", func(t *testing.T) {
+		s := open(t, "undeleted", hold)
+		s.send(t, "x")
+		first := receiveAll(t, s, 1, 20*time.Second)
+		if len(first) != 1 {
+			t.Fatalf("received %d", len(first))
+		}
+		if recs, err := s.src.Receive(ctx, 1, 0); err != nil || len(recs) != 0 {
+			t.Fatalf("a held record was received again at once: %v %v", recs, err)
+		}
+		again := receiveAll(t, s, 1, 20*time.Second)
+		if len(again) != 1 || again[0].ID != first[0].ID || s.body(again[0]) != "x" {
+			t.Fatalf("after the hold: %+v, want the record %s again", again, first[0].ID)
+		}
+		if err := s.src.Delete(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("extend keeps records hidden", func(t *testing.T) {
+		s := open(t, "extended", hold)
+		s.send(t, "y")
+		got := receiveAll(t, s, 1, 20*time.Second)
+		if len(got) != 1 {
+			t.Fatalf("received %d", len(got))
+		}
+		if err := s.src.Extend(ctx, got, 4*hold); err != nil {
+			t.Fatal(err)
+		}
+		if recs, err := s.src.Receive(ctx, 1, 2*hold); err != nil || len(recs) != 0 {
+			t.Fatalf("an extended record came back within the extension: %v %v", recs, err)
+		}
+		if err := s.src.Delete(ctx, got); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestQueueSource runs the conformance suite on the Kiln queue source,
+// on an embedded JetStream.
+func TestQueueSource(t *testing.T) {
+	ns, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	qs, err := queues.New(ctx, queues.Config{NATS: nc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testSource(t, func(t *testing.T, name string, hold time.Duration) sourceUnderTest {
+		attrs := map[string]string{"VisibilityTimeout": fmt.Sprint(int(hold / time.Second))}
+		if err := qs.Create(ctx, "123456789012", name, attrs, nil); err != nil {
+			t.Fatal(err)
+		}
+		src, err := OpenQueue(ctx, qs, queues.ARN("us-east-1", "123456789012", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src.Hold() != hold {
+			t.Fatalf("hold %s, want the visibility timeout %s", src.Hold(), hold)
+		}
+		return sourceUnderTest{src: src,
+			send: func(t *testing.T, bodies ...string) {
+				for _, b := range bodies {
+					if _, err := qs.Send(ctx, "123456789012", name, queues.SendInput{MessageBody: b}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			body: func(r Record) string {
+				var rec sqsRecord
+				json.Unmarshal(r.Data, &rec)
+				return rec.Body
+			}}
+	})
+}
+
+func TestSQSRecordShape(t *testing.T) {
+	ns, err := natsd.Start(natsd.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := ns.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	qs, err := queues.New(ctx, queues.Config{NATS: nc, Region: "eu-west-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qs.Create(ctx, "123456789012", "shape", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	v := "v"
+	if _, err := qs.Send(ctx, "123456789012", "shape", queues.SendInput{MessageBody: `{"k":1}`,
+		MessageAttributes: map[string]queues.Attribute{"a": {DataType: "String", StringValue: &v}}}); err != nil {
+		t.Fatal(err)
+	}
+	arn := queues.ARN("eu-west-1", "123456789012", "shape")
+	src, err := OpenQueue(ctx, qs, arn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := src.Receive(ctx, 10, 5*time.Second)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("receive: %v %v", recs, err)
+	}
+	// Lambda's keys, in Lambda's order.
+	var keys []string
+	dec := json.NewDecoder(bytesReader(recs[0].Data))
+	dec.Token()
+	for dec.More() {
+		k, _ := dec.Token()
+		keys = append(keys, k.(string))
+		var skip json.RawMessage
+		dec.Decode(&skip)
+	}
+	want := "[messageId receiptHandle body attributes messageAttributes md5OfMessageAttributes md5OfBody eventSource eventSourceARN awsRegion]"
+	if fmt.Sprint(keys) != want {
+		t.Errorf("record keys %v, want %s", keys, want)
+	}
+	var rec map[string]any
+	json.Unmarshal(recs[0].Data, &rec)
+	attrs := rec["attributes"].(map[string]any)
+	ma := rec["messageAttributes"].(map[string]any)["a"].(map[string]any)
+	if rec["eventSource"] != "aws:sqs" || rec["eventSourceARN"] != arn || rec["awsRegion"] != "eu-west-1" ||
+		rec["md5OfBody"] != "e59138f35192e320088b83d28388d6bb" || attrs["ApproximateReceiveCount"] != "1" ||
+		attrs["SenderId"] != "123456789012" || ma["stringValue"] != "v" || ma["dataType"] != "String" ||
+		fmt.Sprint(ma["stringListValues"]) != "[]" || rec["receiptHandle"] != recs[0].Handle {
+		t.Errorf("record %s", recs[0].Data)
+	}
+}
+
+func TestBatchItemFailures(t *testing.T) {
+	batch := []Record{{ID: "a"}, {ID: "b"}}
+	for _, c := range []struct {
+		payload string
+		failed  string
+		valid   bool
+	}{
+		{``, "map[]", true},
+		{`null`, "map[]", true},
+		{`{}`, "map[]", true},
+		{`{"batchItemFailures":[]}`, "map[]", true},
+		{`{"batchItemFailures":null}`, "map[]", true},
+		{`{"batchItemFailures":[{"itemIdentifier":"b"}]}`, "map[b:true]", true},
+		{`"done"`, "map[]", true},
+		{`{"batchItemFailures":[{"itemIdentifier":"zzz"}]}`, "map[]", false},
+		{`{"batchItemFailures":[{"itemIdentifier":""}]}`, "map[]", false},
+		{`{"batchItemFailures":[{"itemIdentifier":null}]}`, "map[]", false},
+		{`{"batchItemFailures":[{"id":"a"}]}`, "map[]", false},
+		{`{"batchItemFailures":`, "map[]", false},
+	} {
+		failed, valid := batchItemFailures([]byte(c.payload), batch)
+		if fmt.Sprint(failed) != c.failed && !(len(failed) == 0 && c.failed == "map[]") || valid != c.valid {
+			t.Errorf("%s: failed %v valid %v, want %s %v", c.payload, failed, valid, c.failed, c.valid)
+		}
+	}
+}
+
+func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
