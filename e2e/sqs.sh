@@ -54,6 +54,17 @@ expect_error_unchecked() {
 	AWS_CONFIG_FILE=$WORK/config-novalidate expect_error "$@"
 }
 
+# wait_state UUID STATE: the mapping reaches STATE within 10 s; its
+# document is in $OUT.
+wait_state() {
+	for _ in $(seq 50); do
+		run "get mapping" lambda get-event-source-mapping --uuid "$1"
+		[ "$(field 'd["State"]')" = "$2" ] && return 0
+		sleep 0.2
+	done
+	fail "mapping $1 not $2: $(cat "$OUT")"
+}
+
 # field EXPR: a value of the JSON in $OUT (python expression on d).
 field() { python3 -c "import json,sys; d=json.load(open('$OUT')); print($1)"; }
 
@@ -219,11 +230,7 @@ setup() {
 	run "map fifo" lambda create-event-source-mapping --function-name esm-py --event-source-arn "$ARN:orders.fifo"
 	run "map crash" lambda create-event-source-mapping --function-name esm-py --event-source-arn "$ARN:crash" \
 		--batch-size 50 --maximum-batching-window-in-seconds 1
-	for i in $(seq 50); do
-		run "get bulk" lambda get-event-source-mapping --uuid "$BULK"
-		[ "$(field 'd["State"]')" = Enabled ] && break
-		sleep 0.2
-	done
+	wait_state "$BULK" Enabled
 	[ "$(field 'd["State"], d["BatchSize"], d["ScalingConfig"]["MaximumConcurrency"]')" = "Enabled 100 4" ] || fail "bulk mapping: $(cat "$OUT")"
 	run "list by function" lambda list-event-source-mappings --function-name esm-py
 	[ "$(field 'len(d["EventSourceMappings"])')" = 5 ] || fail "list: $(cat "$OUT")"
@@ -235,20 +242,10 @@ setup() {
 	run "create spare queue" sqs create-queue --queue-name spare --attributes VisibilityTimeout=2
 	run "map spare disabled" lambda create-event-source-mapping --function-name esm-py --event-source-arn "$ARN:spare" --no-enabled
 	SPARE=$(field 'd["UUID"]')
-	for i in $(seq 50); do
-		run "get spare" lambda get-event-source-mapping --uuid "$SPARE"
-		[ "$(field 'd["State"]')" = Disabled ] && break
-		sleep 0.2
-	done
-	[ "$(field 'd["State"]')" = Disabled ] || fail "disabled mapping: $(cat "$OUT")"
+	wait_state "$SPARE" Disabled
 	run "update spare" lambda update-event-source-mapping --uuid "$SPARE" --batch-size 5 --enabled
 	[ "$(field 'd["State"], d["BatchSize"]')" = "Updating 5" ] || fail "update: $(cat "$OUT")"
-	for i in $(seq 50); do
-		run "get spare" lambda get-event-source-mapping --uuid "$SPARE"
-		[ "$(field 'd["State"]')" = Enabled ] && break
-		sleep 0.2
-	done
-	[ "$(field 'd["State"]')" = Enabled ] || fail "re-enabled mapping: $(cat "$OUT")"
+	wait_state "$SPARE" Enabled
 	run "delete spare" lambda delete-event-source-mapping --uuid "$SPARE"
 	[ "$(field 'd["State"]')" = Deleting ] || fail "delete: $(cat "$OUT")"
 	for i in $(seq 50); do

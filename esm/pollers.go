@@ -310,7 +310,7 @@ func (r *runner) loop() {
 		if err != nil && r.ctx.Err() == nil {
 			r.report("PROBLEM: " + err.Error())
 			r.p.log.Warn("esm: receive", "uuid", r.m.UUID, "source", r.m.EventSourceArn, "err", err)
-			sleep(r.ctx, time.Second)
+			pause(r.ctx, time.Second)
 		}
 		if len(batch) == 0 {
 			if err == nil && r.retire() {
@@ -468,7 +468,7 @@ func (r *runner) invoke(recs []Record, payload []byte, received time.Time) (*inv
 			r.report("PROBLEM: Function call failed")
 			r.p.log.Warn("esm: invoke", "uuid", r.m.UUID, "err", err)
 		}
-		sleep(r.ctx, backoff)
+		pause(r.ctx, backoff)
 		backoff = min(2*backoff, 10*time.Second)
 		if hold := r.src.Hold(); hold > 0 && time.Since(held) > hold/2 {
 			if err := r.src.Extend(r.ctx, recs, hold); err == nil {
@@ -520,11 +520,10 @@ func (r *runner) report(result string) {
 	r.p.setResult(r.m.UUID, result)
 }
 
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// pause waits d or until ctx ends.
+func pause(ctx context.Context, d time.Duration) {
 	select {
 	case <-ctx.Done():
-	case <-t.C:
+	case <-time.After(d):
 	}
 }

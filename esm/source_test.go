@@ -98,9 +98,8 @@ func testSource(t *testing.T, open func(t *testing.T, name string, hold time.Dur
 	})
 }
 
-// TestQueueSource runs the conformance suite on the Kiln queue source,
-// on an embedded JetStream.
-func TestQueueSource(t *testing.T) {
+// startQueues runs a queue service on an embedded JetStream.
+func startQueues(t *testing.T, region string) *queues.Service {
 	ns, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -111,11 +110,18 @@ func TestQueueSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	ctx := context.Background()
-	qs, err := queues.New(ctx, queues.Config{NATS: nc})
+	qs, err := queues.New(context.Background(), queues.Config{NATS: nc, Region: region})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return qs
+}
+
+// TestQueueSource runs the conformance suite on the Kiln queue source,
+// on an embedded JetStream.
+func TestQueueSource(t *testing.T) {
+	ctx := context.Background()
+	qs := startQueues(t, "us-east-1")
 	testSource(t, func(t *testing.T, name string, hold time.Duration) sourceUnderTest {
 		attrs := map[string]string{"VisibilityTimeout": fmt.Sprint(int(hold / time.Second))}
 		if err := qs.Create(ctx, "123456789012", name, attrs, nil); err != nil {
@@ -145,21 +151,8 @@ func TestQueueSource(t *testing.T) {
 }
 
 func TestSQSRecordShape(t *testing.T) {
-	ns, err := natsd.Start(natsd.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := ns.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	qs, err := queues.New(ctx, queues.Config{NATS: nc, Region: "eu-west-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	qs := startQueues(t, "eu-west-1")
 	if err := qs.Create(ctx, "123456789012", "shape", nil, nil); err != nil {
 		t.Fatal(err)
 	}

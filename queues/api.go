@@ -117,6 +117,17 @@ func (c *call) decode(v any) error {
 // queueRef is the QueueUrl every queue operation names its queue with.
 type queueRef struct{ QueueUrl string }
 
+func (r queueRef) ref() queueRef { return r }
+
+// queueInput decodes the call's input into in (a struct embedding
+// queueRef) and returns the name of the queue its QueueUrl names.
+func (c *call) queueInput(in interface{ ref() queueRef }) (string, error) {
+	if err := c.decode(in); err != nil {
+		return "", err
+	}
+	return c.queue(in.ref())
+}
+
 // queue parses a QueueUrl (http://HOST/ACCOUNT/NAME) of the caller's account.
 func (c *call) queue(ref queueRef) (string, error) {
 	if ref.QueueUrl == "" {
@@ -216,10 +227,7 @@ func (s *Service) getQueueAttributes(c *call) (any, error) {
 		queueRef
 		AttributeNames []string
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -261,10 +269,7 @@ func (s *Service) setQueueAttributes(c *call) (any, error) {
 		queueRef
 		Attributes map[string]string
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -274,10 +279,7 @@ func (s *Service) setQueueAttributes(c *call) (any, error) {
 // simple runs op on the queue a call's QueueUrl names.
 func (s *Service) simple(c *call, op func(ctx context.Context, account, name string) error) (any, error) {
 	var in queueRef
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -289,10 +291,7 @@ func (s *Service) purgeQueue(c *call) (any, error)  { return s.simple(c, s.Purge
 
 func (s *Service) listQueueTags(c *call) (any, error) {
 	var in queueRef
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -307,10 +306,7 @@ func (s *Service) tagQueue(c *call) (any, error) {
 		queueRef
 		Tags map[string]string
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -326,10 +322,7 @@ func (s *Service) untagQueue(c *call) (any, error) {
 		queueRef
 		TagKeys []string
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -351,10 +344,7 @@ func (s *Service) sendMessage(c *call) (any, error) {
 		queueRef
 		SendInput
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -410,10 +400,7 @@ func (s *Service) sendMessageBatch(c *call) (any, error) {
 		queueRef
 		Entries []sendEntry
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -463,10 +450,7 @@ func (s *Service) receiveMessage(c *call) (any, error) {
 		VisibilityTimeout           *int
 		WaitTimeSeconds             *int
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -541,10 +525,7 @@ type receiptRef struct {
 
 func (s *Service) deleteMessage(c *call) (any, error) {
 	var in receiptRef
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -556,10 +537,7 @@ func (s *Service) deleteMessage(c *call) (any, error) {
 
 func (s *Service) changeMessageVisibility(c *call) (any, error) {
 	var in receiptRef
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}
@@ -576,10 +554,7 @@ func (s *Service) receiptBatch(c *call, op func(ctx context.Context, name string
 		queueRef
 		Entries []receiptEntry
 	}
-	if err := c.decode(&in); err != nil {
-		return nil, err
-	}
-	name, err := c.queue(in.queueRef)
+	name, err := c.queueInput(&in)
 	if err != nil {
 		return nil, err
 	}

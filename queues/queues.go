@@ -39,6 +39,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"regexp"
 	"sort"
 	"strconv"
@@ -360,28 +361,40 @@ func (s *Service) Attributes(ctx context.Context, account, name string) (map[str
 
 // SetAttributes changes a queue's attributes.
 func (s *Service) SetAttributes(ctx context.Context, account, name string, attrs map[string]string) error {
+	return s.modify(ctx, account, name, func(m *meta) error {
+		clean, err := checkAttributes(attrs, m.Fifo, false)
+		if err != nil {
+			return err
+		}
+		for k, v := range clean {
+			if v == "" {
+				delete(m.Attributes, k)
+				continue
+			}
+			m.Attributes[k] = v
+		}
+		m.Modified = time.Now().Unix()
+		_, err = s.provision(ctx, m)
+		return err
+	})
+}
+
+// modify changes a copy of a queue's description and stores it, if the
+// description did not change meanwhile.
+func (s *Service) modify(ctx context.Context, account, name string, change func(*meta) error) error {
 	q, err := s.queue(ctx, account, name)
 	if err != nil {
 		return err
 	}
-	clean, err := checkAttributes(attrs, q.Fifo, false)
-	if err != nil {
-		return err
-	}
 	m := *q.meta
-	m.Attributes = map[string]string{}
-	for k, v := range q.Attributes {
-		m.Attributes[k] = v
+	m.Attributes, m.Tags = maps.Clone(q.Attributes), maps.Clone(q.Tags)
+	if m.Attributes == nil {
+		m.Attributes = map[string]string{}
 	}
-	for k, v := range clean {
-		if v == "" {
-			delete(m.Attributes, k)
-			continue
-		}
-		m.Attributes[k] = v
+	if m.Tags == nil {
+		m.Tags = map[string]string{}
 	}
-	m.Modified = time.Now().Unix()
-	if _, err := s.provision(ctx, &m); err != nil {
+	if err := change(&m); err != nil {
 		return err
 	}
 	b, _ := json.Marshal(&m)
@@ -400,19 +413,10 @@ func (s *Service) Tags(ctx context.Context, account, name string) (map[string]st
 
 // modifyTags changes a queue's tags.
 func (s *Service) modifyTags(ctx context.Context, account, name string, change func(map[string]string)) error {
-	q, err := s.queue(ctx, account, name)
-	if err != nil {
-		return err
-	}
-	m := *q.meta
-	m.Tags = map[string]string{}
-	for k, v := range q.Tags {
-		m.Tags[k] = v
-	}
-	change(m.Tags)
-	b, _ := json.Marshal(&m)
-	_, err = s.kv.Update(ctx, key(account, name), b, q.rev)
-	return err
+	return s.modify(ctx, account, name, func(m *meta) error {
+		change(m.Tags)
+		return nil
+	})
 }
 
 // Purge deletes every message of a queue.
@@ -598,7 +602,10 @@ func (s *Service) Receive(ctx context.Context, account, name string, in ReceiveI
 		}
 		if q.Fifo {
 			// Sixteen buckets have no single pull to wait on: look again soon.
-			sleep(ctx, min(100*time.Millisecond, time.Until(deadline)))
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(100*time.Millisecond, time.Until(deadline))):
+			}
 		} else {
 			// Wait for one message, then take at once what else is there.
 			out, err = s.fetch(ctx, q, 1, max(time.Until(deadline), time.Second), in.Visibility)
@@ -776,24 +783,26 @@ func (q *queue) ackSubject(receipt string) (string, error) {
 
 // DeleteMessage deletes the message a receipt handle names.
 func (s *Service) DeleteMessage(ctx context.Context, account, name, receipt string) error {
-	q, err := s.queue(ctx, account, name)
-	if err != nil {
-		return err
-	}
-	subj, err := q.ackSubject(receipt)
+	subj, err := s.ackSubject(ctx, account, name, receipt)
 	if err != nil {
 		return err
 	}
 	return s.ack(ctx, subj, []byte("+ACK"))
 }
 
-// ChangeVisibility makes a received message visible again after timeout.
-func (s *Service) ChangeVisibility(ctx context.Context, account, name, receipt string, timeout int) error {
+// ackSubject checks a receipt handle of account's queue name and returns
+// its acknowledgement subject.
+func (s *Service) ackSubject(ctx context.Context, account, name, receipt string) (string, error) {
 	q, err := s.queue(ctx, account, name)
 	if err != nil {
-		return err
+		return "", err
 	}
-	subj, err := q.ackSubject(receipt)
+	return q.ackSubject(receipt)
+}
+
+// ChangeVisibility makes a received message visible again after timeout.
+func (s *Service) ChangeVisibility(ctx context.Context, account, name, receipt string, timeout int) error {
+	subj, err := s.ackSubject(ctx, account, name, receipt)
 	if err != nil {
 		return err
 	}
@@ -885,15 +894,6 @@ func checkMessageAttributes(attrs map[string]Attribute) (int, error) {
 		size += len(n) + len(a.DataType)
 	}
 	return size, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
 
 // SendRecord stores a record Kiln itself produces (an async invoke's
