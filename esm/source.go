@@ -3,6 +3,7 @@ package esm
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -38,7 +39,7 @@ type Source interface {
 // Queues is the Kiln queue service, as the queue source uses it.
 type Queues interface {
 	Receive(ctx context.Context, account, name string, in queues.ReceiveInput) ([]queues.Message, error)
-	DeleteMessage(ctx context.Context, account, name, receipt string) error
+	DeleteMessages(ctx context.Context, account, name string, receipts []string) []error
 	ChangeVisibility(ctx context.Context, account, name, receipt string, timeout int) error
 	Attributes(ctx context.Context, account, name string) (map[string]string, error)
 }
@@ -115,12 +116,11 @@ func (s *queueSource) Receive(ctx context.Context, max int, wait time.Duration) 
 }
 
 func (s *queueSource) Delete(ctx context.Context, recs []Record) error {
-	for _, r := range recs {
-		if err := s.q.DeleteMessage(ctx, s.account, s.name, r.Handle); err != nil {
-			return err
-		}
+	receipts := make([]string, len(recs))
+	for i, r := range recs {
+		receipts[i] = r.Handle
 	}
-	return nil
+	return errors.Join(s.q.DeleteMessages(ctx, s.account, s.name, receipts)...)
 }
 
 func (s *queueSource) Extend(ctx context.Context, recs []Record, d time.Duration) error {

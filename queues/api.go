@@ -570,9 +570,10 @@ func (s *Service) receiptBatch(c *call, op func(ctx context.Context, name string
 	}
 	type ok struct{ Id string }
 	out := batchResult[ok]{Successful: []ok{}, Failed: []batchFailure{}}
-	for _, e := range in.Entries {
-		if err := op(c.ctx, name, e); err != nil {
-			out.Failed = append(out.Failed, failure(e.Id, err))
+	errs := each(len(in.Entries), func(i int) error { return op(c.ctx, name, in.Entries[i]) })
+	for i, e := range in.Entries {
+		if errs[i] != nil {
+			out.Failed = append(out.Failed, failure(e.Id, errs[i]))
 			continue
 		}
 		out.Successful = append(out.Successful, ok{e.Id})

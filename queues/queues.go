@@ -790,6 +790,24 @@ func (s *Service) DeleteMessage(ctx context.Context, account, name, receipt stri
 	return s.ack(ctx, subj, []byte("+ACK"))
 }
 
+// DeleteMessages deletes the messages receipt handles name, all at once,
+// and returns each one's error.
+func (s *Service) DeleteMessages(ctx context.Context, account, name string, receipts []string) []error {
+	return each(len(receipts), func(i int) error { return s.DeleteMessage(ctx, account, name, receipts[i]) })
+}
+
+// each runs f for 0 to n-1 at once (n is a batch: a few) and returns the
+// errors by index.
+func each(n int, f func(i int) error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = f(i) })
+	}
+	wg.Wait()
+	return errs
+}
+
 // ackSubject checks a receipt handle of account's queue name and returns
 // its acknowledgement subject.
 func (s *Service) ackSubject(ctx context.Context, account, name, receipt string) (string, error) {

@@ -1,0 +1,268 @@
+package esm_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	ltypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/server"
+)
+
+// sqsGo is an aws-lambda-go function taking events.SQSEvent, the library's
+// own type for Lambda's SQS records: it fails (the whole invoke) on a
+// record that does not decode as Lambda's, appends each body to $SINK,
+// and reports "fail…" bodies on their first receive as batch item failures.
+const sqsGo = `package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func handle(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	var resp events.SQSEventResponse
+	f, err := os.OpenFile(os.Getenv("SINK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return resp, err
+	}
+	defer f.Close()
+	var out []byte
+	for _, r := range ev.Records {
+		if r.EventSource != "aws:sqs" || r.MessageId == "" || r.ReceiptHandle == "" || r.Md5OfBody == "" ||
+			r.Attributes["ApproximateReceiveCount"] == "" || r.MessageAttributes["kind"].DataType != "String" {
+			return resp, fmt.Errorf("record not as Lambda delivers it: %+v", r)
+		}
+		out = fmt.Appendf(out, "%s %s %s\n", r.Body, r.Attributes["ApproximateReceiveCount"], *r.MessageAttributes["kind"].StringValue)
+		if len(r.Body) >= 4 && r.Body[:4] == "fail" && r.Attributes["ApproximateReceiveCount"] == "1" {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: r.MessageId})
+		}
+	}
+	_, err = f.Write(out)
+	return resp, err
+}
+
+func main() { lambda.Start(handle) }
+`
+
+type rig struct {
+	lam  *lambda.Client
+	sqs  *sqs.Client
+	arn  string
+	url  string
+	sink string
+}
+
+// newRig starts a Kiln with fn (a Go function's source) and a queue, mapped
+// by a mapping with the given batch size.
+func newRig(tb testing.TB, fn string, batch int32, reports bool) *rig {
+	tb.Helper()
+	s := kilntest.Start(tb, server.Config{})
+	r := &rig{lam: kilntest.Lambda(s), sqs: kilntest.SQS(s), sink: filepath.Join(tb.TempDir(), "sink")}
+	ctx := context.Background()
+	kilntest.MustCreate(tb, r.lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(tb, fn)},
+		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": r.sink}}})
+	q, err := r.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("in"), Attributes: map[string]string{"VisibilityTimeout": "3"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.url = aws.ToString(q.QueueUrl)
+	a, err := r.sqs.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl, AttributeNames: []types.QueueAttributeName{"QueueArn"}})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.arn = a.Attributes["QueueArn"]
+	in := &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("fn"), EventSourceArn: &r.arn, BatchSize: &batch}
+	if batch > 10 {
+		in.MaximumBatchingWindowInSeconds = aws.Int32(1)
+	}
+	if reports {
+		in.FunctionResponseTypes = []ltypes.FunctionResponseType{ltypes.FunctionResponseTypeReportBatchItemFailures}
+	}
+	if _, err := r.lam.CreateEventSourceMapping(ctx, in); err != nil {
+		tb.Fatal(err)
+	}
+	return r
+}
+
+func (r *rig) send(tb testing.TB, bodies []string) {
+	tb.Helper()
+	for i := 0; i < len(bodies); i += 10 {
+		var entries []types.SendMessageBatchRequestEntry
+		for j, b := range bodies[i:min(i+10, len(bodies))] {
+			entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j)), MessageBody: aws.String(b),
+				MessageAttributes: map[string]types.MessageAttributeValue{"kind": {DataType: aws.String("String"), StringValue: aws.String("k")}}})
+		}
+		out, err := r.sqs.SendMessageBatch(context.Background(), &sqs.SendMessageBatchInput{QueueUrl: &r.url, Entries: entries})
+		if err != nil || len(out.Failed) > 0 {
+			tb.Fatalf("send: %v %+v", err, out)
+		}
+	}
+}
+
+// drained waits until the queue holds nothing, visible or in flight.
+func (r *rig) drained(tb testing.TB, timeout time.Duration) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		a, err := r.sqs.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &r.url,
+			AttributeNames: []types.QueueAttributeName{"All"}})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if a.Attributes["ApproximateNumberOfMessages"] == "0" && a.Attributes["ApproximateNumberOfMessagesNotVisible"] == "0" {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("queue not drained within %s: %v", timeout, a.Attributes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *rig) seen(tb testing.TB) map[string][]string {
+	b, err := os.ReadFile(r.sink)
+	if err != nil && !os.IsNotExist(err) {
+		tb.Fatal(err)
+	}
+	out := map[string][]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			out[f[0]] = append(out[f[0]], f[1])
+		}
+	}
+	return out
+}
+
+// TestMappingWithAwsLambdaGo: records decode with aws-lambda-go's own
+// events.SQSEvent, every message is processed, and only reported failures
+// come back.
+func TestMappingWithAwsLambdaGo(t *testing.T) {
+	r := newRig(t, sqsGo, 10, true)
+	var bodies []string
+	for i := range 100 {
+		if i%10 == 0 {
+			bodies = append(bodies, fmt.Sprint("fail-", i))
+		} else {
+			bodies = append(bodies, fmt.Sprint("ok-", i))
+		}
+	}
+	r.send(t, bodies)
+	r.drained(t, 60*time.Second)
+	seen := r.seen(t)
+	for _, b := range bodies {
+		want := "[1]"
+		if strings.HasPrefix(b, "fail") {
+			want = "[1 2]"
+		}
+		if got := fmt.Sprint(seen[b]); got != want {
+			t.Errorf("%s: receive counts %s, want %s", b, got, want)
+		}
+	}
+	out, err := r.lam.ListEventSourceMappings(context.Background(), &lambda.ListEventSourceMappingsInput{FunctionName: aws.String("fn")})
+	if err != nil || len(out.EventSourceMappings) != 1 {
+		t.Fatalf("list: %v %v", out, err)
+	}
+	if m := out.EventSourceMappings[0]; aws.ToString(m.State) != "Enabled" || aws.ToString(m.LastProcessingResult) != "OK" {
+		t.Errorf("mapping %s, last result %s", aws.ToString(m.State), aws.ToString(m.LastProcessingResult))
+	}
+}
+
+const nopGo = `package main
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func main() {
+	lambda.Start(func(ctx context.Context, event json.RawMessage) error { return nil })
+}
+`
+
+func cpu() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkMapping measures, in the same run, a queue drained by its own
+// client (send, receive and delete in batches of 10) and the same number
+// of messages sent to a mapped queue and drained by the pollers through a
+// function that does nothing (batch size 10). cpu-µs/msg is this process's
+// CPU (client, queue service, pollers, invoke path; the function's runtime
+// is a process of its own) per message.
+func BenchmarkMapping(b *testing.B) {
+	const n = 2000
+	r := newRig(b, nopGo, 10, false)
+	ctx := context.Background()
+	bodies := make([]string, n)
+	for i := range bodies {
+		bodies[i] = fmt.Sprint("m", i)
+	}
+	plain, err := r.sqs.CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("plain")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var queueTime, mapTime, queueCPU, mapCPU time.Duration
+	for b.Loop() {
+		start, c0 := time.Now(), cpu()
+		for i := 0; i < n; i += 10 {
+			var entries []types.SendMessageBatchRequestEntry
+			for j := range 10 {
+				entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j)), MessageBody: &bodies[i+j]})
+			}
+			if _, err := r.sqs.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: plain.QueueUrl, Entries: entries}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for got := 0; got < n; {
+			out, err := r.sqs.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: plain.QueueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var del []types.DeleteMessageBatchRequestEntry
+			for j, m := range out.Messages {
+				del = append(del, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j)), ReceiptHandle: m.ReceiptHandle})
+			}
+			if len(del) > 0 {
+				if _, err := r.sqs.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: plain.QueueUrl, Entries: del}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			got += len(out.Messages)
+		}
+		queueTime += time.Since(start)
+		queueCPU += cpu() - c0
+
+		start, c0 = time.Now(), cpu()
+		r.send(b, bodies)
+		r.drained(b, 5*time.Minute)
+		mapTime += time.Since(start)
+		mapCPU += cpu() - c0
+	}
+	msgs := float64(n * b.N)
+	b.ReportMetric(msgs/queueTime.Seconds(), "queue-msg/s")
+	b.ReportMetric(msgs/mapTime.Seconds(), "mapping-msg/s")
+	b.ReportMetric(float64(queueCPU.Microseconds())/msgs, "queue-cpu-µs/msg")
+	b.ReportMetric(float64(mapCPU.Microseconds())/msgs, "mapping-cpu-µs/msg")
+}
