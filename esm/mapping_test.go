@@ -266,3 +266,56 @@ func BenchmarkMapping(b *testing.B) {
 	b.ReportMetric(float64(queueCPU.Microseconds())/msgs, "queue-cpu-µs/msg")
 	b.ReportMetric(float64(mapCPU.Microseconds())/msgs, "mapping-cpu-µs/msg")
 }
+
+// TestThrottledMappingDropsNothing: with the function's reserved
+// concurrency at 0 every invoke is throttled; the pollers keep the batch
+// (extending its visibility past the queue's 3 s timeout) and retry until
+// the function may run again, and nothing reaches a receive count past 1.
+func TestThrottledMappingDropsNothing(t *testing.T) {
+	r := newRig(t, sqsGo, 10, false)
+	ctx := context.Background()
+	if _, err := r.lam.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("fn"),
+		ReservedConcurrentExecutions: aws.Int32(0)}); err != nil {
+		t.Fatal(err)
+	}
+	var bodies []string
+	for i := range 30 {
+		bodies = append(bodies, fmt.Sprint("t-", i))
+	}
+	r.send(t, bodies)
+	// Throttled for longer than the visibility timeout.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, err := r.lam.ListEventSourceMappings(ctx, &lambda.ListEventSourceMappingsInput{FunctionName: aws.String("fn")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.EventSourceMappings) == 1 && strings.Contains(aws.ToString(out.EventSourceMappings[0].LastProcessingResult), "throttled") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no throttle reported: %+v", out.EventSourceMappings)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(4 * time.Second)
+	if seen := r.seen(t); len(seen) != 0 {
+		t.Fatalf("a throttled function ran: %v", seen)
+	}
+	if _, err := r.lam.DeleteFunctionConcurrency(ctx, &lambda.DeleteFunctionConcurrencyInput{FunctionName: aws.String("fn")}); err != nil {
+		t.Fatal(err)
+	}
+	r.drained(t, 60*time.Second)
+	seen := r.seen(t)
+	for _, b := range bodies {
+		if len(seen[b]) == 0 {
+			t.Errorf("%s never processed", b)
+		}
+	}
+	// The batches held while throttled were not received again meanwhile.
+	for b, counts := range seen {
+		if fmt.Sprint(counts) != "[1]" {
+			t.Errorf("%s: receive counts %v, want [1]: a throttled batch was not held", b, counts)
+		}
+	}
+}

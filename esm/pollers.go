@@ -448,6 +448,12 @@ func (r *runner) process(batch []Record) {
 // mapping stops. false: no invoke happened (the records come back).
 func (r *runner) invoke(recs []Record, payload []byte, received time.Time) (*invoke.Response, bool) {
 	backoff := 100 * time.Millisecond
+	// Sleep no longer than a third of the hold, so that the records' hold
+	// is extended before it ends.
+	maxBackoff := 10 * time.Second
+	if hold := r.src.Hold(); hold > 0 {
+		maxBackoff = max(min(maxBackoff, hold/3), 10*time.Millisecond)
+	}
 	held := received
 	for {
 		resp, err := r.p.cfg.Invoker.Invoke(r.ctx, invoke.Request{Account: r.m.Account, Function: r.m.FunctionArn, Payload: payload})
@@ -469,7 +475,7 @@ func (r *runner) invoke(recs []Record, payload []byte, received time.Time) (*inv
 			r.p.log.Warn("esm: invoke", "uuid", r.m.UUID, "err", err)
 		}
 		pause(r.ctx, backoff)
-		backoff = min(2*backoff, 10*time.Second)
+		backoff = min(2*backoff, maxBackoff)
 		if hold := r.src.Hold(); hold > 0 && time.Since(held) > hold/2 {
 			if err := r.src.Extend(r.ctx, recs, hold); err == nil {
 				held = time.Now()
