@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/esm"
@@ -33,26 +35,39 @@ func (s *Service) mappingRoutes() []route {
 }
 
 // mappingSource checks a mapping's event source: a Kiln queue of the
-// caller's account in this region. It returns whether it is FIFO and its
-// visibility timeout in seconds.
-func (s *Service) mappingSource(c *call, arn string) (fifo bool, visibility int, err error) {
+// caller's account in this region, or a stream of a NATS the caller runs.
+// It returns its kind and how long a received record stays hidden (the
+// queue's visibility timeout), in seconds.
+func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventSource, stream []string) (esm.Kind, int, error) {
+	if self != nil {
+		if len(stream) == 1 {
+			servers := strings.Join(self.Endpoints[esm.NATSServersKey], ",")
+			if err := esm.CheckNATS(c.ctx, servers, stream[0]); err != nil {
+				return 0, 0, api.Errorf(api.InvalidParameterValue, "Error occurred while reading the NATS event source: %v", err)
+			}
+		}
+		return esm.KindNATS, int(esm.NATSHold / time.Second), nil
+	}
 	region, account, name, perr := queues.ParseARN(arn)
 	if perr != nil {
-		return false, 0, api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb. Unsupported source arn : %s", arn)
+		return 0, 0, api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb. Unsupported source arn : %s", arn)
 	}
 	if region != s.cfg.Region || account != c.caller.Account {
-		return false, 0, api.Errorf(api.InvalidParameterValue, "Kiln maps only queues of the caller's account (%s) in %s: %s", c.caller.Account, s.cfg.Region, arn)
+		return 0, 0, api.Errorf(api.InvalidParameterValue, "Kiln maps only queues of the caller's account (%s) in %s: %s", c.caller.Account, s.cfg.Region, arn)
 	}
 	attrs, qerr := s.cfg.Queues.Attributes(c.ctx, account, name)
 	var qe *queues.Error
 	if errors.As(qerr, &qe) {
-		return false, 0, api.Errorf(api.InvalidParameterValue, "Error occurred while ReceiveMessage. SQS Error Code: %s. SQS Error Message: %s", qe.Query, qe.Message)
+		return 0, 0, api.Errorf(api.InvalidParameterValue, "Error occurred while ReceiveMessage. SQS Error Code: %s. SQS Error Message: %s", qe.Query, qe.Message)
 	}
 	if qerr != nil {
-		return false, 0, qerr
+		return 0, 0, qerr
 	}
-	visibility, _ = strconv.Atoi(attrs["VisibilityTimeout"])
-	return attrs["FifoQueue"] == "true", visibility, nil
+	visibility, _ := strconv.Atoi(attrs["VisibilityTimeout"])
+	if attrs["FifoQueue"] == "true" {
+		return esm.KindFifoQueue, visibility, nil
+	}
+	return esm.KindQueue, visibility, nil
 }
 
 // mappingFunction resolves a mapping's FunctionName to the ARN it stores
@@ -88,14 +103,21 @@ func (s *Service) createMapping(c *call) error {
 	if req.FunctionName == nil {
 		return validation(nil, "functionName", "Member must not be null")
 	}
-	if req.EventSourceArn == nil {
-		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb.")
+	if (req.EventSourceArn == nil) == (req.SelfManagedEventSource == nil) {
+		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb; Kiln maps Kiln queues (EventSourceArn) and NATS streams (SelfManagedEventSource).")
 	}
-	fifo, visibility, err := s.mappingSource(c, *req.EventSourceArn)
+	var stream []string
+	if req.SelfManagedEventSource != nil {
+		if err := req.CheckNATS(); err != nil {
+			return err
+		}
+		stream = *req.Queues
+	}
+	kind, visibility, err := s.mappingSource(c, aws(req.EventSourceArn), req.SelfManagedEventSource, stream)
+	if err == nil {
+		err = req.Check(kind)
+	}
 	if err != nil {
-		return err
-	}
-	if err := req.Check(fifo); err != nil {
 		return err
 	}
 	fn, err := s.mappingFunction(c, *req.FunctionName, visibility)
@@ -106,23 +128,38 @@ func (s *Service) createMapping(c *call) error {
 	if err != nil {
 		return err
 	}
-	for _, m := range all {
-		if m.Account == c.caller.Account && m.EventSourceArn == *req.EventSourceArn && m.FunctionArn == fn {
-			return api.Errorf(api.ResourceConflict, "An event source mapping with SQS arn (\" %s \") and function (\" %s \") already exists. Please update or delete the existing mapping with UUID %s",
-				m.EventSourceArn, fn, m.UUID)
-		}
-	}
 	id := api.NewUUID()
 	m := &esm.Mapping{Account: c.caller.Account, Enabled: true, Configuration: esm.Configuration{
-		UUID: id, EventSourceArn: *req.EventSourceArn, FunctionArn: fn, BatchSize: esm.DefaultBatchSize,
+		UUID: id, EventSourceArn: aws(req.EventSourceArn), FunctionArn: fn, BatchSize: esm.DefaultBatchSize,
 		EventSourceMappingArn: "arn:aws:lambda:" + s.cfg.Region + ":" + c.caller.Account + ":event-source-mapping:" + id,
 		LastProcessingResult:  "No records processed", State: esm.StateCreating, StateTransitionReason: "USER_INITIATED",
 	}}
+	if kind == esm.KindNATS {
+		m.SelfManagedEventSource, m.Queues, m.BatchSize, m.HoldSeconds = req.SelfManagedEventSource, stream, esm.DefaultNATSBatchSize, visibility
+		if req.Topics != nil {
+			m.Topics = *req.Topics
+		}
+	}
 	req.Apply(m)
+	for _, o := range all {
+		if o.Account == m.Account && o.FunctionArn == fn && o.EventSourceArn == m.EventSourceArn &&
+			(!m.NATS() || o.NATS() && o.NATSServers() == m.NATSServers() && o.Queues[0] == m.Queues[0]) {
+			return api.Errorf(api.ResourceConflict, "An event source mapping with event source (\" %s \") and function (\" %s \") already exists. Please update or delete the existing mapping with UUID %s",
+				m.EventSourceArn+strings.Join(m.Queues, ""), fn, o.UUID)
+		}
+	}
 	if err := s.cfg.Mappings.Create(c.ctx, m); err != nil {
 		return err
 	}
 	return c.reply(http.StatusAccepted, m.Configuration)
+}
+
+// aws is the value of an optional string, as the AWS SDKs' aws.ToString.
+func aws(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // mapping reads the {UUID} of the path, of the caller's account.
@@ -155,14 +192,14 @@ func (s *Service) updateMapping(c *call) error {
 	if err := c.decode(&req); err != nil {
 		return err
 	}
-	if req.EventSourceArn != nil {
-		return api.Errorf(api.InvalidParameterValue, "Unsupported EventSourceArn parameter: a mapping's event source cannot change.")
+	if req.EventSourceArn != nil || req.SelfManagedEventSource != nil || req.Queues != nil || req.Topics != nil {
+		return api.Errorf(api.InvalidParameterValue, "A mapping's event source cannot change.")
 	}
-	fifo, visibility, err := s.mappingSource(c, cur.EventSourceArn)
+	kind, visibility, err := s.mappingSource(c, cur.EventSourceArn, cur.SelfManagedEventSource, nil)
+	if err == nil {
+		err = req.Check(kind)
+	}
 	if err != nil {
-		return err
-	}
-	if err := req.Check(fifo); err != nil {
 		return err
 	}
 	fn := cur.FunctionArn

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/kiln-dev/kiln/eventfilter"
@@ -71,21 +72,40 @@ type Configuration struct {
 	FunctionArn                    string
 	BatchSize                      int
 	MaximumBatchingWindowInSeconds int
-	FilterCriteria                 *FilterCriteria `json:",omitempty"`
-	FunctionResponseTypes          []string        `json:",omitempty"`
-	ScalingConfig                  *ScalingConfig  `json:",omitempty"`
+	FilterCriteria                 *FilterCriteria         `json:",omitempty"`
+	FunctionResponseTypes          []string                `json:",omitempty"`
+	ScalingConfig                  *ScalingConfig          `json:",omitempty"`
+	SelfManagedEventSource         *SelfManagedEventSource `json:",omitempty"`
+	Queues                         []string                `json:",omitempty"`
+	Topics                         []string                `json:",omitempty"`
 	LastModified                   float64
 	LastProcessingResult           string
 	State                          string
 	StateTransitionReason          string
 }
 
+// SelfManagedEventSource names a source by its servers (a NATS source:
+// Endpoints NATS_SERVERS).
+type SelfManagedEventSource struct {
+	Endpoints map[string][]string
+}
+
 // Mapping is a stored mapping: its document, its account and whether it is
-// to be enabled (the State says whether it is).
+// to be enabled (the State says whether it is). HoldSeconds is a NATS
+// source's hold.
 type Mapping struct {
 	Configuration
-	Account string
-	Enabled bool
+	Account     string
+	Enabled     bool
+	HoldSeconds int `json:",omitempty"`
+}
+
+// NATS tells whether the mapping reads a NATS stream (else a Kiln queue).
+func (m *Mapping) NATS() bool { return m.SelfManagedEventSource != nil }
+
+// NATSServers is a NATS source's server URLs, comma-separated.
+func (m *Mapping) NATSServers() string {
+	return strings.Join(m.SelfManagedEventSource.Endpoints[NATSServersKey], ",")
 }
 
 // Filters parses the mapping's filter patterns (checked when stored).

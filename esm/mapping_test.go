@@ -2,6 +2,7 @@ package esm_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,7 +19,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // sqsGo is an aws-lambda-go function taking events.SQSEvent, the library's
@@ -317,5 +321,147 @@ func TestThrottledMappingDropsNothing(t *testing.T) {
 		if fmt.Sprint(counts) != "[1]" {
 			t.Errorf("%s: receive counts %v, want [1]: a throttled batch was not held", b, counts)
 		}
+	}
+}
+
+// natsGo writes each NATS record's data to $SINK.
+const natsGo = `package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+type event struct {
+	Records []struct {
+		Subject     string ` + "`json:\"subject\"`" + `
+		Data        []byte ` + "`json:\"data\"`" + `
+		EventSource string ` + "`json:\"eventSource\"`" + `
+	} ` + "`json:\"Records\"`" + `
+}
+
+func main() {
+	lambda.Start(func(ctx context.Context, ev event) error {
+		f, err := os.OpenFile(os.Getenv("SINK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var out []byte
+		for _, r := range ev.Records {
+			if r.EventSource != "kiln:nats" || r.Subject != "orders.new" {
+				return fmt.Errorf("record %+v", r)
+			}
+			out = fmt.Appendf(out, "%s 1 k\n", r.Data)
+		}
+		_, err = f.Write(out)
+		return err
+	})
+}
+`
+
+// TestNATSMapping maps a stream of a user's own NATS (another server,
+// over TCP) to a function: every message of the subject is processed, the
+// mapping's consumer is left with nothing pending, and deleting the
+// mapping removes its consumer.
+func TestNATSMapping(t *testing.T) {
+	user, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(user.Shutdown)
+	nc, err := nats.Connect(user.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	s := kilntest.Start(t, server.Config{})
+	lam := kilntest.Lambda(s)
+	sink := filepath.Join(t.TempDir(), "sink")
+	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, natsGo)},
+		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	source := func(url string) *ltypes.SelfManagedEventSource {
+		return &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"NATS_SERVERS": {url}}}
+	}
+	if _, err := lam.CreateEventSourceMapping(ctx, &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("fn"),
+		SelfManagedEventSource: source("http://nope"), Queues: []string{"ORDERS"}}); !strings.Contains(fmt.Sprint(err), "InvalidParameterValueException") {
+		t.Fatalf("bad server URL: %v", err)
+	}
+	if _, err := lam.CreateEventSourceMapping(ctx, &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("fn"),
+		SelfManagedEventSource: source(user.ClientURL()), Queues: []string{"MISSING"}}); !strings.Contains(fmt.Sprint(err), "InvalidParameterValueException") {
+		t.Fatalf("missing stream: %v", err)
+	}
+	m, err := lam.CreateEventSourceMapping(ctx, &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("fn"),
+		SelfManagedEventSource: source(user.ClientURL()), Queues: []string{"ORDERS"}, Topics: []string{"orders.new"},
+		BatchSize: aws.Int32(50), MaximumBatchingWindowInSeconds: aws.Int32(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(m.State) != "Creating" || fmt.Sprint(m.Queues) != "[ORDERS]" || aws.ToInt32(m.BatchSize) != 50 {
+		t.Errorf("created %+v", m)
+	}
+	const n = 300
+	for i := range n {
+		js.Publish(ctx, "orders.new", []byte(fmt.Sprint("o-", i)))
+		js.Publish(ctx, "orders.old", []byte(fmt.Sprint("x-", i)))
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(sink)
+		if strings.Count(string(b), "\n") >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages processed", strings.Count(string(b), "\n"), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(sink)
+	for i := range n {
+		if !strings.Contains(string(b), fmt.Sprintf("o-%d 1", i)) {
+			t.Errorf("o-%d not processed", i)
+		}
+	}
+	if strings.Contains(string(b), "x-") {
+		t.Error("a message outside the subject filter was delivered")
+	}
+	consumer := "kiln-esm-" + aws.ToString(m.UUID)
+	for {
+		info, err := js.Consumer(ctx, "ORDERS", consumer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ci, err := info.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.NumPending == 0 && ci.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer left with %d pending, %d unacknowledged", ci.NumPending, ci.NumAckPending)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := lam.DeleteEventSourceMapping(ctx, &lambda.DeleteEventSourceMappingInput{UUID: m.UUID}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := js.Consumer(ctx, "ORDERS", consumer); errors.Is(err, jetstream.ErrConsumerNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted mapping's consumer is still on the stream")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -169,6 +169,11 @@ func (p *Pollers) reconcile(ctx context.Context) {
 			}
 		case StateDeleting:
 			p.stop(m.UUID)
+			if m.NATS() {
+				if err := removeNATSConsumer(ctx, m.NATSServers(), m.Queues[0], "kiln-esm-"+m.UUID); err != nil {
+					p.log.Warn("esm: remove the NATS consumer of a deleted mapping", "uuid", m.UUID, "err", err)
+				}
+			}
 			if err := p.store.Remove(ctx, m.UUID); err != nil {
 				p.log.Warn("esm: delete mapping", "uuid", m.UUID, "err", err)
 			}
@@ -260,9 +265,9 @@ func (p *Pollers) newRunner(ctx context.Context, m *Mapping) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := OpenQueue(ctx, p.cfg.Queues, m.EventSourceArn)
+	src, err := p.open(ctx, m)
 	if err != nil {
-		return nil, fmt.Errorf("event source %s: %w", m.EventSourceArn, err)
+		return nil, err
 	}
 	limit := m.MaxConcurrency()
 	if p.cfg.MaxBatches > 0 {
@@ -274,9 +279,32 @@ func (p *Pollers) newRunner(ctx context.Context, m *Mapping) (*runner, error) {
 	return r, nil
 }
 
+// open opens a mapping's source.
+func (p *Pollers) open(ctx context.Context, m *Mapping) (Source, error) {
+	if m.NATS() {
+		var subject string
+		if len(m.Topics) > 0 {
+			subject = m.Topics[0]
+		}
+		src, err := OpenNATS(ctx, m.NATSServers(), m.Queues[0], subject, "kiln-esm-"+m.UUID, time.Duration(m.HoldSeconds)*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("event source: %w", err)
+		}
+		return src, nil
+	}
+	src, err := OpenQueue(ctx, p.cfg.Queues, m.EventSourceArn)
+	if err != nil {
+		return nil, fmt.Errorf("event source %s: %w", m.EventSourceArn, err)
+	}
+	return src, nil
+}
+
 func (r *runner) stop() {
 	r.cancel()
 	r.wg.Wait()
+	if c, ok := r.src.(interface{ Close() }); ok {
+		c.Close()
+	}
 }
 
 // spawn starts one more batch loop, unless the mapping runs its most.

@@ -10,6 +10,8 @@ import (
 
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/queues"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // sourceUnderTest is a source of the conformance suite and how to feed it.
@@ -224,3 +226,47 @@ func TestBatchItemFailures(t *testing.T) {
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// TestNATSSource runs the conformance suite on a stream of a NATS server
+// of the user's (here another embedded server, reached over TCP).
+func TestNATSSource(t *testing.T) {
+	ns, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	testSource(t, func(t *testing.T, name string, hold time.Duration) sourceUnderTest {
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{name + ".>"}}); err != nil {
+			t.Fatal(err)
+		}
+		src, err := OpenNATS(ctx, ns.ClientURL(), name, name+".in", "kiln-esm-"+name, hold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(src.(interface{ Close() }).Close)
+		return sourceUnderTest{src: src,
+			send: func(t *testing.T, bodies ...string) {
+				js.Publish(ctx, name+".other", []byte("not for the mapping"))
+				for _, b := range bodies {
+					if _, err := js.Publish(ctx, name+".in", []byte(b)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			},
+			body: func(r Record) string {
+				var rec natsRecord
+				json.Unmarshal(r.Data, &rec)
+				return string(rec.Data)
+			}}
+	})
+}

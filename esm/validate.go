@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/kiln-dev/kiln/api"
@@ -31,18 +32,32 @@ type Request struct {
 	BisectBatchOnFunctionError *bool
 	TumblingWindowInSeconds    *int
 	DestinationConfig          json.RawMessage
-	Topics                     json.RawMessage
-	Queues                     json.RawMessage
 	SourceAccessConfigurations json.RawMessage
+
+	// A NATS source: servers, stream, subject filter.
+	SelfManagedEventSource *SelfManagedEventSource
+	Queues                 *[]string
+	Topics                 *[]string
 }
 
-// Limits of a queue mapping.
+// Kind is a kind of source, as a mapping's checks tell them apart.
+type Kind int
+
+// Kinds of sources.
 const (
-	DefaultBatchSize = 10
-	MaxBatchSize     = 10000
-	MaxFifoBatchSize = 10
-	MaxWindow        = 300
-	MaxFilters       = 5
+	KindQueue     Kind = iota // a Kiln queue
+	KindFifoQueue             // a Kiln FIFO queue
+	KindNATS                  // a stream of a user's NATS
+)
+
+// Limits of a mapping.
+const (
+	DefaultBatchSize     = 10  // of a Kiln queue, as SQS's
+	DefaultNATSBatchSize = 100 // of a NATS stream, as Amazon MQ's
+	MaxBatchSize         = 10000
+	MaxFifoBatchSize     = 10
+	MaxWindow            = 300
+	MaxFilters           = 5
 	// MaxPayload is the most a batch's payload holds (Lambda's synchronous
 	// invoke limit).
 	MaxPayload = 6 << 20
@@ -56,9 +71,10 @@ func validation(value any, field, constraint string) *api.Error {
 	return api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
 }
 
-// Check validates a request as Lambda's model and its SQS rules do. fifo
-// tells whether the source is a FIFO queue.
-func (r *Request) Check(fifo bool) error {
+// Check validates a request as Lambda's model and its rules for the kind
+// of source do.
+func (r *Request) Check(kind Kind) error {
+	fifo := kind == KindFifoQueue
 	if n := r.BatchSize; n != nil {
 		switch {
 		case *n < 1:
@@ -111,16 +127,44 @@ func (r *Request) Check(fifo bool) error {
 			}
 		}
 	}
+	source, nats := "SQS", kind == KindNATS
+	if nats {
+		source = "NATS"
+	}
 	for name, set := range map[string]bool{
 		"StartingPosition": r.StartingPosition != nil, "StartingPositionTimestamp": r.StartingPositionTimestamp != nil,
 		"ParallelizationFactor": r.ParallelizationFactor != nil, "MaximumRetryAttempts": r.MaximumRetryAttempts != nil,
 		"MaximumRecordAgeInSeconds": r.MaximumRecordAgeInSeconds != nil, "BisectBatchOnFunctionError": r.BisectBatchOnFunctionError != nil,
 		"TumblingWindowInSeconds": r.TumblingWindowInSeconds != nil, "DestinationConfig": r.DestinationConfig != nil,
-		"Topics": r.Topics != nil, "Queues": r.Queues != nil, "SourceAccessConfigurations": r.SourceAccessConfigurations != nil,
+		"SourceAccessConfigurations": r.SourceAccessConfigurations != nil,
+		"Topics":                     r.Topics != nil && !nats, "Queues": r.Queues != nil && !nats, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !nats,
 	} {
 		if set {
-			return api.Errorf(api.InvalidParameterValue, "Unsupported %s parameter for SQS event source.", name)
+			return api.Errorf(api.InvalidParameterValue, "Unsupported %s parameter for %s event source.", name, source)
 		}
+	}
+	return nil
+}
+
+var streamNameRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,255}$`)
+
+// CheckNATS checks a new mapping's NATS source: servers, one stream, at
+// most one subject.
+func (r *Request) CheckNATS() error {
+	if r.SelfManagedEventSource == nil || len(r.SelfManagedEventSource.Endpoints[NATSServersKey]) == 0 ||
+		len(r.SelfManagedEventSource.Endpoints) != 1 {
+		return api.Errorf(api.InvalidParameterValue, "A NATS event source takes SelfManagedEventSource.Endpoints %s: the server URLs.", NATSServersKey)
+	}
+	for _, u := range r.SelfManagedEventSource.Endpoints[NATSServersKey] {
+		if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") || strings.ContainsAny(u, ", ") {
+			return api.Errorf(api.InvalidParameterValue, "Invalid NATS server URL %q: nats://HOST:PORT or tls://HOST:PORT.", u)
+		}
+	}
+	if r.Queues == nil || len(*r.Queues) != 1 || !streamNameRe.MatchString((*r.Queues)[0]) {
+		return api.Errorf(api.InvalidParameterValue, "A NATS event source takes Queues: the name of one JetStream stream.")
+	}
+	if r.Topics != nil && (len(*r.Topics) > 1 || len(*r.Topics) == 1 && (*r.Topics)[0] == "") {
+		return api.Errorf(api.InvalidParameterValue, "A NATS event source takes at most one subject filter in Topics.")
 	}
 	return nil
 }

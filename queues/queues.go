@@ -666,15 +666,16 @@ func (s *Service) fetch(ctx context.Context, q *queue, n int, wait time.Duration
 				out = append(out, msg)
 			}
 		}
-		if err := batch.Error(); err != nil && !quiet(err) {
+		if err := batch.Error(); err != nil && !NothingNow(err) {
 			return out, err
 		}
 	}
 	return out, nil
 }
 
-// quiet tells the errors of a fetch that only mean "no message now".
-func quiet(err error) bool {
+// NothingNow tells the errors of a JetStream fetch that only mean "no
+// message now".
+func NothingNow(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrNoMessages) || strings.Contains(err.Error(), "MaxAckPending")
 }
