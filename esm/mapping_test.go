@@ -17,6 +17,7 @@ import (
 	ltypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/natsd"
@@ -24,6 +25,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// TestMain lets this test binary be the agent of the environments its
+// tests start (the worker re-executes its own binary as the agent).
+func TestMain(m *testing.M) {
+	agent.Reexec()
+	os.Exit(m.Run())
+}
 
 // sqsGo is an aws-lambda-go function taking events.SQSEvent, the library's
 // own type for Lambda's SQS records: it fails (the whole invoke) on a

@@ -20,7 +20,7 @@ type Record struct {
 }
 
 // Source is what a mapping reads. Every source runs the conformance suite
-// (sourcetest_test.go): received records are hidden until deleted or until
+// (source_test.go): received records are hidden until deleted or until
 // their hold ends, then come back; deleted ones never do.
 type Source interface {
 	// Receive returns up to max records, waiting up to wait for the first.
