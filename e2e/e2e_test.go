@@ -6,6 +6,10 @@
 //	              concurrency, error cases, code download
 //	boto3_test.py boto3: invokes of Go, Python and Node functions, context,
 //	              function errors, paginators, waiters, every error code
+//	sqs.sh        the CLI against Kiln queues (SQS's query protocol) and
+//	              event source mappings (esm_test.go)
+//	esm_test.py   boto3: mappings from queues to esm_fn.py, filters, partial
+//	              failures, dead-letter queue, FIFO order, SIGKILL mid-stream
 //
 // Both need Debian's packages: apt-get install awscli python3-boto3. Without
 // them the test is skipped, except when $CI is set, where it fails.
