@@ -2,7 +2,6 @@ package esm
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -206,6 +205,3 @@ func CheckMerged(m *Mapping) error {
 	}
 	return nil
 }
-
-// ErrBusy: the mapping is between states and cannot change now.
-var ErrBusy = errors.New("event source mapping is in transition")

@@ -95,14 +95,14 @@ func parseRedrive(s string) (*RedrivePolicy, error) {
 	if err != nil || n < 1 || n > maxReceiveCountMax {
 		return nil, errorf(errAttrValue, "Value %s for parameter RedrivePolicy is invalid. Reason: Invalid value for maxReceiveCount: %s, valid values are from 1 to 1000 both inclusive.", s, raw.Count)
 	}
-	if _, _, _, err := parseARN(raw.Arn); err != nil {
+	if _, _, _, err := ParseARN(raw.Arn); err != nil {
 		return nil, errorf(errAttrValue, "Value %s for parameter RedrivePolicy is invalid. Reason: Invalid value for deadLetterTargetArn.", s)
 	}
 	return &RedrivePolicy{DeadLetterTargetArn: raw.Arn, MaxReceiveCount: n}, nil
 }
 
-// parseARN splits arn:aws:sqs:REGION:ACCOUNT:NAME.
-func parseARN(arn string) (region, account, name string, err error) {
+// ParseARN splits a queue's ARN, arn:aws:sqs:REGION:ACCOUNT:NAME.
+func ParseARN(arn string) (region, account, name string, err error) {
 	p := strings.Split(arn, ":")
 	if len(p) != 6 || p[0] != "arn" || !strings.HasPrefix(p[1], "aws") || p[2] != "sqs" || p[3] == "" || p[4] == "" {
 		return "", "", "", fmt.Errorf("%q is not a queue ARN (arn:aws:sqs:REGION:ACCOUNT:NAME)", arn)
@@ -117,9 +117,6 @@ func parseARN(arn string) (region, account, name string, err error) {
 func ARN(region, account, name string) string {
 	return "arn:aws:sqs:" + region + ":" + account + ":" + name
 }
-
-// ParseARN returns the account and name of a queue's ARN.
-func ParseARN(arn string) (region, account, name string, err error) { return parseARN(arn) }
 
 // checkAttributes validates attributes to set on a queue (fifo or not)
 // and returns them with booleans normalized.

@@ -24,25 +24,23 @@ type errorKind struct {
 }
 
 var (
-	errNoQueue         = errorKind{"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", http.StatusBadRequest}
-	errQueueExists     = errorKind{"QueueNameExists", "QueueAlreadyExists", http.StatusBadRequest}
-	errInvalidParam    = errorKind{"InvalidParameterValue", "InvalidParameterValue", http.StatusBadRequest}
-	errMissingParam    = errorKind{"MissingParameter", "MissingParameter", http.StatusBadRequest}
-	errAttrName        = errorKind{"InvalidAttributeName", "InvalidAttributeName", http.StatusBadRequest}
-	errAttrValue       = errorKind{"InvalidAttributeValue", "InvalidAttributeValue", http.StatusBadRequest}
-	errReceipt         = errorKind{"ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", http.StatusBadRequest}
-	errNotInflight     = errorKind{"MessageNotInflight", "AWS.SimpleQueueService.MessageNotInflight", http.StatusBadRequest}
-	errTooManyEntries  = errorKind{"TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", http.StatusBadRequest}
-	errEmptyBatch      = errorKind{"EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", http.StatusBadRequest}
-	errIdsNotDistinct  = errorKind{"BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", http.StatusBadRequest}
-	errBatchEntryID    = errorKind{"InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", http.StatusBadRequest}
-	errBatchTooLong    = errorKind{"BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", http.StatusBadRequest}
-	errContents        = errorKind{"InvalidMessageContents", "InvalidMessageContents", http.StatusBadRequest}
-	errUnknownAction   = errorKind{"UnknownOperationException", "InvalidAction", http.StatusBadRequest}
-	errBadRequest      = errorKind{"InvalidParameterValue", "MalformedQueryString", http.StatusBadRequest}
-	errAccessDenied    = errorKind{"AccessDeniedException", "AccessDenied", http.StatusForbidden}
-	errInternal        = errorKind{"InternalError", "InternalError", http.StatusInternalServerError}
-	errUnsupportedFifo = errorKind{"UnsupportedOperation", "AWS.SimpleQueueService.UnsupportedOperation", http.StatusBadRequest}
+	errNoQueue        = errorKind{"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue", http.StatusBadRequest}
+	errQueueExists    = errorKind{"QueueNameExists", "QueueAlreadyExists", http.StatusBadRequest}
+	errInvalidParam   = errorKind{"InvalidParameterValue", "InvalidParameterValue", http.StatusBadRequest}
+	errMissingParam   = errorKind{"MissingParameter", "MissingParameter", http.StatusBadRequest}
+	errAttrName       = errorKind{"InvalidAttributeName", "InvalidAttributeName", http.StatusBadRequest}
+	errAttrValue      = errorKind{"InvalidAttributeValue", "InvalidAttributeValue", http.StatusBadRequest}
+	errReceipt        = errorKind{"ReceiptHandleIsInvalid", "ReceiptHandleIsInvalid", http.StatusBadRequest}
+	errTooManyEntries = errorKind{"TooManyEntriesInBatchRequest", "AWS.SimpleQueueService.TooManyEntriesInBatchRequest", http.StatusBadRequest}
+	errEmptyBatch     = errorKind{"EmptyBatchRequest", "AWS.SimpleQueueService.EmptyBatchRequest", http.StatusBadRequest}
+	errIdsNotDistinct = errorKind{"BatchEntryIdsNotDistinct", "AWS.SimpleQueueService.BatchEntryIdsNotDistinct", http.StatusBadRequest}
+	errBatchEntryID   = errorKind{"InvalidBatchEntryId", "AWS.SimpleQueueService.InvalidBatchEntryId", http.StatusBadRequest}
+	errBatchTooLong   = errorKind{"BatchRequestTooLong", "AWS.SimpleQueueService.BatchRequestTooLong", http.StatusBadRequest}
+	errContents       = errorKind{"InvalidMessageContents", "InvalidMessageContents", http.StatusBadRequest}
+	errUnknownAction  = errorKind{"UnknownOperationException", "InvalidAction", http.StatusBadRequest}
+	errBadRequest     = errorKind{"InvalidParameterValue", "MalformedQueryString", http.StatusBadRequest}
+	errAccessDenied   = errorKind{"AccessDeniedException", "AccessDenied", http.StatusForbidden}
+	errInternal       = errorKind{"InternalError", "InternalError", http.StatusInternalServerError}
 )
 
 func errorf(k errorKind, format string, args ...any) *Error {

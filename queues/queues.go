@@ -119,9 +119,6 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*queue{}}, nil
 }
 
-// Region is the region of the service's queue ARNs.
-func (s *Service) Region() string { return s.cfg.Region }
-
 func key(account, name string) string { return account + "." + name }
 
 // StreamName is the JetStream stream of a queue: KILN_QUEUE_ACCOUNT_NAME, or
@@ -747,7 +744,7 @@ func (s *Service) deliverable(ctx context.Context, q *queue, m jetstream.Msg, vi
 // moveToDLQ stores a message in its queue's dead-letter queue, keeping its
 // id and send time; the id header makes a repeated move land once.
 func (s *Service) moveToDLQ(ctx context.Context, rp *RedrivePolicy, env envelope, seq uint64) error {
-	_, account, name, err := parseARN(rp.DeadLetterTargetArn)
+	_, account, name, err := ParseARN(rp.DeadLetterTargetArn)
 	if err != nil {
 		return err
 	}
