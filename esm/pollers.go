@@ -417,6 +417,10 @@ func (r *runner) process(batch []Record) {
 	received := time.Now()
 	var pass, drop []Record
 	for _, rec := range batch {
+		if len(r.filters) == 0 {
+			pass = append(pass, rec)
+			continue
+		}
 		ev, err := eventfilter.Decode(rec.Data, r.src.FilterFields()...)
 		if err == nil && r.filters.Match(ev) {
 			pass = append(pass, rec)
