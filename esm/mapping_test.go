@@ -85,7 +85,12 @@ type rig struct {
 // by a mapping with the given batch size.
 func newRig(tb testing.TB, fn string, batch int32, reports bool) *rig {
 	tb.Helper()
-	s := kilntest.Start(tb, server.Config{})
+	return newRigOn(tb, kilntest.Start(tb, server.Config{}), fn, batch, reports)
+}
+
+// newRigOn is newRig on a running Kiln.
+func newRigOn(tb testing.TB, s *server.Server, fn string, batch int32, reports bool) *rig {
+	tb.Helper()
 	r := &rig{lam: kilntest.Lambda(s), sqs: kilntest.SQS(s), sink: filepath.Join(tb.TempDir(), "sink")}
 	ctx := context.Background()
 	kilntest.MustCreate(tb, r.lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,

@@ -148,6 +148,21 @@ func (p *Pollers) reconcile(ctx context.Context) {
 		if ctx.Err() == nil {
 			p.log.Warn("esm: list mappings", "err", err)
 		}
+		// Cut off from the mappings: keep running only what is still
+		// surely leased (a lease counts until its TTL after the last
+		// renewal), so that nobody else runs it meanwhile.
+		p.mu.Lock()
+		ids := make([]string, 0, len(p.runs))
+		for id := range p.runs {
+			ids = append(ids, id)
+		}
+		p.mu.Unlock()
+		for _, id := range ids {
+			if !p.leases.Hold(ctx, id) {
+				p.log.Warn("esm: lost the lease of a mapping", "uuid", id)
+				p.stop(id)
+			}
+		}
 		return
 	}
 	want := map[string]*Mapping{}
