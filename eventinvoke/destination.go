@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-
 // QueueARN is the ARN of a Kiln queue.
 func QueueARN(region, account, name string) string {
 	return "arn:aws:sqs:" + region + ":" + account + ":" + name
