@@ -26,7 +26,9 @@
 // times moves to the dead-letter queue instead of being returned.
 //
 // Queue descriptions (attributes, tags) are kept in KV bucket
-// kiln-sqs-queues, key ACCOUNT.NAME.
+// kiln-sqs-queues, key ACCOUNT.NAME. A service caches the queues it uses
+// and drops one from its cache when a watch of the bucket reports a
+// change, so a change made through another process is seen a moment later.
 package queues
 
 import (
@@ -83,7 +85,8 @@ type Service struct {
 	log *slog.Logger
 
 	mu   sync.Mutex
-	open map[string]*queue // by KV key
+	open map[string]*queue // by KV key, while their description is current
+	seen map[string]uint64 // the newest revision of each key the watch reported
 }
 
 // queue is an open queue: its description at a KV revision and its
@@ -116,7 +119,12 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
 	}
-	return &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*queue{}}, nil
+	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*queue{}, seen: map[string]uint64{}}
+	// The watch ends with the connection.
+	if err := s.watch(context.WithoutCancel(ctx)); err != nil {
+		return nil, fmt.Errorf("queues: %w", err)
+	}
+	return s, nil
 }
 
 func key(account, name string) string { return account + "." + name }
@@ -201,18 +209,18 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 	if !nameRe.MatchString(strings.TrimSuffix(name, fifoSuffix)) {
 		return nil, errNotExist()
 	}
+	s.mu.Lock()
+	q := s.open[k]
+	s.mu.Unlock()
+	if q != nil {
+		return q, nil
+	}
 	e, err := s.kv.Get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, errNotExist()
 	}
 	if err != nil {
 		return nil, err
-	}
-	s.mu.Lock()
-	q := s.open[k]
-	s.mu.Unlock()
-	if q != nil && q.rev == e.Revision() {
-		return q, nil
 	}
 	var m meta
 	if err := json.Unmarshal(e.Value(), &m); err != nil {
@@ -231,9 +239,41 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 		q.cons = append(q.cons, c)
 	}
 	s.mu.Lock()
-	s.open[k] = q
+	if q.rev >= s.seen[k] { // else the watch already reported a newer one
+		s.open[k] = q
+	}
 	s.mu.Unlock()
 	return q, nil
+}
+
+// forget drops a queue's cached description, after it changed at
+// revision rev (0: it is gone).
+func (s *Service) forget(k string, rev uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if q := s.open[k]; q != nil && (rev == 0 || q.rev < rev) {
+		delete(s.open, k)
+	}
+	if rev > s.seen[k] {
+		s.seen[k] = rev
+	}
+}
+
+// watch keeps the cache of open queues in step with the descriptions, as
+// other processes change them.
+func (s *Service) watch(ctx context.Context) error {
+	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return err
+	}
+	go func() {
+		for e := range w.Updates() {
+			if e != nil {
+				s.forget(e.Key(), e.Revision())
+			}
+		}
+	}()
+	return nil
 }
 
 // Create creates a queue, or returns quietly when one of that name exists
@@ -285,9 +325,7 @@ func (s *Service) Delete(ctx context.Context, account, name string) error {
 	if err := s.kv.Delete(ctx, key(account, name)); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	delete(s.open, key(account, name))
-	s.mu.Unlock()
+	s.forget(key(account, name), 0)
 	if err := s.js.DeleteStream(ctx, StreamName(account, name)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return err
 	}
@@ -395,8 +433,12 @@ func (s *Service) modify(ctx context.Context, account, name string, change func(
 		return err
 	}
 	b, _ := json.Marshal(&m)
-	_, err = s.kv.Update(ctx, key(account, name), b, q.rev)
-	return err
+	rev, err := s.kv.Update(ctx, key(account, name), b, q.rev)
+	if err != nil {
+		return err
+	}
+	s.forget(key(account, name), rev)
+	return nil
 }
 
 // Tags returns a queue's tags.
