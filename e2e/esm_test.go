@@ -76,8 +76,8 @@ func TestQueuesAndMappings(t *testing.T) {
 	}
 	sqsSh, esmPy := filepath.Join(here, "sqs.sh"), filepath.Join(here, "esm_test.py")
 
-	t.Run("queue API with the CLI", func(t *testing.T) { script(t, 120*time.Second, "bash", sqsSh, "api") })
-	if !t.Run("mappings with the CLI", func(t *testing.T) { script(t, 120*time.Second, "bash", sqsSh, "setup") }) {
+	t.Run("queue API with the CLI", func(t *testing.T) { script(t, 300*time.Second, "bash", sqsSh, "api") })
+	if !t.Run("mappings with the CLI", func(t *testing.T) { script(t, 300*time.Second, "bash", sqsSh, "setup") }) {
 		t.FailNow()
 	}
 	t.Run("processing with boto3", func(t *testing.T) {
