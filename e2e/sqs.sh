@@ -110,14 +110,14 @@ api() {
 	ok "visibility timeout, change-message-visibility, receive count, delete"
 
 	run "send-message-batch" sqs send-message-batch --queue-url "$Q" --entries \
-		'[{"Id":"a","MessageBody":"one"},{"Id":"b","MessageBody":"two","DelaySeconds":6},{"Id":"c","MessageBody":"three"}]'
+		'[{"Id":"a","MessageBody":"one"},{"Id":"b","MessageBody":"two","DelaySeconds":10},{"Id":"c","MessageBody":"three"}]'
 	[ "$(field 'len(d["Successful"])')" = 3 ] || fail "batch: $(cat "$OUT")"
 	run "receive batch" sqs receive-message --queue-url "$Q" --max-number-of-messages 10 --wait-time-seconds 1
 	[ "$(field 'sorted(m["Body"] for m in d["Messages"])')" = "['one', 'three']" ] || fail "delayed message was visible: $(cat "$OUT")"
 	field 'json.dumps([{"Id": "m%d" % i, "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(d["Messages"])])' >"$WORK/del.json"
 	run "delete-message-batch" sqs delete-message-batch --queue-url "$Q" --entries "file://$WORK/del.json"
 	[ "$(field 'len(d["Successful"])')" = 2 ] || fail "delete batch: $(cat "$OUT")"
-	run "receive delayed" sqs receive-message --queue-url "$Q" --wait-time-seconds 10 --visibility-timeout 30
+	run "receive delayed" sqs receive-message --queue-url "$Q" --wait-time-seconds 20 --visibility-timeout 30
 	[ "$(field 'd["Messages"][0]["Body"]')" = two ] || fail "delayed message: $(cat "$OUT")"
 	field 'json.dumps([{"Id": "x", "ReceiptHandle": d["Messages"][0]["ReceiptHandle"], "VisibilityTimeout": 0}])' >"$WORK/vis.json"
 	run "change-message-visibility-batch" sqs change-message-visibility-batch --queue-url "$Q" --entries "file://$WORK/vis.json"
