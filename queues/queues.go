@@ -674,11 +674,10 @@ func (s *Service) fetch(ctx context.Context, q *queue, n int, wait time.Duration
 	var out []Message
 	cons := q.cons
 	if q.Fifo {
-		s.mu.Lock()
-		start := q.next
-		q.next = (q.next + 1) % len(q.cons)
-		s.mu.Unlock()
-		cons = append(append([]jetstream.Consumer(nil), q.cons[start:]...), q.cons[:start]...)
+		var err error
+		if cons, err = s.busyBuckets(ctx, q); err != nil {
+			return nil, err
+		}
 	}
 	for _, c := range cons {
 		if len(out) >= n {
@@ -707,6 +706,28 @@ func (s *Service) fetch(ctx context.Context, q *queue, n int, wait time.Duration
 		}
 		if err := batch.Error(); err != nil && !NothingNow(err) {
 			return out, err
+		}
+	}
+	return out, nil
+}
+
+// busyBuckets returns the consumers of a FIFO queue's buckets that hold
+// messages (one stream request, rather than a fetch from each of the
+// sixteen), starting from a rotating bucket so that no group starves.
+func (s *Service) busyBuckets(ctx context.Context, q *queue) ([]jetstream.Consumer, error) {
+	info, err := q.stream.Info(ctx, jetstream.WithSubjectFilter(q.subject()+".*"))
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	start := q.next
+	q.next = (q.next + 1) % len(q.cons)
+	s.mu.Unlock()
+	var out []jetstream.Consumer
+	for i := range len(q.cons) {
+		b := (start + i) % len(q.cons)
+		if info.State.Subjects[q.subject()+"."+strconv.Itoa(b)] > 0 {
+			out = append(out, q.cons[b])
 		}
 	}
 	return out, nil
