@@ -38,11 +38,14 @@ import (
 type SandboxConfig struct {
 	Mounts   []TreeMount `json:"mounts"`
 	Hostname string      `json:"hostname"`
-	// UID and GID are the function's (its runtime's and extensions'), and
-	// NProc bounds its processes and threads (RLIMIT_NPROC).
-	UID   int `json:"uid"`
-	GID   int `json:"gid"`
-	NProc int `json:"nproc"`
+	// UID and GID are the function's (its runtime's and extensions'),
+	// NProc bounds its processes and threads (RLIMIT_NPROC) and NoFile the
+	// descriptors each of them may open (RLIMIT_NOFILE; 0 keeps the
+	// agent's, which is the worker's).
+	UID    int `json:"uid"`
+	GID    int `json:"gid"`
+	NProc  int `json:"nproc"`
+	NoFile int `json:"nofile,omitempty"`
 	CtlFD int `json:"ctlFd"`
 	// NoSeccomp leaves the seccomp filter off (for diagnosis only).
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
@@ -207,10 +210,18 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 	// The agent keeps its capabilities, which reach only the namespaces of
 	// this environment, minus what the seccomp filter denies: it signals
 	// the runtime at shutdown, and the function cannot signal it.
-	if cfg.NProc > 0 {
-		lim := &syscall.Rlimit{Cur: uint64(cfg.NProc), Max: uint64(cfg.NProc)}
-		if err := syscall.Setrlimit(unix.RLIMIT_NPROC, lim); err != nil {
-			return conn, fmt.Errorf("rlimit nproc: %w", err)
+	// Descriptors: the function's own limit, not the worker's (which the
+	// agent inherited); the agent holds a few and never needs more.
+	for _, r := range []struct {
+		res  int
+		name string
+		n    int
+	}{{unix.RLIMIT_NPROC, "nproc", cfg.NProc}, {unix.RLIMIT_NOFILE, "nofile", cfg.NoFile}} {
+		if r.n > 0 {
+			lim := &syscall.Rlimit{Cur: uint64(r.n), Max: uint64(r.n)}
+			if err := syscall.Setrlimit(r.res, lim); err != nil {
+				return conn, fmt.Errorf("rlimit %s: %w", r.name, err)
+			}
 		}
 	}
 	// Undumpable: nothing in the sandbox can ptrace, read the memory of, or

@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kiln-dev/kiln/agent"
@@ -25,9 +26,34 @@ func requireRoot(t testing.TB) {
 }
 
 // linux is the backend as tests run it: with the small agent binary.
-func linux(t testing.TB) sandbox.Linux {
+func linux(t testing.TB) *sandbox.Linux {
+	return backend(t, sandbox.Config{})
+}
+
+var (
+	backendsMu sync.Mutex
+	backendsOf = map[sandbox.Config]*sandbox.Linux{}
+)
+
+// backend is one backend of cfg (with the small agent binary) for all the
+// tests of this binary: each worker closes its pool when it closes, and
+// the backend prepares a new one for the next.
+func backend(t testing.TB, cfg sandbox.Config) *sandbox.Linux {
 	requireRoot(t)
-	return sandbox.Linux{AgentPath: sandboxtest.AgentBinary(t)}
+	if cfg.AgentPath == "" {
+		cfg.AgentPath = sandboxtest.AgentBinary(t)
+	}
+	backendsMu.Lock()
+	defer backendsMu.Unlock()
+	if l := backendsOf[cfg]; l != nil {
+		return l
+	}
+	l, err := sandbox.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendsOf[cfg] = l
+	return l
 }
 
 func TestLinuxConformance(t *testing.T) {
@@ -45,8 +71,7 @@ func TestLinuxCgroupV2(t *testing.T) {
 			t.Skip("no cgroup v2 hierarchy")
 		}
 	}
-	l := linux(t)
-	l.CgroupVersion = 2
+	l := backend(t, sandbox.Config{CgroupVersion: 2})
 	var opts = []sandboxtest.Option{sandboxtest.Isolated()}
 	if !v2Controller("memory") {
 		opts = append(opts, sandboxtest.Skip("Isolation/Memory"))
