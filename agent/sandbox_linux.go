@@ -46,7 +46,7 @@ type SandboxConfig struct {
 	GID    int `json:"gid"`
 	NProc  int `json:"nproc"`
 	NoFile int `json:"nofile,omitempty"`
-	CtlFD int `json:"ctlFd"`
+	CtlFD  int `json:"ctlFd"`
 	// NoSeccomp leaves the seccomp filter off (for diagnosis only).
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
 }
