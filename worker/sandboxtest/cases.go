@@ -371,24 +371,22 @@ var isolationCases = []testCase{
 	}},
 	{"CPUShare", func(t *testing.T, h *Harness) {
 		// An environment runs on the CPUs its memory buys (one per 1,769 MB),
-		// and sees them as its CPU count; one that buys them all is not pinned.
+		// and sees them as its CPU count; one that buys them all is not
+		// pinned. Asking for every CPU with sched_setaffinity does not widen
+		// its share.
 		host := runtime.NumCPU()
 		if host < 2 {
 			t.Skip("one CPU: nothing to share")
 		}
 		probe := h.AddGo(t, "probe", ProbeGo)
-		cpus := func(memMB int) int {
-			fn := probe
-			fn.MemorySize = memMB
-			out := h.Probe(t, h.Create(t, fn), map[string]any{"action": "read", "path": "/proc/self/status"})
-			m := regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`).FindStringSubmatch(out)
-			if m == nil {
-				t.Fatalf("/proc/self/status:\n%s", out)
-			}
+		count := func(list string) int {
 			n := 0
-			for _, r := range strings.Split(m[1], ",") {
+			for _, r := range strings.Split(list, ",") {
 				lo, hi, _ := strings.Cut(r, "-")
-				a, _ := strconv.Atoi(lo)
+				a, err := strconv.Atoi(lo)
+				if err != nil {
+					t.Fatalf("CPU list %q", list)
+				}
 				b := a
 				if hi != "" {
 					b, _ = strconv.Atoi(hi)
@@ -397,14 +395,21 @@ var isolationCases = []testCase{
 			}
 			return n
 		}
-		if got := cpus(1769); got != 1 {
-			t.Errorf("1,769 MB runs on %d CPUs, want 1", got)
+		cpus := func(memMB int) (n, widened int) {
+			fn := probe
+			fn.MemorySize = memMB
+			env := h.Create(t, fn)
+			out := h.Probe(t, env, map[string]any{"action": "read", "path": "/proc/self/status"})
+			m := regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("/proc/self/status:\n%s", out)
+			}
+			return count(m[1]), count(h.Probe(t, env, map[string]any{"action": "widencpus"}))
 		}
-		if got := cpus(128); got != 1 {
-			t.Errorf("128 MB runs on %d CPUs, want 1", got)
-		}
-		if got := cpus(10240); got != host {
-			t.Errorf("10,240 MB runs on %d CPUs, want all %d", got, host)
+		for _, c := range []struct{ memMB, want int }{{1769, 1}, {128, 1}, {10240, host}} {
+			if n, widened := cpus(c.memMB); n != c.want || widened != c.want {
+				t.Errorf("%d MB runs on %d CPUs, %d after asking for all; want %d", c.memMB, n, widened, c.want)
+			}
 		}
 	}},
 	{"Pids", func(t *testing.T, h *Harness) {

@@ -21,6 +21,8 @@ package sandboxtest
 //	getenv {name}            the variable
 //	exec {argv}              runs a command and waits: its output, or the error
 //	kill {code}              sends SIGTERM to pid "code": "ok" or the errno's name
+//	widencpus                asks sched_setaffinity(2) for every CPU, then
+//	                         returns the thread's Cpus_allowed_list (or the error)
 //
 // Run as PROBE_CHILD=sleep it only sleeps (the fork bomb's children).
 const ProbeGo = `package main
@@ -33,6 +35,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -273,6 +276,26 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		return os.Getenv(e.Name), nil
 	case "kill":
 		return errnoName(errOf(syscall.Kill(e.Code, syscall.SIGTERM))), nil
+	case "widencpus":
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var all [128]byte
+		for i := range all {
+			all[i] = 0xff
+		}
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, uintptr(len(all)), uintptr(unsafe.Pointer(&all[0]))); e != 0 {
+			return errnoName(e), nil
+		}
+		status, err := os.ReadFile("/proc/thread-self/status")
+		if err != nil {
+			return errText(err), nil
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok {
+				return strings.TrimSpace(v), nil
+			}
+		}
+		return "no Cpus_allowed_list", nil
 	case "exec":
 		out, err := exec.Command(e.Argv[0], e.Argv[1:]...).CombinedOutput()
 		if err != nil {
