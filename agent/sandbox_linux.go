@@ -194,6 +194,12 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 			return conn, fmt.Errorf("image root: %w", err)
 		}
 	}
+	// A cgroup namespace rooted at the environment's cgroup (the worker
+	// moved the agent there before it sent the assignment): /proc/self/cgroup
+	// shows "/", not the worker's names.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return conn, fmt.Errorf("cgroup namespace: %w", err)
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return conn, fmt.Errorf("no_new_privs: %w", err)
 	}
@@ -263,7 +269,10 @@ func mountRoot(mounts []TreeMount) error {
 			return fmt.Errorf("attach %s: %w", m.Target, err)
 		}
 	}
-	if err := unix.Mount("proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := unix.Mount("proc", "proc", "proc", procFlags, ""); err != nil {
+		return fmt.Errorf("proc: %w", err)
+	}
+	if err := maskProc("proc"); err != nil {
 		return fmt.Errorf("proc: %w", err)
 	}
 	// pivot_root(".", "."): the old root ends up under the new one, where
@@ -303,6 +312,54 @@ func imageRoot(fd int) error {
 		return fmt.Errorf("detach the skeleton: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+const procFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// What /proc tells of the machine beyond the environment is masked as
+// container runtimes do (runc's masked and read-only paths), and so are
+// the kernel's command line and the host's load. Files read as /dev/null,
+// directories as an empty read-only tmpfs.
+var (
+	maskedProc   = []string{"acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi", "cmdline", "loadavg"}
+	readOnlyProc = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
+)
+
+// maskProc masks the paths of the proc mounted at dir (relative to the
+// staged root, whose dev/null it binds).
+func maskProc(dir string) error {
+	for _, name := range maskedProc {
+		p := dir + "/" + name
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|procFlags, "size=0,mode=555")
+		} else {
+			err = unix.Mount("dev/null", p, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", name, err)
+		}
+	}
+	for _, name := range readOnlyProc {
+		p := dir + "/" + name
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", name, err)
+		}
+		// A remount keeps the flags the user namespace may not drop.
+		if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|procFlags, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // loopbackUp sets IFF_UP on lo.

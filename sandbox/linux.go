@@ -102,6 +102,7 @@ type Config struct {
 type Linux struct {
 	cfg       Config
 	skel      *skeleton
+	hide      *hider
 	cg        *cgroups
 	agentPath string
 	cpus      *cpuSet
@@ -165,6 +166,9 @@ func New(cfg Config) (*Linux, error) {
 	var err error
 	if l.skel, err = buildSkeleton(dir); err != nil {
 		return nil, err
+	}
+	if l.hide, err = newHider(l.skel.dir+".empty", l.skel.dir); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	lim := limits{pidsMax: cfg.PidsMax, minCPU: cfg.MinCPU, cpuPeriod: int(cfg.CPUPeriod / time.Microsecond)}
 	if lim.pidsMax == 0 {
@@ -278,7 +282,13 @@ func (l *Linux) prepare() (_ *prepared, err error) {
 	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, NProc: l.cg.limit.pidsMax,
 		NoFile: noFile, Hostname: "localhost", NoSeccomp: l.cfg.NoSeccomp}
 	addTree := func(src, target string, recursive bool, attr uint64) error {
-		fd, err := cloneTree(src, recursive, attr)
+		var fd int
+		var err error
+		if target == "/" {
+			fd, err = l.hide.tree(src, attr)
+		} else {
+			fd, err = cloneTree(src, recursive, attr)
+		}
 		if err != nil {
 			return fmt.Errorf("sandbox: %s: %w", src, err)
 		}
@@ -507,7 +517,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 		if t.src == "" {
 			continue
 		}
-		fd, err := cloneTree(t.src, true, readOnly)
+		fd, err := l.hide.tree(t.src, readOnly)
 		if err != nil {
 			return fail(fmt.Errorf("sandbox: %s: %w", t.src, err))
 		}
@@ -551,27 +561,6 @@ func (l *Linux) pin(p *process) error {
 		return p.cg.setCPUs(p.cpus)
 	}
 	return sched.Pin(p.pid, p.cpus)
-}
-
-// cloneTree makes a detached read-only clone of the tree at path.
-func cloneTree(path string, recursive bool, attr uint64) (int, error) {
-	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
-	}
-	fd, err := unix.OpenTree(unix.AT_FDCWD, path, flags)
-	if err != nil {
-		return -1, err
-	}
-	setFlags := uint(unix.AT_EMPTY_PATH)
-	if recursive {
-		setFlags |= unix.AT_RECURSIVE
-	}
-	if err := unix.MountSetattr(fd, "", setFlags, &unix.MountAttr{Attr_set: attr}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
 }
 
 // process is one environment as the worker holds it.

@@ -272,6 +272,28 @@ var isolationCases = []testCase{
 		if got := h.Probe(t, env, map[string]any{"action": "ls", "path": "/proc"}); len(strings.Fields(got)) > 200 || strings.Contains(" "+got+" ", " "+strconv.Itoa(os.Getpid())+" ") {
 			t.Errorf("/proc shows host processes: %.200s", got)
 		}
+		// /proc tells nothing of the host: no host path in mountinfo (the
+		// root of each mount within its file system), no kernel command
+		// line, no load, no names of the worker's cgroups.
+		mountinfo := h.Probe(t, env, map[string]any{"action": "readall", "path": "/proc/self/mountinfo"})
+		for _, line := range strings.Split(strings.TrimSpace(mountinfo), "\n") {
+			if f := strings.Fields(line); len(f) < 5 || strings.Contains(line, h.dir) || strings.Contains(f[3], "kiln") {
+				t.Errorf("mountinfo shows a host path: %s", line)
+			}
+		}
+		for _, p := range []string{"/proc/cmdline", "/proc/loadavg", "/proc/keys", "/proc/timer_list"} {
+			if got := h.Probe(t, env, map[string]any{"action": "read", "path": p}); got != "EOF" && got != "ENOENT" {
+				t.Errorf("%s: %.200q, want it masked", p, got)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(h.Probe(t, env, map[string]any{"action": "readall", "path": "/proc/self/cgroup"})), "\n") {
+			if !strings.HasSuffix(line, ":/") {
+				t.Errorf("/proc/self/cgroup shows the worker's cgroups: %s", line)
+			}
+		}
+		if got := h.Probe(t, env, map[string]any{"action": "write", "path": "/proc/sys/kernel/hostname", "bytes": 1}); got != "EROFS" && got != "EACCES" {
+			t.Errorf("write /proc/sys: %s, want EROFS", got)
+		}
 		if got := h.Probe(t, env, map[string]any{"action": "read", "path": "/dev/urandom"}); len(got) < 100 {
 			t.Errorf("/dev/urandom: %q", got)
 		}

@@ -5,6 +5,7 @@ package sandboxtest
 // happened (errors are results, not function errors):
 //
 //	read {path}              the file's content (at most 4 KiB), or the error
+//	readall {path}           the file's whole content, or the error
 //	ls {path}                the directory's entries, or the error
 //	write {path, bytes}      writes bytes to path: "ok" or the error (ENOSPC, EROFS, ...)
 //	connect {addr}           a TCP connection to addr: "ok" or the error
@@ -180,6 +181,12 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			return errText(err), nil
 		}
 		return string(b[:n]), nil
+	case "readall":
+		b, err := os.ReadFile(e.Path)
+		if err != nil {
+			return errText(err), nil
+		}
+		return string(b), nil
 	case "ls":
 		ents, err := os.ReadDir(e.Path)
 		if err != nil {
