@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"path/filepath"
+	"os"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,9 +20,20 @@ import (
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/runtimeapi"
 	"github.com/kiln-dev/kiln/server"
 	"github.com/kiln-dev/kiln/worker/sandboxtest"
+	"golang.org/x/sys/unix"
 )
+
+// openFiles counts this process's descriptors (Kiln's, in these tests).
+func openFiles(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
 
 // TestHostileFunctions runs functions that attack the platform through a
 // real Kiln on the Linux backend, each one a function of its own. Each gets
@@ -177,6 +191,61 @@ func TestHostileFunctions(t *testing.T) {
 			r := invoke(t, fn, map[string]any{"action": "exit", "code": 7})
 			if r.errType != "Runtime.ExitError" || !strings.Contains(r.payload, "Runtime exited with error: exit status 7") {
 				t.Errorf("exit: %s %s", r.errType, r.payload)
+			}
+		}},
+		{"FloodsRuntimeAPIHeaders", 128, 30, 512, func(t *testing.T, fn string) {
+			// The Runtime API runs in Kiln's process, outside the
+			// function's cgroup: it stops reading at its header limit.
+			r := invoke(t, fn, map[string]any{"action": "flood", "mb": 512})
+			var got struct {
+				Written int
+				Answer  string
+			}
+			json.Unmarshal([]byte(r.payload), &got)
+			if r.errType != "" || got.Written >= 64<<20 || !strings.HasPrefix(got.Answer, "HTTP/1.1 431") {
+				t.Errorf("a 512 MB header: %s %s", r.errType, r.payload)
+			}
+		}},
+		{"HoldsRuntimeAPIConnections", 128, 30, 512, func(t *testing.T, fn string) {
+			// Each connection Kiln accepts is a descriptor of Kiln's: at
+			// most runtimeapi.DefaultMaxConns of them per environment. The
+			// function's own descriptors stop at Lambda's 1,024.
+			limits := invoke(t, fn, map[string]any{"action": "readall", "path": "/proc/self/limits"}).payload
+			if m := regexp.MustCompile(`Max open files\s+(\d+)\s+(\d+)`).FindStringSubmatch(limits); m == nil || m[1] != "1024" || m[2] != "1024" {
+				t.Errorf("the function's descriptor limit: %q", m)
+			}
+			before := openFiles(t)
+			r := invoke(t, fn, map[string]any{"action": "conns", "n": 5000})
+			var got struct {
+				Opened int
+				Error  string
+			}
+			json.Unmarshal([]byte(r.payload), &got)
+			held := openFiles(t) - before
+			if r.errType != "" || got.Opened >= 1024 || held > runtimeapi.DefaultMaxConns+16 {
+				t.Errorf("connections: %s %s; Kiln holds %d more descriptors", r.errType, r.payload, held)
+			}
+			t.Logf("the function opened %d connections (%s); Kiln holds %d more descriptors", got.Opened, got.Error, held)
+		}},
+		{"SocketFamilies", 128, 3, 512, func(t *testing.T, fn string) {
+			for family, want := range map[int]string{unix.AF_VSOCK: "EAFNOSUPPORT", unix.AF_PACKET: "EAFNOSUPPORT",
+				unix.AF_ALG: "EAFNOSUPPORT", unix.AF_INET: "ok", unix.AF_INET6: "ok", unix.AF_UNIX: "ok"} {
+				expect(t, fn, map[string]any{"action": "socket", "n": family}, func(s string) bool { return s == want }, fmt.Sprint("family ", family, ": ", want))
+			}
+		}},
+		{"WidensCPUs", 128, 3, 512, func(t *testing.T, fn string) {
+			if runtime.NumCPU() < 2 {
+				t.Skip("one CPU")
+			}
+			expect(t, fn, map[string]any{"action": "widencpus"}, func(s string) bool { _, err := strconv.Atoi(s); return err == nil }, "one CPU")
+		}},
+		{"ReadsHostFromProc", 128, 3, 512, func(t *testing.T, fn string) {
+			mountinfo := invoke(t, fn, map[string]any{"action": "readall", "path": "/proc/self/mountinfo"}).payload
+			if strings.Contains(mountinfo, s.DataDir) || strings.Contains(mountinfo, "kiln-sandbox") || !strings.Contains(mountinfo, "/var/task") {
+				t.Errorf("mountinfo:\n%s", mountinfo)
+			}
+			for _, p := range []string{"/proc/cmdline", "/proc/loadavg"} {
+				expect(t, fn, map[string]any{"action": "read", "path": p}, func(s string) bool { return s == "EOF" }, p+" masked")
 			}
 		}},
 		{"Prints100MB", 1769, 60, 512, func(t *testing.T, fn string) {

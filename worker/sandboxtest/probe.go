@@ -22,6 +22,11 @@ package sandboxtest
 //	getenv {name}            the variable
 //	exec {argv}              runs a command and waits: its output, or the error
 //	kill {code}              sends SIGTERM to pid "code": "ok" or the errno's name
+//	flood {mb}               sends the Runtime API a request whose header is mb
+//	                         MiB long: {"written": bytes it took, "answer": its first line}
+//	conns {n}                opens up to n connections to the Runtime API and
+//	                         keeps them: {"opened": how many, "error": the first error}
+//	socket {n}               socket(n, SOCK_STREAM or SOCK_RAW, 0): "ok" or the errno's name
 //	widencpus                asks sched_setaffinity(2) for every CPU, then
 //	                         returns the thread's Cpus_allowed_list (or the error)
 //
@@ -33,6 +38,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -95,6 +101,10 @@ func errnoName(e syscall.Errno) string {
 		return "EAGAIN"
 	case syscall.ESRCH:
 		return "ESRCH"
+	case syscall.EAFNOSUPPORT:
+		return "EAFNOSUPPORT"
+	case syscall.EMFILE:
+		return "EMFILE"
 	}
 	return fmt.Sprintf("errno %d (%s)", int(e), e.Error())
 }
@@ -163,7 +173,10 @@ func errOf(err error) syscall.Errno {
 	return syscall.EINVAL
 }
 
-var hold [][]byte
+var (
+	hold [][]byte
+	held []net.Conn
+)
 
 func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	var e event
@@ -283,6 +296,53 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		return os.Getenv(e.Name), nil
 	case "kill":
 		return errnoName(errOf(syscall.Kill(e.Code, syscall.SIGTERM))), nil
+	case "flood":
+		c, err := net.Dial("tcp", os.Getenv("AWS_LAMBDA_RUNTIME_API"))
+		if err != nil {
+			return errText(err), nil
+		}
+		defer c.Close()
+		answer := make(chan string, 1)
+		go func() {
+			b := make([]byte, 64)
+			n, _ := io.ReadAtLeast(c, b, 12)
+			answer <- strings.SplitN(string(b[:n]), "\r\n", 2)[0]
+		}()
+		c.Write([]byte("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nX-Flood: "))
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		written := 0
+		for written < e.MB<<20 {
+			n, err := c.Write(chunk)
+			written += n
+			if err != nil {
+				break
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return map[string]any{"written": written, "answer": <-answer}, nil
+	case "conns":
+		var first error
+		opened := 0
+		for opened < e.N {
+			c, err := net.DialTimeout("tcp", os.Getenv("AWS_LAMBDA_RUNTIME_API"), time.Second)
+			if err != nil {
+				first = err
+				break
+			}
+			held = append(held, c)
+			opened++
+		}
+		return map[string]any{"opened": opened, "error": errText(first)}, nil
+	case "socket":
+		typ := syscall.SOCK_STREAM
+		if e.N == syscall.AF_PACKET || e.N == syscall.AF_NETLINK {
+			typ = syscall.SOCK_RAW
+		}
+		fd, err := syscall.Socket(e.N, typ, 0)
+		if err == nil {
+			syscall.Close(fd)
+		}
+		return errText(err), nil
 	case "widencpus":
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
