@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
@@ -246,6 +248,30 @@ func TestHostileFunctions(t *testing.T) {
 			}
 			for _, p := range []string{"/proc/cmdline", "/proc/loadavg"} {
 				expect(t, fn, map[string]any{"action": "read", "path": p}, func(s string) bool { return s == "EOF" }, p+" masked")
+			}
+		}},
+		{"ErrorTypeNotUTF8", 128, 3, 512, func(t *testing.T, fn string) {
+			// The error type is user data: as a metric label (which must
+			// be UTF-8) it panicked, and through an Event invoke, outside
+			// any recover, that ended Kiln, again at each redelivery.
+			if _, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(fn), InvocationType: types.InvocationTypeEvent,
+				Payload: []byte(`{"action":"badtype"}`)}); err != nil {
+				t.Fatal(err)
+			}
+			r := invoke(t, fn, map[string]any{"action": "badtype"})
+			if !strings.Contains(r.payload, "bad type") {
+				t.Errorf("sync: %s %s", r.errType, r.payload)
+			}
+			series := `kiln_function_errors_total{function="` + fn + `",type="other"} 2`
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+				rec := httptest.NewRecorder()
+				s.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+				if strings.Contains(rec.Body.String(), series) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no %s in /metrics:\n%s", series, rec.Body.String())
+				}
 			}
 		}},
 		{"Prints100MB", 1769, 60, 512, func(t *testing.T, fn string) {

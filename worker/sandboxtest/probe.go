@@ -27,6 +27,8 @@ package sandboxtest
 //	conns {n}                opens up to n connections to the Runtime API and
 //	                         keeps them: {"opened": how many, "error": the first error}
 //	socket {n}               socket(n, SOCK_STREAM or SOCK_RAW, 0): "ok" or the errno's name
+//	badtype                  reports its invoke's error itself, typed with
+//	                         bytes that are not UTF-8; the runtime then exits
 //	widencpus                asks sched_setaffinity(2) for every CPU, then
 //	                         returns the thread's Cpus_allowed_list (or the error)
 //
@@ -40,6 +42,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -49,6 +52,7 @@ import (
 	"unsafe"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 )
 
 type event struct {
@@ -343,6 +347,17 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			syscall.Close(fd)
 		}
 		return errText(err), nil
+	case "badtype":
+		lc, _ := lambdacontext.FromContext(ctx)
+		req, _ := http.NewRequest("POST", "http://"+os.Getenv("AWS_LAMBDA_RUNTIME_API")+"/2018-06-01/runtime/invocation/"+lc.AwsRequestID+"/error",
+			strings.NewReader(` + "`" + `{"errorMessage":"bad type"}` + "`" + `))
+		req.Header.Set("Lambda-Runtime-Function-Error-Type", "\xff\xfe")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return errText(err), nil
+		}
+		resp.Body.Close()
+		os.Exit(0) // its outcome is posted: there is nothing to answer
 	case "widencpus":
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
