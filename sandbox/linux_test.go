@@ -2,11 +2,14 @@ package sandbox_test
 
 import (
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/kiln-dev/kiln/agent"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/kiln-dev/kiln/worker/sandboxtest"
@@ -99,4 +102,35 @@ func v2Controller(name string) bool {
 		}
 	}
 	return false
+}
+
+// TestAgentMemoryBounded: with external extensions the agent relays every
+// Runtime API request, allocating for each; it runs with the collector off
+// for a small footprint, but not without a bound (it grew with every
+// request, in the function's memory, until the environment ran out).
+func TestAgentMemoryBounded(t *testing.T) {
+	h := sandboxtest.NewHarness(t, linux(t))
+	fn := h.AddGo(t, "probe", sandboxtest.ProbeGo)
+	fn.MemorySize, fn.Timeout = 1024, 120
+	h.SetExtensions(t, "probe", map[string][]byte{"ext": fntest.GoBootstrap(t, sandboxtest.ExtensionGo)})
+	env := h.Create(t, fn)
+	procs := h.Processes()
+	pids, _, _ := procs[len(procs)-1].(sandboxtest.Footprinter).HostFootprint()
+	const n = 20000
+	if got := h.Probe(t, env, map[string]any{"action": "requests", "n": n}); got != strconv.Itoa(n) {
+		t.Fatalf("requests: %s", got)
+	}
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pids[0]) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`RssAnon:\s+(\d+) kB`).FindSubmatch(status)
+	if m == nil {
+		t.Fatalf("agent status:\n%s", status)
+	}
+	kb, _ := strconv.Atoi(string(m[1]))
+	t.Logf("the agent's anonymous memory after %d relayed requests: %d KiB", n, kb)
+	if kb > 48<<10 {
+		t.Errorf("the agent holds %d KiB after %d requests", kb, n)
+	}
 }

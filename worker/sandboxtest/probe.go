@@ -26,6 +26,8 @@ package sandboxtest
 //	                         MiB long: {"written": bytes it took, "answer": its first line}
 //	conns {n}                opens up to n connections to the Runtime API and
 //	                         keeps them: {"opened": how many, "error": the first error}
+//	requests {n}             sends n requests (on one connection) to a path the
+//	                         Runtime API does not have: how many were answered 404
 //	socket {n}               socket(n, SOCK_STREAM or SOCK_RAW, 0): "ok" or the errno's name
 //	badtype                  reports its invoke's error itself, typed with
 //	                         bytes that are not UTF-8; the runtime then exits
@@ -337,6 +339,20 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			opened++
 		}
 		return map[string]any{"opened": opened, "error": errText(first)}, nil
+	case "requests":
+		answered := 0
+		for range e.N {
+			resp, err := http.Get("http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + "/2018-06-01/runtime/nowhere")
+			if err != nil {
+				return errText(err), nil
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNotFound {
+				answered++
+			}
+		}
+		return answered, nil
 	case "socket":
 		typ := syscall.SOCK_STREAM
 		if e.N == syscall.AF_PACKET || e.N == syscall.AF_NETLINK {
