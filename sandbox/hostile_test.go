@@ -28,6 +28,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// slowHost is the timeout of functions whose work takes long on a slow
+// host (touching hundreds of MB, writing them): the outcome ends the wait.
+const slowHost = 300
+
 // openFiles counts this process's descriptors (Kiln's, in these tests).
 func openFiles(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
@@ -152,7 +156,7 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("fork bomb: %+v %s %s", fb, r.errType, r.payload)
 			}
 		}},
-		{"MemoryHog", 128, 10, 512, func(t *testing.T, fn string) {
+		{"MemoryHog", 128, slowHost, 512, func(t *testing.T, fn string) {
 			r := invoke(t, fn, map[string]any{"action": "alloc", "mb": 512})
 			if r.errType != "Runtime.OutOfMemory" || !strings.Contains(r.payload, "Runtime exited with error: signal: killed") {
 				t.Errorf("512 MB in 128: %s %s", r.errType, r.payload)
@@ -165,7 +169,7 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("REPORT: %s", r.log)
 			}
 		}},
-		{"FillsTmp", 1024, 30, 512, func(t *testing.T, fn string) {
+		{"FillsTmp", 1024, slowHost, 512, func(t *testing.T, fn string) {
 			expect(t, fn, map[string]any{"action": "write", "path": "/tmp/fill", "bytes": 600 << 20}, func(s string) bool { return s == "ENOSPC" }, "ENOSPC")
 		}},
 		{"ConnectsToKilnAndLoopback", 128, 10, 512, func(t *testing.T, fn string) {
@@ -195,7 +199,7 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("exit: %s %s", r.errType, r.payload)
 			}
 		}},
-		{"FloodsRuntimeAPIHeaders", 128, 30, 512, func(t *testing.T, fn string) {
+		{"FloodsRuntimeAPIHeaders", 128, slowHost, 512, func(t *testing.T, fn string) {
 			// The Runtime API runs in Kiln's process, outside the
 			// function's cgroup: it stops reading at its header limit.
 			r := invoke(t, fn, map[string]any{"action": "flood", "mb": 512})
@@ -208,7 +212,7 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("a 512 MB header: %s %s", r.errType, r.payload)
 			}
 		}},
-		{"HoldsRuntimeAPIConnections", 128, 30, 512, func(t *testing.T, fn string) {
+		{"HoldsRuntimeAPIConnections", 128, slowHost, 512, func(t *testing.T, fn string) {
 			// Each connection Kiln accepts is a descriptor of Kiln's: at
 			// most runtimeapi.DefaultMaxConns of them per environment. The
 			// function's own descriptors stop at Lambda's 1,024.
@@ -274,7 +278,7 @@ func TestHostileFunctions(t *testing.T) {
 				}
 			}
 		}},
-		{"Prints100MB", 1769, 60, 512, func(t *testing.T, fn string) {
+		{"Prints100MB", 1769, slowHost, 512, func(t *testing.T, fn string) {
 			r := invoke(t, fn, map[string]any{"action": "print", "mb": 100})
 			if r.errType != "" || r.payload != "done" || len(r.log) != 4096 || !strings.Contains(r.log, "REPORT RequestId") {
 				t.Errorf("100 MB of logs: %s %.100q, a %d-byte tail", r.errType, r.payload, len(r.log))

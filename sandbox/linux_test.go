@@ -111,7 +111,7 @@ func v2Controller(name string) bool {
 func TestAgentMemoryBounded(t *testing.T) {
 	h := sandboxtest.NewHarness(t, linux(t))
 	fn := h.AddGo(t, "probe", sandboxtest.ProbeGo)
-	fn.MemorySize, fn.Timeout = 1024, 120
+	fn.MemorySize, fn.Timeout = 1024, slowHost
 	h.SetExtensions(t, "probe", map[string][]byte{"ext": fntest.GoBootstrap(t, sandboxtest.ExtensionGo)})
 	env := h.Create(t, fn)
 	procs := h.Processes()

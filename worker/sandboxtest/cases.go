@@ -238,6 +238,11 @@ exports.handler = async (event, context) => {
 `},
 }
 
+// slowHostTimeout is the timeout of functions whose work takes long on a
+// slow host (touching hundreds of MB): the test waits for their outcome,
+// which comes when the work ends, not for the timeout.
+const slowHostTimeout = 300
+
 var isolationCases = []testCase{
 	{"Filesystem", func(t *testing.T, h *Harness) {
 		other := h.AddGo(t, "toolkit", fntest.ToolkitGo)
@@ -316,6 +321,7 @@ var isolationCases = []testCase{
 	{"TmpSize", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "probe", ProbeGo)
 		fn.MemorySize = 1024 // /tmp is memory: more than its size, so that it fills first
+		fn.Timeout = slowHostTimeout
 		fn.EphemeralStorage = &api.EphemeralStorage{Size: 512}
 		env := h.Create(t, fn)
 		if got := h.Probe(t, env, map[string]any{"action": "write", "path": "/tmp/big", "bytes": 600 << 20}); got != "ENOSPC" {
@@ -373,7 +379,11 @@ var isolationCases = []testCase{
 		}
 	}},
 	{"Memory", func(t *testing.T, h *Harness) {
+		// The kernel ends it when it reaches its limit, however long the
+		// page faults up to there take (seconds on a slow virtual
+		// machine): a generous timeout, which the outcome ends long before.
 		fn := h.AddGo(t, "probe", ProbeGo)
+		fn.Timeout = slowHostTimeout
 		env := h.Create(t, fn)
 		res := h.Invoke(t, env, map[string]any{"action": "alloc", "mb": 400})
 		if res.ErrorType != "Runtime.OutOfMemory" || res.Reusable || !strings.Contains(string(res.Payload), "signal: killed") {
