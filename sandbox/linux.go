@@ -3,33 +3,37 @@
 // ipc, uts) with its own root, its own cgroup, and a seccomp filter.
 //
 // An environment's agent is prepared before its function is known, and kept
-// in a small pool (Linux.PoolSize), so that a cold start does only what
+// in a small pool (Config.PoolSize), so that a cold start does only what
 // depends on the function:
 //
-//  1. Prepare (ahead of time). The worker makes a cgroup (pids limit, one
-//     CPU, the lowest CPU weight while it waits) and clones, read-only, the
-//     pieces of the root with open_tree(2): a skeleton prepared once per
-//     process (curated /etc, minimal /dev, mount points) and the host's /usr
-//     (and /bin, /lib*, /sbin where they are directories). These detached
-//     mounts need no host path the sandbox could see. A small helper process
+//  1. Prepare (ahead of time). The worker makes a cgroup (pids limit, every
+//     CPU, one CPU's time, the lowest CPU weight while it waits) and the
+//     pieces of the root as detached read-only mounts: a skeleton prepared
+//     once by New (curated /etc, minimal /dev, mount points), as an overlay
+//     (see hider), and open_tree(2) clones of the host's /usr (and /bin,
+//     /lib*, /sbin where they are directories). These detached mounts need
+//     no host path the sandbox could see. A small helper process
 //     (the spawner, started once) forks the agent into new namespaces: in a
 //     new user namespace its root maps to an unprivileged range of host ids
 //     (65,536 per environment); forking the worker itself into a user
 //     namespace could not use vfork and would cost milliseconds per
 //     environment in page-table copies. The agent, PID 1 of its pid
-//     namespace, attaches the trees, mounts its own /proc, pivot_roots,
-//     detaches the host's tree and brings up lo, the only network. On cgroup
+//     namespace, attaches the trees, mounts its own /proc (masked as
+//     container runtimes mask it), pivot_roots, detaches the host's tree
+//     and brings up lo, the only network. On cgroup
 //     v1 the worker then moves it into its cgroup (on v2 it was started
 //     there with CLONE_INTO_CGROUP).
 //  2. Start. The worker sets the function's limits (memory, with no swap;
-//     CPU weight; at least one CPU until init ends), clones the function's
-//     code (/var/task), Kiln's runtime files (/var/runtime) and layers
-//     (/opt), and sends them with the runtime's command to the agent, which
+//     CPU weight; at least one CPU until init ends; the CPUs its memory
+//     buys, in its cpuset), makes overlays of the function's code
+//     (/var/task), Kiln's runtime files (/var/runtime) and layers (/opt),
+//     and sends them with the runtime's command to the agent, which
 //     attaches them, mounts /tmp (a tmpfs of EphemeralStorage MB) and
-//     /dev/shm, installs the seccomp filter on all its threads, hands the
-//     worker the Runtime API listener and starts the extensions and the
-//     runtime as uid 993, with no capabilities and at most PidsMax
-//     processes (RLIMIT_NPROC), under the filter. The agent itself stays uid
+//     /dev/shm, enters a cgroup namespace of its own, installs the seccomp
+//     filter on all its threads, hands the worker the Runtime API listener
+//     and starts the extensions and the runtime as uid 993, with no
+//     capabilities, at most PidsMax processes (RLIMIT_NPROC) and 1,024
+//     descriptors each (RLIMIT_NOFILE), under the filter. The agent itself stays uid
 //     0 of its user namespace, filtered and undumpable: the function cannot
 //     signal it, and it always has the headroom the cgroup's pids limit
 //     keeps above the function's for its own threads.
