@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -87,6 +88,10 @@ const (
 
 // sandboxMain is Main under the Linux backend.
 func sandboxMain(cfg *SandboxConfig) error {
+	// The cgroup namespace (see assign) is the calling thread's: this
+	// goroutine keeps the thread that enters it, and starts the extensions
+	// and the runtime from it, so that they inherit it.
+	runtime.LockOSThread()
 	ctl := cfg.CtlFD
 	unix.CloseOnExec(ctl)
 	defer unix.Close(ctl)
@@ -196,7 +201,8 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 	}
 	// A cgroup namespace rooted at the environment's cgroup (the worker
 	// moved the agent there before it sent the assignment): /proc/self/cgroup
-	// shows "/", not the worker's names.
+	// shows "/", not the worker's names. It is this thread's only, which
+	// sandboxMain keeps.
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		return conn, fmt.Errorf("cgroup namespace: %w", err)
 	}
