@@ -85,14 +85,17 @@ func (h *cgroupV2) setCPUMax(c *cgroup, quota, period int) error {
 		writeIfExists(d, "cpu.max.burst", int64(min(quota, period))))
 }
 
-// setShares maps v1's shares (1,024 for one vCPU) to v2's weight (100).
 func (h *cgroupV2) setShares(c *cgroup, shares int) error {
 	d := c.dir["cpu"]
 	if d == "" {
 		return nil
 	}
-	return write(d, "cpu.weight", int64(min(10000, max(1, shares*100/1024))))
+	return write(d, "cpu.weight", int64(weight(shares)))
 }
+
+// weight is v2's cpu.weight (100 for one vCPU, 1 to 10,000) for v1's
+// cpu.shares (1,024 for one vCPU, 2 to 262,144).
+func weight(shares int) int { return min(10000, max(1, shares*100/1024)) }
 
 func (h *cgroupV2) setPidsMax(c *cgroup, n int) error {
 	if d := c.dir["pids"]; d != "" {
