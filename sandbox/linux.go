@@ -497,7 +497,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 	// Before the agent starts the runtime, which inherits its threads' CPUs.
 	if p.cpus = l.cpus.take(memMB); p.cpus != nil {
 		p.release = l.cpus.release
-		if err := l.pin(p); err != nil {
+		if err := pin(p); err != nil {
 			return fail(fmt.Errorf("sandbox: CPUs: %w", err))
 		}
 	}
@@ -560,7 +560,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 // pin keeps the environment on its CPUs: with its cpuset where the host has
 // the controller (the function cannot widen it with sched_setaffinity),
 // else with the affinity of its threads.
-func (l *Linux) pin(p *process) error {
+func pin(p *process) error {
 	if p.cg.hasCPUs() {
 		return p.cg.setCPUs(p.cpus)
 	}
