@@ -16,8 +16,8 @@ import (
 // directory as their layer named by a /proc/self/fd path: that name is
 // all mountinfo shows of it.
 
-// hider makes such overlays. Its zero value (no overlay file system on
-// the host) clones the directories instead, and mountinfo shows them.
+// hider makes such overlays. Without the overlay file system on the host
+// it clones the directories instead, and mountinfo shows them.
 type hider struct {
 	empty int // the second, empty layer (overlay needs two without an upper one); -1: none
 }
@@ -32,7 +32,7 @@ func newHider(dir, probe string) (*hider, error) {
 		return nil, err
 	}
 	h := &hider{empty: fd}
-	tree, err := h.tree(probe, readOnly)
+	tree, err := h.overlay(probe, readOnly)
 	if err != nil {
 		unix.Close(fd)
 		return &hider{empty: -1}, nil
@@ -41,11 +41,19 @@ func newHider(dir, probe string) (*hider, error) {
 	return h, nil
 }
 
-// tree is a detached read-only mount of dir with attributes attr.
+// tree is a detached read-only mount of dir with attributes attr: an
+// overlay, or a clone where overlay cannot have dir as a layer (a file
+// system it does not stack on), which only shows the path.
 func (h *hider) tree(dir string, attr uint64) (int, error) {
-	if h.empty < 0 {
-		return cloneTree(dir, true, attr)
+	if h.empty >= 0 {
+		if fd, err := h.overlay(dir, attr); err == nil {
+			return fd, nil
+		}
 	}
+	return cloneTree(dir, true, attr)
+}
+
+func (h *hider) overlay(dir string, attr uint64) (int, error) {
 	src, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
