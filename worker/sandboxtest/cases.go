@@ -447,7 +447,7 @@ var isolationCases = []testCase{
 	{"Pids", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "probe", ProbeGo)
 		fn.MemorySize = 1769 // a whole CPU, so that a thousand execs are quick
-		fn.Timeout = 30
+		fn.Timeout = slowHostTimeout
 		env := h.Create(t, fn)
 		var got struct {
 			Started int
