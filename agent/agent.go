@@ -39,6 +39,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// agentMemoryLimit is the agent's heap limit (runtime/debug.SetMemoryLimit).
+const agentMemoryLimit = 8 << 20
+
 // Reexec runs the agent or the spawner, and exits, when this process was
 // started as one: argv[0] agentproto.ExecName or agentproto.SpawnerName, the
 // worker's and the Linux backend's re-executions of their own binary
@@ -51,9 +54,13 @@ func Reexec() {
 	}
 	switch os.Args[0] {
 	case agentproto.ExecName:
-		// One P (fewer threads); the garbage collector off.
+		// A small footprint: one P (fewer threads), and no collection
+		// until the heap reaches agentMemoryLimit. Most environments never
+		// get there; one whose agent relays every request (with external
+		// extensions) stays bounded, in the function's memory.
 		runtime.GOMAXPROCS(1)
 		debug.SetGCPercent(-1)
+		debug.SetMemoryLimit(agentMemoryLimit)
 		if err := Main(os.Args[1:]); err != nil {
 			fmt.Fprintln(os.Stderr, "kiln-agent:", err)
 			os.Exit(1)

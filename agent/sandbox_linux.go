@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -38,12 +39,15 @@ import (
 type SandboxConfig struct {
 	Mounts   []TreeMount `json:"mounts"`
 	Hostname string      `json:"hostname"`
-	// UID and GID are the function's (its runtime's and extensions'), and
-	// NProc bounds its processes and threads (RLIMIT_NPROC).
-	UID   int `json:"uid"`
-	GID   int `json:"gid"`
-	NProc int `json:"nproc"`
-	CtlFD int `json:"ctlFd"`
+	// UID and GID are the function's (its runtime's and extensions'),
+	// NProc bounds its processes and threads (RLIMIT_NPROC) and NoFile the
+	// descriptors each of them may open (RLIMIT_NOFILE; 0 keeps the
+	// agent's, which is the worker's).
+	UID    int `json:"uid"`
+	GID    int `json:"gid"`
+	NProc  int `json:"nproc"`
+	NoFile int `json:"nofile,omitempty"`
+	CtlFD  int `json:"ctlFd"`
 	// NoSeccomp leaves the seccomp filter off (for diagnosis only).
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
 }
@@ -84,6 +88,10 @@ const (
 
 // sandboxMain is Main under the Linux backend.
 func sandboxMain(cfg *SandboxConfig) error {
+	// The cgroup namespace (see assign) is the calling thread's: this
+	// goroutine keeps the thread that enters it, and starts the extensions
+	// and the runtime from it, so that they inherit it.
+	runtime.LockOSThread()
 	ctl := cfg.CtlFD
 	unix.CloseOnExec(ctl)
 	defer unix.Close(ctl)
@@ -191,6 +199,13 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 			return conn, fmt.Errorf("image root: %w", err)
 		}
 	}
+	// A cgroup namespace rooted at the environment's cgroup (the worker
+	// moved the agent there before it sent the assignment): /proc/self/cgroup
+	// shows "/", not the worker's names. It is this thread's only, which
+	// sandboxMain keeps.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return conn, fmt.Errorf("cgroup namespace: %w", err)
+	}
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return conn, fmt.Errorf("no_new_privs: %w", err)
 	}
@@ -207,10 +222,18 @@ func assign(cfg *SandboxConfig, as *Assignment, fds []int) (int, error) {
 	// The agent keeps its capabilities, which reach only the namespaces of
 	// this environment, minus what the seccomp filter denies: it signals
 	// the runtime at shutdown, and the function cannot signal it.
-	if cfg.NProc > 0 {
-		lim := &syscall.Rlimit{Cur: uint64(cfg.NProc), Max: uint64(cfg.NProc)}
-		if err := syscall.Setrlimit(unix.RLIMIT_NPROC, lim); err != nil {
-			return conn, fmt.Errorf("rlimit nproc: %w", err)
+	// Descriptors: the function's own limit, not the worker's (which the
+	// agent inherited); the agent holds a few and never needs more.
+	for _, r := range []struct {
+		res  int
+		name string
+		n    int
+	}{{unix.RLIMIT_NPROC, "nproc", cfg.NProc}, {unix.RLIMIT_NOFILE, "nofile", cfg.NoFile}} {
+		if r.n > 0 {
+			lim := &syscall.Rlimit{Cur: uint64(r.n), Max: uint64(r.n)}
+			if err := syscall.Setrlimit(r.res, lim); err != nil {
+				return conn, fmt.Errorf("rlimit %s: %w", r.name, err)
+			}
 		}
 	}
 	// Undumpable: nothing in the sandbox can ptrace, read the memory of, or
@@ -252,7 +275,10 @@ func mountRoot(mounts []TreeMount) error {
 			return fmt.Errorf("attach %s: %w", m.Target, err)
 		}
 	}
-	if err := unix.Mount("proc", "proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := unix.Mount("proc", "proc", "proc", procFlags, ""); err != nil {
+		return fmt.Errorf("proc: %w", err)
+	}
+	if err := maskProc("proc"); err != nil {
 		return fmt.Errorf("proc: %w", err)
 	}
 	// pivot_root(".", "."): the old root ends up under the new one, where
@@ -292,6 +318,54 @@ func imageRoot(fd int) error {
 		return fmt.Errorf("detach the skeleton: %w", err)
 	}
 	return unix.Chdir("/")
+}
+
+const procFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// What /proc tells of the machine beyond the environment is masked as
+// container runtimes do (runc's masked and read-only paths), and so are
+// the kernel's command line and the host's load. Files read as /dev/null,
+// directories as an empty read-only tmpfs.
+var (
+	maskedProc   = []string{"acpi", "asound", "interrupts", "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "scsi", "cmdline", "loadavg"}
+	readOnlyProc = []string{"bus", "fs", "irq", "sys", "sysrq-trigger"}
+)
+
+// maskProc masks the paths of the proc mounted at dir (relative to the
+// staged root, whose dev/null it binds).
+func maskProc(dir string) error {
+	for _, name := range maskedProc {
+		p := dir + "/" + name
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if fi.IsDir() {
+			err = unix.Mount("tmpfs", p, "tmpfs", unix.MS_RDONLY|procFlags, "size=0,mode=555")
+		} else {
+			err = unix.Mount("dev/null", p, "", unix.MS_BIND, "")
+		}
+		if err != nil {
+			return fmt.Errorf("mask %s: %w", name, err)
+		}
+	}
+	for _, name := range readOnlyProc {
+		p := dir + "/" + name
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := unix.Mount(p, p, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", name, err)
+		}
+		// A remount keeps the flags the user namespace may not drop.
+		if err := unix.Mount("", p, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|procFlags, ""); err != nil {
+			return fmt.Errorf("read-only %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // loopbackUp sets IFF_UP on lo.

@@ -32,6 +32,13 @@ var deniedSyscalls = append([]uintptr{
 	unix.SYS_IO_URING_SETUP, unix.SYS_IO_URING_ENTER, unix.SYS_IO_URING_REGISTER,
 }, archDeniedSyscalls...)
 
+// socketFamilies are the address families a function may open sockets of:
+// what runtimes use. Others (AF_VSOCK, which network namespaces do not
+// isolate, AF_PACKET, AF_ALG, ...) fail with EAFNOSUPPORT, as where the
+// kernel lacks them. Netlink is limited to NETLINK_ROUTE (interfaces and
+// addresses, e.g. getifaddrs), read-only without CAP_NET_ADMIN.
+var socketFamilies = []uint32{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6}
+
 const cloneNamespaces = unix.CLONE_NEWNS | unix.CLONE_NEWUTS | unix.CLONE_NEWIPC | unix.CLONE_NEWUSER |
 	unix.CLONE_NEWPID | unix.CLONE_NEWNET | unix.CLONE_NEWCGROUP
 
@@ -41,6 +48,7 @@ func seccompFilter() []unix.SockFilter {
 		offNr   = 0
 		offArch = 4
 		offArg0 = 16 // low 32 bits of args[0] (little endian)
+		offArg2 = 32
 	)
 	retErrno := func(errno unix.Errno) uint32 { return unix.SECCOMP_RET_ERRNO | uint32(errno) }
 	stmt := func(code uint16, k uint32) unix.SockFilter { return unix.SockFilter{Code: code, K: k} }
@@ -69,21 +77,42 @@ func seccompFilter() []unix.SockFilter {
 	}
 	jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_CLONE, "clone")
 	jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_CLONE3, "enosys")
+	jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_SOCKET, "socket")
+	jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.SYS_SOCKETPAIR, "socket")
 	prog = append(prog, stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW))
 	labels := map[string]int{"clone": len(prog)}
 	prog = append(prog, stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offArg0))
 	jump(unix.BPF_JMP|unix.BPF_JSET|unix.BPF_K, cloneNamespaces, "deny")
 	prog = append(prog, stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW))
+	labels["socket"] = len(prog)
+	prog = append(prog, stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offArg0))
+	for _, f := range socketFamilies {
+		jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, f, "socket-allow")
+	}
+	jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.AF_NETLINK, "netlink")
+	jump(unix.BPF_JMP|unix.BPF_JA, 0, "eafnosupport")
+	labels["netlink"] = len(prog)
+	prog = append(prog, stmt(unix.BPF_LD|unix.BPF_W|unix.BPF_ABS, offArg2))
+	jump(unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K, unix.NETLINK_ROUTE, "socket-allow")
+	jump(unix.BPF_JMP|unix.BPF_JA, 0, "eafnosupport")
+	labels["socket-allow"] = len(prog)
+	prog = append(prog, stmt(unix.BPF_RET|unix.BPF_K, unix.SECCOMP_RET_ALLOW))
+	labels["eafnosupport"] = len(prog)
+	prog = append(prog, stmt(unix.BPF_RET|unix.BPF_K, retErrno(unix.EAFNOSUPPORT)))
 	labels["enosys"] = len(prog)
 	prog = append(prog, stmt(unix.BPF_RET|unix.BPF_K, retErrno(unix.ENOSYS)))
 	labels["deny"] = len(prog)
 	prog = append(prog, stmt(unix.BPF_RET|unix.BPF_K, retErrno(unix.EPERM)))
 	for _, p := range patches {
 		off := labels[p.target] - p.at - 1
-		if off > 255 {
-			panic("seccomp: jump too far")
+		if off < 0 || off > 255 {
+			panic("seccomp: jump to " + p.target + " out of range")
 		}
-		prog[p.at].Jt = uint8(off)
+		if prog[p.at].Code == unix.BPF_JMP|unix.BPF_JA {
+			prog[p.at].K = uint32(off)
+		} else {
+			prog[p.at].Jt = uint8(off)
+		}
 	}
 	return prog
 }

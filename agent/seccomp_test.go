@@ -16,8 +16,13 @@ func TestSeccompFilter(t *testing.T) {
 		seccompChild()
 		return
 	}
-	for i, f := range seccompFilter() {
-		if f.Code&0x07 == unix.BPF_JMP && int(f.Jt)+i+1 >= len(seccompFilter()) {
+	prog := seccompFilter()
+	for i, f := range prog {
+		off := int(f.Jt)
+		if f.Code == unix.BPF_JMP|unix.BPF_JA {
+			off = int(f.K)
+		}
+		if f.Code&0x07 == unix.BPF_JMP && off+i+1 >= len(prog) {
 			t.Fatalf("instruction %d jumps out of the program", i)
 		}
 	}
@@ -28,7 +33,10 @@ func TestSeccompFilter(t *testing.T) {
 		t.Fatalf("child: %v\n%s", err, out)
 	}
 	for _, want := range []string{"mount=EPERM", "unshare=EPERM", "unshare-user=EPERM", "ptrace=EPERM",
-		"clone3=ENOSYS", "clone-newnet=EPERM", "keyctl=EPERM", "getpid=ok", "fork=ok", "socket=ok"} {
+		"clone3=ENOSYS", "clone-newnet=EPERM", "keyctl=EPERM", "getpid=ok", "fork=ok", "socket=ok",
+		"socket-unix=ok", "socket-inet6=ok", "socketpair-unix=ok", "socket-netlink-route=ok",
+		"socket-vsock=EAFNOSUPPORT", "socket-packet=EAFNOSUPPORT", "socket-alg=EAFNOSUPPORT",
+		"socket-netlink-audit=EAFNOSUPPORT", "socketpair-vsock=EAFNOSUPPORT"} {
 		if !strings.Contains(string(out), want+"\n") {
 			t.Errorf("child lacks %q:\n%s", want, out)
 		}
@@ -64,9 +72,34 @@ func seccompChild() {
 	res("keyctl", errno(unix.RawSyscall(unix.SYS_KEYCTL, ^uintptr(0), 0, 0)))
 	res("getpid", errno(unix.RawSyscall(unix.SYS_GETPID, 0, 0, 0)))
 	res("fork", exec.Command("/bin/true").Run())
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
-	if err == nil {
-		unix.Close(fd)
+	for _, sc := range []struct {
+		name              string
+		family, typ, prot int
+	}{
+		{"socket", unix.AF_INET, unix.SOCK_STREAM, 0},
+		{"socket-unix", unix.AF_UNIX, unix.SOCK_STREAM, 0},
+		{"socket-inet6", unix.AF_INET6, unix.SOCK_DGRAM, 0},
+		{"socket-netlink-route", unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE},
+		{"socket-netlink-audit", unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_AUDIT},
+		{"socket-vsock", unix.AF_VSOCK, unix.SOCK_STREAM, 0},
+		{"socket-packet", unix.AF_PACKET, unix.SOCK_RAW, 0},
+		{"socket-alg", unix.AF_ALG, unix.SOCK_SEQPACKET, 0},
+	} {
+		fd, err := unix.Socket(sc.family, sc.typ, sc.prot)
+		if err == nil {
+			unix.Close(fd)
+		}
+		res(sc.name, err)
 	}
-	res("socket", err)
+	for _, sp := range []struct {
+		name   string
+		family int
+	}{{"socketpair-unix", unix.AF_UNIX}, {"socketpair-vsock", unix.AF_VSOCK}} {
+		fds, err := unix.Socketpair(sp.family, unix.SOCK_STREAM, 0)
+		if err == nil {
+			unix.Close(fds[0])
+			unix.Close(fds[1])
+		}
+		res(sp.name, err)
+	}
 }

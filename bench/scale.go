@@ -75,8 +75,12 @@ func ScaleOut(ctx context.Context, envs int, unlimited bool, out io.Writer) erro
 	if err != nil {
 		return err
 	}
+	box, err := sandbox.New(sandbox.Config{})
+	if err != nil {
+		return err
+	}
 	s, err := server.Start(ctx, server.Config{DataDir: dir, Listen: "127.0.0.1:0", AccountConcurrency: max(1000, envs),
-		ScaleUnlimited: unlimited, Sandbox: sandbox.Linux{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		ScaleUnlimited: unlimited, Sandbox: box, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		return err
 	}

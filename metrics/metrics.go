@@ -31,7 +31,7 @@ func New() *Set {
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_invocations_total",
 			Help: "Invokes that reached a function, by function and outcome (success, error)."}, []string{"function", "outcome"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_function_errors_total",
-			Help: "Function errors by function and Lambda error type."}, []string{"function", "type"}),
+			Help: "Function errors by function and Lambda error type (those of Lambda and its runtimes; \"other\" for those functions name)."}, []string{"function", "type"}),
 		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_throttles_total",
 			Help: "Invokes refused with TooManyRequestsException, by function and reason."}, []string{"function", "reason"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_invoke_duration_seconds",
@@ -80,10 +80,29 @@ func (s *Set) Finished(function string, d, init time.Duration, errorType string)
 	}
 	if errorType != "" {
 		s.invocations.WithLabelValues(function, "error").Inc()
-		s.errors.WithLabelValues(function, errorType).Inc()
+		s.errors.WithLabelValues(function, ErrorTypeLabel(errorType)).Inc()
 		return
 	}
 	s.invocations.WithLabelValues(function, "success").Inc()
+}
+
+// errorTypes are the error types that are labels of their own: those Lambda
+// and its runtimes give. Any other is named by the function, user data
+// (unbounded, possibly not even UTF-8, which a label must be): "other".
+var errorTypes = map[string]bool{
+	"Unhandled": true, "Handled": true,
+	"Sandbox.Timedout": true, "Runtime.ExitError": true, "Runtime.OutOfMemory": true,
+	"Function.ResponseSizeTooLarge": true, "Runtime.InvalidEntrypoint": true, "Runtime.InitTimeout": true,
+	"Runtime.ImportModuleError": true, "Runtime.HandlerNotFound": true, "Runtime.UserCodeSyntaxError": true,
+	"Runtime.MarshalError": true, "Runtime.Unknown": true, "Extension.Crash": true,
+}
+
+// ErrorTypeLabel is the label of a function error's type.
+func ErrorTypeLabel(errorType string) string {
+	if errorTypes[errorType] {
+		return errorType
+	}
+	return "other"
 }
 
 // Throttled records a refused invoke.

@@ -13,12 +13,14 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // MaxResponse is Lambda's limit on a synchronous response.
@@ -41,12 +43,36 @@ type Outcome struct {
 	ErrorType string // empty on success
 }
 
+// Limits on what a function can make the Server, which runs in the worker's
+// process and not in the function's cgroup, hold for it.
+const (
+	// MaxHeaderBytes bounds a request's line and headers, as net/http's
+	// default (runtimes' clients allow as much for theirs).
+	MaxHeaderBytes = 1 << 20
+	// DefaultMaxConns is how many connections an environment may have open
+	// at once: a runtime uses one or two, and each extension a few.
+	DefaultMaxConns = 32
+	// DefaultHeaderTimeout bounds reading a request's head once its first
+	// byte came (between requests a connection may idle: a runtime's next
+	// request comes after an invoke that can last 15 minutes), and
+	// DefaultBodyTimeout reading its body.
+	DefaultHeaderTimeout = 10 * time.Second
+	DefaultBodyTimeout   = time.Minute
+)
+
 // Config configures a Server. The zero value works.
 type Config struct {
 	// Flush runs before an outcome is delivered. The worker drains the
 	// runtime's log pipe there, so every line printed before the result was
 	// posted is counted in that invoke.
 	Flush func()
+	// MaxConns bounds the connections open at once; 0 means
+	// DefaultMaxConns. Beyond it the Server stops accepting until one
+	// closes: the function's connections wait in its own listen backlog.
+	MaxConns int
+	// HeaderTimeout and BodyTimeout bound reading a request's head and
+	// body; 0 means the defaults.
+	HeaderTimeout, BodyTimeout time.Duration
 }
 
 // Server is the Runtime API of one environment.
@@ -62,6 +88,9 @@ type Server struct {
 	lastDelivered string
 	results       chan Outcome
 	closed        bool
+	done          chan struct{} // closed by Close
+	slots         chan struct{} // one per open connection
+	bodies        chan struct{} // one body buffered at a time
 
 	ready     chan struct{} // closed at the first /next or at an init error
 	readyOnce sync.Once
@@ -70,7 +99,17 @@ type Server struct {
 
 // Serve starts serving on ln until Close.
 func Serve(ln net.Listener, cfg Config) *Server {
-	s := &Server{cfg: cfg, ln: ln, conns: map[*conn]struct{}{}, ready: make(chan struct{})}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.HeaderTimeout <= 0 {
+		cfg.HeaderTimeout = DefaultHeaderTimeout
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	s := &Server{cfg: cfg, ln: ln, conns: map[*conn]struct{}{}, ready: make(chan struct{}),
+		done: make(chan struct{}), slots: make(chan struct{}, cfg.MaxConns), bodies: make(chan struct{}, 1)}
 	go s.accept()
 	return s
 }
@@ -129,6 +168,9 @@ func (s *Server) Abandon() {
 // Close stops serving and drops every connection.
 func (s *Server) Close() {
 	s.mu.Lock()
+	if !s.closed {
+		close(s.done)
+	}
 	s.closed = true
 	conns := s.conns
 	s.conns = map[*conn]struct{}{}
@@ -141,11 +183,18 @@ func (s *Server) Close() {
 
 func (s *Server) accept() {
 	for {
+		select { // a slot first: at MaxConns, connections wait in the backlog
+		case s.slots <- struct{}{}:
+		case <-s.done:
+			return
+		}
 		nc, err := s.ln.Accept()
 		if err != nil {
 			return
 		}
-		c := &conn{s: s, nc: nc, br: bufio.NewReaderSize(nc, 16<<10)}
+		c := &conn{s: s, nc: nc}
+		c.br = bufio.NewReaderSize(&c.lr, 16<<10)
+		c.lr.R = nc
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -162,30 +211,58 @@ func (s *Server) accept() {
 type conn struct {
 	s  *Server
 	nc net.Conn
-	br *bufio.Reader
+	lr io.LimitedReader // what a request's head may still read from nc
+	br *bufio.Reader    // over lr
 	wm sync.Mutex
 }
 
 func (c *conn) serve() {
+	s := c.s
 	defer func() {
 		c.nc.Close()
-		s := c.s
 		s.mu.Lock()
 		delete(s.conns, c)
 		if s.waiting == c {
 			s.waiting = nil
 		}
 		s.mu.Unlock()
+		<-s.slots
 	}()
 	for {
-		req, err := http.ReadRequest(c.br)
-		if err != nil {
+		c.nc.SetReadDeadline(time.Time{})
+		c.lr.N = MaxHeaderBytes
+		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
+		c.nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+		req, err := http.ReadRequest(c.br)
+		if err != nil {
+			if c.lr.N <= 0 {
+				c.writeStatus(http.StatusRequestHeaderFieldsTooLarge, errorDoc("RequestHeaderFieldsTooLarge",
+					"request line and headers exceed "+strconv.Itoa(MaxHeaderBytes)+" bytes"))
+			}
+			return
+		}
+		// The body is bounded where it is read; here only in time.
+		c.lr.N = math.MaxInt64
+		c.nc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		if !c.route(req) {
 			return
 		}
 	}
+}
+
+// readBody reads at most limit bytes of req's body, one body of the
+// environment at a time: connections are bounded in number, buffered
+// bodies in number too.
+func (c *conn) readBody(req *http.Request, limit int64) ([]byte, error) {
+	select {
+	case c.s.bodies <- struct{}{}:
+	case <-c.s.done:
+		return nil, net.ErrClosed
+	}
+	defer func() { <-c.s.bodies }()
+	return io.ReadAll(io.LimitReader(req.Body, limit))
 }
 
 const (
@@ -213,9 +290,15 @@ func (c *conn) route(req *http.Request) bool {
 	case req.Method == http.MethodPost && strings.HasPrefix(p, invocation):
 		rest := p[len(invocation):]
 		id, kind, _ := strings.Cut(rest, "/")
+		if (kind == "response" || kind == "error") && !s.isCurrent(id) {
+			// Not the invoke the runtime holds: its body is not kept.
+			io.Copy(io.Discard, io.LimitReader(req.Body, MaxResponse))
+			c.writeInvalidID(id)
+			return true
+		}
 		switch kind {
 		case "response":
-			body, err := io.ReadAll(io.LimitReader(req.Body, MaxResponse+1))
+			body, err := c.readBody(req, MaxResponse+1)
 			if err != nil {
 				return false
 			}
@@ -235,7 +318,7 @@ func (c *conn) route(req *http.Request) bool {
 			}
 			return true
 		case "error":
-			body, err := io.ReadAll(io.LimitReader(req.Body, MaxResponse))
+			body, err := c.readBody(req, MaxResponse)
 			if err != nil {
 				return false
 			}
@@ -248,7 +331,7 @@ func (c *conn) route(req *http.Request) bool {
 			return true
 		}
 	case req.Method == http.MethodPost && p == prefix+"init/error":
-		body, err := io.ReadAll(io.LimitReader(req.Body, MaxResponse))
+		body, err := c.readBody(req, MaxResponse)
 		if err != nil {
 			return false
 		}
@@ -268,6 +351,13 @@ func (c *conn) route(req *http.Request) bool {
 	io.Copy(io.Discard, io.LimitReader(req.Body, MaxResponse))
 	c.writeStatus(http.StatusNotFound, errorDoc("InvalidRequest", "unknown Runtime API path "+p))
 	return true
+}
+
+// isCurrent says whether id is the invoke the runtime holds.
+func (s *Server) isCurrent(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current != "" && id == s.current && s.results != nil
 }
 
 // deliver passes the outcome of request id to the invoker, once.

@@ -1,6 +1,7 @@
 package runtimeapi
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -125,5 +126,106 @@ func TestInitError(t *testing.T) {
 	ie := s.InitError()
 	if ie == nil || ie.ErrorType != "Unhandled" || !json.Valid(ie.Payload) {
 		t.Fatalf("init error %+v", ie)
+	}
+}
+
+// TestHeaderFlood sends a header that never ends: the server stops reading
+// at MaxHeaderBytes, answers 431 and closes, instead of holding it all.
+func TestHeaderFlood(t *testing.T) {
+	_, base, _ := serve(t)
+	c, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(base, "/2018-06-01/runtime/"), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	answer := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(c)
+		answer <- string(b)
+	}()
+	io.WriteString(c, "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+	chunk := bytes.Repeat([]byte("a"), 64<<10)
+	written := 0
+	for written < 256<<20 {
+		n, err := c.Write(chunk)
+		written += n
+		if err != nil {
+			break
+		}
+	}
+	if written >= 256<<20 {
+		t.Fatalf("the server read %d MB of one header", written>>20)
+	}
+	if got := <-answer; !strings.HasPrefix(got, "HTTP/1.1 431 ") {
+		t.Errorf("answer: %.200q", got)
+	}
+}
+
+// TestMaxConns opens one connection more than the limit: it is served only
+// once another closes.
+func TestMaxConns(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Serve(ln, Config{MaxConns: 4})
+	t.Cleanup(s.Close)
+	ask := func(c net.Conn) {
+		if _, err := io.WriteString(c, "GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	answered := func(c net.Conn, wait time.Duration) bool {
+		c.SetReadDeadline(time.Now().Add(wait))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusNotFound
+	}
+	var conns []net.Conn
+	for range 5 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ask(c)
+		conns = append(conns, c)
+	}
+	for i, c := range conns[:4] {
+		if !answered(c, 10*time.Second) {
+			t.Fatalf("connection %d was not served", i)
+		}
+	}
+	// Served too early only if the limit is not kept; on a slow host this
+	// check may pass without the limit, never fail with it.
+	if answered(conns[4], 200*time.Millisecond) {
+		t.Fatal("a fifth connection was served while four were open")
+	}
+	conns[0].Close()
+	if !answered(conns[4], 10*time.Second) {
+		t.Fatal("the fifth connection was not served once one closed")
+	}
+}
+
+// TestStalledHead: a request whose head stops coming is dropped.
+func TestStalledHead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Serve(ln, Config{HeaderTimeout: 50 * time.Millisecond})
+	t.Cleanup(s.Close)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHo")
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("a stalled head: %v, want the connection closed", err)
 	}
 }

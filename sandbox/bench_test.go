@@ -40,7 +40,7 @@ func backends(b *testing.B) []struct {
 		name string
 		sb   worker.Sandbox
 	}{
-		{"linux", sandbox.Linux{AgentPath: sandboxtest.AgentBinary(b)}},
+		{"linux", linux(b)},
 		{"process", worker.ProcessSandbox{}},
 	}
 }
@@ -138,10 +138,10 @@ func BenchmarkIdleEnvMemory(b *testing.B) {
 	requireRoot(b)
 	for _, be := range []struct {
 		name string
-		sb   sandbox.Linux
+		sb   *sandbox.Linux
 	}{
-		{"small-agent", sandbox.Linux{AgentPath: sandboxtest.AgentBinary(b)}},
-		{"reexec-agent", sandbox.Linux{StateDir: filepath.Join(os.TempDir(), "kiln-sandbox-reexec")}},
+		{"small-agent", linux(b)},
+		{"reexec-agent", backend(b, sandbox.Config{AgentPath: "/proc/self/exe", StateDir: filepath.Join(os.TempDir(), "kiln-sandbox-reexec")})},
 	} {
 		b.Run(be.name, func(b *testing.B) {
 			h := sandboxtest.NewHarness(b, be.sb)
@@ -197,7 +197,7 @@ func BenchmarkIdleEnvMemory(b *testing.B) {
 
 // chargeSpawner moves the backend's spawner into a memory cgroup of its
 // own (cgroup v1) and returns how to read its usage and how to undo it.
-func chargeSpawner(l sandbox.Linux) (measure func() int64, restore func(), err error) {
+func chargeSpawner(l *sandbox.Linux) (measure func() int64, restore func(), err error) {
 	sp := spawnerPid()
 	if sp == 0 {
 		return nil, nil, fmt.Errorf("no spawner found")

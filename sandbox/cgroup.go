@@ -1,8 +1,6 @@
 package sandbox
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,17 +14,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cgroups places environments in cgroups: memory (with swap off), CPU in
-// proportion to memory, and a pids limit. It speaks cgroup v1 (one
-// hierarchy per controller, as on this project's machines) and v2 (one
-// unified hierarchy), whichever the host has for the controllers.
+// cgroups places environments in cgroups: memory (with swap off), CPU time
+// in proportion to memory, the CPUs the environment may run on, and a pids
+// limit. What differs between cgroup v1 (one hierarchy per controller, as
+// on this project's machines) and v2 (one unified hierarchy) is behind
+// hierarchy; the rest is the same for both.
 type cgroups struct {
-	version int               // 1 or 2
-	v1      map[string]string // controller → parent directory (v1)
-	v2      string            // parent directory (v2)
-	// v2Has says which controllers the v2 parent delegates to its children.
-	v2Has map[string]bool
+	h     hierarchy
 	limit limits
+	// cpus are every CPU environments may use (the cpuset of a cgroup
+	// before its function comes).
+	cpus []int
+}
+
+// hierarchy is cgroup v1 or v2: where environments' cgroups live and which
+// files hold their limits. Every setter skips a controller the hierarchy
+// lacks (a v2 parent that does not delegate it).
+type hierarchy interface {
+	// layout is where the cgroup name's directories are, by controller
+	// (v2: the same one for every controller it delegates), and all of
+	// them, the one that lists every process last. Name "" gives the
+	// parents.
+	layout(name string) (byController map[string]string, all []string)
+	setMemory(c *cgroup, bytes int64) error
+	setCPUMax(c *cgroup, quota, period int) error
+	// setShares sets the CPU weight in cgroup v1's cpu.shares units.
+	setShares(c *cgroup, shares int) error
+	setPidsMax(c *cgroup, n int) error
+	setCPUs(c *cgroup, list string) error
+	// join moves pid into the cgroup; intoFD is instead the directory to
+	// start it in with clone3(CLONE_INTO_CGROUP), -1 without.
+	join(c *cgroup, pid int) error
+	intoFD(c *cgroup) (int, error)
+	// kill kills every process of the cgroup at once, false when the
+	// hierarchy cannot (they are then killed one by one).
+	kill(c *cgroup) bool
+	// peakFile and oomFile are the memory controller's high-water mark and
+	// the file with its "oom_kill N" line.
+	peakFile() string
+	oomFile() string
 }
 
 // limits are the per-environment settings that do not depend on the function.
@@ -40,48 +66,14 @@ type limits struct {
 // function's own limit (RLIMIT_NPROC): its threads must never be refused.
 const agentPids = 64
 
-// v1Controllers are the v1 hierarchies an environment joins; "pids" is the
-// one that lists every process of the environment.
-var v1Controllers = []string{"memory", "cpu", "pids"}
+// controllers are those an environment's cgroup uses; all but cpuset are
+// required on v1 (without cpuset, CPUs are kept by affinity alone).
+var controllers = []string{"memory", "cpu", "pids", "cpuset"}
 
-// detectCgroups finds the hierarchies from /proc/self/mountinfo. version 0
-// picks v1 when the memory controller is on a v1 hierarchy, else v2.
-func detectCgroups(version int, parent string, l limits) (*cgroups, error) {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	v1 := map[string]string{}
-	var unified string
-	sc := bufio.NewScanner(bytes.NewReader(mi))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		sep := -1
-		for i, x := range f {
-			if x == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+3 >= len(f) || len(f) < 5 {
-			continue
-		}
-		mnt, fstype, opts := f[4], f[sep+1], f[sep+3]
-		switch fstype {
-		case "cgroup2":
-			if unified == "" {
-				unified = mnt
-			}
-		case "cgroup":
-			for _, o := range strings.Split(opts, ",") {
-				for _, c := range v1Controllers {
-					if o == c && v1[c] == "" {
-						v1[c] = mnt
-					}
-				}
-			}
-		}
-	}
+// detectCgroups finds the hierarchies in mountinfo. version 0 picks v1 when
+// the memory controller is on a v1 hierarchy, else v2.
+func detectCgroups(mountinfo []byte, version int, parent string, l limits, cpus []int) (*cgroups, error) {
+	v1, unified := cgroupMounts(parseMountinfo(mountinfo), controllers)
 	if parent == "" {
 		parent = "kiln"
 	}
@@ -92,50 +84,18 @@ func detectCgroups(version int, parent string, l limits) (*cgroups, error) {
 			version = 1
 		}
 	}
-	cg := &cgroups{version: version, limit: l, v1: map[string]string{}, v2Has: map[string]bool{}}
+	cg := &cgroups{limit: l, cpus: cpus}
+	var err error
 	switch version {
 	case 1:
-		for _, c := range v1Controllers {
-			if v1[c] == "" {
-				return nil, fmt.Errorf("cgroup v1: no %s hierarchy", c)
-			}
-			dir := filepath.Join(v1[c], parent)
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, fmt.Errorf("cgroup v1: %w", err)
-			}
-			cg.v1[c] = dir
-		}
+		cg.h, err = newV1(v1, parent)
 	case 2:
-		if unified == "" {
-			return nil, errors.New("cgroup v2: no unified hierarchy mounted")
-		}
-		dir := filepath.Join(unified, parent)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("cgroup v2: %w", err)
-		}
-		cg.v2 = dir
-		// Delegate what the hierarchy has, level by level from its root.
-		avail, _ := os.ReadFile(filepath.Join(unified, "cgroup.controllers"))
-		var want []string
-		for _, c := range strings.Fields(string(avail)) {
-			if c == "memory" || c == "cpu" || c == "pids" {
-				want = append(want, "+"+c)
-			}
-		}
-		if len(want) > 0 {
-			p := unified
-			for _, part := range strings.Split(parent, "/") {
-				os.WriteFile(filepath.Join(p, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0)
-				p = filepath.Join(p, part)
-			}
-			os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(want, " ")), 0)
-		}
-		got, _ := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
-		for _, c := range strings.Fields(string(got)) {
-			cg.v2Has[c] = true
-		}
+		cg.h, err = newV2(unified, parent)
 	default:
-		return nil, fmt.Errorf("cgroup version %d", version)
+		err = fmt.Errorf("cgroup version %d", version)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return cg, nil
 }
@@ -144,9 +104,9 @@ func detectCgroups(version int, parent string, l limits) (*cgroups, error) {
 type cgroup struct {
 	m    *cgroups
 	name string
-	dirs []string // v1: memory, cpu, pids; v2: the one directory
-	mem  string   // directory with the memory files ("" without a memory controller)
-	peak *os.File // memory.max_usage_in_bytes (v1) or memory.peak (v2), kept open
+	dir  map[string]string // controller → directory
+	dirs []string          // every directory, the one that lists the processes last
+	peak *os.File          // the memory high-water mark, kept open (nil without)
 }
 
 // cpuQuota is the CPU time per period an environment of memMB gets: one
@@ -164,51 +124,36 @@ func (m *cgroups) cpuQuota(memMB int, boost bool) int {
 	return max(q, 1000)
 }
 
+// newCgroup is the cgroup name, without making it.
+func (m *cgroups) newCgroup(name string) *cgroup {
+	dir, dirs := m.h.layout(name)
+	return &cgroup{m: m, name: name, dir: dir, dirs: dirs}
+}
+
 // create makes an environment's cgroup, before its function is known:
-// the pids limit and (for the agent's setup) one CPU.
+// the pids limit, every CPU, and for the agent's setup one CPU's time at
+// the lowest weight (it yields to every environment at work).
 func (m *cgroups) create(name string) (*cgroup, error) {
-	c := &cgroup{m: m, name: name}
-	var err error
-	switch m.version {
-	case 1:
-		for _, ctl := range v1Controllers {
-			d := filepath.Join(m.v1[ctl], name)
-			if err = os.Mkdir(d, 0o755); err != nil {
-				c.remove()
-				return nil, err
-			}
-			c.dirs = append(c.dirs, d)
+	c := m.newCgroup(name)
+	for i, d := range c.dirs {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			c.dirs = c.dirs[:i]
+			c.remove()
+			return nil, fmt.Errorf("cgroup %s: %w", name, err)
 		}
-		c.mem = c.dirs[0]
-		// Until its function comes, the agent yields to every environment
-		// at work: the lowest weight.
-		err = errors.Join(
-			write(c.dirs[1], "cpu.cfs_period_us", int64(m.limit.cpuPeriod)),
-			write(c.dirs[1], "cpu.cfs_quota_us", int64(m.limit.cpuPeriod)),
-			write(c.dirs[1], "cpu.shares", 2),
-			write(c.dirs[2], "pids.max", int64(m.limit.pidsMax+agentPids)),
-		)
-		if err == nil {
-			c.peak, err = os.Open(filepath.Join(c.mem, "memory.max_usage_in_bytes"))
-		}
-	case 2:
-		d := filepath.Join(m.v2, name)
-		if err = os.Mkdir(d, 0o755); err != nil {
-			return nil, err
-		}
-		c.dirs = []string{d}
-		if m.v2Has["memory"] {
-			c.mem = d
-			if f, perr := os.Open(filepath.Join(d, "memory.peak")); perr == nil {
-				c.peak = f
-			}
-		}
-		if m.v2Has["cpu"] {
-			err = errors.Join(writeString(d, "cpu.max", strconv.Itoa(m.limit.cpuPeriod)+" "+strconv.Itoa(m.limit.cpuPeriod)),
-				write(d, "cpu.weight", 1))
-		}
-		if m.v2Has["pids"] {
-			err = errors.Join(err, write(d, "pids.max", int64(m.limit.pidsMax+agentPids)))
+	}
+	h := m.h
+	err := errors.Join(
+		h.setCPUMax(c, m.limit.cpuPeriod, m.limit.cpuPeriod),
+		h.setShares(c, 2),
+		h.setPidsMax(c, m.limit.pidsMax+agentPids),
+		c.setCPUs(nil),
+	)
+	if d := c.dir["memory"]; err == nil && d != "" {
+		if f, perr := os.Open(filepath.Join(d, h.peakFile())); perr == nil {
+			c.peak = f
+		} else if !errors.Is(perr, fs.ErrNotExist) {
+			err = perr
 		}
 	}
 	if err != nil {
@@ -221,35 +166,9 @@ func (m *cgroups) create(name string) (*cgroup, error) {
 // assign sets the limits of a function of memMB: memory (no swap), CPU
 // weight, and the CPU boost of init.
 func (c *cgroup) assign(memMB int) error {
-	m := c.m
-	mem := int64(memMB) << 20
-	var err error
-	switch m.version {
-	case 1:
-		err = errors.Join(
-			write(c.mem, "memory.limit_in_bytes", mem), // first: memsw may not go under it
-			writeIfExists(c.mem, "memory.memsw.limit_in_bytes", mem),
-			writeIfExists(c.mem, "memory.swappiness", 0),
-			c.setWeight(memMB, false),
-		)
-		if memMB*1000/1769 >= 1000 {
-			err = errors.Join(err, c.setCPU(memMB, true))
-		}
-	case 2:
-		d := c.dirs[0]
-		if m.v2Has["memory"] {
-			err = errors.Join(err,
-				writeString(d, "memory.max", strconv.FormatInt(mem, 10)),
-				writeIfExists(d, "memory.swap.max", 0),
-				writeIfExists(d, "memory.oom.group", 1), // an OOM kill ends the whole environment
-			)
-		}
-		if m.v2Has["cpu"] {
-			err = errors.Join(err, c.setWeight(memMB, false))
-			if memMB*1000/1769 >= 1000 {
-				err = errors.Join(err, c.setCPU(memMB, true))
-			}
-		}
+	err := errors.Join(c.m.h.setMemory(c, int64(memMB)<<20), c.setWeight(memMB, false))
+	if memMB*1000/1769 >= 1000 {
+		err = errors.Join(err, c.setCPU(memMB, true))
 	}
 	if err != nil {
 		return fmt.Errorf("cgroup %s: %w", c.name, err)
@@ -260,61 +179,43 @@ func (c *cgroup) assign(memMB int) error {
 // setWeight sets the CPU weight of a function of memMB: in proportion to
 // its memory, or the lowest in the background (running queued events).
 func (c *cgroup) setWeight(memMB int, background bool) error {
-	switch {
-	case c.m.version == 1 && background:
-		return write(c.dirs[1], "cpu.shares", 2)
-	case c.m.version == 1:
-		return write(c.dirs[1], "cpu.shares", int64(max(2, 1024*memMB/1769)))
-	case !c.m.v2Has["cpu"]:
-		return nil
-	case background:
-		return write(c.dirs[0], "cpu.weight", 1)
-	default:
-		return write(c.dirs[0], "cpu.weight", int64(min(10000, max(1, 100*memMB/1769))))
+	shares := max(2, 1024*memMB/1769)
+	if background {
+		shares = 2
 	}
+	return c.m.h.setShares(c, shares)
 }
 
 // setCPU sets the CPU quota of a function of memMB.
 func (c *cgroup) setCPU(memMB int, boost bool) error {
-	m := c.m
-	q := m.cpuQuota(memMB, boost)
-	switch m.version {
-	// The burst may not exceed the quota: clear it, set the quota, then it.
-	case 1:
-		return errors.Join(
-			writeIfExists(c.dirs[1], "cpu.cfs_burst_us", 0),
-			write(c.dirs[1], "cpu.cfs_quota_us", int64(q)),
-			writeIfExists(c.dirs[1], "cpu.cfs_burst_us", int64(min(q, m.limit.cpuPeriod))))
-	case 2:
-		if m.v2Has["cpu"] {
-			return errors.Join(
-				writeIfExists(c.dirs[0], "cpu.max.burst", 0),
-				writeString(c.dirs[0], "cpu.max", strconv.Itoa(q)+" "+strconv.Itoa(m.limit.cpuPeriod)),
-				writeIfExists(c.dirs[0], "cpu.max.burst", int64(min(q, m.limit.cpuPeriod))))
-		}
-	}
-	return nil
+	return c.m.h.setCPUMax(c, c.m.cpuQuota(memMB, boost), c.m.limit.cpuPeriod)
 }
 
-// dirFD opens the v2 directory for clone3(CLONE_INTO_CGROUP).
-func (c *cgroup) dirFD() (int, error) {
-	return unix.Open(c.dirs[0], unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+// setCPUs confines the environment to cpus (nil: every CPU environments
+// may use). The kernel applies a cpuset to every thread of the cgroup and
+// bounds what sched_setaffinity(2) may ask for, unlike affinity alone.
+func (c *cgroup) setCPUs(cpus []int) error {
+	if cpus == nil {
+		cpus = c.m.cpus
+	}
+	return c.m.h.setCPUs(c, cpuList(cpus))
 }
 
-// add moves pid into every v1 hierarchy of the environment.
-func (c *cgroup) add(pid int) error {
-	for _, d := range c.dirs {
-		if err := writeString(d, "cgroup.procs", strconv.Itoa(pid)); err != nil {
-			return err
-		}
+// hasCPUs says whether the cgroup confines CPUs (a cpuset controller).
+func (c *cgroup) hasCPUs() bool { return c.dir["cpuset"] != "" }
+
+// cpuList is a cpuset list ("0,2,3").
+func cpuList(cpus []int) string {
+	s := make([]string, len(cpus))
+	for i, c := range cpus {
+		s[i] = strconv.Itoa(c)
 	}
-	return nil
+	return strings.Join(s, ",")
 }
 
 // procs lists the processes in the environment's cgroup.
 func (c *cgroup) procs() []int {
-	d := c.dirs[len(c.dirs)-1] // v1: pids; v2: the one
-	b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
+	b, err := os.ReadFile(filepath.Join(c.dirs[len(c.dirs)-1], "cgroup.procs"))
 	if err != nil {
 		return nil
 	}
@@ -329,10 +230,8 @@ func (c *cgroup) procs() []int {
 
 // kill sends SIGKILL to every process of the cgroup.
 func (c *cgroup) kill() {
-	if c.m.version == 2 {
-		if writeString(c.dirs[0], "cgroup.kill", "1") == nil {
-			return
-		}
+	if c.m.h.kill(c) {
+		return
 	}
 	for _, pid := range c.procs() {
 		syscall.Kill(pid, syscall.SIGKILL)
@@ -355,14 +254,11 @@ func (c *cgroup) maxMemory() int64 {
 
 // oomKills counts the processes the kernel killed for the memory limit.
 func (c *cgroup) oomKills() int {
-	if c.mem == "" {
+	d := c.dir["memory"]
+	if d == "" {
 		return 0
 	}
-	file := "memory.events"
-	if c.m.version == 1 {
-		file = "memory.oom_control"
-	}
-	b, err := os.ReadFile(filepath.Join(c.mem, file))
+	b, err := os.ReadFile(filepath.Join(d, c.m.h.oomFile()))
 	if err != nil {
 		return 0
 	}
@@ -390,9 +286,6 @@ func (c *cgroup) destroy() error {
 		}
 		time.Sleep(wait)
 	}
-	if c.peak != nil {
-		c.peak.Close()
-	}
 	return c.removeUntil(deadline)
 }
 
@@ -401,6 +294,10 @@ func (c *cgroup) remove() { c.removeUntil(time.Now().Add(time.Second)) }
 // removeUntil removes the directories, retrying while the kernel still
 // counts exiting tasks in them (EBUSY).
 func (c *cgroup) removeUntil(deadline time.Time) error {
+	if c.peak != nil {
+		c.peak.Close()
+		c.peak = nil
+	}
 	var errs []error
 	for _, d := range c.dirs {
 		for wait := 50 * time.Microsecond; ; wait = min(2*wait, 20*time.Millisecond) {
@@ -418,27 +315,18 @@ func (c *cgroup) removeUntil(deadline time.Time) error {
 	return errors.Join(errs...)
 }
 
-// sweep removes cgroups that processes of the given prefix test left
-// behind (a worker that died without cleaning up): every directory of the
-// parent for which stale(name) holds.
+// sweep removes the cgroups for which stale(name) holds: those of workers
+// that died without cleaning up.
 func (m *cgroups) sweep(stale func(name string) bool) {
-	var parents []string
-	if m.version == 1 {
-		for _, ctl := range v1Controllers {
-			parents = append(parents, m.v1[ctl])
-		}
-	} else {
-		parents = []string{m.v2}
-	}
+	_, parents := m.h.layout("")
 	for _, p := range parents {
 		ents, _ := os.ReadDir(p)
 		for _, e := range ents {
-			if !e.IsDir() || !stale(e.Name()) {
-				continue
+			if e.IsDir() && stale(e.Name()) {
+				c := m.newCgroup(e.Name())
+				c.kill()
+				c.removeUntil(time.Now().Add(time.Second))
 			}
-			c := &cgroup{m: m, name: e.Name(), dirs: []string{filepath.Join(p, e.Name())}}
-			c.kill()
-			c.removeUntil(time.Now().Add(time.Second))
 		}
 	}
 }

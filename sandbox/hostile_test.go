@@ -4,12 +4,17 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
@@ -17,9 +22,24 @@ import (
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/runtimeapi"
 	"github.com/kiln-dev/kiln/server"
 	"github.com/kiln-dev/kiln/worker/sandboxtest"
+	"golang.org/x/sys/unix"
 )
+
+// slowHost is the timeout of functions whose work takes long on a slow
+// host (touching hundreds of MB, writing them): the outcome ends the wait.
+const slowHost = 300
+
+// openFiles counts this process's descriptors (Kiln's, in these tests).
+func openFiles(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
 
 // TestHostileFunctions runs functions that attack the platform through a
 // real Kiln on the Linux backend, each one a function of its own. Each gets
@@ -121,11 +141,13 @@ func TestHostileFunctions(t *testing.T) {
 			if !strings.Contains(r.payload, "Task timed out after 5.00 seconds") {
 				t.Errorf("fork bomb: %s %s", r.errType, r.payload)
 			}
-			// A polite one in a fresh environment: stopped under the limit.
+		}},
+		{"PoliteForkBomb", 1769, slowHost, 512, func(t *testing.T, fn string) {
+			// Stopped under the limit, however long a thousand forks take.
 			// Either it reports how far it got, or the limit refused its own
 			// runtime a thread and the runtime died (Go exits 2 then), as a
 			// process that exhausts its pids does.
-			r = invoke(t, fn, map[string]any{"action": "forkbomb", "n": 5000})
+			r := invoke(t, fn, map[string]any{"action": "forkbomb", "n": 5000})
 			var fb struct {
 				Started int
 				Error   string
@@ -136,7 +158,7 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("fork bomb: %+v %s %s", fb, r.errType, r.payload)
 			}
 		}},
-		{"MemoryHog", 128, 10, 512, func(t *testing.T, fn string) {
+		{"MemoryHog", 128, slowHost, 512, func(t *testing.T, fn string) {
 			r := invoke(t, fn, map[string]any{"action": "alloc", "mb": 512})
 			if r.errType != "Runtime.OutOfMemory" || !strings.Contains(r.payload, "Runtime exited with error: signal: killed") {
 				t.Errorf("512 MB in 128: %s %s", r.errType, r.payload)
@@ -149,7 +171,7 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("REPORT: %s", r.log)
 			}
 		}},
-		{"FillsTmp", 1024, 30, 512, func(t *testing.T, fn string) {
+		{"FillsTmp", 1024, slowHost, 512, func(t *testing.T, fn string) {
 			expect(t, fn, map[string]any{"action": "write", "path": "/tmp/fill", "bytes": 600 << 20}, func(s string) bool { return s == "ENOSPC" }, "ENOSPC")
 		}},
 		{"ConnectsToKilnAndLoopback", 128, 10, 512, func(t *testing.T, fn string) {
@@ -179,7 +201,86 @@ func TestHostileFunctions(t *testing.T) {
 				t.Errorf("exit: %s %s", r.errType, r.payload)
 			}
 		}},
-		{"Prints100MB", 1769, 60, 512, func(t *testing.T, fn string) {
+		{"FloodsRuntimeAPIHeaders", 128, slowHost, 512, func(t *testing.T, fn string) {
+			// The Runtime API runs in Kiln's process, outside the
+			// function's cgroup: it stops reading at its header limit.
+			r := invoke(t, fn, map[string]any{"action": "flood", "mb": 512})
+			var got struct {
+				Written int
+				Answer  string
+			}
+			json.Unmarshal([]byte(r.payload), &got)
+			if r.errType != "" || got.Written >= 64<<20 || !strings.HasPrefix(got.Answer, "HTTP/1.1 431") {
+				t.Errorf("a 512 MB header: %s %s", r.errType, r.payload)
+			}
+		}},
+		{"HoldsRuntimeAPIConnections", 128, slowHost, 512, func(t *testing.T, fn string) {
+			// Each connection Kiln accepts is a descriptor of Kiln's: at
+			// most runtimeapi.DefaultMaxConns of them per environment. The
+			// function's own descriptors stop at Lambda's 1,024.
+			limits := invoke(t, fn, map[string]any{"action": "readall", "path": "/proc/self/limits"}).payload
+			if m := regexp.MustCompile(`Max open files\s+(\d+)\s+(\d+)`).FindStringSubmatch(limits); m == nil || m[1] != "1024" || m[2] != "1024" {
+				t.Errorf("the function's descriptor limit: %q", m)
+			}
+			before := openFiles(t)
+			r := invoke(t, fn, map[string]any{"action": "conns", "n": 5000})
+			var got struct {
+				Opened int
+				Error  string
+			}
+			json.Unmarshal([]byte(r.payload), &got)
+			held := openFiles(t) - before
+			if r.errType != "" || got.Opened >= 1024 || held > runtimeapi.DefaultMaxConns+16 {
+				t.Errorf("connections: %s %s; Kiln holds %d more descriptors", r.errType, r.payload, held)
+			}
+			t.Logf("the function opened %d connections (%s); Kiln holds %d more descriptors", got.Opened, got.Error, held)
+		}},
+		{"SocketFamilies", 128, 3, 512, func(t *testing.T, fn string) {
+			for family, want := range map[int]string{unix.AF_VSOCK: "EAFNOSUPPORT", unix.AF_PACKET: "EAFNOSUPPORT",
+				unix.AF_ALG: "EAFNOSUPPORT", unix.AF_INET: "ok", unix.AF_INET6: "ok", unix.AF_UNIX: "ok"} {
+				expect(t, fn, map[string]any{"action": "socket", "n": family}, func(s string) bool { return s == want }, fmt.Sprint("family ", family, ": ", want))
+			}
+		}},
+		{"WidensCPUs", 128, 3, 512, func(t *testing.T, fn string) {
+			if runtime.NumCPU() < 2 {
+				t.Skip("one CPU")
+			}
+			expect(t, fn, map[string]any{"action": "widencpus"}, func(s string) bool { _, err := strconv.Atoi(s); return err == nil }, "one CPU")
+		}},
+		{"ReadsHostFromProc", 128, 3, 512, func(t *testing.T, fn string) {
+			mountinfo := invoke(t, fn, map[string]any{"action": "readall", "path": "/proc/self/mountinfo"}).payload
+			if strings.Contains(mountinfo, s.DataDir) || strings.Contains(mountinfo, "kiln-sandbox") || !strings.Contains(mountinfo, "/var/task") {
+				t.Errorf("mountinfo:\n%s", mountinfo)
+			}
+			for _, p := range []string{"/proc/cmdline", "/proc/loadavg"} {
+				expect(t, fn, map[string]any{"action": "read", "path": p}, func(s string) bool { return s == "EOF" }, p+" masked")
+			}
+		}},
+		{"ErrorTypeNotUTF8", 128, 3, 512, func(t *testing.T, fn string) {
+			// The error type is user data: as a metric label (which must
+			// be UTF-8) it panicked, and through an Event invoke, outside
+			// any recover, that ended Kiln, again at each redelivery.
+			if _, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(fn), InvocationType: types.InvocationTypeEvent,
+				Payload: []byte(`{"action":"badtype"}`)}); err != nil {
+				t.Fatal(err)
+			}
+			r := invoke(t, fn, map[string]any{"action": "badtype"})
+			if !strings.Contains(r.payload, "bad type") {
+				t.Errorf("sync: %s %s", r.errType, r.payload)
+			}
+			series := `kiln_function_errors_total{function="` + fn + `",type="other"} 2`
+			for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+				rec := httptest.NewRecorder()
+				s.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+				if strings.Contains(rec.Body.String(), series) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no %s in /metrics:\n%s", series, rec.Body.String())
+				}
+			}
+		}},
+		{"Prints100MB", 1769, slowHost, 512, func(t *testing.T, fn string) {
 			r := invoke(t, fn, map[string]any{"action": "print", "mb": 100})
 			if r.errType != "" || r.payload != "done" || len(r.log) != 4096 || !strings.Contains(r.log, "REPORT RequestId") {
 				t.Errorf("100 MB of logs: %s %.100q, a %d-byte tail", r.errType, r.payload, len(r.log))

@@ -3,33 +3,37 @@
 // ipc, uts) with its own root, its own cgroup, and a seccomp filter.
 //
 // An environment's agent is prepared before its function is known, and kept
-// in a small pool (Linux.PoolSize), so that a cold start does only what
+// in a small pool (Config.PoolSize), so that a cold start does only what
 // depends on the function:
 //
-//  1. Prepare (ahead of time). The worker makes a cgroup (pids limit, one
-//     CPU, the lowest CPU weight while it waits) and clones, read-only, the
-//     pieces of the root with open_tree(2): a skeleton prepared once per
-//     process (curated /etc, minimal /dev, mount points) and the host's /usr
-//     (and /bin, /lib*, /sbin where they are directories). These detached
-//     mounts need no host path the sandbox could see. A small helper process
+//  1. Prepare (ahead of time). The worker makes a cgroup (pids limit, every
+//     CPU, one CPU's time, the lowest CPU weight while it waits) and the
+//     pieces of the root as detached read-only mounts: a skeleton prepared
+//     once by New (curated /etc, minimal /dev, mount points), as an overlay
+//     (see hider), and open_tree(2) clones of the host's /usr (and /bin,
+//     /lib*, /sbin where they are directories). These detached mounts need
+//     no host path the sandbox could see. A small helper process
 //     (the spawner, started once) forks the agent into new namespaces: in a
 //     new user namespace its root maps to an unprivileged range of host ids
 //     (65,536 per environment); forking the worker itself into a user
 //     namespace could not use vfork and would cost milliseconds per
 //     environment in page-table copies. The agent, PID 1 of its pid
-//     namespace, attaches the trees, mounts its own /proc, pivot_roots,
-//     detaches the host's tree and brings up lo, the only network. On cgroup
+//     namespace, attaches the trees, mounts its own /proc (masked as
+//     container runtimes mask it), pivot_roots, detaches the host's tree
+//     and brings up lo, the only network. On cgroup
 //     v1 the worker then moves it into its cgroup (on v2 it was started
 //     there with CLONE_INTO_CGROUP).
 //  2. Start. The worker sets the function's limits (memory, with no swap;
-//     CPU weight; at least one CPU until init ends), clones the function's
-//     code (/var/task), Kiln's runtime files (/var/runtime) and layers
-//     (/opt), and sends them with the runtime's command to the agent, which
+//     CPU weight; at least one CPU until init ends; the CPUs its memory
+//     buys, in its cpuset), makes overlays of the function's code
+//     (/var/task), Kiln's runtime files (/var/runtime) and layers (/opt),
+//     and sends them with the runtime's command to the agent, which
 //     attaches them, mounts /tmp (a tmpfs of EphemeralStorage MB) and
-//     /dev/shm, installs the seccomp filter on all its threads, hands the
-//     worker the Runtime API listener and starts the extensions and the
-//     runtime as uid 993, with no capabilities and at most PidsMax
-//     processes (RLIMIT_NPROC), under the filter. The agent itself stays uid
+//     /dev/shm, enters a cgroup namespace of its own, installs the seccomp
+//     filter on all its threads, hands the worker the Runtime API listener
+//     and starts the extensions and the runtime as uid 993, with no
+//     capabilities, at most PidsMax processes (RLIMIT_NPROC) and 1,024
+//     descriptors each (RLIMIT_NOFILE), under the filter. The agent itself stays uid
 //     0 of its user namespace, filtered and undumpable: the function cannot
 //     signal it, and it always has the headroom the cgroup's pids limit
 //     keeps above the function's for its own threads.
@@ -62,8 +66,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Linux is the Linux namespaces backend. The zero value works; it needs root.
-type Linux struct {
+// Config configures the Linux backend. The zero value works.
+type Config struct {
 	// AgentPath is the binary to run as the spawner and the agent. Empty
 	// means kiln-agent next to the running executable if there is one
 	// (the small agent, see package sandbox/kiln-agent), else the running
@@ -97,9 +101,28 @@ type Linux struct {
 	PoolSize int
 }
 
+// Linux is the Linux namespaces backend (a worker.Sandbox). New prepares
+// it; Close ends the agents it prepared ahead of time.
+type Linux struct {
+	cfg       Config
+	skel      *skeleton
+	hide      *hider
+	cg        *cgroups
+	agentPath string
+	cpus      *cpuSet
+
+	mu sync.Mutex
+	sp *spawnerClient
+
+	pool    chan *prepared
+	poolMu  sync.Mutex // guards poolGen changes and refill
+	poolGen atomic.Uint64
+	refill  chan struct{} // closed when the refill under way ends; nil when none
+}
+
 // Layout: the code at /var/task and Kiln's runtime files at /var/runtime,
 // as in Lambda.
-func (Linux) Layout(codeDir, runtimeDir string) (string, string) { return "/var/task", "/var/runtime" }
+func (*Linux) Layout(codeDir, runtimeDir string) (string, string) { return "/var/task", "/var/runtime" }
 
 const (
 	cloneflags = syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS | syscall.CLONE_NEWPID |
@@ -108,64 +131,36 @@ const (
 	// uidBase..uidBase+uidSlots*idsPerEnv are the host ids of sandboxes.
 	uidBase  = 1 << 29
 	uidSlots = 4096
+	// noFile is the descriptors each process of a function may open, as
+	// Lambda's 1,024: not the worker's own limit, which the agent inherits.
+	noFile = 1024
 )
-
-// state is what one configuration prepares once per process and shares
-// between its environments.
-type state struct {
-	cfg       Linux
-	skel      *skeleton
-	cg        *cgroups
-	agentPath string
-	cpus      *cpuSet
-
-	mu sync.Mutex
-	sp *spawnerClient
-
-	uidNext atomic.Uint32
-
-	pool      chan *prepared
-	poolMu    sync.Mutex
-	poolGen   atomic.Uint64
-	refilling atomic.Bool
-}
 
 var (
-	statesMu sync.Mutex
-	states   = map[Linux]*stateOnce{}
-	envSeq   atomic.Uint64
+	// envSeq numbers environments in the names of their cgroups.
+	envSeq atomic.Uint64
+	// uidNext picks the next environment's range of host ids.
+	uidNext = func() *atomic.Uint32 {
+		var u atomic.Uint32
+		u.Store(uint32(os.Getpid()*7919) % uidSlots)
+		return &u
+	}()
 )
 
-type stateOnce struct {
-	once sync.Once
-	st   *state
-	err  error
-}
-
-func (l Linux) state() (*state, error) {
-	statesMu.Lock()
-	so := states[l]
-	if so == nil {
-		so = &stateOnce{}
-		states[l] = so
-	}
-	statesMu.Unlock()
-	so.once.Do(func() { so.st, so.err = l.prepare() })
-	return so.st, so.err
-}
-
-func (l Linux) prepare() (*state, error) {
+// New prepares the backend: the root skeleton, the cgroup parent (and
+// removes the cgroups of workers that died without cleaning up), and the
+// CPUs environments share. It needs root.
+func New(cfg Config) (*Linux, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("sandbox: the Linux backend needs root")
 	}
-	st := &state{cfg: l}
-	size := l.PoolSize
+	l := &Linux{cfg: cfg}
+	size := cfg.PoolSize
 	if size == 0 {
 		size = 2
 	}
-	st.pool = make(chan *prepared, max(0, size))
-	st.uidNext.Store(uint32(os.Getpid()*7919) % uidSlots)
-	dir := l.StateDir
+	l.pool = make(chan *prepared, max(0, size))
+	dir := cfg.StateDir
 	if dir == "" {
 		dir = "/run/kiln-sandbox"
 		if fi, err := os.Stat("/run"); err != nil || !fi.IsDir() {
@@ -173,10 +168,13 @@ func (l Linux) prepare() (*state, error) {
 		}
 	}
 	var err error
-	if st.skel, err = buildSkeleton(dir); err != nil {
+	if l.skel, err = buildSkeleton(dir); err != nil {
 		return nil, err
 	}
-	lim := limits{pidsMax: l.PidsMax, minCPU: l.MinCPU, cpuPeriod: int(l.CPUPeriod / time.Microsecond)}
+	if l.hide, err = newHider(l.skel.dir+".empty", l.skel.dir); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	lim := limits{pidsMax: cfg.PidsMax, minCPU: cfg.MinCPU, cpuPeriod: int(cfg.CPUPeriod / time.Microsecond)}
 	if lim.pidsMax == 0 {
 		lim.pidsMax = 1024
 	}
@@ -186,15 +184,6 @@ func (l Linux) prepare() (*state, error) {
 	if lim.cpuPeriod == 0 {
 		lim.cpuPeriod = 20000
 	}
-	if st.cg, err = detectCgroups(l.CgroupVersion, l.CgroupParent, lim); err != nil {
-		return nil, fmt.Errorf("sandbox: %w", err)
-	}
-	// Cgroups of workers that died without cleaning up.
-	st.cg.sweep(func(name string) bool {
-		pid, _, ok := strings.Cut(name, "-")
-		n, err := strconv.Atoi(pid)
-		return ok && err == nil && n != os.Getpid() && !processAlive(n)
-	})
 	var allowed unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &allowed); err != nil {
 		return nil, fmt.Errorf("sandbox: CPUs: %w", err)
@@ -205,17 +194,30 @@ func (l Linux) prepare() (*state, error) {
 			cpus = append(cpus, c)
 		}
 	}
-	st.cpus = newCPUSet(cpus)
-	st.agentPath = l.AgentPath
-	if st.agentPath == "" {
-		st.agentPath = "/proc/self/exe"
+	l.cpus = newCPUSet(cpus)
+	mi, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	if l.cg, err = detectCgroups(mi, cfg.CgroupVersion, cfg.CgroupParent, lim, cpus); err != nil {
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
+	// Cgroups of workers that died without cleaning up.
+	l.cg.sweep(func(name string) bool {
+		pid, _, ok := strings.Cut(name, "-")
+		n, err := strconv.Atoi(pid)
+		return ok && err == nil && n != os.Getpid() && !processAlive(n)
+	})
+	l.agentPath = cfg.AgentPath
+	if l.agentPath == "" {
+		l.agentPath = "/proc/self/exe"
 		if exe, err := os.Executable(); err == nil {
 			if p := filepath.Join(filepath.Dir(exe), "kiln-agent"); isExecutable(p) {
-				st.agentPath = p
+				l.agentPath = p
 			}
 		}
 	}
-	return st, nil
+	return l, nil
 }
 
 func isExecutable(p string) bool {
@@ -223,17 +225,17 @@ func isExecutable(p string) bool {
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
-func (st *state) spawner() (*spawnerClient, error) {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if st.sp == nil || st.sp.isDead() {
-		sp, err := startSpawner(st.agentPath)
+func (l *Linux) spawner() (*spawnerClient, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sp == nil || l.sp.isDead() {
+		sp, err := startSpawner(l.agentPath)
 		if err != nil {
 			return nil, err
 		}
-		st.sp = sp
+		l.sp = sp
 	}
-	return st.sp, nil
+	return l.sp, nil
 }
 
 // setupTimeout bounds the agent's setup (it is milliseconds).
@@ -252,33 +254,45 @@ func (pr *prepared) discard() {
 }
 
 // prepare starts an agent and waits until it has built its root.
-func (st *state) prepare() (*prepared, error) {
-	sp, err := st.spawner()
+func (l *Linux) prepare() (_ *prepared, err error) {
+	sp, err := l.spawner()
 	if err != nil {
 		return nil, err
 	}
 	name := strconv.Itoa(os.Getpid()) + "-" + strconv.FormatUint(envSeq.Add(1), 10)
-	cg, err := st.cg.create(name)
+	cg, err := l.cg.create(name)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	p := &process{name: name, cg: cg, started: make(chan struct{}), exitedCh: make(chan struct{}), done: make(chan struct{}), pidfd: -1}
 	var fds []int // the agent's 3, 4, ...: the control socket, then the trees
+	ctl := -1     // ours
 	defer func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
+		if err != nil && ctl >= 0 { // before the agent started
+			unix.Close(ctl)
+			cg.remove()
+		}
 	}()
-	ctl, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		cg.remove()
 		return nil, err
 	}
-	fds = append(fds, ctl[1])
-	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, NProc: st.cg.limit.pidsMax,
-		Hostname: "localhost", NoSeccomp: st.cfg.NoSeccomp}
+	ctl = pair[0]
+	fds = append(fds, pair[1])
+	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, NProc: l.cg.limit.pidsMax,
+		NoFile: noFile, Hostname: "localhost", NoSeccomp: l.cfg.NoSeccomp}
 	addTree := func(src, target string, recursive bool, attr uint64) error {
-		fd, err := cloneTree(src, recursive, attr)
+		var fd int
+		var err error
+		if target == "/" {
+			fd, err = l.hide.tree(src, attr)
+		} else {
+			fd, err = cloneTree(src, recursive, attr)
+		}
 		if err != nil {
 			return fmt.Errorf("sandbox: %s: %w", src, err)
 		}
@@ -286,8 +300,8 @@ func (st *state) prepare() (*prepared, error) {
 		fds = append(fds, fd)
 		return nil
 	}
-	err = addTree(st.skel.dir, "/", false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID)
-	for _, b := range st.skel.binds {
+	err = addTree(l.skel.dir, "/", false, unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID)
+	for _, b := range l.skel.binds {
 		if err == nil {
 			if b.dev {
 				err = addTree(b.src, b.target, false, unix.MOUNT_ATTR_NOSUID|unix.MOUNT_ATTR_NOEXEC)
@@ -297,8 +311,6 @@ func (st *state) prepare() (*prepared, error) {
 		}
 	}
 	if err != nil {
-		unix.Close(ctl[0])
-		cg.remove()
 		return nil, err
 	}
 	cfgJSON, _ := json.Marshal(cfg)
@@ -306,23 +318,19 @@ func (st *state) prepare() (*prepared, error) {
 		Args:       []string{agentproto.ExecName},
 		Env:        []string{agentproto.EnvSandbox + "=" + string(cfgJSON)},
 		Cloneflags: cloneflags,
-		UIDBase:    uidBase + (st.uidNext.Add(1)%uidSlots)*idsPerEnv,
+		UIDBase:    uidBase + (uidNext.Add(1)%uidSlots)*idsPerEnv,
 		IDCount:    idsPerEnv,
 	}
-	if st.cg.version == 2 {
-		cfd, err := cg.dirFD()
-		if err != nil {
-			unix.Close(ctl[0])
-			cg.remove()
-			return nil, fmt.Errorf("sandbox: cgroup: %w", err)
-		}
+	cfd, err := l.cg.h.intoFD(cg)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: cgroup: %w", err)
+	}
+	if cfd >= 0 {
 		req.CgroupFD = true
 		fds = append(fds, cfd)
 	}
 	pid, pidfd, err := sp.spawn(req, p, fds)
 	if err != nil {
-		unix.Close(ctl[0])
-		cg.remove()
 		return nil, fmt.Errorf("sandbox: start agent: %w", err)
 	}
 	p.pid, p.pidfd = pid, pidfd
@@ -332,13 +340,12 @@ func (st *state) prepare() (*prepared, error) {
 		}
 	}
 	close(p.started)
-	pr := &prepared{p: p, ctl: ctl[0]}
-	if st.cg.version == 1 {
-		// Before the function comes: the agent asks for it only after this.
-		if err := cg.add(pid); err != nil {
-			pr.discard()
-			return nil, fmt.Errorf("sandbox: cgroup: %w", err)
-		}
+	pr := &prepared{p: p, ctl: ctl}
+	ctl = -1 // the agent runs: discard cleans up from here
+	// Before the function comes: the agent asks for it only after this.
+	if err := l.cg.h.join(cg, pid); err != nil {
+		pr.discard()
+		return nil, fmt.Errorf("sandbox: cgroup: %w", err)
 	}
 	if msg, err := recvStatus(pr.ctl, setupTimeout); err != nil || msg != agent.CtlPrepared {
 		pr.discard()
@@ -379,11 +386,11 @@ func recvStatus(fd int, timeout time.Duration) (string, error) {
 }
 
 // take gives a prepared agent from the pool, or prepares one.
-func (st *state) take() (*prepared, error) {
-	defer st.refill()
+func (l *Linux) take() (*prepared, error) {
+	defer l.startRefill()
 	for {
 		select {
-		case pr := <-st.pool:
+		case pr := <-l.pool:
 			select {
 			case <-pr.p.exitedCh: // it died waiting
 				pr.discard()
@@ -392,35 +399,48 @@ func (st *state) take() (*prepared, error) {
 				return pr, nil
 			}
 		default:
-			return st.prepare()
+			return l.prepare()
 		}
 	}
 }
 
-// refill tops the pool up in the background.
-func (st *state) refill() {
-	if cap(st.pool) == 0 || !st.refilling.CompareAndSwap(false, true) {
+// startRefill tops the pool up in the background, unless a refill is under
+// way.
+func (l *Linux) startRefill() {
+	if cap(l.pool) == 0 {
 		return
 	}
+	l.poolMu.Lock()
+	defer l.poolMu.Unlock()
+	if l.refill != nil {
+		return
+	}
+	done := make(chan struct{})
+	l.refill = done
+	gen := l.poolGen.Load()
 	go func() {
-		defer st.refilling.Store(false)
-		for len(st.pool) < cap(st.pool) {
-			gen := st.poolGen.Load()
-			pr, err := st.prepare()
+		defer func() {
+			l.poolMu.Lock()
+			l.refill = nil
+			l.poolMu.Unlock()
+			close(done)
+		}()
+		for len(l.pool) < cap(l.pool) {
+			pr, err := l.prepare()
 			if err != nil {
 				return // the next Start prepares its own and says why
 			}
-			st.poolMu.Lock()
-			if gen != st.poolGen.Load() {
-				st.poolMu.Unlock()
+			l.poolMu.Lock()
+			if gen != l.poolGen.Load() {
+				l.poolMu.Unlock()
 				pr.discard() // Close ran meanwhile
 				return
 			}
 			select {
-			case st.pool <- pr:
-				st.poolMu.Unlock()
+			case l.pool <- pr:
+				l.poolMu.Unlock()
 			default:
-				st.poolMu.Unlock()
+				l.poolMu.Unlock()
 				pr.discard()
 				return
 			}
@@ -428,42 +448,30 @@ func (st *state) refill() {
 	}()
 }
 
-// Close ends the agents prepared ahead of time (the pool). Environments
-// already started are not affected; a later Start prepares new agents.
-// The worker calls it when it closes.
-func (l Linux) Close() error {
-	statesMu.Lock()
-	so := states[l]
-	statesMu.Unlock()
-	if so == nil || so.st == nil {
-		return nil
-	}
-	st := so.st
-	st.poolMu.Lock()
-	st.poolGen.Add(1)
+// Close ends the agents prepared ahead of time (the pool), and waits for a
+// refill under way. Environments already started are not affected; a later
+// Start prepares new agents. The worker calls it when it closes.
+func (l *Linux) Close() error {
+	l.poolMu.Lock()
+	l.poolGen.Add(1)
 	var drained []*prepared
-	for len(st.pool) > 0 {
-		drained = append(drained, <-st.pool)
+	for len(l.pool) > 0 {
+		drained = append(drained, <-l.pool)
 	}
-	st.poolMu.Unlock()
+	refill := l.refill
+	l.poolMu.Unlock()
 	for _, pr := range drained {
 		pr.discard()
 	}
-	// A refill under way discards what it prepares (the generation
-	// changed): wait for it, so that nothing outlives Close.
-	for deadline := time.Now().Add(setupTimeout); st.refilling.Load() && time.Now().Before(deadline); {
-		time.Sleep(time.Millisecond)
+	if refill != nil {
+		<-refill // it discards what it prepares: the generation changed
 	}
 	return nil
 }
 
 const readOnly = uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
 
-func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Process, error) {
-	st, err := l.state()
-	if err != nil {
-		return nil, err
-	}
+func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Process, error) {
 	memMB := spec.MemoryMB
 	if memMB <= 0 {
 		memMB = 128
@@ -472,7 +480,7 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 	if tmpMB <= 0 {
 		tmpMB = 512
 	}
-	pr, err := st.take()
+	pr, err := l.take()
 	if err != nil {
 		return nil, err
 	}
@@ -487,9 +495,9 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 		return fail(fmt.Errorf("sandbox: %w", err))
 	}
 	// Before the agent starts the runtime, which inherits its threads' CPUs.
-	if p.cpus = st.cpus.take(memMB); p.cpus != nil {
-		p.release = st.cpus.release
-		if err := sched.Pin(p.pid, p.cpus); err != nil {
+	if p.cpus = l.cpus.take(memMB); p.cpus != nil {
+		p.release = l.cpus.release
+		if err := pin(p); err != nil {
 			return fail(fmt.Errorf("sandbox: CPUs: %w", err))
 		}
 	}
@@ -513,7 +521,7 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 		if t.src == "" {
 			continue
 		}
-		fd, err := cloneTree(t.src, true, readOnly)
+		fd, err := l.hide.tree(t.src, readOnly)
 		if err != nil {
 			return fail(fmt.Errorf("sandbox: %s: %w", t.src, err))
 		}
@@ -549,25 +557,14 @@ func (l Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proce
 	return p, nil
 }
 
-// cloneTree makes a detached read-only clone of the tree at path.
-func cloneTree(path string, recursive bool, attr uint64) (int, error) {
-	flags := uint(unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC)
-	if recursive {
-		flags |= unix.AT_RECURSIVE
+// pin keeps the environment on its CPUs: with its cpuset where the host has
+// the controller (the function cannot widen it with sched_setaffinity),
+// else with the affinity of its threads.
+func pin(p *process) error {
+	if p.cg.hasCPUs() {
+		return p.cg.setCPUs(p.cpus)
 	}
-	fd, err := unix.OpenTree(unix.AT_FDCWD, path, flags)
-	if err != nil {
-		return -1, err
-	}
-	setFlags := uint(unix.AT_EMPTY_PATH)
-	if recursive {
-		setFlags |= unix.AT_RECURSIVE
-	}
-	if err := unix.MountSetattr(fd, "", setFlags, &unix.MountAttr{Attr_set: attr}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
+	return sched.Pin(p.pid, p.cpus)
 }
 
 // process is one environment as the worker holds it.

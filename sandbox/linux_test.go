@@ -2,10 +2,14 @@ package sandbox_test
 
 import (
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kiln-dev/kiln/agent"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/kiln-dev/kiln/worker/sandboxtest"
@@ -25,9 +29,34 @@ func requireRoot(t testing.TB) {
 }
 
 // linux is the backend as tests run it: with the small agent binary.
-func linux(t testing.TB) sandbox.Linux {
+func linux(t testing.TB) *sandbox.Linux {
+	return backend(t, sandbox.Config{})
+}
+
+var (
+	backendsMu sync.Mutex
+	backendsOf = map[sandbox.Config]*sandbox.Linux{}
+)
+
+// backend is one backend of cfg (with the small agent binary) for all the
+// tests of this binary: each worker closes its pool when it closes, and
+// the backend prepares a new one for the next.
+func backend(t testing.TB, cfg sandbox.Config) *sandbox.Linux {
 	requireRoot(t)
-	return sandbox.Linux{AgentPath: sandboxtest.AgentBinary(t)}
+	if cfg.AgentPath == "" {
+		cfg.AgentPath = sandboxtest.AgentBinary(t)
+	}
+	backendsMu.Lock()
+	defer backendsMu.Unlock()
+	if l := backendsOf[cfg]; l != nil {
+		return l
+	}
+	l, err := sandbox.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	backendsOf[cfg] = l
+	return l
 }
 
 func TestLinuxConformance(t *testing.T) {
@@ -45,8 +74,7 @@ func TestLinuxCgroupV2(t *testing.T) {
 			t.Skip("no cgroup v2 hierarchy")
 		}
 	}
-	l := linux(t)
-	l.CgroupVersion = 2
+	l := backend(t, sandbox.Config{CgroupVersion: 2})
 	var opts = []sandboxtest.Option{sandboxtest.Isolated()}
 	if !v2Controller("memory") {
 		opts = append(opts, sandboxtest.Skip("Isolation/Memory"))
@@ -56,6 +84,9 @@ func TestLinuxCgroupV2(t *testing.T) {
 	}
 	if !v2Controller("cpu") {
 		opts = append(opts, sandboxtest.Skip("BackgroundPriority"))
+	}
+	if !v2Controller("cpuset") {
+		opts = append(opts, sandboxtest.Skip("Isolation/CPUShare")) // affinity alone: the function can widen it
 	}
 	sandboxtest.Run(t, func(t *testing.T) worker.Sandbox { return l }, opts...)
 }
@@ -71,4 +102,35 @@ func v2Controller(name string) bool {
 		}
 	}
 	return false
+}
+
+// TestAgentMemoryBounded: with external extensions the agent relays every
+// Runtime API request, allocating for each; it runs with the collector off
+// for a small footprint, but not without a bound (it grew with every
+// request, in the function's memory, until the environment ran out).
+func TestAgentMemoryBounded(t *testing.T) {
+	h := sandboxtest.NewHarness(t, linux(t))
+	fn := h.AddGo(t, "probe", sandboxtest.ProbeGo)
+	fn.MemorySize, fn.Timeout = 1024, slowHost
+	h.SetExtensions(t, "probe", map[string][]byte{"ext": fntest.GoBootstrap(t, sandboxtest.ExtensionGo)})
+	env := h.Create(t, fn)
+	procs := h.Processes()
+	pids, _, _ := procs[len(procs)-1].(sandboxtest.Footprinter).HostFootprint()
+	const n = 20000
+	if got := h.Probe(t, env, map[string]any{"action": "requests", "n": n}); got != strconv.Itoa(n) {
+		t.Fatalf("requests: %s", got)
+	}
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pids[0]) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`RssAnon:\s+(\d+) kB`).FindSubmatch(status)
+	if m == nil {
+		t.Fatalf("agent status:\n%s", status)
+	}
+	kb, _ := strconv.Atoi(string(m[1]))
+	t.Logf("the agent's anonymous memory after %d relayed requests: %d KiB", n, kb)
+	if kb > 48<<10 {
+		t.Errorf("the agent holds %d KiB after %d requests", kb, n)
+	}
 }

@@ -32,7 +32,7 @@ func TestPrometheusMetrics(t *testing.T) {
 	for series, want := range map[string]float64{
 		`kiln_invocations_total{function="met",outcome="success"}`:                                        1,
 		`kiln_invocations_total{function="met",outcome="error"}`:                                          1,
-		`kiln_function_errors_total{function="met",type="errorString"}`:                                   1,
+		`kiln_function_errors_total{function="met",type="other"}`:                                         1, // the function's own type (errorString)
 		`kiln_init_duration_seconds_count{function="met"}`:                                                1,
 		`kiln_invoke_duration_seconds_count{function="met"}`:                                              2,
 		`kiln_environments{state="idle"}`:                                                                 1,

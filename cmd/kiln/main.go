@@ -83,7 +83,11 @@ func up(args []string) error {
 	var box worker.Sandbox
 	switch *isolation {
 	case "linux":
-		box = sandbox.Linux{}
+		l, err := sandbox.New(sandbox.Config{})
+		if err != nil {
+			return fmt.Errorf("--sandbox linux: %w (--sandbox process runs functions without isolation)", err)
+		}
+		box = l
 	case "process":
 		box = worker.ProcessSandbox{}
 	default:

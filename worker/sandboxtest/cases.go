@@ -238,6 +238,11 @@ exports.handler = async (event, context) => {
 `},
 }
 
+// slowHostTimeout is the timeout of functions whose work takes long on a
+// slow host (touching hundreds of MB): the test waits for their outcome,
+// which comes when the work ends, not for the timeout.
+const slowHostTimeout = 300
+
 var isolationCases = []testCase{
 	{"Filesystem", func(t *testing.T, h *Harness) {
 		other := h.AddGo(t, "toolkit", fntest.ToolkitGo)
@@ -272,6 +277,28 @@ var isolationCases = []testCase{
 		if got := h.Probe(t, env, map[string]any{"action": "ls", "path": "/proc"}); len(strings.Fields(got)) > 200 || strings.Contains(" "+got+" ", " "+strconv.Itoa(os.Getpid())+" ") {
 			t.Errorf("/proc shows host processes: %.200s", got)
 		}
+		// /proc tells nothing of the host: no host path in mountinfo (the
+		// root of each mount within its file system), no kernel command
+		// line, no load, no names of the worker's cgroups.
+		mountinfo := h.Probe(t, env, map[string]any{"action": "readall", "path": "/proc/self/mountinfo"})
+		for _, line := range strings.Split(strings.TrimSpace(mountinfo), "\n") {
+			if f := strings.Fields(line); len(f) < 5 || strings.Contains(line, h.dir) || strings.Contains(f[3], "kiln") {
+				t.Errorf("mountinfo shows a host path: %s", line)
+			}
+		}
+		for _, p := range []string{"/proc/cmdline", "/proc/loadavg", "/proc/keys", "/proc/timer_list"} {
+			if got := h.Probe(t, env, map[string]any{"action": "read", "path": p}); got != "EOF" && got != "ENOENT" {
+				t.Errorf("%s: %.200q, want it masked", p, got)
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(h.Probe(t, env, map[string]any{"action": "readall", "path": "/proc/self/cgroup"})), "\n") {
+			if !strings.HasSuffix(line, ":/") {
+				t.Errorf("/proc/self/cgroup shows the worker's cgroups: %s", line)
+			}
+		}
+		if got := h.Probe(t, env, map[string]any{"action": "write", "path": "/proc/sys/kernel/hostname", "bytes": 1}); got != "EROFS" && got != "EACCES" {
+			t.Errorf("write /proc/sys: %s, want EROFS", got)
+		}
 		if got := h.Probe(t, env, map[string]any{"action": "read", "path": "/dev/urandom"}); len(got) < 100 {
 			t.Errorf("/dev/urandom: %q", got)
 		}
@@ -294,6 +321,7 @@ var isolationCases = []testCase{
 	{"TmpSize", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "probe", ProbeGo)
 		fn.MemorySize = 1024 // /tmp is memory: more than its size, so that it fills first
+		fn.Timeout = slowHostTimeout
 		fn.EphemeralStorage = &api.EphemeralStorage{Size: 512}
 		env := h.Create(t, fn)
 		if got := h.Probe(t, env, map[string]any{"action": "write", "path": "/tmp/big", "bytes": 600 << 20}); got != "ENOSPC" {
@@ -351,7 +379,11 @@ var isolationCases = []testCase{
 		}
 	}},
 	{"Memory", func(t *testing.T, h *Harness) {
+		// The kernel ends it when it reaches its limit, however long the
+		// page faults up to there take (seconds on a slow virtual
+		// machine): a generous timeout, which the outcome ends long before.
 		fn := h.AddGo(t, "probe", ProbeGo)
+		fn.Timeout = slowHostTimeout
 		env := h.Create(t, fn)
 		res := h.Invoke(t, env, map[string]any{"action": "alloc", "mb": 400})
 		if res.ErrorType != "Runtime.OutOfMemory" || res.Reusable || !strings.Contains(string(res.Payload), "signal: killed") {
@@ -371,24 +403,22 @@ var isolationCases = []testCase{
 	}},
 	{"CPUShare", func(t *testing.T, h *Harness) {
 		// An environment runs on the CPUs its memory buys (one per 1,769 MB),
-		// and sees them as its CPU count; one that buys them all is not pinned.
+		// and sees them as its CPU count; one that buys them all is not
+		// pinned. Asking for every CPU with sched_setaffinity does not widen
+		// its share.
 		host := runtime.NumCPU()
 		if host < 2 {
 			t.Skip("one CPU: nothing to share")
 		}
 		probe := h.AddGo(t, "probe", ProbeGo)
-		cpus := func(memMB int) int {
-			fn := probe
-			fn.MemorySize = memMB
-			out := h.Probe(t, h.Create(t, fn), map[string]any{"action": "read", "path": "/proc/self/status"})
-			m := regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`).FindStringSubmatch(out)
-			if m == nil {
-				t.Fatalf("/proc/self/status:\n%s", out)
-			}
+		count := func(list string) int {
 			n := 0
-			for _, r := range strings.Split(m[1], ",") {
+			for _, r := range strings.Split(list, ",") {
 				lo, hi, _ := strings.Cut(r, "-")
-				a, _ := strconv.Atoi(lo)
+				a, err := strconv.Atoi(lo)
+				if err != nil {
+					t.Fatalf("CPU list %q", list)
+				}
 				b := a
 				if hi != "" {
 					b, _ = strconv.Atoi(hi)
@@ -397,20 +427,27 @@ var isolationCases = []testCase{
 			}
 			return n
 		}
-		if got := cpus(1769); got != 1 {
-			t.Errorf("1,769 MB runs on %d CPUs, want 1", got)
+		cpus := func(memMB int) (n, widened int) {
+			fn := probe
+			fn.MemorySize = memMB
+			env := h.Create(t, fn)
+			out := h.Probe(t, env, map[string]any{"action": "read", "path": "/proc/self/status"})
+			m := regexp.MustCompile(`Cpus_allowed_list:\s*(\S+)`).FindStringSubmatch(out)
+			if m == nil {
+				t.Fatalf("/proc/self/status:\n%s", out)
+			}
+			return count(m[1]), count(h.Probe(t, env, map[string]any{"action": "widencpus"}))
 		}
-		if got := cpus(128); got != 1 {
-			t.Errorf("128 MB runs on %d CPUs, want 1", got)
-		}
-		if got := cpus(10240); got != host {
-			t.Errorf("10,240 MB runs on %d CPUs, want all %d", got, host)
+		for _, c := range []struct{ memMB, want int }{{1769, 1}, {128, 1}, {10240, host}} {
+			if n, widened := cpus(c.memMB); n != c.want || widened != c.want {
+				t.Errorf("%d MB runs on %d CPUs, %d after asking for all; want %d", c.memMB, n, widened, c.want)
+			}
 		}
 	}},
 	{"Pids", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "probe", ProbeGo)
 		fn.MemorySize = 1769 // a whole CPU, so that a thousand execs are quick
-		fn.Timeout = 30
+		fn.Timeout = slowHostTimeout
 		env := h.Create(t, fn)
 		var got struct {
 			Started int

@@ -5,6 +5,7 @@ package sandboxtest
 // happened (errors are results, not function errors):
 //
 //	read {path}              the file's content (at most 4 KiB), or the error
+//	readall {path}           the file's whole content, or the error
 //	ls {path}                the directory's entries, or the error
 //	write {path, bytes}      writes bytes to path: "ok" or the error (ENOSPC, EROFS, ...)
 //	connect {addr}           a TCP connection to addr: "ok" or the error
@@ -21,6 +22,17 @@ package sandboxtest
 //	getenv {name}            the variable
 //	exec {argv}              runs a command and waits: its output, or the error
 //	kill {code}              sends SIGTERM to pid "code": "ok" or the errno's name
+//	flood {mb}               sends the Runtime API a request whose header is mb
+//	                         MiB long: {"written": bytes it took, "answer": its first line}
+//	conns {n}                opens up to n connections to the Runtime API and
+//	                         keeps them: {"opened": how many, "error": the first error}
+//	requests {n}             sends n requests (on one connection) to a path the
+//	                         Runtime API does not have: how many were answered 404
+//	socket {n}               socket(n, SOCK_STREAM or SOCK_RAW, 0): "ok" or the errno's name
+//	badtype                  reports its invoke's error itself, typed with
+//	                         bytes that are not UTF-8; the runtime then exits
+//	widencpus                asks sched_setaffinity(2) for every CPU, then
+//	                         returns the thread's Cpus_allowed_list (or the error)
 //
 // Run as PROBE_CHILD=sleep it only sleeps (the fork bomb's children).
 const ProbeGo = `package main
@@ -30,15 +42,19 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 )
 
 type event struct {
@@ -91,6 +107,10 @@ func errnoName(e syscall.Errno) string {
 		return "EAGAIN"
 	case syscall.ESRCH:
 		return "ESRCH"
+	case syscall.EAFNOSUPPORT:
+		return "EAFNOSUPPORT"
+	case syscall.EMFILE:
+		return "EMFILE"
 	}
 	return fmt.Sprintf("errno %d (%s)", int(e), e.Error())
 }
@@ -159,7 +179,10 @@ func errOf(err error) syscall.Errno {
 	return syscall.EINVAL
 }
 
-var hold [][]byte
+var (
+	hold [][]byte
+	held []net.Conn
+)
 
 func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	var e event
@@ -177,6 +200,12 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			return errText(err), nil
 		}
 		return string(b[:n]), nil
+	case "readall":
+		b, err := os.ReadFile(e.Path)
+		if err != nil {
+			return errText(err), nil
+		}
+		return string(b), nil
 	case "ls":
 		ents, err := os.ReadDir(e.Path)
 		if err != nil {
@@ -273,6 +302,98 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		return os.Getenv(e.Name), nil
 	case "kill":
 		return errnoName(errOf(syscall.Kill(e.Code, syscall.SIGTERM))), nil
+	case "flood":
+		c, err := net.Dial("tcp", os.Getenv("AWS_LAMBDA_RUNTIME_API"))
+		if err != nil {
+			return errText(err), nil
+		}
+		defer c.Close()
+		answer := make(chan string, 1)
+		go func() {
+			b := make([]byte, 64)
+			n, _ := io.ReadAtLeast(c, b, 12)
+			answer <- strings.SplitN(string(b[:n]), "\r\n", 2)[0]
+		}()
+		c.Write([]byte("GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: x\r\nX-Flood: "))
+		chunk := []byte(strings.Repeat("a", 64<<10))
+		written := 0
+		for written < e.MB<<20 {
+			n, err := c.Write(chunk)
+			written += n
+			if err != nil {
+				break
+			}
+		}
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		return map[string]any{"written": written, "answer": <-answer}, nil
+	case "conns":
+		var first error
+		opened := 0
+		for opened < e.N {
+			c, err := net.DialTimeout("tcp", os.Getenv("AWS_LAMBDA_RUNTIME_API"), time.Second)
+			if err != nil {
+				first = err
+				break
+			}
+			held = append(held, c)
+			opened++
+		}
+		return map[string]any{"opened": opened, "error": errText(first)}, nil
+	case "requests":
+		answered := 0
+		for range e.N {
+			resp, err := http.Get("http://" + os.Getenv("AWS_LAMBDA_RUNTIME_API") + "/2018-06-01/runtime/nowhere")
+			if err != nil {
+				return errText(err), nil
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusNotFound {
+				answered++
+			}
+		}
+		return answered, nil
+	case "socket":
+		typ := syscall.SOCK_STREAM
+		if e.N == syscall.AF_PACKET || e.N == syscall.AF_NETLINK {
+			typ = syscall.SOCK_RAW
+		}
+		fd, err := syscall.Socket(e.N, typ, 0)
+		if err == nil {
+			syscall.Close(fd)
+		}
+		return errText(err), nil
+	case "badtype":
+		lc, _ := lambdacontext.FromContext(ctx)
+		req, _ := http.NewRequest("POST", "http://"+os.Getenv("AWS_LAMBDA_RUNTIME_API")+"/2018-06-01/runtime/invocation/"+lc.AwsRequestID+"/error",
+			strings.NewReader(` + "`" + `{"errorMessage":"bad type"}` + "`" + `))
+		req.Header.Set("Lambda-Runtime-Function-Error-Type", "\xff\xfe")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return errText(err), nil
+		}
+		resp.Body.Close()
+		os.Exit(0) // its outcome is posted: there is nothing to answer
+	case "widencpus":
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		var all [128]byte
+		for i := range all {
+			all[i] = 0xff
+		}
+		if _, _, e := syscall.RawSyscall(syscall.SYS_SCHED_SETAFFINITY, 0, uintptr(len(all)), uintptr(unsafe.Pointer(&all[0]))); e != 0 {
+			return errnoName(e), nil
+		}
+		status, err := os.ReadFile("/proc/thread-self/status")
+		if err != nil {
+			return errText(err), nil
+		}
+		for _, l := range strings.Split(string(status), "\n") {
+			if v, ok := strings.CutPrefix(l, "Cpus_allowed_list:"); ok {
+				return strings.TrimSpace(v), nil
+			}
+		}
+		return "no Cpus_allowed_list", nil
 	case "exec":
 		out, err := exec.Command(e.Argv[0], e.Argv[1:]...).CombinedOutput()
 		if err != nil {
