@@ -3,9 +3,13 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
+	"os"
+	"time"
 
 	"github.com/kiln-dev/kiln/api"
 )
@@ -22,9 +26,24 @@ func Body(r *http.Request) []byte {
 // answer with beyond that.
 type BodyLimit func(r *http.Request) (limit int64, tooLarge *api.Error)
 
-// Middleware reads the whole body (a SigV4 signature covers it), verifies the
-// signature, and passes the request on with the caller in its context. The
-// body is available as Body(r) and again as r.Body.
+// BodyIdle is how long a request body may send nothing before its
+// connection is dropped; BodyTotal bounds the whole body's reading.
+const (
+	BodyIdle  = 20 * time.Second
+	BodyTotal = 5 * time.Minute
+)
+
+// Middleware verifies a request's SigV4 signature, reads its body (a
+// signature covers it), and passes the request on with the caller in its
+// context. The body is available as Body(r) and again as r.Body; only the
+// x-amz-* headers the caller signed remain.
+//
+// Nothing is buffered for a caller whose key, scope or date is wrong. When
+// the client signed X-Amz-Content-Sha256, the whole signature is checked
+// before the body is read, and the body is then checked against the hash;
+// otherwise (the AWS SDKs send that header to S3 only) the body is read
+// first, in steps, into a buffer that grows as bytes arrive and never
+// beyond the limit, under idle and total read deadlines.
 func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		max, tooLarge := limit(r)
@@ -32,20 +51,38 @@ func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 			api.WriteError(w, tooLarge)
 			return
 		}
-		body, err := readBody(r, max)
-		if errors.Is(err, errTooLarge) {
-			api.WriteError(w, tooLarge)
-			return
-		}
-		if err != nil {
-			api.WriteError(w, api.Errorf(api.InvalidRequestContent, "reading request body: %v", err))
-			return
-		}
-		caller, err := k.Verify(r, body)
+		sig, err := k.head(r)
 		if err != nil {
 			api.WriteError(w, err)
 			return
 		}
+		var caller Caller
+		claimed, signedHash := sig.signedPayloadHash(r)
+		if signedHash && (r.ContentLength >= 0 || !sig.signs("content-length")) {
+			if caller, err = sig.verify(r, claimed); err != nil {
+				api.WriteError(w, err)
+				return
+			}
+		}
+		body, sum, err := readBody(w, r, max)
+		switch {
+		case errors.Is(err, errTooLarge):
+			api.WriteError(w, tooLarge)
+			return
+		case err != nil:
+			api.WriteError(w, api.Errorf(api.InvalidRequestContent, "reading request body: %v", err))
+			return
+		case signedHash && sum != claimed:
+			api.WriteError(w, errPayloadHash)
+			return
+		case caller.Account == "":
+			r.ContentLength = int64(len(body))
+			if caller, err = sig.verify(r, sum); err != nil {
+				api.WriteError(w, err)
+				return
+			}
+		}
+		sig.dropUnsigned(r)
 		ctx := context.WithValue(WithCaller(r.Context(), caller), bodyKey{}, body)
 		r = r.WithContext(ctx)
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -55,21 +92,43 @@ func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 
 var errTooLarge = errors.New("body too large")
 
-func readBody(r *http.Request, max int64) ([]byte, error) {
+// readChunk is how much more of a body is asked for at a time.
+const readChunk = 64 << 10
+
+// readBody reads r's body, at most max bytes, and its hex SHA-256. The
+// buffer grows with what arrived, not with what Content-Length announces.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, string, error) {
+	h := sha256.New()
 	if r.ContentLength == 0 {
-		return nil, nil
+		return nil, hex.EncodeToString(h.Sum(nil)), nil
 	}
-	var buf []byte
-	if r.ContentLength > 0 {
-		buf = make([]byte, 0, r.ContentLength+1)
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(BodyTotal)
+	// The server's own deadlines take over again for the next request; a
+	// deadline left behind would end the connection during a long invoke.
+	defer rc.SetReadDeadline(time.Time{})
+	var buf bytes.Buffer
+	src := io.LimitReader(r.Body, max+1)
+	for {
+		next := time.Now().Add(BodyIdle)
+		if next.After(deadline) {
+			next = deadline
+		}
+		rc.SetReadDeadline(next)
+		n, err := buf.ReadFrom(io.LimitReader(src, readChunk))
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, "", errors.New("the request body was not sent in time")
+		}
+		if err != nil {
+			return nil, "", err
+		}
+		if int64(buf.Len()) > max {
+			return nil, "", errTooLarge
+		}
+		if n < readChunk {
+			break
+		}
 	}
-	b := bytes.NewBuffer(buf)
-	n, err := b.ReadFrom(io.LimitReader(r.Body, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if n > max {
-		return nil, errTooLarge
-	}
-	return b.Bytes(), nil
+	h.Write(buf.Bytes())
+	return buf.Bytes(), hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,11 @@ type Keyring struct {
 	signer *v4.Signer
 	// MaxSkew is how far X-Amz-Date may be from now; zero means 15 minutes, as AWS.
 	MaxSkew time.Duration
+	// Region, when set, is the region a credential scope must name.
+	Region string
+	// Service, when set, names the service a request's credential scope
+	// must name (Kiln serves Lambda and CloudWatch Logs on one endpoint).
+	Service func(r *http.Request) string
 }
 
 // NewKeyring returns a keyring holding creds.
@@ -124,66 +130,124 @@ func parseAuthorization(h string) (sigV4Header, error) {
 // Verify checks r's signature over body. On success it returns the caller;
 // otherwise an *api.Error in the shape AWS answers with.
 func (k *Keyring) Verify(r *http.Request, body []byte) (Caller, error) {
+	s, err := k.head(r)
+	if err != nil {
+		return Caller{}, err
+	}
+	sum := sha256.Sum256(body)
+	hash := hex.EncodeToString(sum[:])
+	if claimed, ok := s.signedPayloadHash(r); ok && claimed != hash {
+		return Caller{}, errPayloadHash
+	}
+	return s.verify(r, hash)
+}
+
+var errPayloadHash = api.Errorf(api.InvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed.")
+
+// signature is a request's Authorization header that passed every check
+// that needs no body: a known key, a fresh date, Kiln's scope.
+type signature struct {
+	k        *Keyring
+	h        sigV4Header
+	cred     Credential
+	signedAt time.Time
+}
+
+// head checks what can be checked of r before its body is read, so that a
+// caller without a valid key and scope gets nothing buffered.
+func (k *Keyring) head(r *http.Request) (signature, error) {
 	authz := r.Header.Get("Authorization")
 	if authz == "" {
-		return Caller{}, api.Errorf(api.MissingAuthToken, "Missing Authentication Token")
+		return signature{}, api.Errorf(api.MissingAuthToken, "Missing Authentication Token")
 	}
 	h, err := parseAuthorization(authz)
 	if err != nil {
-		return Caller{}, err
+		return signature{}, err
 	}
 	k.mu.RLock()
 	cred, ok := k.keys[h.accessKey]
 	k.mu.RUnlock()
 	if !ok {
-		return Caller{}, api.Errorf(api.UnrecognizedClient, "The security token included in the request is invalid.")
+		return signature{}, api.Errorf(api.UnrecognizedClient, "The security token included in the request is invalid.")
+	}
+	if k.Service != nil {
+		if want := k.Service(r); h.service != want {
+			return signature{}, api.Errorf(api.InvalidSignature, "Credential should be scoped to correct service: '%s'.", want)
+		}
+	}
+	if k.Region != "" && h.region != k.Region {
+		return signature{}, api.Errorf(api.InvalidSignature, "Credential should be scoped to a valid region.")
 	}
 	amzDate := r.Header.Get("X-Amz-Date")
 	signedAt, err := time.Parse("20060102T150405Z", amzDate)
 	if err != nil {
-		return Caller{}, api.Errorf(api.IncompleteSignature, "X-Amz-Date header is missing or malformed.")
+		return signature{}, api.Errorf(api.IncompleteSignature, "X-Amz-Date header is missing or malformed.")
 	}
 	skew := k.MaxSkew
 	if skew == 0 {
 		skew = 15 * time.Minute
 	}
 	if now := time.Now(); signedAt.Before(now.Add(-skew)) || signedAt.After(now.Add(skew)) {
-		return Caller{}, api.Errorf(api.InvalidSignature, "Signature expired: %s is now earlier than %s (%s - %s.)",
+		return signature{}, api.Errorf(api.InvalidSignature, "Signature expired: %s is now earlier than %s (%s - %s.)",
 			amzDate, now.Add(-skew).UTC().Format("20060102T150405Z"), now.UTC().Format("20060102T150405Z"), skew)
 	}
+	// Lambda and CloudWatch Logs sign their payloads: a body left out of
+	// the signature (S3's UNSIGNED-PAYLOAD, its chunked streaming) could be
+	// swapped by anyone on the path.
+	if claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed != "" && !isSHA256Hex(claimed) {
+		return signature{}, api.Errorf(api.InvalidSignature, "x-amz-content-sha256 must be the hex SHA-256 of the payload; %q is not accepted by this service.", claimed)
+	}
+	return signature{k: k, h: h, cred: cred, signedAt: signedAt}, nil
+}
 
+// signedPayloadHash is the body's hash as the client signed it in
+// X-Amz-Content-Sha256, when it did.
+func (s signature) signedPayloadHash(r *http.Request) (string, bool) {
+	claimed := r.Header.Get("X-Amz-Content-Sha256")
+	return claimed, claimed != "" && s.signs("x-amz-content-sha256")
+}
+
+func (s signature) signs(header string) bool {
+	return slices.Contains(s.h.signedHeaders, header)
+}
+
+func isSHA256Hex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return len(s) == 2*sha256.Size && err == nil
+}
+
+// verify checks the signature, taking payloadHash as the body's hash.
+func (s signature) verify(r *http.Request, payloadHash string) (Caller, error) {
 	// Re-sign a copy holding exactly the headers the client signed, with the
 	// client's own time and scope, and compare the signatures.
 	clone := &http.Request{Method: r.Method, URL: r.URL, Host: r.Host, Header: http.Header{}}
-	for _, name := range h.signedHeaders {
+	for _, name := range s.h.signedHeaders {
 		switch name {
 		case "host":
 		case "content-length":
 			clone.ContentLength = r.ContentLength
-			if clone.ContentLength < 0 {
-				clone.ContentLength = int64(len(body))
-			}
 		default:
 			clone.Header[http.CanonicalHeaderKey(name)] = r.Header.Values(name)
 		}
 	}
-	sum := sha256.Sum256(body)
-	payloadHash := hex.EncodeToString(sum[:])
-	switch claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed {
-	case "", payloadHash:
-	case "UNSIGNED-PAYLOAD":
-		payloadHash = claimed
-	default:
-		return Caller{}, api.Errorf(api.InvalidSignature, "The provided 'x-amz-content-sha256' header does not match what was computed.")
-	}
-	creds := aws.Credentials{AccessKeyID: cred.AccessKeyID, SecretAccessKey: cred.SecretAccessKey,
+	creds := aws.Credentials{AccessKeyID: s.cred.AccessKeyID, SecretAccessKey: s.cred.SecretAccessKey,
 		SessionToken: r.Header.Get("X-Amz-Security-Token")}
-	if err := k.signer.SignHTTP(r.Context(), creds, clone, payloadHash, h.service, h.region, signedAt); err != nil {
+	if err := s.k.signer.SignHTTP(r.Context(), creds, clone, payloadHash, s.h.service, s.h.region, s.signedAt); err != nil {
 		return Caller{}, fmt.Errorf("re-signing request: %w", err)
 	}
 	want, _ := parseAuthorization(clone.Header.Get("Authorization"))
-	if subtle.ConstantTimeCompare([]byte(want.signature), []byte(h.signature)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(want.signature), []byte(s.h.signature)) != 1 {
 		return Caller{}, api.Errorf(api.InvalidSignature, "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
 	}
-	return Caller{AccessKeyID: h.accessKey, Account: cred.Account, Region: h.region, Service: h.service}, nil
+	return Caller{AccessKeyID: s.h.accessKey, Account: s.cred.Account, Region: s.h.region, Service: s.h.service}, nil
+}
+
+// dropUnsigned removes the x-amz-* headers the client did not sign: as in
+// AWS, only what the signature covers is acted on.
+func (s signature) dropUnsigned(r *http.Request) {
+	for name := range r.Header {
+		if l := strings.ToLower(name); strings.HasPrefix(l, "x-amz-") && !s.signs(l) {
+			delete(r.Header, name)
+		}
+	}
 }

@@ -50,8 +50,12 @@ type Identity struct {
 	Token           string `json:"cluster_token"` // authenticates roles to workers
 }
 
-func (id Identity) keyring() *auth.Keyring {
-	return auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
+// keyring verifies the account's signatures for Lambda in region.
+func (id Identity) keyring(region string) *auth.Keyring {
+	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
+	k.Region = region
+	k.Service = func(*http.Request) string { return "lambda" }
+	return k
 }
 
 // RoleConfig is what every role process is given.
@@ -395,7 +399,7 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	cp.Register(mux)
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
-	root.Handle("/", auth.Middleware(cfg.Identity.keyring(), func(*http.Request) (int64, *api.Error) {
+	root.Handle("/", auth.Middleware(cfg.Identity.keyring(cfg.Region), func(*http.Request) (int64, *api.Error) {
 		const max = 69905067
 		return max, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", max)
 	}, mux))
@@ -436,7 +440,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	invokes := http.NewServeMux()
 	front.Register(invokes)
 	root := http.NewServeMux()
-	root.Handle("POST /2015-03-31/functions/{name}/invocations", auth.Middleware(cfg.Identity.keyring(),
+	root.Handle("POST /2015-03-31/functions/{name}/invocations", auth.Middleware(cfg.Identity.keyring(cfg.Region),
 		func(r *http.Request) (int64, *api.Error) {
 			limit, tooLarge, _ := frontend.BodyLimit(r)
 			return limit, tooLarge

@@ -395,7 +395,7 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 	}
 	mux := http.NewServeMux()
 	front.Register(mux)
-	signed := auth.Middleware(cfg.Identity.keyring(), bodyLimit, mux)
+	signed := auth.Middleware(cfg.Identity.keyring(cfg.Region), bodyLimit, mux)
 	var lastNote atomic.Int64
 	srv := &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/logs"
 )
 
 // Identity is the default account and its key pair, kept in the data
@@ -23,9 +26,19 @@ type Identity struct {
 	URLSecret []byte `json:"urlSecret"`
 }
 
-// keyring verifies the default account's signatures.
-func (id Identity) keyring() *auth.Keyring {
-	return auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
+// keyring verifies the default account's signatures, scoped to region and
+// to the service a request is for: CloudWatch Logs by its X-Amz-Target,
+// Lambda otherwise.
+func (id Identity) keyring(region string) *auth.Keyring {
+	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
+	k.Region = region
+	k.Service = func(r *http.Request) string {
+		if r.URL.Path == "/" && strings.HasPrefix(r.Header.Get("X-Amz-Target"), logs.TargetPrefix) {
+			return "logs"
+		}
+		return "lambda"
+	}
+	return k
 }
 
 // loadIdentity reads DIR/identity.json, creating it on first start. Keys

@@ -223,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.keyring(), ln.Addr().String()); err != nil {
+	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.keyring(cfg.Region), ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	wcfg := worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
@@ -336,7 +336,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			logs.UnknownOperation(w, target)
 		}
 	})
-	signed := auth.Middleware(id.keyring(), bodyLimit, mux)
+	signed := auth.Middleware(id.keyring(cfg.Region), bodyLimit, mux)
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
 	root.Handle("/v2/", s.images.registry) // its own authentication: registry clients do not sign
