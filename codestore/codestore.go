@@ -49,6 +49,11 @@ import (
 const (
 	DefaultMaxZipped   = 50 << 20  // 52428800 bytes, a direct upload
 	DefaultMaxUnzipped = 262144000 // 250 MB, the unzipped package
+	// DefaultMaxEntries bounds the entries (files, directories, links) of
+	// a package, so that a 50 MB zip of empty entries cannot unpack into a
+	// million inodes. Lambda documents no number; 65,535 is the most a zip
+	// without ZIP64 records holds, well above large node_modules trees.
+	DefaultMaxEntries = 65535
 )
 
 // ErrNotFound is returned (wrapped) for code that is not in the store.
@@ -59,6 +64,7 @@ type Config struct {
 	Dir         string
 	MaxZipped   int64 // 0 means DefaultMaxZipped
 	MaxUnzipped int64 // 0 means DefaultMaxUnzipped
+	MaxEntries  int   // 0 means DefaultMaxEntries
 	// Remote, when set, is the replicated store this directory caches.
 	Remote Remote
 }
@@ -107,6 +113,9 @@ func Open(cfg Config) (*Store, error) {
 	}
 	if cfg.MaxUnzipped <= 0 {
 		cfg.MaxUnzipped = DefaultMaxUnzipped
+	}
+	if cfg.MaxEntries <= 0 {
+		cfg.MaxEntries = DefaultMaxEntries
 	}
 	s := &Store{cfg: cfg, zips: filepath.Join(cfg.Dir, "zips"), trees: filepath.Join(cfg.Dir, "trees"),
 		tmp: filepath.Join(cfg.Dir, "tmp"), sizes: map[string]int64{}, fetching: map[string]chan struct{}{}}
@@ -519,6 +528,9 @@ func (s *Store) validate(ctx context.Context, data []byte) (*zip.Reader, []*entr
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return nil, nil, badZip()
+	}
+	if len(zr.File) > s.cfg.MaxEntries {
+		return nil, nil, api.Errorf(api.InvalidParameterValue, "Deployment package has %d entries, more than the maximum of %d.", len(zr.File), s.cfg.MaxEntries)
 	}
 	var declared uint64
 	for _, f := range zr.File {

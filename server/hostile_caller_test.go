@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"archive/zip"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -9,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -16,7 +19,11 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/server"
 )
 
@@ -223,4 +230,28 @@ func TestHostileCallerSignatureWhole(t *testing.T) {
 			t.Fatalf("signed payload hash: %d %s", resp.StatusCode, body)
 		}
 	})
+}
+
+// TestHostileCallerZipEntries: a package of more entries than Kiln takes is
+// refused in Lambda's shape, and nothing of it is unpacked.
+func TestHostileCallerZipEntries(t *testing.T) {
+	s := kilntest.Start(t, server.Config{})
+	c := kilntest.Lambda(s)
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for i := range codestore.DefaultMaxEntries + 1 {
+		if _, err := zw.CreateHeader(&zip.FileHeader{Name: fmt.Sprintf("f%05d", i), Method: zip.Store}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zw.Close()
+	_, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("many"), Role: aws.String(fntest.Role),
+		Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: buf.Bytes()}})
+	apiError(t, err, "InvalidParameterValueException", 400)
+	if !strings.Contains(err.Error(), "entries") {
+		t.Fatalf("message does not name the cause: %v", err)
+	}
+	if trees, _ := os.ReadDir(filepath.Join(s.DataDir, "code", "trees")); len(trees) != 0 {
+		t.Fatalf("code store holds %d trees after a refused package", len(trees))
+	}
 }
