@@ -5,6 +5,8 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 		"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
@@ -253,5 +256,54 @@ func TestHostileCallerZipEntries(t *testing.T) {
 	}
 	if trees, _ := os.ReadDir(filepath.Join(s.DataDir, "code", "trees")); len(trees) != 0 {
 		t.Fatalf("code store holds %d trees after a refused package", len(trees))
+	}
+}
+
+// TestHostileCallerTLSAndPprof: an operator's own certificate serves the
+// API over HTTPS to a client trusting its CA, and the metrics listener
+// serves profiles only when asked.
+func TestHostileCallerTLSAndPprof(t *testing.T) {
+	// A pair Kiln generated stands for the operator's.
+	gen := kilntest.Start(t, server.Config{TLS: true})
+	gen.Close()
+	tlsDir := filepath.Join(gen.DataDir, "tls")
+	s := kilntest.Start(t, server.Config{TLSCert: filepath.Join(tlsDir, "cert.pem"), TLSKey: filepath.Join(tlsDir, "key.pem"),
+		MetricsListen: "127.0.0.1:0"})
+	if !strings.HasPrefix(s.Endpoint, "https://") {
+		t.Fatalf("endpoint %s", s.Endpoint)
+	}
+	if conf, _ := os.ReadFile(filepath.Join(s.DataDir, "config")); strings.Contains(string(conf), "ca_bundle") {
+		t.Fatalf("config names a CA for the operator's own certificate:\n%s", conf)
+	}
+	pem, err := os.ReadFile(filepath.Join(tlsDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	c := lambda.New(lambda.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint),
+		Credentials:      credentials.NewStaticCredentialsProvider(s.Identity.AccessKeyID, s.Identity.SecretAccessKey, ""),
+		HTTPClient:       &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}},
+		RetryMaxAttempts: 1})
+	if _, err := c.ListFunctions(ctx, &lambda.ListFunctionsInput{}); err != nil {
+		t.Fatalf("list functions over https: %v", err)
+	}
+	if _, err := kilntest.Lambda(s).ListFunctions(ctx, &lambda.ListFunctionsInput{}); err == nil {
+		t.Fatal("a client not trusting the CA connected")
+	}
+
+	pprofStatus := func(s *server.Server) int {
+		resp, err := http.Get(strings.TrimSuffix(s.MetricsEndpoint, "/metrics") + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := pprofStatus(s); got != 404 {
+		t.Fatalf("pprof served without Pprof: %d", got)
+	}
+	if got := pprofStatus(kilntest.Start(t, server.Config{MetricsListen: "127.0.0.1:0", Pprof: true})); got != 200 {
+		t.Fatalf("pprof with Pprof: %d", got)
 	}
 }

@@ -42,38 +42,43 @@ func (id Identity) keyring(region string) *auth.Keyring {
 }
 
 // loadIdentity reads DIR/identity.json, creating it on first start. Keys
-// given in cfg win over (and replace) the stored ones.
-func loadIdentity(dir string, cfg Config) (Identity, error) {
+// given in cfg win over (and replace) the stored ones. generated says the
+// secret key was made by this call.
+func loadIdentity(dir string, cfg Config) (id Identity, generated bool, err error) {
 	path := filepath.Join(dir, "identity.json")
-	var id Identity
 	b, err := os.ReadFile(path)
 	switch {
 	case err == nil:
 		if err := json.Unmarshal(b, &id); err != nil {
-			return id, fmt.Errorf("%s: %w", path, err)
+			return id, false, fmt.Errorf("%s: %w", path, err)
 		}
 	case errors.Is(err, fs.ErrNotExist):
 		id = Identity{AccountID: randomDigits(12), AccessKeyID: "AKIA" + randomFrom(upperAlnum, 16),
 			SecretAccessKey: randomFrom(secretChars, 40), URLSecret: randomBytes(32)}
+		generated = true
 	default:
-		return id, err
+		return id, false, err
 	}
 	if cfg.AccessKeyID != "" && cfg.SecretAccessKey != "" {
 		id.AccessKeyID, id.SecretAccessKey = cfg.AccessKeyID, cfg.SecretAccessKey
+		generated = false
 	}
 	if cfg.AccountID != "" {
 		id.AccountID = cfg.AccountID
 	}
 	b, _ = json.MarshalIndent(id, "", "  ")
-	return id, writeFile(path, b, 0o600)
+	return id, generated, writeFile(path, b, 0o600)
 }
 
 // writeAWSFiles writes an AWS-format credentials and config file, so that
 // AWS_SHARED_CREDENTIALS_FILE/AWS_CONFIG_FILE plus --endpoint-url is all a
-// client needs.
-func writeAWSFiles(dir string, id Identity, region, endpoint string) error {
+// client needs; caBundle, when set, is the CA the clients must trust.
+func writeAWSFiles(dir string, id Identity, region, endpoint, caBundle string) error {
 	creds := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", id.AccessKeyID, id.SecretAccessKey)
 	conf := fmt.Sprintf("[default]\nregion = %s\noutput = json\nendpoint_url = %s\n", region, endpoint)
+	if caBundle != "" {
+		conf += "ca_bundle = " + caBundle + "\n"
+	}
 	if err := writeFile(filepath.Join(dir, "credentials"), []byte(creds), 0o600); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,16 @@ type Config struct {
 	// MetricsListen is where Prometheus metrics are served (/metrics);
 	// empty means nowhere.
 	MetricsListen string
+	// Pprof also serves Go's profiles (/debug/pprof/) on the metrics
+	// listener: they show the process's memory and stacks, so only when asked.
+	Pprof bool
+	// TLSCert and TLSKey are PEM files of a certificate and key to serve
+	// the API over HTTPS with.
+	TLSCert, TLSKey string
+	// TLS serves HTTPS with a certificate Kiln makes when TLSCert is empty:
+	// a CA and a server certificate for the listen address, under
+	// DataDir/tls; the AWS config file names the CA as ca_bundle.
+	TLS bool
 	// ScaleUnlimited turns the per-function scaling rate (1,000 new
 	// environments per 10 s) off.
 	ScaleUnlimited bool
@@ -110,7 +121,10 @@ type Server struct {
 	Endpoint string // http://host:port
 	Region   string
 	Identity Identity
-	DataDir  string
+	// NewSecret says this start generated the secret key (the first start
+	// on an empty data directory, without keys given in Config).
+	NewSecret bool
+	DataDir   string
 
 	Worker     *worker.Worker
 	Assignment *assignment.Service
@@ -159,9 +173,12 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	id, err := loadIdentity(dir, cfg)
+	id, newSecret, err := loadIdentity(dir, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("identity: %w", err)
+	}
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		return nil, errors.New("tls: give both a certificate and its key")
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -172,9 +189,20 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			ln.Close()
 		}
 	}()
+	scheme, caBundle := "http", ""
+	if cfg.TLS || cfg.TLSCert != "" {
+		var conf *tls.Config
+		if conf, caBundle, err = serverTLS(cfg, dir, ln.Addr()); err != nil {
+			return nil, err
+		}
+		ln = tls.NewListener(ln, conf)
+		// Handing a connection to another process moves its descriptor,
+		// which a TLS session does not survive: Event invokes are taken here.
+		scheme, cfg.EventFrontend = "https", nil
+	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s = &Server{Endpoint: "http://" + ln.Addr().String(), Region: cfg.Region, Identity: id, DataDir: dir,
+	s = &Server{Endpoint: scheme + "://" + ln.Addr().String(), Region: cfg.Region, Identity: id, NewSecret: newSecret, DataDir: dir,
 		cancel: cancel, done: make(chan error, 1), logger: cfg.Logger}
 	started := s // a failing return clears s
 	defer func() {
@@ -182,7 +210,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			started.Close()
 		}
 	}()
-	if err := writeAWSFiles(dir, id, cfg.Region, s.Endpoint); err != nil {
+	if err := writeAWSFiles(dir, id, cfg.Region, s.Endpoint, caBundle); err != nil {
 		return nil, fmt.Errorf("aws files: %w", err)
 	}
 
@@ -288,11 +316,13 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		s.MetricsEndpoint = "http://" + mln.Addr().String() + "/metrics"
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.Metrics.Handler())
-		// Profiles of the running process, for finding where an invoke's
-		// time goes (go tool pprof http://ADDR/debug/pprof/profile).
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		if cfg.Pprof {
+			// Profiles of the running process, for finding where an invoke's
+			// time goes (go tool pprof http://ADDR/debug/pprof/profile).
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go s.metricsHTTP.Serve(mln)
 	}

@@ -1,7 +1,7 @@
 // Command kiln runs Kiln, a self-hosted serverless platform that speaks
 // AWS Lambda's APIs.
 //
-//	kiln up [--data DIR] [--listen ADDR]   every role in one process
+//	kiln up [--data DIR] [--listen ADDR] [--tls]   every role in one process
 //	kiln event-frontend                    the Event invoke frontend process, run by kiln up
 //	kiln nats|assignment|placement|worker|controlplane|frontend [flags]
 //	                                       one cluster role as a process
@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -79,6 +80,10 @@ func up(args []string) error {
 	logRetention := fs.Int("log-retention-days", server.DefaultLogRetentionDays, "days the logs of a function without a retention policy (aws logs put-retention-policy) are kept (negative: forever)")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	archives := fs.String("image-archives", "", "directory of image archives (docker save or OCI layout tarballs) that ImageUri docker-archive:FILE and oci-archive:FILE name; default DATA/image-archives")
+	tlsOn := fs.Bool("tls", false, "serve HTTPS; without --tls-cert, with a certificate Kiln makes (DATA/tls; its CA is the AWS config file's ca_bundle)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key)")
+	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
+	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles (/debug/pprof/) on the metrics listener")
 	fs.Parse(args)
 	var box worker.Sandbox
 	switch *isolation {
@@ -111,10 +116,17 @@ func up(args []string) error {
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
 		LogMaxBytes: *logMaxBytes, LogRetentionDays: *logRetention,
-		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, Logger: logger,
+		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, Pprof: *pprofOn, Logger: logger,
+		TLS: *tlsOn, TLSCert: *tlsCert, TLSKey: *tlsKey,
 	})
 	if err != nil {
 		return err
+	}
+	// The secret is shown once, when it is made: later starts would put it
+	// into every log that captures Kiln's output.
+	secret := "in " + filepath.Join(s.DataDir, "credentials")
+	if s.NewSecret {
+		secret = s.Identity.SecretAccessKey + " (shown once; kept in " + filepath.Join(s.DataDir, "credentials") + ")"
 	}
 	fmt.Printf(`Kiln is up.
   endpoint:          %s
@@ -125,7 +137,7 @@ func up(args []string) error {
 
   export AWS_SHARED_CREDENTIALS_FILE=%s/credentials AWS_CONFIG_FILE=%s/config
   aws lambda list-functions --endpoint-url %s
-`, s.Endpoint, s.Region, s.Identity.AccountID, s.Identity.AccessKeyID, s.Identity.SecretAccessKey,
+`, s.Endpoint, s.Region, s.Identity.AccountID, s.Identity.AccessKeyID, secret,
 		s.DataDir, s.DataDir, s.Endpoint)
 	if s.NATSURL != "" {
 		fmt.Printf("  NATS (Kiln queues): %s\n", s.NATSURL)

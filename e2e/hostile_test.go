@@ -1,0 +1,216 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+)
+
+// kilnBinary builds cmd/kiln once for the tests of this file.
+var kilnBinary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "kiln-e2e-bin-")
+	if err != nil {
+		return "", err
+	}
+	return fntest.BuildKiln(dir)
+})
+
+// upProcess is a `kiln up` child process started by runUp.
+type upProcess struct {
+	cmd      *exec.Cmd
+	endpoint string
+	mu       sync.Mutex
+	out      bytes.Buffer // stdout and stderr
+	exited   chan struct{}
+}
+
+func (p *upProcess) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// runUp starts `kiln up --data data --listen 127.0.0.1:0 args...` with env
+// added to the test's environment and waits for its banner. The process is
+// stopped (SIGKILL to its group) when the test ends, if it still runs.
+func runUp(t *testing.T, data string, env []string, args ...string) *upProcess {
+	t.Helper()
+	bin, err := kilnBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	p := &upProcess{cmd: cmd, exited: make(chan struct{})}
+	r, w := io.Pipe()
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		cmd.Wait()
+		w.Close()
+		close(p.exited)
+	}()
+	endpoint := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		re := regexp.MustCompile(`^\s+endpoint:\s+(\S+)`)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out.Write(append(sc.Bytes(), '\n'))
+			p.mu.Unlock()
+			if m := re.FindSubmatch(sc.Bytes()); m != nil {
+				endpoint <- string(m[1])
+			}
+		}
+		io.Copy(io.Discard, r)
+	}()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	})
+	select {
+	case p.endpoint = <-endpoint:
+	case <-p.exited:
+		t.Fatalf("kiln up exited before it was up:\n%s", p.output())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("kiln up printed no endpoint within 60s:\n%s", p.output())
+	}
+	// The banner ends a moment after the endpoint line.
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.output(), "aws lambda list-functions") && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+// stop sends sig and waits up to within for the process to exit.
+func (p *upProcess) stop(t *testing.T, sig syscall.Signal, within time.Duration) {
+	t.Helper()
+	p.cmd.Process.Signal(sig)
+	select {
+	case <-p.exited:
+	case <-time.After(within):
+		t.Fatalf("kiln up did not exit within %s of %s:\n%s", within, sig, p.output())
+	}
+}
+
+// TestKilnUpShowsSecretOnce: the secret key is printed when it is made,
+// and never again on later starts over the same data.
+func TestKilnUpShowsSecretOnce(t *testing.T) {
+	data := t.TempDir()
+	first := runUp(t, data, nil, "--sandbox", "process")
+	creds, err := os.ReadFile(filepath.Join(data, "credentials"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := regexp.MustCompile(`aws_secret_access_key = (\S+)`).FindSubmatch(creds)
+	if secret == nil {
+		t.Fatalf("no secret in %s", creds)
+	}
+	if !strings.Contains(first.output(), string(secret[1])) {
+		t.Fatalf("the first start does not show the new secret:\n%s", first.output())
+	}
+	first.stop(t, syscall.SIGTERM, 30*time.Second)
+	second := runUp(t, data, nil, "--sandbox", "process")
+	if strings.Contains(second.output(), string(secret[1])) {
+		t.Fatalf("a later start shows the secret again:\n%s", second.output())
+	}
+	second.stop(t, syscall.SIGTERM, 30*time.Second)
+}
+
+// awsWithFiles runs the AWS CLI with the files kiln up wrote into data.
+func awsWithFiles(t *testing.T, data string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, awsCLI, args...)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "LANG=C.UTF-8", "AWS_PAGER=",
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(data, "credentials"), "AWS_CONFIG_FILE=" + filepath.Join(data, "config"),
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_MAX_ATTEMPTS=1"}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// TestKilnUpTLS: with --tls, kiln up serves HTTPS with a certificate it
+// made, the AWS config file it writes names its CA, and awscli and boto3
+// work over it with nothing else set; plain HTTP gets nothing.
+func TestKilnUpTLS(t *testing.T) {
+	requireClients(t)
+	data := t.TempDir()
+	k := runUp(t, data, nil, "--sandbox", "process", "--tls")
+	if !strings.HasPrefix(k.endpoint, "https://") {
+		t.Fatalf("endpoint %s", k.endpoint)
+	}
+	conf, _ := os.ReadFile(filepath.Join(data, "config"))
+	ca := filepath.Join(data, "tls", "ca.pem")
+	if !strings.Contains(string(conf), "ca_bundle = "+ca) || !strings.Contains(string(conf), "endpoint_url = "+k.endpoint) {
+		t.Fatalf("config lacks the CA or the https endpoint:\n%s", conf)
+	}
+	if out, err := awsWithFiles(t, data, "lambda", "list-functions", "--endpoint-url", k.endpoint); err != nil || !strings.Contains(out, `"Functions"`) {
+		t.Fatalf("aws lambda list-functions over https: %v\n%s", err, out)
+	}
+	// Without the CA the client refuses the certificate.
+	os.WriteFile(filepath.Join(data, "config-noca"), bytes.ReplaceAll(conf, []byte("ca_bundle"), []byte("# ca_bundle")), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, awsCLI, "lambda", "list-functions", "--endpoint-url", k.endpoint)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(data, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(data, "config-noca"), "AWS_MAX_ATTEMPTS=1", "AWS_EC2_METADATA_DISABLED=true"}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "SSL") {
+		t.Fatalf("a client without the CA connected: %v\n%s", err, out)
+	}
+	// boto3: create a Python function and invoke it over https.
+	zip := filepath.Join(t.TempDir(), "py.zip")
+	if err := os.WriteFile(zip, mustZip(t, map[string][]byte{"app.py": []byte("def handler(event, context):\n    return {'over': 'tls', 'got': event}\n")}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `
+import boto3, json, sys
+c = boto3.client("lambda", endpoint_url=sys.argv[2])
+c.create_function(FunctionName="tls", Runtime="python%d.%d" % sys.version_info[:2], Role="arn:aws:iam::123456789012:role/r",
+    Handler="app.handler", Code={"ZipFile": open(sys.argv[1], "rb").read()})
+c.get_waiter("function_active_v2").wait(FunctionName="tls")
+out = json.load(c.invoke(FunctionName="tls", Payload=b'{"a":1}')["Payload"])
+assert out == {"over": "tls", "got": {"a": 1}}, out
+print("ok")
+`
+	py := exec.CommandContext(ctx, python, "-c", script, zip, k.endpoint)
+	py.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(data, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(data, "config"), "AWS_EC2_METADATA_DISABLED=true"}
+	if out, err := py.CombinedOutput(); err != nil || !strings.Contains(string(out), "ok") {
+		t.Fatalf("boto3 over https: %v\n%s\n%s", err, out, k.output())
+	}
+	// Plain HTTP on the same port is not served.
+	resp, err := http.Get("http" + strings.TrimPrefix(k.endpoint, "https") + "/kiln/health")
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain http served")
+		}
+	}
+	k.stop(t, syscall.SIGTERM, 30*time.Second)
+}
+
+func mustZip(t *testing.T, files map[string][]byte) []byte {
+	t.Helper()
+	b, err := fntest.ZipFiles(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
