@@ -14,6 +14,9 @@
 //	trees/<hex sha256>/     the unpacked package: files 0444, or 0555 when executable
 //	tmp/                    work in progress; emptied by Open
 //
+// Open also removes trees without their zip (a Put cut short); packages no
+// function references are deleted by Sweep.
+//
 // Every file and tree is written under tmp/ and renamed into place, so readers
 // never see a partial package and concurrent Puts of the same zip are safe.
 //
@@ -145,6 +148,19 @@ func Open(cfg Config) (*Store, error) {
 		}
 		s.sizes[h] = fi.Size()
 		s.total += fi.Size()
+	}
+	// A tree whose zip is missing was unpacked by a Put that did not
+	// finish (the zip is written last); without its zip it is no package.
+	trees, err := os.ReadDir(s.trees)
+	if err != nil {
+		return nil, fmt.Errorf("codestore: %w", err)
+	}
+	for _, e := range trees {
+		if _, ok := s.sizes[e.Name()]; !ok {
+			if err := removeAll(filepath.Join(s.trees, e.Name())); err != nil {
+				return nil, fmt.Errorf("codestore: %w", err)
+			}
+		}
 	}
 	return s, nil
 }

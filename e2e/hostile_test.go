@@ -4,7 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,10 +17,15 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 )
 
@@ -213,4 +223,107 @@ func mustZip(t *testing.T, files map[string][]byte) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// lambdaClient is an aws-sdk-go-v2 client of a kiln up started with the
+// e2e key pair, retries off.
+func lambdaClient(endpoint string) *lambda.Client {
+	return lambda.New(lambda.Options{Region: region, BaseEndpoint: aws.String(endpoint),
+		Credentials:      credentials.NewStaticCredentialsProvider(accessKeyID, secretAccessKey, ""),
+		RetryMaxAttempts: 1})
+}
+
+// TestKilnUpCodeStoreAfterCrashes: kiln up is killed (SIGKILL) again and
+// again while clients create functions and update their code; once it is
+// up again its code store holds exactly the packages its metadata
+// references, and nothing half-written.
+func TestKilnUpCodeStoreAfterCrashes(t *testing.T) {
+	data := t.TempDir()
+	env := []string{"KILN_ACCESS_KEY_ID=" + accessKeyID, "KILN_SECRET_ACCESS_KEY=" + secretAccessKey}
+	const cycles, writers = 6, 4
+	var packages atomic.Int64
+	for cycle := range cycles {
+		k := runUp(t, data, env, "--sandbox", "process", "--event-frontend=false")
+		c := lambdaClient(k.endpoint)
+		ctx, cancel := context.WithCancel(context.Background())
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				name := fmt.Sprintf("f%d", w)
+				for i := 0; ctx.Err() == nil; i++ {
+					// Packages of many files: unpacking them takes a while.
+					files := map[string][]byte{"bootstrap": []byte("#!/bin/sh\n")}
+					for f := range 200 {
+						files[fmt.Sprintf("lib/%03d.txt", f)] = fmt.Appendf(nil, "cycle %d writer %d package %d file %d", cycle, w, i, f)
+					}
+					zip, err := fntest.ZipFiles(files)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					_, err = c.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String(name), ZipFile: zip, Publish: i%3 == 0})
+					var nf *types.ResourceNotFoundException
+					if errors.As(err, &nf) {
+						_, err = c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name), Role: aws.String(fntest.Role),
+							Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: zip}})
+					}
+					if err == nil {
+						packages.Add(1)
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(400+150*cycle) * time.Millisecond)
+		syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+		<-k.exited
+		cancel()
+		wg.Wait()
+	}
+	zips, _ := filepath.Glob(filepath.Join(data, "code", "zips", "*.zip"))
+	trees, _ := filepath.Glob(filepath.Join(data, "code", "trees", "*"))
+	t.Logf("after %d SIGKILLs (%d packages stored): %d zips, %d trees on disk", cycles, packages.Load(), len(zips), len(trees))
+
+	k := runUp(t, data, env, "--sandbox", "process")
+	c := lambdaClient(k.endpoint)
+	referenced := map[string]bool{}
+	fns, err := c.ListFunctions(context.Background(), &lambda.ListFunctionsInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fns.Functions {
+		vs, err := c.ListVersionsByFunction(context.Background(), &lambda.ListVersionsByFunctionInput{FunctionName: f.FunctionName})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vs.Versions {
+			sum, err := base64.StdEncoding.DecodeString(aws.ToString(v.CodeSha256))
+			if err != nil {
+				t.Fatal(err)
+			}
+			referenced[hex.EncodeToString(sum)] = true
+		}
+	}
+	stored := func(dir, suffix string) map[string]bool {
+		ents, _ := os.ReadDir(filepath.Join(data, "code", dir))
+		out := map[string]bool{}
+		for _, e := range ents {
+			out[strings.TrimSuffix(e.Name(), suffix)] = true
+		}
+		return out
+	}
+	orphans := 0
+	for _, set := range []map[string]bool{stored("zips", ".zip"), stored("trees", "")} {
+		for h := range set {
+			if !referenced[h] {
+				orphans++
+			}
+		}
+	}
+	if zipsNow := stored("zips", ".zip"); orphans > 0 || !maps.Equal(zipsNow, referenced) {
+		t.Fatalf("code store after restart: %d zips and trees no function references; zips %d, referenced %d", orphans, len(zipsNow), len(referenced))
+	}
+	if tmp := stored("tmp", ""); len(tmp) != 0 {
+		t.Fatalf("code store tmp holds %d entries after restart", len(tmp))
+	}
+	t.Logf("after restart: %d packages, each referenced", len(referenced))
 }

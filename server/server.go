@@ -346,6 +346,14 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	cp := controlplane.New(cpcfg)
 
+	// Before the API is served no upload is in flight: every package no
+	// function references is left over from a create or update that a
+	// crash cut short.
+	if n, err := cp.CollectCode(ctx, 0); err != nil {
+		return nil, fmt.Errorf("code collection: %w", err)
+	} else if n > 0 {
+		s.logger.Info("code collection", "deleted", n)
+	}
 	go s.collectCode(runCtx, cp)
 
 	mux := http.NewServeMux()
@@ -399,17 +407,21 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	return s, nil
 }
 
-// collectCode deletes, every hour, code packages that no function version
-// references any more (after an hour's grace for uploads in flight).
+// codeGrace is how long a stored package no function references is kept
+// (an upload whose metadata is being written); collections run as often.
+const codeGrace = 10 * time.Minute
+
+// collectCode deletes, every codeGrace, code packages that no function
+// version references any more and that are older than codeGrace.
 func (s *Server) collectCode(ctx context.Context, cp *controlplane.Service) {
-	t := time.NewTicker(time.Hour)
+	t := time.NewTicker(codeGrace)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if n, err := cp.CollectCode(ctx, time.Hour); err != nil {
+			if n, err := cp.CollectCode(ctx, codeGrace); err != nil {
 				s.logger.Warn("code collection", "err", err)
 			} else if n > 0 {
 				s.logger.Info("code collection", "deleted", n)
