@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"golang.org/x/sys/unix"
 )
 
 // kilnBinary builds cmd/kiln once for the tests of this file.
@@ -326,4 +328,176 @@ func TestKilnUpCodeStoreAfterCrashes(t *testing.T) {
 		t.Fatalf("code store tmp holds %d entries after restart", len(tmp))
 	}
 	t.Logf("after restart: %d packages, each referenced", len(referenced))
+}
+
+// procInfo is a process's parent and the cgroups it is in (v1 and v2
+// paths under /sys/fs/cgroup).
+func procInfo(pid int) (ppid int, cgroups []string, ok bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, nil, false
+	}
+	// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+	fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(fields) < 2 {
+		return 0, nil, false
+	}
+	ppid, _ = strconv.Atoi(fields[1])
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	for _, line := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 || parts[2] == "/" {
+			continue
+		}
+		ctrl := strings.TrimPrefix(strings.Split(parts[1], ",")[0], "name=")
+		cgroups = append(cgroups, filepath.Join("/sys/fs/cgroup", ctrl, parts[2]))
+	}
+	return ppid, cgroups, true
+}
+
+// processTree is every live process under root, by pid, with its cgroups.
+func processTree(root int) map[int][]string {
+	parents := map[int]int{}
+	groups := map[int][]string{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, cg, ok := procInfo(pid); ok {
+			parents[pid], groups[pid] = ppid, cg
+		}
+	}
+	tree := map[int][]string{}
+	for pid := range parents {
+		for p := pid; p > 1; p = parents[p] {
+			if p == root {
+				tree[pid] = groups[pid]
+				break
+			}
+		}
+	}
+	return tree
+}
+
+// TestKilnUpLeavesNothingAfterSIGTERM: after SIGTERM, while functions run
+// and agents are being prepared, no process started by kiln up outlives
+// it, by ancestry (this test is their subreaper) or by cgroup.
+func TestKilnUpLeavesNothingAfterSIGTERM(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the Linux sandbox needs root")
+	}
+	for _, box := range []string{"linux", "process"} {
+		t.Run(box, func(t *testing.T) { leavesNothing(t, box) })
+	}
+}
+
+// escaper is a function that leaves a process of its own behind, in a
+// session of its own, as a daemon would.
+const escaper = `package main
+
+import (
+	"context"
+	"os/exec"
+	"syscall"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func main() {
+	lambda.Start(func(ctx context.Context, event map[string]any) (int, error) {
+		cmd := exec.Command("/bin/sleep", "300")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			return 0, err
+		}
+		return cmd.Process.Pid, nil
+	})
+}
+`
+
+func leavesNothing(t *testing.T, box string) {
+	// Orphans of kiln up's tree become this process's children.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+	data := t.TempDir()
+	env := []string{"KILN_ACCESS_KEY_ID=" + accessKeyID, "KILN_SECRET_ACCESS_KEY=" + secretAccessKey}
+	k := runUp(t, data, env, "--sandbox", box)
+	c := lambdaClient(k.endpoint)
+	for name, src := range map[string]string{"sleepy": fntest.ToolkitGo, "escaper": escaper} {
+		if _, err := c.CreateFunction(context.Background(), &lambda.CreateFunctionInput{FunctionName: aws.String(name), Role: aws.String(fntest.Role),
+			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: fntest.GoFunctionZip(t, src)},
+			Timeout: aws.Int32(30)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := c.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("escaper")}); err != nil || out.FunctionError != nil {
+		t.Fatalf("escaper: %v %+v", err, out)
+	}
+	// Functions asleep in several environments when the signal comes.
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			c.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("sleepy"), Payload: []byte(`{"action":"sleep","ms":20000}`)})
+		})
+	}
+	own := map[string]bool{}
+	_, kilnGroups, _ := procInfo(k.cmd.Process.Pid)
+	for _, g := range kilnGroups {
+		own[g] = true
+	}
+	var tree map[int][]string
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		tree = processTree(k.cmd.Process.Pid)
+		if len(tree) >= 3+2 || time.Now().After(deadline) { // the spawner, agents and runtimes
+			break
+		}
+	}
+	t.Logf("%d processes under kiln up before SIGTERM (%s sandbox)", len(tree), box)
+	k.stop(t, syscall.SIGTERM, 30*time.Second)
+	wg.Wait()
+
+	// Whatever was left is given a moment to go by itself (an agent ends
+	// with its spawner), then counted.
+	var left []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		left = left[:0]
+		// Adopted processes that have exited are reaped here.
+		for {
+			if pid, _ := syscall.Wait4(-1, nil, syscall.WNOHANG, nil); pid <= 0 {
+				break
+			}
+		}
+		for pid := range processTree(os.Getpid()) {
+			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && pid != os.Getpid() {
+				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+				left = append(left, fmt.Sprintf("pid %d (%s: %q), orphaned to this test", pid, strings.TrimSpace(string(comm)), cmdline))
+			}
+		}
+		for _, groups := range tree {
+			for _, g := range groups {
+				if own[g] {
+					continue
+				}
+				if procs, err := os.ReadFile(filepath.Join(g, "cgroup.procs")); err == nil && len(bytes.TrimSpace(procs)) > 0 {
+					left = append(left, fmt.Sprintf("cgroup %s holds %s", g, strings.Fields(string(procs))))
+				}
+			}
+		}
+		if len(left) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	// Reap (and end) what this test adopted.
+	for pid := range processTree(os.Getpid()) {
+		if pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	if len(left) > 0 {
+		t.Fatalf("after SIGTERM, %d things outlived kiln up:\n%s\n%s", len(left), strings.Join(left, "\n"), k.output())
+	}
 }

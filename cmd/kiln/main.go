@@ -103,6 +103,10 @@ func up(args []string) error {
 	slog.SetDefault(logger)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err := adoptOrphans(); err != nil {
+		return fmt.Errorf("subreaper: %w", err)
+	}
+	defer endChildren(10*time.Second, logger) // after s.Close
 
 	var eventFrontend []string
 	if *separateEvents {
