@@ -204,6 +204,10 @@ type Config struct {
 	// counting sees them; with it, async invokes yield to sync ones (see
 	// Tuning.ConcurrencyUnderSync). Nil means they yield to enqueues only.
 	InvokesInFlight func() int
+	// StoreFull, when set, says why JetStream takes no writes now (nil
+	// when it does): an enqueue waiting for its acknowledgement then
+	// fails at once with that error, as JetStream stops when its disk fills.
+	StoreFull func() error
 	Tuning
 	Logger *slog.Logger
 }
@@ -393,19 +397,39 @@ func (s *Service) Enqueue(ctx context.Context, t *metadata.Target, payload []byt
 	return id, nil
 }
 
+// publishTimeout bounds the wait for JetStream's acknowledgement, which
+// never comes when JetStream stopped (it does when its disk fills).
+const publishTimeout = 30 * time.Second
+
 // publish stores msg and waits for JetStream's acknowledgement.
 func (s *Service) publish(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) error {
 	f, err := s.js.PublishMsgAsync(msg, opts...)
 	if err != nil {
 		return err
 	}
-	select {
-	case <-f.Ok():
-		return nil
-	case err := <-f.Err():
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+	t := time.NewTimer(publishTimeout)
+	defer t.Stop()
+	var poll <-chan time.Time
+	if s.cfg.StoreFull != nil {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		poll = tick.C
+	}
+	for {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return errors.New("no acknowledgement from JetStream")
+		case <-poll:
+			if err := s.cfg.StoreFull(); err != nil {
+				return err
+			}
+		}
 	}
 }
 

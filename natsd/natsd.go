@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -28,6 +29,12 @@ type Config struct {
 type Server struct {
 	srv      *server.Server
 	password string
+	dir      string
+	stopDisk chan struct{}
+	stopOnce sync.Once
+
+	diskMu sync.Mutex
+	disk   DiskState
 }
 
 // Start runs an embedded NATS server with JetStream and waits until it is ready.
@@ -73,7 +80,12 @@ func Start(cfg Config) (*Server, error) {
 		srv.Shutdown()
 		return nil, fmt.Errorf("nats server: not ready after 30s")
 	}
-	return &Server{srv: srv, password: cfg.Password}, nil
+	s := &Server{srv: srv, password: cfg.Password, dir: cfg.Dir, stopDisk: make(chan struct{})}
+	if cfg.Dir != "" {
+		s.checkDisk(cfg.Dir)
+		go s.watchDisk(cfg.Dir, s.stopDisk)
+	}
+	return s, nil
 }
 
 // User is the user name clients give with Config.Password.
@@ -98,6 +110,7 @@ func (s *Server) ClientURL() string {
 
 // Shutdown stops the server and waits for it to finish.
 func (s *Server) Shutdown() {
+	s.stopOnce.Do(func() { close(s.stopDisk) })
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 }

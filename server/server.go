@@ -150,6 +150,8 @@ type Server struct {
 	cancel      context.CancelFunc
 	done        chan error
 	closeOnce   sync.Once
+
+	storeRefusals atomic.Int64
 }
 
 // Start runs every role and returns once Kiln accepts requests.
@@ -278,7 +280,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	if s.Async, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: s.asyncNC, Region: cfg.Region,
-		Tuning: cfg.Async, InvokesInFlight: s.Counter.Running, Logger: cfg.Logger}); err != nil {
+		Tuning: cfg.Async, InvokesInFlight: s.Counter.Running, StoreFull: s.nats.StoreFull, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if s.Queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
@@ -308,6 +310,18 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		}))
 	s.Metrics.Register(metrics.GaugeFunc("kiln_log_max_bytes", "The bound on stored function logs (0: none).", nil,
 		func() float64 { return float64(logMax) }))
+	s.Metrics.Register(metrics.GaugeFunc("kiln_store_disk_full",
+		"1 while the disk of Kiln's store (JetStream, DATA/nats) is full: Event invokes and changes are refused with a retryable 503 ServiceException.",
+		nil, func() float64 {
+			if s.nats.Disk().Full {
+				return 1
+			}
+			return 0
+		}))
+	s.Metrics.Register(metrics.GaugeFunc("kiln_store_disk_free_bytes", "Free bytes on the file system of Kiln's store.",
+		nil, func() float64 { return float64(s.nats.Disk().FreeBytes) }))
+	s.Metrics.Register(metrics.CounterFunc("kiln_store_disk_full_refusals_total", "Requests refused because the store's disk was full.", nil,
+		func() float64 { return float64(s.storeRefusals.Load()) }))
 	if cfg.MetricsListen != "" {
 		mln, err := net.Listen("tcp", cfg.MetricsListen)
 		if err != nil {
@@ -374,7 +388,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			logs.UnknownOperation(w, target)
 		}
 	})
-	signed := auth.Middleware(id.keyring(cfg.Region), bodyLimit, mux)
+	signed := auth.Middleware(id.keyring(cfg.Region), bodyLimit, s.storeGate(mux))
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
 	root.Handle("/v2/", s.images.registry) // its own authentication: registry clients do not sign
@@ -385,7 +399,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.http = &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if e := events.Load(); e != nil {
+			if e := events.Load(); e != nil && s.nats.StoreFull() == nil { // else refused here
 				e.serveHTTP(w, r, root)
 				return
 			}
@@ -428,6 +442,21 @@ func (s *Server) collectCode(ctx context.Context, cp *controlplane.Service) {
 			}
 		}
 	}
+}
+
+// storeGate refuses, while the store's disk is full, every request that
+// would write to it (all but sync invokes, which may run from the metadata
+// cache): with a 503 that the SDKs retry and a message naming the cause,
+// instead of a write that hangs or fails inside JetStream.
+func (s *Server) storeGate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := s.nats.StoreFull(); err != nil && (!isInvoke(r) || isEventInvoke(r)) {
+			s.storeRefusals.Add(1)
+			api.WriteError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // bodyLimit: invokes get Lambda's payload limits; management calls the
