@@ -17,7 +17,6 @@ import (
 // writes with a clear error before JetStream reaches the end of the disk,
 // and once space is back JetStream is started again over the same files.
 
-
 // diskEvery is how often the free space is read.
 const diskEvery = 250 * time.Millisecond
 
