@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/worker/sandboxtest"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,6 +65,12 @@ func runUp(t *testing.T, data string, env []string, args ...string) *upProcess {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runUpBin(t, bin, data, env, args...)
+}
+
+// runUpBin is runUp of the kiln binary at bin.
+func runUpBin(t *testing.T, bin, data string, env []string, args ...string) *upProcess {
+	t.Helper()
 	cmd := exec.Command(bin, append([]string{"up", "--data", data, "--listen", "127.0.0.1:0", "--metrics-listen", ""}, args...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -500,4 +507,86 @@ func leavesNothing(t *testing.T, box string) {
 	if len(left) > 0 {
 		t.Fatalf("after SIGTERM, %d things outlived kiln up:\n%s\n%s", len(left), strings.Join(left, "\n"), k.output())
 	}
+}
+
+// copyFile copies src to dst with mode.
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dst, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+}
+
+// TestKilnUpAgentTrust: a kiln-agent next to kiln is run (as root) only
+// when no one but root could have changed it; otherwise kiln runs itself
+// as the agent, and functions still run.
+func TestKilnUpAgentTrust(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the Linux sandbox needs root")
+	}
+	bin, err := kilnBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, err := sandboxtest.BuildAgent()
+	if err != nil {
+		t.Fatal(err)
+	}
+	zip := fntest.GoFunctionZip(t, fntest.ToolkitGo)
+	env := []string{"KILN_ACCESS_KEY_ID=" + accessKeyID, "KILN_SECRET_ACCESS_KEY=" + secretAccessKey}
+	// invoke starts kiln up from dir, runs a function and returns the
+	// binary its spawner runs.
+	invoke := func(t *testing.T, dir string) (string, *upProcess) {
+		k := runUpBin(t, filepath.Join(dir, "kiln"), t.TempDir(), env)
+		c := lambdaClient(k.endpoint)
+		if _, err := c.CreateFunction(context.Background(), &lambda.CreateFunctionInput{FunctionName: aws.String("f"), Role: aws.String(fntest.Role),
+			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: zip}}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := c.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("f"), Payload: []byte(`{"x":1}`)})
+		if err != nil || out.FunctionError != nil || string(out.Payload) != `{"x":1}` {
+			t.Fatalf("invoke: %v %+v\n%s", err, out, k.output())
+		}
+		for pid := range processTree(k.cmd.Process.Pid) {
+			if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.HasPrefix(string(cmdline), "kiln-spawner\x00") {
+				exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+				return exe, k
+			}
+		}
+		t.Fatalf("no spawner under kiln up\n%s", k.output())
+		return "", nil
+	}
+
+	t.Run("writable by others", func(t *testing.T) {
+		dir := t.TempDir()
+		copyFile(t, bin, filepath.Join(dir, "kiln"), 0o755)
+		marker := filepath.Join(dir, "ran")
+		fake := filepath.Join(dir, "kiln-agent")
+		if err := os.WriteFile(fake, []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(fake, 0o777)
+		exe, k := invoke(t, dir)
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatal("a kiln-agent writable by others was run")
+		}
+		if exe != filepath.Join(dir, "kiln") || !strings.Contains(k.output(), "kiln-agent not used") {
+			t.Fatalf("spawner runs %s; log:\n%s", exe, k.output())
+		}
+	})
+	t.Run("root's own", func(t *testing.T) {
+		dir := t.TempDir()
+		copyFile(t, bin, filepath.Join(dir, "kiln"), 0o755)
+		copyFile(t, agent, filepath.Join(dir, "kiln-agent"), 0o755)
+		if exe, k := invoke(t, dir); exe != filepath.Join(dir, "kiln-agent") {
+			t.Fatalf("spawner runs %s, not the trusted kiln-agent\n%s", exe, k.output())
+		}
+	})
 }

@@ -50,6 +50,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -70,8 +71,9 @@ import (
 type Config struct {
 	// AgentPath is the binary to run as the spawner and the agent. Empty
 	// means kiln-agent next to the running executable if there is one
-	// (the small agent, see package sandbox/kiln-agent), else the running
-	// executable itself.
+	// that only root (or this user) can change (see trusted; the small
+	// agent, see package sandbox/kiln-agent), else the running executable
+	// itself.
 	AgentPath string
 	// StateDir holds the prepared root skeleton; empty means
 	// /run/kiln-sandbox, or the temporary directory without /run.
@@ -213,7 +215,11 @@ func New(cfg Config) (*Linux, error) {
 		l.agentPath = "/proc/self/exe"
 		if exe, err := os.Executable(); err == nil {
 			if p := filepath.Join(filepath.Dir(exe), "kiln-agent"); isExecutable(p) {
-				l.agentPath = p
+				if err := trusted(p); err != nil {
+					slog.Warn("kiln-agent not used: it runs as root, and others could change it; running kiln itself as the agent", "err", err)
+				} else {
+					l.agentPath = p
+				}
 			}
 		}
 	}
