@@ -141,12 +141,9 @@ const (
 var (
 	// envSeq numbers environments in the names of their cgroups.
 	envSeq atomic.Uint64
-	// uidNext picks the next environment's range of host ids.
-	uidNext = func() *atomic.Uint32 {
-		var u atomic.Uint32
-		u.Store(uint32(os.Getpid()*7919) % uidSlots)
-		return &u
-	}()
+	// ids hands out environments' ranges of host ids, for every backend of
+	// the process; Kilns on one host start at different slots.
+	ids = newIDRanges(uidSlots, os.Getpid()*7919)
 )
 
 // New prepares the backend: the root skeleton, the cgroup parent (and
@@ -324,7 +321,6 @@ func (l *Linux) prepare() (_ *prepared, err error) {
 		Args:       []string{agentproto.ExecName},
 		Env:        []string{agentproto.EnvSandbox + "=" + string(cfgJSON)},
 		Cloneflags: cloneflags,
-		UIDBase:    uidBase + (uidNext.Add(1)%uidSlots)*idsPerEnv,
 		IDCount:    idsPerEnv,
 	}
 	cfd, err := l.cg.h.intoFD(cg)
@@ -335,8 +331,15 @@ func (l *Linux) prepare() (_ *prepared, err error) {
 		req.CgroupFD = true
 		fds = append(fds, cfd)
 	}
+	slot, err := ids.take()
+	if err != nil {
+		return nil, err
+	}
+	p.releaseIDs = func() { ids.give(slot) }
+	req.UIDBase = uint32(uidBase + slot*idsPerEnv)
 	pid, pidfd, err := sp.spawn(req, p, fds)
 	if err != nil {
+		p.releaseIDs()
 		return nil, fmt.Errorf("sandbox: start agent: %w", err)
 	}
 	p.pid, p.pidfd = pid, pidfd
@@ -583,6 +586,8 @@ type process struct {
 	// cpus the environment runs on (nil: all), handed back by release.
 	cpus    []int
 	release func([]int)
+	// releaseIDs gives the host user id range back, once the agent is gone.
+	releaseIDs func()
 	// namespaces are the agent's, as /proc/PID/ns shows them (for tests).
 	namespaces []string
 
@@ -614,6 +619,9 @@ func (p *process) cleanup() {
 	// What is left is the cgroup.
 	if p.release != nil {
 		p.release(p.cpus)
+	}
+	if p.releaseIDs != nil {
+		p.releaseIDs()
 	}
 	peak, ooms := p.cg.maxMemory(), p.cg.oomKills()
 	err := p.cg.destroy()
