@@ -92,12 +92,14 @@ func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 
 var errTooLarge = errors.New("body too large")
 
-// readChunk is how much more of a body is asked for at a time.
+// readChunk is how much of a body is read into one buffer.
 const readChunk = 64 << 10
 
-// readBody reads r's body, at most max bytes, and its hex SHA-256. The
-// buffer grows with what arrived, not with what Content-Length announces.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, string, error) {
+// readBody reads r's body, at most limit bytes, and its hex SHA-256. It
+// reads into buffers of readChunk as bytes arrive, so that what a request
+// holds is what its client sent, never what Content-Length announces (nor
+// twice that, as a doubling buffer would).
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, string, error) {
 	h := sha256.New()
 	if r.ContentLength == 0 {
 		return nil, hex.EncodeToString(h.Sum(nil)), nil
@@ -107,28 +109,38 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, string
 	// The server's own deadlines take over again for the next request; a
 	// deadline left behind would end the connection during a long invoke.
 	defer rc.SetReadDeadline(time.Time{})
-	var buf bytes.Buffer
-	src := io.LimitReader(r.Body, max+1)
+	var chunks [][]byte
+	var total int64
 	for {
 		next := time.Now().Add(BodyIdle)
 		if next.After(deadline) {
 			next = deadline
 		}
 		rc.SetReadDeadline(next)
-		n, err := buf.ReadFrom(io.LimitReader(src, readChunk))
+		size := int64(readChunk)
+		if r.ContentLength > 0 {
+			size = min(size, r.ContentLength-total+1) // +1: a body longer than announced ends in an error
+		}
+		buf := make([]byte, max(size, 1))
+		n, err := io.ReadFull(r.Body, buf)
+		chunks, total = append(chunks, buf[:n]), total+int64(n)
+		h.Write(buf[:n])
+		if total > limit {
+			return nil, "", errTooLarge
+		}
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return nil, "", errors.New("the request body was not sent in time")
 		}
 		if err != nil {
 			return nil, "", err
 		}
-		if int64(buf.Len()) > max {
-			return nil, "", errTooLarge
-		}
-		if n < readChunk {
-			break
-		}
 	}
-	h.Write(buf.Bytes())
-	return buf.Bytes(), hex.EncodeToString(h.Sum(nil)), nil
+	body := chunks[0]
+	if len(chunks) > 1 {
+		body = bytes.Join(chunks, nil)
+	}
+	return body, hex.EncodeToString(h.Sum(nil)), nil
 }
