@@ -42,8 +42,9 @@ const (
 // the client signed X-Amz-Content-Sha256, the whole signature is checked
 // before the body is read, and the body is then checked against the hash;
 // otherwise (the AWS SDKs send that header to S3 only) the body is read
-// first, in steps, into a buffer that grows as bytes arrive and never
-// beyond the limit, under idle and total read deadlines.
+// first, into buffers filled as bytes arrive and never beyond the limit,
+// under idle and total read deadlines; what all requests hold before their
+// signatures are checked is bounded by Keyring.MaxUnverified.
 func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		max, tooLarge := limit(r)
@@ -64,10 +65,20 @@ func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 				return
 			}
 		}
-		body, sum, err := readBody(w, r, max)
+		var held *int64
+		if caller.Account == "" {
+			// Bytes held before the signature can be checked count against
+			// Keyring.MaxUnverified until it is.
+			held = new(int64)
+			defer func() { k.unverified.Add(-*held) }()
+		}
+		body, sum, err := readBody(w, r, max, k.holder(held))
 		switch {
 		case errors.Is(err, errTooLarge):
 			api.WriteError(w, tooLarge)
+			return
+		case errors.Is(err, errUnverifiedFull):
+			api.WriteError(w, api.Errorf(api.TooManyRequests, "Too many request bodies are being received before their signatures can be checked. Retry the request."))
 			return
 		case err != nil:
 			api.WriteError(w, api.Errorf(api.InvalidRequestContent, "reading request body: %v", err))
@@ -82,6 +93,10 @@ func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 				return
 			}
 		}
+		if held != nil { // verified: no longer held for an unknown caller
+			k.unverified.Add(-*held)
+			*held = 0
+		}
 		sig.dropUnsigned(r)
 		ctx := context.WithValue(WithCaller(r.Context(), caller), bodyKey{}, body)
 		r = r.WithContext(ctx)
@@ -90,7 +105,33 @@ func Middleware(k *Keyring, limit BodyLimit, next http.Handler) http.Handler {
 	})
 }
 
-var errTooLarge = errors.New("body too large")
+var (
+	errTooLarge       = errors.New("body too large")
+	errUnverifiedFull = errors.New("too many unverified body bytes held")
+)
+
+// defaultMaxUnverified is Keyring.MaxUnverified's default.
+const defaultMaxUnverified = 512 << 20
+
+// holder returns what readBody calls before it keeps n more bytes: with
+// held set, it counts them against MaxUnverified (and in *held).
+func (k *Keyring) holder(held *int64) func(n int64) bool {
+	if held == nil {
+		return func(int64) bool { return true }
+	}
+	limit := k.MaxUnverified
+	if limit <= 0 {
+		limit = defaultMaxUnverified
+	}
+	return func(n int64) bool {
+		if k.unverified.Add(n) > limit {
+			k.unverified.Add(-n)
+			return false
+		}
+		*held += n
+		return true
+	}
+}
 
 // readChunk is how much of a body is read into one buffer.
 const readChunk = 64 << 10
@@ -99,7 +140,7 @@ const readChunk = 64 << 10
 // reads into buffers of readChunk as bytes arrive, so that what a request
 // holds is what its client sent, never what Content-Length announces (nor
 // twice that, as a doubling buffer would).
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, string, error) {
+func readBody(w http.ResponseWriter, r *http.Request, limit int64, hold func(n int64) bool) ([]byte, string, error) {
 	h := sha256.New()
 	if r.ContentLength == 0 {
 		return nil, hex.EncodeToString(h.Sum(nil)), nil
@@ -121,7 +162,11 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, stri
 		if r.ContentLength > 0 {
 			size = min(size, r.ContentLength-total+1) // +1: a body longer than announced ends in an error
 		}
-		buf := make([]byte, max(size, 1))
+		size = max(size, 1)
+		if !hold(size) {
+			return nil, "", errUnverifiedFull
+		}
+		buf := make([]byte, size)
 		n, err := io.ReadFull(r.Body, buf)
 		chunks, total = append(chunks, buf[:n]), total+int64(n)
 		h.Write(buf[:n])

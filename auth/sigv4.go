@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -38,6 +39,12 @@ type Keyring struct {
 	// Service, when set, names the service a request's credential scope
 	// must name (Kiln serves Lambda and CloudWatch Logs on one endpoint).
 	Service func(r *http.Request) string
+	// MaxUnverified bounds the body bytes that requests hold, together,
+	// before their signatures can be checked (clients that do not sign
+	// X-Amz-Content-Sha256 send the body first); beyond it a request is
+	// refused with a retryable 429. Zero means 512 MB.
+	MaxUnverified int64
+	unverified    atomic.Int64
 }
 
 // NewKeyring returns a keyring holding creds.
