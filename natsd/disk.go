@@ -1,6 +1,7 @@
 package natsd
 
 import (
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -86,10 +87,17 @@ func (s *Server) checkDisk(dir string) {
 		}
 		restarted = s.srv.EnableJetStream(&server.JetStreamConfig{StoreDir: dir}) == nil
 	}
+	full := low || !s.srv.JetStreamEnabled()
 	s.diskMu.Lock()
-	s.disk.Full, s.disk.FreeBytes = low || !s.srv.JetStreamEnabled(), free
+	s.disk.Full, s.disk.FreeBytes = full, free
 	if restarted {
 		s.disk.Restarts++
 	}
 	s.diskMu.Unlock()
+	switch {
+	case full && !wasFull:
+		slog.Warn("store disk full: refusing Event invokes and changes until space is freed", "dir", dir, "free", free)
+	case wasFull && !full:
+		slog.Info("store disk has space again: taking requests", "dir", dir, "free", free, "jetstream_restarted", restarted)
+	}
 }
