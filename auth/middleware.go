@@ -114,10 +114,11 @@ var (
 const defaultMaxUnverified = 512 << 20
 
 // holder returns what readBody calls before it keeps n more bytes: with
-// held set, it counts them against MaxUnverified (and in *held).
+// held set, it counts them against MaxUnverified (and in *held); nil
+// (no accounting) without.
 func (k *Keyring) holder(held *int64) func(n int64) bool {
 	if held == nil {
-		return func(int64) bool { return true }
+		return nil
 	}
 	limit := k.MaxUnverified
 	if limit <= 0 {
@@ -136,7 +137,8 @@ func (k *Keyring) holder(held *int64) func(n int64) bool {
 // readChunk is how much of a body is read into one buffer.
 const readChunk = 64 << 10
 
-// readBody reads r's body, at most limit bytes, and its hex SHA-256. It
+// readBody reads r's body, at most limit bytes, and its hex SHA-256. w
+// (for read deadlines) and hold may be nil. It
 // reads into buffers of readChunk as bytes arrive, so that what a request
 // holds is what its client sent, never what Content-Length announces (nor
 // twice that, as a doubling buffer would).
@@ -163,7 +165,7 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64, hold func(n i
 			size = min(size, r.ContentLength-total+1) // +1: a body longer than announced ends in an error
 		}
 		size = max(size, 1)
-		if !hold(size) {
+		if hold != nil && !hold(size) {
 			return nil, "", errUnverifiedFull
 		}
 		buf := make([]byte, size)
