@@ -36,9 +36,10 @@ type Keyring struct {
 	MaxSkew time.Duration
 	// Region, when set, is the region a credential scope must name.
 	Region string
-	// Service, when set, names the service a request's credential scope
-	// must name (Kiln serves Lambda and CloudWatch Logs on one endpoint).
-	Service func(r *http.Request) string
+	// Services, when set, names the services a request's credential scope
+	// may name (Kiln serves Lambda, CloudWatch Logs and SQS on one
+	// endpoint); the first is the one an error names.
+	Services func(r *http.Request) []string
 	// MaxUnverified bounds the body bytes that requests hold, together,
 	// before their signatures can be checked (clients that do not sign
 	// X-Amz-Content-Sha256 send the body first); beyond it a request is
@@ -177,9 +178,9 @@ func (k *Keyring) head(r *http.Request) (signature, error) {
 	if !ok {
 		return signature{}, api.Errorf(api.UnrecognizedClient, "The security token included in the request is invalid.")
 	}
-	if k.Service != nil {
-		if want := k.Service(r); h.service != want {
-			return signature{}, api.Errorf(api.InvalidSignature, "Credential should be scoped to correct service: '%s'.", want)
+	if k.Services != nil {
+		if want := k.Services(r); !slices.Contains(want, h.service) {
+			return signature{}, api.Errorf(api.InvalidSignature, "Credential should be scoped to correct service: '%s'.", want[0])
 		}
 	}
 	if k.Region != "" && h.region != k.Region {

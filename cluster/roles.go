@@ -54,7 +54,7 @@ type Identity struct {
 func (id Identity) keyring(region string) *auth.Keyring {
 	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 	k.Region = region
-	k.Service = func(*http.Request) string { return "lambda" }
+	k.Services = func(*http.Request) []string { return []string{"lambda"} }
 	return k
 }
 

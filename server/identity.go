@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/logs"
+	"github.com/kiln-dev/kiln/queues"
 )
 
 // Identity is the default account and its key pair, kept in the data
@@ -27,16 +28,22 @@ type Identity struct {
 }
 
 // keyring verifies the default account's signatures, scoped to region and
-// to the service a request is for: CloudWatch Logs by its X-Amz-Target,
-// Lambda otherwise.
+// to the service a request is for: on POST /, CloudWatch Logs or SQS by
+// X-Amz-Target (SQS's query form has none), Lambda everywhere else.
 func (id Identity) keyring(region string) *auth.Keyring {
 	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 	k.Region = region
-	k.Service = func(r *http.Request) string {
-		if r.URL.Path == "/" && strings.HasPrefix(r.Header.Get("X-Amz-Target"), logs.TargetPrefix) {
-			return "logs"
+	k.Services = func(r *http.Request) []string {
+		if r.URL.Path != "/" {
+			return []string{"lambda"}
 		}
-		return "lambda"
+		switch target := r.Header.Get("X-Amz-Target"); {
+		case strings.HasPrefix(target, logs.TargetPrefix):
+			return []string{"logs"}
+		case strings.HasPrefix(target, queues.TargetPrefix), target == "":
+			return []string{queues.SigningService}
+		}
+		return []string{"lambda"}
 	}
 	return k
 }
