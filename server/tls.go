@@ -1,32 +1,26 @@
 package server
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/kiln-dev/kiln/pki"
 )
 
-// The files of the generated certificate, under DataDir/tls: a CA that
-// clients trust (the AWS config file's ca_bundle) and the server's pair it
-// signed. The CA's key is kept to sign a new server certificate when the
-// listen address changes.
+// The generated certificate lives under DataDir/tls: a CA that clients
+// trust (pki.CACertFile, the AWS config file's ca_bundle; its key is kept
+// to sign a new server certificate when the listen address changes) and
+// the server's pair it signed.
 const (
-	tlsDir    = "tls"
-	caCert    = "ca.pem"
-	caKey     = "ca-key.pem"
-	tlsCert   = "cert.pem"
-	tlsKeyPEM = "key.pem"
+	tlsDir      = "tls"
+	tlsCertFile = "cert.pem"
+	tlsKeyFile  = "key.pem"
 )
 
 // serverTLS is the TLS configuration of the API listener: the pair in
@@ -49,42 +43,30 @@ func serverTLS(cfg Config, dir string, listen net.Addr) (conf *tls.Config, caPat
 
 // generatedPair returns the generated server pair in dir, making the CA
 // and the pair when missing, and a new pair when the one there does not
-// name the listen address.
+// name the listen address or is near its end.
 func generatedPair(dir string, listen net.Addr) (cert, key, ca string, err error) {
-	cert, key, ca = filepath.Join(dir, tlsCert), filepath.Join(dir, tlsKeyPEM), filepath.Join(dir, caCert)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", "", "", err
-	}
+	cert, key, ca = filepath.Join(dir, tlsCertFile), filepath.Join(dir, tlsKeyFile), filepath.Join(dir, pki.CACertFile)
 	hosts := certHosts(listen)
 	if pair, err := tls.LoadX509KeyPair(cert, key); err == nil && coversAll(pair.Leaf, hosts) {
 		return cert, key, ca, nil
 	}
-	caC, caK, err := loadOrMakeCA(dir)
-	if err != nil {
-		return "", "", "", err
-	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return "", "", "", err
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "kiln"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(2, 0, 0),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	for _, h := range hosts {
-		if ip := net.ParseIP(h); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, h)
+	authority, err := pki.LoadCA(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if authority, err = pki.NewCA("Kiln local CA"); err == nil {
+			err = authority.Save(dir)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caC, &k.PublicKey, caK)
 	if err != nil {
 		return "", "", "", err
 	}
-	if err := writePEM(key, "PRIVATE KEY", k); err != nil {
+	certPEM, keyPEM, err := authority.Issue("kiln", "api", hosts)
+	if err != nil {
 		return "", "", "", err
 	}
-	return cert, key, ca, writeFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	if err := pki.WriteSecret(key, keyPEM); err != nil {
+		return "", "", "", err
+	}
+	return cert, key, ca, writeFile(cert, certPEM, 0o644)
 }
 
 // certHosts are the names the server certificate must hold: the listen
@@ -109,48 +91,4 @@ func coversAll(leaf *x509.Certificate, hosts []string) bool {
 		}
 	}
 	return time.Now().Before(leaf.NotAfter.Add(-24 * time.Hour))
-}
-
-func loadOrMakeCA(dir string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
-	certPath, keyPath := filepath.Join(dir, caCert), filepath.Join(dir, caKey)
-	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil {
-		if k, ok := pair.PrivateKey.(*ecdsa.PrivateKey); ok && pair.Leaf != nil {
-			return pair.Leaf, k, nil
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, err
-	}
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "Kiln local CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
-		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		return nil, nil, err
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := writePEM(keyPath, "PRIVATE KEY", k); err != nil {
-		return nil, nil, err
-	}
-	return c, k, writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-}
-
-func writePEM(path, typ string, k *ecdsa.PrivateKey) error {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return err
-	}
-	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
-}
-
-func serial() *big.Int {
-	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	return n
 }
