@@ -295,21 +295,25 @@ func TestKilnUpCodeStoreAfterCrashes(t *testing.T) {
 	k := runUp(t, data, env, "--sandbox", "process")
 	c := lambdaClient(k.endpoint)
 	referenced := map[string]bool{}
-	fns, err := c.ListFunctions(context.Background(), &lambda.ListFunctionsInput{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fns.Functions {
-		vs, err := c.ListVersionsByFunction(context.Background(), &lambda.ListVersionsByFunctionInput{FunctionName: f.FunctionName})
+	for fns := lambda.NewListFunctionsPaginator(c, &lambda.ListFunctionsInput{}); fns.HasMorePages(); {
+		page, err := fns.NextPage(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, v := range vs.Versions {
-			sum, err := base64.StdEncoding.DecodeString(aws.ToString(v.CodeSha256))
-			if err != nil {
-				t.Fatal(err)
+		for _, f := range page.Functions {
+			for vs := lambda.NewListVersionsByFunctionPaginator(c, &lambda.ListVersionsByFunctionInput{FunctionName: f.FunctionName}); vs.HasMorePages(); {
+				page, err := vs.NextPage(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, v := range page.Versions {
+					sum, err := base64.StdEncoding.DecodeString(aws.ToString(v.CodeSha256))
+					if err != nil {
+						t.Fatal(err)
+					}
+					referenced[hex.EncodeToString(sum)] = true
+				}
 			}
-			referenced[hex.EncodeToString(sum)] = true
 		}
 	}
 	stored := func(dir, suffix string) map[string]bool {
