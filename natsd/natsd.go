@@ -108,6 +108,15 @@ func (s *Server) ClientURL() string {
 	return s.srv.ClientURL()
 }
 
+// MaxStore is how many bytes JetStream may keep on disk: sized from the
+// free space when the server started.
+func (s *Server) MaxStore() int64 {
+	if c := s.srv.JetStreamConfig(); c != nil {
+		return c.MaxStore
+	}
+	return 0
+}
+
 // Shutdown stops the server and waits for it to finish.
 func (s *Server) Shutdown() {
 	s.stopOnce.Do(func() { close(s.stopDisk) })

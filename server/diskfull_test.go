@@ -53,9 +53,9 @@ func fill(t *testing.T, dir string) string {
 // on, and everything works again by itself once space is freed.
 func TestDiskFullRefusesAndRecovers(t *testing.T) {
 	disk := smallDisk(t, "96m")
-	// The log cap reserves its stream's bytes in JetStream, which a small
-	// disk cannot hold at the default (1 GiB).
-	s := kilntest.Start(t, server.Config{DataDir: filepath.Join(disk, "data"), MetricsListen: "127.0.0.1:0", LogMaxBytes: 16 << 20})
+	// The default log cap (1 GiB) is reserved inside JetStream's store: on
+	// this small disk it must shrink to fit, or Kiln would not start.
+	s := kilntest.Start(t, server.Config{DataDir: filepath.Join(disk, "data"), MetricsListen: "127.0.0.1:0"})
 	c := kilntest.Lambda(s)
 	toolkit(t, c, "echo", nil)
 	call(t, c, &lambda.InvokeInput{FunctionName: aws.String("echo"), Payload: []byte(`{}`)})

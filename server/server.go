@@ -249,7 +249,14 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 
 	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
 	place := placement.New()
-	if s.Logs, err = logs.Open(ctx, js, logs.Config{MaxBytes: orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes),
+	logMax := orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes)
+	if cfg.LogMaxBytes == 0 {
+		// The default cap is reserved inside JetStream's store, which is
+		// sized from the free disk: on a small disk it takes a quarter, so
+		// that Kiln still starts and functions and events keep the rest.
+		logMax = min(logMax, s.nats.MaxStore()/4)
+	}
+	if s.Logs, err = logs.Open(ctx, js, logs.Config{MaxBytes: logMax,
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
@@ -300,7 +307,6 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		func() float64 { return float64(s.Worker.LogDropped()) }))
 	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "queue_full"},
 		func() float64 { return float64(s.Logs.Dropped()) }))
-	logMax := orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes)
 	s.Metrics.Register(metrics.GaugeFunc("kiln_log_stored_bytes", "Bytes of function logs stored; at kiln_log_max_bytes the oldest events go.", nil,
 		func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
