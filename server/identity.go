@@ -10,23 +10,12 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/roles"
 )
 
 // Identity is the default account and its key pair, kept in the data
 // directory so that a restart keeps them.
-type Identity struct {
-	AccountID       string `json:"accountId"`
-	AccessKeyID     string `json:"accessKeyId"`
-	SecretAccessKey string `json:"secretAccessKey"`
-	// URLSecret signs Code.Location download URLs.
-	URLSecret []byte `json:"urlSecret"`
-}
-
-// keyring verifies the default account's signatures.
-func (id Identity) keyring() *auth.Keyring {
-	return auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
-}
+type Identity = roles.Identity
 
 // loadIdentity reads DIR/identity.json, creating it on first start. Keys
 // given in cfg win over (and replace) the stored ones.
@@ -52,27 +41,7 @@ func loadIdentity(dir string, cfg Config) (Identity, error) {
 		id.AccountID = cfg.AccountID
 	}
 	b, _ = json.MarshalIndent(id, "", "  ")
-	return id, writeFile(path, b, 0o600)
-}
-
-// writeAWSFiles writes an AWS-format credentials and config file, so that
-// AWS_SHARED_CREDENTIALS_FILE/AWS_CONFIG_FILE plus --endpoint-url is all a
-// client needs.
-func writeAWSFiles(dir string, id Identity, region, endpoint string) error {
-	creds := fmt.Sprintf("[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n", id.AccessKeyID, id.SecretAccessKey)
-	conf := fmt.Sprintf("[default]\nregion = %s\noutput = json\nendpoint_url = %s\n", region, endpoint)
-	if err := writeFile(filepath.Join(dir, "credentials"), []byte(creds), 0o600); err != nil {
-		return err
-	}
-	return writeFile(filepath.Join(dir, "config"), []byte(conf), 0o600)
-}
-
-func writeFile(path string, b []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return id, roles.WriteFile(path, b, 0o600)
 }
 
 const (
