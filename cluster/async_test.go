@@ -66,10 +66,12 @@ func TestKillPollersMidBatch(t *testing.T) {
 		id, _ := awsmiddleware.GetRequestIDMetadata(out.ResultMetadata)
 		accepted[id] = true
 	}
+	var readErr error
 	ran := func() map[string]int {
 		msgs, err := eventinvoke.ReadQueue(ctx, js, done, 1, 0)
 		if err != nil {
-			return nil // JetStream electing a leader: read again
+			readErr = err // JetStream electing a leader: read again
+			return nil
 		}
 		n := map[string]int{}
 		for _, m := range msgs {
@@ -91,7 +93,7 @@ func TestKillPollersMidBatch(t *testing.T) {
 	var victim cluster.Proc
 	for deadline := time.Now().Add(60 * time.Second); victim.Name == ""; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("no pollers process was seen invoking within 60 s")
+			t.Fatalf("no pollers process was seen invoking within 60 s (last queue read error: %v)", readErr)
 		}
 		if n := len(ran()); n == 0 || n >= events {
 			if n >= events {
