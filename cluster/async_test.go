@@ -55,11 +55,11 @@ func TestKillPollersMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const events = 60
+	const events = 80
 	accepted := map[string]bool{}
 	for i := range events {
 		out, err := client(f, i%2).Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("ev"), InvocationType: types.InvocationTypeEvent,
-			Payload: []byte(`{"action":"sleep","ms":400}`)})
+			Payload: []byte(`{"action":"sleep","ms":1500}`)})
 		if err != nil || out.StatusCode != 202 {
 			t.Fatalf("Event invoke %d: %v", i, err)
 		}
