@@ -16,18 +16,21 @@ import (
 
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
+	"github.com/kiln-dev/kiln/roles"
 )
 
 // Commands are the subcommands this package adds to kiln.
-var Commands = []string{"nats", "assignment", "placement", "worker", "controlplane", "frontend", "cluster"}
+var Commands = []string{"nats", "assignment", "placement", "worker", "controlplane", "frontend", "pollers", "cluster"}
 
 // Usage describes them.
 const Usage = `  nats          one NATS JetStream node of a cluster
   assignment    an assignment member (every partition; --zone, --nats)
   placement     the placement service
-  worker        a worker (--listen for the invoke endpoint)
+  worker        a worker (--listen for the invoke endpoint; --sandbox linux|process)
   controlplane  the Lambda management API
-  frontend      the Lambda invoke API (--listen)
+  frontend      the Lambda invoke API, Event invokes included, and the
+                CloudWatch Logs API (--listen)
+  pollers       the async queue manager and pollers (--pollers)
   cluster       up|status|drain|down a local cluster of all of them (--dir;
                 drain: --worker ID, no new environments on it, idle ones retired,
                 running invokes finish); certs --name N --role R --host H makes
@@ -64,6 +67,9 @@ func Main(cmd string, args []string) error {
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "assignment: idle environment lifetime")
 	fs.IntVar(&cfg.MemoryMB, "memory", 0, "worker: memory for environments in MB (0: unbounded)")
 	fs.IntVar(&cfg.CPUMillis, "cpu", 0, "worker: CPU for environments in thousandths of a CPU (0: every CPU of the host)")
+	isolation := fs.String("sandbox", "linux", "worker: "+roles.SandboxUsage)
+	fs.IntVar(&cfg.Pollers, "pollers", 1, "pollers: async pollers in this process")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers: address of the Prometheus metrics listener (/metrics); empty means none")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
 	config := fs.String("config", "", "JSON file of these settings by flag name; flags given here win")
@@ -125,6 +131,12 @@ func Main(cmd string, args []string) error {
 	if cfg.Identity.AccessKeyID == "" && (cmd == "controlplane" || cmd == "frontend") {
 		return fmt.Errorf("kiln %s: no access key (--identity names the file; it serves the Lambda API with it)", cmd)
 	}
+	if cmd == "worker" {
+		var err error
+		if cfg.Sandbox, err = roles.Sandbox(*isolation); err != nil {
+			return err
+		}
+	}
 	return Run(ctx, cmd, cfg)
 }
 
@@ -175,6 +187,8 @@ func clusterCmd(ctx context.Context, args []string) error {
 	workers := fs.Int("workers", 3, "up: workers")
 	parts := fs.Int("partitions", 6, "up: assignment partitions")
 	mode := fs.String("mode", string(replica.Replicated), "up: replicated | single-owner")
+	isolation := fs.String("sandbox", "linux", "up: the workers' "+roles.SandboxUsage)
+	pollers := fs.Int("pollers", 2, "up: async pollers processes")
 	netns := fs.Bool("netns", false, "up: each zone in its own network namespace with its own address (root)")
 	function := fs.String("function", "", "status: also show this function's partition")
 	workerID := fs.String("worker", "", "drain: the worker to drain (its name, as in status)")
@@ -186,7 +200,11 @@ func clusterCmd(ctx context.Context, args []string) error {
 	out.SetIndent("", "  ")
 	switch args[0] {
 	case "up":
-		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns})
+		if *isolation != "linux" && *isolation != "process" {
+			return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
+		}
+		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns,
+			Sandbox: *isolation, Pollers: *pollers})
 		if err != nil {
 			return err
 		}

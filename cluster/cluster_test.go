@@ -124,7 +124,7 @@ func invoke(c *lambda.Client, name, payload string) outcome {
 
 func TestClusterInvokeAndStatus(t *testing.T) {
 	f := up(t, cluster.UpConfig{})
-	if len(f.Procs) != 14 {
+	if len(f.Procs) != 16 { // 3 NATS, placement, 2 control planes, 3 assignment, 3 workers, 2 pollers, 2 frontends
 		t.Fatalf("%d processes", len(f.Procs))
 	}
 	c := client(f, 0)
@@ -144,6 +144,24 @@ func TestClusterInvokeAndStatus(t *testing.T) {
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	t.Logf("warm invoke through the cluster (SDK client, sequential): p50 %v p90 %v", lat[len(lat)/2], lat[len(lat)*9/10])
+	// The workers run the Linux sandbox by default, as kiln up: the function
+	// sees its code at /var/task, in a mount namespace of its own.
+	if o = invoke(c, "echo", `{"action":"env","name":"LAMBDA_TASK_ROOT"}`); o.err != nil || o.payload != `"/var/task"` {
+		t.Fatalf("task root: %+v", o)
+	}
+	// Frontends and workers serve their metrics.
+	var invokes, envs float64
+	for _, p := range f.Procs {
+		switch p.Role {
+		case "frontend":
+			invokes += gauge(p.Metrics, `kiln_invocations_total{function="echo",outcome="success"}`)
+		case "worker":
+			envs += gauge(p.Metrics, "kiln_worker_environments")
+		}
+	}
+	if invokes != 52 || envs < 1 {
+		t.Fatalf("metrics: %v invokes counted by the frontends (want 52), %v environments on the workers", invokes, envs)
+	}
 	st, err := f.Status(ctx, "echo")
 	if err != nil {
 		t.Fatal(err)

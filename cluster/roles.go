@@ -10,8 +10,8 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,12 +19,15 @@ import (
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/replica"
-	"github.com/kiln-dev/kiln/runtimes"
+	"github.com/kiln-dev/kiln/roles"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,12 +53,9 @@ type Identity struct {
 	Token           string `json:"cluster_token"` // authenticates roles to workers
 }
 
-// keyring verifies the account's signatures for Lambda in region.
+// keyring verifies the account's signatures for region.
 func (id Identity) keyring(region string) *auth.Keyring {
-	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
-	k.Region = region
-	k.Services = func(*http.Request) []string { return []string{"lambda"} }
-	return k
+	return roles.Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey}.Keyring(region)
 }
 
 // RoleConfig is what every role process is given.
@@ -85,7 +85,17 @@ type RoleConfig struct {
 	TLS *pki.Config
 	// NATSUser is this role's NATS credential.
 	NATSUser NATSUser
-	Logger   *slog.Logger
+	// Sandbox isolates a worker's environments; nil runs plain processes.
+	Sandbox worker.Sandbox
+	// Pollers is the number of async pollers in a pollers process; 0 means 1.
+	Pollers int
+	// Async tunes the async path (the pollers' and the frontends'
+	// enqueuers'); zero fields take Lambda's timings.
+	Async eventinvoke.Tuning
+	// MetricsListen is where the role serves Prometheus metrics; empty
+	// means nowhere.
+	MetricsListen string
+	Logger        *slog.Logger
 }
 
 func (c RoleConfig) connect() (*nats.Conn, error) {
@@ -99,7 +109,7 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 		cfg.Logger = slog.Default()
 	}
 	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg.Region = roles.DefaultRegion
 	}
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 3
@@ -113,7 +123,7 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	if role == "frontend" || role == "controlplane" {
+	if role == "frontend" || role == "controlplane" || role == "pollers" {
 		if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) error {
 			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
 			return err
@@ -121,17 +131,28 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 			return err
 		}
 	}
+	set := metrics.New()
+	if cfg.MetricsListen != "" {
+		url, srv, err := roles.ServeMetrics(cfg.MetricsListen, set, false)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		cfg.Logger.Info("metrics", "role", role, "url", url)
+	}
 	switch role {
 	case "assignment":
 		return runAssignment(ctx, nc, cfg)
 	case "placement":
 		return runPlacement(ctx, nc, cfg)
 	case "worker":
-		return runWorker(ctx, nc, cfg)
+		return runWorker(ctx, nc, cfg, set)
 	case "controlplane":
 		return runControlplane(ctx, nc, cfg)
 	case "frontend":
-		return runFrontend(ctx, nc, cfg)
+		return runFrontend(ctx, nc, cfg, set)
+	case "pollers":
+		return runPollers(ctx, nc, cfg, set)
 	}
 	return fmt.Errorf("unknown role %q", role)
 }
@@ -339,20 +360,40 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 
 // ---- worker ----
 
-func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
-	runtimeDir := filepath.Join(cfg.DataDir, "runtimes")
-	if err := runtimes.Install(runtimeDir); err != nil {
+// openLogs opens the replicated log store (workers write it, frontends
+// serve it), waiting while JetStream elects its leaders.
+func openLogs(ctx context.Context, js jetstream.JetStream, cfg RoleConfig) (s *logs.Store, err error) {
+	err = retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		s, err = logs.Open(ctx, js, logs.Config{Replicas: cfg.Replicas, Logger: cfg.Logger})
+		return err
+	})
+	return s, err
+}
+
+func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
 		return err
 	}
 	code, err := cfg.codeStore(ctx, nc)
 	if err != nil {
 		return err
 	}
-	w := worker.New(worker.Config{ID: cfg.Name, Region: cfg.Region, RuntimeDir: runtimeDir,
-		Code: code, Logger: cfg.Logger})
+	logStore, err := openLogs(ctx, js, cfg)
+	if err != nil {
+		return err
+	}
+	defer logStore.Close() // after the worker: its environments' last lines
+	w, err := roles.NewWorker(roles.WorkerConfig{ID: cfg.Name, Region: cfg.Region, DataDir: cfg.DataDir,
+		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Metrics: set, Logger: cfg.Logger})
+	if err != nil {
+		return err
+	}
 	defer w.Close()
 	ws := &WorkerServer{W: w, Token: cfg.Identity.Token}
-	ln, addr, err := cfg.listen("frontend", "assignment")
+	set.Register(metrics.GaugeFunc("kiln_worker_environments", "Execution environments on this worker.", nil,
+		func() float64 { return float64(ws.Count()) }))
+	ln, addr, err := cfg.listen("frontend", "assignment", "pollers")
 	if err != nil {
 		return err
 	}
@@ -399,10 +440,7 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	cp.Register(mux)
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
-	root.Handle("/", auth.Middleware(cfg.Identity.keyring(cfg.Region), func(*http.Request) (int64, *api.Error) {
-		const max = 69905067
-		return max, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", max)
-	}, mux))
+	root.Handle("/", auth.Middleware(cfg.Identity.keyring(cfg.Region), roles.BodyLimit, mux))
 	ln, endpoint, err := cfg.listen("frontend")
 	if err != nil {
 		return err
@@ -418,46 +456,181 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 
 // ---- frontend ----
 
-func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
+// invokePath is the synchronous invoke path of a cluster process (frontend,
+// pollers): functions from the replicated metadata, environments from the
+// partition leaders (replica.Client) and the workers' HTTP API.
+func invokePath(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) (frontend.Config, func(), error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return frontend.Config{}, nil, err
+	}
+	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	if err != nil {
+		return frontend.Config{}, nil, err
+	}
+	client, err := replica.NewClient(ctx, nc, cfg.Partitions, cfg.Replicas, cfg.workerClient())
+	if err != nil {
+		return frontend.Config{}, nil, err
+	}
+	// This process's counter follows every function's reserved
+	// concurrency, as kiln up's does: a reserved concurrency of 0 refuses
+	// every invoke; above 0 each process admits up to it on its own.
+	counter := counting.New(counting.Config{})
+	if err := store.Follow(ctx, func(account, name string, f *metadata.Function) {
+		var reserved *int
+		if f != nil {
+			reserved = f.ReservedConcurrency
+		}
+		counter.SetReserved(counting.Key{Account: account, Function: name}, reserved)
+	}); err != nil {
+		client.Close()
+		return frontend.Config{}, nil, err
+	}
+	return frontend.Config{Functions: store, Counter: counter, Assignment: client,
+		Region: cfg.Region, Metrics: set, Logger: cfg.Logger}, client.Close, nil
+}
+
+// openAsync opens the async path on a NATS connection of its own, so that
+// a flood of events never queues behind the invoke path's traffic.
+func openAsync(ctx context.Context, cfg RoleConfig, tune eventinvoke.Tuning, inFlight func() int) (*eventinvoke.Service, func(), error) {
+	nc, err := cfg.connect()
+	if err != nil {
+		return nil, nil, fmt.Errorf("nats: %w", err)
+	}
+	var svc *eventinvoke.Service
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		svc, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas,
+			Tuning: tune, InvokesInFlight: inFlight, Logger: cfg.Logger})
+		return err
+	}); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return svc, func() { svc.Close(); nc.Close() }, nil
+}
+
+// runFrontend serves the Lambda invoke API (sync invokes through the
+// partition leaders; Event invokes enqueued on the replicated stream), the
+// CloudWatch Logs API from the replicated log store, and hands management
+// calls to a control plane.
+func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+	fcfg, closeClient, err := invokePath(ctx, nc, cfg, set)
+	if err != nil {
+		return err
+	}
+	defer closeClient()
+	// Enqueue only: the pollers are roles of their own.
+	tune := cfg.Async
+	tune.Pollers = -1
+	async, closeAsync, err := openAsync(ctx, cfg, tune, nil)
+	if err != nil {
+		return err
+	}
+	defer closeAsync()
+	fcfg.Async = async
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
-	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	logStore, err := openLogs(ctx, js, cfg)
 	if err != nil {
 		return err
 	}
-	client, err := replica.NewClient(ctx, nc, cfg.Partitions, cfg.Replicas, cfg.workerClient())
+	defer logStore.Close()
+	proxy := controlplaneProxy(nc, cfg.transport())
+	var front *roles.Frontend
+	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: cfg.Identity.keyring(cfg.Region),
+		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if target := r.Header.Get("X-Amz-Target"); !strings.HasPrefix(target, logs.TargetPrefix) {
+				logs.UnknownOperation(w, target)
+				return
+			}
+			logStore.Handler().ServeHTTP(w, r)
+		}),
+		Management: func(signed *http.ServeMux) {
+			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))
+		},
+		Unsigned: func(root *http.ServeMux) { root.Handle("/kiln/code/", proxy) },
+	})
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	front, err := frontend.New(ctx, frontend.Config{Functions: store, Counter: counting.New(counting.Config{}),
-		Assignment: client, Region: cfg.Region, Logger: cfg.Logger})
-	if err != nil {
-		return err
-	}
-	invokes := http.NewServeMux()
-	front.Register(invokes)
-	root := http.NewServeMux()
-	root.Handle("POST /2015-03-31/functions/{name}/invocations", auth.Middleware(cfg.Identity.keyring(cfg.Region),
-		func(r *http.Request) (int64, *api.Error) {
-			limit, tooLarge, _ := frontend.BodyLimit(r)
-			return limit, tooLarge
-		}, invokes))
-	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	root.Handle("/", controlplaneProxy(nc, cfg.transport()))
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: root, ReadHeaderTimeout: 30 * time.Second}
+	srv := &http.Server{Handler: front.Handler, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	go srv.Serve(ln)
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
 }
+
+// ---- pollers ----
+
+// runPollers runs the async queue manager and pollers: they hold leases on
+// the queues of the replicated event stream (a dead process's queues go to
+// another when its leases expire; its unacknowledged events are
+// redelivered) and invoke through the cluster's sync path, with the same
+// retries, event age, destinations and dead-letter queues as kiln up.
+func runPollers(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+	fcfg, closeClient, err := invokePath(ctx, nc, cfg, set)
+	if err != nil {
+		return err
+	}
+	defer closeClient()
+	front, err := frontend.New(ctx, fcfg)
+	if err != nil {
+		return err
+	}
+	tune := cfg.Async
+	tune.Pollers = max(cfg.Pollers, 1)
+	async, closeAsync, err := openAsync(ctx, cfg, tune, fcfg.Counter.Running)
+	if err != nil {
+		return err
+	}
+	async.Start(front)
+	defer closeAsync() // pollers first: they invoke through the client
+	cfg.Logger.Info("pollers up", "pollers", tune.Pollers)
+	<-ctx.Done()
+	return nil
+}
+
+// forgetChanged calls forget for the function a management call changed
+// (any successful call but a GET under functions/NAME), once the control
+// plane has answered: the caller's next invoke through this frontend runs
+// what it just changed.
+func forgetChanged(next http.Handler, forget func(account, name string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		caller, ok := auth.FromContext(r.Context())
+		if r.Method == http.MethodGet || sw.status >= 300 || !ok {
+			return
+		}
+		_, rest, _ := strings.Cut(r.URL.Path, "/functions/")
+		name, _, _ := strings.Cut(rest, "/")
+		if ref, err := api.ParseFunctionRef(name); err == nil && ref.Name != "" {
+			forget(caller.Account, ref.Name)
+		}
+	})
+}
+
+// statusWriter notes the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets the proxy reach the connection's flushing.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // controlplaneProxy sends management calls, untouched (their SigV4
 // signature covers the Host header, which is kept), to a control plane

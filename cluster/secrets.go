@@ -43,7 +43,7 @@ const (
 
 // natsRoles each have a NATS user; "admin" is the operator's `kiln cluster
 // status|drain` and the tests.
-var natsRoles = []string{"assignment", "placement", "worker", "controlplane", "frontend", "admin"}
+var natsRoles = []string{"assignment", "placement", "worker", "controlplane", "frontend", "pollers", "admin"}
 
 // Secrets are the cluster's shared secrets, which the issuer keeps.
 type Secrets struct {
@@ -100,7 +100,7 @@ func identityFor(role string, id Identity) *Identity {
 		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Token: id.Token}
 	case "controlplane":
 		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret}
-	case "assignment", "worker":
+	case "assignment", "worker", "pollers":
 		return &Identity{Token: id.Token}
 	}
 	return nil

@@ -20,25 +20,30 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/codebucket"
+	"github.com/kiln-dev/kiln/eventinvoke"
+	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
+	"github.com/kiln-dev/kiln/roles"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Proc is one process of a local cluster.
 type Proc struct {
-	Name  string   `json:"name"`
-	Role  string   `json:"role"`
-	Zone  string   `json:"zone"`
-	PID   int      `json:"pid"`
-	Addr  string   `json:"addr,omitempty"`  // HTTP endpoint (frontend, control plane, worker)
-	NATS  string   `json:"nats,omitempty"`  // client URL (nats nodes)
-	Route string   `json:"route,omitempty"` // cluster route (nats nodes)
-	Log   string   `json:"log"`
-	Args  []string `json:"args"`
+	Name string `json:"name"`
+	Role string `json:"role"`
+	Zone string `json:"zone"`
+	PID  int    `json:"pid"`
+	Addr string `json:"addr,omitempty"` // HTTP endpoint (frontend, control plane, worker)
+	// Metrics is the Prometheus metrics URL (frontends, workers, pollers).
+	Metrics string   `json:"metrics,omitempty"`
+	NATS    string   `json:"nats,omitempty"`  // client URL (nats nodes)
+	Route   string   `json:"route,omitempty"` // cluster route (nats nodes)
+	Log     string   `json:"log"`
+	Args    []string `json:"args"`
 }
 
 // File is DIR/cluster.json.
@@ -73,6 +78,11 @@ type UpConfig struct {
 	// AccessKeyID and SecretAccessKey default to KILN_ACCESS_KEY_ID and
 	// KILN_SECRET_ACCESS_KEY, else random.
 	AccessKeyID, SecretAccessKey string
+	// Sandbox is the workers' isolation backend (as kiln up --sandbox):
+	// empty means linux.
+	Sandbox string
+	// Pollers is the number of async pollers processes; 0 means 2.
+	Pollers int
 }
 
 var zones = []string{"a", "b", "c"}
@@ -147,7 +157,13 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		cfg.Lease = 400 * time.Millisecond
 	}
 	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg.Region = roles.DefaultRegion
+	}
+	if cfg.Sandbox == "" {
+		cfg.Sandbox = "linux"
+	}
+	if cfg.Pollers == 0 {
+		cfg.Pollers = 2
 	}
 	if cfg.AccessKeyID == "" {
 		cfg.AccessKeyID, cfg.SecretAccessKey = os.Getenv("KILN_ACCESS_KEY_ID"), os.Getenv("KILN_SECRET_ACCESS_KEY")
@@ -286,6 +302,15 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name)}
 	}
 
+	// withMetrics gives a role a metrics listener of its own.
+	withMetrics := func(p *Proc, zone int, args []string) ([]string, error) {
+		addr, err := addrIn(zone)
+		if err != nil {
+			return nil, err
+		}
+		p.Metrics = "http://" + addr + "/metrics"
+		return append(args, "--metrics-listen", addr), nil
+	}
 	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
 		return f, err
 	}
@@ -315,8 +340,24 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		if err != nil {
 			return f, err
 		}
-		if _, err := start(Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "https://" + addr},
-			append(common(name, zi), "--listen", addr)...); err != nil {
+		p := Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "https://" + addr}
+		args, err := withMetrics(&p, zi, append(common(name, zi), "--listen", addr, "--sandbox", cfg.Sandbox))
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(p, args...); err != nil {
+			return f, err
+		}
+	}
+	for i := 0; i < cfg.Pollers; i++ {
+		zi := (i + 1) % len(zones)
+		name := fmt.Sprintf("pollers-%d", i+1)
+		p := Proc{Name: name, Role: "pollers", Zone: zones[zi]}
+		args, err := withMetrics(&p, zi, common(name, zi))
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(p, args...); err != nil {
 			return f, err
 		}
 	}
@@ -327,13 +368,23 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		if err != nil {
 			return f, err
 		}
-		if _, err := start(Proc{Name: name, Role: "frontend", Zone: zones[zi], Addr: "http://" + addr},
-			append(common(name, zi), "--listen", addr)...); err != nil {
+		p := Proc{Name: name, Role: "frontend", Zone: zones[zi], Addr: "http://" + addr}
+		args, err := withMetrics(&p, zi, append(common(name, zi), "--listen", addr))
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(p, args...); err != nil {
 			return f, err
 		}
 		f.Frontends = append(f.Frontends, "http://"+addr)
 	}
 	if err := f.write(); err != nil {
+		return f, err
+	}
+	// The AWS clients' files, as kiln up writes them: the first frontend
+	// is the endpoint (any other serves the same).
+	if err := roles.WriteAWSFiles(dir, roles.Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID,
+		SecretAccessKey: id.SecretAccessKey}, cfg.Region, f.Frontends[0], ""); err != nil {
 		return f, err
 	}
 	return f, f.waitReady(ctx, cfg.Workers, 60*time.Second)
@@ -355,6 +406,20 @@ func (f *File) prepare(ctx context.Context) error {
 			return err
 		},
 		func(ctx context.Context) error { _, err := codebucket.Open(ctx, js, 3); return err },
+		func(ctx context.Context) error {
+			s, err := logs.Open(ctx, js, logs.Config{Replicas: 3})
+			if err == nil {
+				s.Close()
+			}
+			return err
+		},
+		func(ctx context.Context) error {
+			s, err := eventinvoke.New(ctx, eventinvoke.Config{NATS: nc, Replicas: 3, Tuning: eventinvoke.Tuning{Pollers: -1}})
+			if err == nil {
+				s.Close()
+			}
+			return err
+		},
 	}
 	for p := 0; p < f.Partitions; p++ {
 		steps = append(steps, func(ctx context.Context) error { return replica.CreateJournal(ctx, js, p, 3) })

@@ -31,7 +31,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 )
 
@@ -147,10 +146,11 @@ func (k *kiln) start() {
 }
 
 // stop ends the kiln up started by start: SIGTERM to its PID, then, if it
-// has not exited within 20 s, SIGKILL to its process group.
-func (k *kiln) stop() {
+// has not exited within 20 s, SIGKILL to its process group, and an error
+// (a kiln up that ignores SIGTERM fails the test).
+func (k *kiln) stop() (err error) {
 	if k.cmd == nil {
-		return
+		return nil
 	}
 	pid := k.cmd.Process.Pid
 	select {
@@ -160,7 +160,7 @@ func (k *kiln) stop() {
 		select {
 		case <-k.exited:
 		case <-time.After(20 * time.Second):
-			k.t.Errorf("kiln up (pid %d) did not exit within 20s of SIGTERM; killing it", pid)
+			err = fmt.Errorf("kiln up (pid %d) did not exit within 20s of SIGTERM; killed it", pid)
 			syscall.Kill(-pid, syscall.SIGKILL)
 			<-k.exited
 		}
@@ -168,6 +168,7 @@ func (k *kiln) stop() {
 	// Anything of its process group still alive (environments) goes too.
 	syscall.Kill(-pid, syscall.SIGKILL)
 	k.cmd = nil
+	return err
 }
 
 func (k *kiln) log() string {
@@ -181,7 +182,7 @@ func (k *kiln) log() string {
 
 // runScript runs one client script with env and fails the test, showing
 // its output, unless it exits 0.
-func runScript(t *testing.T, k *kiln, timeout time.Duration, env []string, name string, args ...string) {
+func runScript(t *testing.T, log func() string, timeout time.Duration, env []string, name string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -197,10 +198,10 @@ func runScript(t *testing.T, k *kiln, timeout time.Duration, env []string, name 
 	err := cmd.Run()
 	took := time.Since(start).Round(100 * time.Millisecond)
 	if ctx.Err() != nil {
-		t.Fatalf("%s %s: timed out after %s\n%s\n%s", filepath.Base(name), strings.Join(args, " "), timeout, out.String(), k.log())
+		t.Fatalf("%s %s: timed out after %s\n%s\n%s", filepath.Base(name), strings.Join(args, " "), timeout, out.String(), log())
 	}
 	if err != nil {
-		t.Fatalf("%s %s: %v (after %s)\n%s\n%s", filepath.Base(name), strings.Join(args, " "), err, took, out.String(), k.log())
+		t.Fatalf("%s %s: %v (after %s)\n%s\n%s", filepath.Base(name), strings.Join(args, " "), err, took, out.String(), log())
 	}
 	t.Logf("%s %s: ok in %s\n%s", filepath.Base(name), strings.Join(args, " "), took, out.String())
 }
@@ -357,18 +358,18 @@ func buildZips(t *testing.T, dir string) map[string]string {
 // clientEnv is the whole environment of the client scripts: nothing of the
 // caller's AWS settings leaks in; credentials and region come from the files
 // Kiln wrote.
-func clientEnv(k *kiln, home string, zips map[string]string) []string {
+func clientEnv(tg *target, home string, zips map[string]string) []string {
 	env := []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
 		"HOME=" + home,
 		"LANG=C.UTF-8",
-		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(k.data, "credentials"),
-		"AWS_CONFIG_FILE=" + filepath.Join(k.data, "config"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(tg.dir, "credentials"),
+		"AWS_CONFIG_FILE=" + filepath.Join(tg.dir, "config"),
 		"AWS_PAGER=",
 		"AWS_CLI_AUTO_PROMPT=off",
 		"AWS_EC2_METADATA_DISABLED=true",
 		"PYTHONDONTWRITEBYTECODE=1",
-		"ENDPOINT=" + k.endpoint,
+		"ENDPOINT=" + tg.endpoints[0],
 		"KILN_ACCESS_KEY_ID=" + accessKeyID,
 		"KILN_REGION=" + region,
 		"NODE_RUNTIME=" + nodeRuntime(),
@@ -379,103 +380,4 @@ func clientEnv(k *kiln, home string, zips map[string]string) []string {
 		env = append(env, name+"="+p)
 	}
 	return env
-}
-
-func TestAWSClientsAgainstKilnUp(t *testing.T) {
-	requireClients(t)
-	if testing.Short() {
-		t.Skip("end-to-end test with a real kiln up; skipped with -short")
-	}
-	root := moduleRoot(t)
-	dir := t.TempDir()
-	here := filepath.Join(root, "e2e")
-
-	// 1. Build kiln and the function packages at once.
-	bin := filepath.Join(dir, "kiln")
-	buildErr := make(chan error, 1)
-	buildStart := time.Now()
-	go func() {
-		_, err := fntest.BuildKiln(dir)
-		buildErr <- err
-	}()
-	zips := buildZips(t, dir)
-	if err := <-buildErr; err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("built kiln and the function packages in %s", time.Since(buildStart).Round(100*time.Millisecond))
-
-	addr := kilntest.FreeAddr(t)
-	k := &kiln{t: t, bin: bin, data: filepath.Join(dir, "data"), addr: addr, endpoint: "http://" + addr,
-		logPath: filepath.Join(dir, "kiln.log")}
-	t.Cleanup(k.stop)
-	k.start()
-
-	// The banner tells the endpoint and the access key id (printed just
-	// after the listener opens, so allow it a moment), never a secret it
-	// was given.
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		b, _ := os.ReadFile(k.logPath)
-		if bytes.Contains(b, []byte(secretAccessKey)) {
-			t.Fatalf("kiln up printed the secret key it was given\n%s", k.log())
-		}
-		if bytes.Contains(b, []byte(k.endpoint)) && bytes.Contains(b, []byte(accessKeyID)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kiln up did not print its endpoint %s and access key id\n%s", k.endpoint, k.log())
-		}
-	}
-
-	// The files `kiln up` writes for the AWS clients.
-	creds, err := os.ReadFile(filepath.Join(k.data, "credentials"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conf, err := os.ReadFile(filepath.Join(k.data, "config"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"[default]", "aws_access_key_id = " + accessKeyID, "aws_secret_access_key = " + secretAccessKey} {
-		if !strings.Contains(string(creds), want) {
-			t.Errorf("%s/credentials lacks %q:\n%s", k.data, want, creds)
-		}
-	}
-	if !strings.Contains(string(conf), "[default]") || !strings.Contains(string(conf), "region = "+region) {
-		t.Errorf("%s/config lacks the region %s:\n%s", k.data, region, conf)
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-
-	home := filepath.Join(dir, "home")
-	os.MkdirAll(home, 0o700)
-	env := clientEnv(k, home, zips)
-
-	cliOK := t.Run("awscli", func(t *testing.T) {
-		runScript(t, k, 150*time.Second, env, "bash", filepath.Join(here, "cli.sh"), "main")
-	})
-	t.Run("boto3", func(t *testing.T) {
-		runScript(t, k, 150*time.Second, env, python, filepath.Join(here, "boto3_test.py"))
-	})
-	// The hostile zips (an entry ../evil) were rejected: nothing named evil
-	// was written anywhere under the temporary directory.
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.Name() == "evil" {
-			t.Errorf("a zip entry ../evil was extracted to %s", path)
-		}
-		return nil
-	})
-	t.Run("restart", func(t *testing.T) {
-		if !cliOK {
-			t.Skip("the awscli checks failed; they create what this checks after the restart")
-		}
-		// k reports to this subtest while it restarts (FailNow must be
-		// called on the test of the running goroutine).
-		parent := k.t
-		k.t = t
-		defer func() { k.t = parent }()
-		k.stop()
-		k.start()
-		runScript(t, k, 90*time.Second, env, "bash", filepath.Join(here, "cli.sh"), "after-restart")
-	})
 }

@@ -57,7 +57,11 @@ func TestQueuesAndMappings(t *testing.T) {
 	addr := kilntest.FreeAddr(t)
 	k := &kiln{t: t, bin: filepath.Join(dir, "kiln"), data: filepath.Join(dir, "data"), addr: addr,
 		endpoint: "http://" + addr, logPath: filepath.Join(dir, "kiln.log"), args: []string{"--sandbox", "process"}}
-	t.Cleanup(k.stop)
+	t.Cleanup(func() {
+		if err := k.stop(); err != nil {
+			t.Error(err)
+		}
+	})
 	k.start()
 	var ident struct{ AccountID string }
 	b, err := os.ReadFile(filepath.Join(k.data, "identity.json"))
@@ -69,10 +73,10 @@ func TestQueuesAndMappings(t *testing.T) {
 	}
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
-	env := append(clientEnv(k, home, nil), "ACCOUNT="+ident.AccountID, "ESM_ZIP="+zipPath, "SINK="+sink,
+	env := append(clientEnv(&target{name: "up", endpoints: []string{k.endpoint}, dir: k.data, log: k.log, up: k}, home, nil), "ACCOUNT="+ident.AccountID, "ESM_ZIP="+zipPath, "SINK="+sink,
 		"N="+strconv.Itoa(n), "DEADLINE=240")
 	script := func(t *testing.T, timeout time.Duration, args ...string) {
-		runScript(t, k, timeout, env, args[0], args[1:]...)
+		runScript(t, k.log, timeout, env, args[0], args[1:]...)
 	}
 	sqsSh, esmPy := filepath.Join(here, "sqs.sh"), filepath.Join(here, "esm_test.py")
 

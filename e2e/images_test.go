@@ -70,7 +70,11 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 	addr := kilntest.FreeAddr(t)
 	k := &kiln{t: t, bin: filepath.Join(dir, "kiln"), data: filepath.Join(dir, "data"), addr: addr, endpoint: "http://" + addr,
 		logPath: filepath.Join(dir, "kiln.log")}
-	t.Cleanup(k.stop)
+	t.Cleanup(func() {
+		if err := k.stop(); err != nil {
+			t.Error(err)
+		}
+	})
 	k.start()
 	// The same v1 image pushed to kiln up's own registry, with the account's keys.
 	kilnRef, _ := name.ParseReference(addr + "/toolkit:v1")
@@ -84,7 +88,9 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 	}
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
-	env := append(clientEnv(k, home, nil), "REGISTRY="+reg, "KILN_REGISTRY="+addr, "CHUNKS="+filepath.Join(k.data, "chunks"),
+	// Images run in kiln up only: a cluster's workers have no image store.
+	tg := &target{name: "up", endpoints: []string{k.endpoint}, dir: k.data, log: k.log, up: k}
+	env := append(clientEnv(tg, home, nil), "REGISTRY="+reg, "KILN_REGISTRY="+addr, "CHUNKS="+filepath.Join(k.data, "chunks"),
 		"BASE_BYTES="+strconv.Itoa(len(base)))
-	runScript(t, k, 150*time.Second, env, "bash", filepath.Join(root, "e2e", "cli.sh"), "images")
+	runScript(t, k.log, 150*time.Second, env, "bash", filepath.Join(root, "e2e", "cli.sh"), "images")
 }

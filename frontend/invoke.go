@@ -71,6 +71,12 @@ func New(ctx context.Context, cfg Config) (*Frontend, error) {
 	return &Frontend{cfg: cfg, cache: c}, nil
 }
 
+// Forget drops a function's cached metadata, so that the next invoke reads
+// the store: a frontend that has just passed a change of the function on
+// to a control plane in another process calls it, and serves the change
+// to its caller at once rather than when its watch sees it.
+func (f *Frontend) Forget(account, name string) { f.cache.forget(account, name) }
+
 // Register adds the invoke route to mux.
 func (f *Frontend) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", f.invoke)

@@ -1,7 +1,6 @@
 package logs_test
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -294,47 +293,8 @@ func TestLambdaLogsThroughCLI(t *testing.T) {
 	// polls (every 5 s) and shows the new invoke's lines.
 	cmd := exec.Command(awsCLI, "logs", "tail", k.group, "--follow", "--since", "5m", "--format", "short", "--endpoint-url", k.s.Endpoint)
 	cmd.Env = env
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	defer func() {
-		cmd.Process.Kill() // this child only, by its PID
-		<-exited
-	}()
-	lines := make(chan string, 100)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		cmd.Wait()
-		close(exited)
-	}()
-	await := func(want string) {
-		t.Helper()
-		timeout := time.After(20 * time.Second)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("tail --follow ended before %q: %s", want, stderr.String())
-				}
-				if strings.HasSuffix(l, " "+want) {
-					return
-				}
-			case <-timeout:
-				t.Fatalf("tail --follow: no %q after 20 s; stderr: %s", want, stderr.String())
-			}
-		}
-	}
+	follow := kilntest.Follow(t, cmd)
+	await := func(want string) { t.Helper(); follow(want, 20*time.Second) }
 	await("hello")
 	t0 := time.Now()
 	k.print(t, 1, "followed")

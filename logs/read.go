@@ -2,6 +2,7 @@ package logs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -81,6 +83,16 @@ func (s *Store) scan(ctx context.Context, filters []string, from scanFrom,
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
 	c, err := s.stream.CreateConsumer(ctx, cfg)
+	// In a cluster the stream can be briefly without a leader (an election
+	// under load): wait a little rather than fail the read.
+	for wait := 25 * time.Millisecond; transient(err) && wait <= time.Second; wait *= 2 {
+		select {
+		case <-ctx.Done():
+			return false, 0, fmt.Errorf("logs: reading: %w", err)
+		case <-time.After(wait):
+		}
+		c, err = s.stream.CreateConsumer(ctx, cfg)
+	}
 	if err != nil {
 		return false, 0, fmt.Errorf("logs: reading: %w", err)
 	}
@@ -461,4 +473,10 @@ func (s *Store) filterEvents(ctx context.Context, q filterQuery) (*filterResult,
 		res.next = filterTokenPrefix + next.String()
 	}
 	return res, nil
+}
+
+// transient reports an error of a JetStream request that no server
+// answered in time.
+func transient(err error) bool {
+	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

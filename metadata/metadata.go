@@ -4,6 +4,7 @@
 package metadata
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,9 +133,10 @@ func Pick() float64 { return rand.Float64() }
 
 // Store keeps Functions in a JetStream KV bucket.
 type Store struct {
-	kv jetstream.KeyValue
-	// replicated: reads are direct gets that any replica may answer, so a
-	// key written a moment ago can be missing from a lagging one.
+	kv     jetstream.KeyValue
+	nc     *nats.Conn
+	bucket string
+	// replicated: reads go to the bucket's stream leader (see read).
 	replicated bool
 }
 
@@ -167,14 +169,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("metadata bucket: %w", err)
 	}
-	return &Store{kv: kv, replicated: cfg.Replicas > 1}, nil
+	return &Store{kv: kv, nc: js.Conn(), bucket: cfg.Bucket, replicated: cfg.Replicas > 1}, nil
 }
 
 func key(account, name string) string { return account + "." + name }
 
 // Get reads one function.
 func (s *Store) Get(ctx context.Context, account, name string) (*Function, error) {
-	e, err := s.kv.Get(ctx, key(account, name))
+	f, err := s.read(ctx, key(account, name))
 	// In a cluster the bucket's stream can be briefly without a leader (an
 	// election, a replica set changing): wait a little rather than fail.
 	for wait := 25 * time.Millisecond; isTransient(err) && wait <= time.Second; wait *= 2 {
@@ -183,11 +185,7 @@ func (s *Store) Get(ctx context.Context, account, name string) (*Function, error
 			return nil, fmt.Errorf("metadata get %s: %w", name, err)
 		case <-time.After(wait):
 		}
-		e, err = s.kv.Get(ctx, key(account, name))
-	}
-	if errors.Is(err, jetstream.ErrKeyNotFound) && s.replicated {
-		time.Sleep(50 * time.Millisecond) // let a lagging replica catch up, once
-		e, err = s.kv.Get(ctx, key(account, name))
+		f, err = s.read(ctx, key(account, name))
 	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: function %s", ErrNotFound, name)
@@ -195,19 +193,67 @@ func (s *Store) Get(ctx context.Context, account, name string) (*Function, error
 	if err != nil {
 		return nil, fmt.Errorf("metadata get %s: %w", name, err)
 	}
-	return decode(e)
+	return f, nil
+}
+
+// read returns the function stored under k, or jetstream.ErrKeyNotFound.
+// A replicated bucket is read from its stream's leader (the JetStream API's
+// message get): a direct get, which any replica may answer, can miss a
+// write acknowledged a moment ago, and a control plane would not read its
+// own writes (a version just deleted still listed).
+func (s *Store) read(ctx context.Context, k string) (*Function, error) {
+	if !s.replicated {
+		e, err := s.kv.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		return decode(k, e.Value(), e.Revision())
+	}
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + s.bucket + "." + k})
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := s.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET.KV_"+s.bucket, req)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, fmt.Errorf("metadata read %s: %w", k, err)
+	}
+	const noMessageFound = 10037
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == noMessageFound:
+		return nil, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		return nil, fmt.Errorf("metadata read %s: %s", k, resp.Error.Description)
+	case resp.Message == nil:
+		return nil, fmt.Errorf("metadata read %s: empty answer", k)
+	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
+		return nil, jetstream.ErrKeyNotFound
+	}
+	return decode(k, resp.Message.Data, resp.Message.Seq)
 }
 
 func isTransient(err error) bool {
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
-func decode(e jetstream.KeyValueEntry) (*Function, error) {
+func decode(k string, value []byte, revision uint64) (*Function, error) {
 	var f Function
-	if err := json.Unmarshal(e.Value(), &f); err != nil {
-		return nil, fmt.Errorf("metadata decode %s: %w", e.Key(), err)
+	if err := json.Unmarshal(value, &f); err != nil {
+		return nil, fmt.Errorf("metadata decode %s: %w", k, err)
 	}
-	f.revision = e.Revision()
+	f.revision = revision
 	return &f, nil
 }
 
@@ -325,16 +371,12 @@ func (s *Store) List(ctx context.Context, account string) ([]*Function, error) {
 	}
 	var out []*Function
 	for k := range lister.Keys() {
-		e, err := s.kv.Get(ctx, k)
+		f, err := s.read(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // deleted since listed
 		}
 		if err != nil {
 			return nil, fmt.Errorf("metadata list: %w", err)
-		}
-		f, err := decode(e)
-		if err != nil {
-			return nil, err
 		}
 		out = append(out, f)
 	}
@@ -342,22 +384,43 @@ func (s *Store) List(ctx context.Context, account string) ([]*Function, error) {
 	return out, nil
 }
 
-// Watch calls changed(account, name) for every function written or deleted
-// from now on, until ctx ends. Caches use it to drop stale entries.
-func (s *Store) Watch(ctx context.Context, changed func(account, name string)) error {
-	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.MetaOnly())
+// Follow calls fn with every function as it is now, then with each write
+// (f is nil once the function is deleted), in the bucket's order, until ctx
+// ends. It reads the watch's own values, never a Get that a lagging replica
+// could answer with an older version: a follower built on it converges on
+// the last write.
+func (s *Store) Follow(ctx context.Context, fn func(account, name string, f *Function)) error {
+	return s.watch(ctx, fn)
+}
+
+// Watch calls changed with every function written (its new value) or
+// deleted (nil) from now on, until ctx ends. Caches use it to replace or
+// drop their entries.
+func (s *Store) Watch(ctx context.Context, changed func(account, name string, f *Function)) error {
+	return s.watch(ctx, changed, jetstream.UpdatesOnly())
+}
+
+func (s *Store) watch(ctx context.Context, fn func(account, name string, f *Function), opts ...jetstream.WatchOpt) error {
+	w, err := s.kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("metadata watch: %w", err)
 	}
 	go func() {
 		defer w.Stop()
 		for e := range w.Updates() {
-			if e == nil {
+			if e == nil { // the current values are all in
 				continue
 			}
 			account, name, ok := strings.Cut(e.Key(), ".")
-			if ok {
-				changed(account, name)
+			if !ok {
+				continue
+			}
+			if e.Operation() != jetstream.KeyValuePut {
+				fn(account, name, nil)
+				continue
+			}
+			if f, err := decode(e.Key(), e.Value(), e.Revision()); err == nil {
+				fn(account, name, f)
 			}
 		}
 	}()
@@ -379,16 +442,12 @@ func (s *Store) All(ctx context.Context) ([]*Function, error) {
 		if !strings.Contains(k, ".") {
 			continue
 		}
-		e, err := s.kv.Get(ctx, k)
+		f, err := s.read(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("metadata list: %w", err)
-		}
-		f, err := decode(e)
-		if err != nil {
-			return nil, err
 		}
 		out = append(out, f)
 	}

@@ -1024,43 +1024,28 @@ func Read(ctx context.Context, js jetstream.JetStream, account, name string, fro
 	if err != nil {
 		return nil, err
 	}
-	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: max(from, 1)})
-	if err != nil {
-		return nil, err
-	}
+	// Message by message, without a consumer: a replicated queue's stream
+	// (interest retention) refuses consumers of another replica count,
+	// such as an ordered one.
+	state := st.CachedInfo().State
 	var out []Stored
-	for limit == 0 || len(out) < limit {
-		batch := 256
-		if limit > 0 {
-			batch = min(batch, limit-len(out))
+	for seq := max(from, state.FirstSeq, 1); seq <= state.LastSeq && (limit == 0 || len(out) < limit); seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue // received and deleted, or aged out
 		}
-		msgs, err := oc.FetchNoWait(batch)
 		if err != nil {
 			return nil, err
 		}
-		n := 0
-		for m := range msgs.Messages() {
-			n++
-			var env envelope
-			if json.Unmarshal(m.Data(), &env) != nil {
-				continue
-			}
-			s := Stored{Body: []byte(env.Body), Attributes: map[string]string{}}
-			for k, a := range env.Attrs {
-				s.Attributes[k] = deref(a.StringValue)
-			}
-			if md, err := m.Metadata(); err == nil {
-				s.Sequence, s.Time = md.Sequence.Stream, md.Timestamp
-			}
-			out = append(out, s)
+		var env envelope
+		if json.Unmarshal(m.Data, &env) != nil {
+			continue
 		}
-		if err := msgs.Error(); err != nil {
-			return nil, err
+		sm := Stored{Sequence: m.Sequence, Time: m.Time, Body: []byte(env.Body), Attributes: map[string]string{}}
+		for k, a := range env.Attrs {
+			sm.Attributes[k] = deref(a.StringValue)
 		}
-		if n == 0 {
-			break
-		}
+		out = append(out, sm)
 	}
 	return out, nil
 }

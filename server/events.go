@@ -19,12 +19,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/handoff"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd"
+	"github.com/kiln-dev/kiln/roles"
 	"github.com/kiln-dev/kiln/sched"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -384,7 +384,8 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	front, err := frontend.New(ctx, frontend.Config{Functions: store, Async: async, Region: cfg.Region, Logger: logger})
+	front, err := roles.NewFrontend(ctx, roles.FrontendConfig{Keyring: cfg.Identity.Keyring(cfg.Region),
+		Config: frontend.Config{Functions: store, Async: async, Region: cfg.Region, Logger: logger}})
 	if err != nil {
 		return err
 	}
@@ -393,9 +394,6 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	mux := http.NewServeMux()
-	front.Register(mux)
-	signed := auth.Middleware(cfg.Identity.keyring(cfg.Region), bodyLimit, mux)
 	var lastNote atomic.Int64
 	srv := &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,
 		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
@@ -407,7 +405,7 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 					lastNote.Store(now)
 					ep.Note(noteEnqueued) // its pollers yield to events being taken
 				}
-				signed.ServeHTTP(w, r)
+				front.Handler.ServeHTTP(w, r)
 				return
 			}
 			if err := ep.Pass(w, r); err != nil {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +34,7 @@ import (
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/queues"
-	"github.com/kiln-dev/kiln/runtimes"
+	"github.com/kiln-dev/kiln/roles"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -163,7 +162,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		cfg.Listen = "127.0.0.1:9000"
 	}
 	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
+		cfg.Region = roles.DefaultRegion
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -212,7 +211,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			started.Close()
 		}
 	}()
-	if err := writeAWSFiles(dir, id, cfg.Region, s.Endpoint, caBundle); err != nil {
+	if err := roles.WriteAWSFiles(dir, id, cfg.Region, s.Endpoint, caBundle); err != nil {
 		return nil, fmt.Errorf("aws files: %w", err)
 	}
 
@@ -242,10 +241,6 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	runtimeDir := filepath.Join(dir, "runtimes")
-	if err := runtimes.Install(runtimeDir); err != nil {
-		return nil, fmt.Errorf("runtimes: %w", err)
-	}
 
 	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
 	place := placement.New()
@@ -260,15 +255,18 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.keyring(cfg.Region), ln.Addr().String()); err != nil {
+	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.Keyring(cfg.Region), ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
-	wcfg := worker.Config{Region: cfg.Region, RuntimeDir: runtimeDir, Code: code,
-		Sandbox: cfg.Sandbox, Logs: s.Logs, Logger: cfg.Logger}
+	s.Metrics = metrics.New()
+	wcfg := roles.WorkerConfig{Region: cfg.Region, DataDir: dir, Code: code,
+		Sandbox: cfg.Sandbox, Logs: s.Logs, Metrics: s.Metrics, Logger: cfg.Logger}
 	if s.images.mounter != nil {
 		wcfg.Images = s.images.mounter
 	}
-	s.Worker = worker.New(wcfg)
+	if s.Worker, err = roles.NewWorker(wcfg); err != nil {
+		return nil, err
+	}
 	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
 	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
 	s.Assignment.AddWorker(s.Worker)
@@ -293,7 +291,6 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	s.Metrics = metrics.New()
 	s.images.register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
 		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
@@ -302,11 +299,6 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 				return float64(map[string]int{"idle": st.Idle, "busy": st.Busy, "provisioned": st.Provisioned}[state])
 			}))
 	}
-	const droppedHelp = "Lines of functions' logs dropped: over the function's log rate limit (rate_limit), or with the log store's queue full (queue_full)."
-	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "rate_limit"},
-		func() float64 { return float64(s.Worker.LogDropped()) }))
-	s.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", droppedHelp, prometheus.Labels{"reason": "queue_full"},
-		func() float64 { return float64(s.Logs.Dropped()) }))
 	s.Metrics.Register(metrics.GaugeFunc("kiln_log_stored_bytes", "Bytes of function logs stored; at kiln_log_max_bytes the oldest events go.", nil,
 		func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -329,26 +321,39 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.Metrics.Register(metrics.CounterFunc("kiln_store_disk_full_refusals_total", "Requests refused because the store's disk was full.", nil,
 		func() float64 { return float64(s.storeRefusals.Load()) }))
 	if cfg.MetricsListen != "" {
-		mln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			return nil, fmt.Errorf("metrics listener: %w", err)
+		if s.MetricsEndpoint, s.metricsHTTP, err = roles.ServeMetrics(cfg.MetricsListen, s.Metrics, cfg.Pprof); err != nil {
+			return nil, err
 		}
-		s.MetricsEndpoint = "http://" + mln.Addr().String() + "/metrics"
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", s.Metrics.Handler())
-		if cfg.Pprof {
-			// Profiles of the running process, for finding where an invoke's
-			// time goes (go tool pprof http://ADDR/debug/pprof/profile).
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go s.metricsHTTP.Serve(mln)
 	}
-	front, err := frontend.New(runCtx, frontend.Config{
-		Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
-		OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Logger: cfg.Logger,
+	// The control plane is registered once it exists: it needs the
+	// pollers' store of mappings, and they invoke through the frontend.
+	cpMux := http.NewServeMux()
+	front, err := roles.NewFrontend(runCtx, roles.FrontendConfig{
+		Config: frontend.Config{Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
+			OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Logger: cfg.Logger},
+		Keyring: id.Keyring(cfg.Region),
+		Gate:    s.storeGate,
+		// Services other than Lambda's REST API share POST /: CloudWatch
+		// Logs (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or the query
+		// protocol's form, which has no target) by its target or the
+		// service it is signed for.
+		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			target := r.Header.Get("X-Amz-Target")
+			caller, _ := auth.FromContext(r.Context())
+			switch {
+			case strings.HasPrefix(target, logs.TargetPrefix):
+				s.Logs.Handler().ServeHTTP(w, r)
+			case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
+				s.Queues.Handler().ServeHTTP(w, r)
+			default:
+				logs.UnknownOperation(w, target)
+			}
+		}),
+		Management: func(signed *http.ServeMux) { signed.Handle("/", cpMux) },
+		Unsigned: func(root *http.ServeMux) {
+			root.Handle("/kiln/code/", cpMux)
+			root.Handle("/v2/", s.images.registry) // its own authentication: registry clients do not sign
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -375,31 +380,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		s.logger.Info("code collection", "deleted", n)
 	}
 	go s.collectCode(runCtx, cp)
-
-	mux := http.NewServeMux()
-	front.Register(mux)
-	cp.Register(mux)
-	// Services other than Lambda's REST API share POST /: CloudWatch Logs
-	// (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or the query protocol's
-	// form, which has no target) by its target or the service it is signed for.
-	mux.HandleFunc("POST /{$}", func(w http.ResponseWriter, r *http.Request) {
-		target := r.Header.Get("X-Amz-Target")
-		caller, _ := auth.FromContext(r.Context())
-		switch {
-		case strings.HasPrefix(target, logs.TargetPrefix):
-			s.Logs.Handler().ServeHTTP(w, r)
-		case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
-			s.Queues.Handler().ServeHTTP(w, r)
-		default:
-			logs.UnknownOperation(w, target)
-		}
-	})
-	signed := auth.Middleware(id.keyring(cfg.Region), bodyLimit, s.storeGate(mux))
-	root := http.NewServeMux()
-	root.Handle("/kiln/code/", cp.CodeHandler())
-	root.Handle("/v2/", s.images.registry) // its own authentication: registry clients do not sign
-	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	root.Handle("/", signed)
+	cp.Register(cpMux)
+	cpMux.Handle("/kiln/code/", cp.CodeHandler())
+	root := front.Handler
 
 	var events atomic.Pointer[eventFrontend]
 	s.http = &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,
@@ -463,16 +446,6 @@ func (s *Server) storeGate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// bodyLimit: invokes get Lambda's payload limits; management calls the
-// limit of a direct zip upload (50 MB zipped, base64 in JSON).
-func bodyLimit(r *http.Request) (int64, *api.Error) {
-	if limit, tooLarge, ok := frontend.BodyLimit(r); ok {
-		return limit, tooLarge
-	}
-	const max = 69905067
-	return max, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", max)
 }
 
 // functionChanged keeps counting and assignment in step with the control plane.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/pki"
+	"github.com/kiln-dev/kiln/roles"
 )
 
 // The generated certificate lives under DataDir/tls: a CA that clients
@@ -66,7 +67,7 @@ func generatedPair(dir string, listen net.Addr) (cert, key, ca string, err error
 	if err := pki.WriteSecret(key, keyPEM); err != nil {
 		return "", "", "", err
 	}
-	return cert, key, ca, writeFile(cert, certPEM, 0o644)
+	return cert, key, ca, roles.WriteFile(cert, certPEM, 0o644)
 }
 
 // certHosts are the names the server certificate must hold: the listen

@@ -3,7 +3,7 @@
 //
 //	kiln up [--data DIR] [--listen ADDR] [--tls]   every role in one process
 //	kiln event-frontend                    the Event invoke frontend process, run by kiln up
-//	kiln nats|assignment|placement|worker|controlplane|frontend [flags]
+//	kiln nats|assignment|placement|worker|controlplane|frontend|pollers [flags]
 //	                                       one cluster role as a process
 //	kiln cluster up|status|drain|down      a local cluster of role processes
 //
@@ -18,14 +18,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/cluster"
-	"github.com/kiln-dev/kiln/sandbox"
+	"github.com/kiln-dev/kiln/roles"
 	"github.com/kiln-dev/kiln/server"
-	"github.com/kiln-dev/kiln/worker"
 )
 
 func main() {
@@ -43,9 +43,11 @@ func main() {
 	case "help", "-h", "--help":
 		usage()
 		return
-	case "nats", "assignment", "placement", "worker", "controlplane", "frontend", "cluster": // cluster mode
-		err = cluster.Main(os.Args[1], os.Args[2:])
 	default:
+		if slices.Contains(cluster.Commands, os.Args[1]) { // cluster mode
+			err = cluster.Main(os.Args[1], os.Args[2:])
+			break
+		}
 		fmt.Fprintf(os.Stderr, "kiln: unknown command %q\n", os.Args[1])
 		usage()
 		os.Exit(2)
@@ -70,11 +72,11 @@ func up(args []string) error {
 	fs := flag.NewFlagSet("up", flag.ExitOnError)
 	data := fs.String("data", ".kiln", "data directory")
 	listen := fs.String("listen", "127.0.0.1:9000", "address of the Lambda API endpoint")
-	region := fs.String("region", "us-east-1", "region Kiln reports")
+	region := fs.String("region", roles.DefaultRegion, "region Kiln reports")
 	idle := fs.Duration("idle-timeout", 10*time.Minute, "how long an idle execution environment is kept")
 	concurrency := fs.Int("account-concurrency", 1000, "account concurrency limit")
 	metricsListen := fs.String("metrics-listen", "127.0.0.1:9100", "address of the Prometheus metrics listener (/metrics); empty turns it off")
-	isolation := fs.String("sandbox", "linux", "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)")
+	isolation := fs.String("sandbox", "linux", roles.SandboxUsage)
 	separateEvents := fs.Bool("event-frontend", true, "take Event invokes in a process of their own at idle CPU priority, so that a flood of them leaves the CPUs to sync invokes")
 	logMaxBytes := fs.Int64("log-max-bytes", server.DefaultLogMaxBytes, "bound on the stored logs of all functions together; the oldest go first (negative: none)")
 	logRetention := fs.Int("log-retention-days", server.DefaultLogRetentionDays, "days the logs of a function without a retention policy (aws logs put-retention-policy) are kept (negative: forever)")
@@ -85,18 +87,9 @@ func up(args []string) error {
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
 	pprofOn := fs.Bool("pprof", false, "also serve Go's profiles (/debug/pprof/) on the metrics listener")
 	fs.Parse(args)
-	var box worker.Sandbox
-	switch *isolation {
-	case "linux":
-		l, err := sandbox.New(sandbox.Config{})
-		if err != nil {
-			return fmt.Errorf("--sandbox linux: %w (--sandbox process runs functions without isolation)", err)
-		}
-		box = l
-	case "process":
-		box = worker.ProcessSandbox{}
-	default:
-		return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
+	box, err := roles.Sandbox(*isolation)
+	if err != nil {
+		return err
 	}
 
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))

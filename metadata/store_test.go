@@ -1,0 +1,135 @@
+package metadata
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// testStore is a store in a JetStream of its own, stopped when the test ends.
+func testStore(t *testing.T) *Store {
+	t.Helper()
+	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	nc, err := srv.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	s, err := Open(context.Background(), js, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// A replicated store reads through the stream leader's message get: the
+// same functions, revisions that compare-and-set accepts, deletes seen.
+func TestLeaderRead(t *testing.T) {
+	ctx := context.Background()
+	s := testStore(t)
+	s.replicated = true // one server: the leader's answer, as in a cluster
+	const account = "111122223333"
+	if _, err := s.Get(ctx, account, "f"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get of a missing function: %v", err)
+	}
+	if err := s.Create(ctx, &Function{Account: account, Name: "f"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 { // each read's revision is the one the next write compares with
+		if _, err := s.Modify(ctx, account, "f", func(f *Function) error {
+			n := i
+			f.ReservedConcurrency = &n
+			return nil
+		}); err != nil {
+			t.Fatalf("modify %d: %v", i, err)
+		}
+		f, err := s.Get(ctx, account, "f")
+		if err != nil || f.ReservedConcurrency == nil || *f.ReservedConcurrency != i {
+			t.Fatalf("get after modify %d: %+v %v", i, f, err)
+		}
+	}
+	if fs, err := s.List(ctx, account); err != nil || len(fs) != 1 || fs[0].Name != "f" {
+		t.Fatalf("list: %v %v", fs, err)
+	}
+	if err := s.Delete(ctx, account, "f"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, account, "f"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get of a deleted function: %v", err)
+	}
+	if fs, err := s.List(ctx, account); err != nil || len(fs) != 0 {
+		t.Fatalf("list after delete: %v %v", fs, err)
+	}
+}
+
+// Follow gives the functions there already, then every write and delete,
+// with the values written.
+func TestFollow(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := testStore(t)
+	create := func(name string) {
+		if err := store.Create(ctx, &Function{Account: "111122223333", Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("before")
+
+	var mu sync.Mutex
+	seen := map[string]*int{} // name → reserved concurrency, as followed
+	gone := map[string]bool{}
+	if err := store.Follow(ctx, func(account, name string, f *Function) {
+		mu.Lock()
+		defer mu.Unlock()
+		if f == nil {
+			gone[name] = true
+			delete(seen, name)
+			return
+		}
+		if f.Account != account || f.Name != name {
+			t.Errorf("followed %s/%s with the function %s/%s", account, name, f.Account, f.Name)
+		}
+		seen[name] = f.ReservedConcurrency
+	}); err != nil {
+		t.Fatal(err)
+	}
+	await := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			ok := cond()
+			mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("not followed within 10 s: %s", what)
+			}
+		}
+	}
+	await("a function created before Follow", func() bool { _, ok := seen["before"]; return ok })
+	create("after")
+	await("a function created after", func() bool { _, ok := seen["after"]; return ok })
+	if _, err := store.Modify(ctx, "111122223333", "after", func(f *Function) error {
+		zero := 0
+		f.ReservedConcurrency = &zero
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	await("a change's value", func() bool { r := seen["after"]; return r != nil && *r == 0 })
+	if err := store.Delete(ctx, "111122223333", "after"); err != nil {
+		t.Fatal(err)
+	}
+	await("a delete", func() bool { return gone["after"] })
+}

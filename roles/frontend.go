@@ -1,0 +1,73 @@
+package roles
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/logs"
+)
+
+// FrontendConfig is what the frontend role is built from: the invoke
+// frontend's own dependencies (the function store, counting, assignment,
+// the async enqueuer, metrics) and the APIs served beside it.
+type FrontendConfig struct {
+	frontend.Config
+	Keyring *auth.Keyring
+	// Services serves POST /: the JSON services other than Lambda's REST
+	// API, chosen by X-Amz-Target (the CloudWatch Logs API in both modes);
+	// nil answers UnknownOperationException.
+	Services http.Handler
+	// Management adds the Lambda management API to the mux of signed
+	// requests: the control plane itself in kiln up, a proxy to one in a
+	// cluster.
+	Management func(signed *http.ServeMux)
+	// Gate, when set, wraps the signed routes (kiln up refuses writes with
+	// it while its store's disk is full).
+	Gate func(http.Handler) http.Handler
+	// Unsigned adds routes served without a signature (code downloads,
+	// whose URLs carry their own); GET /kiln/health is always there.
+	Unsigned func(root *http.ServeMux)
+}
+
+// Frontend is the assembled frontend role.
+type Frontend struct {
+	*frontend.Frontend
+	// Handler serves every route: unsigned ones, then, behind SigV4 and
+	// the body limits, invokes, the services of POST / and the management
+	// API.
+	Handler http.Handler
+}
+
+// NewFrontend builds the frontend role; its metadata cache follows the
+// function store until ctx ends.
+func NewFrontend(ctx context.Context, cfg FrontendConfig) (*Frontend, error) {
+	front, err := frontend.New(ctx, cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	signed := http.NewServeMux()
+	front.Register(signed)
+	signed.HandleFunc("POST /{$}", func(w http.ResponseWriter, r *http.Request) {
+		if cfg.Services == nil {
+			logs.UnknownOperation(w, r.Header.Get("X-Amz-Target"))
+			return
+		}
+		cfg.Services.ServeHTTP(w, r)
+	})
+	if cfg.Management != nil {
+		cfg.Management(signed)
+	}
+	root := http.NewServeMux()
+	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	if cfg.Unsigned != nil {
+		cfg.Unsigned(root)
+	}
+	var h http.Handler = signed
+	if cfg.Gate != nil {
+		h = cfg.Gate(signed)
+	}
+	root.Handle("/", auth.Middleware(cfg.Keyring, BodyLimit, h))
+	return &Frontend{Frontend: front, Handler: root}, nil
+}

@@ -1,0 +1,87 @@
+// Package roles assembles each role of Kiln from its components, once, for
+// both ways of running it: `kiln up` (package server) passes in-process
+// adapters (assignment.Service, the local code store), a cluster role
+// (package cluster) passes NATS and HTTP ones (replica.Client, code fetched
+// over NATS, a proxy to the control plane). A capability added here is in
+// both modes, the way knative's sharedmain or etcd's embed serve the
+// single binary and the tests alike.
+package roles
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/logs"
+	"github.com/kiln-dev/kiln/queues"
+	"github.com/kiln-dev/kiln/sandbox"
+	"github.com/kiln-dev/kiln/worker"
+)
+
+// DefaultRegion is the region of a Kiln not told otherwise.
+const DefaultRegion = "us-east-1"
+
+// Identity is the default account and its key pair, and the secret that
+// signs Code.Location download URLs.
+type Identity struct {
+	AccountID       string `json:"accountId"`
+	AccessKeyID     string `json:"accessKeyId"`
+	SecretAccessKey string `json:"secretAccessKey"`
+	URLSecret       []byte `json:"urlSecret"`
+}
+
+// Keyring verifies the default account's signatures, scoped to region and
+// to the service a request is for: on POST /, CloudWatch Logs or SQS by
+// X-Amz-Target (SQS's query form has none), Lambda everywhere else.
+func (id Identity) Keyring(region string) *auth.Keyring {
+	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
+	k.Region = region
+	k.Services = func(r *http.Request) []string {
+		if r.URL.Path != "/" {
+			return []string{"lambda"}
+		}
+		switch target := r.Header.Get("X-Amz-Target"); {
+		case strings.HasPrefix(target, logs.TargetPrefix):
+			return []string{"logs"}
+		case strings.HasPrefix(target, queues.TargetPrefix), target == "":
+			return []string{queues.SigningService}
+		}
+		return []string{"lambda"}
+	}
+	return k
+}
+
+// maxManagementBody is the limit of a direct zip upload: 50 MB zipped,
+// base64 in JSON.
+const maxManagementBody = 69905067
+
+// BodyLimit is every role's body limit, for auth.Middleware: invokes get
+// Lambda's payload limits, the rest the limit of a direct zip upload.
+func BodyLimit(r *http.Request) (int64, *api.Error) {
+	if limit, tooLarge, ok := frontend.BodyLimit(r); ok {
+		return limit, tooLarge
+	}
+	return maxManagementBody, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", maxManagementBody)
+}
+
+// Sandbox is the isolation backend named by --sandbox: linux (namespaces,
+// cgroups, seccomp) or process (plain child processes, for trusted code).
+func Sandbox(name string) (worker.Sandbox, error) {
+	switch name {
+	case "linux":
+		l, err := sandbox.New(sandbox.Config{})
+		if err != nil {
+			return nil, fmt.Errorf("--sandbox linux: %w (--sandbox process runs functions without isolation)", err)
+		}
+		return l, nil
+	case "process":
+		return worker.ProcessSandbox{}, nil
+	}
+	return nil, fmt.Errorf("--sandbox %q: want linux or process", name)
+}
+
+// SandboxUsage is the help of every --sandbox flag.
+const SandboxUsage = "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)"

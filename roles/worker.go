@@ -1,0 +1,58 @@
+package roles
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/kiln-dev/kiln/logline"
+	"github.com/kiln-dev/kiln/metrics"
+	"github.com/kiln-dev/kiln/runtimes"
+	"github.com/kiln-dev/kiln/worker"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// WorkerConfig is what the worker role is built from.
+type WorkerConfig struct {
+	ID     string // empty: the worker picks one
+	Region string
+	// DataDir holds the installed runtimes (DataDir/runtimes).
+	DataDir string
+	// Code gives the worker function code: the local code store in kiln
+	// up, code fetched from the control plane in a cluster.
+	Code worker.CodeSource
+	// Sandbox isolates environments; nil runs plain processes.
+	Sandbox worker.Sandbox
+	// Logs receives environments' output and START/END/REPORT: the
+	// replicated log store (*logs.Store) in both modes.
+	Logs logline.Sink
+	// Images presents image functions' code; nil runs zip functions only.
+	Images worker.ImageSource
+	// Metrics receives the worker's metrics; nil records none.
+	Metrics *metrics.Set
+	Logger  *slog.Logger
+}
+
+// dropCounter is a log sink that drops lines when it cannot keep up
+// (*logs.Store).
+type dropCounter interface{ Dropped() uint64 }
+
+// NewWorker installs the runtimes and returns the worker.
+func NewWorker(cfg WorkerConfig) (*worker.Worker, error) {
+	dir := filepath.Join(cfg.DataDir, "runtimes")
+	if err := runtimes.Install(dir); err != nil {
+		return nil, fmt.Errorf("runtimes: %w", err)
+	}
+	w := worker.New(worker.Config{ID: cfg.ID, Region: cfg.Region, RuntimeDir: dir, Code: cfg.Code,
+		Sandbox: cfg.Sandbox, Logs: cfg.Logs, Images: cfg.Images, Logger: cfg.Logger})
+	if cfg.Metrics != nil {
+		const help = "Lines of functions' logs dropped: over the function's log rate limit (rate_limit), or with the log store's queue full (queue_full)."
+		cfg.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", help, prometheus.Labels{"reason": "rate_limit"},
+			func() float64 { return float64(w.LogDropped()) }))
+		if d, ok := cfg.Logs.(dropCounter); ok {
+			cfg.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", help, prometheus.Labels{"reason": "queue_full"},
+				func() float64 { return float64(d.Dropped()) }))
+		}
+	}
+	return w, nil
+}
