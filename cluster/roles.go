@@ -25,6 +25,7 @@ import (
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/runtimes"
+	"github.com/kiln-dev/kiln/slots"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,6 +76,9 @@ type RoleConfig struct {
 	Mode           replica.Mode
 	Lease          time.Duration
 	IdleTimeout    time.Duration
+	// AccountConcurrency is every account's concurrency limit, counted
+	// across frontends by the counting members (0: 1000).
+	AccountConcurrency int
 	// Worker capacity.
 	MemoryMB  int
 	CPUMillis int // 0: runtime.NumCPU()*1000
@@ -113,7 +117,7 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	if role == "frontend" || role == "controlplane" {
+	if role == "frontend" || role == "controlplane" || role == "assignment" {
 		if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) error {
 			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
 			return err
@@ -144,15 +148,39 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		m, err = replica.Start(actx, replica.Config{NC: nc, Member: cfg.Name, Zone: cfg.Zone, Partitions: cfg.Partitions,
 			Index: cfg.Index, Members: cfg.Members, Replicas: cfg.Replicas, Mode: cfg.Mode, Lease: cfg.Lease,
 			IdleTimeout: cfg.IdleTimeout, Placer: &PlacerClient{NC: nc}, Workers: cfg.workerClient(),
-			Logger: cfg.Logger})
+			Scale: counting.New(counting.Config{}), Logger: cfg.Logger})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	defer m.Close()
+	counter, err := startCounting(ctx, nc, cfg)
+	if err != nil {
+		return err
+	}
+	defer counter.Close()
 	<-ctx.Done()
-	m.Close()
 	return nil
+}
+
+// startCounting runs the counting service's member beside assignment's.
+func startCounting(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (*slots.Member, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	if err != nil {
+		return nil, err
+	}
+	var m *slots.Member
+	err = retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
+		m, err = slots.Start(actx, slots.Config{NC: nc, Member: cfg.Name, Partitions: cfg.Partitions, Replicas: cfg.Replicas,
+			Counting: counting.Config{AccountLimit: cfg.AccountConcurrency}, Functions: store, Lease: cfg.Lease, Logger: cfg.Logger})
+		return err
+	})
+	return m, err
 }
 
 // PlacerClient asks the placement role, over NATS.
@@ -394,7 +422,8 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	cp := controlplane.New(controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret})
+	cp := controlplane.New(controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
+		AccountConcurrency: cfg.AccountConcurrency})
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	root := http.NewServeMux()
@@ -432,7 +461,12 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		return err
 	}
 	defer client.Close()
-	front, err := frontend.New(ctx, frontend.Config{Functions: store, Counter: counting.New(counting.Config{}),
+	counter, err := slots.NewClient(slots.ClientConfig{NC: nc, Partitions: cfg.Partitions})
+	if err != nil {
+		return err
+	}
+	defer counter.Close()
+	front, err := frontend.New(ctx, frontend.Config{Functions: store, Counter: counter,
 		Assignment: client, Region: cfg.Region, Logger: cfg.Logger})
 	if err != nil {
 		return err

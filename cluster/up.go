@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
+	"github.com/kiln-dev/kiln/slots"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -73,6 +74,8 @@ type UpConfig struct {
 	// AccessKeyID and SecretAccessKey default to KILN_ACCESS_KEY_ID and
 	// KILN_SECRET_ACCESS_KEY, else random.
 	AccessKeyID, SecretAccessKey string
+	// AccountConcurrency is every account's concurrency limit; 0 means 1000.
+	AccountConcurrency int
 }
 
 var zones = []string{"a", "b", "c"}
@@ -142,6 +145,9 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	}
 	if cfg.Mode == "" {
 		cfg.Mode = replica.Replicated
+	}
+	if cfg.AccountConcurrency == 0 {
+		cfg.AccountConcurrency = 1000
 	}
 	if cfg.Lease == 0 {
 		cfg.Lease = 400 * time.Millisecond
@@ -283,7 +289,8 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	}
 	common := func(name string, zone int) []string {
 		return []string{"--name", name, "--zone", zones[zone], "--nats", natsFor(zone), "--region", cfg.Region,
-			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name)}
+			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name),
+			"--account-concurrency", strconv.Itoa(cfg.AccountConcurrency)}
 	}
 
 	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
@@ -350,6 +357,7 @@ func (f *File) prepare(ctx context.Context) error {
 	js, _ := jetstream.New(nc)
 	steps := []func(context.Context) error{
 		func(ctx context.Context) error { _, err := replica.LeaseKV(ctx, js, 3); return err },
+		func(ctx context.Context) error { _, err := slots.LeaseKV(ctx, js, 3); return err },
 		func(ctx context.Context) error {
 			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: 3})
 			return err

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
@@ -118,7 +119,11 @@ type Config struct {
 	RenewAge time.Duration
 	Placer   Placer
 	Workers  Workers
-	Logger   *slog.Logger
+	// Scale, when set, is asked before every new environment: a function
+	// lives in one partition, so its leader alone rations the scaling rate
+	// across every frontend (a new leader starts with a full bucket).
+	Scale  assignment.ScaleLimiter
+	Logger *slog.Logger
 }
 
 // Member is one process's membership in every partition.
@@ -216,10 +221,20 @@ func CreateJournal(ctx context.Context, js jetstream.JetStream, p, replicas int)
 
 // LeaseKV opens (creating) the leader lease bucket.
 func LeaseKV(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	if kv, err := js.KeyValue(ctx, LeaseBucket); err == nil {
+	return OpenLeaseKV(ctx, js, LeaseBucket, replicas)
+}
+
+// OpenLeaseKV opens (creating) a bucket of leader leases: one value per
+// key, on disk (the counting service keeps its leaders' in one too).
+func OpenLeaseKV(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
+	if kv, err := js.KeyValue(ctx, bucket); err == nil {
 		return kv, nil
 	}
-	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket %s: %w", bucket, err)
+	}
+	return kv, nil
 }
 
 // Close leaves every partition (without appending anything).

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
@@ -651,6 +652,15 @@ func (p *part) acquire(req Request) Reply {
 	}
 	p.mu.Unlock()
 
+	if cfg.Scale != nil {
+		if err := cfg.Scale.AllowNewEnvironment(counting.Key{Account: req.Account, Function: fn.FunctionName}); err != nil {
+			var ae *api.Error
+			if errors.As(err, &ae) {
+				return Reply{APIError: ae}
+			}
+			return Reply{Error: err.Error()}
+		}
+	}
 	preq := placement.Request{Function: req.Account + "/" + fn.FunctionName, MemoryMB: fn.MemorySize}
 	ctx, cancel := context.WithTimeout(p.m.ctx, 2*time.Minute)
 	defer cancel()
