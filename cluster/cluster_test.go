@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/replica"
+	"github.com/kiln-dev/kiln/slots"
 )
 
 var ctx = context.Background()
@@ -572,4 +574,87 @@ func TestWarmLatencyClusterVsUp(t *testing.T) {
 	t.Logf("  kiln up:      p50 %v  p99 %v", upP50, upP99)
 	t.Logf("  kiln cluster: p50 %v  p99 %v", clP50, clP99)
 	t.Logf("  ratio cluster/up: p50 %.2fx  p99 %.2fx", float64(clP50)/float64(upP50), float64(clP99)/float64(upP99))
+}
+
+// throttled reports whether err is Lambda's 429 for the account limit.
+func throttled(err error) bool {
+	var tmr *types.TooManyRequestsException
+	return errors.As(err, &tmr) && tmr.Reason == types.ThrottleReasonConcurrentInvocationLimitExceeded
+}
+
+// TestAccountLimitAcrossFrontends: two frontend processes count against
+// one account limit together; a frontend killed (SIGKILL) while it holds
+// the account's every slot keeps them until its lease runs out, never
+// letting the other admit over the limit meanwhile, and then loses them all.
+func TestAccountLimitAcrossFrontends(t *testing.T) {
+	const limit = 3
+	f := up(t, cluster.UpConfig{AccountConcurrency: limit})
+	c0, c1 := client(f, 0), client(f, 1)
+	create(t, c0, "sleepy")
+	if o := invoke(c1, "sleepy", `{}`); o.err != nil {
+		t.Fatal(o.err)
+	}
+
+	// At once, through both frontends: the limit, not twice it.
+	burst := func(n int, clients ...*lambda.Client) (ok, refused int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(c *lambda.Client) {
+				defer wg.Done()
+				o := invoke(c, "sleepy", `{"action":"sleep","ms":3000}`)
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case o.err == nil:
+					ok++
+				case throttled(o.err):
+					refused++
+				default:
+					t.Errorf("invoke: %v", o.err)
+				}
+			}(clients[i%len(clients)])
+		}
+		wg.Wait()
+		return ok, refused
+	}
+	if ok, refused := burst(8, c0, c1); ok != limit || refused != 8-limit {
+		t.Fatalf("8 invokes at once through two frontends: %d ran, %d refused; the account limit is %d", ok, refused, limit)
+	}
+
+	// frontend-1 takes every slot, then is killed.
+	for i := 0; i < limit; i++ {
+		go invoke(c0, "sleepy", `{"action":"sleep","ms":2000}`)
+	}
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		o := invoke(c1, "sleepy", `{}`)
+		if throttled(o.err) {
+			break
+		}
+		if o.err != nil || time.Now().After(end) {
+			t.Fatalf("frontend-1's invokes never filled the account: %v", o.err)
+		}
+	}
+	if _, err := f.Kill("frontend-1"); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	refusals := 0
+	for end := killed.Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		o := invoke(c1, "sleepy", `{}`)
+		if o.err == nil {
+			break
+		}
+		if !throttled(o.err) || time.Now().After(end) {
+			t.Fatalf("after %d refusals: %v", refusals, o.err)
+		}
+		refusals++
+	}
+	t.Logf("frontend-1's slots came free %v after SIGKILL (lease TTL %v); %d invokes refused meanwhile",
+		time.Since(killed).Round(time.Millisecond), slots.DefaultTTL, refusals)
+	// All of them, and no more.
+	if ok, refused := burst(limit+1, c1); ok != limit || refused != 1 {
+		t.Fatalf("%d invokes at once after the lease ran out: %d ran, %d refused; the account limit is %d", limit+1, ok, refused, limit)
+	}
 }

@@ -34,6 +34,7 @@ type Client struct {
 	held    map[uint64]counting.Key
 	pending map[uint64]counting.Key
 	epochs  []uint64
+	changed []chan struct{} // closed when a partition's epoch changes
 	sub     *nats.Subscription
 	stop    chan struct{}
 	done    chan struct{}
@@ -64,12 +65,18 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	c := &Client{nc: cfg.NC, ring: partition.NewRing(cfg.Partitions), holder: cfg.Holder,
 		every: cfg.TTL / HeartbeatEvery, next: 1, held: map[uint64]counting.Key{}, pending: map[uint64]counting.Key{},
-		epochs: make([]uint64, cfg.Partitions), stop: make(chan struct{}), done: make(chan struct{})}
+		epochs: make([]uint64, cfg.Partitions), changed: make([]chan struct{}, cfg.Partitions),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	for p := range c.changed {
+		c.changed[p] = make(chan struct{})
+	}
 	var err error
 	c.sub, err = cfg.NC.Subscribe(subjLead, func(msg *nats.Msg) {
 		var l leadMsg
-		if json.Unmarshal(msg.Data, &l) == nil {
-			c.sawEpoch(l.Partition, l.Epoch)
+		if json.Unmarshal(msg.Data, &l) == nil && c.sawEpoch(l.Partition, l.Epoch) {
+			// A new leader counts what the frontends hold before granting:
+			// tell it now rather than at the next tick.
+			c.heartbeat()
 		}
 	})
 	if err != nil {
@@ -117,18 +124,19 @@ func (c *Client) heartbeat() {
 	c.nc.Publish(subjHeartbeat, b)
 }
 
-// sawEpoch records partition p's newest leader epoch; it reports whether
-// epoch is that one (a grant of an older leader is dropped).
+// sawEpoch records partition p's newest leader epoch, and reports whether
+// epoch is newer than any seen before; asks waiting on the old leader are
+// re-sent.
 func (c *Client) sawEpoch(p int, epoch uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if p < 0 || p >= len(c.epochs) {
+	if p < 0 || p >= len(c.epochs) || epoch <= c.epochs[p] {
 		return false
 	}
-	if epoch > c.epochs[p] {
-		c.epochs[p] = epoch
-	}
-	return epoch == c.epochs[p]
+	c.epochs[p] = epoch
+	close(c.changed[p])
+	c.changed[p] = make(chan struct{})
+	return true
 }
 
 // Take asks for a slot of k: release returns it; err is a 429 *api.Error
@@ -145,8 +153,9 @@ func (c *Client) Take(ctx context.Context, k counting.Key) (release func(), err 
 		id := c.next
 		c.next++
 		c.pending[id] = k
+		changed := c.changed[p]
 		c.mu.Unlock()
-		rep, err := c.ask(ctx, p, acquireMsg{Holder: c.holder, ID: id, Key: k}, deadline)
+		rep, err := c.ask(ctx, p, acquireMsg{Holder: c.holder, ID: id, Key: k}, deadline, changed)
 		c.mu.Lock()
 		delete(c.pending, id)
 		granted := err == nil && !rep.Retry && rep.Reason == "" && c.epochs[p] <= rep.Epoch
@@ -154,8 +163,8 @@ func (c *Client) Take(ctx context.Context, k counting.Key) (release func(), err 
 			c.held[id] = k
 		}
 		c.mu.Unlock()
-		if err == nil && !rep.Retry {
-			c.sawEpoch(p, rep.Epoch)
+		if err == nil && !rep.Retry && c.sawEpoch(p, rep.Epoch) {
+			c.heartbeat()
 		}
 		switch {
 		case granted:
@@ -173,23 +182,33 @@ func (c *Client) Take(ctx context.Context, k counting.Key) (release func(), err 
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-changed:
 		case <-time.After(min(time.Duration(attempt+1)*10*time.Millisecond, 100*time.Millisecond)):
 		}
 	}
 }
 
-// ask sends one acquire; no responders (no leader yet) is a Retry.
-func (c *Client) ask(ctx context.Context, p int, req acquireMsg, deadline time.Time) (acquireReply, error) {
+// ask sends one acquire. No responders (no leader yet), no answer (a dead
+// leader that NATS still routes to) and a new leader while waiting are a
+// Retry.
+func (c *Client) ask(ctx context.Context, p int, req acquireMsg, deadline time.Time, changed <-chan struct{}) (acquireReply, error) {
 	b, _ := json.Marshal(req)
-	if per := time.Now().Add(2 * time.Second); per.Before(deadline) {
+	if per := time.Now().Add(time.Second); per.Before(deadline) {
 		deadline = per
 	}
 	actx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
+	go func() {
+		select {
+		case <-changed:
+			cancel()
+		case <-actx.Done():
+		}
+	}()
 	msg, err := c.nc.RequestWithContext(actx, subjAcquire+strconv.Itoa(p), b)
 	var rep acquireReply
 	switch {
-	case errors.Is(err, nats.ErrNoResponders) || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil):
+	case err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
 		rep.Retry = true
 	case err != nil:
 		return rep, err
