@@ -658,3 +658,95 @@ func TestAccountLimitAcrossFrontends(t *testing.T) {
 		t.Fatalf("%d invokes at once after the lease ran out: %d ran, %d refused; the account limit is %d", limit+1, ok, refused, limit)
 	}
 }
+
+// provisionedEnvs lists the provisioned environments of fn as the leader
+// of its partition holds them.
+func provisionedEnvs(t *testing.T, f *cluster.File, fn string) []string {
+	t.Helper()
+	st, err := f.StatusWithEnvs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range st.Members {
+		for _, ps := range m.Partitions {
+			for _, e := range ps.EnvList {
+				if ps.Leading && e.Provisioned && e.Key.Function == fn {
+					ids = append(ids, e.ID)
+				}
+			}
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// TestProvisionedAcrossLeaderFailover: provisioned concurrency in a cluster
+// becomes READY, serves without cold starts, and after the partition
+// leader is SIGKILLed the new leader keeps the very same environments:
+// still READY, still no cold start.
+func TestProvisionedAcrossLeaderFailover(t *testing.T) {
+	const n = 2
+	f := up(t, cluster.UpConfig{})
+	c := client(f, 0)
+	create(t, c, "prov")
+	v, err := c.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: aws.String("prov")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("prov"),
+		Qualifier: v.Version, ProvisionedConcurrentExecutions: aws.Int32(n)}); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(when string) {
+		t.Helper()
+		for end := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			out, err := c.GetProvisionedConcurrencyConfig(ctx, &lambda.GetProvisionedConcurrencyConfigInput{FunctionName: aws.String("prov"), Qualifier: v.Version})
+			if err == nil && out.Status == types.ProvisionedConcurrencyStatusEnumReady && aws.ToInt32(out.AllocatedProvisionedConcurrentExecutions) == n {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: provisioned concurrency not READY: %+v %v", when, out, err)
+			}
+		}
+	}
+	warm := func(when string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				o := invoke(client(f, i%2), "prov:"+aws.ToString(v.Version), `{"action":"sleep","ms":500}`)
+				if o.err != nil || o.cold {
+					t.Errorf("%s: invoke %d: cold %v, err %v", when, i, o.cold, o.err)
+				}
+			}(i)
+		}
+		wg.Wait()
+	}
+	ready("after PutProvisionedConcurrencyConfig")
+	before := provisionedEnvs(t, f, "prov")
+	if len(before) != n {
+		t.Fatalf("provisioned environments %v, want %d", before, n)
+	}
+	warm("before the failover")
+
+	leader, p := leaderOf(t, f, "prov")
+	if _, err := f.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if l, _ := leaderOf(t, f, "prov"); l != "" && l != leader {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("partition %d: no new leader after killing %s", p, leader)
+		}
+	}
+	warm("after the failover")
+	ready("after the failover")
+	if after := provisionedEnvs(t, f, "prov"); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Fatalf("provisioned environments before the failover %v, after %v", before, after)
+	}
+}

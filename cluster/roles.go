@@ -155,7 +155,18 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		return err
 	}
 	defer m.Close()
-	counter, err := startCounting(ctx, nc, cfg)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	if err != nil {
+		return err
+	}
+	if err := m.FollowProvisioned(ctx, store); err != nil {
+		return err
+	}
+	counter, err := startCounting(ctx, nc, store, cfg)
 	if err != nil {
 		return err
 	}
@@ -165,17 +176,9 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 }
 
 // startCounting runs the counting service's member beside assignment's.
-func startCounting(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (*slots.Member, error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
-	if err != nil {
-		return nil, err
-	}
+func startCounting(ctx context.Context, nc *nats.Conn, store *metadata.Store, cfg RoleConfig) (*slots.Member, error) {
 	var m *slots.Member
-	err = retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
+	err := retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
 		m, err = slots.Start(actx, slots.Config{NC: nc, Member: cfg.Name, Partitions: cfg.Partitions, Replicas: cfg.Replicas,
 			Counting: counting.Config{AccountLimit: cfg.AccountConcurrency}, Functions: store, Lease: cfg.Lease, Logger: cfg.Logger})
 		return err

@@ -92,6 +92,9 @@ type Env struct {
 	// Lease is when its lease was last renewed (leader's clock, unix ns):
 	// every record renews it; a renew record only renews it.
 	Lease int64 `json:"l,omitempty"`
+	// Provisioned: kept for provisioned concurrency (created before
+	// traffic, preferred, never reaped for idleness).
+	Provisioned bool `json:"p,omitempty"`
 	// Seq is the journal sequence of the last record about it (set by Apply).
 	Seq uint64 `json:"-"`
 }

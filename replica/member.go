@@ -129,6 +129,7 @@ type Config struct {
 // Member is one process's membership in every partition.
 type Member struct {
 	cfg   Config
+	ring  *partition.Ring
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	parts []*part
@@ -174,7 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Member{cfg: cfg, js: js, kv: kv}
+	m := &Member{cfg: cfg, js: js, kv: kv, ring: partition.NewRing(cfg.Partitions)}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	for p := 0; p < cfg.Partitions; p++ {
 		if err := CreateJournal(ctx, js, p, cfg.Replicas); err != nil {
