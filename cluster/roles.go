@@ -155,11 +155,7 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		return err
 	}
 	defer m.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
 	}
@@ -173,6 +169,14 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	defer counter.Close()
 	<-ctx.Done()
 	return nil
+}
+
+func openMetadata(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (*metadata.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
 }
 
 // startCounting runs the counting service's member beside assignment's.
@@ -413,11 +417,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 // ---- control plane ----
 
 func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
 	}
@@ -451,11 +451,7 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 // ---- frontend ----
 
 func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
 	}
