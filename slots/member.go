@@ -81,6 +81,8 @@ type Member struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 	hbSub *nats.Subscription
+	// started is when this member began hearing heartbeats.
+	started time.Time
 
 	mu       sync.Mutex
 	parts    []*part
@@ -141,6 +143,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 			return nil, err
 		}
 	}
+	m.mu.Lock()
+	m.started = time.Now()
+	m.mu.Unlock()
 	if m.hbSub, err = cfg.NC.Subscribe(subjHeartbeat, m.onHeartbeat); err != nil {
 		m.stop()
 		return nil, err
@@ -253,6 +258,7 @@ func (m *Member) tick(p *part) {
 	}
 	e, err := m.kv.Get(ctx, key)
 	var newRev uint64
+	first := false
 	switch {
 	case err == nil && e.Operation() == jetstream.KeyValuePut:
 		m.mu.Lock()
@@ -266,7 +272,9 @@ func (m *Member) tick(p *part) {
 		}
 		newRev, err = m.kv.Update(ctx, key, val, e.Revision())
 	case errors.Is(err, jetstream.ErrKeyNotFound):
+		// Nobody ever led it: nothing was granted, nothing to count.
 		newRev, err = m.kv.Create(ctx, key, val)
+		first = err == nil
 	case err == nil: // a delete marker
 		newRev, err = m.kv.Update(ctx, key, val, e.Revision())
 	}
@@ -275,12 +283,12 @@ func (m *Member) tick(p *part) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.leadLocked(p, newRev)
+	m.leadLocked(p, newRev, first)
 }
 
 // leadLocked takes partition p at epoch: fresh counts, filled in by the
-// frontends' next heartbeats before anything is granted.
-func (m *Member) leadLocked(p *part, epoch uint64) {
+// frontends' next heartbeats before anything is granted (unless first).
+func (m *Member) leadLocked(p *part, epoch uint64, first bool) {
 	now := time.Now()
 	p.leads, p.epoch, p.rev, p.renew = true, epoch, epoch, now
 	c := counting.New(m.cfg.Counting)
@@ -295,6 +303,9 @@ func (m *Member) leadLocked(p *part, epoch uint64) {
 		if now.Sub(at) <= m.cfg.TTL {
 			p.waitFor[h] = true
 		}
+	}
+	if first {
+		p.until = now
 	}
 	for subj, fn := range map[string]nats.MsgHandler{
 		subjAcquire + strconv.Itoa(p.id): func(msg *nats.Msg) { m.onAcquire(p, msg) },
@@ -320,9 +331,12 @@ func (m *Member) announce(p *part) {
 	m.cfg.NC.Publish(subjLead, b)
 }
 
-// recoveredLocked ends the take-over once nobody is left to hear from.
+// recoveredLocked ends the take-over once nobody is left to hear from (a
+// member up for less than the TTL may not have heard of every frontend),
+// or the TTL ran out.
 func (m *Member) recoveredLocked(p *part, now time.Time) {
-	if p.waitFor != nil && (len(p.waitFor) == 0 || now.After(p.until)) {
+	heardAll := len(p.waitFor) == 0 && now.Sub(m.started) > m.cfg.TTL
+	if p.waitFor != nil && (heardAll || !now.Before(p.until)) {
 		m.cfg.Logger.Info("counting: partition counted", "partition", p.id, "epoch", p.epoch, "silent", len(p.waitFor))
 		p.waitFor = nil
 	}
