@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -93,13 +94,15 @@ type Member struct {
 type part struct {
 	id int
 	// The lease as this member last saw it (rev, and when it last changed).
-	rev    uint64
-	revAt  time.Time
-	epoch  uint64 // while leading: the revision it took the lease at
-	leads  bool
-	renew  time.Time // last successful renewal
-	leases *counting.Leases
-	subs   []*nats.Subscription
+	rev     uint64
+	revAt   time.Time
+	present bool
+	myRev   uint64 // while leading: the revision of its last renewal
+	epoch   uint64 // while leading: the revision it took the lease at
+	leads   bool
+	renew   time.Time // last successful renewal
+	leases  *counting.Leases
+	subs    []*nats.Subscription
 	// Taking over: the holders still to renew since, and the deadline.
 	waitFor map[string]bool
 	until   time.Time
@@ -213,19 +216,49 @@ func (m *Member) setReserved(k counting.Key, r *int) {
 	}
 }
 
-// run campaigns for, renews and expires every partition, every Lease/3.
+// run follows the lease bucket, and every Lease/3 renews the partitions
+// this member leads (expiring silent frontends' slots) and campaigns for
+// those whose lease lapsed.
 func (m *Member) run() {
 	defer m.wg.Done()
+	w, err := m.kv.WatchAll(m.ctx)
+	if err != nil {
+		m.cfg.Logger.Error("counting: lease watch", "err", err)
+		return
+	}
+	defer w.Stop()
 	t := time.NewTicker(m.cfg.Lease / 3)
 	defer t.Stop()
+	synced := false // the watch delivered the bucket as it was
 	for {
-		for _, p := range m.parts {
-			m.tick(p)
-		}
 		select {
 		case <-m.ctx.Done():
 			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				synced = true
+				continue
+			}
+			p, err := strconv.Atoi(strings.TrimPrefix(e.Key(), "p"))
+			if err != nil || p < 0 || p >= len(m.parts) {
+				continue
+			}
+			m.mu.Lock()
+			pt := m.parts[p]
+			pt.rev, pt.revAt, pt.present = e.Revision(), time.Now(), e.Operation() == jetstream.KeyValuePut
+			if pt.leads && pt.rev > pt.myRev {
+				m.stepDownLocked(pt, "lease taken")
+			}
+			m.mu.Unlock()
 		case <-t.C:
+			if synced {
+				for _, p := range m.parts {
+					m.tick(p)
+				}
+			}
 		}
 	}
 }
@@ -236,16 +269,16 @@ func (m *Member) tick(p *part) {
 	key := "p" + strconv.Itoa(p.id)
 	val, _ := json.Marshal(leaseValue{Member: m.cfg.Member})
 	m.mu.Lock()
-	leads, rev := p.leads, p.rev
+	leads, myRev, rev, present, lapsed := p.leads, p.myRev, p.rev, p.present, time.Since(p.revAt) > m.cfg.Lease
 	m.mu.Unlock()
 	if leads {
-		newRev, err := m.kv.Update(ctx, key, val, rev)
+		newRev, err := m.kv.Update(ctx, key, val, myRev)
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		now := time.Now()
 		switch {
 		case err == nil:
-			p.rev, p.renew = newRev, now
+			p.myRev, p.renew = newRev, now
 			p.leases.Expire(now)
 			if p.waitFor != nil {
 				m.announce(p)
@@ -256,27 +289,18 @@ func (m *Member) tick(p *part) {
 		}
 		return
 	}
-	e, err := m.kv.Get(ctx, key)
 	var newRev uint64
+	var err error
 	first := false
 	switch {
-	case err == nil && e.Operation() == jetstream.KeyValuePut:
-		m.mu.Lock()
-		if e.Revision() != p.rev {
-			p.rev, p.revAt = e.Revision(), time.Now()
-		}
-		lapsed := time.Since(p.revAt) > m.cfg.Lease
-		m.mu.Unlock()
-		if !lapsed {
-			return
-		}
-		newRev, err = m.kv.Update(ctx, key, val, e.Revision())
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case rev == 0:
 		// Nobody ever led it: nothing was granted, nothing to count.
 		newRev, err = m.kv.Create(ctx, key, val)
 		first = err == nil
-	case err == nil: // a delete marker
-		newRev, err = m.kv.Update(ctx, key, val, e.Revision())
+	case !present || lapsed: // deleted, or its leader silent
+		newRev, err = m.kv.Update(ctx, key, val, rev)
+	default:
+		return
 	}
 	if err != nil {
 		return // another member won, or JetStream is unreachable
@@ -290,7 +314,7 @@ func (m *Member) tick(p *part) {
 // frontends' next heartbeats before anything is granted (unless first).
 func (m *Member) leadLocked(p *part, epoch uint64, first bool) {
 	now := time.Now()
-	p.leads, p.epoch, p.rev, p.renew = true, epoch, epoch, now
+	p.leads, p.epoch, p.myRev, p.renew = true, epoch, epoch, now
 	c := counting.New(m.cfg.Counting)
 	for k, r := range m.reserved {
 		if PartitionOf(m.ring, k.Account) == p.id {
