@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -595,37 +596,49 @@ func TestAccountLimitAcrossFrontends(t *testing.T) {
 		t.Fatal(o.err)
 	}
 
-	// At once, through both frontends: the limit, not twice it.
-	burst := func(n int, clients ...*lambda.Client) (ok, refused int) {
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func(c *lambda.Client) {
-				defer wg.Done()
-				o := invoke(c, "sleepy", `{"action":"sleep","ms":3000}`)
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case o.err == nil:
-					ok++
-				case throttled(o.err):
-					refused++
-				default:
-					t.Errorf("invoke: %v", o.err)
-				}
-			}(clients[i%len(clients)])
+	// At once, through both frontends: the limit, not twice it. A slot
+	// is returned without waiting, so a burst right after another may find
+	// one still counted: never more than the limit, the limit on a retry.
+	burst := func(n int, clients ...*lambda.Client) {
+		t.Helper()
+		for try := 0; ; try++ {
+			var ok, refused atomic.Int64
+			var wg sync.WaitGroup
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func(c *lambda.Client) {
+					defer wg.Done()
+					switch o := invoke(c, "sleepy", `{"action":"sleep","ms":3000}`); {
+					case o.err == nil:
+						ok.Add(1)
+					case throttled(o.err):
+						refused.Add(1)
+					default:
+						t.Errorf("invoke: %v", o.err)
+					}
+				}(clients[i%len(clients)])
+			}
+			wg.Wait()
+			if ok.Load() > limit || try == 3 && ok.Load() < limit {
+				t.Fatalf("%d invokes at once through %d frontend(s): %d ran, %d refused; the account limit is %d",
+					n, len(clients), ok.Load(), refused.Load(), limit)
+			}
+			if ok.Load() == limit {
+				return
+			}
 		}
-		wg.Wait()
-		return ok, refused
 	}
-	if ok, refused := burst(8, c0, c1); ok != limit || refused != 8-limit {
-		t.Fatalf("8 invokes at once through two frontends: %d ran, %d refused; the account limit is %d", ok, refused, limit)
-	}
+	burst(8, c0, c1)
 
 	// frontend-1 takes every slot, then is killed.
 	for i := 0; i < limit; i++ {
-		go invoke(c0, "sleepy", `{"action":"sleep","ms":2000}`)
+		go func() {
+			for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				if o := invoke(c0, "sleepy", `{"action":"sleep","ms":2000}`); !throttled(o.err) {
+					return // ran, or frontend-1 was killed under it
+				}
+			}
+		}()
 	}
 	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		o := invoke(c1, "sleepy", `{}`)
@@ -654,9 +667,7 @@ func TestAccountLimitAcrossFrontends(t *testing.T) {
 	t.Logf("frontend-1's slots came free %v after SIGKILL (lease TTL %v); %d invokes refused meanwhile",
 		time.Since(killed).Round(time.Millisecond), slots.DefaultTTL, refusals)
 	// All of them, and no more.
-	if ok, refused := burst(limit+1, c1); ok != limit || refused != 1 {
-		t.Fatalf("%d invokes at once after the lease ran out: %d ran, %d refused; the account limit is %d", limit+1, ok, refused, limit)
-	}
+	burst(limit+1, c1)
 }
 
 // provisionedEnvs lists the provisioned environments of fn as the leader

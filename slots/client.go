@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -205,7 +204,7 @@ func (c *Client) ask(ctx context.Context, p int, req acquireMsg, deadline time.T
 		case <-actx.Done():
 		}
 	}()
-	msg, err := c.nc.RequestWithContext(actx, subjAcquire+strconv.Itoa(p), b)
+	msg, err := c.nc.RequestWithContext(actx, partitionSubject(p, "acquire"), b)
 	var rep acquireReply
 	switch {
 	case err != nil && ctx.Err() == nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)):
@@ -230,7 +229,7 @@ func (c *Client) release(p int, id uint64) {
 	}
 	// Not waited for: a lost release is found by the next heartbeat.
 	b, _ := json.Marshal(releaseMsg{Holder: c.holder, ID: id})
-	c.nc.Publish(subjRelease+strconv.Itoa(p), b)
+	c.nc.Publish(partitionSubject(p, "release"), b)
 }
 
 // Holding is how many slots this frontend holds.

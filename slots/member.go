@@ -42,8 +42,7 @@ const (
 	LeaseBucket    = "KILN_COUNT_LEADERS"
 	subjHeartbeat  = "kiln.count.hb"
 	subjLead       = "kiln.count.lead"
-	subjAcquire    = "kiln.count.acquire.p" // + partition
-	subjRelease    = "kiln.count.release.p" // + partition
+	subjPartition  = "kiln.count.p" // + partition + ".acquire" | ".release"
 	DefaultTTL     = 3 * time.Second
 	DefaultLease   = 600 * time.Millisecond
 	HeartbeatEvery = 6 // heartbeats per TTL
@@ -331,22 +330,27 @@ func (m *Member) leadLocked(p *part, epoch uint64, first bool) {
 	if first {
 		p.until = now
 	}
-	for subj, fn := range map[string]nats.MsgHandler{
-		subjAcquire + strconv.Itoa(p.id): func(msg *nats.Msg) { m.onAcquire(p, msg) },
-		subjRelease + strconv.Itoa(p.id): func(msg *nats.Msg) { m.onRelease(p, msg) },
-	} {
-		s, err := m.cfg.NC.Subscribe(subj, fn)
-		if err != nil {
-			m.stepDownLocked(p, "subscribe: "+err.Error())
-			return
+	// One subscription for both, so a frontend's release and its next
+	// acquire are decided in the order it sent them.
+	s, err := m.cfg.NC.Subscribe(partitionSubject(p.id, "*"), func(msg *nats.Msg) {
+		if strings.HasSuffix(msg.Subject, ".release") {
+			m.onRelease(p, msg)
+		} else {
+			m.onAcquire(p, msg)
 		}
-		p.subs = append(p.subs, s)
+	})
+	if err != nil {
+		m.stepDownLocked(p, "subscribe: "+err.Error())
+		return
 	}
+	p.subs = append(p.subs, s)
 	m.cfg.Logger.Info("counting: leading", "partition", p.id, "epoch", epoch, "member", m.cfg.Member,
 		"waiting_for", len(p.waitFor))
 	m.announce(p)
 	m.recoveredLocked(p, now)
 }
+
+func partitionSubject(p int, op string) string { return subjPartition + strconv.Itoa(p) + "." + op }
 
 // announce tells the frontends this leader's epoch: from then on they drop
 // grants of older ones, and their heartbeats say they have heard it.
