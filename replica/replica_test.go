@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/assignment"
+	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
@@ -654,5 +655,27 @@ func TestProvisionedSurvivesFailover(t *testing.T) {
 		if time.Now().After(end) {
 			t.Fatalf("the environment lost with worker %s was not replaced", lost.Worker)
 		}
+	}
+}
+
+// TestScalingRateAtThePartitionLeader: a function's new environments are
+// rationed by its partition's leader, whichever frontend asks, with
+// Lambda's 429 reason; a warm environment needs no token.
+func TestScalingRateAtThePartitionLeader(t *testing.T) {
+	r := newRig(t, 1, Replicated, func(cfg *Config) {
+		cfg.Scale = counting.New(counting.Config{ScaleBurst: 1, ScaleRefill: 1}) // 1 per 10 s
+	})
+	held, err := r.client.Acquire(context.Background(), assignment.Request{Account: "acct", Function: fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.client.Acquire(context.Background(), assignment.Request{Account: "acct", Function: fn})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Reason != counting.ReasonScaling {
+		t.Fatalf("a second new environment at once: %v, want %s", err, counting.ReasonScaling)
+	}
+	r.client.Release(held, true)
+	if e, err := r.invoke(fn); err != nil || e.Cold {
+		t.Fatalf("warm invoke after the throttle: cold %v, err %v", e != nil && e.Cold, err)
 	}
 }
