@@ -595,6 +595,15 @@ func TestAccountLimitAcrossFrontends(t *testing.T) {
 	if o := invoke(c1, "sleepy", `{}`); o.err != nil {
 		t.Fatal(o.err)
 	}
+	st, err := f.Status(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Partitions {
+		if p.Counting == "" {
+			t.Fatalf("status: counting partition %d has no leader", p.Partition)
+		}
+	}
 
 	// At once, through both frontends: the limit, not twice it. A slot
 	// is returned without waiting, so a burst right after another may find

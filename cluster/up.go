@@ -522,6 +522,9 @@ type PartitionInfo struct {
 	LeaderPID int            `json:"leader_pid"`
 	Members   []string       `json:"members"`
 	Envs      map[string]int `json:"envs,omitempty"` // the leader's count by state
+	// Counting is the member leading the counting service's partition
+	// of the same number (accounts, not functions, map to it).
+	Counting string `json:"counting_leader,omitempty"`
 }
 
 // FunctionInfo says where a function's environments are decided.
@@ -564,6 +567,10 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 	if err != nil {
 		return nil, err
 	}
+	countKV, err := js.KeyValue(ctx, slots.LeaseBucket)
+	if err != nil {
+		return nil, err
+	}
 	// Members answer on an inbox; gather for a moment.
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -593,6 +600,7 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 			json.Unmarshal(e.Value(), &l)
 			pi.Leader, pi.Zone, pi.Epoch, pi.LeaderPID = l.Member, l.Zone, l.Epoch, l.PID
 		}
+		pi.Counting = slots.Leader(ctx, countKV, p)
 		for _, m := range st.Members {
 			pi.Members = append(pi.Members, m.Member+"@"+m.Zone)
 			for _, ps := range m.Partitions {

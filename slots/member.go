@@ -162,6 +162,18 @@ func LeaseKV(ctx context.Context, js jetstream.JetStream, replicas int) (jetstre
 	return replica.OpenLeaseKV(ctx, js, LeaseBucket, replicas)
 }
 
+// Leader names the member leading partition p, as kv (LeaseKV) says; ""
+// when none ever did.
+func Leader(ctx context.Context, kv jetstream.KeyValue, p int) string {
+	e, err := kv.Get(ctx, leaseKey(p))
+	if err != nil {
+		return ""
+	}
+	var l leaseValue
+	json.Unmarshal(e.Value(), &l)
+	return l.Member
+}
+
 // Close leaves every partition; the leases lapse (nothing is handed over).
 func (m *Member) Close() {
 	m.stop()
@@ -265,7 +277,7 @@ func (m *Member) run() {
 func (m *Member) tick(p *part) {
 	ctx, cancel := context.WithTimeout(m.ctx, m.cfg.Lease/2)
 	defer cancel()
-	key := "p" + strconv.Itoa(p.id)
+	key := leaseKey(p.id)
 	val, _ := json.Marshal(leaseValue{Member: m.cfg.Member})
 	m.mu.Lock()
 	leads, myRev, rev, present, lapsed := p.leads, p.myRev, p.rev, p.present, time.Since(p.revAt) > m.cfg.Lease
@@ -349,6 +361,8 @@ func (m *Member) leadLocked(p *part, epoch uint64, first bool) {
 	m.announce(p)
 	m.recoveredLocked(p, now)
 }
+
+func leaseKey(p int) string { return "p" + strconv.Itoa(p) }
 
 func partitionSubject(p int, op string) string { return subjPartition + strconv.Itoa(p) + "." + op }
 
