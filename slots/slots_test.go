@@ -185,55 +185,61 @@ func reason(err error) string {
 	return ""
 }
 
-// TestFrontendsShareTheAccountLimit: three frontends, on three NATS nodes,
-// hammer one account: together they never run more than its limit, and
-// they reach it.
-func TestFrontendsShareTheAccountLimit(t *testing.T) {
-	const limit = 4
-	r := newRig(t, limit)
-	r.leader("acct")
-	clients := []*Client{r.client(0), r.client(1), r.client(2)}
+// hammer has 24 workers over clients take slots of one account and hold
+// each for 2 ms, until stop returns true (asked after every grant); it
+// fails the test if more than limit ran at once, or if anything but the
+// account limit refused them.
+func hammer(t *testing.T, clients []*Client, limit int, stop func(granted int64) bool) {
+	t.Helper()
 	var running, most, granted, throttled atomic.Int64
+	var done atomic.Bool
 	var wg sync.WaitGroup
 	for g := 0; g < 24; g++ {
 		wg.Add(1)
 		go func(c *Client, fn string) {
 			defer wg.Done()
-			for i := 0; i < 40; i++ {
+			for !done.Load() {
 				release, err := c.Take(context.Background(), counting.Key{Account: "acct", Function: fn})
 				if err != nil {
 					if reason(err) != counting.ReasonAccount {
 						t.Errorf("take: %v", err)
+						done.Store(true)
 						return
 					}
 					throttled.Add(1)
 					time.Sleep(time.Millisecond)
 					continue
 				}
-				granted.Add(1)
 				n := running.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 				}
 				time.Sleep(2 * time.Millisecond)
 				running.Add(-1)
 				release()
+				if stop(granted.Add(1)) {
+					done.Store(true)
+				}
 			}
-		}(clients[g%3], fmt.Sprintf("f%d", g%5))
+		}(clients[g%len(clients)], fmt.Sprintf("f%d", g%5))
 	}
 	wg.Wait()
 	t.Logf("granted %d, throttled %d, most running at once %d", granted.Load(), throttled.Load(), most.Load())
-	if most.Load() > limit {
+	if most.Load() > int64(limit) {
 		t.Fatalf("%d invokes ran at once across frontends; the account limit is %d", most.Load(), limit)
 	}
 	if throttled.Load() == 0 {
 		t.Fatal("nothing was refused")
 	}
-	// Once the releases are in, the frontends together get the whole
-	// limit back, and no more.
+}
+
+// refill checks that once the releases are in, the frontends together get
+// the whole limit back, and no more.
+func refill(t *testing.T, clients []*Client, limit int) {
+	t.Helper()
 	for end := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		var releases []func()
 		for i := 0; ; i++ {
-			release, err := clients[i%3].Take(context.Background(), counting.Key{Account: "acct", Function: "f"})
+			release, err := clients[i%len(clients)].Take(context.Background(), counting.Key{Account: "acct", Function: "f"})
 			if reason(err) == counting.ReasonAccount {
 				break
 			}
@@ -255,6 +261,47 @@ func TestFrontendsShareTheAccountLimit(t *testing.T) {
 			t.Fatalf("only %d slots free after the load, of %d", len(releases), limit)
 		}
 	}
+}
+
+// TestFrontendsShareTheAccountLimit: three frontends, on three NATS nodes,
+// hammer one account: together they never run more than its limit, and
+// get all of it back afterwards.
+func TestFrontendsShareTheAccountLimit(t *testing.T) {
+	const limit = 4
+	r := newRig(t, limit)
+	r.leader("acct")
+	clients := []*Client{r.client(0), r.client(1), r.client(2)}
+	hammer(t, clients, limit, func(granted int64) bool { return granted >= 300 })
+	refill(t, clients, limit)
+}
+
+// TestLeaderKilledUnderLoad: the counting leader dies while three frontends
+// hammer its account; its successor takes over mid-load (grants of the old
+// leader still on their way, releases lost), and the limit holds
+// throughout.
+func TestLeaderKilledUnderLoad(t *testing.T) {
+	const limit = 4
+	r := newRig(t, limit)
+	old := r.leader("acct")
+	clients := []*Client{r.client(0), r.client(1), r.client(2)}
+	var once sync.Once
+	var killed atomic.Bool
+	var after atomic.Int64
+	hammer(t, clients, limit, func(granted int64) bool {
+		if granted >= 150 {
+			once.Do(func() {
+				go func() {
+					r.kill(old)
+					killed.Store(true)
+				}()
+			})
+		}
+		return killed.Load() && after.Add(1) >= 150 // served by the successor
+	})
+	if l := r.leader("acct"); l == old {
+		t.Fatal("the killed member still leads")
+	}
+	refill(t, clients, limit)
 }
 
 // TestReservedAcrossFrontends: a function's reserved concurrency, set in
