@@ -63,7 +63,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Holder = hex.EncodeToString(b[:])
 	}
 	c := &Client{nc: cfg.NC, ring: partition.NewRing(cfg.Partitions), holder: cfg.Holder,
-		every: cfg.TTL / HeartbeatEvery, next: 1, held: map[uint64]counting.Key{}, pending: map[uint64]counting.Key{},
+		every: cfg.TTL / heartbeatsPerTTL, next: 1, held: map[uint64]counting.Key{}, pending: map[uint64]counting.Key{},
 		epochs: make([]uint64, cfg.Partitions), changed: make([]chan struct{}, cfg.Partitions),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	for p := range c.changed {

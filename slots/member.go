@@ -4,8 +4,8 @@
 // with revision-checked updates) and decides every slot of its accounts
 // with counting.Leases; frontends ask it with Client.
 //
-// Slots are leases: a frontend numbers each slot it asks for, and every
-// HeartbeatEvery it publishes what it holds, what it is still waiting for,
+// Slots are leases: a frontend numbers each slot it asks for, and
+// heartbeatsPerTTL times per TTL it publishes what it holds, what it is still waiting for,
 // and the number it will use next. The leader frees what a frontend no
 // longer lists (a release lost on the way) and everything of a frontend it
 // has not heard from for the TTL (a killed one). The state lives only in
@@ -39,13 +39,13 @@ import (
 
 // Subjects and the lease bucket.
 const (
-	LeaseBucket    = "KILN_COUNT_LEADERS"
-	subjHeartbeat  = "kiln.count.hb"
-	subjLead       = "kiln.count.lead"
-	subjPartition  = "kiln.count.p" // + partition + ".acquire" | ".release"
-	DefaultTTL     = 3 * time.Second
-	DefaultLease   = 600 * time.Millisecond
-	HeartbeatEvery = 6 // heartbeats per TTL
+	LeaseBucket      = "KILN_COUNT_LEADERS"
+	subjHeartbeat    = "kiln.count.hb"
+	subjLead         = "kiln.count.lead"
+	subjPartition    = "kiln.count.p" // + partition + ".acquire" | ".release"
+	DefaultTTL       = 3 * time.Second
+	DefaultLease     = 600 * time.Millisecond
+	heartbeatsPerTTL = 6
 )
 
 // FunctionStore is where reserved concurrency comes from (*metadata.Store).
