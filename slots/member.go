@@ -4,8 +4,8 @@
 // with revision-checked updates) and decides every slot of its accounts
 // with counting.Leases; frontends ask it with Client.
 //
-// Slots are leases: a frontend numbers each slot it asks for, and
-// heartbeatsPerTTL times per TTL it publishes what it holds, what it is still waiting for,
+// Slots are leases: a frontend numbers each slot it asks for, and six
+// times per TTL it publishes what it holds, what it is still waiting for,
 // and the number it will use next. The leader frees what a frontend no
 // longer lists (a release lost on the way) and everything of a frontend it
 // has not heard from for the TTL (a killed one). The state lives only in
