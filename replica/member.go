@@ -114,6 +114,10 @@ type Config struct {
 	Lease time.Duration
 	// IdleTimeout reaps idle environments; 0 means 10 min.
 	IdleTimeout time.Duration
+	// OrphanGrace is how long past its function's timeout a busy
+	// environment waits for its release before it is retired as
+	// orphaned (its frontend died mid-invoke); 0 means 30 s.
+	OrphanGrace time.Duration
 	// RenewAge is how old a lease gets before the leader renews it (and
 	// trims the journal behind the oldest); 0 means 30 s.
 	RenewAge time.Duration
@@ -157,6 +161,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.OrphanGrace == 0 {
+		cfg.OrphanGrace = 30 * time.Second
 	}
 	if cfg.RenewAge == 0 {
 		cfg.RenewAge = 30 * time.Second

@@ -499,6 +499,11 @@ func (p *part) housekeep(ctx context.Context) {
 				switch {
 				case e.Status == partition.Idle && !e.Provisioned && now.Sub(time.Unix(0, e.Used)) > cfg.IdleTimeout:
 					doomed = append(doomed, e)
+				case e.Status == partition.Busy && e.Timeout > 0 &&
+					now.Sub(time.Unix(0, e.Used)) > time.Duration(e.Timeout)*time.Second+cfg.OrphanGrace:
+					// The worker ended the invoke at its timeout; the
+					// frontend that held it never released it.
+					doomed = append(doomed, e)
 				case e.Seq != 0 && now.Sub(time.Unix(0, e.Lease)) > cfg.RenewAge:
 					renew = append(renew, partition.Transition(partition.OpRenew, 0, e, ""))
 				}
@@ -649,6 +654,7 @@ func (p *part) acquire(req Request) Reply {
 	}
 	if ok {
 		rec := partition.Transition(partition.OpAcquire, 0, e, req.Token)
+		rec.Env.Used = time.Now().UnixNano()
 		done, err := p.proposeLocked(rec)
 		p.mu.Unlock()
 		if err == nil {
@@ -714,7 +720,7 @@ func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfig
 	p.mu.Lock()
 	p.seq++
 	env := partition.Env{ID: fmt.Sprintf("%s.p%d.e%d.%d", cfg.Member, p.id, p.epoch, p.seq), Worker: ref.ID, Zone: ref.Zone,
-		Addr: ref.Addr, Key: key, MemoryMB: fn.MemorySize, Provisioned: provisioned}
+		Addr: ref.Addr, Key: key, MemoryMB: fn.MemorySize, Timeout: fn.Timeout, Provisioned: provisioned}
 	create := partition.Transition(partition.OpCreate, 0, env, token)
 	done, err := p.proposeLocked(create)
 	p.mu.Unlock()

@@ -679,3 +679,32 @@ func TestScalingRateAtThePartitionLeader(t *testing.T) {
 		t.Fatalf("warm invoke after the throttle: cold %v, err %v", e != nil && e.Cold, err)
 	}
 }
+
+// TestOrphanedBusyEnvironmentRetired: a frontend that dies mid-invoke never
+// releases its environment; once the function's timeout and the grace are
+// past, the leader retires it (the worker ended the invoke by then).
+func TestOrphanedBusyEnvironmentRetired(t *testing.T) {
+	r := newRig(t, 1, Replicated, func(cfg *Config) { cfg.OrphanGrace = 100 * time.Millisecond })
+	f := fnNamed("orphan")
+	f.Timeout = 1
+	env, err := r.client.Acquire(context.Background(), assignment.Request{Account: "acct", Function: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Never released.
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		gone := true
+		for _, e := range r.envsOf(r.leader(0), 0) {
+			gone = gone && e.ID != env.ID
+		}
+		r.fleet.mu.Lock()
+		live := r.fleet.live[env.ID]
+		r.fleet.mu.Unlock()
+		if gone && !live {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("orphaned busy environment %s never retired and destroyed (retired %v)", env.ID, gone)
+		}
+	}
+}
