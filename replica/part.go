@@ -751,7 +751,7 @@ func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfig
 			time.Sleep(100 * time.Millisecond)
 			return partition.Record{}, nil, &retryable{fmt.Errorf("worker %s unreachable: %w", ref.ID, err)}
 		}
-		return partition.Record{}, nil, fmt.Errorf("create environment on %s: %v", ref.ID, err)
+		return partition.Record{}, nil, fmt.Errorf("create environment on %s: %w", ref.ID, err)
 	}
 	p.mu.Lock()
 	cur, ok := p.st.Env(env.ID)
