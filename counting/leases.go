@@ -1,6 +1,9 @@
 package counting
 
-import "time"
+import (
+	"errors"
+	"time"
+)
 
 // Leases is the counting state of one partition of accounts when many
 // frontends (holders) share it: every slot is numbered by the holder that
@@ -11,7 +14,16 @@ type Leases struct {
 	c       *Counter
 	ttl     time.Duration
 	holders map[string]*holder
+	// Taking over: the holders still to renew, and until when to wait
+	// for them (nil waitFor: counting).
+	waitFor map[string]bool
+	until   time.Time
+	quiet   time.Time // not before this, even with waitFor empty
 }
+
+// ErrTakingOver refuses a grant while a new leader still learns what
+// the holders hold: ask again shortly.
+var ErrTakingOver = errors.New("counting: taking the partition over")
 
 type holder struct {
 	seen  time.Time
@@ -42,9 +54,43 @@ func (l *Leases) holder(name string, now time.Time) *holder {
 	return h
 }
 
-// Grant takes slot id of k for holder, or returns the 429 *api.Error. A
-// slot already granted under id is granted again: the request was re-sent.
+// TakeOver starts counting a partition someone led before: slots were
+// granted that only the holders know. Nothing is granted until every
+// holder in heard (last heard of, as listened since listening) has renewed
+// with Renewed, or the TTL ran out (a silent holder's slots would have
+// expired by then). A listener up for less than the TTL may not have heard
+// of every holder: it waits the TTL out.
+func (l *Leases) TakeOver(heard map[string]time.Time, listening, now time.Time) {
+	l.waitFor, l.until, l.quiet = map[string]bool{}, now.Add(l.ttl), listening.Add(l.ttl)
+	for h, at := range heard {
+		if now.Sub(at) <= l.ttl {
+			l.waitFor[h] = true
+		}
+	}
+	l.Counting(now)
+}
+
+// Renewed records that holder renewed after hearing of the take-over.
+func (l *Leases) Renewed(holder string, now time.Time) {
+	delete(l.waitFor, holder)
+	l.Counting(now)
+}
+
+// Counting reports whether the take-over is over (or there was none).
+func (l *Leases) Counting(now time.Time) bool {
+	if l.waitFor != nil && (len(l.waitFor) == 0 && !now.Before(l.quiet) || !now.Before(l.until)) {
+		l.waitFor = nil
+	}
+	return l.waitFor == nil
+}
+
+// Grant takes slot id of k for holder, or returns the 429 *api.Error (or
+// ErrTakingOver). A slot already granted under id is granted again: the
+// request was re-sent.
 func (l *Leases) Grant(holder string, id uint64, k Key, now time.Time) error {
+	if !l.Counting(now) {
+		return ErrTakingOver
+	}
 	h := l.holder(holder, now)
 	if _, ok := h.slots[id]; ok {
 		return nil

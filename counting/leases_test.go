@@ -102,3 +102,65 @@ func TestLeasesScripts(t *testing.T) {
 		})
 	}
 }
+
+// TestTakeOver: a new leader grants nothing until every holder heard of
+// within the TTL renewed, or the TTL ran out; one listening for less than
+// the TTL waits it out; what renewals list is counted before any grant.
+func TestTakeOver(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	// Each step: a holder renews (listing the one slot its old leader
+	// granted it), then another asks for a slot: refused while taking
+	// over ("wait"), by the limit of 1 ("full"), or granted ("ok").
+	type step struct {
+		ms      int
+		renewed string
+		want    string
+	}
+	tests := []struct {
+		name      string
+		heard     map[string]int // holder → when last heard (ms)
+		listening int            // since when the leader listened (ms)
+		steps     []step
+	}{
+		{"nobody heard, listening long enough: at once", nil, -5000, []step{{ms: 0, want: "ok"}}},
+		{"waits for every holder heard", map[string]int{"a": -100, "b": -200}, -5000, []step{
+			{ms: 0, want: "wait"}, {ms: 10, renewed: "a", want: "wait"}, {ms: 20, renewed: "b", want: "full"}}},
+		{"a holder silent longer than the TTL is not waited for", map[string]int{"a": -100, "old": -1500}, -5000, []step{
+			{ms: 10, renewed: "a", want: "full"}}},
+		{"a silent holder: until the TTL runs out", map[string]int{"a": -100}, -5000, []step{
+			{ms: 999, want: "wait"}, {ms: 1000, want: "ok"}}},
+		{"listening for less than the TTL: waits it out", map[string]int{"a": -100}, -200, []step{
+			{ms: 10, renewed: "a", want: "wait"}, {ms: 800, want: "full"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := NewLeases(New(Config{AccountLimit: 1}), time.Second)
+			heard := map[string]time.Time{}
+			for h, ms := range tt.heard {
+				heard[h] = at(ms)
+			}
+			l.TakeOver(heard, at(tt.listening), at(0))
+			for i, s := range tt.steps {
+				if s.renewed != "" {
+					l.Renew(s.renewed, []Held{{ID: 1, Key: Key{Account: "acct", Function: "f"}}}, nil, 2, at(s.ms))
+					l.Renewed(s.renewed, at(s.ms))
+				}
+				err := l.Grant("new", uint64(i+1), Key{Account: "acct", Function: "g"}, at(s.ms))
+				var e *api.Error
+				got := "ok"
+				switch {
+				case errors.Is(err, ErrTakingOver):
+					got = "wait"
+				case errors.As(err, &e) && e.Reason == ReasonAccount:
+					got = "full"
+				case err != nil:
+					got = err.Error()
+				}
+				if got != s.want {
+					t.Fatalf("step %d: %s, want %s", i, got, s.want)
+				}
+			}
+		})
+	}
+}

@@ -102,9 +102,6 @@ type part struct {
 	renew   time.Time // last successful renewal
 	leases  *counting.Leases
 	subs    []*nats.Subscription
-	// Taking over: the holders still to renew since, and the deadline.
-	waitFor map[string]bool
-	until   time.Time
 }
 
 type leaseValue struct {
@@ -291,9 +288,8 @@ func (m *Member) tick(p *part) {
 		case err == nil:
 			p.myRev, p.renew = newRev, now
 			p.leases.Expire(now)
-			if p.waitFor != nil {
+			if !p.leases.Counting(now) {
 				m.announce(p)
-				m.recoveredLocked(p, now)
 			}
 		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), now.Sub(p.renew) > m.cfg.Lease:
 			m.stepDownLocked(p, "lease renewal failed: "+err.Error())
@@ -333,14 +329,8 @@ func (m *Member) leadLocked(p *part, epoch uint64, first bool) {
 		}
 	}
 	p.leases = counting.NewLeases(c, m.cfg.TTL)
-	p.waitFor, p.until = map[string]bool{}, now.Add(m.cfg.TTL)
-	for h, at := range m.seen {
-		if now.Sub(at) <= m.cfg.TTL {
-			p.waitFor[h] = true
-		}
-	}
-	if first {
-		p.until = now
+	if !first {
+		p.leases.TakeOver(m.seen, m.started, now)
 	}
 	// One subscription for both, so a frontend's release and its next
 	// acquire are decided in the order it sent them.
@@ -357,9 +347,8 @@ func (m *Member) leadLocked(p *part, epoch uint64, first bool) {
 	}
 	p.subs = append(p.subs, s)
 	m.cfg.Logger.Info("counting: leading", "partition", p.id, "epoch", epoch, "member", m.cfg.Member,
-		"waiting_for", len(p.waitFor))
+		"counting", p.leases.Counting(now))
 	m.announce(p)
-	m.recoveredLocked(p, now)
 }
 
 func leaseKey(p int) string { return "p" + strconv.Itoa(p) }
@@ -373,17 +362,6 @@ func (m *Member) announce(p *part) {
 	m.cfg.NC.Publish(subjLead, b)
 }
 
-// recoveredLocked ends the take-over once nobody is left to hear from (a
-// member up for less than the TTL may not have heard of every frontend),
-// or the TTL ran out.
-func (m *Member) recoveredLocked(p *part, now time.Time) {
-	heardAll := len(p.waitFor) == 0 && now.Sub(m.started) > m.cfg.TTL
-	if p.waitFor != nil && (heardAll || !now.Before(p.until)) {
-		m.cfg.Logger.Info("counting: partition counted", "partition", p.id, "epoch", p.epoch, "silent", len(p.waitFor))
-		p.waitFor = nil
-	}
-}
-
 func (m *Member) stepDownLocked(p *part, why string) {
 	if p.leads {
 		m.cfg.Logger.Info("counting: stepping down", "partition", p.id, "epoch", p.epoch, "member", m.cfg.Member, "why", why)
@@ -391,7 +369,7 @@ func (m *Member) stepDownLocked(p *part, why string) {
 	for _, s := range p.subs {
 		s.Unsubscribe()
 	}
-	p.subs, p.leads, p.leases, p.waitFor = nil, false, nil, nil
+	p.subs, p.leads, p.leases = nil, false, nil
 }
 
 // ---- protocol ----
@@ -436,10 +414,14 @@ func (m *Member) onAcquire(p *part, msg *nats.Msg) {
 	now := time.Now()
 	rep.Epoch = p.epoch
 	switch {
-	case !p.leads || now.Sub(p.renew) > m.cfg.Lease || p.waitFor != nil:
+	case !p.leads || now.Sub(p.renew) > m.cfg.Lease:
 		rep.Retry = true
 	default:
-		if err := p.leases.Grant(req.Holder, req.ID, req.Key, now); err != nil {
+		err := p.leases.Grant(req.Holder, req.ID, req.Key, now)
+		switch {
+		case errors.Is(err, counting.ErrTakingOver):
+			rep.Retry = true
+		case err != nil:
 			rep.Reason = reasonOf(err)
 		}
 	}
@@ -491,10 +473,9 @@ func (m *Member) onHeartbeat(msg *nats.Msg) {
 			}
 		}
 		p.leases.Renew(hb.Holder, held, pending, hb.Next, now)
-		if p.waitFor != nil && p.id < len(hb.Epochs) && hb.Epochs[p.id] >= p.epoch {
-			delete(p.waitFor, hb.Holder)
+		if p.id < len(hb.Epochs) && hb.Epochs[p.id] >= p.epoch {
+			p.leases.Renewed(hb.Holder, now)
 		}
-		m.recoveredLocked(p, now)
 	}
 }
 
@@ -502,5 +483,6 @@ func (m *Member) onHeartbeat(msg *nats.Msg) {
 func (m *Member) leads(p int) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.parts[p].leads && m.parts[p].waitFor == nil
+	pt := m.parts[p]
+	return pt.leads && pt.leases.Counting(time.Now())
 }
