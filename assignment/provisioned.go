@@ -2,9 +2,11 @@ package assignment
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/metadata"
 )
 
 // Provision is provisioned concurrency for one function version.
@@ -16,6 +18,52 @@ type Provision struct {
 	// initialized and whether allocation failed (err is an init failure).
 	Report func(allocated int, err error)
 }
+
+// ProvisionsOf is f's provisioned concurrency, one Provision per version
+// (an alias's primary version carries the alias's), each reporting to
+// report with the qualifier it was configured on.
+func ProvisionsOf(f *metadata.Function, report func(qualifier string, requested, allocated int, failure error)) []Provision {
+	var provs []Provision
+	for q, p := range f.Provisioned {
+		cfg, err := f.Resolve(q, 0)
+		if err != nil || cfg.Version == metadata.Latest {
+			continue
+		}
+		qualifier, requested := q, p.Requested
+		provs = append(provs, Provision{Account: f.Account, Function: cfg, N: requested,
+			Report: func(allocated int, failure error) { report(qualifier, requested, allocated, failure) }})
+	}
+	return provs
+}
+
+// ReportProvisioned writes a provisioned-concurrency status into the
+// function's metadata: IN_PROGRESS, READY once allocated reaches
+// requested, FAILED with the init error. A report about a configuration
+// since changed or deleted is dropped.
+func ReportProvisioned(ctx context.Context, store *metadata.Store, account, name, qualifier string, requested, allocated int, failure error) error {
+	status, reason := "IN_PROGRESS", ""
+	switch {
+	case failure != nil:
+		status, reason = "FAILED", "FUNCTION_ERROR_INIT_FAILURE: "+failure.Error()
+	case allocated >= requested:
+		status = "READY"
+	}
+	_, err := store.Modify(ctx, account, name, func(f *metadata.Function) error {
+		p, ok := f.Provisioned[qualifier]
+		if !ok || p.Requested != requested || p.Status == status && p.Allocated == allocated && p.StatusReason == reason {
+			return errStale
+		}
+		p.Status, p.StatusReason, p.Allocated = status, reason, min(allocated, requested)
+		return nil
+	})
+	if errors.Is(err, errStale) || errors.Is(err, metadata.ErrNotFound) {
+		return nil
+	}
+	return err
+}
+
+// errStale aborts a status write that no longer applies.
+var errStale = errors.New("stale status")
 
 // SetProvisioned replaces the provisioned concurrency of one function: every
 // version not listed keeps none. Environments are created in the

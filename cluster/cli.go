@@ -65,6 +65,7 @@ func Main(cmd string, args []string) error {
 	mode := fs.String("mode", string(replica.Replicated), "assignment: replicated | single-owner (the orphaning baseline)")
 	fs.DurationVar(&cfg.Lease, "lease", 400*time.Millisecond, "assignment: leader lease")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", 10*time.Minute, "assignment: idle environment lifetime")
+	fs.IntVar(&cfg.AccountConcurrency, "account-concurrency", 1000, "assignment, controlplane: every account's concurrency limit, across frontends")
 	fs.IntVar(&cfg.MemoryMB, "memory", 0, "worker: memory for environments in MB (0: unbounded)")
 	fs.IntVar(&cfg.CPUMillis, "cpu", 0, "worker: CPU for environments in thousandths of a CPU (0: every CPU of the host)")
 	isolation := fs.String("sandbox", "linux", "worker: "+roles.SandboxUsage)
@@ -190,6 +191,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 	isolation := fs.String("sandbox", "linux", "up: the workers' "+roles.SandboxUsage)
 	pollers := fs.Int("pollers", 2, "up: async pollers processes")
 	netns := fs.Bool("netns", false, "up: each zone in its own network namespace with its own address (root)")
+	accountLimit := fs.Int("account-concurrency", 1000, "up: every account's concurrency limit, across frontends")
 	function := fs.String("function", "", "status: also show this function's partition")
 	workerID := fs.String("worker", "", "drain: the worker to drain (its name, as in status)")
 	name := fs.String("name", "", "certs: the process's name (unique)")
@@ -204,7 +206,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 			return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
 		}
 		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns,
-			Sandbox: *isolation, Pollers: *pollers})
+			Sandbox: *isolation, Pollers: *pollers, AccountConcurrency: *accountLimit})
 		if err != nil {
 			return err
 		}

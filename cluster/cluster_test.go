@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/replica"
+	"github.com/kiln-dev/kiln/slots"
 )
 
 var ctx = context.Background()
@@ -590,4 +593,198 @@ func TestWarmLatencyClusterVsUp(t *testing.T) {
 	t.Logf("  kiln up:      p50 %v  p99 %v", upP50, upP99)
 	t.Logf("  kiln cluster: p50 %v  p99 %v", clP50, clP99)
 	t.Logf("  ratio cluster/up: p50 %.2fx  p99 %.2fx", float64(clP50)/float64(upP50), float64(clP99)/float64(upP99))
+}
+
+// throttled reports whether err is Lambda's 429 for the account limit.
+func throttled(err error) bool {
+	var tmr *types.TooManyRequestsException
+	return errors.As(err, &tmr) && tmr.Reason == types.ThrottleReasonConcurrentInvocationLimitExceeded
+}
+
+// TestAccountLimitAcrossFrontends: two frontend processes count against
+// one account limit together; a frontend killed (SIGKILL) while it holds
+// the account's every slot keeps them until its lease runs out, never
+// letting the other admit over the limit meanwhile, and then loses them all.
+func TestAccountLimitAcrossFrontends(t *testing.T) {
+	const limit = 3
+	f := up(t, cluster.UpConfig{AccountConcurrency: limit})
+	c0, c1 := client(f, 0), client(f, 1)
+	create(t, c0, "sleepy")
+	if o := invoke(c1, "sleepy", `{}`); o.err != nil {
+		t.Fatal(o.err)
+	}
+	st, err := f.Status(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Partitions {
+		if p.Counting == "" {
+			t.Fatalf("status: counting partition %d has no leader", p.Partition)
+		}
+	}
+
+	// At once, through both frontends: the limit, not twice it. A slot
+	// is returned without waiting, so a burst right after another may find
+	// one still counted: never more than the limit, the limit on a retry.
+	burst := func(n int, clients ...*lambda.Client) {
+		t.Helper()
+		for try := 0; ; try++ {
+			var ok, refused atomic.Int64
+			var wg sync.WaitGroup
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func(c *lambda.Client) {
+					defer wg.Done()
+					switch o := invoke(c, "sleepy", `{"action":"sleep","ms":3000}`); {
+					case o.err == nil:
+						ok.Add(1)
+					case throttled(o.err):
+						refused.Add(1)
+					default:
+						t.Errorf("invoke: %v", o.err)
+					}
+				}(clients[i%len(clients)])
+			}
+			wg.Wait()
+			if ok.Load() > limit || try == 3 && ok.Load() < limit {
+				t.Fatalf("%d invokes at once through %d frontend(s): %d ran, %d refused; the account limit is %d",
+					n, len(clients), ok.Load(), refused.Load(), limit)
+			}
+			if ok.Load() == limit {
+				return
+			}
+		}
+	}
+	burst(8, c0, c1)
+
+	// frontend-1 takes every slot, then is killed.
+	for i := 0; i < limit; i++ {
+		go func() {
+			for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				if o := invoke(c0, "sleepy", `{"action":"sleep","ms":2000}`); !throttled(o.err) {
+					return // ran, or frontend-1 was killed under it
+				}
+			}
+		}()
+	}
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		o := invoke(c1, "sleepy", `{}`)
+		if throttled(o.err) {
+			break
+		}
+		if o.err != nil || time.Now().After(end) {
+			t.Fatalf("frontend-1's invokes never filled the account: %v", o.err)
+		}
+	}
+	if _, err := f.Kill("frontend-1"); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	refusals := 0
+	for end := killed.Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		o := invoke(c1, "sleepy", `{}`)
+		if o.err == nil {
+			break
+		}
+		if !throttled(o.err) || time.Now().After(end) {
+			t.Fatalf("after %d refusals: %v", refusals, o.err)
+		}
+		refusals++
+	}
+	t.Logf("frontend-1's slots came free %v after SIGKILL (lease TTL %v); %d invokes refused meanwhile",
+		time.Since(killed).Round(time.Millisecond), slots.DefaultTTL, refusals)
+	// All of them, and no more.
+	burst(limit+1, c1)
+}
+
+// provisionedEnvs lists the provisioned environments of fn as the leader
+// of its partition holds them.
+func provisionedEnvs(t *testing.T, f *cluster.File, fn string) []string {
+	t.Helper()
+	st, err := f.StatusWithEnvs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, m := range st.Members {
+		for _, ps := range m.Partitions {
+			for _, e := range ps.EnvList {
+				if ps.Leading && e.Provisioned && e.Key.Function == fn {
+					ids = append(ids, e.ID)
+				}
+			}
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// TestProvisionedAcrossLeaderFailover: provisioned concurrency in a cluster
+// becomes READY, serves without cold starts, and after the partition
+// leader is SIGKILLed the new leader keeps the very same environments:
+// still READY, still no cold start.
+func TestProvisionedAcrossLeaderFailover(t *testing.T) {
+	const n = 2
+	f := up(t, cluster.UpConfig{})
+	c := client(f, 0)
+	create(t, c, "prov")
+	v, err := c.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: aws.String("prov")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("prov"),
+		Qualifier: v.Version, ProvisionedConcurrentExecutions: aws.Int32(n)}); err != nil {
+		t.Fatal(err)
+	}
+	ready := func(when string) {
+		t.Helper()
+		for end := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			out, err := c.GetProvisionedConcurrencyConfig(ctx, &lambda.GetProvisionedConcurrencyConfigInput{FunctionName: aws.String("prov"), Qualifier: v.Version})
+			if err == nil && out.Status == types.ProvisionedConcurrencyStatusEnumReady && aws.ToInt32(out.AllocatedProvisionedConcurrentExecutions) == n {
+				return
+			}
+			if time.Now().After(end) {
+				t.Fatalf("%s: provisioned concurrency not READY: %+v %v", when, out, err)
+			}
+		}
+	}
+	warm := func(when string) {
+		t.Helper()
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				o := invoke(client(f, i%2), "prov:"+aws.ToString(v.Version), `{"action":"sleep","ms":500}`)
+				if o.err != nil || o.cold {
+					t.Errorf("%s: invoke %d: cold %v, err %v", when, i, o.cold, o.err)
+				}
+			}(i)
+		}
+		wg.Wait()
+	}
+	ready("after PutProvisionedConcurrencyConfig")
+	before := provisionedEnvs(t, f, "prov")
+	if len(before) != n {
+		t.Fatalf("provisioned environments %v, want %d", before, n)
+	}
+	warm("before the failover")
+
+	leader, p := leaderOf(t, f, "prov")
+	if _, err := f.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if l, _ := leaderOf(t, f, "prov"); l != "" && l != leader {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("partition %d: no new leader after killing %s", p, leader)
+		}
+	}
+	warm("after the failover")
+	ready("after the failover")
+	if after := provisionedEnvs(t, f, "prov"); strings.Join(after, ",") != strings.Join(before, ",") {
+		t.Fatalf("provisioned environments before the failover %v, after %v", before, after)
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/roles"
+	"github.com/kiln-dev/kiln/slots"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -75,6 +76,9 @@ type RoleConfig struct {
 	Mode           replica.Mode
 	Lease          time.Duration
 	IdleTimeout    time.Duration
+	// AccountConcurrency is every account's concurrency limit, counted
+	// across frontends by the counting members (0: 1000).
+	AccountConcurrency int
 	// Worker capacity.
 	MemoryMB  int
 	CPUMillis int // 0: runtime.NumCPU()*1000
@@ -123,7 +127,7 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	if role == "frontend" || role == "controlplane" || role == "pollers" {
+	if role == "frontend" || role == "controlplane" || role == "pollers" || role == "assignment" {
 		if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) error {
 			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
 			return err
@@ -165,15 +169,46 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		m, err = replica.Start(actx, replica.Config{NC: nc, Member: cfg.Name, Zone: cfg.Zone, Partitions: cfg.Partitions,
 			Index: cfg.Index, Members: cfg.Members, Replicas: cfg.Replicas, Mode: cfg.Mode, Lease: cfg.Lease,
 			IdleTimeout: cfg.IdleTimeout, Placer: &PlacerClient{NC: nc}, Workers: cfg.workerClient(),
-			Logger: cfg.Logger})
+			Scale: counting.New(counting.Config{}), Logger: cfg.Logger})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	defer m.Close()
+	store, err := openMetadata(ctx, nc, cfg)
+	if err != nil {
+		return err
+	}
+	if err := m.FollowProvisioned(ctx, store); err != nil {
+		return err
+	}
+	counter, err := startCounting(ctx, nc, store, cfg)
+	if err != nil {
+		return err
+	}
+	defer counter.Close()
 	<-ctx.Done()
-	m.Close()
 	return nil
+}
+
+func openMetadata(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (*metadata.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+}
+
+// startCounting runs the counting service's member beside assignment's.
+func startCounting(ctx context.Context, nc *nats.Conn, store *metadata.Store, cfg RoleConfig) (*slots.Member, error) {
+	var m *slots.Member
+	err := retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
+		m, err = slots.Start(actx, slots.Config{NC: nc, Member: cfg.Name, Partitions: cfg.Partitions, Replicas: cfg.Replicas,
+			Counting: counting.Config{AccountLimit: cfg.AccountConcurrency}, Functions: store, Lease: cfg.Lease, Logger: cfg.Logger})
+		return err
+	})
+	return m, err
 }
 
 // PlacerClient asks the placement role, over NATS.
@@ -423,11 +458,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 // ---- control plane ----
 
 func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{Replicas: cfg.Replicas})
+	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
 	}
@@ -435,7 +466,8 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	cp := controlplane.New(controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret})
+	cp := controlplane.New(controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
+		AccountConcurrency: cfg.AccountConcurrency})
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	root := http.NewServeMux()
@@ -472,22 +504,15 @@ func invokePath(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics
 	if err != nil {
 		return frontend.Config{}, nil, err
 	}
-	// This process's counter follows every function's reserved
-	// concurrency, as kiln up's does: a reserved concurrency of 0 refuses
-	// every invoke; above 0 each process admits up to it on its own.
-	counter := counting.New(counting.Config{})
-	if err := store.Follow(ctx, func(account, name string, f *metadata.Function) {
-		var reserved *int
-		if f != nil {
-			reserved = f.ReservedConcurrency
-		}
-		counter.SetReserved(counting.Key{Account: account, Function: name}, reserved)
-	}); err != nil {
+	// Concurrency is counted by the counting service's partition leaders,
+	// so the account limit and reserved concurrency hold across processes.
+	counter, err := slots.NewClient(slots.ClientConfig{NC: nc, Partitions: cfg.Partitions})
+	if err != nil {
 		client.Close()
 		return frontend.Config{}, nil, err
 	}
 	return frontend.Config{Functions: store, Counter: counter, Assignment: client,
-		Region: cfg.Region, Metrics: set, Logger: cfg.Logger}, client.Close, nil
+		Region: cfg.Region, Metrics: set, Logger: cfg.Logger}, func() { counter.Close(); client.Close() }, nil
 }
 
 // openAsync opens the async path on a NATS connection of its own, so that
@@ -587,7 +612,7 @@ func runPollers(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics
 	}
 	tune := cfg.Async
 	tune.Pollers = max(cfg.Pollers, 1)
-	async, closeAsync, err := openAsync(ctx, cfg, tune, fcfg.Counter.Running)
+	async, closeAsync, err := openAsync(ctx, cfg, tune, nil) // no sync invokes here to yield to
 	if err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/roles"
+	"github.com/kiln-dev/kiln/slots"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -83,6 +84,8 @@ type UpConfig struct {
 	Sandbox string
 	// Pollers is the number of async pollers processes; 0 means 2.
 	Pollers int
+	// AccountConcurrency is every account's concurrency limit; 0 means 1000.
+	AccountConcurrency int
 }
 
 var zones = []string{"a", "b", "c"}
@@ -152,6 +155,9 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	}
 	if cfg.Mode == "" {
 		cfg.Mode = replica.Replicated
+	}
+	if cfg.AccountConcurrency == 0 {
+		cfg.AccountConcurrency = 1000
 	}
 	if cfg.Lease == 0 {
 		cfg.Lease = 400 * time.Millisecond
@@ -299,7 +305,8 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	}
 	common := func(name string, zone int) []string {
 		return []string{"--name", name, "--zone", zones[zone], "--nats", natsFor(zone), "--region", cfg.Region,
-			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name)}
+			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name),
+			"--account-concurrency", strconv.Itoa(cfg.AccountConcurrency)}
 	}
 
 	// withMetrics gives a role a metrics listener of its own.
@@ -401,6 +408,7 @@ func (f *File) prepare(ctx context.Context) error {
 	js, _ := jetstream.New(nc)
 	steps := []func(context.Context) error{
 		func(ctx context.Context) error { _, err := replica.LeaseKV(ctx, js, 3); return err },
+		func(ctx context.Context) error { _, err := slots.LeaseKV(ctx, js, 3); return err },
 		func(ctx context.Context) error {
 			_, err := metadata.Open(ctx, js, metadata.Config{Replicas: 3})
 			return err
@@ -579,6 +587,9 @@ type PartitionInfo struct {
 	LeaderPID int            `json:"leader_pid"`
 	Members   []string       `json:"members"`
 	Envs      map[string]int `json:"envs,omitempty"` // the leader's count by state
+	// Counting is the member leading the counting service's partition
+	// of the same number (accounts, not functions, map to it).
+	Counting string `json:"counting_leader,omitempty"`
 }
 
 // FunctionInfo says where a function's environments are decided.
@@ -621,6 +632,10 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 	if err != nil {
 		return nil, err
 	}
+	countKV, err := js.KeyValue(ctx, slots.LeaseBucket)
+	if err != nil {
+		return nil, err
+	}
 	// Members answer on an inbox; gather for a moment.
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -650,6 +665,7 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 			json.Unmarshal(e.Value(), &l)
 			pi.Leader, pi.Zone, pi.Epoch, pi.LeaderPID = l.Member, l.Zone, l.Epoch, l.PID
 		}
+		pi.Counting = slots.Leader(ctx, countKV, p)
 		for _, m := range st.Members {
 			pi.Members = append(pi.Members, m.Member+"@"+m.Zone)
 			for _, ps := range m.Partitions {

@@ -4,6 +4,7 @@
 package counting
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -158,13 +159,29 @@ type Slot struct {
 func (c *Counter) Acquire(k Key) (Slot, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.acquireLocked(k, false)
+}
+
+// Take is Acquire for the frontend, which may as well wait on a remote
+// counting service (see the slots package): release returns the slot.
+func (c *Counter) Take(_ context.Context, k Key) (release func(), err error) {
+	s, err := c.Acquire(k)
+	if err != nil {
+		return nil, err
+	}
+	return s.Release, nil
+}
+
+// acquireLocked takes a slot; force takes it over the limits (a slot known
+// to be running already, learned late).
+func (c *Counter) acquireLocked(k Key, force bool) (Slot, error) {
 	a, f := c.fn(k)
 	if f.reserved != nil {
-		if f.inUse >= *f.reserved {
+		if f.inUse >= *f.reserved && !force {
 			return Slot{}, throttle(ReasonReserved, "Rate Exceeded.")
 		}
 	} else {
-		if a.unreservedUse >= c.limit-a.reservedTotal {
+		if a.unreservedUse >= c.limit-a.reservedTotal && !force {
 			return Slot{}, throttle(ReasonAccount, "Rate Exceeded.")
 		}
 		a.unreservedUse++
@@ -179,9 +196,13 @@ func (s Slot) Release() {
 	if s.c == nil {
 		return
 	}
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	s.releaseLocked()
+}
+
+func (s Slot) releaseLocked() {
 	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	a, f := c.fn(s.key)
 	f.inUse--
 	if f.reserved == nil {

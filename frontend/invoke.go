@@ -35,7 +35,7 @@ const (
 // Config wires the frontend to the services it calls. All but Logger are required.
 type Config struct {
 	Functions  FunctionStore
-	Counter    *counting.Counter
+	Counter    Counter
 	Assignment Assigner
 	Region     string
 	// OnFunctionChange is called after the cache drops a changed function.
@@ -44,6 +44,13 @@ type Config struct {
 	// Async takes Event invokes; nil refuses them.
 	Async  Enqueuer
 	Logger *slog.Logger
+}
+
+// Counter grants concurrency slots: *counting.Counter in one process, a
+// client of the counting service's partition leaders (slots.Client) in
+// cluster mode. err is a 429 *api.Error with Lambda's reason when refused.
+type Counter interface {
+	Take(ctx context.Context, k counting.Key) (release func(), err error)
 }
 
 // Assigner leases execution environments: *assignment.Service in one
@@ -179,15 +186,15 @@ func (f *Frontend) Invoke(ctx context.Context, req invoke.Request) (*invoke.Resp
 // priority; the rest is filled in here) on t.
 func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *invoke.Invocation) (*invoke.Response, error) {
 	name := t.Ref.Name
-	slot, err := f.cfg.Counter.Acquire(counting.Key{Account: t.Account, Function: name})
+	release, err := f.cfg.Counter.Take(ctx, counting.Key{Account: t.Account, Function: name})
 	if err != nil {
 		var e *api.Error
-		if errors.As(err, &e) {
+		if errors.As(err, &e) && e.Reason != "" {
 			f.cfg.Metrics.Throttled(name, e.Reason)
 		}
 		return nil, err
 	}
-	defer slot.Release()
+	defer release()
 	defer f.cfg.Metrics.Started(name)()
 
 	requestID := api.NewUUID()

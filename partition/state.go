@@ -86,12 +86,18 @@ type Env struct {
 	Token    string `json:"t,omitempty"` // the invoke holding it (busy, or initializing for it)
 	// Addr is where the worker takes invokes for it.
 	Addr string `json:"u,omitempty"`
-	// Used is when it last finished an invoke (leader's clock, unix ns),
-	// for reaping idle environments.
+	// Used is when it last started or finished an invoke (leader's clock,
+	// unix ns), for reaping idle environments and orphaned busy ones.
 	Used int64 `json:"us,omitempty"`
+	// Timeout is the function's timeout in seconds: a busy environment
+	// older than that was orphaned by its invoke's frontend.
+	Timeout int `json:"to,omitempty"`
 	// Lease is when its lease was last renewed (leader's clock, unix ns):
 	// every record renews it; a renew record only renews it.
 	Lease int64 `json:"l,omitempty"`
+	// Provisioned: kept for provisioned concurrency (created before
+	// traffic, preferred, never reaped for idleness).
+	Provisioned bool `json:"p,omitempty"`
 	// Seq is the journal sequence of the last record about it (set by Apply).
 	Seq uint64 `json:"-"`
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
@@ -113,17 +114,26 @@ type Config struct {
 	Lease time.Duration
 	// IdleTimeout reaps idle environments; 0 means 10 min.
 	IdleTimeout time.Duration
+	// OrphanGrace is how long past its function's timeout a busy
+	// environment waits for its release before it is retired as
+	// orphaned (its frontend died mid-invoke); 0 means 30 s.
+	OrphanGrace time.Duration
 	// RenewAge is how old a lease gets before the leader renews it (and
 	// trims the journal behind the oldest); 0 means 30 s.
 	RenewAge time.Duration
 	Placer   Placer
 	Workers  Workers
-	Logger   *slog.Logger
+	// Scale, when set, is asked before every new environment: a function
+	// lives in one partition, so its leader alone rations the scaling rate
+	// across every frontend (a new leader starts with a full bucket).
+	Scale  assignment.ScaleLimiter
+	Logger *slog.Logger
 }
 
 // Member is one process's membership in every partition.
 type Member struct {
 	cfg   Config
+	ring  *partition.Ring
 	js    jetstream.JetStream
 	kv    jetstream.KeyValue
 	parts []*part
@@ -152,6 +162,9 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = 10 * time.Minute
 	}
+	if cfg.OrphanGrace == 0 {
+		cfg.OrphanGrace = 30 * time.Second
+	}
 	if cfg.RenewAge == 0 {
 		cfg.RenewAge = 30 * time.Second
 	}
@@ -169,7 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Member, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Member{cfg: cfg, js: js, kv: kv}
+	m := &Member{cfg: cfg, js: js, kv: kv, ring: partition.NewRing(cfg.Partitions)}
 	m.ctx, m.stop = context.WithCancel(context.Background())
 	for p := 0; p < cfg.Partitions; p++ {
 		if err := CreateJournal(ctx, js, p, cfg.Replicas); err != nil {
@@ -216,10 +229,20 @@ func CreateJournal(ctx context.Context, js jetstream.JetStream, p, replicas int)
 
 // LeaseKV opens (creating) the leader lease bucket.
 func LeaseKV(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
-	if kv, err := js.KeyValue(ctx, LeaseBucket); err == nil {
+	return OpenLeaseKV(ctx, js, LeaseBucket, replicas)
+}
+
+// OpenLeaseKV opens (creating) a bucket of leader leases: one value per
+// key, on disk (the counting service keeps its leaders' in one too).
+func OpenLeaseKV(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
+	if kv, err := js.KeyValue(ctx, bucket); err == nil {
 		return kv, nil
 	}
-	return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: LeaseBucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("lease bucket %s: %w", bucket, err)
+	}
+	return kv, nil
 }
 
 // Close leaves every partition (without appending anything).

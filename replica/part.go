@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
@@ -49,6 +50,10 @@ type part struct {
 	// member leads again with nobody having led in between.
 	owned     *partition.State
 	ownedLast uint64
+	// Provisioned concurrency wanted in this partition (every member),
+	// and the leader's reconciling, one at a time.
+	provisions  map[partition.Key]*provision
+	reconciling sync.Mutex
 
 	// The lease bucket as last seen.
 	present bool
@@ -492,7 +497,12 @@ func (p *part) housekeep(ctx context.Context) {
 			p.mu.Lock()
 			for _, e := range p.st.Envs() {
 				switch {
-				case e.Status == partition.Idle && now.Sub(time.Unix(0, e.Used)) > cfg.IdleTimeout:
+				case e.Status == partition.Idle && !e.Provisioned && now.Sub(time.Unix(0, e.Used)) > cfg.IdleTimeout:
+					doomed = append(doomed, e)
+				case e.Status == partition.Busy && e.Timeout > 0 &&
+					now.Sub(time.Unix(0, e.Used)) > time.Duration(e.Timeout)*time.Second+cfg.OrphanGrace:
+					// The worker ended the invoke at its timeout; the
+					// frontend that held it never released it.
 					doomed = append(doomed, e)
 				case e.Seq != 0 && now.Sub(time.Unix(0, e.Lease)) > cfg.RenewAge:
 					renew = append(renew, partition.Transition(partition.OpRenew, 0, e, ""))
@@ -502,6 +512,7 @@ func (p *part) housekeep(ctx context.Context) {
 			if len(doomed) > 0 {
 				p.kill(doomed, true)
 			}
+			p.reconcile()
 			if len(renew) > 0 {
 				if p.commit(renew...) != nil {
 					return
@@ -637,8 +648,13 @@ func (p *part) acquire(req Request) Reply {
 		delete(p.inflight, req.Token)
 		p.mu.Unlock()
 	}()
-	if e, ok := p.st.PickIdle(key, nil); ok {
+	e, ok := p.st.PickIdle(key, func(e *partition.Env) bool { return e.Provisioned })
+	if !ok {
+		e, ok = p.st.PickIdle(key, nil)
+	}
+	if ok {
 		rec := partition.Transition(partition.OpAcquire, 0, e, req.Token)
+		rec.Env.Used = time.Now().UnixNano()
 		done, err := p.proposeLocked(rec)
 		p.mu.Unlock()
 		if err == nil {
@@ -651,22 +667,61 @@ func (p *part) acquire(req Request) Reply {
 	}
 	p.mu.Unlock()
 
-	preq := placement.Request{Function: req.Account + "/" + fn.FunctionName, MemoryMB: fn.MemorySize}
+	if cfg.Scale != nil {
+		if err := cfg.Scale.AllowNewEnvironment(counting.Key{Account: req.Account, Function: fn.FunctionName}); err != nil {
+			var ae *api.Error
+			if errors.As(err, &ae) {
+				return Reply{APIError: ae}
+			}
+			return Reply{Error: err.Error()}
+		}
+	}
 	ctx, cancel := context.WithTimeout(p.m.ctx, 2*time.Minute)
 	defer cancel()
+	started, info, err := p.start(ctx, req.Account, fn, req.Token, false)
+	var ae *api.Error
+	var ie *invoke.InitError
+	var again *retryable
+	switch {
+	case err == nil:
+		return Reply{Env: started.Env, Cold: true, InitDuration: info.InitDuration}
+	case errors.As(err, &ae):
+		return Reply{APIError: ae}
+	case errors.As(err, &ie):
+		return Reply{InitError: ie}
+	case errors.As(err, &again):
+		return retry(again.err)
+	}
+	return Reply{Error: err.Error()}
+}
+
+// retryable is a failure before anything started: the caller may send the
+// same request again.
+type retryable struct{ err error }
+
+func (r *retryable) Error() string { return r.err.Error() }
+
+// start places a new environment of fn, journals it, has its worker
+// initialize it and journals it busy with token. Errors: a placement
+// *api.Error (no capacity), the function's *invoke.InitError, *retryable,
+// or another failure.
+func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfiguration, token string, provisioned bool) (partition.Record, *invoke.EnvInfo, error) {
+	cfg := p.m.cfg
+	key := partition.Key{Account: account, Function: fn.FunctionName, Version: fn.Version, Revision: fn.RevisionId}
+	preq := placement.Request{Function: account + "/" + fn.FunctionName, MemoryMB: fn.MemorySize}
 	ref, err := cfg.Placer.Place(ctx, preq)
 	if err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) {
-			return Reply{APIError: ae}
+			return partition.Record{}, nil, ae
 		}
-		return Reply{Error: "placement: " + err.Error()}
+		return partition.Record{}, nil, fmt.Errorf("placement: %w", err)
 	}
 	p.mu.Lock()
 	p.seq++
 	env := partition.Env{ID: fmt.Sprintf("%s.p%d.e%d.%d", cfg.Member, p.id, p.epoch, p.seq), Worker: ref.ID, Zone: ref.Zone,
-		Addr: ref.Addr, Key: key, MemoryMB: fn.MemorySize}
-	create := partition.Transition(partition.OpCreate, 0, env, req.Token)
+		Addr: ref.Addr, Key: key, MemoryMB: fn.MemorySize, Timeout: fn.Timeout, Provisioned: provisioned}
+	create := partition.Transition(partition.OpCreate, 0, env, token)
 	done, err := p.proposeLocked(create)
 	p.mu.Unlock()
 	if err == nil {
@@ -674,15 +729,19 @@ func (p *part) acquire(req Request) Reply {
 	}
 	if err != nil {
 		cfg.Placer.Release(ref.ID, preq)
-		return retry(err)
+		return partition.Record{}, nil, &retryable{err}
 	}
-	info, err := cfg.Workers.Create(ctx, ref, env.ID, invoke.EnvSpec{Account: req.Account, Function: *fn})
+	spec := invoke.EnvSpec{Account: account, Function: *fn}
+	if provisioned {
+		spec.InitType = "provisioned-concurrency"
+	}
+	info, err := cfg.Workers.Create(ctx, ref, env.ID, spec)
 	if err != nil {
 		p.kill([]partition.Env{*create.Env}, false)
 		cfg.Placer.Release(ref.ID, preq)
 		var ie *invoke.InitError
 		if errors.As(err, &ie) {
-			return Reply{InitError: ie}
+			return partition.Record{}, nil, ie
 		}
 		var dial *net.OpError
 		if errors.As(err, &dial) && dial.Op == "dial" {
@@ -690,25 +749,25 @@ func (p *part) acquire(req Request) Reply {
 			// waits for missed heartbeats). Nothing started, so the caller
 			// may safely try again, after a pause that lets placement catch up.
 			time.Sleep(100 * time.Millisecond)
-			return retry(fmt.Errorf("worker %s unreachable: %w", ref.ID, err))
+			return partition.Record{}, nil, &retryable{fmt.Errorf("worker %s unreachable: %w", ref.ID, err)}
 		}
-		return Reply{Error: fmt.Sprintf("create environment on %s: %v", ref.ID, err)}
+		return partition.Record{}, nil, fmt.Errorf("create environment on %s: %w", ref.ID, err)
 	}
 	p.mu.Lock()
 	cur, ok := p.st.Env(env.ID)
 	if !ok {
 		p.mu.Unlock()
 		go p.destroy(env)
-		return retry(errNotLeader)
+		return partition.Record{}, nil, &retryable{errNotLeader}
 	}
 	if cur.Status == partition.Draining {
 		// Its worker began draining while it initialized: retire it
 		// unused, and the re-sent request is placed elsewhere.
 		p.mu.Unlock()
 		p.kill([]partition.Env{cur}, true)
-		return retry(errors.New("worker draining"))
+		return partition.Record{}, nil, &retryable{errors.New("worker draining")}
 	}
-	started := partition.Transition(partition.OpStarted, 0, cur, req.Token)
+	started := partition.Transition(partition.OpStarted, 0, cur, token)
 	started.Env.Used = time.Now().UnixNano()
 	done, err = p.proposeLocked(started)
 	p.mu.Unlock()
@@ -716,9 +775,9 @@ func (p *part) acquire(req Request) Reply {
 		err = <-done
 	}
 	if err != nil {
-		return retry(err) // the next leader ends the initializing env
+		return partition.Record{}, nil, &retryable{err} // the next leader ends the initializing env
 	}
-	return Reply{Env: started.Env, Cold: true, InitDuration: info.InitDuration}
+	return started, info, nil
 }
 
 func (p *part) release(req Request) Reply {

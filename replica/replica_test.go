@@ -15,6 +15,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/assignment"
+	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
@@ -587,3 +588,123 @@ func (shimWorker) Invoke(context.Context, string, *invoke.Invocation) (*invoke.R
 	return nil, nil
 }
 func (shimWorker) Destroy(context.Context, string) error { return nil }
+
+// TestProvisionedSurvivesFailover: the partition leader creates the
+// provisioned environments and reports them; a new leader keeps them (no
+// creation, a READY report of its own) and serves from them warm; one
+// lost with its worker is replaced.
+func TestProvisionedSurvivesFailover(t *testing.T) {
+	r := newRig(t, 1, Replicated, nil)
+	v1 := fnNamed("prov")
+	v1.Version = "1"
+	var mu sync.Mutex
+	var reports []int
+	for _, m := range r.members {
+		m.SetProvisioned("acct", "prov", []assignment.Provision{{Account: "acct", Function: v1, N: 2,
+			Report: func(allocated int, err error) {
+				if err != nil {
+					t.Errorf("report: %v", err)
+				}
+				mu.Lock()
+				reports = append(reports, allocated)
+				mu.Unlock()
+			}}})
+	}
+	// waitReport waits for a report of 2 after the first `after` reports.
+	waitReport := func(after int) int {
+		t.Helper()
+		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := len(reports)
+			done := n > after && reports[n-1] == 2
+			mu.Unlock()
+			if done {
+				return n
+			}
+		}
+		t.Fatalf("no report of 2 provisioned environments (reports %v)", reports)
+		return 0
+	}
+	seen := waitReport(0)
+	if n := r.fleet.created.Load(); n != 2 {
+		t.Fatalf("created %d environments for 2 provisioned", n)
+	}
+	r.waitSame(0)
+	r.kill(r.leader(0))
+	r.waitLeader(0, 5*time.Second)
+	waitReport(seen) // the new leader's own count
+	if n := r.fleet.created.Load(); n != 2 {
+		t.Fatalf("%d environments created across the failover; the provisioned ones were not kept", n-2)
+	}
+	e, err := r.invoke(v1)
+	if err != nil || e.Cold {
+		t.Fatalf("invoke after failover: cold %v, err %v", e != nil && e.Cold, err)
+	}
+	lost := r.envsOf(r.leader(0), 0)[0]
+	r.conns[r.leader(0)].Publish(WorkerDown, []byte(`{"id":"`+lost.Worker+`"}`))
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var provisioned int
+		for _, e := range r.envsOf(r.leader(0), 0) {
+			if e.Provisioned && e.Status == partition.Idle && e.ID != lost.ID {
+				provisioned++
+			}
+		}
+		if provisioned == 2 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the environment lost with worker %s was not replaced", lost.Worker)
+		}
+	}
+}
+
+// TestScalingRateAtThePartitionLeader: a function's new environments are
+// rationed by its partition's leader, whichever frontend asks, with
+// Lambda's 429 reason; a warm environment needs no token.
+func TestScalingRateAtThePartitionLeader(t *testing.T) {
+	r := newRig(t, 1, Replicated, func(cfg *Config) {
+		cfg.Scale = counting.New(counting.Config{ScaleBurst: 1, ScaleRefill: 1}) // 1 per 10 s
+	})
+	held, err := r.client.Acquire(context.Background(), assignment.Request{Account: "acct", Function: fn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.client.Acquire(context.Background(), assignment.Request{Account: "acct", Function: fn})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Reason != counting.ReasonScaling {
+		t.Fatalf("a second new environment at once: %v, want %s", err, counting.ReasonScaling)
+	}
+	r.client.Release(held, true)
+	if e, err := r.invoke(fn); err != nil || e.Cold {
+		t.Fatalf("warm invoke after the throttle: cold %v, err %v", e != nil && e.Cold, err)
+	}
+}
+
+// TestOrphanedBusyEnvironmentRetired: a frontend that dies mid-invoke never
+// releases its environment; once the function's timeout and the grace are
+// past, the leader retires it (the worker ended the invoke by then).
+func TestOrphanedBusyEnvironmentRetired(t *testing.T) {
+	r := newRig(t, 1, Replicated, func(cfg *Config) { cfg.OrphanGrace = 100 * time.Millisecond })
+	f := fnNamed("orphan")
+	f.Timeout = 1
+	env, err := r.client.Acquire(context.Background(), assignment.Request{Account: "acct", Function: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Never released.
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		gone := true
+		for _, e := range r.envsOf(r.leader(0), 0) {
+			gone = gone && e.ID != env.ID
+		}
+		r.fleet.mu.Lock()
+		live := r.fleet.live[env.ID]
+		r.fleet.mu.Unlock()
+		if gone && !live {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("orphaned busy environment %s never retired and destroyed (retired %v)", env.ID, gone)
+		}
+	}
+}

@@ -472,44 +472,12 @@ func (s *Server) functionChanged(account, name string) {
 // provision hands f's provisioned concurrency to assignment, which reports
 // progress back into the function's metadata (IN_PROGRESS, READY, FAILED).
 func (s *Server) provision(f *metadata.Function) {
-	var provs []assignment.Provision
-	for q, p := range f.Provisioned {
-		cfg, err := f.Resolve(q, 0) // an alias's primary version carries its provisioned concurrency
-		if err != nil || cfg.Version == metadata.Latest {
-			continue
+	s.Assignment.SetProvisioned(f.Account, f.Name, assignment.ProvisionsOf(f, func(qualifier string, requested, allocated int, failure error) {
+		if err := assignment.ReportProvisioned(context.Background(), s.Functions, f.Account, f.Name, qualifier, requested, allocated, failure); err != nil {
+			s.logger.Warn("provisioned concurrency status", "function", f.Name, "qualifier", qualifier, "err", err)
 		}
-		qualifier, requested := q, p.Requested
-		provs = append(provs, assignment.Provision{Account: f.Account, Function: cfg, N: requested,
-			Report: func(allocated int, failure error) {
-				s.reportProvisioned(f.Account, f.Name, qualifier, requested, allocated, failure)
-			}})
-	}
-	s.Assignment.SetProvisioned(f.Account, f.Name, provs)
+	}))
 }
-
-func (s *Server) reportProvisioned(account, name, qualifier string, requested, allocated int, failure error) {
-	status, reason := "IN_PROGRESS", ""
-	switch {
-	case failure != nil:
-		status, reason = "FAILED", "FUNCTION_ERROR_INIT_FAILURE: "+failure.Error()
-	case allocated >= requested:
-		status = "READY"
-	}
-	_, err := s.Functions.Modify(context.Background(), account, name, func(f *metadata.Function) error {
-		p, ok := f.Provisioned[qualifier]
-		if !ok || p.Requested != requested || p.Status == status && p.Allocated == allocated && p.StatusReason == reason {
-			return errStale
-		}
-		p.Status, p.StatusReason, p.Allocated = status, reason, min(allocated, requested)
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStale) && !errors.Is(err, metadata.ErrNotFound) {
-		s.logger.Warn("provisioned concurrency status", "function", name, "qualifier", qualifier, "err", err)
-	}
-}
-
-// errStale aborts a status write that no longer applies.
-var errStale = errors.New("stale status")
 
 // Close stops serving, ends every execution environment and stops NATS.
 func (s *Server) Close() error {
