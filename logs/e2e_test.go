@@ -165,13 +165,14 @@ func TestLambdaLogsThroughSDK(t *testing.T) {
 		t.Fatalf("groups: %v %+v", err, dg)
 	}
 
-	// POST / with a target no service of Kiln serves.
+	// POST / with a target no service of Kiln serves (signed for Lambda,
+	// the service Kiln checks the scope against when no target names one).
 	req, _ := http.NewRequest("POST", k.s.Endpoint+"/", strings.NewReader("{}"))
 	req.Header.Set("Content-Type", "application/x-amz-json-1.0")
 	req.Header.Set("X-Amz-Target", "DynamoDB_20120810.ListTables")
 	sum := sha256.Sum256([]byte("{}"))
 	creds := aws.Credentials{AccessKeyID: k.s.Identity.AccessKeyID, SecretAccessKey: k.s.Identity.SecretAccessKey}
-	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "dynamodb", k.s.Region, time.Now()); err != nil {
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, hex.EncodeToString(sum[:]), "lambda", k.s.Region, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	resp, err := http.DefaultClient.Do(req)
