@@ -205,6 +205,9 @@ func failover(ctx context.Context, f *cluster.File, fn string, c *client, out io
 		if err == nil {
 			break
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if failed++; time.Now().After(deadline) {
 			return fmt.Errorf("no invoke succeeded within a minute of killing %s: %w", st.Function.Leader, err)
 		}

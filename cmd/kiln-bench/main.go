@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kiln-dev/kiln/agent"
@@ -58,7 +60,10 @@ func run(args []string) error {
 		return fmt.Errorf("--clients: %w", err)
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	ctx := context.Background()
+	// Interrupted, the sections return and stop what they started (the
+	// cluster's processes outlive this one otherwise).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	kiln, cleanup, err := findKiln(*kilnPath)
 	if err != nil {
 		return err
