@@ -38,8 +38,8 @@ func SyncUnderAsync(ctx context.Context, cfg AsyncConfig, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	fmt.Fprintln(out, "\nsync invokes under an async flood: building the aws-lambda-go function ...")
-	zip, err := echoZip()
+	fmt.Fprintln(out, "\nsync invokes under an async flood:")
+	zip, err := echoZip(out)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func SyncUnderAsync(ctx context.Context, cfg AsyncConfig, out io.Writer) error {
 	}
 	defer closeNATS()
 	for _, name := range []string{"sync", "async"} {
-		if err := k.createEcho(ctx, name, zip); err != nil {
+		if err := k.createEcho(ctx, name, zip, oneVCPU); err != nil {
 			return err
 		}
 	}

@@ -60,7 +60,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		cfg.ColdStarts = 50
 	}
 	if cfg.Payload == nil {
-		cfg.Payload = []byte(`{"message":"hello from kiln-bench"}`)
+		cfg.Payload = []byte(echoPayload)
 	}
 	dir := cfg.DataDir
 	if dir == "" {
@@ -70,8 +70,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	fmt.Fprintln(out, "building the aws-lambda-go function ...")
-	zip, err := echoZip()
+	zip, err := echoZip(out)
 	if err != nil {
 		return err
 	}
@@ -82,7 +81,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	defer s.stop()
-	if err := s.createEcho(ctx, "bench-warm", zip); err != nil {
+	if err := s.createEcho(ctx, "bench-warm", zip, oneVCPU); err != nil {
 		return err
 	}
 
@@ -101,28 +100,22 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	targets := []target{floor.target("plain HTTP"), bare.target(ctx), kiln.target("kiln")}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
-	fmt.Fprintf(out, "%-8s %-14s %10s %10s %12s\n", "clients", "target", "p50", "p99", "invokes/s")
-	for _, c := range cfg.Clients {
-		fmt.Fprintf(os.Stderr, "measuring %d clients ...\n", c)
-		st, err := measure(ctx, targets, c, cfg.Invokes)
-		if err != nil {
-			return err
-		}
-		for i, t := range targets {
-			fmt.Fprintf(out, "%-8d %-14s %10s %10s %12.0f\n", c, t.name, round(st[i].P50), round(st[i].P99), st[i].Throughput)
-		}
+	err = measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
 		f, r, k := st[0], st[1], st[2]
-		fmt.Fprintf(out, "%-8d %-14s %9.2fx %9.2fx %11.2fx\n", c, "ratio", float64(k.P50)/float64(f.P50), float64(k.P99)/float64(f.P99), k.Throughput/f.Throughput)
+		printRatio(out, c, "ratio", k, f)
 		// No platform can beat one floor exchange plus the runtime's own
 		// turn, nor run invokes faster than the runtimes alone.
 		fmt.Fprintf(out, "%-8d %-14s %9.2fx %10s %11.2fx\n", c, "ceiling", float64(f.P50+r.P50)/float64(f.P50), "", r.Throughput/f.Throughput)
+	})
+	if err != nil {
+		return err
 	}
 
 	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", cfg.ColdStarts)
 	var cold []time.Duration
 	for i := range cfg.ColdStarts {
 		name := fmt.Sprintf("bench-cold-%d", i)
-		if err := s.createEcho(ctx, name, zip); err != nil {
+		if err := s.createEcho(ctx, name, zip, oneVCPU); err != nil {
 			return err
 		}
 		c := signedClient(s.endpoint, name, cfg.Payload, 1)
@@ -138,10 +131,37 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	return nil
 }
 
+// measureLevels measures the targets at each number of clients, n
+// invokes each, printing a row per target and then what ratios prints.
+func measureLevels(ctx context.Context, out io.Writer, targets []target, levels []int, n int, ratios func(c int, st []Stats)) error {
+	fmt.Fprintf(out, "%-8s %-14s %10s %10s %12s\n", "clients", "target", "p50", "p99", "invokes/s")
+	for _, c := range levels {
+		fmt.Fprintf(os.Stderr, "measuring %d clients ...\n", c)
+		st, err := measure(ctx, targets, c, n)
+		if err != nil {
+			return err
+		}
+		for i, t := range targets {
+			fmt.Fprintf(out, "%-8d %-14s %10s %10s %12.0f\n", c, t.name, round(st[i].P50), round(st[i].P99), st[i].Throughput)
+		}
+		ratios(c, st)
+	}
+	return nil
+}
+
+// printRatio prints a's figures over base's.
+func printRatio(out io.Writer, c int, name string, a, base Stats) {
+	fmt.Fprintf(out, "%-8d %-14s %9.2fx %9.2fx %11.2fx\n", c, name, float64(a.P50)/float64(base.P50), float64(a.P99)/float64(base.P99), a.Throughput/base.Throughput)
+}
+
 func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
 
-// echoZip is the deployment package of the aws-lambda-go echo function.
-func echoZip() ([]byte, error) {
+const echoPayload = `{"message":"hello from kiln-bench"}`
+
+// echoZip builds the deployment package of the aws-lambda-go echo
+// function, saying so on out.
+func echoZip(out io.Writer) ([]byte, error) {
+	fmt.Fprintln(out, "building the aws-lambda-go function ...")
 	bootstrap, err := fntest.BuildGo(fntest.EchoGo)
 	if err != nil {
 		return nil, err
@@ -257,7 +277,8 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 			return nil, err
 		}
 	}
-	for range rounds {
+	for r := range rounds {
+		fmt.Fprintf(os.Stderr, "  round %d/%d\n", r+1, rounds)
 		for i, t := range targets {
 			ds, d, err := run(t, max(1, n/rounds/clients))
 			if err != nil {
@@ -331,22 +352,35 @@ func startKiln(ctx context.Context, kiln, dir, sandbox string, withNATS bool, up
 	if err != nil {
 		return nil, err
 	}
-	k := &kilnProcess{endpoint: found[0], stop: func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() },
-		lambda: lambda.New(lambda.Options{Region: benchRegion, BaseEndpoint: aws.String(found[0]),
-			Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, "")})}
+	k := atEndpoint(found[0])
+	k.stop = func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
 	if withNATS {
 		k.natsURL = found[1]
 	}
 	return k, nil
 }
 
-// createEcho deploys the echo function as name, at one full vCPU (as Lambda
-// gives at 1,769 MB).
-func (k *kilnProcess) createEcho(ctx context.Context, name string, zip []byte) error {
+// atEndpoint is a Kiln API at endpoint, reached with the bench's keys.
+func atEndpoint(endpoint string) *kilnProcess {
+	return &kilnProcess{endpoint: endpoint, stop: func() {},
+		lambda: lambda.New(lambda.Options{Region: benchRegion, BaseEndpoint: aws.String(endpoint),
+			Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, "")})}
+}
+
+// oneVCPU is the memory size at which Lambda gives a function one full vCPU.
+const oneVCPU = 1769
+
+// createEcho deploys the echo function as name with memory MB (and the
+// CPU share that goes with it).
+func (k *kilnProcess) createEcho(ctx context.Context, name string, zip []byte, memory int32) error {
 	_, err := k.lambda.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name),
 		Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Role: aws.String(fntest.Role),
-		Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(1769)})
-	return err
+		Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(memory)})
+	if err != nil {
+		return err
+	}
+	// A cluster may take a moment to make a new function invocable.
+	return lambda.NewFunctionActiveV2Waiter(k.lambda).Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(name)}, 2*time.Minute)
 }
 
 // signedClient invokes function on the Kiln at endpoint with the bench's

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
-	"sort"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,37 +76,12 @@ func TestDecisionLatency(t *testing.T) {
 		float64(leaders[1])/float64(local[1]), float64(cas[1])/float64(leaders[1]))
 }
 
-// measureTake runs workers goroutines taking and returning slots for d and
-// logs decisions/s and the p50/p99 of a take, which it returns.
+// measureTake logs and returns the p50 and p99 of MeasureTakes.
 func measureTake(t *testing.T, name string, workers int, d time.Duration, take func(g int) (func(), error)) [2]time.Duration {
-	var mu sync.Mutex
-	var lat []time.Duration
-	var wg sync.WaitGroup
-	start := time.Now()
-	end := start.Add(d)
-	for g := 0; g < workers; g++ {
-		wg.Add(1)
-		go func(g int) {
-			defer wg.Done()
-			var mine []time.Duration
-			for time.Now().Before(end) {
-				t0 := time.Now()
-				release, err := take(g)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				mine = append(mine, time.Since(t0))
-				release()
-			}
-			mu.Lock()
-			lat = append(lat, mine...)
-			mu.Unlock()
-		}(g)
+	m, err := MeasureTakes(workers, d, take)
+	if err != nil {
+		t.Fatal(err)
 	}
-	wg.Wait()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
-	t.Logf("%-48s %8.0f takes/s  take p50 %v p99 %v (%d workers)", name, float64(len(lat))/time.Since(start).Seconds(), p50, p99, workers)
-	return [2]time.Duration{p50, p99}
+	t.Logf("%-48s %8.0f takes/s  take p50 %v p99 %v (%d workers)", name, m.PerSec, m.P50, m.P99, workers)
+	return [2]time.Duration{m.P50, m.P99}
 }
