@@ -280,3 +280,53 @@ func TestLogsTailFollow(t *testing.T) {
 		await("while following")
 	})
 }
+
+// Provisioned concurrency on a version becomes READY, and invokes of that
+// version through every endpoint run in its pre-initialized environments
+// (AWS_LAMBDA_INITIALIZATION_TYPE), while $LATEST runs on demand.
+func TestProvisionedConcurrency(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		c := lambdaAt(tg.endpoints[0])
+		name := aws.String("par-provisioned")
+		createToolkit(t, c, *name)
+		v, err := c.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: name,
+			Qualifier: v.Version, ProvisionedConcurrentExecutions: aws.Int32(2)}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			pc, err := c.GetProvisionedConcurrencyConfig(ctx, &lambda.GetProvisionedConcurrencyConfigInput{FunctionName: name, Qualifier: v.Version})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pc.Status == types.ProvisionedConcurrencyStatusEnumReady && aws.ToInt32(pc.AvailableProvisionedConcurrentExecutions) == 2 {
+				break
+			}
+			if pc.Status == types.ProvisionedConcurrencyStatusEnumFailed || time.Now().After(deadline) {
+				t.Fatalf("provisioned concurrency: %s %s, %d of 2 available", pc.Status, aws.ToString(pc.StatusReason),
+					aws.ToInt32(pc.AvailableProvisionedConcurrentExecutions))
+			}
+		}
+		initType := func(ep, qualified string) string {
+			out := invoke(t, lambdaAt(ep), &lambda.InvokeInput{FunctionName: aws.String(qualified),
+				Payload: []byte(`{"action":"env","name":"AWS_LAMBDA_INITIALIZATION_TYPE"}`)})
+			if out.FunctionError != nil {
+				t.Fatalf("invoke %s via %s: %s", qualified, ep, out.Payload)
+			}
+			return string(out.Payload)
+		}
+		for _, ep := range tg.endpoints {
+			for i := 0; i < 3; i++ {
+				if got := initType(ep, *name+":"+aws.ToString(v.Version)); got != `"provisioned-concurrency"` {
+					t.Fatalf("version %s via %s ran in an environment of type %s", aws.ToString(v.Version), ep, got)
+				}
+			}
+		}
+		if got := initType(tg.endpoints[0], *name); got != `"on-demand"` {
+			t.Fatalf("$LATEST ran in an environment of type %s", got)
+		}
+	})
+}
