@@ -55,7 +55,9 @@ const (
 )
 
 // EventFrontendConfig is what `kiln up` gives its event-invoke frontend
-// process, in the environment variable EventFrontendEnv.
+// process, on a pipe at file descriptor 4: it holds secrets (the account's
+// key, the NATS password), which the environment would show to anyone who
+// may read /proc/PID/environ.
 type EventFrontendConfig struct {
 	NATSURL      string   `json:"natsUrl"`
 	NATSPassword string   `json:"natsPassword,omitempty"`
@@ -64,7 +66,8 @@ type EventFrontendConfig struct {
 	Shards       int      `json:"shards"` // eventinvoke.Tuning.Shards: the subjects events go to
 }
 
-// EventFrontendEnv is set in the event frontend process's environment only.
+// EventFrontendEnv is set (to "1") in the event frontend process's
+// environment only: it marks the process, and carries nothing secret.
 const EventFrontendEnv = "KILN_EVENT_FRONTEND"
 
 // eventFrontend runs and supervises the process and hands connections to it.
@@ -177,14 +180,26 @@ func (e *eventFrontend) spawn(ctx context.Context) (<-chan struct{}, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The config is written whole into a pipe before the child starts (it
+	// is far below a pipe's buffer), so the child reads it to EOF.
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer cfgR.Close()
+	_, err = cfgW.Write(cfg)
+	cfgW.Close()
+	if err != nil {
+		return nil, err
+	}
 	ours, theirs, err := handoff.Pair()
 	if err != nil {
 		return nil, err
 	}
 	defer theirs.Close()
 	cmd := exec.Command(e.argv[0], e.argv[1:]...)
-	cmd.Env = append(os.Environ(), EventFrontendEnv+"="+string(cfg))
-	cmd.ExtraFiles = []*os.File{theirs} // fd 3
+	cmd.Env = append(os.Environ(), EventFrontendEnv+"=1")
+	cmd.ExtraFiles = []*os.File{theirs, cfgR} // fd 3, fd 4
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
@@ -358,8 +373,14 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 		logger.Warn("idle CPU priority", "err", err)
 	}
 	var cfg EventFrontendConfig
-	if err := json.Unmarshal([]byte(os.Getenv(EventFrontendEnv)), &cfg); err != nil {
-		return fmt.Errorf("event frontend: %s: %w", EventFrontendEnv, err)
+	cfgFile := os.NewFile(4, "config")
+	b, err := io.ReadAll(cfgFile)
+	cfgFile.Close()
+	if err != nil {
+		return fmt.Errorf("event frontend: config on fd 4: %w", err)
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return fmt.Errorf("event frontend: config on fd 4: %w", err)
 	}
 	opts := []nats.Option{nats.Name("kiln-event-frontend"), nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	if cfg.NATSPassword != "" {

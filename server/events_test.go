@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -168,9 +169,16 @@ func TestEventFrontendProcess(t *testing.T) {
 	}
 	waitFor(t, func() bool { return metric(t, s, ran) >= float64(accepted) })
 
+	// Its secrets came on a pipe: none is in its environment.
+	pid := eventFrontendPID(t)
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err != nil {
+		t.Fatal(err)
+	} else if bytes.Contains(env, []byte(s.Identity.SecretAccessKey)) {
+		t.Fatalf("the event frontend's environment holds the account's secret key")
+	}
+
 	// Killed: events are taken here until it is back, and every accepted
 	// one runs.
-	pid := eventFrontendPID(t)
 	syscall.Kill(pid, syscall.SIGKILL)
 	before := metric(t, s, handoffs)
 	round(20, true)
