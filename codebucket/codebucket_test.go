@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/kiln-dev/kiln/natsd/natstest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/kiln-dev/kiln/codebucket"
 	"github.com/kiln-dev/kiln/codestore"
-	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -34,16 +34,7 @@ func zipOf(t *testing.T, name, body string) []byte {
 // the first one's zips gone.
 func TestSharedThroughTheBucket(t *testing.T) {
 	ctx := context.Background()
-	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t)
 	js, _ := jetstream.New(nc)
 	b, err := codebucket.Open(ctx, js, 1)
 	if err != nil {
@@ -115,16 +106,7 @@ func (c *counted) Get(ctx context.Context, h string) ([]byte, error) {
 // at once downloads it once.
 func TestOneDownloadAtOnce(t *testing.T) {
 	ctx := context.Background()
-	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()}) // not nats-server's default dir, shared under /tmp
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t)
 	js, _ := jetstream.New(nc)
 	b, err := codebucket.Open(ctx, js, 1)
 	if err != nil {

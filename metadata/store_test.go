@@ -3,27 +3,18 @@ package metadata
 import (
 	"context"
 	"errors"
+	"github.com/kiln-dev/kiln/natsd/natstest"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // testStore is a store in a JetStream of its own, stopped when the test ends.
 func testStore(t *testing.T) *Store {
 	t.Helper()
-	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t)
 	js, _ := jetstream.New(nc)
 	s, err := Open(context.Background(), js, Config{})
 	if err != nil {

@@ -5,11 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kiln-dev/kiln/natsd/natstest"
 	"os"
 	"path/filepath"
 	"testing"
 
-	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/tier"
 	"github.com/kiln-dev/kiln/tier/tiertest"
 	"github.com/nats-io/nats.go/jetstream"
@@ -40,16 +40,7 @@ func TestDisk(t *testing.T) {
 }
 
 func TestJetStream(t *testing.T) {
-	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := srv.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
