@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -182,6 +183,7 @@ func (s *Server) Close() {
 }
 
 func (s *Server) accept() {
+	var backoff time.Duration
 	for {
 		select { // a slot first: at MaxConns, connections wait in the backlog
 		case s.slots <- struct{}{}:
@@ -190,8 +192,23 @@ func (s *Server) accept() {
 		}
 		nc, err := s.ln.Accept()
 		if err != nil {
-			return
+			<-s.slots
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A passing failure (EMFILE when the runtime holds every
+			// descriptor it may) must not end the environment's Runtime
+			// API for good: retry as net/http does, backing off to 1 s.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			slog.Warn("runtime api accept", "err", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-s.done:
+				return
+			}
 		}
+		backoff = 0
 		c := &conn{s: s, nc: nc}
 		c.br = bufio.NewReaderSize(&c.lr, 16<<10)
 		c.lr.R = nc

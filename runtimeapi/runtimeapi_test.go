@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -227,5 +228,41 @@ func TestStalledHead(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
 		t.Fatalf("a stalled head: %v, want the connection closed", err)
+	}
+}
+
+// failingListener fails its first Accepts as a process out of descriptors
+// would, then accepts for real.
+type failingListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+// TestAcceptOutlivesEMFILE: a runtime that once ran out of descriptors still
+// reaches its Runtime API afterwards.
+func TestAcceptOutlivesEMFILE(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &failingListener{Listener: inner}
+	ln.fails.Store(3)
+	s := Serve(ln, Config{})
+	t.Cleanup(s.Close)
+	c := &http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + inner.Addr().String() + "/nowhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
