@@ -120,8 +120,13 @@ func (c *Conn) Read() (*Frame, error) {
 	if n < 5 {
 		return nil, fmt.Errorf("agentproto: short frame (%d bytes)", n)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(c.r, buf); err != nil {
+	// Grown as bytes arrive, so a peer that claims 8 MB and sends nothing
+	// costs nothing.
+	buf, err := io.ReadAll(io.LimitReader(c.r, int64(n)))
+	if err == nil && len(buf) < int(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
 		return nil, fmt.Errorf("agentproto: read frame: %w", err)
 	}
 	hl := binary.BigEndian.Uint32(buf[1:5])

@@ -2,9 +2,12 @@ package agentproto
 
 import (
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -108,4 +111,29 @@ func TestConnListener(t *testing.T) {
 	if err := <-done; err != net.ErrClosed {
 		t.Fatalf("Accept after Close: %v", err)
 	}
+}
+
+// TestClaimedLengthCostsNothing: a frame that claims the maximum and then
+// ends is an error, and reading it does not allocate what it claimed.
+func TestClaimedLengthCostsNothing(t *testing.T) {
+	var ms runtime.MemStats
+	var before uint64
+	for i := range 2 { // the first round warms what the runtime allocates once
+		stream := append(binary.BigEndian.AppendUint32(nil, MaxFrame), byte(KindExit), 0, 0, 0, 0)
+		c := NewConnSize(&rw{Reader: bytes.NewReader(stream)}, 16)
+		runtime.ReadMemStats(&ms)
+		before = ms.TotalAlloc
+		if _, err := c.Read(); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("truncated frame: %v", err)
+		}
+		runtime.ReadMemStats(&ms)
+		if got := ms.TotalAlloc - before; i == 1 && got > 1<<20 {
+			t.Fatalf("reading a frame that claims %d bytes allocated %d", MaxFrame, got)
+		}
+	}
+}
+
+type rw struct {
+	io.Reader
+	io.Writer
 }
