@@ -3,8 +3,10 @@
 package natsd
 
 import (
+	"cmp"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -16,7 +18,9 @@ import (
 // Config configures the embedded server. The zero value listens on no TCP port
 // at all: roles in the same process connect in-process.
 type Config struct {
-	// Dir holds JetStream's files. Empty means memory only.
+	// Dir holds JetStream's files. Empty means a private temporary
+	// directory, removed at Shutdown (nats-server's own default is one
+	// directory shared by every server on the machine).
 	Dir string
 	// Listen is host:port for NATS clients; empty means no network listener.
 	Listen string
@@ -30,6 +34,7 @@ type Server struct {
 	srv      *server.Server
 	password string
 	dir      string
+	scratch  string // the temporary Dir to remove at Shutdown, if any
 	stopDisk chan struct{}
 	stopOnce sync.Once
 
@@ -52,9 +57,14 @@ func Start(cfg Config) (*Server, error) {
 		// publish; the default (2 min) trusts the page cache, which survives
 		// a process crash (our failure model for `kiln up`), not a power cut.
 	}
-	if cfg.Dir != "" {
-		opts.StoreDir = cfg.Dir
+	scratch := ""
+	if cfg.Dir == "" {
+		var err error
+		if scratch, err = os.MkdirTemp("", "kiln-nats-"); err != nil {
+			return nil, fmt.Errorf("nats store: %w", err)
+		}
 	}
+	opts.StoreDir = cmp.Or(cfg.Dir, scratch)
 	if cfg.Password != "" {
 		opts.Username, opts.Password = User, cfg.Password
 	}
@@ -73,14 +83,16 @@ func Start(cfg Config) (*Server, error) {
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
+		os.RemoveAll(scratch)
 		return nil, fmt.Errorf("nats server: %w", err)
 	}
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()
+		os.RemoveAll(scratch)
 		return nil, fmt.Errorf("nats server: not ready after 30s")
 	}
-	s := &Server{srv: srv, password: cfg.Password, dir: cfg.Dir, stopDisk: make(chan struct{})}
+	s := &Server{srv: srv, password: cfg.Password, dir: cfg.Dir, scratch: scratch, stopDisk: make(chan struct{})}
 	if cfg.Dir != "" {
 		s.checkDisk(cfg.Dir)
 		go s.watchDisk(cfg.Dir, s.stopDisk)
@@ -122,4 +134,7 @@ func (s *Server) Shutdown() {
 	s.stopOnce.Do(func() { close(s.stopDisk) })
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
+	if s.scratch != "" {
+		os.RemoveAll(s.scratch)
+	}
 }

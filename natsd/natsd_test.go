@@ -48,3 +48,36 @@ func TestPassword(t *testing.T) {
 	}
 	in.Close()
 }
+
+// Servers without a Dir keep their file streams apart: one server's
+// messages never show up in another's stream of the same name.
+func TestNoDirIsPrivate(t *testing.T) {
+	counts := make([]uint64, 2)
+	for i := range counts {
+		s, err := Start(Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := s.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, _ := nc.JetStream()
+		if _, err := js.AddStream(&nats.StreamConfig{Name: "SHARED", Subjects: []string{"shared"}, Storage: nats.FileStorage}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish("shared", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		info, err := js.StreamInfo("SHARED")
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[i] = info.State.Msgs
+		nc.Close()
+		s.Shutdown()
+	}
+	if counts[0] != 1 || counts[1] != 1 {
+		t.Fatalf("messages per server %v, want [1 1]", counts)
+	}
+}
