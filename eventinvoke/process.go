@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -285,7 +286,7 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 	}
 	stop := s.keepAlive(m)
 	s.invoking.Add(1)
-	res, err := s.inv.Invoke(ctx, invoke.Request{Account: ev.account, Function: ev.function, Qualifier: ev.qualifier,
+	res, err := s.invokeContained(ctx, invoke.Request{Account: ev.account, Function: ev.function, Qualifier: ev.qualifier,
 		Payload: m.Data(), ClientContext: ev.clientContext, Background: true})
 	s.invoking.Add(-1)
 	stop()
@@ -300,6 +301,19 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 		s.log.Warn("async: invoke failed, will retry", "function", ev.function, "request", ev.requestID, "err", err)
 	}
 	s.carryOut(m, &next, t, set, res, d)
+}
+
+// invokeContained turns a panic in the invoke path into a failed try: the
+// event is retried as after any failure, the counts stay balanced, and the
+// process serving everyone else's invokes lives on.
+func (s *Service) invokeContained(ctx context.Context, req invoke.Request) (res *invoke.Response, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("async: invoke panicked", "function", req.Function, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("async: invoke panicked: %v", r)
+		}
+	}()
+	return s.inv.Invoke(ctx, req)
 }
 
 // carryOut does to m what d decided for its event ev.
