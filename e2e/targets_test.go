@@ -3,12 +3,15 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,24 +63,59 @@ var suite struct {
 }
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The targets run in process groups and sessions of their own, so
+	// nothing ends them when this binary dies: a run stopped by a signal, or
+	// about to be ended by -timeout (which panics past any cleanup), stops
+	// them first.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var deadline <-chan time.Time
+	if d := flag.Lookup("test.timeout").Value.(flag.Getter).Get().(time.Duration); d > 2*time.Minute {
+		deadline = time.After(d - time.Minute)
+	}
+	go func() {
+		select {
+		case s := <-sig:
+			fmt.Fprintf(os.Stderr, "e2e: %v: stopping the Kiln targets\n", s)
+			stopTargets()
+			os.Exit(1)
+		case <-deadline:
+			fmt.Fprintln(os.Stderr, "e2e: a minute before -timeout: stopping the Kiln targets")
+			stopTargets()
+		}
+	}()
 	code := m.Run()
+	if !stopTargets() {
+		code = 1
+	}
+	os.Exit(code)
+}
+
+// stopTargets stops every target started and removes the suite's files; it
+// reports whether kiln up stopped cleanly.
+func stopTargets() (clean bool) {
 	suite.mu.Lock()
-	for _, tg := range suite.targets {
+	defer suite.mu.Unlock()
+	clean = true
+	for name, tg := range suite.targets {
 		if tg.up != nil {
 			if err := tg.up.stop(); err != nil {
 				fmt.Fprintln(os.Stderr, "FAIL:", err)
-				code = 1
+				clean = false
 			}
 		}
 		if tg.cluster != nil {
 			tg.cluster.Down()
 		}
+		delete(suite.targets, name)
+		suite.failed[name] = "the suite stopped its targets"
 	}
 	if suite.dir != "" {
 		os.RemoveAll(suite.dir)
+		suite.dir = ""
 	}
-	suite.mu.Unlock()
-	os.Exit(code)
+	return clean
 }
 
 // built builds kiln and the function packages, once.
