@@ -69,7 +69,14 @@ func (b *bareRuntimes) target(ctx context.Context) target {
 			}
 			return nil
 		},
-		call: func(ctx context.Context, i int) (time.Duration, error) { return b.running[i].invoke(ctx, b.payload) }}
+		call: func(ctx context.Context, i int) (time.Duration, error) { return b.running[i].invoke(ctx, b.payload) },
+		cpu: func() cpuSplit {
+			var all cpuSplit
+			for _, r := range b.running {
+				all.Runtime += processCPU(r.cmd.Process.Pid)
+			}
+			return all
+		}}
 }
 
 // start runs one runtime process, with nothing in its environment but the

@@ -45,6 +45,9 @@ type Config struct {
 type Stats struct {
 	P50, P99   time.Duration
 	Throughput float64 // per second
+	// CPU is the CPU time per request of the target's processes, when the
+	// target can say (see target.cpu).
+	CPU cpuSplit
 }
 
 // Run starts a Kiln (cfg.Kiln up) and the floor, each as a child process,
@@ -85,7 +88,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 
-	floorURL, stopFloor, err := startChild(ctx, []string{"floor"}, "floor: ")
+	floorURL, floorPID, stopFloor, err := startChild(ctx, []string{"floor"}, "floor: ")
 	if err != nil {
 		return err
 	}
@@ -98,6 +101,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 	defer bare.stop()
 	targets := []target{floor.target("plain HTTP"), bare.target(ctx), kiln.target("kiln")}
+	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
+	targets[2].cpu = func() cpuSplit { return treeCPU(s.pid) }
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
 	err = measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
@@ -106,6 +111,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		// No platform can beat one floor exchange plus the runtime's own
 		// turn, nor run invokes faster than the runtimes alone.
 		fmt.Fprintf(out, "%-8d %-14s %9.2fx %10s %11.2fx\n", c, "ceiling", float64(f.P50+r.P50)/float64(f.P50), "", r.Throughput/f.Throughput)
+		fmt.Fprintf(out, "%-8d cpu per invoke: kiln's processes %s, its runtime %s; runtime only %s; plain HTTP server %s\n",
+			c, round(k.CPU.Platform), round(k.CPU.Runtime), round(r.CPU.Runtime), round(f.CPU.Platform))
 	})
 	if err != nil {
 		return err
@@ -213,11 +220,12 @@ func (c *client) invoke(ctx context.Context) (time.Duration, error) {
 
 // target is one measured series: prepare readies it for `clients`
 // concurrent callers, call makes one request as caller i and returns its
-// latency.
+// latency; cpu, when set, reads the CPU time its processes spent so far.
 type target struct {
 	name    string
 	prepare func(clients int) error
 	call    func(ctx context.Context, i int) (time.Duration, error)
+	cpu     func() cpuSplit
 }
 
 func (c *client) target(name string) target {
@@ -269,6 +277,13 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	}
 	all := make([][]time.Duration, len(targets))
 	elapsed := make([]time.Duration, len(targets))
+	cpu := make([]cpuSplit, len(targets))
+	sample := func(t target) cpuSplit {
+		if t.cpu == nil {
+			return cpuSplit{}
+		}
+		return t.cpu()
+	}
 	for _, t := range targets {
 		if err := t.prepare(clients); err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)
@@ -280,10 +295,14 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	for r := range rounds {
 		fmt.Fprintf(os.Stderr, "  round %d/%d\n", r+1, rounds)
 		for i, t := range targets {
+			before := sample(t)
 			ds, d, err := run(t, max(1, n/rounds/clients))
 			if err != nil {
 				return nil, err
 			}
+			spent := sample(t).sub(before)
+			cpu[i].Platform += spent.Platform
+			cpu[i].Runtime += spent.Runtime
 			all[i] = append(all[i], ds...)
 			elapsed[i] += d
 		}
@@ -291,6 +310,7 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	st := make([]Stats, len(targets))
 	for i := range targets {
 		st[i] = summarize(all[i], elapsed[i])
+		st[i].CPU = cpuSplit{cpu[i].Platform / time.Duration(len(all[i])), cpu[i].Runtime / time.Duration(len(all[i]))}
 	}
 	return st, nil
 }
@@ -324,6 +344,7 @@ type kilnProcess struct {
 	natsURL  string // with startKiln's withNATS
 	lambda   *lambda.Client
 	stop     func()
+	pid      int // kiln up's, when this process started it
 }
 
 const (
@@ -353,6 +374,7 @@ func startKiln(ctx context.Context, kiln, dir, sandbox string, withNATS bool, up
 		return nil, err
 	}
 	k := atEndpoint(found[0])
+	k.pid = cmd.Process.Pid
 	k.stop = func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }
 	if withNATS {
 		k.natsURL = found[1]
@@ -393,17 +415,17 @@ func signedClient(endpoint, function string, payload []byte, conns int) *client 
 }
 
 // startChild runs this binary with args and waits for a stdout line starting
-// with prefix; the rest of that line is returned.
-func startChild(ctx context.Context, args []string, prefix string) (string, func(), error) {
+// with prefix; the rest of that line is returned, with the child's pid.
+func startChild(ctx context.Context, args []string, prefix string) (string, int, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd, found, err := startChildLines(ctx, self, args, prefix)
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
-	return found[0], func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }, nil
+	return found[0], cmd.Process.Pid, func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }, nil
 }
 
 // startChildLines runs the binary path with args and waits for a stdout

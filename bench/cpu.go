@@ -1,0 +1,92 @@
+package bench
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// cpuSplit is CPU time spent by a process tree, split between the
+// platform's own processes and the function's runtime processes.
+type cpuSplit struct {
+	Platform, Runtime time.Duration
+}
+
+func (a cpuSplit) sub(b cpuSplit) cpuSplit {
+	return cpuSplit{a.Platform - b.Platform, a.Runtime - b.Runtime}
+}
+
+// runtimeComm is the command name of the benchmark function's runtime (its
+// deployment package's bootstrap).
+const runtimeComm = "bootstrap"
+
+// treeCPU reads from /proc the CPU time of root and all its descendants:
+// the runtime's processes (runtimeComm) apart from everything else. Each
+// live thread's schedstat counts nanoseconds, where utime and stime count
+// 10 ms ticks; the warm rounds start and end no process, so what exited
+// before is the same on both sides of a difference.
+func treeCPU(root int) cpuSplit {
+	type proc struct {
+		ppid int
+		comm string
+	}
+	procs := map[int]proc{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		s := string(b)
+		open, closing := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		f := strings.Fields(s[closing+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		procs[pid] = proc{ppid: ppid, comm: s[open+1 : closing]}
+	}
+	children := map[int][]int{}
+	for pid, p := range procs {
+		children[p.ppid] = append(children[p.ppid], pid)
+	}
+	var out cpuSplit
+	for queue := []int{root}; len(queue) > 0; queue = queue[1:] {
+		pid := queue[0]
+		queue = append(queue, children[pid]...)
+		if procs[pid].comm == runtimeComm {
+			out.Runtime += processCPU(pid)
+		} else {
+			out.Platform += processCPU(pid)
+		}
+	}
+	return out
+}
+
+// processCPU sums the run time of pid's live threads.
+func processCPU(pid int) time.Duration {
+	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
+	tasks, _ := os.ReadDir(dir)
+	var ns int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			ns += n
+		}
+	}
+	return time.Duration(ns)
+}
