@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,6 +130,7 @@ func (s *Service) createFunction(c *call) error {
 	if err := apply(&cfg, &req.settings); err != nil {
 		return err
 	}
+	s.describeRuntime(&cfg)
 	image := cfg.PackageType == "Image"
 	switch {
 	case image && cfg.Runtime != "":
@@ -178,6 +180,18 @@ func (s *Service) createFunction(c *call) error {
 		return err
 	}
 	return c.reply(http.StatusCreated, out)
+}
+
+// describeRuntime sets what Lambda reports of how a function runs: its
+// logging (the default, the only one Kiln has) and its runtime's version,
+// one per runtime name: the runtime installed with Kiln.
+func (s *Service) describeRuntime(cfg *api.FunctionConfiguration) {
+	cfg.LoggingConfig = &api.LoggingConfig{LogFormat: "Text", LogGroup: "/aws/lambda/" + cfg.FunctionName}
+	cfg.RuntimeVersionConfig = nil
+	if cfg.Runtime != "" {
+		sum := sha256.Sum256([]byte("kiln-runtime\n" + cfg.Runtime))
+		cfg.RuntimeVersionConfig = &api.RuntimeVersionConfig{RuntimeVersionArn: fmt.Sprintf("arn:aws:lambda:%s::runtime:%x", s.cfg.Region, sum)}
+	}
 }
 
 func functionExists(name string) *api.Error {
@@ -424,6 +438,7 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 		if err := apply(cfg, &req.settings); err != nil {
 			return err
 		}
+		s.describeRuntime(cfg)
 		cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 		cfg.LastUpdateStatus = "Successful"
 		f.Latest = *cfg
@@ -463,6 +478,7 @@ func (s *Service) deleteFunction(c *call) error {
 		}
 		delete(f.Versions, ref.Qualifier)
 		delete(f.Provisioned, ref.Qualifier)
+		delete(f.EventInvokeConfigs, ref.Qualifier)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

@@ -120,12 +120,17 @@ func (s *Service) Register(mux *http.ServeMux) {
 		{"GET /2016-08-19/account-settings/{$}", "GetAccountSettings", s.getAccountSettings}, // botocore's path
 		{"GET /2016-08-19/account-settings", "GetAccountSettings", s.getAccountSettings},     // the Go SDK's
 	}
+	routes = append(routes, s.settingRoutes()...)
 	if s.cfg.Mappings != nil {
 		routes = append(routes, s.mappingRoutes()...)
 	}
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.handler(rt.op, rt.h))
 	}
+	// Every other path is no operation of the API: Lambda's error shape,
+	// not Go's plain-text 404 (a more specific route registered by another
+	// package still wins).
+	mux.Handle("/", api.WithRequestID(http.HandlerFunc(api.UnknownOperationHandler)))
 }
 
 // route is an API route: its pattern, operation name and handler.
@@ -144,7 +149,7 @@ type call struct {
 }
 
 func (s *Service) handler(op string, h func(*call) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return api.WithRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller, ok := auth.FromContext(r.Context())
 		if !ok || caller.Account == "" {
 			api.WriteError(w, api.Errorf(api.MissingAuthToken, "Missing Authentication Token"))
@@ -158,7 +163,7 @@ func (s *Service) handler(op string, h func(*call) error) http.Handler {
 			}
 			api.WriteError(w, err)
 		}
-	})
+	}))
 }
 
 func (c *call) reply(status int, v any) error {
@@ -309,13 +314,14 @@ func (s *Service) timestamp() string {
 	return s.cfg.Now().UTC().Format("2006-01-02T15:04:05.000-0700")
 }
 
-// validation is the message of Lambda's model validation failures.
+// validation is Lambda's answer to a request that breaks a constraint of
+// the model.
 func validation(value any, field, constraint string) *api.Error {
 	v := "null"
 	if value != nil {
 		v = fmt.Sprintf("'%v'", value)
 	}
-	return api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
+	return api.Errorf(api.Validation, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
 }
 
 // pageQuery is a list call's Marker and page size.

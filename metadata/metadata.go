@@ -62,6 +62,9 @@ type Function struct {
 	// published from: PublishVersion answers with that version again as long
 	// as $LATEST has not changed since (as Lambda does).
 	PublishedFrom string `json:"publishedFrom,omitempty"`
+	// RecursiveLoop is PutFunctionRecursionConfig's setting: "Allow", or
+	// "" for Lambda's default, Terminate.
+	RecursiveLoop string `json:"recursiveLoop,omitempty"`
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
