@@ -509,7 +509,7 @@ func (s *Store) unzippedTooLarge() *api.Error {
 }
 
 func (s *Store) zippedTooLarge(n int) *api.Error {
-	return api.Errorf(api.InvalidParameterValue, "Zipped size %d bytes exceeds the maximum of %d bytes for a deployment package uploaded directly.", n, s.cfg.MaxZipped)
+	return api.Errorf(api.RequestEntityTooLarge, "Zipped size %d bytes exceeds the maximum of %d bytes for a deployment package uploaded directly.", n, s.cfg.MaxZipped)
 }
 
 type kind int

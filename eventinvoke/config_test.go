@@ -170,7 +170,7 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 	apiError(t, err, "ResourceNotFoundException", 404)
 }
 
-// Event payloads are limited to 1 MB (RequestTooLargeException, 413), sync
+// Event payloads are limited to 1 MB (RequestEntityTooLargeException, 413), sync
 // ones to 6 MB; a payload at the limit is queued and run.
 func TestEventPayloadLimit(t *testing.T) {
 	k := start(t, fast)
@@ -183,7 +183,7 @@ func TestEventPayloadLimit(t *testing.T) {
 		return b
 	}
 	_, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: payload(1<<20 + 1)})
-	apiError(t, err, "RequestTooLargeException", 413)
+	apiError(t, err, "RequestEntityTooLargeException", 413)
 
 	out, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: payload(1 << 20)})
 	if err != nil || out.StatusCode != 202 {

@@ -95,11 +95,11 @@ func BodyLimit(r *http.Request) (limit int64, tooLarge *api.Error, ok bool) {
 	if r.Method != http.MethodPost || !isInvokePath(r.URL.Path) {
 		return 0, nil, false
 	}
-	limit, op := int64(MaxSyncPayload), "Invoke"
+	limit, op := int64(MaxSyncPayload), "InvokeFunction"
 	if r.Header.Get("X-Amz-Invocation-Type") == "Event" {
-		limit = MaxAsyncPayload
+		limit, op = MaxAsyncPayload, "InvokeAsync"
 	}
-	return limit, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the %s operation", limit, op), true
+	return limit, api.Errorf(api.RequestEntityTooLarge, "Request must be smaller than %d bytes for the %s operation", limit, op), true
 }
 
 func isInvokePath(p string) bool {
@@ -254,6 +254,12 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	switch typ := r.Header.Get("X-Amz-Log-Type"); typ {
+	case "", "None", "Tail":
+	default:
+		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]", typ))
+		return
+	}
 	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
 	case "", "RequestResponse":
 	case "DryRun":
@@ -274,7 +280,7 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	default:
-		fail(api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
+		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
 		return
 	}
 
