@@ -71,9 +71,16 @@ type DeadLetterConfig struct {
 	TargetArn string `json:"TargetArn,omitempty"`
 }
 
+// Layer is a layer version a function uses.
 type Layer struct {
 	Arn      string `json:"Arn,omitempty"`
 	CodeSize int64  `json:"CodeSize,omitempty"`
+	// KilnCodeSha256 names the layer's zip in the code store and
+	// KilnUnzipped is its unpacked size: Kiln's members, kept in the
+	// metadata (a function keeps its layers' content after a version is
+	// deleted) and left out of the control plane's answers.
+	KilnCodeSha256 string `json:"KilnCodeSha256,omitempty"`
+	KilnUnzipped   int64  `json:"KilnUnzipped,omitempty"`
 }
 
 // LoggingConfig is where and how a function's logs go.

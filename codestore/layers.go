@@ -166,6 +166,10 @@ func (s *Store) Unzipped(ctx context.Context, sha string) (int64, error) {
 	return n, nil
 }
 
+// MaxUnzipped is the limit on a package's unpacked size, and on a
+// function's with its layers.
+func (s *Store) MaxUnzipped() int64 { return s.cfg.MaxUnzipped }
+
 // sweepLayers removes the merged trees that contain a package keep rejects.
 func (s *Store) sweepLayers(keep func(sha string) bool) error {
 	ents, err := os.ReadDir(filepath.Join(s.cfg.Dir, optDirName))

@@ -524,7 +524,7 @@ func TestCreateFunctionValidation(t *testing.T) {
 		{"tracing", func(in *lambda.CreateFunctionInput) { in.TracingConfig = &types.TracingConfig{Mode: "Loud"} }, "ValidationException", 400, "at 'tracingConfig.mode'"},
 		{"layers", func(in *lambda.CreateFunctionInput) {
 			in.Layers = []string{"arn:aws:lambda:us-east-1:123456789012:layer:l:1"}
-		}, ipve, 400, "layers"},
+		}, ipve, 400, "Layer version arn:aws:lambda:us-east-1:123456789012:layer:l:1 does not exist."},
 		{"image with a runtime", func(in *lambda.CreateFunctionInput) { in.PackageType = types.PackageTypeImage }, ipve, 400, "Runtime is not supported"},
 		{"s3", func(in *lambda.CreateFunctionInput) {
 			in.Code = &types.FunctionCode{S3Bucket: aws.String("bucket"), S3Key: aws.String("key")}

@@ -132,6 +132,9 @@ func (s *Service) createFunction(c *call) error {
 	}
 	s.describeRuntime(&cfg)
 	image := cfg.PackageType == "Image"
+	if cfg.Layers, err = s.layersOf(c, image, req.Layers); err != nil {
+		return err
+	}
 	switch {
 	case image && cfg.Runtime != "":
 		return api.Errorf(api.InvalidParameterValue, "Runtime is not supported for functions created with image packages: the image brings its own.")
@@ -161,6 +164,9 @@ func (s *Service) createFunction(c *call) error {
 			return err
 		}
 		cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
+		if err := s.checkUnzipped(c, &cfg); err != nil {
+			return err
+		}
 	}
 	cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 
@@ -394,6 +400,11 @@ func (s *Service) updateFunctionCode(c *call) error {
 		}
 		code.CodeSha256, code.CodeSize = stored.Sha256, stored.Size
 	}
+	if !image {
+		if err := s.checkUnzipped(c, code); err != nil {
+			return err
+		}
+	}
 	if req.DryRun {
 		return c.reply(http.StatusOK, code)
 	}
@@ -430,6 +441,14 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 	if err := c.decode(&req); err != nil {
 		return err
 	}
+	current, err := s.get(c, ref.Name, "")
+	if err != nil {
+		return err
+	}
+	layers, err := s.layersOf(c, current.Latest.PackageType == "Image", req.Layers)
+	if err != nil {
+		return err
+	}
 	f, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
@@ -437,6 +456,12 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 		cfg := clone(&f.Latest)
 		if err := apply(cfg, &req.settings); err != nil {
 			return err
+		}
+		if req.Layers != nil {
+			cfg.Layers = layers
+			if err := s.checkUnzipped(c, cfg); err != nil {
+				return err
+			}
 		}
 		s.describeRuntime(cfg)
 		cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()

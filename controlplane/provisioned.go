@@ -219,16 +219,30 @@ func (s *Service) getAccountSettings(c *call) error {
 	out.AccountLimit.CodeSizeZipped = 52428800
 	out.AccountLimit.ConcurrentExecutions = s.cfg.AccountConcurrency
 	out.AccountLimit.UnreservedConcurrentExecutions = s.cfg.AccountConcurrency - reserved
-	out.AccountUsage.TotalCodeSize = codeSize(fns)
+	ls, err := s.store.Layers(c.ctx)
+	if err != nil {
+		return err
+	}
+	layers, err := ls.List(c.ctx, c.caller.Account)
+	if err != nil {
+		return err
+	}
+	out.AccountUsage.TotalCodeSize = codeSize(fns, layers)
 	out.AccountUsage.FunctionCount = len(fns)
 	return c.reply(http.StatusOK, out)
 }
 
 // codeSize is an account's AccountUsage.TotalCodeSize: each function's
-// packages, as Lambda counts them (one package shared by versions of a
-// function counts once; two functions with the same package count twice).
-func codeSize(fns []*metadata.Function) int64 {
+// packages and each layer version's archive, as Lambda counts them (one
+// package shared by versions of a function counts once; two functions with
+// the same package count twice).
+func codeSize(fns []*metadata.Function, layers []*metadata.Layer) int64 {
 	var n int64
+	for _, l := range layers {
+		for _, v := range l.Versions {
+			n += v.CodeSize
+		}
+	}
 	for _, f := range fns {
 		seen := map[string]bool{}
 		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {

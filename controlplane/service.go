@@ -121,6 +121,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 		{"GET /2016-08-19/account-settings", "GetAccountSettings", s.getAccountSettings},     // the Go SDK's
 	}
 	routes = append(routes, s.settingRoutes()...)
+	routes = append(routes, s.layerRoutes()...)
 	if s.cfg.Mappings != nil {
 		routes = append(routes, s.mappingRoutes()...)
 	}
@@ -172,21 +173,21 @@ func (c *call) reply(status int, v any) error {
 }
 
 // public is v as Lambda shows it: without Kiln's record of where an image
-// function's code is (KilnImage), which the metadata keeps in the same
-// document.
+// function's code is (KilnImage) and of its layers' content, which the
+// metadata keeps in the same document.
 func public(v any) any {
 	list := func(cs []*api.FunctionConfiguration) []*api.FunctionConfiguration {
 		out := make([]*api.FunctionConfiguration, len(cs))
 		for i, c := range cs {
-			out[i] = withoutImage(c)
+			out[i] = publicConfig(c)
 		}
 		return out
 	}
 	switch v := v.(type) {
 	case *api.FunctionConfiguration:
-		return withoutImage(v)
+		return publicConfig(v)
 	case api.GetFunctionResponse:
-		v.Configuration = withoutImage(v.Configuration)
+		v.Configuration = publicConfig(v.Configuration)
 		return v
 	case api.ListFunctionsResponse:
 		v.Functions = list(v.Functions)
@@ -198,12 +199,16 @@ func public(v any) any {
 	return v
 }
 
-func withoutImage(c *api.FunctionConfiguration) *api.FunctionConfiguration {
-	if c == nil || c.KilnImage == nil {
+func publicConfig(c *api.FunctionConfiguration) *api.FunctionConfiguration {
+	if c == nil || c.KilnImage == nil && len(c.Layers) == 0 {
 		return c
 	}
 	cp := *c
 	cp.KilnImage = nil
+	cp.Layers = make([]api.Layer, len(c.Layers))
+	for i, l := range c.Layers {
+		cp.Layers[i] = api.Layer{Arn: l.Arn, CodeSize: l.CodeSize}
+	}
 	return &cp
 }
 

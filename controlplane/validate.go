@@ -175,9 +175,6 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 		cfg.SnapStart = &api.SnapStartResponse{ApplyOn: a, OptimizationStatus: "Off"}
 	}
 	// What Kiln cannot honour is refused rather than silently ignored.
-	if len(st.Layers) > 0 {
-		return api.Errorf(api.InvalidParameterValue, "Kiln does not support layers: include the layer's files in the deployment package.")
-	}
 	if st.VpcConfig != nil && (len(st.VpcConfig.SubnetIds) > 0 || len(st.VpcConfig.SecurityGroupIds) > 0) {
 		return api.Errorf(api.InvalidParameterValue, "Kiln does not support VPC configuration.")
 	}
