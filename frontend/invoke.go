@@ -186,6 +186,11 @@ func (f *Frontend) Invoke(ctx context.Context, req invoke.Request) (*invoke.Resp
 // priority; the rest is filled in here) on t.
 func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *invoke.Invocation) (*invoke.Response, error) {
 	name := t.Ref.Name
+	trace, err := lineage(traceID(inv.TraceID), api.FunctionARN(f.cfg.Region, t.Account, name),
+		t.Function != nil && t.Function.RecursiveLoop == "Allow")
+	if err != nil {
+		return nil, err
+	}
 	release, err := f.cfg.Counter.Take(ctx, counting.Key{Account: t.Account, Function: name})
 	if err != nil {
 		var e *api.Error
@@ -198,7 +203,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 	defer f.cfg.Metrics.Started(name)()
 
 	requestID := api.NewUUID()
-	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, traceID(inv.TraceID)
+	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, trace
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
 	res, initDuration, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
