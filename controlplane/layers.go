@@ -91,12 +91,14 @@ func (s *Service) layerVersion(c *call) (layerRef, error) {
 	return ref, nil
 }
 
-// ownLayer refuses to change another account's layer.
-func (s *Service) ownLayer(c *call, ref layerRef) error {
-	if ref.account != c.caller.Account {
-		return s.layerDenied(c, ref)
+// ownLayer parses the request's layer with parse and refuses another
+// account's: only its owner changes a layer, or lists its versions.
+func (s *Service) ownLayer(c *call, parse func(*call) (layerRef, error)) (layerRef, error) {
+	ref, err := parse(c)
+	if err == nil && ref.account != c.caller.Account {
+		err = s.layerDenied(c, ref)
 	}
-	return nil
+	return ref, err
 }
 
 func (s *Service) layerDenied(c *call, ref layerRef) *api.Error {
@@ -208,11 +210,8 @@ type publishLayerVersionRequest struct {
 }
 
 func (s *Service) publishLayerVersion(c *call) error {
-	ref, err := s.layerName(c)
+	ref, err := s.ownLayer(c, s.layerName)
 	if err != nil {
-		return err
-	}
-	if err := s.ownLayer(c, ref); err != nil {
 		return err
 	}
 	var req publishLayerVersionRequest
@@ -366,11 +365,7 @@ func (s *Service) listLayers(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"Layers": append([]item{}, page...)}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return c.reply(http.StatusOK, out)
+	return c.page("Layers", append([]item{}, page...), next)
 }
 
 // layerListQuery reads the filters and page of ListLayers and
@@ -396,11 +391,8 @@ func layerListQuery(r *http.Request) (func(*metadata.LayerVersion) bool, pageQue
 }
 
 func (s *Service) listLayerVersions(c *call) error {
-	ref, err := s.layerName(c)
+	ref, err := s.ownLayer(c, s.layerName)
 	if err != nil {
-		return err
-	}
-	if err := s.ownLayer(c, ref); err != nil {
 		return err
 	}
 	match, p, err := layerListQuery(c.r)
@@ -429,21 +421,14 @@ func (s *Service) listLayerVersions(c *call) error {
 	if err != nil {
 		return err
 	}
-	out := map[string]any{"LayerVersions": append([]layerListItem{}, page...)}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return c.reply(http.StatusOK, out)
+	return c.page("LayerVersions", append([]layerListItem{}, page...), next)
 }
 
 // deleteLayerVersion removes a version; functions that use it keep its
 // content, as in Lambda. Deleting what does not exist succeeds.
 func (s *Service) deleteLayerVersion(c *call) error {
-	ref, err := s.layerVersion(c)
+	ref, err := s.ownLayer(c, s.layerVersion)
 	if err != nil {
-		return err
-	}
-	if err := s.ownLayer(c, ref); err != nil {
 		return err
 	}
 	if err := s.changeLayerVersion(c, ref, func(l *metadata.Layer, _ *metadata.LayerVersion) error {
@@ -498,11 +483,8 @@ func (s *Service) statement(ref layerRef, st metadata.LayerStatement) map[string
 }
 
 func (s *Service) addLayerVersionPermission(c *call) error {
-	ref, err := s.layerVersion(c)
+	ref, err := s.ownLayer(c, s.layerVersion)
 	if err != nil {
-		return err
-	}
-	if err := s.ownLayer(c, ref); err != nil {
 		return err
 	}
 	var req addLayerPermissionRequest
@@ -562,11 +544,8 @@ func noLayerPolicy() *api.Error {
 }
 
 func (s *Service) getLayerVersionPolicy(c *call) error {
-	ref, err := s.layerVersion(c)
+	ref, err := s.ownLayer(c, s.layerVersion)
 	if err != nil {
-		return err
-	}
-	if err := s.ownLayer(c, ref); err != nil {
 		return err
 	}
 	v, err := s.readLayerVersion(c, ref)
@@ -585,11 +564,8 @@ func (s *Service) getLayerVersionPolicy(c *call) error {
 }
 
 func (s *Service) removeLayerVersionPermission(c *call) error {
-	ref, err := s.layerVersion(c)
+	ref, err := s.ownLayer(c, s.layerVersion)
 	if err != nil {
-		return err
-	}
-	if err := s.ownLayer(c, ref); err != nil {
 		return err
 	}
 	sid := c.r.PathValue("StatementId")

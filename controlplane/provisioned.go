@@ -174,11 +174,7 @@ func (s *Service) listProvisionedConcurrency(c *call) error {
 	for _, q := range qs {
 		items = append(items, provisionedDoc(f.Provisioned[q], s.arn(f.Account, f.Name, q)))
 	}
-	out := map[string]any{"ProvisionedConcurrencyConfigs": items}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return c.reply(http.StatusOK, out)
+	return c.page("ProvisionedConcurrencyConfigs", items, next)
 }
 
 func (s *Service) deleteProvisionedConcurrency(c *call) error {

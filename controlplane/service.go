@@ -212,6 +212,16 @@ func publicConfig(c *api.FunctionConfiguration) *api.FunctionConfiguration {
 	return &cp
 }
 
+// page answers a list call: its items under member, and NextMarker
+// unless this is the last page.
+func (c *call) page(member string, items any, next string) error {
+	out := map[string]any{member: items}
+	if next != "" {
+		out["NextMarker"] = next
+	}
+	return c.reply(http.StatusOK, out)
+}
+
 func (c *call) noContent() error {
 	c.w.WriteHeader(http.StatusNoContent)
 	return nil
