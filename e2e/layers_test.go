@@ -3,11 +3,16 @@ package e2e
 import (
 	"archive/zip"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
@@ -120,6 +125,44 @@ func TestLayers(t *testing.T) {
 		fn, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("e2e-layered")})
 		if err != nil || len(fn.Configuration.Layers) != 2 || !strings.HasSuffix(aws.ToString(fn.Configuration.Layers[1].Arn), ":layer:e2e-tools:1") {
 			t.Fatalf("GetFunction's layers: %+v %v", fn, err)
+		}
+	})
+}
+
+// TestAPIEdges: on every endpoint of both targets (a cluster's frontends
+// proxy management calls to a control plane), a path of no operation is
+// Lambda's UnknownOperationException, and each answer carries exactly one
+// request ID.
+func TestAPIEdges(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		for _, endpoint := range tg.endpoints {
+			for _, tc := range []struct {
+				method, path, typ string
+				status            int
+			}{
+				{"GET", "/2099-01-01/no-such-operation", "UnknownOperationException", 404},
+				{"GET", "/2015-03-31/functions/", "", 200},
+				{"GET", "/2015-03-31/functions/e2e-no-such-function", "ResourceNotFoundException", 404},
+				{"GET", "/2015-03-31/functions/?FunctionVersion=ALLX", "ValidationException", 400},
+			} {
+				req, _ := http.NewRequest(tc.method, endpoint+tc.path, nil)
+				sum := sha256.Sum256(nil)
+				if err := v4.NewSigner().SignHTTP(ctx, aws.Credentials{AccessKeyID: accessKeyID, SecretAccessKey: secretAccessKey},
+					req, hex.EncodeToString(sum[:]), "lambda", region, time.Now()); err != nil {
+					t.Fatal(err)
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tc.status || resp.Header.Get("X-Amzn-ErrorType") != tc.typ {
+					t.Errorf("%s %s%s: %d %q, want %d %q", tc.method, endpoint, tc.path, resp.StatusCode, resp.Header.Get("X-Amzn-ErrorType"), tc.status, tc.typ)
+				}
+				if ids := resp.Header.Values("X-Amzn-RequestId"); len(ids) != 1 || len(ids[0]) != 36 {
+					t.Errorf("%s %s%s: request IDs %q, want one", tc.method, endpoint, tc.path, ids)
+				}
+			}
 		}
 	})
 }
