@@ -2,6 +2,7 @@ package codestore_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -91,4 +92,42 @@ func TestLayersMergedInOrder(t *testing.T) {
 	if _, err := s.Layers(ctx, []string{"not a digest"}); err == nil {
 		t.Error("a bad digest was accepted")
 	}
+}
+
+// BenchmarkLayers: merging two layers of 1,000 files each into a
+// function's /opt (what a cold start on a worker that has not merged this
+// list pays once), and finding the merged tree again (every later start).
+func BenchmarkLayers(b *testing.B) {
+	ctx := context.Background()
+	s := open(b, codestore.Config{Dir: b.TempDir()})
+	var shas []string
+	for l := range 2 {
+		var files []file
+		for i := range 1000 {
+			files = append(files, file{name: fmt.Sprintf("python/pkg%d/mod%d.py", i%20, i), body: fmt.Sprintf("X = %d\n", l*i), mode: 0o644})
+		}
+		c, err := s.Put(ctx, makeZip(b, files...))
+		if err != nil {
+			b.Fatal(err)
+		}
+		shas = append(shas, c.Sha256)
+	}
+	b.Run("build", func(b *testing.B) {
+		for b.Loop() {
+			dir, err := s.Layers(ctx, shas)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			os.RemoveAll(filepath.Dir(dir))
+			b.StartTimer()
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := s.Layers(ctx, shas); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
