@@ -8,6 +8,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -293,5 +294,37 @@ func TestAccountUsageCountsPerAccount(t *testing.T) {
 	theirs, err := k.other.GetAccountSettings(ctx, &lambda.GetAccountSettingsInput{})
 	if err != nil || theirs.AccountUsage.TotalCodeSize != int64(len(zip)) {
 		t.Fatalf("account 2: %v %+v, want %d", err, theirs.AccountUsage, len(zip))
+	}
+}
+
+// TestOlderRecordsReadAsLambdaShows: a version published before Kiln
+// recorded LastUpdateStatus, LoggingConfig and RuntimeVersionConfig (data
+// kept across an upgrade) is read with them.
+func TestOlderRecordsReadAsLambdaShows(t *testing.T) {
+	k := start(t, "", nil)
+	ctx := context.Background()
+	in := createInput("old", bootstrapZip(t, "old"))
+	in.Publish = true
+	if _, err := k.client.CreateFunction(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(k.nc)
+	store, err := metadata.Open(ctx, js, metadata.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Modify(ctx, account, "old", func(f *metadata.Function) error {
+		for _, cfg := range []*api.FunctionConfiguration{&f.Latest, f.Versions["1"]} {
+			cfg.LastUpdateStatus, cfg.LoggingConfig, cfg.RuntimeVersionConfig = "", nil, nil
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"1", "$LATEST"} {
+		got, err := k.client.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String("old"), Qualifier: aws.String(q)})
+		if err != nil || got.LastUpdateStatus != types.LastUpdateStatusSuccessful || got.LoggingConfig == nil || got.RuntimeVersionConfig == nil {
+			t.Errorf("%s: %v %+v", q, err, got)
+		}
 	}
 }

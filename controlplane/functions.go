@@ -232,6 +232,13 @@ func (s *Service) resolve(f *metadata.Function, q string) (*api.FunctionConfigur
 		cfg = *v
 		cfg.FunctionArn = s.arn(f.Account, f.Name, q)
 	}
+	// Records written before Kiln reported these get them as they are read.
+	if cfg.LastUpdateStatus == "" {
+		cfg.LastUpdateStatus = "Successful"
+	}
+	if cfg.LoggingConfig == nil {
+		s.describeRuntime(&cfg)
+	}
 	return &cfg, nil
 }
 
