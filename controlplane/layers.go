@@ -27,7 +27,10 @@ var (
 	layerArnRe   = regexp.MustCompile(`^arn:[a-zA-Z0-9-]+:lambda:([a-zA-Z0-9-]+):(\d{12}):layer:([a-zA-Z0-9-_]+):([0-9]+)$`)
 	statementRe  = regexp.MustCompile(`^[a-zA-Z0-9-_]{1,100}$`)
 	layerPrinRe  = regexp.MustCompile(`^(\d{12}|\*|arn:(aws[a-zA-Z-]*):iam::(\d{12}):root)$`)
-	layerAction  = "lambda:GetLayerVersion"
+)
+
+const (
+	layerAction  = "lambda:GetLayerVersion" // the one action a layer's policy grants
 	layerPattern = `(arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+`
 )
 
