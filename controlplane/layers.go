@@ -23,10 +23,10 @@ import (
 const maxLayers = 5
 
 var (
-	layerNameRe  = regexp.MustCompile(`^((arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+)$`)
-	layerArnRe   = regexp.MustCompile(`^arn:[a-zA-Z0-9-]+:lambda:([a-zA-Z0-9-]+):(\d{12}):layer:([a-zA-Z0-9-_]+):([0-9]+)$`)
-	statementRe  = regexp.MustCompile(`^[a-zA-Z0-9-_]{1,100}$`)
-	layerPrinRe  = regexp.MustCompile(`^(\d{12}|\*|arn:(aws[a-zA-Z-]*):iam::(\d{12}):root)$`)
+	layerNameRe = regexp.MustCompile(`^((arn:[a-zA-Z0-9-]+:lambda:[a-zA-Z0-9-]+:\d{12}:layer:[a-zA-Z0-9-_]+)|[a-zA-Z0-9-_]+)$`)
+	layerArnRe  = regexp.MustCompile(`^arn:[a-zA-Z0-9-]+:lambda:([a-zA-Z0-9-]+):(\d{12}):layer:([a-zA-Z0-9-_]+):([0-9]+)$`)
+	statementRe = regexp.MustCompile(`^[a-zA-Z0-9-_]{1,100}$`)
+	layerPrinRe = regexp.MustCompile(`^(\d{12}|\*|arn:(aws[a-zA-Z-]*):iam::(\d{12}):root)$`)
 )
 
 const (
