@@ -35,20 +35,7 @@ func TestPattern(t *testing.T) {
 		{"%^(START|END) %", []int{0}},
 		{"%Duration: [0-9.]+ ms%", []int{5}},
 	} {
-		p, err := parsePattern(tc.pattern)
-		if err != nil {
-			t.Errorf("%q: %v", tc.pattern, err)
-			continue
-		}
-		var got []int
-		for i, m := range msgs {
-			if p.match([]byte(m)) {
-				got = append(got, i)
-			}
-		}
-		if !equalInts(got, tc.want) {
-			t.Errorf("%q matched %v, want %v", tc.pattern, got, tc.want)
-		}
+		matchesOf(t, tc.pattern, msgs, tc.want)
 	}
 	for _, bad := range []string{`{ $.level = }`, `{ level = "ERROR" }`, `{ $.x > "a" }`, `{ $.x = 1`, `{ $.x = 1 } y`, `{ ($.x = 1 }`,
 		`[ip, user, status=404`, `[ip, ip]`, `[a, b = x && c = 1, c]`, `[..., ...]`, `"unterminated`, `%(%`, "%" + strings.Repeat("(a*)*", 205) + "%"} {
@@ -110,20 +97,26 @@ func TestStructuredPatterns(t *testing.T) {
 		{`[ip, identity, user != "-", ...]`, []int{3, 5, 7}},
 		{`[a, b]`, []int{2}}, // two fields: the JSON line split at its space
 	} {
-		p, err := parsePattern(tc.pattern)
-		if err != nil {
-			t.Errorf("%q: %v", tc.pattern, err)
-			continue
+		matchesOf(t, tc.pattern, msgs, tc.want)
+	}
+}
+
+// matchesOf checks that pattern parses and matches exactly msgs[want...].
+func matchesOf(t *testing.T, pattern string, msgs []string, want []int) {
+	t.Helper()
+	p, err := parsePattern(pattern)
+	if err != nil {
+		t.Errorf("%q: %v", pattern, err)
+		return
+	}
+	var got []int
+	for i, m := range msgs {
+		if p.match([]byte(m)) {
+			got = append(got, i)
 		}
-		var got []int
-		for i, m := range msgs {
-			if p.match([]byte(m)) {
-				got = append(got, i)
-			}
-		}
-		if !equalInts(got, tc.want) {
-			t.Errorf("%q matched %v, want %v", tc.pattern, got, tc.want)
-		}
+	}
+	if !equalInts(got, want) {
+		t.Errorf("%q matched %v, want %v", pattern, got, want)
 	}
 }
 
