@@ -31,14 +31,23 @@ func Errorf(typ string, format string, args ...any) *Error {
 
 // Error types of the Lambda API, as botocore's service model names them.
 const (
-	InvalidParameterValue   = "InvalidParameterValueException"
-	InvalidRequestContent   = "InvalidRequestContentException"
-	ResourceNotFound        = "ResourceNotFoundException"
-	ResourceConflict        = "ResourceConflictException"
-	ResourceInUse           = "ResourceInUseException"
-	CodeStorageExceeded     = "CodeStorageExceededException"
-	PreconditionFailed      = "PreconditionFailedException"
-	RequestTooLarge         = "RequestTooLargeException"
+	InvalidParameterValue = "InvalidParameterValueException"
+	InvalidRequestContent = "InvalidRequestContentException"
+	ResourceNotFound      = "ResourceNotFoundException"
+	ResourceConflict      = "ResourceConflictException"
+	ResourceInUse         = "ResourceInUseException"
+	CodeStorageExceeded   = "CodeStorageExceededException"
+	PreconditionFailed    = "PreconditionFailedException"
+	RequestTooLarge       = "RequestTooLargeException"
+	// RequestEntityTooLarge is what Lambda's front door answers for a
+	// request body over an operation's limit (an invoke over 6 MB, a
+	// direct upload over 50 MB), though the model names RequestTooLarge.
+	RequestEntityTooLarge = "RequestEntityTooLargeException"
+	// Validation is Lambda's answer to a request that breaks a constraint
+	// of the model (a pattern, an enum, a length or a range).
+	Validation = "ValidationException"
+	// UnknownOperation answers a path no operation of the API has.
+	UnknownOperation        = "UnknownOperationException"
 	TooManyRequests         = "TooManyRequestsException"
 	UnrecognizedClient      = "UnrecognizedClientException"
 	InvalidSignature        = "InvalidSignatureException"
@@ -73,6 +82,9 @@ var statusByType = map[string]int{
 	ResourceInUse:          http.StatusBadRequest,
 	PreconditionFailed:     http.StatusPreconditionFailed,
 	RequestTooLarge:        http.StatusRequestEntityTooLarge,
+	RequestEntityTooLarge:  http.StatusRequestEntityTooLarge,
+	Validation:             http.StatusBadRequest,
+	UnknownOperation:       http.StatusNotFound,
 	UnsupportedMediaType:   http.StatusUnsupportedMediaType,
 	TooManyRequests:        http.StatusTooManyRequests,
 	UnrecognizedClient:     http.StatusForbidden,
@@ -115,7 +127,28 @@ func WriteError(w http.ResponseWriter, err error) {
 		body[k] = v
 	}
 	w.Header().Set("X-Amzn-ErrorType", e.Type)
+	if w.Header().Get(RequestIDHeader) == "" {
+		w.Header().Set(RequestIDHeader, NewUUID())
+	}
 	WriteJSON(w, e.Status, body)
+}
+
+// RequestIDHeader carries the ID of every answer of Lambda's API.
+const RequestIDHeader = "X-Amzn-Requestid"
+
+// WithRequestID gives every answer of h an X-Amzn-RequestId; a handler
+// with an ID of its own (an invoke's) sets it over this one.
+func WithRequestID(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(RequestIDHeader, NewUUID())
+		h.ServeHTTP(w, r)
+	})
+}
+
+// UnknownOperationHandler answers requests to paths of no operation as
+// Lambda does, rather than with Go's plain-text 404.
+func UnknownOperationHandler(w http.ResponseWriter, r *http.Request) {
+	WriteError(w, Errorf(UnknownOperation, "Unknown operation: %s %s", r.Method, r.URL.Path))
 }
 
 // WriteJSON sends v as the JSON body with the given status.

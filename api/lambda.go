@@ -4,34 +4,36 @@ package api
 // field as botocore's model names it. Kiln stores it as is, so what a client
 // reads back is exactly what was validated and kept.
 type FunctionConfiguration struct {
-	FunctionName               string               `json:"FunctionName"`
-	FunctionArn                string               `json:"FunctionArn"`
-	Runtime                    string               `json:"Runtime,omitempty"`
-	Role                       string               `json:"Role"`
-	Handler                    string               `json:"Handler,omitempty"`
-	CodeSize                   int64                `json:"CodeSize"`
-	Description                string               `json:"Description"`
-	Timeout                    int                  `json:"Timeout"`
-	MemorySize                 int                  `json:"MemorySize"`
-	LastModified               string               `json:"LastModified"`
-	CodeSha256                 string               `json:"CodeSha256"`
-	Version                    string               `json:"Version"`
-	Environment                *EnvironmentResponse `json:"Environment,omitempty"`
-	TracingConfig              *TracingConfig       `json:"TracingConfig,omitempty"`
-	DeadLetterConfig           *DeadLetterConfig    `json:"DeadLetterConfig,omitempty"`
-	RevisionId                 string               `json:"RevisionId"`
-	Layers                     []Layer              `json:"Layers,omitempty"`
-	State                      string               `json:"State,omitempty"`
-	StateReason                string               `json:"StateReason,omitempty"`
-	StateReasonCode            string               `json:"StateReasonCode,omitempty"`
-	LastUpdateStatus           string               `json:"LastUpdateStatus,omitempty"`
-	LastUpdateStatusReason     string               `json:"LastUpdateStatusReason,omitempty"`
-	LastUpdateStatusReasonCode string               `json:"LastUpdateStatusReasonCode,omitempty"`
-	PackageType                string               `json:"PackageType,omitempty"`
-	Architectures              []string             `json:"Architectures,omitempty"`
-	EphemeralStorage           *EphemeralStorage    `json:"EphemeralStorage,omitempty"`
-	SnapStart                  *SnapStartResponse   `json:"SnapStart,omitempty"`
-	ImageConfigResponse        *ImageConfigResponse `json:"ImageConfigResponse,omitempty"`
+	FunctionName               string                `json:"FunctionName"`
+	FunctionArn                string                `json:"FunctionArn"`
+	Runtime                    string                `json:"Runtime,omitempty"`
+	Role                       string                `json:"Role"`
+	Handler                    string                `json:"Handler,omitempty"`
+	CodeSize                   int64                 `json:"CodeSize"`
+	Description                string                `json:"Description"`
+	Timeout                    int                   `json:"Timeout"`
+	MemorySize                 int                   `json:"MemorySize"`
+	LastModified               string                `json:"LastModified"`
+	CodeSha256                 string                `json:"CodeSha256"`
+	Version                    string                `json:"Version"`
+	Environment                *EnvironmentResponse  `json:"Environment,omitempty"`
+	TracingConfig              *TracingConfig        `json:"TracingConfig,omitempty"`
+	DeadLetterConfig           *DeadLetterConfig     `json:"DeadLetterConfig,omitempty"`
+	RevisionId                 string                `json:"RevisionId"`
+	Layers                     []Layer               `json:"Layers,omitempty"`
+	State                      string                `json:"State,omitempty"`
+	StateReason                string                `json:"StateReason,omitempty"`
+	StateReasonCode            string                `json:"StateReasonCode,omitempty"`
+	LastUpdateStatus           string                `json:"LastUpdateStatus,omitempty"`
+	LastUpdateStatusReason     string                `json:"LastUpdateStatusReason,omitempty"`
+	LastUpdateStatusReasonCode string                `json:"LastUpdateStatusReasonCode,omitempty"`
+	PackageType                string                `json:"PackageType,omitempty"`
+	Architectures              []string              `json:"Architectures,omitempty"`
+	EphemeralStorage           *EphemeralStorage     `json:"EphemeralStorage,omitempty"`
+	SnapStart                  *SnapStartResponse    `json:"SnapStart,omitempty"`
+	ImageConfigResponse        *ImageConfigResponse  `json:"ImageConfigResponse,omitempty"`
+	LoggingConfig              *LoggingConfig        `json:"LoggingConfig,omitempty"`
+	RuntimeVersionConfig       *RuntimeVersionConfig `json:"RuntimeVersionConfig,omitempty"`
 	// KilnImage is where an image function's code is: Kiln's own member,
 	// kept in the metadata; the control plane leaves it out of its answers.
 	KilnImage *ImageCode `json:"KilnImage,omitempty"`
@@ -69,9 +71,29 @@ type DeadLetterConfig struct {
 	TargetArn string `json:"TargetArn,omitempty"`
 }
 
+// Layer is a layer version a function uses.
 type Layer struct {
 	Arn      string `json:"Arn,omitempty"`
 	CodeSize int64  `json:"CodeSize,omitempty"`
+	// KilnCodeSha256 names the layer's zip in the code store and
+	// KilnUnzipped is its unpacked size: Kiln's members, kept in the
+	// metadata (a function keeps its layers' content after a version is
+	// deleted) and left out of the control plane's answers.
+	KilnCodeSha256 string `json:"KilnCodeSha256,omitempty"`
+	KilnUnzipped   int64  `json:"KilnUnzipped,omitempty"`
+}
+
+// LoggingConfig is where and how a function's logs go.
+type LoggingConfig struct {
+	LogFormat           string `json:"LogFormat,omitempty"`
+	ApplicationLogLevel string `json:"ApplicationLogLevel,omitempty"`
+	SystemLogLevel      string `json:"SystemLogLevel,omitempty"`
+	LogGroup            string `json:"LogGroup,omitempty"`
+}
+
+// RuntimeVersionConfig names the runtime version a function runs.
+type RuntimeVersionConfig struct {
+	RuntimeVersionArn string `json:"RuntimeVersionArn,omitempty"`
 }
 
 type EphemeralStorage struct {

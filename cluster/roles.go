@@ -696,6 +696,7 @@ func controlplaneProxy(nc *nats.Conn, tr http.RoundTripper) http.Handler {
 			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.Service, Message: "no control plane: " + err.Error()})
 			return
 		}
+		w.Header().Del(api.RequestIDHeader) // the control plane's answer has its own
 		proxy.ServeHTTP(w, r)
 	})
 }

@@ -13,6 +13,7 @@
 //	zips/<hex sha256>.zip   the package as uploaded (what GetFunction's Code.Location serves)
 //	trees/<hex sha256>/     the unpacked package: files 0444, or 0555 when executable
 //	tmp/                    work in progress; emptied by Open
+//	opt/                    functions' layers merged (see Layers); emptied by Open
 //
 // Open also removes trees without their zip (a Put cut short); packages no
 // function references are deleted by Sweep.
@@ -125,8 +126,10 @@ func Open(cfg Config) (*Store, error) {
 	if abs, err := filepath.Abs(s.trees); err == nil {
 		s.maxName = min(maxNameLen, pathMax-1-len(abs)-1-sha256.Size*2-1)
 	}
-	if err := removeAll(s.tmp); err != nil {
-		return nil, fmt.Errorf("codestore: clearing %s: %w", s.tmp, err)
+	for _, d := range []string{s.tmp, filepath.Join(cfg.Dir, optDirName)} { // work and caches of earlier runs
+		if err := removeAll(d); err != nil {
+			return nil, fmt.Errorf("codestore: clearing %s: %w", d, err)
+		}
 	}
 	for _, d := range []string{s.zips, s.trees, s.tmp} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -428,6 +431,9 @@ func (s *Store) Sweep(ctx context.Context, keep func(sha string) bool, notAfter 
 		}
 		removed++
 	}
+	if removed > 0 {
+		return removed, s.sweepLayers(func(sha string) bool { return s.Has(sha) })
+	}
 	return removed, nil
 }
 
@@ -509,7 +515,7 @@ func (s *Store) unzippedTooLarge() *api.Error {
 }
 
 func (s *Store) zippedTooLarge(n int) *api.Error {
-	return api.Errorf(api.InvalidParameterValue, "Zipped size %d bytes exceeds the maximum of %d bytes for a deployment package uploaded directly.", n, s.cfg.MaxZipped)
+	return api.Errorf(api.RequestEntityTooLarge, "Zipped size %d bytes exceeds the maximum of %d bytes for a deployment package uploaded directly.", n, s.cfg.MaxZipped)
 }
 
 type kind int

@@ -310,7 +310,11 @@ func TestZippedTooLarge(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, codestore.Config{Dir: dir, MaxZipped: 100})
 	_, err := s.Put(context.Background(), makeZip(t, file{name: "f", body: strings.Repeat("random-ish text ", 50), mode: 0o644}, file{name: "g", body: "more", mode: 0o644}))
-	wantInvalid(t, err, "exceeds the maximum of 100 bytes")
+	// Lambda answers an oversized direct upload 413, as for the request.
+	var e *api.Error
+	if !errors.As(err, &e) || e.Type != api.RequestEntityTooLarge || e.Status != 413 || !strings.Contains(e.Message, "exceeds the maximum of 100 bytes") {
+		t.Fatalf("err = %v, want RequestEntityTooLargeException", err)
+	}
 	assertNothingStored(t, dir)
 }
 

@@ -109,8 +109,8 @@ func s3Error(w http.ResponseWriter, status int, code, message string) {
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<Error><Code>%s</Code><Message>%s</Message></Error>\n", code, message)
 }
 
-// CollectCode deletes stored packages that no function version of any
-// account references and that were last uploaded more than grace ago (the
+// CollectCode deletes stored packages that no function version or layer
+// version of any account references and that were last uploaded more than grace ago (the
 // grace period covers an upload whose function is not written yet), and
 // likewise image chunks and manifests when the image importer can collect.
 // Run it now and then; it returns the number of packages and blobs deleted.
@@ -120,10 +120,26 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 		return 0, err
 	}
 	used := map[string]bool{}
+	ls, err := s.store.Layers(ctx)
+	if err != nil {
+		return 0, err
+	}
+	layers, err := ls.List(ctx, "")
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range layers {
+		for _, v := range l.Versions {
+			used[v.CodeSha256] = true
+		}
+	}
 	var manifests []images.ManifestRef
 	for _, f := range fns {
 		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {
 			used[cfg.CodeSha256] = true
+			for _, l := range cfg.Layers { // kept after their version is deleted
+				used[l.KilnCodeSha256] = true
+			}
 			if cfg.KilnImage != nil {
 				manifests = append(manifests, images.ManifestRef{Account: f.Account, Name: cfg.KilnImage.Manifest})
 			}

@@ -51,6 +51,13 @@ func (s *Service) putFunctionConcurrency(c *call) error {
 	}
 	value := *n
 	if _, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
+		provisioned := 0
+		for _, p := range f.Provisioned {
+			provisioned += p.Requested
+		}
+		if value < provisioned {
+			return api.Errorf(api.InvalidParameterValue, "ReservedConcurrentExecutions %d should not be lower than function's total provisioned concurrency [%d].", value, provisioned)
+		}
 		f.ReservedConcurrency = &value
 		return nil
 	}); err != nil {

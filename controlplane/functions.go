@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -129,7 +130,11 @@ func (s *Service) createFunction(c *call) error {
 	if err := apply(&cfg, &req.settings); err != nil {
 		return err
 	}
+	s.describeRuntime(&cfg)
 	image := cfg.PackageType == "Image"
+	if cfg.Layers, err = s.layersOf(c, image, req.Layers); err != nil {
+		return err
+	}
 	switch {
 	case image && cfg.Runtime != "":
 		return api.Errorf(api.InvalidParameterValue, "Runtime is not supported for functions created with image packages: the image brings its own.")
@@ -159,6 +164,9 @@ func (s *Service) createFunction(c *call) error {
 			return err
 		}
 		cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
+		if err := s.checkUnzipped(c, &cfg); err != nil {
+			return err
+		}
 	}
 	cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 
@@ -178,6 +186,18 @@ func (s *Service) createFunction(c *call) error {
 		return err
 	}
 	return c.reply(http.StatusCreated, out)
+}
+
+// describeRuntime sets what Lambda reports of how a function runs: its
+// logging (the default, the only one Kiln has) and its runtime's version,
+// one per runtime name: the runtime installed with Kiln.
+func (s *Service) describeRuntime(cfg *api.FunctionConfiguration) {
+	cfg.LoggingConfig = &api.LoggingConfig{LogFormat: "Text", LogGroup: "/aws/lambda/" + cfg.FunctionName}
+	cfg.RuntimeVersionConfig = nil
+	if cfg.Runtime != "" {
+		sum := sha256.Sum256([]byte("kiln-runtime\n" + cfg.Runtime))
+		cfg.RuntimeVersionConfig = &api.RuntimeVersionConfig{RuntimeVersionArn: fmt.Sprintf("arn:aws:lambda:%s::runtime:%x", s.cfg.Region, sum)}
+	}
 }
 
 func functionExists(name string) *api.Error {
@@ -211,6 +231,13 @@ func (s *Service) resolve(f *metadata.Function, q string) (*api.FunctionConfigur
 		}
 		cfg = *v
 		cfg.FunctionArn = s.arn(f.Account, f.Name, q)
+	}
+	// Records written before Kiln reported these get them as they are read.
+	if cfg.LastUpdateStatus == "" {
+		cfg.LastUpdateStatus = "Successful"
+	}
+	if cfg.LoggingConfig == nil {
+		s.describeRuntime(&cfg)
 	}
 	return &cfg, nil
 }
@@ -380,6 +407,11 @@ func (s *Service) updateFunctionCode(c *call) error {
 		}
 		code.CodeSha256, code.CodeSize = stored.Sha256, stored.Size
 	}
+	if !image {
+		if err := s.checkUnzipped(c, code); err != nil {
+			return err
+		}
+	}
 	if req.DryRun {
 		return c.reply(http.StatusOK, code)
 	}
@@ -416,6 +448,14 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 	if err := c.decode(&req); err != nil {
 		return err
 	}
+	current, err := s.get(c, ref.Name, "")
+	if err != nil {
+		return err
+	}
+	layers, err := s.layersOf(c, current.Latest.PackageType == "Image", req.Layers)
+	if err != nil {
+		return err
+	}
 	f, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
@@ -424,6 +464,13 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 		if err := apply(cfg, &req.settings); err != nil {
 			return err
 		}
+		if req.Layers != nil {
+			cfg.Layers = layers
+			if err := s.checkUnzipped(c, cfg); err != nil {
+				return err
+			}
+		}
+		s.describeRuntime(cfg)
 		cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 		cfg.LastUpdateStatus = "Successful"
 		f.Latest = *cfg
@@ -463,6 +510,7 @@ func (s *Service) deleteFunction(c *call) error {
 		}
 		delete(f.Versions, ref.Qualifier)
 		delete(f.Provisioned, ref.Qualifier)
+		delete(f.EventInvokeConfigs, ref.Qualifier)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

@@ -1,7 +1,9 @@
 package controlplane
 
 import (
+	"maps"
 	"net/http"
+	"slices"
 	"sort"
 
 	"github.com/kiln-dev/kiln/api"
@@ -30,6 +32,9 @@ func (s *Service) provisionedQualifier(c *call) (api.FunctionRef, error) {
 	if ref.Qualifier == "" {
 		return ref, validation(nil, "qualifier", "Member must not be null")
 	}
+	if ref.Qualifier == metadata.Latest {
+		return ref, api.Errorf(api.InvalidParameterValue, "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
+	}
 	return ref, nil
 }
 
@@ -48,9 +53,6 @@ func (s *Service) putProvisionedConcurrency(c *call) error {
 	ref, err := s.provisionedQualifier(c)
 	if err != nil {
 		return err
-	}
-	if ref.Qualifier == metadata.Latest {
-		return api.Errorf(api.InvalidParameterValue, "Provisioned Concurrency Configs cannot be applied to unpublished function versions.")
 	}
 	var req putProvisionedRequest
 	if err := c.decode(&req); err != nil {
@@ -136,6 +138,9 @@ func (s *Service) getProvisionedConcurrency(c *call) error {
 		return err
 	}
 	p, ok := f.Provisioned[ref.Qualifier]
+	if _, exists := targetVersion(f, ref.Qualifier); !ok && !exists {
+		return s.notFound(f.Account, f.Name, ref.Qualifier)
+	}
 	if !ok {
 		return provisionedNotFound()
 	}
@@ -169,11 +174,7 @@ func (s *Service) listProvisionedConcurrency(c *call) error {
 	for _, q := range qs {
 		items = append(items, provisionedDoc(f.Provisioned[q], s.arn(f.Account, f.Name, q)))
 	}
-	out := map[string]any{"ProvisionedConcurrencyConfigs": items}
-	if next != "" {
-		out["NextMarker"] = next
-	}
-	return c.reply(http.StatusOK, out)
+	return c.page("ProvisionedConcurrencyConfigs", items, next)
 }
 
 func (s *Service) deleteProvisionedConcurrency(c *call) error {
@@ -214,7 +215,38 @@ func (s *Service) getAccountSettings(c *call) error {
 	out.AccountLimit.CodeSizeZipped = 52428800
 	out.AccountLimit.ConcurrentExecutions = s.cfg.AccountConcurrency
 	out.AccountLimit.UnreservedConcurrentExecutions = s.cfg.AccountConcurrency - reserved
-	out.AccountUsage.TotalCodeSize = s.code.TotalSize()
+	ls, err := s.store.Layers(c.ctx)
+	if err != nil {
+		return err
+	}
+	layers, err := ls.List(c.ctx, c.caller.Account)
+	if err != nil {
+		return err
+	}
+	out.AccountUsage.TotalCodeSize = codeSize(fns, layers)
 	out.AccountUsage.FunctionCount = len(fns)
 	return c.reply(http.StatusOK, out)
+}
+
+// codeSize is an account's AccountUsage.TotalCodeSize: each function's
+// packages and each layer version's archive, as Lambda counts them (one
+// package shared by versions of a function counts once; two functions with
+// the same package count twice).
+func codeSize(fns []*metadata.Function, layers []*metadata.Layer) int64 {
+	var n int64
+	for _, l := range layers {
+		for _, v := range l.Versions {
+			n += v.CodeSize
+		}
+	}
+	for _, f := range fns {
+		seen := map[string]bool{}
+		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {
+			if !seen[cfg.CodeSha256] {
+				seen[cfg.CodeSha256] = true
+				n += cfg.CodeSize
+			}
+		}
+	}
+	return n
 }

@@ -120,12 +120,18 @@ func (s *Service) Register(mux *http.ServeMux) {
 		{"GET /2016-08-19/account-settings/{$}", "GetAccountSettings", s.getAccountSettings}, // botocore's path
 		{"GET /2016-08-19/account-settings", "GetAccountSettings", s.getAccountSettings},     // the Go SDK's
 	}
+	routes = append(routes, s.settingRoutes()...)
+	routes = append(routes, s.layerRoutes()...)
 	if s.cfg.Mappings != nil {
 		routes = append(routes, s.mappingRoutes()...)
 	}
 	for _, rt := range routes {
 		mux.Handle(rt.pattern, s.handler(rt.op, rt.h))
 	}
+	// Every other path is no operation of the API: Lambda's error shape,
+	// not Go's plain-text 404 (a more specific route registered by another
+	// package still wins).
+	mux.Handle("/", api.WithRequestID(http.HandlerFunc(api.UnknownOperationHandler)))
 }
 
 // route is an API route: its pattern, operation name and handler.
@@ -144,7 +150,7 @@ type call struct {
 }
 
 func (s *Service) handler(op string, h func(*call) error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return api.WithRequestID(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		caller, ok := auth.FromContext(r.Context())
 		if !ok || caller.Account == "" {
 			api.WriteError(w, api.Errorf(api.MissingAuthToken, "Missing Authentication Token"))
@@ -158,7 +164,7 @@ func (s *Service) handler(op string, h func(*call) error) http.Handler {
 			}
 			api.WriteError(w, err)
 		}
-	})
+	}))
 }
 
 func (c *call) reply(status int, v any) error {
@@ -167,21 +173,21 @@ func (c *call) reply(status int, v any) error {
 }
 
 // public is v as Lambda shows it: without Kiln's record of where an image
-// function's code is (KilnImage), which the metadata keeps in the same
-// document.
+// function's code is (KilnImage) and of its layers' content, which the
+// metadata keeps in the same document.
 func public(v any) any {
 	list := func(cs []*api.FunctionConfiguration) []*api.FunctionConfiguration {
 		out := make([]*api.FunctionConfiguration, len(cs))
 		for i, c := range cs {
-			out[i] = withoutImage(c)
+			out[i] = publicConfig(c)
 		}
 		return out
 	}
 	switch v := v.(type) {
 	case *api.FunctionConfiguration:
-		return withoutImage(v)
+		return publicConfig(v)
 	case api.GetFunctionResponse:
-		v.Configuration = withoutImage(v.Configuration)
+		v.Configuration = publicConfig(v.Configuration)
 		return v
 	case api.ListFunctionsResponse:
 		v.Functions = list(v.Functions)
@@ -193,13 +199,27 @@ func public(v any) any {
 	return v
 }
 
-func withoutImage(c *api.FunctionConfiguration) *api.FunctionConfiguration {
-	if c == nil || c.KilnImage == nil {
+func publicConfig(c *api.FunctionConfiguration) *api.FunctionConfiguration {
+	if c == nil || c.KilnImage == nil && len(c.Layers) == 0 {
 		return c
 	}
 	cp := *c
 	cp.KilnImage = nil
+	cp.Layers = make([]api.Layer, len(c.Layers))
+	for i, l := range c.Layers {
+		cp.Layers[i] = api.Layer{Arn: l.Arn, CodeSize: l.CodeSize}
+	}
 	return &cp
+}
+
+// page answers a list call: its items under member, and NextMarker
+// unless this is the last page.
+func (c *call) page(member string, items any, next string) error {
+	out := map[string]any{member: items}
+	if next != "" {
+		out["NextMarker"] = next
+	}
+	return c.reply(http.StatusOK, out)
 }
 
 func (c *call) noContent() error {
@@ -309,13 +329,14 @@ func (s *Service) timestamp() string {
 	return s.cfg.Now().UTC().Format("2006-01-02T15:04:05.000-0700")
 }
 
-// validation is the message of Lambda's model validation failures.
+// validation is Lambda's answer to a request that breaks a constraint of
+// the model.
 func validation(value any, field, constraint string) *api.Error {
 	v := "null"
 	if value != nil {
 		v = fmt.Sprintf("'%v'", value)
 	}
-	return api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
+	return api.Errorf(api.Validation, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
 }
 
 // pageQuery is a list call's Marker and page size.

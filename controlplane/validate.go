@@ -34,6 +34,7 @@ type settings struct {
 	FileSystemConfigs []json.RawMessage     `json:"FileSystemConfigs"`
 	ImageConfig       json.RawMessage       `json:"ImageConfig"`
 	KMSKeyArn         *string               `json:"KMSKeyArn"`
+	LoggingConfig     *api.LoggingConfig    `json:"LoggingConfig"`
 }
 
 type environment struct {
@@ -174,9 +175,6 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 		cfg.SnapStart = &api.SnapStartResponse{ApplyOn: a, OptimizationStatus: "Off"}
 	}
 	// What Kiln cannot honour is refused rather than silently ignored.
-	if len(st.Layers) > 0 {
-		return api.Errorf(api.InvalidParameterValue, "Kiln does not support layers: include the layer's files in the deployment package.")
-	}
 	if st.VpcConfig != nil && (len(st.VpcConfig.SubnetIds) > 0 || len(st.VpcConfig.SecurityGroupIds) > 0) {
 		return api.Errorf(api.InvalidParameterValue, "Kiln does not support VPC configuration.")
 	}
@@ -185,6 +183,14 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 	}
 	if err := applyImageConfig(cfg, st.ImageConfig); err != nil {
 		return err
+	}
+	if lc := st.LoggingConfig; lc != nil {
+		// Kiln writes logs as Lambda does by default, and only so.
+		group := "/aws/lambda/" + cfg.FunctionName
+		if lc.LogFormat != "" && lc.LogFormat != "Text" || lc.LogGroup != "" && lc.LogGroup != group ||
+			lc.ApplicationLogLevel != "" || lc.SystemLogLevel != "" {
+			return api.Errorf(api.InvalidParameterValue, "Kiln does not support this LoggingConfig: logs are plain text in the log group %s, without log levels.", group)
+		}
 	}
 	if st.KMSKeyArn != nil && *st.KMSKeyArn != "" {
 		return api.Errorf(api.InvalidParameterValue, "Kiln does not support KMSKeyArn: environment variables are stored in Kiln's metadata store.")

@@ -20,8 +20,9 @@ func (s *Service) publish(f *metadata.Function, description *string) *api.Functi
 	v.FunctionArn = s.arn(f.Account, f.Name, n)
 	v.RevisionId = api.NewUUID()
 	v.LastModified = s.timestamp()
-	// Versions have no update status; their state is Active.
-	v.LastUpdateStatus, v.LastUpdateStatusReason, v.LastUpdateStatusReasonCode = "", "", ""
+	// A version is made whole: its last update (its publication) succeeded,
+	// which boto3's function_updated waiter on a version reads.
+	v.LastUpdateStatus, v.LastUpdateStatusReason, v.LastUpdateStatusReasonCode = "Successful", "", ""
 	if description != nil {
 		v.Description = *description
 	}
@@ -32,6 +33,9 @@ func (s *Service) publish(f *metadata.Function, description *string) *api.Functi
 		f.Versions = map[string]*api.FunctionConfiguration{}
 	}
 	f.Versions[n] = v
+	// Publishing is a change of $LATEST too (Lambda gives it a new
+	// RevisionId), from which the next PublishVersion knows nothing else changed.
+	f.Latest.RevisionId = api.NewUUID()
 	f.PublishedFrom = f.Latest.RevisionId
 	return v
 }
@@ -360,6 +364,8 @@ func (s *Service) deleteAlias(c *call) error {
 		}
 		delete(f.Aliases, name)
 		delete(f.Provisioned, name)
+		// An alias made again under this name starts without them.
+		delete(f.EventInvokeConfigs, name)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

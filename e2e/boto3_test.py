@@ -277,8 +277,14 @@ def update_code_publish_and_code_location():
 
 @check
 def versions_qualifiers_and_unchanged_publish():
+    before = lam.get_function_configuration(FunctionName="b3-py")["RevisionId"]
     v1 = lam.publish_version(FunctionName="b3-py", Description="one")
     assert v1["Version"] == "1", v1["Version"]
+    # botocore's function_updated waiter on a version (LastUpdateStatus);
+    # publishing gave $LATEST a new RevisionId, as Lambda does.
+    lam.get_waiter("function_updated").wait(FunctionName="b3-py", Qualifier="1", WaiterConfig=WAITER_CONFIG)
+    after = lam.get_function_configuration(FunctionName="b3-py")["RevisionId"]
+    assert after != before, "PublishVersion left $LATEST's RevisionId %s" % before
     resp = lam.update_function_configuration(FunctionName="b3-py", Environment={"Variables": {"GREETING": "v2"}})
     assert resp["Environment"]["Variables"] == {"GREETING": "v2"}, resp
     wait("function_updated_v2", "b3-py")
@@ -405,7 +411,10 @@ def error_function_arn_of_another_region():
 @check
 def error_invalid_parameters():
     base = dict(Role=ROLE, Runtime=PYTHON_RUNTIME, Handler="app.handler", Code={"ZipFile": ZIPS["PY_ZIP"]})
-    client_error("InvalidParameterValueException", 400, unchecked.create_function, FunctionName="b3-small", MemorySize=64, **base)
+    client_error("ValidationException", 400, unchecked.create_function, FunctionName="b3-small", MemorySize=64, **base)
+    client_error("ValidationException", 400, lam.create_alias, FunctionName="b3-py", Name="2024", FunctionVersion="1")
+    client_error("ValidationException", 400, lam.list_functions, FunctionVersion="ALLX")
+    client_error("ValidationException", 400, lam.invoke, FunctionName="b3-py", LogType="Everything")
     client_error("InvalidParameterValueException", 400, lam.create_function, FunctionName="b3-cobol",
                  **dict(base, Runtime="cobol"))
     client_error("InvalidParameterValueException", 400, lam.create_function, FunctionName="b3-evil",
@@ -484,7 +493,7 @@ def error_throttled_by_reserved_concurrency_0():
 @check
 def error_request_too_large():
     big = json.dumps({"blob": "x" * (7 * 1024 * 1024)}).encode()
-    client_error("RequestTooLargeException", 413, lam.invoke, FunctionName="b3-go", Payload=big)
+    client_error("RequestEntityTooLargeException", 413, lam.invoke, FunctionName="b3-go", Payload=big)
     # Kiln keeps serving on the same client afterwards.
     _, out = invoke("b3-go", {"after": "big"})
     assert out == {"after": "big"}, out

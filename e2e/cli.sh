@@ -310,10 +310,14 @@ $(cat "$WORK/tail.log")"
 		create-function --function-name cli-py --runtime python3.11 --handler app.handler --role "$ROLE" --zip-file "fileb://$PY_ZIP"
 	expect_error ResourceConflictException "duplicate create-alias" \
 		create-alias --function-name cli-go --name live --function-version 1
+	# Constraints of the model are Lambda's ValidationException.
+	expect_error ValidationException "create-alias --name 2024" \
+		create-alias --function-name cli-go --name 2024 --function-version 1
+	expect_error ValidationException "list-functions --function-version ALLX" list-functions --function-version ALLX
 	# The CLI validates MemorySize >= 128 itself; with that off, Kiln must.
 	cp "$AWS_CONFIG_FILE" "$WORK/config-novalidate"
 	printf '\nparameter_validation = false\n' >>"$WORK/config-novalidate"
-	AWS_CONFIG_FILE=$WORK/config-novalidate expect_error InvalidParameterValueException "create-function --memory-size 64" \
+	AWS_CONFIG_FILE=$WORK/config-novalidate expect_error ValidationException "create-function --memory-size 64" \
 		create-function --function-name cli-small --runtime python3.11 --handler app.handler --role "$ROLE" --zip-file "fileb://$PY_ZIP" --memory-size 64
 	expect_error InvalidParameterValueException "create-function with a zip entry ../evil" \
 		create-function --function-name cli-evil --runtime provided.al2023 --handler bootstrap --role "$ROLE" --zip-file "fileb://$EVIL_ZIP"

@@ -94,7 +94,7 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 		t.Fatalf("paged list: %v", arns)
 	}
 	_, err = k.c.ListFunctionEventInvokeConfigs(ctx, &lambda.ListFunctionEventInvokeConfigsInput{FunctionName: fn, MaxItems: aws.Int32(51)})
-	apiError(t, err, "InvalidParameterValueException", 400)
+	apiError(t, err, "ValidationException", 400)
 
 	// Delete one qualifier's.
 	if _, err := k.c.DeleteFunctionEventInvokeConfig(ctx, &lambda.DeleteFunctionEventInvokeConfigInput{FunctionName: fn, Qualifier: aws.String("1")}); err != nil {
@@ -121,11 +121,11 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 		contains string
 	}{
 		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn}, "InvalidParameterValueException", 400, "You must specify at least one of error handling or destination setting."},
-		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumRetryAttempts: aws.Int32(3)}, "InvalidParameterValueException", 400, "Value '3' at 'maximumRetryAttempts' failed to satisfy constraint: Member must have value less than or equal to 2"},
-		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumRetryAttempts: aws.Int32(-1)}, "InvalidParameterValueException", 400, "greater than or equal to 0"},
-		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumEventAgeInSeconds: aws.Int32(59)}, "InvalidParameterValueException", 400, "Value '59' at 'maximumEventAgeInSeconds' failed to satisfy constraint: Member must have value greater than or equal to 60"},
-		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumEventAgeInSeconds: aws.Int32(21601)}, "InvalidParameterValueException", 400, "less than or equal to 21600"},
-		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, DestinationConfig: dest("not-an-arn", "")}, "InvalidParameterValueException", 400, "at 'destinationConfig.onSuccess.destination' failed to satisfy constraint: Member must satisfy regular expression pattern"},
+		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumRetryAttempts: aws.Int32(3)}, "ValidationException", 400, "Value '3' at 'maximumRetryAttempts' failed to satisfy constraint: Member must have value less than or equal to 2"},
+		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumRetryAttempts: aws.Int32(-1)}, "ValidationException", 400, "greater than or equal to 0"},
+		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumEventAgeInSeconds: aws.Int32(59)}, "ValidationException", 400, "Value '59' at 'maximumEventAgeInSeconds' failed to satisfy constraint: Member must have value greater than or equal to 60"},
+		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, MaximumEventAgeInSeconds: aws.Int32(21601)}, "ValidationException", 400, "less than or equal to 21600"},
+		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, DestinationConfig: dest("not-an-arn", "")}, "ValidationException", 400, "at 'destinationConfig.onSuccess.destination' failed to satisfy constraint: Member must satisfy regular expression pattern"},
 		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, DestinationConfig: dest("", "arn:aws:sns:us-east-1:"+k.s.Identity.AccountID+":topic")}, "InvalidParameterValueException", 400,
 			"The provided destination config DestinationConfig(onSuccess=null, onFailure=OnFailure(destination=arn:aws:sns:us-east-1:" + k.s.Identity.AccountID + ":topic)) is invalid. Kiln delivers to Kiln functions"},
 		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, DestinationConfig: dest("arn:aws:events:us-east-1:"+k.s.Identity.AccountID+":event-bus/default", "")}, "InvalidParameterValueException", 400, "not to events ARNs"},
@@ -170,7 +170,7 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 	apiError(t, err, "ResourceNotFoundException", 404)
 }
 
-// Event payloads are limited to 1 MB (RequestTooLargeException, 413), sync
+// Event payloads are limited to 1 MB (RequestEntityTooLargeException, 413), sync
 // ones to 6 MB; a payload at the limit is queued and run.
 func TestEventPayloadLimit(t *testing.T) {
 	k := start(t, fast)
@@ -183,7 +183,7 @@ func TestEventPayloadLimit(t *testing.T) {
 		return b
 	}
 	_, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: payload(1<<20 + 1)})
-	apiError(t, err, "RequestTooLargeException", 413)
+	apiError(t, err, "RequestEntityTooLargeException", 413)
 
 	out, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: payload(1 << 20)})
 	if err != nil || out.StatusCode != 202 {

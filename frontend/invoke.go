@@ -95,11 +95,11 @@ func BodyLimit(r *http.Request) (limit int64, tooLarge *api.Error, ok bool) {
 	if r.Method != http.MethodPost || !isInvokePath(r.URL.Path) {
 		return 0, nil, false
 	}
-	limit, op := int64(MaxSyncPayload), "Invoke"
+	limit, op := int64(MaxSyncPayload), "InvokeFunction"
 	if r.Header.Get("X-Amz-Invocation-Type") == "Event" {
-		limit = MaxAsyncPayload
+		limit, op = MaxAsyncPayload, "InvokeAsync"
 	}
-	return limit, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the %s operation", limit, op), true
+	return limit, api.Errorf(api.RequestEntityTooLarge, "Request must be smaller than %d bytes for the %s operation", limit, op), true
 }
 
 func isInvokePath(p string) bool {
@@ -186,6 +186,11 @@ func (f *Frontend) Invoke(ctx context.Context, req invoke.Request) (*invoke.Resp
 // priority; the rest is filled in here) on t.
 func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *invoke.Invocation) (*invoke.Response, error) {
 	name := t.Ref.Name
+	trace, err := lineage(traceID(inv.TraceID), api.FunctionARN(f.cfg.Region, t.Account, name),
+		t.Function != nil && t.Function.RecursiveLoop == "Allow")
+	if err != nil {
+		return nil, err
+	}
 	release, err := f.cfg.Counter.Take(ctx, counting.Key{Account: t.Account, Function: name})
 	if err != nil {
 		var e *api.Error
@@ -198,7 +203,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 	defer f.cfg.Metrics.Started(name)()
 
 	requestID := api.NewUUID()
-	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, traceID(inv.TraceID)
+	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, trace
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
 	res, initDuration, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
@@ -254,6 +259,12 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	switch typ := r.Header.Get("X-Amz-Log-Type"); typ {
+	case "", "None", "Tail":
+	default:
+		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]", typ))
+		return
+	}
 	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
 	case "", "RequestResponse":
 	case "DryRun":
@@ -274,7 +285,7 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	default:
-		fail(api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
+		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
 		return
 	}
 

@@ -2,9 +2,12 @@ package logs
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // FuzzFilterPattern: a filter pattern from a caller either parses or is
@@ -118,6 +121,56 @@ func FuzzBatch(f *testing.F) {
 		})
 		if i != len(events) {
 			t.Fatalf("%d events, want %d", i, len(events))
+		}
+	})
+}
+
+// FuzzStructuredPattern: JSON and space-delimited patterns from a caller
+// parse or are refused with InvalidParameterException, and match any
+// message without failing; a pattern selecting a member's (a field's)
+// exact value matches the event that has it.
+func FuzzStructuredPattern(f *testing.F) {
+	f.Add(`{ $.level = "ERROR" && ($.latency > 10 || $.x NOT EXISTS) }`, "ERROR", []byte(`{"level":"ERROR","latency":11}`))
+	f.Add(`[ip, user, ..., status = 4*, bytes > 100]`, "GET", []byte(`1.2.3.4 - "GET /" 404 512`))
+	f.Add(`{ $.a[0].b IS TRUE }`, "x y", []byte(`{"a":[{"b":true}]}`))
+	f.Fuzz(func(t *testing.T, pattern, value string, msg []byte) {
+		for _, s := range []string{pattern, "{" + pattern, "[" + pattern} {
+			p, err := parsePattern(s)
+			if err != nil {
+				var e *apiError
+				if !errors.As(err, &e) || e.Type != invalidParameter {
+					t.Fatalf("%q: %v, want %s", s, err, invalidParameter)
+				}
+				continue
+			}
+			p.match(msg)
+		}
+		if strings.Contains(value, "*") || !utf8.ValidString(value) {
+			return // JSON cannot carry invalid UTF-8 as it is
+		}
+		quoted := strconv.Quote(value)
+		if len(quoted) > maxPattern/2 {
+			return // within the limit on patterns
+		}
+		doc, _ := json.Marshal(map[string]string{"k": value})
+		if p, err := parsePattern(`{ $.k = ` + quoted + ` }`); err == nil {
+			if !p.match(doc) {
+				t.Fatalf("{ $.k = %s } does not match %s", quoted, doc)
+			}
+		} else {
+			t.Fatalf("{ $.k = %s }: %v", quoted, err)
+		}
+		word := strings.Map(func(r rune) rune {
+			if r == ' ' || r == '\t' || r == '"' || r == '[' || r == ']' {
+				return -1
+			}
+			return r
+		}, value)
+		if word == "" {
+			return
+		}
+		if p, err := parsePattern(`[a, b = ` + strconv.Quote(word) + `]`); err == nil && !p.match([]byte("x "+word)) {
+			t.Fatalf("[a, b = %q] does not match %q", word, "x "+word)
 		}
 	})
 }

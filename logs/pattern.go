@@ -17,11 +17,11 @@ import (
 //
 // Plain terms and phrases must all match, -terms must all be absent, and when
 // there are ?-terms at least one must match. JSON patterns ({ $.field = ... })
-// and space-delimited patterns ([ip, user, ...]) are rejected with
-// InvalidParameterException.
+// and space-delimited patterns ([ip, user, ...]) are structured.go's.
 type pattern struct {
 	all, any, none [][]byte
 	re             *regexp.Regexp
+	structured     interface{ match([]byte) bool }
 }
 
 // maxPattern is CloudWatch Logs' limit on a filter pattern; it also bounds
@@ -39,9 +39,19 @@ func parsePattern(s string) (*pattern, error) {
 	}
 	switch s[0] {
 	case '{':
-		return nil, errf(invalidParameter, "Invalid filter pattern: JSON filter patterns ({ $.field ... }) are not supported by Kiln; use terms, \"exact phrases\", ?alternatives, -exclusions or %%regex%%")
+		j, err := parseJSONPattern(s)
+		if err != nil {
+			return nil, err
+		}
+		p.structured = j
+		return p, nil
 	case '[':
-		return nil, errf(invalidParameter, "Invalid filter pattern: space-delimited filter patterns ([field, ...]) are not supported by Kiln; use terms, \"exact phrases\", ?alternatives, -exclusions or %%regex%%")
+		sp, err := parseSpacePattern(s)
+		if err != nil {
+			return nil, err
+		}
+		p.structured = sp
+		return p, nil
 	}
 	if len(s) >= 2 && s[0] == '%' && s[len(s)-1] == '%' {
 		re, err := regexp.Compile(s[1 : len(s)-1])
@@ -110,6 +120,9 @@ func (p *pattern) match(msg []byte) bool {
 	}
 	if p.re != nil {
 		return p.re.Match(msg)
+	}
+	if p.structured != nil {
+		return p.structured.match(msg)
 	}
 	for _, t := range p.all {
 		if !bytes.Contains(msg, t) {

@@ -35,30 +35,88 @@ func TestPattern(t *testing.T) {
 		{"%^(START|END) %", []int{0}},
 		{"%Duration: [0-9.]+ ms%", []int{5}},
 	} {
-		p, err := parsePattern(tc.pattern)
-		if err != nil {
-			t.Errorf("%q: %v", tc.pattern, err)
-			continue
-		}
-		var got []int
-		for i, m := range msgs {
-			if p.match([]byte(m)) {
-				got = append(got, i)
-			}
-		}
-		if !equalInts(got, tc.want) {
-			t.Errorf("%q matched %v, want %v", tc.pattern, got, tc.want)
-		}
+		matchesOf(t, tc.pattern, msgs, tc.want)
 	}
-	for _, bad := range []string{`{ $.level = "ERROR" }`, `[ip, user, status=404]`, `"unterminated`, `%(%`, "%" + strings.Repeat("(a*)*", 205) + "%"} {
+	for _, bad := range []string{`{ $.level = }`, `{ level = "ERROR" }`, `{ $.x > "a" }`, `{ $.x = 1`, `{ $.x = 1 } y`, `{ ($.x = 1 }`,
+		`[ip, user, status=404`, `[ip, ip]`, `[a, b = x && c = 1, c]`, `[..., ...]`, `"unterminated`, `%(%`, "%" + strings.Repeat("(a*)*", 205) + "%"} {
 		_, err := parsePattern(bad)
 		e, ok := err.(*apiError)
 		if !ok || e.Type != invalidParameter {
 			t.Errorf("%q: got %v, want InvalidParameterException", bad, err)
 		}
 	}
-	if _, err := parsePattern(`{ $.x = 1 }`); err == nil || !strings.Contains(err.Error(), "JSON filter patterns") {
+	if _, err := parsePattern(`{ $.x = }`); err == nil || !strings.Contains(err.Error(), "expected a value after $.x =") {
 		t.Errorf("JSON pattern error does not say why: %v", err)
+	}
+}
+
+// TestStructuredPatterns: JSON patterns on JSON events (what Powertools
+// writes) and space-delimited patterns on fielded lines, as CloudWatch
+// Logs matches them.
+func TestStructuredPatterns(t *testing.T) {
+	msgs := []string{
+		`{"level":"ERROR","message":"boom","latency":120,"user":{"id":7,"name":"ann"},"tags":["a","b"],"retry":true,"gone":null}`,
+		`{"level":"INFO","message":"ok","latency":20.5,"user":{"id":8},"tags":[],"retry":false}`,
+		`  {"level":"WARN","message":"slow request","latency":900}  `,
+		`2024-01-01T00:00:00Z e1 ERROR {"level":"ERROR"}`,
+		`{"level":"ERROR"`,
+		`127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326`,
+		`10.0.0.2 - - [10/Oct/2000:13:55:37 -0700] "POST /login HTTP/1.0" 404 512`,
+		`10.0.0.3 - bob [10/Oct/2000:13:55:38 -0700] "GET / HTTP/1.0" 500 80000`,
+	}
+	for _, tc := range []struct {
+		pattern string
+		want    []int
+	}{
+		{`{ $.level = "ERROR" }`, []int{0}},
+		{`{$.level="ERROR"}`, []int{0}},
+		{`{ $.level = ERROR }`, []int{0}},
+		{`{ $.level != "ERROR" }`, []int{1, 2}},
+		{`{ $.level = "*R*" }`, []int{0, 2}},
+		{`{ $.message = "slow*" }`, []int{2}},
+		{`{ $.latency > 100 }`, []int{0, 2}},
+		{`{ $.latency <= 20.5 }`, []int{1}},
+		{`{ $.latency >= 120 && $.level = "WARN" }`, []int{2}},
+		{`{ $.level = "INFO" || $.latency > 500 }`, []int{1, 2}},
+		{`{ ($.level = "INFO" || $.level = "WARN") && $.latency < 100 }`, []int{1}},
+		{`{ $.user.id = 7 }`, []int{0}},
+		{`{ $.user.name = "ann" }`, []int{0}},
+		{`{ $.tags[1] = "b" }`, []int{0}},
+		{`{ $.retry IS TRUE }`, []int{0}},
+		{`{ $.retry IS FALSE }`, []int{1}},
+		{`{ $.gone IS NULL }`, []int{0}},
+		{`{ $.user EXISTS }`, []int{0, 1}},
+		{`{ $.user NOT EXISTS }`, []int{2}},
+		{`[ip, identity, user, timestamp, request, status, bytes]`, []int{5, 6, 7}},
+		{`[ip, identity, user, timestamp, request, status = 404, bytes]`, []int{6}},
+		{`[ip, identity, user, timestamp, request, status = 4*, bytes]`, []int{6}},
+		{`[ip, identity, user, timestamp, request, status >= 400 && status < 500, bytes]`, []int{6}},
+		{`[..., status, bytes > 1000]`, []int{5, 7}},
+		{`[ip = 10.*, ...]`, []int{6, 7}},
+		{`[ip, ..., bytes = 80000 || bytes = 512]`, []int{6, 7}},
+		{`[ip, identity, user != "-", ...]`, []int{3, 5, 7}},
+		{`[a, b]`, []int{2}}, // two fields: the JSON line split at its space
+	} {
+		matchesOf(t, tc.pattern, msgs, tc.want)
+	}
+}
+
+// matchesOf checks that pattern parses and matches exactly msgs[want...].
+func matchesOf(t *testing.T, pattern string, msgs []string, want []int) {
+	t.Helper()
+	p, err := parsePattern(pattern)
+	if err != nil {
+		t.Errorf("%q: %v", pattern, err)
+		return
+	}
+	var got []int
+	for i, m := range msgs {
+		if p.match([]byte(m)) {
+			got = append(got, i)
+		}
+	}
+	if !equalInts(got, want) {
+		t.Errorf("%q matched %v, want %v", pattern, got, want)
 	}
 }
 

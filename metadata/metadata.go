@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -62,6 +63,9 @@ type Function struct {
 	// published from: PublishVersion answers with that version again as long
 	// as $LATEST has not changed since (as Lambda does).
 	PublishedFrom string `json:"publishedFrom,omitempty"`
+	// RecursiveLoop is PutFunctionRecursionConfig's setting: "Allow", or
+	// "" for Lambda's default, Terminate.
+	RecursiveLoop string `json:"recursiveLoop,omitempty"`
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
@@ -138,6 +142,11 @@ type Store struct {
 	bucket string
 	// replicated: reads go to the bucket's stream leader (see read).
 	replicated bool
+
+	js       jetstream.JetStream
+	replicas int
+	mu       sync.Mutex
+	layers   *Layers // opened on first use (see Layers)
 }
 
 // Config configures the store. The zero value uses bucket "kiln-functions"
@@ -169,7 +178,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("metadata bucket: %w", err)
 	}
-	return &Store{kv: kv, nc: js.Conn(), bucket: cfg.Bucket, replicated: cfg.Replicas > 1}, nil
+	return &Store{kv: kv, nc: js.Conn(), bucket: cfg.Bucket, replicated: cfg.Replicas > 1, js: js, replicas: cfg.Replicas}, nil
 }
 
 func key(account, name string) string { return account + "." + name }
@@ -202,19 +211,29 @@ func (s *Store) Get(ctx context.Context, account, name string) (*Function, error
 // write acknowledged a moment ago, and a control plane would not read its
 // own writes (a version just deleted still listed).
 func (s *Store) read(ctx context.Context, k string) (*Function, error) {
+	value, revision, err := s.readRaw(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return decode(k, value, revision)
+}
+
+// readRaw returns the value stored under k and its revision, read as read
+// says.
+func (s *Store) readRaw(ctx context.Context, k string) ([]byte, uint64, error) {
 	if !s.replicated {
 		e, err := s.kv.Get(ctx, k)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		return decode(k, e.Value(), e.Revision())
+		return e.Value(), e.Revision(), nil
 	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + s.bucket + "." + k})
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	msg, err := s.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET.KV_"+s.bucket, req)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	var resp struct {
 		Message *struct {
@@ -228,20 +247,20 @@ func (s *Store) read(ctx context.Context, k string) (*Function, error) {
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, fmt.Errorf("metadata read %s: %w", k, err)
+		return nil, 0, fmt.Errorf("metadata read %s: %w", k, err)
 	}
 	const noMessageFound = 10037
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == noMessageFound:
-		return nil, jetstream.ErrKeyNotFound
+		return nil, 0, jetstream.ErrKeyNotFound
 	case resp.Error != nil:
-		return nil, fmt.Errorf("metadata read %s: %s", k, resp.Error.Description)
+		return nil, 0, fmt.Errorf("metadata read %s: %s", k, resp.Error.Description)
 	case resp.Message == nil:
-		return nil, fmt.Errorf("metadata read %s: empty answer", k)
+		return nil, 0, fmt.Errorf("metadata read %s: empty answer", k)
 	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
-		return nil, jetstream.ErrKeyNotFound
+		return nil, 0, jetstream.ErrKeyNotFound
 	}
-	return decode(k, resp.Message.Data, resp.Message.Seq)
+	return resp.Message.Data, resp.Message.Seq, nil
 }
 
 func isTransient(err error) bool {

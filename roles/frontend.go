@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/logs"
@@ -69,5 +70,5 @@ func NewFrontend(ctx context.Context, cfg FrontendConfig) (*Frontend, error) {
 		h = cfg.Gate(signed)
 	}
 	root.Handle("/", auth.Middleware(cfg.Keyring, BodyLimit, h))
-	return &Frontend{Frontend: front, Handler: root}, nil
+	return &Frontend{Frontend: front, Handler: api.WithRequestID(root)}, nil
 }

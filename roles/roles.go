@@ -64,7 +64,7 @@ func BodyLimit(r *http.Request) (int64, *api.Error) {
 	if limit, tooLarge, ok := frontend.BodyLimit(r); ok {
 		return limit, tooLarge
 	}
-	return maxManagementBody, api.Errorf(api.RequestTooLarge, "Request must be smaller than %d bytes for the operation", maxManagementBody)
+	return maxManagementBody, api.Errorf(api.RequestEntityTooLarge, "Request must be smaller than %d bytes for the operation", maxManagementBody)
 }
 
 // Sandbox is the isolation backend named by --sandbox: linux (namespaces,

@@ -12,6 +12,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -24,8 +25,9 @@ import (
 	"time"
 )
 
-// MaxResponse is Lambda's limit on a synchronous response.
-const MaxResponse = 6 * 1024 * 1024
+// MaxResponse is Lambda's limit on a synchronous response: 6 MB and 100
+// bytes, the number its error message names.
+const MaxResponse = 6*1024*1024 + 100
 
 // Event is one invocation as the runtime receives it.
 type Event struct {
@@ -320,7 +322,7 @@ func (c *conn) route(req *http.Request) bool {
 				return false
 			}
 			if len(body) > MaxResponse {
-				const msg = "Response payload size exceeded maximum allowed payload size (6291556 bytes)."
+				msg := fmt.Sprintf("Response payload size exceeded maximum allowed payload size (%d bytes).", MaxResponse)
 				if c.deliver(id, Outcome{Payload: errorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge"}) {
 					c.writeStatus(http.StatusRequestEntityTooLarge, errorDoc("RequestEntityTooLarge", msg))
 				} else {

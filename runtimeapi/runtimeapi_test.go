@@ -100,6 +100,18 @@ func TestInvokeBeforeAndAfterNext(t *testing.T) {
 		t.Fatalf("error outcome %+v", o)
 	}
 
+	// The limit is the one Lambda's message names: 6,291,556 bytes pass.
+	go http.Get(base + "invocation/next")
+	results, _ = s.Invoke(&Event{RequestID: "r6", Payload: []byte("{}")})
+	time.Sleep(50 * time.Millisecond)
+	resp, _ = http.Post(base+"invocation/r6/response", "application/json", bytes.NewReader(make([]byte, 6291556)))
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("6,291,556 bytes: %s", resp.Status)
+	}
+	if o := outcome(t, results); len(o.Payload) != 6291556 || o.ErrorType != "" {
+		t.Fatalf("6,291,556 bytes: outcome of %d bytes, %q", len(o.Payload), o.ErrorType)
+	}
+
 	// An oversized response is Lambda's error for the caller and 413 for the runtime.
 	go http.Get(base + "invocation/next")
 	results, _ = s.Invoke(&Event{RequestID: "r3", Payload: []byte("{}")})

@@ -599,6 +599,8 @@ type process struct {
 	mu         sync.Mutex // guards pidfd, cleaned and what cleanup keeps
 	cleaned    bool
 	peak       int64
+	resident   int64 // the highest residentPeak seen, at residentAt
+	residentAt time.Time
 	ooms       int
 	cleanupErr error
 }
@@ -623,7 +625,7 @@ func (p *process) cleanup() {
 	if p.releaseIDs != nil {
 		p.releaseIDs()
 	}
-	peak, ooms := p.cg.maxMemory(), p.cg.oomKills()
+	peak, ooms := max(p.cg.maxMemory(), p.resident), p.cg.oomKills()
 	err := p.cg.destroy()
 	p.mu.Lock()
 	p.peak, p.ooms, p.cleanupErr = peak, ooms, err
@@ -673,14 +675,41 @@ func (p *process) Wait() error {
 }
 
 // MaxMemoryUsed is the cgroup's high-water mark (v1
-// memory.max_usage_in_bytes, v2 memory.peak).
+// memory.max_usage_in_bytes, v2 memory.peak), or, when more, the peak
+// resident memory of the environment's processes: what Lambda reports.
+// The cgroup is not charged for file pages another environment brought in
+// first (Node's 30 MB binary, shared by all of them), which a process's
+// resident memory counts.
 func (p *process) MaxMemoryUsed() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cleaned {
 		return p.peak
 	}
-	return p.cg.maxMemory()
+	// /proc/PID/status is costly to generate: sampled at most every second.
+	if now := time.Now(); now.Sub(p.residentAt) >= time.Second {
+		p.resident, p.residentAt = max(p.resident, p.residentPeak()), now
+	}
+	return max(p.cg.maxMemory(), p.resident)
+}
+
+// residentPeak sums the peak resident memory (VmHWM) of the processes in
+// the environment's cgroup but the agent's.
+func (p *process) residentPeak() int64 {
+	if len(p.cg.dirs) == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(filepath.Join(p.cg.dirs[len(p.cg.dirs)-1], "cgroup.procs"))
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid != p.pid {
+			sum += worker.PeakResident(pid)
+		}
+	}
+	return sum
 }
 
 // InitDone ends the CPU boost of the init phase: from now on the

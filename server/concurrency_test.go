@@ -109,10 +109,15 @@ func TestProvisionedConcurrency(t *testing.T) {
 	if err != nil || len(list.ProvisionedConcurrencyConfigs) != 1 || !strings.HasSuffix(aws.ToString(list.ProvisionedConcurrencyConfigs[0].FunctionArn), ":live") {
 		t.Fatalf("list: %+v %v", list, err)
 	}
-	// Reserved concurrency below the provisioned amount is refused.
-	c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("pc"), ReservedConcurrentExecutions: aws.Int32(2)})
+	// Reserved concurrency below the provisioned amount is refused, and
+	// provisioned concurrency above the reserved.
+	_, err = c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("pc"), ReservedConcurrentExecutions: aws.Int32(2)})
+	apiError(t, err, "InvalidParameterValueException", 400)
+	if _, err := c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("pc"), ReservedConcurrentExecutions: aws.Int32(3)}); err != nil {
+		t.Fatal(err)
+	}
 	_, err = c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"),
-		Qualifier: aws.String("live"), ProvisionedConcurrentExecutions: aws.Int32(3)})
+		Qualifier: aws.String("live"), ProvisionedConcurrentExecutions: aws.Int32(4)})
 	apiError(t, err, "InvalidParameterValueException", 400)
 	c.DeleteFunctionConcurrency(ctx, &lambda.DeleteFunctionConcurrencyInput{FunctionName: aws.String("pc")})
 

@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
@@ -192,8 +194,16 @@ func TestRequestErrors(t *testing.T) {
 	s := kilntest.Start(t, server.Config{})
 	c := kilntest.Lambda(s)
 	toolkit(t, c, "r", nil)
-	_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), Payload: make([]byte, 6*1024*1024+1)})
-	apiError(t, err, "RequestTooLargeException", 413)
+	// Lambda's front door answers RequestEntityTooLarge (the model's
+	// RequestTooLarge is never sent), for 6 MB and one byte as for 7 MB.
+	for _, n := range []int{6*1024*1024 + 1, 7 << 20} {
+		_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), Payload: make([]byte, n)})
+		apiError(t, err, "RequestEntityTooLargeException", 413)
+	}
+	_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), LogType: "Everything"})
+	apiError(t, err, "ValidationException", 400)
+	_, err = c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), InvocationType: "Sometimes"})
+	apiError(t, err, "ValidationException", 400)
 	_, err = c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), Payload: []byte("not json")})
 	apiError(t, err, "InvalidRequestContentException", 400)
 	_, err = c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), ClientContext: aws.String("%%%")})
@@ -209,6 +219,26 @@ func TestRequestErrors(t *testing.T) {
 	apiError(t, err, "InvalidSignatureException", 403)
 	_, err = badSecret.ListFunctions(ctx, &lambda.ListFunctionsInput{})
 	apiError(t, err, "InvalidSignatureException", 403)
+
+	dry, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), InvocationType: types.InvocationTypeDryRun})
+	if id, _ := awsmiddleware.GetRequestIDMetadata(dry.ResultMetadata); err != nil || id == "" {
+		t.Errorf("DryRun: %v, no request ID", err)
+	}
+	// Every answer carries a request ID, and a path of no operation is
+	// Lambda's error, not Go's plain-text 404.
+	for _, r := range []*http.Request{
+		signedRequest(t, s, "GET", "/2015-03-31/functions/", nil, "lambda", s.Region, nil),
+		signedRequest(t, s, "GET", "/2099-01-01/no-such-operation", nil, "lambda", s.Region, nil),
+		signedRequest(t, s, "GET", "/2015-03-31/functions/", nil, "lambda", "eu-north-9", nil),
+	} {
+		resp, body := do(t, r)
+		if len(resp.Header.Get("X-Amzn-RequestId")) != 36 || len(resp.Header.Values("X-Amzn-RequestId")) != 1 {
+			t.Errorf("%s: request IDs %q", r.URL.Path, resp.Header.Values("X-Amzn-RequestId"))
+		}
+		if resp.StatusCode == 404 && errorType(resp) != "UnknownOperationException" {
+			t.Errorf("%s: %d %q %s", r.URL.Path, resp.StatusCode, errorType(resp), body)
+		}
+	}
 }
 
 func TestClientContextAndEnvironment(t *testing.T) {

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -109,26 +108,35 @@ func (p *childProcess) MaxMemoryUsed() int64 {
 func (p *childProcess) readPeak() int64 {
 	pid := p.runtimePid.Load()
 	if pid == 0 {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", p.cmd.Process.Pid, p.cmd.Process.Pid))
-		if err != nil {
-			return 0
+		// The runtime is a child of one of the agent's threads.
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", p.cmd.Process.Pid))
+		for _, f := range tasks {
+			b, _ := os.ReadFile(f)
+			if first, _, _ := strings.Cut(strings.TrimSpace(string(b)), " "); first != "" {
+				pid, _ = strconv.ParseInt(first, 10, 64)
+				break
+			}
 		}
-		first, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-		if pid, _ = strconv.ParseInt(first, 10, 64); pid == 0 {
+		if pid == 0 {
 			return 0
 		}
 		p.runtimePid.Store(pid)
 	}
-	b, err := os.ReadFile("/proc/" + strconv.FormatInt(pid, 10) + "/status")
+	return PeakResident(int(pid))
+}
+
+// PeakResident is a process's peak resident memory (VmHWM), file pages
+// included, in bytes; 0 when it is gone.
+func PeakResident(pid int) int64 {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0
 	}
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	for sc.Scan() {
-		if v, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmHWM:")); ok {
-			kb, _ := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(v), []byte(" kB"))), 10, 64)
-			return kb << 10
-		}
+	_, rest, ok := bytes.Cut(b, []byte("VmHWM:"))
+	if !ok {
+		return 0
 	}
-	return 0
+	line, _, _ := bytes.Cut(rest, []byte("\n"))
+	kb, _ := strconv.ParseInt(string(bytes.TrimSpace(bytes.TrimSuffix(bytes.TrimSpace(line), []byte("kB")))), 10, 64)
+	return kb << 10
 }

@@ -13,6 +13,7 @@ import (
 	"math"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,6 +30,12 @@ import (
 // CodeSource gives the directory holding a function's unpacked code.
 type CodeSource interface {
 	Dir(ctx context.Context, codeSha256 string) (string, error)
+}
+
+// LayerSource is a CodeSource that also gives a function's layers (their
+// zips' digests, in order) merged into one directory, its /opt.
+type LayerSource interface {
+	Layers(ctx context.Context, codeSha256s []string) (string, error)
 }
 
 // Config configures a worker. Code is required; other zero values work.
@@ -119,6 +126,9 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		}
 		taskRoot, runtimeRoot = w.cfg.Sandbox.Layout(sb.CodeDir, w.cfg.RuntimeDir)
 		sb.Argv, sb.RuntimeDir = rt.Command(runtimeRoot, taskRoot), w.cfg.RuntimeDir
+		if sb.OptDir, err = w.layers(ctx, fn.Layers); err != nil {
+			return nil, fmt.Errorf("layers of %s: %w", fn.FunctionName, err)
+		}
 	}
 	id := fmt.Sprintf("%s-%d", w.cfg.ID, w.seq.Add(1))
 
@@ -135,7 +145,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	e.log.init(w.cfg.Logs, spec.Account, logGroupName(fn.FunctionName), stream, limit, &w.logDropped)
 	started := time.Now()
 	sb.ID, sb.Conn = id, theirs
-	sb.Env = mergeEnv(w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, stream), imageEnv)
+	sb.Env = mergeEnv(w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, w.optRoot(sb.OptDir), stream), imageEnv)
 	sb.MemoryMB, sb.TmpMB = fn.MemorySize, ephemeralMB(fn)
 	proc, err := w.cfg.Sandbox.Start(ctx, sb)
 	theirs.Close()
@@ -268,7 +278,7 @@ func ephemeralMB(fn api.FunctionConfiguration) int {
 
 // runtimeEnv is the environment Lambda gives a function, with the
 // function's own variables first so that reserved names win over them.
-func (w *Worker) runtimeEnv(spec invoke.EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, logStream string) []string {
+func (w *Worker) runtimeEnv(spec invoke.EnvSpec, rt runtimes.Runtime, taskRoot, runtimeRoot, optRoot, logStream string) []string {
 	fn := spec.Function
 	env := []string{}
 	if fn.Environment != nil {
@@ -276,15 +286,20 @@ func (w *Worker) runtimeEnv(spec invoke.EnvSpec, rt runtimes.Runtime, taskRoot, 
 			env = append(env, k+"="+v)
 		}
 	}
+	// Where the runtime finds layers' libraries, as Lambda sets it (a
+	// function's own value wins, as it does there).
+	if name, value := layerPath(rt.Name, taskRoot, runtimeRoot, optRoot); name != "" && (fn.Environment == nil || fn.Environment.Variables[name] == "") {
+		env = append(env, name+"="+value)
+	}
 	initType := spec.InitType
 	if initType == "" {
 		initType = "on-demand"
 	}
 	env = append(env,
-		"PATH=/usr/local/bin:/usr/bin:/bin:/opt/bin",
+		"PATH=/usr/local/bin:/usr/bin:/bin:"+optRoot+"/bin",
 		"LANG=en_US.UTF-8",
 		"TZ=:UTC",
-		"LD_LIBRARY_PATH=/lib64:/usr/lib64:"+runtimeRoot+":"+runtimeRoot+"/lib:"+taskRoot+":"+taskRoot+"/lib:/opt/lib",
+		"LD_LIBRARY_PATH=/lib64:/usr/lib64:"+runtimeRoot+":"+runtimeRoot+"/lib:"+taskRoot+":"+taskRoot+"/lib:"+optRoot+"/lib",
 		"_HANDLER="+fn.Handler,
 		"LAMBDA_TASK_ROOT="+taskRoot,
 		"LAMBDA_RUNTIME_DIR="+runtimeRoot,
@@ -301,6 +316,49 @@ func (w *Worker) runtimeEnv(spec invoke.EnvSpec, rt runtimes.Runtime, taskRoot, 
 		env = append(env, "AWS_EXECUTION_ENV="+rt.ExecutionEnv)
 	}
 	return env
+}
+
+// layers merges the function's layers into its /opt; "" when it has none.
+func (w *Worker) layers(ctx context.Context, layers []api.Layer) (string, error) {
+	if len(layers) == 0 {
+		return "", nil
+	}
+	src, ok := w.cfg.Code.(LayerSource)
+	if !ok {
+		return "", errors.New("this worker's code source has no layers")
+	}
+	shas := make([]string, len(layers))
+	for i, l := range layers {
+		shas[i] = l.KilnCodeSha256
+	}
+	return src.Layers(ctx, shas)
+}
+
+// optRoot is where the runtime sees the layers: /opt in a sandbox, the
+// host directory itself under the process backend (which shows the host's
+// paths as they are).
+func (w *Worker) optRoot(optDir string) string {
+	if _, ok := w.cfg.Sandbox.(ProcessSandbox); ok && optDir != "" {
+		return optDir
+	}
+	return "/opt"
+}
+
+// layerPath is the search path variable Lambda's runtime sets for layers'
+// libraries: PYTHONPATH (/opt/python/lib/pythonX.Y/site-packages, then
+// /opt/python, which put them after the task root in sys.path as there),
+// NODE_PATH (/opt/nodejs/nodeNN/node_modules, /opt/nodejs/node_modules,
+// the runtime's, then the task root); "" for other runtimes.
+func layerPath(runtime, taskRoot, runtimeRoot, optRoot string) (name, value string) {
+	switch {
+	case strings.HasPrefix(runtime, "python"):
+		return "PYTHONPATH", optRoot + "/python/lib/" + runtime + "/site-packages:" + optRoot + "/python"
+	case strings.HasPrefix(runtime, "nodejs"):
+		major := strings.TrimSuffix(strings.TrimPrefix(runtime, "nodejs"), ".x")
+		return "NODE_PATH", strings.Join([]string{optRoot + "/nodejs/node" + major + "/node_modules", optRoot + "/nodejs/node_modules",
+			runtimeRoot + "/node_modules", runtimeRoot, taskRoot}, ":")
+	}
+	return "", ""
 }
 
 func logGroupName(function string) string { return "/aws/lambda/" + function }

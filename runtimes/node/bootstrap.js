@@ -409,8 +409,10 @@ async function main() {
     // keep the current directory
   }
   // As on Lambda, bare require()s from the function also resolve against the
-  // task root (NODE_PATH).
-  env.NODE_PATH = env.NODE_PATH ? `${taskRoot}${path.delimiter}${env.NODE_PATH}` : taskRoot;
+  // task root (NODE_PATH), after the layers' directories the worker lists.
+  const nodePath = env.NODE_PATH ? env.NODE_PATH.split(path.delimiter) : [];
+  if (!nodePath.includes(taskRoot)) nodePath.push(taskRoot);
+  env.NODE_PATH = nodePath.join(path.delimiter);
   const Module = require('module');
   if (typeof Module._initPaths === 'function') Module._initPaths();
 

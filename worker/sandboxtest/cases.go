@@ -169,6 +169,15 @@ var lifecycleCases = []testCase{
 			if err := json.Unmarshal(res.Payload, &got); err != nil || res.ErrorType != "" || got.Echo["k"] != "v" || got.Random != 8 || !got.Certs || got.Fn != r.runtime {
 				t.Errorf("%s: %s %s\n%s", r.runtime, res.ErrorType, res.Payload, res.LogTail)
 			}
+			// Lambda reports the runtime's resident memory, file pages
+			// (Node's own binary, shared with every other environment)
+			// included: ~40 MB for Node here, where the cgroup is
+			// charged ~10.
+			if m := regexp.MustCompile(`Max Memory Used: (\d+) MB`).FindStringSubmatch(string(res.LogTail)); m == nil {
+				t.Errorf("%s: no Max Memory Used in\n%s", r.runtime, res.LogTail)
+			} else if used, _ := strconv.Atoi(m[1]); strings.HasPrefix(r.runtime, "nodejs") && used < 30 {
+				t.Errorf("%s: Max Memory Used: %d MB, want the runtime's resident memory (30 MB or more)", r.runtime, used)
+			}
 		}
 		if ran == 0 {
 			t.Skip("no managed runtime on this host")
