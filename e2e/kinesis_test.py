@@ -134,6 +134,9 @@ def main():
     ok("an ON_DEMAND stream (4 shards), named with a dot")
 
     # The error cases.
+    expect_error("ResourceInUseException", "create_stream again", kin.create_stream, StreamName=S, ShardCount=1)
+    expect_error("ResourceNotFoundException", "a missing stream", kin.put_record,
+                 StreamName="nope", PartitionKey="k", Data=b"x")
     expect_error("ValidationException", "a record of 1 MiB + 1", kin.put_record,
                  StreamName=S, PartitionKey="k", Data=b"x" * (1024 * 1024 + 1))
     expect_error("ValidationException", "501 records", unchecked.put_records,
