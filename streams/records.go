@@ -116,10 +116,27 @@ func (s *Service) Put(ctx context.Context, account, name string, entries []PutEn
 	if err := checkEntries(entries); err != nil {
 		return nil, err
 	}
-	m, err := s.active(ctx, account, name)
-	if err != nil {
-		return nil, err
+	for attempt := 0; ; attempt++ {
+		m, err := s.active(ctx, account, name)
+		if err != nil {
+			return nil, err
+		}
+		out, gone := s.put(ctx, m, entries)
+		if !gone {
+			return out, nil
+		}
+		// The stream was deleted through another process a moment ago
+		// (the watch has not told this one yet), and maybe created again.
+		s.forget(key(account, name), m.rev+1)
+		if attempt > 0 {
+			return nil, notFound(account, name)
+		}
 	}
+}
+
+// put publishes entries to m's shards; gone reports that no entry found
+// m's JetStream stream.
+func (s *Service) put(ctx context.Context, m *meta, entries []PutEntry) (out []PutResult, gone bool) {
 	shards := make([]int, len(entries))
 	futures := make([]jetstream.PubAckFuture, len(entries))
 	errs := make([]error, len(entries))
@@ -130,8 +147,8 @@ func (s *Service) Put(ctx context.Context, account, name string, entries []PutEn
 		// request's order.
 		futures[i], errs[i] = s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(m.jsName()))
 	}
-	out := make([]PutResult, len(entries))
-	gone := 0
+	out = make([]PutResult, len(entries))
+	missing := 0
 	for i, f := range futures {
 		if errs[i] == nil {
 			select {
@@ -144,16 +161,12 @@ func (s *Service) Put(ctx context.Context, account, name string, entries []PutEn
 			}
 		}
 		if errors.Is(errs[i], jetstream.ErrNoStreamResponse) || errors.Is(errs[i], nats.ErrNoResponders) {
-			gone++
+			missing++
 		}
 		out[i] = failed(errs[i])
-		s.log.Warn("streams: put", "stream", name, "err", errs[i])
+		s.log.Warn("streams: put", "stream", m.Name, "err", errs[i])
 	}
-	if gone == len(entries) { // deleted through another process a moment ago
-		s.forget(key(account, name), m.rev+1)
-		return nil, notFound(account, name)
-	}
-	return out, nil
+	return out, missing == len(entries)
 }
 
 // failed is a put's result for a record JetStream did not take: a

@@ -408,7 +408,7 @@ func TestHostileInput(t *testing.T) {
 	}
 	for what, in := range map[string]*kinesis.GetShardIteratorInput{
 		"another shard's number": {ShardIteratorType: types.ShardIteratorTypeAtSequenceNumber, StartingSequenceNumber: put.SequenceNumber},
-		"a number not issued":    {ShardIteratorType: types.ShardIteratorTypeAtSequenceNumber, StartingSequenceNumber: aws.String("1329227995784915872903807060280344576000")},
+		"a number not issued":    {ShardIteratorType: types.ShardIteratorTypeAtSequenceNumber, StartingSequenceNumber: aws.String("1329227995784915872903807060281344576")}, // sequence 10^6 of shard 0
 		"no number":              {ShardIteratorType: types.ShardIteratorTypeAfterSequenceNumber},
 		"no timestamp":           {ShardIteratorType: types.ShardIteratorTypeAtTimestamp},
 	} {
