@@ -20,8 +20,8 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// StreamsConfig configures Streams; the zero value is the documented run.
-type StreamsConfig struct {
+// KinesisConfig configures Kinesis; the zero value is the documented run.
+type KinesisConfig struct {
 	Kiln    string // the kiln binary measured (kiln up); required
 	Records int    // records put with PutRecords, then read; 0 means 100,000
 	Size    int    // bytes of data per record; 0 means 100
@@ -29,18 +29,18 @@ type StreamsConfig struct {
 	Clients int    // concurrent writers; 0 means 8
 }
 
-// Streams measures the stream service of a kiln up on its own: the rate
+// Kinesis measures the stream service of a kiln up on its own: the rate
 // at which it takes records (PutRecords of 500, and PutRecord, over
 // cfg.Clients connections) and gives them out (GetRecords over HTTP, and
 // the Go API's Read that the stream pollers use, through kiln up's NATS;
 // one reader per shard), in records/s. The stream event source mapping's
 // end-to-end rate is read against these.
-func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
-	cfg.Records = cmpOr(cfg.Records, 100000)
-	cfg.Size = cmpOr(cfg.Size, 100)
-	cfg.Shards = cmpOr(cfg.Shards, 4)
-	cfg.Clients = cmpOr(cfg.Clients, 8)
-	dir, err := os.MkdirTemp("", "kiln-bench-streams-")
+func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
+	cfg.Records = orDefault(cfg.Records, 100000)
+	cfg.Size = orDefault(cfg.Size, 100)
+	cfg.Shards = orDefault(cfg.Shards, 4)
+	cfg.Clients = orDefault(cfg.Clients, 8)
+	dir, err := os.MkdirTemp("", "kiln-bench-kinesis-")
 	if err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 
 	// PutRecords of 500, spread over the writers.
 	batches := cfg.Records / streams.MaxPutRecords
-	ds, elapsed, err := parallel(cfg.Clients, batches, func(i int) error {
+	ds, elapsed, err := inParallel(cfg.Clients, batches, func(i int) error {
 		entries := make([]types.PutRecordsRequestEntry, streams.MaxPutRecords)
 		for j := range entries {
 			entries[j] = types.PutRecordsRequestEntry{PartitionKey: aws.String(strconv.Itoa(i*streams.MaxPutRecords + j)), Data: data}
@@ -84,7 +84,7 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 	}
 	report("PutRecords (500 a call)", batches*streams.MaxPutRecords, ds, elapsed)
 	singles := max(cfg.Records/20, cfg.Clients)
-	ds, elapsed, err = parallel(cfg.Clients, singles, func(i int) error {
+	ds, elapsed, err = inParallel(cfg.Clients, singles, func(i int) error {
 		_, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String(strconv.Itoa(i)), Data: data})
 		return err
 	})
@@ -95,7 +95,7 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 	total := batches*streams.MaxPutRecords + singles
 
 	// Every shard from its start, one reader each, 10,000 records a call.
-	read, calls, elapsed, err := consume(cfg.Shards, func(shard string) (func() (int, error), error) {
+	read, calls, elapsed, err := consumeShards(cfg.Shards, func(shard string) (func() (int, error), error) {
 		it, err := c.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: &shard,
 			ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
 		if err != nil {
@@ -119,7 +119,7 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 	}
 	report("GetRecords (HTTP)", read, calls, elapsed)
 
-	account, err := accountOf(dir)
+	account, err := upAccount(dir)
 	if err != nil {
 		return err
 	}
@@ -132,7 +132,7 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	read, calls, elapsed, err = consume(cfg.Shards, func(shard string) (func() (int, error), error) {
+	read, calls, elapsed, err = consumeShards(cfg.Shards, func(shard string) (func() (int, error), error) {
 		from := streams.Position{Type: streams.TrimHorizon}
 		return func() (int, error) {
 			b, err := svc.Read(ctx, account, "bench", shard, from, 0)
@@ -153,14 +153,14 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 	return nil
 }
 
-// consume reads every shard at once, each with the reader open returns,
+// consumeShards reads every shard at once, each with the reader open returns,
 // until a read returns no records: how many records were read, each read's
 // latency and the time all took.
-func consume(shards int, open func(shard string) (func() (int, error), error)) (int, []time.Duration, time.Duration, error) {
+func consumeShards(shards int, open func(shard string) (func() (int, error), error)) (int, []time.Duration, time.Duration, error) {
 	var mu sync.Mutex
 	var calls []time.Duration
 	read := 0
-	_, elapsed, err := parallel(shards, shards, func(i int) error {
+	_, elapsed, err := inParallel(shards, shards, func(i int) error {
 		next, err := open(streams.ShardID(i))
 		if err != nil {
 			return err
@@ -183,16 +183,16 @@ func consume(shards int, open func(shard string) (func() (int, error), error)) (
 	return read, calls, elapsed, err
 }
 
-func cmpOr(v, def int) int {
+func orDefault(v, def int) int {
 	if v == 0 {
 		return def
 	}
 	return v
 }
 
-// parallel calls fn(0) … fn(n-1) over workers goroutines and returns each
+// inParallel calls fn(0) … fn(n-1) over workers goroutines and returns each
 // call's latency and the time all took.
-func parallel(workers, n int, fn func(i int) error) ([]time.Duration, time.Duration, error) {
+func inParallel(workers, n int, fn func(i int) error) ([]time.Duration, time.Duration, error) {
 	var mu sync.Mutex
 	var ds []time.Duration
 	var firstErr error
@@ -223,8 +223,8 @@ func parallel(workers, n int, fn func(i int) error) ([]time.Duration, time.Durat
 	return ds, time.Since(start), firstErr
 }
 
-// accountOf reads the account of the kiln up whose data is dir.
-func accountOf(dir string) (string, error) {
+// upAccount reads the account of the kiln up whose data is dir.
+func upAccount(dir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(dir, "identity.json"))
 	if err != nil {
 		return "", err
