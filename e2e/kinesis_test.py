@@ -69,7 +69,10 @@ def main():
     ranges = [(int(s["HashKeyRange"]["StartingHashKey"]), int(s["HashKeyRange"]["EndingHashKey"])) for s in shards]
     assert ranges[0][0] == 0 and ranges[-1][1] == 2**128 - 1, ranges
     assert all(ranges[i][1] + 1 == ranges[i + 1][0] for i in range(3)), ranges
-    ok("create_stream of 4 shards: contiguous hash key ranges over [0, 2^128)")
+    paged = [s for page in kin.get_paginator("list_shards").paginate(StreamName=S, PaginationConfig={"PageSize": 1})
+             for s in page["Shards"]]
+    assert paged == shards, paged
+    ok("create_stream of 4 shards: contiguous hash key ranges over [0, 2^128); list_shards paginated a shard a page")
 
     def shard_of(key):
         h = int(hashlib.md5(key.encode()).hexdigest(), 16)

@@ -396,14 +396,16 @@ func (s *Service) listShards(c *call) (any, error) {
 	}
 	after := in.ExclusiveStartShardId
 	if in.NextToken != "" {
-		// The token names the stream and the last shard listed.
-		if in.StreamName != "" || in.StreamARN != "" {
-			return nil, errorf(ErrInvalidArgument, "NextToken and StreamName cannot be provided together.")
-		}
+		// The token names the stream and the last shard listed. Kinesis
+		// refuses a StreamName beside it; botocore's paginator sends both,
+		// so the same name is taken.
 		b, err := base64.RawURLEncoding.DecodeString(in.NextToken)
 		name, last, ok := strings.Cut(string(b), "/")
 		if err != nil || !ok {
 			return nil, errorf(ErrInvalidArgument, "Invalid NextToken.")
+		}
+		if in.StreamName != "" && in.StreamName != name {
+			return nil, errorf(ErrInvalidArgument, "NextToken is of stream %s, not %s.", name, in.StreamName)
 		}
 		in.StreamName, after = name, last
 	}
