@@ -338,28 +338,43 @@ func (s *Service) create(ctx context.Context, account, name string, shards int, 
 // Delete deletes a stream and its records. A stream whose deletion was cut
 // short (DELETING) or whose creation was (CREATING) is deleted again.
 func (s *Service) Delete(ctx context.Context, account, name string) error {
-	m, err := s.stream(ctx, account, name)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		m, err := s.stream(ctx, account, name)
+		if err != nil {
+			return err
+		}
+		err = s.delete(ctx, m)
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return err
+		}
+		// The description changed since this process read it (deleted, or
+		// created again, through another one): read it again, once.
+		s.forget(key(account, name), m.rev+1)
+		if attempt > 0 {
+			return errorf(ErrInUse, "Stream %s under account %s changed while being deleted; try again.", name, account)
+		}
 	}
+}
+
+// delete deletes the stream m describes; jetstream.ErrKeyExists if its
+// description is not m's any more.
+func (s *Service) delete(ctx context.Context, m *meta) error {
 	if m.Status != StatusDeleting {
 		d := *m
 		d.Status = StatusDeleting
-		if err := s.store(ctx, &d); errors.Is(err, jetstream.ErrKeyExists) {
-			// Changed meanwhile (deleted, or created again).
-			return errorf(ErrInUse, "Stream %s under account %s changed while being deleted; try again.", name, account)
-		} else if err != nil {
-			return fmt.Errorf("stream %s: %w", name, err)
+		if err := s.store(ctx, &d); err != nil {
+			return fmt.Errorf("stream %s: %w", m.Name, err)
 		}
 		m = &d
 	}
 	if err := s.js.DeleteStream(ctx, m.jsName()); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("stream %s: %w", name, err)
+		return fmt.Errorf("stream %s: %w", m.Name, err)
 	}
-	if err := s.kv.Delete(ctx, key(account, name), jetstream.LastRevision(m.rev)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
-		return fmt.Errorf("stream %s: %w", name, err)
+	k := key(m.Account, m.Name)
+	if err := s.kv.Delete(ctx, k, jetstream.LastRevision(m.rev)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("stream %s: %w", m.Name, err)
 	}
-	s.forget(key(account, name), m.rev+1)
+	s.forget(k, m.rev+1)
 	return nil
 }
 
