@@ -148,7 +148,8 @@ func (s *Service) put(ctx context.Context, m *meta, entries []PutEntry) (out []P
 		futures[i], errs[i] = s.js.PublishMsgAsync(msg, jetstream.WithExpectStream(m.jsName()))
 	}
 	out = make([]PutResult, len(entries))
-	missing := 0
+	missing, failures := 0, 0
+	var first error
 	for i, f := range futures {
 		if errs[i] == nil {
 			select {
@@ -164,7 +165,12 @@ func (s *Service) put(ctx context.Context, m *meta, entries []PutEntry) (out []P
 			missing++
 		}
 		out[i] = failed(errs[i])
-		s.log.Warn("streams: put", "stream", m.Name, "err", errs[i])
+		if failures++; first == nil {
+			first = errs[i]
+		}
+	}
+	if failures > 0 {
+		s.log.Warn("streams: put", "stream", m.Name, "failed", failures, "of", len(entries), "err", first)
 	}
 	return out, missing == len(entries)
 }
