@@ -224,10 +224,7 @@ func (s *Service) createStream(c *call) (any, error) {
 }
 
 func (s *Service) deleteStream(c *call) (any, error) {
-	var in struct {
-		streamRef
-		EnforceConsumerDeletion bool
-	}
+	var in streamRef // EnforceConsumerDeletion: there are no consumers to enforce it on
 	m, err := s.streamOf(c, &in)
 	if err != nil {
 		return nil, err
@@ -289,8 +286,9 @@ func apiShards(shards []Shard) []apiShard {
 	return out
 }
 
-// page returns up to limit of n items from the one after the shard
-// named after (all when after is empty).
+// shardPage returns up to limit shards from the one after the shard
+// named after (from the first when after is empty), and whether more
+// follow.
 func shardPage(shards []Shard, after string, limit int) ([]Shard, bool) {
 	i := 0
 	if after != "" {
