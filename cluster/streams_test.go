@@ -57,59 +57,33 @@ func TestKinesisKillStreamLeader(t *testing.T) {
 	const writers = 4
 	var mu sync.Mutex
 	acked := make([][]int, writers) // per writer, the counters acknowledged, in order
-	var killedAt time.Time
+	next := make([]int, writers)    // per writer, the counter it puts (again, after a failure)
 	ackedAfter, failures := 0, 0
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := kc(w % 2)
-			for n := 0; ; {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-				_, err := c.PutRecord(cctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String("writer-" + strconv.Itoa(w)),
-					Data: fmt.Appendf(nil, "%d/%d", w, n)})
-				cancel()
-				mu.Lock()
-				if err != nil {
-					failures++
-				} else {
-					acked[w] = append(acked[w], n)
-					if !killedAt.IsZero() {
-						ackedAfter++
-					}
-					n++ // else the same record again
-				}
-				mu.Unlock()
-				if err != nil {
-					time.Sleep(100 * time.Millisecond)
-				}
-			}
-		}()
-	}
-	time.Sleep(2 * time.Second)
-	mu.Lock()
-	killedAt = time.Now()
-	mu.Unlock()
-	if _, err := f.Kill(victim); err != nil {
-		t.Fatal(err)
-	}
-	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	clients := []*kinesis.Client{kc(0), kc(1)}
+	killUnderLoad(t, f, victim, writers, func(w int, killedAt func() time.Time) {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		_, err := clients[w%2].PutRecord(cctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String("writer-" + strconv.Itoa(w)),
+			Data: fmt.Appendf(nil, "%d/%d", w, next[w])})
+		cancel()
 		mu.Lock()
-		n := ackedAfter
-		mu.Unlock()
-		if n >= 200 {
-			break
+		if err != nil {
+			failures++
+		} else {
+			acked[w] = append(acked[w], next[w])
+			if !killedAt().IsZero() {
+				ackedAfter++
+			}
+			next[w]++
 		}
-	}
-	close(stop)
-	wg.Wait()
+		mu.Unlock()
+		if err != nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return ackedAfter >= 200
+	})
 	if ackedAfter < 200 {
 		t.Fatalf("only %d puts acknowledged in 60 s after the kill", ackedAfter)
 	}
