@@ -133,8 +133,12 @@ def main():
     kin.create_stream(StreamName=od, StreamModeDetails={"StreamMode": "ON_DEMAND"})
     d = kin.describe_stream_summary(StreamName=od)["StreamDescriptionSummary"]
     assert d["StreamModeDetails"]["StreamMode"] == "ON_DEMAND" and d["OpenShardCount"] == 4, d
+    kin.increase_stream_retention_period(StreamName=od, RetentionPeriodHours=48)
+    assert kin.describe_stream_summary(StreamName=od)["StreamDescriptionSummary"]["RetentionPeriodHours"] == 48
+    expect_error("InvalidArgumentException", "a retention of 23 hours", kin.decrease_stream_retention_period,
+                 StreamName=od, RetentionPeriodHours=23)
     kin.delete_stream(StreamName=od)
-    ok("an ON_DEMAND stream (4 shards), named with a dot")
+    ok("an ON_DEMAND stream (4 shards), named with a dot; its retention raised to 48 hours")
 
     # The error cases.
     expect_error("ResourceInUseException", "create_stream again", kin.create_stream, StreamName=S, ShardCount=1)

@@ -88,16 +88,18 @@ func writeError(w http.ResponseWriter, e *Error) {
 
 // operations are Kinesis's operations, by name.
 var operations = map[string]func(*Service, *call) (any, error){
-	"CreateStream":          (*Service).createStream,
-	"DeleteStream":          (*Service).deleteStream,
-	"DescribeStream":        (*Service).describeStream,
-	"DescribeStreamSummary": (*Service).describeStreamSummary,
-	"ListStreams":           (*Service).listStreams,
-	"ListShards":            (*Service).listShards,
-	"PutRecord":             (*Service).putRecord,
-	"PutRecords":            (*Service).putRecords,
-	"GetShardIterator":      (*Service).getShardIterator,
-	"GetRecords":            (*Service).getRecords,
+	"CreateStream":                  (*Service).createStream,
+	"DeleteStream":                  (*Service).deleteStream,
+	"DescribeStream":                (*Service).describeStream,
+	"DescribeStreamSummary":         (*Service).describeStreamSummary,
+	"ListStreams":                   (*Service).listStreams,
+	"ListShards":                    (*Service).listShards,
+	"PutRecord":                     (*Service).putRecord,
+	"PutRecords":                    (*Service).putRecords,
+	"GetShardIterator":              (*Service).getShardIterator,
+	"GetRecords":                    (*Service).getRecords,
+	"IncreaseStreamRetentionPeriod": func(s *Service, c *call) (any, error) { return s.setRetention(c, true) },
+	"DecreaseStreamRetentionPeriod": func(s *Service, c *call) (any, error) { return s.setRetention(c, false) },
 }
 
 // decode reads the call's input into v.
@@ -221,6 +223,22 @@ func (s *Service) createStream(c *call) (any, error) {
 		shards = *in.ShardCount
 	}
 	return nil, s.create(c.ctx, c.account, in.StreamName, shards, mode)
+}
+
+func (s *Service) setRetention(c *call, increase bool) (any, error) {
+	var in struct {
+		streamRef
+		RetentionPeriodHours *int
+	}
+	m, err := s.streamOf(c, &in)
+	if err != nil {
+		return nil, err
+	}
+	if in.RetentionPeriodHours == nil {
+		return nil, errorf(ErrValidation, "1 validation error detected: Value null at 'retentionPeriodHours' failed to satisfy constraint: Member must not be null")
+	}
+	hours := min(max(*in.RetentionPeriodHours, 0), 1<<20) // out of range either way, without overflowing
+	return nil, s.SetRetention(c.ctx, c.account, m.Name, time.Duration(hours)*time.Hour, increase)
 }
 
 func (s *Service) deleteStream(c *call) (any, error) {

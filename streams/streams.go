@@ -124,7 +124,7 @@ func (m *meta) streamConfig(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{Name: m.jsName(), Description: "Kiln stream " + m.Account + "/" + m.Name,
 		Subjects: []string{"kiln.kinesis." + m.ID + ".*"}, Retention: jetstream.LimitsPolicy,
 		Discard: jetstream.DiscardOld, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-		MaxAge: m.Retention, Duplicates: time.Minute, AllowDirect: true}
+		MaxAge: m.Retention, AllowDirect: true}
 }
 
 // New opens the stream service.
@@ -220,12 +220,18 @@ func (s *Service) stream(ctx context.Context, account, name string) (*meta, erro
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	m.rev = rev
+	s.remember(m)
+	return m, nil
+}
+
+// remember caches m, unless the watch already reported a newer revision.
+func (s *Service) remember(m *meta) {
+	k := key(m.Account, m.Name)
 	s.mu.Lock()
-	if rev >= s.seen[k] { // else the watch already reported a newer one
+	defer s.mu.Unlock()
+	if m.rev >= s.seen[k] {
 		s.open[k] = m
 	}
-	s.mu.Unlock()
-	return m, nil
 }
 
 // active opens a stream records are written to and read from.
@@ -274,6 +280,7 @@ func (s *Service) watch(ctx context.Context) error {
 	return nil
 }
 
+// store writes m over the revision it was read at.
 func (s *Service) store(ctx context.Context, m *meta) error {
 	b, err := json.Marshal(m)
 	if err != nil {
@@ -283,7 +290,9 @@ func (s *Service) store(ctx context.Context, m *meta) error {
 	if err != nil {
 		return err
 	}
+	// Cached at once: this process's next call sees what it wrote.
 	m.rev = rev
+	s.remember(m)
 	return nil
 }
 
@@ -375,6 +384,48 @@ func (s *Service) delete(ctx context.Context, m *meta) error {
 		return fmt.Errorf("stream %s: %w", m.Name, err)
 	}
 	s.forget(k, m.rev+1)
+	return nil
+}
+
+// Retention periods a stream may have.
+const (
+	MinRetention = 24 * time.Hour
+	MaxRetention = 8760 * time.Hour
+)
+
+// SetRetention changes how long a stream keeps its records, as
+// IncreaseStreamRetentionPeriod (increase) and
+// DecreaseStreamRetentionPeriod (!increase) do: records older than a
+// shorter period go at once.
+func (s *Service) SetRetention(ctx context.Context, account, name string, retention time.Duration, increase bool) error {
+	m, err := s.active(ctx, account, name)
+	if err != nil {
+		return err
+	}
+	hours := int(retention / time.Hour)
+	switch {
+	case retention < MinRetention || retention > MaxRetention || retention%time.Hour != 0:
+		return errorf(ErrInvalidArgument, "Minimum allowed retention period is %d hours. Maximum allowed retention period is %d hours. Requested retention period (%d hours) is out of range.",
+			int(MinRetention/time.Hour), int(MaxRetention/time.Hour), hours)
+	case increase && retention < m.Retention:
+		return errorf(ErrInvalidArgument, "Requested retention period (%d hours) for stream %s can not be shorter than existing retention period (%d hours). Use DecreaseRetentionPeriod API.",
+			hours, name, int(m.Retention/time.Hour))
+	case !increase && retention > m.Retention:
+		return errorf(ErrInvalidArgument, "Requested retention period (%d hours) for stream %s can not be longer than existing retention period (%d hours). Use IncreaseRetentionPeriod API.",
+			hours, name, int(m.Retention/time.Hour))
+	}
+	// The stream first: a crash before the description leaves the old
+	// period shown, and the same call again sets both.
+	u := *m
+	u.Retention = retention
+	if _, err := s.js.UpdateStream(ctx, u.streamConfig(s.cfg.Replicas)); err != nil {
+		return fmt.Errorf("stream %s: %w", name, err)
+	}
+	if err := s.store(ctx, &u); errors.Is(err, jetstream.ErrKeyExists) {
+		return errorf(ErrInUse, "Stream %s under account %s changed meanwhile; try again.", name, account)
+	} else if err != nil {
+		return fmt.Errorf("stream %s: %w", name, err)
+	}
 	return nil
 }
 

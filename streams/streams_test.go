@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/kiln-dev/kiln/streams"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // The service through aws-sdk-go-v2's Kinesis client over real HTTP and
@@ -112,7 +113,8 @@ func drain(t *testing.T, c *kinesis.Client, it *string) ([]types.Record, *string
 }
 
 func TestStreamLifecycle(t *testing.T) {
-	e := newService(t, natstest.Connect(t))
+	nc := natstest.Connect(t)
+	e := newService(t, nc)
 	c, ctx := e.client, context.Background()
 	mustCreate(t, c, "orders.v1", 3)
 	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("orders.v1"), ShardCount: aws.Int32(1)}); code(err) != "ResourceInUseException" {
@@ -199,6 +201,50 @@ func TestStreamLifecycle(t *testing.T) {
 	}
 	if ls, err := e.other.ListStreams(ctx, &kinesis.ListStreamsInput{}); err != nil || len(ls.StreamNames) != 0 {
 		t.Errorf("other account lists %v %v", ls.StreamNames, err)
+	}
+
+	// Retention: up, down, within 24 hours to a year, each way only.
+	if _, err := c.IncreaseStreamRetentionPeriod(ctx, &kinesis.IncreaseStreamRetentionPeriodInput{StreamName: aws.String("orders.v1"), RetentionPeriodHours: aws.Int32(168)}); err != nil {
+		t.Fatal(err)
+	}
+	for what, call := range map[string]func() error{
+		"increase to 48 from 168": func() error {
+			_, err := c.IncreaseStreamRetentionPeriod(ctx, &kinesis.IncreaseStreamRetentionPeriodInput{StreamName: aws.String("orders.v1"), RetentionPeriodHours: aws.Int32(48)})
+			return err
+		},
+		"decrease to 200 from 168": func() error {
+			_, err := c.DecreaseStreamRetentionPeriod(ctx, &kinesis.DecreaseStreamRetentionPeriodInput{StreamName: aws.String("orders.v1"), RetentionPeriodHours: aws.Int32(200)})
+			return err
+		},
+		"increase to 8761": func() error {
+			_, err := c.IncreaseStreamRetentionPeriod(ctx, &kinesis.IncreaseStreamRetentionPeriodInput{StreamName: aws.String("orders.v1"), RetentionPeriodHours: aws.Int32(8761)})
+			return err
+		},
+		"decrease to 23": func() error {
+			_, err := c.DecreaseStreamRetentionPeriod(ctx, &kinesis.DecreaseStreamRetentionPeriodInput{StreamName: aws.String("orders.v1"), RetentionPeriodHours: aws.Int32(23)})
+			return err
+		},
+	} {
+		if err := call(); code(err) != "InvalidArgumentException" {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	if _, err := c.DecreaseStreamRetentionPeriod(ctx, &kinesis.DecreaseStreamRetentionPeriodInput{StreamName: aws.String("orders.v1"), RetentionPeriodHours: aws.Int32(72)}); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String("orders.v1")}); err != nil ||
+		aws.ToInt32(sum.StreamDescriptionSummary.RetentionPeriodHours) != 72 {
+		t.Errorf("retention after the changes: %v %v", sum, err)
+	}
+	desc, err := e.svc.Describe(ctx, account, "orders.v1")
+	if err != nil || desc.Retention != 72*time.Hour {
+		t.Fatalf("Describe after the changes: %+v %v", desc, err)
+	}
+	js, _ := jetstream.New(nc)
+	if st, err := js.Stream(ctx, "KILN_KINESIS_"+desc.ID); err != nil {
+		t.Error(err)
+	} else if age := st.CachedInfo().Config.MaxAge; age != 72*time.Hour {
+		t.Errorf("the JetStream stream keeps records for %v", age)
 	}
 
 	// Records, then delete: gone, and its iterators with it.
