@@ -29,12 +29,13 @@ type KinesisConfig struct {
 	Clients int    // concurrent writers; 0 means 8
 }
 
-// Kinesis measures the stream service of a kiln up on its own: the rate
-// at which it takes records (PutRecords of 500, and PutRecord, over
+// Kinesis measures the stream service on its own, in a kiln up and then
+// in a local cluster (streams R3, writers spread over its frontends): the
+// rate at which it takes records (PutRecords of 500, and PutRecord, over
 // cfg.Clients connections) and gives them out (GetRecords over HTTP, and
-// the Go API's Read that the stream pollers use, through kiln up's NATS;
-// one reader per shard), in records/s. The stream event source mapping's
-// end-to-end rate is read against these.
+// the Go API's Read that the stream pollers use, over NATS; one reader
+// per shard), in records/s. The stream event source mapping's end-to-end
+// rate is read against these.
 func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 	cfg.Records = orDefault(cfg.Records, 100000)
 	cfg.Size = orDefault(cfg.Size, 100)
@@ -45,25 +46,58 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	k, err := startKiln(ctx, cfg.Kiln, dir, "process", true)
+	fmt.Fprintf(out, "\nKiln streams: %d shards, %d-byte records, %d writers; records/s and per-call latency\n",
+		cfg.Shards, cfg.Size, cfg.Clients)
+	k, err := startKiln(ctx, cfg.Kiln, filepath.Join(dir, "up"), "process", true)
 	if err != nil {
 		return err
 	}
 	defer k.stop()
-	c := kinesis.New(kinesis.Options{Region: benchRegion, BaseEndpoint: aws.String(k.endpoint), RetryMaxAttempts: 1,
-		Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, ""),
-		HTTPClient:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients}}})
-	name := aws.String("bench")
-	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(int32(cfg.Shards))}); err != nil {
+	account, err := upAccount(filepath.Join(dir, "up"))
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nKiln streams (kiln up): %d shards, %d-byte records, %d writers; records/s and per-call latency\n",
-		cfg.Shards, cfg.Size, cfg.Clients)
-	fmt.Fprintf(out, "%-28s %10s %11s %11s %12s\n", "", "records", "p50", "p99", "records/s")
+	nc, err := nats.Connect(k.natsURL)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := kinesisRates(ctx, cfg, out, "kiln up", []string{k.endpoint}, nc, account, 1); err != nil {
+		return err
+	}
+	k.stop()
+
+	f, down, err := clusterUp(ctx, cfg.Kiln, filepath.Join(dir, "cluster"), "process")
+	if err != nil {
+		return err
+	}
+	defer down()
+	cnc, err := f.Connect()
+	if err != nil {
+		return err
+	}
+	defer cnc.Close()
+	return kinesisRates(ctx, cfg, out, "cluster (R3)", f.Frontends, cnc, f.AccountID, 3)
+}
+
+// kinesisRates measures one Kiln: its frontends at endpoints, its NATS
+// nc, the account of the bench's keys.
+func kinesisRates(ctx context.Context, cfg KinesisConfig, out io.Writer, kiln string, endpoints []string, nc *nats.Conn, account string, replicas int) error {
+	var clients []*kinesis.Client
+	for _, e := range endpoints {
+		clients = append(clients, kinesis.New(kinesis.Options{Region: benchRegion, BaseEndpoint: aws.String(e), RetryMaxAttempts: 1,
+			Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, ""),
+			HTTPClient:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients}}}))
+	}
+	name := aws.String("bench")
+	if _, err := clients[0].CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(int32(cfg.Shards))}); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%-36s %10s %11s %11s %12s\n", kiln, "records", "p50", "p99", "records/s")
 	data := make([]byte, cfg.Size)
 	report := func(what string, records int, ds []time.Duration, elapsed time.Duration) {
 		st := summarize(ds, 0)
-		fmt.Fprintf(out, "%-28s %10d %11s %11s %12.0f\n", what, records, round(st.P50), round(st.P99), float64(records)/elapsed.Seconds())
+		fmt.Fprintf(out, "  %-34s %10d %11s %11s %12.0f\n", what, records, round(st.P50), round(st.P99), float64(records)/elapsed.Seconds())
 	}
 
 	// PutRecords of 500, spread over the writers.
@@ -73,7 +107,7 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 		for j := range entries {
 			entries[j] = types.PutRecordsRequestEntry{PartitionKey: aws.String(strconv.Itoa(i*streams.MaxPutRecords + j)), Data: data}
 		}
-		res, err := c.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: name, Records: entries})
+		res, err := clients[i%len(clients)].PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: name, Records: entries})
 		if err == nil && aws.ToInt32(res.FailedRecordCount) > 0 {
 			err = fmt.Errorf("%d records of a PutRecords failed", aws.ToInt32(res.FailedRecordCount))
 		}
@@ -85,7 +119,7 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 	report("PutRecords (500 a call)", batches*streams.MaxPutRecords, ds, elapsed)
 	singles := max(cfg.Records/20, cfg.Clients)
 	ds, elapsed, err = inParallel(cfg.Clients, singles, func(i int) error {
-		_, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String(strconv.Itoa(i)), Data: data})
+		_, err := clients[i%len(clients)].PutRecord(ctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String(strconv.Itoa(i)), Data: data})
 		return err
 	})
 	if err != nil {
@@ -95,7 +129,8 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 	total := batches*streams.MaxPutRecords + singles
 
 	// Every shard from its start, one reader each, 10,000 records a call.
-	read, calls, elapsed, err := consumeShards(cfg.Shards, func(shard string) (func() (int, error), error) {
+	read, calls, elapsed, err := consumeShards(cfg.Shards, func(i int, shard string) (func() (int, error), error) {
+		c := clients[i%len(clients)]
 		it, err := c.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: &shard,
 			ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
 		if err != nil {
@@ -119,20 +154,11 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 	}
 	report("GetRecords (HTTP)", read, calls, elapsed)
 
-	account, err := upAccount(dir)
+	svc, err := streams.New(ctx, streams.Config{NATS: nc, Region: benchRegion, Replicas: replicas})
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(k.natsURL)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	svc, err := streams.New(ctx, streams.Config{NATS: nc, Region: benchRegion})
-	if err != nil {
-		return err
-	}
-	read, calls, elapsed, err = consumeShards(cfg.Shards, func(shard string) (func() (int, error), error) {
+	read, calls, elapsed, err = consumeShards(cfg.Shards, func(_ int, shard string) (func() (int, error), error) {
 		from := streams.Position{Type: streams.TrimHorizon}
 		return func() (int, error) {
 			b, err := svc.Read(ctx, account, "bench", shard, from, 0)
@@ -153,15 +179,15 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 	return nil
 }
 
-// consumeShards reads every shard at once, each with the reader open returns,
+// consumeShards reads every shard at once, shard i with the reader open returns,
 // until a read returns no records: how many records were read, each read's
 // latency and the time all took.
-func consumeShards(shards int, open func(shard string) (func() (int, error), error)) (int, []time.Duration, time.Duration, error) {
+func consumeShards(shards int, open func(i int, shard string) (func() (int, error), error)) (int, []time.Duration, time.Duration, error) {
 	var mu sync.Mutex
 	var calls []time.Duration
 	read := 0
 	_, elapsed, err := inParallel(shards, shards, func(i int) error {
-		next, err := open(streams.ShardID(i))
+		next, err := open(i, streams.ShardID(i))
 		if err != nil {
 			return err
 		}

@@ -142,8 +142,16 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
-		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
+	// Bound to when it exists: a process of another Replicas (a tool, say)
+	// must not change it under the others' feet.
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
+			Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
+		if errors.Is(err, jetstream.ErrBucketExists) { // another process created it first
+			kv, err = js.KeyValue(ctx, bucket)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("streams: %w", err)
 	}
