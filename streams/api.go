@@ -575,6 +575,9 @@ func (s *Service) getRecords(c *call) (any, error) {
 	if in.ShardIterator == "" {
 		return nil, errorf(ErrValidation, "1 validation error detected: Value null at 'shardIterator' failed to satisfy constraint: Member must not be null")
 	}
+	if len(in.ShardIterator) > maxIterator {
+		return nil, invalidValue("…", "shardIterator", "have length less than or equal to 512")
+	}
 	limit, err := checkLimit(in.Limit, "limit", MaxGetRecords)
 	if err != nil {
 		return nil, err

@@ -446,6 +446,9 @@ func TestHostileInput(t *testing.T) {
 	if _, err := e.other.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good}); code(err) != "InvalidArgumentException" {
 		t.Errorf("another account's iterator: %v", err)
 	}
+	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: aws.String(strings.Repeat("A", 513))}); code(err) != "ValidationException" {
+		t.Errorf("an iterator of 513 characters: %v", err)
+	}
 	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good, Limit: aws.Int32(10001)}); code(err) != "ValidationException" {
 		t.Errorf("limit 10001: %v", err)
 	}
