@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/streams"
 	"github.com/nats-io/nats.go"
 )
@@ -85,9 +85,7 @@ func Kinesis(ctx context.Context, cfg KinesisConfig, out io.Writer) error {
 func kinesisRates(ctx context.Context, cfg KinesisConfig, out io.Writer, kiln string, endpoints []string, nc *nats.Conn, account string, replicas int) error {
 	var clients []*kinesis.Client
 	for _, e := range endpoints {
-		clients = append(clients, kinesis.New(kinesis.Options{Region: benchRegion, BaseEndpoint: aws.String(e), RetryMaxAttempts: 1,
-			Credentials: credentials.NewStaticCredentialsProvider(benchKey, benchSecret, ""),
-			HTTPClient:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: cfg.Clients}}}))
+		clients = append(clients, kilntest.Kinesis(e, benchRegion, credentials.NewStaticCredentialsProvider(benchKey, benchSecret, "")))
 	}
 	name := aws.String("bench")
 	if _, err := clients[0].CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(int32(cfg.Shards))}); err != nil {

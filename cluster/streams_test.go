@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -27,8 +28,7 @@ import (
 func TestKinesisKillStreamLeader(t *testing.T) {
 	f := up(t, cluster.UpConfig{})
 	kc := func(frontend int) *kinesis.Client {
-		return kinesis.New(kinesis.Options{Region: f.Region, BaseEndpoint: aws.String(f.Frontends[frontend]),
-			Credentials: credentials.NewStaticCredentialsProvider(f.AccessKeyID, f.SecretAccessKey, ""), RetryMaxAttempts: 1})
+		return kilntest.Kinesis(f.Frontends[frontend], f.Region, credentials.NewStaticCredentialsProvider(f.AccessKeyID, f.SecretAccessKey, ""))
 	}
 	name := aws.String("fault")
 	if _, err := kc(0).CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(2)}); err != nil {

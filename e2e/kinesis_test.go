@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -25,7 +26,7 @@ func TestKinesis(t *testing.T) {
 			runScript(t, tg.log, 120*time.Second, env, python, filepath.Join(here, "kinesis_test.py"))
 		})
 		t.Run("replicas", func(t *testing.T) {
-			c := kinesis.New(kinesis.Options{Region: region, BaseEndpoint: aws.String(tg.endpoints[0]), Credentials: creds(), RetryMaxAttempts: 1})
+			c := kilntest.Kinesis(tg.endpoints[0], region, creds())
 			name := aws.String("replicated")
 			if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(1)}); err != nil {
 				t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/kiln-dev/kiln/streams"
@@ -62,8 +63,7 @@ func newService(t *testing.T, nc *nats.Conn) *env {
 	srv := httptest.NewServer(auth.Middleware(k, limit, svc.Handler()))
 	t.Cleanup(srv.Close)
 	client := func(id string) *kinesis.Client {
-		return kinesis.New(kinesis.Options{Region: region, BaseEndpoint: aws.String(srv.URL), RetryMaxAttempts: 1,
-			Credentials: credentials.NewStaticCredentialsProvider(id, secret, "")})
+		return kilntest.Kinesis(srv.URL, region, credentials.NewStaticCredentialsProvider(id, secret, ""))
 	}
 	return &env{svc: svc, client: client(keyID), other: client(otherKey), url: srv.URL}
 }
