@@ -570,6 +570,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	}); err != nil {
 		return err
 	}
+	set.Register(kinesis.Metrics())
 	proxy := controlplaneProxy(nc, cfg.transport())
 	var front *roles.Frontend
 	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: cfg.Identity.keyring(cfg.Region),

@@ -296,6 +296,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Streams, err = streams.New(ctx, streams.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	s.Metrics.Register(s.Streams.Metrics())
 	s.images.register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
 		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",

@@ -155,6 +155,8 @@ func (s *Service) put(ctx context.Context, m *meta, entries []PutEntry) (out []P
 			select {
 			case ack := <-f.Ok():
 				out[i] = PutResult{ShardID: ShardID(shards[i]), SequenceNumber: seqNumber(shards[i], ack.Sequence)}
+				s.records.WithLabelValues("put").Inc()
+				s.bytes.WithLabelValues("put").Add(float64(len(entries[i].Data)))
 				continue
 			case errs[i] = <-f.Err():
 			case <-ctx.Done():
@@ -165,6 +167,7 @@ func (s *Service) put(ctx context.Context, m *meta, entries []PutEntry) (out []P
 			missing++
 		}
 		out[i] = failed(errs[i])
+		s.failures.WithLabelValues(out[i].ErrorCode).Inc()
 		if failures++; first == nil {
 			first = errs[i]
 		}
@@ -361,6 +364,8 @@ func (s *Service) read(ctx context.Context, m *meta, shard int, c cursor, limit 
 				return nil, c, 0, fmt.Errorf("stream %s: read: malformed record %q", m.Name, msg.Header)
 			}
 			recs = append(recs, Record{SequenceNumber: seqNumber(shard, seq), PartitionKey: k, Data: data, ApproximateArrivalTimestamp: ts})
+			s.records.WithLabelValues("read").Inc()
+			s.bytes.WithLabelValues("read").Add(float64(len(data)))
 			c = cursor{Seq: seq + 1}
 			continue
 		}

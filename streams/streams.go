@@ -99,6 +99,7 @@ type Service struct {
 	kv     jetstream.KeyValue
 	secret []byte
 	log    *slog.Logger
+	metrics
 
 	mu   sync.Mutex
 	open map[string]*meta  // by KV key, while their description is current
@@ -155,7 +156,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("streams: %w", err)
 	}
-	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*meta{}, seen: map[string]uint64{}}
+	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, metrics: newMetrics(),
+		open: map[string]*meta{}, seen: map[string]uint64{}}
 	if s.secret, err = s.loadSecret(ctx); err != nil {
 		return nil, fmt.Errorf("streams: iterator key: %w", err)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-dev/kiln/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The service through aws-sdk-go-v2's Kinesis client over real HTTP and
@@ -618,10 +619,44 @@ func TestGoAPI(t *testing.T) {
 	if err != nil || len(b.Records) != 1 || string(b.Records[0].Data) != "late" {
 		t.Fatalf("after LATEST: %+v %v", b, err)
 	}
+	// 21 records put and read (and read again: 20 in batches, 1 after
+	// LATEST), 2 or 3 bytes each but "late" (4).
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.Metrics())
+	for name, want := range map[string]float64{`kiln_stream_records_total{op="put"}`: 21, `kiln_stream_records_total{op="read"}`: 21,
+		`kiln_stream_bytes_total{op="put"}`: 10 + 2*10 + 4, `kiln_stream_bytes_total{op="read"}`: 10 + 2*10 + 4} {
+		if got := metricValue(t, reg, name); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
 	if _, err := s.Read(ctx, account, "go", "shardId-000000000009", b.Next, 0); !errors.Is(err, streams.ErrNotFound) {
 		t.Errorf("missing shard: %v", err)
 	}
 	if _, err := s.Read(ctx, account, "go", shards[1].ID, b.Next, 0); !errors.Is(err, streams.ErrInvalidArgument) {
 		t.Errorf("a position of another shard: %v", err)
 	}
+}
+
+// metricValue is the value of the counter named as NAME{LABEL="VALUE"}.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			id := mf.GetName() + "{"
+			for i, l := range m.GetLabel() {
+				if i > 0 {
+					id += ","
+				}
+				id += l.GetName() + `="` + l.GetValue() + `"`
+			}
+			if id+"}" == name {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
