@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,49 +48,21 @@ func TestKillNATSNodeUnderLoad(t *testing.T) {
 
 	var mu sync.Mutex
 	var results []outcome
-	var killedAt time.Time
 	okAfter := 0
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 4; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := client(f, i%2)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o := invoke(cl, "steady", `{"action":"sleep","ms":5}`)
-				mu.Lock()
-				results = append(results, o)
-				if !killedAt.IsZero() && o.start.After(killedAt) && o.err == nil {
-					okAfter++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	time.Sleep(2 * time.Second)
-	mu.Lock()
-	killedAt = time.Now()
-	mu.Unlock()
-	if _, err := f.Kill(victim); err != nil {
-		t.Fatal(err)
-	}
-	// Run until 200 invokes issued after the kill succeeded (or 60 s).
-	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+	clients := []*lambda.Client{client(f, 0), client(f, 1)}
+	killedAt := killUnderLoad(t, f, victim, 4, func(i int, killedAt func() time.Time) {
+		o := invoke(clients[i%2], "steady", `{"action":"sleep","ms":5}`)
 		mu.Lock()
-		n := okAfter
-		mu.Unlock()
-		if n >= 200 {
-			break
+		results = append(results, o)
+		if k := killedAt(); !k.IsZero() && o.start.After(k) && o.err == nil {
+			okAfter++
 		}
-	}
-	close(stop)
-	wg.Wait()
+		mu.Unlock()
+	}, func() bool { // 200 invokes issued after the kill succeeded
+		mu.Lock()
+		defer mu.Unlock()
+		return okAfter >= 200
+	})
 
 	var before, after, errs int
 	var ends []time.Time
@@ -124,4 +97,49 @@ func TestKillNATSNodeUnderLoad(t *testing.T) {
 	if o := invoke(client(f, 1), "after-kill", `{}`); o.err != nil {
 		t.Fatalf("new function after the kill: %v", o.err)
 	}
+}
+
+// killUnderLoad runs step(i, killedAt) over and over in each of workers
+// goroutines: for 2 s, then while it kills victim (a process of f) with
+// SIGKILL, until enough says so (asked every 100 ms) or 60 s have passed.
+// It returns the time of the kill, which killedAt tells the steps (zero
+// before the kill).
+func killUnderLoad(t *testing.T, f *cluster.File, victim string, workers int, step func(i int, killedAt func() time.Time), enough func() bool) time.Time {
+	t.Helper()
+	var mu sync.Mutex
+	var at time.Time
+	killedAt := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return at
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer close(stop)
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				step(i, killedAt)
+			}
+		}()
+	}
+	time.Sleep(2 * time.Second)
+	mu.Lock()
+	at = time.Now()
+	mu.Unlock()
+	if _, err := f.Kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	for end := time.Now().Add(60 * time.Second); time.Now().Before(end) && !enough(); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	return at
 }

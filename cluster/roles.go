@@ -29,6 +29,7 @@ import (
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/roles"
 	"github.com/kiln-dev/kiln/slots"
+	"github.com/kiln-dev/kiln/streams"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -536,8 +537,8 @@ func openAsync(ctx context.Context, cfg RoleConfig, tune eventinvoke.Tuning, inF
 
 // runFrontend serves the Lambda invoke API (sync invokes through the
 // partition leaders; Event invokes enqueued on the replicated stream), the
-// CloudWatch Logs API from the replicated log store, and hands management
-// calls to a control plane.
+// CloudWatch Logs API from the replicated log store, the Kinesis API on
+// replicated streams, and hands management calls to a control plane.
 func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
 	fcfg, closeClient, err := invokePath(ctx, nc, cfg, set)
 	if err != nil {
@@ -562,15 +563,26 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		return err
 	}
 	defer logStore.Close()
+	var kinesis *streams.Service // replicated streams
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		kinesis, err = streams.New(ctx, streams.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas, Logger: cfg.Logger})
+		return err
+	}); err != nil {
+		return err
+	}
+	set.Register(kinesis.Metrics())
 	proxy := controlplaneProxy(nc, cfg.transport())
 	var front *roles.Frontend
 	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: cfg.Identity.keyring(cfg.Region),
 		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if target := r.Header.Get("X-Amz-Target"); !strings.HasPrefix(target, logs.TargetPrefix) {
+			switch target := r.Header.Get("X-Amz-Target"); {
+			case strings.HasPrefix(target, logs.TargetPrefix):
+				logStore.Handler().ServeHTTP(w, r)
+			case strings.HasPrefix(target, streams.TargetPrefix):
+				kinesis.Handler().ServeHTTP(w, r)
+			default:
 				logs.UnknownOperation(w, target)
-				return
 			}
-			logStore.Handler().ServeHTTP(w, r)
 		}),
 		Management: func(signed *http.ServeMux) {
 			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))

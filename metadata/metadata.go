@@ -4,7 +4,6 @@
 package metadata
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -228,39 +228,11 @@ func (s *Store) readRaw(ctx context.Context, k string) ([]byte, uint64, error) {
 		}
 		return e.Value(), e.Revision(), nil
 	}
-	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + s.bucket + "." + k})
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	msg, err := s.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET.KV_"+s.bucket, req)
+	b, rev, err := natsd.LeaderGet(ctx, s.nc, s.bucket, k)
 	if err != nil {
 		return nil, 0, err
 	}
-	var resp struct {
-		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Hdrs []byte `json:"hdrs"`
-			Data []byte `json:"data"`
-		} `json:"message"`
-		Error *struct {
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, 0, fmt.Errorf("metadata read %s: %w", k, err)
-	}
-	const noMessageFound = 10037
-	switch {
-	case resp.Error != nil && resp.Error.ErrCode == noMessageFound:
-		return nil, 0, jetstream.ErrKeyNotFound
-	case resp.Error != nil:
-		return nil, 0, fmt.Errorf("metadata read %s: %s", k, resp.Error.Description)
-	case resp.Message == nil:
-		return nil, 0, fmt.Errorf("metadata read %s: empty answer", k)
-	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
-		return nil, 0, jetstream.ErrKeyNotFound
-	}
-	return resp.Message.Data, resp.Message.Seq, nil
+	return b, rev, nil
 }
 
 func isTransient(err error) bool {

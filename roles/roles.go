@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/queues"
 	"github.com/kiln-dev/kiln/sandbox"
+	"github.com/kiln-dev/kiln/streams"
 	"github.com/kiln-dev/kiln/worker"
 )
 
@@ -34,8 +35,8 @@ type Identity struct {
 }
 
 // Keyring verifies the default account's signatures, scoped to region and
-// to the service a request is for: on POST /, CloudWatch Logs or SQS by
-// X-Amz-Target (SQS's query form has none), Lambda everywhere else.
+// to the service a request is for: on POST /, CloudWatch Logs, Kinesis or
+// SQS by X-Amz-Target (SQS's query form has none), Lambda everywhere else.
 func (id Identity) Keyring(region string) *auth.Keyring {
 	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 	k.Region = region
@@ -48,6 +49,8 @@ func (id Identity) Keyring(region string) *auth.Keyring {
 			return []string{"logs"}
 		case strings.HasPrefix(target, queues.TargetPrefix), target == "":
 			return []string{queues.SigningService}
+		case strings.HasPrefix(target, streams.TargetPrefix):
+			return []string{streams.SigningService}
 		}
 		return []string{"lambda"}
 	}

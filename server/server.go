@@ -35,6 +35,7 @@ import (
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/kiln-dev/kiln/queues"
 	"github.com/kiln-dev/kiln/roles"
+	"github.com/kiln-dev/kiln/streams"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -135,6 +136,7 @@ type Server struct {
 	MetricsEndpoint string
 	Async           *eventinvoke.Service
 	Queues          *queues.Service
+	Streams         *streams.Service
 	Pollers         *esm.Pollers // event source mappings
 	NATSURL         string       // nats://host:port when Config.NATSListen is set
 
@@ -291,6 +293,10 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
+	if s.Streams, err = streams.New(ctx, streams.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
+		return nil, err
+	}
+	s.Metrics.Register(s.Streams.Metrics())
 	s.images.register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
 		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
@@ -334,9 +340,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		Keyring: id.Keyring(cfg.Region),
 		Gate:    s.storeGate,
 		// Services other than Lambda's REST API share POST /: CloudWatch
-		// Logs (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or the query
-		// protocol's form, which has no target) by its target or the
-		// service it is signed for.
+		// Logs and Kinesis (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or
+		// the query protocol's form, which has no target) by its target or
+		// the service it is signed for.
 		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			target := r.Header.Get("X-Amz-Target")
 			caller, _ := auth.FromContext(r.Context())
@@ -345,6 +351,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 				s.Logs.Handler().ServeHTTP(w, r)
 			case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
 				s.Queues.Handler().ServeHTTP(w, r)
+			case strings.HasPrefix(target, streams.TargetPrefix):
+				s.Streams.Handler().ServeHTTP(w, r)
 			default:
 				logs.UnknownOperation(w, target)
 			}

@@ -1,0 +1,54 @@
+package natsd
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// LeaderGet reads key of KV bucket from the bucket's stream leader (the
+// JetStream API's message get), returning its value and revision, or
+// jetstream.ErrKeyNotFound. A KV Get is a direct get, which any replica
+// may answer: in a cluster it can miss a write acknowledged a moment ago,
+// through this process or another.
+func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", key, err)
+	}
+	const noMessageFound = 10037
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == noMessageFound:
+		return nil, 0, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		return nil, 0, fmt.Errorf("read %s: %s", key, resp.Error.Description)
+	case resp.Message == nil:
+		return nil, 0, errors.New("read " + key + ": empty answer")
+	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
+}
