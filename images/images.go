@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -89,10 +90,11 @@ type Store struct {
 	Scope func(account string) string
 	// Remote are extra options for registry requests (a transport in tests).
 	Remote []remote.Option
-	// Local is Kiln's own registry, at LocalHost (host:port): an ImageUri
-	// naming that host is read from it directly, as the calling account.
-	Local     LocalRegistry
-	LocalHost string
+	// Local is Kiln's own registry, at LocalHosts (host:port: kiln up's
+	// endpoint, a cluster's frontends): an ImageUri naming one of them is
+	// read from it directly, as the calling account.
+	Local      LocalRegistry
+	LocalHosts []string
 	// Archives is the directory of image archives that docker-archive: and
 	// oci-archive: URIs name; empty refuses them. Scratch is where an OCI
 	// layout is unpacked while it is imported (the system's temporary
@@ -110,7 +112,7 @@ func (s *Store) scope(account string) string {
 // LocalRegistry reads an account's images from Kiln's own registry
 // (registry.Registry).
 type LocalRegistry interface {
-	Image(account, repo, ref, arch string) (v1.Image, error)
+	Image(ctx context.Context, account, repo, ref, arch string) (v1.Image, error)
 }
 
 // Import is the result of importing an image.
@@ -153,8 +155,8 @@ func (s *Store) Import(ctx context.Context, account, uri, architecture string) (
 // fetch opens the image ref names: from Kiln's own registry when it names
 // that, else over the network.
 func (s *Store) fetch(ctx context.Context, account string, ref name.Reference, arch string) (v1.Image, error) {
-	if s.Local != nil && ref.Context().RegistryStr() == s.LocalHost {
-		img, err := s.Local.Image(account, ref.Context().RepositoryStr(), ref.Identifier(), arch)
+	if s.Local != nil && slices.Contains(s.LocalHosts, ref.Context().RegistryStr()) {
+		img, err := s.Local.Image(ctx, account, ref.Context().RepositoryStr(), ref.Identifier(), arch)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, ref, err)
 		}

@@ -57,7 +57,7 @@ func openImages(dir, archives string, sb worker.Sandbox, users registry.Authenti
 		return nil, err
 	}
 	st := &imageStack{registry: reg}
-	st.store = &images.Store{Keys: ks, Archives: archives, Scratch: scratch, Local: reg, LocalHost: host, Tiers: &tier.Tiers{
+	st.store = &images.Store{Keys: ks, Archives: archives, Scratch: scratch, Local: reg, LocalHosts: []string{host}, Tiers: &tier.Tiers{
 		Caches: []tier.Store{tier.NewMemory(256 << 20)},
 		Store:  chunks,
 		Hit:    func(i int) { st.hits[i].Add(1) },
