@@ -71,6 +71,7 @@ func Main(cmd string, args []string) error {
 	isolation := fs.String("sandbox", "linux", "worker: "+roles.SandboxUsage)
 	fs.IntVar(&cfg.Pollers, "pollers", 1, "pollers: async pollers in this process")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers: address of the Prometheus metrics listener (/metrics); empty means none")
+	registryHosts := fs.String("registry-hosts", "", "controlplane: host:port names of Kiln's own registry in an ImageUri (the frontends', or their load balancer's), comma-separated")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
 	config := fs.String("config", "", "JSON file of these settings by flag name; flags given here win")
@@ -89,6 +90,9 @@ func Main(cmd string, args []string) error {
 		}
 	}
 	cfg.NATS, cfg.Mode, cfg.Logger = strings.Split(*natsURLs, ","), replica.Mode(*mode), logger
+	if *registryHosts != "" {
+		cfg.RegistryHosts = strings.Split(*registryHosts, ",")
+	}
 	if files.CA == "" || files.Cert == "" || files.Key == "" {
 		return fmt.Errorf("kiln %s: --ca, --cert and --key are required (kiln cluster up or kiln cluster certs makes them)", cmd)
 	}

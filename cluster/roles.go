@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -52,6 +53,9 @@ type Identity struct {
 	SecretAccessKey string `json:"secret_access_key"`
 	URLSecret       []byte `json:"url_secret"`
 	Token           string `json:"cluster_token"` // authenticates roles to workers
+	// ImageKey is the image key service's master secret (32 bytes):
+	// control planes seal images' manifests with it, workers open them.
+	ImageKey []byte `json:"image_key,omitempty"`
 }
 
 // keyring verifies the account's signatures for region.
@@ -96,6 +100,10 @@ type RoleConfig struct {
 	// Async tunes the async path (the pollers' and the frontends'
 	// enqueuers'); zero fields take Lambda's timings.
 	Async eventinvoke.Tuning
+	// RegistryHosts are the host:port an ImageUri names Kiln's own
+	// registry by (the frontends', or their load balancer's): a control
+	// plane reads such an image from the replicated registry.
+	RegistryHosts []string
 	// MetricsListen is where the role serves Prometheus metrics; empty
 	// means nowhere.
 	MetricsListen string
@@ -419,8 +427,16 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 		return err
 	}
 	defer logStore.Close() // after the worker: its environments' last lines
+	imgs, err := cfg.images(ctx, js, cfg.Sandbox, filepath.Join(cfg.DataDir, "images"))
+	if err != nil {
+		return err
+	}
+	if imgs != nil {
+		imgs.Register(set)
+		defer imgs.Close() // after the environments that use them
+	}
 	w, err := roles.NewWorker(roles.WorkerConfig{ID: cfg.Name, Region: cfg.Region, DataDir: cfg.DataDir,
-		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Metrics: set, Logger: cfg.Logger})
+		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Images: imgs.Source(), Metrics: set, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -466,8 +482,12 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	cp := controlplane.New(controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
-		AccountConcurrency: cfg.AccountConcurrency})
+	cpcfg := controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
+		AccountConcurrency: cfg.AccountConcurrency}
+	if cpcfg.Images, err = cfg.importer(ctx, nc); err != nil {
+		return err
+	}
+	cp := controlplane.New(cpcfg)
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	root := http.NewServeMux()
@@ -563,6 +583,10 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	}
 	defer logStore.Close()
 	proxy := controlplaneProxy(nc, cfg.transport())
+	reg, err := cfg.registry(ctx, js)
+	if err != nil {
+		return err
+	}
 	var front *roles.Frontend
 	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: cfg.Identity.keyring(cfg.Region),
 		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -575,7 +599,10 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		Management: func(signed *http.ServeMux) {
 			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))
 		},
-		Unsigned: func(root *http.ServeMux) { root.Handle("/kiln/code/", proxy) },
+		Unsigned: func(root *http.ServeMux) {
+			root.Handle("/kiln/code/", proxy)
+			root.Handle("/v2/", reg) // its own authentication: registry clients do not sign
+		},
 	})
 	if err != nil {
 		return err

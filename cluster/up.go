@@ -321,6 +321,14 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
 		return f, err
 	}
+	// The frontends' addresses first: control planes read an ImageUri
+	// naming one of them from Kiln's own registry.
+	feAddrs := make([]string, cfg.Frontends)
+	for i := range feAddrs {
+		if feAddrs[i], err = addrIn(i % len(zones)); err != nil {
+			return f, err
+		}
+	}
 	// Two control planes, in zones b and c: frontends use whichever answers.
 	for i := 1; i <= 2; i++ {
 		name := fmt.Sprintf("controlplane-%d", i)
@@ -329,7 +337,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return f, err
 		}
 		if _, err := start(Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr},
-			append(common(name, i), "--listen", cpAddr)...); err != nil {
+			append(common(name, i), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ","))...); err != nil {
 			return f, err
 		}
 	}
@@ -371,10 +379,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	for i := 0; i < cfg.Frontends; i++ {
 		zi := i % len(zones)
 		name := fmt.Sprintf("frontend-%d", i+1)
-		addr, err := addrIn(zi)
-		if err != nil {
-			return f, err
-		}
+		addr := feAddrs[i]
 		p := Proc{Name: name, Role: "frontend", Zone: zones[zi], Addr: "http://" + addr}
 		args, err := withMetrics(&p, zi, append(common(name, zi), "--listen", addr))
 		if err != nil {
@@ -414,6 +419,8 @@ func (f *File) prepare(ctx context.Context) error {
 			return err
 		},
 		func(ctx context.Context) error { _, err := codebucket.Open(ctx, js, 3); return err },
+		func(ctx context.Context) error { _, err := openChunks(ctx, js, 3); return err },
+		func(ctx context.Context) error { _, err := openRegistryStore(ctx, js, 3); return err },
 		func(ctx context.Context) error {
 			s, err := logs.Open(ctx, js, logs.Config{Replicas: 3})
 			if err == nil {
@@ -463,7 +470,14 @@ var localHosts = []string{"127.0.0.1", "localhost"}
 // newIdentity makes a cluster's default account and shared secrets.
 func newIdentity() Identity {
 	return Identity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
-		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24)}
+		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24), ImageKey: imageKey()}
+}
+
+// imageKey is a new master secret for the image key service.
+func imageKey() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
 }
 
 // withoutSecrets drops the access key a user may have exported for `kiln

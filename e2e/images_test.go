@@ -16,21 +16,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/kiln-dev/kiln/images/imagestest"
-	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 )
 
-// TestImagesAgainstKilnUp runs cli.sh images (Debian's AWS CLI) against a real
-// `kiln up`: image functions from go-containerregistry's in-process
+// TestImages runs cli.sh images (Debian's AWS CLI) against kiln up and the
+// cluster: image functions from go-containerregistry's in-process
 // registry, created, invoked, updated to a new tag and rolled back through
-// an alias; the two tags share a base layer, stored once; and one pushed to
-// kiln up's own registry and one from a `docker save` tarball in its
-// archives directory.
-func TestImagesAgainstKilnUp(t *testing.T) {
-	requireClients(t)
-	if testing.Short() {
-		t.Skip("end-to-end test with a real kiln up; skipped with -short")
-	}
+// an alias; the two tags share a base layer, stored once (measured in kiln
+// up's chunk directory, in a NATS node's copy of the cluster's chunk
+// bucket); one pushed to the target's own registry (a cluster's first
+// frontend; its control planes import it from the replicated registry);
+// and, in kiln up, one from a `docker save` tarball in its archives
+// directory (a cluster has none: an operator's directory is on one host).
+func TestImages(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
 	}
@@ -39,14 +37,6 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 	} else {
 		f.Close()
 	}
-	root := moduleRoot(t)
-	dir := t.TempDir()
-	buildErr := make(chan error, 1)
-	go func() {
-		_, err := fntest.BuildKiln(dir)
-		buildErr <- err
-	}()
-
 	reg := imagestest.Registry(t)
 	base := make([]byte, 4<<20) // the shared base layer: random, so only deduplication makes it small
 	rand.Read(base)
@@ -63,34 +53,34 @@ func TestImagesAgainstKilnUp(t *testing.T) {
 		}
 	}
 	imagestest.Push(t, reg+"/arm:v1", imagestest.Image(t, "arm64", cfg, baseLayer))
-	if err := <-buildErr; err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 
-	addr := kilntest.FreeAddr(t)
-	k := &kiln{t: t, bin: filepath.Join(dir, "kiln"), data: filepath.Join(dir, "data"), addr: addr, endpoint: "http://" + addr,
-		logPath: filepath.Join(dir, "kiln.log")}
-	t.Cleanup(func() {
-		if err := k.stop(); err != nil {
-			t.Error(err)
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		// The same v1 image pushed to the target's own registry, with the account's keys.
+		addr := strings.TrimPrefix(tg.endpoints[0], "http://")
+		kilnRef, _ := name.ParseReference(addr + "/toolkit:v1")
+		if err := remote.Write(kilnRef, v1img, remote.WithAuth(&authn.Basic{Username: accessKeyID, Password: secretAccessKey})); err != nil {
+			t.Fatalf("push to %s's registry: %v\n%s", tg.name, err, tg.log())
 		}
+		chunks := filepath.Join(tg.dir, "chunks")
+		archives := ""
+		if tg.cluster != nil {
+			// Every node holds the whole bucket (replicas 3): measure one.
+			m, _ := filepath.Glob(filepath.Join(tg.dir, "nats-*", "jetstream", "*", "streams", "KV_kiln-chunks"))
+			if len(m) == 0 {
+				t.Fatalf("no chunk bucket under %s", tg.dir)
+			}
+			chunks = m[0]
+		} else {
+			// And as a `docker save` tarball in kiln up's archives directory.
+			archiveTag, _ := name.NewTag("toolkit:v1")
+			if err := tarball.WriteToFile(filepath.Join(tg.dir, "image-archives", "toolkit.tar"), archiveTag, v1img); err != nil {
+				t.Fatal(err)
+			}
+			archives = "yes"
+		}
+		env := append(clientEnv(tg, t.TempDir(), nil), "REGISTRY="+reg, "KILN_REGISTRY="+addr, "CHUNKS="+chunks,
+			"BASE_BYTES="+strconv.Itoa(len(base)), "ARCHIVES="+archives)
+		runScript(t, tg.log, 150*time.Second, env, "bash", filepath.Join(root, "e2e", "cli.sh"), "images")
 	})
-	k.start()
-	// The same v1 image pushed to kiln up's own registry, with the account's keys.
-	kilnRef, _ := name.ParseReference(addr + "/toolkit:v1")
-	if err := remote.Write(kilnRef, v1img, remote.WithAuth(&authn.Basic{Username: accessKeyID, Password: secretAccessKey})); err != nil {
-		t.Fatalf("push to kiln up's registry: %v\n%s", err, k.log())
-	}
-	// And as a `docker save` tarball in kiln up's archives directory.
-	archiveTag, _ := name.NewTag("toolkit:v1")
-	if err := tarball.WriteToFile(filepath.Join(k.data, "image-archives", "toolkit.tar"), archiveTag, v1img); err != nil {
-		t.Fatal(err)
-	}
-	home := filepath.Join(dir, "home")
-	os.MkdirAll(home, 0o700)
-	// Images run in kiln up only: a cluster's workers have no image store.
-	tg := &target{name: "up", endpoints: []string{k.endpoint}, dir: k.data, log: k.log, up: k}
-	env := append(clientEnv(tg, home, nil), "REGISTRY="+reg, "KILN_REGISTRY="+addr, "CHUNKS="+filepath.Join(k.data, "chunks"),
-		"BASE_BYTES="+strconv.Itoa(len(base)))
-	runScript(t, k.log, 150*time.Second, env, "bash", filepath.Join(root, "e2e", "cli.sh"), "images")
 }

@@ -261,9 +261,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.Metrics = metrics.New()
 	wcfg := roles.WorkerConfig{Region: cfg.Region, DataDir: dir, Code: code,
 		Sandbox: cfg.Sandbox, Logs: s.Logs, Metrics: s.Metrics, Logger: cfg.Logger}
-	if s.images.mounter != nil {
-		wcfg.Images = s.images.mounter
-	}
+	wcfg.Images = s.images.Source()
 	if s.Worker, err = roles.NewWorker(wcfg); err != nil {
 		return nil, err
 	}
@@ -291,7 +289,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	s.images.register(s.Metrics)
+	s.images.Register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
 		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
 			prometheus.Labels{"state": state}, func() float64 {
@@ -366,8 +364,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	cpcfg := controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
 		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit(),
 		Mappings: s.Pollers.Store(), Queues: s.Queues}
-	if s.images.mounter != nil { // images are refused where they could not run
-		cpcfg.Images = s.images.store
+	if s.images.Mounter != nil { // images are refused where they could not run
+		cpcfg.Images = s.images.Store
 	}
 	cp := controlplane.New(cpcfg)
 
@@ -510,7 +508,7 @@ func (s *Server) close() {
 		s.Worker.Close()
 	}
 	if s.images != nil { // after the environments that used them
-		s.images.close()
+		s.images.Close()
 	}
 	if s.Logs != nil {
 		s.Logs.Close()
