@@ -37,14 +37,19 @@ func openRegistryStore(ctx context.Context, js jetstream.JetStream, replicas int
 }
 
 // images opens the image stack of a control plane (mountDir empty: it
-// imports) or a worker (it runs images, through a memory and a disk cache).
-// Without the image key in its identity the process has no image stack.
-func (c RoleConfig) images(ctx context.Context, js jetstream.JetStream, sb worker.Sandbox, mountDir string) (*roles.Images, error) {
+// imports) or a worker (it runs images, reading through its memory and
+// disk caches, then its peers', then the bucket). Without the image key in
+// its identity the process has no image stack.
+func (c RoleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox, mountDir string) (*roles.Images, error) {
 	if c.Identity.ImageKey == nil {
 		c.Logger.Warn("no image key in the identity: this process imports and runs no container images")
 		return nil, nil
 	}
 	ks, err := keys.New(c.Identity.ImageKey)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +66,12 @@ func (c RoleConfig) images(ctx context.Context, js jetstream.JetStream, sb worke
 		if err != nil {
 			return nil, err
 		}
-		cfg.Caches = []roles.Tier{{Name: "memory", Store: tier.NewMemory(256 << 20)}, {Name: "disk", Store: disk}}
+		mem := tier.NewMemory(256 << 20)
+		peer, err := tier.NewPeer(nc, c.Name, mem, disk)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Caches = []roles.Tier{{Name: "memory", Store: mem}, {Name: "disk", Store: disk}, {Name: "peer", Store: peer}}
 	}
 	return roles.NewImages(cfg), nil
 }
@@ -88,7 +98,7 @@ func (c RoleConfig) importer(ctx context.Context, nc *nats.Conn) (controlplane.I
 	if err != nil {
 		return nil, err
 	}
-	imgs, err := c.images(ctx, js, nil, "")
+	imgs, err := c.images(ctx, nc, nil, "")
 	if imgs == nil || err != nil {
 		return nil, err
 	}

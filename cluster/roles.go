@@ -427,7 +427,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 		return err
 	}
 	defer logStore.Close() // after the worker: its environments' last lines
-	imgs, err := cfg.images(ctx, js, cfg.Sandbox, filepath.Join(cfg.DataDir, "images"))
+	imgs, err := cfg.images(ctx, nc, cfg.Sandbox, filepath.Join(cfg.DataDir, "images"))
 	if err != nil {
 		return err
 	}
