@@ -24,10 +24,6 @@ const (
 	registryBucket = "kiln-registry"
 )
 
-// workerChunkCache bounds a worker's disk cache of chunks (DATA/chunk-cache),
-// behind its 256 MiB memory cache.
-const workerChunkCache = 4 << 30
-
 func openChunks(ctx context.Context, js jetstream.JetStream, replicas int) (*tier.JetStream, error) {
 	return tier.OpenJetStream(ctx, js, chunkBucket, replicas)
 }
@@ -53,16 +49,23 @@ func (c RoleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox
 	if err != nil {
 		return nil, err
 	}
-	var chunks *tier.JetStream
-	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
-		chunks, err = openChunks(ctx, js, c.Replicas)
-		return err
-	}); err != nil {
-		return nil, err
+	cfg := roles.ImagesConfig{Keys: ks, MountDir: mountDir, Sandbox: sb}
+	if c.ImageS3 != "" {
+		if cfg.Store, err = roles.S3Tier(ctx, c.ImageS3); err != nil {
+			return nil, err
+		}
+	} else {
+		var chunks *tier.JetStream
+		if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+			chunks, err = openChunks(ctx, js, c.Replicas)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+		cfg.Store = roles.Tier{Name: "jetstream", Store: chunks}
 	}
-	cfg := roles.ImagesConfig{Keys: ks, Store: roles.Tier{Name: "jetstream", Store: chunks}, MountDir: mountDir, Sandbox: sb}
 	if mountDir != "" {
-		disk, err := tier.OpenDisk(filepath.Join(c.DataDir, "chunk-cache"), workerChunkCache)
+		disk, err := tier.OpenDisk(filepath.Join(c.DataDir, "chunk-cache"), roles.DiskCacheBytes)
 		if err != nil {
 			return nil, err
 		}

@@ -104,6 +104,10 @@ type RoleConfig struct {
 	// registry by (the frontends', or their load balancer's): a control
 	// plane reads such an image from the replicated registry.
 	RegistryHosts []string
+	// ImageS3 is a file (0600) of tier.S3Config: control planes and
+	// workers keep image chunks in that bucket instead of the replicated
+	// JetStream bucket. Empty means JetStream.
+	ImageS3 string
 	// MetricsListen is where the role serves Prometheus metrics; empty
 	// means nowhere.
 	MetricsListen string

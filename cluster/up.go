@@ -86,6 +86,9 @@ type UpConfig struct {
 	Pollers int
 	// AccountConcurrency is every account's concurrency limit; 0 means 1000.
 	AccountConcurrency int
+	// ImageS3 is a file (0600) of an S3-compatible bucket that control
+	// planes and workers keep image chunks in (RoleConfig.ImageS3).
+	ImageS3 string
 }
 
 var zones = []string{"a", "b", "c"}
@@ -308,6 +311,12 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name),
 			"--account-concurrency", strconv.Itoa(cfg.AccountConcurrency)}
 	}
+	var imageS3 []string // the roles that keep image chunks
+	if cfg.ImageS3 != "" {
+		if imageS3, err = absFlag("--image-s3", cfg.ImageS3); err != nil {
+			return f, err
+		}
+	}
 
 	// withMetrics gives a role a metrics listener of its own.
 	withMetrics := func(p *Proc, zone int, args []string) ([]string, error) {
@@ -337,7 +346,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return f, err
 		}
 		if _, err := start(Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr},
-			append(common(name, i), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ","))...); err != nil {
+			append(append(common(name, i), imageS3...), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ","))...); err != nil {
 			return f, err
 		}
 	}
@@ -356,7 +365,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return f, err
 		}
 		p := Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "https://" + addr}
-		args, err := withMetrics(&p, zi, append(common(name, zi), "--listen", addr, "--sandbox", cfg.Sandbox))
+		args, err := withMetrics(&p, zi, append(append(common(name, zi), imageS3...), "--listen", addr, "--sandbox", cfg.Sandbox))
 		if err != nil {
 			return f, err
 		}
@@ -471,6 +480,12 @@ var localHosts = []string{"127.0.0.1", "localhost"}
 func newIdentity() Identity {
 	return Identity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
 		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24), ImageKey: imageKey()}
+}
+
+// absFlag is flag and path made absolute (roles run in their own directory).
+func absFlag(flag, path string) ([]string, error) {
+	abs, err := filepath.Abs(path)
+	return []string{flag, abs}, err
 }
 
 // imageKey is a new master secret for the image key service.

@@ -377,7 +377,7 @@ after_restart() {
 # arm:v1 is for arm64).
 images() {
 	local uri=$REGISTRY/toolkit
-	store_bytes() { du -sb "$CHUNKS" | cut -f1; }
+	store_bytes() { if [ -n "$CHUNKS" ]; then du -sb "$CHUNKS" | cut -f1; else echo 0; fi; }
 	call "create-function --package-type Image" create-function --function-name img --package-type Image \
 		--code "ImageUri=$uri:v1" --role "$ROLE" --publish
 	check "create-function image: PackageType Image, version 1, no Runtime" "$OUT" \
@@ -398,8 +398,10 @@ images() {
 	check "update-function-code: version 2" "$OUT" "d['Version'] == '2' and d['PackageType'] == 'Image'"
 	local after_v2
 	after_v2=$(store_bytes)
-	[ $((after_v2 - after_v1)) -lt "$BASE_BYTES" ] || fail "the store grew by $((after_v2 - after_v1)) bytes for v2, base is $BASE_BYTES"
-	ok "v2 stored $((after_v2 - after_v1)) new bytes; its $BASE_BYTES-byte base was stored once"
+	if [ -n "$CHUNKS" ]; then # else the caller measures the store
+		[ $((after_v2 - after_v1)) -lt "$BASE_BYTES" ] || fail "the store grew by $((after_v2 - after_v1)) bytes for v2, base is $BASE_BYTES"
+		ok "v2 stored $((after_v2 - after_v1)) new bytes; its $BASE_BYTES-byte base was stored once"
+	fi
 	invoke "invoke img \$LATEST" img '{"action":"version"}'
 	check "\$LATEST runs v2" "$RESP" "d == 'v2'"
 	call "update-alias live -> 2" update-alias --function-name img --name live --function-version 2

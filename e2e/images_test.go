@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,7 +19,61 @@ import (
 
 	"github.com/kiln-dev/kiln/images/imagestest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/tier"
+	"github.com/kiln-dev/kiln/tier/tiertest"
 )
+
+// testImages are the images the image tests run: toolkit:v1 and v2 (an
+// aws-lambda-go bootstrap each) on a shared random base of base bytes, and
+// arm:v1, in go-containerregistry's in-process registry reg.
+type testImages struct {
+	reg   string
+	v1    v1.Image
+	base  int
+	files int // toolkit:v1's files, base and bootstrap
+}
+
+func buildImages(t *testing.T) testImages {
+	if os.Geteuid() != 0 {
+		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
+	}
+	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
+		t.Skipf("no /dev/fuse: %v", err)
+	} else {
+		f.Close()
+	}
+	ti := testImages{reg: imagestest.Registry(t)}
+	base := make([]byte, 4<<20) // the shared base layer: random, so only deduplication makes it small
+	rand.Read(base)
+	ti.base = len(base)
+	baseLayer := imagestest.Layer(t, imagestest.File{Name: "opt/base/runtime.bin", Body: base})
+	cfg := v1.Config{Entrypoint: []string{"/var/task/bootstrap"}, WorkingDir: "/var/task", Env: []string{"FROM_IMAGE=yes"}}
+	for tag, version := range map[string]string{"v1": "v1", "v2": "v2"} {
+		src := strings.Replace(fntest.ToolkitGo, `VERSION = "v1"`, `VERSION = "`+version+`"`, 1)
+		bootstrap := fntest.GoBootstrap(t, src)
+		img := imagestest.Image(t, "amd64", cfg, baseLayer,
+			imagestest.Layer(t, imagestest.File{Name: "var/task/bootstrap", Body: bootstrap, Mode: 0o755}))
+		imagestest.Push(t, ti.reg+"/toolkit:"+tag, img)
+		if tag == "v1" {
+			ti.v1, ti.files = img, len(base)+len(bootstrap)
+		}
+	}
+	imagestest.Push(t, ti.reg+"/arm:v1", imagestest.Image(t, "arm64", cfg, baseLayer))
+	return ti
+}
+
+// run pushes toolkit:v1 to the target's own registry and runs cli.sh
+// images; chunks is what measures the store (empty: the script does not).
+func (ti testImages) run(t *testing.T, tg *target, chunks, archives string) {
+	addr := strings.TrimPrefix(tg.endpoints[0], "http://")
+	kilnRef, _ := name.ParseReference(addr + "/toolkit:v1")
+	if err := remote.Write(kilnRef, ti.v1, remote.WithAuth(&authn.Basic{Username: accessKeyID, Password: secretAccessKey})); err != nil {
+		t.Fatalf("push to %s's registry: %v\n%s", tg.name, err, tg.log())
+	}
+	env := append(clientEnv(tg, t.TempDir(), nil), "REGISTRY="+ti.reg, "KILN_REGISTRY="+addr, "CHUNKS="+chunks,
+		"BASE_BYTES="+strconv.Itoa(ti.base), "ARCHIVES="+archives)
+	runScript(t, tg.log, 150*time.Second, env, "bash", filepath.Join(moduleRoot(t), "e2e", "cli.sh"), "images")
+}
 
 // TestImages runs cli.sh images (Debian's AWS CLI) against kiln up and the
 // cluster: image functions from go-containerregistry's in-process
@@ -29,39 +85,8 @@ import (
 // and, in kiln up, one from a `docker save` tarball in its archives
 // directory (a cluster has none: an operator's directory is on one host).
 func TestImages(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
-	}
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	} else {
-		f.Close()
-	}
-	reg := imagestest.Registry(t)
-	base := make([]byte, 4<<20) // the shared base layer: random, so only deduplication makes it small
-	rand.Read(base)
-	baseLayer := imagestest.Layer(t, imagestest.File{Name: "opt/base/runtime.bin", Body: base})
-	cfg := v1.Config{Entrypoint: []string{"/var/task/bootstrap"}, WorkingDir: "/var/task", Env: []string{"FROM_IMAGE=yes"}}
-	var v1img v1.Image
-	for tag, version := range map[string]string{"v1": "v1", "v2": "v2"} {
-		src := strings.Replace(fntest.ToolkitGo, `VERSION = "v1"`, `VERSION = "`+version+`"`, 1)
-		img := imagestest.Image(t, "amd64", cfg, baseLayer,
-			imagestest.Layer(t, imagestest.File{Name: "var/task/bootstrap", Body: fntest.GoBootstrap(t, src), Mode: 0o755}))
-		imagestest.Push(t, reg+"/toolkit:"+tag, img)
-		if tag == "v1" {
-			v1img = img
-		}
-	}
-	imagestest.Push(t, reg+"/arm:v1", imagestest.Image(t, "arm64", cfg, baseLayer))
-	root := moduleRoot(t)
-
+	ti := buildImages(t)
 	forEachTarget(t, func(t *testing.T, tg *target) {
-		// The same v1 image pushed to the target's own registry, with the account's keys.
-		addr := strings.TrimPrefix(tg.endpoints[0], "http://")
-		kilnRef, _ := name.ParseReference(addr + "/toolkit:v1")
-		if err := remote.Write(kilnRef, v1img, remote.WithAuth(&authn.Basic{Username: accessKeyID, Password: secretAccessKey})); err != nil {
-			t.Fatalf("push to %s's registry: %v\n%s", tg.name, err, tg.log())
-		}
 		chunks := filepath.Join(tg.dir, "chunks")
 		archives := ""
 		if tg.cluster != nil {
@@ -74,13 +99,55 @@ func TestImages(t *testing.T) {
 		} else {
 			// And as a `docker save` tarball in kiln up's archives directory.
 			archiveTag, _ := name.NewTag("toolkit:v1")
-			if err := tarball.WriteToFile(filepath.Join(tg.dir, "image-archives", "toolkit.tar"), archiveTag, v1img); err != nil {
+			if err := tarball.WriteToFile(filepath.Join(tg.dir, "image-archives", "toolkit.tar"), archiveTag, ti.v1); err != nil {
 				t.Fatal(err)
 			}
 			archives = "yes"
 		}
-		env := append(clientEnv(tg, t.TempDir(), nil), "REGISTRY="+reg, "KILN_REGISTRY="+addr, "CHUNKS="+chunks,
-			"BASE_BYTES="+strconv.Itoa(len(base)), "ARCHIVES="+archives)
-		runScript(t, tg.log, 150*time.Second, env, "bash", filepath.Join(root, "e2e", "cli.sh"), "images")
+		ti.run(t, tg, chunks, archives)
 	})
+}
+
+// TestImagesS3: kiln up and a cluster whose authoritative chunk store is an
+// S3 bucket (--image-s3): the same script, and the bucket holds the
+// images' chunks with the shared base once. S3 is an external service:
+// gofakes3, in this process, stands in for it; Kiln's client is the real
+// aws-sdk-go-v2.
+func TestImagesS3(t *testing.T) {
+	ti := buildImages(t)
+	getTarget(t, "up") // the suite's build, and its clients checked
+	for _, kind := range targetNames {
+		t.Run(kind, func(t *testing.T) {
+			cfg := tiertest.S3(t, "kiln-"+kind)
+			file := filepath.Join(t.TempDir(), "s3.json")
+			b, _ := json.Marshal(cfg)
+			if err := os.WriteFile(file, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var tg *target
+			if kind == "up" {
+				tg = startUp(t, "up-s3", "--image-s3", file)
+				t.Cleanup(func() { tg.up.stop() })
+			} else {
+				tg = startCluster(t, "cluster-s3", "--image-s3", file)
+				t.Cleanup(func() { tg.cluster.Down() })
+			}
+			ti.run(t, tg, "", "")
+			bucket, err := tier.OpenS3(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			size, err := bucket.Size(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// toolkit v1, v2 (the same base, a bootstrap differing in a
+			// few bytes) and v1 again from Kiln's registry: v1's files once
+			// and what v2 changed, less than the base again.
+			if size < int64(ti.files) || size >= int64(ti.files+ti.base) {
+				t.Fatalf("the bucket holds %d bytes; toolkit:v1's files are %d, its base %d, which v2 shares", size, ti.files, ti.base)
+			}
+			t.Logf("the bucket holds %d bytes for the images (v1's files %d, base %d)", size, ti.files, ti.base)
+		})
+	}
 }

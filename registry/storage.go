@@ -95,15 +95,38 @@ func (d Dir) List(_ context.Context, dir string) ([]string, error) {
 // reader of it would see cut short); tags are replaced as they move.
 type ObjectStore struct{ os jetstream.ObjectStore }
 
-// OpenObjectStore opens (creating) the bucket with the given replicas.
+// OpenObjectStore opens (creating) the bucket with the given replicas. Its
+// reads go to the stream's leader, not to any replica (JetStream's direct
+// get, which the object store turns on): a client pushes a layer and then
+// the manifest naming it, and a replica behind the leader would answer
+// that the layer is not there.
 func OpenObjectStore(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*ObjectStore, error) {
-	st, err := js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      bucket,
-		Description: "Kiln's container registry: blobs, manifests and tags per account",
-		Replicas:    max(replicas, 1),
-		Storage:     jetstream.FileStorage,
-	})
+	st, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		_, err = js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      bucket,
+			Description: "Kiln's container registry: blobs, manifests and tags per account",
+			Replicas:    max(replicas, 1),
+			Storage:     jetstream.FileStorage,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			err = nil // another process made it first
+		}
+	}
 	if err != nil {
+		return nil, fmt.Errorf("registry: bucket %s: %w", bucket, err)
+	}
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("registry: bucket %s: %w", bucket, err)
+	}
+	if cfg := stream.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("registry: bucket %s: %w", bucket, err)
+		}
+	}
+	if st, err = js.ObjectStore(ctx, bucket); err != nil { // with the stream's config as it is now
 		return nil, fmt.Errorf("registry: bucket %s: %w", bucket, err)
 	}
 	return &ObjectStore{os: st}, nil

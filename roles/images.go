@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -16,6 +17,21 @@ import (
 	"github.com/kiln-dev/kiln/tier"
 	"github.com/kiln-dev/kiln/worker"
 )
+
+// DiskCacheBytes bounds a disk cache of chunks (DATA/chunk-cache) in front
+// of a remote store.
+const DiskCacheBytes = 4 << 30
+
+// S3Tier opens the S3 bucket the file (0600, a tier.S3Config) names: the
+// authoritative chunk store where the operator chose one.
+func S3Tier(ctx context.Context, file string) (Tier, error) {
+	cfg, err := tier.LoadS3Config(file)
+	if err != nil {
+		return Tier{}, err
+	}
+	s, err := tier.OpenS3(ctx, cfg)
+	return Tier{Name: "s3", Store: s}, err
+}
 
 // Tier is one tier of the image chunk store, named for the metrics.
 type Tier struct {

@@ -94,6 +94,9 @@ type Config struct {
 	// docker-archive:FILE and oci-archive:FILE name; empty means
 	// DATA/image-archives.
 	ImageArchives string
+	// ImageS3 is a file (0600) of tier.S3Config: the authoritative chunk
+	// store is that bucket, not DATA/chunks. Empty means the directory.
+	ImageS3 string
 	Logger        *slog.Logger
 }
 
@@ -255,7 +258,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.Keyring(cfg.Region), ln.Addr().String()); err != nil {
+	if s.images, err = openImages(ctx, dir, cfg.ImageArchives, cfg.ImageS3, cfg.Sandbox, id.Keyring(cfg.Region), ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	s.Metrics = metrics.New()

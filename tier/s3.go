@@ -3,10 +3,12 @@ package tier
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -139,6 +141,44 @@ func (s *S3) Sweep(keep func(name string) bool, notAfter time.Time) (int, error)
 				return n, err
 			}
 			n++
+		}
+	}
+	return n, nil
+}
+
+// LoadS3Config reads an S3Config from a JSON file, which holds a secret key
+// and is refused when others may read it.
+func LoadS3Config(path string) (S3Config, error) {
+	var cfg S3Config
+	fi, err := os.Stat(path)
+	if err != nil {
+		return cfg, fmt.Errorf("tier: s3 config: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return cfg, fmt.Errorf("tier: s3 config %s is mode %v: it holds a secret key, make it 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &cfg)
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("tier: s3 config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Size returns the bytes of all blobs under the prefix: what deduplication
+// saves is measured here.
+func (s *S3) Size(ctx context.Context) (int64, error) {
+	var n int64
+	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("tier: s3 list: %w", err)
+		}
+		for _, o := range page.Contents {
+			n += aws.ToInt64(o.Size)
 		}
 	}
 	return n, nil
