@@ -70,7 +70,7 @@ func Main(cmd string, args []string) error {
 	fs.IntVar(&cfg.CPUMillis, "cpu", 0, "worker: CPU for environments in thousandths of a CPU (0: every CPU of the host)")
 	isolation := fs.String("sandbox", "linux", "worker: "+roles.SandboxUsage)
 	fs.IntVar(&cfg.Pollers, "pollers", 1, "pollers: async pollers in this process")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers: address of the Prometheus metrics listener (/metrics); empty means none")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers, controlplane: address of the Prometheus metrics listener (/metrics); empty means none")
 	registryHosts := fs.String("registry-hosts", "", "controlplane: host:port names of Kiln's own registry in an ImageUri (the frontends', or their load balancer's), comma-separated")
 	fs.StringVar(&cfg.ImageS3, "image-s3", "", "controlplane, worker: file (0600) of an S3-compatible bucket (as kiln up --image-s3) to keep image chunks in, instead of the JetStream bucket")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")

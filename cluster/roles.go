@@ -164,7 +164,7 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 	case "worker":
 		return runWorker(ctx, nc, cfg, set)
 	case "controlplane":
-		return runControlplane(ctx, nc, cfg)
+		return runControlplane(ctx, nc, cfg, set)
 	case "frontend":
 		return runFrontend(ctx, nc, cfg, set)
 	case "pollers":
@@ -477,7 +477,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 
 // ---- control plane ----
 
-func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
+func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
 	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
@@ -492,6 +492,8 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		return err
 	}
 	cp := controlplane.New(cpcfg)
+	defer cp.Close() // its image imports resume in another control plane
+	roles.RegisterImports(set, cp)
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	root := http.NewServeMux()

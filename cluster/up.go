@@ -345,8 +345,12 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		if err != nil {
 			return f, err
 		}
-		if _, err := start(Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr},
-			append(append(common(name, i), imageS3...), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ","))...); err != nil {
+		p := Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr}
+		args, err := withMetrics(&p, i, append(append(common(name, i), imageS3...), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ",")))
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(p, args...); err != nil {
 			return f, err
 		}
 	}

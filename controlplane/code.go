@@ -124,7 +124,7 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 	for _, f := range fns {
 		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {
 			used[cfg.CodeSha256] = true
-			if cfg.KilnImage != nil {
+			if cfg.KilnImage != nil && cfg.KilnImage.Manifest != "" { // "": its import is under way, or failed
 				manifests = append(manifests, images.ManifestRef{Account: f.Account, Name: cfg.KilnImage.Manifest})
 			}
 		}

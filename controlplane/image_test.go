@@ -3,12 +3,18 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-dev/kiln/controlplane"
@@ -29,6 +35,25 @@ func startWithImageStore(t *testing.T) (*kiln, string, imagestest.Store) {
 	store := imagestest.NewStore(t)
 	k := start(t, "", func(c *controlplane.Config) { c.Images = store.Store })
 	return k, imagestest.Registry(t), store
+}
+
+// waitActive waits, as boto3's and the AWS SDKs' function_active_v2 waiter
+// does, until the function's image is imported.
+func waitActive(t *testing.T, k *kiln, name string) {
+	t.Helper()
+	w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(context.Background(), &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
+		t.Fatalf("waiting for %s to be Active: %v", name, err)
+	}
+}
+
+// waitUpdated waits as function_updated_v2 does, for a code update.
+func waitUpdated(t *testing.T, k *kiln, name string) {
+	t.Helper()
+	w := lambda.NewFunctionUpdatedV2Waiter(k.client, func(o *lambda.FunctionUpdatedV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(context.Background(), &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
+		t.Fatalf("waiting for %s's update: %v", name, err)
+	}
 }
 
 func imageInput(name, uri string) *lambda.CreateFunctionInput {
@@ -61,12 +86,20 @@ func TestImageFunction(t *testing.T) {
 		out.ImageConfigResponse == nil || out.ImageConfigResponse.ImageConfig.Command[0] != "app.handler" {
 		t.Fatalf("created %+v", out)
 	}
+	// The import runs after the answer, as Lambda's does.
+	if out.State != types.StatePending || out.StateReasonCode != types.StateReasonCodeCreating || out.LastUpdateStatus != types.LastUpdateStatusInProgress {
+		t.Fatalf("created: State %s (%s), LastUpdateStatus %s; want Pending (Creating), InProgress", out.State, out.StateReasonCode, out.LastUpdateStatus)
+	}
+	waitActive(t, k, "img")
 	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if *get.Code.RepositoryType != "ECR" || *get.Code.ImageUri != reg+"/fn:v1" || *get.Code.ResolvedImageUri != v1ref {
 		t.Fatalf("code %+v", get.Code)
+	}
+	if c := get.Configuration; c.State != types.StateActive || c.StateReasonCode != "" || c.LastUpdateStatus != types.LastUpdateStatusSuccessful {
+		t.Fatalf("imported: State %s (%s), LastUpdateStatus %s", c.State, c.StateReasonCode, c.LastUpdateStatus)
 	}
 	if *get.Configuration.ImageConfigResponse.ImageConfig.WorkingDirectory != "/app" {
 		t.Fatalf("image config %+v", get.Configuration.ImageConfigResponse)
@@ -84,12 +117,22 @@ func TestImageFunction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *upd.CodeSha256 != d2.Hex || *upd.Version != "1" {
+	if *upd.CodeSha256 != d2.Hex || *upd.Version != "1" || upd.State != types.StatePending {
 		t.Fatalf("updated %+v", upd)
 	}
+	// While the import runs, the function takes no other change.
+	_, err = k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("img"), Timeout: aws.Int32(9)})
+	if err != nil { // else the import had already ended
+		wantErr(t, err, "ResourceConflictException", 409, "An update is in progress for resource")
+	}
+	waitUpdated(t, k, "img")
 	get, err = k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img"), Qualifier: aws.String("1")})
-	if err != nil || *get.Code.ResolvedImageUri != v2ref {
+	if err != nil || *get.Code.ResolvedImageUri != v2ref || get.Configuration.State != types.StateActive {
 		t.Fatalf("version 1: %v %+v", err, get)
+	}
+	get, err = k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
+	if err != nil || *get.Code.ResolvedImageUri != v2ref || *get.Configuration.CodeSha256 != d2.Hex {
+		t.Fatalf("$LATEST after the update: %v %+v", err, get)
 	}
 
 	cfgOut, err := k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("img"),
@@ -119,7 +162,6 @@ func TestImageFunctionErrors(t *testing.T) {
 		{"bad uri", imageInput("f", "not a uri"), "Source image not a uri is not valid"},
 		{"missing", imageInput("f", reg+"/nothing:here"), "does not exist. Provide a valid source image."},
 		{"architecture", imageInput("f", reg+"/arm:v1"), "is not supported"},
-		{"hostile", imageInput("f", reg+"/dev:v1"), "climbs out of the image root"},
 		{"zip file", func() *lambda.CreateFunctionInput {
 			in := imageInput("f", reg+"/arm:v1")
 			in.Code.ZipFile = []byte("PK")
@@ -142,7 +184,25 @@ func TestImageFunctionErrors(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, in); err != nil {
 		t.Fatal(err)
 	}
-	_, err := k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("zipfn"),
+	waitActive(t, k, "armfn")
+	// Hostile content shows once the layers are read, in the import: the
+	// function is Failed with Lambda's InvalidImage, and the waiter fails.
+	if _, err := k.client.CreateFunction(ctx, imageInput("hostile", reg+"/dev:v1")); err != nil {
+		t.Fatal(err)
+	}
+	w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("hostile")}, time.Minute); err == nil {
+		t.Fatal("the waiter saw a hostile image's function Active")
+	}
+	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("hostile")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := get.Configuration; c.State != types.StateFailed || c.StateReasonCode != types.StateReasonCodeInvalidImage ||
+		!strings.Contains(*c.StateReason, "climbs out of the image root") || c.LastUpdateStatus != types.LastUpdateStatusFailed {
+		t.Fatalf("hostile image: State %s (%s: %s), LastUpdateStatus %s", c.State, c.StateReasonCode, aws.ToString(c.StateReason), c.LastUpdateStatus)
+	}
+	_, err = k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("zipfn"),
 		ImageConfig: &types.ImageConfig{Command: []string{"x"}}})
 	wantErr(t, err, "InvalidParameterValueException", 400, "ImageConfig is not supported for functions with package type Zip")
 	_, err = k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("zipfn"), ImageUri: aws.String(reg + "/arm:v1")})
@@ -164,6 +224,7 @@ func TestCollectImages(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, imageInput("img", reg+"/fn:v1")); err != nil {
 		t.Fatal(err)
 	}
+	waitActive(t, k, "img")
 	js, err := jetstream.New(k.nc)
 	if err != nil {
 		t.Fatal(err)
@@ -186,10 +247,12 @@ func TestCollectImages(t *testing.T) {
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v2"), Publish: true}); err != nil {
 		t.Fatal(err)
 	}
+	waitUpdated(t, k, "img")
 	m2 := manifestOf("1")
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v3")}); err != nil {
 		t.Fatal(err)
 	}
+	waitUpdated(t, k, "img")
 	m3 := manifestOf("")
 	n, err := k.svc.CollectCode(ctx, 0)
 	if err != nil || n == 0 {
@@ -211,4 +274,70 @@ func TestCollectImages(t *testing.T) {
 			}
 		}
 	}
+}
+
+// gatedRegistry is go-containerregistry's registry whose GETs of blob
+// are held until release is closed (or the request is cancelled); blocked
+// gets a value for each one held.
+func gatedRegistry(t *testing.T, blob string) (host string, blocked chan struct{}, release chan struct{}) {
+	blocked, release = make(chan struct{}, 16), make(chan struct{})
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+blob) {
+			blocked <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), blocked, release
+}
+
+// TestImageImportResumes: the control plane importing an image stops
+// mid-import (its layer download held); the function stays Pending, and
+// another control plane on the same metadata takes the import over once
+// the first has been silent past importStale, and finishes it.
+func TestImageImportResumes(t *testing.T) {
+	defer controlplane.SetImportTiming(50*time.Millisecond, 50*time.Millisecond)()
+	ctx := context.Background()
+	store := imagestest.NewStore(t)
+	var cfg controlplane.Config
+	k := start(t, "", func(c *controlplane.Config) { c.Images = store.Store; cfg = *c })
+	defer k.stop()
+	layer := imagestest.Layer(t, imagestest.File{Name: "bootstrap", Body: []byte("held")})
+	ld, _ := layer.Digest()
+	reg, blocked, release := gatedRegistry(t, ld.String())
+	imagestest.Push(t, reg+"/fn:v1", imagestest.Image(t, "amd64", v1.Config{}, layer))
+	for len(blocked) > 0 { // the push's own reads
+		<-blocked
+	}
+	if _, err := k.client.CreateFunction(ctx, imageInput("img", reg+"/fn:v1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-blocked:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the import never fetched the layer")
+	}
+	k.srv.Close()
+	k.svc.Close() // as if killed mid-import: its beat stops
+	k.svc = controlplane.New(cfg)
+	k.srv = serve(k.svc)
+	k.client = newClient(k.srv.URL, keyID, secret)
+	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
+	if err != nil || get.Configuration.State != types.StatePending {
+		t.Fatalf("after the importer stopped: %v %+v", err, get)
+	}
+	close(release)
+	// Not before the first owner is silent for importStale (a minute).
+	time.Sleep(300 * time.Millisecond)
+	if get, _ := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")}); get.Configuration.State != types.StatePending {
+		t.Fatalf("a live owner's import was taken over: %s", get.Configuration.State)
+	}
+	k.clock.advance(2 * time.Minute)
+	waitActive(t, k, "img")
 }

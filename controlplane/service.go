@@ -59,6 +59,7 @@ type Service struct {
 	store *metadata.Store
 	code  *codestore.Store
 	log   *slog.Logger
+	imports
 }
 
 // New returns the control plane.
@@ -82,7 +83,9 @@ func New(cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, store: cfg.Store, code: cfg.Code, log: cfg.Logger}
+	s := &Service{cfg: cfg, store: cfg.Store, code: cfg.Code, log: cfg.Logger}
+	s.startImports()
+	return s
 }
 
 // Register adds the management API's routes to mux. The mux must sit behind

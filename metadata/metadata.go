@@ -62,9 +62,27 @@ type Function struct {
 	// published from: PublishVersion answers with that version again as long
 	// as $LATEST has not changed since (as Lambda does).
 	PublishedFrom string `json:"publishedFrom,omitempty"`
+	// ImageImport is the image import under way for $LATEST (its creation
+	// or a code update), nil when there is none.
+	ImageImport *ImageImport `json:"imageImport,omitempty"`
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
+}
+
+// ImageImport is an image import under way, which any control plane can
+// take over from an owner that stopped beating.
+type ImageImport struct {
+	Token    string `json:"token"`    // this import's; a later one replaces it
+	URI      string `json:"uri"`      // as the caller gave it
+	Resolved string `json:"resolved"` // by digest
+	Digest   string `json:"digest"`
+	// Architectures is the function's after the import.
+	Architectures []string `json:"architectures"`
+	// Creating: the function is Pending until it ends (else an update).
+	Creating bool      `json:"creating,omitempty"`
+	Owner    string    `json:"owner"`
+	Beat     time.Time `json:"beat"` // the owner's last sign of life
 }
 
 // Provisioned is one provisioned-concurrency configuration and its state,

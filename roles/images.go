@@ -137,3 +137,18 @@ func (st *Images) Close() {
 		st.Mounter.Close()
 	}
 }
+
+// importStats is what a control plane tells of its image imports.
+type importStats interface {
+	ImportStats() (running int, bytes int64)
+}
+
+// RegisterImports adds a control plane's image imports to the metrics:
+// how many run, and the bytes of file content they stored (its rate is
+// their progress).
+func RegisterImports(m *metrics.Set, cp importStats) {
+	m.Register(metrics.GaugeFunc("kiln_image_imports", "Image imports running in this control plane.", nil,
+		func() float64 { n, _ := cp.ImportStats(); return float64(n) }))
+	m.Register(metrics.CounterFunc("kiln_image_import_bytes_total", "Bytes of image file content imports stored (chunked, encrypted, written).", nil,
+		func() float64 { _, b := cp.ImportStats(); return float64(b) }))
+}

@@ -147,6 +147,7 @@ type Server struct {
 	nats        *natsd.Server
 	nc          *nats.Conn
 	images      *imageStack
+	cp          *controlplane.Service
 	asyncNC     *nats.Conn
 	events      *eventFrontend
 	cancel      context.CancelFunc
@@ -371,6 +372,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		cpcfg.Images = s.images.Store
 	}
 	cp := controlplane.New(cpcfg)
+	s.cp = cp
+	roles.RegisterImports(s.Metrics, cp)
 
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a
@@ -497,6 +500,9 @@ func (s *Server) close() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		s.http.Shutdown(ctx)
 		cancel()
+	}
+	if s.cp != nil { // its image imports resume at the next start
+		s.cp.Close()
 	}
 	if s.Async != nil { // pollers invoke through assignment and the worker: stop them first
 		s.Async.Close()
