@@ -72,8 +72,12 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 			Name:              "kilnimage",
 			AllowOther:        true, // the environment's unprivileged user reads it
 			Options:           []string{"ro", "default_permissions", "nosuid", "nodev"},
-			DirectMountStrict: true,              // no fusermount here: kiln runs as root
-			MaxReadAhead:      chunk.DefaultSize, // the kernel's own read-ahead per file
+			DirectMountStrict: true, // no fusermount here: kiln runs as root
+			// Reads of up to 1 MiB (go-fuse's default is 128 KiB): a page
+			// fault or read that needs a chunk asks for more of it in one
+			// round trip. The kernel's own read-ahead per file is one chunk.
+			MaxWrite:     1 << 20,
+			MaxReadAhead: chunk.DefaultSize,
 		},
 	})
 	if err != nil {
