@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,6 +46,8 @@ type Stats struct {
 type FS struct {
 	server *fuse.Server
 	dir    string
+	m      *images.Manifest
+	c      *chunks
 	Stats  *Stats
 }
 
@@ -83,7 +86,62 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if err != nil {
 		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
 	}
-	return &FS{server: srv, dir: dir, Stats: st}, nil
+	return &FS{server: srv, dir: dir, m: m, c: c, Stats: st}, nil
+}
+
+// Prefetch starts fetching the chunks of the file at p (absolute in the
+// image, or relative to dir; symbolic links followed), up to half the chunk
+// cache: what a start is certain to read, the image's entrypoint, is
+// fetched while the environment is being made, not page fault by page
+// fault once it runs.
+func (f *FS) Prefetch(dir, p string) {
+	byPath := make(map[string]*flatten.Entry, len(f.m.Entries))
+	for i := range f.m.Entries {
+		byPath[f.m.Entries[i].Path] = &f.m.Entries[i]
+	}
+	e := resolve(byPath, path.Join("/", dir, p))
+	if e == nil || e.Type != flatten.File {
+		return
+	}
+	for i, r := range e.Chunks {
+		if i >= f.c.max/2 {
+			break
+		}
+		f.c.prefetch(r)
+	}
+}
+
+// resolve finds the entry at absolute path p, following symbolic links in
+// every component (as the kernel would, in the image's root), or nil.
+func resolve(byPath map[string]*flatten.Entry, p string) *flatten.Entry {
+	rest := strings.Split(strings.Trim(path.Clean(p), "/"), "/")
+	cur := "."
+	for hops := 0; len(rest) > 0; {
+		name := rest[0]
+		rest = rest[1:]
+		next := path.Join(cur, name)
+		e := byPath[next]
+		if e == nil {
+			return nil
+		}
+		if e.Type != flatten.Symlink {
+			if len(rest) == 0 {
+				return e
+			}
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return nil
+		}
+		target := e.Target
+		if !path.IsAbs(target) {
+			target = path.Join("/", cur, target)
+		}
+		rest = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), rest...)
+		cur = "."
+	}
+	return byPath[cur]
 }
 
 // Unmount detaches the file system from dir at once. Environments that

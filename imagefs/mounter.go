@@ -121,6 +121,9 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 	if err != nil {
 		return err
 	}
+	if ep := man.Config.Entrypoint; len(ep) > 0 {
+		fs.Prefetch(man.Config.WorkingDir, ep[0])
+	}
 	m.fs, m.cfg = fs, man.Config
 	return nil
 }
