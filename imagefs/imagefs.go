@@ -35,9 +35,30 @@ type Source interface {
 type Config struct {
 	ReadAhead   int // most chunks fetched ahead of a sequential read; 4 when zero, -1 for none
 	CacheChunks int // decrypted chunks kept in memory; 64 when zero
+	// Cache, if set, is the decrypted-chunk cache the mount shares (a
+	// worker's mounts: images sharing a base share its chunks), in place
+	// of a cache of its own; CacheChunks is then its size.
+	Cache *Cache
 }
 
-// Stats counts what a mount fetched.
+// Cache is a bounded LRU of decrypted chunks, keyed by chunk ID: a chunk's
+// ID is the hash of its ciphertext, checked with its GCM tag when it came
+// in, so any mount whose manifest names the ID reads the same plaintext
+// (IDs of different scopes never meet: their keys differ).
+type Cache struct{ c *chunks }
+
+// NewCache returns a cache of n chunks (64 when zero) fetched from src.
+func NewCache(src Source, n int) *Cache {
+	if n <= 0 {
+		n = 64
+	}
+	return &Cache{c: &chunks{src: src, max: n, byID: map[chunk.ID]*list.Element{}, inflight: map[chunk.ID]*fetch{}, stats: &Stats{}}}
+}
+
+// Stats counts what the cache fetched, for every mount sharing it.
+func (c *Cache) Stats() *Stats { return c.c.stats }
+
+// Stats counts what a mount (or the mounts sharing a cache) fetched.
 type Stats struct {
 	ChunksFetched, BytesFetched, Reads atomic.Int64
 }
@@ -56,11 +77,10 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if cfg.ReadAhead == 0 {
 		cfg.ReadAhead = 4
 	}
-	if cfg.CacheChunks <= 0 {
-		cfg.CacheChunks = 64
+	if cfg.Cache == nil {
+		cfg.Cache = NewCache(src, cfg.CacheChunks)
 	}
-	st := &Stats{}
-	c := &chunks{src: src, max: cfg.CacheChunks, byID: map[chunk.ID]*list.Element{}, inflight: map[chunk.ID]*fetch{}, stats: st}
+	c, st := cfg.Cache.c, cfg.Cache.c.stats
 	if len(m.Entries) == 0 || m.Entries[0].Path != "." {
 		return nil, fmt.Errorf("imagefs: manifest has no root directory")
 	}
