@@ -97,7 +97,7 @@ type Config struct {
 	// ImageS3 is a file (0600) of tier.S3Config: the authoritative chunk
 	// store is that bucket, not DATA/chunks. Empty means the directory.
 	ImageS3 string
-	Logger        *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Defaults of kiln up's function logs: a bounded store, and a retention
