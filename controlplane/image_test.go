@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -276,25 +277,103 @@ func TestCollectImages(t *testing.T) {
 	}
 }
 
-// gatedRegistry is go-containerregistry's registry whose GETs of blob
-// are held until release is closed (or the request is cancelled); blocked
-// gets a value for each one held.
-func gatedRegistry(t *testing.T, blob string) (host string, blocked chan struct{}, release chan struct{}) {
-	blocked, release = make(chan struct{}, 16), make(chan struct{})
+// hookedRegistry is go-containerregistry's registry behind hook, which
+// answers a request itself by returning true.
+func hookedRegistry(t *testing.T, hook func(w http.ResponseWriter, r *http.Request) bool) string {
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hook(w, r) {
+			reg.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// gatedRegistry is a registry whose GETs of blob are held until release is
+// closed (or the request is cancelled); blocked gets a value for each one
+// held.
+func gatedRegistry(t *testing.T, blob string) (host string, blocked chan struct{}, release chan struct{}) {
+	blocked, release = make(chan struct{}, 16), make(chan struct{})
+	host = hookedRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+blob) {
 			blocked <- struct{}{}
 			select {
 			case <-release:
 			case <-r.Context().Done():
-				return
+				return true
 			}
 		}
-		reg.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://"), blocked, release
+		return false
+	})
+	return host, blocked, release
+}
+
+// TestImageImportFailures: an image whose layers the registry no longer
+// serves, or refuses, once CreateFunction found it: the function is
+// Failed with Lambda's ImageDeleted or ImageAccessDenied, and a code update
+// that fails so leaves $LATEST Active on its old code, LastUpdateStatus
+// Failed.
+func TestImageImportFailures(t *testing.T) {
+	ctx := context.Background()
+	k, _ := startWithImages(t)
+	defer k.stop()
+	good := imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, imagestest.File{Name: "f", Body: []byte("good")}))
+	layer := imagestest.Layer(t, imagestest.File{Name: "f", Body: []byte("refused")})
+	ld, _ := layer.Digest()
+	var status atomic.Int32
+	reg := hookedRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if s := int(status.Load()); s != 0 && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) {
+			w.WriteHeader(s)
+			return true
+		}
+		return false
+	})
+	imagestest.Push(t, reg+"/fn:good", good)
+	imagestest.Push(t, reg+"/fn:bad", imagestest.Image(t, "amd64", v1.Config{}, layer))
+	for _, tc := range []struct {
+		status int
+		code   types.StateReasonCode
+	}{{http.StatusNotFound, types.StateReasonCodeImageDeleted}, {http.StatusForbidden, types.StateReasonCodeImageAccessDenied}} {
+		status.Store(int32(tc.status))
+		fn := "img-" + string(tc.code)
+		if _, err := k.client.CreateFunction(ctx, imageInput(fn, reg+"/fn:bad")); err != nil {
+			t.Fatal(err)
+		}
+		w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+		if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)}, time.Minute); err == nil {
+			t.Fatalf("%s: the waiter saw the function Active", fn)
+		}
+		get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := get.Configuration; c.State != types.StateFailed || c.StateReasonCode != tc.code {
+			t.Fatalf("layer answered %d: State %s (%s: %s), want Failed (%s)", tc.status, c.State, c.StateReasonCode, aws.ToString(c.StateReason), tc.code)
+		}
+	}
+	// An update that fails so: $LATEST keeps running its old image.
+	if _, err := k.client.CreateFunction(ctx, imageInput("upd", reg+"/fn:good")); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, k, "upd")
+	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("upd"), ImageUri: aws.String(reg + "/fn:bad")}); err != nil {
+		t.Fatal(err)
+	}
+	w := lambda.NewFunctionUpdatedV2Waiter(k.client, func(o *lambda.FunctionUpdatedV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("upd")}, time.Minute); err == nil {
+		t.Fatal("the update waiter saw a failed update succeed")
+	}
+	gd, _ := good.Digest()
+	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("upd")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := get.Configuration; c.State != types.StateActive || c.LastUpdateStatus != types.LastUpdateStatusFailed ||
+		c.LastUpdateStatusReasonCode != types.LastUpdateStatusReasonCodeImageAccessDenied || *c.CodeSha256 != gd.Hex {
+		t.Fatalf("after a failed update: State %s, LastUpdateStatus %s (%s), code %s; want Active, Failed (ImageAccessDenied), the old image",
+			c.State, c.LastUpdateStatus, c.LastUpdateStatusReasonCode, *c.CodeSha256)
+	}
 }
 
 // TestImageImportResumes: the control plane importing an image stops
