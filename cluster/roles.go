@@ -108,6 +108,9 @@ type RoleConfig struct {
 	// workers keep image chunks in that bucket instead of the replicated
 	// JetStream bucket. Empty means JetStream.
 	ImageS3 string
+	// ImageImportStale is how long a control plane running an image import
+	// may be silent before another takes it over (0: a minute).
+	ImageImportStale time.Duration
 	// MetricsListen is where the role serves Prometheus metrics; empty
 	// means nowhere.
 	MetricsListen string
@@ -487,7 +490,7 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *me
 		return err
 	}
 	cpcfg := controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
-		AccountConcurrency: cfg.AccountConcurrency}
+		AccountConcurrency: cfg.AccountConcurrency, ImportStale: cfg.ImageImportStale}
 	if cpcfg.Images, err = cfg.importer(ctx, nc); err != nil {
 		return err
 	}

@@ -89,6 +89,8 @@ type UpConfig struct {
 	// ImageS3 is a file (0600) of an S3-compatible bucket that control
 	// planes and workers keep image chunks in (RoleConfig.ImageS3).
 	ImageS3 string
+	// ImageImportStale is the control planes' RoleConfig.ImageImportStale.
+	ImageImportStale time.Duration
 }
 
 var zones = []string{"a", "b", "c"}
@@ -346,7 +348,8 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return f, err
 		}
 		p := Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr}
-		args, err := withMetrics(&p, i, append(append(common(name, i), imageS3...), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ",")))
+		args, err := withMetrics(&p, i, append(append(common(name, i), imageS3...), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ","),
+			"--image-import-stale", cfg.ImageImportStale.String()))
 		if err != nil {
 			return f, err
 		}

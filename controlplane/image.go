@@ -23,14 +23,8 @@ type ImageImporter interface {
 	Save(ctx context.Context, account string, r *images.Resolved, progress func(bytes int64)) (*images.Import, error)
 }
 
-// Timing of image imports: an import's owner beats every importBeat; one
-// silent for importStale died, and any control plane takes its import over
-// (looking every importScan).
-var (
-	importBeat  = 10 * time.Second
-	importStale = 60 * time.Second
-	importScan  = 30 * time.Second
-)
+// importStale is Config.ImportStale's default.
+const importStale = time.Minute
 
 // Lambda's words for a function whose image is being imported.
 const (
@@ -156,8 +150,8 @@ func (s *Service) runImport(account, name string, imp metadata.ImageImport, r *i
 	log := s.log.With("account", account, "function", name, "image", imp.Resolved)
 	log.Info("image import started")
 	start := time.Now()
-	go func() { // the beat: other control planes leave a live owner's import alone
-		t := time.NewTicker(importBeat)
+	go func() { // the beat, six per ImportStale: other control planes leave a live owner's import alone
+		t := time.NewTicker(s.cfg.ImportStale / 6)
 		defer t.Stop()
 		for {
 			select {
@@ -267,9 +261,9 @@ func (s *Service) finishImport(account, name, token string, res *images.Import, 
 
 // resumeImports takes over the imports whose owner stopped beating (a
 // control plane that died or was stopped mid-import), now and every
-// importScan.
+// quarter of ImportStale.
 func (s *Service) resumeImports() {
-	t := time.NewTicker(importScan)
+	t := time.NewTicker(s.cfg.ImportStale / 4)
 	defer t.Stop()
 	for {
 		fns, err := s.store.All(s.bg)
@@ -277,7 +271,7 @@ func (s *Service) resumeImports() {
 			s.log.Warn("image imports: listing functions failed", "err", err)
 		}
 		for _, f := range fns {
-			if imp := f.ImageImport; imp != nil && s.cfg.Now().Sub(imp.Beat) > importStale {
+			if imp := f.ImageImport; imp != nil && s.cfg.Now().Sub(imp.Beat) > s.cfg.ImportStale {
 				s.resume(f.Account, f.Name, imp.Token)
 			}
 		}
@@ -294,7 +288,7 @@ func (s *Service) resumeImports() {
 func (s *Service) resume(account, name, token string) {
 	var imp metadata.ImageImport
 	_, err := s.store.Modify(s.bg, account, name, func(f *metadata.Function) error {
-		if f.ImageImport == nil || f.ImageImport.Token != token || s.cfg.Now().Sub(f.ImageImport.Beat) <= importStale {
+		if f.ImageImport == nil || f.ImageImport.Token != token || s.cfg.Now().Sub(f.ImageImport.Beat) <= s.cfg.ImportStale {
 			return errUnchanged
 		}
 		f.ImageImport.Owner, f.ImageImport.Beat = s.owner, s.cfg.Now()

@@ -47,6 +47,10 @@ type Config struct {
 	// attributes; without them the event source mapping API is not served.
 	Mappings *esm.Store
 	Queues   QueueAttributes
+	// ImportStale is how long the control plane running an image import
+	// may be silent before another takes the import over (0 means a
+	// minute).
+	ImportStale time.Duration
 	// Now is the clock (nil means time.Now).
 	Now func() time.Time
 	// Logger receives internal errors (nil means slog.Default()).
@@ -79,6 +83,9 @@ func New(cfg Config) *Service {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ImportStale <= 0 {
+		cfg.ImportStale = importStale
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
