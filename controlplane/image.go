@@ -183,8 +183,12 @@ func (s *Service) runImport(account, name string, imp metadata.ImageImport, r *i
 			log.Info("image import progress", "bytes", done, "elapsed", time.Since(start).Round(time.Second))
 		}
 	})
+	if s.bg.Err() != nil {
+		s.handOver(account, name, imp.Token)
+		return
+	}
 	if ctx.Err() != nil {
-		return // stopped (another control plane resumes it) or superseded
+		return // superseded
 	}
 	if err != nil {
 		log.Warn("image import failed", "err", err)
@@ -194,6 +198,21 @@ func (s *Service) runImport(account, name string, imp metadata.ImageImport, r *i
 	if ferr := s.finishImport(account, name, imp.Token, res, err); ferr != nil && !errors.Is(ferr, errUnchanged) {
 		log.Error("image import: recording its end failed; another control plane redoes it", "err", ferr)
 	}
+}
+
+// handOver gives up import token as this control plane stops: its beat is
+// cleared, so another control plane (or this one's next start) takes it
+// over at its next look rather than after ImportStale.
+func (s *Service) handOver(account, name, token string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s.store.Modify(ctx, account, name, func(f *metadata.Function) error {
+		if f.ImageImport == nil || f.ImageImport.Token != token {
+			return errUnchanged
+		}
+		f.ImageImport.Beat = time.Time{}
+		return nil
+	})
 }
 
 // importFailure is Lambda's StateReasonCode and reason for an import that
