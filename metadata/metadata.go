@@ -4,7 +4,6 @@
 package metadata
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -227,39 +227,16 @@ func (s *Store) read(ctx context.Context, k string) (*Function, error) {
 		}
 		return decode(k, e.Value(), e.Revision())
 	}
-	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + s.bucket + "." + k})
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	msg, err := s.nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET.KV_"+s.bucket, req)
+	value, rev, err := natsd.KVFromLeader(rctx, s.nc, s.bucket, k)
 	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			err = fmt.Errorf("metadata read: %w", err)
+		}
 		return nil, err
 	}
-	var resp struct {
-		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Hdrs []byte `json:"hdrs"`
-			Data []byte `json:"data"`
-		} `json:"message"`
-		Error *struct {
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, fmt.Errorf("metadata read %s: %w", k, err)
-	}
-	const noMessageFound = 10037
-	switch {
-	case resp.Error != nil && resp.Error.ErrCode == noMessageFound:
-		return nil, jetstream.ErrKeyNotFound
-	case resp.Error != nil:
-		return nil, fmt.Errorf("metadata read %s: %s", k, resp.Error.Description)
-	case resp.Message == nil:
-		return nil, fmt.Errorf("metadata read %s: empty answer", k)
-	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
-		return nil, jetstream.ErrKeyNotFound
-	}
-	return decode(k, resp.Message.Data, resp.Message.Seq)
+	return decode(k, value, rev)
 }
 
 func isTransient(err error) bool {
