@@ -70,7 +70,10 @@ func Main(cmd string, args []string) error {
 	fs.IntVar(&cfg.CPUMillis, "cpu", 0, "worker: CPU for environments in thousandths of a CPU (0: every CPU of the host)")
 	isolation := fs.String("sandbox", "linux", "worker: "+roles.SandboxUsage)
 	fs.IntVar(&cfg.Pollers, "pollers", 1, "pollers: async pollers in this process")
-	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers: address of the Prometheus metrics listener (/metrics); empty means none")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers, controlplane: address of the Prometheus metrics listener (/metrics); empty means none")
+	registryHosts := fs.String("registry-hosts", "", "controlplane: host:port names of Kiln's own registry in an ImageUri (the frontends', or their load balancer's), comma-separated")
+	fs.StringVar(&cfg.ImageS3, "image-s3", "", "controlplane, worker: file (0600) of an S3-compatible bucket (as kiln up --image-s3) to keep image chunks in, instead of the JetStream bucket")
+	fs.DurationVar(&cfg.ImageImportStale, "image-import-stale", 0, "controlplane: how long the control plane running an image import may be silent before another takes it over (0: a minute)")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
 	config := fs.String("config", "", "JSON file of these settings by flag name; flags given here win")
@@ -89,6 +92,9 @@ func Main(cmd string, args []string) error {
 		}
 	}
 	cfg.NATS, cfg.Mode, cfg.Logger = strings.Split(*natsURLs, ","), replica.Mode(*mode), logger
+	if *registryHosts != "" {
+		cfg.RegistryHosts = strings.Split(*registryHosts, ",")
+	}
 	if files.CA == "" || files.Cert == "" || files.Key == "" {
 		return fmt.Errorf("kiln %s: --ca, --cert and --key are required (kiln cluster up or kiln cluster certs makes them)", cmd)
 	}
@@ -192,6 +198,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 	pollers := fs.Int("pollers", 2, "up: async pollers processes")
 	netns := fs.Bool("netns", false, "up: each zone in its own network namespace with its own address (root)")
 	accountLimit := fs.Int("account-concurrency", 1000, "up: every account's concurrency limit, across frontends")
+	imageS3 := fs.String("image-s3", "", "up: file (0600) of an S3-compatible bucket the control planes and workers keep image chunks in (as kiln up --image-s3); default the JetStream bucket")
 	function := fs.String("function", "", "status: also show this function's partition")
 	workerID := fs.String("worker", "", "drain: the worker to drain (its name, as in status)")
 	name := fs.String("name", "", "certs: the process's name (unique)")
@@ -206,7 +213,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 			return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
 		}
 		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns,
-			Sandbox: *isolation, Pollers: *pollers, AccountConcurrency: *accountLimit})
+			Sandbox: *isolation, Pollers: *pollers, AccountConcurrency: *accountLimit, ImageS3: *imageS3})
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -53,6 +54,9 @@ type Identity struct {
 	SecretAccessKey string `json:"secret_access_key"`
 	URLSecret       []byte `json:"url_secret"`
 	Token           string `json:"cluster_token"` // authenticates roles to workers
+	// ImageKey is the image key service's master secret (32 bytes):
+	// control planes seal images' manifests with it, workers open them.
+	ImageKey []byte `json:"image_key,omitempty"`
 }
 
 // keyring verifies the account's signatures for region.
@@ -97,6 +101,17 @@ type RoleConfig struct {
 	// Async tunes the async path (the pollers' and the frontends'
 	// enqueuers'); zero fields take Lambda's timings.
 	Async eventinvoke.Tuning
+	// RegistryHosts are the host:port an ImageUri names Kiln's own
+	// registry by (the frontends', or their load balancer's): a control
+	// plane reads such an image from the replicated registry.
+	RegistryHosts []string
+	// ImageS3 is a file (0600) of tier.S3Config: control planes and
+	// workers keep image chunks in that bucket instead of the replicated
+	// JetStream bucket. Empty means JetStream.
+	ImageS3 string
+	// ImageImportStale is how long a control plane running an image import
+	// may be silent before another takes it over (0: a minute).
+	ImageImportStale time.Duration
 	// MetricsListen is where the role serves Prometheus metrics; empty
 	// means nowhere.
 	MetricsListen string
@@ -153,7 +168,7 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 	case "worker":
 		return runWorker(ctx, nc, cfg, set)
 	case "controlplane":
-		return runControlplane(ctx, nc, cfg)
+		return runControlplane(ctx, nc, cfg, set)
 	case "frontend":
 		return runFrontend(ctx, nc, cfg, set)
 	case "pollers":
@@ -420,8 +435,16 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 		return err
 	}
 	defer logStore.Close() // after the worker: its environments' last lines
+	imgs, err := cfg.images(ctx, nc, cfg.Sandbox, filepath.Join(cfg.DataDir, "images"))
+	if err != nil {
+		return err
+	}
+	if imgs != nil {
+		imgs.Register(set)
+		defer imgs.Close() // after the environments that use them
+	}
 	w, err := roles.NewWorker(roles.WorkerConfig{ID: cfg.Name, Region: cfg.Region, DataDir: cfg.DataDir,
-		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Metrics: set, Logger: cfg.Logger})
+		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Images: imgs.Source(), Metrics: set, Logger: cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -458,7 +481,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 
 // ---- control plane ----
 
-func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
+func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
 	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
@@ -467,8 +490,14 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	if err != nil {
 		return err
 	}
-	cp := controlplane.New(controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
-		AccountConcurrency: cfg.AccountConcurrency})
+	cpcfg := controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
+		AccountConcurrency: cfg.AccountConcurrency, ImportStale: cfg.ImageImportStale}
+	if cpcfg.Images, err = cfg.importer(ctx, nc); err != nil {
+		return err
+	}
+	cp := controlplane.New(cpcfg)
+	defer cp.Close() // its image imports resume in another control plane
+	roles.RegisterImports(set, cp)
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	root := http.NewServeMux()
@@ -572,6 +601,10 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	}
 	set.Register(kinesis.Metrics())
 	proxy := controlplaneProxy(nc, cfg.transport())
+	reg, err := cfg.registry(ctx, js)
+	if err != nil {
+		return err
+	}
 	var front *roles.Frontend
 	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: cfg.Identity.keyring(cfg.Region),
 		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -587,7 +620,10 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		Management: func(signed *http.ServeMux) {
 			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))
 		},
-		Unsigned: func(root *http.ServeMux) { root.Handle("/kiln/code/", proxy) },
+		Unsigned: func(root *http.ServeMux) {
+			root.Handle("/kiln/code/", proxy)
+			root.Handle("/v2/", reg) // its own authentication: registry clients do not sign
+		},
 	})
 	if err != nil {
 		return err

@@ -99,8 +99,11 @@ func identityFor(role string, id Identity) *Identity {
 	case "frontend":
 		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Token: id.Token}
 	case "controlplane":
-		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret}
-	case "assignment", "worker", "pollers":
+		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret,
+			ImageKey: id.ImageKey}
+	case "worker":
+		return &Identity{Token: id.Token, ImageKey: id.ImageKey}
+	case "assignment", "pollers":
 		return &Identity{Token: id.Token}
 	}
 	return nil

@@ -86,6 +86,11 @@ type UpConfig struct {
 	Pollers int
 	// AccountConcurrency is every account's concurrency limit; 0 means 1000.
 	AccountConcurrency int
+	// ImageS3 is a file (0600) of an S3-compatible bucket that control
+	// planes and workers keep image chunks in (RoleConfig.ImageS3).
+	ImageS3 string
+	// ImageImportStale is the control planes' RoleConfig.ImageImportStale.
+	ImageImportStale time.Duration
 }
 
 var zones = []string{"a", "b", "c"}
@@ -308,6 +313,12 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			"--partitions", strconv.Itoa(cfg.Partitions), "--replicas", "3", "--data", filepath.Join(dir, name),
 			"--account-concurrency", strconv.Itoa(cfg.AccountConcurrency)}
 	}
+	var imageS3 []string // the roles that keep image chunks
+	if cfg.ImageS3 != "" {
+		if imageS3, err = absFlag("--image-s3", cfg.ImageS3); err != nil {
+			return f, err
+		}
+	}
 
 	// withMetrics gives a role a metrics listener of its own.
 	withMetrics := func(p *Proc, zone int, args []string) ([]string, error) {
@@ -321,6 +332,14 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	if _, err := start(Proc{Name: "placement", Role: "placement", Zone: zones[0]}, common("placement", 0)...); err != nil {
 		return f, err
 	}
+	// The frontends' addresses first: control planes read an ImageUri
+	// naming one of them from Kiln's own registry.
+	feAddrs := make([]string, cfg.Frontends)
+	for i := range feAddrs {
+		if feAddrs[i], err = addrIn(i % len(zones)); err != nil {
+			return f, err
+		}
+	}
 	// Two control planes, in zones b and c: frontends use whichever answers.
 	for i := 1; i <= 2; i++ {
 		name := fmt.Sprintf("controlplane-%d", i)
@@ -328,8 +347,13 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		if err != nil {
 			return f, err
 		}
-		if _, err := start(Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr},
-			append(common(name, i), "--listen", cpAddr)...); err != nil {
+		p := Proc{Name: name, Role: "controlplane", Zone: zones[i], Addr: "https://" + cpAddr}
+		args, err := withMetrics(&p, i, append(append(common(name, i), imageS3...), "--listen", cpAddr, "--registry-hosts", strings.Join(feAddrs, ","),
+			"--image-import-stale", cfg.ImageImportStale.String()))
+		if err != nil {
+			return f, err
+		}
+		if _, err := start(p, args...); err != nil {
 			return f, err
 		}
 	}
@@ -348,7 +372,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 			return f, err
 		}
 		p := Proc{Name: name, Role: "worker", Zone: zones[zi], Addr: "https://" + addr}
-		args, err := withMetrics(&p, zi, append(common(name, zi), "--listen", addr, "--sandbox", cfg.Sandbox))
+		args, err := withMetrics(&p, zi, append(append(common(name, zi), imageS3...), "--listen", addr, "--sandbox", cfg.Sandbox))
 		if err != nil {
 			return f, err
 		}
@@ -371,10 +395,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	for i := 0; i < cfg.Frontends; i++ {
 		zi := i % len(zones)
 		name := fmt.Sprintf("frontend-%d", i+1)
-		addr, err := addrIn(zi)
-		if err != nil {
-			return f, err
-		}
+		addr := feAddrs[i]
 		p := Proc{Name: name, Role: "frontend", Zone: zones[zi], Addr: "http://" + addr}
 		args, err := withMetrics(&p, zi, append(common(name, zi), "--listen", addr))
 		if err != nil {
@@ -414,6 +435,8 @@ func (f *File) prepare(ctx context.Context) error {
 			return err
 		},
 		func(ctx context.Context) error { _, err := codebucket.Open(ctx, js, 3); return err },
+		func(ctx context.Context) error { _, err := openChunks(ctx, js, 3); return err },
+		func(ctx context.Context) error { _, err := openRegistryStore(ctx, js, 3); return err },
 		func(ctx context.Context) error {
 			s, err := logs.Open(ctx, js, logs.Config{Replicas: 3})
 			if err == nil {
@@ -463,7 +486,20 @@ var localHosts = []string{"127.0.0.1", "localhost"}
 // newIdentity makes a cluster's default account and shared secrets.
 func newIdentity() Identity {
 	return Identity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
-		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24)}
+		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24), ImageKey: imageKey()}
+}
+
+// absFlag is flag and path made absolute (roles run in their own directory).
+func absFlag(flag, path string) ([]string, error) {
+	abs, err := filepath.Abs(path)
+	return []string{flag, abs}, err
+}
+
+// imageKey is a new master secret for the image key service.
+func imageKey() []byte {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return b
 }
 
 // withoutSecrets drops the access key a user may have exported for `kiln

@@ -140,7 +140,7 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 			for _, l := range cfg.Layers { // kept after their version is deleted
 				used[l.KilnCodeSha256] = true
 			}
-			if cfg.KilnImage != nil {
+			if cfg.KilnImage != nil && cfg.KilnImage.Manifest != "" { // "": its import is under way, or failed
 				manifests = append(manifests, images.ManifestRef{Account: f.Account, Name: cfg.KilnImage.Manifest})
 			}
 		}

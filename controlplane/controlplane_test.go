@@ -164,6 +164,7 @@ func (k *kiln) stop() {
 		return
 	}
 	k.srv.Close()
+	k.svc.Close()
 	k.nc.Close()
 	k.nats.Shutdown()
 	k.srv = nil

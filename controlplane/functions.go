@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/metadata"
 )
 
@@ -154,10 +155,18 @@ func (s *Service) createFunction(c *call) error {
 	} else if !errors.Is(err, metadata.ErrNotFound) {
 		return err
 	}
+	var resolved *images.Resolved
 	if image {
-		if err := s.importImage(c, &cfg, req.Code.ImageUri); err != nil {
+		if resolved, err = s.resolveImage(c, &cfg, req.Code.ImageUri); err != nil {
 			return err
 		}
+		defer func() { // unless its import took it
+			if resolved != nil {
+				resolved.Close()
+			}
+		}()
+		pending(&cfg)
+		cfg.LastUpdateStatus, cfg.LastUpdateStatusReason, cfg.LastUpdateStatusReasonCode = "InProgress", creatingReason, "Creating"
 	} else {
 		code, err := s.putCode(c, req.Code.ZipFile)
 		if err != nil {
@@ -171,6 +180,9 @@ func (s *Service) createFunction(c *call) error {
 	cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 
 	f := &metadata.Function{Account: c.caller.Account, Name: ref.Name, Latest: cfg, Tags: req.Tags}
+	if image {
+		f.ImageImport = s.newImport(&cfg, resolved, true)
+	}
 	out := &f.Latest
 	if req.Publish {
 		v := s.publish(f, nil)
@@ -184,6 +196,10 @@ func (s *Service) createFunction(c *call) error {
 			return functionExists(ref.Name)
 		}
 		return err
+	}
+	if image {
+		s.startImport(f.Account, f.Name, *f.ImageImport, resolved)
+		resolved = nil
 	}
 	return c.reply(http.StatusCreated, out)
 }
@@ -389,11 +405,17 @@ func (s *Service) updateFunctionCode(c *call) error {
 	if req.Architectures != nil {
 		code.Architectures = req.Architectures
 	}
+	var resolved *images.Resolved
 	switch {
 	case image:
-		if err := s.importImage(c, code, req.ImageUri); err != nil {
+		if resolved, err = s.resolveImage(c, code, req.ImageUri); err != nil {
 			return err
 		}
+		defer func() { // unless its import took it
+			if resolved != nil {
+				resolved.Close()
+			}
+		}()
 	case req.DryRun:
 		checked, err := s.code.Check(c.ctx, req.ZipFile)
 		if err != nil {
@@ -420,11 +442,27 @@ func (s *Service) updateFunctionCode(c *call) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
 		}
+		if f.ImageImport != nil {
+			return s.importInProgress(f)
+		}
+		f.Latest.RevisionId, f.Latest.LastModified = api.NewUUID(), s.timestamp()
+		published = nil
+		if image {
+			// $LATEST runs its code until the import ends; a version
+			// published now is Pending until then.
+			f.ImageImport = s.newImport(code, resolved, false)
+			f.Latest.LastUpdateStatus, f.Latest.LastUpdateStatusReason, f.Latest.LastUpdateStatusReasonCode = "InProgress", updatingReason, ""
+			if req.Publish {
+				published = s.publish(f, nil)
+				published.CodeSha256, published.CodeSize, published.KilnImage = code.CodeSha256, code.CodeSize, code.KilnImage
+				published.Architectures = code.Architectures
+				pending(published)
+			}
+			return nil
+		}
 		f.Latest.CodeSha256, f.Latest.CodeSize, f.Latest.KilnImage = code.CodeSha256, code.CodeSize, code.KilnImage
 		f.Latest.Architectures = code.Architectures
-		f.Latest.RevisionId, f.Latest.LastModified = api.NewUUID(), s.timestamp()
 		f.Latest.LastUpdateStatus = "Successful"
-		published = nil
 		if req.Publish {
 			published = s.publish(f, nil)
 		}
@@ -432,6 +470,10 @@ func (s *Service) updateFunctionCode(c *call) error {
 	})
 	if err != nil {
 		return err
+	}
+	if image {
+		s.startImport(f.Account, f.Name, *f.ImageImport, resolved)
+		resolved = nil
 	}
 	if published != nil {
 		return c.reply(http.StatusOK, published)
@@ -459,6 +501,9 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 	f, err := s.modify(c, ref.Name, func(f *metadata.Function) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
+		}
+		if f.ImageImport != nil {
+			return s.importInProgress(f)
 		}
 		cfg := clone(&f.Latest)
 		if err := apply(cfg, &req.settings); err != nil {

@@ -3,12 +3,19 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-dev/kiln/controlplane"
@@ -29,6 +36,25 @@ func startWithImageStore(t *testing.T) (*kiln, string, imagestest.Store) {
 	store := imagestest.NewStore(t)
 	k := start(t, "", func(c *controlplane.Config) { c.Images = store.Store })
 	return k, imagestest.Registry(t), store
+}
+
+// waitActive waits, as boto3's and the AWS SDKs' function_active_v2 waiter
+// does, until the function's image is imported.
+func waitActive(t *testing.T, k *kiln, name string) {
+	t.Helper()
+	w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(context.Background(), &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
+		t.Fatalf("waiting for %s to be Active: %v", name, err)
+	}
+}
+
+// waitUpdated waits as function_updated_v2 does, for a code update.
+func waitUpdated(t *testing.T, k *kiln, name string) {
+	t.Helper()
+	w := lambda.NewFunctionUpdatedV2Waiter(k.client, func(o *lambda.FunctionUpdatedV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(context.Background(), &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
+		t.Fatalf("waiting for %s's update: %v", name, err)
+	}
 }
 
 func imageInput(name, uri string) *lambda.CreateFunctionInput {
@@ -61,12 +87,20 @@ func TestImageFunction(t *testing.T) {
 		out.ImageConfigResponse == nil || out.ImageConfigResponse.ImageConfig.Command[0] != "app.handler" {
 		t.Fatalf("created %+v", out)
 	}
+	// The import runs after the answer, as Lambda's does.
+	if out.State != types.StatePending || out.StateReasonCode != types.StateReasonCodeCreating || out.LastUpdateStatus != types.LastUpdateStatusInProgress {
+		t.Fatalf("created: State %s (%s), LastUpdateStatus %s; want Pending (Creating), InProgress", out.State, out.StateReasonCode, out.LastUpdateStatus)
+	}
+	waitActive(t, k, "img")
 	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if *get.Code.RepositoryType != "ECR" || *get.Code.ImageUri != reg+"/fn:v1" || *get.Code.ResolvedImageUri != v1ref {
 		t.Fatalf("code %+v", get.Code)
+	}
+	if c := get.Configuration; c.State != types.StateActive || c.StateReasonCode != "" || c.LastUpdateStatus != types.LastUpdateStatusSuccessful {
+		t.Fatalf("imported: State %s (%s), LastUpdateStatus %s", c.State, c.StateReasonCode, c.LastUpdateStatus)
 	}
 	if *get.Configuration.ImageConfigResponse.ImageConfig.WorkingDirectory != "/app" {
 		t.Fatalf("image config %+v", get.Configuration.ImageConfigResponse)
@@ -84,12 +118,22 @@ func TestImageFunction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *upd.CodeSha256 != d2.Hex || *upd.Version != "1" {
+	if *upd.CodeSha256 != d2.Hex || *upd.Version != "1" || upd.State != types.StatePending {
 		t.Fatalf("updated %+v", upd)
 	}
+	// While the import runs, the function takes no other change.
+	_, err = k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("img"), Timeout: aws.Int32(9)})
+	if err != nil { // else the import had already ended
+		wantErr(t, err, "ResourceConflictException", 409, "An update is in progress for resource")
+	}
+	waitUpdated(t, k, "img")
 	get, err = k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img"), Qualifier: aws.String("1")})
-	if err != nil || *get.Code.ResolvedImageUri != v2ref {
+	if err != nil || *get.Code.ResolvedImageUri != v2ref || get.Configuration.State != types.StateActive {
 		t.Fatalf("version 1: %v %+v", err, get)
+	}
+	get, err = k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
+	if err != nil || *get.Code.ResolvedImageUri != v2ref || *get.Configuration.CodeSha256 != d2.Hex {
+		t.Fatalf("$LATEST after the update: %v %+v", err, get)
 	}
 
 	cfgOut, err := k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("img"),
@@ -119,7 +163,6 @@ func TestImageFunctionErrors(t *testing.T) {
 		{"bad uri", imageInput("f", "not a uri"), "Source image not a uri is not valid"},
 		{"missing", imageInput("f", reg+"/nothing:here"), "does not exist. Provide a valid source image."},
 		{"architecture", imageInput("f", reg+"/arm:v1"), "is not supported"},
-		{"hostile", imageInput("f", reg+"/dev:v1"), "climbs out of the image root"},
 		{"zip file", func() *lambda.CreateFunctionInput {
 			in := imageInput("f", reg+"/arm:v1")
 			in.Code.ZipFile = []byte("PK")
@@ -142,7 +185,25 @@ func TestImageFunctionErrors(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, in); err != nil {
 		t.Fatal(err)
 	}
-	_, err := k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("zipfn"),
+	waitActive(t, k, "armfn")
+	// Hostile content shows once the layers are read, in the import: the
+	// function is Failed with Lambda's InvalidImage, and the waiter fails.
+	if _, err := k.client.CreateFunction(ctx, imageInput("hostile", reg+"/dev:v1")); err != nil {
+		t.Fatal(err)
+	}
+	w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("hostile")}, time.Minute); err == nil {
+		t.Fatal("the waiter saw a hostile image's function Active")
+	}
+	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("hostile")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := get.Configuration; c.State != types.StateFailed || c.StateReasonCode != types.StateReasonCodeInvalidImage ||
+		!strings.Contains(*c.StateReason, "climbs out of the image root") || c.LastUpdateStatus != types.LastUpdateStatusFailed {
+		t.Fatalf("hostile image: State %s (%s: %s), LastUpdateStatus %s", c.State, c.StateReasonCode, aws.ToString(c.StateReason), c.LastUpdateStatus)
+	}
+	_, err = k.client.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String("zipfn"),
 		ImageConfig: &types.ImageConfig{Command: []string{"x"}}})
 	wantErr(t, err, "InvalidParameterValueException", 400, "ImageConfig is not supported for functions with package type Zip")
 	_, err = k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("zipfn"), ImageUri: aws.String(reg + "/arm:v1")})
@@ -164,6 +225,7 @@ func TestCollectImages(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, imageInput("img", reg+"/fn:v1")); err != nil {
 		t.Fatal(err)
 	}
+	waitActive(t, k, "img")
 	js, err := jetstream.New(k.nc)
 	if err != nil {
 		t.Fatal(err)
@@ -186,10 +248,12 @@ func TestCollectImages(t *testing.T) {
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v2"), Publish: true}); err != nil {
 		t.Fatal(err)
 	}
+	waitUpdated(t, k, "img")
 	m2 := manifestOf("1")
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v3")}); err != nil {
 		t.Fatal(err)
 	}
+	waitUpdated(t, k, "img")
 	m3 := manifestOf("")
 	n, err := k.svc.CollectCode(ctx, 0)
 	if err != nil || n == 0 {
@@ -211,4 +275,150 @@ func TestCollectImages(t *testing.T) {
 			}
 		}
 	}
+}
+
+// hookedRegistry is go-containerregistry's registry behind hook, which
+// answers a request itself by returning true.
+func hookedRegistry(t *testing.T, hook func(w http.ResponseWriter, r *http.Request) bool) string {
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hook(w, r) {
+			reg.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// gatedRegistry is a registry whose GETs of blob are held until release is
+// closed (or the request is cancelled); blocked gets a value for each one
+// held.
+func gatedRegistry(t *testing.T, blob string) (host string, blocked chan struct{}, release chan struct{}) {
+	blocked, release = make(chan struct{}, 16), make(chan struct{})
+	host = hookedRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+blob) {
+			blocked <- struct{}{}
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return true
+			}
+		}
+		return false
+	})
+	return host, blocked, release
+}
+
+// TestImageImportFailures: an image whose layers the registry no longer
+// serves, or refuses, once CreateFunction found it: the function is
+// Failed with Lambda's ImageDeleted or ImageAccessDenied, and a code update
+// that fails so leaves $LATEST Active on its old code, LastUpdateStatus
+// Failed.
+func TestImageImportFailures(t *testing.T) {
+	ctx := context.Background()
+	k, _ := startWithImages(t)
+	defer k.stop()
+	good := imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, imagestest.File{Name: "f", Body: []byte("good")}))
+	layer := imagestest.Layer(t, imagestest.File{Name: "f", Body: []byte("refused")})
+	ld, _ := layer.Digest()
+	var status atomic.Int32
+	reg := hookedRegistry(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if s := int(status.Load()); s != 0 && r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) {
+			w.WriteHeader(s)
+			return true
+		}
+		return false
+	})
+	imagestest.Push(t, reg+"/fn:good", good)
+	imagestest.Push(t, reg+"/fn:bad", imagestest.Image(t, "amd64", v1.Config{}, layer))
+	for _, tc := range []struct {
+		status int
+		code   types.StateReasonCode
+	}{{http.StatusNotFound, types.StateReasonCodeImageDeleted}, {http.StatusForbidden, types.StateReasonCodeImageAccessDenied}} {
+		status.Store(int32(tc.status))
+		fn := "img-" + string(tc.code)
+		if _, err := k.client.CreateFunction(ctx, imageInput(fn, reg+"/fn:bad")); err != nil {
+			t.Fatal(err)
+		}
+		w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+		if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)}, time.Minute); err == nil {
+			t.Fatalf("%s: the waiter saw the function Active", fn)
+		}
+		get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := get.Configuration; c.State != types.StateFailed || c.StateReasonCode != tc.code {
+			t.Fatalf("layer answered %d: State %s (%s: %s), want Failed (%s)", tc.status, c.State, c.StateReasonCode, aws.ToString(c.StateReason), tc.code)
+		}
+	}
+	// An update that fails so: $LATEST keeps running its old image.
+	if _, err := k.client.CreateFunction(ctx, imageInput("upd", reg+"/fn:good")); err != nil {
+		t.Fatal(err)
+	}
+	waitActive(t, k, "upd")
+	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("upd"), ImageUri: aws.String(reg + "/fn:bad")}); err != nil {
+		t.Fatal(err)
+	}
+	w := lambda.NewFunctionUpdatedV2Waiter(k.client, func(o *lambda.FunctionUpdatedV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
+	if err := w.Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("upd")}, time.Minute); err == nil {
+		t.Fatal("the update waiter saw a failed update succeed")
+	}
+	gd, _ := good.Digest()
+	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("upd")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := get.Configuration; c.State != types.StateActive || c.LastUpdateStatus != types.LastUpdateStatusFailed ||
+		c.LastUpdateStatusReasonCode != types.LastUpdateStatusReasonCodeImageAccessDenied || *c.CodeSha256 != gd.Hex {
+		t.Fatalf("after a failed update: State %s, LastUpdateStatus %s (%s), code %s; want Active, Failed (ImageAccessDenied), the old image",
+			c.State, c.LastUpdateStatus, c.LastUpdateStatusReasonCode, *c.CodeSha256)
+	}
+}
+
+// TestImageImportResumes: two control planes on the same metadata; the
+// first imports an image (its layer download held). While it lives the
+// second leaves the import alone, even past ImportStale (the first keeps
+// beating); when the first stops, it hands the import over and the
+// second redoes it at its next look. (A control plane killed, which hands
+// nothing over, is cluster.TestControlPlaneKilledMidImport.)
+func TestImageImportResumes(t *testing.T) {
+	ctx := context.Background()
+	store := imagestest.NewStore(t)
+	var cfg controlplane.Config
+	k := start(t, "", func(c *controlplane.Config) { c.Images, c.ImportStale = store.Store, 2*time.Second; cfg = *c })
+	defer k.stop()
+	layer := imagestest.Layer(t, imagestest.File{Name: "bootstrap", Body: []byte("held")})
+	ld, _ := layer.Digest()
+	reg, blocked, release := gatedRegistry(t, ld.String())
+	imagestest.Push(t, reg+"/fn:v1", imagestest.Image(t, "amd64", v1.Config{}, layer))
+	for len(blocked) > 0 { // the push's own reads
+		<-blocked
+	}
+	if _, err := k.client.CreateFunction(ctx, imageInput("img", reg+"/fn:v1")); err != nil {
+		t.Fatal(err)
+	}
+	waitBlocked := func(why string) {
+		t.Helper()
+		select {
+		case <-blocked:
+		case <-time.After(30 * time.Second):
+			t.Fatal(why)
+		}
+	}
+	waitBlocked("the import never fetched the layer")
+	second := controlplane.New(cfg)
+	defer second.Close()
+	time.Sleep(3 * time.Second) // past ImportStale: a live owner's import is not taken
+	if len(blocked) != 0 {
+		t.Fatal("the second control plane took over a live owner's import")
+	}
+	k.svc.Close() // stops the first, which hands its import over
+	waitBlocked("the second control plane did not take the import over")
+	close(release)
+	k.srv.Close()
+	k.svc = second
+	k.srv = serve(k.svc)
+	k.client = newClient(k.srv.URL, keyID, secret)
+	waitActive(t, k, "img")
 }

@@ -47,6 +47,10 @@ type Config struct {
 	// attributes; without them the event source mapping API is not served.
 	Mappings *esm.Store
 	Queues   QueueAttributes
+	// ImportStale is how long the control plane running an image import
+	// may be silent before another takes the import over (0 means a
+	// minute).
+	ImportStale time.Duration
 	// Now is the clock (nil means time.Now).
 	Now func() time.Time
 	// Logger receives internal errors (nil means slog.Default()).
@@ -59,6 +63,7 @@ type Service struct {
 	store *metadata.Store
 	code  *codestore.Store
 	log   *slog.Logger
+	imports
 }
 
 // New returns the control plane.
@@ -79,10 +84,15 @@ func New(cfg Config) *Service {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ImportStale <= 0 {
+		cfg.ImportStale = importStale
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{cfg: cfg, store: cfg.Store, code: cfg.Code, log: cfg.Logger}
+	s := &Service{cfg: cfg, store: cfg.Store, code: cfg.Code, log: cfg.Logger}
+	s.startImports()
+	return s
 }
 
 // Register adds the management API's routes to mux. The mux must sit behind

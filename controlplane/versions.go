@@ -65,6 +65,9 @@ func (s *Service) publishVersion(c *call) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
 		}
+		if f.ImageImport != nil {
+			return s.importInProgress(f)
+		}
 		if req.CodeSha256 != "" && req.CodeSha256 != f.Latest.CodeSha256 {
 			return api.Errorf(api.InvalidParameterValue, "CodeSHA256 (%s) is different from current CodeSHA256 in $LATEST (%s). Please try again with the CodeSHA256 in $LATEST.",
 				req.CodeSha256, f.Latest.CodeSha256)

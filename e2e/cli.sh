@@ -381,11 +381,13 @@ after_restart() {
 # arm:v1 is for arm64).
 images() {
 	local uri=$REGISTRY/toolkit
-	store_bytes() { du -sb "$CHUNKS" | cut -f1; }
+	store_bytes() { if [ -n "$CHUNKS" ]; then du -sb "$CHUNKS" | cut -f1; else echo 0; fi; }
 	call "create-function --package-type Image" create-function --function-name img --package-type Image \
 		--code "ImageUri=$uri:v1" --role "$ROLE" --publish
-	check "create-function image: PackageType Image, version 1, no Runtime" "$OUT" \
-		"d['PackageType'] == 'Image' and d['Version'] == '1' and 'Runtime' not in d and len(d['CodeSha256']) == 64"
+	check "create-function image: PackageType Image, version 1, no Runtime, Pending while it is imported" "$OUT" \
+		"d['PackageType'] == 'Image' and d['Version'] == '1' and 'Runtime' not in d and len(d['CodeSha256']) == 64 and d['State'] == 'Pending' and d['StateReasonCode'] == 'Creating'"
+	call "wait function-active-v2 img" wait function-active-v2 --function-name img
+	ok "the function-active-v2 waiter saw img Active"
 	local after_v1
 	after_v1=$(store_bytes)
 	call "get-function img" get-function --function-name img
@@ -399,11 +401,16 @@ images() {
 	ok "create-alias live -> 1"
 
 	call "update-function-code --image-uri v2" update-function-code --function-name img --image-uri "$uri:v2" --publish
-	check "update-function-code: version 2" "$OUT" "d['Version'] == '2' and d['PackageType'] == 'Image'"
+	check "update-function-code: version 2, Pending while it is imported" "$OUT" "d['Version'] == '2' and d['PackageType'] == 'Image' and d['State'] == 'Pending'"
+	call "wait function-updated-v2 img" wait function-updated-v2 --function-name img
+	call "get-function img:2" get-function --function-name img --qualifier 2
+	check "after the update: version 2 Active" "$OUT" "d['Configuration']['State'] == 'Active'"
 	local after_v2
 	after_v2=$(store_bytes)
-	[ $((after_v2 - after_v1)) -lt "$BASE_BYTES" ] || fail "the store grew by $((after_v2 - after_v1)) bytes for v2, base is $BASE_BYTES"
-	ok "v2 stored $((after_v2 - after_v1)) new bytes; its $BASE_BYTES-byte base was stored once"
+	if [ -n "$CHUNKS" ]; then # else the caller measures the store
+		[ $((after_v2 - after_v1)) -lt "$BASE_BYTES" ] || fail "the store grew by $((after_v2 - after_v1)) bytes for v2, base is $BASE_BYTES"
+		ok "v2 stored $((after_v2 - after_v1)) new bytes; its $BASE_BYTES-byte base was stored once"
+	fi
 	invoke "invoke img \$LATEST" img '{"action":"version"}'
 	check "\$LATEST runs v2" "$RESP" "d == 'v2'"
 	call "update-alias live -> 2" update-alias --function-name img --name live --function-version 2
@@ -414,18 +421,22 @@ images() {
 	check "live runs v1 again, ExecutedVersion 1" "$OUT" "d['ExecutedVersion'] == '1'"
 	check "the rolled-back alias runs v1's image" "$RESP" "d == 'v1'"
 
-	call "create-function from kiln up's own registry" create-function --function-name img-kiln --package-type Image \
+	call "create-function from Kiln's own registry" create-function --function-name img-kiln --package-type Image \
 		--code "ImageUri=$KILN_REGISTRY/toolkit:v1" --role "$ROLE"
+	call "wait function-active-v2 img-kiln" wait function-active-v2 --function-name img-kiln
 	invoke "invoke img-kiln" img-kiln '{"action":"version"}'
-	check "the image pushed to kiln up's registry runs (v1)" "$RESP" "d == 'v1'"
-	expect_error InvalidParameterValueException "create-function with a tag kiln up's registry does not have" create-function \
+	check "the image pushed to Kiln's own registry runs (v1)" "$RESP" "d == 'v1'"
+	expect_error InvalidParameterValueException "create-function with a tag Kiln's registry does not have" create-function \
 		--function-name bad --package-type Image --code "ImageUri=$KILN_REGISTRY/toolkit:v9" --role "$ROLE"
 
-	call "create-function from a docker save tarball" create-function --function-name img-archive --package-type Image \
-		--code "ImageUri=docker-archive:toolkit.tar:toolkit:v1" --role "$ROLE"
-	check "the archive's function is an image function" "$OUT" "d['PackageType'] == 'Image'"
-	invoke "invoke img-archive" img-archive '{"action":"version"}'
-	check "the image from the tarball runs (v1)" "$RESP" "d == 'v1'"
+	if [ -n "$ARCHIVES" ]; then
+		call "create-function from a docker save tarball" create-function --function-name img-archive --package-type Image \
+			--code "ImageUri=docker-archive:toolkit.tar:toolkit:v1" --role "$ROLE"
+		check "the archive's function is an image function" "$OUT" "d['PackageType'] == 'Image'"
+		call "wait function-active-v2 img-archive" wait function-active-v2 --function-name img-archive
+		invoke "invoke img-archive" img-archive '{"action":"version"}'
+		check "the image from the tarball runs (v1)" "$RESP" "d == 'v1'"
+	fi
 	expect_error InvalidParameterValueException "create-function with an archive outside the archives directory" create-function \
 		--function-name bad --package-type Image --code "ImageUri=docker-archive:../identity.json" --role "$ROLE"
 

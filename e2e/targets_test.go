@@ -167,9 +167,9 @@ func getTarget(t *testing.T, name string) *target {
 	var tg *target
 	switch name {
 	case "up":
-		tg = startUp(t)
+		tg = startUp(t, "up")
 	case "cluster":
-		tg = startCluster(t)
+		tg = startCluster(t, "cluster")
 	default:
 		t.Fatalf("unknown target %q", name)
 	}
@@ -185,11 +185,12 @@ func forEachTarget(t *testing.T, fn func(t *testing.T, tg *target)) {
 	}
 }
 
-func startUp(t *testing.T) *target {
+// startUp runs `kiln up` (with more args) in the suite's directory name.
+func startUp(t *testing.T, name string, args ...string) *target {
 	addr := kilntest.FreeAddr(t)
 	natsAddr := kilntest.FreeAddr(t)
-	k := &kiln{t: t, bin: suite.bin, data: filepath.Join(suite.dir, "up"), addr: addr, endpoint: "http://" + addr,
-		logPath: filepath.Join(suite.dir, "kiln.log"), args: []string{"--nats-listen", natsAddr}}
+	k := &kiln{t: t, bin: suite.bin, data: filepath.Join(suite.dir, name), addr: addr, endpoint: "http://" + addr,
+		logPath: filepath.Join(suite.dir, name+".log"), args: append([]string{"--nats-listen", natsAddr}, args...)}
 	k.start()
 	b, err := os.ReadFile(filepath.Join(k.data, "identity.json"))
 	if err != nil {
@@ -204,12 +205,13 @@ func startUp(t *testing.T) *target {
 		nats: "nats://" + natsAddr, log: k.log, up: k}
 }
 
-// startCluster runs `kiln cluster up` as a user would, with the suite's key
-// pair: three NATS nodes, placement, a control plane, three assignment
-// members, three workers (Linux sandbox), two frontends, two pollers.
-func startCluster(t *testing.T) *target {
-	dir := filepath.Join(suite.dir, "cluster")
-	cmd := exec.Command(suite.bin, "cluster", "up", "--dir", dir)
+// startCluster runs `kiln cluster up` (with more args) in the suite's
+// directory name as a user would, with the suite's key pair: three NATS
+// nodes, placement, a control plane, three assignment members, three
+// workers (Linux sandbox), two frontends, two pollers.
+func startCluster(t *testing.T, name string, args ...string) *target {
+	dir := filepath.Join(suite.dir, name)
+	cmd := exec.Command(suite.bin, append([]string{"cluster", "up", "--dir", dir}, args...)...)
 	cmd.Env = append(os.Environ(), "KILN_ACCESS_KEY_ID="+accessKeyID, "KILN_SECRET_ACCESS_KEY="+secretAccessKey)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -138,6 +138,20 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 	if err != nil {
 		return nil, notFound
 	}
+	if cfg.State == "Pending" || cfg.State == "Failed" { // an image being imported, or whose import failed
+		// The import may have just ended, before the watch told the cache:
+		// refuse only what the store says.
+		f.cache.forget(account, ref.Name)
+		if fn, err = f.cache.get(ctx, account, ref.Name); err != nil {
+			return nil, notFound
+		}
+		if cfg, err = fn.Resolve(ref.Qualifier, metadata.Pick()); err != nil {
+			return nil, notFound
+		}
+		if cfg.State == "Pending" || cfg.State == "Failed" {
+			return nil, api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. The function is currently in the following state: %s", cfg.State)
+		}
+	}
 	return &metadata.Target{Account: account, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -34,9 +35,30 @@ type Source interface {
 type Config struct {
 	ReadAhead   int // most chunks fetched ahead of a sequential read; 4 when zero, -1 for none
 	CacheChunks int // decrypted chunks kept in memory; 64 when zero
+	// Cache, if set, is the decrypted-chunk cache the mount shares (a
+	// worker's mounts: images sharing a base share its chunks), in place
+	// of a cache of its own; CacheChunks is then its size.
+	Cache *Cache
 }
 
-// Stats counts what a mount fetched.
+// Cache is a bounded LRU of decrypted chunks, keyed by chunk ID: a chunk's
+// ID is the hash of its ciphertext, checked with its GCM tag when it came
+// in, so any mount whose manifest names the ID reads the same plaintext
+// (IDs of different scopes never meet: their keys differ).
+type Cache struct{ c *chunks }
+
+// NewCache returns a cache of n chunks (64 when zero) fetched from src.
+func NewCache(src Source, n int) *Cache {
+	if n <= 0 {
+		n = 64
+	}
+	return &Cache{c: &chunks{src: src, max: n, byID: map[chunk.ID]*list.Element{}, inflight: map[chunk.ID]*fetch{}, stats: &Stats{}}}
+}
+
+// Stats counts what the cache fetched, for every mount sharing it.
+func (c *Cache) Stats() *Stats { return c.c.stats }
+
+// Stats counts what a mount (or the mounts sharing a cache) fetched.
 type Stats struct {
 	ChunksFetched, BytesFetched, Reads atomic.Int64
 }
@@ -45,6 +67,8 @@ type Stats struct {
 type FS struct {
 	server *fuse.Server
 	dir    string
+	m      *images.Manifest
+	c      *chunks
 	Stats  *Stats
 }
 
@@ -53,11 +77,10 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if cfg.ReadAhead == 0 {
 		cfg.ReadAhead = 4
 	}
-	if cfg.CacheChunks <= 0 {
-		cfg.CacheChunks = 64
+	if cfg.Cache == nil {
+		cfg.Cache = NewCache(src, cfg.CacheChunks)
 	}
-	st := &Stats{}
-	c := &chunks{src: src, max: cfg.CacheChunks, byID: map[chunk.ID]*list.Element{}, inflight: map[chunk.ID]*fetch{}, stats: st}
+	c, st := cfg.Cache.c, cfg.Cache.c.stats
 	if len(m.Entries) == 0 || m.Entries[0].Path != "." {
 		return nil, fmt.Errorf("imagefs: manifest has no root directory")
 	}
@@ -72,14 +95,73 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 			Name:              "kilnimage",
 			AllowOther:        true, // the environment's unprivileged user reads it
 			Options:           []string{"ro", "default_permissions", "nosuid", "nodev"},
-			DirectMountStrict: true,              // no fusermount here: kiln runs as root
-			MaxReadAhead:      chunk.DefaultSize, // the kernel's own read-ahead per file
+			DirectMountStrict: true, // no fusermount here: kiln runs as root
+			// Reads of up to 1 MiB (go-fuse's default is 128 KiB): a page
+			// fault or read that needs a chunk asks for more of it in one
+			// round trip. The kernel's own read-ahead per file is one chunk.
+			MaxWrite:     1 << 20,
+			MaxReadAhead: chunk.DefaultSize,
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
 	}
-	return &FS{server: srv, dir: dir, Stats: st}, nil
+	return &FS{server: srv, dir: dir, m: m, c: c, Stats: st}, nil
+}
+
+// Prefetch starts fetching the chunks of the file at p (absolute in the
+// image, or relative to dir; symbolic links followed), up to half the chunk
+// cache: what a start is certain to read, the image's entrypoint, is
+// fetched while the environment is being made, not page fault by page
+// fault once it runs.
+func (f *FS) Prefetch(dir, p string) {
+	byPath := make(map[string]*flatten.Entry, len(f.m.Entries))
+	for i := range f.m.Entries {
+		byPath[f.m.Entries[i].Path] = &f.m.Entries[i]
+	}
+	e := resolve(byPath, path.Join("/", dir, p))
+	if e == nil || e.Type != flatten.File {
+		return
+	}
+	for i, r := range e.Chunks {
+		if i >= f.c.max/2 {
+			break
+		}
+		f.c.prefetch(r)
+	}
+}
+
+// resolve finds the entry at absolute path p, following symbolic links in
+// every component (as the kernel would, in the image's root), or nil.
+func resolve(byPath map[string]*flatten.Entry, p string) *flatten.Entry {
+	rest := strings.Split(strings.Trim(path.Clean(p), "/"), "/")
+	cur := "."
+	for hops := 0; len(rest) > 0; {
+		name := rest[0]
+		rest = rest[1:]
+		next := path.Join(cur, name)
+		e := byPath[next]
+		if e == nil {
+			return nil
+		}
+		if e.Type != flatten.Symlink {
+			if len(rest) == 0 {
+				return e
+			}
+			cur = next
+			continue
+		}
+		if hops++; hops > 40 {
+			return nil
+		}
+		target := e.Target
+		if !path.IsAbs(target) {
+			target = path.Join("/", cur, target)
+		}
+		rest = append(strings.Split(strings.Trim(path.Clean(target), "/"), "/"), rest...)
+		cur = "."
+	}
+	return byPath[cur]
 }
 
 // Unmount detaches the file system from dir at once. Environments that

@@ -1,6 +1,7 @@
 package imagefs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,10 @@ import (
 
 // Mounter mounts each image a worker runs once, under Dir, shared by its
 // environments (the file system is read-only), and unmounts it when no
-// environment has used it for Grace.
+// environment has used it for Grace. Its mounts share one decrypted-chunk
+// cache (Config.CacheChunks, 256 when zero): a chunk is hashed and
+// decrypted once per worker while it stays cached, whichever image and
+// mount read it.
 type Mounter struct {
 	Store  *images.Store
 	Dir    string
@@ -26,10 +30,10 @@ type Mounter struct {
 	// minute.
 	Grace time.Duration
 
-	mu      sync.Mutex
-	mounts  map[string]*mounted
-	seq     int
-	fetched int64 // by mounts already gone
+	mu     sync.Mutex
+	mounts map[string]*mounted
+	seq    int
+	cache  *Cache
 }
 
 type mounted struct {
@@ -94,7 +98,6 @@ func (mt *Mounter) release(key string, m *mounted) {
 			return
 		}
 		delete(mt.mounts, key)
-		mt.fetched += m.fs.Stats.BytesFetched.Load()
 		mt.mu.Unlock()
 		unmount(m)
 	})
@@ -117,9 +120,19 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 	if err := os.MkdirAll(m.dir, 0o755); err != nil {
 		return fmt.Errorf("imagefs: %w", err)
 	}
-	fs, err := Mount(m.dir, man, mt.Store, mt.Config)
+	mt.mu.Lock()
+	if mt.cache == nil {
+		mt.cache = NewCache(mt.Store, cmp.Or(mt.Config.CacheChunks, 256))
+	}
+	cfg := mt.Config
+	cfg.Cache = mt.cache
+	mt.mu.Unlock()
+	fs, err := Mount(m.dir, man, mt.Store, cfg)
 	if err != nil {
 		return err
+	}
+	if ep := man.Config.Entrypoint; len(ep) > 0 {
+		fs.Prefetch(man.Config.WorkingDir, ep[0])
 	}
 	m.fs, m.cfg = fs, man.Config
 	return nil
@@ -129,13 +142,10 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 func (mt *Mounter) BytesFetched() int64 {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
-	n := mt.fetched
-	for _, m := range mt.mounts {
-		if m.fs != nil {
-			n += m.fs.Stats.BytesFetched.Load()
-		}
+	if mt.cache == nil {
+		return 0
 	}
-	return n
+	return mt.cache.Stats().BytesFetched.Load()
 }
 
 // Mounted returns how many images are mounted.
@@ -178,7 +188,6 @@ func (mt *Mounter) Close() error {
 			m.idle.Stop()
 		}
 		if m.fs != nil {
-			mt.fetched += m.fs.Stats.BytesFetched.Load()
 			gone = append(gone, m)
 		}
 		delete(mt.mounts, key)

@@ -1,6 +1,7 @@
 package imagefs_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -75,5 +76,50 @@ func TestMounterSharesAndUnmountsUnused(t *testing.T) {
 	}
 	if _, _, _, err := mt.Mount(ctx, "222222222222", imp.ManifestName); err == nil {
 		t.Fatal("another account mounted the image")
+	}
+}
+
+// TestMounterSharesChunksAcrossImages: two images sharing a base file,
+// mounted by one worker, and the entrypoint prefetched at mount: the
+// shared file's chunks are fetched (hashed, decrypted) once for both.
+func TestMounterSharesChunksAcrossImages(t *testing.T) {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	ctx := context.Background()
+	st := imagestest.NewStore(t)
+	base := bytes.Repeat([]byte("base layer "), 200_000) // 2.2 MB: five chunks
+	baseLayer := imagestest.Layer(t, imagestest.File{Name: "opt/base", Body: base}, imagestest.File{Name: "bin/app", Body: []byte("app"), Mode: 0o755})
+	var names []string
+	for _, own := range []string{"one", "two"} {
+		imp, err := st.ImportImage(ctx, "111111111111", imagestest.Image(t, "amd64", v1.Config{Entrypoint: []string{"/bin/app"}}, baseLayer,
+			imagestest.Layer(t, imagestest.File{Name: "own", Body: []byte(own)})), "amd64")
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, imp.ManifestName)
+	}
+	mt := &imagefs.Mounter{Store: st.Store, Dir: t.TempDir()}
+	defer mt.Close()
+	read := func(manifest string) {
+		dir, _, release, err := mt.Mount(ctx, "111111111111", manifest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer release()
+		if b, err := os.ReadFile(filepath.Join(dir, "opt/base")); err != nil || !bytes.Equal(b, base) {
+			t.Fatalf("read %d bytes, %v", len(b), err)
+		}
+	}
+	read(names[0])
+	first := mt.BytesFetched()
+	if first < int64(len(base)) {
+		t.Fatalf("the first image fetched %d bytes, its base file is %d", first, len(base))
+	}
+	read(names[1])
+	// The second mount fetched its entrypoint's chunk (the same: shared)
+	// and nothing of the base.
+	if more := mt.BytesFetched() - first; more != 0 {
+		t.Fatalf("the second image fetched %d more bytes; its base's chunks were cached", more)
 	}
 }

@@ -66,6 +66,9 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 		size = int64(e.Chunks[0].Len) // every chunk but the last is full
 	}
 	first, last := int(off/size), int((end-1)/size)
+	for i := first + 1; i <= last; i++ { // fetched side by side, not one after another
+		n.c.prefetch(e.Chunks[i])
+	}
 	for i := first; i <= last; i++ {
 		p, err := n.c.get(ctx, e.Chunks[i])
 		if err != nil {

@@ -2,7 +2,6 @@ package images
 
 import (
 	"archive/tar"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -29,12 +28,14 @@ const (
 // archiveFile is a file name in the archives directory: no directories.
 var archiveFile = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$`)
 
-func isArchive(uri string) bool {
+// IsArchive reports an archive URI (docker-archive:, oci-archive:).
+func IsArchive(uri string) bool {
 	return strings.HasPrefix(uri, dockerArchive) || strings.HasPrefix(uri, ociArchive)
 }
 
-// importArchive imports the image an archive URI names.
-func (s *Store) importArchive(ctx context.Context, account, uri, arch string) (*Import, error) {
+// resolveArchive opens the image an archive URI names; the Resolved holds
+// the archives directory (and an OCI layout unpacked) until it is closed.
+func (s *Store) resolveArchive(uri, arch string) (*Resolved, error) {
 	if s.Archives == "" {
 		return nil, fmt.Errorf("%w: %s: this Kiln has no image archives directory", ErrBadURI, uri)
 	}
@@ -47,44 +48,44 @@ func (s *Store) importArchive(ctx context.Context, account, uri, arch string) (*
 	if err != nil {
 		return nil, fmt.Errorf("image archives: %w", err)
 	}
-	defer root.Close()
+	r := &Resolved{ResolvedURI: kind + ":" + file + "@", close: func() { root.Close() }}
 	if _, err := root.Stat(file); err != nil {
+		r.Close()
 		return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, uri, err)
 	}
 	open := func() (io.ReadCloser, error) { return root.Open(file) }
-	var img v1.Image
 	switch kind + ":" {
 	case dockerArchive:
 		var t *name.Tag
 		if tag != "" {
 			nt, err := name.NewTag(tag)
 			if err != nil {
+				r.Close()
 				return nil, fmt.Errorf("%w: tag %q: %v", ErrBadURI, tag, err)
 			}
 			t = &nt
 		}
-		if img, err = tarball.Image(open, t); err != nil {
+		if r.Image, err = tarball.Image(open, t); err != nil {
+			r.Close()
 			return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, uri, err)
 		}
 	case ociArchive:
 		dir, err := os.MkdirTemp(s.scratch(), "oci-")
 		if err != nil {
+			r.Close()
 			return nil, err
 		}
-		defer os.RemoveAll(dir)
+		r.close = func() { root.Close(); os.RemoveAll(dir) }
 		if err := extractLayout(open, dir); err != nil {
+			r.Close()
 			return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, uri, err)
 		}
-		if img, err = layoutImage(dir, tag, arch); err != nil {
+		if r.Image, err = layoutImage(dir, tag, arch); err != nil {
+			r.Close()
 			return nil, fmt.Errorf("%s: %w", uri, err)
 		}
 	}
-	imp, err := s.ImportImage(ctx, account, img, arch)
-	if err != nil {
-		return nil, err
-	}
-	imp.ResolvedURI = kind + ":" + file + "@" + imp.Manifest.Digest
-	return imp, nil
+	return r, nil
 }
 
 func (s *Store) scratch() string {

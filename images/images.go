@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -28,10 +29,15 @@ import (
 )
 
 // Errors of an import, wrapped; the control plane maps them to Lambda's.
+// Resolve's: the URI, the image, its architecture. Save's, once the image
+// was found: its layers went away (ErrDeleted) or the registry refused them
+// (ErrAccessDenied); flatten.ErrHostile for content refused.
 var (
 	ErrBadURI       = errors.New("invalid image URI")
 	ErrNotFound     = errors.New("image not found")
 	ErrArchitecture = errors.New("image architecture not supported")
+	ErrDeleted      = errors.New("image deleted")
+	ErrAccessDenied = errors.New("image access denied")
 )
 
 // Config is the part of the image's config Lambda applies.
@@ -89,10 +95,11 @@ type Store struct {
 	Scope func(account string) string
 	// Remote are extra options for registry requests (a transport in tests).
 	Remote []remote.Option
-	// Local is Kiln's own registry, at LocalHost (host:port): an ImageUri
-	// naming that host is read from it directly, as the calling account.
-	Local     LocalRegistry
-	LocalHost string
+	// Local is Kiln's own registry, at LocalHosts (host:port: kiln up's
+	// endpoint, a cluster's frontends): an ImageUri naming one of them is
+	// read from it directly, as the calling account.
+	Local      LocalRegistry
+	LocalHosts []string
 	// Archives is the directory of image archives that docker-archive: and
 	// oci-archive: URIs name; empty refuses them. Scratch is where an OCI
 	// layout is unpacked while it is imported (the system's temporary
@@ -110,13 +117,13 @@ func (s *Store) scope(account string) string {
 // LocalRegistry reads an account's images from Kiln's own registry
 // (registry.Registry).
 type LocalRegistry interface {
-	Image(account, repo, ref, arch string) (v1.Image, error)
+	Image(ctx context.Context, account, repo, ref, arch string) (v1.Image, error)
 }
 
 // Import is the result of importing an image.
 type Import struct {
 	ManifestName string // the sealed manifest's name in the store
-	ResolvedURI  string // the URI imported, by digest (Import only)
+	ResolvedURI  string // the URI imported, by digest
 	Manifest     *Manifest
 	Report       flatten.Report
 }
@@ -124,37 +131,94 @@ type Import struct {
 // Arch maps Lambda's architecture names to OCI's.
 var Arch = map[string]string{"x86_64": "amd64", "arm64": "arm64"}
 
-// Import pulls uri (an image reference, by tag or digest, or an archive URI)
-// for a function of account with the given Lambda architecture, and stores it.
+// Resolved is an image found and checked (its manifest and config read),
+// not stored yet: what CreateFunction answers from before the import runs.
+type Resolved struct {
+	Image v1.Image
+	// reopen reads the image again for Save's context, when reading it
+	// from a registry binds the context it was opened with.
+	reopen       func(ctx context.Context) (v1.Image, error)
+	Digest       string // the image manifest's, sha256:...
+	ResolvedURI  string // the URI, by digest
+	Architecture string // OCI's
+	close        func()
+}
+
+// Close releases what reading the image holds (an unpacked archive).
+func (r *Resolved) Close() {
+	if r.close != nil {
+		r.close()
+	}
+}
+
+// Import resolves uri and saves the image: Resolve then Save.
 func (s *Store) Import(ctx context.Context, account, uri, architecture string) (*Import, error) {
+	r, err := s.Resolve(ctx, account, uri, architecture)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return s.Save(ctx, account, r, nil)
+}
+
+// Resolve finds uri (an image reference, by tag or digest, or an archive
+// URI) for a function of account with the given Lambda architecture, and
+// checks its architecture; the layers are read by Save.
+func (s *Store) Resolve(ctx context.Context, account, uri, architecture string) (*Resolved, error) {
 	arch, ok := Arch[architecture]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrArchitecture, architecture)
 	}
-	if isArchive(uri) {
-		return s.importArchive(ctx, account, uri, arch)
+	var r *Resolved
+	if IsArchive(uri) {
+		var err error
+		if r, err = s.resolveArchive(uri, arch); err != nil {
+			return nil, err
+		}
+	} else {
+		ref, err := name.ParseReference(uri, name.StrictValidation)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadURI, err)
+		}
+		img, err := s.fetch(ctx, account, ref, arch)
+		if err != nil {
+			return nil, err
+		}
+		r = &Resolved{Image: img, ResolvedURI: ref.Context().String() + "@"}
+		r.reopen = func(ctx context.Context) (v1.Image, error) {
+			return s.fetch(ctx, account, ref.Context().Digest(r.Digest), arch)
+		}
 	}
-	ref, err := name.ParseReference(uri, name.StrictValidation)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadURI, err)
-	}
-	img, err := s.fetch(ctx, account, ref, arch)
-	if err != nil {
+	if err := r.check(arch); err != nil {
+		r.Close()
 		return nil, err
 	}
-	imp, err := s.ImportImage(ctx, account, img, arch)
+	r.ResolvedURI += r.Digest
+	return r, nil
+}
+
+// check reads the image's digest and config and checks its platform.
+func (r *Resolved) check(arch string) error {
+	digest, err := r.Image.Digest()
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("%w: image digest: %v", ErrNotFound, err)
 	}
-	imp.ResolvedURI = ref.Context().Digest(imp.Manifest.Digest).String()
-	return imp, nil
+	cf, err := r.Image.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("%w: image config: %v", ErrNotFound, err)
+	}
+	if cf.OS != "" && cf.OS != "linux" || cf.Architecture != arch {
+		return fmt.Errorf("%w: the image is %s/%s, the function %s", ErrArchitecture, cf.OS, cf.Architecture, arch)
+	}
+	r.Digest, r.Architecture = digest.String(), arch
+	return nil
 }
 
 // fetch opens the image ref names: from Kiln's own registry when it names
 // that, else over the network.
 func (s *Store) fetch(ctx context.Context, account string, ref name.Reference, arch string) (v1.Image, error) {
-	if s.Local != nil && ref.Context().RegistryStr() == s.LocalHost {
-		img, err := s.Local.Image(account, ref.Context().RepositoryStr(), ref.Identifier(), arch)
+	if s.Local != nil && slices.Contains(s.LocalHosts, ref.Context().RegistryStr()) {
+		img, err := s.Local.Image(ctx, account, ref.Context().RepositoryStr(), ref.Identifier(), arch)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrNotFound, ref, err)
 		}
@@ -177,20 +241,31 @@ func (s *Store) fetch(ctx context.Context, account string, ref name.Reference, a
 
 // ImportImage stores img (already fetched, or built) for account.
 func (s *Store) ImportImage(ctx context.Context, account string, img v1.Image, arch string) (*Import, error) {
-	digest, err := img.Digest()
-	if err != nil {
-		return nil, fmt.Errorf("image digest: %w", err)
+	r := &Resolved{Image: img}
+	if err := r.check(arch); err != nil {
+		return nil, err
+	}
+	return s.Save(ctx, account, r, nil)
+}
+
+// Save stores a resolved image for account: its layers flattened, its
+// files chunked, its manifest sealed. progress, if set, is told the bytes
+// of file content stored so far, every chunk.
+func (s *Store) Save(ctx context.Context, account string, r *Resolved, progress func(bytes int64)) (*Import, error) {
+	img := r.Image
+	if r.reopen != nil {
+		var err error
+		if img, err = r.reopen(ctx); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrDeleted, err)
+		}
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
-		return nil, fmt.Errorf("image config: %w", err)
-	}
-	if cf.OS != "" && cf.OS != "linux" || cf.Architecture != arch {
-		return nil, fmt.Errorf("%w: the image is %s/%s, the function %s", ErrArchitecture, cf.OS, cf.Architecture, arch)
+		return nil, fmt.Errorf("%w: image config: %v", ErrDeleted, err)
 	}
 	layers, err := img.Layers()
 	if err != nil {
-		return nil, fmt.Errorf("image layers: %w", err)
+		return nil, fmt.Errorf("image layers: %w", classify(err))
 	}
 	fl := make([]flatten.Layer, len(layers))
 	for i, l := range layers {
@@ -201,22 +276,29 @@ func (s *Store) ImportImage(ctx context.Context, account string, img v1.Image, a
 		size = chunk.DefaultSize
 	}
 	salt := s.Keys.Salt(ctx, s.scope(account))
-	entries, report, err := flatten.Flatten(fl, s.Limits, func(r io.Reader) ([]chunk.Ref, error) {
-		return chunk.Split(r, size, salt, func(ref chunk.Ref, ct []byte) error {
-			return s.Tiers.Store.Put(ctx, ref.ID.String(), ct)
+	var stored int64
+	entries, report, err := flatten.Flatten(fl, s.Limits, func(rd io.Reader) ([]chunk.Ref, error) {
+		return chunk.Split(rd, size, salt, func(ref chunk.Ref, ct []byte) error {
+			if err := s.Tiers.Store.Put(ctx, ref.ID.String(), ct); err != nil {
+				return err
+			}
+			if stored += int64(ref.Len); progress != nil {
+				progress(stored)
+			}
+			return nil
 		})
 	})
 	if err != nil {
-		return nil, err
+		return nil, classify(err)
 	}
 	if err := checkMountPoints(entries); err != nil {
 		return nil, err
 	}
 	if report != (flatten.Report{}) {
-		slog.Info("images: hostile content neutralised", "image", digest, "report", report)
+		slog.Info("images: hostile content neutralised", "image", r.Digest, "report", report)
 	}
 	m := &Manifest{
-		Digest:       digest.String(),
+		Digest:       r.Digest,
 		Architecture: cf.Architecture,
 		Config:       Config{Entrypoint: cf.Config.Entrypoint, Cmd: cf.Config.Cmd, WorkingDir: cf.Config.WorkingDir, Env: cf.Config.Env},
 		ChunkSize:    size,
@@ -238,7 +320,23 @@ func (s *Store) ImportImage(ctx context.Context, account string, img v1.Image, a
 	if err != nil {
 		return nil, err
 	}
-	return &Import{ManifestName: mname, Manifest: m, Report: report}, nil
+	return &Import{ManifestName: mname, ResolvedURI: r.ResolvedURI, Manifest: m, Report: report}, nil
+}
+
+// classify marks a registry's refusal of a layer it listed: gone
+// (ErrDeleted) or forbidden (ErrAccessDenied).
+func classify(err error) error {
+	var te *transport.Error
+	if !errors.As(err, &te) {
+		return err
+	}
+	switch te.StatusCode {
+	case 404:
+		return fmt.Errorf("%w: %v", ErrDeleted, err)
+	case 401, 403:
+		return fmt.Errorf("%w: %v", ErrAccessDenied, err)
+	}
+	return err
 }
 
 // Manifest fetches and opens the manifest stored under name for account;

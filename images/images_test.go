@@ -214,7 +214,7 @@ func TestImportFromKilnRegistry(t *testing.T) {
 	srv := httptest.NewServer(reg)
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
-	f.Local, f.LocalHost = reg, host
+	f.Local, f.LocalHosts = reg, []string{host}
 	img := imagestest.Image(t, "amd64", v1.Config{}, imagestest.Layer(t, imagestest.File{Name: "f", Body: []byte("from kiln")}))
 	ref, _ := name.ParseReference(host + "/app:v1")
 	if err := remote.Write(ref, img, remote.WithAuth(&authn.Basic{Username: "AKID", Password: "s"})); err != nil {

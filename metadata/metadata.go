@@ -66,9 +66,27 @@ type Function struct {
 	// RecursiveLoop is PutFunctionRecursionConfig's setting: "Allow", or
 	// "" for Lambda's default, Terminate.
 	RecursiveLoop string `json:"recursiveLoop,omitempty"`
+	// ImageImport is the image import under way for $LATEST (its creation
+	// or a code update), nil when there is none.
+	ImageImport *ImageImport `json:"imageImport,omitempty"`
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
+}
+
+// ImageImport is an image import under way, which any control plane can
+// take over from an owner that stopped beating.
+type ImageImport struct {
+	Token    string `json:"token"`    // this import's; a later one replaces it
+	URI      string `json:"uri"`      // as the caller gave it
+	Resolved string `json:"resolved"` // by digest
+	Digest   string `json:"digest"`
+	// Architectures is the function's after the import.
+	Architectures []string `json:"architectures"`
+	// Creating: the function is Pending until it ends (else an update).
+	Creating bool      `json:"creating,omitempty"`
+	Owner    string    `json:"owner"`
+	Beat     time.Time `json:"beat"` // the owner's last sign of life
 }
 
 // Provisioned is one provisioned-concurrency configuration and its state,
@@ -213,6 +231,9 @@ func (s *Store) Get(ctx context.Context, account, name string) (*Function, error
 func (s *Store) read(ctx context.Context, k string) (*Function, error) {
 	value, revision, err := s.readRaw(ctx, k)
 	if err != nil {
+		if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			err = fmt.Errorf("metadata read: %w", err)
+		}
 		return nil, err
 	}
 	return decode(k, value, revision)
@@ -228,11 +249,7 @@ func (s *Store) readRaw(ctx context.Context, k string) ([]byte, uint64, error) {
 		}
 		return e.Value(), e.Revision(), nil
 	}
-	b, rev, err := natsd.LeaderGet(ctx, s.nc, s.bucket, k)
-	if err != nil {
-		return nil, 0, err
-	}
-	return b, rev, nil
+	return natsd.LeaderGet(ctx, s.nc, s.bucket, k)
 }
 
 func isTransient(err error) bool {

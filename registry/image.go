@@ -2,10 +2,10 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
@@ -19,11 +19,11 @@ var ErrNotFound = errors.New("registry: image not found")
 // Image returns repo:ref (a tag or digest) of account, for linux/arch when
 // it is an index: what CreateFunction imports when ImageUri names this
 // registry. It reads the files, not the HTTP API: the caller is the account.
-func (r *Registry) Image(account, repo, ref, arch string) (v1.Image, error) {
+func (r *Registry) Image(ctx context.Context, account, repo, ref, arch string) (v1.Image, error) {
 	if checkRepo(repo) != nil || (!digestRe.MatchString(ref) && !tagRe.MatchString(ref)) {
 		return nil, fmt.Errorf("%w: %s:%s", ErrNotFound, repo, ref)
 	}
-	b, mt, _, err := r.readManifest(account, repo, ref)
+	b, mt, _, err := r.readManifest(ctx, account, repo, ref)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s:%s: %v", ErrNotFound, repo, ref, err)
 	}
@@ -34,7 +34,7 @@ func (r *Registry) Image(account, repo, ref, arch string) (v1.Image, error) {
 		}
 		for _, d := range im.Manifests {
 			if p := d.Platform; p != nil && p.OS == "linux" && p.Architecture == arch {
-				return r.Image(account, repo, d.Digest.String(), arch)
+				return r.Image(ctx, account, repo, d.Digest.String(), arch)
 			}
 		}
 		return nil, fmt.Errorf("%w: no linux/%s image in %s:%s", ErrNotFound, arch, repo, ref)
@@ -43,10 +43,11 @@ func (r *Registry) Image(account, repo, ref, arch string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	return partial.CompressedToImage(&localImage{r: r, account: account, raw: b, mt: mt, m: m})
+	return partial.CompressedToImage(&localImage{ctx: ctx, r: r, account: account, raw: b, mt: mt, m: m})
 }
 
 type localImage struct {
+	ctx     context.Context
 	r       *Registry
 	account string
 	raw     []byte
@@ -58,27 +59,30 @@ func (li *localImage) RawManifest() ([]byte, error)        { return li.raw, nil 
 func (li *localImage) MediaType() (types.MediaType, error) { return li.mt, nil }
 
 func (li *localImage) RawConfigFile() ([]byte, error) {
-	return os.ReadFile(li.r.blobPath(li.account, li.m.Config.Digest.String()))
+	return li.r.store.ReadFile(li.ctx, blobKey(li.account, li.m.Config.Digest.String()))
 }
 
 func (li *localImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 	for _, l := range li.m.Layers {
 		if l.Digest == h {
-			return &localBlob{path: li.r.blobPath(li.account, h.String()), d: l}, nil
+			return &localBlob{li: li, d: l}, nil
 		}
 	}
 	if li.m.Config.Digest == h {
-		return &localBlob{path: li.r.blobPath(li.account, h.String()), d: li.m.Config}, nil
+		return &localBlob{li: li, d: li.m.Config}, nil
 	}
 	return nil, fmt.Errorf("%w: blob %s", ErrNotFound, h)
 }
 
 type localBlob struct {
-	path string
-	d    v1.Descriptor
+	li *localImage
+	d  v1.Descriptor
 }
 
 func (b *localBlob) Digest() (v1.Hash, error)            { return b.d.Digest, nil }
 func (b *localBlob) Size() (int64, error)                { return b.d.Size, nil }
 func (b *localBlob) MediaType() (types.MediaType, error) { return b.d.MediaType, nil }
-func (b *localBlob) Compressed() (io.ReadCloser, error)  { return os.Open(b.path) }
+func (b *localBlob) Compressed() (io.ReadCloser, error) {
+	f, _, err := b.li.r.store.Open(b.li.ctx, blobKey(b.li.account, b.d.Digest.String()))
+	return f, err
+}

@@ -11,16 +11,19 @@
 // they become visible; a manifest is accepted only when it parses and every
 // blob or manifest it references is present.
 //
-// Layout under the directory:
+// Layout in its Storage (a directory, or a cluster's object store):
 //
 //	ACCOUNT/blobs/sha256/HEX               blobs (layers, configs)
 //	ACCOUNT/manifests/sha256/HEX[.type]     manifests and their media types
 //	ACCOUNT/repos/REPO/tags/TAG             the digest a tag points to
 //	ACCOUNT/repos/REPO/digests/HEX          the manifests pushed to REPO
-//	uploads/ID                              uploads under way (emptied at Open)
+//
+// Uploads under way are files in a local directory of the process serving
+// them (emptied at start): an upload session is one client's, on one host.
 package registry
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -32,6 +35,7 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -56,10 +60,11 @@ type Authenticator interface {
 	Password(user, password string) (account string, ok bool)
 }
 
-// Registry stores repositories in a directory.
+// Registry serves the repositories in its storage.
 type Registry struct {
-	dir  string
-	auth Authenticator
+	store   Storage
+	scratch string // uploads under way
+	auth    Authenticator
 
 	mu      sync.Mutex
 	uploads map[string]*upload
@@ -73,15 +78,21 @@ type upload struct {
 	hash hash.Hash // of the bytes so far
 }
 
-// Open opens (creating) a registry in dir.
+// Open opens (creating) a registry in dir, uploads under way in dir/uploads.
 func Open(dir string, auth Authenticator) (*Registry, error) {
-	if err := os.RemoveAll(filepath.Join(dir, "uploads")); err != nil {
+	return New(Dir(dir), filepath.Join(dir, "uploads"), auth)
+}
+
+// New returns a registry over store that keeps uploads under way in the
+// local directory scratch (emptied first).
+func New(store Storage, scratch string, auth Authenticator) (*Registry, error) {
+	if err := os.RemoveAll(scratch); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Join(dir, "uploads"), 0o700); err != nil {
+	if err := os.MkdirAll(scratch, 0o700); err != nil {
 		return nil, fmt.Errorf("registry: %w", err)
 	}
-	return &Registry{dir: dir, auth: auth, uploads: map[string]*upload{}}, nil
+	return &Registry{store: store, scratch: scratch, auth: auth, uploads: map[string]*upload{}}, nil
 }
 
 var (
@@ -166,12 +177,12 @@ func checkRepo(repo string) error {
 	return nil
 }
 
-func (r *Registry) path(account string, parts ...string) string {
-	return filepath.Join(append([]string{r.dir, account}, parts...)...)
+func key(account string, parts ...string) string {
+	return path.Join(append([]string{account}, parts...)...)
 }
 
-func (r *Registry) blobPath(account, digest string) string {
-	return r.path(account, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
+func blobKey(account, digest string) string {
+	return key(account, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:"))
 }
 
 func (r *Registry) blob(w http.ResponseWriter, req *http.Request, account, repo, digest string) error {
@@ -184,7 +195,7 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, account, repo,
 	if req.Method != http.MethodGet && req.Method != http.MethodHead {
 		return errorf(http.StatusMethodNotAllowed, "UNSUPPORTED", "%s of a blob", req.Method)
 	}
-	f, err := os.Open(r.blobPath(account, digest))
+	f, size, err := r.store.Open(req.Context(), blobKey(account, digest))
 	if errors.Is(err, fs.ErrNotExist) {
 		return errorf(http.StatusNotFound, "BLOB_UNKNOWN", "blob %s is not in the registry", digest)
 	}
@@ -192,13 +203,9 @@ func (r *Registry) blob(w http.ResponseWriter, req *http.Request, account, repo,
 		return err
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
 	w.Header().Set("Docker-Content-Digest", digest)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 	if req.Method == http.MethodGet {
 		io.Copy(w, f)
 	}
@@ -215,7 +222,7 @@ func (r *Registry) upload(w http.ResponseWriter, req *http.Request, account, rep
 	switch {
 	case req.Method == http.MethodPost && id == "":
 		if d := q.Get("mount"); d != "" && digestRe.MatchString(d) {
-			if _, err := os.Stat(r.blobPath(account, d)); err == nil {
+			if r.store.Exists(req.Context(), blobKey(account, d)) {
 				return created(w, repo, d)
 			}
 		}
@@ -276,7 +283,7 @@ func (r *Registry) session(account, repo, id string) (*upload, error) {
 	return u, nil
 }
 
-func (r *Registry) uploadPath(id string) string { return filepath.Join(r.dir, "uploads", id) }
+func (r *Registry) uploadPath(id string) string { return filepath.Join(r.scratch, id) }
 
 // appendBody adds body to the upload, within MaxBlob.
 func (r *Registry) appendBody(id string, u *upload, body io.Reader) error {
@@ -324,11 +331,7 @@ func (r *Registry) finish(w http.ResponseWriter, req *http.Request, id, digest s
 	if got := "sha256:" + hex.EncodeToString(u.hash.Sum(nil)); got != digest {
 		return errorf(http.StatusBadRequest, "DIGEST_INVALID", "the upload's digest is %s, not %s", got, digest)
 	}
-	dst := r.blobPath(u.account, digest)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
-		return err
-	}
-	if err := os.Rename(r.uploadPath(id), dst); err != nil {
+	if err := r.store.Move(req.Context(), blobKey(u.account, digest), r.uploadPath(id)); err != nil {
 		return err
 	}
 	return created(w, u.repo, digest)
@@ -356,7 +359,7 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, account, r
 	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead:
-		b, mt, digest, err := r.readManifest(account, repo, ref)
+		b, mt, digest, err := r.readManifest(req.Context(), account, repo, ref)
 		if err != nil {
 			return err
 		}
@@ -374,24 +377,24 @@ func (r *Registry) manifest(w http.ResponseWriter, req *http.Request, account, r
 }
 
 // readManifest resolves ref (a tag or digest) in repo.
-func (r *Registry) readManifest(account, repo, ref string) ([]byte, types.MediaType, string, error) {
+func (r *Registry) readManifest(ctx context.Context, account, repo, ref string) ([]byte, types.MediaType, string, error) {
 	digest := ref
 	if !digestRe.MatchString(ref) {
-		b, err := os.ReadFile(r.path(account, "repos", repo, "tags", ref))
+		b, err := r.store.ReadFile(ctx, key(account, "repos", repo, "tags", ref))
 		if err != nil {
 			return nil, "", "", errorf(http.StatusNotFound, "MANIFEST_UNKNOWN", "no tag %q in %s", ref, repo)
 		}
 		digest = string(b)
 	}
 	h := strings.TrimPrefix(digest, "sha256:")
-	if _, err := os.Stat(r.path(account, "repos", repo, "digests", h)); err != nil {
+	if !r.store.Exists(ctx, key(account, "repos", repo, "digests", h)) {
 		return nil, "", "", errorf(http.StatusNotFound, "MANIFEST_UNKNOWN", "no manifest %s in %s", digest, repo)
 	}
-	b, err := os.ReadFile(r.path(account, "manifests", "sha256", h))
+	b, err := r.store.ReadFile(ctx, key(account, "manifests", "sha256", h))
 	if err != nil {
 		return nil, "", "", err
 	}
-	mt, err := os.ReadFile(r.path(account, "manifests", "sha256", h+".type"))
+	mt, err := r.store.ReadFile(ctx, key(account, "manifests", "sha256", h+".type"))
 	return b, types.MediaType(mt), digest, err
 }
 
@@ -413,23 +416,24 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, account
 	if !manifestTypes[mt] {
 		return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "unsupported manifest media type %q", mt)
 	}
-	if err := r.checkReferences(account, repo, mt, b); err != nil {
+	ctx := req.Context()
+	if err := r.checkReferences(ctx, account, repo, mt, b); err != nil {
 		return err
 	}
 	for _, f := range []struct {
-		path string
+		key  string
 		data []byte
 	}{
-		{r.path(account, "manifests", "sha256", h), b},
-		{r.path(account, "manifests", "sha256", h+".type"), []byte(mt)},
-		{r.path(account, "repos", repo, "digests", h), nil},
+		{key(account, "manifests", "sha256", h), b},
+		{key(account, "manifests", "sha256", h+".type"), []byte(mt)},
+		{key(account, "repos", repo, "digests", h), nil},
 	} {
-		if err := writeFile(f.path, f.data); err != nil {
+		if err := r.store.WriteFile(ctx, f.key, f.data); err != nil {
 			return err
 		}
 	}
 	if !digestRe.MatchString(ref) {
-		if err := writeFile(r.path(account, "repos", repo, "tags", ref), []byte(digest)); err != nil {
+		if err := r.store.WriteFile(ctx, key(account, "repos", repo, "tags", ref), []byte(digest)); err != nil {
 			return err
 		}
 	}
@@ -442,7 +446,7 @@ func (r *Registry) putManifest(w http.ResponseWriter, req *http.Request, account
 // checkReferences requires what a manifest names to be in the registry: an
 // image's config and layers (blobs of the account), an index's manifests
 // (in the same repository).
-func (r *Registry) checkReferences(account, repo string, mt types.MediaType, b []byte) error {
+func (r *Registry) checkReferences(ctx context.Context, account, repo string, mt types.MediaType, b []byte) error {
 	var refs []string
 	if mt.IsIndex() {
 		var im v1.IndexManifest
@@ -450,7 +454,7 @@ func (r *Registry) checkReferences(account, repo string, mt types.MediaType, b [
 			return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "%v", err)
 		}
 		for _, d := range im.Manifests {
-			if _, _, _, err := r.readManifest(account, repo, d.Digest.String()); err != nil {
+			if _, _, _, err := r.readManifest(ctx, account, repo, d.Digest.String()); err != nil {
 				return errorf(http.StatusBadRequest, "MANIFEST_BLOB_UNKNOWN", "the index names %s, which is not in %s", d.Digest, repo)
 			}
 		}
@@ -468,30 +472,18 @@ func (r *Registry) checkReferences(account, repo string, mt types.MediaType, b [
 		if !digestRe.MatchString(d) {
 			return errorf(http.StatusBadRequest, "MANIFEST_INVALID", "invalid digest %q", d)
 		}
-		if _, err := os.Stat(r.blobPath(account, d)); err != nil {
+		if !r.store.Exists(ctx, blobKey(account, d)) {
 			return errorf(http.StatusBadRequest, "MANIFEST_BLOB_UNKNOWN", "blob %s is not in the registry", d)
 		}
 	}
 	return nil
 }
 
-// writeFile writes data at p through a temporary file and a rename.
-func writeFile(p string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return err
-	}
-	tmp := filepath.Join(filepath.Dir(p), ".tmp-"+newID()) // never a valid tag
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
-}
-
 func (r *Registry) tags(w http.ResponseWriter, req *http.Request, account, repo string) error {
 	if err := checkRepo(repo); err != nil {
 		return err
 	}
-	ents, err := os.ReadDir(r.path(account, "repos", repo, "tags"))
+	names, err := r.store.List(req.Context(), key(account, "repos", repo, "tags"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return errorf(http.StatusNotFound, "NAME_UNKNOWN", "no repository %s", repo)
 	}
@@ -499,9 +491,9 @@ func (r *Registry) tags(w http.ResponseWriter, req *http.Request, account, repo 
 		return err
 	}
 	tags := []string{}
-	for _, e := range ents {
-		if tagRe.MatchString(e.Name()) {
-			tags = append(tags, e.Name())
+	for _, n := range names {
+		if tagRe.MatchString(n) {
+			tags = append(tags, n)
 		}
 	}
 	sort.Strings(tags)

@@ -206,43 +206,6 @@ def handler(event, context):
 	}
 }
 
-// readerGo reads 5% of the file named by the event's "path" in 1 MiB reads
-// spread evenly over it, as a handler loading what it needs of a large image.
-const readerGo = `package main
-
-import (
-	"os"
-
-	"github.com/aws/aws-lambda-go/lambda"
-)
-
-type event struct {
-	Path string ` + "`json:\"path\"`" + `
-}
-
-func main() {
-	lambda.Start(func(e event) (int, error) {
-		f, err := os.Open(e.Path)
-		if err != nil {
-			return 0, err
-		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return 0, err
-		}
-		buf := make([]byte, 1<<20)
-		reads := max(1, int(fi.Size()/20)/len(buf))
-		total := 0
-		for i := range reads {
-			n, _ := f.ReadAt(buf, int64(i)*(fi.Size()/int64(reads)))
-			total += n
-		}
-		return total, nil
-	})
-}
-`
-
 // BenchmarkImageColdStart: a cold start (new environment, first invoke)
 // whose handler reads 5% of a file of KILN_IMAGE_BENCH_MB MiB (64 by
 // default), three ways:
@@ -262,7 +225,7 @@ func BenchmarkImageColdStart(b *testing.B) {
 	}
 	big := make([]byte, mb<<20)
 	rand.Read(big)
-	bootstrap := fntest.GoBootstrap(b, readerGo)
+	bootstrap := fntest.GoBootstrap(b, fntest.ReaderGo)
 	st := imagestest.NewStore(b)
 	imp, err := st.ImportImage(ctx, "123456789012", imagestest.Image(b, "amd64", v1.Config{Entrypoint: []string{"/var/task/bootstrap"}},
 		imagestest.Layer(b, imagestest.File{Name: "var/task/bootstrap", Body: bootstrap, Mode: 0o755}, imagestest.File{Name: "var/task/big", Body: big})), "amd64")

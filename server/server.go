@@ -95,7 +95,10 @@ type Config struct {
 	// docker-archive:FILE and oci-archive:FILE name; empty means
 	// DATA/image-archives.
 	ImageArchives string
-	Logger        *slog.Logger
+	// ImageS3 is a file (0600) of tier.S3Config: the authoritative chunk
+	// store is that bucket, not DATA/chunks. Empty means the directory.
+	ImageS3 string
+	Logger  *slog.Logger
 }
 
 // Defaults of kiln up's function logs: a bounded store, and a retention
@@ -146,6 +149,7 @@ type Server struct {
 	nats        *natsd.Server
 	nc          *nats.Conn
 	images      *imageStack
+	cp          *controlplane.Service
 	asyncNC     *nats.Conn
 	events      *eventFrontend
 	cancel      context.CancelFunc
@@ -257,15 +261,13 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(dir, cfg.ImageArchives, cfg.Sandbox, id.Keyring(cfg.Region), ln.Addr().String()); err != nil {
+	if s.images, err = openImages(ctx, dir, cfg.ImageArchives, cfg.ImageS3, cfg.Sandbox, id.Keyring(cfg.Region), ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	s.Metrics = metrics.New()
 	wcfg := roles.WorkerConfig{Region: cfg.Region, DataDir: dir, Code: code,
 		Sandbox: cfg.Sandbox, Logs: s.Logs, Metrics: s.Metrics, Logger: cfg.Logger}
-	if s.images.mounter != nil {
-		wcfg.Images = s.images.mounter
-	}
+	wcfg.Images = s.images.Source()
 	if s.Worker, err = roles.NewWorker(wcfg); err != nil {
 		return nil, err
 	}
@@ -297,7 +299,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Metrics.Register(s.Streams.Metrics())
-	s.images.register(s.Metrics)
+	s.images.Register(s.Metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
 		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
 			prometheus.Labels{"state": state}, func() float64 {
@@ -374,10 +376,12 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	cpcfg := controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
 		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit(),
 		Mappings: s.Pollers.Store(), Queues: s.Queues}
-	if s.images.mounter != nil { // images are refused where they could not run
-		cpcfg.Images = s.images.store
+	if s.images.Mounter != nil { // images are refused where they could not run
+		cpcfg.Images = s.images.Store
 	}
 	cp := controlplane.New(cpcfg)
+	s.cp = cp
+	roles.RegisterImports(s.Metrics, cp)
 
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a
@@ -505,6 +509,9 @@ func (s *Server) close() {
 		s.http.Shutdown(ctx)
 		cancel()
 	}
+	if s.cp != nil { // its image imports resume at the next start
+		s.cp.Close()
+	}
 	if s.Async != nil { // pollers invoke through assignment and the worker: stop them first
 		s.Async.Close()
 	}
@@ -518,7 +525,7 @@ func (s *Server) close() {
 		s.Worker.Close()
 	}
 	if s.images != nil { // after the environments that used them
-		s.images.close()
+		s.images.Close()
 	}
 	if s.Logs != nil {
 		s.Logs.Close()

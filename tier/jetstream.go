@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -22,7 +24,11 @@ const partSize = 1 << 20
 // what a reader is reading, which JetStream's object store, whose puts
 // replace, does not promise. The head is written last, so a reader that
 // finds it finds every part.
-type JetStream struct{ kv jetstream.KeyValue }
+type JetStream struct {
+	kv     jetstream.KeyValue
+	nc     *nats.Conn
+	bucket string
+}
 
 // OpenJetStream opens (creating) the bucket with the given replicas.
 func OpenJetStream(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*JetStream, error) {
@@ -35,7 +41,7 @@ func OpenJetStream(ctx context.Context, js jetstream.JetStream, bucket string, r
 	if err != nil {
 		return nil, fmt.Errorf("tier: bucket %s: %w", bucket, err)
 	}
-	return &JetStream{kv: kv}, nil
+	return &JetStream{kv: kv, nc: js.Conn(), bucket: bucket}, nil
 }
 
 func part(name string, i int) string { return name + "." + strconv.Itoa(i) }
@@ -44,25 +50,42 @@ func (j *JetStream) Get(ctx context.Context, name string) ([]byte, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	head, err := j.kv.Get(ctx, name)
+	head, err := j.get(ctx, name)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	if err != nil {
 		return nil, err
 	}
-	if len(head.Value()) != 4 {
+	if len(head) != 4 {
 		return nil, fmt.Errorf("%w: %s: bad head", ErrCorrupt, name)
 	}
 	var out []byte
-	for i := range int(binary.BigEndian.Uint32(head.Value())) {
-		p, err := j.kv.Get(ctx, part(name, i))
+	for i := range int(binary.BigEndian.Uint32(head)) {
+		p, err := j.get(ctx, part(name, i))
 		if err != nil {
 			return nil, fmt.Errorf("tier: %s part %d: %w", name, i, err)
 		}
-		out = append(out, p.Value()...)
+		out = append(out, p...)
 	}
 	return out, nil
+}
+
+// get reads key as the bucket's client does (a direct get, which any
+// replica answers), and, when that finds nothing, from the stream's leader:
+// a replica a moment behind misses a blob just written (a manifest an
+// import stored, read by a worker right after), or the part of a blob
+// whose head another replica served.
+func (j *JetStream) get(ctx context.Context, key string) ([]byte, error) {
+	e, err := j.kv.Get(ctx, key)
+	if err == nil {
+		return e.Value(), nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyNotFound) || j.nc == nil {
+		return nil, err
+	}
+	v, _, err := natsd.LeaderGet(ctx, j.nc, j.bucket, key)
+	return v, err
 }
 
 func (j *JetStream) Put(ctx context.Context, name string, data []byte) error {

@@ -3,7 +3,7 @@
 // part of the shipped kiln: it links the function builds of kilntest/fntest
 // and, unless told which kiln to measure, builds one.
 //
-//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis] [flags]
+//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis,images] [flags]
 package main
 
 import (
@@ -48,13 +48,15 @@ func run(args []string) error {
 	cold := fs.Int("cold", 50, "cold starts to measure")
 	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
 	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
-	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates)")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions)")
 	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
 	clusterInvokes := fs.Int("cluster-invokes", 2000, "cluster section: warm invokes per concurrency level, each of kiln up and the cluster")
 	decisions := fs.Duration("cluster-decisions", 3*time.Second, "cluster section: how long each counting decision series runs")
 	kinesisRecords := fs.Int("kinesis-records", 100000, "kinesis section: records put with PutRecords, then read back")
+	imageMB := fs.Int("image-mb", 32, "images section: the file each start reads 5% of, in MiB")
+	imageStarts := fs.Int("image-starts", 5, "images section: cold starts of each kind (zip, lazy image, mounted image)")
 	fs.Parse(args)
 	levels, err := positiveList(*clients, 1)
 	if err != nil {
@@ -81,6 +83,8 @@ func run(args []string) error {
 			err = benchpkg.Kinesis(ctx, benchpkg.KinesisConfig{Kiln: kiln, Records: *kinesisRecords}, os.Stdout)
 		case "counting":
 			benchpkg.Counting(os.Stdout)
+		case "images":
+			err = benchpkg.Images(ctx, benchpkg.ImagesConfig{Kiln: kiln, Sandbox: *isolation, FileMB: *imageMB, Starts: *imageStarts}, os.Stdout)
 		case "async":
 			var rates []int
 			if rates, err = positiveList(*floods, 0); err == nil {

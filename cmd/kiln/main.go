@@ -82,6 +82,7 @@ func up(args []string) error {
 	logRetention := fs.Int("log-retention-days", server.DefaultLogRetentionDays, "days the logs of a function without a retention policy (aws logs put-retention-policy) are kept (negative: forever)")
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	archives := fs.String("image-archives", "", "directory of image archives (docker save or OCI layout tarballs) that ImageUri docker-archive:FILE and oci-archive:FILE name; default DATA/image-archives")
+	imageS3 := fs.String("image-s3", "", "file (0600) of an S3-compatible bucket (JSON: bucket, prefix, endpoint, region, path_style, access_key_id, secret_access_key) to keep image chunks in, instead of DATA/chunks")
 	tlsOn := fs.Bool("tls", false, "serve HTTPS; without --tls-cert, with a certificate Kiln makes (DATA/tls; its CA is the AWS config file's ca_bundle)")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
@@ -113,7 +114,7 @@ func up(args []string) error {
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
 		LogMaxBytes: *logMaxBytes, LogRetentionDays: *logRetention,
-		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, Pprof: *pprofOn, Logger: logger,
+		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, ImageS3: *imageS3, Pprof: *pprofOn, Logger: logger,
 		TLS: *tlsOn, TLSCert: *tlsCert, TLSKey: *tlsKey,
 	})
 	if err != nil {

@@ -1,4 +1,4 @@
-package server
+package roles
 
 import (
 	"os"
@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/tier"
 	"github.com/kiln-dev/kiln/worker"
 )
 
@@ -29,11 +29,9 @@ func TestImageMountsOfGoneProcessesAreSwept(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	st, err := openImages(dir, "", worker.ProcessSandbox{}, auth.NewKeyring(), "127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.mounter != nil {
+	st := NewImages(ImagesConfig{Store: Tier{Name: "memory", Store: tier.NewMemory(1 << 20)},
+		MountDir: filepath.Join(dir, "images"), Sandbox: worker.ProcessSandbox{}})
+	if st.Mounter != nil {
 		t.Error("the process backend got an image mounter: it cannot run images")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "images", strconv.Itoa(gone.Process.Pid))); !os.IsNotExist(err) {

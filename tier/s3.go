@@ -1,0 +1,185 @@
+package tier
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+)
+
+// S3Config names an S3-compatible bucket (AWS S3, MinIO, Ceph RGW...).
+type S3Config struct {
+	Bucket string `json:"bucket"`
+	// Prefix is put before every blob's name ("chunks/": chunks/NAME).
+	Prefix string `json:"prefix,omitempty"`
+	// Endpoint is the service's URL; empty means AWS's for Region.
+	Endpoint string `json:"endpoint,omitempty"`
+	// Region is the bucket's; empty means us-east-1.
+	Region string `json:"region,omitempty"`
+	// PathStyle addresses the bucket as ENDPOINT/BUCKET, not as
+	// BUCKET.ENDPOINT (most S3-compatible servers want it).
+	PathStyle       bool   `json:"path_style,omitempty"`
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+}
+
+// S3 keeps blobs as objects of an S3-compatible bucket: an authoritative
+// store in place of the directory or the JetStream bucket. A put replaces an
+// object atomically (readers see the old bytes or the new, which are the
+// same: names are hashes).
+type S3 struct {
+	client *s3.Client
+	cfg    S3Config
+}
+
+// OpenS3 returns the store of cfg's bucket, which must exist.
+func OpenS3(ctx context.Context, cfg S3Config) (*S3, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("tier: s3: no bucket")
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	client := s3.New(s3.Options{
+		Region:       cfg.Region,
+		Credentials:  credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, ""),
+		UsePathStyle: cfg.PathStyle,
+		BaseEndpoint: optional(cfg.Endpoint),
+	})
+	if _, err := client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &cfg.Bucket}); err != nil {
+		return nil, fmt.Errorf("tier: s3 bucket %s: %w", cfg.Bucket, err)
+	}
+	return &S3{client: client, cfg: cfg}, nil
+}
+
+func optional(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func (s *S3) key(name string) *string { return aws.String(s.cfg.Prefix + name) }
+
+// missing reports S3's answer for an object that is not there.
+func missing(err error) bool {
+	var nsk *types.NoSuchKey
+	var nf *types.NotFound
+	var re *smithyhttp.ResponseError
+	return errors.As(err, &nsk) || errors.As(err, &nf) || errors.As(err, &re) && re.HTTPStatusCode() == http.StatusNotFound
+}
+
+func (s *S3) Get(ctx context.Context, name string) ([]byte, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: &s.cfg.Bucket, Key: s.key(name)})
+	if missing(err) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("tier: s3 get %s: %w", name, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		return nil, fmt.Errorf("tier: s3 get %s: %w", name, err)
+	}
+	return b, nil
+}
+
+func (s *S3) Put(ctx context.Context, name string, data []byte) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if _, err := s.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &s.cfg.Bucket, Key: s.key(name),
+		Body: bytes.NewReader(data), ContentLength: aws.Int64(int64(len(data)))}); err != nil {
+		return fmt.Errorf("tier: s3 put %s: %w", name, err)
+	}
+	return nil
+}
+
+func (s *S3) Delete(ctx context.Context, name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	if _, err := s.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &s.cfg.Bucket, Key: s.key(name)}); err != nil && !missing(err) {
+		return fmt.Errorf("tier: s3 delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// Sweep deletes every blob under the prefix that keep rejects and that was
+// last put before notAfter, as Dir.Sweep.
+func (s *S3) Sweep(keep func(name string) bool, notAfter time.Time) (int, error) {
+	ctx := context.Background()
+	n := 0
+	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("tier: s3 list: %w", err)
+		}
+		for _, o := range page.Contents {
+			name := strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix)
+			if validName(name) != nil || keep(name) || o.LastModified == nil || !o.LastModified.Before(notAfter) {
+				continue
+			}
+			if err := s.Delete(ctx, name); err != nil {
+				return n, err
+			}
+			n++
+		}
+	}
+	return n, nil
+}
+
+// LoadS3Config reads an S3Config from a JSON file, which holds a secret key
+// and is refused when others may read it.
+func LoadS3Config(path string) (S3Config, error) {
+	var cfg S3Config
+	fi, err := os.Stat(path)
+	if err != nil {
+		return cfg, fmt.Errorf("tier: s3 config: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return cfg, fmt.Errorf("tier: s3 config %s is mode %v: it holds a secret key, make it 0600", path, fi.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &cfg)
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("tier: s3 config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Size returns the bytes of all blobs under the prefix: what deduplication
+// saves is measured here.
+func (s *S3) Size(ctx context.Context) (int64, error) {
+	var n int64
+	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
+	for pages.HasMorePages() {
+		page, err := pages.NextPage(ctx)
+		if err != nil {
+			return n, fmt.Errorf("tier: s3 list: %w", err)
+		}
+		for _, o := range page.Contents {
+			n += aws.ToInt64(o.Size)
+		}
+	}
+	return n, nil
+}
