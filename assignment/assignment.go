@@ -55,6 +55,7 @@ type Service struct {
 	mu        sync.Mutex
 	workers   map[string]Worker
 	pools     map[poolKey]*pool
+	causes    Causes
 	stop      chan struct{}
 	closeOnce sync.Once
 }
@@ -68,7 +69,8 @@ type poolKey struct {
 type pool struct {
 	idle    []*Env // most recently used last
 	busy    int
-	retired bool // stale: its environments end when their invokes do
+	leased  map[*Env]bool // busy environments, once started (the console lists them)
+	retired bool          // stale: its environments end when their invokes do
 
 	// Provisioned concurrency: environments initialized ahead of traffic,
 	// served first and never reaped for idleness.
@@ -88,8 +90,10 @@ type pool struct {
 type Env struct {
 	ID     string
 	Worker Worker
-	// Cold is true when the environment was created for this invoke.
+	// Cold is true when the environment was created for this invoke, and
+	// Cause says why (CauseScaleUp, ...).
 	Cold         bool
+	Cause        string
 	InitDuration time.Duration
 
 	pool        *pool
@@ -142,8 +146,9 @@ func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 	}
 	if e := p.takeIdle(); e != nil {
 		p.busy++
+		p.lease(e)
 		s.mu.Unlock()
-		e.Cold, e.InitDuration = false, 0
+		e.Cold, e.Cause, e.InitDuration = false, "", 0
 		return e, nil
 	}
 	p.busy++ // count the initializing environment as busy
@@ -154,16 +159,22 @@ func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 	if err == nil {
 		e, err = s.create(ctx, req, key)
 	}
-	if e != nil {
-		e.pool = p
-	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err != nil {
-		s.mu.Lock()
 		p.busy--
-		s.mu.Unlock()
 		return nil, err
 	}
+	e.pool, e.Cause = p, s.causes.Cold(key.account, key.function)
+	p.lease(e)
 	return e, nil
+}
+
+func (p *pool) lease(e *Env) {
+	if p.leased == nil {
+		p.leased = map[*Env]bool{}
+	}
+	p.leased[e] = true
 }
 
 func (s *Service) allowNew(k poolKey) error {
@@ -200,6 +211,7 @@ func (s *Service) Release(e *Env, reusable bool) {
 	s.mu.Lock()
 	p := e.pool
 	p.busy--
+	delete(p.leased, e)
 	if reusable && !p.retired && (!e.provisioned || p.provisioned <= p.target) {
 		e.lastUsed = time.Now()
 		if e.provisioned {
@@ -252,6 +264,7 @@ func (s *Service) Retire(account, function string, keep func(version, revision s
 		delete(s.pools, k) // its busy invokes still hold p
 	}
 	s.mu.Unlock()
+	s.causes.Forget(account, function)
 	for _, e := range doomed {
 		s.destroy(e)
 	}
@@ -291,6 +304,7 @@ func (s *Service) reap() {
 				for _, e := range p.idle {
 					if now.Sub(e.lastUsed) > s.cfg.IdleTimeout {
 						doomed = append(doomed, e)
+						s.causes.Lost(k.account, k.function, CauseIdleReap, 1)
 					} else {
 						kept = append(kept, e)
 					}
@@ -322,4 +336,38 @@ func (s *Service) Close() {
 	for _, e := range doomed {
 		s.destroy(e)
 	}
+}
+
+// EnvState is one environment as the console lists it.
+type EnvState struct {
+	ID, Account, Function, Version, Worker string
+	State                                  string // idle, busy, initializing
+	Provisioned                            bool
+}
+
+// Environments lists every environment; those still initializing have no
+// ID yet and are listed once each.
+func (s *Service) Environments() []EnvState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []EnvState
+	for k, p := range s.pools {
+		add := func(e *Env, state string) {
+			out = append(out, EnvState{ID: e.ID, Account: k.account, Function: k.function, Version: k.version,
+				Worker: e.Worker.ID(), State: state, Provisioned: e.provisioned})
+		}
+		for _, e := range p.idleProv {
+			add(e, "idle")
+		}
+		for _, e := range p.idle {
+			add(e, "idle")
+		}
+		for e := range p.leased {
+			add(e, "busy")
+		}
+		for range p.busy - len(p.leased) {
+			out = append(out, EnvState{Account: k.account, Function: k.function, Version: k.version, State: "initializing"})
+		}
+	}
+	return out
 }

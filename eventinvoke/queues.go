@@ -308,3 +308,19 @@ func (s *Service) Backlog(ctx context.Context) (uint64, error) {
 	}
 	return info.State.Msgs, nil
 }
+
+// Depth is the number of one function's events queued (waiting, in flight
+// or waiting for a retry), in the shared queues and its dedicated one.
+func (s *Service) Depth(ctx context.Context, account, function string) (uint64, error) {
+	var n uint64
+	for _, filter := range []string{sharedPrefix + "*." + account + "." + function, dedicatedSubject(account, function)} {
+		info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(filter))
+		if err != nil {
+			return 0, err
+		}
+		for _, m := range info.State.Subjects {
+			n += m
+		}
+	}
+	return n, nil
+}

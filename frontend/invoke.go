@@ -41,6 +41,9 @@ type Config struct {
 	// OnFunctionChange is called after the cache drops a changed function.
 	OnFunctionChange func(account, name string)
 	Metrics          *metrics.Set // nil records nothing
+	// Observer, when set, sees every invoke's outcome (the console's
+	// per-function series).
+	Observer Observer
 	// Async takes Event invokes; nil refuses them.
 	Async  Enqueuer
 	Logger *slog.Logger
@@ -58,6 +61,22 @@ type Counter interface {
 type Assigner interface {
 	Acquire(ctx context.Context, req assignment.Request) (*assignment.Env, error)
 	Release(e *assignment.Env, reusable bool)
+}
+
+// Observer sees the outcome of every invoke this frontend admitted or
+// refused for concurrency.
+type Observer interface {
+	Invoked(k counting.Key, o Outcome)
+	Throttled(k counting.Key)
+}
+
+// Outcome is one invoke that ran.
+type Outcome struct {
+	Duration, Init time.Duration
+	ErrorType      string
+	// ColdCause is why a new environment started for it
+	// (assignment.CauseScaleUp, ...); "" for a warm invoke.
+	ColdCause string
 }
 
 // Frontend serves invokes.
@@ -210,6 +229,9 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 		var e *api.Error
 		if errors.As(err, &e) && e.Reason != "" {
 			f.cfg.Metrics.Throttled(name, e.Reason)
+			if f.cfg.Observer != nil {
+				f.cfg.Observer.Throttled(counting.Key{Account: t.Account, Function: name})
+			}
 		}
 		return nil, err
 	}
@@ -220,7 +242,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, trace
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
-	res, initDuration, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
+	res, initDuration, cause, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
 	if err != nil {
 		var initErr *invoke.InitError
 		if !errors.As(err, &initErr) {
@@ -229,6 +251,10 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 		res = &invoke.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
 	}
 	f.cfg.Metrics.Finished(name, res.Duration, initDuration, res.ErrorType)
+	if f.cfg.Observer != nil {
+		f.cfg.Observer.Invoked(counting.Key{Account: t.Account, Function: name},
+			Outcome{Duration: res.Duration, Init: initDuration, ErrorType: res.ErrorType, ColdCause: cause})
+	}
 	out := &invoke.Response{RequestID: requestID, ExecutedVersion: t.Config.Version, ErrorType: res.ErrorType,
 		Payload: res.Payload, LogTail: res.LogTail}
 	if res.ErrorType != "" {
@@ -327,19 +353,20 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 // run leases an environment, invokes it and returns the lease. An idle
 // environment can die before the invoke reaches it (invoke.ErrNoEnv); the
 // invoke has not started then, so it is safe to try another.
-func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *invoke.Invocation) (res *invoke.Result, initDuration time.Duration, err error) {
+func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *invoke.Invocation) (res *invoke.Result, initDuration time.Duration, coldCause string, err error) {
 	for attempt := 0; ; attempt++ {
 		env, err := f.cfg.Assignment.Acquire(ctx, assignment.Request{Account: account, Function: cfg})
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		res, err := env.Worker.Invoke(ctx, env.ID, inv)
-		initDuration := env.InitDuration // env is the next caller's after Release
+		// env is the next caller's after Release
+		initDuration, coldCause := env.InitDuration, env.Cause
 		f.cfg.Assignment.Release(env, err == nil && res.Reusable)
 		if errors.Is(err, invoke.ErrNoEnv) && attempt < 3 {
 			continue
 		}
-		return res, initDuration, err
+		return res, initDuration, coldCause, err
 	}
 }
 

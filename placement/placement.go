@@ -39,6 +39,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 )
 
@@ -228,4 +230,29 @@ func (s *Service) Release(workerID string, req Request) {
 	if w.byFunc[req.Function]--; w.byFunc[req.Function] == 0 {
 		delete(w.byFunc, req.Function)
 	}
+}
+
+// Booking is what placement holds of one worker: its capacity and what it
+// has booked there.
+type Booking struct {
+	WorkerInfo
+	BookedMB, BookedCPU int
+	Envs                int // environments booked
+	Draining            bool
+}
+
+// Bookings lists every worker's bookings, by ID (the console's fleet page).
+func (s *Service) Bookings() []Booking {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Booking, 0, len(s.list))
+	for _, w := range s.list {
+		b := Booking{WorkerInfo: w.info, BookedMB: w.usedMB, BookedCPU: w.usedCPU, Draining: w.draining}
+		for _, n := range w.byFunc {
+			b.Envs += n
+		}
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b Booking) int { return strings.Compare(a.ID, b.ID) })
+	return out
 }

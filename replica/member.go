@@ -143,6 +143,8 @@ type Member struct {
 	wg    sync.WaitGroup
 	// handedOut counts environments this member handed to invokes.
 	handedOut atomic.Int64
+	// causes labels the cold starts of the partitions this member leads.
+	causes assignment.Causes
 }
 
 // Start joins every partition.
@@ -358,6 +360,7 @@ type Request struct {
 type Reply struct {
 	Env          *partition.Env    `json:"env,omitempty"`
 	Cold         bool              `json:"cold,omitempty"`
+	Cause        string            `json:"cause,omitempty"` // of a cold start
 	InitDuration time.Duration     `json:"init,omitempty"`
 	InitError    *invoke.InitError `json:"init_error,omitempty"`
 	Error        string            `json:"error,omitempty"`

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/partition"
@@ -499,6 +500,7 @@ func (p *part) housekeep(ctx context.Context) {
 				switch {
 				case e.Status == partition.Idle && !e.Provisioned && now.Sub(time.Unix(0, e.Used)) > cfg.IdleTimeout:
 					doomed = append(doomed, e)
+					p.m.causes.Lost(e.Key.Account, e.Key.Function, assignment.CauseIdleReap, 1)
 				case e.Status == partition.Busy && e.Timeout > 0 &&
 					now.Sub(time.Unix(0, e.Used)) > time.Duration(e.Timeout)*time.Second+cfg.OrphanGrace:
 					// The worker ended the invoke at its timeout; the
@@ -576,6 +578,11 @@ func (p *part) retireWorker(workerID string, op partition.Op) {
 		}
 	}
 	p.mu.Unlock()
+	if op == partition.OpDead {
+		for _, e := range idle {
+			p.m.causes.Lost(e.Key.Account, e.Key.Function, assignment.CauseFailover, 1)
+		}
+	}
 	if len(idle) > 0 {
 		p.kill(idle, op == partition.OpDrain)
 	}
@@ -684,7 +691,7 @@ func (p *part) acquire(req Request) Reply {
 	var again *retryable
 	switch {
 	case err == nil:
-		return Reply{Env: started.Env, Cold: true, InitDuration: info.InitDuration}
+		return Reply{Env: started.Env, Cold: true, Cause: p.m.causes.Cold(req.Account, fn.FunctionName), InitDuration: info.InitDuration}
 	case errors.As(err, &ae):
 		return Reply{APIError: ae}
 	case errors.As(err, &ie):
