@@ -66,6 +66,15 @@ func (k *Keyring) Add(c Credential) {
 	k.mu.Unlock()
 }
 
+// Lookup returns a known key (the console derives its session keys from
+// the secret, as SigV4 derives signing keys).
+func (k *Keyring) Lookup(accessKeyID string) (Credential, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	c, ok := k.keys[accessKeyID]
+	return c, ok
+}
+
 // Password checks an access key pair given as a user name and password
 // (HTTP basic authentication, as container registry clients send it) and
 // returns its account.

@@ -19,6 +19,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/controlplane"
+	"github.com/kiln-dev/kiln/console"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
@@ -289,6 +290,9 @@ type WorkerStatus struct {
 	Healthy  bool      `json:"healthy"`
 	Draining bool      `json:"draining"`
 	Seen     time.Time `json:"seen"`
+	// What placement booked there (the console's bars).
+	BookedMB  int `json:"booked_mb"`
+	BookedCPU int `json:"booked_cpu_millis"`
 }
 
 // SilentAfter is how long placement waits for a worker's heartbeat before
@@ -373,10 +377,16 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		m.Respond([]byte(`{}`))
 	})
 	sub(subjWorkers, func(m *nats.Msg) {
+		booked := map[string]placement.Booking{}
+		for _, b := range svc.Bookings() {
+			booked[b.ID] = b
+		}
 		mu.Lock()
 		list := make([]WorkerStatus, 0, len(workers))
-		for _, w := range workers {
-			list = append(list, *w)
+		for id, w := range workers {
+			ws := *w
+			ws.BookedMB, ws.BookedCPU = booked[id].BookedMB, booked[id].BookedCPU
+			list = append(list, ws)
 		}
 		mu.Unlock()
 		b, _ := json.Marshal(list)
@@ -605,8 +615,15 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	if err != nil {
 		return err
 	}
+	keyring, series := cfg.Identity.keyring(cfg.Region), console.NewSeries(0)
+	fcfg.Observer = series
+	// This frontend's console: series of the invokes it admitted; the fleet
+	// and functions as the cluster has them.
+	con := console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(k string) bool { return k == cfg.Identity.AccessKeyID },
+		Functions: fcfg.Functions.(*metadata.Store), Series: series, Fleet: &consoleFleet{nc: nc, partitions: cfg.Partitions},
+		Logs: logStore, Async: async, Logger: cfg.Logger})
 	var front *roles.Frontend
-	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: cfg.Identity.keyring(cfg.Region),
+	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring,
 		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			switch target := r.Header.Get("X-Amz-Target"); {
 			case strings.HasPrefix(target, logs.TargetPrefix):
@@ -623,6 +640,8 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		Unsigned: func(root *http.ServeMux) {
 			root.Handle("/kiln/code/", proxy)
 			root.Handle("/v2/", reg) // its own authentication: registry clients do not sign
+			root.Handle("/console/", con) // its own sign-in; its API also takes SigV4
+			root.Handle("/console", con)
 		},
 	})
 	if err != nil {

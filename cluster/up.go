@@ -662,6 +662,20 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 		return nil, err
 	}
 	defer nc.Close()
+	st, err := gatherStatus(ctx, nc, f.Partitions, envs)
+	if err != nil {
+		return nil, err
+	}
+	if function != "" {
+		p := partition.NewRing(f.Partitions).Of(f.AccountID, function)
+		st.Function = &FunctionInfo{Account: f.AccountID, Name: function, Partition: p, Leader: st.Partitions[p].Leader}
+	}
+	return st, nil
+}
+
+// gatherStatus asks the cluster over nc: leases, members (scatter-gather;
+// with envs, every environment in the leaders' view) and workers.
+func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool) (*Status, error) {
 	js, _ := jetstream.New(nc)
 	st := &Status{}
 	kv, err := js.KeyValue(ctx, replica.LeaseBucket)
@@ -694,7 +708,7 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 			st.Members = append(st.Members, ms)
 		}
 	}
-	for p := 0; p < f.Partitions; p++ {
+	for p := 0; p < partitions; p++ {
 		pi := PartitionInfo{Partition: p}
 		if e, err := kv.Get(ctx, "p"+strconv.Itoa(p)); err == nil {
 			var l replica.Lease
@@ -714,10 +728,6 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 	}
 	if msg, err := nc.Request(subjWorkers, nil, time.Second); err == nil {
 		json.Unmarshal(msg.Data, &st.Workers)
-	}
-	if function != "" {
-		p := partition.NewRing(f.Partitions).Of(f.AccountID, function)
-		st.Function = &FunctionInfo{Account: f.AccountID, Name: function, Partition: p, Leader: st.Partitions[p].Leader}
 	}
 	return st, nil
 }

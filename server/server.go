@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/codestore"
+	"github.com/kiln-dev/kiln/console"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/esm"
@@ -333,13 +334,16 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			return nil, err
 		}
 	}
+	series, keyring := console.NewSeries(0), id.Keyring(cfg.Region)
+	var con *console.Console // made with the control plane, before anything is served
+	conHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { con.ServeHTTP(w, r) })
 	// The control plane is registered once it exists: it needs the
 	// pollers' store of mappings, and they invoke through the frontend.
 	cpMux := http.NewServeMux()
 	front, err := roles.NewFrontend(runCtx, roles.FrontendConfig{
 		Config: frontend.Config{Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
-			OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Logger: cfg.Logger},
-		Keyring: id.Keyring(cfg.Region),
+			OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Observer: series, Logger: cfg.Logger},
+		Keyring: keyring,
 		Gate:    s.storeGate,
 		// Services other than Lambda's REST API share POST /: CloudWatch
 		// Logs and Kinesis (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or
@@ -361,6 +365,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		}),
 		Management: func(signed *http.ServeMux) { signed.Handle("/", cpMux) },
 		Unsigned: func(root *http.ServeMux) {
+			root.Handle("/console/", conHandler) // its own sign-in; its API also takes SigV4
+			root.Handle("/console", conHandler)
 			root.Handle("/kiln/code/", cpMux)
 			root.Handle("/v2/", s.images.registry) // its own authentication: registry clients do not sign
 		},
@@ -382,6 +388,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	cp := controlplane.New(cpcfg)
 	s.cp = cp
 	roles.RegisterImports(s.Metrics, cp)
+	con = console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(k string) bool { return k == id.AccessKeyID },
+		Functions: s.Functions, Series: series, Fleet: fleet{place, s.Assignment}, Logs: s.Logs, Async: s.Async,
+		Mappings: s.Pollers.Store(), Logger: cfg.Logger})
 
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a

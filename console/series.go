@@ -1,0 +1,237 @@
+package console
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"github.com/kiln-dev/kiln/assignment"
+	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/frontend"
+)
+
+// The series keep the last hour, a minute per slot, in a ring per function:
+// what one frontend admitted. Durations go into log-spaced bins (each 1.5×
+// the last, from 100 µs to ~12 min), so a percentile is exact to the bin:
+// it is given as the bin's upper bound.
+const (
+	Minutes  = 60
+	bins     = 40
+	binBase  = 100 * time.Microsecond
+	binRatio = 1.5
+	// DefaultMaxFunctions bounds the functions with series (~20 KB each);
+	// beyond it the one invoked longest ago is dropped.
+	DefaultMaxFunctions = 1000
+)
+
+// Causes of cold starts, in the order of the counts.
+var causes = [...]string{assignment.CauseScaleUp, assignment.CauseIdleReap, assignment.CauseFailover}
+
+type minute struct {
+	at                             int64 // Unix minute
+	invocations, errors, throttles uint32
+	cold                           [len(causes)]uint32
+	dur, init                      [bins]uint32
+}
+
+type fnSeries struct {
+	mins [Minutes]minute
+	last time.Time // last invoke
+}
+
+// Series is the last hour of per-function invocations, errors, throttles,
+// durations and cold starts (by cause) seen by one frontend: it is the
+// frontend's Observer. The zero value is not usable: use NewSeries.
+type Series struct {
+	mu    sync.Mutex
+	fns   map[counting.Key]*fnSeries
+	fleet [Minutes]minute // cold starts of every function
+	max   int
+	now   func() time.Time
+}
+
+// NewSeries keeps series of at most max functions (0: DefaultMaxFunctions).
+func NewSeries(max int) *Series {
+	if max <= 0 {
+		max = DefaultMaxFunctions
+	}
+	return &Series{fns: map[counting.Key]*fnSeries{}, max: max, now: time.Now}
+}
+
+// slot is the minute of t in ring, reset when it last held an older minute.
+func slot(ring *[Minutes]minute, t time.Time) *minute {
+	at := t.Unix() / 60
+	m := &ring[at%Minutes]
+	if m.at != at {
+		*m = minute{at: at}
+	}
+	return m
+}
+
+func bin(d time.Duration) int {
+	if d <= binBase {
+		return 0
+	}
+	return min(int(math.Ceil(math.Log(float64(d)/float64(binBase))/math.Log(binRatio))), bins-1)
+}
+
+// binBound is the upper bound of bin i, in milliseconds.
+func binBound(i int) float64 {
+	return float64(binBase) * math.Pow(binRatio, float64(i)) / float64(time.Millisecond)
+}
+
+// fn returns k's series, making room when needed. Called with mu held.
+func (s *Series) fn(k counting.Key) *fnSeries {
+	f := s.fns[k]
+	if f == nil {
+		if len(s.fns) >= s.max {
+			var oldest counting.Key
+			var at time.Time
+			for k2, f2 := range s.fns {
+				if at.IsZero() || f2.last.Before(at) {
+					oldest, at = k2, f2.last
+				}
+			}
+			delete(s.fns, oldest)
+		}
+		f = &fnSeries{}
+		s.fns[k] = f
+	}
+	return f
+}
+
+// Invoked records an invoke that ran (frontend.Observer).
+func (s *Series) Invoked(k counting.Key, o frontend.Outcome) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.fn(k)
+	f.last = now
+	m := slot(&f.mins, now)
+	m.invocations++
+	if o.ErrorType != "" {
+		m.errors++
+	}
+	m.dur[bin(o.Duration)]++
+	if o.ColdCause != "" {
+		m.init[bin(o.Init)]++
+		for i, c := range causes {
+			if c == o.ColdCause {
+				m.cold[i]++
+				slot(&s.fleet, now).cold[i]++
+			}
+		}
+	}
+}
+
+// Throttled records an invoke refused for concurrency (frontend.Observer).
+func (s *Series) Throttled(k counting.Key) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	slot(&s.fn(k).mins, now).throttles++
+}
+
+// Point is one minute of a function's series. Durations are milliseconds
+// (0: no invoke, or no cold start for the init duration).
+type Point struct {
+	Time        int64          `json:"time"` // Unix milliseconds of the minute's start
+	Invocations int            `json:"invocations"`
+	Errors      int            `json:"errors"`
+	Throttles   int            `json:"throttles"`
+	ColdStarts  map[string]int `json:"coldStarts,omitempty"`
+	P50         float64        `json:"p50"`
+	P99         float64        `json:"p99"`
+	InitP50     float64        `json:"initP50"`
+	InitP99     float64        `json:"initP99"`
+}
+
+// Summary is a function's last hour in one line.
+type Summary struct {
+	LastInvoke  *time.Time `json:"lastInvoke,omitempty"`
+	Invocations int        `json:"invocations"`
+	Errors      int        `json:"errors"`
+	Throttles   int        `json:"throttles"`
+	ErrorRate   float64    `json:"errorRate"` // errors / invocations
+}
+
+// hour returns the last hour's minutes of ring, oldest first, as points.
+func hour(ring *[Minutes]minute, now time.Time) []Point {
+	cur := now.Unix() / 60
+	out := make([]Point, 0, Minutes)
+	for at := cur - Minutes + 1; at <= cur; at++ {
+		p := Point{Time: at * 60 * 1000}
+		if m := &ring[at%Minutes]; m.at == at {
+			p.Invocations, p.Errors, p.Throttles = int(m.invocations), int(m.errors), int(m.throttles)
+			for i, n := range m.cold {
+				if n > 0 {
+					if p.ColdStarts == nil {
+						p.ColdStarts = map[string]int{}
+					}
+					p.ColdStarts[causes[i]] = int(n)
+				}
+			}
+			p.P50, p.P99 = quantile(&m.dur, .5), quantile(&m.dur, .99)
+			p.InitP50, p.InitP99 = quantile(&m.init, .5), quantile(&m.init, .99)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func quantile(h *[bins]uint32, q float64) float64 {
+	var n uint32
+	for _, c := range h {
+		n += c
+	}
+	if n == 0 {
+		return 0
+	}
+	rank := uint32(math.Ceil(q * float64(n)))
+	var seen uint32
+	for i, c := range h {
+		if seen += c; seen >= rank {
+			return binBound(i)
+		}
+	}
+	return binBound(bins - 1)
+}
+
+// Hour is k's last hour, a point per minute, oldest first.
+func (s *Series) Hour(k counting.Key) []Point {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.fns[k]
+	if f == nil {
+		f = &fnSeries{}
+	}
+	return hour(&f.mins, s.now())
+}
+
+// Summary sums k's last hour.
+func (s *Series) Summary(k counting.Key) Summary {
+	var sum Summary
+	for _, p := range s.Hour(k) {
+		sum.Invocations += p.Invocations
+		sum.Errors += p.Errors
+		sum.Throttles += p.Throttles
+	}
+	if sum.Invocations > 0 {
+		sum.ErrorRate = float64(sum.Errors) / float64(sum.Invocations)
+	}
+	s.mu.Lock()
+	if f := s.fns[k]; f != nil && !f.last.IsZero() {
+		last := f.last
+		sum.LastInvoke = &last
+	}
+	s.mu.Unlock()
+	return sum
+}
+
+// ColdStarts is the last hour's cold starts of every function by cause, a
+// point per minute (only Time and ColdStarts set).
+func (s *Series) ColdStarts() []Point {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return hour(&s.fleet, s.now())
+}
