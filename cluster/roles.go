@@ -18,8 +18,8 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
-	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/console"
+	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"

@@ -162,7 +162,9 @@ func (c *Console) functions(ctx context.Context, v viewer) ([]FunctionRow, error
 	for _, f := range fns {
 		out = append(out, c.row(f))
 	}
-	slices.SortFunc(out, func(a, b FunctionRow) int { return cmp.Or(cmp.Compare(a.Account, b.Account), cmp.Compare(a.Name, b.Name)) })
+	slices.SortFunc(out, func(a, b FunctionRow) int {
+		return cmp.Or(cmp.Compare(a.Account, b.Account), cmp.Compare(a.Name, b.Name))
+	})
 	return out, nil
 }
 
