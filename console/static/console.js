@@ -144,7 +144,7 @@
     const f = v.function;
     $("fn-name").textContent = f.name;
     $("fn-meta").textContent = "account " + f.account + " · " + (f.runtime || f.packageType) + " · " + f.memoryMB + " MB · timeout " +
-      f.timeout + " s · " + (f.state || "") + " · versions " + f.versions.join(", ") + " · " + concurrency(f) +
+      f.timeout + " s · " + (f.state || "") + " · versions " + (f.versions.join(", ") || "$LATEST only") + " · " + concurrency(f) +
       (f.aliases.length ? " · aliases " + aliases(f) : "") + " · last invoke " + when(f.lastInvoke);
     $("fn-invocations").textContent = f.invocations;
     $("fn-errors").textContent = f.errors;
@@ -206,7 +206,7 @@
     series.forEach((f, k) => {
       const d = points.map((p, i) => (i ? "L" : "M") + xOf(i, points.length).toFixed(1) + " " + (120 - (110 * f(p)) / max).toFixed(1)).join(" ");
       box.append(svg("path", { d, class: "s" + k }));
-      box.append(svg("text", { x: 60 + k * 90, y: 135, class: "s" + k }, names[k]));
+      box.append(svg("text", { x: 130 + k * 90, y: 135, class: "legend s" + k }, "— " + names[k]));
     });
   }
   function coldChart(box, points) {
