@@ -212,8 +212,10 @@ func clusterCmd(ctx context.Context, args []string) error {
 		if *isolation != "linux" && *isolation != "process" {
 			return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
 		}
+		began := time.Now()
 		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns,
-			Sandbox: *isolation, Pollers: *pollers, AccountConcurrency: *accountLimit, ImageS3: *imageS3})
+			Sandbox: *isolation, Pollers: *pollers, AccountConcurrency: *accountLimit, ImageS3: *imageS3,
+			Progress: func(step string) { fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(began).Seconds(), step) }})
 		if err != nil {
 			return err
 		}

@@ -91,6 +91,9 @@ type UpConfig struct {
 	ImageS3 string
 	// ImageImportStale is the control planes' RoleConfig.ImageImportStale.
 	ImageImportStale time.Duration
+	// Progress, when set, is told each step as it happens (`kiln cluster
+	// up` prints them): a process started, a wait begun.
+	Progress func(step string)
 }
 
 var zones = []string{"a", "b", "c"}
@@ -175,6 +178,11 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	}
 	if cfg.Pollers == 0 {
 		cfg.Pollers = 2
+	}
+	progress := func(format string, args ...any) {
+		if cfg.Progress != nil {
+			cfg.Progress(fmt.Sprintf(format, args...))
+		}
 	}
 	if cfg.AccessKeyID == "" {
 		cfg.AccessKeyID, cfg.SecretAccessKey = os.Getenv("KILN_ACCESS_KEY_ID"), os.Getenv("KILN_SECRET_ACCESS_KEY")
@@ -262,6 +270,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		p.PID = cmd.Process.Pid
 		go cmd.Wait() // reap it if it dies while we run
 		f.Procs = append(f.Procs, p)
+		progress("started %s (%s, zone %s, pid %d)", p.Name, p.Role, p.Zone, p.PID)
 		return p, nil
 	}
 
@@ -293,9 +302,11 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		}
 		f.NATS = append(f.NATS, "nats://"+clients[i])
 	}
+	progress("waiting for JetStream to elect its leaders")
 	if err := f.waitJetStream(ctx, 30*time.Second); err != nil {
 		return f, err
 	}
+	progress("creating the replicated streams and buckets")
 	if err := f.prepare(ctx); err != nil {
 		return f, err
 	}
@@ -415,6 +426,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 		SecretAccessKey: id.SecretAccessKey}, cfg.Region, f.Frontends[0], ""); err != nil {
 		return f, err
 	}
+	progress("waiting for the frontends, %d workers and every partition's leader", cfg.Workers)
 	return f, f.waitReady(ctx, cfg.Workers, 60*time.Second)
 }
 

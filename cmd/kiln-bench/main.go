@@ -48,7 +48,7 @@ func run(args []string) error {
 	cold := fs.Int("cold", 50, "cold starts to measure")
 	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
 	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
-	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions)")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions), console (sequential invokes alone and with open console pages)")
 	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
@@ -57,6 +57,7 @@ func run(args []string) error {
 	kinesisRecords := fs.Int("kinesis-records", 100000, "kinesis section: records put with PutRecords, then read back")
 	imageMB := fs.Int("image-mb", 32, "images section: the file each start reads 5% of, in MiB")
 	imageStarts := fs.Int("image-starts", 5, "images section: cold starts of each kind (zip, lazy image, mounted image)")
+	viewers := fs.Int("console-viewers", 5, "console section: open console pages (server-sent event streams of the invoked function's page) in the loaded rounds")
 	fs.Parse(args)
 	levels, err := positiveList(*clients, 1)
 	if err != nil {
@@ -81,6 +82,8 @@ func run(args []string) error {
 			err = benchpkg.Cluster(ctx, benchpkg.ClusterConfig{Kiln: kiln, Invokes: *clusterInvokes, Clients: levels, Sandbox: *isolation, Decisions: *decisions}, os.Stdout)
 		case "kinesis":
 			err = benchpkg.Kinesis(ctx, benchpkg.KinesisConfig{Kiln: kiln, Records: *kinesisRecords}, os.Stdout)
+		case "console":
+			err = benchpkg.Console(ctx, benchpkg.ConsoleConfig{Kiln: kiln, Sandbox: *isolation, Viewers: *viewers}, os.Stdout)
 		case "counting":
 			benchpkg.Counting(os.Stdout)
 		case "images":
