@@ -219,8 +219,8 @@ func clusterCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("Kiln cluster is up (%d processes; %s/cluster.json).\n  endpoints: %s\n  account: %s\n  access key id: %s\n  secret access key: %s\n",
-			len(f.Procs), f.Dir, strings.Join(f.Frontends, " "), f.AccountID, f.AccessKeyID, f.SecretAccessKey)
+		fmt.Printf("Kiln cluster is up (%d processes; %s/cluster.json).\n  endpoints: %s\n  account: %s\n  access key id: %s\n  secret access key: %s\n  console: %s/console/ (on every endpoint)\n",
+			len(f.Procs), f.Dir, strings.Join(f.Frontends, " "), f.AccountID, f.AccessKeyID, f.SecretAccessKey, f.Frontends[0])
 		return nil
 	case "status":
 		f, err := Load(*dir)

@@ -143,6 +143,7 @@ func up(args []string) error {
 	if s.MetricsEndpoint != "" {
 		fmt.Printf("  metrics:            %s\n", s.MetricsEndpoint)
 	}
+	fmt.Printf("  console:            %s/console/\n", s.Endpoint)
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
