@@ -73,20 +73,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		defer os.RemoveAll(dir)
 	}
-	zip, err := echoZip(out)
-	if err != nil {
-		return err
-	}
 	// Kiln and the floor each run in a process of their own, so both are
 	// measured across the same process boundary from this client.
-	s, err := startKiln(ctx, cfg.Kiln, dir, cfg.Sandbox, false)
+	s, zip, err := echoKiln(ctx, out, cfg.Kiln, dir, cfg.Sandbox, "bench-warm")
 	if err != nil {
 		return err
 	}
 	defer s.stop()
-	if err := s.createEcho(ctx, "bench-warm", zip, oneVCPU); err != nil {
-		return err
-	}
 
 	floorURL, floorPID, stopFloor, err := startChild(ctx, []string{"floor"}, "floor: ")
 	if err != nil {
@@ -380,6 +373,24 @@ func startKiln(ctx context.Context, kiln, dir, sandbox string, withNATS bool, up
 		k.natsURL = found[1]
 	}
 	return k, nil
+}
+
+// echoKiln starts kiln up (the binary kiln) on dir with the echo function
+// deployed as name (one vCPU), and returns it and the function's zip.
+func echoKiln(ctx context.Context, out io.Writer, kiln, dir, sandbox, name string) (*kilnProcess, []byte, error) {
+	zip, err := echoZip(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := startKiln(ctx, kiln, dir, sandbox, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.createEcho(ctx, name, zip, oneVCPU); err != nil {
+		s.stop()
+		return nil, nil, err
+	}
+	return s, zip, nil
 }
 
 // atEndpoint is a Kiln API at endpoint, reached with the bench's keys.

@@ -43,18 +43,11 @@ func Console(ctx context.Context, cfg ConsoleConfig, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	zip, err := echoZip(out)
-	if err != nil {
-		return err
-	}
-	s, err := startKiln(ctx, cfg.Kiln, dir, cfg.Sandbox, false)
+	s, _, err := echoKiln(ctx, out, cfg.Kiln, dir, cfg.Sandbox, "bench-console")
 	if err != nil {
 		return err
 	}
 	defer s.stop()
-	if err := s.createEcho(ctx, "bench-console", zip, oneVCPU); err != nil {
-		return err
-	}
 	kiln := signedClient(s.endpoint, "bench-console", []byte(echoPayload), 1)
 	if _, err := kiln.invoke(ctx); err != nil {
 		return err
