@@ -1,6 +1,9 @@
 package logs
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Event is one log event as Tail reads it.
 type Event struct {
@@ -12,7 +15,8 @@ type Event struct {
 // Tail reads a log group's events after cursor (a cursor Tail returned) or,
 // with cursor "", from start (Unix milliseconds) on, at most limit of them
 // in the order they were stored, and the cursor to read on from. The
-// console follows a function's logs with it.
+// console follows a function's logs with it. A group that does not exist
+// yet (a function that never ran) has no events.
 func (s *Store) Tail(ctx context.Context, account, group, cursor string, start int64, limit int) ([]Event, string, error) {
 	q := filterQuery{account: account, group: group, limit: limit}
 	if cursor != "" {
@@ -21,6 +25,9 @@ func (s *Store) Tail(ctx context.Context, account, group, cursor string, start i
 		q.start = &start
 	}
 	res, err := s.filterEvents(ctx, q)
+	if errors.Is(err, errGroupNotFound) {
+		return nil, cursor, nil
+	}
 	if err != nil {
 		return nil, cursor, err
 	}
