@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -62,6 +63,8 @@ type Console struct {
 	cfg      Config
 	sessions *sessions
 	mux      *http.ServeMux
+	closed   chan struct{}
+	close    sync.Once
 }
 
 // contentSecurity allows the page's own files only: no inline script or
@@ -84,7 +87,7 @@ func New(cfg Config) *Console {
 	if cfg.Admin == nil {
 		cfg.Admin = func(string) bool { return false }
 	}
-	c := &Console{cfg: cfg, sessions: newSessions(cfg.Keyring, cfg.Region), mux: http.NewServeMux()}
+	c := &Console{cfg: cfg, sessions: newSessions(cfg.Keyring, cfg.Region), mux: http.NewServeMux(), closed: make(chan struct{})}
 	files, _ := fs.Sub(static, "static")
 	c.mux.HandleFunc("GET /console", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/", http.StatusFound)
@@ -112,6 +115,11 @@ func New(cfg Config) *Console {
 	c.mux.Handle("GET /console/api/stream", c.signed(c.stream))
 	return c
 }
+
+// Close ends the open streams (an HTTP server's Shutdown waits for its
+// handlers, and a stream's would run until its page closes): pass it to
+// http.Server.RegisterOnShutdown.
+func (c *Console) Close() { c.close.Do(func() { close(c.closed) }) }
 
 // ServeHTTP serves everything under /console.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {

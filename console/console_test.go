@@ -46,6 +46,7 @@ func (fleet) Fleet(context.Context) (*console.Fleet, error) {
 }
 
 type env struct {
+	con    *console.Console
 	srv    *httptest.Server
 	keys   *auth.Keyring
 	series *console.Series
@@ -76,7 +77,7 @@ func start(t *testing.T) *env {
 		Functions: store, Series: series, Fleet: fleet{}, Every: 50 * time.Millisecond})
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
-	return &env{srv: srv, keys: keys, series: series}
+	return &env{con: c, srv: srv, keys: keys, series: series}
 }
 
 // signIn signs in as the page does and returns a client holding the cookie.
@@ -228,12 +229,13 @@ func TestSignInRefusals(t *testing.T) {
 		return resp.StatusCode
 	}
 	good := console.SignInProof(user.AccessKeyID, user.SecretAccessKey, region, n.Nonce)
+	forged := n.Nonce[:len(n.Nonce)-1] + map[bool]string{true: "1", false: "0"}[strings.HasSuffix(n.Nonce, "0")]
 	for name, c := range map[string]struct {
 		ctype, akid, nonce, proof string
 	}{
 		"wrong secret":  {"application/json", user.AccessKeyID, n.Nonce, console.SignInProof(user.AccessKeyID, "guess", region, n.Nonce)},
 		"other key":     {"application/json", admin.AccessKeyID, n.Nonce, good},
-		"forged nonce":  {"application/json", user.AccessKeyID, n.Nonce[:len(n.Nonce)-1] + "0", good},
+		"forged nonce":  {"application/json", user.AccessKeyID, forged, console.SignInProof(user.AccessKeyID, user.SecretAccessKey, region, forged)},
 		"form encoding": {"application/x-www-form-urlencoded", user.AccessKeyID, n.Nonce, good},
 		"unknown key":   {"application/json", "AKIANOBODY", n.Nonce, good},
 	} {
@@ -294,5 +296,38 @@ func TestStreamSendsChanges(t *testing.T) {
 		case <-timeout:
 			t.Fatal("no view with the invoke")
 		}
+	}
+}
+
+// Close ends open streams, so that a server's Shutdown need not wait for
+// pages that stay open.
+func TestCloseEndsStreams(t *testing.T) {
+	e := start(t)
+	resp, err := e.signIn(t, admin).Get(e.srv.URL + "/console/api/stream?view=fleet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	next := newSSE(resp.Body)
+	if name, _, err := next(); err != nil || name != "view" {
+		t.Fatalf("first event %q, %v", name, err)
+	}
+	e.con.Close()
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := next(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-ended:
+		if err != io.EOF {
+			t.Errorf("stream ended with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream is still open after Close")
 	}
 }

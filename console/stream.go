@@ -76,6 +76,8 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, v viewer) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.closed:
+			return
 		case <-t.C:
 		}
 		next, err := build(ctx)

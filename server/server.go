@@ -415,6 +415,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			}
 			root.ServeHTTP(w, r)
 		})}
+	s.http.RegisterOnShutdown(con.Close)
 	go func() { s.done <- s.http.Serve(ln) }()
 	if len(cfg.EventFrontend) > 0 {
 		s.events, err = startEventFrontend(ctx, cfg.EventFrontend, EventFrontendConfig{NATSURL: s.nats.ClientURL(),
