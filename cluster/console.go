@@ -69,3 +69,51 @@ func (f *consoleFleet) Fleet(ctx context.Context) (*console.Fleet, error) {
 	copied := *out
 	return &copied, nil
 }
+
+// subjConsole is where frontends ask each other for their consoles' series.
+const subjConsole = "kiln.console.series"
+
+// peerWait is how long a frontend's console waits for the others' answers
+// (it does not know how many there are; answers are cached briefly).
+const peerWait = 150 * time.Millisecond
+
+// consolePeers are the other frontends, over NATS. A question carries its
+// asker's name, so that a frontend does not answer itself.
+type consolePeers struct {
+	nc   *nats.Conn
+	name string
+}
+
+// answer serves the other frontends' questions until the subscription ends.
+func (p consolePeers) answer(con *console.Console) (*nats.Subscription, error) {
+	return p.nc.Subscribe(subjConsole, func(m *nats.Msg) {
+		if m.Header.Get(hdrAsker) != p.name {
+			m.Respond(con.Answer(m.Data))
+		}
+	})
+}
+
+const hdrAsker = "Kiln-Console-Asker"
+
+func (p consolePeers) Ask(ctx context.Context, q []byte) [][]byte {
+	inbox := nats.NewInbox()
+	sub, err := p.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil
+	}
+	defer sub.Unsubscribe()
+	msg := &nats.Msg{Subject: subjConsole, Reply: inbox, Data: q, Header: nats.Header{}}
+	msg.Header.Set(hdrAsker, p.name)
+	if p.nc.PublishMsg(msg) != nil {
+		return nil
+	}
+	var out [][]byte
+	for end := time.Now().Add(peerWait); ctx.Err() == nil; {
+		m, err := sub.NextMsg(time.Until(end))
+		if err != nil {
+			break
+		}
+		out = append(out, m.Data)
+	}
+	return out
+}

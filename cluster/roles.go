@@ -617,11 +617,18 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	}
 	keyring, series := cfg.Identity.keyring(cfg.Region), console.NewSeries(0)
 	fcfg.Observer = series
-	// This frontend's console: series of the invokes it admitted; the fleet
-	// and functions as the cluster has them.
+	// This frontend's console: the series of the invokes it admitted and
+	// those of the other frontends (asked over NATS); the fleet and the
+	// functions as the cluster has them.
+	peers := consolePeers{nc: nc, name: cfg.Name}
 	con := console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(k string) bool { return k == cfg.Identity.AccessKeyID },
 		Functions: fcfg.Functions.(*metadata.Store), Series: series, Fleet: &consoleFleet{nc: nc, partitions: cfg.Partitions},
-		Logs: logStore, Async: async, Logger: cfg.Logger})
+		Logs: logStore, Async: async, Peers: peers, Logger: cfg.Logger})
+	answering, err := peers.answer(con)
+	if err != nil {
+		return err
+	}
+	defer answering.Unsubscribe()
 	var front *roles.Frontend
 	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring,
 		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -52,6 +52,9 @@ type Config struct {
 	Logs      *logs.Store
 	Async     *eventinvoke.Service
 	Mappings  *esm.Store
+	// Peers, in a cluster, are the other frontends, whose series every
+	// view adds to this one's.
+	Peers Peers
 	// Every is how often a live view is recomputed for its open pages; 0
 	// means a second.
 	Every  time.Duration
@@ -65,6 +68,7 @@ type Console struct {
 	mux      *http.ServeMux
 	closed   chan struct{}
 	close    sync.Once
+	peers    peerCache
 }
 
 // contentSecurity allows the page's own files only: no inline script or

@@ -27,11 +27,27 @@ const (
 // Causes of cold starts, in the order of the counts.
 var causes = [...]string{assignment.CauseScaleUp, assignment.CauseIdleReap, assignment.CauseFailover}
 
+// minute is one minute of a ring; its fields are exported so that
+// frontends can exchange them (peers.go).
 type minute struct {
-	at                             int64 // Unix minute
-	invocations, errors, throttles uint32
-	cold                           [len(causes)]uint32
-	dur, init                      [bins]uint32
+	At                             int64 // Unix minute
+	Invocations, Errors, Throttles uint32
+	Cold                           [len(causes)]uint32
+	Dur, Init                      [bins]uint32
+}
+
+// add sums o into m.
+func (m *minute) add(o *minute) {
+	m.Invocations += o.Invocations
+	m.Errors += o.Errors
+	m.Throttles += o.Throttles
+	for i := range m.Cold {
+		m.Cold[i] += o.Cold[i]
+	}
+	for i := range m.Dur {
+		m.Dur[i] += o.Dur[i]
+		m.Init[i] += o.Init[i]
+	}
 }
 
 type fnSeries struct {
@@ -62,8 +78,8 @@ func NewSeries(max int) *Series {
 func slot(ring *[Minutes]minute, t time.Time) *minute {
 	at := t.Unix() / 60
 	m := &ring[at%Minutes]
-	if m.at != at {
-		*m = minute{at: at}
+	if m.At != at {
+		*m = minute{At: at}
 	}
 	return m
 }
@@ -108,17 +124,17 @@ func (s *Series) Invoked(k counting.Key, o frontend.Outcome) {
 	f := s.fn(k)
 	f.last = now
 	m := slot(&f.mins, now)
-	m.invocations++
+	m.Invocations++
 	if o.ErrorType != "" {
-		m.errors++
+		m.Errors++
 	}
-	m.dur[bin(o.Duration)]++
+	m.Dur[bin(o.Duration)]++
 	if o.ColdCause != "" {
-		m.init[bin(o.Init)]++
+		m.Init[bin(o.Init)]++
 		for i, c := range causes {
 			if c == o.ColdCause {
-				m.cold[i]++
-				slot(&s.fleet, now).cold[i]++
+				m.Cold[i]++
+				slot(&s.fleet, now).Cold[i]++
 			}
 		}
 	}
@@ -129,7 +145,7 @@ func (s *Series) Throttled(k counting.Key) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	slot(&s.fn(k).mins, now).throttles++
+	slot(&s.fn(k).mins, now).Throttles++
 }
 
 // Point is one minute of a function's series. Durations are milliseconds
@@ -155,15 +171,25 @@ type Summary struct {
 	ErrorRate   float64    `json:"errorRate"` // errors / invocations
 }
 
-// hour returns the last hour's minutes of ring, oldest first, as points.
-func hour(ring *[Minutes]minute, now time.Time) []Point {
+// hour sums the last hour's minutes of rings (this frontend's and its
+// peers'), oldest first, as points.
+func hour(now time.Time, rings ...[]minute) []Point {
 	cur := now.Unix() / 60
+	var sum [Minutes]minute
+	for _, r := range rings {
+		for i := range r {
+			if m := &r[i]; m.At > cur-Minutes && m.At <= cur {
+				sum[m.At%Minutes].add(m)
+				sum[m.At%Minutes].At = m.At
+			}
+		}
+	}
 	out := make([]Point, 0, Minutes)
 	for at := cur - Minutes + 1; at <= cur; at++ {
 		p := Point{Time: at * 60 * 1000}
-		if m := &ring[at%Minutes]; m.at == at {
-			p.Invocations, p.Errors, p.Throttles = int(m.invocations), int(m.errors), int(m.throttles)
-			for i, n := range m.cold {
+		if m := &sum[at%Minutes]; m.At == at {
+			p.Invocations, p.Errors, p.Throttles = int(m.Invocations), int(m.Errors), int(m.Throttles)
+			for i, n := range m.Cold {
 				if n > 0 {
 					if p.ColdStarts == nil {
 						p.ColdStarts = map[string]int{}
@@ -171,8 +197,8 @@ func hour(ring *[Minutes]minute, now time.Time) []Point {
 					p.ColdStarts[causes[i]] = int(n)
 				}
 			}
-			p.P50, p.P99 = quantile(&m.dur, .5), quantile(&m.dur, .99)
-			p.InitP50, p.InitP99 = quantile(&m.init, .5), quantile(&m.init, .99)
+			p.P50, p.P99 = quantile(&m.Dur, .5), quantile(&m.Dur, .99)
+			p.InitP50, p.InitP99 = quantile(&m.Init, .5), quantile(&m.Init, .99)
 		}
 		out = append(out, p)
 	}
@@ -197,41 +223,64 @@ func quantile(h *[bins]uint32, q float64) float64 {
 	return binBound(bins - 1)
 }
 
-// Hour is k's last hour, a point per minute, oldest first.
-func (s *Series) Hour(k counting.Key) []Point {
+// minutes is a copy of k's ring.
+func (s *Series) minutes(k counting.Key) []minute {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := s.fns[k]
-	if f == nil {
-		f = &fnSeries{}
+	if f := s.fns[k]; f != nil {
+		return append([]minute(nil), f.mins[:]...)
 	}
-	return hour(&f.mins, s.now())
+	return nil
 }
 
-// Summary sums k's last hour.
-func (s *Series) Summary(k counting.Key) Summary {
-	var sum Summary
-	for _, p := range s.Hour(k) {
-		sum.Invocations += p.Invocations
-		sum.Errors += p.Errors
-		sum.Throttles += p.Throttles
-	}
-	if sum.Invocations > 0 {
-		sum.ErrorRate = float64(sum.Errors) / float64(sum.Invocations)
-	}
-	s.mu.Lock()
-	if f := s.fns[k]; f != nil && !f.last.IsZero() {
-		last := f.last
-		sum.LastInvoke = &last
-	}
-	s.mu.Unlock()
-	return sum
-}
-
-// ColdStarts is the last hour's cold starts of every function by cause, a
-// point per minute (only Time and ColdStarts set).
-func (s *Series) ColdStarts() []Point {
+// coldMinutes is a copy of the fleet's ring of cold starts.
+func (s *Series) coldMinutes() []minute {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return hour(&s.fleet, s.now())
+	return append([]minute(nil), s.fleet[:]...)
+}
+
+// summaries sums the last hour of each of keys that has a series.
+func (s *Series) summaries(keys []counting.Key) map[counting.Key]Summary {
+	cur := s.now().Unix() / 60
+	out := map[counting.Key]Summary{}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		f := s.fns[k]
+		if f == nil {
+			continue
+		}
+		var sum Summary
+		for i := range f.mins {
+			if m := &f.mins[i]; m.At > cur-Minutes && m.At <= cur {
+				sum.Invocations += int(m.Invocations)
+				sum.Errors += int(m.Errors)
+				sum.Throttles += int(m.Throttles)
+			}
+		}
+		if !f.last.IsZero() {
+			last := f.last
+			sum.LastInvoke = &last
+		}
+		var total Summary
+		total.merge(sum)
+		out[k] = total
+	}
+	return out
+}
+
+// merge adds o's sums into s, keeping the later last invoke, and sets the
+// error rate.
+func (s *Summary) merge(o Summary) {
+	s.Invocations += o.Invocations
+	s.Errors += o.Errors
+	s.Throttles += o.Throttles
+	if o.LastInvoke != nil && (s.LastInvoke == nil || o.LastInvoke.After(*s.LastInvoke)) {
+		s.LastInvoke = o.LastInvoke
+	}
+	s.ErrorRate = 0
+	if s.Invocations > 0 {
+		s.ErrorRate = float64(s.Errors) / float64(s.Invocations)
+	}
 }

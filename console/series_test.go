@@ -1,6 +1,7 @@
 package console
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func TestSeriesHour(t *testing.T) {
 	s.Invoked(k, frontend.Outcome{Duration: time.Millisecond, ColdCause: assignment.CauseIdleReap, Init: 100 * time.Millisecond})
 	s.Invoked(k, frontend.Outcome{Duration: time.Millisecond, ErrorType: "Unhandled"})
 	s.Throttled(k)
-	h := s.Hour(k)
+	h := hour(s.now(), s.minutes(k))
 	if len(h) != Minutes {
 		t.Fatalf("%d points", len(h))
 	}
@@ -63,20 +64,20 @@ func TestSeriesHour(t *testing.T) {
 	if last.Invocations != 2 || last.Errors != 1 || last.Throttles != 1 || last.ColdStarts[assignment.CauseIdleReap] != 1 || last.InitP50 == 0 {
 		t.Errorf("this minute: %+v", last)
 	}
-	if sum := s.Summary(k); sum.ErrorRate != .5 || sum.LastInvoke == nil {
+	if sum := s.summaries([]counting.Key{k})[k]; sum.ErrorRate != .5 || sum.LastInvoke == nil {
 		t.Errorf("summary %+v", sum)
 	}
-	if cs := s.ColdStarts(); cs[Minutes-1].ColdStarts[assignment.CauseIdleReap] != 1 {
+	if cs := hour(s.now(), s.coldMinutes()); cs[Minutes-1].ColdStarts[assignment.CauseIdleReap] != 1 {
 		t.Errorf("fleet cold starts %+v", cs[Minutes-1])
 	}
 	now = now.Add(59 * time.Minute)
-	if h := s.Hour(k); h[0].Invocations != 2 {
+	if h := hour(s.now(), s.minutes(k)); h[0].Invocations != 2 {
 		t.Errorf("59 minutes on, the first point is %+v", h[0])
 	}
 	now = now.Add(time.Minute)
 	s.Invoked(k, frontend.Outcome{Duration: time.Millisecond}) // reuses the slot
 	sum := 0
-	for _, p := range s.Hour(k) {
+	for _, p := range hour(s.now(), s.minutes(k)) {
 		sum += p.Invocations
 	}
 	if sum != 1 {
@@ -94,5 +95,61 @@ func TestSeriesBound(t *testing.T) {
 	}
 	if len(s.fns) != 2 || s.fns[counting.Key{Function: "b"}] != nil {
 		t.Errorf("kept %v, want a and c", s.fns)
+	}
+}
+
+// frontends are consoles that ask each other directly (the cluster asks
+// over NATS: e2e's TestConsole invokes through one frontend and reads the
+// other's console).
+type frontends []*Console
+
+func (fs frontends) peersOf(i int) Peers {
+	return askFunc(func(q []byte) (out [][]byte) {
+		for j, c := range fs {
+			if j != i {
+				out = append(out, c.Answer(q))
+			}
+		}
+		return out
+	})
+}
+
+type askFunc func([]byte) [][]byte
+
+func (f askFunc) Ask(_ context.Context, q []byte) [][]byte { return f(q) }
+
+// Each frontend's console adds the others' series to its own: sums,
+// the later last invoke, percentiles over the merged bins, cold starts.
+func TestPeersMerge(t *testing.T) {
+	now := time.Date(2026, 1, 1, 10, 0, 30, 0, time.UTC)
+	fs := make(frontends, 2)
+	for i := range fs {
+		s := NewSeries(0)
+		s.now = func() time.Time { return now }
+		fs[i] = New(Config{Series: s})
+	}
+	for i := range fs {
+		fs[i].cfg.Peers = fs.peersOf(i)
+	}
+	k := counting.Key{Account: "1", Function: "f"}
+	fs[0].cfg.Series.Invoked(k, frontend.Outcome{Duration: time.Millisecond, ColdCause: assignment.CauseScaleUp})
+	now = now.Add(time.Second)
+	for range 3 {
+		fs[1].cfg.Series.Invoked(k, frontend.Outcome{Duration: time.Second, ErrorType: "Unhandled"})
+	}
+	fs[1].cfg.Series.Invoked(counting.Key{Account: "1", Function: "g"}, frontend.Outcome{ColdCause: assignment.CauseFailover})
+	for i, c := range fs {
+		sum := c.summaries(context.Background(), []counting.Key{k})[k]
+		if sum.Invocations != 4 || sum.Errors != 3 || sum.ErrorRate != .75 || sum.LastInvoke == nil || !sum.LastInvoke.Equal(now) {
+			t.Errorf("frontend %d: summary %+v", i, sum)
+		}
+		p := c.hour(context.Background(), k)[Minutes-1]
+		if p.Invocations != 4 || p.P50 != binBound(bin(time.Second)) || p.P99 != binBound(bin(time.Second)) || p.ColdStarts[assignment.CauseScaleUp] != 1 {
+			t.Errorf("frontend %d: this minute %+v", i, p)
+		}
+		cold := c.coldStarts(context.Background())[Minutes-1].ColdStarts
+		if cold[assignment.CauseScaleUp] != 1 || cold[assignment.CauseFailover] != 1 {
+			t.Errorf("frontend %d: cold starts %v", i, cold)
+		}
 	}
 }

@@ -126,12 +126,11 @@ type Environment struct {
 	Provisioned bool   `json:"provisioned,omitempty"`
 }
 
-func (c *Console) row(f *metadata.Function) FunctionRow {
+func (c *Console) row(f *metadata.Function, sum Summary) FunctionRow {
 	l := f.Latest
 	row := FunctionRow{Account: f.Account, Name: f.Name, Runtime: l.Runtime, PackageType: cmp.Or(l.PackageType, "Zip"),
 		MemoryMB: l.MemorySize, Timeout: l.Timeout, State: l.State, Versions: f.SortedVersions(), Aliases: []Alias{},
-		Reserved: f.ReservedConcurrency, Provisioned: []ProvisionedState{},
-		Summary: c.cfg.Series.Summary(counting.Key{Account: f.Account, Function: f.Name})}
+		Reserved: f.ReservedConcurrency, Provisioned: []ProvisionedState{}, Summary: sum}
 	for _, a := range f.Aliases {
 		al := Alias{Name: a.Name, Version: a.FunctionVersion}
 		if a.RoutingConfig != nil {
@@ -158,9 +157,14 @@ func (c *Console) functions(ctx context.Context, v viewer) ([]FunctionRow, error
 	if err != nil {
 		return nil, err
 	}
+	keys := make([]counting.Key, len(fns))
+	for i, f := range fns {
+		keys[i] = counting.Key{Account: f.Account, Function: f.Name}
+	}
+	sums := c.summaries(ctx, keys)
 	out := make([]FunctionRow, 0, len(fns))
-	for _, f := range fns {
-		out = append(out, c.row(f))
+	for i, f := range fns {
+		out = append(out, c.row(f, sums[keys[i]]))
 	}
 	slices.SortFunc(out, func(a, b FunctionRow) int {
 		return cmp.Or(cmp.Compare(a.Account, b.Account), cmp.Compare(a.Name, b.Name))
@@ -187,7 +191,8 @@ func (c *Console) function(ctx context.Context, v viewer, account, name string) 
 	if err != nil {
 		return nil, err
 	}
-	out := &FunctionView{Function: c.row(f), Series: c.cfg.Series.Hour(counting.Key{Account: account, Function: name}),
+	k := counting.Key{Account: account, Function: name}
+	out := &FunctionView{Function: c.row(f, c.summaries(ctx, []counting.Key{k})[k]), Series: c.hour(ctx, k),
 		Environments: []Environment{}, Mappings: []Mapping{}, Async: AsyncState{Configs: []AsyncConfig{}}}
 	fleet, err := c.cfg.Fleet.Fleet(ctx)
 	if err != nil {
@@ -242,7 +247,7 @@ func (c *Console) fleet(ctx context.Context, v viewer) (*Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	f.ColdStarts = c.cfg.Series.ColdStarts()
+	f.ColdStarts = c.coldStarts(ctx)
 	return f, nil
 }
 
