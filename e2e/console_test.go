@@ -189,6 +189,11 @@ func TestConsole(t *testing.T) {
 			func(s string) bool { return strings.Contains(s, "idle") || strings.Contains(s, "busy") })
 		screenshot(t, bctx, "function-"+tg.name)
 
+		// A hostile name in the address (function names themselves cannot
+		// hold markup): refused, and nothing of it runs.
+		run(t, bctx, "hostile route", chromedp.Navigate(endpoint+`/console/#/fn/`+tg.accountID+`/%3Cimg%20src%3Dx%20onerror%3D%22window.kilnXSS%3D3%22%3E`))
+		waitText(t, bctx, "hostile route refused", `document.getElementById("status").textContent + "/" + String(window.kilnXSS)`,
+			func(s string) bool { return strings.HasPrefix(s, "This view is not available") && strings.HasSuffix(s, "/undefined") })
 		run(t, bctx, "functions page", chromedp.Navigate(endpoint+"/console/#/"), chromedp.WaitVisible(chromedp.CSS("#fn-table")))
 		waitText(t, bctx, "invokes in the list", `(document.querySelector('#fn-table tr[data-name="`+name+`"] .invocations') || {}).textContent || ""`,
 			func(s string) bool { return s == "1" })

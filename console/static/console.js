@@ -90,7 +90,11 @@
     source.addEventListener("view", (e) => { onView(JSON.parse(e.data)); status("live · updated " + new Date().toLocaleTimeString()); });
     if (onLogs) source.addEventListener("logs", (e) => onLogs(JSON.parse(e.data)));
     source.addEventListener("failure", (e) => { status(JSON.parse(e.data).message); stop(); });
-    source.onerror = () => status("reconnecting…");
+    // A refused stream (not found, not this key's, signed out) is not
+    // retried by the browser; a dropped one is.
+    source.onerror = () => status(source && source.readyState === EventSource.CLOSED
+      ? "This view is not available: the function does not exist, is another account's, or the session ended."
+      : "reconnecting…");
   }
 
   function route() {
