@@ -134,9 +134,11 @@
     for (const f of list) {
       const link = el("a", f.name);
       link.href = "#/fn/" + encodeURIComponent(f.account) + "/" + encodeURIComponent(f.name);
-      const tr = row([link, f.account, f.runtime || f.packageType, f.memoryMB + " MB", f.versions.join(", "), aliases(f),
+      const tr = row([link, f.account, f.runtime || f.packageType, f.memoryMB + " MB", f.versions.join(", ") || "$LATEST only", aliases(f),
         concurrency(f), when(f.lastInvoke), f.invocations, (f.errorRate * 100).toFixed(1) + "%"]);
       tr.dataset.name = f.name;
+      tr.cells[5].className = "aliases";
+      tr.cells[6].className = "concurrency";
       tr.cells[8].className = "num invocations";
       tr.cells[9].className = "num";
       body.append(tr);
