@@ -40,7 +40,7 @@ func (f *consoleFleet) Fleet(ctx context.Context) (*console.Fleet, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &console.Fleet{Mode: "cluster", Workers: []console.Worker{}, Partitions: []console.Partition{}, Environments: []console.Environment{}}
+	out := &console.Fleet{Mode: "cluster"}
 	for _, w := range st.Workers {
 		out.Workers = append(out.Workers, console.Worker{ID: w.ID, Zone: w.Zone, MemoryMB: w.MemoryMB, CPUMillis: w.CPUMillis,
 			BookedMB: w.BookedMB, BookedCPU: w.BookedCPU, LoadMillis: w.LoadMillis, Envs: w.Envs, Draining: w.Draining, Healthy: w.Healthy})

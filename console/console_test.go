@@ -156,7 +156,12 @@ func TestAccountsSeeTheirOwn(t *testing.T) {
 	}
 	getJSON(t, a, e.srv.URL+"/console/api/functions/"+user.Account+"/users-fn", http.StatusOK, nil)
 	var f console.Fleet
-	getJSON(t, a, e.srv.URL+"/console/api/fleet", http.StatusOK, &f)
+	var raw json.RawMessage
+	getJSON(t, a, e.srv.URL+"/console/api/fleet", http.StatusOK, &raw)
+	if strings.Contains(string(raw), "null") { // the source gave no partitions
+		t.Errorf("the fleet has a null list: %s", raw)
+	}
+	json.Unmarshal(raw, &f)
 	if len(f.Environments) != 2 || len(f.ColdStarts) != console.Minutes {
 		t.Errorf("fleet %+v: want both environments and an hour of cold starts", f)
 	}

@@ -248,6 +248,8 @@ func (c *Console) fleet(ctx context.Context, v viewer) (*Fleet, error) {
 		return nil, err
 	}
 	f.ColdStarts = c.coldStarts(ctx)
+	// The page reads lists, never null.
+	f.Workers, f.Partitions, f.Environments = orEmpty(f.Workers), orEmpty(f.Partitions), orEmpty(f.Environments)
 	return f, nil
 }
 
@@ -281,4 +283,11 @@ func (c *Console) logs(w http.ResponseWriter, r *http.Request, v viewer) {
 	c.view(func(ctx context.Context, r *http.Request, v viewer) (any, error) {
 		return c.readLogs(ctx, v, r.PathValue("account"), r.PathValue("name"), r.URL.Query().Get("cursor"))
 	})(w, r, v)
+}
+
+func orEmpty[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

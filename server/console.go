@@ -17,7 +17,7 @@ type fleet struct {
 }
 
 func (f fleet) Fleet(context.Context) (*console.Fleet, error) {
-	out := &console.Fleet{Mode: "kiln up", Workers: []console.Worker{}, Partitions: []console.Partition{}, Environments: []console.Environment{}}
+	out := &console.Fleet{Mode: "kiln up"}
 	for _, b := range f.place.Bookings() {
 		out.Workers = append(out.Workers, console.Worker{ID: b.ID, Zone: b.Zone, MemoryMB: b.MemoryMB, CPUMillis: b.CPUMillis,
 			BookedMB: b.BookedMB, BookedCPU: b.BookedCPU, LoadMillis: b.LoadMillis, Envs: b.Envs, Draining: b.Draining, Healthy: true})
