@@ -193,7 +193,9 @@ func TestConsole(t *testing.T) {
 		// hold markup): refused, and nothing of it runs.
 		run(t, bctx, "hostile route", chromedp.Navigate(endpoint+`/console/#/fn/`+tg.accountID+`/%3Cimg%20src%3Dx%20onerror%3D%22window.kilnXSS%3D3%22%3E`))
 		waitText(t, bctx, "hostile route refused", `document.getElementById("status").textContent + "/" + String(window.kilnXSS)`,
-			func(s string) bool { return strings.HasPrefix(s, "This view is not available") && strings.HasSuffix(s, "/undefined") })
+			func(s string) bool {
+				return strings.HasPrefix(s, "This view is not available") && strings.HasSuffix(s, "/undefined")
+			})
 		// Versions, a weighted alias and reserved concurrency, as the list shows them.
 		awsIn(t, tg, endpoint, "lambda", "publish-version", "--function-name", name)
 		awsIn(t, tg, endpoint, "lambda", "update-function-configuration", "--function-name", name, "--description", "second")
@@ -205,7 +207,7 @@ func TestConsole(t *testing.T) {
 		run(t, bctx, "functions page", chromedp.Navigate(endpoint+"/console/#/"), chromedp.WaitVisible(chromedp.CSS("#fn-table")))
 		waitText(t, bctx, "invokes in the list", `(document.querySelector('#fn-table tr[data-name="`+name+`"] .invocations') || {}).textContent || ""`,
 			func(s string) bool { return s == "1" })
-		row := `document.querySelector('#fn-table tr[data-name="`+name+`"]')`
+		row := `document.querySelector('#fn-table tr[data-name="` + name + `"]')`
 		waitText(t, bctx, "versions, alias weights and concurrency in the list",
 			`[...`+row+`.cells].map(c => c.textContent).slice(4, 7).join(" | ")`,
 			func(s string) bool { return s == "1, 2 | live → 1 75%, 2 25% | reserved 5" })

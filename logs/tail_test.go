@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/logline"
+	"github.com/kiln-dev/kiln/logs"
 )
 
 // Tail reads a group from a time on, then only what came after its cursor,
