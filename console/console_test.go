@@ -20,6 +20,8 @@ import (
 	"github.com/kiln-dev/kiln/console"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/frontend"
+	"github.com/kiln-dev/kiln/logline"
+	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,6 +48,7 @@ func (fleet) Fleet(context.Context) (*console.Fleet, error) {
 }
 
 type env struct {
+	logs   *logs.Store
 	con    *console.Console
 	srv    *httptest.Server
 	keys   *auth.Keyring
@@ -70,14 +73,19 @@ func start(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
+	logStore, err := logs.Open(ctx, js, logs.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logStore.Close() })
 	keys := auth.NewKeyring(admin, user)
 	keys.Region = region
 	series := console.NewSeries(0)
 	c := console.New(console.Config{Keyring: keys, Region: region, Admin: func(k string) bool { return k == admin.AccessKeyID },
-		Functions: store, Series: series, Fleet: fleet{}, Every: 50 * time.Millisecond})
+		Functions: store, Series: series, Fleet: fleet{}, Logs: logStore, Every: 50 * time.Millisecond})
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
-	return &env{con: c, srv: srv, keys: keys, series: series}
+	return &env{logs: logStore, con: c, srv: srv, keys: keys, series: series}
 }
 
 // signIn signs in as the page does and returns a client holding the cookie.
@@ -334,5 +342,56 @@ func TestCloseEndsStreams(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the stream is still open after Close")
+	}
+}
+
+// A function's logs: read from the last minutes, then after a cursor; a
+// reconnecting page (Last-Event-ID: the cursor of the last lines it got) is
+// sent only newer lines, and one with an id the logs did not make the
+// last minutes again.
+func TestLogsResume(t *testing.T) {
+	e := start(t)
+	u := e.signIn(t, user)
+	write := func(text string) {
+		e.logs.Append(user.Account, "/aws/lambda/users-fn", "s1", []logline.Line{{Time: time.Now(), Message: text}})
+		if err := e.logs.Flush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("one")
+	var page console.LogPage
+	getJSON(t, u, e.srv.URL+"/console/api/functions/"+user.Account+"/users-fn/logs", http.StatusOK, &page)
+	if len(page.Events) != 1 || page.Events[0].Message != "one" || page.Cursor == "" {
+		t.Fatalf("first read %+v", page)
+	}
+	write("two")
+	for lastID, want := range map[string]string{page.Cursor: "two", "forged": "one,two"} {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/console/api/stream?view=function&account="+user.Account+"&name=users-fn", nil)
+		req.Header.Set("Last-Event-ID", lastID)
+		resp, err := u.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := newSSE(resp.Body)
+		for {
+			name, data, err := next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if name != "logs" {
+				continue
+			}
+			var evs []struct{ Message string }
+			json.Unmarshal(data, &evs)
+			var got []string
+			for _, ev := range evs {
+				got = append(got, ev.Message)
+			}
+			if strings.Join(got, ",") != want {
+				t.Errorf("Last-Event-ID %q: sent %q, want %s", lastID, got, want)
+			}
+			break
+		}
+		resp.Body.Close()
 	}
 }

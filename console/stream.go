@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/logs"
 )
 
 // keepAlive is how often a stream with nothing new sends a comment, so
@@ -18,7 +19,8 @@ const keepAlive = 15 * time.Second
 
 // stream serves a view as server-sent events: "view" with the view's JSON
 // (the same as its endpoint's) whenever it changed, checked every
-// Config.Every; on a function's view also "logs" with its new log events.
+// Config.Every; on a function's view also "logs" with its new log events
+// (its id is the logs' cursor, which a reconnecting EventSource sends back).
 // ?view=functions | fleet | function&account=A&name=N.
 func (c *Console) stream(w http.ResponseWriter, r *http.Request, v viewer) {
 	q := r.URL.Query()
@@ -46,7 +48,9 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, v viewer) {
 	h.Set("X-Accel-Buffering", "no")
 	rc := http.NewResponseController(w)
 	var last []byte
-	cursor := ""
+	// A reconnecting EventSource sends the id of the last event it got:
+	// the logs' cursor, so that no line is shown twice.
+	cursor := r.Header.Get("Last-Event-ID")
 	sent := time.Now()
 	t := time.NewTicker(c.cfg.Every)
 	defer t.Stop()
@@ -57,13 +61,16 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, v viewer) {
 		}
 		if q.Get("view") == "function" {
 			page, err := c.readLogs(ctx, v, account, name, cursor)
-			if err == nil {
+			switch {
+			case err == nil:
 				cursor = page.Cursor
 				if len(page.Events) > 0 {
 					b, _ := json.Marshal(page.Events)
-					fmt.Fprintf(w, "event: logs\ndata: %s\n\n", b)
+					fmt.Fprintf(w, "id: %s\nevent: logs\ndata: %s\n\n", cursor, b)
 					sent = time.Now()
 				}
+			case errors.Is(err, logs.ErrBadCursor):
+				cursor = "" // a Last-Event-ID the logs did not make: from the last minutes
 			}
 		}
 		if time.Since(sent) > keepAlive {

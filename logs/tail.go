@@ -3,7 +3,11 @@ package logs
 import (
 	"context"
 	"errors"
+	"strings"
 )
+
+// ErrBadCursor is Tail's error for a cursor it did not make.
+var ErrBadCursor = errors.New("logs: not a cursor of Tail")
 
 // Event is one log event as Tail reads it.
 type Event struct {
@@ -19,6 +23,9 @@ type Event struct {
 // yet (a function that never ran) has no events.
 func (s *Store) Tail(ctx context.Context, account, group, cursor string, start int64, limit int) ([]Event, string, error) {
 	q := filterQuery{account: account, group: group, limit: limit}
+	if _, ok := parsePos(strings.TrimPrefix(cursor, filterTokenPrefix)); cursor != "" && (!ok || !strings.HasPrefix(cursor, filterTokenPrefix)) {
+		return nil, "", ErrBadCursor
+	}
 	if cursor != "" {
 		q.token = cursor
 	} else {

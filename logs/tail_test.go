@@ -1,6 +1,7 @@
 package logs_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -33,6 +34,11 @@ func TestTail(t *testing.T) {
 	t0 := time.Now().Add(-time.Minute).Truncate(time.Millisecond)
 	got, cursor := tail("", t0, 10) // no group yet
 	want(got, nil)
+	for _, bad := range []string{"n/", "n/x", "00000000000000000001000000", "n/00000000000000000001000000x"} {
+		if _, _, err := e.store.Tail(ctx, account, "/aws/lambda/f", bad, 0, 10); !errors.Is(err, logs.ErrBadCursor) {
+			t.Errorf("cursor %q: %v, want ErrBadCursor", bad, err)
+		}
+	}
 	e.store.Append(account, "/aws/lambda/other", "s1", lines(t0, time.Millisecond, "other%d", 2))
 	e.store.Append(account, "/aws/lambda/f", "s1", append(lines(t0.Add(-time.Hour), 0, "too old%d", 1), lines(t0, time.Millisecond, "a%d", 3)...))
 	noErr(t, e.store.Flush(ctx))
