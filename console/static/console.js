@@ -285,6 +285,7 @@
     $("signin-form").addEventListener("submit", signIn);
     $("signout").addEventListener("click", async () => {
       await fetch("api/signout", { method: "POST", credentials: "same-origin" });
+      $("akid").value = "";
       location.hash = "#/";
       start();
     });
