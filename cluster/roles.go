@@ -646,7 +646,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		},
 		Unsigned: func(root *http.ServeMux) {
 			root.Handle("/kiln/code/", proxy)
-			root.Handle("/v2/", reg) // its own authentication: registry clients do not sign
+			root.Handle("/v2/", reg)      // its own authentication: registry clients do not sign
 			root.Handle("/console/", con) // its own sign-in; its API also takes SigV4
 			root.Handle("/console", con)
 		},

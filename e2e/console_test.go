@@ -290,7 +290,9 @@ func TestConsoleFleetLosesKilledWorker(t *testing.T) {
 // runs no functions (the function list and the account check need none).
 type emptyFleet struct{}
 
-func (emptyFleet) Fleet(context.Context) (*console.Fleet, error) { return &console.Fleet{Mode: "test"}, nil }
+func (emptyFleet) Fleet(context.Context) (*console.Fleet, error) {
+	return &console.Fleet{Mode: "test"}, nil
+}
 
 // TestConsoleSecondAccount: a second account's key, signed in through the
 // page, sees none of the first account's functions, nor the fleet, nor a
