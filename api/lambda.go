@@ -221,3 +221,31 @@ type ListFunctionEventInvokeConfigsResponse struct {
 	FunctionEventInvokeConfigs []*FunctionEventInvokeConfig `json:"FunctionEventInvokeConfigs"`
 	NextMarker                 string                       `json:"NextMarker,omitempty"`
 }
+
+// FunctionURLConfig is a function URL's configuration, as the
+// *FunctionUrlConfig operations answer (and ListFunctionUrlConfigs lists).
+type FunctionURLConfig struct {
+	FunctionUrl      string `json:"FunctionUrl"`
+	FunctionArn      string `json:"FunctionArn"`
+	AuthType         string `json:"AuthType"`
+	Cors             *Cors  `json:"Cors,omitempty"`
+	CreationTime     string `json:"CreationTime"`
+	LastModifiedTime string `json:"LastModifiedTime,omitempty"`
+	InvokeMode       string `json:"InvokeMode"`
+}
+
+// Cors is a function URL's cross-origin resource sharing settings.
+type Cors struct {
+	AllowCredentials *bool    `json:"AllowCredentials,omitempty"`
+	AllowHeaders     []string `json:"AllowHeaders,omitempty"`
+	AllowMethods     []string `json:"AllowMethods,omitempty"`
+	AllowOrigins     []string `json:"AllowOrigins,omitempty"`
+	ExposeHeaders    []string `json:"ExposeHeaders,omitempty"`
+	MaxAge           *int     `json:"MaxAge,omitempty"`
+}
+
+// ListFunctionURLConfigsResponse is ListFunctionUrlConfigs' answer.
+type ListFunctionURLConfigsResponse struct {
+	FunctionUrlConfigs []*FunctionURLConfig `json:"FunctionUrlConfigs"`
+	NextMarker         *string              `json:"NextMarker,omitempty"`
+}

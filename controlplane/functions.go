@@ -534,11 +534,15 @@ func (s *Service) deleteFunction(c *call) error {
 	}
 	switch q := ref.Qualifier; {
 	case q == "":
+		f, _ := s.store.Get(c.ctx, c.caller.Account, ref.Name)
 		if err := s.store.Delete(c.ctx, c.caller.Account, ref.Name); err != nil {
 			if errors.Is(err, metadata.ErrNotFound) {
 				return s.notFound(c.caller.Account, ref.Name, "")
 			}
 			return err
+		}
+		if f != nil {
+			s.dropURLs(c, f, "")
 		}
 		return c.noContent()
 	case q == metadata.Latest:

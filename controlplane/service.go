@@ -132,6 +132,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 	}
 	routes = append(routes, s.settingRoutes()...)
 	routes = append(routes, s.layerRoutes()...)
+	routes = append(routes, s.urlRoutes()...)
 	if s.cfg.Mappings != nil {
 		routes = append(routes, s.mappingRoutes()...)
 	}

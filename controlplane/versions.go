@@ -361,6 +361,7 @@ func (s *Service) deleteAlias(c *call) error {
 	if err != nil {
 		return err
 	}
+	var gone metadata.Function // the alias's URL, deleted with it as in Lambda
 	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
 		if _, ok := f.Aliases[name]; !ok {
 			return errUnchanged
@@ -369,11 +370,17 @@ func (s *Service) deleteAlias(c *call) error {
 		delete(f.Provisioned, name)
 		// An alias made again under this name starts without them.
 		delete(f.EventInvokeConfigs, name)
+		gone.URLs = map[string]*metadata.URL{}
+		if u, ok := f.URLs[name]; ok {
+			gone.URLs[name] = u
+			delete(f.URLs, name)
+		}
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {
 		return err
 	}
+	s.dropURLs(c, &gone, name)
 	return c.noContent()
 }
 

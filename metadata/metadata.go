@@ -59,6 +59,8 @@ type Function struct {
 	// EventInvokeConfigs are the asynchronous-invocation settings by
 	// qualifier ("$LATEST", a version number or an alias name).
 	EventInvokeConfigs map[string]*api.FunctionEventInvokeConfig `json:"eventInvokeConfigs,omitempty"`
+	// URLs are the function's URLs by qualifier ("$LATEST" or an alias).
+	URLs map[string]*URL `json:"urls,omitempty"`
 	// PublishedFrom is the $LATEST RevisionId that version LastVersion was
 	// published from: PublishVersion answers with that version again as long
 	// as $LATEST has not changed since (as Lambda does).
