@@ -30,6 +30,10 @@ import (
 //
 //	POST   /kiln/envs/{id}          EnvSpec JSON → {"init": ns} | 422 InitError | 5xx
 //	POST   /kiln/envs/{id}/invoke   payload; X-Kiln-* headers → payload; X-Kiln-* headers
+//	                                with X-Kiln-Stream: true, the response streams: the body is the
+//	                                function's bytes as they arrive (X-Kiln-Streamed: true and
+//	                                X-Kiln-Content-Type in the head) or the buffered payload, and
+//	                                the X-Kiln-* result headers come as trailers
 //	DELETE /kiln/envs/{id}
 
 // WorkerServer serves a worker.Worker to the other roles.
@@ -106,10 +110,22 @@ func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	cc, _ := base64.StdEncoding.DecodeString(r.Header.Get("X-Kiln-Client-Context"))
-	res, err := s.W.Invoke(context.WithoutCancel(r.Context()), id, &invoke.Invocation{
+	inv := &invoke.Invocation{
 		RequestID: r.Header.Get("X-Kiln-Request-Id"), FunctionArn: r.Header.Get("X-Kiln-Function-Arn"),
 		TraceID: r.Header.Get("X-Kiln-Trace-Id"), ClientContext: string(cc), Payload: payload,
-		Background: r.Header.Get("X-Kiln-Background") == "true"})
+		Background: r.Header.Get("X-Kiln-Background") == "true"}
+	var stream *wireStream
+	if r.Header.Get("X-Kiln-Stream") == "true" {
+		stream = &wireStream{w: w}
+		inv.Stream = stream
+		w.Header().Set("Trailer", strings.Join(resultHeaders, ", "))
+	}
+	res, err := s.W.Invoke(context.WithoutCancel(r.Context()), id, inv)
+	if stream != nil && stream.end() && err != nil {
+		// The head has gone: the error can only end the stream.
+		w.Header().Set("X-Kiln-Error-Type", "Runtime.ExitError")
+		return
+	}
 	if errors.Is(err, invoke.ErrNoEnv) {
 		http.Error(w, err.Error(), http.StatusNotFound)
 		return
@@ -128,8 +144,63 @@ func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Kiln-Duration", strconv.FormatInt(int64(res.Duration), 10))
 	h.Set("X-Kiln-Reusable", strconv.FormatBool(res.Reusable))
 	h.Set("X-Kiln-Log-Tail", base64.StdEncoding.EncodeToString(res.LogTail))
+	if stream != nil {
+		if !res.Streamed {
+			w.Write(res.Payload) // a buffered answer: the head goes now, the result in trailers
+			return
+		}
+		h.Set("X-Kiln-Error-Body", base64.StdEncoding.EncodeToString(res.Payload))
+		return
+	}
 	h.Set("Content-Length", strconv.Itoa(len(res.Payload)))
 	w.Write(res.Payload)
+}
+
+// resultHeaders are the invoke's result, sent as trailers when it streams.
+var resultHeaders = []string{"X-Kiln-Error-Type", "X-Kiln-Duration", "X-Kiln-Reusable", "X-Kiln-Log-Tail", "X-Kiln-Error-Body"}
+
+// wireStream passes a streamed response on to the frontend: each write is
+// flushed, so the bytes cross as the function sends them. Writes after the
+// handler ended (the runtime's connection outlived a timeout) are dropped.
+type wireStream struct {
+	w     http.ResponseWriter
+	mu    sync.Mutex
+	began bool
+	ended bool
+}
+
+func (s *wireStream) Begin(contentType string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	s.began = true
+	s.w.Header().Set("X-Kiln-Streamed", "true")
+	s.w.Header().Set("X-Kiln-Content-Type", contentType)
+	s.w.WriteHeader(http.StatusOK)
+	http.NewResponseController(s.w).Flush()
+}
+
+func (s *wireStream) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return 0, net.ErrClosed
+	}
+	n, err := s.w.Write(p)
+	if err == nil {
+		err = http.NewResponseController(s.w).Flush()
+	}
+	return n, err
+}
+
+// end stops further writes and says whether the head had gone.
+func (s *wireStream) end() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ended = true
+	return s.began
 }
 
 func (s *WorkerServer) destroy(w http.ResponseWriter, r *http.Request) {
@@ -202,11 +273,15 @@ func (c *WorkerClient) Destroy(ctx context.Context, w replica.WorkerRef, envID s
 }
 
 func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *invoke.Invocation) (*invoke.Result, error) {
-	resp, err := c.do(ctx, http.MethodPost, addr+"/kiln/envs/"+envID+"/invoke", inv.Payload, map[string]string{
+	hdr := map[string]string{
 		"X-Kiln-Request-Id": inv.RequestID, "X-Kiln-Function-Arn": inv.FunctionArn, "X-Kiln-Trace-Id": inv.TraceID,
 		"X-Kiln-Client-Context": base64.StdEncoding.EncodeToString([]byte(inv.ClientContext)),
 		"X-Kiln-Background":     strconv.FormatBool(inv.Background),
-	})
+	}
+	if inv.Stream != nil {
+		hdr["X-Kiln-Stream"] = "true"
+	}
+	resp, err := c.do(ctx, http.MethodPost, addr+"/kiln/envs/"+envID+"/invoke", inv.Payload, hdr)
 	if err != nil {
 		if unreachable(err) {
 			// The invoke never started: the frontend may try another env.
@@ -215,6 +290,9 @@ func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *invo
 		return nil, workerFailed(addr, inv, err)
 	}
 	defer resp.Body.Close()
+	if inv.Stream != nil && resp.StatusCode == http.StatusOK && resp.Header.Get("X-Kiln-Streamed") == "true" {
+		return readStream(resp, addr, inv)
+	}
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return nil, workerFailed(addr, inv, err)
@@ -227,10 +305,47 @@ func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *invo
 		return nil, fmt.Errorf("worker at %s: %s: %s", addr, resp.Status, bytes.TrimSpace(body))
 	}
 	h := resp.Header
+	if inv.Stream != nil {
+		h = resp.Trailer
+	}
+	return result(h, body), nil
+}
+
+// result reads an invoke's result from the worker's X-Kiln-* headers (or
+// trailers).
+func result(h http.Header, payload []byte) *invoke.Result {
 	d, _ := strconv.ParseInt(h.Get("X-Kiln-Duration"), 10, 64)
 	tail, _ := base64.StdEncoding.DecodeString(h.Get("X-Kiln-Log-Tail"))
-	return &invoke.Result{Payload: body, ErrorType: h.Get("X-Kiln-Error-Type"), LogTail: tail,
-		Duration: time.Duration(d), Reusable: h.Get("X-Kiln-Reusable") == "true"}, nil
+	return &invoke.Result{Payload: payload, ErrorType: h.Get("X-Kiln-Error-Type"), LogTail: tail,
+		Duration: time.Duration(d), Reusable: h.Get("X-Kiln-Reusable") == "true"}
+}
+
+// readStream passes a streamed response on to inv.Stream as its bytes
+// arrive from the worker, then reads the result from the trailers.
+func readStream(resp *http.Response, addr string, inv *invoke.Invocation) (*invoke.Result, error) {
+	inv.Stream.Begin(resp.Header.Get("X-Kiln-Content-Type"))
+	buf := make([]byte, 32<<10)
+	writing := true
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 && writing {
+			if _, werr := inv.Stream.Write(buf[:n]); werr != nil {
+				writing = false // the caller is gone; the function runs on
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			// The head has gone: the worker's failure can only end the stream.
+			doc, _ := json.Marshal(map[string]string{"errorType": "Runtime.ExitError", "errorMessage": workerFailed(addr, inv, err).Error()})
+			return &invoke.Result{Streamed: true, ErrorType: "Runtime.ExitError", Payload: doc}, nil
+		}
+	}
+	body, _ := base64.StdEncoding.DecodeString(resp.Trailer.Get("X-Kiln-Error-Body"))
+	res := result(resp.Trailer, body)
+	res.Streamed = true
+	return res, nil
 }
 
 // workerFailed is what the caller sees when a worker dies mid-invoke.

@@ -35,6 +35,8 @@ type Response struct {
 	ErrorType       string
 	Payload         []byte
 	LogTail         []byte
+	// Streamed: the response went to the invoke's Stream (see Result).
+	Streamed bool
 }
 
 // EnvSpec is what a new execution environment runs.
@@ -62,7 +64,22 @@ type Invocation struct {
 	// Background marks a queued (asynchronous) event: it runs at the
 	// environment's background CPU priority where the backend has one.
 	Background bool
+	// Stream, when set, takes a response the runtime streams as its bytes
+	// arrive (InvokeWithResponseStream, RESPONSE_STREAM function URLs); a
+	// runtime that answers buffered still fills Result.Payload.
+	Stream Stream
 }
+
+// Stream receives a streamed response. Begin comes once, before the first
+// Write, with the content type the runtime gave. A Write error (the caller
+// hung up) does not stop the function: the rest is read and dropped.
+type Stream interface {
+	Begin(contentType string)
+	Write(p []byte) (int, error)
+}
+
+// MaxStreamedResponse is Lambda's default limit on a streamed response.
+const MaxStreamedResponse = 20 * 1024 * 1024
 
 // Result is an invoke's outcome in its environment.
 type Result struct {
@@ -75,6 +92,9 @@ type Result struct {
 	Duration time.Duration
 	// Reusable is false when the environment was destroyed (timeout, crash).
 	Reusable bool
+	// Streamed says the response went to Invocation.Stream; Payload then
+	// holds only the error document of an error that ended the stream.
+	Streamed bool
 }
 
 // InitError is returned when creating an environment failed in the

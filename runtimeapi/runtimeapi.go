@@ -10,6 +10,7 @@ package runtimeapi
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,8 +27,19 @@ import (
 )
 
 // MaxResponse is Lambda's limit on a synchronous response: 6 MB and 100
-// bytes, the number its error message names.
-const MaxResponse = 6*1024*1024 + 100
+// bytes, the number its error message names. MaxStreamed is its default
+// limit on a streamed one.
+const (
+	MaxResponse = 6*1024*1024 + 100
+	MaxStreamed = 20 * 1024 * 1024
+)
+
+// Stream takes a streamed response (invoke.Stream): Begin once with the
+// runtime's content type, then its bytes as they arrive.
+type Stream interface {
+	Begin(contentType string)
+	Write(p []byte) (int, error)
+}
 
 // Event is one invocation as the runtime receives it.
 type Event struct {
@@ -38,12 +50,19 @@ type Event struct {
 	ClientContext   string
 	CognitoIdentity string
 	Payload         []byte
+	// Stream, when set, takes a response the runtime streams
+	// (Lambda-Runtime-Function-Response-Mode: streaming) as it arrives;
+	// without it a streamed response is read whole, as a buffered one.
+	Stream Stream
 }
 
 // Outcome is what the runtime posted for an event (or for its init).
 type Outcome struct {
 	Payload   []byte
 	ErrorType string // empty on success
+	// Streamed: the response went to the event's Stream; Payload is then
+	// the error document of an error that ended the stream, if any.
+	Streamed bool
 }
 
 // Limits on what a function can make the Server, which runs in the worker's
@@ -88,6 +107,7 @@ type Server struct {
 	waiting       *conn  // a /next that waits for an event
 	queued        *Event // an event that waits for a /next
 	current       string // request id the runtime holds, "" when none
+	stream        Stream // the current event's Stream
 	lastDelivered string
 	results       chan Outcome
 	closed        bool
@@ -150,7 +170,7 @@ func (s *Server) Invoke(ev *Event) (<-chan Outcome, error) {
 	s.results = results
 	if c := s.waiting; c != nil {
 		s.waiting = nil
-		s.current, s.lastDelivered = ev.RequestID, ev.RequestID
+		s.current, s.lastDelivered, s.stream = ev.RequestID, ev.RequestID, ev.Stream
 		s.mu.Unlock()
 		c.writeEvent(ev)
 		return results, nil
@@ -164,7 +184,7 @@ func (s *Server) Invoke(ev *Event) (<-chan Outcome, error) {
 // environment is destroyed), so a late result is refused.
 func (s *Server) Abandon() {
 	s.mu.Lock()
-	s.results, s.queued, s.current = nil, nil, ""
+	s.results, s.queued, s.current, s.stream = nil, nil, "", nil
 	s.mu.Unlock()
 }
 
@@ -299,7 +319,7 @@ func (c *conn) route(req *http.Request) bool {
 		s.mu.Lock()
 		if ev := s.queued; ev != nil {
 			s.queued = nil
-			s.current, s.lastDelivered = ev.RequestID, ev.RequestID
+			s.current, s.lastDelivered, s.stream = ev.RequestID, ev.RequestID, ev.Stream
 			s.mu.Unlock()
 			return c.writeEvent(ev) == nil
 		}
@@ -317,6 +337,11 @@ func (c *conn) route(req *http.Request) bool {
 		}
 		switch kind {
 		case "response":
+			if req.Header.Get("Lambda-Runtime-Function-Response-Mode") == "streaming" {
+				if st := s.streamOf(id); st != nil {
+					return c.stream(id, req, st)
+				}
+			}
 			body, err := c.readBody(req, MaxResponse+1)
 			if err != nil {
 				return false
@@ -330,7 +355,11 @@ func (c *conn) route(req *http.Request) bool {
 				}
 				return true
 			}
-			if c.deliver(id, Outcome{Payload: body}) {
+			o := Outcome{Payload: body}
+			if typ := req.Trailer.Get(errorTypeTrailer); typ != "" { // a streamed response read whole
+				o = Outcome{Payload: trailerError(req, typ), ErrorType: typ}
+			}
+			if c.deliver(id, o) {
 				c.writeAccepted()
 			} else {
 				c.writeInvalidID(id)
@@ -372,6 +401,79 @@ func (c *conn) route(req *http.Request) bool {
 	return true
 }
 
+// The trailers a runtime ends a streamed response with when it failed
+// midway: the error type, and the error document in base64.
+const (
+	errorTypeTrailer = "Lambda-Runtime-Function-Error-Type"
+	errorBodyTrailer = "Lambda-Runtime-Function-Error-Body"
+)
+
+func trailerError(req *http.Request, typ string) []byte {
+	doc, err := base64.StdEncoding.DecodeString(req.Trailer.Get(errorBodyTrailer))
+	if err != nil || len(doc) == 0 {
+		return errorDoc(typ, "the function failed while streaming its response")
+	}
+	return jsonOr(doc, typ)
+}
+
+// streamOf returns the Stream of request id if it is the invoke the
+// runtime holds.
+func (s *Server) streamOf(id string) Stream {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current == "" || id != s.current || s.results == nil {
+		return nil
+	}
+	return s.stream
+}
+
+// stream passes a streamed response on to st as it arrives, up to
+// MaxStreamed bytes; nothing of it is buffered here. Each read may wait
+// BodyTimeout for the runtime's next bytes (a stream may last as long as
+// the function's timeout). What arrives once the invoke was abandoned (it
+// timed out) is read and dropped.
+func (c *conn) stream(id string, req *http.Request, st Stream) bool {
+	s := c.s
+	st.Begin(req.Header.Get("Content-Type"))
+	buf := make([]byte, 32<<10)
+	var total int64
+	writing := true
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		n, err := req.Body.Read(buf)
+		if n > 0 {
+			total += int64(n)
+			if total > MaxStreamed {
+				const msg = "Response payload size exceeded maximum allowed payload size (20971520 bytes)."
+				c.deliver(id, Outcome{Payload: errorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge", Streamed: true})
+				c.writeStatus(http.StatusRequestEntityTooLarge, errorDoc("RequestEntityTooLarge", msg))
+				return false // the rest of the body is unread
+			}
+			if writing && s.isCurrent(id) {
+				if _, werr := st.Write(buf[:n]); werr != nil {
+					writing = false // the caller is gone; the function runs on
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return false // the runtime's connection broke: the worker sees it end
+		}
+	}
+	o := Outcome{Streamed: true}
+	if typ := req.Trailer.Get(errorTypeTrailer); typ != "" {
+		o.ErrorType, o.Payload = typ, trailerError(req, typ)
+	}
+	if c.deliver(id, o) {
+		c.writeAccepted()
+	} else {
+		c.writeInvalidID(id)
+	}
+	return true
+}
+
 // isCurrent says whether id is the invoke the runtime holds.
 func (s *Server) isCurrent(id string) bool {
 	s.mu.Lock()
@@ -388,7 +490,7 @@ func (c *conn) deliver(id string, o Outcome) bool {
 		return false
 	}
 	results := s.results
-	s.current, s.results = "", nil
+	s.current, s.results, s.stream = "", nil, nil
 	s.mu.Unlock()
 	if s.cfg.Flush != nil {
 		s.cfg.Flush()

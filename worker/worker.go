@@ -519,7 +519,7 @@ func (e *env) invoke(inv *invoke.Invocation) (*invoke.Result, error) {
 	e.invokes++
 	e.mu.Unlock()
 
-	results, err := e.api.Invoke(&runtimeapi.Event{
+	ev := &runtimeapi.Event{
 		RequestID:       inv.RequestID,
 		DeadlineMs:      start.Add(timeout).UnixMilli(),
 		FunctionArn:     inv.FunctionArn,
@@ -527,15 +527,22 @@ func (e *env) invoke(inv *invoke.Invocation) (*invoke.Result, error) {
 		ClientContext:   inv.ClientContext,
 		CognitoIdentity: inv.CognitoIdentity,
 		Payload:         inv.Payload,
-	})
+	}
+	var stream *begunStream
+	if inv.Stream != nil {
+		stream = &begunStream{Stream: inv.Stream}
+		ev.Stream = stream
+	}
+	results, err := e.api.Invoke(ev)
 	if err != nil {
 		return nil, err
 	}
 	res := &invoke.Result{Reusable: true}
 	timer := time.NewTimer(timeout)
+	defer func() { res.Streamed = res.Streamed || stream != nil && stream.begun.Load() }()
 	select {
 	case o := <-results:
-		res.Payload, res.ErrorType = o.Payload, o.ErrorType
+		res.Payload, res.ErrorType, res.Streamed = o.Payload, o.ErrorType, o.Streamed
 		// Runtimes exit when the Runtime API refuses their response.
 		res.Reusable = o.ErrorType != "Function.ResponseSizeTooLarge"
 	case <-e.dead:
@@ -563,6 +570,19 @@ func (e *env) invoke(inv *invoke.Invocation) (*invoke.Result, error) {
 	res.LogTail = e.log.tail()
 	e.mu.Unlock()
 	return res, nil
+}
+
+// begunStream notes whether a streamed response had begun when an invoke
+// ended otherwise (a timeout, a crash mid-stream): its caller has then had
+// a head already, and is told of the error at the stream's end.
+type begunStream struct {
+	invoke.Stream
+	begun atomic.Bool
+}
+
+func (b *begunStream) Begin(contentType string) {
+	b.begun.Store(true)
+	b.Stream.Begin(contentType)
 }
 
 // report is the END and REPORT lines Lambda writes after every invoke.
