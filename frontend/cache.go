@@ -10,6 +10,8 @@ import (
 // FunctionStore is where function metadata lives.
 type FunctionStore interface {
 	Get(ctx context.Context, account, name string) (*metadata.Function, error)
+	// URL reads what a function URL id names (metadata.ErrNotFound if nothing).
+	URL(ctx context.Context, id string) (metadata.URLRef, error)
 	// Watch reports every function written (its new value) or deleted (nil).
 	Watch(ctx context.Context, changed func(account, name string, f *metadata.Function)) error
 }

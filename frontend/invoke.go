@@ -106,6 +106,7 @@ func (f *Frontend) Forget(account, name string) { f.cache.forget(account, name) 
 // Register adds the invoke route to mux.
 func (f *Frontend) Register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /2015-03-31/functions/{name}/invocations", f.invoke)
+	mux.HandleFunc("POST /2021-11-15/functions/{name}/response-streaming-invocations", f.invokeWithResponseStream)
 }
 
 // BodyLimit is the body limit of invoke requests, for auth.Middleware; ok is
@@ -123,7 +124,9 @@ func BodyLimit(r *http.Request) (limit int64, tooLarge *api.Error, ok bool) {
 
 func isInvokePath(p string) bool {
 	const prefix, suffix = "/2015-03-31/functions/", "/invocations"
-	return len(p) > len(prefix)+len(suffix) && p[:len(prefix)] == prefix && p[len(p)-len(suffix):] == suffix
+	const streamPrefix, streamSuffix = "/2021-11-15/functions/", "/response-streaming-invocations"
+	return len(p) > len(prefix)+len(suffix) && p[:len(prefix)] == prefix && p[len(p)-len(suffix):] == suffix ||
+		len(p) > len(streamPrefix)+len(streamSuffix) && p[:len(streamPrefix)] == streamPrefix && p[len(p)-len(streamSuffix):] == streamSuffix
 }
 
 // Resolve finds the function and version an invoke runs, from the cache.
@@ -238,8 +241,11 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 	defer release()
 	defer f.cfg.Metrics.Started(name)()
 
-	requestID := api.NewUUID()
-	inv.RequestID, inv.FunctionArn, inv.TraceID = requestID, t.ARN, trace
+	if inv.RequestID == "" {
+		inv.RequestID = api.NewUUID()
+	}
+	requestID := inv.RequestID
+	inv.FunctionArn, inv.TraceID = t.ARN, trace
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
 	res, initDuration, cause, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
@@ -256,7 +262,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 			Outcome{Duration: res.Duration, Init: initDuration, ErrorType: res.ErrorType, ColdCause: cause})
 	}
 	out := &invoke.Response{RequestID: requestID, ExecutedVersion: t.Config.Version, ErrorType: res.ErrorType,
-		Payload: res.Payload, LogTail: res.LogTail}
+		Payload: res.Payload, LogTail: res.LogTail, Streamed: res.Streamed}
 	if res.ErrorType != "" {
 		out.FunctionError = "Unhandled"
 	}
