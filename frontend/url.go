@@ -191,6 +191,7 @@ type urlAuthErrors struct {
 func (e *urlAuthErrors) WriteHeader(status int) {
 	if status == http.StatusForbidden {
 		e.replaced = true
+		clear(e.Header()) // the Lambda API error's, Content-Length among them
 		urlError(e.ResponseWriter, status, api.AccessDenied, "Forbidden")
 		return
 	}

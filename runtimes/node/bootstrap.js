@@ -19,6 +19,14 @@
 //   - a handler that returns a non-promise value and never calls back: its
 //     return value is ignored and the result is null once the event loop has
 //     drained (Lambda's behaviour, surprising as it is).
+// Response streaming, as on Lambda: a handler wrapped in
+// awslambda.streamifyResponse(async (event, responseStream, context) => ...)
+// writes to responseStream (a Writable; setContentType before the first
+// write), which is posted to the Runtime API as it is written (chunked,
+// Lambda-Runtime-Function-Response-Mode: streaming); an error after the
+// stream began ends it with the Lambda-Runtime-Function-Error-Type and
+// -Error-Body trailers. awslambda.HttpResponseStream.from(stream, prelude)
+// starts a function URL's response with its status, headers and cookies.
 // Errors: an Error gives errorType = error.name, errorMessage = error.message;
 // a thrown non-Error value v gives errorType = typeof v ("string", "number",
 // "object") and errorMessage = String(v), as Lambda's runtime does;
@@ -26,6 +34,7 @@
 // errorType "string", errorMessage "handled".
 
 const http = require('http');
+const { Writable } = require('stream');
 const fs = require('fs');
 const path = require('path');
 const util = require('util');
@@ -95,6 +104,108 @@ function request(method, urlPath, body, headers, retried) {
 
 function headerValue(s) {
   return String(s).replace(/[^\x20-\x7e]/g, '_').slice(0, 256) || 'Unknown';
+}
+
+// ------------------------------------------------------------- streaming
+
+const STREAMING = Symbol.for('aws.lambda.runtime.handler.streaming');
+const HTTP_INTEGRATION = 'application/vnd.awslambda.http-integration-response';
+
+globalThis.awslambda = {
+  streamifyResponse(handler) {
+    handler[STREAMING] = 'response';
+    return handler;
+  },
+  HttpResponseStream: class HttpResponseStream {
+    static from(responseStream, prelude) {
+      responseStream.setContentType(HTTP_INTEGRATION);
+      responseStream.write(JSON.stringify(prelude || {}));
+      responseStream.write(new Uint8Array(8)); // the prelude ends with eight NUL bytes
+      return responseStream;
+    }
+  },
+};
+
+// responseStream returns the Writable a streaming handler writes to, and
+// fail(err), which ends it with the error trailers. The request to the
+// Runtime API starts at the first write (or end), so that setContentType
+// can come first; `done` settles when the Runtime API answered.
+function responseStream(requestId) {
+  let contentType = 'application/octet-stream';
+  let req = null;
+  let settle;
+  const done = new Promise((resolve, reject) => { settle = { resolve, reject }; });
+  const open = () => {
+    if (req) return req;
+    req = http.request({
+      agent, host: apiHost, port: apiPort, method: 'POST',
+      path: `${API_PREFIX}/invocation/${encodeURIComponent(requestId)}/response`,
+      headers: {
+        'User-Agent': userAgent,
+        'Content-Type': contentType,
+        'Lambda-Runtime-Function-Response-Mode': 'streaming',
+        'Transfer-Encoding': 'chunked',
+        Trailer: 'Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body',
+      },
+    }, (res) => {
+      res.resume();
+      res.on('end', () => settle.resolve(res.statusCode));
+      res.on('error', settle.reject);
+    });
+    req.on('error', settle.reject);
+    return req;
+  };
+  const stream = new Writable({
+    write(chunk, _enc, cb) {
+      open().write(chunk, cb);
+    },
+    final(cb) {
+      const r = open();
+      if (failure) {
+        r.addTrailers({
+          'Lambda-Runtime-Function-Error-Type': headerValue(failure.errorType),
+          'Lambda-Runtime-Function-Error-Body': Buffer.from(JSON.stringify(failure)).toString('base64'),
+        });
+      }
+      r.end();
+      cb();
+    },
+  });
+  let failure = null;
+  stream.setContentType = (t) => { contentType = String(t); };
+  // fail ends the stream, after what was written, with the error trailers
+  // (an error after the handler ended the stream itself is too late).
+  const fail = (doc) => {
+    if (stream.writableEnded) return;
+    failure = doc;
+    stream.end();
+  };
+  return { stream, fail, done };
+}
+
+// invokeStreaming runs a streamifyResponse handler: the stream ends when
+// the handler's promise settles (if the handler has not ended it).
+function invokeStreaming(handler, event, context, requestId) {
+  const rs = responseStream(requestId);
+  const finish = (err) => {
+    if (err !== undefined) {
+      const doc = errorDocument(err, requestId);
+      logError('Invoke Error', doc);
+      rs.fail(doc);
+    } else if (!rs.stream.writableEnded) {
+      rs.stream.end();
+    }
+    return rs.done.then((status) => {
+      if (status >= 500) throw new Error(`posting streamed result of ${requestId}: HTTP ${status}`);
+    });
+  };
+  let ret;
+  try {
+    ret = handler(event, rs.stream, context);
+  } catch (err) {
+    return finish(err);
+  }
+  return Promise.resolve(ret).then(() => finish(undefined), (err) => finish(err === undefined || err === null ? 'handled' : err));
 }
 
 // ------------------------------------------------------------- logging
@@ -354,6 +465,11 @@ function invoke(handler, res) {
       const err = new Error(`Unable to unmarshal input: ${e.message}`);
       err.name = 'Runtime.UnmarshalError';
       finish(err);
+      return;
+    }
+    if (handler[STREAMING] === 'response') {
+      active = null;
+      invokeStreaming(handler, event, context, requestId).then(resolve, reject);
       return;
     }
     // Nothing reported by the time the event loop drains: the result is null.
