@@ -80,7 +80,7 @@ func TestStreamedResponseArrivesAsWritten(t *testing.T) {
 	// Each chunk reaches the Stream before the next is written: nothing is
 	// held back until the body ends.
 	for _, chunk := range []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"} {
-		pw.Write([]byte(chunk))
+		go pw.Write([]byte(chunk)) // the pipe blocks until the transport reads it
 		select {
 		case got := <-rec.got:
 			if got != chunk {
