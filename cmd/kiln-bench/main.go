@@ -3,7 +3,7 @@
 // part of the shipped kiln: it links the function builds of kilntest/fntest
 // and, unless told which kiln to measure, builds one.
 //
-//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis,images] [flags]
+//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis,images,console,url] [flags]
 package main
 
 import (
@@ -48,7 +48,7 @@ func run(args []string) error {
 	cold := fs.Int("cold", 50, "cold starts to measure")
 	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
 	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
-	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions), console (sequential invokes alone and with open console pages)")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions), console (sequential invokes alone and with open console pages), url (warm invokes through a function URL vs the invoke API and the floor)")
 	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
@@ -78,6 +78,8 @@ func run(args []string) error {
 		switch section {
 		case "invoke":
 			err = benchpkg.Run(ctx, benchpkg.Config{Kiln: kiln, Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}, os.Stdout)
+		case "url":
+			err = benchpkg.URLs(ctx, benchpkg.Config{Kiln: kiln, Invokes: *invokes, Clients: levels, Sandbox: *isolation}, os.Stdout)
 		case "cluster":
 			err = benchpkg.Cluster(ctx, benchpkg.ClusterConfig{Kiln: kiln, Invokes: *clusterInvokes, Clients: levels, Sandbox: *isolation, Decisions: *decisions}, os.Stdout)
 		case "kinesis":

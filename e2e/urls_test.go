@@ -1,0 +1,400 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+)
+
+// nodeURLs is the Node function behind the function URL tests: a buffered
+// echo of the URL event, and streaming handlers (awslambda.streamifyResponse).
+const nodeURLs = `
+export const echo = async (event) => ({
+  statusCode: 201,
+  headers: { 'content-type': 'application/json', 'x-path': event.rawPath },
+  cookies: ['a=1', 'b=2; Path=/'],
+  body: JSON.stringify(event),
+});
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A function URL response with a prelude: status, headers, cookies; two
+// chunks 2 s apart; an error after them when asked.
+export const stream = awslambda.streamifyResponse(async (event, responseStream) => {
+  const fail = (event.rawQueryString || '').includes('fail') || event.fail;
+  if (event.requestContext) {
+    responseStream = awslambda.HttpResponseStream.from(responseStream,
+      { statusCode: 202, headers: { 'content-type': 'text/plain', 'x-streamed': 'yes' }, cookies: ['s=1'] });
+  } else {
+    responseStream.setContentType('text/plain');
+  }
+  responseStream.write('chunk 0\n');
+  await sleep(2000);
+  responseStream.write('chunk 1\n');
+  if (fail) throw new Error('failed mid-stream');
+  responseStream.end();
+});
+
+// 25 MiB, past the 20 MiB a stream may carry.
+export const big = awslambda.streamifyResponse(async (event, responseStream) => {
+  const mb = Buffer.alloc(1 << 20, 120);
+  for (let i = 0; i < 25; i++) {
+    if (!responseStream.write(mb)) await new Promise((r) => responseStream.once('drain', r));
+  }
+  responseStream.end();
+});
+`
+
+// urlIDOf is the id in a FunctionUrl.
+func urlIDOf(t *testing.T, functionURL string) string {
+	t.Helper()
+	u, err := url.Parse(functionURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, _ := strings.Cut(u.Host, ".")
+	if len(id) != 32 {
+		t.Fatalf("FunctionUrl %s: id %q", functionURL, id)
+	}
+	return id
+}
+
+// curl runs curl and returns its output and exit code.
+func curl(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command("curl", append([]string{"-sS", "--max-time", "60"}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
+}
+
+// curlUntil repeats a curl until its output has want: a frontend sees a
+// URL once its metadata watch brought the change (milliseconds).
+func curlUntil(t *testing.T, want string, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ := curl(t, args...)
+		if strings.Contains(out, want) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("curl %v: %q, want it to contain %q", args, out, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func TestFunctionURLs(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		c := lambdaAt(tg.endpoints[0])
+		zip := fntest.Zip(t, map[string][]byte{"index.mjs": []byte(nodeURLs)})
+		for _, h := range []string{"echo", "stream", "big"} {
+			createFn(t, c, &lambda.CreateFunctionInput{FunctionName: aws.String("url-" + h), Runtime: types.Runtime(nodeRuntime()),
+				Handler: aws.String("index." + h), Code: &types.FunctionCode{ZipFile: zip}, Timeout: aws.Int32(30)})
+		}
+		env := clientEnv(tg, t.TempDir(), nil)
+		cli := func(args ...string) []byte {
+			t.Helper()
+			cmd := exec.Command(awsCLI, append(append([]string{"lambda"}, args...), "--endpoint-url", tg.endpoints[0], "--output", "json")...)
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("aws lambda %v: %v\n%s", args, err, out)
+			}
+			return out
+		}
+		var created struct{ FunctionUrl, AuthType string }
+		json.Unmarshal(cli("create-function-url-config", "--function-name", "url-echo", "--auth-type", "NONE",
+			"--cors", `{"AllowOrigins":["https://app.example"],"AllowMethods":["GET","POST"],"AllowHeaders":["x-custom"],"MaxAge":600}`), &created)
+		id := urlIDOf(t, created.FunctionUrl)
+		u, _ := url.Parse(created.FunctionUrl)
+		host, port, _ := strings.Cut(u.Host, ":")
+
+		t.Run("NONE", func(t *testing.T) {
+			for _, ep := range tg.endpoints {
+				// The path form, on every frontend.
+				out := curlUntil(t, `"rawPath":"/a/b"`, "-i", "-X", "POST", ep+"/lambda-url/"+id+"/a/b?x=1&x=2", "-H", "Content-Type: application/json",
+					"-H", "Cookie: c1=v1; c2=v2", "-H", "Origin: https://app.example", "-d", `{"hello":"url"}`)
+				head, body, _ := strings.Cut(out, "\r\n\r\n")
+				for _, want := range []string{"HTTP/1.1 201", "Set-Cookie: a=1", "Set-Cookie: b=2; Path=/", "X-Path: /a/b",
+					"Access-Control-Allow-Origin: https://app.example"} {
+					if !strings.Contains(head, want) {
+						t.Errorf("head lacks %q:\n%s", want, head)
+					}
+				}
+				var ev struct {
+					Version, RouteKey, RawPath, RawQueryString, Body string
+					Cookies                                          []string
+					Headers, QueryStringParameters                   map[string]string
+					IsBase64Encoded                                  bool
+					RequestContext                                   struct {
+						AccountID, APIID, DomainPrefix, Stage string
+						HTTP                                  struct{ Method, Path string }
+						Authorizer                            any
+					}
+				}
+				if err := json.Unmarshal([]byte(body), &ev); err != nil {
+					t.Fatalf("event %q: %v", body, err)
+				}
+				if ev.Version != "2.0" || ev.RouteKey != "$default" || ev.RawQueryString != "x=1&x=2" || ev.QueryStringParameters["x"] != "1,2" ||
+					ev.Body != `{"hello":"url"}` || ev.IsBase64Encoded || strings.Join(ev.Cookies, "|") != "c1=v1|c2=v2" ||
+					ev.Headers["content-type"] != "application/json" || ev.RequestContext.AccountID != tg.accountID ||
+					ev.RequestContext.APIID != id || ev.RequestContext.HTTP.Method != "POST" || ev.RequestContext.Authorizer != nil {
+					t.Fatalf("event: %+v", ev)
+				}
+			}
+			// The host name form, as the FunctionUrl names it.
+			out := curlUntil(t, `"rawPath":"/by-host"`, "--resolve", host+":"+port+":127.0.0.1", strings.TrimSuffix(created.FunctionUrl, "/")+"/by-host")
+			if !strings.Contains(out, `"domainName":"`+u.Host+`"`) {
+				t.Fatalf("by host: %s", out)
+			}
+			// A binary body arrives base64-encoded.
+			out, _ = curl(t, tg.endpoints[0]+"/lambda-url/"+id+"/bin", "-H", "Content-Type: application/octet-stream", "--data-binary", "\x01\x02\x03")
+			if !strings.Contains(out, `"body":"AQID"`) || !strings.Contains(out, `"isBase64Encoded":true`) {
+				t.Fatalf("binary body: %s", out)
+			}
+			// CORS preflight: answered by Kiln, the function not invoked.
+			out, _ = curl(t, "-i", "-X", "OPTIONS", tg.endpoints[0]+"/lambda-url/"+id+"/x", "-H", "Origin: https://app.example",
+				"-H", "Access-Control-Request-Method: POST")
+			for _, want := range []string{"HTTP/1.1 200", "Access-Control-Allow-Origin: https://app.example", "Access-Control-Allow-Methods: GET,POST",
+				"Access-Control-Allow-Headers: x-custom", "Access-Control-Max-Age: 600"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("preflight lacks %q:\n%s", want, out)
+				}
+			}
+		})
+
+		t.Run("AWS_IAM", func(t *testing.T) {
+			cli("update-function-url-config", "--function-name", "url-echo", "--auth-type", "AWS_IAM")
+			target := tg.endpoints[len(tg.endpoints)-1] + "/lambda-url/" + id + "/signed?q=1"
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				out, _ := curl(t, "-i", target)
+				if strings.HasPrefix(out, "HTTP/1.1 403") && strings.Contains(out, `{"Message":"Forbidden"}`) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("unsigned request to an AWS_IAM URL: %s", out)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			out, _ := curl(t, "--aws-sigv4", "aws:amz:"+region+":lambda", "--user", accessKeyID+":"+secretAccessKey, target)
+			if !strings.Contains(out, `"accessKey":"`+accessKeyID+`"`) || !strings.Contains(out, `"accountId":"`+tg.accountID+`"`) {
+				t.Fatalf("signed request: %s", out)
+			}
+			out, _ = curl(t, "-i", "--aws-sigv4", "aws:amz:"+region+":lambda", "--user", accessKeyID+":wrong-secret", target)
+			if !strings.HasPrefix(out, "HTTP/1.1 403") {
+				t.Fatalf("wrong secret: %s", out)
+			}
+		})
+
+		var streamURL struct{ FunctionUrl string }
+		if out, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-stream"),
+			AuthType: types.FunctionUrlAuthTypeNone, InvokeMode: types.InvokeModeResponseStream}); err != nil {
+			t.Fatal(err)
+		} else {
+			streamURL.FunctionUrl = aws.ToString(out.FunctionUrl)
+		}
+		streamPath := tg.endpoints[len(tg.endpoints)-1] + "/lambda-url/" + urlIDOf(t, streamURL.FunctionUrl) + "/s"
+
+		t.Run("streamed URL", func(t *testing.T) {
+			curlUntil(t, "chunk 1", streamPath) // the frontend knows the URL
+			// Chunks reach curl as the function writes them: the second
+			// comes (at least) the function's 2 s pause after the first; a
+			// buffered path would hand both over at once.
+			cmd := exec.Command("curl", "-sS", "-N", "-i", "--max-time", "60", streamPath)
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			r := bufio.NewReader(stdout)
+			var head strings.Builder
+			seen := map[string]time.Time{}
+			for len(seen) < 2 {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					t.Fatalf("stream ended early: %v; got %q %v", err, head.String(), seen)
+				}
+				if strings.HasPrefix(line, "chunk ") {
+					seen[strings.TrimSpace(line)] = time.Now()
+				} else {
+					head.WriteString(line)
+				}
+			}
+			if gap := seen["chunk 1"].Sub(seen["chunk 0"]); gap < time.Second {
+				t.Fatalf("the chunks came %v apart: the response was buffered", gap)
+			}
+			for _, want := range []string{"HTTP/1.1 202", "Content-Type: text/plain", "X-Streamed: yes", "Set-Cookie: s=1", "Transfer-Encoding: chunked"} {
+				if !strings.Contains(head.String(), want) {
+					t.Errorf("streamed head lacks %q:\n%s", want, head.String())
+				}
+			}
+		})
+
+		t.Run("mid-stream error", func(t *testing.T) {
+			out, code := curl(t, streamPath+"?fail")
+			if out != "chunk 0\nchunk 1\n" || code != 18 { // 18: the transfer ended before the body did
+				t.Fatalf("curl got %q, exit %d; want both chunks and exit 18", out, code)
+			}
+		})
+
+		t.Run("InvokeWithResponseStream", func(t *testing.T) {
+			for _, tc := range []struct {
+				payload, want, errorCode string
+			}{{`{}`, "chunk 0\nchunk 1\n", ""}, {`{"fail":true}`, "chunk 0\nchunk 1\n", "Error"}} {
+				out, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("url-stream"),
+					Payload: []byte(tc.payload), LogType: types.LogTypeTail})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got bytes.Buffer
+				var complete *types.InvokeWithResponseStreamCompleteEvent
+				for ev := range out.GetStream().Events() {
+					switch e := ev.(type) {
+					case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+						got.Write(e.Value.Payload)
+					case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+						complete = &e.Value
+					}
+				}
+				if err := out.GetStream().Close(); err != nil {
+					t.Fatal(err)
+				}
+				if got.String() != tc.want || complete == nil || aws.ToString(complete.ErrorCode) != tc.errorCode ||
+					aws.ToString(complete.LogResult) == "" || aws.ToString(out.ExecutedVersion) != "$LATEST" {
+					t.Fatalf("payload %q, complete %+v", got.String(), complete)
+				}
+				if tc.errorCode != "" && !strings.Contains(aws.ToString(complete.ErrorDetails), "failed mid-stream") {
+					t.Fatalf("error details %q", aws.ToString(complete.ErrorDetails))
+				}
+			}
+			// A buffered function (aws-lambda-go) answers in one chunk.
+			createToolkit(t, c, "url-go")
+			out, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("url-go"),
+				Payload: []byte(`{"action":"version"}`)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			for ev := range out.GetStream().Events() {
+				if e, ok := ev.(*types.InvokeWithResponseStreamResponseEventMemberPayloadChunk); ok {
+					got.Write(e.Value.Payload)
+				}
+			}
+			if got.String() != `"v1"` {
+				t.Fatalf("buffered function through the stream: %q", got.String())
+			}
+		})
+
+		t.Run("boto3", func(t *testing.T) {
+			py := streamingBoto3(t)
+			env := clientEnv(tg, t.TempDir(), nil)
+			runScript(t, tg.log, 60*time.Second, env, py, filepath.Join(moduleRoot(t), "e2e", "stream_test.py"), tg.endpoints[0], "url-stream")
+		})
+
+		t.Run("hostile", func(t *testing.T) {
+			// An id that does not exist, and one that is not an id.
+			for _, p := range []string{"/lambda-url/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/", "/lambda-url/not-an-id/x"} {
+				out, _ := curl(t, "-i", "--path-as-is", tg.endpoints[0]+p)
+				if !strings.HasPrefix(out, "HTTP/1.1 404") || !strings.Contains(out, `{"Message":"Not Found"}`) ||
+					!strings.Contains(out, "X-Amzn-Errortype: ResourceNotFoundException") {
+					t.Fatalf("%s: %s", p, out)
+				}
+			}
+			// Headers past the server's 1 MiB: refused, and Kiln serves on.
+			req, _ := http.NewRequest(http.MethodGet, tg.endpoints[0]+"/lambda-url/"+id+"/", nil)
+			req.Header.Set("X-Huge", strings.Repeat("h", 2<<20))
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+					t.Fatalf("2 MiB of headers: %s", resp.Status)
+				}
+			}
+			// A streaming function past 20 MiB: the caller gets 20 MiB and a
+			// cut; the SDK gets Lambda's error at the end.
+			bigOut, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-big"),
+				AuthType: types.FunctionUrlAuthTypeNone, InvokeMode: types.InvokeModeResponseStream})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bigPath := tg.endpoints[0] + "/lambda-url/" + urlIDOf(t, aws.ToString(bigOut.FunctionUrl)) + "/"
+			var n, code int
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				var out string
+				out, code = curl(t, bigPath)
+				n = len(out)
+				if n > 1000 || time.Now().After(deadline) {
+					break
+				}
+			}
+			if n != 20<<20 || code != 18 {
+				t.Fatalf("over the limit: %d bytes, curl exit %d; want %d and 18", n, code, 20<<20)
+			}
+			out, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("url-big")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var complete *types.InvokeWithResponseStreamCompleteEvent
+			total := 0
+			for ev := range out.GetStream().Events() {
+				switch e := ev.(type) {
+				case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+					total += len(e.Value.Payload)
+				case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+					complete = &e.Value
+				}
+			}
+			if complete == nil || aws.ToString(complete.ErrorCode) != "Function.ResponseSizeTooLarge" || total > 20<<20 {
+				t.Fatalf("over the limit through the SDK: %d bytes, %+v", total, complete)
+			}
+			// Still serving.
+			curlUntil(t, `"rawPath":"/after"`, "--aws-sigv4", "aws:amz:"+region+":lambda", "--user", accessKeyID+":"+secretAccessKey,
+				tg.endpoints[0]+"/lambda-url/"+id+"/after")
+		})
+	})
+}
+
+// streamingBoto3 is a Python whose boto3 has invoke_with_response_stream
+// (boto3 1.26.112 and later; Debian bookworm's 1.26.27 has not).
+func streamingBoto3(t *testing.T) string {
+	t.Helper()
+	candidates := []string{python}
+	if p, err := exec.LookPath("python3"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, p := range candidates {
+		if _, err := os.Stat(p); err != nil {
+			continue
+		}
+		if exec.Command(p, "-c", "import boto3; assert hasattr(boto3.client('lambda', region_name='us-east-1'), 'invoke_with_response_stream')").Run() == nil {
+			return p
+		}
+	}
+	t.Skipf("no boto3 with invoke_with_response_stream among %v (Debian bookworm's is 1.26.27); the aws-sdk-go-v2 check covers the event stream", candidates)
+	return ""
+}
+
