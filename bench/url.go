@@ -32,18 +32,11 @@ func URLs(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	zip, err := echoZip(out)
-	if err != nil {
-		return err
-	}
-	s, err := startKiln(ctx, cfg.Kiln, dir, cfg.Sandbox, false)
+	s, _, err := echoKiln(ctx, out, cfg.Kiln, dir, cfg.Sandbox, "bench-url")
 	if err != nil {
 		return err
 	}
 	defer s.stop()
-	if err := s.createEcho(ctx, "bench-url", zip, oneVCPU); err != nil {
-		return err
-	}
 	cu, err := s.lambda.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("bench-url"),
 		AuthType: types.FunctionUrlAuthTypeNone})
 	if err != nil {
@@ -54,7 +47,7 @@ func URLs(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 	id, _, _ := strings.Cut(u.Host, ".")
-	floorURL, _, stopFloor, err := startChild(ctx, []string{"floor"}, "floor: ")
+	floorURL, floorPID, stopFloor, err := startChild(ctx, []string{"floor"}, "floor: ")
 	if err != nil {
 		return err
 	}
@@ -63,9 +56,14 @@ func URLs(ctx context.Context, cfg Config, out io.Writer) error {
 	api := signedClient(s.endpoint, "bench-url", cfg.Payload, 1)
 	fu := &client{url: s.endpoint + "/lambda-url/" + id + "/", payload: cfg.Payload}
 	targets := []target{floor.target("plain HTTP"), api.target("invoke API"), fu.target("function URL")}
+	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
+	targets[1].cpu = func() cpuSplit { return treeCPU(s.pid) }
+	targets[2].cpu = targets[1].cpu // one kiln: its time during each target's own rounds
 	fmt.Fprintf(out, "\nfunction URL vs invoke API: %d warm invokes per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
 	return measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
 		printRatio(out, c, "URL/floor", st[2], st[0])
 		printRatio(out, c, "URL/API", st[2], st[1])
+		fmt.Fprintf(out, "%-8d cpu per invoke: invoke API kiln %s + runtime %s; function URL kiln %s + runtime %s; plain HTTP server %s\n",
+			c, round(st[1].CPU.Platform), round(st[1].CPU.Runtime), round(st[2].CPU.Platform), round(st[2].CPU.Runtime), round(st[0].CPU.Platform))
 	})
 }

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"sort"
-	"strconv"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/metadata"
@@ -290,12 +289,7 @@ func (s *Service) listFunctionEventInvokeConfigs(c *call) error {
 	if err != nil {
 		return err
 	}
-	if v := c.r.URL.Query().Get("MaxItems"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n > 50 {
-			return validation(n, "maxItems", "Member must have value less than or equal to 50")
-		}
-	}
-	page, err := listQuery(c.r, 50)
+	page, err := listQueryUpTo(c.r, 50)
 	if err != nil {
 		return err
 	}

@@ -280,13 +280,19 @@ func (s *Service) deleteFunctionURLConfig(c *call) error {
 	return c.noContent()
 }
 
-func (s *Service) listFunctionURLConfigs(c *call) error {
-	if v := c.r.URL.Query().Get("MaxItems"); v != "" {
-		if n, err := strconv.Atoi(v); err == nil && n > 50 {
-			return validation(n, "maxItems", "Member must have value less than or equal to 50")
+// listQueryUpTo is listQuery for an operation whose model caps MaxItems
+// at most (50 for ListFunctionUrlConfigs and ListFunctionEventInvokeConfigs).
+func listQueryUpTo(r *http.Request, most int) (pageQuery, error) {
+	if v := r.URL.Query().Get("MaxItems"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil && n > most {
+			return pageQuery{}, validation(n, "maxItems", fmt.Sprintf("Member must have value less than or equal to %d", most))
 		}
 	}
-	page, err := listQuery(c.r, 50)
+	return listQuery(r, most)
+}
+
+func (s *Service) listFunctionURLConfigs(c *call) error {
+	page, err := listQueryUpTo(c.r, 50)
 	if err != nil {
 		return err
 	}

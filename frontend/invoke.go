@@ -275,10 +275,13 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext string) (requestID string, err error)
 }
 
-func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
+// invokeRequest is what Invoke and InvokeWithResponseStream both take:
+// the function, the payload and the client context; fail answers with an
+// error (logged unless it is the caller's or the caller left).
+func (f *Frontend) invokeRequest(w http.ResponseWriter, r *http.Request) (t *metadata.Target, payload []byte, clientContext string, fail func(error), err error) {
 	ctx := r.Context()
 	caller, _ := auth.FromContext(ctx)
-	fail := func(err error) {
+	fail = func(err error) {
 		var e *api.Error
 		switch {
 		case errors.As(err, &e):
@@ -289,19 +292,21 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		}
 		api.WriteError(w, err)
 	}
-	t, err := f.Resolve(ctx, caller.Account, r.PathValue("name"), r.URL.Query().Get("Qualifier"))
-	if err != nil {
-		fail(err)
-		return
+	if t, err = f.Resolve(ctx, caller.Account, r.PathValue("name"), r.URL.Query().Get("Qualifier")); err == nil {
+		if payload, err = CheckPayload(auth.Body(r)); err == nil {
+			clientContext, err = decodeClientContext(r.Header.Get("X-Amz-Client-Context"))
+		}
 	}
-	payload, err := CheckPayload(auth.Body(r))
 	if err != nil {
 		fail(err)
-		return
 	}
-	clientContext, err := decodeClientContext(r.Header.Get("X-Amz-Client-Context"))
+	return t, payload, clientContext, fail, err
+}
+
+func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	t, payload, clientContext, fail, err := f.invokeRequest(w, r)
 	if err != nil {
-		fail(err)
 		return
 	}
 

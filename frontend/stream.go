@@ -3,7 +3,6 @@ package frontend
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"net"
 	"net/http"
 	"sync"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/invoke"
 )
 
@@ -91,27 +89,8 @@ func (s *httpStream) writeLocked(p []byte) error {
 // Python) gives one chunk.
 func (f *Frontend) invokeWithResponseStream(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	caller, _ := auth.FromContext(ctx)
-	fail := func(err error) {
-		var e *api.Error
-		if !errors.As(err, &e) && ctx.Err() == nil {
-			f.cfg.Logger.Error("invoke with response stream", "path", r.URL.Path, "err", err)
-		}
-		api.WriteError(w, err)
-	}
-	t, err := f.Resolve(ctx, caller.Account, r.PathValue("name"), r.URL.Query().Get("Qualifier"))
+	t, payload, clientContext, fail, err := f.invokeRequest(w, r)
 	if err != nil {
-		fail(err)
-		return
-	}
-	payload, err := CheckPayload(auth.Body(r))
-	if err != nil {
-		fail(err)
-		return
-	}
-	clientContext, err := decodeClientContext(r.Header.Get("X-Amz-Client-Context"))
-	if err != nil {
-		fail(err)
 		return
 	}
 	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
