@@ -165,7 +165,11 @@ func (u *URLs) serve(w http.ResponseWriter, r *http.Request, id, path string) {
 		})).ServeHTTP(&urlAuthErrors{ResponseWriter: w}, r)
 		return
 	}
+	// Bounded in size and time as the SigV4 check bounds a signed body.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(auth.BodyTotal))
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxSyncPayload+1))
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		urlError(w, http.StatusBadRequest, api.InvalidRequestContent, "Bad Request")
 		return
