@@ -49,6 +49,8 @@ export const stream = awslambda.streamifyResponse(async (event, responseStream) 
   responseStream.end();
 });
 
+export const oops = async () => { throw new Error('oops'); };
+
 // 25 MiB, past the 20 MiB a stream may carry.
 export const big = awslambda.streamifyResponse(async (event, responseStream) => {
   const mb = Buffer.alloc(1 << 20, 120);
@@ -110,7 +112,7 @@ func TestFunctionURLs(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg *target) {
 		c := lambdaAt(tg.endpoints[0])
 		zip := fntest.Zip(t, map[string][]byte{"index.mjs": []byte(nodeURLs)})
-		for _, h := range []string{"echo", "stream", "big"} {
+		for _, h := range []string{"echo", "stream", "big", "oops"} {
 			createFn(t, c, &lambda.CreateFunctionInput{FunctionName: aws.String("url-" + h), Runtime: types.Runtime(nodeRuntime()),
 				Handler: aws.String("index." + h), Code: &types.FunctionCode{ZipFile: zip}, Timeout: aws.Int32(30)})
 		}
@@ -313,6 +315,38 @@ func TestFunctionURLs(t *testing.T) {
 			py := streamingBoto3(t)
 			env := clientEnv(tg, t.TempDir(), nil)
 			runScript(t, tg.log, 60*time.Second, env, py, filepath.Join(moduleRoot(t), "e2e", "stream_test.py"), tg.endpoints[0], "url-stream")
+		})
+
+		t.Run("errors", func(t *testing.T) {
+			out, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-oops"),
+				AuthType: types.FunctionUrlAuthTypeNone})
+			if err != nil {
+				t.Fatal(err)
+			}
+			oops := tg.endpoints[0] + "/lambda-url/" + urlIDOf(t, aws.ToString(out.FunctionUrl)) + "/"
+			// A function error is a 502, its details not shown.
+			got := curlUntil(t, "HTTP/1.1 502", "-i", oops)
+			if !strings.Contains(got, `{"Message":"Internal Server Error"}`) || strings.Contains(got, "oops") {
+				t.Fatalf("function error: %s", got)
+			}
+			// A throttle is a 429.
+			if _, err := c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("url-oops"),
+				ReservedConcurrentExecutions: aws.Int32(0)}); err != nil {
+				t.Fatal(err)
+			}
+			got = curlUntil(t, "HTTP/1.1 429", "-i", oops)
+			if !strings.Contains(got, "X-Amzn-Errortype: TooManyRequestsException") {
+				t.Fatalf("throttle: %s", got)
+			}
+			// A body past 6 MB is refused before any invoke.
+			big := filepath.Join(t.TempDir(), "big")
+			if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 6<<20+1), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			got, _ = curl(t, "-i", "-H", "Content-Type: text/plain", "--data-binary", "@"+big, tg.endpoints[0]+"/lambda-url/"+id+"/")
+			if !strings.HasPrefix(got, "HTTP/1.1 413") {
+				t.Fatalf("7 MB body: %.300s", got)
+			}
 		})
 
 		t.Run("hostile", func(t *testing.T) {

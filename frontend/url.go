@@ -245,6 +245,10 @@ func (c *urlCall) run(caller *auth.Caller, body []byte) {
 			UserArn: "arn:aws:iam::" + caller.Account + ":root", UserID: caller.Account}
 	}
 	inv := &invoke.Invocation{RequestID: req.RequestID, Payload: funcurl.Event(req), TraceID: r.Header.Get("X-Amzn-Trace-Id")}
+	if len(inv.Payload) > MaxSyncPayload { // a body near the limit, base64-encoded or with large headers
+		urlError(c.w, http.StatusRequestEntityTooLarge, api.RequestTooLarge, "Request Entity Too Large")
+		return
+	}
 	var st *urlStream
 	if c.cfg.InvokeMode == "RESPONSE_STREAM" {
 		st = &urlStream{call: c, requestID: req.RequestID}
