@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/funcurl"
 	"github.com/kiln-dev/kiln/metadata"
 )
 
@@ -27,13 +28,6 @@ func (s *Service) urlRoutes() []route {
 		{"DELETE " + u, "DeleteFunctionUrlConfig", s.deleteFunctionURLConfig},
 		{"GET " + u + "s", "ListFunctionUrlConfigs", s.listFunctionURLConfigs},
 	}
-}
-
-// URLHost is the host name of a function URL on a Kiln reached as host:
-// Lambda's "<url-id>.lambda-url.<region>.on.aws", with Kiln's host in
-// place of "aws".
-func URLHost(id, region, host string) string {
-	return id + ".lambda-url." + region + ".on." + host
 }
 
 // urlInput is the body of CreateFunctionUrlConfig and UpdateFunctionUrlConfig.
@@ -137,7 +131,7 @@ func (s *Service) urlConfig(c *call, account, name, qualifier string, u *metadat
 		qualifier = ""
 	}
 	out := &api.FunctionURLConfig{
-		FunctionUrl: scheme + "://" + URLHost(u.ID, s.cfg.Region, c.r.Host) + "/",
+		FunctionUrl: scheme + "://" + funcurl.URLHost(u.ID, s.cfg.Region, c.r.Host) + "/",
 		FunctionArn: s.arn(account, name, qualifier), AuthType: u.AuthType, Cors: u.Cors,
 		CreationTime: u.CreationTime, InvokeMode: u.InvokeMode,
 	}

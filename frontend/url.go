@@ -235,16 +235,34 @@ func (c *urlCall) run(caller *auth.Caller, body []byte) {
 		return
 	}
 	req := &funcurl.Request{Method: r.Method, RawPath: c.path, RawQuery: r.URL.RawQuery, Protocol: r.Proto,
-		Header: r.Header, Body: body, Time: time.Now(), RequestID: api.NewUUID(),
+		Header: r.Header.Clone(), Body: body, Time: time.Now(), RequestID: api.NewUUID(),
 		Account: t.Account, URLID: c.id, DomainName: r.Host}
+	if URLHostID(r.Host, f.cfg.Region) == "" { // the path form: the URL's own host name, as Lambda gives it
+		req.DomainName = funcurl.URLHost(c.id, f.cfg.Region, r.Host)
+	}
 	if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		req.SourceIP = h
+	}
+	// What Lambda's front end adds: the caller's address, scheme and port,
+	// and the trace header.
+	proto, port := "http", "80"
+	if r.TLS != nil {
+		proto, port = "https", "443"
+	}
+	if _, p, err := net.SplitHostPort(r.Host); err == nil {
+		port = p
+	}
+	req.Header.Set("X-Forwarded-For", req.SourceIP)
+	req.Header.Set("X-Forwarded-Proto", proto)
+	req.Header.Set("X-Forwarded-Port", port)
+	if req.Header.Get("X-Amzn-Trace-Id") == "" {
+		req.Header.Set("X-Amzn-Trace-Id", traceID(""))
 	}
 	if caller != nil {
 		req.IAM = &funcurl.IAM{AccessKey: caller.AccessKeyID, AccountID: caller.Account, CallerID: caller.Account,
 			UserArn: "arn:aws:iam::" + caller.Account + ":root", UserID: caller.Account}
 	}
-	inv := &invoke.Invocation{RequestID: req.RequestID, Payload: funcurl.Event(req), TraceID: r.Header.Get("X-Amzn-Trace-Id")}
+	inv := &invoke.Invocation{RequestID: req.RequestID, Payload: funcurl.Event(req), TraceID: req.Header.Get("X-Amzn-Trace-Id")}
 	if len(inv.Payload) > MaxSyncPayload { // a body near the limit, base64-encoded or with large headers
 		urlError(c.w, http.StatusRequestEntityTooLarge, api.RequestTooLarge, "Request Entity Too Large")
 		return

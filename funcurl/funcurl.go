@@ -20,6 +20,13 @@ import (
 	"time"
 )
 
+// URLHost is the host name of a function URL on a Kiln reached as host:
+// Lambda's "<url-id>.lambda-url.<region>.on.aws", with Kiln's host in
+// place of "aws".
+func URLHost(id, region, host string) string {
+	return id + ".lambda-url." + region + ".on." + host
+}
+
 // Request is an HTTP request to a function URL, as the event needs it.
 type Request struct {
 	Method, RawPath, RawQuery, Protocol string
