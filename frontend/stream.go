@@ -65,11 +65,13 @@ func (s *httpStream) Write(p []byte) (int, error) {
 }
 
 // end stops writes from the stream's producer and says whether the head
-// went out.
+// went out. The connection's write deadline is lifted: a kept-alive
+// connection's next response may take longer.
 func (s *httpStream) end() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ended = true
+	http.NewResponseController(s.w).SetWriteDeadline(time.Time{})
 	return s.began
 }
 
