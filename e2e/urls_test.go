@@ -312,9 +312,12 @@ func TestFunctionURLs(t *testing.T) {
 		})
 
 		t.Run("boto3", func(t *testing.T) {
-			py := streamingBoto3(t)
-			env := clientEnv(tg, t.TempDir(), nil)
-			runScript(t, tg.log, 60*time.Second, env, py, filepath.Join(moduleRoot(t), "e2e", "stream_test.py"), tg.endpoints[0], "url-stream")
+			// Debian bookworm's boto3 (1.26.27) predates InvokeWithResponseStream:
+			// AWS_DATA_PATH gives it the operation's part of a later botocore's
+			// Lambda model (testdata/botocore, from botocore 1.43.11, shapes
+			// unchanged); the event stream is decoded by its own botocore.
+			env := append(clientEnv(tg, t.TempDir(), nil), "AWS_DATA_PATH="+filepath.Join(moduleRoot(t), "e2e", "testdata", "botocore"))
+			runScript(t, tg.log, 60*time.Second, env, python, filepath.Join(moduleRoot(t), "e2e", "stream_test.py"), tg.endpoints[0], "url-stream")
 		})
 
 		t.Run("errors", func(t *testing.T) {
@@ -411,24 +414,3 @@ func TestFunctionURLs(t *testing.T) {
 		})
 	})
 }
-
-// streamingBoto3 is a Python whose boto3 has invoke_with_response_stream
-// (boto3 1.26.112 and later; Debian bookworm's 1.26.27 has not).
-func streamingBoto3(t *testing.T) string {
-	t.Helper()
-	candidates := []string{python}
-	if p, err := exec.LookPath("python3"); err == nil {
-		candidates = append(candidates, p)
-	}
-	for _, p := range candidates {
-		if _, err := os.Stat(p); err != nil {
-			continue
-		}
-		if exec.Command(p, "-c", "import boto3; assert hasattr(boto3.client('lambda', region_name='us-east-1'), 'invoke_with_response_stream')").Run() == nil {
-			return p
-		}
-	}
-	t.Skipf("no boto3 with invoke_with_response_stream among %v (Debian bookworm's is 1.26.27); the aws-sdk-go-v2 check covers the event stream", candidates)
-	return ""
-}
-
