@@ -61,6 +61,70 @@ export const big = awslambda.streamifyResponse(async (event, responseStream) => 
 });
 `
 
+// goStreamer is an aws-lambda-go function URL handler that streams: two
+// lines 2 s apart, behind a prelude the library writes.
+const goStreamer = `package main
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func main() {
+	lambda.Start(func(ctx context.Context, req events.LambdaFunctionURLRequest) (*events.LambdaFunctionURLStreamingResponse, error) {
+		pr, pw := io.Pipe()
+		go func() {
+			pw.Write([]byte("go 0\n"))
+			time.Sleep(2 * time.Second)
+			pw.Write([]byte("go 1 " + req.RawPath + "\n"))
+			pw.Close()
+		}()
+		return &events.LambdaFunctionURLStreamingResponse{StatusCode: 203, Headers: map[string]string{"content-type": "text/plain"},
+			Cookies: []string{"g=1"}, Body: pr}, nil
+	})
+}
+`
+
+// expectStreamed reads a streamed function URL with curl as it arrives:
+// two lines starting with prefix, the second (at least) the function's 2 s
+// pause after the first (a buffered path would hand both over at once), and
+// a chunked head holding want.
+func expectStreamed(t *testing.T, url, prefix string, want []string) {
+	t.Helper()
+	cmd := exec.Command("curl", "-sS", "-N", "-i", "--max-time", "60", url)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	r := bufio.NewReader(stdout)
+	var head strings.Builder
+	var seen []time.Time
+	for len(seen) < 2 {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended early: %v; got %q after %d lines", err, head.String(), len(seen))
+		}
+		if strings.HasPrefix(line, prefix) {
+			seen = append(seen, time.Now())
+		} else {
+			head.WriteString(line)
+		}
+	}
+	if gap := seen[1].Sub(seen[0]); gap < time.Second {
+		t.Fatalf("the chunks came %v apart: the response was buffered", gap)
+	}
+	for _, w := range append(want, "Transfer-Encoding: chunked") {
+		if !strings.Contains(head.String(), w) {
+			t.Errorf("streamed head lacks %q:\n%s", w, head.String())
+		}
+	}
+}
+
 // urlIDOf is the id in a FunctionUrl.
 func urlIDOf(t *testing.T, functionURL string) string {
 	t.Helper()
@@ -223,37 +287,28 @@ func TestFunctionURLs(t *testing.T) {
 
 		t.Run("streamed URL", func(t *testing.T) {
 			curlUntil(t, "chunk 1", streamPath) // the frontend knows the URL
-			// Chunks reach curl as the function writes them: the second
-			// comes (at least) the function's 2 s pause after the first; a
-			// buffered path would hand both over at once.
-			cmd := exec.Command("curl", "-sS", "-N", "-i", "--max-time", "60", streamPath)
-			stdout, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
+			expectStreamed(t, streamPath, "chunk ", []string{"HTTP/1.1 202", "Content-Type: text/plain", "X-Streamed: yes", "Set-Cookie: s=1"})
+		})
+
+		// aws-lambda-go streams too: a handler returning
+		// *events.LambdaFunctionURLStreamingResponse, whose body the library
+		// posts chunked as it reads it.
+		t.Run("streamed URL, aws-lambda-go", func(t *testing.T) {
+			bin, err := fntest.BuildGo(goStreamer)
+			if err != nil {
 				t.Fatal(err)
 			}
-			defer cmd.Wait()
-			r := bufio.NewReader(stdout)
-			var head strings.Builder
-			seen := map[string]time.Time{}
-			for len(seen) < 2 {
-				line, err := r.ReadString('\n')
-				if err != nil {
-					t.Fatalf("stream ended early: %v; got %q %v", err, head.String(), seen)
-				}
-				if strings.HasPrefix(line, "chunk ") {
-					seen[strings.TrimSpace(line)] = time.Now()
-				} else {
-					head.WriteString(line)
-				}
+			createFn(t, c, &lambda.CreateFunctionInput{FunctionName: aws.String("url-gostream"), Runtime: types.RuntimeProvidedal2023,
+				Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: fntest.Zip(t, map[string][]byte{"bootstrap": bin})},
+				Timeout: aws.Int32(30)})
+			out, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-gostream"),
+				AuthType: types.FunctionUrlAuthTypeNone, InvokeMode: types.InvokeModeResponseStream})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if gap := seen["chunk 1"].Sub(seen["chunk 0"]); gap < time.Second {
-				t.Fatalf("the chunks came %v apart: the response was buffered", gap)
-			}
-			for _, want := range []string{"HTTP/1.1 202", "Content-Type: text/plain", "X-Streamed: yes", "Set-Cookie: s=1", "Transfer-Encoding: chunked"} {
-				if !strings.Contains(head.String(), want) {
-					t.Errorf("streamed head lacks %q:\n%s", want, head.String())
-				}
-			}
+			p := tg.endpoints[len(tg.endpoints)-1] + "/lambda-url/" + urlIDOf(t, aws.ToString(out.FunctionUrl)) + "/from-go"
+			curlUntil(t, "go 1 /from-go", p)
+			expectStreamed(t, p, "go ", []string{"HTTP/1.1 203", "Content-Type: text/plain", "Set-Cookie: g=1"})
 		})
 
 		t.Run("mid-stream error", func(t *testing.T) {

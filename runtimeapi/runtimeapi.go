@@ -337,10 +337,12 @@ func (c *conn) route(req *http.Request) bool {
 		}
 		switch kind {
 		case "response":
-			if req.Header.Get("Lambda-Runtime-Function-Response-Mode") == "streaming" {
-				if st := s.streamOf(id); st != nil {
-					return c.stream(id, req, st)
-				}
+			// A streaming invoke's response passes on as it arrives, whether
+			// the runtime says it streams (Lambda-Runtime-Function-Response-
+			// Mode: streaming, as Node's) or not: aws-lambda-go sends every
+			// response chunked without saying so, an io.Reader's as it reads.
+			if st := s.streamOf(id); st != nil {
+				return c.stream(id, req, st)
 			}
 			body, err := c.readBody(req, MaxResponse+1)
 			if err != nil {

@@ -49,10 +49,18 @@ func next(t *testing.T, base string) {
 // streamPost posts a streamed response whose body the test writes chunk by
 // chunk; trailers, when given, are set before the body ends.
 func streamPost(t *testing.T, url string, trailer http.Header) (*io.PipeWriter, <-chan *http.Response) {
+	return post(t, url, trailer, true)
+}
+
+// post posts a body the test writes chunk by chunk, saying it streams or,
+// as aws-lambda-go, not.
+func post(t *testing.T, url string, trailer http.Header, saysStreaming bool) (*io.PipeWriter, <-chan *http.Response) {
 	t.Helper()
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest(http.MethodPost, url, pr)
-	req.Header.Set("Lambda-Runtime-Function-Response-Mode", "streaming")
+	if saysStreaming {
+		req.Header.Set("Lambda-Runtime-Function-Response-Mode", "streaming")
+	}
 	req.Header.Set("Content-Type", "text/event-stream")
 	req.Trailer = trailer
 	done := make(chan *http.Response, 1)
@@ -69,6 +77,12 @@ func streamPost(t *testing.T, url string, trailer http.Header) (*io.PipeWriter, 
 }
 
 func TestStreamedResponseArrivesAsWritten(t *testing.T) {
+	for _, says := range []bool{true, false} {
+		t.Run(map[bool]string{true: "Node", false: "aws-lambda-go"}[says], func(t *testing.T) { testArrivesAsWritten(t, says) })
+	}
+}
+
+func testArrivesAsWritten(t *testing.T, saysStreaming bool) {
 	s, base, _ := serve(t)
 	rec := newRecorder()
 	results, err := s.Invoke(&Event{RequestID: "s1", Payload: []byte(`{}`), Stream: rec})
@@ -76,7 +90,7 @@ func TestStreamedResponseArrivesAsWritten(t *testing.T) {
 		t.Fatal(err)
 	}
 	next(t, base)
-	pw, done := streamPost(t, base+"invocation/s1/response", nil)
+	pw, done := post(t, base+"invocation/s1/response", nil, saysStreaming)
 	// Each chunk reaches the Stream before the next is written: nothing is
 	// held back until the body ends.
 	for _, chunk := range []string{"data: 1\n\n", "data: 2\n\n", "data: 3\n\n"} {
