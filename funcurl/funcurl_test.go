@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-lambda-go/events"
 )
 
 func TestEvent(t *testing.T) {
@@ -209,5 +211,31 @@ func TestCors(t *testing.T) {
 	r.Header.Set("Access-Control-Request-Method", "GET")
 	if !IsPreflight(r) {
 		t.Fatal("preflight not recognised")
+	}
+}
+
+// The event reads into aws-lambda-go's own type, and that library's
+// response type maps back: the field names are the runtime library's.
+func TestAWSLambdaGoTypes(t *testing.T) {
+	r := &Request{Method: "PUT", RawPath: "/p", RawQuery: "a=1", Protocol: "HTTP/1.1", Header: http.Header{"Content-Type": {"text/plain"},
+		"Cookie": {"k=v"}, "User-Agent": {"ua"}}, Body: []byte("hi"), SourceIP: "10.1.2.3", Time: time.Unix(1700000000, 0), RequestID: "rid",
+		Account: "123456789012", URLID: "abcdefghijklmnopqrstuvwxyz012345", DomainName: "d.example",
+		IAM: &IAM{AccessKey: "AKIA1", AccountID: "123456789012", CallerID: "c", UserArn: "arn:aws:iam::123456789012:root", UserID: "u"}}
+	var ev events.LambdaFunctionURLRequest
+	if err := json.Unmarshal(Event(r), &ev); err != nil {
+		t.Fatal(err)
+	}
+	rc := ev.RequestContext
+	if ev.Version != "2.0" || ev.RawPath != "/p" || ev.RawQueryString != "a=1" || ev.QueryStringParameters["a"] != "1" || ev.Body != "hi" ||
+		ev.IsBase64Encoded || len(ev.Cookies) != 1 || ev.Headers["user-agent"] != "ua" || rc.AccountID != "123456789012" ||
+		rc.RequestID != "rid" || rc.APIID != r.URLID || rc.DomainName != "d.example" || rc.DomainPrefix != r.URLID ||
+		rc.TimeEpoch != 1700000000000 || rc.HTTP.Method != "PUT" || rc.HTTP.SourceIP != "10.1.2.3" || rc.HTTP.UserAgent != "ua" ||
+		rc.Authorizer == nil || rc.Authorizer.IAM.AccessKey != "AKIA1" || rc.Authorizer.IAM.UserARN != "arn:aws:iam::123456789012:root" {
+		t.Fatalf("as aws-lambda-go reads it: %+v", ev)
+	}
+	b, _ := json.Marshal(events.LambdaFunctionURLResponse{StatusCode: 302, Headers: map[string]string{"Location": "/x"}, Cookies: []string{"a=1"}, Body: "moved"})
+	out, err := MapResult(b)
+	if err != nil || out.Status != 302 || out.Header.Get("Location") != "/x" || out.Header.Get("Set-Cookie") != "a=1" || string(out.Body) != "moved" {
+		t.Fatalf("aws-lambda-go's response: %+v %v", out, err)
 	}
 }
