@@ -348,6 +348,26 @@ func TestFunctionURLs(t *testing.T) {
 					t.Fatalf("error details %q", aws.ToString(complete.ErrorDetails))
 				}
 			}
+			// A function that times out mid-stream: what it wrote, then the timeout.
+			createFn(t, c, &lambda.CreateFunctionInput{FunctionName: aws.String("url-timeout"), Runtime: types.Runtime(nodeRuntime()),
+				Handler: aws.String("index.stream"), Code: &types.FunctionCode{ZipFile: zip}, Timeout: aws.Int32(1)})
+			tout, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("url-timeout")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var partial bytes.Buffer
+			var timedOut *types.InvokeWithResponseStreamCompleteEvent
+			for ev := range tout.GetStream().Events() {
+				switch e := ev.(type) {
+				case *types.InvokeWithResponseStreamResponseEventMemberPayloadChunk:
+					partial.Write(e.Value.Payload)
+				case *types.InvokeWithResponseStreamResponseEventMemberInvokeComplete:
+					timedOut = &e.Value
+				}
+			}
+			if partial.String() != "chunk 0\n" || timedOut == nil || aws.ToString(timedOut.ErrorCode) != "Sandbox.Timedout" {
+				t.Fatalf("timed out mid-stream: %q %+v", partial.String(), timedOut)
+			}
 			// A buffered function (aws-lambda-go) answers in one chunk.
 			createToolkit(t, c, "url-go")
 			out, err := c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("url-go"),
