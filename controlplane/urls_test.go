@@ -48,20 +48,20 @@ func TestFunctionURLConfigs(t *testing.T) {
 
 	// Validation, before anything is written.
 	st, typ, _ := k.raw("POST", "/2021-10-31/functions/web/url?Qualifier=live", `{}`)
-	if st != 400 || typ != "InvalidParameterValueException" {
+	if st != 400 || typ != "ValidationException" {
 		t.Fatalf("missing AuthType: %d %s", st, typ)
 	}
 	_, err = c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("web"), AuthType: "OPEN"})
-	wantErr(t, err, "InvalidParameterValueException", 400, "authType")
+	wantErr(t, err, "ValidationException", 400, "authType")
 	_, err = c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("web"), Qualifier: aws.String("1"),
 		AuthType: types.FunctionUrlAuthTypeNone})
-	wantErr(t, err, "InvalidParameterValueException", 400, "qualifier")
+	wantErr(t, err, "ValidationException", 400, "qualifier")
 	_, err = c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("web"), Qualifier: aws.String("nope"),
 		AuthType: types.FunctionUrlAuthTypeNone})
 	wantErr(t, err, "ResourceNotFoundException", 404, "web:nope")
 	_, err = c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("web"),
 		AuthType: types.FunctionUrlAuthTypeNone, Cors: &types.Cors{MaxAge: aws.Int32(86401)}})
-	wantErr(t, err, "InvalidParameterValueException", 400, "maxAge")
+	wantErr(t, err, "ValidationException", 400, "maxAge")
 	_, err = c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("ghost"), AuthType: types.FunctionUrlAuthTypeNone})
 	wantErr(t, err, "ResourceNotFoundException", 404, "ghost")
 
@@ -87,7 +87,7 @@ func TestFunctionURLConfigs(t *testing.T) {
 		t.Fatalf("update: %+v %v", up, err)
 	}
 	_, err = c.UpdateFunctionUrlConfig(ctx, &lambda.UpdateFunctionUrlConfigInput{FunctionName: aws.String("web"), InvokeMode: "FAST"})
-	wantErr(t, err, "InvalidParameterValueException", 400, "invokeMode")
+	wantErr(t, err, "ValidationException", 400, "invokeMode")
 
 	// List, paged.
 	l1, err := c.ListFunctionUrlConfigs(ctx, &lambda.ListFunctionUrlConfigsInput{FunctionName: aws.String("web"), MaxItems: aws.Int32(1)})
@@ -100,7 +100,7 @@ func TestFunctionURLConfigs(t *testing.T) {
 		t.Fatalf("list page 2: %+v %v", l2, err)
 	}
 	_, err = c.ListFunctionUrlConfigs(ctx, &lambda.ListFunctionUrlConfigsInput{FunctionName: aws.String("web"), MaxItems: aws.Int32(51)})
-	wantErr(t, err, "InvalidParameterValueException", 400, "maxItems")
+	wantErr(t, err, "ValidationException", 400, "maxItems")
 
 	// Another account sees nothing of it.
 	_, err = k.other.GetFunctionUrlConfig(ctx, &lambda.GetFunctionUrlConfigInput{FunctionName: aws.String(fnARN("web"))})
