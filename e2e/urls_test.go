@@ -483,6 +483,11 @@ func TestFunctionURLs(t *testing.T) {
 			if complete == nil || aws.ToString(complete.ErrorCode) != "Function.ResponseSizeTooLarge" || total > 20<<20 {
 				t.Fatalf("over the limit through the SDK: %d bytes, %+v", total, complete)
 			}
+			// The model's enums hold on the streaming operation too.
+			_, err = c.InvokeWithResponseStream(ctx, &lambda.InvokeWithResponseStreamInput{FunctionName: aws.String("url-stream"), LogType: "Everything"})
+			if err == nil || !strings.Contains(err.Error(), "ValidationException") {
+				t.Fatalf("LogType Everything: %v", err)
+			}
 			// Still serving.
 			curlUntil(t, `"rawPath":"/after"`, "--aws-sigv4", "aws:amz:"+region+":lambda", "--user", accessKeyID+":"+secretAccessKey,
 				tg.endpoints[0]+"/lambda-url/"+id+"/after")

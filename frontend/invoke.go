@@ -276,8 +276,9 @@ type Enqueuer interface {
 }
 
 // invokeRequest is what Invoke and InvokeWithResponseStream both take:
-// the function, the payload and the client context; fail answers with an
-// error (logged unless it is the caller's or the caller left).
+// the function, the payload, the client context and a valid LogType; fail
+// answers with an error (logged unless it is the caller's or the caller
+// left).
 func (f *Frontend) invokeRequest(w http.ResponseWriter, r *http.Request) (t *metadata.Target, payload []byte, clientContext string, fail func(error), err error) {
 	ctx := r.Context()
 	caller, _ := auth.FromContext(ctx)
@@ -297,6 +298,13 @@ func (f *Frontend) invokeRequest(w http.ResponseWriter, r *http.Request) (t *met
 			clientContext, err = decodeClientContext(r.Header.Get("X-Amz-Client-Context"))
 		}
 	}
+	if err == nil {
+		switch typ := r.Header.Get("X-Amz-Log-Type"); typ {
+		case "", "None", "Tail":
+		default:
+			err = api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]", typ)
+		}
+	}
 	if err != nil {
 		fail(err)
 	}
@@ -310,12 +318,6 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	switch typ := r.Header.Get("X-Amz-Log-Type"); typ {
-	case "", "None", "Tail":
-	default:
-		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'logType' failed to satisfy constraint: Member must satisfy enum value set: [None, Tail]", typ))
-		return
-	}
 	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
 	case "", "RequestResponse":
 	case "DryRun":
