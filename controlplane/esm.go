@@ -39,6 +39,10 @@ func (s *Service) mappingRoutes() []route {
 // It returns its kind and how long a received record stays hidden (the
 // queue's visibility timeout), in seconds.
 func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventSource, stream []string) (esm.Kind, int, error) {
+	if self != nil && len(self.Endpoints[esm.KafkaServersKey]) > 0 {
+		// Kafka has no hold for a function's timeout to fit in.
+		return esm.KindKafka, 900, nil // the longest function timeout
+	}
 	if self != nil {
 		if len(stream) == 1 {
 			servers := strings.Join(self.Endpoints[esm.NATSServersKey], ",")
@@ -107,7 +111,12 @@ func (s *Service) createMapping(c *call) error {
 		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb; Kiln maps Kiln queues (EventSourceArn) and NATS streams (SelfManagedEventSource).")
 	}
 	var stream []string
-	if req.SelfManagedEventSource != nil {
+	kafka := req.SelfManagedEventSource != nil && len(req.SelfManagedEventSource.Endpoints[esm.KafkaServersKey]) > 0
+	if kafka {
+		if err := req.CheckKafka(); err != nil {
+			return err
+		}
+	} else if req.SelfManagedEventSource != nil {
 		if err := req.CheckNATS(); err != nil {
 			return err
 		}
@@ -115,7 +124,7 @@ func (s *Service) createMapping(c *call) error {
 	}
 	kind, visibility, err := s.mappingSource(c, aws(req.EventSourceArn), req.SelfManagedEventSource, stream)
 	if err == nil {
-		err = req.Check(kind)
+		err = req.Check(kind, true)
 	}
 	if err != nil {
 		return err
@@ -140,10 +149,15 @@ func (s *Service) createMapping(c *call) error {
 			m.Topics = *req.Topics
 		}
 	}
+	if kind == esm.KindKafka || kind == esm.KindKinesis {
+		m.StreamSettings, m.BatchSize = esm.NewStreamSettings(kind, id), esm.DefaultStreamBatchSize
+		if kafka {
+			m.SelfManagedEventSource, m.Topics = req.SelfManagedEventSource, *req.Topics
+		}
+	}
 	req.Apply(m)
 	for _, o := range all {
-		if o.Account == m.Account && o.FunctionArn == fn && o.EventSourceArn == m.EventSourceArn &&
-			(!m.NATS() || o.NATS() && o.NATSServers() == m.NATSServers() && o.Queues[0] == m.Queues[0]) {
+		if o.Account == m.Account && o.FunctionArn == fn && o.Source() == m.Source() {
 			return api.Errorf(api.ResourceConflict, "An event source mapping with event source (\" %s \") and function (\" %s \") already exists. Please update or delete the existing mapping with UUID %s",
 				m.EventSourceArn+strings.Join(m.Queues, ""), fn, o.UUID)
 		}
@@ -197,7 +211,7 @@ func (s *Service) updateMapping(c *call) error {
 	}
 	kind, visibility, err := s.mappingSource(c, cur.EventSourceArn, cur.SelfManagedEventSource, nil)
 	if err == nil {
-		err = req.Check(kind)
+		err = req.Check(kind, false)
 	}
 	if err != nil {
 		return err

@@ -82,10 +82,11 @@ type Configuration struct {
 	LastProcessingResult           string
 	State                          string
 	StateTransitionReason          string
+	*StreamSettings                // stream mappings only
 }
 
 // SelfManagedEventSource names a source by its servers (a NATS source:
-// Endpoints NATS_SERVERS).
+// Endpoints NATS_SERVERS; Kafka: KAFKA_BOOTSTRAP_SERVERS).
 type SelfManagedEventSource struct {
 	Endpoints map[string][]string
 }
@@ -101,7 +102,9 @@ type Mapping struct {
 }
 
 // NATS tells whether the mapping reads a NATS stream (else a Kiln queue).
-func (m *Mapping) NATS() bool { return m.SelfManagedEventSource != nil }
+func (m *Mapping) NATS() bool {
+	return m.SelfManagedEventSource != nil && len(m.SelfManagedEventSource.Endpoints[NATSServersKey]) > 0
+}
 
 // NATSServers is a NATS source's server URLs, comma-separated.
 func (m *Mapping) NATSServers() string {

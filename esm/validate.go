@@ -30,8 +30,11 @@ type Request struct {
 	MaximumRecordAgeInSeconds  *int
 	BisectBatchOnFunctionError *bool
 	TumblingWindowInSeconds    *int
-	DestinationConfig          json.RawMessage
+	DestinationConfig          *DestinationConfig
 	SourceAccessConfigurations json.RawMessage
+
+	// A Kafka source's consumer group.
+	SelfManagedKafkaEventSourceConfig *KafkaConfig
 
 	// A NATS source: servers, stream, subject filter.
 	SelfManagedEventSource *SelfManagedEventSource
@@ -47,6 +50,8 @@ const (
 	KindQueue     Kind = iota // a Kiln queue
 	KindFifoQueue             // a Kiln FIFO queue
 	KindNATS                  // a stream of a user's NATS
+	KindKinesis               // a Kiln stream (Kinesis API)
+	KindKafka                 // a topic of a user's Kafka
 )
 
 // Limits of a mapping.
@@ -71,9 +76,10 @@ func validation(value any, field, constraint string) *api.Error {
 }
 
 // Check validates a request as Lambda's model and its rules for the kind
-// of source do.
-func (r *Request) Check(kind Kind) error {
-	fifo := kind == KindFifoQueue
+// of source do; create tells CreateEventSourceMapping from
+// UpdateEventSourceMapping.
+func (r *Request) Check(kind Kind, create bool) error {
+	fifo, stream := kind == KindFifoQueue, kind == KindKinesis || kind == KindKafka
 	if n := r.BatchSize; n != nil {
 		switch {
 		case *n < 1:
@@ -94,7 +100,7 @@ func (r *Request) Check(kind Kind) error {
 			return api.Errorf(api.InvalidParameterValue, "Batching window is not supported for FIFO queues")
 		}
 	}
-	if r.BatchSize != nil && *r.BatchSize > 10 && (r.MaximumBatchingWindowInSeconds == nil || *r.MaximumBatchingWindowInSeconds == 0) {
+	if !stream && r.BatchSize != nil && *r.BatchSize > 10 && (r.MaximumBatchingWindowInSeconds == nil || *r.MaximumBatchingWindowInSeconds == 0) {
 		return api.Errorf(api.InvalidParameterValue, "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10")
 	}
 	if sc := r.ScalingConfig; sc != nil && sc.MaximumConcurrency != nil {
@@ -126,6 +132,9 @@ func (r *Request) Check(kind Kind) error {
 			}
 		}
 	}
+	if stream {
+		return r.checkStream(kind, create)
+	}
 	source, nats := "SQS", kind == KindNATS
 	if nats {
 		source = "NATS"
@@ -135,8 +144,8 @@ func (r *Request) Check(kind Kind) error {
 		"ParallelizationFactor": r.ParallelizationFactor != nil, "MaximumRetryAttempts": r.MaximumRetryAttempts != nil,
 		"MaximumRecordAgeInSeconds": r.MaximumRecordAgeInSeconds != nil, "BisectBatchOnFunctionError": r.BisectBatchOnFunctionError != nil,
 		"TumblingWindowInSeconds": r.TumblingWindowInSeconds != nil, "DestinationConfig": r.DestinationConfig != nil,
-		"SourceAccessConfigurations": r.SourceAccessConfigurations != nil,
-		"Topics":                     r.Topics != nil && !nats, "Queues": r.Queues != nil && !nats, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !nats,
+		"SourceAccessConfigurations": r.SourceAccessConfigurations != nil, "SelfManagedKafkaEventSourceConfig": r.SelfManagedKafkaEventSourceConfig != nil,
+		"Topics": r.Topics != nil && !nats, "Queues": r.Queues != nil && !nats, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !nats,
 	} {
 		if set {
 			return api.Errorf(api.InvalidParameterValue, "Unsupported %s parameter for %s event source.", name, source)
@@ -194,13 +203,16 @@ func (r *Request) Apply(m *Mapping) {
 			m.ScalingConfig = nil
 		}
 	}
+	if m.StreamSettings != nil {
+		r.applyStream(m.StreamSettings)
+	}
 	m.LastModified = now()
 }
 
 // CheckMerged checks the mapping an update would leave: a batch over 10
 // still needs a window, whichever of the two the update changed.
 func CheckMerged(m *Mapping) error {
-	if m.BatchSize > 10 && m.MaximumBatchingWindowInSeconds == 0 {
+	if !m.Stream() && m.BatchSize > 10 && m.MaximumBatchingWindowInSeconds == 0 {
 		return api.Errorf(api.InvalidParameterValue, "Maximum batch window in seconds must be greater than 0 if maximum batch size is greater than 10")
 	}
 	return nil

@@ -41,7 +41,7 @@ func TestRequestCheck(t *testing.T) {
 			if c.fifo {
 				kind = KindFifoQueue
 			}
-			err := c.req.Check(kind)
+			err := c.req.Check(kind, true)
 			if c.want == "" {
 				if err != nil {
 					t.Fatalf("unexpected error %v", err)
