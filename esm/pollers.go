@@ -50,9 +50,11 @@ type Pollers struct {
 	store  *Store
 	leases *lease.Holder
 	log    *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	// streams runs the stream mappings (streampollers.go).
+	streams *streams
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
 
 	mu   sync.Mutex
 	runs map[string]*runner // by UUID
@@ -86,8 +88,13 @@ func New(ctx context.Context, cfg Config) (*Pollers, error) {
 		return nil, fmt.Errorf("esm leases: %w", err)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	return &Pollers{cfg: cfg, store: store, log: cfg.Logger, ctx: runCtx, cancel: cancel, done: make(chan struct{}),
-		leases: &lease.Holder{KV: kv, ID: "esm-" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}, nil
+	p := &Pollers{cfg: cfg, store: store, log: cfg.Logger, ctx: runCtx, cancel: cancel, done: make(chan struct{}),
+		leases: &lease.Holder{KV: kv, ID: "esm-" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}
+	if p.streams, err = newStreams(ctx, p, js, kv); err != nil {
+		cancel()
+		return nil, err
+	}
+	return p, nil
 }
 
 // Store is the mappings' store (the control plane's API writes it).
@@ -129,6 +136,7 @@ func (p *Pollers) loop() {
 			for _, r := range runs {
 				r.stop()
 			}
+			p.streams.stopAll()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			p.leases.ReleaseAll(ctx)
 			cancel()
@@ -165,6 +173,7 @@ func (p *Pollers) reconcile(ctx context.Context) {
 		}
 		return
 	}
+	p.streams.reconcile(ctx, ms)
 	want := map[string]*Mapping{}
 	for _, m := range ms {
 		switch m.State {
@@ -193,7 +202,7 @@ func (p *Pollers) reconcile(ctx context.Context) {
 				p.log.Warn("esm: delete mapping", "uuid", m.UUID, "err", err)
 			}
 		case StateEnabled:
-			if p.leases.Hold(ctx, m.UUID) {
+			if !m.Stream() && p.leases.Hold(ctx, m.UUID) {
 				want[m.UUID] = m
 			}
 		}
