@@ -318,7 +318,7 @@ func (sr *shardRun) run() {
 	batchWindow := time.Duration(m.MaximumBatchingWindowInSeconds) * time.Second
 	var ahead []StreamRecord
 	for sr.ctx.Err() == nil {
-		recs, err := collectStream(sr.ctx, reader, &ahead, size*m.parallelization(), batchWindow, sr.r.s.p.cfg.ReceiveWait)
+		recs, err := collectStream(sr.ctx, reader, &ahead, size*m.parallelization(), batchWindow, min(sr.r.s.p.cfg.ReceiveWait, time.Second))
 		if err != nil {
 			if sr.ctx.Err() == nil {
 				sr.r.report("PROBLEM: " + err.Error())

@@ -1,4 +1,4 @@
-package esm
+package esm_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/esm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -16,11 +17,11 @@ import (
 // streamUnderTest is a stream source of the conformance suite and how to
 // feed it.
 type streamUnderTest struct {
-	src StreamSource
+	src esm.StreamSource
 	// put writes records of a partition key, in order.
 	put func(t *testing.T, key string, data ...string)
 	// payload is a record's data as put.
-	payload func(t *testing.T, r StreamRecord) string
+	payload func(t *testing.T, r esm.StreamRecord) string
 	// checkEvent checks an invoke's event for records of a shard.
 	checkEvent func(t *testing.T, shard string, ev map[string]any, n int)
 }
@@ -32,13 +33,13 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 	ctx := context.Background()
 	// readAll reads each shard from after its checkpoint until n records
 	// came or wait passed.
-	readAll := func(t *testing.T, s streamUnderTest, from map[string]string, n int, wait time.Duration) map[string][]StreamRecord {
+	readAll := func(t *testing.T, s streamUnderTest, from map[string]string, n int, wait time.Duration) map[string][]esm.StreamRecord {
 		t.Helper()
 		shards, err := s.src.Shards(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		readers := map[string]ShardReader{}
+		readers := map[string]esm.ShardReader{}
 		for _, sh := range shards {
 			r, err := s.src.Open(ctx, sh, from[sh])
 			if err != nil {
@@ -47,7 +48,7 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 			defer r.Close()
 			readers[sh] = r
 		}
-		out, got := map[string][]StreamRecord{}, 0
+		out, got := map[string][]esm.StreamRecord{}, 0
 		deadline := time.Now().Add(wait)
 		for got < n && time.Now().Before(deadline) {
 			for sh, r := range readers {
@@ -130,7 +131,7 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 		s := open(t, 1)
 		shards, _ := s.src.Shards(ctx)
 		sh := shards[0]
-		empty, err := s.src.Start(ctx, sh, Latest, time.Time{})
+		empty, err := s.src.Start(ctx, sh, esm.Latest, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +139,7 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 		time.Sleep(20 * time.Millisecond)
 		mid := time.Now()
 		time.Sleep(20 * time.Millisecond)
-		latest, err := s.src.Start(ctx, sh, Latest, time.Time{})
+		latest, err := s.src.Start(ctx, sh, esm.Latest, time.Time{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -148,13 +149,13 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 			at   time.Time
 			want string
 		}{
-			{TrimHorizon, time.Time{}, "0,1,2"},
-			{Latest, time.Time{}, "2"},
-			{AtTimestamp, mid, "2"},
-			{AtTimestamp, mid.Add(-time.Hour), "0,1,2"},
+			{esm.TrimHorizon, time.Time{}, "0,1,2"},
+			{esm.Latest, time.Time{}, "2"},
+			{esm.AtTimestamp, mid, "2"},
+			{esm.AtTimestamp, mid.Add(-time.Hour), "0,1,2"},
 		} {
 			cp, err := s.src.Start(ctx, sh, c.pos, c.at)
-			if c.pos == Latest {
+			if c.pos == esm.Latest {
 				cp = latest
 			}
 			if err != nil {
@@ -189,15 +190,15 @@ func TestKafkaSource(t *testing.T) {
 		n++
 		topic := fmt.Sprintf("t%d", n)
 		servers, produce := kafkaTopic(t, topic, shards)
-		src, err := OpenKafka(servers, topic, "group-"+topic)
+		src, err := esm.OpenKafka(servers, topic, "group-"+topic)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(src.Close)
 		return streamUnderTest{src: src,
 			put: func(t *testing.T, key string, data ...string) { produce(t, key, data...) },
-			payload: func(t *testing.T, r StreamRecord) string {
-				var kr kafkaRecord
+			payload: func(t *testing.T, r esm.StreamRecord) string {
+				var kr struct{ Value *string }
 				if err := json.Unmarshal(r.Data, &kr); err != nil || kr.Value == nil {
 					t.Fatalf("record %s: %v", r.Data, err)
 				}
@@ -243,6 +244,23 @@ func TestKafkaSource(t *testing.T) {
 // partitions; produce writes records of a key (header source=test).
 func kafkaTopic(t testing.TB, topic string, partitions int) (servers []string, produce func(t testing.TB, key string, data ...string)) {
 	t.Helper()
+	servers, cl := kafkaCluster(t, topic, partitions)
+	return servers, func(t testing.TB, key string, data ...string) {
+		t.Helper()
+		var recs []*kgo.Record
+		for _, d := range data {
+			recs = append(recs, &kgo.Record{Key: []byte(key), Value: []byte(d), Headers: []kgo.RecordHeader{{Key: "source", Value: []byte("test")}}})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// kafkaCluster starts franz-go's in-process Kafka (kfake, on 127.0.0.1)
+// with a topic, and a client producing to it.
+func kafkaCluster(t testing.TB, topic string, partitions int) ([]string, *kgo.Client) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(partitions), topic))
 	if err != nil {
 		t.Fatal(err)
@@ -253,14 +271,5 @@ func kafkaTopic(t testing.TB, topic string, partitions int) (servers []string, p
 		t.Fatal(err)
 	}
 	t.Cleanup(cl.Close)
-	return c.ListenAddrs(), func(t testing.TB, key string, data ...string) {
-		t.Helper()
-		var recs []*kgo.Record
-		for _, d := range data {
-			recs = append(recs, &kgo.Record{Key: []byte(key), Value: []byte(d), Headers: []kgo.RecordHeader{{Key: "source", Value: []byte("test")}}})
-		}
-		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return c.ListenAddrs(), cl
 }

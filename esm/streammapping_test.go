@@ -1,0 +1,453 @@
+package esm_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	ltypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// streamGo is an aws-lambda-go function taking a Kinesis or a Kafka event
+// in the library's own types (events.KinesisEvent, events.KafkaEvent): it
+// fails on a record not as Lambda delivers it and on a batch holding a
+// poison record; otherwise it appends "KEY N" per record to $SINK, one
+// write per batch.
+const streamGo = `package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func handle(ctx context.Context, raw json.RawMessage) error {
+	var probe struct{ EventSource string ` + "`json:\"eventSource\"`" + ` }
+	json.Unmarshal(raw, &probe)
+	var data [][]byte
+	if probe.EventSource == "SelfManagedKafka" {
+		var ev events.KafkaEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return err
+		}
+		for tp, recs := range ev.Records {
+			for _, r := range recs {
+				v, err := base64.StdEncoding.DecodeString(r.Value)
+				if err != nil || tp != fmt.Sprintf("%s-%d", r.Topic, r.Partition) || r.TimestampType != "CREATE_TIME" || ev.BootstrapServers == "" {
+					return fmt.Errorf("record not as Lambda delivers it: %+v", r)
+				}
+				data = append(data, v)
+			}
+		}
+	} else {
+		var ev events.KinesisEvent
+		if err := json.Unmarshal(raw, &ev); err != nil {
+			return err
+		}
+		for _, r := range ev.Records {
+			if r.EventSource != "aws:kinesis" || r.EventName != "aws:kinesis:record" || r.EventVersion != "1.0" ||
+				!strings.HasPrefix(r.EventID, "shardId-") || r.Kinesis.KinesisSchemaVersion != "1.0" || r.Kinesis.SequenceNumber == "" {
+				return fmt.Errorf("record not as Lambda delivers it: %+v", r)
+			}
+			data = append(data, r.Kinesis.Data)
+		}
+	}
+	var out []byte
+	for _, d := range data {
+		var p struct {
+			Key    string
+			N      int
+			Poison bool
+		}
+		if err := json.Unmarshal(d, &p); err != nil {
+			return err
+		}
+		if p.Poison {
+			return errors.New("poison")
+		}
+		out = fmt.Appendf(out, "%s %d\n", p.Key, p.N)
+	}
+	f, err := os.OpenFile(os.Getenv("SINK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = f.Write(out)
+	return err
+}
+
+func main() { lambda.Start(handle) }
+`
+
+// streamFeed is a stream source of the mapping suite: how a mapping names
+// it and how records get in.
+type streamFeed struct {
+	// source sets the mapping's source.
+	source func(in *lambda.CreateEventSourceMappingInput)
+	// put writes records (JSON payloads) of a partition key, in order;
+	// age makes them that much older than now, where the source lets the
+	// writer say (0 otherwise).
+	put func(t testing.TB, key string, age time.Duration, payloads ...string)
+}
+
+// streamRig is a Kiln with the stream function and a failure queue.
+type streamRig struct {
+	s    *server.Server
+	lam  *lambda.Client
+	sqs  *sqs.Client
+	sink string
+	fn   string
+	dlq  string // URL
+	arn  string // the failure queue's ARN
+}
+
+var rigs atomic.Int32
+
+func newStreamRig(t testing.TB, s *server.Server) *streamRig {
+	t.Helper()
+	r := &streamRig{s: s, lam: kilntest.Lambda(s), sqs: kilntest.SQS(s), sink: filepath.Join(t.TempDir(), "sink"),
+		fn: fmt.Sprint("stream", rigs.Add(1))}
+	kilntest.MustCreate(t, r.lam, &lambda.CreateFunctionInput{FunctionName: &r.fn, Runtime: ltypes.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, streamGo)},
+		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": r.sink}}})
+	q, err := r.sqs.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(r.fn + "-failed")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.dlq = aws.ToString(q.QueueUrl)
+	a, err := r.sqs.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: q.QueueUrl,
+		AttributeNames: []sqstypes.QueueAttributeName{"QueueArn"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.arn = a.Attributes["QueueArn"]
+	return r
+}
+
+// lines is what the function wrote: per key, the Ns in the order written.
+func (r *streamRig) lines(t testing.TB) map[string][]int {
+	b, err := os.ReadFile(r.sink)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	out := map[string][]int{}
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		if f := strings.Fields(l); len(f) == 2 {
+			n, _ := strconv.Atoi(f[1])
+			out[f[0]] = append(out[f[0]], n)
+		}
+	}
+	return out
+}
+
+// failures reads the failure queue's records until want came or the
+// deadline passed.
+func (r *streamRig) failures(t testing.TB, want int, wait time.Duration) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	deadline := time.Now().Add(wait)
+	for len(out) < want && time.Now().Before(deadline) {
+		m, err := r.sqs.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: &r.dlq, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, msg := range m.Messages {
+			var doc map[string]any
+			if err := json.Unmarshal([]byte(aws.ToString(msg.Body)), &doc); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, doc)
+		}
+	}
+	return out
+}
+
+func (r *streamRig) mapping(t testing.TB, feed streamFeed, in *lambda.CreateEventSourceMappingInput) {
+	t.Helper()
+	in.FunctionName, in.StartingPosition = &r.fn, ltypes.EventSourcePositionTrimHorizon
+	in.DestinationConfig = &ltypes.DestinationConfig{OnFailure: &ltypes.OnFailure{Destination: &r.arn}}
+	feed.source(in)
+	if _, err := r.lam.CreateEventSourceMapping(context.Background(), in); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitLines waits until the function wrote n records of every key.
+func (r *streamRig) waitLines(t testing.TB, keys []string, n int, wait time.Duration) map[string][]int {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for {
+		got := r.lines(t)
+		short := ""
+		for _, k := range keys {
+			if len(uniq(got[k])) < n {
+				short = fmt.Sprintf("%s: %d of %d", k, len(uniq(got[k])), n)
+			}
+		}
+		if short == "" {
+			return got
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("within %v only %s", wait, short)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func uniq(ns []int) map[int]bool {
+	m := map[int]bool{}
+	for _, n := range ns {
+		m[n] = true
+	}
+	return m
+}
+
+func payload(key string, n int, poison bool) string {
+	return fmt.Sprintf(`{"Key":%q,"N":%d,"Poison":%v}`, key, n, poison)
+}
+
+// testStreamMappings is the suite every stream source's mappings run:
+// order per partition key under ParallelizationFactor, a poison record
+// isolated by bisect, expired records skipped to the failure destination.
+func testStreamMappings(t *testing.T, s *server.Server, open func(t *testing.T, shards int) streamFeed) {
+	t.Run("order per key with parallelization 5", func(t *testing.T) {
+		r := newStreamRig(t, s)
+		feed := open(t, 2)
+		r.mapping(t, feed, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(5), ParallelizationFactor: aws.Int32(5)})
+		var keys []string
+		for k := range 10 {
+			keys = append(keys, fmt.Sprint("key", k))
+		}
+		for i := range 30 {
+			for _, k := range keys {
+				feed.put(t, k, 0, payload(k, i, false))
+			}
+		}
+		got := r.waitLines(t, keys, 30, 60*time.Second)
+		for _, k := range keys {
+			for i, n := range got[k] {
+				if n != i {
+					t.Fatalf("key %s processed as %v, want 0..29 in order once each", k, got[k])
+				}
+			}
+		}
+	})
+
+	t.Run("a poison record is isolated by bisect", func(t *testing.T) {
+		r := newStreamRig(t, s)
+		feed := open(t, 1)
+		r.mapping(t, feed, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(8), BisectBatchOnFunctionError: aws.Bool(true),
+			MaximumRetryAttempts: aws.Int32(1)})
+		for i := range 40 {
+			feed.put(t, "k", 0, payload("k", i, i == 13))
+		}
+		got := r.waitLines(t, []string{"k"}, 39, 60*time.Second)
+		want := []int{}
+		for i := range 40 {
+			if i != 13 {
+				want = append(want, i)
+			}
+		}
+		if fmt.Sprint(got["k"]) != fmt.Sprint(want) {
+			t.Fatalf("processed %v, want %v", got["k"], want)
+		}
+		fs := r.failures(t, 1, 30*time.Second)
+		if len(fs) != 1 {
+			t.Fatalf("failure records %v, want one", fs)
+		}
+		checkFailure(t, fs[0], "RetryAttemptsExhausted", 2)
+	})
+
+	t.Run("records past the maximum age go to the destination", func(t *testing.T) {
+		r := newStreamRig(t, s)
+		feed := open(t, 1)
+		for i := range 5 {
+			feed.put(t, "old", 2*time.Hour, payload("old", i, false))
+		}
+		r.mapping(t, feed, &lambda.CreateEventSourceMappingInput{MaximumRecordAgeInSeconds: aws.Int32(60)})
+		for i := range 5 {
+			feed.put(t, "new", 0, payload("new", i, false))
+		}
+		r.waitLines(t, []string{"new"}, 5, 60*time.Second)
+		if got := r.lines(t)["old"]; len(got) != 0 {
+			t.Fatalf("expired records processed: %v", got)
+		}
+		fs := r.failures(t, 1, 30*time.Second)
+		if len(fs) == 0 {
+			t.Fatal("no failure record")
+		}
+		checkFailure(t, fs[0], "RecordAgeExceeded", 0)
+	})
+}
+
+// checkFailure checks a failure destination's record: Lambda's fields and
+// a batch info naming one shard's records.
+func checkFailure(t *testing.T, doc map[string]any, condition string, invokes int) {
+	t.Helper()
+	rc, _ := doc["requestContext"].(map[string]any)
+	if rc == nil || rc["condition"] != condition || rc["functionArn"] == nil || rc["approximateInvokeCount"] != float64(invokes) ||
+		doc["version"] != "1.0" || doc["timestamp"] == nil {
+		t.Fatalf("failure record %v", doc)
+	}
+	var keys []string
+	for k := range doc {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	info, _ := doc["KafkaBatchInfo"].(map[string]any)
+	if info == nil {
+		info, _ = doc["KinesisBatchInfo"].(map[string]any)
+	}
+	if info == nil || info["batchSize"] == nil || info["approximateArrivalOfFirstRecord"] == nil {
+		t.Fatalf("failure record without batch info: %v", keys)
+	}
+	if condition == "RetryAttemptsExhausted" && info["batchSize"] != float64(1) {
+		t.Fatalf("the poison record not isolated: %v", info)
+	}
+}
+
+// TestKafkaMappings runs the mapping suite on topics of franz-go's
+// in-process Kafka.
+func TestKafkaMappings(t *testing.T) {
+	s := kilntest.Start(t, server.Config{})
+	n := 0
+	testStreamMappings(t, s, func(t *testing.T, shards int) streamFeed {
+		n++
+		topic := fmt.Sprintf("m%d", n)
+		servers, cl := kafkaCluster(t, topic, shards)
+		return streamFeed{
+			source: func(in *lambda.CreateEventSourceMappingInput) {
+				in.SelfManagedEventSource = &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"KAFKA_BOOTSTRAP_SERVERS": servers}}
+				in.Topics = []string{topic}
+			},
+			put: func(t testing.TB, key string, age time.Duration, payloads ...string) {
+				var recs []*kgo.Record
+				for _, p := range payloads {
+					recs = append(recs, &kgo.Record{Key: []byte(key), Value: []byte(p), Timestamp: time.Now().Add(-age)})
+				}
+				if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	})
+}
+
+// TestStreamTakeover: two pollers share a Kafka mapping's four partitions
+// two and two (each by its lease); one is cut off from NATS mid-stream
+// (it cannot renew its leases nor write checkpoints); the other takes its
+// partitions over from their checkpoints: every record is processed, and
+// again only if it was in a batch in flight.
+func TestStreamTakeover(t *testing.T) {
+	s := kilntest.Start(t, server.Config{NATSListen: "127.0.0.1:0"})
+	s.Pollers.Close() // the two below are the only pollers
+	r := newStreamRig(t, s)
+	inv := httpInvoker{r.lam}
+	first, firstNC := startPollers(t, s.NATSURL, inv)
+	defer first.Close()
+	second, _ := startPollers(t, s.NATSURL, inv)
+	defer second.Close()
+
+	servers, cl := kafkaCluster(t, "takeover", 4)
+	const batch = 10
+	r.mapping(t, streamFeed{source: func(in *lambda.CreateEventSourceMappingInput) {
+		in.SelfManagedEventSource = &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"KAFKA_BOOTSTRAP_SERVERS": servers}}
+		in.Topics = []string{"takeover"}
+	}}, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(batch)})
+
+	// The partitions spread over the two pollers.
+	nc, err := nats.Connect(s.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	leases, err := js.KeyValue(context.Background(), "kiln-esm-leases")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		holders := map[string]int{}
+		if kl, err := leases.ListKeys(context.Background()); err == nil {
+			for k := range kl.Keys() {
+				if e, err := leases.Get(context.Background(), k); err == nil && strings.Contains(k, ".") {
+					holders[string(e.Value())]++
+				}
+			}
+		}
+		if len(holders) == 2 && !slices.ContainsFunc(slices.Collect(maps.Values(holders)), func(n int) bool { return n != 2 }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions held %v, want two pollers with two each", holders)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var keys []string
+	for k := range 8 {
+		keys = append(keys, fmt.Sprint("key", k))
+	}
+	put := func(from, to int) {
+		for i := from; i < to; i++ {
+			var recs []*kgo.Record
+			for _, k := range keys {
+				recs = append(recs, &kgo.Record{Key: []byte(k), Value: []byte(payload(k, i, false))})
+			}
+			if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	put(0, 50)
+	r.waitLines(t, keys[:1], 10, 60*time.Second)
+	firstNC.Close()
+	put(50, 100)
+	got := r.waitLines(t, keys, 100, 90*time.Second)
+	dups := 0
+	for _, k := range keys {
+		dups += len(got[k]) - 100
+		// A record first processed is the next of its key.
+		seen := map[int]bool{}
+		for _, n := range got[k] {
+			if !seen[n] && n != len(seen) {
+				t.Fatalf("key %s out of order: %v", k, got[k])
+			}
+			seen[n] = true
+		}
+	}
+	// At most the batch in flight on each of the cut-off poller's two
+	// partitions comes again.
+	if dups > 2*batch {
+		t.Fatalf("%d records processed twice, want at most %d", dups, 2*batch)
+	}
+	t.Logf("%d records processed twice", dups)
+}
