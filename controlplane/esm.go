@@ -11,10 +11,16 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/esm"
 	"github.com/kiln-dev/kiln/queues"
+	"github.com/kiln-dev/kiln/streams"
 )
 
 // Event source mappings: the API writes them to the mapping store; the
 // pollers (package esm) move them through their states and run them.
+
+// StreamDescriber describes a Kiln stream (the stream service).
+type StreamDescriber interface {
+	Describe(ctx context.Context, account, name string) (*streams.Description, error)
+}
 
 // QueueAttributes reads a Kiln queue's attributes (the queue service).
 type QueueAttributes interface {
@@ -42,6 +48,9 @@ func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventS
 	if self != nil && len(self.Endpoints[esm.KafkaServersKey]) > 0 {
 		// Kafka has no hold for a function's timeout to fit in.
 		return esm.KindKafka, 900, nil // the longest function timeout
+	}
+	if strings.HasPrefix(arn, "arn:aws:kinesis:") {
+		return s.mappingStream(c, arn)
 	}
 	if self != nil {
 		if len(stream) == 1 {
@@ -72,6 +81,28 @@ func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventS
 		return esm.KindFifoQueue, visibility, nil
 	}
 	return esm.KindQueue, visibility, nil
+}
+
+// mappingStream checks a Kinesis mapping's stream: a Kiln stream of the
+// caller's account in this region.
+func (s *Service) mappingStream(c *call, arn string) (esm.Kind, int, error) {
+	region, account, name, err := streams.ParseARN(arn)
+	if err != nil {
+		return 0, 0, api.Errorf(api.InvalidParameterValue, "%v", err)
+	}
+	if region != s.cfg.Region || account != c.caller.Account {
+		return 0, 0, api.Errorf(api.InvalidParameterValue, "Kiln maps only streams of the caller's account (%s) in %s: %s", c.caller.Account, s.cfg.Region, arn)
+	}
+	if s.cfg.Streams == nil {
+		return 0, 0, api.Errorf(api.InvalidParameterValue, "Kiln serves no streams here: %s", arn)
+	}
+	if _, err := s.cfg.Streams.Describe(c.ctx, account, name); err != nil {
+		if errors.Is(err, streams.ErrNotFound) {
+			return 0, 0, api.Errorf(api.InvalidParameterValue, "Stream not found: %s", arn)
+		}
+		return 0, 0, err
+	}
+	return esm.KindKinesis, 900, nil // a stream holds no record for a function's timeout
 }
 
 // mappingFunction resolves a mapping's FunctionName to the ARN it stores

@@ -51,6 +51,7 @@ type Config struct {
 	// may be silent before another takes the import over (0 means a
 	// minute).
 	ImportStale time.Duration
+	Streams     StreamDescriber // Kiln's streams, for Kinesis mappings
 	// Now is the clock (nil means time.Now).
 	Now func() time.Time
 	// Logger receives internal errors (nil means slog.Default()).

@@ -30,6 +30,8 @@ type Config struct {
 	NATS    *nats.Conn
 	Invoker Invoker
 	Queues  Queues
+	// Streams is Kiln's stream service, for Kinesis mappings.
+	Streams Streams
 	// Replicas of the mapping and lease buckets (cluster mode); 0 means 1.
 	Replicas int
 	// LeaseTTL is how long a mapping's lease lasts unrenewed: how soon
@@ -51,7 +53,7 @@ type Pollers struct {
 	leases *lease.Holder
 	log    *slog.Logger
 	// streams runs the stream mappings (streampollers.go).
-	streams *streams
+	streams *streamPollers
 	ctx     context.Context
 	cancel  context.CancelFunc
 	done    chan struct{}

@@ -190,6 +190,9 @@ func (r *Request) checkStream(kind Kind, create bool) error {
 			return api.Errorf(api.InvalidParameterValue, "The provided destination config DestinationArn %s is invalid: Kiln sends to a queue (arn:aws:sqs) or a function (arn:aws:lambda).", f.Destination)
 		}
 	}
+	if kind == KindKafka && r.TumblingWindowInSeconds != nil {
+		return api.Errorf(api.InvalidParameterValue, "Unsupported TumblingWindowInSeconds parameter for Kafka event source.")
+	}
 	if r.ScalingConfig != nil {
 		return api.Errorf(api.InvalidParameterValue, "Unsupported ScalingConfig parameter for stream event sources.")
 	}

@@ -38,8 +38,8 @@ const (
 	maxWindowState = 1 << 20
 )
 
-// streams runs this process's share of the stream mappings.
-type streams struct {
+// streamPollers runs this process's share of the stream mappings.
+type streamPollers struct {
 	p           *Pollers
 	checkpoints jetstream.KeyValue
 	members     jetstream.KeyValue
@@ -49,7 +49,7 @@ type streams struct {
 	runs map[string]*streamRun // by mapping UUID
 }
 
-func newStreams(ctx context.Context, p *Pollers, js jetstream.JetStream, leases jetstream.KeyValue) (*streams, error) {
+func newStreams(ctx context.Context, p *Pollers, js jetstream.JetStream, leases jetstream.KeyValue) (*streamPollers, error) {
 	cps, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: checkpointBucket, History: 1,
 		Storage: jetstream.FileStorage, Replicas: max(p.cfg.Replicas, 1)})
 	if err != nil {
@@ -60,13 +60,13 @@ func newStreams(ctx context.Context, p *Pollers, js jetstream.JetStream, leases 
 	if err != nil {
 		return nil, fmt.Errorf("esm pollers: %w", err)
 	}
-	return &streams{p: p, checkpoints: cps, members: members, runs: map[string]*streamRun{},
+	return &streamPollers{p: p, checkpoints: cps, members: members, runs: map[string]*streamRun{},
 		leases: &lease.Holder{KV: leases, ID: p.leases.ID, TTL: p.cfg.LeaseTTL}}, nil
 }
 
 // reconcile runs this process's share of the enabled stream mappings and
 // forgets the checkpoints of deleted ones.
-func (s *streams) reconcile(ctx context.Context, ms []*Mapping) {
+func (s *streamPollers) reconcile(ctx context.Context, ms []*Mapping) {
 	live := 1
 	if _, err := s.members.Put(ctx, s.leases.ID, nil); err == nil {
 		if kl, err := s.members.ListKeys(ctx); err == nil {
@@ -121,7 +121,7 @@ func (s *streams) reconcile(ctx context.Context, ms []*Mapping) {
 }
 
 // stop ends a mapping's shard readers (giving their leases up).
-func (s *streams) stop(id string) {
+func (s *streamPollers) stop(id string) {
 	s.mu.Lock()
 	r := s.runs[id]
 	delete(s.runs, id)
@@ -132,7 +132,7 @@ func (s *streams) stop(id string) {
 }
 
 // stopAll ends every stream mapping (Pollers.Close).
-func (s *streams) stopAll() {
+func (s *streamPollers) stopAll() {
 	s.mu.Lock()
 	ids := make([]string, 0, len(s.runs))
 	for id := range s.runs {
@@ -148,7 +148,7 @@ func (s *streams) stopAll() {
 }
 
 // forget removes a deleted mapping's checkpoints.
-func (s *streams) forget(ctx context.Context, id string) {
+func (s *streamPollers) forget(ctx context.Context, id string) {
 	kl, err := s.checkpoints.ListKeysFiltered(ctx, id+".>")
 	if err != nil {
 		return
@@ -167,12 +167,15 @@ func (p *Pollers) openStream(ctx context.Context, m *Mapping) (StreamSource, err
 		}
 		return OpenKafka(m.SelfManagedEventSource.Endpoints[KafkaServersKey], m.Topics[0], group)
 	}
-	return nil, fmt.Errorf("event source %s: no Kiln stream service", m.EventSourceArn)
+	if p.cfg.Streams == nil {
+		return nil, fmt.Errorf("event source %s: no Kiln stream service", m.EventSourceArn)
+	}
+	return OpenKinesis(p.cfg.Streams, m.EventSourceArn, m.EventSourceMappingArn)
 }
 
 // streamRun is one stream mapping in this process: the shards it reads.
 type streamRun struct {
-	s      *streams
+	s      *streamPollers
 	m      *Mapping
 	src    StreamSource
 	ctx    context.Context

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
 	"github.com/kiln-dev/kiln/esm"
+	"github.com/kiln-dev/kiln/natsd/natstest"
+	"github.com/kiln-dev/kiln/streams"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -272,4 +275,69 @@ func kafkaCluster(t testing.TB, topic string, partitions int) ([]string, *kgo.Cl
 	}
 	t.Cleanup(cl.Close)
 	return c.ListenAddrs(), cl
+}
+
+// TestKinesisSource runs the stream source suite on Kiln's streams (the
+// stream service on an embedded JetStream, read in process).
+func TestKinesisSource(t *testing.T) {
+	svc, err := streams.New(context.Background(), streams.Config{NATS: natstest.Connect(t), Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const account = "123456789012"
+	n := 0
+	testStreamSource(t, func(t *testing.T, shards int) streamUnderTest {
+		n++
+		name := fmt.Sprintf("s%d", n)
+		if err := svc.Create(context.Background(), account, name, shards); err != nil {
+			t.Fatal(err)
+		}
+		arn := streams.ARN("us-east-1", account, name)
+		src, err := esm.OpenKinesis(svc, arn, "arn:aws:lambda:us-east-1:"+account+":event-source-mapping:m")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return streamUnderTest{src: src,
+			put: func(t *testing.T, key string, data ...string) { kinesisPut(t, svc, account, name, key, data...) },
+			payload: func(t *testing.T, r esm.StreamRecord) string {
+				var kr events.KinesisEventRecord
+				if err := json.Unmarshal(r.Data, &kr); err != nil {
+					t.Fatalf("record %s: %v", r.Data, err)
+				}
+				return string(kr.Kinesis.Data)
+			},
+			checkEvent: func(t *testing.T, shard string, ev map[string]any, n int) {
+				b, _ := json.Marshal(ev)
+				var doc events.KinesisEvent
+				if err := json.Unmarshal(b, &doc); err != nil || len(doc.Records) != n {
+					t.Fatalf("event %s: %v", b, err)
+				}
+				r := doc.Records[0]
+				if r.EventSource != "aws:kinesis" || r.EventName != "aws:kinesis:record" || r.EventVersion != "1.0" ||
+					r.EventID != shard+":"+r.Kinesis.SequenceNumber || r.EventSourceArn != arn || r.AwsRegion != "us-east-1" ||
+					r.InvokeIdentityArn == "" || r.Kinesis.KinesisSchemaVersion != "1.0" || r.Kinesis.PartitionKey == "" ||
+					time.Since(r.Kinesis.ApproximateArrivalTimestamp.Time) > time.Minute {
+					t.Fatalf("record %+v", r)
+				}
+			},
+		}
+	})
+}
+
+// kinesisPut writes records of a key to a Kiln stream.
+func kinesisPut(t testing.TB, svc *streams.Service, account, name, key string, data ...string) {
+	t.Helper()
+	var entries []streams.PutEntry
+	for _, d := range data {
+		entries = append(entries, streams.PutEntry{PartitionKey: key, Data: []byte(d)})
+	}
+	res, err := svc.Put(context.Background(), account, name, entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.ErrorCode != "" {
+			t.Fatalf("put: %+v", r)
+		}
+	}
 }

@@ -375,13 +375,13 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Async.Start(front)
-	if s.Pollers, err = esm.New(ctx, esm.Config{NATS: s.asyncNC, Invoker: front, Queues: s.Queues, Logger: cfg.Logger}); err != nil {
+	if s.Pollers, err = esm.New(ctx, esm.Config{NATS: s.asyncNC, Invoker: front, Queues: s.Queues, Streams: s.Streams, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	s.Pollers.Start()
 	cpcfg := controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
 		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit(),
-		Mappings: s.Pollers.Store(), Queues: s.Queues}
+		Mappings: s.Pollers.Store(), Queues: s.Queues, Streams: s.Streams}
 	if s.images.Mounter != nil { // images are refused where they could not run
 		cpcfg.Images = s.images.Store
 	}
