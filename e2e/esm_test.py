@@ -19,6 +19,8 @@ from collections import defaultdict
 
 import boto3
 
+import e2elib
+
 ENDPOINT = os.environ["ENDPOINT"]
 ACCOUNT = os.environ["ACCOUNT"]
 SINK = os.environ["SINK"]
@@ -58,15 +60,7 @@ def sink():
 
 
 def wait(what, cond):
-    start = time.time()
-    while True:
-        ok, detail = cond()
-        if ok:
-            print("ok   %s (%.1fs)" % (what, time.time() - start))
-            return
-        if time.time() - start > DEADLINE:
-            sys.exit("FAIL %s: not within %ss: %s" % (what, DEADLINE, detail))
-        time.sleep(0.5)
+    e2elib.wait(what, cond, DEADLINE)
 
 
 def empty(queue):

@@ -12,47 +12,9 @@
 # the function appends each record to), AWS.
 set -euo pipefail
 
-AWS=${AWS:-/usr/bin/aws}
+. "$(dirname "$0")/awscli.sh"
 : "${ENDPOINT:?}" "${ACCOUNT:?}"
-export AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=1 AWS_PAGER=""
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-OUT=$WORK/out
-ERR=$WORK/err
 ARN=arn:aws:sqs:us-east-1:$ACCOUNT
-
-fail() {
-	echo "FAIL $*" >&2
-	exit 1
-}
-ok() { echo "ok   $*"; }
-
-# run WHAT SERVICE ARGS...: aws SERVICE ARGS must succeed; output in $OUT.
-run() {
-	local what=$1
-	shift
-	"$AWS" "$@" --endpoint-url "$ENDPOINT" >"$OUT" 2>"$ERR" ||
-		fail "$what: aws $*: $(cat "$OUT" "$ERR")"
-}
-
-# expect_error CODE WHAT SERVICE ARGS...: the call must fail with CODE.
-expect_error() {
-	local code=$1 what=$2
-	shift 2
-	if "$AWS" "$@" --endpoint-url "$ENDPOINT" >"$OUT" 2>"$ERR"; then
-		fail "$what: succeeded, want $code: $(cat "$OUT")"
-	fi
-	grep -q "($code)" "$ERR" || fail "$what: want $code, got: $(cat "$ERR")"
-	ok "$what: $code"
-}
-
-# expect_error_unchecked: expect_error without the CLI's own parameter
-# checks, so that Kiln's are what answers.
-expect_error_unchecked() {
-	cp "$AWS_CONFIG_FILE" "$WORK/config-novalidate"
-	printf '\nparameter_validation = false\n' >>"$WORK/config-novalidate"
-	AWS_CONFIG_FILE=$WORK/config-novalidate expect_error "$@"
-}
 
 # wait_state UUID STATE: the mapping reaches STATE within 10 s; its
 # document is in $OUT.
@@ -64,9 +26,6 @@ wait_state() {
 	done
 	fail "mapping $1 not $2: $(cat "$OUT")"
 }
-
-# field EXPR: a value of the JSON in $OUT (python expression on d).
-field() { python3 -c "import json,sys; d=json.load(open('$OUT')); print($1)"; }
 
 api() {
 	run "create-queue" sqs create-queue --queue-name cli-q --attributes VisibilityTimeout=2,DelaySeconds=0 --tags team=kiln

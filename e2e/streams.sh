@@ -11,40 +11,10 @@
 # AWS_CONFIG_FILE, ACCOUNT, FN_ZIP (the Python function), SINK.
 set -euo pipefail
 
-AWS=${AWS:-/usr/bin/aws}
+. "$(dirname "$0")/awscli.sh"
 : "${ENDPOINT:?}" "${ACCOUNT:?}" "${FN_ZIP:?}" "${SINK:?}"
-export AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=1 AWS_PAGER=""
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-OUT=$WORK/out
-ERR=$WORK/err
 STREAM=arn:aws:kinesis:us-east-1:$ACCOUNT:stream
 DLQ=arn:aws:sqs:us-east-1:$ACCOUNT:stream-failures
-
-fail() {
-	echo "FAIL $*" >&2
-	exit 1
-}
-ok() { echo "ok   $*"; }
-
-run() {
-	local what=$1
-	shift
-	"$AWS" "$@" --endpoint-url "$ENDPOINT" >"$OUT" 2>"$ERR" ||
-		fail "$what: aws $*: $(cat "$OUT" "$ERR")"
-}
-
-expect_error() {
-	local code=$1 what=$2
-	shift 2
-	if "$AWS" "$@" --endpoint-url "$ENDPOINT" >"$OUT" 2>"$ERR"; then
-		fail "$what: succeeded, want $code: $(cat "$OUT")"
-	fi
-	grep -q "($code)" "$ERR" || fail "$what: want $code, got: $(cat "$ERR")"
-	ok "$what: $code"
-}
-
-field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($1)" "$OUT"; }
 
 streams() {
 	for s in order:2 poison:1 crash:2 aged:1; do

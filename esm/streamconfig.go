@@ -190,6 +190,12 @@ func (r *Request) checkStream(kind Kind, create bool) error {
 			return api.Errorf(api.InvalidParameterValue, "The provided destination config DestinationArn %s is invalid: Kiln sends to a queue (arn:aws:sqs) or a function (arn:aws:lambda).", f.Destination)
 		}
 	}
+	if r.SourceAccessConfigurations != nil {
+		return api.Errorf(api.InvalidParameterValue, "Unsupported SourceAccessConfigurations parameter: Kiln reads plaintext Kafka brokers and its own streams.")
+	}
+	if kind == KindKinesis && (r.Topics != nil || r.Queues != nil || r.SelfManagedEventSource != nil) {
+		return api.Errorf(api.InvalidParameterValue, "Unsupported Topics, Queues or SelfManagedEventSource parameter for Kinesis event source.")
+	}
 	if kind == KindKafka && r.TumblingWindowInSeconds != nil {
 		return api.Errorf(api.InvalidParameterValue, "Unsupported TumblingWindowInSeconds parameter for Kafka event source.")
 	}
