@@ -33,7 +33,8 @@ import (
 // in the library's own types (events.KinesisEvent, events.KafkaEvent): it
 // fails on a record not as Lambda delivers it and on a batch holding a
 // poison record; otherwise it appends "KEY N" per record to $SINK, one
-// write per batch.
+// write per batch, and reports a FailOnce record as a batch item failure
+// the first time it sees it (a marker file beside $SINK remembers).
 const streamGo = `package main
 
 import (
@@ -49,59 +50,76 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 )
 
-func handle(ctx context.Context, raw json.RawMessage) error {
+type failure struct {
+	ItemIdentifier string ` + "`json:\"itemIdentifier\"`" + `
+}
+
+type response struct {
+	BatchItemFailures []failure ` + "`json:\"batchItemFailures\"`" + `
+}
+
+func handle(ctx context.Context, raw json.RawMessage) (response, error) {
 	var probe struct{ EventSource string ` + "`json:\"eventSource\"`" + ` }
 	json.Unmarshal(raw, &probe)
 	var data [][]byte
+	var ids []string
 	if probe.EventSource == "SelfManagedKafka" {
 		var ev events.KafkaEvent
 		if err := json.Unmarshal(raw, &ev); err != nil {
-			return err
+			return response{}, err
 		}
 		for tp, recs := range ev.Records {
 			for _, r := range recs {
 				v, err := base64.StdEncoding.DecodeString(r.Value)
 				if err != nil || tp != fmt.Sprintf("%s-%d", r.Topic, r.Partition) || r.TimestampType != "CREATE_TIME" || ev.BootstrapServers == "" {
-					return fmt.Errorf("record not as Lambda delivers it: %+v", r)
+					return response{}, fmt.Errorf("record not as Lambda delivers it: %+v", r)
 				}
-				data = append(data, v)
+				data, ids = append(data, v), append(ids, fmt.Sprint(r.Offset))
 			}
 		}
 	} else {
 		var ev events.KinesisEvent
 		if err := json.Unmarshal(raw, &ev); err != nil {
-			return err
+			return response{}, err
 		}
 		for _, r := range ev.Records {
 			if r.EventSource != "aws:kinesis" || r.EventName != "aws:kinesis:record" || r.EventVersion != "1.0" ||
 				!strings.HasPrefix(r.EventID, "shardId-") || r.Kinesis.KinesisSchemaVersion != "1.0" || r.Kinesis.SequenceNumber == "" {
-				return fmt.Errorf("record not as Lambda delivers it: %+v", r)
+				return response{}, fmt.Errorf("record not as Lambda delivers it: %+v", r)
 			}
-			data = append(data, r.Kinesis.Data)
+			data, ids = append(data, r.Kinesis.Data), append(ids, r.Kinesis.SequenceNumber)
 		}
 	}
 	var out []byte
-	for _, d := range data {
+	var resp response
+	for i, d := range data {
 		var p struct {
-			Key    string
-			N      int
-			Poison bool
+			Key              string
+			N                int
+			Poison, FailOnce bool
 		}
 		if err := json.Unmarshal(d, &p); err != nil {
-			return err
+			return resp, err
 		}
 		if p.Poison {
-			return errors.New("poison")
+			return resp, errors.New("poison")
 		}
 		out = fmt.Appendf(out, "%s %d\n", p.Key, p.N)
+		if p.FailOnce {
+			marker := fmt.Sprintf("%s.failed-%s-%d", os.Getenv("SINK"), p.Key, p.N)
+			if f, err := os.OpenFile(marker, os.O_CREATE|os.O_EXCL, 0o644); err == nil {
+				f.Close()
+				resp.BatchItemFailures = append(resp.BatchItemFailures, failure{ids[i]})
+			}
+		}
 	}
 	f, err := os.OpenFile(os.Getenv("SINK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return resp, err
 	}
 	defer f.Close()
 	_, err = f.Write(out)
-	return err
+	return resp, err
 }
 
 func main() { lambda.Start(handle) }
@@ -236,6 +254,10 @@ func payload(key string, n int, poison bool) string {
 	return fmt.Sprintf(`{"Key":%q,"N":%d,"Poison":%v}`, key, n, poison)
 }
 
+func failOnce(key string, n int) string {
+	return fmt.Sprintf(`{"Key":%q,"N":%d,"FailOnce":true}`, key, n)
+}
+
 // testStreamMappings is the suite every stream source's mappings run:
 // order per partition key under ParallelizationFactor, a poison record
 // isolated by bisect, expired records skipped to the failure destination.
@@ -286,6 +308,34 @@ func testStreamMappings(t *testing.T, s *server.Server, open func(t *testing.T, 
 			t.Fatalf("failure records %v, want one", fs)
 		}
 		checkFailure(t, fs[0], "RetryAttemptsExhausted", 2)
+	})
+
+	t.Run("a reported failure is retried from the lowest failed record", func(t *testing.T) {
+		r := newStreamRig(t, s)
+		feed := open(t, 1)
+		// One batch of all ten: they are written at once and the window
+		// waits for them.
+		r.mapping(t, feed, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(10), MaximumBatchingWindowInSeconds: aws.Int32(2),
+			FunctionResponseTypes: []ltypes.FunctionResponseType{ltypes.FunctionResponseTypeReportBatchItemFailures}})
+		var ps []string
+		for i := range 10 {
+			ps = append(ps, payload("k", i, false))
+		}
+		ps[6] = failOnce("k", 6)
+		feed.put(t, "k", 0, ps...)
+		// The batch, then again from the failed record (6) on: the records
+		// before it were checkpointed.
+		want := "[0 1 2 3 4 5 6 7 8 9 6 7 8 9]"
+		deadline := time.Now().Add(60 * time.Second)
+		for fmt.Sprint(r.lines(t)["k"]) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("processed %v, want %s", r.lines(t)["k"], want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if fs := r.failures(t, 1, 2*time.Second); len(fs) != 0 {
+			t.Fatalf("failure records %v", fs)
+		}
 	})
 
 	t.Run("records past the maximum age go to the destination", func(t *testing.T) {
@@ -479,4 +529,100 @@ func TestStreamTakeover(t *testing.T) {
 		t.Fatalf("%d records processed twice, want at most %d", dups, 2*batch)
 	}
 	t.Logf("%d records processed twice", dups)
+}
+
+// windowGo is an aws-lambda-go function taking events.KinesisTimeWindowEvent:
+// it counts the records of its window in the state it returns (failing on
+// a record outside the window), and on the window's final invoke appends
+// "START COUNT" to $SINK.
+const windowGo = `package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func handle(ctx context.Context, ev events.KinesisTimeWindowEvent) (events.KinesisTimeWindowEventResponse, error) {
+	var resp events.KinesisTimeWindowEventResponse
+	n, _ := strconv.Atoi(ev.State["count"])
+	for _, r := range ev.Records {
+		at := r.Kinesis.ApproximateArrivalTimestamp.Time
+		if at.Before(ev.Window.Start.Time) || !at.Before(ev.Window.End.Time) {
+			return resp, fmt.Errorf("record of %v in window %v-%v", at, ev.Window.Start.Time, ev.Window.End.Time)
+		}
+	}
+	if ev.ShardID == "" || ev.EventSourceARN == "" {
+		return resp, fmt.Errorf("window event without shard or stream: %+v", ev.TimeWindowProperties)
+	}
+	n += len(ev.Records)
+	if ev.IsFinalInvokeForWindow {
+		f, err := os.OpenFile(os.Getenv("SINK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return resp, err
+		}
+		defer f.Close()
+		_, err = fmt.Fprintf(f, "%d %d\n", ev.Window.Start.Unix(), n)
+		return resp, err
+	}
+	resp.State = map[string]string{"count": strconv.Itoa(n)}
+	return resp, nil
+}
+
+func main() { lambda.Start(handle) }
+`
+
+// TestKinesisTumblingWindows: records put over four seconds into 1 s
+// tumbling windows are counted in the state passed from invoke to invoke
+// of their window, each window's final invoke seeing its count: every
+// record counted once, in more than one window.
+func TestKinesisTumblingWindows(t *testing.T) {
+	s := kilntest.Start(t, server.Config{})
+	lam := kilntest.Lambda(s)
+	sink := filepath.Join(t.TempDir(), "sink")
+	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("windows"), Runtime: ltypes.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, windowGo)},
+		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	account := s.Identity.AccountID
+	if err := s.Streams.Create(context.Background(), account, "windows", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lam.CreateEventSourceMapping(context.Background(), &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("windows"),
+		EventSourceArn: aws.String(streams.ARN(s.Region, account, "windows")), StartingPosition: ltypes.EventSourcePositionTrimHorizon,
+		BatchSize: aws.Int32(3), TumblingWindowInSeconds: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for i := range n {
+		kinesisPut(t, s.Streams, account, "windows", "k", payload("k", i, false))
+		time.Sleep(100 * time.Millisecond)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(sink)
+		windows, total := map[string]bool{}, 0
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			f := strings.Fields(l)
+			if len(f) != 2 {
+				continue
+			}
+			if windows[f[0]] {
+				t.Fatalf("window %s ended twice:\n%s", f[0], b)
+			}
+			windows[f[0]] = true
+			c, _ := strconv.Atoi(f[1])
+			total += c
+		}
+		if total == n && len(windows) > 1 {
+			return
+		}
+		if total > n || time.Now().After(deadline) {
+			t.Fatalf("windows counted %d records, want %d:\n%s", total, n, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
