@@ -439,8 +439,9 @@ func TestKinesisMappings(t *testing.T) {
 	})
 }
 
-// TestStreamTakeover: two pollers share a Kafka mapping's four partitions
-// two and two (each by its lease); one is cut off from NATS mid-stream
+// TestStreamTakeover: one poller holds a Kafka mapping's four partitions;
+// when a second comes they share them two and two (each by its lease); the
+// first is cut off from NATS mid-stream
 // (it cannot renew its leases nor write checkpoints); the other takes its
 // partitions over from their checkpoints: every record is processed, and
 // again only if it was in a batch in flight.
@@ -451,8 +452,6 @@ func TestStreamTakeover(t *testing.T) {
 	inv := httpInvoker{r.lam}
 	first, firstNC := startPollers(t, s.NATSURL, inv)
 	defer first.Close()
-	second, _ := startPollers(t, s.NATSURL, inv)
-	defer second.Close()
 
 	servers, cl := kafkaCluster(t, "takeover", 4)
 	const batch = 10
@@ -461,7 +460,6 @@ func TestStreamTakeover(t *testing.T) {
 		in.Topics = []string{"takeover"}
 	}}, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(batch)})
 
-	// The partitions spread over the two pollers.
 	nc, err := nats.Connect(s.NATSURL)
 	if err != nil {
 		t.Fatal(err)
@@ -472,24 +470,35 @@ func TestStreamTakeover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		holders := map[string]int{}
-		if kl, err := leases.ListKeys(context.Background()); err == nil {
-			for k := range kl.Keys() {
-				if e, err := leases.Get(context.Background(), k); err == nil && strings.Contains(k, ".") {
-					holders[string(e.Value())]++
+	// held waits until the partitions' leases are held as want says
+	// (partitions per poller, sorted).
+	held := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			holders := map[string]int{}
+			if kl, err := leases.ListKeys(context.Background()); err == nil {
+				for k := range kl.Keys() {
+					if e, err := leases.Get(context.Background(), k); err == nil && strings.Contains(k, ".") {
+						holders[string(e.Value())]++
+					}
 				}
 			}
+			counts := slices.Sorted(maps.Values(holders))
+			if fmt.Sprint(counts) == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("partitions held %v, want %s per poller", holders, want)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
-		if len(holders) == 2 && !slices.ContainsFunc(slices.Collect(maps.Values(holders)), func(n int) bool { return n != 2 }) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("partitions held %v, want two pollers with two each", holders)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
+	held("[4]")
+	// A second poller comes: the partitions spread, two and two.
+	second, _ := startPollers(t, s.NATSURL, inv)
+	defer second.Close()
+	held("[2 2]")
 
 	var keys []string
 	for k := range 8 {
