@@ -1,9 +1,12 @@
 """The function of the stream mapping checks: for each Kinesis record (data:
 {"key", "n", "poison"}) it appends one JSON line to $SINK, one write per
-batch; a batch holding a poison record fails whole, writing nothing."""
+batch; a batch holding a poison record fails whole, writing nothing. A batch
+of the crash stream takes 50 ms more after its write, so that the test
+kills kiln up while records are in flight (written, not yet checkpointed)."""
 import base64
 import json
 import os
+import time
 
 
 def handler(event, context):
@@ -20,3 +23,5 @@ def handler(event, context):
                                  "n": d["n"], "seq": k["sequenceNumber"]}) + "\n")
     with open(os.environ["SINK"], "a") as f:
         f.write("".join(lines))
+    if event["Records"] and event["Records"][0]["eventSourceARN"].endswith("/crash"):
+        time.sleep(0.05)
