@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/lease"
-	"github.com/kiln-dev/kiln/queues"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -33,9 +31,6 @@ import (
 const (
 	checkpointBucket = "kiln-esm-checkpoints"
 	memberBucket     = "kiln-esm-pollers"
-	// maxWindowState is the most state a tumbling window keeps; past it
-	// the window ends early, as Lambda's.
-	maxWindowState = 1 << 20
 )
 
 // streamPollers runs this process's share of the stream mappings.
@@ -610,177 +605,5 @@ func (sr *shardRun) call(payload []byte) (*invoke.Response, error) {
 		}
 		pause(sr.ctx, backoff)
 		backoff = min(2*backoff, 10*time.Second)
-	}
-}
-
-// failureRecord is what a stream mapping sends its failure destination
-// about records it gives up: their metadata, as Lambda's.
-type failureRecord struct {
-	RequestContext struct {
-		RequestID              string `json:"requestId"`
-		FunctionArn            string `json:"functionArn"`
-		Condition              string `json:"condition"`
-		ApproximateInvokeCount int    `json:"approximateInvokeCount"`
-	} `json:"requestContext"`
-	ResponseContext *struct {
-		StatusCode      int    `json:"statusCode"`
-		ExecutedVersion string `json:"executedVersion"`
-		FunctionError   string `json:"functionError"`
-	} `json:"responseContext,omitempty"`
-	Version   string `json:"version"`
-	Timestamp string `json:"timestamp"`
-}
-
-// fail sends the failure destination the metadata of records given up
-// (none configured: they are dropped, as Lambda's). It retries until the
-// destination took it: the checkpoint moves past them only then.
-func (sr *shardRun) fail(recs []StreamRecord, condition string, invokes int, resp *invoke.Response) error {
-	m := sr.r.m
-	sr.r.s.p.log.Info("esm: records given up", "uuid", m.UUID, "shard", sr.shard, "condition", condition,
-		"first", recs[0].Position, "last", recs[len(recs)-1].Position, "records", len(recs))
-	dest := m.onFailure()
-	if dest == "" {
-		return nil
-	}
-	var f failureRecord
-	f.RequestContext.RequestID, f.RequestContext.FunctionArn = api.NewUUID(), m.FunctionArn
-	f.RequestContext.Condition, f.RequestContext.ApproximateInvokeCount = condition, invokes
-	if resp != nil {
-		f.RequestContext.RequestID = resp.RequestID
-		f.ResponseContext = &struct {
-			StatusCode      int    `json:"statusCode"`
-			ExecutedVersion string `json:"executedVersion"`
-			FunctionError   string `json:"functionError"`
-		}{200, resp.ExecutedVersion, resp.FunctionError}
-	}
-	f.Version, f.Timestamp = "1.0", isoMilli(time.Now())
-	doc := map[string]any{}
-	b, _ := json.Marshal(&f)
-	json.Unmarshal(b, &doc)
-	key, info := sr.r.src.BatchInfo(sr.shard, recs)
-	doc[key] = info
-	body, _ := json.Marshal(doc)
-	backoff := 100 * time.Millisecond
-	for {
-		err := sr.r.s.p.send(sr.ctx, m.Account, dest, body)
-		if err == nil {
-			return nil
-		}
-		if sr.ctx.Err() != nil {
-			return sr.ctx.Err()
-		}
-		sr.r.report("PROBLEM: Failure destination " + dest + ": " + err.Error())
-		pause(sr.ctx, backoff)
-		backoff = min(2*backoff, 10*time.Second)
-	}
-}
-
-// queueSender sends to a Kiln queue (the queue service).
-type queueSender interface {
-	Send(ctx context.Context, account, name string, in queues.SendInput) (*queues.SendResult, error)
-}
-
-// send delivers a failure record to a queue or a function.
-func (p *Pollers) send(ctx context.Context, account, dest string, body []byte) error {
-	if strings.HasPrefix(dest, "arn:aws:sqs:") {
-		_, acct, name, err := queues.ParseARN(dest)
-		if err != nil {
-			return err
-		}
-		q, ok := p.cfg.Queues.(queueSender)
-		if !ok {
-			return errors.New("no queue service to send to")
-		}
-		_, err = q.Send(ctx, acct, name, queues.SendInput{MessageBody: string(body)})
-		return err
-	}
-	_, err := p.cfg.Invoker.Invoke(ctx, invoke.Request{Account: account, Function: dest, Payload: body})
-	return err
-}
-
-// windowOf is the tumbling window records fall in, with its state so far;
-// nil without tumbling windows. A window the shard moved past first gets
-// its final invoke.
-func (sr *shardRun) windowOf(recs []StreamRecord) *windowInvoke {
-	size := sr.r.m.window()
-	if size == 0 {
-		return nil
-	}
-	start := recs[0].Arrival.Truncate(size)
-	w := &windowInvoke{start: start, end: start.Add(size), state: json.RawMessage("{}")}
-	if cur := sr.cp.Window; cur != nil && cur.Start.Equal(start) && len(cur.State) > 0 {
-		w.state = cur.State
-	}
-	return w
-}
-
-// windowInvoke is a tumbling window's part of an invoke.
-type windowInvoke struct {
-	start, end time.Time
-	state      json.RawMessage
-}
-
-// fields adds the window's fields to an event.
-func (w *windowInvoke) fields(ev map[string]any, shard, arn string, final, early bool) {
-	ev["window"] = map[string]string{"start": w.start.UTC().Format(time.RFC3339), "end": w.end.UTC().Format(time.RFC3339)}
-	ev["state"], ev["shardId"], ev["eventSourceARN"] = w.state, shard, arn
-	ev["isFinalInvokeForWindow"], ev["isWindowTerminatedEarly"] = final, early
-}
-
-// keepState keeps the state a window's invoke returned, with the shard's
-// checkpoint; a state past 1 MB ends the window early.
-func (sr *shardRun) keepState(payload []byte, recs []StreamRecord) error {
-	var doc struct {
-		State json.RawMessage `json:"state"`
-	}
-	json.Unmarshal(payload, &doc)
-	start := recs[0].Arrival.Truncate(sr.r.m.window())
-	sr.mu.Lock()
-	defer sr.mu.Unlock()
-	cp := sr.cp
-	cp.Window = &window{Start: start, State: doc.State}
-	if len(doc.State) > maxWindowState {
-		cp.Window.State = nil
-		if err := sr.final(&windowInvoke{start: start, end: start.Add(sr.r.m.window()), state: doc.State}, true); err != nil {
-			return err
-		}
-	}
-	return sr.save(cp)
-}
-
-// closeWindow gives a window whose end has passed its final invoke (no
-// records: the shard has none past it yet) and forgets its state; false
-// when the shard was lost.
-func (sr *shardRun) closeWindow(now time.Time) bool {
-	size := sr.r.m.window()
-	w := sr.cp.Window
-	if size == 0 || w == nil || now.Before(w.Start.Add(size)) {
-		return true
-	}
-	if err := sr.final(&windowInvoke{start: w.Start, end: w.Start.Add(size), state: w.State}, false); err != nil {
-		return false
-	}
-	sr.mu.Lock()
-	defer sr.mu.Unlock()
-	cp := sr.cp
-	cp.Window = nil
-	return sr.save(cp) == nil
-}
-
-// final is a window's final invoke, retried until the function succeeds.
-func (sr *shardRun) final(w *windowInvoke, early bool) error {
-	ev := sr.r.src.Event(sr.shard, nil)
-	w.fields(ev, sr.shard, sr.r.m.EventSourceArn, true, early)
-	payload, _ := json.Marshal(ev)
-	for {
-		resp, err := sr.call(payload)
-		if err != nil {
-			return err
-		}
-		if resp.FunctionError == "" {
-			return nil
-		}
-		sr.r.report("PROBLEM: Function call failed")
-		pause(sr.ctx, retryPause)
 	}
 }
