@@ -26,6 +26,7 @@ import (
 	"github.com/kiln-dev/kiln/streams"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -458,6 +459,7 @@ func TestStreamTakeover(t *testing.T) {
 	r.mapping(t, streamFeed{source: func(in *lambda.CreateEventSourceMappingInput) {
 		in.SelfManagedEventSource = &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"KAFKA_BOOTSTRAP_SERVERS": servers}}
 		in.Topics = []string{"takeover"}
+		in.SelfManagedKafkaEventSourceConfig = &ltypes.SelfManagedKafkaEventSourceConfig{ConsumerGroupId: aws.String("takeover-group")}
 	}}, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(batch)})
 
 	nc, err := nats.Connect(s.NATSURL)
@@ -538,6 +540,24 @@ func TestStreamTakeover(t *testing.T) {
 		t.Fatalf("%d records processed twice, want at most %d", dups, 2*batch)
 	}
 	t.Logf("%d records processed twice", dups)
+	// The checkpoints are the consumer group's offsets too: past every
+	// record (offsets count from 0, a committed offset is the next to read).
+	adm := kadm.NewClient(cl)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		offs, err := adm.FetchOffsets(context.Background(), "takeover-group")
+		var next int64
+		if err == nil {
+			offs.Each(func(o kadm.OffsetResponse) { next += o.At })
+		}
+		if next == int64(len(keys))*100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the consumer group's offsets add up to %d (%v), want %d", next, err, len(keys)*100)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // windowGo is an aws-lambda-go function taking events.KinesisTimeWindowEvent:
