@@ -137,6 +137,9 @@ type streamFeed struct {
 	// backdates tells whether the writer sets a record's time (Kafka's
 	// CreateTime); Kinesis's arrival time is the stream's.
 	backdates bool
+	// payloadField is where filters see a record's payload (Kinesis's
+	// data, Kafka's value).
+	payloadField string
 }
 
 // streamRig is a Kiln with the stream function and a failure queue.
@@ -311,6 +314,21 @@ func testStreamMappings(t *testing.T, s *server.Server, open func(t *testing.T, 
 		checkFailure(t, fs[0], "RetryAttemptsExhausted", 2)
 	})
 
+	t.Run("filters match the decoded payload", func(t *testing.T) {
+		r := newStreamRig(t, s)
+		feed := open(t, 1)
+		pattern := fmt.Sprintf(`{%q: {"Key": ["keep"]}}`, feed.payloadField)
+		r.mapping(t, feed, &lambda.CreateEventSourceMappingInput{FilterCriteria: &ltypes.FilterCriteria{Filters: []ltypes.Filter{{Pattern: &pattern}}}})
+		for i := range 10 {
+			feed.put(t, "drop", 0, payload("drop", i, false))
+			feed.put(t, "keep", 0, payload("keep", i, false))
+		}
+		got := r.waitLines(t, []string{"keep"}, 10, 60*time.Second)
+		if fmt.Sprint(got["keep"]) != "[0 1 2 3 4 5 6 7 8 9]" || len(got["drop"]) != 0 {
+			t.Fatalf("processed %v", got)
+		}
+	})
+
 	t.Run("a reported failure is retried from the lowest failed record", func(t *testing.T) {
 		r := newStreamRig(t, s)
 		feed := open(t, 1)
@@ -413,7 +431,7 @@ func TestKafkaMappings(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			backdates: true,
+			backdates: true, payloadField: "value",
 		}
 	})
 }
@@ -436,6 +454,7 @@ func TestKinesisMappings(t *testing.T) {
 			put: func(t testing.TB, key string, _ time.Duration, payloads ...string) {
 				kinesisPut(t, s.Streams, account, name, key, payloads...)
 			},
+			payloadField: "data",
 		}
 	})
 }
