@@ -134,19 +134,19 @@ func lanes(recs []StreamRecord, n int) [][]StreamRecord {
 	return kept
 }
 
-// batches cuts a lane into invokes of at most size records, each inside one
-// tumbling window when window is set.
-func batches(recs []StreamRecord, size int, window time.Duration) [][]StreamRecord {
+// batches cuts a lane into invokes of at most size records and maxBytes
+// of records (a record larger alone is an invoke of its own), each inside
+// one tumbling window when window is set.
+func batches(recs []StreamRecord, size, maxBytes int, window time.Duration) [][]StreamRecord {
 	var out [][]StreamRecord
 	for len(recs) > 0 {
-		n := min(size, len(recs))
-		if window > 0 {
-			start := recs[0].Arrival.Truncate(window)
-			for i := 1; i < n; i++ {
-				if !recs[i].Arrival.Truncate(window).Equal(start) {
-					n = i
-					break
-				}
+		n, bytes := 1, len(recs[0].Data)
+		for ; n < min(size, len(recs)); n++ {
+			if bytes += len(recs[n].Data) + recordOverhead; bytes > maxBytes {
+				break
+			}
+			if window > 0 && !recs[n].Arrival.Truncate(window).Equal(recs[0].Arrival.Truncate(window)) {
+				break
 			}
 		}
 		out = append(out, recs[:n])

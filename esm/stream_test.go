@@ -156,23 +156,26 @@ func TestBatches(t *testing.T) {
 	base := time.Unix(600, 0)
 	for i, sec := range []int{0, 10, 59, 60, 61, 125, 130} {
 		rs[i].Arrival = base.Add(time.Duration(sec) * time.Second)
+		rs[i].Data = []byte("0123456789")
 	}
 	for _, c := range []struct {
-		size   int
-		window time.Duration
-		want   string
+		size, bytes int
+		window      time.Duration
+		want        string
 	}{
-		{3, 0, "p1,p2,p3 p4,p5,p6 p7"},
-		{10, 0, "p1,p2,p3,p4,p5,p6,p7"},
-		{10, time.Minute, "p1,p2,p3 p4,p5 p6,p7"},
-		{2, time.Minute, "p1,p2 p3 p4,p5 p6,p7"},
+		{3, 1 << 20, 0, "p1,p2,p3 p4,p5,p6 p7"},
+		{10, 1 << 20, 0, "p1,p2,p3,p4,p5,p6,p7"},
+		{10, 1 << 20, time.Minute, "p1,p2,p3 p4,p5 p6,p7"},
+		{2, 1 << 20, time.Minute, "p1,p2 p3 p4,p5 p6,p7"},
+		{10, 25, 0, "p1,p2 p3,p4 p5,p6 p7"}, // 10 bytes each and a comma
+		{10, 5, 0, "p1 p2 p3 p4 p5 p6 p7"},  // larger than the limit alone
 	} {
 		var got []string
-		for _, b := range batches(rs, c.size, c.window) {
+		for _, b := range batches(rs, c.size, c.bytes, c.window) {
 			got = append(got, positions(b))
 		}
 		if strings.Join(got, " ") != c.want {
-			t.Errorf("size %d window %v: %v, want %s", c.size, c.window, got, c.want)
+			t.Errorf("size %d bytes %d window %v: %v, want %s", c.size, c.bytes, c.window, got, c.want)
 		}
 	}
 }

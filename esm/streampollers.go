@@ -484,7 +484,7 @@ func (sr *shardRun) process(recs []StreamRecord) bool {
 func (sr *shardRun) lane(rd *round, recs []StreamRecord) error {
 	m := sr.r.m
 	pol := m.policy()
-	for _, b := range batches(recs, max(m.BatchSize, 1), m.window()) {
+	for _, b := range batches(recs, max(m.BatchSize, 1), MaxPayload-streamEnvelope, m.window()) {
 		if m.window() > 0 && !sr.closeWindow(b[0].Arrival) {
 			return errLost
 		}
@@ -536,6 +536,11 @@ func (sr *shardRun) lane(rd *round, recs []StreamRecord) error {
 	}
 	return nil
 }
+
+// streamEnvelope bounds what an event adds around its records (Kafka's
+// bootstrap servers and records' key, a window's state), so that a batch
+// stays inside Lambda's 6 MB payload.
+const streamEnvelope = 1 << 16
 
 // retryPause spaces the retries of a failing batch.
 const retryPause = 500 * time.Millisecond
