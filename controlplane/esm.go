@@ -130,6 +130,17 @@ func (s *Service) mappingFunction(c *call, name string, visibility int) (string,
 	return s.arn(c.caller.Account, ref.Name, ref.Qualifier), nil
 }
 
+// mappingDestinations checks a stream mapping's failure destination as an
+// asynchronous invoke's: of the caller's account and region, not the
+// function itself.
+func (s *Service) mappingDestinations(c *call, fn string, d *api.DestinationConfig) error {
+	ref, err := api.ParseFunctionRef(fn)
+	if err != nil {
+		return err
+	}
+	return s.checkDestinations(c, ref.Name, d)
+}
+
 func (s *Service) createMapping(c *call) error {
 	var req esm.Request
 	if err := c.decode(&req); err != nil {
@@ -162,6 +173,9 @@ func (s *Service) createMapping(c *call) error {
 	}
 	fn, err := s.mappingFunction(c, *req.FunctionName, visibility)
 	if err != nil {
+		return err
+	}
+	if err := s.mappingDestinations(c, fn, req.DestinationConfig); err != nil {
 		return err
 	}
 	all, err := s.cfg.Mappings.List(c.ctx)
@@ -252,6 +266,9 @@ func (s *Service) updateMapping(c *call) error {
 		if fn, err = s.mappingFunction(c, *req.FunctionName, visibility); err != nil {
 			return err
 		}
+	}
+	if err := s.mappingDestinations(c, fn, req.DestinationConfig); err != nil {
+		return err
 	}
 	m, err := s.cfg.Mappings.Modify(c.ctx, cur.UUID, func(m *esm.Mapping) error {
 		if m.State != esm.StateEnabled && m.State != esm.StateDisabled {

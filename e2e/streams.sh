@@ -45,6 +45,9 @@ setup() {
 		--function-name streams-py --event-source-arn "$STREAM/order" --starting-position LATEST --maximum-record-age-in-seconds 30
 	expect_error InvalidParameterValueException "missing stream" lambda create-event-source-mapping \
 		--function-name streams-py --event-source-arn "$STREAM/nope" --starting-position LATEST
+	expect_error InvalidParameterValueException "a failure queue of another account" lambda create-event-source-mapping \
+		--function-name streams-py --event-source-arn "$STREAM/order" --starting-position LATEST \
+		--destination-config "OnFailure={Destination=arn:aws:sqs:us-east-1:999999999999:stream-failures}"
 	expect_error InvalidParameterValueException "a queue's setting" lambda create-event-source-mapping \
 		--function-name streams-py --event-source-arn "$STREAM/order" --starting-position LATEST --scaling-config MaximumConcurrency=2
 

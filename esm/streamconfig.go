@@ -30,18 +30,6 @@ const (
 	MaxTumblingWindow      = 900
 )
 
-// Destination is a destination's ARN.
-type Destination struct {
-	Destination string `json:",omitempty"`
-}
-
-// DestinationConfig is where a stream mapping sends a failed batch's
-// metadata (OnFailure): a Kiln queue (arn:aws:sqs) or a function.
-type DestinationConfig struct {
-	OnSuccess *Destination `json:",omitempty"`
-	OnFailure *Destination `json:",omitempty"`
-}
-
 // KafkaConfig is SelfManagedKafkaEventSourceConfig.
 type KafkaConfig struct {
 	ConsumerGroupId string `json:",omitempty"`
@@ -51,15 +39,15 @@ type KafkaConfig struct {
 // beyond a queue mapping's; nil on a queue mapping, so that its document
 // stays as Lambda's.
 type StreamSettings struct {
-	StartingPosition                  string             `json:",omitempty"`
-	StartingPositionTimestamp         *float64           `json:",omitempty"`
-	ParallelizationFactor             *int               `json:",omitempty"`
-	MaximumRecordAgeInSeconds         *int               `json:",omitempty"`
-	BisectBatchOnFunctionError        *bool              `json:",omitempty"`
-	MaximumRetryAttempts              *int               `json:",omitempty"`
-	TumblingWindowInSeconds           *int               `json:",omitempty"`
-	DestinationConfig                 *DestinationConfig `json:",omitempty"`
-	SelfManagedKafkaEventSourceConfig *KafkaConfig       `json:",omitempty"`
+	StartingPosition                  string                 `json:",omitempty"`
+	StartingPositionTimestamp         *float64               `json:",omitempty"`
+	ParallelizationFactor             *int                   `json:",omitempty"`
+	MaximumRecordAgeInSeconds         *int                   `json:",omitempty"`
+	BisectBatchOnFunctionError        *bool                  `json:",omitempty"`
+	MaximumRetryAttempts              *int                   `json:",omitempty"`
+	TumblingWindowInSeconds           *int                   `json:",omitempty"`
+	DestinationConfig                 *api.DestinationConfig `json:",omitempty"`
+	SelfManagedKafkaEventSourceConfig *KafkaConfig           `json:",omitempty"`
 }
 
 // Kafka tells whether the mapping reads a Kafka topic.
@@ -138,11 +126,8 @@ func NewStreamSettings(kind Kind, uuid string) *StreamSettings {
 			MaximumRetryAttempts: &none, MaximumRecordAgeInSeconds: &none, BisectBatchOnFunctionError: &no}
 	}
 	return &StreamSettings{ParallelizationFactor: &one, MaximumRetryAttempts: &none, MaximumRecordAgeInSeconds: &none,
-		BisectBatchOnFunctionError: &no, TumblingWindowInSeconds: &zero, DestinationConfig: &DestinationConfig{OnFailure: &Destination{}}}
+		BisectBatchOnFunctionError: &no, TumblingWindowInSeconds: &zero, DestinationConfig: &api.DestinationConfig{OnFailure: &api.OnFailure{}}}
 }
-
-// destinationRe is a failure destination: a queue or a function.
-var destinationRe = regexp.MustCompile(`^arn:aws:(sqs:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,80}|lambda:[a-z0-9-]+:\d{12}:function:[A-Za-z0-9_-]{1,64}(:[A-Za-z0-9_$-]+)?)$`)
 
 // checkStream checks a stream mapping's own fields.
 func (r *Request) checkStream(kind Kind, create bool) error {
@@ -186,8 +171,10 @@ func (r *Request) checkStream(kind Kind, create bool) error {
 		if d.OnSuccess != nil && d.OnSuccess.Destination != "" {
 			return api.Errorf(api.InvalidParameterValue, "Unsupported DestinationConfig.OnSuccess parameter for stream event sources.")
 		}
-		if f := d.OnFailure; f != nil && f.Destination != "" && !destinationRe.MatchString(f.Destination) {
-			return api.Errorf(api.InvalidParameterValue, "The provided destination config DestinationArn %s is invalid: Kiln sends to a queue (arn:aws:sqs) or a function (arn:aws:lambda).", f.Destination)
+		if f := d.OnFailure; f != nil && f.Destination != "" {
+			if _, err := api.ParseDestination(f.Destination); err != nil {
+				return api.Errorf(api.InvalidParameterValue, "The provided destination config DestinationArn %s is invalid. %v.", f.Destination, err)
+			}
 		}
 	}
 	if r.SourceAccessConfigurations != nil {

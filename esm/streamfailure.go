@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
+	"fmt"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -78,20 +78,25 @@ type queueSender interface {
 	Send(ctx context.Context, account, name string, in queues.SendInput) (*queues.SendResult, error)
 }
 
-// send delivers a failure record to a queue or a function.
-func (p *Pollers) send(ctx context.Context, account, dest string, body []byte) error {
-	if strings.HasPrefix(dest, "arn:aws:sqs:") {
-		_, acct, name, err := queues.ParseARN(dest)
-		if err != nil {
-			return err
-		}
+// send delivers a failure record to a queue or a function of the
+// mapping's account (the API checked it; a stored mapping is checked
+// again).
+func (p *Pollers) send(ctx context.Context, account, arn string, body []byte) error {
+	d, err := api.ParseDestination(arn)
+	if err != nil {
+		return err
+	}
+	if d.Account != account {
+		return fmt.Errorf("destination %s is outside account %s", arn, account)
+	}
+	if d.Kind == api.DestinationQueue {
 		q, ok := p.cfg.Queues.(queueSender)
 		if !ok {
 			return errors.New("no queue service to send to")
 		}
-		_, err = q.Send(ctx, acct, name, queues.SendInput{MessageBody: string(body)})
+		_, err = q.Send(ctx, d.Account, d.Name, queues.SendInput{MessageBody: string(body)})
 		return err
 	}
-	_, err := p.cfg.Invoker.Invoke(ctx, invoke.Request{Account: account, Function: dest, Payload: body})
+	_, err = p.cfg.Invoker.Invoke(ctx, invoke.Request{Account: account, Function: arn, Payload: body})
 	return err
 }

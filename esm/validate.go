@@ -30,7 +30,7 @@ type Request struct {
 	MaximumRecordAgeInSeconds  *int
 	BisectBatchOnFunctionError *bool
 	TumblingWindowInSeconds    *int
-	DestinationConfig          *DestinationConfig
+	DestinationConfig          *api.DestinationConfig
 	SourceAccessConfigurations json.RawMessage
 
 	// A Kafka source's consumer group.
