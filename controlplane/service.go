@@ -47,11 +47,11 @@ type Config struct {
 	// attributes; without them the event source mapping API is not served.
 	Mappings *esm.Store
 	Queues   QueueAttributes
+	Streams  StreamDescriber // Kiln's streams, for Kinesis mappings
 	// ImportStale is how long the control plane running an image import
 	// may be silent before another takes the import over (0 means a
 	// minute).
 	ImportStale time.Duration
-	Streams     StreamDescriber // Kiln's streams, for Kinesis mappings
 	// Now is the clock (nil means time.Now).
 	Now func() time.Time
 	// Logger receives internal errors (nil means slog.Default()).
