@@ -10,23 +10,13 @@
 # AWS_CONFIG_FILE, AWS.
 set -euo pipefail
 
-AWS=${AWS:-/usr/bin/aws}
+. "$(dirname "$0")/awscli.sh"
 : "${ENDPOINT:?}" "${ENDPOINT2:?}"
-export AWS_RETRY_MODE=standard AWS_MAX_ATTEMPTS=1 AWS_PAGER=""
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-OUT=$WORK/out
-ERR=$WORK/err
 S=cli-stream
 
-fail() {
-	echo "FAIL $*" >&2
-	exit 1
-}
-ok() { echo "ok   $*"; }
-
 # run WHAT ARGS...: aws kinesis ARGS against ENDPOINT must succeed; output
-# (text) in $OUT.
+# (text) in $OUT. (It and expect_error replace awscli.sh's: the service is
+# always kinesis here.)
 run() {
 	local what=$1
 	shift
