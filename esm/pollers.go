@@ -1,6 +1,7 @@
 package esm
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,7 +42,11 @@ type Config struct {
 	// ReceiveWait is a batch loop's long poll on an empty source; 0 means
 	// 20 s (SQS's most). A loop beyond the first ends after one empty poll.
 	ReceiveWait time.Duration
-	Logger      *slog.Logger
+	// Name names this process in the leases it holds (their values are
+	// NAME/random), so an operator or a fault test sees who runs a mapping;
+	// empty means "esm".
+	Name   string
+	Logger *slog.Logger
 }
 
 // Pollers runs the event source mappings whose leases it holds.
@@ -87,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Pollers, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	return &Pollers{cfg: cfg, store: store, log: cfg.Logger, ctx: runCtx, cancel: cancel, done: make(chan struct{}),
-		leases: &lease.Holder{KV: kv, ID: "esm-" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}, nil
+		leases: &lease.Holder{KV: kv, ID: cmp.Or(cfg.Name, "esm") + "/" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}, nil
 }
 
 // Store is the mappings' store (the control plane's API writes it).
@@ -579,4 +584,22 @@ func pause(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// Holder tells which process runs a mapping: the Name its pollers were
+// given, or "" while nobody holds the mapping's lease.
+func Holder(ctx context.Context, js jetstream.JetStream, uuid string) (string, error) {
+	kv, err := js.KeyValue(ctx, leaseBucket)
+	if err != nil {
+		return "", err
+	}
+	e, err := kv.Get(ctx, uuid)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	name, _, _ := strings.Cut(string(e.Value()), "/")
+	return name, nil
 }
