@@ -46,7 +46,7 @@ func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventS
 				return 0, 0, api.Errorf(api.InvalidParameterValue, "Error occurred while reading the NATS event source: %v", err)
 			}
 		}
-		return esm.KindNATS, int(esm.NATSHold / time.Second), nil
+		return esm.KindNATS, int(esm.BrokerHold / time.Second), nil
 	}
 	region, account, name, perr := queues.ParseARN(arn)
 	if perr != nil {

@@ -375,11 +375,28 @@ func (r *runner) loop() {
 }
 
 // recordOverhead is what a record adds to the payload beyond its own bytes
-// (the comma), and payloadOverhead the {"Records":[]} around them.
-const (
-	recordOverhead  = 1
-	payloadOverhead = len(`{"Records":[]}`)
-)
+// (the comma).
+const recordOverhead = 1
+
+// envelope is the event around a batch's records: SQS's and NATS's
+// {"Records":[…]}, or what the source makes (RabbitMQ's).
+func envelope(src Source, recs []Record) []byte {
+	if e, ok := src.(interface{ Envelope([]Record) []byte }); ok {
+		return e.Envelope(recs)
+	}
+	return append(joinRecords([]byte(`{"Records":[`), recs), "]}"...)
+}
+
+// joinRecords appends the records to b, comma-separated.
+func joinRecords(b []byte, recs []Record) []byte {
+	for i, rec := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, rec.Data...)
+	}
+	return b
+}
 
 // collect gathers a batch: up to BatchSize records and MaxPayload bytes,
 // for up to the batching window after the first. A record that would
@@ -389,7 +406,7 @@ func (r *runner) collect(carry *[]Record) (batch []Record, full bool, err error)
 	size := max(r.m.BatchSize, 1)
 	window := time.Duration(r.m.MaximumBatchingWindowInSeconds) * time.Second
 	batch, *carry = *carry, nil
-	bytes := payloadOverhead
+	bytes := len(envelope(r.src, nil))
 	for _, rec := range batch {
 		bytes += len(rec.Data) + recordOverhead
 	}
@@ -456,17 +473,7 @@ func (r *runner) process(batch []Record) {
 	if len(pass) == 0 {
 		return
 	}
-	payload := make([]byte, 0, 1<<12)
-	payload = append(payload, `{"Records":[`...)
-	for i, rec := range pass {
-		if i > 0 {
-			payload = append(payload, ',')
-		}
-		payload = append(payload, rec.Data...)
-	}
-	payload = append(payload, "]}"...)
-
-	resp, ok := r.invoke(pass, payload, received)
+	resp, ok := r.invoke(pass, envelope(r.src, pass), received)
 	if !ok {
 		return
 	}

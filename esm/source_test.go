@@ -8,10 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/kilntest/rabbitmqtest"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/queues"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // sourceUnderTest is a source of the conformance suite and how to feed it.
@@ -268,5 +270,86 @@ func TestNATSSource(t *testing.T) {
 				json.Unmarshal(r.Data, &rec)
 				return string(rec.Data)
 			}}
+	})
+}
+
+// TestRabbitMQSource runs the conformance suite on a queue of a real
+// RabbitMQ broker (Debian's rabbitmq-server, started by the test), and
+// checks the event's shape against Lambda's RabbitMQ event.
+func TestRabbitMQSource(t *testing.T) {
+	broker := rabbitmqtest.Start(t)
+	ch, err := broker.Dial(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	arn := "arn:aws:mq:us-east-1:123456789012:broker:kiln:b-1"
+	open := func(t *testing.T, name string, hold time.Duration) (Source, func(bodies ...amqp.Publishing)) {
+		if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		src, err := OpenRabbitMQ(RabbitMQ{URL: broker.URL, User: broker.User, Password: broker.Pass, VirtualHost: "/", Queue: name, ARN: arn}, hold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(src.(interface{ Close() }).Close)
+		return src, func(msgs ...amqp.Publishing) {
+			for _, m := range msgs {
+				if err := ch.PublishWithContext(ctx, "", name, false, false, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	testSource(t, func(t *testing.T, name string, hold time.Duration) sourceUnderTest {
+		src, publish := open(t, name, hold)
+		return sourceUnderTest{src: src,
+			send: func(t *testing.T, bodies ...string) {
+				for _, b := range bodies {
+					publish(amqp.Publishing{Body: []byte(b)})
+				}
+			},
+			body: func(r Record) string {
+				var rec rmqRecord
+				json.Unmarshal(r.Data, &rec)
+				return string(rec.Data)
+			}}
+	})
+
+	t.Run("Lambda's event shape", func(t *testing.T) {
+		src, publish := open(t, "shape", time.Minute)
+		publish(amqp.Publishing{Body: []byte(`{"k":1}`), ContentType: "application/json", MessageId: "m-1", Priority: 3,
+			DeliveryMode: 2, Timestamp: time.Unix(2021, 0), Headers: amqp.Table{"h": "v", "n": int32(10)}})
+		recs, err := src.Receive(ctx, 10, 10*time.Second)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("receive: %v %v", recs, err)
+		}
+		if recs[0].ID != "m-1" {
+			t.Errorf("record id %q, want the message id", recs[0].ID)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(envelope(src, recs), &ev); err != nil {
+			t.Fatal(err)
+		}
+		byQueue := ev["rmqMessagesByQueue"].(map[string]any)
+		msgs, _ := byQueue["shape::/"].([]any)
+		if ev["eventSource"] != "aws:rmq" || ev["eventSourceArn"] != arn || len(byQueue) != 1 || len(msgs) != 1 {
+			t.Fatalf("event %v", ev)
+		}
+		m := msgs[0].(map[string]any)
+		p := m["basicProperties"].(map[string]any)
+		h := p["headers"].(map[string]any)
+		if m["data"] != "eyJrIjoxfQ==" || m["redelivered"] != false || p["contentType"] != "application/json" ||
+			p["messageId"] != "m-1" || p["priority"] != 3.0 || p["deliveryMode"] != 2.0 || p["bodySize"] != 7.0 ||
+			p["timestamp"] != "Jan 1, 1970, 12:33:41 AM" || p["correlationId"] != nil || p["replyTo"] != nil ||
+			fmt.Sprint(h["h"]) != "map[bytes:[118]]" || h["n"] != 10.0 {
+			t.Errorf("message %s", recs[0].Data)
+		}
+		for _, k := range []string{"contentEncoding", "expiration", "type", "userId", "appId", "clusterId"} {
+			if v, ok := p[k]; !ok || v != nil {
+				t.Errorf("basicProperties.%s = %v (present %v), want null", k, v, ok)
+			}
+		}
+		src.Delete(ctx, recs)
 	})
 }
