@@ -35,10 +35,22 @@ func (s *Service) mappingRoutes() []route {
 }
 
 // mappingSource checks a mapping's event source: a Kiln queue of the
-// caller's account in this region, or a stream of a NATS the caller runs.
+// caller's account in this region, a queue of a RabbitMQ broker (its ARN
+// of the caller's account and region), or a stream of a NATS the caller
+// runs.
 // It returns its kind and how long a received record stays hidden (the
 // queue's visibility timeout), in seconds.
 func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventSource, stream []string) (esm.Kind, int, error) {
+	if esm.IsBrokerARN(arn) {
+		parts := strings.Split(arn, ":")
+		if len(parts) != 8 || parts[5] != "broker" || parts[6] == "" || parts[7] == "" {
+			return 0, 0, api.Errorf(api.InvalidParameterValue, "Invalid Amazon MQ broker ARN %s: arn:aws:mq:REGION:ACCOUNT:broker:NAME:ID", arn)
+		}
+		if parts[3] != s.cfg.Region || parts[4] != c.caller.Account {
+			return 0, 0, api.Errorf(api.InvalidParameterValue, "Kiln maps only brokers of the caller's account (%s) in %s: %s", c.caller.Account, s.cfg.Region, arn)
+		}
+		return esm.KindRabbitMQ, int(esm.BrokerHold / time.Second), nil
+	}
 	if self != nil {
 		if len(stream) == 1 {
 			servers := strings.Join(self.Endpoints[esm.NATSServersKey], ",")
@@ -103,11 +115,18 @@ func (s *Service) createMapping(c *call) error {
 	if req.FunctionName == nil {
 		return validation(nil, "functionName", "Member must not be null")
 	}
-	if (req.EventSourceArn == nil) == (req.SelfManagedEventSource == nil) {
-		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb; Kiln maps Kiln queues (EventSourceArn) and NATS streams (SelfManagedEventSource).")
+	rabbit := esm.IsBrokerARN(aws(req.EventSourceArn))
+	if !rabbit && (req.EventSourceArn == nil) == (req.SelfManagedEventSource == nil) {
+		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb; Kiln maps Kiln queues (EventSourceArn), RabbitMQ brokers (EventSourceArn of Amazon MQ with SelfManagedEventSource) and NATS streams (SelfManagedEventSource).")
 	}
 	var stream []string
-	if req.SelfManagedEventSource != nil {
+	var broker esm.RabbitMQ
+	if rabbit {
+		var err error
+		if broker, err = req.CheckRabbitMQ(*req.EventSourceArn); err != nil {
+			return err
+		}
+	} else if req.SelfManagedEventSource != nil {
 		if err := req.CheckNATS(); err != nil {
 			return err
 		}
@@ -124,6 +143,11 @@ func (s *Service) createMapping(c *call) error {
 	if err != nil {
 		return err
 	}
+	if rabbit {
+		if err := esm.CheckRabbitMQ(broker); err != nil {
+			return api.Errorf(api.InvalidParameterValue, "Error occurred while reading the RabbitMQ event source: %v", err)
+		}
+	}
 	all, err := s.cfg.Mappings.List(c.ctx)
 	if err != nil {
 		return err
@@ -134,16 +158,19 @@ func (s *Service) createMapping(c *call) error {
 		EventSourceMappingArn: "arn:aws:lambda:" + s.cfg.Region + ":" + c.caller.Account + ":event-source-mapping:" + id,
 		LastProcessingResult:  "No records processed", State: esm.StateCreating, StateTransitionReason: "USER_INITIATED",
 	}}
-	if kind == esm.KindNATS {
-		m.SelfManagedEventSource, m.Queues, m.BatchSize, m.HoldSeconds = req.SelfManagedEventSource, stream, esm.DefaultNATSBatchSize, visibility
+	switch kind {
+	case esm.KindNATS:
+		m.SelfManagedEventSource, m.Queues, m.BatchSize, m.HoldSeconds = req.SelfManagedEventSource, stream, esm.DefaultBrokerBatchSize, visibility
 		if req.Topics != nil {
 			m.Topics = *req.Topics
 		}
+	case esm.KindRabbitMQ:
+		m.SetRabbitMQ(broker)
+		m.BatchSize, m.HoldSeconds = esm.DefaultBrokerBatchSize, visibility
 	}
 	req.Apply(m)
 	for _, o := range all {
-		if o.Account == m.Account && o.FunctionArn == fn && o.EventSourceArn == m.EventSourceArn &&
-			(!m.NATS() || o.NATS() && o.NATSServers() == m.NATSServers() && o.Queues[0] == m.Queues[0]) {
+		if o.Account == m.Account && o.FunctionArn == fn && o.SourceKey() == m.SourceKey() {
 			return api.Errorf(api.ResourceConflict, "An event source mapping with event source (\" %s \") and function (\" %s \") already exists. Please update or delete the existing mapping with UUID %s",
 				m.EventSourceArn+strings.Join(m.Queues, ""), fn, o.UUID)
 		}
@@ -192,7 +219,7 @@ func (s *Service) updateMapping(c *call) error {
 	if err := c.decode(&req); err != nil {
 		return err
 	}
-	if req.EventSourceArn != nil || req.SelfManagedEventSource != nil || req.Queues != nil || req.Topics != nil {
+	if req.EventSourceArn != nil || req.SelfManagedEventSource != nil || req.Queues != nil || req.Topics != nil || req.SourceAccessConfigurations != nil {
 		return api.Errorf(api.InvalidParameterValue, "A mapping's event source cannot change.")
 	}
 	kind, visibility, err := s.mappingSource(c, cur.EventSourceArn, cur.SelfManagedEventSource, nil)

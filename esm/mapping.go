@@ -72,12 +72,13 @@ type Configuration struct {
 	FunctionArn                    string
 	BatchSize                      int
 	MaximumBatchingWindowInSeconds int
-	FilterCriteria                 *FilterCriteria         `json:",omitempty"`
-	FunctionResponseTypes          []string                `json:",omitempty"`
-	ScalingConfig                  *ScalingConfig          `json:",omitempty"`
-	SelfManagedEventSource         *SelfManagedEventSource `json:",omitempty"`
-	Queues                         []string                `json:",omitempty"`
-	Topics                         []string                `json:",omitempty"`
+	FilterCriteria                 *FilterCriteria             `json:",omitempty"`
+	FunctionResponseTypes          []string                    `json:",omitempty"`
+	ScalingConfig                  *ScalingConfig              `json:",omitempty"`
+	SelfManagedEventSource         *SelfManagedEventSource     `json:",omitempty"`
+	SourceAccessConfigurations     []SourceAccessConfiguration `json:",omitempty"`
+	Queues                         []string                    `json:",omitempty"`
+	Topics                         []string                    `json:",omitempty"`
 	LastModified                   float64
 	LastProcessingResult           string
 	State                          string
@@ -90,18 +91,65 @@ type SelfManagedEventSource struct {
 	Endpoints map[string][]string
 }
 
+// SourceAccessConfiguration is one of a broker source's settings.
+type SourceAccessConfiguration struct {
+	Type string
+	URI  string
+}
+
 // Mapping is a stored mapping: its document, its account and whether it is
-// to be enabled (the State says whether it is). HoldSeconds is a NATS
-// source's hold.
+// to be enabled (the State says whether it is). HoldSeconds is a broker
+// source's hold; BasicAuth a RabbitMQ source's USER:PASSWORD (the
+// document shows it masked).
 type Mapping struct {
 	Configuration
 	Account     string
 	Enabled     bool
-	HoldSeconds int `json:",omitempty"`
+	HoldSeconds int    `json:",omitempty"`
+	BasicAuth   string `json:",omitempty"`
 }
 
-// NATS tells whether the mapping reads a NATS stream (else a Kiln queue).
-func (m *Mapping) NATS() bool { return m.SelfManagedEventSource != nil }
+// NATS tells whether the mapping reads a NATS stream.
+func (m *Mapping) NATS() bool {
+	return m.SelfManagedEventSource != nil && m.SelfManagedEventSource.Endpoints[NATSServersKey] != nil
+}
+
+// RabbitMQ tells whether the mapping reads a RabbitMQ queue (its
+// EventSourceArn names an Amazon MQ broker).
+func (m *Mapping) RabbitMQ() bool { return IsBrokerARN(m.EventSourceArn) }
+
+// IsBrokerARN tells whether arn names an Amazon MQ broker.
+func IsBrokerARN(arn string) bool { return strings.HasPrefix(arn, "arn:aws:mq:") }
+
+// SetRabbitMQ makes the mapping read src, keeping its password out of
+// the document.
+func (m *Mapping) SetRabbitMQ(src RabbitMQ) {
+	m.SelfManagedEventSource = &SelfManagedEventSource{Endpoints: map[string][]string{RabbitMQBrokersKey: {src.URL}}}
+	m.Queues = []string{src.Queue}
+	m.BasicAuth = src.User + ":" + src.Password
+	m.SourceAccessConfigurations = []SourceAccessConfiguration{{Type: BasicAuth, URI: src.User + ":********"}, {Type: VirtualHost, URI: src.VirtualHost}}
+}
+
+// RabbitMQSource is the queue a RabbitMQ mapping reads.
+func (m *Mapping) RabbitMQSource() RabbitMQ {
+	src := RabbitMQ{URL: m.SelfManagedEventSource.Endpoints[RabbitMQBrokersKey][0], Queue: m.Queues[0], ARN: m.EventSourceArn}
+	src.User, src.Password, _ = strings.Cut(m.BasicAuth, ":")
+	for _, c := range m.SourceAccessConfigurations {
+		if c.Type == VirtualHost {
+			src.VirtualHost = c.URI
+		}
+	}
+	return src
+}
+
+// SourceKey names the mapping's source: two mappings of one function may
+// not share it.
+func (m *Mapping) SourceKey() string {
+	if m.SelfManagedEventSource == nil {
+		return m.EventSourceArn
+	}
+	return fmt.Sprint(m.EventSourceArn, m.SelfManagedEventSource.Endpoints, m.Queues)
+}
 
 // NATSServers is a NATS source's server URLs, comma-separated.
 func (m *Mapping) NATSServers() string {

@@ -301,6 +301,13 @@ func (p *Pollers) newRunner(ctx context.Context, m *Mapping) (*runner, error) {
 
 // open opens a mapping's source.
 func (p *Pollers) open(ctx context.Context, m *Mapping) (Source, error) {
+	if m.RabbitMQ() {
+		src, err := OpenRabbitMQ(m.RabbitMQSource(), time.Duration(m.HoldSeconds)*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("event source: %w", err)
+		}
+		return src, nil
+	}
 	if m.NATS() {
 		var subject string
 		if len(m.Topics) > 0 {
