@@ -37,21 +37,11 @@ func Mappings(ctx context.Context, cfg MappingsConfig, out io.Writer) error {
 	if cfg.Messages == 0 {
 		cfg.Messages = 2000
 	}
-	dir, err := os.MkdirTemp("", "kiln-bench-esm-")
+	dir, zip, s, done, err := upWithEcho(ctx, cfg.Kiln, cfg.Sandbox, "kiln-bench-esm-", out)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	zip, err := echoZip(out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(out, "starting kiln up ...")
-	s, err := startKiln(ctx, cfg.Kiln, filepath.Join(dir, "up"), cfg.Sandbox, false)
-	if err != nil {
-		return err
-	}
-	defer s.stop()
+	defer done()
 	fmt.Fprintf(out, "\nevent source mappings: %d messages per series, sent in batches of 10 by 4 clients; mapping batch size 10\n", cfg.Messages)
 	if err := mappingSeries(ctx, s, zip, []int{s.pid}, "kiln up", cfg.Messages, out); err != nil {
 		return err

@@ -378,6 +378,18 @@ func main() {
 }
 `
 
+// startWithSink starts a Kiln with the Go function fn (its source) as
+// "fn", writing to the file sink.
+func startWithSink(t *testing.T, fn string) (s *server.Server, lam *lambda.Client, sink string) {
+	s = kilntest.Start(t, server.Config{})
+	lam = kilntest.Lambda(s)
+	sink = filepath.Join(t.TempDir(), "sink")
+	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, fn)},
+		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	return s, lam, sink
+}
+
 // TestNATSMapping maps a stream of a user's own NATS (another server,
 // over TCP) to a function: every message of the subject is processed, the
 // mapping's consumer is left with nothing pending, and deleting the
@@ -398,12 +410,7 @@ func TestNATSMapping(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	s := kilntest.Start(t, server.Config{})
-	lam := kilntest.Lambda(s)
-	sink := filepath.Join(t.TempDir(), "sink")
-	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
-		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, natsGo)},
-		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	_, lam, sink := startWithSink(t, natsGo)
 	source := func(url string) *ltypes.SelfManagedEventSource {
 		return &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"NATS_SERVERS": {url}}}
 	}
@@ -535,12 +542,7 @@ func TestRabbitMQMapping(t *testing.T) {
 	if _, err := ch.QueueDeclare("orders", true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	s := kilntest.Start(t, server.Config{})
-	lam := kilntest.Lambda(s)
-	sink := filepath.Join(t.TempDir(), "sink")
-	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
-		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, rabbitGo)},
-		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	s, lam, sink := startWithSink(t, rabbitGo)
 	ctx := context.Background()
 	arn := "arn:aws:mq:us-east-1:" + s.Identity.AccountID + ":broker:orders:b-1"
 	mapping := func(queue, auth string) *lambda.CreateEventSourceMappingInput {
