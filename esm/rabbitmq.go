@@ -216,7 +216,7 @@ func (s *rabbitSource) connect() error {
 func (s *rabbitSource) current() (<-chan amqp.Delivery, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.conn == nil || s.conn.IsClosed() {
+	if s.conn == nil || s.conn.IsClosed() || s.ch.IsClosed() { // a channel closes alone on a channel error (its queue deleted)
 		if s.conn != nil {
 			s.conn.Close()
 		}

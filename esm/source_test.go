@@ -316,6 +316,30 @@ func TestRabbitMQSource(t *testing.T) {
 			}}
 	})
 
+	t.Run("a lost connection gives back what was held", func(t *testing.T) {
+		src, publish := open(t, "lost", time.Minute)
+		publish(amqp.Publishing{Body: []byte("z")})
+		first, err := src.Receive(ctx, 1, 10*time.Second)
+		if err != nil || len(first) != 1 {
+			t.Fatalf("receive: %v %v", first, err)
+		}
+		src.(*rabbitSource).conn.Close()
+		var again []Record
+		for deadline := time.Now().Add(20 * time.Second); len(again) == 0 && time.Now().Before(deadline); {
+			again, _ = src.Receive(ctx, 1, time.Second) // the first fails on the closed channel
+		}
+		var rec rmqRecord
+		if len(again) != 1 || json.Unmarshal(again[0].Data, &rec) != nil || string(rec.Data) != "z" || !rec.Redelivered || again[0].ID != first[0].ID {
+			t.Fatalf("after the connection was lost: %+v", again)
+		}
+		if err := src.Delete(ctx, first); err == nil {
+			t.Error("deleting a record of the lost connection succeeded; it was given back")
+		}
+		if err := src.Delete(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("Lambda's event shape", func(t *testing.T) {
 		src, publish := open(t, "shape", time.Minute)
 		publish(amqp.Publishing{Body: []byte(`{"k":1}`), ContentType: "application/json", MessageId: "m-1", Priority: 3,
