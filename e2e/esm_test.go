@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/kiln-dev/kiln/esm"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
@@ -182,4 +184,51 @@ func crashHolder(t *testing.T, tg *target) string {
 	}
 	t.Fatal("no mapping of the crash queue")
 	return ""
+}
+
+// TestQueuesOnEveryEndpoint: a queue created through one endpoint is
+// served by every one (each cluster frontend serves the SQS API on the
+// replicated queues): a message sent through each is received and deleted
+// through the last.
+func TestQueuesOnEveryEndpoint(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		sqsAt := func(endpoint string) *sqs.Client {
+			return sqs.New(sqs.Options{Region: region, BaseEndpoint: aws.String(endpoint), Credentials: creds(), RetryMaxAttempts: 1})
+		}
+		q, err := sqsAt(tg.endpoints[0]).CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("every-endpoint")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{}
+		for _, ep := range tg.endpoints {
+			c := sqsAt(ep)
+			u, err := c.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String("every-endpoint")})
+			if err != nil {
+				t.Fatalf("GetQueueUrl through %s: %v", ep, err)
+			}
+			if _, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: u.QueueUrl, MessageBody: aws.String(ep)}); err != nil {
+				t.Fatalf("SendMessage through %s: %v", ep, err)
+			}
+			want[ep] = true
+		}
+		last := sqsAt(tg.endpoints[len(tg.endpoints)-1])
+		for deadline := time.Now().Add(30 * time.Second); len(want) > 0; {
+			out, err := last.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range out.Messages {
+				delete(want, aws.ToString(m.Body))
+				if _, err := last.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: q.QueueUrl, ReceiptHandle: m.ReceiptHandle}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("messages sent through %v not received through %s", want, tg.endpoints[len(tg.endpoints)-1])
+			}
+		}
+		if _, err := last.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: q.QueueUrl}); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

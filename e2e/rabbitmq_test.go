@@ -54,8 +54,8 @@ func TestRabbitMQMapping(t *testing.T) {
 		arn := "arn:aws:mq:" + region + ":" + tg.accountID + ":broker:orders:b-1"
 		in := func(auth string) *lambda.CreateEventSourceMappingInput {
 			return &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("rmq-fn"), EventSourceArn: aws.String(arn),
-				SelfManagedEventSource: &types.SelfManagedEventSource{Endpoints: map[string][]string{"RABBITMQ_BROKERS": {broker.URL}}},
-				Queues:                 []string{queue},
+				SelfManagedEventSource:     &types.SelfManagedEventSource{Endpoints: map[string][]string{"RABBITMQ_BROKERS": {broker.URL}}},
+				Queues:                     []string{queue},
 				SourceAccessConfigurations: []types.SourceAccessConfiguration{{Type: types.SourceAccessTypeBasicAuth, URI: aws.String(auth)}},
 				BatchSize:                  aws.Int32(20), MaximumBatchingWindowInSeconds: aws.Int32(1)}
 		}
