@@ -531,8 +531,8 @@ func main() {
 // TestRabbitMQMapping maps a queue of a RabbitMQ broker (Debian's
 // rabbitmq-server, started by the test) to a function with Amazon MQ's
 // mapping shape: bad credentials and a missing queue are refused, the
-// password never shows, every message is processed and the queue ends
-// empty.
+// password never shows, every message the filter (on the data, decoded)
+// matches is processed, the others are deleted, and the queue ends empty.
 func TestRabbitMQMapping(t *testing.T) {
 	broker := rabbitmqtest.Start(t)
 	ch, err := broker.Dial(t).Channel()
@@ -551,7 +551,8 @@ func TestRabbitMQMapping(t *testing.T) {
 			Queues:                 []string{queue},
 			SourceAccessConfigurations: []ltypes.SourceAccessConfiguration{{Type: ltypes.SourceAccessTypeBasicAuth, URI: aws.String(auth)},
 				{Type: ltypes.SourceAccessTypeVirtualHost, URI: aws.String("/")}},
-			BatchSize: aws.Int32(50), MaximumBatchingWindowInSeconds: aws.Int32(1)}
+			BatchSize: aws.Int32(50), MaximumBatchingWindowInSeconds: aws.Int32(1),
+			FilterCriteria: &ltypes.FilterCriteria{Filters: []ltypes.Filter{{Pattern: aws.String(`{"data":{"kind":["work"]}}`)}}}}
 	}
 	for what, in := range map[string]*lambda.CreateEventSourceMappingInput{
 		"wrong password": mapping("orders", "guest:nope"), "missing queue": mapping("missing", "guest:guest"),
@@ -571,8 +572,11 @@ func TestRabbitMQMapping(t *testing.T) {
 	}
 	const n = 300
 	for i := range n {
-		if err := ch.PublishWithContext(ctx, "", "orders", false, false, amqp.Publishing{ContentType: "text/plain", Body: []byte(fmt.Sprint("o-", i))}); err != nil {
-			t.Fatal(err)
+		for _, kind := range []string{"work", "skip"} {
+			body := fmt.Sprintf(`{"kind":%q,"i":%d}`, kind, i)
+			if err := ch.PublishWithContext(ctx, "", "orders", false, false, amqp.Publishing{ContentType: "text/plain", Body: []byte(body)}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	deadline := time.Now().Add(90 * time.Second)
@@ -592,9 +596,12 @@ func TestRabbitMQMapping(t *testing.T) {
 	}
 	b, _ := os.ReadFile(sink)
 	for i := range n {
-		if !strings.Contains(string(b), fmt.Sprintf("o-%d 1", i)) {
-			t.Errorf("o-%d not processed", i)
+		if !strings.Contains(string(b), fmt.Sprintf(`{"kind":"work","i":%d} 1`, i)) {
+			t.Errorf("work %d not processed", i)
 		}
+	}
+	if strings.Contains(string(b), "skip") {
+		t.Error("a message no filter matches was delivered")
 	}
 	got, err := lam.GetEventSourceMapping(ctx, &lambda.GetEventSourceMappingInput{UUID: m.UUID})
 	if err != nil || aws.ToString(got.LastProcessingResult) != "OK" || strings.Contains(fmt.Sprint(got.SourceAccessConfigurations), "guest:guest") {

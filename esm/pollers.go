@@ -465,7 +465,11 @@ func (r *runner) process(batch []Record) {
 			pass = append(pass, rec)
 			continue
 		}
-		ev, err := eventfilter.Decode(rec.Data, r.src.FilterFields()...)
+		view := rec.Data
+		if v, ok := r.src.(interface{ FilterView(Record) []byte }); ok {
+			view = v.FilterView(rec)
+		}
+		ev, err := eventfilter.Decode(view, r.src.FilterFields()...)
 		if err == nil && r.filters.Match(ev) {
 			pass = append(pass, rec)
 		} else {

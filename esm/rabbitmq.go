@@ -3,6 +3,7 @@ package esm
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -25,7 +27,7 @@ import (
 // Endpoints RABBITMQ_BROKERS: [amqp://HOST:PORT or amqps://…]) and
 // BASIC_AUTH's URI is USER:PASSWORD, which answers show with the password
 // masked. Records are Lambda's RabbitMQ event, rmqMessagesByQueue keyed
-// QUEUE::VHOST.
+// QUEUE::VHOST; filters match their data decoded.
 
 // RabbitMQBrokersKey is the Endpoints key of a RabbitMQ source's broker URL.
 const RabbitMQBrokersKey = "RABBITMQ_BROKERS"
@@ -355,7 +357,27 @@ func (s *rabbitSource) expire() {
 }
 
 func (s *rabbitSource) Hold() time.Duration    { return s.hold }
-func (s *rabbitSource) FilterFields() []string { return nil }
+func (s *rabbitSource) FilterFields() []string { return []string{"data"} }
+
+// FilterView is a record as filters see it: its data decoded from base64,
+// so that data holding JSON is matched as JSON, as Lambda matches an MQ
+// message's data.
+func (s *rabbitSource) FilterView(rec Record) []byte {
+	var m map[string]any
+	if json.Unmarshal(rec.Data, &m) != nil {
+		return rec.Data
+	}
+	if d, ok := m["data"].(string); ok {
+		if b, err := base64.StdEncoding.DecodeString(d); err == nil && utf8.Valid(b) {
+			m["data"] = string(b)
+		}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return rec.Data
+	}
+	return out
+}
 
 // Envelope is Lambda's RabbitMQ event around the records.
 func (s *rabbitSource) Envelope(recs []Record) []byte {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/eventfilter"
 	"github.com/kiln-dev/kiln/kilntest/rabbitmqtest"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/queues"
@@ -372,6 +373,17 @@ func TestRabbitMQSource(t *testing.T) {
 		for _, k := range []string{"contentEncoding", "expiration", "type", "userId", "appId", "clusterId"} {
 			if v, ok := p[k]; !ok || v != nil {
 				t.Errorf("basicProperties.%s = %v (present %v), want null", k, v, ok)
+			}
+		}
+		// Filters match the data decoded, as JSON when it is JSON.
+		for pattern, want := range map[string]bool{`{"data":{"k":[1]}}`: true, `{"data":{"k":[2]}}`: false} {
+			f, err := eventfilter.ParseAll([]string{pattern})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := eventfilter.Decode(src.(*rabbitSource).FilterView(recs[0]), src.FilterFields()...)
+			if err != nil || f.Match(ev) != want {
+				t.Errorf("filter %s: match %v (%v), want %v", pattern, !want, err, want)
 			}
 		}
 		src.Delete(ctx, recs)
