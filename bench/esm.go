@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -202,26 +200,11 @@ func sendAll(ctx context.Context, q *sqs.Client, url string, n int) error {
 	return <-errs
 }
 
-// cpuOf is the CPU time (user and system) the processes pids have used,
-// from /proc/PID/stat.
+// cpuOf is the CPU time the processes pids have used.
 func cpuOf(pids []int) time.Duration {
 	var total time.Duration
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:]) // fields from 3 (state) on
-		if len(f) < 13 {
-			continue
-		}
-		utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14
-		stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-		total += time.Duration(utime+stime) * time.Second / clockTicks
+		total += processCPU(pid)
 	}
 	return total
 }
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat's times (100 on Linux).
-const clockTicks = 100
