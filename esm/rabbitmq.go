@@ -214,8 +214,9 @@ func (s *rabbitSource) connect() error {
 	return nil
 }
 
-// current returns the channel's deliveries, reconnecting after a loss.
-func (s *rabbitSource) current() (<-chan amqp.Delivery, error) {
+// current returns the channel's deliveries and generation, reconnecting
+// after a loss.
+func (s *rabbitSource) current() (<-chan amqp.Delivery, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn == nil || s.conn.IsClosed() || s.ch.IsClosed() { // a channel closes alone on a channel error (its queue deleted)
@@ -224,14 +225,14 @@ func (s *rabbitSource) current() (<-chan amqp.Delivery, error) {
 		}
 		s.conn = nil
 		if err := s.connect(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
-	return s.deliveries, nil
+	return s.deliveries, s.gen, nil
 }
 
 func (s *rabbitSource) Receive(ctx context.Context, max int, wait time.Duration) ([]Record, error) {
-	dels, err := s.current()
+	dels, gen, err := s.current()
 	if err != nil {
 		return nil, err
 	}
@@ -263,19 +264,23 @@ func (s *rabbitSource) Receive(ctx context.Context, max int, wait time.Duration)
 		if !ok {
 			return out, fmt.Errorf("connection to %s lost", s.r.URL)
 		}
-		rec, err := s.record(d)
+		rec, ok, err := s.record(d, gen)
 		if err != nil {
 			return out, err
 		}
-		out = append(out, rec)
+		if ok {
+			out = append(out, rec)
+		}
 	}
 	return out, nil
 }
 
-func (s *rabbitSource) record(d amqp.Delivery) (Record, error) {
+// record makes a delivery of channel generation gen a held record; false
+// when that channel is gone (the broker gave the delivery back).
+func (s *rabbitSource) record(d amqp.Delivery, gen int) (Record, bool, error) {
 	data, err := json.Marshal(newRMQRecord(d))
 	if err != nil {
-		return Record{}, err
+		return Record{}, false, err
 	}
 	// The record's identity across deliveries: the message id its
 	// publisher gave, or its content's digest.
@@ -286,9 +291,12 @@ func (s *rabbitSource) record(d amqp.Delivery) (Record, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	handle := strconv.Itoa(s.gen) + "." + strconv.FormatUint(d.DeliveryTag, 10)
+	if gen != s.gen {
+		return Record{}, false, nil
+	}
+	handle := strconv.Itoa(gen) + "." + strconv.FormatUint(d.DeliveryTag, 10)
 	s.held[handle] = time.Now().Add(s.hold)
-	return Record{ID: id, Data: data, Handle: handle}, nil
+	return Record{ID: id, Data: data, Handle: handle}, true, nil
 }
 
 // tag returns a held handle's delivery tag on the current channel.
