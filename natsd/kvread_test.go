@@ -1,10 +1,12 @@
-package natsd
+package natsd_test
 
 import (
 	"context"
 	"errors"
 	"testing"
 
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -13,16 +15,7 @@ import (
 // otherwise read another key through the leader's message get).
 func TestLeaderGet(t *testing.T) {
 	ctx := context.Background()
-	s, err := Start(Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := s.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -37,16 +30,16 @@ func TestLeaderGet(t *testing.T) {
 	}
 	kv.Put(ctx, "gone", []byte("x"))
 	kv.Delete(ctx, "gone")
-	if v, got, err := LeaderGet(ctx, nc, "b", "acct.name"); err != nil || string(v) != "v1" || got != rev {
+	if v, got, err := natsd.LeaderGet(ctx, nc, "b", "acct.name"); err != nil || string(v) != "v1" || got != rev {
 		t.Errorf("%q at %d (%v), want v1 at %d", v, got, err, rev)
 	}
 	for _, k := range []string{"missing", "gone"} {
-		if _, _, err := LeaderGet(ctx, nc, "b", k); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		if _, _, err := natsd.LeaderGet(ctx, nc, "b", k); !errors.Is(err, jetstream.ErrKeyNotFound) {
 			t.Errorf("%s: %v, want ErrKeyNotFound", k, err)
 		}
 	}
 	for _, k := range []string{">", "acct.*", "*.name", "", ".acct", "acct.", "a b", "a..b"} {
-		if _, _, err := LeaderGet(ctx, nc, "b", k); !errors.Is(err, jetstream.ErrInvalidKey) {
+		if _, _, err := natsd.LeaderGet(ctx, nc, "b", k); !errors.Is(err, jetstream.ErrInvalidKey) {
 			t.Errorf("key %q: %v, want ErrInvalidKey", k, err)
 		}
 	}
