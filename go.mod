@@ -23,6 +23,7 @@ require (
 	github.com/twmb/franz-go v1.22.3
 	github.com/twmb/franz-go/pkg/kadm v1.20.0
 	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
+	github.com/rabbitmq/amqp091-go v1.10.0
 	golang.org/x/crypto v0.58.0
 	golang.org/x/sys v0.50.0
 )

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -157,6 +158,24 @@ func printRatio(out io.Writer, c int, name string, a, base Stats) {
 func round(d time.Duration) string { return d.Round(time.Microsecond).String() }
 
 const echoPayload = `{"message":"hello from kiln-bench"}`
+
+// upWithEcho makes a temporary directory (under prefix), builds the echo
+// function's package and starts kiln up in the directory; done stops it
+// and removes the directory.
+func upWithEcho(ctx context.Context, kiln, sandbox, prefix string, out io.Writer) (dir string, zip []byte, s *kilnProcess, done func(), err error) {
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", nil, nil, nil, err
+	}
+	if zip, err = echoZip(out); err == nil {
+		fmt.Fprintln(out, "starting kiln up ...")
+		s, err = startKiln(ctx, kiln, filepath.Join(dir, "up"), sandbox, false)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, nil, nil, err
+	}
+	return dir, zip, s, func() { s.stop(); os.RemoveAll(dir) }, nil
+}
 
 // echoZip builds the deployment package of the aws-lambda-go echo
 // function, saying so on out.

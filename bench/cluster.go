@@ -42,21 +42,11 @@ func Cluster(ctx context.Context, cfg ClusterConfig, out io.Writer) error {
 		cfg.Decisions = 3 * time.Second
 	}
 	payload := []byte(echoPayload)
-	dir, err := os.MkdirTemp("", "kiln-bench-cluster-")
+	dir, zip, s, done, err := upWithEcho(ctx, cfg.Kiln, cfg.Sandbox, "kiln-bench-cluster-", out)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	zip, err := echoZip(out)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(out, "starting kiln up ...")
-	s, err := startKiln(ctx, cfg.Kiln, filepath.Join(dir, "up"), cfg.Sandbox, false)
-	if err != nil {
-		return err
-	}
-	defer s.stop()
+	defer done()
 	fmt.Fprintln(out, "starting a local cluster (kiln cluster up) ...")
 	f, down, err := clusterUp(ctx, cfg.Kiln, filepath.Join(dir, "cluster"), cfg.Sandbox)
 	if err != nil {

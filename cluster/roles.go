@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-dev/kiln/console"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/esm"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/logs"
@@ -28,6 +29,7 @@ import (
 	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/placement"
+	"github.com/kiln-dev/kiln/queues"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/roles"
 	"github.com/kiln-dev/kiln/slots"
@@ -431,6 +433,28 @@ func openLogs(ctx context.Context, js jetstream.JetStream, cfg RoleConfig) (s *l
 	return s, err
 }
 
+// openQueues opens the SQS-compatible queue service on the replicated
+// JetStream (every frontend serves it; control planes check mappings'
+// queues with it; pollers read them).
+func openQueues(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (q *queues.Service, err error) {
+	err = retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		q, err = queues.New(ctx, queues.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas, Logger: cfg.Logger})
+		return err
+	})
+	return q, err
+}
+
+// openStreams opens the Kinesis-compatible stream service, replicated
+// (frontends serve it; control planes check Kinesis mappings' streams with
+// it; pollers read them).
+func openStreams(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (s *streams.Service, err error) {
+	err = retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		s, err = streams.New(ctx, streams.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas, Logger: cfg.Logger})
+		return err
+	})
+	return s, err
+}
+
 func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -503,6 +527,22 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *me
 	cpcfg := controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
 		AccountConcurrency: cfg.AccountConcurrency, ImportStale: cfg.ImageImportStale}
 	if cpcfg.Images, err = cfg.importer(ctx, nc); err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		cpcfg.Mappings, err = esm.OpenStore(ctx, js, cfg.Replicas)
+		return err
+	}); err != nil {
+		return err
+	}
+	if cpcfg.Queues, err = openQueues(ctx, nc, cfg); err != nil {
+		return err
+	}
+	if cpcfg.Streams, err = openStreams(ctx, nc, cfg); err != nil {
 		return err
 	}
 	cp := controlplane.New(cpcfg)
@@ -602,14 +642,15 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		return err
 	}
 	defer logStore.Close()
-	var kinesis *streams.Service // replicated streams
-	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
-		kinesis, err = streams.New(ctx, streams.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas, Logger: cfg.Logger})
-		return err
-	}); err != nil {
+	kinesis, err := openStreams(ctx, nc, cfg)
+	if err != nil {
 		return err
 	}
 	set.Register(kinesis.Metrics())
+	qs, err := openQueues(ctx, nc, cfg)
+	if err != nil {
+		return err
+	}
 	proxy := controlplaneProxy(nc, cfg.transport())
 	reg, err := cfg.registry(ctx, js)
 	if err != nil {
@@ -631,16 +672,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	defer answering.Unsubscribe()
 	var front *roles.Frontend
 	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring,
-		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch target := r.Header.Get("X-Amz-Target"); {
-			case strings.HasPrefix(target, logs.TargetPrefix):
-				logStore.Handler().ServeHTTP(w, r)
-			case strings.HasPrefix(target, streams.TargetPrefix):
-				kinesis.Handler().ServeHTTP(w, r)
-			default:
-				logs.UnknownOperation(w, target)
-			}
-		}),
+		Services: roles.Services(logStore.Handler(), qs.Handler(), kinesis.Handler()),
 		Management: func(signed *http.ServeMux) {
 			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))
 		},
@@ -693,9 +725,46 @@ func runPollers(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics
 	}
 	async.Start(front)
 	defer closeAsync() // pollers first: they invoke through the client
+	closeMappings, err := runMappings(ctx, cfg, front)
+	if err != nil {
+		return err
+	}
+	defer closeMappings()
 	cfg.Logger.Info("pollers up", "pollers", tune.Pollers)
 	<-ctx.Done()
 	return nil
+}
+
+// runMappings runs the event source mappings' pollers, on a NATS
+// connection of their own: leased per mapping with the other pollers
+// processes (a dead one's mappings move here when its leases expire), they
+// read Kiln queues from the replicated JetStream and invoke through the
+// cluster's sync path.
+func runMappings(ctx context.Context, cfg RoleConfig, front esm.Invoker) (func(), error) {
+	nc, err := cfg.connect()
+	if err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	qs, err := openQueues(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	kinesis, err := openStreams(ctx, nc, cfg)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	var p *esm.Pollers
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		p, err = esm.New(ctx, esm.Config{NATS: nc, Invoker: front, Queues: qs, Streams: kinesis, Replicas: cfg.Replicas, Name: cfg.Name, Logger: cfg.Logger})
+		return err
+	}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	p.Start()
+	return func() { p.Close(); nc.Close() }, nil
 }
 
 // forgetChanged calls forget for the function a management call changed

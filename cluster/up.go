@@ -606,6 +606,22 @@ func (f *File) waitReady(ctx context.Context, workers int, d time.Duration) erro
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	// A control plane answers (the frontends' management calls need one).
+	nc, err := f.connect()
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	for {
+		_, err := nc.Request(subjCPWhere, nil, 2*time.Second)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no control plane ready: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	for {
 		st, err := f.Status(ctx, "")
 		if err == nil && len(st.Workers) >= workers && st.allLed() {

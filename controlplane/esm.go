@@ -41,10 +41,22 @@ func (s *Service) mappingRoutes() []route {
 }
 
 // mappingSource checks a mapping's event source: a Kiln queue of the
-// caller's account in this region, or a stream of a NATS the caller runs.
+// caller's account in this region, a queue of a RabbitMQ broker (its ARN
+// of the caller's account and region), or a stream of a NATS the caller
+// runs.
 // It returns its kind and how long a received record stays hidden (the
 // queue's visibility timeout), in seconds.
 func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventSource, stream []string) (esm.Kind, int, error) {
+	if esm.IsBrokerARN(arn) {
+		parts := strings.Split(arn, ":")
+		if len(parts) != 8 || parts[5] != "broker" || parts[6] == "" || parts[7] == "" {
+			return 0, 0, api.Errorf(api.InvalidParameterValue, "Invalid Amazon MQ broker ARN %s: arn:aws:mq:REGION:ACCOUNT:broker:NAME:ID", arn)
+		}
+		if parts[3] != s.cfg.Region || parts[4] != c.caller.Account {
+			return 0, 0, api.Errorf(api.InvalidParameterValue, "Kiln maps only brokers of the caller's account (%s) in %s: %s", c.caller.Account, s.cfg.Region, arn)
+		}
+		return esm.KindRabbitMQ, int(esm.BrokerHold / time.Second), nil
+	}
 	if self != nil && len(self.Endpoints[esm.KafkaServersKey]) > 0 {
 		// Kafka has no hold for a function's timeout to fit in.
 		return esm.KindKafka, 900, nil // the longest function timeout
@@ -59,7 +71,7 @@ func (s *Service) mappingSource(c *call, arn string, self *esm.SelfManagedEventS
 				return 0, 0, api.Errorf(api.InvalidParameterValue, "Error occurred while reading the NATS event source: %v", err)
 			}
 		}
-		return esm.KindNATS, int(esm.NATSHold / time.Second), nil
+		return esm.KindNATS, int(esm.BrokerHold / time.Second), nil
 	}
 	region, account, name, perr := queues.ParseARN(arn)
 	if perr != nil {
@@ -149,12 +161,19 @@ func (s *Service) createMapping(c *call) error {
 	if req.FunctionName == nil {
 		return validation(nil, "functionName", "Member must not be null")
 	}
-	if (req.EventSourceArn == nil) == (req.SelfManagedEventSource == nil) {
-		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb; Kiln maps Kiln queues (EventSourceArn) and NATS streams (SelfManagedEventSource).")
+	rabbit := esm.IsBrokerARN(aws(req.EventSourceArn))
+	if !rabbit && (req.EventSourceArn == nil) == (req.SelfManagedEventSource == nil) {
+		return api.Errorf(api.InvalidParameterValue, "Unrecognized event source, must be kinesis, dynamodb stream, sqs, mq, kafka or documentdb; Kiln maps Kiln queues (EventSourceArn), RabbitMQ brokers (EventSourceArn of Amazon MQ with SelfManagedEventSource) and NATS streams (SelfManagedEventSource).")
 	}
 	var stream []string
 	kafka := req.SelfManagedEventSource != nil && len(req.SelfManagedEventSource.Endpoints[esm.KafkaServersKey]) > 0
-	if kafka {
+	var broker esm.RabbitMQ
+	if rabbit {
+		var err error
+		if broker, err = req.CheckRabbitMQ(*req.EventSourceArn); err != nil {
+			return err
+		}
+	} else if kafka {
 		if err := req.CheckKafka(); err != nil {
 			return err
 		}
@@ -178,6 +197,11 @@ func (s *Service) createMapping(c *call) error {
 	if err := s.mappingDestinations(c, fn, req.DestinationConfig); err != nil {
 		return err
 	}
+	if rabbit {
+		if err := esm.CheckRabbitMQ(broker); err != nil {
+			return api.Errorf(api.InvalidParameterValue, "Error occurred while reading the RabbitMQ event source: %v", err)
+		}
+	}
 	all, err := s.cfg.Mappings.List(c.ctx)
 	if err != nil {
 		return err
@@ -188,11 +212,15 @@ func (s *Service) createMapping(c *call) error {
 		EventSourceMappingArn: "arn:aws:lambda:" + s.cfg.Region + ":" + c.caller.Account + ":event-source-mapping:" + id,
 		LastProcessingResult:  "No records processed", State: esm.StateCreating, StateTransitionReason: "USER_INITIATED",
 	}}
-	if kind == esm.KindNATS {
-		m.SelfManagedEventSource, m.Queues, m.BatchSize, m.HoldSeconds = req.SelfManagedEventSource, stream, esm.DefaultNATSBatchSize, visibility
+	switch kind {
+	case esm.KindNATS:
+		m.SelfManagedEventSource, m.Queues, m.BatchSize, m.HoldSeconds = req.SelfManagedEventSource, stream, esm.DefaultBrokerBatchSize, visibility
 		if req.Topics != nil {
 			m.Topics = *req.Topics
 		}
+	case esm.KindRabbitMQ:
+		m.SetRabbitMQ(broker)
+		m.BatchSize, m.HoldSeconds = esm.DefaultBrokerBatchSize, visibility
 	}
 	if kind == esm.KindKafka || kind == esm.KindKinesis {
 		m.StreamSettings, m.BatchSize = esm.NewStreamSettings(kind, id), esm.DefaultStreamBatchSize
@@ -202,7 +230,7 @@ func (s *Service) createMapping(c *call) error {
 	}
 	req.Apply(m)
 	for _, o := range all {
-		if o.Account == m.Account && o.FunctionArn == fn && o.Source() == m.Source() {
+		if o.Account == m.Account && o.FunctionArn == fn && o.SourceKey() == m.SourceKey() {
 			return api.Errorf(api.ResourceConflict, "An event source mapping with event source (\" %s \") and function (\" %s \") already exists. Please update or delete the existing mapping with UUID %s",
 				m.EventSourceArn+strings.Join(m.Queues, ""), fn, o.UUID)
 		}
@@ -251,7 +279,7 @@ func (s *Service) updateMapping(c *call) error {
 	if err := c.decode(&req); err != nil {
 		return err
 	}
-	if req.EventSourceArn != nil || req.SelfManagedEventSource != nil || req.Queues != nil || req.Topics != nil {
+	if req.EventSourceArn != nil || req.SelfManagedEventSource != nil || req.Queues != nil || req.Topics != nil || req.SourceAccessConfigurations != nil {
 		return api.Errorf(api.InvalidParameterValue, "A mapping's event source cannot change.")
 	}
 	kind, visibility, err := s.mappingSource(c, cur.EventSourceArn, cur.SelfManagedEventSource, nil)

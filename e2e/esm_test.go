@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,18 +11,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/kiln-dev/kiln/esm"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestQueuesAndMappings drives Kiln queues with Debian's AWS CLI (sqs.sh)
 // and event source mappings from them to a Python function with the CLI
 // and boto3 (esm_test.py): bulk messages with a filter, partial batch
 // failures, a poison message to the dead-letter queue, FIFO order, and a
-// SIGKILL of kiln up mid-stream. The function runs in the process sandbox so
-// that it can append what it saw to a file of the test's (the sink survives
-// the kill; the Logs API would lose the last lines of a killed kiln up).
-// $KILN_ESM_MESSAGES sets the bulk and crash queues' size (default 2,000).
+// SIGKILL mid-stream: of kiln up (then restarted), or of the cluster's
+// pollers process running the mapping (the other takes it over). Each
+// target is one of the test's own, with the process sandbox, so that the
+// function can append what it saw to a file of the test's (the sink
+// survives the kill; the Logs API would lose the last lines of a killed
+// kiln up). $KILN_ESM_MESSAGES sets the bulk and crash queues' size
+// (default 2,000).
 func TestQueuesAndMappings(t *testing.T) {
 	requireClients(t)
 	if testing.Short() {
@@ -34,12 +42,17 @@ func TestQueuesAndMappings(t *testing.T) {
 			t.Fatalf("KILN_ESM_MESSAGES=%q: want a number of at least 10", s)
 		}
 	}
-	root := moduleRoot(t)
-	here := filepath.Join(root, "e2e")
-	dir := t.TempDir()
-	if _, err := fntest.BuildKiln(dir); err != nil {
-		t.Fatal(err)
+	suite.mu.Lock()
+	build(t)
+	suite.mu.Unlock()
+	for _, name := range targetNames {
+		t.Run(name, func(t *testing.T) { testMappings(t, name, n) })
 	}
+}
+
+func testMappings(t *testing.T, name string, n int) {
+	here := filepath.Join(moduleRoot(t), "e2e")
+	dir := t.TempDir()
 	code, err := os.ReadFile(filepath.Join(here, "esm_fn.py"))
 	if err != nil {
 		t.Fatal(err)
@@ -54,29 +67,38 @@ func TestQueuesAndMappings(t *testing.T) {
 	}
 	sink := filepath.Join(dir, "sink.jsonl")
 
-	addr := kilntest.FreeAddr(t)
-	k := &kiln{t: t, bin: filepath.Join(dir, "kiln"), data: filepath.Join(dir, "data"), addr: addr,
-		endpoint: "http://" + addr, logPath: filepath.Join(dir, "kiln.log"), args: []string{"--sandbox", "process"}}
-	t.Cleanup(func() {
-		if err := k.stop(); err != nil {
-			t.Error(err)
+	var tg *target
+	var k *kiln
+	switch name {
+	case "up":
+		addr := kilntest.FreeAddr(t)
+		k = &kiln{t: t, bin: suite.bin, data: filepath.Join(dir, "data"), addr: addr,
+			endpoint: "http://" + addr, logPath: filepath.Join(dir, "kiln.log"), args: []string{"--sandbox", "process"}}
+		t.Cleanup(func() {
+			if err := k.stop(); err != nil {
+				t.Error(err)
+			}
+		})
+		k.start()
+		var ident struct{ AccountID string }
+		b, err := os.ReadFile(filepath.Join(k.data, "identity.json"))
+		if err == nil {
+			err = json.Unmarshal(b, &ident)
 		}
-	})
-	k.start()
-	var ident struct{ AccountID string }
-	b, err := os.ReadFile(filepath.Join(k.data, "identity.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &ident)
-	}
-	if err != nil || ident.AccountID == "" {
-		t.Fatalf("account of kiln up: %v", err)
+		if err != nil || ident.AccountID == "" {
+			t.Fatalf("account of kiln up: %v", err)
+		}
+		tg = &target{name: "up", endpoints: []string{k.endpoint}, dir: k.data, accountID: ident.AccountID, log: k.log, up: k}
+	case "cluster":
+		tg = startCluster(t, "cluster-esm", "--sandbox", "process", "--workers", "2")
+		t.Cleanup(func() { tg.cluster.Down() })
 	}
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
-	env := append(clientEnv(&target{name: "up", endpoints: []string{k.endpoint}, dir: k.data, log: k.log, up: k}, home, nil), "ACCOUNT="+ident.AccountID, "ESM_ZIP="+zipPath, "SINK="+sink,
+	env := append(clientEnv(tg, home, nil), "ACCOUNT="+tg.accountID, "ESM_ZIP="+zipPath, "SINK="+sink,
 		"N="+strconv.Itoa(n), "DEADLINE=240")
 	script := func(t *testing.T, timeout time.Duration, args ...string) {
-		runScript(t, k.log, timeout, env, args[0], args[1:]...)
+		runScript(t, tg.log, timeout, env, args[0], args[1:]...)
 	}
 	sqsSh, esmPy := filepath.Join(here, "sqs.sh"), filepath.Join(here, "esm_test.py")
 
@@ -89,9 +111,11 @@ func TestQueuesAndMappings(t *testing.T) {
 		script(t, 300*time.Second, python, esmPy, "verify")
 	})
 	t.Run("SIGKILL mid-stream", func(t *testing.T) {
-		parent := k.t
-		k.t = t
-		defer func() { k.t = parent }()
+		if k != nil {
+			parent := k.t
+			k.t = t
+			defer func() { k.t = parent }()
+		}
 		script(t, 120*time.Second, python, esmPy, "crash-send")
 		// Kill once the function has seen some of the crash queue, but not all.
 		deadline := time.Now().Add(120 * time.Second)
@@ -102,18 +126,109 @@ func TestQueuesAndMappings(t *testing.T) {
 				if seen >= n {
 					t.Fatalf("all %d crash messages processed before the kill: nothing to check", n)
 				}
-				t.Logf("SIGKILL of kiln up (pid %d) after %d of %d crash messages", k.cmd.Process.Pid, seen, n)
+				t.Logf("%d of %d crash messages processed", seen, n)
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the function saw %d crash messages within 120s\n%s", seen, k.log())
+				t.Fatalf("the function saw %d crash messages within 120s\n%s", seen, tg.log())
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
-		<-k.exited
-		k.cmd = nil
-		k.start()
+		if k != nil {
+			t.Logf("SIGKILL of kiln up (pid %d)", k.cmd.Process.Pid)
+			syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+			<-k.exited
+			k.cmd = nil
+			k.start()
+		} else {
+			holder := crashHolder(t, tg)
+			p, err := tg.cluster.Kill(holder)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("SIGKILL of %s (pid %d), the pollers process running the crash mapping", holder, p.PID)
+		}
 		script(t, 300*time.Second, python, esmPy, "crash-verify")
+	})
+}
+
+// crashHolder is the cluster process holding the crash queue's mapping.
+func crashHolder(t *testing.T, tg *target) string {
+	nc, err := tg.connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := esm.OpenStore(ctx, js, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := store.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if strings.HasSuffix(m.EventSourceArn, ":crash") {
+			holder, err := esm.Holder(ctx, js, m.UUID)
+			if err != nil || !strings.HasPrefix(holder, "pollers-") {
+				t.Fatalf("holder of the crash mapping: %q %v", holder, err)
+			}
+			return holder
+		}
+	}
+	t.Fatal("no mapping of the crash queue")
+	return ""
+}
+
+// TestQueuesOnEveryEndpoint: a queue created through one endpoint is
+// served by every one (each cluster frontend serves the SQS API on the
+// replicated queues): a message sent through each is received and deleted
+// through the last.
+func TestQueuesOnEveryEndpoint(t *testing.T) {
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		sqsAt := func(endpoint string) *sqs.Client {
+			return sqs.New(sqs.Options{Region: region, BaseEndpoint: aws.String(endpoint), Credentials: creds(), RetryMaxAttempts: 1})
+		}
+		q, err := sqsAt(tg.endpoints[0]).CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String("every-endpoint")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{}
+		for _, ep := range tg.endpoints {
+			c := sqsAt(ep)
+			u, err := c.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String("every-endpoint")})
+			if err != nil {
+				t.Fatalf("GetQueueUrl through %s: %v", ep, err)
+			}
+			if _, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: u.QueueUrl, MessageBody: aws.String(ep)}); err != nil {
+				t.Fatalf("SendMessage through %s: %v", ep, err)
+			}
+			want[ep] = true
+		}
+		last := sqsAt(tg.endpoints[len(tg.endpoints)-1])
+		for deadline := time.Now().Add(30 * time.Second); len(want) > 0; {
+			out, err := last.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: q.QueueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range out.Messages {
+				delete(want, aws.ToString(m.Body))
+				if _, err := last.DeleteMessage(ctx, &sqs.DeleteMessageInput{QueueUrl: q.QueueUrl, ReceiptHandle: m.ReceiptHandle}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("messages sent through %v not received through %s", want, tg.endpoints[len(tg.endpoints)-1])
+			}
+		}
+		if _, err := last.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: q.QueueUrl}); err != nil {
+			t.Fatal(err)
+		}
 	})
 }

@@ -34,6 +34,8 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/eventfilter"
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -72,12 +74,13 @@ type Configuration struct {
 	FunctionArn                    string
 	BatchSize                      int
 	MaximumBatchingWindowInSeconds int
-	FilterCriteria                 *FilterCriteria         `json:",omitempty"`
-	FunctionResponseTypes          []string                `json:",omitempty"`
-	ScalingConfig                  *ScalingConfig          `json:",omitempty"`
-	SelfManagedEventSource         *SelfManagedEventSource `json:",omitempty"`
-	Queues                         []string                `json:",omitempty"`
-	Topics                         []string                `json:",omitempty"`
+	FilterCriteria                 *FilterCriteria             `json:",omitempty"`
+	FunctionResponseTypes          []string                    `json:",omitempty"`
+	ScalingConfig                  *ScalingConfig              `json:",omitempty"`
+	SelfManagedEventSource         *SelfManagedEventSource     `json:",omitempty"`
+	SourceAccessConfigurations     []SourceAccessConfiguration `json:",omitempty"`
+	Queues                         []string                    `json:",omitempty"`
+	Topics                         []string                    `json:",omitempty"`
 	LastModified                   float64
 	LastProcessingResult           string
 	State                          string
@@ -91,19 +94,64 @@ type SelfManagedEventSource struct {
 	Endpoints map[string][]string
 }
 
+// SourceAccessConfiguration is one of a broker source's settings.
+type SourceAccessConfiguration struct {
+	Type string
+	URI  string
+}
+
 // Mapping is a stored mapping: its document, its account and whether it is
-// to be enabled (the State says whether it is). HoldSeconds is a NATS
-// source's hold.
+// to be enabled (the State says whether it is). HoldSeconds is a broker
+// source's hold; BasicAuth a RabbitMQ source's USER:PASSWORD (the
+// document shows it masked).
 type Mapping struct {
 	Configuration
 	Account     string
 	Enabled     bool
-	HoldSeconds int `json:",omitempty"`
+	HoldSeconds int    `json:",omitempty"`
+	BasicAuth   string `json:",omitempty"`
 }
 
-// NATS tells whether the mapping reads a NATS stream (else a Kiln queue).
+// NATS tells whether the mapping reads a NATS stream.
 func (m *Mapping) NATS() bool {
-	return m.SelfManagedEventSource != nil && len(m.SelfManagedEventSource.Endpoints[NATSServersKey]) > 0
+	return m.SelfManagedEventSource != nil && m.SelfManagedEventSource.Endpoints[NATSServersKey] != nil
+}
+
+// RabbitMQ tells whether the mapping reads a RabbitMQ queue (its
+// EventSourceArn names an Amazon MQ broker).
+func (m *Mapping) RabbitMQ() bool { return IsBrokerARN(m.EventSourceArn) }
+
+// IsBrokerARN tells whether arn names an Amazon MQ broker.
+func IsBrokerARN(arn string) bool { return strings.HasPrefix(arn, "arn:aws:mq:") }
+
+// SetRabbitMQ makes the mapping read src, keeping its password out of
+// the document.
+func (m *Mapping) SetRabbitMQ(src RabbitMQ) {
+	m.SelfManagedEventSource = &SelfManagedEventSource{Endpoints: map[string][]string{RabbitMQBrokersKey: {src.URL}}}
+	m.Queues = []string{src.Queue}
+	m.BasicAuth = src.User + ":" + src.Password
+	m.SourceAccessConfigurations = []SourceAccessConfiguration{{Type: BasicAuth, URI: src.User + ":********"}, {Type: VirtualHost, URI: src.VirtualHost}}
+}
+
+// RabbitMQSource is the queue a RabbitMQ mapping reads.
+func (m *Mapping) RabbitMQSource() RabbitMQ {
+	src := RabbitMQ{URL: m.SelfManagedEventSource.Endpoints[RabbitMQBrokersKey][0], Queue: m.Queues[0], ARN: m.EventSourceArn}
+	src.User, src.Password, _ = strings.Cut(m.BasicAuth, ":")
+	for _, c := range m.SourceAccessConfigurations {
+		if c.Type == VirtualHost {
+			src.VirtualHost = c.URI
+		}
+	}
+	return src
+}
+
+// SourceKey names the mapping's source: two mappings of one function may
+// not share it.
+func (m *Mapping) SourceKey() string {
+	if m.SelfManagedEventSource == nil {
+		return m.EventSourceArn
+	}
+	return fmt.Sprint(m.EventSourceArn, m.SelfManagedEventSource.Endpoints, m.Queues, m.Topics)
 }
 
 // NATSServers is a NATS source's server URLs, comma-separated.
@@ -155,8 +203,13 @@ var ErrNotFound = errors.New("event source mapping not found")
 // ErrConflict is returned when a mapping changed since it was read.
 var ErrConflict = errors.New("event source mapping changed concurrently")
 
-// Store keeps mappings in JetStream KV.
-type Store struct{ kv jetstream.KeyValue }
+// Store keeps mappings in JetStream KV; a replicated bucket is read from
+// its stream leader (natsd.LeaderGet), so a mapping is found right after it
+// was created.
+type Store struct {
+	kv jetstream.KeyValue
+	nc *nats.Conn // leader reads; nil: the KV API's
+}
 
 // OpenStore opens (creating it if needed) the mappings' bucket.
 func OpenStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
@@ -165,7 +218,11 @@ func OpenStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Stor
 	if err != nil {
 		return nil, fmt.Errorf("esm: %w", err)
 	}
-	return &Store{kv: kv}, nil
+	s := &Store{kv: kv}
+	if replicas > 1 {
+		s.nc = js.Conn()
+	}
+	return s, nil
 }
 
 // Create stores a new mapping.
@@ -177,7 +234,7 @@ func (s *Store) Create(ctx context.Context, m *Mapping) error {
 
 // Get reads a mapping and its revision.
 func (s *Store) Get(ctx context.Context, uuid string) (*Mapping, uint64, error) {
-	e, err := s.kv.Get(ctx, uuid)
+	v, rev, err := s.get(ctx, uuid)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return nil, 0, ErrNotFound
 	}
@@ -185,10 +242,21 @@ func (s *Store) Get(ctx context.Context, uuid string) (*Mapping, uint64, error) 
 		return nil, 0, err
 	}
 	var m Mapping
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
+	if err := json.Unmarshal(v, &m); err != nil {
 		return nil, 0, fmt.Errorf("mapping %s: %w", uuid, err)
 	}
-	return &m, e.Revision(), nil
+	return &m, rev, nil
+}
+
+func (s *Store) get(ctx context.Context, uuid string) ([]byte, uint64, error) {
+	if s.nc != nil {
+		return natsd.LeaderGet(ctx, s.nc, bucket, uuid)
+	}
+	e, err := s.kv.Get(ctx, uuid)
+	if err != nil {
+		return nil, 0, err
+	}
+	return e.Value(), e.Revision(), nil
 }
 
 // Modify changes a mapping by compare-and-set, retrying on a concurrent

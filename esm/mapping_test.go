@@ -20,10 +20,12 @@ import (
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/kilntest/rabbitmqtest"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // TestMain lets this test binary be the agent of the environments its
@@ -376,6 +378,18 @@ func main() {
 }
 `
 
+// startWithSink starts a Kiln with the Go function fn (its source) as
+// "fn", writing to the file sink.
+func startWithSink(t *testing.T, fn string) (s *server.Server, lam *lambda.Client, sink string) {
+	s = kilntest.Start(t, server.Config{})
+	lam = kilntest.Lambda(s)
+	sink = filepath.Join(t.TempDir(), "sink")
+	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
+		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, fn)},
+		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	return s, lam, sink
+}
+
 // TestNATSMapping maps a stream of a user's own NATS (another server,
 // over TCP) to a function: every message of the subject is processed, the
 // mapping's consumer is left with nothing pending, and deleting the
@@ -396,12 +410,7 @@ func TestNATSMapping(t *testing.T) {
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}}); err != nil {
 		t.Fatal(err)
 	}
-	s := kilntest.Start(t, server.Config{})
-	lam := kilntest.Lambda(s)
-	sink := filepath.Join(t.TempDir(), "sink")
-	kilntest.MustCreate(t, lam, &lambda.CreateFunctionInput{FunctionName: aws.String("fn"), Runtime: ltypes.RuntimeProvidedal2023,
-		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, natsGo)},
-		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
+	_, lam, sink := startWithSink(t, natsGo)
 	source := func(url string) *ltypes.SelfManagedEventSource {
 		return &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"NATS_SERVERS": {url}}}
 	}
@@ -476,5 +485,126 @@ func TestNATSMapping(t *testing.T) {
 			t.Fatal("the deleted mapping's consumer is still on the stream")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// rabbitGo is an aws-lambda-go function taking events.RabbitMQEvent, the
+// library's own type for Lambda's RabbitMQ event: it writes each message's
+// data to $SINK.
+const rabbitGo = `package main
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"os"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+func main() {
+	lambda.Start(func(ctx context.Context, ev events.RabbitMQEvent) error {
+		msgs := ev.MessagesByQueue["orders::/"]
+		if ev.EventSource != "aws:rmq" || len(ev.MessagesByQueue) != 1 || len(msgs) == 0 {
+			return fmt.Errorf("event %+v", ev)
+		}
+		f, err := os.OpenFile(os.Getenv("SINK"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		var out []byte
+		for _, m := range msgs {
+			data, err := base64.StdEncoding.DecodeString(m.Data)
+			if err != nil || m.BasicProperties.ContentType != "text/plain" || int(m.BasicProperties.BodySize) != len(data) {
+				return fmt.Errorf("message %+v: %v", m, err)
+			}
+			out = fmt.Appendf(out, "%s 1 k\n", data)
+		}
+		_, err = f.Write(out)
+		return err
+	})
+}
+`
+
+// TestRabbitMQMapping maps a queue of a RabbitMQ broker (Debian's
+// rabbitmq-server, started by the test) to a function with Amazon MQ's
+// mapping shape: bad credentials and a missing queue are refused, the
+// password never shows, every message the filter (on the data, decoded)
+// matches is processed, the others are deleted, and the queue ends empty.
+func TestRabbitMQMapping(t *testing.T) {
+	broker := rabbitmqtest.Start(t)
+	ch, err := broker.Dial(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare("orders", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	s, lam, sink := startWithSink(t, rabbitGo)
+	ctx := context.Background()
+	arn := "arn:aws:mq:us-east-1:" + s.Identity.AccountID + ":broker:orders:b-1"
+	mapping := func(queue, auth string) *lambda.CreateEventSourceMappingInput {
+		return &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("fn"), EventSourceArn: aws.String(arn),
+			SelfManagedEventSource: &ltypes.SelfManagedEventSource{Endpoints: map[string][]string{"RABBITMQ_BROKERS": {broker.URL}}},
+			Queues:                 []string{queue},
+			SourceAccessConfigurations: []ltypes.SourceAccessConfiguration{{Type: ltypes.SourceAccessTypeBasicAuth, URI: aws.String(auth)},
+				{Type: ltypes.SourceAccessTypeVirtualHost, URI: aws.String("/")}},
+			BatchSize: aws.Int32(50), MaximumBatchingWindowInSeconds: aws.Int32(1),
+			FilterCriteria: &ltypes.FilterCriteria{Filters: []ltypes.Filter{{Pattern: aws.String(`{"data":{"kind":["work"]}}`)}}}}
+	}
+	for what, in := range map[string]*lambda.CreateEventSourceMappingInput{
+		"wrong password": mapping("orders", "guest:nope"), "missing queue": mapping("missing", "guest:guest"),
+		"no password": mapping("orders", "guest"),
+	} {
+		if _, err := lam.CreateEventSourceMapping(ctx, in); !strings.Contains(fmt.Sprint(err), "InvalidParameterValueException") {
+			t.Errorf("%s: %v, want InvalidParameterValueException", what, err)
+		}
+	}
+	m, err := lam.CreateEventSourceMapping(ctx, mapping("orders", "guest:guest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if aws.ToString(m.EventSourceArn) != arn || fmt.Sprint(m.Queues) != "[orders]" || len(m.SourceAccessConfigurations) != 2 ||
+		aws.ToString(m.SourceAccessConfigurations[0].URI) != "guest:********" {
+		t.Errorf("created %+v %+v", m, m.SourceAccessConfigurations)
+	}
+	const n = 300
+	for i := range n {
+		for _, kind := range []string{"work", "skip"} {
+			body := fmt.Sprintf(`{"kind":%q,"i":%d}`, kind, i)
+			if err := ch.PublishWithContext(ctx, "", "orders", false, false, amqp.Publishing{ContentType: "text/plain", Body: []byte(body)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		b, _ := os.ReadFile(sink)
+		q, err := ch.QueueDeclarePassive("orders", true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Count(string(b), "\n") >= n && q.Messages == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages processed, %d left in the queue", strings.Count(string(b), "\n"), n, q.Messages)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(sink)
+	for i := range n {
+		if !strings.Contains(string(b), fmt.Sprintf(`{"kind":"work","i":%d} 1`, i)) {
+			t.Errorf("work %d not processed", i)
+		}
+	}
+	if strings.Contains(string(b), "skip") {
+		t.Error("a message no filter matches was delivered")
+	}
+	got, err := lam.GetEventSourceMapping(ctx, &lambda.GetEventSourceMappingInput{UUID: m.UUID})
+	if err != nil || aws.ToString(got.LastProcessingResult) != "OK" || strings.Contains(fmt.Sprint(got.SourceAccessConfigurations), "guest:guest") {
+		t.Errorf("mapping %+v: %v", got, err)
 	}
 }

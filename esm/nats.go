@@ -23,11 +23,6 @@ import (
 // NATSServersKey is the Endpoints key of a NATS source's server URLs.
 const NATSServersKey = "NATS_SERVERS"
 
-// NATSHold is how long a NATS record stays hidden once received (NATS
-// streams have no visibility timeout of their own): past the longest
-// function timeout, 15 minutes, as a queue's visibility timeout must be.
-const NATSHold = 16 * time.Minute
-
 // natsRecord is a NATS message as the function receives it.
 type natsRecord struct {
 	Subject        string              `json:"subject"`

@@ -1,6 +1,7 @@
 package esm
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,7 +44,11 @@ type Config struct {
 	// ReceiveWait is a batch loop's long poll on an empty source; 0 means
 	// 20 s (SQS's most). A loop beyond the first ends after one empty poll.
 	ReceiveWait time.Duration
-	Logger      *slog.Logger
+	// Name names this process in the leases it holds (their values are
+	// NAME/random), so an operator or a fault test sees who runs a mapping;
+	// empty means "esm".
+	Name   string
+	Logger *slog.Logger
 }
 
 // Pollers runs the event source mappings whose leases it holds.
@@ -91,7 +96,7 @@ func New(ctx context.Context, cfg Config) (*Pollers, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &Pollers{cfg: cfg, store: store, log: cfg.Logger, ctx: runCtx, cancel: cancel, done: make(chan struct{}),
-		leases: &lease.Holder{KV: kv, ID: "esm-" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}
+		leases: &lease.Holder{KV: kv, ID: cmp.Or(cfg.Name, "esm") + "/" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}
 	if p.streams, err = newStreams(ctx, p, js, kv); err != nil {
 		cancel()
 		return nil, err
@@ -307,6 +312,13 @@ func (p *Pollers) newRunner(ctx context.Context, m *Mapping) (*runner, error) {
 
 // open opens a mapping's source.
 func (p *Pollers) open(ctx context.Context, m *Mapping) (Source, error) {
+	if m.RabbitMQ() {
+		src, err := OpenRabbitMQ(m.RabbitMQSource(), time.Duration(m.HoldSeconds)*time.Second)
+		if err != nil {
+			return nil, fmt.Errorf("event source: %w", err)
+		}
+		return src, nil
+	}
 	if m.NATS() {
 		var subject string
 		if len(m.Topics) > 0 {
@@ -381,11 +393,28 @@ func (r *runner) loop() {
 }
 
 // recordOverhead is what a record adds to the payload beyond its own bytes
-// (the comma), and payloadOverhead the {"Records":[]} around them.
-const (
-	recordOverhead  = 1
-	payloadOverhead = len(`{"Records":[]}`)
-)
+// (the comma).
+const recordOverhead = 1
+
+// envelope is the event around a batch's records: SQS's and NATS's
+// {"Records":[…]}, or what the source makes (RabbitMQ's).
+func envelope(src Source, recs []Record) []byte {
+	if e, ok := src.(interface{ Envelope([]Record) []byte }); ok {
+		return e.Envelope(recs)
+	}
+	return append(joinRecords([]byte(`{"Records":[`), recs), "]}"...)
+}
+
+// joinRecords appends the records to b, comma-separated.
+func joinRecords(b []byte, recs []Record) []byte {
+	for i, rec := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, rec.Data...)
+	}
+	return b
+}
 
 // collect gathers a batch: up to BatchSize records and MaxPayload bytes,
 // for up to the batching window after the first. A record that would
@@ -395,7 +424,7 @@ func (r *runner) collect(carry *[]Record) (batch []Record, full bool, err error)
 	size := max(r.m.BatchSize, 1)
 	window := time.Duration(r.m.MaximumBatchingWindowInSeconds) * time.Second
 	batch, *carry = *carry, nil
-	bytes := payloadOverhead
+	bytes := len(envelope(r.src, nil))
 	for _, rec := range batch {
 		bytes += len(rec.Data) + recordOverhead
 	}
@@ -447,7 +476,11 @@ func (r *runner) process(batch []Record) {
 			pass = append(pass, rec)
 			continue
 		}
-		ev, err := eventfilter.Decode(rec.Data, r.src.FilterFields()...)
+		view := rec.Data
+		if v, ok := r.src.(interface{ FilterView(Record) []byte }); ok {
+			view = v.FilterView(rec)
+		}
+		ev, err := eventfilter.Decode(view, r.src.FilterFields()...)
 		if err == nil && r.filters.Match(ev) {
 			pass = append(pass, rec)
 		} else {
@@ -462,17 +495,7 @@ func (r *runner) process(batch []Record) {
 	if len(pass) == 0 {
 		return
 	}
-	payload := make([]byte, 0, 1<<12)
-	payload = append(payload, `{"Records":[`...)
-	for i, rec := range pass {
-		if i > 0 {
-			payload = append(payload, ',')
-		}
-		payload = append(payload, rec.Data...)
-	}
-	payload = append(payload, "]}"...)
-
-	resp, ok := r.invoke(pass, payload, received)
+	resp, ok := r.invoke(pass, envelope(r.src, pass), received)
 	if !ok {
 		return
 	}
@@ -590,4 +613,22 @@ func pause(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// Holder tells which process runs a mapping: the Name its pollers were
+// given, or "" while nobody holds the mapping's lease.
+func Holder(ctx context.Context, js jetstream.JetStream, uuid string) (string, error) {
+	kv, err := js.KeyValue(ctx, leaseBucket)
+	if err != nil {
+		return "", err
+	}
+	e, err := kv.Get(ctx, uuid)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	name, _, _ := strings.Cut(string(e.Value()), "/")
+	return name, nil
 }

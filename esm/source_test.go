@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/eventfilter"
+	"github.com/kiln-dev/kiln/kilntest/rabbitmqtest"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/queues"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // sourceUnderTest is a source of the conformance suite and how to feed it.
@@ -268,5 +271,121 @@ func TestNATSSource(t *testing.T) {
 				json.Unmarshal(r.Data, &rec)
 				return string(rec.Data)
 			}}
+	})
+}
+
+// TestRabbitMQSource runs the conformance suite on a queue of a real
+// RabbitMQ broker (Debian's rabbitmq-server, started by the test), and
+// checks the event's shape against Lambda's RabbitMQ event.
+func TestRabbitMQSource(t *testing.T) {
+	broker := rabbitmqtest.Start(t)
+	ch, err := broker.Dial(t).Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	arn := "arn:aws:mq:us-east-1:123456789012:broker:kiln:b-1"
+	open := func(t *testing.T, name string, hold time.Duration) (Source, func(bodies ...amqp.Publishing)) {
+		if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		src, err := OpenRabbitMQ(RabbitMQ{URL: broker.URL, User: broker.User, Password: broker.Pass, VirtualHost: "/", Queue: name, ARN: arn}, hold)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(src.(interface{ Close() }).Close)
+		return src, func(msgs ...amqp.Publishing) {
+			for _, m := range msgs {
+				if err := ch.PublishWithContext(ctx, "", name, false, false, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	testSource(t, func(t *testing.T, name string, hold time.Duration) sourceUnderTest {
+		src, publish := open(t, name, hold)
+		return sourceUnderTest{src: src,
+			send: func(t *testing.T, bodies ...string) {
+				for _, b := range bodies {
+					publish(amqp.Publishing{Body: []byte(b)})
+				}
+			},
+			body: func(r Record) string {
+				var rec rmqRecord
+				json.Unmarshal(r.Data, &rec)
+				return string(rec.Data)
+			}}
+	})
+
+	t.Run("a lost connection gives back what was held", func(t *testing.T) {
+		src, publish := open(t, "lost", time.Minute)
+		publish(amqp.Publishing{Body: []byte("z")})
+		first, err := src.Receive(ctx, 1, 10*time.Second)
+		if err != nil || len(first) != 1 {
+			t.Fatalf("receive: %v %v", first, err)
+		}
+		src.(*rabbitSource).conn.Close()
+		var again []Record
+		for deadline := time.Now().Add(20 * time.Second); len(again) == 0 && time.Now().Before(deadline); {
+			again, _ = src.Receive(ctx, 1, time.Second) // the first fails on the closed channel
+		}
+		var rec rmqRecord
+		if len(again) != 1 || json.Unmarshal(again[0].Data, &rec) != nil || string(rec.Data) != "z" || !rec.Redelivered || again[0].ID != first[0].ID {
+			t.Fatalf("after the connection was lost: %+v", again)
+		}
+		if err := src.Delete(ctx, first); err == nil {
+			t.Error("deleting a record of the lost connection succeeded; it was given back")
+		}
+		if err := src.Delete(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("Lambda's event shape", func(t *testing.T) {
+		src, publish := open(t, "shape", time.Minute)
+		publish(amqp.Publishing{Body: []byte(`{"k":1}`), ContentType: "application/json", MessageId: "m-1", Priority: 3,
+			DeliveryMode: 2, Timestamp: time.Unix(2021, 0), Headers: amqp.Table{"h": "v", "n": int32(10)}})
+		recs, err := src.Receive(ctx, 10, 10*time.Second)
+		if err != nil || len(recs) != 1 {
+			t.Fatalf("receive: %v %v", recs, err)
+		}
+		if recs[0].ID != "m-1" {
+			t.Errorf("record id %q, want the message id", recs[0].ID)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal(envelope(src, recs), &ev); err != nil {
+			t.Fatal(err)
+		}
+		byQueue := ev["rmqMessagesByQueue"].(map[string]any)
+		msgs, _ := byQueue["shape::/"].([]any)
+		if ev["eventSource"] != "aws:rmq" || ev["eventSourceArn"] != arn || len(byQueue) != 1 || len(msgs) != 1 {
+			t.Fatalf("event %v", ev)
+		}
+		m := msgs[0].(map[string]any)
+		p := m["basicProperties"].(map[string]any)
+		h := p["headers"].(map[string]any)
+		if m["data"] != "eyJrIjoxfQ==" || m["redelivered"] != false || p["contentType"] != "application/json" ||
+			p["messageId"] != "m-1" || p["priority"] != 3.0 || p["deliveryMode"] != 2.0 || p["bodySize"] != 7.0 ||
+			p["timestamp"] != "Jan 1, 1970, 12:33:41 AM" || p["correlationId"] != nil || p["replyTo"] != nil ||
+			fmt.Sprint(h["h"]) != "map[bytes:[118]]" || h["n"] != 10.0 {
+			t.Errorf("message %s", recs[0].Data)
+		}
+		for _, k := range []string{"contentEncoding", "expiration", "type", "userId", "appId", "clusterId"} {
+			if v, ok := p[k]; !ok || v != nil {
+				t.Errorf("basicProperties.%s = %v (present %v), want null", k, v, ok)
+			}
+		}
+		// Filters match the data decoded, as JSON when it is JSON.
+		for pattern, want := range map[string]bool{`{"data":{"k":[1]}}`: true, `{"data":{"k":[2]}}`: false} {
+			f, err := eventfilter.ParseAll([]string{pattern})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev, err := eventfilter.Decode(src.(*rabbitSource).FilterView(recs[0]), src.FilterFields()...)
+			if err != nil || f.Match(ev) != want {
+				t.Errorf("filter %s: match %v (%v), want %v", pattern, !want, err, want)
+			}
+		}
+		src.Delete(ctx, recs)
 	})
 }

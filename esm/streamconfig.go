@@ -61,19 +61,6 @@ func (m *Mapping) Kinesis() bool { return strings.HasPrefix(m.EventSourceArn, "a
 // Stream tells whether the mapping reads shards (Kinesis, Kafka).
 func (m *Mapping) Stream() bool { return m.Kafka() || m.Kinesis() }
 
-// Source names the mapping's source: its ARN, or its servers and stream or
-// topic. Two mappings of one function may not share it.
-func (m *Mapping) Source() string {
-	if m.SelfManagedEventSource == nil {
-		return m.EventSourceArn
-	}
-	var eps []string
-	for k, v := range m.SelfManagedEventSource.Endpoints {
-		eps = append(eps, k+"="+strings.Join(v, ","))
-	}
-	return strings.Join(eps, ";") + "/" + strings.Join(m.Queues, ",") + "/" + strings.Join(m.Topics, ",")
-}
-
 // policy is what the decisions read of the mapping.
 func (m *Mapping) policy() streamPolicy {
 	pol := streamPolicy{maxRetries: -1}

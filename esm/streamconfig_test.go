@@ -45,7 +45,7 @@ func TestStreamRequestCheck(t *testing.T) {
 		{"scaling config", Request{StartingPosition: latest, ScalingConfig: &ScalingConfig{MaximumConcurrency: n(5)}}, KindKinesis, true, "ScalingConfig"},
 		{"consumer group on kinesis", Request{StartingPosition: latest, SelfManagedKafkaEventSourceConfig: &KafkaConfig{"g"}}, KindKinesis, true, "SelfManagedKafkaEventSourceConfig"},
 		{"window on kafka", Request{StartingPosition: latest, TumblingWindowInSeconds: n(60)}, KindKafka, true, "TumblingWindowInSeconds"},
-		{"authentication on kafka", Request{StartingPosition: latest, SourceAccessConfigurations: []byte(`[]`)}, KindKafka, true, "SourceAccessConfigurations"},
+		{"authentication on kafka", Request{StartingPosition: latest, SourceAccessConfigurations: &[]SourceAccessConfiguration{}}, KindKafka, true, "SourceAccessConfigurations"},
 		{"topics on kinesis", Request{StartingPosition: latest, Topics: &[]string{"t"}}, KindKinesis, true, "Topics"},
 		{"stream setting on a queue", Request{ParallelizationFactor: n(2)}, KindQueue, true, "Unsupported ParallelizationFactor parameter for SQS"},
 		{"kafka", Request{SelfManagedEventSource: servers, Topics: &[]string{"orders"}}, KindKafka, true, "kafka:"},

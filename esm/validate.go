@@ -1,8 +1,8 @@
 package esm
 
 import (
-	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 
@@ -31,12 +31,15 @@ type Request struct {
 	BisectBatchOnFunctionError *bool
 	TumblingWindowInSeconds    *int
 	DestinationConfig          *api.DestinationConfig
-	SourceAccessConfigurations json.RawMessage
+
+	// A RabbitMQ source: credentials and virtual host.
+	SourceAccessConfigurations *[]SourceAccessConfiguration
 
 	// A Kafka source's consumer group.
 	SelfManagedKafkaEventSourceConfig *KafkaConfig
 
-	// A NATS source: servers, stream, subject filter.
+	// A NATS source: servers, stream, subject filter. A RabbitMQ source:
+	// the broker's URL, the queue.
 	SelfManagedEventSource *SelfManagedEventSource
 	Queues                 *[]string
 	Topics                 *[]string
@@ -52,16 +55,17 @@ const (
 	KindNATS                  // a stream of a user's NATS
 	KindKinesis               // a Kiln stream (Kinesis API)
 	KindKafka                 // a topic of a user's Kafka
+	KindRabbitMQ              // a queue of a user's RabbitMQ
 )
 
 // Limits of a mapping.
 const (
-	DefaultBatchSize     = 10  // of a Kiln queue, as SQS's
-	DefaultNATSBatchSize = 100 // of a NATS stream, as Amazon MQ's
-	MaxBatchSize         = 10000
-	MaxFifoBatchSize     = 10
-	MaxWindow            = 300
-	MaxFilters           = 5
+	DefaultBatchSize       = 10  // of a Kiln queue, as SQS's
+	DefaultBrokerBatchSize = 100 // of a NATS stream or a RabbitMQ queue, as Amazon MQ's
+	MaxBatchSize           = 10000
+	MaxFifoBatchSize       = 10
+	MaxWindow              = 300
+	MaxFilters             = 5
 	// MaxPayload is the most a batch's payload holds (Lambda's synchronous
 	// invoke limit).
 	MaxPayload = 6 << 20
@@ -135,17 +139,22 @@ func (r *Request) Check(kind Kind, create bool) error {
 	if stream {
 		return r.checkStream(kind, create)
 	}
-	source, nats := "SQS", kind == KindNATS
-	if nats {
+	source, nats, rabbit := "SQS", kind == KindNATS, kind == KindRabbitMQ
+	switch {
+	case nats:
 		source = "NATS"
+	case rabbit:
+		source = "MQ"
 	}
+	broker := nats || rabbit
 	for name, set := range map[string]bool{
-		"StartingPosition": r.StartingPosition != nil, "StartingPositionTimestamp": r.StartingPositionTimestamp != nil,
+		"FunctionResponseTypes": r.FunctionResponseTypes != nil && rabbit,
+		"StartingPosition":      r.StartingPosition != nil, "StartingPositionTimestamp": r.StartingPositionTimestamp != nil,
 		"ParallelizationFactor": r.ParallelizationFactor != nil, "MaximumRetryAttempts": r.MaximumRetryAttempts != nil,
 		"MaximumRecordAgeInSeconds": r.MaximumRecordAgeInSeconds != nil, "BisectBatchOnFunctionError": r.BisectBatchOnFunctionError != nil,
 		"TumblingWindowInSeconds": r.TumblingWindowInSeconds != nil, "DestinationConfig": r.DestinationConfig != nil,
-		"SourceAccessConfigurations": r.SourceAccessConfigurations != nil, "SelfManagedKafkaEventSourceConfig": r.SelfManagedKafkaEventSourceConfig != nil,
-		"Topics": r.Topics != nil && !nats, "Queues": r.Queues != nil && !nats, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !nats,
+		"SourceAccessConfigurations": r.SourceAccessConfigurations != nil && !rabbit, "SelfManagedKafkaEventSourceConfig": r.SelfManagedKafkaEventSourceConfig != nil,
+		"Topics":                     r.Topics != nil && !nats, "Queues": r.Queues != nil && !broker, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !broker,
 	} {
 		if set {
 			return api.Errorf(api.InvalidParameterValue, "Unsupported %s parameter for %s event source.", name, source)
@@ -175,6 +184,48 @@ func (r *Request) CheckNATS() error {
 		return api.Errorf(api.InvalidParameterValue, "A NATS event source takes at most one subject filter in Topics.")
 	}
 	return nil
+}
+
+var rabbitQueueRe = regexp.MustCompile(`^[\s\S]{1,1000}$`)
+
+// CheckRabbitMQ checks a new mapping's RabbitMQ source and returns it:
+// the broker's URL, one queue, BASIC_AUTH USER:PASSWORD and optionally a
+// VIRTUAL_HOST ("/" when not given).
+func (r *Request) CheckRabbitMQ(arn string) (RabbitMQ, error) {
+	if r.SelfManagedEventSource == nil || len(r.SelfManagedEventSource.Endpoints[RabbitMQBrokersKey]) != 1 ||
+		len(r.SelfManagedEventSource.Endpoints) != 1 {
+		return RabbitMQ{}, api.Errorf(api.InvalidParameterValue, "A RabbitMQ event source takes SelfManagedEventSource.Endpoints %s: the broker's URL.", RabbitMQBrokersKey)
+	}
+	src := RabbitMQ{URL: r.SelfManagedEventSource.Endpoints[RabbitMQBrokersKey][0], VirtualHost: "/", ARN: arn}
+	if u, err := url.Parse(src.URL); err != nil || u.Scheme != "amqp" && u.Scheme != "amqps" || u.Host == "" || u.User != nil || u.Path != "" {
+		return RabbitMQ{}, api.Errorf(api.InvalidParameterValue, "Invalid RabbitMQ broker URL %q: amqp://HOST:PORT or amqps://HOST:PORT, credentials in BASIC_AUTH.", src.URL)
+	}
+	if r.Queues == nil || len(*r.Queues) != 1 || !rabbitQueueRe.MatchString((*r.Queues)[0]) {
+		return RabbitMQ{}, api.Errorf(api.InvalidParameterValue, "A RabbitMQ event source takes Queues: the name of one queue.")
+	}
+	src.Queue = (*r.Queues)[0]
+	var auth, vhost int
+	if r.SourceAccessConfigurations != nil {
+		for _, c := range *r.SourceAccessConfigurations {
+			switch c.Type {
+			case BasicAuth:
+				auth++
+				var ok bool
+				if src.User, src.Password, ok = strings.Cut(c.URI, ":"); !ok || src.User == "" {
+					return RabbitMQ{}, api.Errorf(api.InvalidParameterValue, "BASIC_AUTH of a RabbitMQ event source in Kiln is USER:PASSWORD.")
+				}
+			case VirtualHost:
+				vhost++
+				src.VirtualHost = c.URI
+			default:
+				return RabbitMQ{}, api.Errorf(api.InvalidParameterValue, "Unsupported source access configuration %s for MQ event source.", c.Type)
+			}
+		}
+	}
+	if auth != 1 || vhost > 1 || src.VirtualHost == "" {
+		return RabbitMQ{}, api.Errorf(api.InvalidParameterValue, "A RabbitMQ event source takes one BASIC_AUTH and at most one VIRTUAL_HOST source access configuration.")
+	}
+	return src, nil
 }
 
 // Apply sets what the request sets on m; on update, what it leaves out stays.

@@ -55,3 +55,54 @@ func TestRequestCheck(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckRabbitMQ(t *testing.T) {
+	const arn = "arn:aws:mq:us-east-1:123456789012:broker:b:b-1"
+	req := func(url string, queues []string, access ...SourceAccessConfiguration) Request {
+		return Request{SelfManagedEventSource: &SelfManagedEventSource{Endpoints: map[string][]string{RabbitMQBrokersKey: {url}}},
+			Queues: &queues, SourceAccessConfigurations: &access}
+	}
+	auth := SourceAccessConfiguration{Type: BasicAuth, URI: "u:p:w"}
+	for _, c := range []struct {
+		name string
+		req  Request
+		want string // "" for valid, else a fragment of the message
+	}{
+		{"valid", req("amqp://127.0.0.1:5672", []string{"q"}, auth), ""},
+		{"amqps and a virtual host", req("amqps://h:5671", []string{"q"}, auth, SourceAccessConfiguration{Type: VirtualHost, URI: "v"}), ""},
+		{"no endpoint", Request{Queues: &[]string{"q"}}, "RABBITMQ_BROKERS"},
+		{"http URL", req("http://h:5672", []string{"q"}, auth), "Invalid RabbitMQ broker URL"},
+		{"credentials in the URL", req("amqp://u:p@h:5672", []string{"q"}, auth), "Invalid RabbitMQ broker URL"},
+		{"a vhost path in the URL", req("amqp://h:5672/v", []string{"q"}, auth), "Invalid RabbitMQ broker URL"},
+		{"two queues", req("amqp://h", []string{"a", "b"}, auth), "one queue"},
+		{"empty queue name", req("amqp://h", []string{""}, auth), "one queue"},
+		{"no BASIC_AUTH", req("amqp://h", []string{"q"}), "one BASIC_AUTH"},
+		{"BASIC_AUTH without a password", req("amqp://h", []string{"q"}, SourceAccessConfiguration{Type: BasicAuth, URI: "u"}), "USER:PASSWORD"},
+		{"two virtual hosts", req("amqp://h", []string{"q"}, auth, SourceAccessConfiguration{Type: VirtualHost, URI: "a"},
+			SourceAccessConfiguration{Type: VirtualHost, URI: "b"}), "at most one VIRTUAL_HOST"},
+		{"Kafka's access type", req("amqp://h", []string{"q"}, auth, SourceAccessConfiguration{Type: "SASL_SCRAM_512_AUTH", URI: "x"}), "Unsupported source access configuration"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			src, err := c.req.CheckRabbitMQ(arn)
+			if c.want == "" {
+				if err != nil || src.User != "u" || src.Password != "p:w" || src.Queue != "q" || src.VirtualHost == "" || src.ARN != arn {
+					t.Fatalf("%+v %v", src, err)
+				}
+				return
+			}
+			var e *api.Error
+			if !errors.As(err, &e) || e.Type != api.InvalidParameterValue || e.Status != 400 || !strings.Contains(e.Message, c.want) {
+				t.Fatalf("error %v, want InvalidParameterValueException with %q", err, c.want)
+			}
+		})
+	}
+	// A RabbitMQ mapping refuses what Amazon MQ's does.
+	for name, r := range map[string]Request{
+		"ReportBatchItemFailures": {FunctionResponseTypes: &[]string{ReportBatchItemFailures}},
+		"Topics":                  {Topics: &[]string{"t"}},
+	} {
+		if err := r.Check(KindRabbitMQ, true); err == nil || !strings.Contains(err.Error(), "for MQ event source") {
+			t.Errorf("%s on a RabbitMQ mapping: %v", name, err)
+		}
+	}
+}

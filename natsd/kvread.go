@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,7 +18,14 @@ import (
 // jetstream.ErrKeyNotFound. A KV Get is a direct get, which any replica
 // may answer: in a cluster it can miss a write acknowledged a moment ago,
 // through this process or another.
+//
+// A key the KV API would refuse is jetstream.ErrInvalidKey: it becomes part
+// of a subject, where a wildcard (a UUID of ">" from a request's path) would
+// read another key.
 func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, uint64, error) {
+	if !validKey.MatchString(key) {
+		return nil, 0, jetstream.ErrInvalidKey
+	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -52,3 +60,6 @@ func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, 
 	}
 	return resp.Message.Data, resp.Message.Seq, nil
 }
+
+// validKey is the KV API's rule for keys.
+var validKey = regexp.MustCompile(`\A[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*\z`)

@@ -3,6 +3,7 @@ package queues
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,60 +13,66 @@ import (
 
 // TestDescriptionsFollowOtherProcesses: two services on one JetStream (two
 // processes of a cluster) each cache the queues they use; a change or a
-// deletion through one reaches the other.
+// deletion through one reaches the other; with reads from the bucket's
+// leader (natsd.LeaderGet) as without.
 func TestDescriptionsFollowOtherProcesses(t *testing.T) {
-	ns, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Shutdown)
-	ctx := context.Background()
-	open := func() *Service {
-		nc, err := ns.Connect()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		s, err := New(ctx, Config{NATS: nc})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	a, b := open(), open()
-	if err := a.Create(ctx, "123456789012", "shared", nil, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Send(ctx, "123456789012", "shared", SendInput{MessageBody: "x"}); err != nil {
-		t.Fatal(err) // b has it cached now
-	}
-	if err := a.SetAttributes(ctx, "123456789012", "shared", map[string]string{"MaximumMessageSize": "1024"}); err != nil {
-		t.Fatal(err)
-	}
-	big := SendInput{MessageBody: strings.Repeat("a", 2000)}
-	var e *Error
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, err := b.Send(ctx, "123456789012", "shared", big)
-		if errors.As(err, &e) && e.Code == errInvalidParam.code {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("b still takes a 2,000-byte message after the limit became 1,024: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := a.Delete(ctx, "123456789012", "shared"); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		_, err := b.Send(ctx, "123456789012", "shared", SendInput{MessageBody: "y"})
-		if errors.As(err, &e) && e.Code == errNoQueue.code {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("b still sends to the deleted queue: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	for _, leader := range []bool{false, true} {
+		t.Run(fmt.Sprint("leader reads ", leader), func(t *testing.T) {
+			ns, err := natsd.Start(natsd.Config{Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(ns.Shutdown)
+			ctx := context.Background()
+			open := func() *Service {
+				nc, err := ns.Connect()
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(nc.Close)
+				s, err := New(ctx, Config{NATS: nc})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.leader = leader // one server: the leader's answer, as in a cluster
+				return s
+			}
+			a, b := open(), open()
+			if err := a.Create(ctx, "123456789012", "shared", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Send(ctx, "123456789012", "shared", SendInput{MessageBody: "x"}); err != nil {
+				t.Fatal(err) // b has it cached now
+			}
+			if err := a.SetAttributes(ctx, "123456789012", "shared", map[string]string{"MaximumMessageSize": "1024"}); err != nil {
+				t.Fatal(err)
+			}
+			big := SendInput{MessageBody: strings.Repeat("a", 2000)}
+			var e *Error
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				_, err := b.Send(ctx, "123456789012", "shared", big)
+				if errors.As(err, &e) && e.Code == errInvalidParam.code {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("b still takes a 2,000-byte message after the limit became 1,024: %v", err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := a.Delete(ctx, "123456789012", "shared"); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				_, err := b.Send(ctx, "123456789012", "shared", SendInput{MessageBody: "y"})
+				if errors.As(err, &e) && e.Code == errNoQueue.code {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("b still sends to the deleted queue: %v", err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 	}
 }

@@ -51,6 +51,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -82,7 +83,10 @@ type Service struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	kv  jetstream.KeyValue
-	log *slog.Logger
+	// leader: descriptions are read from the bucket's stream leader (a
+	// replicated bucket), so a queue is found right after it was created.
+	leader bool
+	log    *slog.Logger
 
 	mu   sync.Mutex
 	open map[string]*queue // by KV key, while their description is current
@@ -119,7 +123,8 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
 	}
-	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*queue{}, seen: map[string]uint64{}}
+	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*queue{}, seen: map[string]uint64{},
+		leader: cfg.Replicas > 1}
 	// The watch ends with the connection.
 	if err := s.watch(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
@@ -128,6 +133,21 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 }
 
 func key(account, name string) string { return account + "." + name }
+
+// get reads a description and its revision, or jetstream.ErrKeyNotFound:
+// from the bucket's stream leader when it is replicated (natsd.LeaderGet;
+// a direct get answered by a lagging replica made a queue created a moment
+// before "not exist").
+func (s *Service) get(ctx context.Context, k string) ([]byte, uint64, error) {
+	if s.leader {
+		return natsd.LeaderGet(ctx, s.nc, bucket, k)
+	}
+	e, err := s.kv.Get(ctx, k)
+	if err != nil {
+		return nil, 0, err
+	}
+	return e.Value(), e.Revision(), nil
+}
 
 // StreamName is the JetStream stream of a queue: KILN_QUEUE_ACCOUNT_NAME, or
 // KILN_FIFO_ACCOUNT_BASE for BASE.fifo (stream names have no dots).
@@ -215,7 +235,7 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 	if q != nil {
 		return q, nil
 	}
-	e, err := s.kv.Get(ctx, k)
+	v, rev, err := s.get(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, errNotExist()
 	}
@@ -223,14 +243,14 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 		return nil, err
 	}
 	var m meta
-	if err := json.Unmarshal(e.Value(), &m); err != nil {
+	if err := json.Unmarshal(v, &m); err != nil {
 		return nil, fmt.Errorf("queue %s: %w", k, err)
 	}
 	st, err := s.js.Stream(ctx, StreamName(account, name))
 	if err != nil {
 		return nil, fmt.Errorf("queue stream: %w", err)
 	}
-	q = &queue{meta: &m, rev: e.Revision(), stream: st}
+	q = &queue{meta: &m, rev: rev, stream: st}
 	for _, cc := range m.consumerConfigs() {
 		c, err := st.Consumer(ctx, cc.Durable)
 		if err != nil {
@@ -296,9 +316,9 @@ func (s *Service) Create(ctx context.Context, account, name string, attrs, tags 
 	if err != nil {
 		return err
 	}
-	if e, err := s.kv.Get(ctx, key(account, name)); err == nil {
+	if v, _, err := s.get(ctx, key(account, name)); err == nil {
 		var m meta
-		if err := json.Unmarshal(e.Value(), &m); err != nil {
+		if err := json.Unmarshal(v, &m); err != nil {
 			return err
 		}
 		if attr, same := m.sameAttributes(clean); !same {

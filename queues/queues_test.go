@@ -229,6 +229,12 @@ func TestHostileInput(t *testing.T) {
 			_, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q, MessageBody: &long})
 			return err
 		}, "InvalidParameterValue"},
+		{"batch past 256 KB in all", func() error {
+			half := strings.Repeat("b", 150000)
+			_, err := c.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: &q, Entries: []types.SendMessageBatchRequestEntry{
+				{Id: aws.String("1"), MessageBody: &half}, {Id: aws.String("2"), MessageBody: &half}}})
+			return err
+		}, "AWS.SimpleQueueService.BatchRequestTooLong"},
 		{"control character", func() error {
 			_, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q, MessageBody: aws.String("a\x01b")})
 			return err

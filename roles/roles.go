@@ -88,3 +88,24 @@ func Sandbox(name string) (worker.Sandbox, error) {
 
 // SandboxUsage is the help of every --sandbox flag.
 const SandboxUsage = "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)"
+
+// Services is what shares POST / with Lambda's REST API, by X-Amz-Target:
+// CloudWatch Logs and Kinesis (JSON 1.1), SQS (JSON 1.0, or the query
+// protocol's form, which has no target and is told by the service it is
+// signed for).
+func Services(logStore, sqs, kinesis http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := r.Header.Get("X-Amz-Target")
+		caller, _ := auth.FromContext(r.Context())
+		switch {
+		case strings.HasPrefix(target, logs.TargetPrefix):
+			logStore.ServeHTTP(w, r)
+		case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
+			sqs.ServeHTTP(w, r)
+		case strings.HasPrefix(target, streams.TargetPrefix):
+			kinesis.ServeHTTP(w, r)
+		default:
+			logs.UnknownOperation(w, target)
+		}
+	})
+}

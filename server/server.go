@@ -13,14 +13,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/assignment"
-	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/console"
 	"github.com/kiln-dev/kiln/controlplane"
@@ -343,26 +341,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	front, err := roles.NewFrontend(runCtx, roles.FrontendConfig{
 		Config: frontend.Config{Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
 			OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Observer: series, Logger: cfg.Logger},
-		Keyring: keyring,
-		Gate:    s.storeGate,
-		// Services other than Lambda's REST API share POST /: CloudWatch
-		// Logs and Kinesis (JSON 1.1) by X-Amz-Target, SQS (JSON 1.0, or
-		// the query protocol's form, which has no target) by its target or
-		// the service it is signed for.
-		Services: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			target := r.Header.Get("X-Amz-Target")
-			caller, _ := auth.FromContext(r.Context())
-			switch {
-			case strings.HasPrefix(target, logs.TargetPrefix):
-				s.Logs.Handler().ServeHTTP(w, r)
-			case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
-				s.Queues.Handler().ServeHTTP(w, r)
-			case strings.HasPrefix(target, streams.TargetPrefix):
-				s.Streams.Handler().ServeHTTP(w, r)
-			default:
-				logs.UnknownOperation(w, target)
-			}
-		}),
+		Keyring:    keyring,
+		Gate:       s.storeGate,
+		Services:   roles.Services(s.Logs.Handler(), s.Queues.Handler(), s.Streams.Handler()),
 		Management: func(signed *http.ServeMux) { signed.Handle("/", cpMux) },
 		Unsigned: func(root *http.ServeMux) {
 			root.Handle("/console/", conHandler) // its own sign-in; its API also takes SigV4

@@ -3,7 +3,7 @@
 // part of the shipped kiln: it links the function builds of kilntest/fntest
 // and, unless told which kiln to measure, builds one.
 //
-//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis,images,console,url,streams] [flags]
+//	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis,images,console,url,streams,esm] [flags]
 package main
 
 import (
@@ -48,7 +48,7 @@ func run(args []string) error {
 	cold := fs.Int("cold", 50, "cold starts to measure")
 	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
 	isolation := fs.String("sandbox", "linux", "isolation backend of the measured Kiln (as kiln up --sandbox)")
-	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions), console (sequential invokes alone and with open console pages), url (warm invokes through a function URL vs the invoke API and the floor), streams (stream mappings: records/s end to end through Kinesis and Kafka mappings vs their sources' own read rate, put-to-invoke latency)")
+	only := fs.String("only", "invoke,counting", "sections to run: invoke (warm and cold vs the plain-HTTP floor), counting, scale, async (sync invokes alone and under Event invoke floods), cluster (warm invokes, counting decisions and a leader's failover through a local kiln cluster vs kiln up), kinesis (Kiln streams' own put and consume rates), images (cold starts of zip and image functions), console (sequential invokes alone and with open console pages), url (warm invokes through a function URL vs the invoke API and the floor), streams (stream mappings: records/s end to end through Kinesis and Kafka mappings vs their sources' own read rate, put-to-invoke latency), esm (an SQS event source mapping end to end vs the queue's own send+receive+delete, and the pollers' CPU per message)")
 	floods := fs.String("async-rates", "1000,4000,0", "event rates (per second; 0: as fast as 8 clients go) of the async section's floods")
 	envs := fs.Int("scale-envs", 1000, "environments the scale section drives one function to")
 	inProcessEvents := fs.Bool("in-process-events", false, "async section: run kiln up with --event-frontend=false, to compare")
@@ -59,6 +59,8 @@ func run(args []string) error {
 	imageStarts := fs.Int("image-starts", 5, "images section: cold starts of each kind (zip, lazy image, mounted image)")
 	viewers := fs.Int("console-viewers", 5, "console section: open console pages (server-sent event streams of the invoked function's page) in the loaded rounds")
 	streamRecords := fs.Int("stream-records", 20000, "streams section: records per source")
+	esmMessages := fs.Int("esm-messages", 2000, "esm section: messages per series")
+	esmCluster := fs.Bool("esm-cluster", false, "esm section: also through a local cluster (its pollers processes' CPU)")
 	fs.Parse(args)
 	levels, err := positiveList(*clients, 1)
 	if err != nil {
@@ -89,6 +91,8 @@ func run(args []string) error {
 			err = benchpkg.Console(ctx, benchpkg.ConsoleConfig{Kiln: kiln, Sandbox: *isolation, Viewers: *viewers}, os.Stdout)
 		case "streams":
 			err = benchpkg.Streams(ctx, benchpkg.StreamsConfig{Records: *streamRecords}, os.Stdout)
+		case "esm":
+			err = benchpkg.Mappings(ctx, benchpkg.MappingsConfig{Kiln: kiln, Sandbox: *isolation, Messages: *esmMessages, Cluster: *esmCluster}, os.Stdout)
 		case "counting":
 			benchpkg.Counting(os.Stdout)
 		case "images":
