@@ -50,10 +50,15 @@ func TestQueuesAndMappings(t *testing.T) {
 	}
 }
 
-func testMappings(t *testing.T, name string, n int) {
-	here := filepath.Join(moduleRoot(t), "e2e")
+// sinkTarget starts a target of the test's own (kiln up, or a cluster with
+// two workers) with the process sandbox, so that a function can append
+// what it saw to a file of the test's (the sink survives a kill; the Logs
+// API would lose the last lines of a killed kiln up), and packages the
+// Python function e2e/FN as app.py. k is kiln up's process (nil for the
+// cluster).
+func sinkTarget(t *testing.T, name, fn string) (tg *target, k *kiln, zipPath, sink string) {
 	dir := t.TempDir()
-	code, err := os.ReadFile(filepath.Join(here, "esm_fn.py"))
+	code, err := os.ReadFile(filepath.Join(moduleRoot(t), "e2e", fn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,14 +66,11 @@ func testMappings(t *testing.T, name string, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	zipPath := filepath.Join(dir, "esm.zip")
+	zipPath = filepath.Join(dir, "fn.zip")
 	if err := os.WriteFile(zipPath, zip, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sink := filepath.Join(dir, "sink.jsonl")
-
-	var tg *target
-	var k *kiln
+	sink = filepath.Join(dir, "sink.jsonl")
 	switch name {
 	case "up":
 		addr := kilntest.FreeAddr(t)
@@ -93,6 +95,13 @@ func testMappings(t *testing.T, name string, n int) {
 		tg = startCluster(t, "cluster-esm", "--sandbox", "process", "--workers", "2")
 		t.Cleanup(func() { tg.cluster.Down() })
 	}
+	return tg, k, zipPath, sink
+}
+
+func testMappings(t *testing.T, name string, n int) {
+	here := filepath.Join(moduleRoot(t), "e2e")
+	tg, k, zipPath, sink := sinkTarget(t, name, "esm_fn.py")
+	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
 	env := append(clientEnv(tg, home, nil), "ACCOUNT="+tg.accountID, "ESM_ZIP="+zipPath, "SINK="+sink,

@@ -1,7 +1,7 @@
 package e2e
 
 import (
-	"encoding/json"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,68 +10,43 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/esm"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestStreamMappings drives Kiln streams with Debian's AWS CLI (`aws
 // kinesis`, streams.sh) and boto3 (streams_test.py), and stream event
-// source mappings from them to a Python function: per-key order under
-// ParallelizationFactor 5, a poison record isolated by bisect and sent to
-// the failure queue after its retries, records past MaximumRecordAgeInSeconds
-// sent there unprocessed (they age a real minute meanwhile, while the other
-// checks run), and a SIGKILL of kiln up mid-stream: it resumes from the
-// checkpoints with no record lost and again only records of the batches in
-// flight. The function runs in the process sandbox so that it can append
-// what it saw to a file of the test's, which survives the kill.
+// source mappings from them to a Python function, against kiln up and the
+// cluster: per-key order under ParallelizationFactor 5, a poison record
+// isolated by bisect and sent to the failure queue after its retries,
+// records past MaximumRecordAgeInSeconds sent there unprocessed (they age
+// a real minute meanwhile, while the other checks run), and a SIGKILL
+// mid-stream (of kiln up, then restarted; of the cluster's pollers process
+// reading a shard, whose shard the other takes over): reading resumes from
+// the checkpoints with no record lost and again only records of the
+// batches in flight.
 func TestStreamMappings(t *testing.T) {
 	requireClients(t)
 	if testing.Short() {
-		t.Skip("end-to-end test with a real kiln up; skipped with -short")
+		t.Skip("end-to-end test with real Kiln processes; skipped with -short")
 	}
+	suite.mu.Lock()
+	build(t)
+	suite.mu.Unlock()
+	for _, name := range targetNames {
+		t.Run(name, func(t *testing.T) { testStreamMappings(t, name) })
+	}
+}
+
+func testStreamMappings(t *testing.T, name string) {
 	const n = 1000
 	here := filepath.Join(moduleRoot(t), "e2e")
-	dir := t.TempDir()
-	if _, err := fntest.BuildKiln(dir); err != nil {
-		t.Fatal(err)
-	}
-	code, err := os.ReadFile(filepath.Join(here, "streams_fn.py"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	zip, err := fntest.ZipFiles(map[string][]byte{"app.py": code})
-	if err != nil {
-		t.Fatal(err)
-	}
-	zipPath := filepath.Join(dir, "streams.zip")
-	if err := os.WriteFile(zipPath, zip, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sink := filepath.Join(dir, "sink.jsonl")
-
-	addr := kilntest.FreeAddr(t)
-	k := &kiln{t: t, bin: filepath.Join(dir, "kiln"), data: filepath.Join(dir, "data"), addr: addr,
-		endpoint: "http://" + addr, logPath: filepath.Join(dir, "kiln.log"), args: []string{"--sandbox", "process"}}
-	t.Cleanup(func() {
-		if err := k.stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	k.start()
-	var ident struct{ AccountID string }
-	b, err := os.ReadFile(filepath.Join(k.data, "identity.json"))
-	if err == nil {
-		err = json.Unmarshal(b, &ident)
-	}
-	if err != nil || ident.AccountID == "" {
-		t.Fatalf("account of kiln up: %v", err)
-	}
-	home := filepath.Join(dir, "home")
-	os.MkdirAll(home, 0o700)
-	env := append(clientEnv(&target{name: "up", endpoints: []string{k.endpoint}, dir: k.data, log: k.log, up: k}, home, nil),
-		"ACCOUNT="+ident.AccountID, "FN_ZIP="+zipPath, "SINK="+sink, "N="+strconv.Itoa(n), "DEADLINE=120")
+	tg, k, zipPath, sink := sinkTarget(t, name, "streams_fn.py")
+	home := t.TempDir()
+	env := append(clientEnv(tg, home, nil), "ACCOUNT="+tg.accountID, "FN_ZIP="+zipPath, "SINK="+sink,
+		"N="+strconv.Itoa(n), "DEADLINE=120")
 	script := func(t *testing.T, timeout time.Duration, args ...string) {
-		runScript(t, k.log, timeout, env, args[0], args[1:]...)
+		runScript(t, tg.log, timeout, env, args[0], args[1:]...)
 	}
 	cli, py := filepath.Join(here, "streams.sh"), filepath.Join(here, "streams_test.py")
 
@@ -85,9 +60,11 @@ func TestStreamMappings(t *testing.T) {
 	t.Run("order under ParallelizationFactor 5", func(t *testing.T) { script(t, 150*time.Second, python, py, "order") })
 	t.Run("poison isolated by bisect", func(t *testing.T) { script(t, 150*time.Second, python, py, "poison") })
 	t.Run("SIGKILL mid-stream", func(t *testing.T) {
-		parent := k.t
-		k.t = t
-		defer func() { k.t = parent }()
+		if k != nil {
+			parent := k.t
+			k.t = t
+			defer func() { k.t = parent }()
+		}
 		script(t, 120*time.Second, python, py, "crash-put")
 		deadline := time.Now().Add(120 * time.Second)
 		for {
@@ -97,19 +74,64 @@ func TestStreamMappings(t *testing.T) {
 				if seen >= n {
 					t.Fatalf("all %d crash records processed before the kill: nothing to check", n)
 				}
-				t.Logf("SIGKILL of kiln up (pid %d) after %d of %d crash records", k.cmd.Process.Pid, seen, n)
+				t.Logf("%d of %d crash records processed", seen, n)
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the function saw %d crash records within 120s\n%s", seen, k.log())
+				t.Fatalf("the function saw %d crash records within 120s\n%s", seen, tg.log())
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
-		syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
-		<-k.exited
-		k.cmd = nil
-		k.start()
+		if k != nil {
+			t.Logf("SIGKILL of kiln up (pid %d)", k.cmd.Process.Pid)
+			syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+			<-k.exited
+			k.cmd = nil
+			k.start()
+		} else {
+			holder := shardHolder(t, tg, "crash", "shardId-000000000000")
+			p, err := tg.cluster.Kill(holder)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("SIGKILL of %s (pid %d), the pollers process reading the crash stream's first shard", holder, p.PID)
+		}
 		script(t, 150*time.Second, python, py, "crash-verify")
 	})
 	t.Run("records past the maximum age", func(t *testing.T) { script(t, 150*time.Second, python, py, "aged") })
+}
+
+// shardHolder is the cluster process holding the lease of a shard of the
+// mapping of stream.
+func shardHolder(t *testing.T, tg *target, stream, shard string) string {
+	nc, err := tg.connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	store, err := esm.OpenStore(ctx, js, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := store.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if strings.HasSuffix(m.EventSourceArn, ":stream/"+stream) {
+			holder, err := esm.Holder(ctx, js, m.UUID+"."+shard)
+			if err != nil || !strings.HasPrefix(holder, "pollers-") {
+				t.Fatalf("holder of %s of the %s mapping: %q %v", shard, stream, holder, err)
+			}
+			return holder
+		}
+	}
+	t.Fatalf("no mapping of stream %s", stream)
+	return ""
 }
