@@ -75,6 +75,13 @@ func (k *Keyring) Lookup(accessKeyID string) (Credential, bool) {
 	return c, ok
 }
 
+// Remove forgets a key: requests signed with it fail from now on.
+func (k *Keyring) Remove(accessKeyID string) {
+	k.mu.Lock()
+	delete(k.keys, accessKeyID)
+	k.mu.Unlock()
+}
+
 // Password checks an access key pair given as a user name and password
 // (HTTP basic authentication, as container registry clients send it) and
 // returns its account.

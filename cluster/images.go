@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/keys"
 	"github.com/kiln-dev/kiln/registry"
@@ -82,7 +83,7 @@ func (c RoleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox
 // registry opens Kiln's own registry over the replicated bucket, uploads
 // under way in DATA/registry-uploads: every frontend serves it at /v2/,
 // and control planes import from it.
-func (c RoleConfig) registry(ctx context.Context, js jetstream.JetStream) (*registry.Registry, error) {
+func (c RoleConfig) registry(ctx context.Context, js jetstream.JetStream, keyring *auth.Keyring) (*registry.Registry, error) {
 	var store *registry.ObjectStore
 	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
 		store, err = openRegistryStore(ctx, js, c.Replicas)
@@ -90,13 +91,13 @@ func (c RoleConfig) registry(ctx context.Context, js jetstream.JetStream) (*regi
 	}); err != nil {
 		return nil, err
 	}
-	return registry.New(store, filepath.Join(c.DataDir, "registry-uploads"), c.Identity.keyring(c.Region))
+	return registry.New(store, filepath.Join(c.DataDir, "registry-uploads"), keyring)
 }
 
 // importer is a control plane's image importer: chunks and manifests into
 // the replicated buckets, images from any registry or Kiln's own (archives
 // are refused: an operator's directory is on one host).
-func (c RoleConfig) importer(ctx context.Context, nc *nats.Conn) (controlplane.ImageImporter, error) {
+func (c RoleConfig) importer(ctx context.Context, nc *nats.Conn, keyring *auth.Keyring) (controlplane.ImageImporter, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -105,7 +106,7 @@ func (c RoleConfig) importer(ctx context.Context, nc *nats.Conn) (controlplane.I
 	if imgs == nil || err != nil {
 		return nil, err
 	}
-	reg, err := c.registry(ctx, js)
+	reg, err := c.registry(ctx, js, keyring)
 	if err != nil {
 		return nil, err
 	}

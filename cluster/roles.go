@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kiln-dev/kiln/accounts"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/console"
@@ -62,9 +63,22 @@ type Identity struct {
 	ImageKey []byte `json:"image_key,omitempty"`
 }
 
-// keyring verifies the account's signatures for region.
-func (id Identity) keyring(region string) *auth.Keyring {
-	return roles.Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey}.Keyring(region)
+// keyring verifies the signatures of the default account's key and of the
+// keys in the replicated accounts bucket, for region.
+func (cfg RoleConfig) keyring(ctx context.Context, nc *nats.Conn) (*auth.Keyring, *accounts.Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := roles.Identity{AccountID: cfg.Identity.AccountID, AccessKeyID: cfg.Identity.AccessKeyID, SecretAccessKey: cfg.Identity.SecretAccessKey}
+	var k *auth.Keyring
+	var store *accounts.Store
+	err = retryFor(ctx, 60*time.Second, func(context.Context) (err error) {
+		// ctx, not the attempt's: the keyring follows the bucket until the role ends.
+		k, store, err = id.FollowKeyring(ctx, js, cfg.Region, cfg.Replicas)
+		return err
+	})
+	return k, store, err
 }
 
 // RoleConfig is what every role process is given.
@@ -524,9 +538,13 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *me
 	if err != nil {
 		return err
 	}
+	keyring, accts, err := cfg.keyring(ctx, nc)
+	if err != nil {
+		return err
+	}
 	cpcfg := controlplane.Config{Store: store, Code: code, Region: cfg.Region, URLSecret: cfg.Identity.URLSecret,
 		AccountConcurrency: cfg.AccountConcurrency, ImportStale: cfg.ImageImportStale}
-	if cpcfg.Images, err = cfg.importer(ctx, nc); err != nil {
+	if cpcfg.Images, err = cfg.importer(ctx, nc, keyring); err != nil {
 		return err
 	}
 	js, err := jetstream.New(nc)
@@ -550,9 +568,10 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *me
 	roles.RegisterImports(set, cp)
 	mux := http.NewServeMux()
 	cp.Register(mux)
+	accts.Register(mux)
 	root := http.NewServeMux()
 	root.Handle("/kiln/code/", cp.CodeHandler())
-	root.Handle("/", auth.Middleware(cfg.Identity.keyring(cfg.Region), roles.BodyLimit, mux))
+	root.Handle("/", auth.Middleware(keyring, roles.BodyLimit, mux))
 	ln, endpoint, err := cfg.listen("frontend")
 	if err != nil {
 		return err
@@ -651,12 +670,16 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	if err != nil {
 		return err
 	}
-	proxy := controlplaneProxy(nc, cfg.transport())
-	reg, err := cfg.registry(ctx, js)
+	keyring, _, err := cfg.keyring(ctx, nc)
 	if err != nil {
 		return err
 	}
-	keyring, series := cfg.Identity.keyring(cfg.Region), console.NewSeries(0)
+	proxy := controlplaneProxy(nc, cfg.transport())
+	reg, err := cfg.registry(ctx, js, keyring)
+	if err != nil {
+		return err
+	}
+	series := console.NewSeries(0)
 	fcfg.Observer = series
 	// This frontend's console: the series of the invokes it admitted and
 	// those of the other frontends (asked over NATS); the fleet and the

@@ -8,10 +8,12 @@
 package roles
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strings"
 
+	"github.com/kiln-dev/kiln/accounts"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/frontend"
@@ -20,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/streams"
 	"github.com/kiln-dev/kiln/worker"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // DefaultRegion is the region of a Kiln not told otherwise.
@@ -55,6 +58,21 @@ func (id Identity) Keyring(region string) *auth.Keyring {
 		return []string{"lambda"}
 	}
 	return k
+}
+
+// FollowKeyring is Keyring(region) with the accounts bucket's keys, kept
+// in step with it until ctx ends (a key added by `kiln accounts` works
+// here at once), and the bucket, where the identity's account is the admin.
+func (id Identity) FollowKeyring(ctx context.Context, js jetstream.JetStream, region string, replicas int) (*auth.Keyring, *accounts.Store, error) {
+	store, err := accounts.Open(ctx, js, accounts.Config{Replicas: replicas})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := store.EnsureAdmin(ctx, id.AccountID); err != nil {
+		return nil, nil, fmt.Errorf("accounts: %w", err)
+	}
+	k := id.Keyring(region)
+	return k, store, store.Follow(ctx, k)
 }
 
 // maxManagementBody is the limit of a direct zip upload: 50 MB zipped,

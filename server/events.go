@@ -405,7 +405,11 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	front, err := roles.NewFrontend(ctx, roles.FrontendConfig{Keyring: cfg.Identity.Keyring(cfg.Region),
+	keyring, _, err := cfg.Identity.FollowKeyring(ctx, js, cfg.Region, 1)
+	if err != nil {
+		return err
+	}
+	front, err := roles.NewFrontend(ctx, roles.FrontendConfig{Keyring: keyring,
 		Config: frontend.Config{Functions: store, Async: async, Region: cfg.Region, Logger: logger}})
 	if err != nil {
 		return err

@@ -242,6 +242,10 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.Functions, err = metadata.Open(ctx, js, metadata.Config{}); err != nil {
 		return nil, err
 	}
+	keyring, accts, err := id.FollowKeyring(runCtx, js, cfg.Region, 1)
+	if err != nil {
+		return nil, err
+	}
 	code, err := codestore.Open(codestore.Config{Dir: filepath.Join(dir, "code")})
 	if err != nil {
 		return nil, err
@@ -260,7 +264,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.images, err = openImages(ctx, dir, cfg.ImageArchives, cfg.ImageS3, cfg.Sandbox, id.Keyring(cfg.Region), ln.Addr().String()); err != nil {
+	if s.images, err = openImages(ctx, dir, cfg.ImageArchives, cfg.ImageS3, cfg.Sandbox, keyring, ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	s.Metrics = metrics.New()
@@ -274,7 +278,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
 	s.Assignment.AddWorker(s.Worker)
 
-	fns, err := s.Functions.List(ctx, id.AccountID)
+	fns, err := s.Functions.All(ctx) // of every account
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +336,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			return nil, err
 		}
 	}
-	series, keyring := console.NewSeries(0), id.Keyring(cfg.Region)
+	series := console.NewSeries(0)
 	var con *console.Console // made with the control plane, before anything is served
 	conHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { con.ServeHTTP(w, r) })
 	// The control plane is registered once it exists: it needs the
@@ -383,6 +387,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	}
 	go s.collectCode(runCtx, cp)
 	cp.Register(cpMux)
+	accts.Register(cpMux)
 	cpMux.Handle("/kiln/code/", cp.CodeHandler())
 	root := front.Handler
 

@@ -6,6 +6,7 @@
 //	kiln nats|assignment|placement|worker|controlplane|frontend|pollers [flags]
 //	                                       one cluster role as a process
 //	kiln cluster up|status|drain|down      a local cluster of role processes
+//	kiln accounts create|list|keys         accounts and their keys
 //
 // The benchmark is a command of its own, cmd/kiln-bench.
 package main
@@ -22,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kiln-dev/kiln/accounts"
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/roles"
@@ -40,6 +42,8 @@ func main() {
 		err = up(os.Args[2:])
 	case "event-frontend": // the event-invoke frontend process, run by `kiln up`
 		err = eventFrontend()
+	case "accounts":
+		err = accounts.Main(context.Background(), os.Args[2:], os.Stdout)
 	case "help", "-h", "--help":
 		usage()
 		return
@@ -63,6 +67,7 @@ func usage() {
 
 commands:
   up      run every Kiln role in one process (embedded NATS JetStream)
+`+accounts.Usage+`
 
 cluster mode (roles as processes over a NATS JetStream cluster):
 `+cluster.Usage)
