@@ -560,6 +560,7 @@ func (s *Service) deleteFunction(c *call) error {
 		delete(f.Versions, ref.Qualifier)
 		delete(f.Provisioned, ref.Qualifier)
 		delete(f.EventInvokeConfigs, ref.Qualifier)
+		delete(f.Policies, ref.Qualifier)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

@@ -134,6 +134,7 @@ func (s *Service) Register(mux *http.ServeMux) {
 	routes = append(routes, s.settingRoutes()...)
 	routes = append(routes, s.layerRoutes()...)
 	routes = append(routes, s.urlRoutes()...)
+	routes = append(routes, s.policyRoutes()...)
 	if s.cfg.Mappings != nil {
 		routes = append(routes, s.mappingRoutes()...)
 	}
@@ -285,9 +286,10 @@ func (s *Service) function(c *call, qualified bool) (api.FunctionRef, error) {
 	return ref, s.checkOwner(c, ref)
 }
 
-// checkOwner refuses ARNs of another region or account. Kiln has no
-// resource-based policies, so another account's function is never
-// accessible: Lambda's AccessDeniedException, whether it exists or not.
+// checkOwner refuses ARNs of another region or account. A function's
+// resource-based policy grants other accounts invokes only (the frontend
+// checks it), so another account's function is never managed from here:
+// Lambda's AccessDeniedException, whether it exists or not.
 func (s *Service) checkOwner(c *call, ref api.FunctionRef) error {
 	if ref.Region != "" && ref.Region != s.cfg.Region {
 		return api.Errorf(api.ResourceNotFound, "Functions from '%s' are not reachable in this region ('%s')", ref.Region, s.cfg.Region)

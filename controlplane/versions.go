@@ -375,6 +375,7 @@ func (s *Service) deleteAlias(c *call) error {
 			gone.URLs[name] = u
 			delete(f.URLs, name)
 		}
+		delete(f.Policies, name)
 		return nil
 	})
 	if err != nil && !errors.Is(err, errUnchanged) {

@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/metrics"
+	"github.com/kiln-dev/kiln/policy"
 )
 
 // Limits on invoke payloads, as Lambda's.
@@ -138,22 +139,28 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 	if err != nil {
 		return nil, err
 	}
-	arn := api.QualifiedARN(f.cfg.Region, account, ref.Name, ref.Qualifier)
-	notFound := api.Errorf(api.ResourceNotFound, "Function not found: %s", arn)
 	if ref.Region != "" && ref.Region != f.cfg.Region {
 		return nil, api.Errorf(api.ResourceNotFound, "Functions from '%s' are not reachable in this region ('%s')", ref.Region, f.cfg.Region)
 	}
-	if ref.Account != "" && ref.Account != account {
-		// Kiln has no resource-based policies: another account's function is
-		// never reachable, whether it exists or not (as the control plane says).
+	owner := account
+	if ref.Account != "" {
+		owner = ref.Account
+	}
+	arn := api.QualifiedARN(f.cfg.Region, owner, ref.Name, ref.Qualifier)
+	notFound := api.Errorf(api.ResourceNotFound, "Function not found: %s", arn)
+	fn, err := f.cache.get(ctx, owner, ref.Name)
+	switch {
+	case owner != account && (err != nil || !policy.Allows(fn.Policies[policy.Key(ref.Qualifier)], "lambda:InvokeFunction", account)):
+		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
+			return nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
+		}
+		// Whether the function exists or not: another account learns
+		// nothing of it without a permission.
 		return nil, api.Errorf(api.AccessDenied, "User: arn:aws:iam::%s:root is not authorized to perform: lambda:InvokeFunction on resource: %s because no resource-based policy allows the lambda:InvokeFunction action",
-			account, api.QualifiedARN(f.cfg.Region, ref.Account, ref.Name, ref.Qualifier))
-	}
-	fn, err := f.cache.get(ctx, account, ref.Name)
-	if errors.Is(err, metadata.ErrNotFound) {
+			account, arn)
+	case errors.Is(err, metadata.ErrNotFound):
 		return nil, notFound
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
 	}
 	cfg, err := fn.Resolve(ref.Qualifier, metadata.Pick())
@@ -163,8 +170,8 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 	if cfg.State == "Pending" || cfg.State == "Failed" { // an image being imported, or whose import failed
 		// The import may have just ended, before the watch told the cache:
 		// refuse only what the store says.
-		f.cache.forget(account, ref.Name)
-		if fn, err = f.cache.get(ctx, account, ref.Name); err != nil {
+		f.cache.forget(owner, ref.Name)
+		if fn, err = f.cache.get(ctx, owner, ref.Name); err != nil {
 			return nil, notFound
 		}
 		if cfg, err = fn.Resolve(ref.Qualifier, metadata.Pick()); err != nil {
@@ -174,7 +181,7 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 			return nil, api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. The function is currently in the following state: %s", cfg.State)
 		}
 	}
-	return &metadata.Target{Account: account, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
+	return &metadata.Target{Account: owner, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
 }
 
 // CheckPayload validates an event payload as Lambda does; empty means {}.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/natsd"
+	"github.com/kiln-dev/kiln/policy"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -61,6 +62,9 @@ type Function struct {
 	EventInvokeConfigs map[string]*api.FunctionEventInvokeConfig `json:"eventInvokeConfigs,omitempty"`
 	// URLs are the function's URLs by qualifier ("$LATEST" or an alias).
 	URLs map[string]*URL `json:"urls,omitempty"`
+	// Policies are the resource-based policies' statements by qualifier
+	// ("" for the function and $LATEST, a version number or an alias).
+	Policies map[string][]policy.Statement `json:"policies,omitempty"`
 	// PublishedFrom is the $LATEST RevisionId that version LastVersion was
 	// published from: PublishVersion answers with that version again as long
 	// as $LATEST has not changed since (as Lambda does).

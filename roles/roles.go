@@ -21,6 +21,7 @@ import (
 	"github.com/kiln-dev/kiln/queues"
 	"github.com/kiln-dev/kiln/sandbox"
 	"github.com/kiln-dev/kiln/streams"
+	"github.com/kiln-dev/kiln/sts"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -39,7 +40,8 @@ type Identity struct {
 
 // Keyring verifies the default account's signatures, scoped to region and
 // to the service a request is for: on POST /, CloudWatch Logs, Kinesis or
-// SQS by X-Amz-Target (SQS's query form has none), Lambda everywhere else.
+// SQS by X-Amz-Target (the query forms of SQS and STS have none), Lambda
+// everywhere else.
 func (id Identity) Keyring(region string) *auth.Keyring {
 	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 	k.Region = region
@@ -50,10 +52,14 @@ func (id Identity) Keyring(region string) *auth.Keyring {
 		switch target := r.Header.Get("X-Amz-Target"); {
 		case strings.HasPrefix(target, logs.TargetPrefix):
 			return []string{"logs"}
-		case strings.HasPrefix(target, queues.TargetPrefix), target == "":
+		case strings.HasPrefix(target, queues.TargetPrefix):
 			return []string{queues.SigningService}
 		case strings.HasPrefix(target, streams.TargetPrefix):
 			return []string{streams.SigningService}
+		case strings.HasPrefix(target, sts.TargetPrefix):
+			return []string{sts.SigningService}
+		case target == "": // the query protocol: SQS's or STS's form
+			return []string{queues.SigningService, sts.SigningService}
 		}
 		return []string{"lambda"}
 	}
@@ -122,6 +128,8 @@ func Services(logStore, sqs, kinesis http.Handler) http.Handler {
 			sqs.ServeHTTP(w, r)
 		case strings.HasPrefix(target, streams.TargetPrefix):
 			kinesis.ServeHTTP(w, r)
+		case strings.HasPrefix(target, sts.TargetPrefix), target == "" && caller.Service == sts.SigningService:
+			sts.Handler().ServeHTTP(w, r)
 		default:
 			logs.UnknownOperation(w, target)
 		}
