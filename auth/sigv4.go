@@ -40,6 +40,9 @@ type Keyring struct {
 	// may name (Kiln serves Lambda, CloudWatch Logs and SQS on one
 	// endpoint); the first is the one an error names.
 	Services func(r *http.Request) []string
+	// Sessions, when set, also accepts the temporary credentials it issued
+	// to execution environments (an ASIA... key with a session token).
+	Sessions *Sessions
 	// MaxUnverified bounds the body bytes that requests hold, together,
 	// before their signatures can be checked (clients that do not sign
 	// X-Amz-Content-Sha256 send the body first); beyond it a request is
@@ -103,6 +106,9 @@ type Caller struct {
 	Account     string
 	Region      string
 	Service     string
+	// Session names the execution environment's session (its function)
+	// when the caller signed with the temporary credentials Kiln gave it.
+	Session string
 }
 
 // FromContext returns the authenticated caller of a request.
@@ -174,6 +180,7 @@ type signature struct {
 	k        *Keyring
 	h        sigV4Header
 	cred     Credential
+	session  string // a temporary credential's session name
 	signedAt time.Time
 }
 
@@ -191,6 +198,13 @@ func (k *Keyring) head(r *http.Request) (signature, error) {
 	k.mu.RLock()
 	cred, ok := k.keys[h.accessKey]
 	k.mu.RUnlock()
+	var session string
+	if token := r.Header.Get("X-Amz-Security-Token"); !ok && token != "" && k.Sessions != nil {
+		if cred, session, err = k.Sessions.credential(h.accessKey, token, time.Now()); err != nil {
+			return signature{}, err
+		}
+		ok = true
+	}
 	if !ok {
 		return signature{}, api.Errorf(api.UnrecognizedClient, "The security token included in the request is invalid.")
 	}
@@ -221,7 +235,7 @@ func (k *Keyring) head(r *http.Request) (signature, error) {
 	if claimed := r.Header.Get("X-Amz-Content-Sha256"); claimed != "" && !isSHA256Hex(claimed) {
 		return signature{}, api.Errorf(api.InvalidSignature, "x-amz-content-sha256 must be the hex SHA-256 of the payload; %q is not accepted by this service.", claimed)
 	}
-	return signature{k: k, h: h, cred: cred, signedAt: signedAt}, nil
+	return signature{k: k, h: h, cred: cred, session: session, signedAt: signedAt}, nil
 }
 
 // signedPayloadHash is the body's hash as the client signed it in
@@ -263,7 +277,7 @@ func (s signature) verify(r *http.Request, payloadHash string) (Caller, error) {
 	if subtle.ConstantTimeCompare([]byte(want.signature), []byte(s.h.signature)) != 1 {
 		return Caller{}, api.Errorf(api.InvalidSignature, "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.")
 	}
-	return Caller{AccessKeyID: s.h.accessKey, Account: s.cred.Account, Region: s.h.region, Service: s.h.service}, nil
+	return Caller{AccessKeyID: s.h.accessKey, Account: s.cred.Account, Region: s.h.region, Service: s.h.service, Session: s.session}, nil
 }
 
 // dropUnsigned removes the x-amz-* headers the client did not sign: as in
