@@ -133,12 +133,16 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 		return fmt.Errorf("runtime API listener: %w", err)
 	}
 	addr := ln.Addr().String()
+	kilnAPI, err := listenKilnAPI(environ)
+	if err != nil {
+		return err
+	}
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return err
 	}
 	logW := os.NewFile(uintptr(p[1]), "runtime-output")
-	a.env = runtimeEnv(environ, addr)
+	a.env = runtimeEnv(environ, addr, kilnAPI.addr)
 	for _, kv := range environ {
 		if v, ok := strings.CutPrefix(kv, "LAMBDA_TASK_ROOT="); ok && a.dir == "" {
 			a.dir = v
@@ -156,11 +160,12 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 	discardSignals()
 
 	if len(exts) == 0 {
-		err = handOverListener(fd, ln, p[0], addr)
+		err = handOverListener(fd, ln, p[0], addr, kilnAPI)
 		ln.Close()
 	} else {
-		a.ext, err = startExtensionServer(a, fd, ln, p[0], addr)
+		a.ext, err = startExtensionServer(a, fd, ln, p[0], addr, kilnAPI)
 	}
+	kilnAPI.close()
 	unix.Close(p[0])
 	if err != nil {
 		logW.Close()
@@ -445,13 +450,57 @@ func (a *agent) killAll() {
 
 // handOverListener opens the log pipe's read end and the listener to the
 // worker, which then serves the Runtime API itself.
-func handOverListener(fd int, ln net.Listener, logR int, addr string) error {
+func handOverListener(fd int, ln net.Listener, logR int, addr string, kilnAPI apiListener) error {
 	lf, err := ln.(*net.TCPListener).File()
 	if err != nil {
 		return err
 	}
 	defer lf.Close()
-	return agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr}, int(lf.Fd()), logR)
+	return agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr, KilnAPI: kilnAPI.addr}, int(lf.Fd()), logR, kilnAPI.fds()...)
+}
+
+// apiListener is the socket, inside the environment, where the function
+// reaches Kiln's API: the worker serves it (a proxy to Kiln's API and
+// nothing else), as it serves the Runtime API.
+type apiListener struct {
+	addr string
+	f    *os.File
+}
+
+// listenKilnAPI opens it when the worker asked for it (EnvAPIListen).
+func listenKilnAPI(environ []string) (apiListener, error) {
+	var listen string
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, agentproto.EnvAPIListen+"="); ok {
+			listen = v
+		}
+	}
+	if listen == "" {
+		return apiListener{}, nil
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return apiListener{}, fmt.Errorf("Kiln API listener: %w", err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return apiListener{}, err
+	}
+	return apiListener{addr: ln.Addr().String(), f: f}, nil
+}
+
+func (l apiListener) fds() []int {
+	if l.f == nil {
+		return nil
+	}
+	return []int{int(l.f.Fd())}
+}
+
+func (l apiListener) close() {
+	if l.f != nil {
+		l.f.Close()
+	}
 }
 
 // listExtensions returns the executables in dir, in the order Lambda starts
@@ -478,16 +527,22 @@ func listExtensions(dir string) []string {
 }
 
 // runtimeEnv is the agent's environment without its own variables, plus
-// AWS_LAMBDA_RUNTIME_API.
-func runtimeEnv(env []string, apiAddr string) []string {
-	out := make([]string, 0, len(env)+1)
+// AWS_LAMBDA_RUNTIME_API and, when the function reaches Kiln's API,
+// AWS_ENDPOINT_URL (which the AWS SDKs use for every service).
+func runtimeEnv(env []string, apiAddr, kilnAPI string) []string {
+	out := make([]string, 0, len(env)+2)
 	for _, kv := range env {
-		if strings.HasPrefix(kv, "KILN_AGENT_") || strings.HasPrefix(kv, "AWS_LAMBDA_RUNTIME_API=") {
+		if strings.HasPrefix(kv, "KILN_AGENT_") || strings.HasPrefix(kv, "AWS_LAMBDA_RUNTIME_API=") ||
+			kilnAPI != "" && strings.HasPrefix(kv, "AWS_ENDPOINT_URL=") {
 			continue
 		}
 		out = append(out, kv)
 	}
-	return append(out, "AWS_LAMBDA_RUNTIME_API="+apiAddr)
+	out = append(out, "AWS_LAMBDA_RUNTIME_API="+apiAddr)
+	if kilnAPI != "" {
+		out = append(out, "AWS_ENDPOINT_URL=http://"+kilnAPI)
+	}
+	return out
 }
 
 func exitOf(ws syscall.WaitStatus) agentproto.Exit {

@@ -62,12 +62,12 @@ type extension struct {
 
 // startExtensionServer serves the listener and hands the worker a unix
 // socket for relayed connections, with the log pipe's read end.
-func startExtensionServer(a *agent, fd int, ln net.Listener, logR int, addr string) (*extServer, error) {
+func startExtensionServer(a *agent, fd int, ln net.Listener, logR int, addr string, kilnAPI apiListener) (*extServer, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
 	}
-	err = agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr, Conns: true}, pair[1], logR)
+	err = agentproto.SendHandover(fd, agentproto.Handover{RuntimeAPI: addr, Conns: true, KilnAPI: kilnAPI.addr}, pair[1], logR, kilnAPI.fds()...)
 	unix.Close(pair[1])
 	if err != nil {
 		unix.Close(pair[0])

@@ -138,9 +138,12 @@ func (c *Conn) Read() (*Frame, error) {
 
 // Handover is the agent's first message: sent with two descriptors, the
 // Runtime API's listening socket and the read end of the runtime's log pipe,
-// both opened inside the sandbox.
+// both opened inside the sandbox, and a third when KilnAPI is set: the
+// listening socket where the function reaches Kiln's API, which the worker
+// serves (the sandbox's network namespace reaches nothing else of Kiln).
 type Handover struct {
 	RuntimeAPI string `json:"runtimeApi"`
+	KilnAPI    string `json:"kilnApi,omitempty"`
 	// Conns is set when the agent keeps the listener itself (it serves the
 	// Extensions API there) and relays the Runtime API: the first descriptor
 	// is then a unix socket on which each Runtime API connection arrives as
@@ -148,14 +151,14 @@ type Handover struct {
 	Conns bool `json:"conns,omitempty"`
 }
 
-// SendHandover sends h with the listener and log pipe descriptors over the
-// unix socket fd.
-func SendHandover(fd int, h Handover, listener, logs int) error {
+// SendHandover sends h with the listener and log pipe descriptors (and
+// Kiln's API listener, when h.KilnAPI is set) over the unix socket fd.
+func SendHandover(fd int, h Handover, listener, logs int, kilnAPI ...int) error {
 	b, err := json.Marshal(h)
 	if err != nil {
 		return err
 	}
-	if err := unix.Sendmsg(fd, b, unix.UnixRights(listener, logs), nil, 0); err != nil {
+	if err := unix.Sendmsg(fd, b, unix.UnixRights(append([]int{listener, logs}, kilnAPI...)...), nil, 0); err != nil {
 		return fmt.Errorf("agentproto: send handover: %w", err)
 	}
 	return nil
@@ -164,34 +167,53 @@ func SendHandover(fd int, h Handover, listener, logs int) error {
 // ErrNoHandover means the agent ended before handing over its descriptors.
 var ErrNoHandover = errors.New("agentproto: agent sent no handover")
 
+// Received is a handover as the worker receives it.
+type Received struct {
+	Handover
+	Listener, Logs *os.File
+	APIListener    *os.File // nil unless Handover.KilnAPI is set
+}
+
 // ReceiveHandover reads the agent's handover from the unix socket fd: the
-// message and the listener and log pipe, as files.
-func ReceiveHandover(fd int) (Handover, *os.File, *os.File, error) {
-	var h Handover
+// message and its descriptors, as files.
+func ReceiveHandover(fd int) (Received, error) {
+	var h Received
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(2*4))
+	oob := make([]byte, unix.CmsgSpace(3*4))
 	n, oobn, _, _, err := unix.Recvmsg(fd, buf, oob, unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
-		return h, nil, nil, fmt.Errorf("agentproto: receive handover: %w", err)
+		return h, fmt.Errorf("agentproto: receive handover: %w", err)
 	}
 	if n == 0 {
-		return h, nil, nil, ErrNoHandover
+		return h, ErrNoHandover
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil || len(msgs) != 1 {
-		return h, nil, nil, fmt.Errorf("agentproto: handover without descriptors")
+		return h, fmt.Errorf("agentproto: handover without descriptors")
 	}
 	fds, err := unix.ParseUnixRights(&msgs[0])
-	if err != nil || len(fds) != 2 {
+	if err == nil {
+		err = json.Unmarshal(buf[:n], &h.Handover)
+	}
+	if want := 2 + btoi(h.Handover.KilnAPI != ""); err == nil && len(fds) != want {
+		err = fmt.Errorf("wants %d descriptors, got %d", want, len(fds))
+	}
+	if err != nil {
 		for _, f := range fds {
 			unix.Close(f)
 		}
-		return h, nil, nil, fmt.Errorf("agentproto: handover wants 2 descriptors, got %d", len(fds))
+		return h, fmt.Errorf("agentproto: handover: %w", err)
 	}
-	if err := json.Unmarshal(buf[:n], &h); err != nil {
-		unix.Close(fds[0])
-		unix.Close(fds[1])
-		return h, nil, nil, fmt.Errorf("agentproto: handover: %w", err)
+	h.Listener, h.Logs = os.NewFile(uintptr(fds[0]), "runtime-api"), os.NewFile(uintptr(fds[1]), "runtime-logs")
+	if len(fds) == 3 {
+		h.APIListener = os.NewFile(uintptr(fds[2]), "kiln-api")
 	}
-	return h, os.NewFile(uintptr(fds[0]), "runtime-api"), os.NewFile(uintptr(fds[1]), "runtime-logs"), nil
+	return h, nil
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -19,7 +19,10 @@ const SpawnerName = "kiln-spawner"
 // the runtime's environment.
 const (
 	EnvListen = "KILN_AGENT_LISTEN" // Runtime API address, default 127.0.0.1:9001
-	EnvConnFD = "KILN_AGENT_FD"     // the worker socket's descriptor, default 3
+	// EnvAPIListen is the address inside the environment where the
+	// function reaches Kiln's own API (AWS_ENDPOINT_URL); unset means none.
+	EnvAPIListen = "KILN_AGENT_API_LISTEN"
+	EnvConnFD    = "KILN_AGENT_FD" // the worker socket's descriptor, default 3
 	// EnvSandbox holds a JSON agent.SandboxConfig: set the sandbox up first.
 	EnvSandbox = "KILN_AGENT_SANDBOX"
 	// EnvExtensions is the directory of external extensions; unset means

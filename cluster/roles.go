@@ -42,12 +42,13 @@ import (
 
 // NATS subjects between roles.
 const (
-	subjHeartbeat = "kiln.placement.heartbeat"
-	subjPlace     = "kiln.placement.place"
-	subjRelease   = "kiln.placement.release"
-	subjDrain     = "kiln.placement.drain"
-	subjWorkers   = "kiln.placement.workers"
-	subjCPWhere   = "kiln.controlplane.where"
+	subjHeartbeat  = "kiln.placement.heartbeat"
+	subjPlace      = "kiln.placement.place"
+	subjRelease    = "kiln.placement.release"
+	subjDrain      = "kiln.placement.drain"
+	subjWorkers    = "kiln.placement.workers"
+	subjCPWhere    = "kiln.controlplane.where"
+	subjFrontWhere = "kiln.frontend.where"
 )
 
 // Identity is the default account and the secrets roles share; each role
@@ -61,6 +62,15 @@ type Identity struct {
 	// ImageKey is the image key service's master secret (32 bytes):
 	// control planes seal images' manifests with it, workers open them.
 	ImageKey []byte `json:"image_key,omitempty"`
+	// SessionKey signs environments' credentials (workers issue them,
+	// frontends and control planes verify them).
+	SessionKey []byte `json:"session_key,omitempty"`
+}
+
+// sessions issues and verifies environments' credentials; nil without a
+// key (a cluster made before them).
+func (id Identity) sessions() *auth.Sessions {
+	return roles.Identity{SessionKey: id.SessionKey}.Sessions()
 }
 
 // keyring verifies the signatures of the default account's key and of the
@@ -70,7 +80,8 @@ func (cfg RoleConfig) keyring(ctx context.Context, nc *nats.Conn) (*auth.Keyring
 	if err != nil {
 		return nil, nil, err
 	}
-	id := roles.Identity{AccountID: cfg.Identity.AccountID, AccessKeyID: cfg.Identity.AccessKeyID, SecretAccessKey: cfg.Identity.SecretAccessKey}
+	id := roles.Identity{AccountID: cfg.Identity.AccountID, AccessKeyID: cfg.Identity.AccessKeyID,
+		SecretAccessKey: cfg.Identity.SecretAccessKey, SessionKey: cfg.Identity.SessionKey}
 	var k *auth.Keyring
 	var store *accounts.Store
 	err = retryFor(ctx, 60*time.Second, func(context.Context) (err error) {
@@ -491,8 +502,11 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 		imgs.Register(set)
 		defer imgs.Close() // after the environments that use them
 	}
+	// Functions reach Kiln's API through this worker, which forwards to a
+	// frontend (the sandbox reaches nothing else).
 	w, err := roles.NewWorker(roles.WorkerConfig{ID: cfg.Name, Region: cfg.Region, DataDir: cfg.DataDir,
-		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Images: imgs.Source(), Metrics: set, Logger: cfg.Logger})
+		Code: code, Sandbox: cfg.Sandbox, Logs: logStore, Images: imgs.Source(), Metrics: set, Logger: cfg.Logger,
+		API: proxyFound(nc, cfg.transport(), subjFrontWhere, "frontend"), Sessions: cfg.Identity.sessions()})
 	if err != nil {
 		return err
 	}
@@ -717,6 +731,16 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 		ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	srv.RegisterOnShutdown(con.Close)
 	go srv.Serve(ln)
+	// Workers find a frontend here for their functions' calls to Kiln.
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = ln.Addr().String()
+	}
+	where, err := nc.Subscribe(subjFrontWhere, func(m *nats.Msg) { m.Respond([]byte("http://" + advertise)) })
+	if err != nil {
+		return err
+	}
+	defer where.Unsubscribe()
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -828,6 +852,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // signature covers the Host header, which is kept), to a control plane
 // found over NATS: whichever answers first, until a call to it fails.
 func controlplaneProxy(nc *nats.Conn, tr http.RoundTripper) http.Handler {
+	return proxyFound(nc, tr, subjCPWhere, "control plane")
+}
+
+// proxyFound sends requests, untouched, to whichever process answers
+// first on subject (where), until a request to it fails.
+func proxyFound(nc *nats.Conn, tr http.RoundTripper, subject, what string) http.Handler {
 	var mu sync.Mutex
 	var target *url.URL
 	where := func() (*url.URL, error) {
@@ -836,7 +866,7 @@ func controlplaneProxy(nc *nats.Conn, tr http.RoundTripper) http.Handler {
 		if target != nil {
 			return target, nil
 		}
-		msg, err := nc.Request(subjCPWhere, nil, 2*time.Second)
+		msg, err := nc.Request(subject, nil, 2*time.Second)
 		if err != nil {
 			return nil, err
 		}
@@ -855,12 +885,12 @@ func controlplaneProxy(nc *nats.Conn, tr http.RoundTripper) http.Handler {
 			mu.Lock()
 			target = nil // find it again next time
 			mu.Unlock()
-			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.Service, Message: "control plane unreachable: " + err.Error()})
+			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.Service, Message: what + " unreachable: " + err.Error()})
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := where(); err != nil {
-			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.Service, Message: "no control plane: " + err.Error()})
+			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.Service, Message: "no " + what + ": " + err.Error()})
 			return
 		}
 		w.Header().Del(api.RequestIDHeader) // the control plane's answer has its own

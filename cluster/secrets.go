@@ -97,12 +97,13 @@ func openIssuer(dir string, id func() Identity) (*issuer, error) {
 func identityFor(role string, id Identity) *Identity {
 	switch role {
 	case "frontend":
-		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Token: id.Token}
+		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Token: id.Token,
+			SessionKey: id.SessionKey}
 	case "controlplane":
 		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret,
-			ImageKey: id.ImageKey}
+			ImageKey: id.ImageKey, SessionKey: id.SessionKey}
 	case "worker":
-		return &Identity{Token: id.Token, ImageKey: id.ImageKey}
+		return &Identity{Token: id.Token, ImageKey: id.ImageKey, SessionKey: id.SessionKey}
 	case "assignment", "pollers":
 		return &Identity{Token: id.Token}
 	}

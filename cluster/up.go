@@ -498,7 +498,8 @@ var localHosts = []string{"127.0.0.1", "localhost"}
 // newIdentity makes a cluster's default account and shared secrets.
 func newIdentity() Identity {
 	return Identity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
-		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24), ImageKey: imageKey()}
+		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24), ImageKey: imageKey(),
+		SessionKey: []byte(random(32))}
 }
 
 // absFlag is flag and path made absolute (roles run in their own directory).

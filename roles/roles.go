@@ -29,13 +29,26 @@ import (
 // DefaultRegion is the region of a Kiln not told otherwise.
 const DefaultRegion = "us-east-1"
 
-// Identity is the default account and its key pair, and the secret that
-// signs Code.Location download URLs.
+// Identity is the default account and its key pair, the secret that
+// signs Code.Location download URLs and the key of environments'
+// credentials.
 type Identity struct {
 	AccountID       string `json:"accountId"`
 	AccessKeyID     string `json:"accessKeyId"`
 	SecretAccessKey string `json:"secretAccessKey"`
 	URLSecret       []byte `json:"urlSecret"`
+	// SessionKey signs the temporary credentials of execution
+	// environments (auth.Sessions); empty gives functions none.
+	SessionKey []byte `json:"sessionKey,omitempty"`
+}
+
+// Sessions issues and verifies environments' credentials; nil without a
+// SessionKey.
+func (id Identity) Sessions() *auth.Sessions {
+	if len(id.SessionKey) == 0 {
+		return nil
+	}
+	return auth.NewSessions(id.SessionKey)
 }
 
 // Keyring verifies the default account's signatures, scoped to region and
@@ -45,6 +58,7 @@ type Identity struct {
 func (id Identity) Keyring(region string) *auth.Keyring {
 	k := auth.NewKeyring(auth.Credential{AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Account: id.AccountID})
 	k.Region = region
+	k.Sessions = id.Sessions()
 	k.Services = func(r *http.Request) []string {
 		if r.URL.Path != "/" {
 			return []string{"lambda"}

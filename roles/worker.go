@@ -3,8 +3,10 @@ package roles
 import (
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 
+	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/logline"
 	"github.com/kiln-dev/kiln/metrics"
 	"github.com/kiln-dev/kiln/runtimes"
@@ -30,7 +32,13 @@ type WorkerConfig struct {
 	Images worker.ImageSource
 	// Metrics receives the worker's metrics; nil records none.
 	Metrics *metrics.Set
-	Logger  *slog.Logger
+	// API is Kiln's API as functions reach it from inside their sandboxes
+	// (in-process in kiln up, a proxy to a frontend in a cluster), and
+	// Sessions issues each environment's credentials for it; without
+	// both, functions reach none of Kiln and get no credentials.
+	API      http.Handler
+	Sessions *auth.Sessions
+	Logger   *slog.Logger
 }
 
 // dropCounter is a log sink that drops lines when it cannot keep up
@@ -43,8 +51,17 @@ func NewWorker(cfg WorkerConfig) (*worker.Worker, error) {
 	if err := runtimes.Install(dir); err != nil {
 		return nil, fmt.Errorf("runtimes: %w", err)
 	}
-	w := worker.New(worker.Config{ID: cfg.ID, Region: cfg.Region, RuntimeDir: dir, Code: cfg.Code,
-		Sandbox: cfg.Sandbox, Logs: cfg.Logs, Images: cfg.Images, Logger: cfg.Logger})
+	wcfg := worker.Config{ID: cfg.ID, Region: cfg.Region, RuntimeDir: dir, Code: cfg.Code,
+		Sandbox: cfg.Sandbox, Logs: cfg.Logs, Images: cfg.Images, Logger: cfg.Logger}
+	if cfg.API != nil && cfg.Sessions != nil {
+		wcfg.API = cfg.API
+		wcfg.Credentials = func(account, function string) []string {
+			c := cfg.Sessions.Issue(account, function, auth.SessionLifetime)
+			return []string{"AWS_ACCESS_KEY_ID=" + c.AccessKeyID, "AWS_SECRET_ACCESS_KEY=" + c.SecretAccessKey,
+				"AWS_SESSION_TOKEN=" + c.SessionToken}
+		}
+	}
+	w := worker.New(wcfg)
 	if cfg.Metrics != nil {
 		const help = "Lines of functions' logs dropped: over the function's log rate limit (rate_limit), or with the log store's queue full (queue_full)."
 		cfg.Metrics.Register(metrics.CounterFunc("kiln_log_lines_dropped_total", help, prometheus.Labels{"reason": "rate_limit"},

@@ -480,6 +480,10 @@ func (l *Linux) Close() error {
 
 const readOnly = uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
 
+// KilnAPIAddr is where, inside the sandbox, a function reaches Kiln's API
+// (beside the Runtime API's 127.0.0.1:9001).
+const KilnAPIAddr = "127.0.0.1:9002"
+
 func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Process, error) {
 	memMB := spec.MemoryMB
 	if memMB <= 0 {
@@ -525,6 +529,9 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 			{Target: "tmp", Options: "size=" + strconv.Itoa(tmpMB) + "m,mode=1777"},
 			{Target: "dev/shm", Options: "size=" + strconv.Itoa(memMB) + "m,mode=1777", NoExec: true},
 		},
+	}
+	if spec.KilnAPI {
+		as.Env = append(as.Env, agentproto.EnvAPIListen+"="+KilnAPIAddr)
 	}
 	for _, t := range []struct{ src, target string }{{spec.CodeDir, "var/task"}, {spec.RuntimeDir, "var/runtime"}, {spec.OptDir, "opt"}} {
 		if t.src == "" {

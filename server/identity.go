@@ -35,6 +35,9 @@ func loadIdentity(dir string, cfg Config) (id Identity, generated bool, err erro
 	default:
 		return id, false, err
 	}
+	if len(id.SessionKey) == 0 { // an identity from before sessions
+		id.SessionKey = randomBytes(32)
+	}
 	if cfg.AccessKeyID != "" && cfg.SecretAccessKey != "" {
 		id.AccessKeyID, id.SecretAccessKey = cfg.AccessKeyID, cfg.SecretAccessKey
 		generated = false

@@ -268,8 +268,18 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	s.Metrics = metrics.New()
+	// Functions reach Kiln's API in process (the frontend's handler, once
+	// it exists; provisioned environments may start before).
+	var fnAPI atomic.Pointer[http.Handler]
 	wcfg := roles.WorkerConfig{Region: cfg.Region, DataDir: dir, Code: code,
-		Sandbox: cfg.Sandbox, Logs: s.Logs, Metrics: s.Metrics, Logger: cfg.Logger}
+		Sandbox: cfg.Sandbox, Logs: s.Logs, Metrics: s.Metrics, Logger: cfg.Logger, Sessions: id.Sessions(),
+		API: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := fnAPI.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.ServiceUnavailable, Message: "Kiln is starting"})
+		})}
 	wcfg.Images = s.images.Source()
 	if s.Worker, err = roles.NewWorker(wcfg); err != nil {
 		return nil, err
@@ -390,6 +400,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	accts.Register(cpMux)
 	cpMux.Handle("/kiln/code/", cp.CodeHandler())
 	root := front.Handler
+	fnAPI.Store(&root)
 
 	var events atomic.Pointer[eventFrontend]
 	s.http = &http.Server{ReadHeaderTimeout: 30 * time.Second, MaxHeaderBytes: handoff.MaxHead,

@@ -32,8 +32,12 @@ type Identity struct {
 }
 
 // IdentityOf is who c is: every key of an account acts as the account's
-// root user.
+// root user, a function's credentials as its execution role's session.
 func IdentityOf(c auth.Caller) Identity {
+	if c.Session != "" {
+		return Identity{Account: c.Account, Arn: "arn:aws:sts::" + c.Account + ":assumed-role/kiln-function/" + c.Session,
+			UserId: "AROAKILNFUNCTION:" + c.Session}
+	}
 	return Identity{Account: c.Account, Arn: "arn:aws:iam::" + c.Account + ":root", UserId: c.Account}
 }
 

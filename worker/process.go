@@ -30,6 +30,9 @@ func (ProcessSandbox) Start(ctx context.Context, spec SandboxSpec) (Process, err
 		return nil, errors.New("the process backend cannot run container images: it has no root of its own to give them")
 	}
 	env := append(spec.Env, agentproto.EnvListen+"=127.0.0.1:0")
+	if spec.KilnAPI {
+		env = append(env, agentproto.EnvAPIListen+"=127.0.0.1:0")
+	}
 	if spec.OptDir != "" {
 		env = append(env, agentproto.EnvExtensions+"="+filepath.Join(spec.OptDir, "extensions"))
 	}

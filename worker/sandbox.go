@@ -37,6 +37,9 @@ type SandboxSpec struct {
 	MemoryMB int
 	TmpMB    int
 	Conn     *os.File // the agent's end of the worker socket
+	// KilnAPI asks for the socket inside the sandbox where the function
+	// reaches Kiln's API (agentproto.EnvAPIListen).
+	KilnAPI bool
 }
 
 // Process is a started sandbox.

@@ -9,8 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"math"
+	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -57,6 +60,13 @@ type Config struct {
 	LogRate, LogBurst int64
 	// InitTimeout bounds the init phase; zero means Lambda's 10 s.
 	InitTimeout time.Duration
+	// API, when set, is Kiln's API as functions reach it: each environment
+	// gets a socket inside its sandbox (AWS_ENDPOINT_URL) that this worker
+	// serves with API, and nothing else of Kiln. Credentials gives each
+	// environment its temporary credentials, as environment variables
+	// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN).
+	API         http.Handler
+	Credentials func(account, function string) []string
 	Logger      *slog.Logger
 }
 
@@ -146,6 +156,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	started := time.Now()
 	sb.ID, sb.Conn = id, theirs
 	sb.Env = mergeEnv(w.runtimeEnv(spec, rt, taskRoot, runtimeRoot, w.optRoot(sb.OptDir), stream), imageEnv)
+	sb.KilnAPI = w.cfg.API != nil
 	sb.MemoryMB, sb.TmpMB = fn.MemorySize, ephemeralMB(fn)
 	proc, err := w.cfg.Sandbox.Start(ctx, sb)
 	theirs.Close()
@@ -181,7 +192,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		return fail(&invoke.InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
 			fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms Phase: init Status: timeout", float64(w.cfg.InitTimeout.Microseconds())/1000))})
 	}
-	if err := e.takeHandover(ctx, timer.C); err != nil {
+	if err := e.takeHandover(ctx, timer.C, w.cfg.API); err != nil {
 		if errors.Is(err, errInitTimeout) {
 			return timedOut()
 		}
@@ -224,17 +235,16 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 var errInitTimeout = errors.New("init timed out")
 
 // takeHandover receives the agent's Runtime API listener and log pipe and
-// starts serving them.
-func (e *env) takeHandover(ctx context.Context, timeout <-chan time.Time) error {
+// starts serving them, and Kiln's API (with kilnAPI) on its listener.
+func (e *env) takeHandover(ctx context.Context, timeout <-chan time.Time, kilnAPI http.Handler) error {
 	type handover struct {
-		h        agentproto.Handover
-		ln, logs *os.File
-		err      error
+		agentproto.Received
+		err error
 	}
 	got := make(chan handover, 1)
 	go func() {
-		h, ln, logs, err := agentproto.ReceiveHandover(int(e.sock.Fd()))
-		got <- handover{h, ln, logs, err}
+		h, err := agentproto.ReceiveHandover(int(e.sock.Fd()))
+		got <- handover{h, err}
 	}()
 	var h handover
 	select {
@@ -247,18 +257,43 @@ func (e *env) takeHandover(ctx context.Context, timeout <-chan time.Time) error 
 	if h.err != nil {
 		return fmt.Errorf("agent handover: %w", h.err)
 	}
-	ln, err := agentproto.Listener(h.h, h.ln) // the listener, or the agent's relay when it serves extensions
-	h.ln.Close()
+	if h.APIListener != nil {
+		err := e.serveKilnAPI(h.APIListener, kilnAPI)
+		h.APIListener.Close()
+		if err != nil {
+			h.Listener.Close()
+			h.Logs.Close()
+			return err
+		}
+	}
+	ln, err := agentproto.Listener(h.Handover, h.Listener) // the listener, or the agent's relay when it serves extensions
+	h.Listener.Close()
 	if err != nil {
-		h.logs.Close()
+		h.Logs.Close()
 		return fmt.Errorf("runtime API listener: %w", err)
 	}
-	if e.logs, err = newLogPipe(h.logs, e.output); err != nil {
+	if e.logs, err = newLogPipe(h.Logs, e.output); err != nil {
 		ln.Close()
 		return err
 	}
 	e.api = runtimeapi.Serve(ln, runtimeapi.Config{Flush: func() { e.logs.flush() }})
 	go e.readAgent()
+	return nil
+}
+
+// serveKilnAPI serves Kiln's API on the environment's listener f until the
+// environment goes.
+func (e *env) serveKilnAPI(f *os.File, h http.Handler) error {
+	if h == nil {
+		return errors.New("the agent opened a Kiln API listener that was not asked for")
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		return fmt.Errorf("Kiln API listener: %w", err)
+	}
+	e.kilnAPI = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog: log.New(io.Discard, "", 0)} // a function hanging up is no news
+	go e.kilnAPI.Serve(ln)
 	return nil
 }
 
@@ -314,6 +349,9 @@ func (w *Worker) runtimeEnv(spec invoke.EnvSpec, rt runtimes.Runtime, taskRoot, 
 	)
 	if rt.ExecutionEnv != "" {
 		env = append(env, "AWS_EXECUTION_ENV="+rt.ExecutionEnv)
+	}
+	if w.cfg.Credentials != nil {
+		env = append(env, w.cfg.Credentials(spec.Account, fn.FunctionName)...)
 	}
 	return env
 }
@@ -435,6 +473,8 @@ type env struct {
 	proc Process
 	api  *runtimeapi.Server
 	logs *logPipe
+	// kilnAPI serves Kiln's API inside the environment (Config.API).
+	kilnAPI *http.Server
 	// unmount releases the environment's image (a no-op for zip code).
 	unmount func()
 
@@ -631,6 +671,9 @@ func (e *env) shutdown() {
 func (e *env) release() {
 	if e.api != nil {
 		e.api.Close()
+	}
+	if e.kilnAPI != nil {
+		e.kilnAPI.Close()
 	}
 	e.sock.Close()
 	e.unmount()
