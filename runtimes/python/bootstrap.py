@@ -443,7 +443,49 @@ def _load_handler(spec):
     return handler
 
 
+class _EndpointURL:
+    """Makes a botocore older than 1.31 (Debian 12's 1.29, which functions
+    import from the host's /usr) honour AWS_ENDPOINT_URL, as later ones
+    do: Kiln advertises its API there, as Lambda's runtimes ship an SDK
+    that finds AWS. It patches botocore.session when that is first
+    imported, so that functions that never import it pay nothing."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "botocore.session":
+            return None
+        import importlib.machinery
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            _default_endpoint(module)
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _default_endpoint(session_module):
+    import botocore
+    try:
+        if tuple(int(x) for x in botocore.__version__.split(".")[:2]) >= (1, 31):
+            return
+    except ValueError:
+        return
+    url = os.environ.get("AWS_ENDPOINT_URL")
+    create_client = session_module.Session.create_client
+
+    def with_endpoint(self, service_name, *args, **kwargs):
+        if len(args) < 5 and kwargs.get("endpoint_url") is None:
+            kwargs["endpoint_url"] = url
+        return create_client(self, service_name, *args, **kwargs)
+    session_module.Session.create_client = with_endpoint
+
+
 def _init(api):
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        sys.meta_path.insert(0, _EndpointURL())
     task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
     # The script's own directory would be sys.path[0]; the task root takes its place.
     if sys.path and os.path.realpath(sys.path[0] or ".") == os.path.dirname(os.path.realpath(_THIS_FILE)):
