@@ -43,6 +43,21 @@ var lifecycleCases = []testCase{
 			t.Errorf("priority: own %d, running queued events %d, sync again %d", own, background, again)
 		}
 	}},
+	{"KilnAPI", func(t *testing.T, h *Harness) {
+		// The worker serves Kiln's API on a socket inside the environment,
+		// named by AWS_ENDPOINT_URL; the environment's credentials are its
+		// account's, for its function.
+		fn := h.AddGo(t, "probe", ProbeGo)
+		env := h.Create(t, fn)
+		if got := h.Probe(t, env, map[string]any{"action": "get", "path": "/2015-03-31/functions"}); got != "Kiln API: GET /2015-03-31/functions" {
+			t.Errorf("GET $AWS_ENDPOINT_URL/2015-03-31/functions: %q", got)
+		}
+		for name, want := range map[string]string{"AWS_ACCESS_KEY_ID": "ASIA123456789012", "AWS_SESSION_TOKEN": "session of probe"} {
+			if got := h.Probe(t, env, map[string]any{"action": "getenv", "name": name}); got != want {
+				t.Errorf("%s=%q; want %q", name, got, want)
+			}
+		}
+	}},
 	{"InvokeAndLogs", func(t *testing.T, h *Harness) {
 		fn := h.AddGo(t, "toolkit", fntest.ToolkitGo)
 		env := h.Create(t, fn)

@@ -339,6 +339,14 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			opened++
 		}
 		return map[string]any{"opened": opened, "error": errText(first)}, nil
+	case "get": // GET Path from the endpoint the environment names for Kiln's API
+		resp, err := http.Get(os.Getenv("AWS_ENDPOINT_URL") + e.Path)
+		if err != nil {
+			return errText(err), nil
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b), nil
 	case "requests":
 		answered := 0
 		for range e.N {

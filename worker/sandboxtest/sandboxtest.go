@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -110,7 +111,13 @@ func NewHarness(t testing.TB, sb worker.Sandbox) *Harness {
 	if err := runtimes.Install(rt); err != nil {
 		t.Fatal(err)
 	}
-	h.W = worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: h, Sandbox: h.rec, Logs: h.Logs})
+	h.W = worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: h, Sandbox: h.rec, Logs: h.Logs,
+		API: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "Kiln API: %s %s", r.Method, r.URL.Path)
+		}),
+		Credentials: func(account, function string) []string {
+			return []string{"AWS_ACCESS_KEY_ID=ASIA" + account, "AWS_SESSION_TOKEN=session of " + function}
+		}})
 	t.Cleanup(h.W.Close)
 	return h
 }
