@@ -116,7 +116,7 @@ func (s *Store) Account(ctx context.Context, id string) (Account, error) {
 // ever returned here and by AddKey.
 func (s *Store) Create(ctx context.Context, name string) (Account, Key, error) {
 	for {
-		a := Account{ID: randomDigits(12), Name: name, Created: now()}
+		a := Account{ID: NewID(), Name: name, Created: now()}
 		b, _ := json.Marshal(a)
 		_, err := s.kv.Create(ctx, "acct."+a.ID, b)
 		if errors.Is(err, jetstream.ErrKeyExists) {
@@ -142,8 +142,7 @@ func (s *Store) AddKey(ctx context.Context, account string) (Key, error) {
 	if n := len(keys[account]); n >= MaxKeys {
 		return Key{}, fmt.Errorf("%w: account %s has %d keys, the most it may hold: remove one first", ErrTooMany, account, n)
 	}
-	k := Key{AccessKeyID: "AKIA" + randomFrom(upperAlnum, 16), SecretAccessKey: randomFrom(secretChars, 40),
-		Account: account, Created: now()}
+	k := NewKey(account)
 	b, _ := json.Marshal(k)
 	if _, err := s.kv.Create(ctx, "key."+k.AccessKeyID, b); err != nil {
 		return Key{}, err
@@ -277,6 +276,16 @@ func validAccount(id string) bool {
 		}
 	}
 	return true
+}
+
+// NewID is a new account id: 12 digits, not starting with 0.
+func NewID() string { return randomDigits(12) }
+
+// NewKey is a new key pair of account, as AWS makes them (AKIA and 16
+// characters; a 40-character secret).
+func NewKey(account string) Key {
+	return Key{AccessKeyID: "AKIA" + randomFrom(upperAlnum, 16), SecretAccessKey: randomFrom(secretChars, 40),
+		Account: account, Created: now()}
 }
 
 const (

@@ -6,10 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"math/big"
 	"os"
 	"path/filepath"
 
+	"github.com/kiln-dev/kiln/accounts"
 	"github.com/kiln-dev/kiln/roles"
 )
 
@@ -29,8 +29,9 @@ func loadIdentity(dir string, cfg Config) (id Identity, generated bool, err erro
 			return id, false, fmt.Errorf("%s: %w", path, err)
 		}
 	case errors.Is(err, fs.ErrNotExist):
-		id = Identity{AccountID: randomDigits(12), AccessKeyID: "AKIA" + randomFrom(upperAlnum, 16),
-			SecretAccessKey: randomFrom(secretChars, 40), URLSecret: randomBytes(32)}
+		key := accounts.NewKey(accounts.NewID())
+		id = Identity{AccountID: key.Account, AccessKeyID: key.AccessKeyID, SecretAccessKey: key.SecretAccessKey,
+			URLSecret: randomBytes(32)}
 		generated = true
 	default:
 		return id, false, err
@@ -47,28 +48,6 @@ func loadIdentity(dir string, cfg Config) (id Identity, generated bool, err erro
 	}
 	b, _ = json.MarshalIndent(id, "", "  ")
 	return id, generated, roles.WriteFile(path, b, 0o600)
-}
-
-const (
-	upperAlnum  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
-	secretChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-)
-
-func randomFrom(alphabet string, n int) string {
-	out := make([]byte, n)
-	for i := range out {
-		k, _ := rand.Int(rand.Reader, big.NewInt(int64(len(alphabet))))
-		out[i] = alphabet[k.Int64()]
-	}
-	return string(out)
-}
-
-func randomDigits(n int) string {
-	s := randomFrom("0123456789", n)
-	if s[0] == '0' {
-		s = "1" + s[1:]
-	}
-	return s
 }
 
 func randomBytes(n int) []byte {
