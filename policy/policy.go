@@ -156,28 +156,51 @@ func Allows(stmts []Statement, action, account string) bool {
 			s.PrincipalOrgID != "" || s.EventSourceToken != "" || s.FunctionUrlAuthType != "" {
 			continue
 		}
-		if s.Principal == "*" || s.Principal == account {
-			return true
-		}
-		if m := iamARNRe.FindStringSubmatch(s.Principal); m != nil && m[1] == account {
+		if grants(s.Principal, account) {
 			return true
 		}
 	}
 	return false
 }
 
-// PublicURL says whether stmts let anyone invoke the function's URL
-// without signing, as Lambda requires of a URL with AuthType NONE: a
-// statement granting lambda:InvokeFunctionUrl to "*" on the condition
-// lambda:FunctionUrlAuthType NONE.
-func PublicURL(stmts []Statement) bool {
+// URLAllows says whether stmts let a function URL request through, as
+// Lambda's policy check of function URLs: for AuthType NONE (account
+// "", an unsigned caller) a statement granting lambda:InvokeFunctionUrl
+// to "*" on the condition lambda:FunctionUrlAuthType NONE; for AWS_IAM,
+// a caller of another account needs lambda:InvokeFunctionUrl granted to
+// its account (or "*"), unconditioned or on FunctionUrlAuthType AWS_IAM.
+// (The function's own account needs no statement: its keys act as its
+// root user.)
+func URLAllows(stmts []Statement, authType, account string) bool {
 	for _, s := range stmts {
-		if actionMatches(s.Action, "lambda:InvokeFunctionUrl") && s.Principal == "*" && s.FunctionUrlAuthType == "NONE" &&
-			s.SourceArn == "" && s.SourceAccount == "" && s.PrincipalOrgID == "" {
+		if !actionMatches(s.Action, "lambda:InvokeFunctionUrl") || s.SourceArn != "" || s.SourceAccount != "" ||
+			s.PrincipalOrgID != "" || s.EventSourceToken != "" {
+			continue
+		}
+		if authType == "NONE" {
+			if s.Principal == "*" && s.FunctionUrlAuthType == "NONE" {
+				return true
+			}
+			continue
+		}
+		if s.FunctionUrlAuthType != "" && s.FunctionUrlAuthType != authType {
+			continue
+		}
+		if grants(s.Principal, account) {
 			return true
 		}
 	}
 	return false
+}
+
+// grants says whether principal names account (its id or an IAM ARN in
+// it) or everyone.
+func grants(principal, account string) bool {
+	if principal == "*" || principal == account {
+		return true
+	}
+	m := iamARNRe.FindStringSubmatch(principal)
+	return m != nil && m[1] == account
 }
 
 func actionMatches(granted, action string) bool {

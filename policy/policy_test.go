@@ -41,21 +41,30 @@ func TestAllows(t *testing.T) {
 	}
 }
 
-func TestPublicURL(t *testing.T) {
-	public := Statement{Sid: "u", Action: "lambda:InvokeFunctionUrl", Principal: "*", FunctionUrlAuthType: "NONE"}
+func TestURLAllows(t *testing.T) {
+	url := func(principal, authType string) Statement {
+		return Statement{Sid: "u", Action: "lambda:InvokeFunctionUrl", Principal: principal, FunctionUrlAuthType: authType}
+	}
 	for _, tc := range []struct {
-		name string
-		s    Statement
-		want bool
+		name              string
+		s                 Statement
+		authType, account string
+		want              bool
 	}{
-		{"public", public, true},
-		{"IAM only", Statement{Sid: "u", Action: "lambda:InvokeFunctionUrl", Principal: "*", FunctionUrlAuthType: "AWS_IAM"}, false},
-		{"no auth type", Statement{Sid: "u", Action: "lambda:InvokeFunctionUrl", Principal: "*"}, false},
-		{"one account", Statement{Sid: "u", Action: "lambda:InvokeFunctionUrl", Principal: other, FunctionUrlAuthType: "NONE"}, false},
-		{"invoke, not the URL", Statement{Sid: "u", Action: "lambda:InvokeFunction", Principal: "*"}, false},
+		{"public", url("*", "NONE"), "NONE", "", true},
+		{"public needs the NONE condition", url("*", ""), "NONE", "", false},
+		{"IAM statement for NONE", url("*", "AWS_IAM"), "NONE", "", false},
+		{"one account for NONE", url(other, "NONE"), "NONE", "", false},
+		{"invoke, not the URL", Statement{Sid: "u", Action: "lambda:InvokeFunction", Principal: "*"}, "NONE", "", false},
+		{"IAM, the account", url(other, "AWS_IAM"), "AWS_IAM", other, true},
+		{"IAM, unconditioned", url(other, ""), "AWS_IAM", other, true},
+		{"IAM, the account's ARN", url("arn:aws:iam::"+other+":root", "AWS_IAM"), "AWS_IAM", other, true},
+		{"IAM, another account", url("333333333333", "AWS_IAM"), "AWS_IAM", other, false},
+		{"IAM, a NONE statement", url("*", "NONE"), "AWS_IAM", other, false},
+		{"IAM, on a source", Statement{Sid: "u", Action: "lambda:InvokeFunctionUrl", Principal: other, SourceAccount: other}, "AWS_IAM", other, false},
 	} {
-		if got := PublicURL([]Statement{tc.s}); got != tc.want {
-			t.Errorf("%s: PublicURL = %v; want %v", tc.name, got, tc.want)
+		if got := URLAllows([]Statement{tc.s}, tc.authType, tc.account); got != tc.want {
+			t.Errorf("%s: URLAllows = %v; want %v", tc.name, got, tc.want)
 		}
 	}
 }
