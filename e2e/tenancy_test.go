@@ -1,5 +1,9 @@
 package e2e
 
+// These tests start the shared targets; their files sort after
+// hostile_test.go, whose TestKilnUpLeavesNothingAfterSIGTERM counts every
+// process under the test binary as left over.
+
 import (
 	"bufio"
 	"context"
