@@ -84,3 +84,32 @@ func TestSessions(t *testing.T) {
 		t.Fatal("a keyring without sessions accepted a session's credentials")
 	}
 }
+
+// BenchmarkVerifySession is the cost of a session's token (MAC, claims,
+// derived secret) on top of a signature check with a stored key.
+func BenchmarkVerifySession(b *testing.B) {
+	k := NewKeyring(testCred)
+	k.Sessions = NewSessions(bytes.Repeat([]byte{7}, 32))
+	s := k.Sessions.Issue("123456789012", "fn", time.Hour)
+	for _, tc := range []struct {
+		name  string
+		creds aws.Credentials
+	}{
+		{"key", aws.Credentials{AccessKeyID: testCred.AccessKeyID, SecretAccessKey: testCred.SecretAccessKey}},
+		{"session", aws.Credentials{AccessKeyID: s.AccessKeyID, SecretAccessKey: s.SecretAccessKey, SessionToken: s.SessionToken}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			body := []byte(`{}`)
+			sum := sha256.Sum256(body)
+			r, _ := http.NewRequest("POST", "http://127.0.0.1:9002/2015-03-31/functions/f/invocations", bytes.NewReader(body))
+			if err := v4.NewSigner().SignHTTP(context.Background(), tc.creds, r, hex.EncodeToString(sum[:]), "lambda", "us-east-1", time.Now()); err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := k.Verify(r, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
