@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/smithy-go"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
 )
 
 // account is an account `kiln accounts create` made, with a data
@@ -121,6 +122,17 @@ func TestAccountsAndPermissions(t *testing.T) {
 		createToolkit(t, owner, "acct-fn")
 		invoke(t, owner, &lambda.InvokeInput{FunctionName: aws.String("acct-fn"), Payload: []byte(`{"action":"print","lines":1,"text":"owner's secret line"}`)})
 
+		layerZip, err := fntest.ZipFiles(map[string][]byte{"python/acct_layer.py": []byte("X = 1\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		layer, err := owner.PublishLayerVersion(ctx, &lambda.PublishLayerVersionInput{LayerName: aws.String("acct-layer"),
+			Content: &types.LayerVersionContentInput{ZipFile: layerZip}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		layerARN := aws.ToString(layer.LayerVersionArn)
+
 		b := createAccount(t, tg, "second")
 		out, err := kilnAccounts(t, tg.dir, "list")
 		if err != nil || !strings.Contains(out, b.id) || !strings.Contains(out, b.key) || !strings.Contains(out, tg.accountID) || strings.Contains(out, b.secret) {
@@ -155,6 +167,9 @@ func TestAccountsAndPermissions(t *testing.T) {
 			_, denied["UpdateFunctionConfiguration"] = c.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String(arn), Timeout: aws.Int32(3)})
 			_, denied["DeleteFunction"] = c.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String(arn)})
 			_, denied["GetPolicy"] = c.GetPolicy(ctx, &lambda.GetPolicyInput{FunctionName: aws.String(arn)})
+			_, denied["TagResource"] = c.TagResource(ctx, &lambda.TagResourceInput{Resource: aws.String(arn), Tags: map[string]string{"by": "second"}})
+			_, denied["ListTags"] = c.ListTags(ctx, &lambda.ListTagsInput{Resource: aws.String(arn)})
+			_, denied["GetLayerVersionByArn"] = c.GetLayerVersionByArn(ctx, &lambda.GetLayerVersionByArnInput{Arn: aws.String(layerARN)})
 			_, denied["AddPermission"] = c.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: aws.String(arn), StatementId: aws.String("self"),
 				Action: aws.String("lambda:InvokeFunction"), Principal: aws.String(b.id)})
 			for op, err := range denied {
@@ -165,6 +180,15 @@ func TestAccountsAndPermissions(t *testing.T) {
 			// Its own function of the same name is another function.
 			if _, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("acct-fn")}); errorCode(err) != "ResourceNotFoundException" {
 				t.Errorf("the second account's GetFunction acct-fn: %v; want ResourceNotFoundException", err)
+			}
+			layers, err := c.ListLayers(ctx, &lambda.ListLayersInput{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range layers.Layers {
+				if aws.ToString(l.LayerName) == "acct-layer" {
+					t.Errorf("the second account lists the first's layer %s", aws.ToString(l.LayerArn))
+				}
 			}
 			// Logs: the group is not listed, its events not readable.
 			groups, err := b.logs(ep).DescribeLogGroups(ctx, &cwl.DescribeLogGroupsInput{})
@@ -204,6 +228,15 @@ func TestAccountsAndPermissions(t *testing.T) {
 		}
 		if _, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(arn)}); errorCode(err) != "AccessDeniedException" {
 			t.Fatalf("GetFunction with an invoke permission: %v; want AccessDeniedException", err)
+		}
+		// A layer version's own permission lets the second account read it.
+		if _, err := owner.AddLayerVersionPermission(ctx, &lambda.AddLayerVersionPermissionInput{LayerName: aws.String("acct-layer"),
+			VersionNumber: aws.Int64(layer.Version), StatementId: aws.String("second"), Action: aws.String("lambda:GetLayerVersion"),
+			Principal: aws.String(b.id)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.GetLayerVersionByArn(ctx, &lambda.GetLayerVersionByArnInput{Arn: aws.String(layerARN)}); err != nil {
+			t.Fatalf("GetLayerVersionByArn with a layer permission: %v", err)
 		}
 		if _, err := owner.RemovePermission(ctx, &lambda.RemovePermissionInput{FunctionName: aws.String("acct-fn"), StatementId: aws.String("second")}); err != nil {
 			t.Fatal(err)
