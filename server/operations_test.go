@@ -57,6 +57,7 @@ var operationNotes = map[string]string{
 	"TagResource":                "functions (Lambda tags no layers)",
 	"CreateFunctionUrlConfig":    "on `$LATEST` or an alias; served at `/lambda-url/ID/` and by host name `ID.lambda-url.REGION.on.HOST` (see Function URLs and response streaming)",
 	"InvokeWithResponseStream":   "Node (`awslambda.streamifyResponse`) and aws-lambda-go (`io.Reader` results) stream as they write, up to 20 MiB; other handlers give one chunk",
+	"AddPermission":              "grants other accounts invokes (see Accounts, permissions and credentials in functions); statements for AWS services or on a source or organization are kept and grant nothing",
 }
 
 // operationsTable is the README's table of the model's operations and how
