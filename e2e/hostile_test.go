@@ -366,6 +366,24 @@ func procInfo(pid int) (ppid int, cgroups []string, ok bool) {
 	return ppid, cgroups, true
 }
 
+// sharedTargets is the processes of the suite's running kiln up target
+// (started by a test that ran before this one): not left over by it.
+func sharedTargets() map[int]bool {
+	out := map[int]bool{}
+	suite.mu.Lock()
+	defer suite.mu.Unlock()
+	for _, tg := range suite.targets {
+		if tg.up == nil || tg.up.cmd == nil || tg.up.cmd.Process == nil {
+			continue
+		}
+		out[tg.up.cmd.Process.Pid] = true
+		for pid := range processTree(tg.up.cmd.Process.Pid) {
+			out[pid] = true
+		}
+	}
+	return out
+}
+
 // processTree is every live process under root, by pid, with its cgroups.
 func processTree(root int) map[int][]string {
 	parents := map[int]int{}
@@ -482,8 +500,9 @@ func leavesNothing(t *testing.T, box string) {
 				break
 			}
 		}
+		shared := sharedTargets()
 		for pid := range processTree(os.Getpid()) {
-			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && pid != os.Getpid() {
+			if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && pid != os.Getpid() && !shared[pid] {
 				cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 				left = append(left, fmt.Sprintf("pid %d (%s: %q), orphaned to this test", pid, strings.TrimSpace(string(comm)), cmdline))
 			}
@@ -503,8 +522,9 @@ func leavesNothing(t *testing.T, box string) {
 		}
 	}
 	// Reap (and end) what this test adopted.
+	shared := sharedTargets()
 	for pid := range processTree(os.Getpid()) {
-		if pid != os.Getpid() {
+		if pid != os.Getpid() && !shared[pid] {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
