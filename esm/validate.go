@@ -154,7 +154,7 @@ func (r *Request) Check(kind Kind, create bool) error {
 		"MaximumRecordAgeInSeconds": r.MaximumRecordAgeInSeconds != nil, "BisectBatchOnFunctionError": r.BisectBatchOnFunctionError != nil,
 		"TumblingWindowInSeconds": r.TumblingWindowInSeconds != nil, "DestinationConfig": r.DestinationConfig != nil,
 		"SourceAccessConfigurations": r.SourceAccessConfigurations != nil && !rabbit, "SelfManagedKafkaEventSourceConfig": r.SelfManagedKafkaEventSourceConfig != nil,
-		"Topics":                     r.Topics != nil && !nats, "Queues": r.Queues != nil && !broker, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !broker,
+		"Topics": r.Topics != nil && !nats, "Queues": r.Queues != nil && !broker, "SelfManagedEventSource": r.SelfManagedEventSource != nil && !broker,
 	} {
 		if set {
 			return api.Errorf(api.InvalidParameterValue, "Unsupported %s parameter for %s event source.", name, source)
