@@ -39,6 +39,10 @@ func URLs(ctx context.Context, cfg Config, out io.Writer) error {
 	defer s.stop()
 	cu, err := s.lambda.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("bench-url"),
 		AuthType: types.FunctionUrlAuthTypeNone})
+	if err == nil { // a public URL answers once a statement lets anyone invoke it
+		_, err = s.lambda.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: aws.String("bench-url"), StatementId: aws.String("public-url"),
+			Action: aws.String("lambda:InvokeFunctionUrl"), Principal: aws.String("*"), FunctionUrlAuthType: types.FunctionUrlAuthTypeNone})
+	}
 	if err != nil {
 		return err
 	}

@@ -172,6 +172,24 @@ func curlUntil(t *testing.T, want string, args ...string) string {
 	}
 }
 
+// publicURL creates a function URL of AuthType NONE and the statement
+// Lambda requires before it answers anyone: lambda:InvokeFunctionUrl for
+// "*" on FunctionUrlAuthType NONE.
+func publicURL(t *testing.T, c *lambda.Client, in *lambda.CreateFunctionUrlConfigInput) *lambda.CreateFunctionUrlConfigOutput {
+	t.Helper()
+	in.AuthType = types.FunctionUrlAuthTypeNone
+	out, err := c.CreateFunctionUrlConfig(ctx, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: in.FunctionName, Qualifier: in.Qualifier,
+		StatementId: aws.String("public-url"), Action: aws.String("lambda:InvokeFunctionUrl"), Principal: aws.String("*"),
+		FunctionUrlAuthType: types.FunctionUrlAuthTypeNone}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func TestFunctionURLs(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg *target) {
 		c := lambdaAt(tg.endpoints[0])
@@ -197,6 +215,10 @@ func TestFunctionURLs(t *testing.T) {
 		id := urlIDOf(t, created.FunctionUrl)
 		u, _ := url.Parse(created.FunctionUrl)
 		host, port, _ := strings.Cut(u.Host, ":")
+		// Public only once a statement lets anyone invoke it, as in Lambda.
+		curlUntil(t, `{"Message":"Forbidden"}`, "-i", tg.endpoints[0]+"/lambda-url/"+id+"/")
+		cli("add-permission", "--function-name", "url-echo", "--statement-id", "public-url", "--action", "lambda:InvokeFunctionUrl",
+			"--principal", "*", "--function-url-auth-type", "NONE")
 
 		t.Run("NONE", func(t *testing.T) {
 			for _, ep := range tg.endpoints {
@@ -277,12 +299,8 @@ func TestFunctionURLs(t *testing.T) {
 		})
 
 		var streamURL struct{ FunctionUrl string }
-		if out, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-stream"),
-			AuthType: types.FunctionUrlAuthTypeNone, InvokeMode: types.InvokeModeResponseStream}); err != nil {
-			t.Fatal(err)
-		} else {
-			streamURL.FunctionUrl = aws.ToString(out.FunctionUrl)
-		}
+		streamURL.FunctionUrl = aws.ToString(publicURL(t, c, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-stream"),
+			InvokeMode: types.InvokeModeResponseStream}).FunctionUrl)
 		streamPath := tg.endpoints[len(tg.endpoints)-1] + "/lambda-url/" + urlIDOf(t, streamURL.FunctionUrl) + "/s"
 
 		t.Run("streamed URL", func(t *testing.T) {
@@ -301,11 +319,7 @@ func TestFunctionURLs(t *testing.T) {
 			createFn(t, c, &lambda.CreateFunctionInput{FunctionName: aws.String("url-gostream"), Runtime: types.RuntimeProvidedal2023,
 				Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: fntest.Zip(t, map[string][]byte{"bootstrap": bin})},
 				Timeout: aws.Int32(30)})
-			out, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-gostream"),
-				AuthType: types.FunctionUrlAuthTypeNone, InvokeMode: types.InvokeModeResponseStream})
-			if err != nil {
-				t.Fatal(err)
-			}
+			out := publicURL(t, c, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-gostream"), InvokeMode: types.InvokeModeResponseStream})
 			p := tg.endpoints[len(tg.endpoints)-1] + "/lambda-url/" + urlIDOf(t, aws.ToString(out.FunctionUrl)) + "/from-go"
 			curlUntil(t, "go 1 /from-go", p)
 			expectStreamed(t, p, "go ", []string{"HTTP/1.1 203", "Content-Type: text/plain", "Set-Cookie: g=1"})
@@ -396,11 +410,7 @@ func TestFunctionURLs(t *testing.T) {
 		})
 
 		t.Run("errors", func(t *testing.T) {
-			out, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-oops"),
-				AuthType: types.FunctionUrlAuthTypeNone})
-			if err != nil {
-				t.Fatal(err)
-			}
+			out := publicURL(t, c, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-oops")})
 			oops := tg.endpoints[0] + "/lambda-url/" + urlIDOf(t, aws.ToString(out.FunctionUrl)) + "/"
 			// A function error is a 502, its details not shown.
 			got := curlUntil(t, "HTTP/1.1 502", "-i", oops)
@@ -448,11 +458,7 @@ func TestFunctionURLs(t *testing.T) {
 			}
 			// A streaming function past 20 MiB: the caller gets 20 MiB and a
 			// cut; the SDK gets Lambda's error at the end.
-			bigOut, err := c.CreateFunctionUrlConfig(ctx, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-big"),
-				AuthType: types.FunctionUrlAuthTypeNone, InvokeMode: types.InvokeModeResponseStream})
-			if err != nil {
-				t.Fatal(err)
-			}
+			bigOut := publicURL(t, c, &lambda.CreateFunctionUrlConfigInput{FunctionName: aws.String("url-big"), InvokeMode: types.InvokeModeResponseStream})
 			bigPath := tg.endpoints[0] + "/lambda-url/" + urlIDOf(t, aws.ToString(bigOut.FunctionUrl)) + "/"
 			var n, code int
 			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
