@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +115,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 
 	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", cfg.ColdStarts)
 	var cold []time.Duration
+	phases := make([][]time.Duration, len(coldPhases))
 	for i := range cfg.ColdStarts {
 		name := fmt.Sprintf("bench-cold-%d", i)
 		if err := s.createEcho(ctx, name, zip, oneVCPU); err != nil {
@@ -121,15 +123,50 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		c := signedClient(s.endpoint, name, cfg.Payload, 1)
 		c.http = kiln.http // the warm runs' connection: a cold start, not a new connection, is measured
-		d, err := c.invoke(ctx)
+		d, h, err := c.exchange(ctx)
 		if err != nil {
 			return err
 		}
 		cold = append(cold, d)
+		got, err := parseColdStart(h.Get("X-Kiln-Cold-Start"))
+		if err != nil {
+			return fmt.Errorf("cold start %d: %w", i, err)
+		}
+		for p := range phases {
+			phases[p] = append(phases[p], got[p])
+		}
 	}
 	cs := summarize(cold, 0)
 	fmt.Fprintf(out, "cold start p50 %s  p99 %s (floor for one exchange: %s)\n", round(cs.P50), round(cs.P99), "see c=1 plain HTTP p50")
+	for p, name := range coldPhases {
+		ps := summarize(phases[p], 0)
+		fmt.Fprintf(out, "  %-10s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
+	}
+	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
 	return nil
+}
+
+// coldPhases are the phases of X-Kiln-Cold-Start, in its order; the
+// runtime phase holds the runtime's start and its init (see invoke.ColdStart).
+var coldPhases = []string{"placement", "sandbox", "runtime"}
+
+// parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;sandbox=4.100;
+// runtime=3.000", milliseconds) into one duration per coldPhases.
+func parseColdStart(h string) ([]time.Duration, error) {
+	fields := strings.Split(h, ";")
+	if len(fields) != len(coldPhases) {
+		return nil, fmt.Errorf("X-Kiln-Cold-Start %q: want %d phases", h, len(coldPhases))
+	}
+	out := make([]time.Duration, len(fields))
+	for i, f := range fields {
+		v, ok := strings.CutPrefix(f, coldPhases[i]+"=")
+		ms, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: phase %d is not %s=milliseconds", h, i, coldPhases[i])
+		}
+		out[i] = time.Duration(ms * float64(time.Millisecond))
+	}
+	return out, nil
 }
 
 // measureLevels measures the targets at each number of clients, n
@@ -201,10 +238,17 @@ type client struct {
 }
 
 func (c *client) invoke(ctx context.Context) (time.Duration, error) {
+	d, _, err := c.exchange(ctx)
+	return d, err
+}
+
+// exchange makes one request and returns its latency and the response's
+// header.
+func (c *client) exchange(ctx context.Context) (time.Duration, http.Header, error) {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(c.payload))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	want := http.StatusOK
@@ -215,19 +259,19 @@ func (c *client) invoke(ctx context.Context) (time.Duration, error) {
 	if c.signer != nil {
 		sum := sha256.Sum256(c.payload)
 		if err := c.signer.SignHTTP(ctx, c.creds, req, hex.EncodeToString(sum[:]), "lambda", c.region, start); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != want || resp.Header.Get("X-Amz-Function-Error") != "" {
-		return 0, fmt.Errorf("invoke: %s: %s", resp.Status, body)
+		return 0, nil, fmt.Errorf("invoke: %s: %s", resp.Status, body)
 	}
-	return time.Since(start), nil
+	return time.Since(start), resp.Header, nil
 }
 
 // target is one measured series: prepare readies it for `clients`

@@ -188,6 +188,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		e.destroy()
 		return nil, err
 	}
+	handedOver := time.Now()
 	select {
 	case <-e.api.Ready():
 	case <-e.dead:
@@ -197,7 +198,9 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		e.destroy()
 		return nil, ctx.Err()
 	}
-	e.initDuration = time.Since(started)
+	ready := time.Now()
+	e.initDuration = ready.Sub(started)
+	phases := invoke.ColdStart{Sandbox: handedOver.Sub(started), Runtime: ready.Sub(handedOver)}
 	if ie := e.api.InitError(); ie != nil {
 		return fail(&invoke.InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
 	}
@@ -218,7 +221,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
-	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration}, nil
+	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: phases}, nil
 }
 
 var errInitTimeout = errors.New("init timed out")
