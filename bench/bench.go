@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -164,7 +165,7 @@ func parseColdStart(h string) ([]time.Duration, error) {
 		if !ok || err != nil {
 			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: phase %d is not %s=milliseconds", h, i, coldPhases[i])
 		}
-		out[i] = time.Duration(ms * float64(time.Millisecond))
+		out[i] = time.Duration(math.Round(ms*1000)) * time.Microsecond // the header's resolution
 	}
 	return out, nil
 }
