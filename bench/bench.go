@@ -42,6 +42,10 @@ type Config struct {
 	Kiln       string // the kiln binary measured (kiln up); required
 	// DataDir holds the benchmark Kiln's data; empty means a temporary directory.
 	DataDir string
+	// Peers, when set, is where other platforms are installed (go install
+	// from the module proxy) to be measured beside Kiln: AWS's runtime
+	// interface emulator.
+	Peers string
 }
 
 // Stats summarizes one measured series.
@@ -99,6 +103,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	targets := []target{floor.target("plain HTTP"), bare.target(ctx), kiln.target("kiln")}
 	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
 	targets[2].cpu = func() cpuSplit { return treeCPU(s.pid) }
+	if cfg.Peers != "" {
+		rie, err := installPeer(ctx, cfg.Peers, rieModule)
+		if err != nil {
+			return err
+		}
+		em, err := newEmulators(rie, dir, bare.bootstrap, cfg.Payload)
+		if err != nil {
+			return err
+		}
+		defer em.stop()
+		targets = append(targets, em.target(ctx))
+		fmt.Fprintln(out, "peers: aws-lambda-rie (one per client; it runs one invoke at a time). OpenFaaS's of-watchdog is not measured: the module proxy refuses github.com/openfaas/of-watchdog (403)")
+	}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
 	err = measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
@@ -109,6 +126,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		fmt.Fprintf(out, "%-8d %-14s %9.2fx %10s %11.2fx\n", c, "ceiling", float64(f.P50+r.P50)/float64(f.P50), "", r.Throughput/f.Throughput)
 		fmt.Fprintf(out, "%-8d cpu per invoke: kiln's processes %s, its runtime %s; runtime only %s; plain HTTP server %s\n",
 			c, round(k.CPU.Platform), round(k.CPU.Runtime), round(r.CPU.Runtime), round(f.CPU.Platform))
+		for _, p := range st[3:] {
+			printRatio(out, c, "rie/kiln", p, k)
+			fmt.Fprintf(out, "%-8d cpu per invoke: aws-lambda-rie %s, its runtime %s\n", c, round(p.CPU.Platform), round(p.CPU.Runtime))
+		}
 	})
 	if err != nil {
 		return err
