@@ -150,6 +150,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 			return err
 		}
 		cold = append(cold, d)
+		if h.Get("X-Kiln-Cold-Start") == "" {
+			continue // a Kiln from before the header (measured with --kiln)
+		}
 		got, err := parseColdStart(h.Get("X-Kiln-Cold-Start"))
 		if err != nil {
 			return fmt.Errorf("cold start %d: %w", i, err)
@@ -161,10 +164,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	cs := summarize(cold, 0)
 	fmt.Fprintf(out, "cold start p50 %s  p99 %s (floor for one exchange: %s)\n", round(cs.P50), round(cs.P99), "see c=1 plain HTTP p50")
 	for p, name := range coldPhases {
+		if len(phases[p]) == 0 {
+			break
+		}
 		ps := summarize(phases[p], 0)
 		fmt.Fprintf(out, "  %-10s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
 	}
-	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
+	if len(phases[0]) > 0 {
+		fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
+	}
 	return nil
 }
 
