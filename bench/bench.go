@@ -46,6 +46,10 @@ type Config struct {
 	// from the module proxy) to be measured beside Kiln: AWS's runtime
 	// interface emulator.
 	Peers string
+	// Baseline, when set, is another kiln binary (an earlier build)
+	// measured in the same rounds, so that a change is compared under the
+	// same noise.
+	Baseline string
 }
 
 // Stats summarizes one measured series.
@@ -103,6 +107,19 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	targets := []target{floor.target("plain HTTP"), bare.target(ctx), kiln.target("kiln")}
 	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
 	targets[2].cpu = func() cpuSplit { return treeCPU(s.pid) }
+	if cfg.Baseline != "" {
+		base, err := startKiln(ctx, cfg.Baseline, filepath.Join(dir, "baseline"), cfg.Sandbox, false)
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		defer base.stop()
+		if err := base.createEcho(ctx, "bench-warm", zip, oneVCPU); err != nil {
+			return err
+		}
+		t := signedClient(base.endpoint, "bench-warm", cfg.Payload, 1).target("kiln baseline")
+		t.cpu = func() cpuSplit { return treeCPU(base.pid) }
+		targets = append(targets, t)
+	}
 	if cfg.Peers != "" {
 		rie, err := installPeer(ctx, cfg.Peers, rieModule)
 		if err != nil {
@@ -126,9 +143,10 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		fmt.Fprintf(out, "%-8d %-14s %9.2fx %10s %11.2fx\n", c, "ceiling", float64(f.P50+r.P50)/float64(f.P50), "", r.Throughput/f.Throughput)
 		fmt.Fprintf(out, "%-8d cpu per invoke: kiln's processes %s, its runtime %s; runtime only %s; plain HTTP server %s\n",
 			c, round(k.CPU.Platform), round(k.CPU.Runtime), round(r.CPU.Runtime), round(f.CPU.Platform))
-		for _, p := range st[3:] {
-			printRatio(out, c, "rie/kiln", p, k)
-			fmt.Fprintf(out, "%-8d cpu per invoke: aws-lambda-rie %s, its runtime %s\n", c, round(p.CPU.Platform), round(p.CPU.Runtime))
+		for i, p := range st[3:] {
+			name := targets[3+i].name
+			printRatio(out, c, name+"/kiln", p, k)
+			fmt.Fprintf(out, "%-8d cpu per invoke: %s %s, its runtime %s\n", c, name, round(p.CPU.Platform), round(p.CPU.Runtime))
 		}
 	})
 	if err != nil {

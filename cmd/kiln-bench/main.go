@@ -63,6 +63,7 @@ func run(args []string) error {
 	esmCluster := fs.Bool("esm-cluster", false, "esm section: also through a local cluster (its pollers processes' CPU)")
 	peers := fs.Bool("peers", false, "invoke section: also measure AWS's runtime interface emulator running the same function, installed with go install from the module proxy into --peers-dir")
 	peersDir := fs.String("peers-dir", filepath.Join(os.TempDir(), "kiln-bench-peers"), "where --peers installs the peers (kept between runs)")
+	baseline := fs.String("baseline", "", "invoke section: another kiln binary (an earlier build) measured in the same rounds")
 	fs.Parse(args)
 	levels, err := positiveList(*clients, 1)
 	if err != nil {
@@ -86,6 +87,7 @@ func run(args []string) error {
 			if *peers {
 				cfg.Peers = *peersDir
 			}
+			cfg.Baseline = *baseline
 			err = benchpkg.Run(ctx, cfg, os.Stdout)
 		case "url":
 			err = benchpkg.URLs(ctx, benchpkg.Config{Kiln: kiln, Invokes: *invokes, Clients: levels, Sandbox: *isolation}, os.Stdout)
