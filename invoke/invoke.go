@@ -60,8 +60,8 @@ type EnvInfo struct {
 // (the frontend reports it in X-Kiln-Cold-Start).
 type ColdStart struct {
 	Placement time.Duration `json:"placement,omitempty"` // choosing a worker
-	// Sandbox is isolation, mounts and the agent, until the agent handed
-	// over the Runtime API's listener.
+	// Sandbox is the code and layers found or unpacked, isolation, mounts
+	// and the agent, until the agent handed over the Runtime API's listener.
 	Sandbox time.Duration `json:"sandbox,omitempty"`
 	// Runtime is from the handover to the runtime's first /next: its
 	// process start and its init, which a runtime such as aws-lambda-go

@@ -103,6 +103,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Create starts an execution environment and waits until its runtime is
 // initialized (it asked for its first event).
 func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
+	begun := time.Now()
 	fn := spec.Function
 	var (
 		sb                    SandboxSpec
@@ -200,7 +201,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	}
 	ready := time.Now()
 	e.initDuration = ready.Sub(started)
-	phases := invoke.ColdStart{Sandbox: handedOver.Sub(started), Runtime: ready.Sub(handedOver)}
+	phases := invoke.ColdStart{Sandbox: handedOver.Sub(begun), Runtime: ready.Sub(handedOver)}
 	if ie := e.api.InitError(); ie != nil {
 		return fail(&invoke.InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
 	}
