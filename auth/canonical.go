@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"hash"
 	"net/http"
 	"net/url"
 	"slices"
@@ -51,9 +52,7 @@ func (s signature) expected(r *http.Request, payloadHash string) string {
 	sts = append(sts, s.h.service...)
 	sts = append(sts, "/aws4_request\n"...)
 	sts = hex.AppendEncode(sts, canonical[:])
-	mac := hmac.New(sha256.New, s.k.signingKeys.key(s.cred.SecretAccessKey, day, s.h.region, s.h.service))
-	mac.Write(sts)
-	return hex.EncodeToString(mac.Sum(nil))
+	return s.k.signingKeys.key(s.cred.SecretAccessKey, day, s.h.region, s.h.service).sign(sts)
 }
 
 // signedValue is one header the re-signed copy carries: its lower-case name
@@ -261,7 +260,27 @@ func isDefaultPort(scheme, port string) bool {
 // with the secret, the day, the region and the service.
 type signingKeys struct {
 	mu   sync.RWMutex
-	keys map[signingScope][]byte
+	keys map[signingScope]*signingKey
+}
+
+// signingKey is a derived key and HMACs keyed with it, ready for reuse.
+type signingKey struct {
+	key  []byte
+	macs sync.Pool
+}
+
+// sign is the hex HMAC-SHA256 of sts under the key.
+func (k *signingKey) sign(sts []byte) string {
+	m, _ := k.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, k.key)
+	}
+	m.Write(sts)
+	var sum [sha256.Size]byte
+	out := hex.EncodeToString(m.Sum(sum[:0]))
+	m.Reset()
+	k.macs.Put(m)
+	return out
 }
 
 type signingScope struct{ secret, day, region, service string }
@@ -270,7 +289,7 @@ type signingScope struct{ secret, day, region, service string }
 // to derive again, and scopes are few: callers pick region and service).
 const maxSigningKeys = 4096
 
-func (c *signingKeys) key(secret, day, region, service string) []byte {
+func (c *signingKeys) key(secret, day, region, service string) *signingKey {
 	scope := signingScope{secret, day, region, service}
 	c.mu.RLock()
 	k, ok := c.keys[scope]
@@ -278,13 +297,13 @@ func (c *signingKeys) key(secret, day, region, service string) []byte {
 	if ok {
 		return k
 	}
-	k = hmacSHA256([]byte("AWS4"+secret), day)
-	k = hmacSHA256(k, region)
-	k = hmacSHA256(k, service)
-	k = hmacSHA256(k, "aws4_request")
+	derived := hmacSHA256([]byte("AWS4"+secret), day)
+	derived = hmacSHA256(derived, region)
+	derived = hmacSHA256(derived, service)
+	k = &signingKey{key: hmacSHA256(derived, "aws4_request")}
 	c.mu.Lock()
 	if c.keys == nil || len(c.keys) >= maxSigningKeys {
-		c.keys = map[signingScope][]byte{}
+		c.keys = map[signingScope]*signingKey{}
 	}
 	c.keys[scope] = k
 	c.mu.Unlock()

@@ -81,11 +81,11 @@ func FuzzExpectedSignature(f *testing.F) {
 // against the old one's key.
 func TestSigningKeyFollowsSecret(t *testing.T) {
 	var c signingKeys
-	a, b := c.key("one", "20261204", "us-east-1", "lambda"), c.key("two", "20261204", "us-east-1", "lambda")
-	if string(a) == string(b) || string(a) != string(c.key("one", "20261204", "us-east-1", "lambda")) {
+	a, b := c.key("one", "20261204", "us-east-1", "lambda").key, c.key("two", "20261204", "us-east-1", "lambda").key
+	if string(a) == string(b) || string(a) != string(c.key("one", "20261204", "us-east-1", "lambda").key) {
 		t.Fatal("signing keys do not follow the secret")
 	}
-	if string(a) == string(c.key("one", "20261205", "us-east-1", "lambda")) {
+	if string(a) == string(c.key("one", "20261205", "us-east-1", "lambda").key) {
 		t.Fatal("signing keys do not follow the day")
 	}
 }
