@@ -95,6 +95,7 @@ type Env struct {
 	Cold         bool
 	Cause        string
 	InitDuration time.Duration
+	Phases       invoke.ColdStart // of a cold start
 
 	pool        *pool
 	place       placement.Request
@@ -148,7 +149,7 @@ func (s *Service) Acquire(ctx context.Context, req Request) (*Env, error) {
 		p.busy++
 		p.lease(e)
 		s.mu.Unlock()
-		e.Cold, e.Cause, e.InitDuration = false, "", 0
+		e.Cold, e.Cause, e.InitDuration, e.Phases = false, "", 0, invoke.ColdStart{}
 		return e, nil
 	}
 	p.busy++ // count the initializing environment as busy
@@ -186,7 +187,9 @@ func (s *Service) allowNew(k poolKey) error {
 
 func (s *Service) create(ctx context.Context, req Request, key poolKey) (*Env, error) {
 	place := placement.Request{Function: key.account + "/" + key.function, MemoryMB: req.Function.MemorySize}
+	start := time.Now()
 	workerID, err := s.cfg.Placement.Place(ctx, place)
+	placed := time.Since(start)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +205,8 @@ func (s *Service) create(ctx context.Context, req Request, key poolKey) (*Env, e
 		s.cfg.Placement.Release(workerID, place)
 		return nil, err
 	}
-	return &Env{ID: info.ID, Worker: w, Cold: true, InitDuration: info.InitDuration, place: place}, nil
+	info.Phases.Placement = placed
+	return &Env{ID: info.ID, Worker: w, Cold: true, InitDuration: info.InitDuration, Phases: info.Phases, place: place}, nil
 }
 
 // Release ends an invoke's lease. A reusable environment becomes idle; any

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -65,6 +66,18 @@ func FuzzVerify(f *testing.F) {
 			tampered[len(tampered)/2] ^= 1
 			wantRefused(t, k, got, tampered, "tampered body")
 		}
+		if v := got.Header.Get(name); v != "" {
+			if h, _ := parseAuthorization(got.Header.Get("Authorization")); slices.Contains(h.signedHeaders, strings.ToLower(name)) {
+				b := []byte(v)
+				b[len(b)/2] ^= 1
+				if canonicalValue(string(b)) != canonicalValue(v) { // a change signing ignores (whitespace) is none
+					changed := *got
+					changed.Header = got.Header.Clone()
+					changed.Header.Set(name, string(b))
+					wantRefused(t, k, &changed, received, "tampered signed header")
+				}
+			}
+		}
 		moved := *got
 		u := *got.URL
 		u.Path, u.RawPath = u.Path+"x", ""
@@ -93,6 +106,8 @@ func sendable(name, value string) bool {
 	}
 	return true
 }
+
+func canonicalValue(v string) string { return strings.TrimSpace(stripExcessSpaces(v)) }
 
 func wantRefused(t *testing.T, k *Keyring, r *http.Request, body []byte, what string) {
 	t.Helper()

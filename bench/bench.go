@@ -11,12 +11,14 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,6 +42,14 @@ type Config struct {
 	Kiln       string // the kiln binary measured (kiln up); required
 	// DataDir holds the benchmark Kiln's data; empty means a temporary directory.
 	DataDir string
+	// Peers, when set, is where other platforms are installed (go install
+	// from the module proxy) to be measured beside Kiln: AWS's runtime
+	// interface emulator.
+	Peers string
+	// Baseline, when set, is another kiln binary (an earlier build)
+	// measured in the same rounds, so that a change is compared under the
+	// same noise.
+	Baseline string
 }
 
 // Stats summarizes one measured series.
@@ -97,6 +107,32 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	targets := []target{floor.target("plain HTTP"), bare.target(ctx), kiln.target("kiln")}
 	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
 	targets[2].cpu = func() cpuSplit { return treeCPU(s.pid) }
+	if cfg.Baseline != "" {
+		base, err := startKiln(ctx, cfg.Baseline, filepath.Join(dir, "baseline"), cfg.Sandbox, false)
+		if err != nil {
+			return fmt.Errorf("baseline: %w", err)
+		}
+		defer base.stop()
+		if err := base.createEcho(ctx, "bench-warm", zip, oneVCPU); err != nil {
+			return err
+		}
+		t := signedClient(base.endpoint, "bench-warm", cfg.Payload, 1).target("kiln baseline")
+		t.cpu = func() cpuSplit { return treeCPU(base.pid) }
+		targets = append(targets, t)
+	}
+	if cfg.Peers != "" {
+		rie, err := installPeer(ctx, cfg.Peers, rieModule)
+		if err != nil {
+			return err
+		}
+		em, err := newEmulators(rie, dir, bare.bootstrap, cfg.Payload)
+		if err != nil {
+			return err
+		}
+		defer em.stop()
+		targets = append(targets, em.target(ctx))
+		fmt.Fprintln(out, "peers: aws-lambda-rie (one per client; it runs one invoke at a time). OpenFaaS's of-watchdog is not measured: the module proxy refuses github.com/openfaas/of-watchdog (403)")
+	}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
 	err = measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
@@ -107,6 +143,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		fmt.Fprintf(out, "%-8d %-14s %9.2fx %10s %11.2fx\n", c, "ceiling", float64(f.P50+r.P50)/float64(f.P50), "", r.Throughput/f.Throughput)
 		fmt.Fprintf(out, "%-8d cpu per invoke: kiln's processes %s, its runtime %s; runtime only %s; plain HTTP server %s\n",
 			c, round(k.CPU.Platform), round(k.CPU.Runtime), round(r.CPU.Runtime), round(f.CPU.Platform))
+		for i, p := range st[3:] {
+			name := targets[3+i].name
+			printRatio(out, c, name+"/kiln", p, k)
+			fmt.Fprintf(out, "%-8d cpu per invoke: %s %s, its runtime %s\n", c, name, round(p.CPU.Platform), round(p.CPU.Runtime))
+		}
 	})
 	if err != nil {
 		return err
@@ -114,6 +155,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 
 	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", cfg.ColdStarts)
 	var cold []time.Duration
+	phases := make([][]time.Duration, len(coldPhases))
 	for i := range cfg.ColdStarts {
 		name := fmt.Sprintf("bench-cold-%d", i)
 		if err := s.createEcho(ctx, name, zip, oneVCPU); err != nil {
@@ -121,15 +163,58 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		}
 		c := signedClient(s.endpoint, name, cfg.Payload, 1)
 		c.http = kiln.http // the warm runs' connection: a cold start, not a new connection, is measured
-		d, err := c.invoke(ctx)
+		d, h, err := c.exchange(ctx)
 		if err != nil {
 			return err
 		}
 		cold = append(cold, d)
+		if h.Get("X-Kiln-Cold-Start") == "" {
+			continue // a Kiln from before the header (measured with --kiln)
+		}
+		got, err := parseColdStart(h.Get("X-Kiln-Cold-Start"))
+		if err != nil {
+			return fmt.Errorf("cold start %d: %w", i, err)
+		}
+		for p := range phases {
+			phases[p] = append(phases[p], got[p])
+		}
 	}
 	cs := summarize(cold, 0)
 	fmt.Fprintf(out, "cold start p50 %s  p99 %s (floor for one exchange: %s)\n", round(cs.P50), round(cs.P99), "see c=1 plain HTTP p50")
+	for p, name := range coldPhases {
+		if len(phases[p]) == 0 {
+			break
+		}
+		ps := summarize(phases[p], 0)
+		fmt.Fprintf(out, "  %-10s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
+	}
+	if len(phases[0]) > 0 {
+		fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
+	}
 	return nil
+}
+
+// coldPhases are the phases of X-Kiln-Cold-Start, in its order; the
+// runtime phase holds the runtime's start and its init (see invoke.ColdStart).
+var coldPhases = []string{"placement", "sandbox", "runtime"}
+
+// parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;sandbox=4.100;
+// runtime=3.000", milliseconds) into one duration per coldPhases.
+func parseColdStart(h string) ([]time.Duration, error) {
+	fields := strings.Split(h, ";")
+	if len(fields) != len(coldPhases) {
+		return nil, fmt.Errorf("X-Kiln-Cold-Start %q: want %d phases", h, len(coldPhases))
+	}
+	out := make([]time.Duration, len(fields))
+	for i, f := range fields {
+		v, ok := strings.CutPrefix(f, coldPhases[i]+"=")
+		ms, err := strconv.ParseFloat(v, 64)
+		if !ok || err != nil {
+			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: phase %d is not %s=milliseconds", h, i, coldPhases[i])
+		}
+		out[i] = time.Duration(math.Round(ms*1000)) * time.Microsecond // the header's resolution
+	}
+	return out, nil
 }
 
 // measureLevels measures the targets at each number of clients, n
@@ -201,10 +286,17 @@ type client struct {
 }
 
 func (c *client) invoke(ctx context.Context) (time.Duration, error) {
+	d, _, err := c.exchange(ctx)
+	return d, err
+}
+
+// exchange makes one request and returns its latency and the response's
+// header.
+func (c *client) exchange(ctx context.Context) (time.Duration, http.Header, error) {
 	start := time.Now()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(c.payload))
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	want := http.StatusOK
@@ -215,19 +307,19 @@ func (c *client) invoke(ctx context.Context) (time.Duration, error) {
 	if c.signer != nil {
 		sum := sha256.Sum256(c.payload)
 		if err := c.signer.SignHTTP(ctx, c.creds, req, hex.EncodeToString(sum[:]), "lambda", c.region, start); err != nil {
-			return 0, err
+			return 0, nil, err
 		}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != want || resp.Header.Get("X-Amz-Function-Error") != "" {
-		return 0, fmt.Errorf("invoke: %s: %s", resp.Status, body)
+		return 0, nil, fmt.Errorf("invoke: %s: %s", resp.Status, body)
 	}
-	return time.Since(start), nil
+	return time.Since(start), resp.Header, nil
 }
 
 // target is one measured series: prepare readies it for `clients`

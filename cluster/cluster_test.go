@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/slots"
@@ -102,6 +103,7 @@ func create(t *testing.T, c *lambda.Client, name string) {
 
 type outcome struct {
 	cold    bool
+	phases  bool // X-Kiln-Cold-Start is well formed
 	err     error
 	payload string
 	start   time.Time
@@ -121,6 +123,7 @@ func invoke(c *lambda.Client, name, payload string) outcome {
 	}
 	log, _ := base64.StdEncoding.DecodeString(aws.ToString(out.LogResult))
 	o.cold = strings.Contains(string(log), "Init Duration")
+	_, o.phases = kilntest.ColdStart(out)
 	o.payload = string(out.Payload)
 	return o
 }
@@ -133,14 +136,14 @@ func TestClusterInvokeAndStatus(t *testing.T) {
 	c := client(f, 0)
 	create(t, c, "echo")
 	o := invoke(c, "echo", `{"hello":"cluster"}`)
-	if o.err != nil || o.payload != `{"hello":"cluster"}` || !o.cold {
+	if o.err != nil || o.payload != `{"hello":"cluster"}` || !o.cold || !o.phases {
 		t.Fatalf("first invoke: %+v", o)
 	}
 	// The other frontend reaches the same warm environment.
 	var lat []time.Duration
 	for i := 0; i < 50; i++ {
 		o = invoke(client(f, i%2), "echo", `{"n":1}`)
-		if o.err != nil || o.cold {
+		if o.err != nil || o.cold || o.phases {
 			t.Fatalf("warm invoke %d: %+v", i, o)
 		}
 		lat = append(lat, o.end.Sub(o.start))

@@ -68,6 +68,12 @@ func (s *WorkerServer) Count() int {
 	return len(s.envs)
 }
 
+// createReply answers a create: the environment's init and its phases.
+type createReply struct {
+	Init   time.Duration    `json:"init"`
+	Phases invoke.ColdStart `json:"phases"`
+}
+
 func (s *WorkerServer) create(w http.ResponseWriter, r *http.Request) {
 	var spec invoke.EnvSpec
 	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
@@ -88,7 +94,7 @@ func (s *WorkerServer) create(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.envs[r.PathValue("id")] = info.ID
 	s.mu.Unlock()
-	json.NewEncoder(w).Encode(map[string]int64{"init": int64(info.InitDuration)})
+	json.NewEncoder(w).Encode(createReply{Init: info.InitDuration, Phases: info.Phases})
 }
 
 func (s *WorkerServer) local(id string) (string, bool) {
@@ -250,9 +256,9 @@ func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID st
 	body, _ := io.ReadAll(resp.Body)
 	switch resp.StatusCode {
 	case http.StatusOK:
-		var out struct{ Init int64 }
+		var out createReply
 		json.Unmarshal(body, &out)
-		return &invoke.EnvInfo{ID: envID, InitDuration: time.Duration(out.Init)}, nil
+		return &invoke.EnvInfo{ID: envID, InitDuration: out.Init, Phases: out.Phases}, nil
 	case http.StatusUnprocessableEntity:
 		var ie invoke.InitError
 		if err := json.Unmarshal(body, &ie); err != nil {

@@ -82,10 +82,13 @@ func TestInvokeVersionsAliases(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg *target) {
 		c := lambdaAt(tg.endpoints[0])
 		createToolkit(t, c, "par-alias")
-		for _, ep := range tg.endpoints {
+		for i, ep := range tg.endpoints {
 			out := invoke(t, lambdaAt(ep), &lambda.InvokeInput{FunctionName: aws.String("par-alias"), Payload: []byte(`{"action":"version"}`)})
 			if out.FunctionError != nil || string(out.Payload) != `"v1"` || aws.ToString(out.ExecutedVersion) != "$LATEST" {
 				t.Fatalf("invoke via %s: %v %s %s", ep, out.FunctionError, out.Payload, aws.ToString(out.ExecutedVersion))
+			}
+			if h, ok := kilntest.ColdStart(out); i == 0 && !ok { // the function's first invoke starts its environment
+				t.Fatalf("first invoke: X-Kiln-Cold-Start %q", h)
 			}
 		}
 		v1, err := c.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: aws.String("par-alias")})

@@ -255,7 +255,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 	inv.FunctionArn, inv.TraceID = t.ARN, trace
 	// A caller that hangs up does not stop the function (as in Lambda): the
 	// environment stays busy until the invoke ends, then returns to its pool.
-	res, initDuration, cause, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
+	res, started, err := f.run(context.WithoutCancel(ctx), t.Account, t.Config, inv)
 	if err != nil {
 		var initErr *invoke.InitError
 		if !errors.As(err, &initErr) {
@@ -263,13 +263,14 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 		}
 		res = &invoke.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
 	}
+	initDuration, cause := started.init, started.cause
 	f.cfg.Metrics.Finished(name, res.Duration, initDuration, res.ErrorType)
 	if f.cfg.Observer != nil {
 		f.cfg.Observer.Invoked(counting.Key{Account: t.Account, Function: name},
 			Outcome{Duration: res.Duration, Init: initDuration, ErrorType: res.ErrorType, ColdCause: cause})
 	}
 	out := &invoke.Response{RequestID: requestID, ExecutedVersion: t.Config.Version, ErrorType: res.ErrorType,
-		Payload: res.Payload, LogTail: res.LogTail, Streamed: res.Streamed}
+		Payload: res.Payload, LogTail: res.LogTail, Streamed: res.Streamed, ColdStart: started.phases}
 	if res.ErrorType != "" {
 		out.FunctionError = "Unhandled"
 	}
@@ -365,6 +366,9 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("X-Amz-Log-Type") == "Tail" {
 		h.Set("X-Amz-Log-Result", base64.StdEncoding.EncodeToString(res.LogTail))
 	}
+	if res.ColdStart != nil {
+		h.Set("X-Kiln-Cold-Start", res.ColdStart.Header())
+	}
 	h.Set("Content-Length", strconv.Itoa(len(res.Payload)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(res.Payload)
@@ -373,21 +377,33 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 // run leases an environment, invokes it and returns the lease. An idle
 // environment can die before the invoke reaches it (invoke.ErrNoEnv); the
 // invoke has not started then, so it is safe to try another.
-func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *invoke.Invocation) (res *invoke.Result, initDuration time.Duration, coldCause string, err error) {
+func (f *Frontend) run(ctx context.Context, account string, cfg *api.FunctionConfiguration, inv *invoke.Invocation) (res *invoke.Result, started coldStart, err error) {
 	for attempt := 0; ; attempt++ {
 		env, err := f.cfg.Assignment.Acquire(ctx, assignment.Request{Account: account, Function: cfg})
 		if err != nil {
-			return nil, 0, "", err
+			return nil, coldStart{}, err
 		}
 		res, err := env.Worker.Invoke(ctx, env.ID, inv)
 		// env is the next caller's after Release
-		initDuration, coldCause := env.InitDuration, env.Cause
+		started := coldStart{init: env.InitDuration, cause: env.Cause}
+		if env.Cold {
+			phases := env.Phases
+			started.phases = &phases
+		}
 		f.cfg.Assignment.Release(env, err == nil && res.Reusable)
 		if errors.Is(err, invoke.ErrNoEnv) && attempt < 3 {
 			continue
 		}
-		return res, initDuration, coldCause, err
+		return res, started, err
 	}
+}
+
+// coldStart is how an invoke's environment came to be, when it was
+// started for the invoke: its init, why, and its phases.
+type coldStart struct {
+	init   time.Duration
+	cause  string
+	phases *invoke.ColdStart
 }
 
 // traceID keeps the caller's X-Ray header or starts a new trace.

@@ -7,6 +7,7 @@ package invoke
 
 import (
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -36,7 +37,8 @@ type Response struct {
 	Payload         []byte
 	LogTail         []byte
 	// Streamed: the response went to the invoke's Stream (see Result).
-	Streamed bool
+	Streamed  bool
+	ColdStart *ColdStart // set when this invoke started its environment
 }
 
 // EnvSpec is what a new execution environment runs.
@@ -51,6 +53,26 @@ type EnvSpec struct {
 type EnvInfo struct {
 	ID           string
 	InitDuration time.Duration
+	Phases       ColdStart
+}
+
+// ColdStart is where a new environment's time went, as Kiln measured it
+// (the frontend reports it in X-Kiln-Cold-Start).
+type ColdStart struct {
+	Placement time.Duration `json:"placement,omitempty"` // choosing a worker
+	// Sandbox is the code and layers found or unpacked, isolation, mounts
+	// and the agent, until the agent handed over the Runtime API's listener.
+	Sandbox time.Duration `json:"sandbox,omitempty"`
+	// Runtime is from the handover to the runtime's first /next: its
+	// process start and its init, which a runtime such as aws-lambda-go
+	// runs before its first request (Kiln cannot tell the two apart).
+	Runtime time.Duration `json:"runtime,omitempty"`
+}
+
+// Header is the X-Kiln-Cold-Start value: each phase in milliseconds.
+func (c ColdStart) Header() string {
+	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) }
+	return "placement=" + ms(c.Placement) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime)
 }
 
 // Invocation is one invoke's input to an environment.

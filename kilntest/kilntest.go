@@ -6,12 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"regexp"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/server"
 )
@@ -83,3 +86,15 @@ func FreeAddr(tb testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// ColdStart is the X-Kiln-Cold-Start header of an invoke's response (the
+// phases of the environment it started; empty when it ran warm), and
+// whether it is well formed: every phase given, sandbox and runtime above 0.
+func ColdStart(out *lambda.InvokeOutput) (header string, ok bool) {
+	if r, is := awsmiddleware.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response); is {
+		header = r.Header.Get("X-Kiln-Cold-Start")
+	}
+	return header, coldStartHeader.MatchString(header)
+}
+
+var coldStartHeader = regexp.MustCompile(`^placement=\d+\.\d{3};sandbox=[0-9.]*[1-9][0-9.]*;runtime=[0-9.]*[1-9][0-9.]*$`)

@@ -207,7 +207,7 @@ func (c *Client) Acquire(ctx context.Context, req assignment.Request) (*assignme
 		return nil, errors.New("assignment: empty reply")
 	}
 	l := &Leased{c: c, Partition: p, Token: token, Env: *rep.Env}
-	return &assignment.Env{ID: rep.Env.ID, Worker: l, Cold: rep.Cold, Cause: rep.Cause, InitDuration: rep.InitDuration}, nil
+	return &assignment.Env{ID: rep.Env.ID, Worker: l, Cold: rep.Cold, Cause: rep.Cause, InitDuration: rep.InitDuration, Phases: rep.Phases}, nil
 }
 
 // Release implements frontend.Assigner.

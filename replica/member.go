@@ -362,6 +362,7 @@ type Reply struct {
 	Cold         bool              `json:"cold,omitempty"`
 	Cause        string            `json:"cause,omitempty"` // of a cold start
 	InitDuration time.Duration     `json:"init,omitempty"`
+	Phases       invoke.ColdStart  `json:"phases,omitzero"`
 	InitError    *invoke.InitError `json:"init_error,omitempty"`
 	Error        string            `json:"error,omitempty"`
 	APIError     *api.Error        `json:"api_error,omitempty"`

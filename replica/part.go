@@ -691,7 +691,7 @@ func (p *part) acquire(req Request) Reply {
 	var again *retryable
 	switch {
 	case err == nil:
-		return Reply{Env: started.Env, Cold: true, Cause: p.m.causes.Cold(req.Account, fn.FunctionName), InitDuration: info.InitDuration}
+		return Reply{Env: started.Env, Cold: true, Cause: p.m.causes.Cold(req.Account, fn.FunctionName), InitDuration: info.InitDuration, Phases: info.Phases}
 	case errors.As(err, &ae):
 		return Reply{APIError: ae}
 	case errors.As(err, &ie):
@@ -716,7 +716,9 @@ func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfig
 	cfg := p.m.cfg
 	key := partition.Key{Account: account, Function: fn.FunctionName, Version: fn.Version, Revision: fn.RevisionId}
 	preq := placement.Request{Function: account + "/" + fn.FunctionName, MemoryMB: fn.MemorySize}
+	placing := time.Now()
 	ref, err := cfg.Placer.Place(ctx, preq)
+	placed := time.Since(placing)
 	if err != nil {
 		var ae *api.Error
 		if errors.As(err, &ae) {
@@ -760,6 +762,7 @@ func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfig
 		}
 		return partition.Record{}, nil, fmt.Errorf("create environment on %s: %w", ref.ID, err)
 	}
+	info.Phases.Placement = placed
 	p.mu.Lock()
 	cur, ok := p.st.Env(env.ID)
 	if !ok {

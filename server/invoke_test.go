@@ -78,10 +78,16 @@ func TestInvokeEchoWarmAndLogs(t *testing.T) {
 			t.Errorf("tail lacks %q:\n%s", want, log)
 		}
 	}
+	if h, ok := kilntest.ColdStart(out); !ok {
+		t.Errorf("cold invoke: X-Kiln-Cold-Start %q", h)
+	}
 	out = call(t, c, &lambda.InvokeInput{FunctionName: aws.String("echo"), Payload: []byte(`{"action":"print","lines":2,"text":"line of the second invoke"}`), LogType: types.LogTypeTail})
 	log, _ = base64.StdEncoding.DecodeString(aws.ToString(out.LogResult))
 	if strings.Count(string(log), "line of the second invoke") != 2 || strings.Contains(string(log), "Init Duration") {
 		t.Errorf("warm invoke tail:\n%s", log)
+	}
+	if h, _ := kilntest.ColdStart(out); h != "" {
+		t.Errorf("warm invoke: X-Kiln-Cold-Start %q", h)
 	}
 	if st := s.Assignment.Stats("", ""); st.Idle != 1 || st.Busy != 0 {
 		t.Errorf("environments after two sequential invokes: %+v, want one idle", st)

@@ -113,6 +113,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Create starts an execution environment and waits until its runtime is
 // initialized (it asked for its first event).
 func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
+	begun := time.Now()
 	fn := spec.Function
 	var (
 		sb                    SandboxSpec
@@ -199,6 +200,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		e.destroy()
 		return nil, err
 	}
+	handedOver := time.Now()
 	select {
 	case <-e.api.Ready():
 	case <-e.dead:
@@ -208,7 +210,9 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		e.destroy()
 		return nil, ctx.Err()
 	}
-	e.initDuration = time.Since(started)
+	ready := time.Now()
+	e.initDuration = ready.Sub(started)
+	phases := invoke.ColdStart{Sandbox: handedOver.Sub(begun), Runtime: ready.Sub(handedOver)}
 	if ie := e.api.InitError(); ie != nil {
 		return fail(&invoke.InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
 	}
@@ -229,7 +233,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
-	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration}, nil
+	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: phases}, nil
 }
 
 var errInitTimeout = errors.New("init timed out")

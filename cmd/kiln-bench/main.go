@@ -61,6 +61,9 @@ func run(args []string) error {
 	streamRecords := fs.Int("stream-records", 20000, "streams section: records per source")
 	esmMessages := fs.Int("esm-messages", 2000, "esm section: messages per series")
 	esmCluster := fs.Bool("esm-cluster", false, "esm section: also through a local cluster (its pollers processes' CPU)")
+	peers := fs.Bool("peers", false, "invoke section: also measure AWS's runtime interface emulator running the same function, installed with go install from the module proxy into --peers-dir")
+	peersDir := fs.String("peers-dir", filepath.Join(os.TempDir(), "kiln-bench-peers"), "where --peers installs the peers (kept between runs)")
+	baseline := fs.String("baseline", "", "invoke section: another kiln binary (an earlier build) measured in the same rounds")
 	fs.Parse(args)
 	levels, err := positiveList(*clients, 1)
 	if err != nil {
@@ -80,7 +83,12 @@ func run(args []string) error {
 		var err error
 		switch section {
 		case "invoke":
-			err = benchpkg.Run(ctx, benchpkg.Config{Kiln: kiln, Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}, os.Stdout)
+			cfg := benchpkg.Config{Kiln: kiln, Invokes: *invokes, ColdStarts: *cold, Clients: levels, Sandbox: *isolation}
+			if *peers {
+				cfg.Peers = *peersDir
+			}
+			cfg.Baseline = *baseline
+			err = benchpkg.Run(ctx, cfg, os.Stdout)
 		case "url":
 			err = benchpkg.URLs(ctx, benchpkg.Config{Kiln: kiln, Invokes: *invokes, Clients: levels, Sandbox: *isolation}, os.Stdout)
 		case "cluster":
