@@ -46,6 +46,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
@@ -98,6 +99,7 @@ func handle(ctx context.Context, raw json.RawMessage) (response, error) {
 			Key              string
 			N                int
 			Poison, FailOnce bool
+			Slow             bool
 		}
 		if err := json.Unmarshal(d, &p); err != nil {
 			return resp, err
@@ -119,8 +121,13 @@ func handle(ctx context.Context, raw json.RawMessage) (response, error) {
 		return resp, err
 	}
 	defer f.Close()
-	_, err = f.Write(out)
-	return resp, err
+	if _, err = f.Write(out); err != nil {
+		return resp, err
+	}
+	if len(data) > 0 && strings.Contains(string(data[0]), "\"Slow\":true") {
+		time.Sleep(300 * time.Millisecond) // written, not yet done: in flight
+	}
+	return resp, nil
 }
 
 func main() { lambda.Start(handle) }
@@ -470,7 +477,7 @@ func TestStreamTakeover(t *testing.T) {
 	s.Pollers.Close() // the two below are the only pollers
 	r := newStreamRig(t, s)
 	inv := httpInvoker{r.lam}
-	first, firstNC := startPollers(t, s.NATSURL, inv)
+	first, firstNC := startPollers(t, s, inv)
 	defer first.Close()
 
 	servers, cl := kafkaCluster(t, "takeover", 4)
@@ -481,45 +488,11 @@ func TestStreamTakeover(t *testing.T) {
 		in.SelfManagedKafkaEventSourceConfig = &ltypes.SelfManagedKafkaEventSourceConfig{ConsumerGroupId: aws.String("takeover-group")}
 	}}, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(batch)})
 
-	nc, err := nats.Connect(s.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	leases, err := js.KeyValue(context.Background(), "kiln-esm-leases")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// held waits until the partitions' leases are held as want says
-	// (partitions per poller, sorted).
-	held := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for {
-			holders := map[string]int{}
-			if kl, err := leases.ListKeys(context.Background()); err == nil {
-				for k := range kl.Keys() {
-					if e, err := leases.Get(context.Background(), k); err == nil && strings.Contains(k, ".") {
-						holders[string(e.Value())]++
-					}
-				}
-			}
-			counts := slices.Sorted(maps.Values(holders))
-			if fmt.Sprint(counts) == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("partitions held %v, want %s per poller", holders, want)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	held("[4]")
+	waitHeld(t, s.NATSURL, "[4]")
 	// A second poller comes: the partitions spread, two and two.
-	second, _ := startPollers(t, s.NATSURL, inv)
+	second, _ := startPollers(t, s, inv)
 	defer second.Close()
-	held("[2 2]")
+	waitHeld(t, s.NATSURL, "[2 2]")
 
 	var keys []string
 	for k := range 8 {
@@ -673,4 +646,92 @@ func TestKinesisTumblingWindows(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// waitHeld waits until the stream mappings' shard leases are held as want
+// says (shards per poller, sorted).
+func waitHeld(t *testing.T, url, want string) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	leases, err := js.KeyValue(context.Background(), "kiln-esm-leases")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		holders := map[string]int{}
+		if kl, err := leases.ListKeys(context.Background()); err == nil {
+			for k := range kl.Keys() {
+				if e, err := leases.Get(context.Background(), k); err == nil && strings.Contains(k, ".") {
+					holders[string(e.Value())]++
+				}
+			}
+		}
+		counts := slices.Sorted(maps.Values(holders))
+		if fmt.Sprint(counts) == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shards held %v, want %s per poller", holders, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStreamRebalance: a poller reads both shards of a Kinesis stream
+// under ParallelizationFactor 5 with batches in flight (the function
+// takes 300 ms after writing); a second poller comes, and the first gives
+// a shard up: it finishes its read in flight before it lets the shard go,
+// so every record is processed once, in order per key.
+func TestStreamRebalance(t *testing.T) {
+	s := kilntest.Start(t, server.Config{NATSListen: "127.0.0.1:0"})
+	s.Pollers.Close() // the two below are the only pollers
+	r := newStreamRig(t, s)
+	inv := httpInvoker{r.lam}
+	first, _ := startPollers(t, s, inv)
+	defer first.Close()
+
+	account := s.Identity.AccountID
+	if err := s.Streams.Create(context.Background(), account, "rebalance", 2); err != nil {
+		t.Fatal(err)
+	}
+	r.mapping(t, streamFeed{source: func(in *lambda.CreateEventSourceMappingInput) {
+		in.EventSourceArn = aws.String(streams.ARN(s.Region, account, "rebalance"))
+	}}, &lambda.CreateEventSourceMappingInput{BatchSize: aws.Int32(2), ParallelizationFactor: aws.Int32(5)})
+	waitHeld(t, s.NATSURL, "[2]")
+	var keys []string
+	for k := range 10 {
+		keys = append(keys, fmt.Sprint("key", k))
+	}
+	// Each read of a shard takes 10 records, five lanes of a batch of two,
+	// for at least 300 ms: 200 records a shard outlast the rebalance.
+	const n = 40
+	for i := range n {
+		for _, k := range keys {
+			kinesisPut(t, s.Streams, account, "rebalance", k, fmt.Sprintf(`{"Key":%q,"N":%d,"Slow":true}`, k, i))
+		}
+	}
+	r.waitLines(t, keys[:1], 2, 60*time.Second)
+	second, _ := startPollers(t, s, inv)
+	defer second.Close()
+	waitHeld(t, s.NATSURL, "[1 1]")
+	got := r.waitLines(t, keys, n, 90*time.Second)
+	for _, k := range keys {
+		if !slices.Equal(got[k], seq(n)) {
+			t.Fatalf("key %s processed as %v, want 0..%d in order once each", k, got[k], n-1)
+		}
+	}
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
 }

@@ -20,7 +20,12 @@ import (
 // enabled stream mapping, a fair share of the shards: ceil(shards /
 // pollers), each by a lease (KV kiln-esm-leases, key UUID.SHARD). One
 // above its share gives the extra shards up, so shards spread again when
-// pollers come; when one goes, its leases expire and the others take its
+// pollers come: it reads no more of such a shard but lets the read in
+// flight finish and checkpoint (renewing the lease meanwhile, for at most
+// yieldFor) before it releases it, so that its successor repeats nothing
+// (cancelling it would repeat every record of a lane ahead of the
+// checkpoint, which only passes a record when all before it are done).
+// When one goes, its leases expire and the others take its
 // shards. A shard is read from its checkpoint (KV kiln-esm-checkpoints, key
 // UUID.SHARD: the last record processed), written by compare-and-set on
 // the revision its reader started from, so a poller that lost a shard
@@ -198,10 +203,17 @@ func (r *streamRun) balance(ctx context.Context, live int) {
 			delete(r.shards, shard)
 			continue
 		}
-		// Shards unknown (the source is unreachable): keep what is held.
-		if !r.s.leases.Hold(ctx, sr.leaseKey()) || err == nil && held >= share {
+		if !r.s.leases.Hold(ctx, sr.leaseKey()) {
 			sr.stop()
 			delete(r.shards, shard)
+			continue
+		}
+		if sr.yielding.Load() {
+			continue // held until its read in flight is done
+		}
+		// Shards unknown (the source is unreachable): keep what is held.
+		if err == nil && held >= share {
+			sr.yield(r.s.p.cfg.LeaseTTL * yieldTTLs)
 			continue
 		}
 		held++
@@ -266,9 +278,23 @@ type shardRun struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	yielding atomic.Bool // given up: it reads no more
+
 	mu  sync.Mutex // serializes checkpoint writes
 	cp  checkpoint
 	rev uint64
+}
+
+// yieldTTLs bounds, in lease TTLs, how long a shard given up may take to
+// finish its read in flight (a failing batch may block it for long): then
+// it is cancelled, and its successor repeats what was not checkpointed.
+const yieldTTLs = 3
+
+// yield gives the shard up once its read in flight is processed, or after
+// at most d.
+func (sr *shardRun) yield(d time.Duration) {
+	sr.yielding.Store(true)
+	time.AfterFunc(d, sr.cancel)
 }
 
 func (sr *shardRun) leaseKey() string { return sr.r.m.UUID + "." + shardKey(sr.shard) }
@@ -297,6 +323,9 @@ func (sr *shardRun) run() {
 	log := sr.r.s.p.log.With("uuid", sr.r.m.UUID, "shard", sr.shard)
 	var reader ShardReader
 	for reader == nil {
+		if sr.yielding.Load() {
+			return
+		}
 		var err error
 		if err = sr.load(); err == nil {
 			reader, err = sr.r.src.Open(sr.ctx, sr.shard, sr.cp.Position)
@@ -315,7 +344,7 @@ func (sr *shardRun) run() {
 	size := max(m.BatchSize, 1)
 	batchWindow := time.Duration(m.MaximumBatchingWindowInSeconds) * time.Second
 	var ahead []StreamRecord
-	for sr.ctx.Err() == nil {
+	for sr.ctx.Err() == nil && !sr.yielding.Load() {
 		recs, err := collectStream(sr.ctx, reader, &ahead, size*m.parallelization(), batchWindow, min(sr.r.s.p.cfg.ReceiveWait, time.Second))
 		if err != nil {
 			if sr.ctx.Err() == nil {
@@ -324,6 +353,9 @@ func (sr *shardRun) run() {
 				pause(sr.ctx, time.Second)
 			}
 			continue
+		}
+		if sr.yielding.Load() {
+			return // the successor reads recs, none is checkpointed
 		}
 		if len(recs) == 0 {
 			if !sr.closeWindow(time.Now()) {

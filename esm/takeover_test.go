@@ -32,10 +32,10 @@ func (h httpInvoker) Invoke(ctx context.Context, req invoke.Request) (*invoke.Re
 }
 
 // startPollers runs a Pollers component with connections of its own to
-// the Kiln's JetStream, as another process would.
-func startPollers(t *testing.T, url string, inv esm.Invoker) (*esm.Pollers, *nats.Conn) {
+// s's JetStream, as another process would (reading s's streams).
+func startPollers(t *testing.T, s *server.Server, inv esm.Invoker) (*esm.Pollers, *nats.Conn) {
 	t.Helper()
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(s.NATSURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +44,7 @@ func startPollers(t *testing.T, url string, inv esm.Invoker) (*esm.Pollers, *nat
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := esm.New(ctx, esm.Config{NATS: nc, Invoker: inv, Queues: qs, ReceiveWait: time.Second,
+	p, err := esm.New(ctx, esm.Config{NATS: nc, Invoker: inv, Queues: qs, Streams: s.Streams, ReceiveWait: time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +63,7 @@ func TestLeaseTakeover(t *testing.T) {
 	s.Pollers.Close() // the two below are the only pollers
 	r := newRigOn(t, s, sqsGo, 10, false)
 	inv := httpInvoker{r.lam}
-	first, firstNC := startPollers(t, s.NATSURL, inv)
+	first, firstNC := startPollers(t, s, inv)
 	defer first.Close()
 
 	var bodies []string
@@ -78,7 +78,7 @@ func TestLeaseTakeover(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	second, _ := startPollers(t, s.NATSURL, inv)
+	second, _ := startPollers(t, s, inv)
 	defer second.Close()
 	firstNC.Close()
 	r.send(t, bodies[100:])
