@@ -699,7 +699,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	// those of the other frontends (asked over NATS); the fleet and the
 	// functions as the cluster has them.
 	peers := consolePeers{nc: nc, name: cfg.Name}
-	con := console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(k string) bool { return k == cfg.Identity.AccessKeyID },
+	con := console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(a string) bool { return a == cfg.Identity.AccountID },
 		Functions: fcfg.Functions.(*metadata.Store) /* invokePath's */, Series: series, Fleet: &consoleFleet{nc: nc, partitions: cfg.Partitions},
 		Logs: logStore, Async: async, Peers: peers, Logger: cfg.Logger})
 	answering, err := peers.answer(con)

@@ -44,8 +44,9 @@ type FleetSource interface {
 type Config struct {
 	Keyring *auth.Keyring
 	Region  string
-	// Admin tells whether an access key sees every account (and the fleet).
-	Admin     func(accessKeyID string) bool
+	// Admin tells whether an account sees every account (and the fleet):
+	// any key of the admin account does, including keys added at run time.
+	Admin     func(account string) bool
 	Functions *metadata.Store
 	Series    *Series
 	Fleet     FleetSource
@@ -149,7 +150,7 @@ func (v viewer) sees(account string) bool { return v.admin || v.Account == accou
 // (scripts), and refuses any other with 403 AccessDeniedException.
 func (c *Console) signed(next func(http.ResponseWriter, *http.Request, viewer)) http.Handler {
 	withViewer := func(w http.ResponseWriter, r *http.Request, cred auth.Credential) {
-		next(w, r, viewer{Credential: cred, admin: c.cfg.Admin(cred.AccessKeyID)})
+		next(w, r, viewer{Credential: cred, admin: c.cfg.Admin(cred.Account)})
 	}
 	sigv4 := auth.Middleware(c.cfg.Keyring, func(*http.Request) (int64, *api.Error) {
 		return 0, api.Errorf(api.RequestTooLarge, "The console's API takes no request body")
@@ -205,7 +206,7 @@ func (c *Console) signIn(w http.ResponseWriter, r *http.Request) {
 	}
 	expires := time.Now().Add(SessionTTL)
 	setCookie(w, r, c.sessions.cookie(cred, expires), expires)
-	writeJSON(w, map[string]any{"account": cred.Account, "admin": c.cfg.Admin(cred.AccessKeyID)})
+	writeJSON(w, map[string]any{"account": cred.Account, "admin": c.cfg.Admin(cred.Account)})
 }
 
 // view serves one view as JSON.

@@ -81,7 +81,7 @@ func start(t *testing.T) *env {
 	keys := auth.NewKeyring(admin, user)
 	keys.Region = region
 	series := console.NewSeries(0)
-	c := console.New(console.Config{Keyring: keys, Region: region, Admin: func(k string) bool { return k == admin.AccessKeyID },
+	c := console.New(console.Config{Keyring: keys, Region: region, Admin: func(a string) bool { return a == admin.Account },
 		Functions: store, Series: series, Fleet: fleet{}, Logs: logStore, Every: 50 * time.Millisecond})
 	srv := httptest.NewServer(c)
 	t.Cleanup(srv.Close)
@@ -173,6 +173,28 @@ func TestAccountsSeeTheirOwn(t *testing.T) {
 	if len(f.Environments) != 2 || len(f.ColdStarts) != console.Minutes {
 		t.Errorf("fleet %+v: want both environments and an hour of cold starts", f)
 	}
+}
+
+// A key added to the keyring at run time (as `kiln accounts keys add`
+// does) signs in at once, and one of the admin account's keys is admin as
+// the first is; removed, its session is refused.
+func TestKeysAddedAtRunTime(t *testing.T) {
+	e := start(t)
+	second := auth.Credential{AccessKeyID: "AKIAADMIN00000000003", SecretAccessKey: "second/admin+key", Account: admin.Account}
+	e.keys.Add(second)
+	c := e.signIn(t, second)
+	var me struct {
+		Account string
+		Admin   bool
+	}
+	getJSON(t, c, e.srv.URL+"/console/api/whoami", http.StatusOK, &me)
+	if me.Account != admin.Account || !me.Admin {
+		t.Errorf("the admin account's second key is %+v, want the admin", me)
+	}
+	getJSON(t, c, e.srv.URL+"/console/api/functions/"+user.Account+"/users-fn", http.StatusOK, nil)
+	getJSON(t, c, e.srv.URL+"/console/api/fleet", http.StatusOK, nil)
+	e.keys.Remove(second.AccessKeyID)
+	getJSON(t, c, e.srv.URL+"/console/api/functions", http.StatusForbidden, nil)
 }
 
 // The JSON endpoints refuse requests with neither a session nor a valid

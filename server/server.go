@@ -384,7 +384,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	cp := controlplane.New(cpcfg)
 	s.cp = cp
 	roles.RegisterImports(s.Metrics, cp)
-	con = console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(k string) bool { return k == id.AccessKeyID },
+	con = console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(a string) bool { return a == id.AccountID },
 		Functions: s.Functions, Series: series, Fleet: fleet{place, s.Assignment}, Logs: s.Logs, Async: s.Async,
 		Mappings: s.Pollers.Store(), Logger: cfg.Logger})
 
