@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,13 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/chromedp/chromedp"
-	"github.com/kiln-dev/kiln/api"
-	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/cluster"
-	"github.com/kiln-dev/kiln/console"
-	"github.com/kiln-dev/kiln/metadata"
-	"github.com/kiln-dev/kiln/natsd/natstest"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // chromium is Debian's chromium, which scripts/deps installs.
@@ -286,53 +279,49 @@ func TestConsoleFleetLosesKilledWorker(t *testing.T) {
 	screenshot(t, bctx, "fleet-after-kill")
 }
 
-// emptyFleet is the fleet of TestConsoleSecondAccount's console, which
-// runs no functions (the function list and the account check need none).
-type emptyFleet struct{}
-
-func (emptyFleet) Fleet(context.Context) (*console.Fleet, error) {
-	return &console.Fleet{Mode: "test"}, nil
-}
-
-// TestConsoleSecondAccount: a second account's key, signed in through the
-// page, sees none of the first account's functions, nor the fleet, nor a
-// first account's function by its address; the first account's (admin)
-// key sees it. Kiln's own processes hold one account's key today, so the
-// console runs here in the test's process with a keyring of two, over a
-// real metadata store on an embedded JetStream.
+// TestConsoleSecondAccount: on each target, an account made with `kiln
+// accounts create` signs in through the page and sees none of the first
+// account's functions, nor the fleet, nor the first's function by its
+// address; a key `kiln accounts keys add` gives the first (admin) account
+// at run time signs in and sees that function and the fleet.
 func TestConsoleSecondAccount(t *testing.T) {
-	bctx := browser(t)
-	js, _ := jetstream.New(natstest.Connect(t))
-	store, err := metadata.Open(ctx, js, metadata.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := auth.Credential{AccessKeyID: "AKIAFIRSTACCOUNT0001", SecretAccessKey: "first/secret", Account: "111111111111"}
-	second := auth.Credential{AccessKeyID: "AKIASECONDACCOUNT002", SecretAccessKey: "second/secret", Account: "222222222222"}
-	if err := store.Create(ctx, &metadata.Function{Account: first.Account, Name: "firsts-fn",
-		Latest: api.FunctionConfiguration{FunctionName: "firsts-fn", Runtime: "provided.al2023", MemorySize: 128, Version: "$LATEST"}}); err != nil {
-		t.Fatal(err)
-	}
-	keys := auth.NewKeyring(first, second)
-	keys.Region = region
-	con := console.New(console.Config{Keyring: keys, Region: region, Admin: func(k string) bool { return k == first.AccessKeyID },
-		Functions: store, Fleet: emptyFleet{}})
-	srv := httptest.NewServer(con)
-	defer srv.Close()
-	defer con.Close() // first: the page's stream would hold srv.Close
+	forEachTarget(t, func(t *testing.T, tg *target) {
+		bctx := browser(t)
+		endpoint := tg.endpoints[0]
+		name := "con2-" + tg.name
+		createToolkit(t, lambdaAt(endpoint), name)
+		second := createAccount(t, tg, "console-second")
+		out, err := kilnAccounts(t, tg.dir, "keys", "add", tg.accountID)
+		first := account{id: tg.accountID, key: field(out, "access key id"), secret: field(out, "secret access key")}
+		if err != nil || first.key == "" || first.secret == "" {
+			t.Fatalf("kiln accounts keys add: %v\n%s", err, out)
+		}
+		for _, a := range []account{second, first} { // the new keys reach every frontend
+			eventually(t, tg, "the new key accepted", func(ep string) error {
+				_, err := a.lambda(ep).ListFunctions(ctx, &lambda.ListFunctionsInput{})
+				return err
+			})
+		}
 
-	signIn(t, bctx, srv.URL, second.AccessKeyID, second.SecretAccessKey)
-	waitText(t, bctx, "the second account's list", `document.getElementById("who").textContent + " | " +
-		document.querySelectorAll("#fn-table tbody tr").length + " | " + document.getElementById("fn-empty").hidden + " | " + document.getElementById("nav-fleet").hidden`,
-		func(s string) bool { return s == "account 222222222222 | 0 | false | true" })
-	screenshot(t, bctx, "functions-second-account")
-	run(t, bctx, "the first account's function by address", chromedp.Navigate(srv.URL+"/console/#/fn/"+first.Account+"/firsts-fn"))
-	waitText(t, bctx, "refused", `document.getElementById("status").textContent`,
-		func(s string) bool { return strings.HasPrefix(s, "This view is not available") })
+		signIn(t, bctx, endpoint, second.key, second.secret)
+		waitText(t, bctx, "the second account's list", `document.getElementById("who").textContent + " | " +
+			document.querySelectorAll("#fn-table tbody tr").length + " | " + document.getElementById("fn-empty").hidden + " | " + document.getElementById("nav-fleet").hidden`,
+			func(s string) bool { return s == "account "+second.id+" | 0 | false | true" })
+		screenshot(t, bctx, "functions-second-account-"+tg.name)
+		run(t, bctx, "the first account's function by address", chromedp.Navigate(endpoint+"/console/#/fn/"+tg.accountID+"/"+name))
+		waitText(t, bctx, "refused", `document.getElementById("status").textContent`,
+			func(s string) bool { return strings.HasPrefix(s, "This view is not available") })
+		screenshot(t, bctx, "function-refused-second-account-"+tg.name)
 
-	run(t, bctx, "sign out", chromedp.Navigate(srv.URL+"/console/#/"), chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#signin-form")))
-	run(t, bctx, "sign in as the first", chromedp.SendKeys(chromedp.CSS("#akid"), first.AccessKeyID),
-		chromedp.SendKeys(chromedp.CSS("#secret"), first.SecretAccessKey), chromedp.Click(chromedp.CSS("#signin-button")))
-	waitText(t, bctx, "the first account's list", `Array.from(document.querySelectorAll("#fn-table tbody tr")).map(r => r.dataset.name).join(",")`,
-		func(s string) bool { return s == "firsts-fn" })
+		run(t, bctx, "sign out", chromedp.Navigate(endpoint+"/console/#/"), chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#signin-form")))
+		run(t, bctx, "sign in with the first account's new key", chromedp.SendKeys(chromedp.CSS("#akid"), first.key),
+			chromedp.SendKeys(chromedp.CSS("#secret"), first.secret), chromedp.Click(chromedp.CSS("#signin-button")))
+		waitText(t, bctx, "the first account's function, as the admin", `document.getElementById("who").textContent + " | " + document.getElementById("nav-fleet").hidden + " | " +
+			Array.from(document.querySelectorAll("#fn-table tbody tr")).map(r => r.dataset.name).join(",")`,
+			func(s string) bool {
+				return strings.HasPrefix(s, "account "+tg.accountID+" (admin: all accounts) | false | ") && strings.Contains(s, name)
+			})
+		run(t, bctx, "the first account's function page", chromedp.Navigate(endpoint+"/console/#/fn/"+tg.accountID+"/"+name))
+		waitText(t, bctx, "function page", `document.getElementById("fn-name").textContent`, func(s string) bool { return s == name })
+	})
 }
