@@ -321,6 +321,7 @@ func TestConsoleSecondAccount(t *testing.T) {
 			func(s string) bool {
 				return strings.HasPrefix(s, "account "+tg.accountID+" (admin: all accounts) | false | ") && strings.Contains(s, name)
 			})
+		screenshot(t, bctx, "functions-admin-new-key-"+tg.name)
 		run(t, bctx, "the first account's function page", chromedp.Navigate(endpoint+"/console/#/fn/"+tg.accountID+"/"+name))
 		waitText(t, bctx, "function page", `document.getElementById("fn-name").textContent`, func(s string) bool { return s == name })
 	})
