@@ -367,6 +367,47 @@ func TestCloseEndsStreams(t *testing.T) {
 	}
 }
 
+// An open stream ends with a failure event when its key is removed (as
+// `kiln accounts keys remove` does), rather than showing the account to a
+// page whose key no longer exists.
+func TestRemovedKeyEndsStream(t *testing.T) {
+	e := start(t)
+	doomed := auth.Credential{AccessKeyID: "AKIAUSER000000000004", SecretAccessKey: "doomed/key", Account: user.Account}
+	e.keys.Add(doomed)
+	resp, err := e.signIn(t, doomed).Get(e.srv.URL + "/console/api/stream?view=functions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	next := newSSE(resp.Body)
+	if name, _, err := next(); err != nil || name != "view" {
+		t.Fatalf("first event %q, %v", name, err)
+	}
+	e.keys.Remove(doomed.AccessKeyID)
+	type event struct {
+		name string
+		data []byte
+	}
+	ended := make(chan event, 1)
+	go func() {
+		for {
+			name, data, err := next()
+			if err != nil || name == "failure" {
+				ended <- event{name, data}
+				return
+			}
+		}
+	}()
+	select {
+	case ev := <-ended:
+		if ev.name != "failure" || !strings.Contains(string(ev.data), "AccessDeniedException") {
+			t.Errorf("the stream ended with %q %s, want an AccessDeniedException failure", ev.name, ev.data)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the stream is still open after its key was removed")
+	}
+}
+
 // A function's logs: read from the last minutes, then after a cursor; a
 // reconnecting page (Last-Event-ID: the cursor of the last lines it got) is
 // sent only newer lines, and one with an id the logs did not make the

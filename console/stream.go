@@ -37,6 +37,15 @@ func (c *Console) stream(w http.ResponseWriter, r *http.Request, v viewer) {
 		api.WriteError(w, api.Errorf(api.InvalidParameterValue, "view must be functions, function or fleet"))
 		return
 	}
+	view := build
+	build = func(ctx context.Context) (any, error) {
+		// The session was checked when the stream opened; a key removed
+		// since (kiln accounts keys remove) ends it on the next tick.
+		if cred, ok := c.cfg.Keyring.Lookup(v.AccessKeyID); !ok || cred != v.Credential {
+			return nil, api.Errorf(api.AccessDenied, "The access key %s was removed: sign in again.", v.AccessKeyID)
+		}
+		return view(ctx)
+	}
 	ctx := r.Context()
 	first, err := build(ctx)
 	if err != nil { // refused (not found, not the admin) before the stream starts

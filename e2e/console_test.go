@@ -282,8 +282,9 @@ func TestConsoleFleetLosesKilledWorker(t *testing.T) {
 // TestConsoleSecondAccount: on each target, an account made with `kiln
 // accounts create` signs in through the page and sees none of the first
 // account's functions, nor the fleet, nor the first's function by its
-// address; a key `kiln accounts keys add` gives the first (admin) account
-// at run time signs in and sees that function and the fleet.
+// address, and its open page stops when its key is removed; a key `kiln
+// accounts keys add` gives the first (admin) account at run time signs in
+// and sees that function and the fleet.
 func TestConsoleSecondAccount(t *testing.T) {
 	forEachTarget(t, func(t *testing.T, tg *target) {
 		bctx := browser(t)
@@ -312,6 +313,14 @@ func TestConsoleSecondAccount(t *testing.T) {
 		waitText(t, bctx, "refused", `document.getElementById("status").textContent`,
 			func(s string) bool { return strings.HasPrefix(s, "This view is not available") })
 		screenshot(t, bctx, "function-refused-second-account-"+tg.name)
+		// Its key removed while its list is open: the page's stream ends.
+		run(t, bctx, "the second account's list", chromedp.Navigate(endpoint+"/console/#/"), chromedp.WaitVisible(chromedp.CSS("#fn-table")))
+		waitText(t, bctx, "the list live", `document.getElementById("status").textContent`, func(s string) bool { return strings.HasPrefix(s, "live") })
+		if out, err := kilnAccounts(t, tg.dir, "keys", "remove", second.id, second.key); err != nil {
+			t.Fatalf("kiln accounts keys remove: %v\n%s", err, out)
+		}
+		waitText(t, bctx, "the removed key's stream ended", `document.getElementById("status").textContent`,
+			func(s string) bool { return strings.Contains(s, "was removed: sign in again") })
 
 		run(t, bctx, "sign out", chromedp.Navigate(endpoint+"/console/#/"), chromedp.Click(chromedp.CSS("#signout")), chromedp.WaitVisible(chromedp.CSS("#signin-form")))
 		run(t, bctx, "sign in with the first account's new key", chromedp.SendKeys(chromedp.CSS("#akid"), first.key),
