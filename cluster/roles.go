@@ -699,9 +699,16 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	// those of the other frontends (asked over NATS); the fleet and the
 	// functions as the cluster has them.
 	peers := consolePeers{nc: nc, name: cfg.Name}
+	var mappings *esm.Store // the pollers processes run them; the console shows their state
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		mappings, err = esm.OpenStore(ctx, js, cfg.Replicas)
+		return err
+	}); err != nil {
+		return err
+	}
 	con := console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(a string) bool { return a == cfg.Identity.AccountID },
 		Functions: fcfg.Functions.(*metadata.Store) /* invokePath's */, Series: series, Fleet: &consoleFleet{nc: nc, partitions: cfg.Partitions},
-		Logs: logStore, Async: async, Peers: peers, Logger: cfg.Logger})
+		Logs: logStore, Async: async, Mappings: mappings, Peers: peers, Logger: cfg.Logger})
 	answering, err := peers.answer(con)
 	if err != nil {
 		return err
