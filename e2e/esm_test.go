@@ -150,7 +150,7 @@ func testMappings(t *testing.T, name string, n int) {
 			k.cmd = nil
 			k.start()
 		} else {
-			holder := crashHolder(t, tg)
+			holder := mappingHolder(t, tg, ":crash", "")
 			p, err := tg.cluster.Kill(holder)
 			if err != nil {
 				t.Fatal(err)
@@ -161,8 +161,10 @@ func testMappings(t *testing.T, name string, n int) {
 	})
 }
 
-// crashHolder is the cluster process holding the crash queue's mapping.
-func crashHolder(t *testing.T, tg *target) string {
+// mappingHolder is the cluster's pollers process holding the lease of the
+// mapping whose source ARN ends in arnSuffix: of the whole mapping (a
+// queue's), or of one of its shards when shard is set (a stream's).
+func mappingHolder(t *testing.T, tg *target, arnSuffix, shard string) string {
 	nc, err := tg.connect()
 	if err != nil {
 		t.Fatal(err)
@@ -183,15 +185,19 @@ func crashHolder(t *testing.T, tg *target) string {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if strings.HasSuffix(m.EventSourceArn, ":crash") {
-			holder, err := esm.Holder(ctx, js, m.UUID)
+		if strings.HasSuffix(m.EventSourceArn, arnSuffix) {
+			key := m.UUID
+			if shard != "" {
+				key += "." + shard
+			}
+			holder, err := esm.Holder(ctx, js, key)
 			if err != nil || !strings.HasPrefix(holder, "pollers-") {
-				t.Fatalf("holder of the crash mapping: %q %v", holder, err)
+				t.Fatalf("holder of lease %s of the mapping of %s: %q %v", key, arnSuffix, holder, err)
 			}
 			return holder
 		}
 	}
-	t.Fatal("no mapping of the crash queue")
+	t.Fatalf("no mapping of a source ending in %s", arnSuffix)
 	return ""
 }
 

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/esm"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestStreamMappings drives Kiln streams with Debian's AWS CLI (`aws
@@ -89,7 +86,7 @@ func testStreamMappings(t *testing.T, name string) {
 			k.cmd = nil
 			k.start()
 		} else {
-			holder := shardHolder(t, tg, "crash", "shardId-000000000000")
+			holder := mappingHolder(t, tg, ":stream/crash", "shardId-000000000000")
 			p, err := tg.cluster.Kill(holder)
 			if err != nil {
 				t.Fatal(err)
@@ -99,39 +96,4 @@ func testStreamMappings(t *testing.T, name string) {
 		script(t, 150*time.Second, python, py, "crash-verify")
 	})
 	t.Run("records past the maximum age", func(t *testing.T) { script(t, 150*time.Second, python, py, "aged") })
-}
-
-// shardHolder is the cluster process holding the lease of a shard of the
-// mapping of stream.
-func shardHolder(t *testing.T, tg *target, stream, shard string) string {
-	nc, err := tg.connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	store, err := esm.OpenStore(ctx, js, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms, err := store.List(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, m := range ms {
-		if strings.HasSuffix(m.EventSourceArn, ":stream/"+stream) {
-			holder, err := esm.Holder(ctx, js, m.UUID+"."+shard)
-			if err != nil || !strings.HasPrefix(holder, "pollers-") {
-				t.Fatalf("holder of %s of the %s mapping: %q %v", shard, stream, holder, err)
-			}
-			return holder
-		}
-	}
-	t.Fatalf("no mapping of stream %s", stream)
-	return ""
 }
