@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // TestStreamMappings drives Kiln streams with Debian's AWS CLI (`aws
