@@ -60,14 +60,7 @@ func newBareRuntimes(dir string, pkg, payload []byte) (*bareRuntimes, error) {
 func (b *bareRuntimes) target(ctx context.Context) target {
 	return target{name: "runtime only",
 		prepare: func(clients int) error {
-			for len(b.running) < clients {
-				r, err := b.start(ctx)
-				if err != nil {
-					return err
-				}
-				b.running = append(b.running, r)
-			}
-			return nil
+			return startUpTo(&b.running, clients, func() (*bareRuntime, error) { return b.start(ctx) })
 		},
 		call: func(ctx context.Context, i int) (time.Duration, error) { return b.running[i].invoke(ctx, b.payload) },
 		cpu: func() cpuSplit {
@@ -77,6 +70,19 @@ func (b *bareRuntimes) target(ctx context.Context) target {
 			}
 			return all
 		}}
+}
+
+// startUpTo starts instances until there is one per client: runtimes
+// that serve one invoke at a time.
+func startUpTo[T any](running *[]T, clients int, start func() (T, error)) error {
+	for len(*running) < clients {
+		r, err := start()
+		if err != nil {
+			return err
+		}
+		*running = append(*running, r)
+	}
+	return nil
 }
 
 // start runs one runtime process, with nothing in its environment but the

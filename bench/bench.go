@@ -404,9 +404,7 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 			if err != nil {
 				return nil, err
 			}
-			spent := sample(t).sub(before)
-			cpu[i].Platform += spent.Platform
-			cpu[i].Runtime += spent.Runtime
+			cpu[i] = cpu[i].add(sample(t).sub(before))
 			all[i] = append(all[i], ds...)
 			elapsed[i] += d
 		}

@@ -14,6 +14,10 @@ type cpuSplit struct {
 	Platform, Runtime time.Duration
 }
 
+func (a cpuSplit) add(b cpuSplit) cpuSplit {
+	return cpuSplit{a.Platform + b.Platform, a.Runtime + b.Runtime}
+}
+
 func (a cpuSplit) sub(b cpuSplit) cpuSplit {
 	return cpuSplit{a.Platform - b.Platform, a.Runtime - b.Runtime}
 }

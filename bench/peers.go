@@ -83,22 +83,13 @@ func newEmulators(rie, dir, bare string, payload []byte) (*emulators, error) {
 func (e *emulators) target(ctx context.Context) target {
 	return target{name: "aws-lambda-rie",
 		prepare: func(clients int) error {
-			for len(e.running) < clients {
-				em, err := e.start(ctx)
-				if err != nil {
-					return err
-				}
-				e.running = append(e.running, em)
-			}
-			return nil
+			return startUpTo(&e.running, clients, func() (*emulator, error) { return e.start(ctx) })
 		},
 		call: func(ctx context.Context, i int) (time.Duration, error) { return e.running[i].c.invoke(ctx) },
 		cpu: func() cpuSplit {
 			var all cpuSplit
 			for _, em := range e.running {
-				s := treeCPU(em.cmd.Process.Pid)
-				all.Platform += s.Platform
-				all.Runtime += s.Runtime
+				all = all.add(treeCPU(em.cmd.Process.Pid))
 			}
 			return all
 		}}
