@@ -715,7 +715,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 	}
 	defer answering.Unsubscribe()
 	var front *roles.Frontend
-	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring, AuthorizeURL: roles.AuthorizeURL,
+	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring,
 		Services: roles.Services(logStore.Handler(), qs.Handler(), kinesis.Handler()),
 		Management: func(signed *http.ServeMux) {
 			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))

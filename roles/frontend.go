@@ -30,10 +30,6 @@ type FrontendConfig struct {
 	// Unsigned adds routes served without a signature (code downloads,
 	// whose URLs carry their own); GET /kiln/health is always there.
 	Unsigned func(root *http.ServeMux)
-	// AuthorizeURL is the resource-policy check of function URL requests;
-	// nil allows AuthType NONE to anyone and AWS_IAM to the function's
-	// own account (frontend.AuthorizeURL).
-	AuthorizeURL frontend.AuthorizeURL
 }
 
 // Frontend is the assembled frontend role.
@@ -76,7 +72,7 @@ func NewFrontend(ctx context.Context, cfg FrontendConfig) (*Frontend, error) {
 	root.Handle("/", auth.Middleware(cfg.Keyring, BodyLimit, h))
 	// Function URLs sign (AWS_IAM) or not (NONE) by their own settings:
 	// served before the SigV4 check, by path or by host name.
-	urls := front.URLs(cfg.Keyring, cfg.AuthorizeURL)
+	urls := front.URLs(cfg.Keyring, AuthorizeURL) // the resource policy, in every assembly
 	root.Handle(frontend.URLPathPrefix, urls)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if frontend.URLHostID(r.Host, cfg.Region) != "" {

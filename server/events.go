@@ -409,7 +409,7 @@ func RunEventFrontend(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	front, err := roles.NewFrontend(ctx, roles.FrontendConfig{Keyring: keyring, AuthorizeURL: roles.AuthorizeURL,
+	front, err := roles.NewFrontend(ctx, roles.FrontendConfig{Keyring: keyring,
 		Config: frontend.Config{Functions: store, Async: async, Region: cfg.Region, Logger: logger}})
 	if err != nil {
 		return err

@@ -355,11 +355,10 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	front, err := roles.NewFrontend(runCtx, roles.FrontendConfig{
 		Config: frontend.Config{Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
 			OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Observer: series, Logger: cfg.Logger},
-		Keyring:      keyring,
-		AuthorizeURL: roles.AuthorizeURL,
-		Gate:         s.storeGate,
-		Services:     roles.Services(s.Logs.Handler(), s.Queues.Handler(), s.Streams.Handler()),
-		Management:   func(signed *http.ServeMux) { signed.Handle("/", cpMux) },
+		Keyring:    keyring,
+		Gate:       s.storeGate,
+		Services:   roles.Services(s.Logs.Handler(), s.Queues.Handler(), s.Streams.Handler()),
+		Management: func(signed *http.ServeMux) { signed.Handle("/", cpMux) },
 		Unsigned: func(root *http.ServeMux) {
 			root.Handle("/console/", conHandler) // its own sign-in; its API also takes SigV4
 			root.Handle("/console", conHandler)
