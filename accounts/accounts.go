@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -54,7 +56,9 @@ const MaxKeys = 5
 
 // Store keeps accounts and keys.
 type Store struct {
-	kv jetstream.KeyValue
+	kv     jetstream.KeyValue
+	nc     *nats.Conn
+	bucket string
 }
 
 // Config configures the store; the zero value uses bucket "kiln-accounts"
@@ -80,7 +84,14 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if err != nil {
 		return nil, fmt.Errorf("accounts bucket: %w", err)
 	}
-	return &Store{kv: kv}, nil
+	return &Store{kv: kv, nc: js.Conn(), bucket: cfg.Bucket}, nil
+}
+
+// get reads from the bucket's stream leader (natsd.LeaderGet): a direct
+// get answered by a lagging replica made an account created a moment
+// before "not found" to the key that was to be added to it.
+func (s *Store) get(ctx context.Context, key string) ([]byte, uint64, error) {
+	return natsd.LeaderGet(ctx, s.nc, s.bucket, key)
 }
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
@@ -102,14 +113,14 @@ func (s *Store) Account(ctx context.Context, id string) (Account, error) {
 	if !validAccount(id) {
 		return a, fmt.Errorf("%w: account %s", ErrNotFound, id)
 	}
-	e, err := s.kv.Get(ctx, "acct."+id)
+	b, _, err := s.get(ctx, "acct."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return a, fmt.Errorf("%w: account %s", ErrNotFound, id)
 	}
 	if err != nil {
 		return a, err
 	}
-	return a, json.Unmarshal(e.Value(), &a)
+	return a, json.Unmarshal(b, &a)
 }
 
 // Create makes an account and its first key; the key's secret is only
@@ -152,7 +163,7 @@ func (s *Store) AddKey(ctx context.Context, account string) (Key, error) {
 
 // RemoveKey deletes one of account's keys.
 func (s *Store) RemoveKey(ctx context.Context, account, accessKeyID string) error {
-	e, err := s.kv.Get(ctx, "key."+accessKeyID)
+	b, rev, err := s.get(ctx, "key."+accessKeyID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return fmt.Errorf("%w: key %s", ErrNotFound, accessKeyID)
 	}
@@ -160,13 +171,13 @@ func (s *Store) RemoveKey(ctx context.Context, account, accessKeyID string) erro
 		return err
 	}
 	var k Key
-	if err := json.Unmarshal(e.Value(), &k); err != nil {
+	if err := json.Unmarshal(b, &k); err != nil {
 		return err
 	}
 	if k.Account != account {
 		return fmt.Errorf("%w: key %s of account %s", ErrNotFound, accessKeyID, account)
 	}
-	return s.kv.Delete(ctx, "key."+accessKeyID, jetstream.LastRevision(e.Revision()))
+	return s.kv.Delete(ctx, "key."+accessKeyID, jetstream.LastRevision(rev))
 }
 
 // Listed is an account with its keys' ids (never their secrets).
