@@ -59,6 +59,12 @@ type Stats struct {
 	// CPU is the CPU time per request of the target's processes, when the
 	// target can say (see target.cpu).
 	CPU cpuSplit
+	// Bench is this process's CPU time per request: the clients (and the
+	// runtime-only target's Runtime API servers). Busy is the share of the
+	// host's CPU time that was busy during the target's turns, anyone's:
+	// near 1, throughput is bound by CPU, not by waiting.
+	Bench time.Duration
+	Busy  float64
 }
 
 // Run starts a Kiln (cfg.Kiln up) and the floor, each as a child process,
@@ -143,6 +149,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		fmt.Fprintf(out, "%-8d %-14s %9.2fx %10s %11.2fx\n", c, "ceiling", float64(f.P50+r.P50)/float64(f.P50), "", r.Throughput/f.Throughput)
 		fmt.Fprintf(out, "%-8d cpu per invoke: kiln's processes %s, its runtime %s; runtime only %s; plain HTTP server %s\n",
 			c, round(k.CPU.Platform), round(k.CPU.Runtime), round(r.CPU.Runtime), round(f.CPU.Platform))
+		fmt.Fprintf(out, "%-8d bench process per invoke (clients; runtime only: its Runtime API servers): kiln %s, runtime only %s, plain HTTP %s; host CPU busy: kiln %.0f%%, runtime only %.0f%%, plain HTTP %.0f%%\n",
+			c, round(k.Bench), round(r.Bench), round(f.Bench), 100*k.Busy, 100*r.Busy, 100*f.Busy)
 		for i, p := range st[3:] {
 			name := targets[3+i].name
 			printRatio(out, c, name+"/kiln", p, k)
@@ -382,6 +390,8 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	all := make([][]time.Duration, len(targets))
 	elapsed := make([]time.Duration, len(targets))
 	cpu := make([]cpuSplit, len(targets))
+	self := make([]time.Duration, len(targets))
+	busy, idle := make([]int64, len(targets)), make([]int64, len(targets))
 	sample := func(t target) cpuSplit {
 		if t.cpu == nil {
 			return cpuSplit{}
@@ -399,12 +409,16 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	for r := range rounds {
 		fmt.Fprintf(os.Stderr, "  round %d/%d\n", r+1, rounds)
 		for i, t := range targets {
-			before := sample(t)
+			before, selfBefore := sample(t), processCPU(os.Getpid())
+			busyBefore, idleBefore := hostCPU()
 			ds, d, err := run(t, max(1, n/rounds/clients))
 			if err != nil {
 				return nil, err
 			}
 			cpu[i] = cpu[i].add(sample(t).sub(before))
+			self[i] += processCPU(os.Getpid()) - selfBefore
+			b, id := hostCPU()
+			busy[i], idle[i] = busy[i]+b-busyBefore, idle[i]+id-idleBefore
 			all[i] = append(all[i], ds...)
 			elapsed[i] += d
 		}
@@ -413,6 +427,10 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	for i := range targets {
 		st[i] = summarize(all[i], elapsed[i])
 		st[i].CPU = cpuSplit{cpu[i].Platform / time.Duration(len(all[i])), cpu[i].Runtime / time.Duration(len(all[i]))}
+		st[i].Bench = self[i] / time.Duration(len(all[i]))
+		if busy[i]+idle[i] > 0 {
+			st[i].Busy = float64(busy[i]) / float64(busy[i]+idle[i])
+		}
 	}
 	return st, nil
 }

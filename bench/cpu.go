@@ -94,3 +94,24 @@ func processCPU(pid int) time.Duration {
 	}
 	return time.Duration(ns)
 }
+
+// hostCPU reads from /proc/stat the CPU time all of the host's CPUs spent
+// busy and idle (idle and iowait) so far, in USER_HZ ticks.
+func hostCPU() (busy, idle int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n") // "cpu  user nice system idle iowait irq softirq steal ..."
+	for i, f := range strings.Fields(line)[1:] {
+		n, _ := strconv.ParseInt(f, 10, 64)
+		switch i {
+		case 3, 4:
+			idle += n
+		case 8, 9: // guest time is counted in user time already
+		default:
+			busy += n
+		}
+	}
+	return busy, idle
+}

@@ -10,6 +10,7 @@ package runtimeapi
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -253,6 +254,9 @@ type conn struct {
 	lr io.LimitedReader // what a request's head may still read from nc
 	br *bufio.Reader    // over lr
 	wm sync.Mutex
+	// deadline: a read deadline is set, to be cleared before the
+	// connection idles.
+	deadline bool
 }
 
 func (c *conn) serve() {
@@ -268,12 +272,16 @@ func (c *conn) serve() {
 		<-s.slots
 	}()
 	for {
-		c.nc.SetReadDeadline(time.Time{})
 		c.lr.N = MaxHeaderBytes
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
-		c.nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+		// Deadlines bound only what still has to come: a runtime writes a
+		// request whole, so most are parsed from the buffer with no read,
+		// and skipping the deadlines saves three timer updates per request.
+		if !headBuffered(c.br) {
+			c.readWithin(s.cfg.HeaderTimeout)
+		}
 		req, err := http.ReadRequest(c.br)
 		if err != nil {
 			if c.lr.N <= 0 {
@@ -284,10 +292,68 @@ func (c *conn) serve() {
 		}
 		// The body is bounded where it is read; here only in time.
 		c.lr.N = math.MaxInt64
-		c.nc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		if !bodyBuffered(req, c.br) {
+			c.readWithin(s.cfg.BodyTimeout)
+		}
 		if !c.route(req) {
 			return
 		}
+		if c.deadline { // between requests a connection may idle
+			c.nc.SetReadDeadline(time.Time{})
+			c.deadline = false
+		}
+	}
+}
+
+// readWithin bounds the connection's reads from now until the request has
+// been answered.
+func (c *conn) readWithin(d time.Duration) {
+	c.nc.SetReadDeadline(time.Now().Add(d))
+	c.deadline = true
+}
+
+// headBuffered says whether br holds a whole request head (up to its empty
+// line), so that parsing it reads nothing more.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, []byte("\r\n\r\n"))
+}
+
+// bodyBuffered says whether br holds the whole body of req (whose head was
+// just read from it), so that reading it reads nothing more.
+func bodyBuffered(req *http.Request, br *bufio.Reader) bool {
+	switch {
+	case req.Body == http.NoBody:
+		return true
+	case req.ContentLength >= 0:
+		return int64(br.Buffered()) >= req.ContentLength
+	}
+	b, _ := br.Peek(br.Buffered())
+	return chunkedComplete(b)
+}
+
+// chunkedComplete says whether b starts with a whole chunked body without
+// trailers, in the strict form runtimes write ("SIZE\r\nDATA\r\n" ...
+// "0\r\n\r\n"). Anything else is left to the body's reader, under a
+// deadline.
+func chunkedComplete(b []byte) bool {
+	for {
+		i := bytes.IndexByte(b, '\n')
+		if i < 1 || b[i-1] != '\r' {
+			return false
+		}
+		size, err := strconv.ParseUint(string(b[:i-1]), 16, 32)
+		if err != nil {
+			return false
+		}
+		b = b[i+1:]
+		if size == 0 {
+			return bytes.HasPrefix(b, []byte("\r\n"))
+		}
+		if uint64(len(b)) < size+2 || b[size] != '\r' || b[size+1] != '\n' {
+			return false
+		}
+		b = b[size+2:]
 	}
 }
 
@@ -441,7 +507,7 @@ func (c *conn) stream(id string, req *http.Request, st Stream) bool {
 	var total int64
 	writing := true
 	for {
-		c.nc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		c.readWithin(s.cfg.BodyTimeout)
 		n, err := req.Body.Read(buf)
 		if n > 0 {
 			total += int64(n)

@@ -243,6 +243,99 @@ func TestStalledHead(t *testing.T) {
 	}
 }
 
+// TestStalledBody: a request whose body stops coming is dropped, and one
+// that came whole is answered (its deadlines are skipped).
+func TestStalledBody(t *testing.T) {
+	const head = "POST /2018-06-01/runtime/init/error HTTP/1.1\r\nHost: x\r\n"
+	for _, tc := range []struct{ name, req string }{
+		{"ContentLength", head + "Content-Length: 10\r\n\r\n{\"a\""},
+		{"Chunked", head + "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n"},
+		{"ChunkedNoEnd", head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := Serve(ln, Config{BodyTimeout: 50 * time.Millisecond})
+			t.Cleanup(s.Close)
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			io.WriteString(c, tc.req)
+			c.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Fatalf("a stalled body: %v, want the connection closed", err)
+			}
+		})
+	}
+	t.Run("Whole", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := Serve(ln, Config{BodyTimeout: 50 * time.Millisecond})
+		t.Cleanup(s.Close)
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		const unknown = "POST /2018-06-01/runtime/unknown HTTP/1.1\r\nHost: x\r\n"
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		for i, req := range [][]string{
+			{unknown + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"},
+			{unknown + "Content-Length: 2\r\n\r\n{", "}"}, // in two parts: under a deadline
+			{unknown + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"},
+			{unknown + "Content-Length: 2\r\n\r\n{}"},
+		} {
+			// Past the body timeout, the connection idles, as a runtime's
+			// between invokes, and is still served.
+			time.Sleep(200 * time.Millisecond)
+			for _, part := range req {
+				io.WriteString(c, part)
+				time.Sleep(10 * time.Millisecond)
+			}
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusNotFound {
+				t.Fatalf("request %d: %v %v, want 404", i, resp, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+		}
+	})
+}
+
+func TestChunkedComplete(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"0\r\n\r\n", true},
+		{"2\r\n{}\r\n0\r\n\r\n", true},
+		{"2\r\n{}\r\na\r\n0123456789\r\n0\r\n\r\nGET /next", true},
+		{"A\r\n0123456789\r\n0\r\n\r\n", true},
+		{"", false},
+		{"0\r\n", false},
+		{"0\r\nTrailer: x\r\n\r\n", false}, // trailers: left to the reader
+		{"2\r\n{}", false},
+		{"2\r\n{}\r\n", false},
+		{"2\r\n{}xx0\r\n\r\n", false},
+		{"3\r\n{}\r\n0\r\n\r\n", false},
+		{"2;ext=1\r\n{}\r\n0\r\n\r\n", false},
+		{"2\n{}\r\n0\r\n\r\n", false},
+		{"0x2\r\n{}\r\n0\r\n\r\n", false},
+		{"ffffffffff\r\nx\r\n", false},
+		{" 2\r\n{}\r\n0\r\n\r\n", false},
+	} {
+		if got := chunkedComplete([]byte(tc.in)); got != tc.want {
+			t.Errorf("chunkedComplete(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
 // failingListener fails its first Accepts as a process out of descriptors
 // would, then accepts for real.
 type failingListener struct {

@@ -243,9 +243,14 @@ func (c *cgroup) maxMemory() int64 {
 	if c.peak == nil {
 		return 0
 	}
+	// One pread: the kernel renders the whole value at once, and ReadAt
+	// would read again to its EOF (this runs on every invoke's REPORT).
 	var b [32]byte
-	n, err := c.peak.ReadAt(b[:], 0)
-	if n == 0 && err != nil {
+	n := -1
+	if rc, err := c.peak.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { n, _ = unix.Pread(int(fd), b[:], 0) })
+	}
+	if n <= 0 {
 		return 0
 	}
 	v, _ := strconv.ParseInt(strings.TrimSpace(string(b[:n])), 10, 64)
