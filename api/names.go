@@ -1,7 +1,6 @@
 package api
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 )
@@ -82,7 +81,7 @@ func (r FunctionRef) WithQualifier(q string) (FunctionRef, error) {
 
 // FunctionARN is the unqualified ARN of a function.
 func FunctionARN(region, account, name string) string {
-	return fmt.Sprintf("arn:aws:lambda:%s:%s:function:%s", region, account, name)
+	return "arn:aws:lambda:" + region + ":" + account + ":function:" + name
 }
 
 // QualifiedARN appends ":qualifier" when qualifier is not empty.

@@ -116,12 +116,19 @@ func BodyLimit(r *http.Request) (limit int64, tooLarge *api.Error, ok bool) {
 	if r.Method != http.MethodPost || !isInvokePath(r.URL.Path) {
 		return 0, nil, false
 	}
-	limit, op := int64(MaxSyncPayload), "InvokeFunction"
+	limit, msg := int64(MaxSyncPayload), syncTooLarge
 	if r.Header.Get("X-Amz-Invocation-Type") == "Event" {
-		limit, op = MaxAsyncPayload, "InvokeAsync"
+		limit, msg = MaxAsyncPayload, asyncTooLarge
 	}
-	return limit, api.Errorf(api.RequestEntityTooLarge, "Request must be smaller than %d bytes for the %s operation", limit, op), true
+	return limit, &api.Error{Status: api.StatusOf(api.RequestEntityTooLarge), Type: api.RequestEntityTooLarge, Message: msg}, true
 }
+
+// The messages of BodyLimit's errors, formatted once: it runs on every
+// invoke, the error is rarely used.
+var (
+	syncTooLarge  = fmt.Sprintf("Request must be smaller than %d bytes for the %s operation", MaxSyncPayload, "InvokeFunction")
+	asyncTooLarge = fmt.Sprintf("Request must be smaller than %d bytes for the %s operation", MaxAsyncPayload, "InvokeAsync")
+)
 
 func isInvokePath(p string) bool {
 	const prefix, suffix = "/2015-03-31/functions/", "/invocations"
@@ -147,7 +154,7 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 		owner = ref.Account
 	}
 	arn := api.QualifiedARN(f.cfg.Region, owner, ref.Name, ref.Qualifier)
-	notFound := api.Errorf(api.ResourceNotFound, "Function not found: %s", arn)
+	notFound := func() error { return api.Errorf(api.ResourceNotFound, "Function not found: %s", arn) }
 	fn, err := f.cache.get(ctx, owner, ref.Name)
 	switch {
 	case owner != account && (err != nil || !policy.Allows(fn.Policies[policy.Key(ref.Qualifier)], "lambda:InvokeFunction", account)):
@@ -159,23 +166,23 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 		return nil, api.Errorf(api.AccessDenied, "User: arn:aws:iam::%s:root is not authorized to perform: lambda:InvokeFunction on resource: %s because no resource-based policy allows the lambda:InvokeFunction action",
 			account, arn)
 	case errors.Is(err, metadata.ErrNotFound):
-		return nil, notFound
+		return nil, notFound()
 	case err != nil:
 		return nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
 	}
 	cfg, err := fn.Resolve(ref.Qualifier, metadata.Pick())
 	if err != nil {
-		return nil, notFound
+		return nil, notFound()
 	}
 	if cfg.State == "Pending" || cfg.State == "Failed" { // an image being imported, or whose import failed
 		// The import may have just ended, before the watch told the cache:
 		// refuse only what the store says.
 		f.cache.forget(owner, ref.Name)
 		if fn, err = f.cache.get(ctx, owner, ref.Name); err != nil {
-			return nil, notFound
+			return nil, notFound()
 		}
 		if cfg, err = fn.Resolve(ref.Qualifier, metadata.Pick()); err != nil {
-			return nil, notFound
+			return nil, notFound()
 		}
 		if cfg.State == "Pending" || cfg.State == "Failed" {
 			return nil, api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. The function is currently in the following state: %s", cfg.State)
