@@ -225,22 +225,7 @@ func TestMaxConns(t *testing.T) {
 
 // TestStalledHead: a request whose head stops coming is dropped.
 func TestStalledHead(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := Serve(ln, Config{HeaderTimeout: 50 * time.Millisecond})
-	t.Cleanup(s.Close)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	io.WriteString(c, "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHo")
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("a stalled head: %v, want the connection closed", err)
-	}
+	dropped(t, Config{HeaderTimeout: 50 * time.Millisecond}, "GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHo")
 }
 
 // TestStalledBody: a request whose body stops coming is dropped, and one
@@ -252,40 +237,12 @@ func TestStalledBody(t *testing.T) {
 		{"Chunked", head + "Transfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n"},
 		{"ChunkedNoEnd", head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := Serve(ln, Config{BodyTimeout: 50 * time.Millisecond})
-			t.Cleanup(s.Close)
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			io.WriteString(c, tc.req)
-			c.SetReadDeadline(time.Now().Add(30 * time.Second))
-			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-				t.Fatalf("a stalled body: %v, want the connection closed", err)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { dropped(t, Config{BodyTimeout: 50 * time.Millisecond}, tc.req) })
 	}
 	t.Run("Whole", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := Serve(ln, Config{BodyTimeout: 50 * time.Millisecond})
-		t.Cleanup(s.Close)
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := serveOne(t, Config{BodyTimeout: 50 * time.Millisecond})
 		const unknown = "POST /2018-06-01/runtime/unknown HTTP/1.1\r\nHost: x\r\n"
 		br := bufio.NewReader(c)
-		c.SetReadDeadline(time.Now().Add(30 * time.Second))
 		for i, req := range [][]string{
 			{unknown + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"},
 			{unknown + "Content-Length: 2\r\n\r\n{", "}"}, // in two parts: under a deadline
@@ -308,31 +265,32 @@ func TestStalledBody(t *testing.T) {
 	})
 }
 
-func TestChunkedComplete(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want bool
-	}{
-		{"0\r\n\r\n", true},
-		{"2\r\n{}\r\n0\r\n\r\n", true},
-		{"2\r\n{}\r\na\r\n0123456789\r\n0\r\n\r\nGET /next", true},
-		{"A\r\n0123456789\r\n0\r\n\r\n", true},
-		{"", false},
-		{"0\r\n", false},
-		{"0\r\nTrailer: x\r\n\r\n", false}, // trailers: left to the reader
-		{"2\r\n{}", false},
-		{"2\r\n{}\r\n", false},
-		{"2\r\n{}xx0\r\n\r\n", false},
-		{"3\r\n{}\r\n0\r\n\r\n", false},
-		{"2;ext=1\r\n{}\r\n0\r\n\r\n", false},
-		{"2\n{}\r\n0\r\n\r\n", false},
-		{"0x2\r\n{}\r\n0\r\n\r\n", false},
-		{"ffffffffff\r\nx\r\n", false},
-		{" 2\r\n{}\r\n0\r\n\r\n", false},
-	} {
-		if got := chunkedComplete([]byte(tc.in)); got != tc.want {
-			t.Errorf("chunkedComplete(%q) = %v, want %v", tc.in, got, tc.want)
-		}
+// serveOne serves a Runtime API with cfg and returns a connection to it,
+// with 30 s to read (a generous bound on what the tests wait for).
+func serveOne(t *testing.T, cfg Config) net.Conn {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := Serve(ln, cfg)
+	t.Cleanup(s.Close)
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	return c
+}
+
+// dropped sends req, which stops midway, and wants the connection closed
+// without an answer.
+func dropped(t *testing.T, cfg Config, req string) {
+	t.Helper()
+	c := serveOne(t, cfg)
+	io.WriteString(c, req)
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("a stalled request: %v, want the connection closed", err)
 	}
 }
 
