@@ -265,6 +265,34 @@ func TestStalledBody(t *testing.T) {
 	})
 }
 
+func TestChunkedComplete(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"0\r\n\r\n", true},
+		{"2\r\n{}\r\n0\r\n\r\n", true},
+		{"2\r\n{}\r\na\r\n0123456789\r\n0\r\n\r\nGET /next", true},
+		{"A\r\n0123456789\r\n0\r\n\r\n", true},
+		{"", false},
+		{"0\r\n", false},
+		{"0\r\nTrailer: x\r\n\r\n", false}, // trailers: left to the reader
+		{"2\r\n{}", false},
+		{"2\r\n{}\r\n", false},
+		{"2\r\n{}xx0\r\n\r\n", false},
+		{"3\r\n{}\r\n0\r\n\r\n", false},
+		{"2;ext=1\r\n{}\r\n0\r\n\r\n", false},
+		{"2\n{}\r\n0\r\n\r\n", false},
+		{"0x2\r\n{}\r\n0\r\n\r\n", false},
+		{"ffffffffff\r\nx\r\n", false},
+		{" 2\r\n{}\r\n0\r\n\r\n", false},
+	} {
+		if got := chunkedComplete([]byte(tc.in)); got != tc.want {
+			t.Errorf("chunkedComplete(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
 // serveOne serves a Runtime API with cfg and returns a connection to it,
 // with 30 s to read (a generous bound on what the tests wait for).
 func serveOne(t *testing.T, cfg Config) net.Conn {
