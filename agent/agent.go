@@ -177,6 +177,7 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 	a.conn = agentproto.NewConnSize(os.NewFile(uintptr(fd), "worker"), 4<<10)
 	go a.readWorker()
 
+	begun := agentproto.Monotonic()
 	for _, path := range exts {
 		if err := a.startExtension(path); err != nil {
 			a.initFailed("Extension.LaunchError", fmt.Sprintf("extension %s: %v", filepath.Base(path), err))
@@ -197,6 +198,7 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 		a.conn.Write(agentproto.KindExit, agentproto.Exit{Code: 127}, nil)
 		return a.finish()
 	}
+	a.conn.Write(agentproto.KindStarted, agentproto.Started{Begun: begun, Exec: agentproto.Monotonic()}, nil)
 	logW.Close() // the runtime and the extensions hold the write end now
 	if a.ext != nil && a.ext.failed() {
 		// An extension failed while the runtime was being started.
