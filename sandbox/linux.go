@@ -394,67 +394,118 @@ func recvStatus(fd int, timeout time.Duration) (string, error) {
 	return msg, err
 }
 
-// take gives a prepared agent from the pool, or prepares one.
+// take gives a prepared agent from the pool. When the pool is empty it
+// waits for the refill under way, which had a head start, rather than
+// preparing one more beside it; it prepares its own only if the refill
+// ends without one (or there is no pool).
 func (l *Linux) take() (*prepared, error) {
 	defer l.startRefill()
 	for {
 		select {
 		case pr := <-l.pool:
-			select {
-			case <-pr.p.exitedCh: // it died waiting
-				pr.discard()
-				continue
-			default:
+			if pr = alive(pr); pr != nil {
 				return pr, nil
 			}
+			continue
 		default:
+		}
+		refill := l.startRefill()
+		if refill == nil {
 			return l.prepare()
+		}
+		select {
+		case pr := <-l.pool:
+			if pr = alive(pr); pr != nil {
+				return pr, nil
+			}
+		case <-refill:
+			select {
+			case pr := <-l.pool:
+				if pr = alive(pr); pr != nil {
+					return pr, nil
+				}
+			default:
+			}
+			return l.prepare() // it says why the refill failed
 		}
 	}
 }
 
+// alive is pr, or nil (and pr discarded) if its agent died waiting.
+func alive(pr *prepared) *prepared {
+	select {
+	case <-pr.p.exitedCh:
+		pr.discard()
+		return nil
+	default:
+		return pr
+	}
+}
+
+// refillers is how many agents a refill prepares at once: a preparation
+// spends much of its time waiting in the kernel (the user and network
+// namespaces, on cgroup v1 the move into each hierarchy), which a second
+// one overlaps.
+const refillers = 2
+
 // startRefill tops the pool up in the background, unless a refill is under
-// way.
-func (l *Linux) startRefill() {
+// way, and returns the channel closed when the refill ends (nil without a
+// pool).
+func (l *Linux) startRefill() <-chan struct{} {
 	if cap(l.pool) == 0 {
-		return
+		return nil
 	}
 	l.poolMu.Lock()
 	defer l.poolMu.Unlock()
 	if l.refill != nil {
-		return
+		return l.refill
 	}
 	done := make(chan struct{})
 	l.refill = done
 	gen := l.poolGen.Load()
+	var wg sync.WaitGroup
+	inflight := 0 // guarded by poolMu
+	for range min(refillers, cap(l.pool)) {
+		wg.Go(func() {
+			for {
+				l.poolMu.Lock()
+				if gen != l.poolGen.Load() || len(l.pool)+inflight >= cap(l.pool) {
+					l.poolMu.Unlock()
+					return
+				}
+				inflight++
+				l.poolMu.Unlock()
+				pr, err := l.prepare()
+				l.poolMu.Lock()
+				inflight--
+				if err != nil {
+					l.poolMu.Unlock()
+					return // the next Start prepares its own and says why
+				}
+				if gen != l.poolGen.Load() {
+					l.poolMu.Unlock()
+					pr.discard() // Close ran meanwhile
+					return
+				}
+				select {
+				case l.pool <- pr:
+					l.poolMu.Unlock()
+				default:
+					l.poolMu.Unlock()
+					pr.discard()
+					return
+				}
+			}
+		})
+	}
 	go func() {
-		defer func() {
-			l.poolMu.Lock()
-			l.refill = nil
-			l.poolMu.Unlock()
-			close(done)
-		}()
-		for len(l.pool) < cap(l.pool) {
-			pr, err := l.prepare()
-			if err != nil {
-				return // the next Start prepares its own and says why
-			}
-			l.poolMu.Lock()
-			if gen != l.poolGen.Load() {
-				l.poolMu.Unlock()
-				pr.discard() // Close ran meanwhile
-				return
-			}
-			select {
-			case l.pool <- pr:
-				l.poolMu.Unlock()
-			default:
-				l.poolMu.Unlock()
-				pr.discard()
-				return
-			}
-		}
+		wg.Wait()
+		l.poolMu.Lock()
+		l.refill = nil
+		l.poolMu.Unlock()
+		close(done)
 	}()
+	return done
 }
 
 // Close ends the agents prepared ahead of time (the pool), and waits for a
