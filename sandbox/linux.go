@@ -20,9 +20,11 @@
 //     environment in page-table copies. The agent, PID 1 of its pid
 //     namespace, attaches the trees, mounts its own /proc (masked as
 //     container runtimes mask it), pivot_roots, detaches the host's tree
-//     and brings up lo, the only network. On cgroup
-//     v1 the worker then moves it into its cgroup (on v2 it was started
-//     there with CLONE_INTO_CGROUP).
+//     and brings up lo, the only network, where it listens for the Runtime
+//     API. On cgroup v1 the worker then moves it into its cgroup (on v2 it
+//     was started there with CLONE_INTO_CGROUP). Two agents are prepared
+//     at once when the pool runs low, and a Start that finds it empty
+//     waits for them rather than preparing a third.
 //  2. Start. The worker sets the function's limits (memory, with no swap;
 //     CPU weight; at least one CPU until init ends; the CPUs its memory
 //     buys, in its cpuset), makes overlays of the function's code
@@ -287,7 +289,7 @@ func (l *Linux) prepare() (_ *prepared, err error) {
 	ctl = pair[0]
 	fds = append(fds, pair[1])
 	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, NProc: l.cg.limit.pidsMax,
-		NoFile: noFile, Hostname: "localhost", NoSeccomp: l.cfg.NoSeccomp}
+		NoFile: noFile, Hostname: "localhost", NoSeccomp: l.cfg.NoSeccomp, Listen: runtimeAPIAddr}
 	addTree := func(src, target string, recursive bool, attr uint64) error {
 		var fd int
 		var err error
@@ -532,8 +534,12 @@ func (l *Linux) Close() error {
 const readOnly = uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
 
 // KilnAPIAddr is where, inside the sandbox, a function reaches Kiln's API
-// (beside the Runtime API's 127.0.0.1:9001).
+// (beside the Runtime API's runtimeAPIAddr).
 const KilnAPIAddr = "127.0.0.1:9002"
+
+// runtimeAPIAddr is the Runtime API's address inside the sandbox, as in
+// Lambda. A prepared agent listens on it before its function comes.
+const runtimeAPIAddr = "127.0.0.1:9001"
 
 func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Process, error) {
 	memMB := spec.MemoryMB
@@ -575,7 +581,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 	}()
 	as := agent.Assignment{
 		Argv: spec.Argv,
-		Env:  append(append([]string(nil), spec.Env...), agentproto.EnvListen+"=127.0.0.1:9001"),
+		Env:  append([]string(nil), spec.Env...), // KilnAPI appends
 		Tmpfs: []agent.Tmpfs{
 			{Target: "tmp", Options: "size=" + strconv.Itoa(tmpMB) + "m,mode=1777"},
 			{Target: "dev/shm", Options: "size=" + strconv.Itoa(memMB) + "m,mode=1777", NoExec: true},
