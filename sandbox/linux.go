@@ -399,9 +399,10 @@ func recvStatus(fd int, timeout time.Duration) (string, error) {
 // take gives a prepared agent from the pool. When the pool is empty it
 // waits for the refill under way, which had a head start, rather than
 // preparing one more beside it; it prepares its own only if the refill
-// ends without one (or there is no pool).
+// ends without one (or there is no pool). A pool it leaves short is
+// refilled after the environment's init (process.afterInit), so that the
+// refill does not take CPU from the cold start.
 func (l *Linux) take() (*prepared, error) {
-	defer l.startRefill()
 	for {
 		select {
 		case pr := <-l.pool:
@@ -557,6 +558,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 	defer unix.Close(pr.ctl)
 	p := pr.p
 	p.memMB = memMB
+	p.afterInit = sync.OnceFunc(func() { l.startRefill() })
 	fail := func(err error) (worker.Process, error) {
 		p.Kill()
 		return nil, err
@@ -652,6 +654,9 @@ type process struct {
 	release func([]int)
 	// releaseIDs gives the host user id range back, once the agent is gone.
 	releaseIDs func()
+	// afterInit tops the pool up once the environment's init is over (or
+	// it was killed); nil for an agent still in the pool.
+	afterInit func()
 	// namespaces are the agent's, as /proc/PID/ns shows them (for tests).
 	namespaces []string
 
@@ -708,6 +713,9 @@ const killTimeout = 30 * time.Second
 // Kill ends every process of the environment and waits until its cgroup is
 // removed.
 func (p *process) Kill() error {
+	if p.afterInit != nil {
+		p.afterInit()
+	}
 	p.mu.Lock()
 	if !p.cleaned {
 		if p.pidfd >= 0 {
@@ -779,6 +787,7 @@ func (p *process) residentPeak() int64 {
 // InitDone ends the CPU boost of the init phase: from now on the
 // environment gets CPU in proportion to its memory.
 func (p *process) InitDone() {
+	p.afterInit()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.cleaned {
