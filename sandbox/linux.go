@@ -22,9 +22,9 @@
 //     container runtimes mask it), pivot_roots, detaches the host's tree
 //     and brings up lo, the only network, where it listens for the Runtime
 //     API. On cgroup v1 the worker then moves it into its cgroup (on v2 it
-//     was started there with CLONE_INTO_CGROUP). Two agents are prepared
-//     at once when the pool runs low, and a Start that finds it empty
-//     waits for them rather than preparing a third.
+//     was started there with CLONE_INTO_CGROUP). A Start that finds the
+//     pool empty waits for the refill under way rather than preparing
+//     one more agent beside it.
 //  2. Start. The worker sets the function's limits (memory, with no swap;
 //     CPU weight; at least one CPU until init ends; the CPUs its memory
 //     buys, in its cpuset), makes overlays of the function's code
@@ -445,15 +445,10 @@ func alive(pr *prepared) *prepared {
 	}
 }
 
-// refillers is how many agents a refill prepares at once: a preparation
-// spends much of its time waiting in the kernel (the user and network
-// namespaces, on cgroup v1 the move into each hierarchy), which a second
-// one overlaps.
-const refillers = 2
-
-// startRefill tops the pool up in the background, unless a refill is under
-// way, and returns the channel closed when the refill ends (nil without a
-// pool).
+// startRefill tops the pool up in the background, one agent at a time
+// (two at once made cold starts slower on a busy 2-core host), unless a
+// refill is under way, and returns the channel closed when the refill ends
+// (nil without a pool).
 func (l *Linux) startRefill() <-chan struct{} {
 	if cap(l.pool) == 0 {
 		return nil
@@ -466,47 +461,33 @@ func (l *Linux) startRefill() <-chan struct{} {
 	done := make(chan struct{})
 	l.refill = done
 	gen := l.poolGen.Load()
-	var wg sync.WaitGroup
-	inflight := 0 // guarded by poolMu
-	for range min(refillers, cap(l.pool)) {
-		wg.Go(func() {
-			for {
-				l.poolMu.Lock()
-				if gen != l.poolGen.Load() || len(l.pool)+inflight >= cap(l.pool) {
-					l.poolMu.Unlock()
-					return
-				}
-				inflight++
-				l.poolMu.Unlock()
-				pr, err := l.prepare()
-				l.poolMu.Lock()
-				inflight--
-				if err != nil {
-					l.poolMu.Unlock()
-					return // the next Start prepares its own and says why
-				}
-				if gen != l.poolGen.Load() {
-					l.poolMu.Unlock()
-					pr.discard() // Close ran meanwhile
-					return
-				}
-				select {
-				case l.pool <- pr:
-					l.poolMu.Unlock()
-				default:
-					l.poolMu.Unlock()
-					pr.discard()
-					return
-				}
-			}
-		})
-	}
 	go func() {
-		wg.Wait()
-		l.poolMu.Lock()
-		l.refill = nil
-		l.poolMu.Unlock()
-		close(done)
+		defer func() {
+			l.poolMu.Lock()
+			l.refill = nil
+			l.poolMu.Unlock()
+			close(done)
+		}()
+		for len(l.pool) < cap(l.pool) {
+			pr, err := l.prepare()
+			if err != nil {
+				return // the next Start prepares its own and says why
+			}
+			l.poolMu.Lock()
+			if gen != l.poolGen.Load() {
+				l.poolMu.Unlock()
+				pr.discard() // Close ran meanwhile
+				return
+			}
+			select {
+			case l.pool <- pr:
+				l.poolMu.Unlock()
+			default:
+				l.poolMu.Unlock()
+				pr.discard()
+				return
+			}
+		}
 	}()
 	return done
 }
