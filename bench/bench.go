@@ -208,7 +208,11 @@ func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, n int, z
 		fmt.Fprintf(out, "%-14s cold start p50 %s  p99 %s\n", kn.name, round(cs.P50), round(cs.P99))
 		for p, ph := range phases[k] {
 			ps := summarize(ph, 0)
-			fmt.Fprintf(out, "  %-10s p50 %10s  p99 %10s\n", coldPhases[p], round(ps.P50), round(ps.P99))
+			name := coldPhases[p]
+			if name == "runtime" && len(phases[k]) == len(coldPhases) {
+				name = "runtime start"
+			}
+			fmt.Fprintf(out, "  %-13s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
 		}
 		if len(phases[k]) == len(coldPhases)-1 {
 			fmt.Fprintln(out, "  (an earlier Kiln: its runtime phase holds the runtime's start and init)")
