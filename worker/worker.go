@@ -213,7 +213,6 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	}
 	ready, readyMono := time.Now(), agentproto.Monotonic()
 	e.initDuration = ready.Sub(started)
-	phases := e.phases(begunMono, handedOver, readyMono)
 	if ie := e.api.InitError(); ie != nil {
 		return fail(&invoke.InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
 	}
@@ -234,7 +233,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
-	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: phases}, nil
+	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: e.phases(begunMono, handedOver, readyMono)}, nil
 }
 
 var errInitTimeout = errors.New("init timed out")
