@@ -429,7 +429,7 @@ func (l *Linux) take() (*prepared, error) {
 				}
 			default:
 			}
-			return l.prepare() // it says why the refill failed
+			return l.prepare() // the refill failed (this says why), or others took what it made
 		}
 	}
 }
