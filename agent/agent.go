@@ -108,12 +108,39 @@ func Run(fd int, argv []string, listen, extDir string) error {
 }
 
 func run(fd int, argv, environ []string, listen, extDir string) error {
-	return runAs(fd, argv, environ, listen, extDir, nil)
+	pre, err := setUp(listen)
+	if err != nil {
+		return err
+	}
+	return runAs(fd, argv, environ, pre, extDir, nil)
+}
+
+// early is what an agent sets up before it knows its function: under the
+// Linux backend while it waits in the pool, off the cold start's path.
+type early struct {
+	ln      net.Listener // the Runtime API's
+	sigchld chan os.Signal
+}
+
+// setUp listens for the Runtime API on listen and takes the signals the
+// agent handles (see discardSignals; SIGCHLD is for the reaper).
+func setUp(listen string) (*early, error) {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("runtime API listener: %w", err)
+	}
+	pre := &early{ln: ln, sigchld: make(chan os.Signal, 1)}
+	// Reap from the start: every child, and as PID 1 every orphan.
+	signal.Notify(pre.sigchld, syscall.SIGCHLD)
+	discardSignals()
+	return pre, nil
 }
 
 // runAs is run with the function's processes started as cred (nil: as the agent).
-func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.Credential) error {
+func runAs(fd int, argv, environ []string, pre *early, extDir string, cred *syscall.Credential) error {
+	ln := pre.ln
 	if len(argv) == 0 {
+		ln.Close()
 		return fmt.Errorf("no runtime command")
 	}
 	a := &agent{
@@ -128,13 +155,10 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 		unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 	}
 	exts := listExtensions(extDir)
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("runtime API listener: %w", err)
-	}
 	addr := ln.Addr().String()
 	kilnAPI, err := listenKilnAPI(environ)
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	var p [2]int
@@ -153,11 +177,7 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 	}
 	a.logFD = int(logW.Fd())
 
-	// Reap from the start: every child, and as PID 1 every orphan.
-	sigchld := make(chan os.Signal, 1)
-	signal.Notify(sigchld, syscall.SIGCHLD)
-	go a.reap(sigchld)
-	discardSignals()
+	go a.reap(pre.sigchld)
 
 	if len(exts) == 0 {
 		err = handOverListener(fd, ln, p[0], addr, kilnAPI)
@@ -177,6 +197,7 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 	a.conn = agentproto.NewConnSize(os.NewFile(uintptr(fd), "worker"), 4<<10)
 	go a.readWorker()
 
+	begun := agentproto.Monotonic()
 	for _, path := range exts {
 		if err := a.startExtension(path); err != nil {
 			a.initFailed("Extension.LaunchError", fmt.Sprintf("extension %s: %v", filepath.Base(path), err))
@@ -197,6 +218,7 @@ func runAs(fd int, argv, environ []string, listen, extDir string, cred *syscall.
 		a.conn.Write(agentproto.KindExit, agentproto.Exit{Code: 127}, nil)
 		return a.finish()
 	}
+	a.conn.Write(agentproto.KindStarted, agentproto.Started{Begun: begun, Exec: agentproto.Monotonic()}, nil)
 	logW.Close() // the runtime and the extensions hold the write end now
 	if a.ext != nil && a.ext.failed() {
 		// An extension failed while the runtime was being started.

@@ -24,9 +24,10 @@ import (
 //
 //  1. Prepare: attach Mounts[0] as the new root and the other trees under it,
 //     mount a proc of its own, pivot into the new root and detach the
-//     host's, bring up lo (the only network), set the host name. Then send
-//     "prepared" (or the error) on the control socket CtlFD, a unix
-//     SOCK_SEQPACKET socket.
+//     host's, bring up lo (the only network), set the host name, listen on
+//     the Runtime API's address and take the signals it handles (off the
+//     cold start's path). Then send "prepared" (or the error) on the
+//     control socket CtlFD, a unix SOCK_SEQPACKET socket.
 //  2. Assign: receive an Assignment on CtlFD with its descriptors: the
 //     worker socket and the function's trees (code, runtime files, layers).
 //     Attach them, mount the tmpfs file systems, install the seccomp filter
@@ -48,6 +49,8 @@ type SandboxConfig struct {
 	NProc  int `json:"nproc"`
 	NoFile int `json:"nofile,omitempty"`
 	CtlFD  int `json:"ctlFd"`
+	// Listen is the Runtime API's address; empty means 127.0.0.1:9001.
+	Listen string `json:"listen,omitempty"`
 	// NoSeccomp leaves the seccomp filter off (for diagnosis only).
 	NoSeccomp bool `json:"noSeccomp,omitempty"`
 }
@@ -99,6 +102,15 @@ func sandboxMain(cfg *SandboxConfig) error {
 		agentproto.SendMsg(ctl, err.Error())
 		return fmt.Errorf("sandbox: %w", err)
 	}
+	listen := cfg.Listen
+	if listen == "" {
+		listen = "127.0.0.1:9001"
+	}
+	pre, err := setUp(listen)
+	if err != nil {
+		agentproto.SendMsg(ctl, err.Error())
+		return fmt.Errorf("sandbox: %w", err)
+	}
 	if err := agentproto.SendMsg(ctl, CtlPrepared); err != nil {
 		return err
 	}
@@ -125,15 +137,11 @@ func sandboxMain(cfg *SandboxConfig) error {
 			env[k] = v
 		}
 	}
-	listen := env[agentproto.EnvListen]
-	if listen == "" {
-		listen = "127.0.0.1:9001"
-	}
 	extDir, ok := env[agentproto.EnvExtensions]
 	if !ok {
 		extDir = "/opt/extensions"
 	}
-	return runAs(conn, as.Argv, as.Env, listen, extDir,
+	return runAs(conn, as.Argv, as.Env, pre, extDir,
 		&syscall.Credential{Uid: uint32(cfg.UID), Gid: uint32(cfg.GID), Groups: []uint32{}})
 }
 

@@ -26,6 +26,7 @@ const (
 
 	// Agent to worker.
 	KindInitError Kind = 11 // Error header, Lambda error document body: the runtime could not start
+	KindStarted   Kind = 12 // Started header: the runtime process was started
 	KindExit      Kind = 14 // Exit header: the runtime process ended
 )
 
@@ -39,6 +40,23 @@ type Shutdown struct {
 // Error carries an init failure's type.
 type Error struct {
 	ErrorType string `json:"errorType"`
+}
+
+// Started tells when the agent began starting the function's processes
+// and when the runtime's exec was done, on the host's CLOCK_MONOTONIC (see
+// Monotonic), so that the worker can tell the runtime's start from its
+// init in a cold start.
+type Started struct {
+	Begun int64 `json:"begun"` // ns
+	Exec  int64 `json:"exec"`  // ns
+}
+
+// Monotonic is CLOCK_MONOTONIC in ns: one clock for every process of the
+// host (the sandbox has no time namespace), unlike Go's monotonic readings.
+func Monotonic() int64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // Exit reports how the runtime process ended.

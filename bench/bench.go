@@ -113,6 +113,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	targets := []target{floor.target("plain HTTP"), bare.target(ctx), kiln.target("kiln")}
 	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
 	targets[2].cpu = func() cpuSplit { return treeCPU(s.pid) }
+	colds := []coldTarget{{"kiln", s, kiln}}
 	if cfg.Baseline != "" {
 		base, err := startKiln(ctx, cfg.Baseline, filepath.Join(dir, "baseline"), cfg.Sandbox, false)
 		if err != nil {
@@ -122,9 +123,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		if err := base.createEcho(ctx, "bench-warm", zip, oneVCPU); err != nil {
 			return err
 		}
-		t := signedClient(base.endpoint, "bench-warm", cfg.Payload, 1).target("kiln baseline")
+		c := signedClient(base.endpoint, "bench-warm", cfg.Payload, 1)
+		t := c.target("kiln baseline")
 		t.cpu = func() cpuSplit { return treeCPU(base.pid) }
 		targets = append(targets, t)
+		colds = append(colds, coldTarget{"kiln baseline", base, c})
 	}
 	if cfg.Peers != "" {
 		rie, err := installPeer(ctx, cfg.Peers, rieModule)
@@ -161,56 +164,82 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 
-	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", cfg.ColdStarts)
-	var cold []time.Duration
-	phases := make([][]time.Duration, len(coldPhases))
-	for i := range cfg.ColdStarts {
-		name := fmt.Sprintf("bench-cold-%d", i)
-		if err := s.createEcho(ctx, name, zip, oneVCPU); err != nil {
-			return err
-		}
-		c := signedClient(s.endpoint, name, cfg.Payload, 1)
-		c.http = kiln.http // the warm runs' connection: a cold start, not a new connection, is measured
-		d, h, err := c.exchange(ctx)
-		if err != nil {
-			return err
-		}
-		cold = append(cold, d)
-		if h.Get("X-Kiln-Cold-Start") == "" {
-			continue // a Kiln from before the header (measured with --kiln)
-		}
-		got, err := parseColdStart(h.Get("X-Kiln-Cold-Start"))
-		if err != nil {
-			return fmt.Errorf("cold start %d: %w", i, err)
-		}
-		for p := range phases {
-			phases[p] = append(phases[p], got[p])
+	return coldStarts(ctx, out, colds, cfg.ColdStarts, zip, cfg.Payload)
+}
+
+// coldTarget is a Kiln whose cold starts are measured, with the client of
+// its warm runs.
+type coldTarget struct {
+	name string
+	kiln *kilnProcess
+	warm *client
+}
+
+// coldStarts measures n cold starts of each Kiln, interleaved (the i-th of
+// each back to back, in turns first), and prints p50/p99 end to end and of
+// each phase X-Kiln-Cold-Start gives.
+func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, n int, zip, payload []byte) error {
+	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", n)
+	cold := make([][]time.Duration, len(kilns))
+	phases := make([][][]time.Duration, len(kilns)) // kiln, phase, sample
+	for i := range n {
+		for j := range kilns {
+			k := (i + j) % len(kilns)
+			name := fmt.Sprintf("bench-cold-%d", i)
+			if err := kilns[k].kiln.createEcho(ctx, name, zip, oneVCPU); err != nil {
+				return err
+			}
+			c := signedClient(kilns[k].kiln.endpoint, name, payload, 1)
+			c.http = kilns[k].warm.http // the warm runs' connection: a cold start, not a new connection, is measured
+			d, h, err := c.exchange(ctx)
+			if err != nil {
+				return err
+			}
+			cold[k] = append(cold[k], d)
+			if h.Get("X-Kiln-Cold-Start") == "" {
+				continue // a Kiln from before the header (measured with --kiln)
+			}
+			got, err := parseColdStart(h.Get("X-Kiln-Cold-Start"))
+			if err != nil {
+				return fmt.Errorf("%s: cold start %d: %w", kilns[k].name, i, err)
+			}
+			for len(phases[k]) < len(got) {
+				phases[k] = append(phases[k], nil)
+			}
+			for p := range got {
+				phases[k][p] = append(phases[k][p], got[p])
+			}
 		}
 	}
-	cs := summarize(cold, 0)
-	fmt.Fprintf(out, "cold start p50 %s  p99 %s (floor for one exchange: %s)\n", round(cs.P50), round(cs.P99), "see c=1 plain HTTP p50")
-	for p, name := range coldPhases {
-		if len(phases[p]) == 0 {
-			break
+	for k, kn := range kilns {
+		cs := summarize(cold[k], 0)
+		fmt.Fprintf(out, "%-14s cold start p50 %s  p99 %s\n", kn.name, round(cs.P50), round(cs.P99))
+		for p, ph := range phases[k] {
+			ps := summarize(ph, 0)
+			name := coldPhases[p]
+			if name == "runtime" && len(phases[k]) == len(coldPhases) {
+				name = "runtime start"
+			}
+			fmt.Fprintf(out, "  %-13s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
 		}
-		ps := summarize(phases[p], 0)
-		fmt.Fprintf(out, "  %-10s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
+		if len(phases[k]) == len(coldPhases)-1 {
+			fmt.Fprintln(out, "  (an earlier Kiln: its runtime phase holds the runtime's start and init)")
+		}
 	}
-	if len(phases[0]) > 0 {
-		fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
-	}
+	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
 	return nil
 }
 
-// coldPhases are the phases of X-Kiln-Cold-Start, in its order; the
-// runtime phase holds the runtime's start and its init (see invoke.ColdStart).
-var coldPhases = []string{"placement", "sandbox", "runtime"}
+// coldPhases are the phases of X-Kiln-Cold-Start, in its order (see
+// invoke.ColdStart); an earlier Kiln gives the first three, its runtime
+// phase then holding the runtime's start and init.
+var coldPhases = []string{"placement", "sandbox", "runtime", "init"}
 
 // parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;sandbox=4.100;
-// runtime=3.000", milliseconds) into one duration per coldPhases.
+// runtime=0.200;init=3.000", milliseconds) into one duration per phase.
 func parseColdStart(h string) ([]time.Duration, error) {
 	fields := strings.Split(h, ";")
-	if len(fields) != len(coldPhases) {
+	if len(fields) < len(coldPhases)-1 || len(fields) > len(coldPhases) {
 		return nil, fmt.Errorf("X-Kiln-Cold-Start %q: want %d phases", h, len(coldPhases))
 	}
 	out := make([]time.Duration, len(fields))

@@ -61,18 +61,23 @@ type EnvInfo struct {
 type ColdStart struct {
 	Placement time.Duration `json:"placement,omitempty"` // choosing a worker
 	// Sandbox is the code and layers found or unpacked, isolation, mounts
-	// and the agent, until the agent handed over the Runtime API's listener.
+	// and the agent, until the agent, its Runtime API listener handed over,
+	// begins to start the function's processes.
 	Sandbox time.Duration `json:"sandbox,omitempty"`
-	// Runtime is from the handover to the runtime's first /next: its
-	// process start and its init, which a runtime such as aws-lambda-go
-	// runs before its first request (Kiln cannot tell the two apart).
+	// Runtime is the runtime's start: external extensions started and
+	// registered, then the runtime's fork and exec.
 	Runtime time.Duration `json:"runtime,omitempty"`
+	// Init is from the exec to the runtime's first /next: the runtime's own
+	// start-up and the function's init code, which a runtime such as
+	// aws-lambda-go runs in one process before it asks for an event (Kiln
+	// sees no boundary between the two).
+	Init time.Duration `json:"init,omitempty"`
 }
 
 // Header is the X-Kiln-Cold-Start value: each phase in milliseconds.
 func (c ColdStart) Header() string {
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) }
-	return "placement=" + ms(c.Placement) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime)
+	return "placement=" + ms(c.Placement) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime) + ";init=" + ms(c.Init)
 }
 
 // Invocation is one invoke's input to an environment.

@@ -20,9 +20,11 @@
 //     environment in page-table copies. The agent, PID 1 of its pid
 //     namespace, attaches the trees, mounts its own /proc (masked as
 //     container runtimes mask it), pivot_roots, detaches the host's tree
-//     and brings up lo, the only network. On cgroup
-//     v1 the worker then moves it into its cgroup (on v2 it was started
-//     there with CLONE_INTO_CGROUP).
+//     and brings up lo, the only network, where it listens for the Runtime
+//     API. On cgroup v1 the worker then moves it into its cgroup (on v2 it
+//     was started there with CLONE_INTO_CGROUP). A Start that finds the
+//     pool empty waits for the refill under way rather than preparing
+//     one more agent beside it.
 //  2. Start. The worker sets the function's limits (memory, with no swap;
 //     CPU weight; at least one CPU until init ends; the CPUs its memory
 //     buys, in its cpuset), makes overlays of the function's code
@@ -287,7 +289,7 @@ func (l *Linux) prepare() (_ *prepared, err error) {
 	ctl = pair[0]
 	fds = append(fds, pair[1])
 	cfg := agent.SandboxConfig{CtlFD: 3, UID: sandboxUID, GID: sandboxGID, NProc: l.cg.limit.pidsMax,
-		NoFile: noFile, Hostname: "localhost", NoSeccomp: l.cfg.NoSeccomp}
+		NoFile: noFile, Hostname: "localhost", NoSeccomp: l.cfg.NoSeccomp, Listen: runtimeAPIAddr}
 	addTree := func(src, target string, recursive bool, attr uint64) error {
 		var fd int
 		var err error
@@ -394,35 +396,67 @@ func recvStatus(fd int, timeout time.Duration) (string, error) {
 	return msg, err
 }
 
-// take gives a prepared agent from the pool, or prepares one.
+// take gives a prepared agent from the pool. When the pool is empty it
+// waits for the refill under way, which had a head start, rather than
+// preparing one more beside it; it prepares its own only if the refill
+// ends without one (or there is no pool). A pool it leaves short is
+// refilled after the environment's init (process.afterInit), so that the
+// refill does not take CPU from the cold start.
 func (l *Linux) take() (*prepared, error) {
-	defer l.startRefill()
 	for {
 		select {
 		case pr := <-l.pool:
-			select {
-			case <-pr.p.exitedCh: // it died waiting
-				pr.discard()
-				continue
-			default:
+			if pr = alive(pr); pr != nil {
 				return pr, nil
 			}
+			continue
 		default:
+		}
+		refill := l.startRefill()
+		if refill == nil {
 			return l.prepare()
+		}
+		select {
+		case pr := <-l.pool:
+			if pr = alive(pr); pr != nil {
+				return pr, nil
+			}
+		case <-refill:
+			select {
+			case pr := <-l.pool:
+				if pr = alive(pr); pr != nil {
+					return pr, nil
+				}
+			default:
+			}
+			return l.prepare() // the refill failed (this says why), or others took what it made
 		}
 	}
 }
 
-// startRefill tops the pool up in the background, unless a refill is under
-// way.
-func (l *Linux) startRefill() {
+// alive is pr, or nil (and pr discarded) if its agent died waiting.
+func alive(pr *prepared) *prepared {
+	select {
+	case <-pr.p.exitedCh:
+		pr.discard()
+		return nil
+	default:
+		return pr
+	}
+}
+
+// startRefill tops the pool up in the background, one agent at a time
+// (two at once made cold starts slower on a busy 2-core host), unless a
+// refill is under way, and returns the channel closed when the refill ends
+// (nil without a pool).
+func (l *Linux) startRefill() <-chan struct{} {
 	if cap(l.pool) == 0 {
-		return
+		return nil
 	}
 	l.poolMu.Lock()
 	defer l.poolMu.Unlock()
 	if l.refill != nil {
-		return
+		return l.refill
 	}
 	done := make(chan struct{})
 	l.refill = done
@@ -455,6 +489,7 @@ func (l *Linux) startRefill() {
 			}
 		}
 	}()
+	return done
 }
 
 // Close ends the agents prepared ahead of time (the pool), and waits for a
@@ -481,8 +516,12 @@ func (l *Linux) Close() error {
 const readOnly = uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NODEV)
 
 // KilnAPIAddr is where, inside the sandbox, a function reaches Kiln's API
-// (beside the Runtime API's 127.0.0.1:9001).
+// (beside the Runtime API's runtimeAPIAddr).
 const KilnAPIAddr = "127.0.0.1:9002"
+
+// runtimeAPIAddr is the Runtime API's address inside the sandbox, as in
+// Lambda. A prepared agent listens on it before its function comes.
+const runtimeAPIAddr = "127.0.0.1:9001"
 
 func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Process, error) {
 	memMB := spec.MemoryMB
@@ -500,6 +539,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 	defer unix.Close(pr.ctl)
 	p := pr.p
 	p.memMB = memMB
+	p.afterInit = sync.OnceFunc(func() { l.startRefill() })
 	fail := func(err error) (worker.Process, error) {
 		p.Kill()
 		return nil, err
@@ -524,7 +564,7 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 	}()
 	as := agent.Assignment{
 		Argv: spec.Argv,
-		Env:  append(append([]string(nil), spec.Env...), agentproto.EnvListen+"=127.0.0.1:9001"),
+		Env:  append([]string(nil), spec.Env...), // KilnAPI appends
 		Tmpfs: []agent.Tmpfs{
 			{Target: "tmp", Options: "size=" + strconv.Itoa(tmpMB) + "m,mode=1777"},
 			{Target: "dev/shm", Options: "size=" + strconv.Itoa(memMB) + "m,mode=1777", NoExec: true},
@@ -595,6 +635,9 @@ type process struct {
 	release func([]int)
 	// releaseIDs gives the host user id range back, once the agent is gone.
 	releaseIDs func()
+	// afterInit tops the pool up once the environment's init is over (or
+	// it was killed); nil for an agent still in the pool.
+	afterInit func()
 	// namespaces are the agent's, as /proc/PID/ns shows them (for tests).
 	namespaces []string
 
@@ -651,6 +694,9 @@ const killTimeout = 30 * time.Second
 // Kill ends every process of the environment and waits until its cgroup is
 // removed.
 func (p *process) Kill() error {
+	if p.afterInit != nil {
+		p.afterInit()
+	}
 	p.mu.Lock()
 	if !p.cleaned {
 		if p.pidfd >= 0 {
@@ -722,6 +768,7 @@ func (p *process) residentPeak() int64 {
 // InitDone ends the CPU boost of the init phase: from now on the
 // environment gets CPU in proportion to its memory.
 func (p *process) InitDone() {
+	p.afterInit()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.cleaned {

@@ -113,7 +113,7 @@ func (w *Worker) ID() string { return w.cfg.ID }
 // Create starts an execution environment and waits until its runtime is
 // initialized (it asked for its first event).
 func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
-	begun := time.Now()
+	begunMono := agentproto.Monotonic() // the phases' clock is the agent's too
 	fn := spec.Function
 	var (
 		sb                    SandboxSpec
@@ -149,7 +149,8 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		return nil, fmt.Errorf("socketpair: %w", err)
 	}
 	ours, theirs := os.NewFile(uintptr(pair[0]), "agent"), os.NewFile(uintptr(pair[1]), "worker")
-	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{}), unmount: unmount}
+	e := &env{id: id, spec: spec, conn: agentproto.NewConn(ours), sock: ours, dead: make(chan struct{}),
+		startedCh: make(chan struct{}), unmount: unmount}
 	stream := logStreamName(fn.Version, id)
 	limit, releaseLimit := w.logLimitOf(spec.Account, fn.FunctionName)
 	e.releaseLimit = releaseLimit
@@ -200,7 +201,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		e.destroy()
 		return nil, err
 	}
-	handedOver := time.Now()
+	handedOver := agentproto.Monotonic()
 	select {
 	case <-e.api.Ready():
 	case <-e.dead:
@@ -210,9 +211,8 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		e.destroy()
 		return nil, ctx.Err()
 	}
-	ready := time.Now()
+	ready, readyMono := time.Now(), agentproto.Monotonic()
 	e.initDuration = ready.Sub(started)
-	phases := invoke.ColdStart{Sandbox: handedOver.Sub(begun), Runtime: ready.Sub(handedOver)}
 	if ie := e.api.InitError(); ie != nil {
 		return fail(&invoke.InitError{ErrorType: ie.ErrorType, Document: ie.Payload})
 	}
@@ -233,10 +233,47 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
-	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: phases}, nil
+	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: e.phases(begunMono, handedOver, readyMono)}, nil
 }
 
 var errInitTimeout = errors.New("init timed out")
+
+// startedWait bounds the wait for the agent's word that the runtime was
+// exec'd, sent right after the exec: a runtime can ask for its first event
+// before the worker reads it.
+const startedWait = 100 * time.Millisecond
+
+// phases splits a cold start that began at begun, whose agent handed over
+// at handedOver and whose runtime was ready at ready (CLOCK_MONOTONIC ns),
+// with the agent's word of when it started the runtime.
+func (e *env) phases(begun, handedOver, ready int64) invoke.ColdStart {
+	select {
+	case <-e.startedCh:
+	case <-e.dead:
+	case <-time.After(startedWait):
+	}
+	select {
+	case <-e.startedCh:
+		return splitColdStart(begun, handedOver, ready, &e.started)
+	default:
+		return splitColdStart(begun, handedOver, ready, nil)
+	}
+}
+
+// splitColdStart is the sandbox phase until the agent began starting the
+// function's processes, runtime start until the runtime's exec was done,
+// and init until its first /next: the runtime's own start-up and the
+// function's init code, one process (aws-lambda-go runs the function's init
+// before it asks for an event; Kiln sees no boundary inside it). Without
+// the agent's times, or with times out of order, the handover ends the
+// sandbox phase and the rest is init.
+func splitColdStart(begun, handedOver, ready int64, st *agentproto.Started) invoke.ColdStart {
+	if st == nil || begun > st.Begun || st.Begun > st.Exec || st.Exec > ready {
+		return invoke.ColdStart{Sandbox: time.Duration(handedOver - begun), Init: time.Duration(ready - handedOver)}
+	}
+	return invoke.ColdStart{Sandbox: time.Duration(st.Begun - begun), Runtime: time.Duration(st.Exec - st.Begun),
+		Init: time.Duration(ready - st.Exec)}
+}
 
 // takeHandover receives the agent's Runtime API listener and log pipe and
 // starts serving them, and Kiln's API (with kilnAPI) on its listener.
@@ -485,6 +522,8 @@ type env struct {
 	initDuration time.Duration
 	initErr      *invoke.InitError // the agent could not start the runtime
 	dead         chan struct{}     // closed when the agent is gone
+	started      agentproto.Started
+	startedCh    chan struct{} // closed when started is set (the runtime was exec'd)
 	exit         agentproto.Exit
 	exited       bool // exit was reported
 
@@ -535,6 +574,14 @@ func (e *env) readAgent() {
 		case agentproto.KindExit:
 			f.Decode(&e.exit)
 			e.exited = true
+		case agentproto.KindStarted:
+			select {
+			case <-e.startedCh: // once
+			default:
+				if f.Decode(&e.started) == nil {
+					close(e.startedCh)
+				}
+			}
 		}
 	}
 }

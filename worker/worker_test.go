@@ -81,6 +81,10 @@ func TestLifecycle(t *testing.T) {
 	if info.InitDuration <= 0 {
 		t.Errorf("init duration %v", info.InitDuration)
 	}
+	// The agent's word splits the runtime's start (its exec) from its init.
+	if ph := info.Phases; ph.Sandbox <= 0 || ph.Runtime <= 0 || ph.Init <= 0 {
+		t.Errorf("cold start phases %+v: want sandbox, runtime and init above 0", ph)
+	}
 
 	res := run(t, w, info.ID, `{"hello":"world"}`)
 	if string(res.Payload) != `{"hello":"world"}` || res.ErrorType != "" || !res.Reusable {
