@@ -11,17 +11,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/kiln-dev/kiln/accounts"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/frontend"
-	"github.com/kiln-dev/kiln/logs"
-	"github.com/kiln-dev/kiln/queues"
 	"github.com/kiln-dev/kiln/sandbox"
-	"github.com/kiln-dev/kiln/streams"
-	"github.com/kiln-dev/kiln/sts"
 	"github.com/kiln-dev/kiln/worker"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -60,22 +55,12 @@ func (id Identity) Keyring(region string) *auth.Keyring {
 	k.Region = region
 	k.Sessions = id.Sessions()
 	k.Services = func(r *http.Request) []string {
-		if r.URL.Path != "/" {
-			return []string{"lambda"}
+		if r.URL.Path == "/" {
+			if s := PostServices(r.Header.Get("X-Amz-Target")); s != nil {
+				return s
+			}
 		}
-		switch target := r.Header.Get("X-Amz-Target"); {
-		case strings.HasPrefix(target, logs.TargetPrefix):
-			return []string{"logs"}
-		case strings.HasPrefix(target, queues.TargetPrefix):
-			return []string{queues.SigningService}
-		case strings.HasPrefix(target, streams.TargetPrefix):
-			return []string{streams.SigningService}
-		case strings.HasPrefix(target, sts.TargetPrefix):
-			return []string{sts.SigningService}
-		case target == "": // the query protocol: SQS's or STS's form
-			return []string{queues.SigningService, sts.SigningService}
-		}
-		return []string{"lambda"}
+		return lambdaService
 	}
 	return k
 }
@@ -126,26 +111,3 @@ func Sandbox(name string) (worker.Sandbox, error) {
 
 // SandboxUsage is the help of every --sandbox flag.
 const SandboxUsage = "isolation backend: linux (namespaces, cgroups, seccomp) or process (plain child processes, for trusted code)"
-
-// Services is what shares POST / with Lambda's REST API, by X-Amz-Target:
-// CloudWatch Logs and Kinesis (JSON 1.1), SQS (JSON 1.0, or the query
-// protocol's form, which has no target and is told by the service it is
-// signed for).
-func Services(logStore, sqs, kinesis http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		target := r.Header.Get("X-Amz-Target")
-		caller, _ := auth.FromContext(r.Context())
-		switch {
-		case strings.HasPrefix(target, logs.TargetPrefix):
-			logStore.ServeHTTP(w, r)
-		case strings.HasPrefix(target, queues.TargetPrefix), target == "" && caller.Service == queues.SigningService:
-			sqs.ServeHTTP(w, r)
-		case strings.HasPrefix(target, streams.TargetPrefix):
-			kinesis.ServeHTTP(w, r)
-		case strings.HasPrefix(target, sts.TargetPrefix), target == "" && caller.Service == sts.SigningService:
-			sts.Handler().ServeHTTP(w, r)
-		default:
-			logs.UnknownOperation(w, target)
-		}
-	})
-}
