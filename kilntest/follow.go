@@ -4,14 +4,13 @@ import (
 	"bufio"
 	"os/exec"
 	"strings"
-	"testing"
 	"time"
 )
 
 // Follow starts cmd, a command that keeps printing lines (`aws logs tail
 // --follow`), and returns a func that waits up to d for a line ending in
 // " "+text. The command is killed (by its PID) when the test ends.
-func Follow(t *testing.T, cmd *exec.Cmd) func(text string, d time.Duration) {
+func Follow(t TB, cmd *exec.Cmd) func(text string, d time.Duration) {
 	t.Helper()
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"regexp"
-	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
@@ -19,10 +18,20 @@ import (
 	"github.com/kiln-dev/kiln/server"
 )
 
+// TB is what the helpers need of a testing.TB (kilntest links no testing,
+// so kiln-bench may use it).
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Cleanup(func())
+	TempDir() string
+}
+
 // Start runs a Kiln with its data in a temporary directory on a free
 // loopback port, and closes it when the test ends. cfg's zero fields get
 // those defaults.
-func Start(tb testing.TB, cfg server.Config) *server.Server {
+func Start(tb TB, cfg server.Config) *server.Server {
 	tb.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = tb.TempDir()
@@ -66,7 +75,7 @@ func SQS(s *server.Server) *sqs.Client {
 }
 
 // MustCreate is a convenience for tests: it creates a function or fails.
-func MustCreate(tb testing.TB, c *lambda.Client, in *lambda.CreateFunctionInput) {
+func MustCreate(tb TB, c *lambda.Client, in *lambda.CreateFunctionInput) {
 	tb.Helper()
 	if in.Role == nil {
 		in.Role = aws.String(fntest.Role)
@@ -77,7 +86,7 @@ func MustCreate(tb testing.TB, c *lambda.Client, in *lambda.CreateFunctionInput)
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.
-func FreeAddr(tb testing.TB) string {
+func FreeAddr(tb TB) string {
 	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

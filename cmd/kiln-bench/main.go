@@ -1,7 +1,9 @@
 // Command kiln-bench measures Kiln's invoke path against a floor measured in
-// the same run (see package bench). It is a tool of the source tree, not
-// part of the shipped kiln: it links the function builds of kilntest/fntest
-// and, unless told which kiln to measure, builds one.
+// the same run (see package bench). It is not part of the shipped kiln, and
+// links no testing either. It builds its functions from sources embedded in
+// it (kilntest/fntest, bench/functions) with the Go toolchain, in a module
+// of their own; only when no kiln is given or beside it does it need the
+// source tree (the working directory's) to build one.
 //
 //	go run ./cmd/kiln-bench [--only invoke,counting,scale,async,cluster,kinesis,images,console,url,streams,esm] [flags]
 package main
@@ -43,7 +45,7 @@ func main() {
 
 func run(args []string) error {
 	fs := flag.NewFlagSet("kiln-bench", flag.ExitOnError)
-	kilnPath := fs.String("kiln", "", "the kiln binary measured (kiln up); empty: the kiln next to kiln-bench, else one built from this source tree")
+	kilnPath := fs.String("kiln", "", "the kiln binary measured (kiln up); empty: the kiln next to kiln-bench, else one built from the source tree of the working directory")
 	invokes := fs.Int("invokes", 5000, "warm invokes per concurrency level")
 	cold := fs.Int("cold", 50, "cold starts to measure")
 	clients := fs.String("clients", "1,2,8", "concurrency levels of the warm invokes, comma-separated")
@@ -126,8 +128,8 @@ func run(args []string) error {
 }
 
 // findKiln returns the kiln binary to measure: path, or the kiln beside
-// this binary, or one built from the source tree into a directory that
-// cleanup removes.
+// this binary, or one built from the source tree the working directory is
+// in (`go run ./cmd/kiln-bench`) into a directory that cleanup removes.
 func findKiln(path string) (kiln string, cleanup func(), err error) {
 	cleanup = func() {}
 	if path != "" {

@@ -1,11 +1,13 @@
 // Package fntest builds real function packages for tests and benchmarks:
-// Go functions with aws-lambda-go, compiled once per machine, and zips.
+// Go functions with aws-lambda-go, compiled once per machine, and zips. It
+// links no testing (its helpers take a TB), so kiln-bench uses it too.
 package fntest
 
 import (
 	"archive/zip"
 	"bytes"
 	"crypto/sha256"
+	_ "embed"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -13,8 +15,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
-	"testing"
 )
 
 // Role is a well-formed execution role ARN for test functions.
@@ -50,8 +52,14 @@ func ZipFiles(files map[string][]byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// TB is what the helpers need of a testing.TB.
+type TB interface {
+	Helper()
+	Fatal(args ...any)
+}
+
 // Zip is ZipFiles for tests.
-func Zip(tb testing.TB, files map[string][]byte) []byte {
+func Zip(tb TB, files map[string][]byte) []byte {
 	tb.Helper()
 	b, err := ZipFiles(files)
 	if err != nil {
@@ -60,13 +68,24 @@ func Zip(tb testing.TB, files map[string][]byte) []byte {
 	return b
 }
 
+// The functions' own module: aws-lambda-go at Kiln's version
+// (TestFunctionModuleInStep), so a build needs the Go toolchain (and the
+// module proxy, or a module cache that has it) but not Kiln's source tree.
+var (
+	//go:embed fn.mod
+	fnMod string
+	//go:embed fn.sum
+	fnSum string
+)
+
 var buildMu sync.Mutex
 
-// BuildGo compiles a Go main package (the source of main.go) into a static
-// linux binary for provided.* runtimes. Builds are cached by source under the
-// system temp directory, so each program compiles once per machine.
+// BuildGo compiles a Go main package (the source of main.go, importing at
+// most the standard library and aws-lambda-go) into a static linux binary
+// for provided.* runtimes. Builds are cached by source under the system
+// temp directory, so each program compiles once per machine.
 func BuildGo(source string) ([]byte, error) {
-	sum := sha256.Sum256([]byte(runtime.Version() + source))
+	sum := sha256.Sum256([]byte(runtime.Version() + fnMod + fnSum + source))
 	dir := filepath.Join(os.TempDir(), "kiln-gofn", hex.EncodeToString(sum[:8]))
 	bin := filepath.Join(dir, "bootstrap")
 	buildMu.Lock()
@@ -74,21 +93,19 @@ func BuildGo(source string) ([]byte, error) {
 	if b, err := os.ReadFile(bin); err == nil {
 		return b, nil
 	}
-	root, err := moduleRoot()
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(source), 0o644); err != nil {
-		return nil, err
+	for name, content := range map[string]string{"main.go": source, "go.mod": fnMod, "go.sum": fnSum} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	// Test binaries of several packages may build the same function at once.
 	tmp := fmt.Sprintf("%s.%d.tmp", bin, os.Getpid())
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, filepath.Join(dir, "main.go"))
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("build function: %w\n%s", err, out)
 	}
@@ -99,7 +116,7 @@ func BuildGo(source string) ([]byte, error) {
 }
 
 // GoBootstrap is BuildGo for tests.
-func GoBootstrap(tb testing.TB, source string) []byte {
+func GoBootstrap(tb TB, source string) []byte {
 	tb.Helper()
 	b, err := BuildGo(source)
 	if err != nil {
@@ -109,37 +126,30 @@ func GoBootstrap(tb testing.TB, source string) []byte {
 }
 
 // GoFunctionZip is GoBootstrap packed as a provided.al2023 deployment package.
-func GoFunctionZip(tb testing.TB, source string) []byte {
+func GoFunctionZip(tb TB, source string) []byte {
 	return Zip(tb, map[string][]byte{"bootstrap": GoBootstrap(tb, source)})
 }
 
-// moduleRoot finds the directory of Kiln's go.mod, so function builds
-// resolve aws-lambda-go from Kiln's own module requirements.
+// kilnModule is the first line of Kiln's go.mod.
+const kilnModule = "module github.com/kiln-dev/kiln\n"
+
+// moduleRoot finds Kiln's source tree from the working directory up (a
+// test runs in its package's directory, `go run ./cmd/kiln-bench` in the
+// tree), for building Kiln itself.
 func moduleRoot() (string, error) {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		return "", fmt.Errorf("fntest: cannot find Kiln's go.mod from %s (building functions needs Kiln's source tree and Go)", file)
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
 	}
-	return root, nil
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), kilnModule) {
+			return dir, nil
+		}
+		if dir == filepath.Dir(dir) {
+			return "", fmt.Errorf("fntest: no Kiln source tree at or above %s (building kiln needs it and Go)", wd)
+		}
+	}
 }
-
-// EchoGo is an aws-lambda-go function that returns its event.
-const EchoGo = `package main
-
-import (
-	"context"
-	"encoding/json"
-
-	"github.com/aws/aws-lambda-go/lambda"
-)
-
-func main() {
-	lambda.Start(func(ctx context.Context, event json.RawMessage) (json.RawMessage, error) {
-		return event, nil
-	})
-}
-`
 
 // BuildKiln compiles Kiln's own binary (cmd/kiln) into dir and returns its
 // path, for tests that run `kiln up` or cluster roles as real processes.
@@ -156,40 +166,3 @@ func BuildKiln(dir string) (string, error) {
 	}
 	return bin, nil
 }
-
-// ReaderGo reads 5% of the file named by the event's "path" in 1 MiB reads
-// spread evenly over it, as a handler loading what it needs of a large image.
-const ReaderGo = `package main
-
-import (
-	"os"
-
-	"github.com/aws/aws-lambda-go/lambda"
-)
-
-type event struct {
-	Path string ` + "`json:\"path\"`" + `
-}
-
-func main() {
-	lambda.Start(func(e event) (int, error) {
-		f, err := os.Open(e.Path)
-		if err != nil {
-			return 0, err
-		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return 0, err
-		}
-		buf := make([]byte, 1<<20)
-		reads := max(1, int(fi.Size()/20)/len(buf))
-		total := 0
-		for i := range reads {
-			n, _ := f.ReadAt(buf, int64(i)*(fi.Size()/int64(reads)))
-			total += n
-		}
-		return total, nil
-	})
-}
-`
