@@ -50,7 +50,7 @@ func Main(cmd string, args []string) error {
 		return clusterCmd(ctx, args)
 	}
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
-	var cfg RoleConfig
+	var cfg roleConfig
 	natsURLs := fs.String("nats", "nats://127.0.0.1:4222", "NATS URLs, comma-separated (this zone's first)")
 	fs.StringVar(&cfg.Name, "name", cmd, "unique name of this process")
 	fs.StringVar(&cfg.Zone, "zone", "a", "availability zone")
@@ -107,14 +107,14 @@ func Main(cmd string, args []string) error {
 		if *routes != "" {
 			rs = strings.Split(*routes, ",")
 		}
-		nc := NATSConfig{Name: cfg.Name, Dir: cfg.DataDir, Listen: cfg.Listen, Cluster: *clusterAddr, Routes: rs, TLS: cfg.TLS.Server()}
+		nc := natsConfig{Name: cfg.Name, Dir: cfg.DataDir, Listen: cfg.Listen, Cluster: *clusterAddr, Routes: rs, TLS: cfg.TLS.Server()}
 		if err := readJSONSecret(*users, &nc.Users); err != nil {
 			return fmt.Errorf("kiln nats: --users: %w", err)
 		}
 		if err := readJSONSecret(*routeCreds, &nc.Route); err != nil {
 			return fmt.Errorf("kiln nats: --route-creds: %w", err)
 		}
-		s, err := StartNATS(nc)
+		s, err := startNATS(nc)
 		if err != nil {
 			return err
 		}
@@ -144,7 +144,7 @@ func Main(cmd string, args []string) error {
 			return err
 		}
 	}
-	return Run(ctx, cmd, cfg)
+	return runRole(ctx, cmd, cfg)
 }
 
 // applyConfig sets each flag the JSON object in file names (a string, a
@@ -213,7 +213,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 			return fmt.Errorf("--sandbox %q: want linux or process", *isolation)
 		}
 		began := time.Now()
-		f, err := Up(ctx, UpConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns,
+		f, err := upCluster(ctx, upConfig{Dir: *dir, Workers: *workers, Partitions: *parts, Mode: replica.Mode(*mode), Netns: *netns,
 			Sandbox: *isolation, Pollers: *pollers, AccountConcurrency: *accountLimit, ImageS3: *imageS3,
 			Progress: func(step string) { fmt.Fprintf(os.Stderr, "[%5.1fs] %s\n", time.Since(began).Seconds(), step) }})
 		if err != nil {
@@ -240,7 +240,7 @@ func clusterCmd(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		if err := f.Drain(ctx, *workerID); err != nil {
+		if err := f.drain(ctx, *workerID); err != nil {
 			return err
 		}
 		return out.Encode(map[string]string{"drained": *workerID})

@@ -93,7 +93,7 @@ func TestIssuer(t *testing.T) {
 			t.Fatalf("%s bundle: %v", role, err)
 		}
 	}
-	var id Identity
+	var id clusterIdentity
 	if err := readJSONSecret(filepath.Join(dir, "roles", "worker-1", bundleIdentity), &id); err != nil {
 		t.Fatal(err)
 	}

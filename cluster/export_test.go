@@ -1,9 +1,26 @@
 package cluster
 
-import "path/filepath"
+import (
+	"context"
+	"path/filepath"
+)
+
+// What the black-box tests (package cluster_test) use beyond the package's
+// API: starting a cluster in process and the secrets it is given.
+type (
+	UpConfig = upConfig
+	Identity = clusterIdentity
+	NATSUser = natsUser
+)
+
+// Up is `kiln cluster up`.
+var Up = upCluster
 
 // ConfigFile is the config file `kiln cluster up` wrote for a process, for
 // fault tests that start a role of their own.
 func (f *File) ConfigFile(name string) string {
 	return filepath.Join(f.Dir, "roles", name, bundleConfig)
 }
+
+// StatusWithEnvs is Status with every environment (members' view).
+func (f *File) StatusWithEnvs(ctx context.Context) (*Status, error) { return f.status(ctx, "", true) }

@@ -37,7 +37,7 @@ func openRegistryStore(ctx context.Context, js jetstream.JetStream, replicas int
 // imports) or a worker (it runs images, reading through its memory and
 // disk caches, then its peers', then the bucket). Without the image key in
 // its identity the process has no image stack.
-func (c RoleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox, mountDir string) (*roles.Images, error) {
+func (c roleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox, mountDir string) (*roles.Images, error) {
 	if c.Identity.ImageKey == nil {
 		c.Logger.Warn("no image key in the identity: this process imports and runs no container images")
 		return nil, nil
@@ -83,7 +83,7 @@ func (c RoleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox
 // registry opens Kiln's own registry over the replicated bucket, uploads
 // under way in DATA/registry-uploads: every frontend serves it at /v2/,
 // and control planes import from it.
-func (c RoleConfig) registry(ctx context.Context, js jetstream.JetStream, keyring *auth.Keyring) (*registry.Registry, error) {
+func (c roleConfig) registry(ctx context.Context, js jetstream.JetStream, keyring *auth.Keyring) (*registry.Registry, error) {
 	var store *registry.ObjectStore
 	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
 		store, err = openRegistryStore(ctx, js, c.Replicas)
@@ -97,7 +97,7 @@ func (c RoleConfig) registry(ctx context.Context, js jetstream.JetStream, keyrin
 // importer is a control plane's image importer: chunks and manifests into
 // the replicated buckets, images from any registry or Kiln's own (archives
 // are refused: an operator's directory is on one host).
-func (c RoleConfig) importer(ctx context.Context, nc *nats.Conn, keyring *auth.Keyring) (controlplane.ImageImporter, error) {
+func (c roleConfig) importer(ctx context.Context, nc *nats.Conn, keyring *auth.Keyring) (controlplane.ImageImporter, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// NATSConfig is one node of a NATS JetStream cluster.
-type NATSConfig struct {
+// natsConfig is one node of a NATS JetStream cluster.
+type natsConfig struct {
 	Name    string
 	Dir     string
 	Listen  string   // client host:port
@@ -27,13 +27,13 @@ type NATSConfig struct {
 	// presenting a certificate of the cluster's CA.
 	TLS *tls.Config
 	// Users may connect as clients (password: a bcrypt hash); none means anyone.
-	Users []NATSUser
+	Users []natsUser
 	// Route is the user and password nodes give each other.
-	Route NATSUser
+	Route natsUser
 }
 
-// NATSUser is one client (or route) credential.
-type NATSUser struct {
+// natsUser is one client (or route) credential.
+type natsUser struct {
 	User     string `json:"user"`
 	Password string `json:"password"`
 }
@@ -41,8 +41,8 @@ type NATSUser struct {
 // tlsTimeout is generous: a slow or loaded host must not fail handshakes.
 const tlsTimeout = 5
 
-// StartNATS runs a clustered JetStream node and waits until it accepts clients.
-func StartNATS(cfg NATSConfig) (*server.Server, error) {
+// startNATS runs a clustered JetStream node and waits until it accepts clients.
+func startNATS(cfg natsConfig) (*server.Server, error) {
 	host, port, err := splitHostPort(cfg.Listen)
 	if err != nil {
 		return nil, err

@@ -10,13 +10,13 @@ import (
 	"strings"
 )
 
-// Netns is the network of a local cluster whose zones are separate hosts:
+// zoneNetns is the network of a local cluster whose zones are separate hosts:
 // one network namespace per zone with its own address, all on a bridge in
 // a hub namespace, which a veth joins to this host (the only interface the
 // host gains, on a /24 of its own), so clients here reach the frontends
 // and every role-to-role byte crosses a real network stack. Cutting a
 // zone's link to the bridge partitions it silently.
-type Netns struct {
+type zoneNetns struct {
 	Hub    string   `json:"hub"`     // the hub namespace
 	Zones  []string `json:"zones"`   // zone i's namespace
 	Addrs  []string `json:"addrs"`   // zone i's address
@@ -34,7 +34,7 @@ func ipCmd(args ...string) error {
 
 // newNetns makes the namespaces of n zones (as root, with iproute2). On
 // error it removes what it made.
-func newNetns(zoneNames []string) (nn *Netns, err error) {
+func newNetns(zoneNames []string) (nn *zoneNetns, err error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("--netns needs root (network namespaces)")
 	}
@@ -52,7 +52,7 @@ func newNetns(zoneNames []string) (nn *Netns, err error) {
 			}
 		}
 	}
-	nn = &Netns{Hub: "kiln-" + sfx + "-hub", HostIf: "kln" + sfx}
+	nn = &zoneNetns{Hub: "kiln-" + sfx + "-hub", HostIf: "kln" + sfx}
 	defer func() {
 		if err != nil {
 			nn.Remove()
@@ -90,13 +90,13 @@ func newNetns(zoneNames []string) (nn *Netns, err error) {
 }
 
 // command runs argv in zone i's namespace.
-func (nn *Netns) command(zone int, argv ...string) *exec.Cmd {
+func (nn *zoneNetns) command(zone int, argv ...string) *exec.Cmd {
 	return exec.Command("ip", append([]string{"netns", "exec", nn.Zones[zone]}, argv...)...)
 }
 
 // SetLink takes zone i's link to the others down (a silent partition:
 // packets are dropped, connections stall) or up again.
-func (nn *Netns) SetLink(zone int, up bool) error {
+func (nn *zoneNetns) SetLink(zone int, up bool) error {
 	state := "down"
 	if up {
 		state = "up"
@@ -106,7 +106,7 @@ func (nn *Netns) SetLink(zone int, up bool) error {
 
 // Remove deletes the namespaces (their links go with them, the host's end
 // of the hub's veth too).
-func (nn *Netns) Remove() {
+func (nn *zoneNetns) Remove() {
 	for _, ns := range append(nn.Zones, nn.Hub) {
 		ipCmd("netns", "del", ns)
 	}

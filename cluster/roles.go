@@ -51,9 +51,9 @@ const (
 	subjFrontWhere = "kiln.frontend.where"
 )
 
-// Identity is the default account and the secrets roles share; each role
+// clusterIdentity is the default account and the secrets roles share; each role
 // reads what it needs of it from its bundle's identity.json (secrets.go).
-type Identity struct {
+type clusterIdentity struct {
 	AccountID       string `json:"account_id"`
 	AccessKeyID     string `json:"access_key_id"`
 	SecretAccessKey string `json:"secret_access_key"`
@@ -69,13 +69,13 @@ type Identity struct {
 
 // sessions issues and verifies environments' credentials; nil without a
 // key (a cluster made before them).
-func (id Identity) sessions() *auth.Sessions {
+func (id clusterIdentity) sessions() *auth.Sessions {
 	return roles.Identity{SessionKey: id.SessionKey}.Sessions()
 }
 
 // keyring verifies the signatures of the default account's key and of the
 // keys in the replicated accounts bucket, for region.
-func (cfg RoleConfig) keyring(ctx context.Context, nc *nats.Conn) (*auth.Keyring, *accounts.Store, error) {
+func (cfg roleConfig) keyring(ctx context.Context, nc *nats.Conn) (*auth.Keyring, *accounts.Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, nil, err
@@ -92,8 +92,8 @@ func (cfg RoleConfig) keyring(ctx context.Context, nc *nats.Conn) (*auth.Keyring
 	return k, store, err
 }
 
-// RoleConfig is what every role process is given.
-type RoleConfig struct {
+// roleConfig is what every role process is given.
+type roleConfig struct {
 	NATS       []string // client URLs, this zone's node first
 	Name, Zone string
 	Listen     string // HTTP host:port (frontend, controlplane, worker)
@@ -115,13 +115,13 @@ type RoleConfig struct {
 	// Worker capacity.
 	MemoryMB  int
 	CPUMillis int // 0: runtime.NumCPU()*1000
-	Identity  Identity
+	Identity  clusterIdentity
 	// TLS is this process's certificate and the CA it trusts: required of
 	// NATS and of the peers of workers and control planes. Nil means plain
 	// TCP (a cluster without the CA `kiln cluster up` makes).
 	TLS *pki.Config
 	// NATSUser is this role's NATS credential.
-	NATSUser NATSUser
+	NATSUser natsUser
 	// Sandbox isolates a worker's environments; nil runs plain processes.
 	Sandbox worker.Sandbox
 	// Pollers is the number of async pollers in a pollers process; 0 means 1.
@@ -146,13 +146,13 @@ type RoleConfig struct {
 	Logger        *slog.Logger
 }
 
-func (c RoleConfig) connect() (*nats.Conn, error) {
+func (c roleConfig) connect() (*nats.Conn, error) {
 	return natsConnect(c.NATS, c.Name, c.TLS, c.NATSUser, nats.DontRandomize(),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 }
 
-// Run runs one role until ctx ends.
-func Run(ctx context.Context, role string, cfg RoleConfig) error {
+// runRole runs one role until ctx ends.
+func runRole(ctx context.Context, role string, cfg roleConfig) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -207,12 +207,12 @@ func Run(ctx context.Context, role string, cfg RoleConfig) error {
 
 // ---- assignment ----
 
-func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
+func runAssignment(ctx context.Context, nc *nats.Conn, cfg roleConfig) error {
 	var m *replica.Member
 	err := retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
 		m, err = replica.Start(actx, replica.Config{NC: nc, Member: cfg.Name, Zone: cfg.Zone, Partitions: cfg.Partitions,
 			Index: cfg.Index, Members: cfg.Members, Replicas: cfg.Replicas, Mode: cfg.Mode, Lease: cfg.Lease,
-			IdleTimeout: cfg.IdleTimeout, Placer: &PlacerClient{NC: nc}, Workers: cfg.workerClient(),
+			IdleTimeout: cfg.IdleTimeout, Placer: &placerClient{NC: nc}, Workers: cfg.workerClient(),
 			Scale: counting.New(counting.Config{}), Logger: cfg.Logger})
 		return err
 	})
@@ -236,7 +236,7 @@ func runAssignment(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 	return nil
 }
 
-func openMetadata(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (*metadata.Store, error) {
+func openMetadata(ctx context.Context, nc *nats.Conn, cfg roleConfig) (*metadata.Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -245,7 +245,7 @@ func openMetadata(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (*metadata
 }
 
 // startCounting runs the counting service's member beside assignment's.
-func startCounting(ctx context.Context, nc *nats.Conn, store *metadata.Store, cfg RoleConfig) (*slots.Member, error) {
+func startCounting(ctx context.Context, nc *nats.Conn, store *metadata.Store, cfg roleConfig) (*slots.Member, error) {
 	var m *slots.Member
 	err := retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
 		m, err = slots.Start(actx, slots.Config{NC: nc, Member: cfg.Name, Partitions: cfg.Partitions, Replicas: cfg.Replicas,
@@ -255,15 +255,15 @@ func startCounting(ctx context.Context, nc *nats.Conn, store *metadata.Store, cf
 	return m, err
 }
 
-// PlacerClient asks the placement role, over NATS.
-type PlacerClient struct{ NC *nats.Conn }
+// placerClient asks the placement role, over NATS.
+type placerClient struct{ NC *nats.Conn }
 
 type placeReply struct {
 	Worker replica.WorkerRef `json:"worker"`
 	Error  string            `json:"error,omitempty"`
 }
 
-func (c *PlacerClient) Place(ctx context.Context, req placement.Request) (replica.WorkerRef, error) {
+func (c *placerClient) Place(ctx context.Context, req placement.Request) (replica.WorkerRef, error) {
 	b, _ := json.Marshal(req)
 	var last error
 	for attempt := 0; attempt < 50; attempt++ { // placement restarting: no responders
@@ -290,7 +290,7 @@ func (c *PlacerClient) Place(ctx context.Context, req placement.Request) (replic
 	return replica.WorkerRef{}, fmt.Errorf("placement: %w", last)
 }
 
-func (c *PlacerClient) Release(workerID string, req placement.Request) {
+func (c *placerClient) Release(workerID string, req placement.Request) {
 	b, _ := json.Marshal(struct {
 		Worker string            `json:"worker"`
 		Req    placement.Request `json:"req"`
@@ -300,8 +300,8 @@ func (c *PlacerClient) Release(workerID string, req placement.Request) {
 
 // ---- placement ----
 
-// Heartbeat is what a worker tells placement, every 200 ms.
-type Heartbeat struct {
+// heartbeat is what a worker tells placement, every 200 ms.
+type heartbeat struct {
 	ID         string `json:"id"`
 	Zone       string `json:"zone"`
 	Addr       string `json:"addr"`
@@ -313,7 +313,7 @@ type Heartbeat struct {
 
 // WorkerStatus is placement's view of a worker.
 type WorkerStatus struct {
-	Heartbeat
+	heartbeat
 	Healthy  bool      `json:"healthy"`
 	Draining bool      `json:"draining"`
 	Seen     time.Time `json:"seen"`
@@ -322,11 +322,11 @@ type WorkerStatus struct {
 	BookedCPU int `json:"booked_cpu_millis"`
 }
 
-// SilentAfter is how long placement waits for a worker's heartbeat before
+// silentAfter is how long placement waits for a worker's heartbeat before
 // it marks the worker unhealthy and has assignment retire its environments.
-const SilentAfter = time.Second
+const silentAfter = time.Second
 
-func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
+func runPlacement(ctx context.Context, nc *nats.Conn, cfg roleConfig) error {
 	svc := placement.New()
 	var mu sync.Mutex
 	workers := map[string]*WorkerStatus{}
@@ -338,7 +338,7 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		}
 	}
 	sub(subjHeartbeat, func(m *nats.Msg) {
-		var hb Heartbeat
+		var hb heartbeat
 		if json.Unmarshal(m.Data, &hb) != nil || hb.ID == "" {
 			return
 		}
@@ -357,7 +357,7 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 			w = &WorkerStatus{}
 			workers[hb.ID] = w
 		}
-		w.Heartbeat, w.Healthy, w.Seen = hb, true, time.Now()
+		w.heartbeat, w.Healthy, w.Seen = hb, true, time.Now()
 	})
 	sub(subjPlace, func(m *nats.Msg) {
 		var req placement.Request
@@ -433,7 +433,7 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 		case now := <-t.C:
 			mu.Lock()
 			for id, w := range workers {
-				if w.Healthy && now.Sub(w.Seen) > SilentAfter {
+				if w.Healthy && now.Sub(w.Seen) > silentAfter {
 					w.Healthy = false
 					svc.Remove(id)
 					cfg.Logger.Warn("placement: worker silent, retiring its environments", "worker", id)
@@ -450,7 +450,7 @@ func runPlacement(ctx context.Context, nc *nats.Conn, cfg RoleConfig) error {
 
 // openLogs opens the replicated log store (workers write it, frontends
 // serve it), waiting while JetStream elects its leaders.
-func openLogs(ctx context.Context, js jetstream.JetStream, cfg RoleConfig) (s *logs.Store, err error) {
+func openLogs(ctx context.Context, js jetstream.JetStream, cfg roleConfig) (s *logs.Store, err error) {
 	err = retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
 		s, err = logs.Open(ctx, js, logs.Config{Replicas: cfg.Replicas, Logger: cfg.Logger})
 		return err
@@ -461,7 +461,7 @@ func openLogs(ctx context.Context, js jetstream.JetStream, cfg RoleConfig) (s *l
 // openQueues opens the SQS-compatible queue service on the replicated
 // JetStream (every frontend serves it; control planes check mappings'
 // queues with it; pollers read them).
-func openQueues(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (q *queues.Service, err error) {
+func openQueues(ctx context.Context, nc *nats.Conn, cfg roleConfig) (q *queues.Service, err error) {
 	err = retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
 		q, err = queues.New(ctx, queues.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas, Logger: cfg.Logger})
 		return err
@@ -472,7 +472,7 @@ func openQueues(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (q *queues.S
 // openStreams opens the Kinesis-compatible stream service, replicated
 // (frontends serve it; control planes check Kinesis mappings' streams with
 // it; pollers read them).
-func openStreams(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (s *streams.Service, err error) {
+func openStreams(ctx context.Context, nc *nats.Conn, cfg roleConfig) (s *streams.Service, err error) {
 	err = retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
 		s, err = streams.New(ctx, streams.Config{NATS: nc, Region: cfg.Region, Replicas: cfg.Replicas, Logger: cfg.Logger})
 		return err
@@ -480,7 +480,7 @@ func openStreams(ctx context.Context, nc *nats.Conn, cfg RoleConfig) (s *streams
 	return s, err
 }
 
-func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+func runWorker(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.Set) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
@@ -511,7 +511,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 		return err
 	}
 	defer w.Close()
-	ws := &WorkerServer{W: w, Token: cfg.Identity.Token}
+	ws := &workerServer{W: w, Token: cfg.Identity.Token}
 	set.Register(metrics.GaugeFunc("kiln_worker_environments", "Execution environments on this worker.", nil,
 		func() float64 { return float64(ws.Count()) }))
 	ln, addr, err := cfg.listen("frontend", "assignment", "pollers")
@@ -524,7 +524,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 	if cfg.CPUMillis == 0 {
 		cfg.CPUMillis = runtime.NumCPU() * 1000
 	}
-	hb := Heartbeat{ID: cfg.Name, Zone: cfg.Zone, Addr: addr, MemoryMB: cfg.MemoryMB, CPUMillis: cfg.CPUMillis}
+	hb := heartbeat{ID: cfg.Name, Zone: cfg.Zone, Addr: addr, MemoryMB: cfg.MemoryMB, CPUMillis: cfg.CPUMillis}
 	var load hostLoad
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
@@ -543,7 +543,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.
 
 // ---- control plane ----
 
-func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+func runControlplane(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.Set) error {
 	store, err := openMetadata(ctx, nc, cfg)
 	if err != nil {
 		return err
@@ -604,7 +604,7 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *me
 // invokePath is the synchronous invoke path of a cluster process (frontend,
 // pollers): functions from the replicated metadata, environments from the
 // partition leaders (replica.Client) and the workers' HTTP API.
-func invokePath(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) (frontend.Config, func(), error) {
+func invokePath(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.Set) (frontend.Config, func(), error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return frontend.Config{}, nil, err
@@ -630,7 +630,7 @@ func invokePath(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics
 
 // openAsync opens the async path on a NATS connection of its own, so that
 // a flood of events never queues behind the invoke path's traffic.
-func openAsync(ctx context.Context, cfg RoleConfig, tune eventinvoke.Tuning, inFlight func() int) (*eventinvoke.Service, func(), error) {
+func openAsync(ctx context.Context, cfg roleConfig, tune eventinvoke.Tuning, inFlight func() int) (*eventinvoke.Service, func(), error) {
 	nc, err := cfg.connect()
 	if err != nil {
 		return nil, nil, fmt.Errorf("nats: %w", err)
@@ -651,7 +651,7 @@ func openAsync(ctx context.Context, cfg RoleConfig, tune eventinvoke.Tuning, inF
 // partition leaders; Event invokes enqueued on the replicated stream), the
 // CloudWatch Logs API from the replicated log store, the Kinesis API on
 // replicated streams, and hands management calls to a control plane.
-func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+func runFrontend(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.Set) error {
 	fcfg, closeClient, err := invokePath(ctx, nc, cfg, set)
 	if err != nil {
 		return err
@@ -761,7 +761,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metric
 // another when its leases expire; its unacknowledged events are
 // redelivered) and invoke through the cluster's sync path, with the same
 // retries, event age, destinations and dead-letter queues as kiln up.
-func runPollers(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics.Set) error {
+func runPollers(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.Set) error {
 	fcfg, closeClient, err := invokePath(ctx, nc, cfg, set)
 	if err != nil {
 		return err
@@ -794,7 +794,7 @@ func runPollers(ctx context.Context, nc *nats.Conn, cfg RoleConfig, set *metrics
 // processes (a dead one's mappings move here when its leases expire), they
 // read Kiln queues from the replicated JetStream and invoke through the
 // cluster's sync path.
-func runMappings(ctx context.Context, cfg RoleConfig, front esm.Invoker) (func(), error) {
+func runMappings(ctx context.Context, cfg roleConfig, front esm.Invoker) (func(), error) {
 	nc, err := cfg.connect()
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)

@@ -45,15 +45,15 @@ const (
 // status|drain` and the tests.
 var natsRoles = []string{"assignment", "placement", "worker", "controlplane", "frontend", "pollers", "admin"}
 
-// Secrets are the cluster's shared secrets, which the issuer keeps.
-type Secrets struct {
-	Identity Identity          `json:"identity"`
+// roleSecrets are the cluster's shared secrets, which the issuer keeps.
+type roleSecrets struct {
+	Identity clusterIdentity   `json:"identity"`
 	NATS     map[string]string `json:"nats"`  // role → password
 	Route    string            `json:"route"` // password NATS nodes give each other
 }
 
-func newSecrets(id Identity) *Secrets {
-	s := &Secrets{Identity: id, NATS: map[string]string{}, Route: random(16)}
+func newSecrets(id clusterIdentity) *roleSecrets {
+	s := &roleSecrets{Identity: id, NATS: map[string]string{}, Route: random(16)}
 	for _, r := range natsRoles {
 		s.NATS[r] = random(16)
 	}
@@ -64,12 +64,12 @@ func newSecrets(id Identity) *Secrets {
 type issuer struct {
 	dir     string
 	ca      *pki.CA
-	secrets *Secrets
+	secrets *roleSecrets
 }
 
 // openIssuer loads DIR's CA and secrets, creating them (with id) if DIR
 // has none yet.
-func openIssuer(dir string, id func() Identity) (*issuer, error) {
+func openIssuer(dir string, id func() clusterIdentity) (*issuer, error) {
 	is := &issuer{dir: dir}
 	b, err := pki.ReadSecret(filepath.Join(dir, "secrets.json"))
 	switch {
@@ -94,18 +94,18 @@ func openIssuer(dir string, id func() Identity) (*issuer, error) {
 }
 
 // identityFor is the part of the Identity a role needs.
-func identityFor(role string, id Identity) *Identity {
+func identityFor(role string, id clusterIdentity) *clusterIdentity {
 	switch role {
 	case "frontend":
-		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Token: id.Token,
+		return &clusterIdentity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, Token: id.Token,
 			SessionKey: id.SessionKey}
 	case "controlplane":
-		return &Identity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret,
+		return &clusterIdentity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret,
 			ImageKey: id.ImageKey, SessionKey: id.SessionKey}
 	case "worker":
-		return &Identity{Token: id.Token, ImageKey: id.ImageKey, SessionKey: id.SessionKey}
+		return &clusterIdentity{Token: id.Token, ImageKey: id.ImageKey, SessionKey: id.SessionKey}
 	case "assignment", "pollers":
-		return &Identity{Token: id.Token}
+		return &clusterIdentity{Token: id.Token}
 	}
 	return nil
 }
@@ -121,13 +121,13 @@ func (is *issuer) issue(name, role string, hosts []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	files := map[string]any{bundleNATS: NATSUser{User: role, Password: is.secrets.NATS[role]}}
+	files := map[string]any{bundleNATS: natsUser{User: role, Password: is.secrets.NATS[role]}}
 	if id := identityFor(role, is.secrets.Identity); id != nil {
 		files[bundleIdentity] = id
 	}
 	if role == "nats" {
 		delete(files, bundleNATS)
-		var users []NATSUser
+		var users []natsUser
 		for _, r := range natsRoles {
 			// The cheapest cost: the passwords are 128 random bits, so the
 			// hash only keeps them off the node's disk, and NATS checks it
@@ -136,10 +136,10 @@ func (is *issuer) issue(name, role string, hosts []string) (string, error) {
 			if err != nil {
 				return "", err
 			}
-			users = append(users, NATSUser{User: r, Password: string(h)})
+			users = append(users, natsUser{User: r, Password: string(h)})
 		}
 		files[bundleUsers] = users
-		files[bundleRoute] = NATSUser{User: "route", Password: is.secrets.Route}
+		files[bundleRoute] = natsUser{User: "route", Password: is.secrets.Route}
 	}
 	for f, v := range files {
 		b, _ := json.MarshalIndent(v, "", "  ")
@@ -165,7 +165,7 @@ func bundleFlags(dir, role string) map[string]string {
 		return m
 	}
 	m["nats-creds"] = filepath.Join(dir, bundleNATS)
-	if identityFor(role, Identity{}) != nil {
+	if identityFor(role, clusterIdentity{}) != nil {
 		m["identity"] = filepath.Join(dir, bundleIdentity)
 	}
 	return m

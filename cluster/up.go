@@ -60,11 +60,11 @@ type File struct {
 	AccessKeyID     string       `json:"access_key_id"`
 	SecretAccessKey string       `json:"secret_access_key"`
 	Procs           []Proc       `json:"procs"`
-	Netns           *Netns       `json:"netns,omitempty"` // zones as namespaces (--netns)
+	Netns           *zoneNetns   `json:"netns,omitempty"` // zones as namespaces (--netns)
 }
 
-// UpConfig configures a local cluster.
-type UpConfig struct {
+// upConfig configures a local cluster.
+type upConfig struct {
 	Dir        string
 	Binary     string // the kiln binary; empty means this executable
 	Workers    int    // 0 means 3
@@ -87,9 +87,9 @@ type UpConfig struct {
 	// AccountConcurrency is every account's concurrency limit; 0 means 1000.
 	AccountConcurrency int
 	// ImageS3 is a file (0600) of an S3-compatible bucket that control
-	// planes and workers keep image chunks in (RoleConfig.ImageS3).
+	// planes and workers keep image chunks in (roleConfig.ImageS3).
 	ImageS3 string
-	// ImageImportStale is the control planes' RoleConfig.ImageImportStale.
+	// ImageImportStale is the control planes' roleConfig.ImageImportStale.
 	ImageImportStale time.Duration
 	// Progress, when set, is told each step as it happens (`kiln cluster
 	// up` prints them): a process started, a wait begun.
@@ -144,9 +144,9 @@ func random(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Up starts a local cluster as separate processes and writes cluster.json.
+// upCluster starts a local cluster as separate processes and writes cluster.json.
 // On error it stops what it started.
-func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
+func upCluster(ctx context.Context, cfg upConfig) (f *File, err error) {
 	if cfg.Binary == "" {
 		if cfg.Binary, err = os.Executable(); err != nil {
 			return nil, err
@@ -197,7 +197,7 @@ func Up(ctx context.Context, cfg UpConfig) (f *File, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o700); err != nil {
 		return nil, err
 	}
-	is, err := openIssuer(dir, func() Identity {
+	is, err := openIssuer(dir, func() clusterIdentity {
 		id := newIdentity()
 		id.AccessKeyID, id.SecretAccessKey = cfg.AccessKeyID, cfg.SecretAccessKey
 		return id
@@ -496,8 +496,8 @@ const adminName = "admin"
 var localHosts = []string{"127.0.0.1", "localhost"}
 
 // newIdentity makes a cluster's default account and shared secrets.
-func newIdentity() Identity {
-	return Identity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
+func newIdentity() clusterIdentity {
+	return clusterIdentity{AccountID: numeric("1" + random(6)[:11]), AccessKeyID: "AKIA" + strings.ToUpper(random(8)),
 		SecretAccessKey: random(20), URLSecret: []byte(random(16)), Token: random(24), ImageKey: imageKey(),
 		SessionKey: []byte(random(32))}
 }
@@ -583,7 +583,7 @@ func (f *File) connect(opts ...nats.Option) (*nats.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var user NATSUser
+	var user natsUser
 	if err := readJSONSecret(filepath.Join(bundle, bundleNATS), &user); err != nil {
 		return nil, err
 	}
@@ -682,9 +682,6 @@ func (f *File) Status(ctx context.Context, function string) (*Status, error) {
 	return f.status(ctx, function, false)
 }
 
-// StatusWithEnvs also lists every environment (members' view).
-func (f *File) StatusWithEnvs(ctx context.Context) (*Status, error) { return f.status(ctx, "", true) }
-
 func (f *File) status(ctx context.Context, function string, envs bool) (*Status, error) {
 	nc, err := f.Connect()
 	if err != nil {
@@ -761,10 +758,10 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool)
 	return st, nil
 }
 
-// Drain asks placement to drain a worker: nothing new is placed on it,
+// drain asks placement to drain a worker: nothing new is placed on it,
 // assignment retires its idle environments at once and each busy one when
 // its invoke ends (running invokes are not moved or cut short).
-func (f *File) Drain(ctx context.Context, workerID string) error {
+func (f *File) drain(ctx context.Context, workerID string) error {
 	nc, err := f.Connect()
 	if err != nil {
 		return err

@@ -23,7 +23,7 @@ import (
 )
 
 // natsConnect connects with a certificate and a user when given.
-func natsConnect(urls []string, name string, tlsc *pki.Config, user NATSUser, opts ...nats.Option) (*nats.Conn, error) {
+func natsConnect(urls []string, name string, tlsc *pki.Config, user natsUser, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append(opts, nats.Name(name), nats.Timeout(2*time.Second))
 	if tlsc != nil {
 		opts = append(opts, nats.Secure(tlsc.Client()))
@@ -36,7 +36,7 @@ func natsConnect(urls []string, name string, tlsc *pki.Config, user NATSUser, op
 
 // listen listens for the other roles: over TLS admitting peers of roles
 // when the process has a certificate. It returns the listener's URL.
-func (c RoleConfig) listen(roles ...string) (net.Listener, string, error) {
+func (c roleConfig) listen(roles ...string) (net.Listener, string, error) {
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
 		return nil, "", err
@@ -62,7 +62,7 @@ const (
 	peerUserTimeout = 10 * time.Second
 )
 
-func (c RoleConfig) transport() *http.Transport {
+func (c roleConfig) transport() *http.Transport {
 	d := &net.Dialer{Timeout: 2 * time.Second,
 		KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: peerKeepAlive, Interval: 2 * time.Second, Count: 3},
 		Control: func(network, address string, rc syscall.RawConn) error {
@@ -82,7 +82,7 @@ func (c RoleConfig) transport() *http.Transport {
 
 // codeStore is a worker's or a control plane's code directory, a cache of
 // the cluster's replicated bucket.
-func (c RoleConfig) codeStore(ctx context.Context, nc *nats.Conn) (*codestore.Store, error) {
+func (c roleConfig) codeStore(ctx context.Context, nc *nats.Conn) (*codestore.Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -98,6 +98,6 @@ func (c RoleConfig) codeStore(ctx context.Context, nc *nats.Conn) (*codestore.St
 }
 
 // workerClient is this role's client of workers, with pooled connections.
-func (c RoleConfig) workerClient() *WorkerClient {
-	return &WorkerClient{Token: c.Identity.Token, HTTP: &http.Client{Transport: c.transport()}}
+func (c roleConfig) workerClient() *workerClient {
+	return &workerClient{Token: c.Identity.Token, HTTP: &http.Client{Transport: c.transport()}}
 }

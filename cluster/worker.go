@@ -36,8 +36,8 @@ import (
 //	                                the X-Kiln-* result headers come as trailers
 //	DELETE /kiln/envs/{id}
 
-// WorkerServer serves a worker.Worker to the other roles.
-type WorkerServer struct {
+// workerServer serves a worker.Worker to the other roles.
+type workerServer struct {
 	W     *worker.Worker
 	Token string
 
@@ -45,7 +45,7 @@ type WorkerServer struct {
 	envs map[string]string // assignment's id → the worker's
 }
 
-func (s *WorkerServer) Handler() http.Handler {
+func (s *workerServer) Handler() http.Handler {
 	s.envs = map[string]string{}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /kiln/envs/{id}", s.create)
@@ -62,7 +62,7 @@ func (s *WorkerServer) Handler() http.Handler {
 }
 
 // Count is the number of environments.
-func (s *WorkerServer) Count() int {
+func (s *workerServer) Count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.envs)
@@ -74,7 +74,7 @@ type createReply struct {
 	Phases invoke.ColdStart `json:"phases"`
 }
 
-func (s *WorkerServer) create(w http.ResponseWriter, r *http.Request) {
+func (s *workerServer) create(w http.ResponseWriter, r *http.Request) {
 	var spec invoke.EnvSpec
 	if err := json.NewDecoder(r.Body).Decode(&spec); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -97,14 +97,14 @@ func (s *WorkerServer) create(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(createReply{Init: info.InitDuration, Phases: info.Phases})
 }
 
-func (s *WorkerServer) local(id string) (string, bool) {
+func (s *workerServer) local(id string) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l, ok := s.envs[id]
 	return l, ok
 }
 
-func (s *WorkerServer) invoke(w http.ResponseWriter, r *http.Request) {
+func (s *workerServer) invoke(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.local(r.PathValue("id"))
 	if !ok {
 		http.Error(w, invoke.ErrNoEnv.Error(), http.StatusNotFound)
@@ -209,7 +209,7 @@ func (s *wireStream) end() bool {
 	return s.began
 }
 
-func (s *WorkerServer) destroy(w http.ResponseWriter, r *http.Request) {
+func (s *workerServer) destroy(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	id, ok := s.envs[r.PathValue("id")]
 	delete(s.envs, r.PathValue("id"))
@@ -220,14 +220,14 @@ func (s *WorkerServer) destroy(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// WorkerClient calls workers' HTTP APIs: replica.Workers for assignment,
+// workerClient calls workers' HTTP APIs: replica.Workers for assignment,
 // replica.Invoker for frontends.
-type WorkerClient struct {
+type workerClient struct {
 	Token string
 	HTTP  *http.Client
 }
 
-func (c *WorkerClient) do(ctx context.Context, method, url string, body []byte, hdr map[string]string) (*http.Response, error) {
+func (c *workerClient) do(ctx context.Context, method, url string, body []byte, hdr map[string]string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
@@ -246,7 +246,7 @@ func unreachable(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID string, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
+func (c *workerClient) Create(ctx context.Context, w replica.WorkerRef, envID string, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
 	b, _ := json.Marshal(spec)
 	resp, err := c.do(ctx, http.MethodPost, w.Addr+"/kiln/envs/"+envID, b, nil)
 	if err != nil {
@@ -269,7 +269,7 @@ func (c *WorkerClient) Create(ctx context.Context, w replica.WorkerRef, envID st
 	return nil, fmt.Errorf("worker %s: %s: %s", w.ID, resp.Status, bytes.TrimSpace(body))
 }
 
-func (c *WorkerClient) Destroy(ctx context.Context, w replica.WorkerRef, envID string) error {
+func (c *workerClient) Destroy(ctx context.Context, w replica.WorkerRef, envID string) error {
 	resp, err := c.do(ctx, http.MethodDelete, w.Addr+"/kiln/envs/"+envID, nil, nil)
 	if err != nil {
 		return err
@@ -278,7 +278,7 @@ func (c *WorkerClient) Destroy(ctx context.Context, w replica.WorkerRef, envID s
 	return nil
 }
 
-func (c *WorkerClient) Invoke(ctx context.Context, addr, envID string, inv *invoke.Invocation) (*invoke.Result, error) {
+func (c *workerClient) Invoke(ctx context.Context, addr, envID string, inv *invoke.Invocation) (*invoke.Result, error) {
 	hdr := map[string]string{
 		"X-Kiln-Request-Id": inv.RequestID, "X-Kiln-Function-Arn": inv.FunctionArn, "X-Kiln-Trace-Id": inv.TraceID,
 		"X-Kiln-Client-Context": base64.StdEncoding.EncodeToString([]byte(inv.ClientContext)),
