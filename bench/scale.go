@@ -130,7 +130,7 @@ func ScaleOut(ctx context.Context, envs int, unlimited bool, out io.Writer) erro
 	reached := time.Duration(0)
 	next := 100
 	for time.Now().Before(deadline) {
-		n := s.Worker.Count()
+		n := s.Worker().Count()
 		for n >= next && next <= envs {
 			fmt.Fprintf(os.Stderr, "  %4d environments after %s\n", next, time.Since(start).Round(time.Millisecond))
 			next += 100
@@ -153,7 +153,7 @@ func ScaleOut(ctx context.Context, envs int, unlimited bool, out io.Writer) erro
 			limit, envs, reached.Round(time.Millisecond), throttled.Load(), failed.Load())
 	} else {
 		fmt.Fprintf(out, "scale-out, scaling-rate limit %s: reached %d of %d environments, %d throttled, %d failed\n",
-			limit, s.Worker.Count(), envs, throttled.Load(), failed.Load())
+			limit, s.Worker().Count(), envs, throttled.Load(), failed.Load())
 	}
 	cancel()
 	return nil

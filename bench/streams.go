@@ -95,11 +95,11 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 		setup func(name string) (esm.StreamSource, func(in *lambda.CreateEventSourceMappingInput), func(n int, payload func(i int) []byte) error, error)
 	}{
 		{"kinesis (Kiln streams)", func(name string) (esm.StreamSource, func(*lambda.CreateEventSourceMappingInput), func(int, func(int) []byte) error, error) {
-			if err := s.Streams.Create(ctx, account, name, cfg.Shards); err != nil {
+			if err := s.Streams().Create(ctx, account, name, cfg.Shards); err != nil {
 				return nil, nil, nil, err
 			}
 			arn := streams.ARN(s.Region, account, name)
-			src, err := esm.OpenKinesis(s.Streams, arn, "bench")
+			src, err := esm.OpenKinesis(s.Streams(), arn, "bench")
 			return src, func(in *lambda.CreateEventSourceMappingInput) { in.EventSourceArn = &arn },
 				func(n int, payload func(int) []byte) error {
 					for i := 0; i < n; i += 500 {
@@ -107,7 +107,7 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 						for j := i; j < min(n, i+500); j++ {
 							entries = append(entries, streams.PutEntry{PartitionKey: strconv.Itoa(j % 64), Data: payload(j)})
 						}
-						res, err := s.Streams.Put(ctx, account, name, entries)
+						res, err := s.Streams().Put(ctx, account, name, entries)
 						if err != nil {
 							return err
 						}

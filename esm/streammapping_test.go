@@ -451,7 +451,7 @@ func TestKinesisMappings(t *testing.T) {
 	testStreamMappings(t, s, func(t *testing.T, shards int) streamFeed {
 		n++
 		name := fmt.Sprintf("m%d", n)
-		if err := s.Streams.Create(context.Background(), account, name, shards); err != nil {
+		if err := s.Streams().Create(context.Background(), account, name, shards); err != nil {
 			t.Fatal(err)
 		}
 		return streamFeed{
@@ -459,7 +459,7 @@ func TestKinesisMappings(t *testing.T) {
 				in.EventSourceArn = aws.String(streams.ARN(s.Region, account, name))
 			},
 			put: func(t testing.TB, key string, _ time.Duration, payloads ...string) {
-				kinesisPut(t, s.Streams, account, name, key, payloads...)
+				kinesisPut(t, s.Streams(), account, name, key, payloads...)
 			},
 			payloadField: "data",
 		}
@@ -474,7 +474,7 @@ func TestKinesisMappings(t *testing.T) {
 // again only if it was in a batch in flight.
 func TestStreamTakeover(t *testing.T) {
 	s := kilntest.Start(t, server.Config{NATSListen: "127.0.0.1:0"})
-	s.Pollers.Close() // the two below are the only pollers
+	s.Pollers().Close() // the two below are the only pollers
 	r := newStreamRig(t, s)
 	inv := httpInvoker{r.lam}
 	first, firstNC := startPollers(t, s, inv)
@@ -609,7 +609,7 @@ func TestKinesisTumblingWindows(t *testing.T) {
 		Handler: aws.String("bootstrap"), Code: &ltypes.FunctionCode{ZipFile: fntest.GoFunctionZip(t, windowGo)},
 		Environment: &ltypes.Environment{Variables: map[string]string{"SINK": sink}}})
 	account := s.Identity.AccountID
-	if err := s.Streams.Create(context.Background(), account, "windows", 1); err != nil {
+	if err := s.Streams().Create(context.Background(), account, "windows", 1); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := lam.CreateEventSourceMapping(context.Background(), &lambda.CreateEventSourceMappingInput{FunctionName: aws.String("windows"),
@@ -619,7 +619,7 @@ func TestKinesisTumblingWindows(t *testing.T) {
 	}
 	const n = 40
 	for i := range n {
-		kinesisPut(t, s.Streams, account, "windows", "k", payload("k", i, false))
+		kinesisPut(t, s.Streams(), account, "windows", "k", payload("k", i, false))
 		time.Sleep(100 * time.Millisecond)
 	}
 	deadline := time.Now().Add(60 * time.Second)
@@ -690,14 +690,14 @@ func waitHeld(t *testing.T, url, want string) {
 // so every record is processed once, in order per key.
 func TestStreamRebalance(t *testing.T) {
 	s := kilntest.Start(t, server.Config{NATSListen: "127.0.0.1:0"})
-	s.Pollers.Close() // the two below are the only pollers
+	s.Pollers().Close() // the two below are the only pollers
 	r := newStreamRig(t, s)
 	inv := httpInvoker{r.lam}
 	first, _ := startPollers(t, s, inv)
 	defer first.Close()
 
 	account := s.Identity.AccountID
-	if err := s.Streams.Create(context.Background(), account, "rebalance", 2); err != nil {
+	if err := s.Streams().Create(context.Background(), account, "rebalance", 2); err != nil {
 		t.Fatal(err)
 	}
 	r.mapping(t, streamFeed{source: func(in *lambda.CreateEventSourceMappingInput) {
@@ -713,7 +713,7 @@ func TestStreamRebalance(t *testing.T) {
 	const n = 40
 	for i := range n {
 		for _, k := range keys {
-			kinesisPut(t, s.Streams, account, "rebalance", k, fmt.Sprintf(`{"Key":%q,"N":%d,"Slow":true}`, k, i))
+			kinesisPut(t, s.Streams(), account, "rebalance", k, fmt.Sprintf(`{"Key":%q,"N":%d,"Slow":true}`, k, i))
 		}
 	}
 	r.waitLines(t, keys[:1], 2, 60*time.Second)

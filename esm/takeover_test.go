@@ -44,7 +44,7 @@ func startPollers(t *testing.T, s *server.Server, inv esm.Invoker) (*esm.Pollers
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := esm.New(ctx, esm.Config{NATS: nc, Invoker: inv, Queues: qs, Streams: s.Streams, ReceiveWait: time.Second,
+	p, err := esm.New(ctx, esm.Config{NATS: nc, Invoker: inv, Queues: qs, Streams: s.Streams(), ReceiveWait: time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func startPollers(t *testing.T, s *server.Server, inv esm.Invoker) (*esm.Pollers
 // with the queue drained.
 func TestLeaseTakeover(t *testing.T) {
 	s := kilntest.Start(t, server.Config{NATSListen: "127.0.0.1:0"})
-	s.Pollers.Close() // the two below are the only pollers
+	s.Pollers().Close() // the two below are the only pollers
 	r := newRigOn(t, s, sqsGo, 10, false)
 	inv := httpInvoker{r.lam}
 	first, firstNC := startPollers(t, s, inv)

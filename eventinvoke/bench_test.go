@@ -161,7 +161,7 @@ func BenchmarkEventLatency(b *testing.B) {
 	for len(msgs) < n && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 		var err error
-		if msgs, err = s.Async.ReadQueue(ctx, queue, 1, 0); err != nil {
+		if msgs, err = s.Async().ReadQueue(ctx, queue, 1, 0); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -261,7 +261,7 @@ func BenchmarkSyncUnderAsync(b *testing.B) {
 				// Without: wait for the backlog to drain first.
 				on.Store(false)
 				for deadline := time.Now().Add(30 * time.Second); pollers >= 0 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-					if n, err := s.Async.Backlog(ctx); err == nil && n == 0 {
+					if n, err := s.Async().Backlog(ctx); err == nil && n == 0 {
 						break
 					}
 				}

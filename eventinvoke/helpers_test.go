@@ -116,7 +116,7 @@ func (k *kiln) messages(queue string, n int, timeout time.Duration) []eventinvok
 	k.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		msgs, err := k.s.Async.ReadQueue(ctx, k.queueARN(queue), 1, 0)
+		msgs, err := k.s.Async().ReadQueue(ctx, k.queueARN(queue), 1, 0)
 		if err != nil {
 			k.t.Fatal(err)
 		}
@@ -134,7 +134,7 @@ func (k *kiln) messages(queue string, n int, timeout time.Duration) []eventinvok
 func (k *kiln) quiet(queue string, n int, d time.Duration) {
 	k.t.Helper()
 	time.Sleep(d)
-	msgs, err := k.s.Async.ReadQueue(ctx, k.queueARN(queue), 1, 0)
+	msgs, err := k.s.Async().ReadQueue(ctx, k.queueARN(queue), 1, 0)
 	if err != nil {
 		k.t.Fatal(err)
 	}

@@ -118,7 +118,7 @@ func TestDedicatedQueue(t *testing.T) {
 	k.sendEvents("heavy", n, func(i int) map[string]any { return map[string]any{"action": "sleep", "ms": 20, "id": i} })
 
 	dedicated := func() *eventinvoke.QueueInfo {
-		for _, q := range k.s.Async.Queues() {
+		for _, q := range k.s.Async().Queues() {
 			if q.Dedicated && q.Function == "heavy" {
 				return &q
 			}
@@ -128,7 +128,7 @@ func TestDedicatedQueue(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for dedicated() == nil {
 		if time.Now().After(deadline) {
-			t.Fatalf("no dedicated queue for a backlog of %d: %+v", n, k.s.Async.Queues())
+			t.Fatalf("no dedicated queue for a backlog of %d: %+v", n, k.s.Async().Queues())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -271,7 +271,7 @@ func TestHostileFunctions(t *testing.T) {
 			series := `kiln_function_errors_total{function="` + fn + `",type="other"} 2`
 			for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 				rec := httptest.NewRecorder()
-				s.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+				s.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 				if strings.Contains(rec.Body.String(), series) {
 					break
 				}

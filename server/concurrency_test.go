@@ -52,11 +52,11 @@ func TestProvisionedConcurrency(t *testing.T) {
 			got, err := c.GetProvisionedConcurrencyConfig(ctx, &lambda.GetProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"), Qualifier: aws.String("live")})
 			return err == nil && got.Status == types.ProvisionedConcurrencyStatusEnumReady &&
 				aws.ToInt32(got.AllocatedProvisionedConcurrentExecutions) == int32(want) &&
-				s.Assignment.Stats(s.Identity.AccountID, "pc").Idle == want
+				s.Assignment().Stats(s.Identity.AccountID, "pc").Idle == want
 		})
 	}
 	ready(3) // ready before any traffic
-	if st := s.Assignment.Stats(s.Identity.AccountID, "pc"); st.Provisioned != 3 || st.Busy != 0 {
+	if st := s.Assignment().Stats(s.Identity.AccountID, "pc"); st.Provisioned != 3 || st.Busy != 0 {
 		t.Fatalf("before traffic: %+v", st)
 	}
 
@@ -80,7 +80,7 @@ func TestProvisionedConcurrency(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	st := s.Assignment.Stats(s.Identity.AccountID, "pc")
+	st := s.Assignment().Stats(s.Identity.AccountID, "pc")
 	wg.Wait()
 	if st.Busy != 5 {
 		t.Errorf("five concurrent invokes: %+v", st)
@@ -101,7 +101,7 @@ func TestProvisionedConcurrency(t *testing.T) {
 		t.Fatalf("exit: %s", out.Payload)
 	}
 	waitFor(t, func() bool {
-		st := s.Assignment.Stats(s.Identity.AccountID, "pc")
+		st := s.Assignment().Stats(s.Identity.AccountID, "pc")
 		return st.Provisioned == 3
 	})
 
@@ -124,7 +124,7 @@ func TestProvisionedConcurrency(t *testing.T) {
 	if _, err := c.DeleteProvisionedConcurrencyConfig(ctx, &lambda.DeleteProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"), Qualifier: aws.String("live")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return s.Assignment.Stats(s.Identity.AccountID, "pc").Provisioned == 0 })
+	waitFor(t, func() bool { return s.Assignment().Stats(s.Identity.AccountID, "pc").Provisioned == 0 })
 }
 
 func TestAccountSettings(t *testing.T) {
@@ -199,8 +199,8 @@ func TestNoSlotLeaks(t *testing.T) {
 	})
 	key := counting.Key{Account: s.Identity.AccountID, Function: "leak"}
 	waitFor(t, func() bool { // hung-up callers' invokes finish on their own
-		fn, acct := s.Counter.InUse(key)
-		return fn == 0 && acct == 0 && s.Assignment.Stats("", "").Busy == 0
+		fn, acct := s.Counter().InUse(key)
+		return fn == 0 && acct == 0 && s.Assignment().Stats("", "").Busy == 0
 	})
 	if done.Load() != n {
 		t.Fatalf("%d of %d invokes ended", done.Load(), n)

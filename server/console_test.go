@@ -47,7 +47,7 @@ func TestConsoleColdStartCauses(t *testing.T) {
 	c := kilntest.Lambda(s)
 	toolkit(t, c, "reaped", nil)
 	call(t, c, &lambda.InvokeInput{FunctionName: aws.String("reaped")})
-	waitFor(t, func() bool { st := s.Assignment.Stats("", ""); return st.Idle+st.Busy == 0 })
+	waitFor(t, func() bool { st := s.Assignment().Stats("", ""); return st.Idle+st.Busy == 0 })
 	call(t, c, &lambda.InvokeInput{FunctionName: aws.String("reaped")})
 
 	var view console.FunctionView

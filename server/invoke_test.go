@@ -89,7 +89,7 @@ func TestInvokeEchoWarmAndLogs(t *testing.T) {
 	if h, _ := kilntest.ColdStart(out); h != "" {
 		t.Errorf("warm invoke: X-Kiln-Cold-Start %q", h)
 	}
-	if st := s.Assignment.Stats("", ""); st.Idle != 1 || st.Busy != 0 {
+	if st := s.Assignment().Stats("", ""); st.Idle != 1 || st.Busy != 0 {
 		t.Errorf("environments after two sequential invokes: %+v, want one idle", st)
 	}
 	// No payload is an empty event, as Lambda gives.
@@ -293,7 +293,7 @@ func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if st := s.Assignment.Stats("", ""); st.Idle != n {
+	if st := s.Assignment().Stats("", ""); st.Idle != n {
 		t.Fatalf("after %d parallel invokes: %+v, want %d idle environments", n, st, n)
 	}
 

@@ -127,20 +127,21 @@ type Server struct {
 	// on an empty data directory, without keys given in Config).
 	NewSecret bool
 	DataDir   string
-
-	Worker     *worker.Worker
-	Assignment *assignment.Service
-	Counter    *counting.Counter
-	Functions  *metadata.Store
-	Logs       *logs.Store
-	Metrics    *metrics.Set
 	// MetricsEndpoint is the URL of the metrics, when served.
 	MetricsEndpoint string
-	Async           *eventinvoke.Service
-	Queues          *queues.Service
-	Streams         *streams.Service
-	Pollers         *esm.Pollers // event source mappings
-	NATSURL         string       // nats://host:port when Config.NATSListen is set
+	NATSURL         string // nats://host:port when Config.NATSListen is set
+
+	// The components, which tests reach through components.go.
+	worker     *worker.Worker
+	assignment *assignment.Service
+	counter    *counting.Counter
+	functions  *metadata.Store
+	logs       *logs.Store
+	metrics    *metrics.Set
+	async      *eventinvoke.Service
+	queues     *queues.Service
+	streams    *streams.Service
+	pollers    *esm.Pollers // event source mappings
 
 	logger      *slog.Logger
 	http        *http.Server
@@ -239,7 +240,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.Functions, err = metadata.Open(ctx, js, metadata.Config{}); err != nil {
+	if s.functions, err = metadata.Open(ctx, js, metadata.Config{}); err != nil {
 		return nil, err
 	}
 	keyring, accts, err := id.FollowKeyring(runCtx, js, cfg.Region, 1)
@@ -251,7 +252,7 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		return nil, err
 	}
 
-	s.Counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
+	s.counter = counting.New(counting.Config{AccountLimit: cfg.AccountConcurrency, Unlimited: cfg.ScaleUnlimited})
 	place := placement.New()
 	logMax := orDefault(cfg.LogMaxBytes, DefaultLogMaxBytes)
 	if cfg.LogMaxBytes == 0 {
@@ -260,19 +261,19 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		// that Kiln still starts and functions and events keep the rest.
 		logMax = min(logMax, s.nats.MaxStore()/4)
 	}
-	if s.Logs, err = logs.Open(ctx, js, logs.Config{MaxBytes: logMax,
+	if s.logs, err = logs.Open(ctx, js, logs.Config{MaxBytes: logMax,
 		RetentionDays: orDefault(cfg.LogRetentionDays, DefaultLogRetentionDays), Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	if s.images, err = openImages(ctx, dir, cfg.ImageArchives, cfg.ImageS3, cfg.Sandbox, keyring, ln.Addr().String()); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
-	s.Metrics = metrics.New()
+	s.metrics = metrics.New()
 	// Functions reach Kiln's API in process (the frontend's handler, once
 	// it exists; provisioned environments may start before).
 	var fnAPI atomic.Pointer[http.Handler]
 	wcfg := roles.WorkerConfig{Region: cfg.Region, DataDir: dir, Code: code,
-		Sandbox: cfg.Sandbox, Logs: s.Logs, Metrics: s.Metrics, Logger: cfg.Logger, Sessions: id.Sessions(),
+		Sandbox: cfg.Sandbox, Logs: s.logs, Metrics: s.metrics, Logger: cfg.Logger, Sessions: id.Sessions(),
 		API: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if h := fnAPI.Load(); h != nil {
 				(*h).ServeHTTP(w, r)
@@ -281,19 +282,19 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			api.WriteError(w, &api.Error{Status: http.StatusServiceUnavailable, Type: api.ServiceUnavailable, Message: "Kiln is starting"})
 		})}
 	wcfg.Images = s.images.Source()
-	if s.Worker, err = roles.NewWorker(wcfg); err != nil {
+	if s.worker, err = roles.NewWorker(wcfg); err != nil {
 		return nil, err
 	}
-	place.Register(placement.WorkerInfo{ID: s.Worker.ID()})
-	s.Assignment = assignment.New(assignment.Config{Placement: place, Scale: s.Counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
-	s.Assignment.AddWorker(s.Worker)
+	place.Register(placement.WorkerInfo{ID: s.worker.ID()})
+	s.assignment = assignment.New(assignment.Config{Placement: place, Scale: s.counter, IdleTimeout: cfg.IdleTimeout, Logger: cfg.Logger})
+	s.assignment.AddWorker(s.worker)
 
-	fns, err := s.Functions.All(ctx) // of every account
+	fns, err := s.functions.All(ctx) // of every account
 	if err != nil {
 		return nil, err
 	}
 	for _, f := range fns {
-		s.Counter.SetReserved(counting.Key{Account: f.Account, Function: f.Name}, f.ReservedConcurrency)
+		s.counter.SetReserved(counting.Key{Account: f.Account, Function: f.Name}, f.ReservedConcurrency)
 		s.provision(f)
 	}
 	// The async path has a NATS connection of its own, so that a flood of
@@ -301,35 +302,35 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if s.asyncNC, err = s.nats.Connect(); err != nil {
 		return nil, err
 	}
-	if s.Async, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: s.asyncNC, Region: cfg.Region,
-		Tuning: cfg.Async, InvokesInFlight: s.Counter.Running, StoreFull: s.nats.StoreFull, Logger: cfg.Logger}); err != nil {
+	if s.async, err = eventinvoke.New(ctx, eventinvoke.Config{NATS: s.asyncNC, Region: cfg.Region,
+		Tuning: cfg.Async, InvokesInFlight: s.counter.Running, StoreFull: s.nats.StoreFull, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.Queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
+	if s.queues, err = queues.New(ctx, queues.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if s.Streams, err = streams.New(ctx, streams.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
+	if s.streams, err = streams.New(ctx, streams.Config{NATS: s.asyncNC, Region: cfg.Region, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	s.Metrics.Register(s.Streams.Metrics())
-	s.images.Register(s.Metrics)
+	s.metrics.Register(s.streams.Metrics())
+	s.images.Register(s.metrics)
 	for _, state := range []string{"idle", "busy", "provisioned"} {
-		s.Metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
+		s.metrics.Register(metrics.GaugeFunc("kiln_environments", "Execution environments by state (provisioned counts those kept for provisioned concurrency).",
 			prometheus.Labels{"state": state}, func() float64 {
-				st := s.Assignment.Stats("", "")
+				st := s.assignment.Stats("", "")
 				return float64(map[string]int{"idle": st.Idle, "busy": st.Busy, "provisioned": st.Provisioned}[state])
 			}))
 	}
-	s.Metrics.Register(metrics.GaugeFunc("kiln_log_stored_bytes", "Bytes of function logs stored; at kiln_log_max_bytes the oldest events go.", nil,
+	s.metrics.Register(metrics.GaugeFunc("kiln_log_stored_bytes", "Bytes of function logs stored; at kiln_log_max_bytes the oldest events go.", nil,
 		func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			n, _ := s.Logs.StoredBytes(ctx)
+			n, _ := s.logs.StoredBytes(ctx)
 			return float64(n)
 		}))
-	s.Metrics.Register(metrics.GaugeFunc("kiln_log_max_bytes", "The bound on stored function logs (0: none).", nil,
+	s.metrics.Register(metrics.GaugeFunc("kiln_log_max_bytes", "The bound on stored function logs (0: none).", nil,
 		func() float64 { return float64(logMax) }))
-	s.Metrics.Register(metrics.GaugeFunc("kiln_store_disk_full",
+	s.metrics.Register(metrics.GaugeFunc("kiln_store_disk_full",
 		"1 while the disk of Kiln's store (JetStream, DATA/nats) is full: Event invokes and changes are refused with a retryable 503 ServiceException.",
 		nil, func() float64 {
 			if s.nats.Disk().Full {
@@ -337,12 +338,12 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			}
 			return 0
 		}))
-	s.Metrics.Register(metrics.GaugeFunc("kiln_store_disk_free_bytes", "Free bytes on the file system of Kiln's store.",
+	s.metrics.Register(metrics.GaugeFunc("kiln_store_disk_free_bytes", "Free bytes on the file system of Kiln's store.",
 		nil, func() float64 { return float64(s.nats.Disk().FreeBytes) }))
-	s.Metrics.Register(metrics.CounterFunc("kiln_store_disk_full_refusals_total", "Requests refused because the store's disk was full.", nil,
+	s.metrics.Register(metrics.CounterFunc("kiln_store_disk_full_refusals_total", "Requests refused because the store's disk was full.", nil,
 		func() float64 { return float64(s.storeRefusals.Load()) }))
 	if cfg.MetricsListen != "" {
-		if s.MetricsEndpoint, s.metricsHTTP, err = roles.ServeMetrics(cfg.MetricsListen, s.Metrics, cfg.Pprof); err != nil {
+		if s.MetricsEndpoint, s.metricsHTTP, err = roles.ServeMetrics(cfg.MetricsListen, s.metrics, cfg.Pprof); err != nil {
 			return nil, err
 		}
 	}
@@ -353,11 +354,11 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	// pollers' store of mappings, and they invoke through the frontend.
 	cpMux := http.NewServeMux()
 	front, err := roles.NewFrontend(runCtx, roles.FrontendConfig{
-		Config: frontend.Config{Functions: s.Functions, Counter: s.Counter, Assignment: s.Assignment, Region: cfg.Region,
-			OnFunctionChange: s.functionChanged, Async: s.Async, Metrics: s.Metrics, Observer: series, Logger: cfg.Logger},
+		Config: frontend.Config{Functions: s.functions, Counter: s.counter, Assignment: s.assignment, Region: cfg.Region,
+			OnFunctionChange: s.functionChanged, Async: s.async, Metrics: s.metrics, Observer: series, Logger: cfg.Logger},
 		Keyring:    keyring,
 		Gate:       s.storeGate,
-		Services:   roles.Services(s.Logs.Handler(), s.Queues.Handler(), s.Streams.Handler()),
+		Services:   roles.Services(s.logs.Handler(), s.queues.Handler(), s.streams.Handler()),
 		Management: func(signed *http.ServeMux) { signed.Handle("/", cpMux) },
 		Unsigned: func(root *http.ServeMux) {
 			root.Handle("/console/", conHandler) // its own sign-in; its API also takes SigV4
@@ -369,23 +370,23 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.Async.Start(front)
-	if s.Pollers, err = esm.New(ctx, esm.Config{NATS: s.asyncNC, Invoker: front, Queues: s.Queues, Streams: s.Streams, Logger: cfg.Logger}); err != nil {
+	s.async.Start(front)
+	if s.pollers, err = esm.New(ctx, esm.Config{NATS: s.asyncNC, Invoker: front, Queues: s.queues, Streams: s.streams, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	s.Pollers.Start()
-	cpcfg := controlplane.Config{Store: s.Functions, Code: code, Region: cfg.Region,
-		URLSecret: id.URLSecret, AccountConcurrency: s.Counter.AccountLimit(),
-		Mappings: s.Pollers.Store(), Queues: s.Queues, Streams: s.Streams}
+	s.pollers.Start()
+	cpcfg := controlplane.Config{Store: s.functions, Code: code, Region: cfg.Region,
+		URLSecret: id.URLSecret, AccountConcurrency: s.counter.AccountLimit(),
+		Mappings: s.pollers.Store(), Queues: s.queues, Streams: s.streams}
 	if s.images.Mounter != nil { // images are refused where they could not run
 		cpcfg.Images = s.images.Store
 	}
 	cp := controlplane.New(cpcfg)
 	s.cp = cp
-	roles.RegisterImports(s.Metrics, cp)
+	roles.RegisterImports(s.metrics, cp)
 	con = console.New(console.Config{Keyring: keyring, Region: cfg.Region, Admin: func(a string) bool { return a == id.AccountID },
-		Functions: s.Functions, Series: series, Fleet: fleet{place, s.Assignment}, Logs: s.Logs, Async: s.Async,
-		Mappings: s.Pollers.Store(), Logger: cfg.Logger})
+		Functions: s.functions, Series: series, Fleet: fleet{place, s.assignment}, Logs: s.logs, Async: s.async,
+		Mappings: s.pollers.Store(), Logger: cfg.Logger})
 
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a
@@ -417,12 +418,12 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	if len(cfg.EventFrontend) > 0 {
 		s.events, err = startEventFrontend(ctx, cfg.EventFrontend, EventFrontendConfig{NATSURL: s.nats.ClientURL(),
 			NATSPassword: natsCfg.Password, Region: cfg.Region, Identity: id, Shards: cfg.Async.Shards},
-			func(l net.Listener) { s.http.Serve(l) }, s.Async.EnqueueSeen, cfg.Logger)
+			func(l net.Listener) { s.http.Serve(l) }, s.async.EnqueueSeen, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
 		events.Store(s.events)
-		s.Metrics.Register(metrics.CounterFunc("kiln_event_frontend_handoffs_total",
+		s.metrics.Register(metrics.CounterFunc("kiln_event_frontend_handoffs_total",
 			"Client connections handed to the event-invoke frontend process (each carries Event invokes until a request on it is something else).",
 			nil, func() float64 { return float64(s.events.handoffs.Load()) }))
 	}
@@ -469,19 +470,19 @@ func (s *Server) storeGate(next http.Handler) http.Handler {
 
 // functionChanged keeps counting and assignment in step with the control plane.
 func (s *Server) functionChanged(account, name string) {
-	f, err := s.Functions.Get(context.Background(), account, name)
+	f, err := s.functions.Get(context.Background(), account, name)
 	key := counting.Key{Account: account, Function: name}
 	if errors.Is(err, metadata.ErrNotFound) {
-		s.Counter.SetReserved(key, nil)
-		s.Assignment.SetProvisioned(account, name, nil)
-		s.Assignment.Retire(account, name, func(string, string) bool { return false })
+		s.counter.SetReserved(key, nil)
+		s.assignment.SetProvisioned(account, name, nil)
+		s.assignment.Retire(account, name, func(string, string) bool { return false })
 		return
 	}
 	if err != nil {
 		return
 	}
-	s.Counter.SetReserved(key, f.ReservedConcurrency)
-	s.Assignment.Retire(account, name, func(version, revision string) bool {
+	s.counter.SetReserved(key, f.ReservedConcurrency)
+	s.assignment.Retire(account, name, func(version, revision string) bool {
 		c, ok := f.Version(version)
 		return ok && c.RevisionId == revision
 	})
@@ -491,8 +492,8 @@ func (s *Server) functionChanged(account, name string) {
 // provision hands f's provisioned concurrency to assignment, which reports
 // progress back into the function's metadata (IN_PROGRESS, READY, FAILED).
 func (s *Server) provision(f *metadata.Function) {
-	s.Assignment.SetProvisioned(f.Account, f.Name, assignment.ProvisionsOf(f, func(qualifier string, requested, allocated int, failure error) {
-		if err := assignment.ReportProvisioned(context.Background(), s.Functions, f.Account, f.Name, qualifier, requested, allocated, failure); err != nil {
+	s.assignment.SetProvisioned(f.Account, f.Name, assignment.ProvisionsOf(f, func(qualifier string, requested, allocated int, failure error) {
+		if err := assignment.ReportProvisioned(context.Background(), s.functions, f.Account, f.Name, qualifier, requested, allocated, failure); err != nil {
 			s.logger.Warn("provisioned concurrency status", "function", f.Name, "qualifier", qualifier, "err", err)
 		}
 	}))
@@ -519,23 +520,23 @@ func (s *Server) close() {
 	if s.cp != nil { // its image imports resume at the next start
 		s.cp.Close()
 	}
-	if s.Async != nil { // pollers invoke through assignment and the worker: stop them first
-		s.Async.Close()
+	if s.async != nil { // pollers invoke through assignment and the worker: stop them first
+		s.async.Close()
 	}
-	if s.Pollers != nil {
-		s.Pollers.Close()
+	if s.pollers != nil {
+		s.pollers.Close()
 	}
-	if s.Assignment != nil {
-		s.Assignment.Close()
+	if s.assignment != nil {
+		s.assignment.Close()
 	}
-	if s.Worker != nil {
-		s.Worker.Close()
+	if s.worker != nil {
+		s.worker.Close()
 	}
 	if s.images != nil { // after the environments that used them
 		s.images.Close()
 	}
-	if s.Logs != nil {
-		s.Logs.Close()
+	if s.logs != nil {
+		s.logs.Close()
 	}
 	s.cancel()
 	if s.nc != nil {
