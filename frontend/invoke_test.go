@@ -145,7 +145,23 @@ func (w *scriptWorker) Invoke(_ context.Context, envID string, _ *invoke.Invocat
 
 func (w *scriptWorker) Destroy(context.Context, string) error { return nil }
 
-func ok(string) (*invoke.Result, error) { return &invoke.Result{Payload: []byte(`"ok"`), Reusable: true}, nil }
+func ok(string) (*invoke.Result, error) {
+	return &invoke.Result{Payload: []byte(`"ok"`), Reusable: true}, nil
+}
+
+// openStore is a function store on an embedded JetStream.
+func openStore(t *testing.T) *metadata.Store {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := metadata.Open(context.Background(), js, metadata.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
 
 // TestInvokeLeases: the frontend's part of an invoke with the real
 // counting and assignment services: an environment that vanished before
@@ -153,14 +169,7 @@ func ok(string) (*invoke.Result, error) { return &invoke.Result{Payload: []byte(
 // the concurrency slot is given back whatever happened.
 func TestInvokeLeases(t *testing.T) {
 	ctx := context.Background()
-	js, err := jetstream.New(natstest.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := openStore(t)
 	const account = "123456789012"
 	if err := store.Create(ctx, &metadata.Function{Account: account, Name: "f", Latest: api.FunctionConfiguration{
 		FunctionName: "f", Version: metadata.Latest, RevisionId: "r1", MemorySize: 128, State: "Active"}}); err != nil {

@@ -6,12 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/metadata"
-	"github.com/kiln-dev/kiln/natsd/natstest"
 )
 
 // TestInvokeRefusedUntilActive: a function whose image is being imported
@@ -19,14 +16,7 @@ import (
 // ResourceConflictException; once Active, it resolves.
 func TestInvokeRefusedUntilActive(t *testing.T) {
 	ctx := context.Background()
-	js, err := jetstream.New(natstest.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := frontend.OpenStore(t)
 	f, err := frontend.New(ctx, frontend.Config{Functions: store, Region: "us-east-1"})
 	if err != nil {
 		t.Fatal(err)

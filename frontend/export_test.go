@@ -1,0 +1,4 @@
+package frontend
+
+// OpenStore is openStore for the black-box tests.
+var OpenStore = openStore
