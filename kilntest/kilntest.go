@@ -18,8 +18,9 @@ import (
 	"github.com/kiln-dev/kiln/server"
 )
 
-// TB is what the helpers need of a testing.TB (kilntest links no testing,
-// so kiln-bench may use it).
+// TB is what the helpers need of a testing.TB: they take it rather than
+// testing.TB so that kiln-bench, which uses some of them, links no testing
+// (cmd/kiln-bench's TestLinksNoTesting).
 type TB interface {
 	Helper()
 	Fatal(args ...any)

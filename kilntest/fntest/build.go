@@ -52,10 +52,13 @@ func ZipFiles(files map[string][]byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// TB is what the helpers need of a testing.TB.
+// TB is what the helpers need of a testing.TB: they take it rather than
+// testing.TB so that kiln-bench, which builds its functions here, links no
+// testing (cmd/kiln-bench's TestLinksNoTesting).
 type TB interface {
 	Helper()
 	Fatal(args ...any)
+	Fatalf(format string, args ...any)
 }
 
 // Zip is ZipFiles for tests.
