@@ -354,3 +354,28 @@ func TestProvisioned(t *testing.T) {
 		t.Fatalf("left %v, want the on-demand %s", live, c.ID)
 	}
 }
+
+// BenchmarkWarmCycle is kiln up's assignment of one warm invoke: acquire
+// an idle environment, release it (partition's BenchmarkWarmCycle is the
+// same cycle in the cluster's state machine).
+func BenchmarkWarmCycle(b *testing.B) {
+	place := placement.New()
+	place.Register(placement.WorkerInfo{ID: "w1"})
+	s := assignment.New(assignment.Config{Placement: place})
+	defer s.Close()
+	s.AddWorker(newWorker("w1"))
+	req := assignment.Request{Account: account, Function: fn("f", "1", "r1")}
+	e, err := s.Acquire(context.Background(), req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Release(e, true)
+	b.ReportAllocs()
+	for b.Loop() {
+		e, err := s.Acquire(context.Background(), req)
+		if err != nil || e.Cold {
+			b.Fatal(err, e)
+		}
+		s.Release(e, true)
+	}
+}

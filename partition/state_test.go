@@ -212,3 +212,40 @@ func TestRingSpreadsAndMovesLittle(t *testing.T) {
 		t.Fatal("one partition")
 	}
 }
+
+// BenchmarkWarmCycle is the state machine's part of one warm invoke as a
+// partition leader decides it: pick an idle environment (provisioned
+// first), acquire it, release it. assignment's BenchmarkWarmCycle is the
+// same cycle in kiln up's service; docs/architecture.md compares them.
+func BenchmarkWarmCycle(b *testing.B) {
+	s := New()
+	s.Apply(1, Record{Op: OpLead, Epoch: 1, Leader: "m"})
+	k := Key{Account: "acct", Function: "f", Version: "1", Revision: "r1"}
+	for i := range 4 {
+		id := "e" + strconv.Itoa(i)
+		s.Apply(0, Transition(OpCreate, 1, Env{ID: id, Worker: "w1", Key: k, MemoryMB: 128}, "t"+id))
+		e, _ := s.Env(id)
+		s.Apply(0, Transition(OpStarted, 1, e, "t"+id))
+		e, _ = s.Env(id)
+		s.Apply(0, Transition(OpRelease, 1, e, "t"+id))
+	}
+	provisioned := func(e *Env) bool { return e.Provisioned }
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		e, ok := s.PickIdle(k, provisioned)
+		if !ok {
+			e, ok = s.PickIdle(k, nil)
+		}
+		if !ok {
+			b.Fatal("no idle environment")
+		}
+		token := strconv.Itoa(i)
+		if err := s.Apply(0, Transition(OpAcquire, 1, e, token)); err != nil {
+			b.Fatal(err)
+		}
+		e, _ = s.Env(e.ID)
+		if err := s.Apply(0, Transition(OpRelease, 1, e, token)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
