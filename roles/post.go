@@ -33,11 +33,11 @@ var postTargets = [...]struct {
 // only the service its signature is scoped to tells them apart.
 var queryServices = []string{queues.SigningService, sts.SigningService}
 
-// PostServices is what a POST / with X-Amz-Target target may be for: the
+// postServices is what a POST / with X-Amz-Target target may be for: the
 // one service its target names, both query protocol services when it has
 // none, nil for a target no service has (callers must not modify it). The keyring checks a signature's
 // scope against it; Services routes by it.
-func PostServices(target string) []string {
+func postServices(target string) []string {
 	if target == "" {
 		return queryServices
 	}
@@ -52,7 +52,7 @@ func PostServices(target string) []string {
 // postService is the service that serves a POST / with target, signed for
 // signedFor (a query form goes to the service it is signed for); "" if none.
 func postService(target, signedFor string) string {
-	s := PostServices(target)
+	s := postServices(target)
 	if len(s) == 1 {
 		return s[0]
 	}
@@ -64,7 +64,7 @@ func postService(target, signedFor string) string {
 	return ""
 }
 
-// Services serves POST / (see PostServices) with the Logs, SQS and Kinesis
+// Services serves POST / (see postServices) with the Logs, SQS and Kinesis
 // handlers given and STS's own; anything else is UnknownOperationException.
 func Services(logStore, sqs, kinesis http.Handler) http.Handler {
 	handlers := map[string]http.Handler{

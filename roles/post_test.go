@@ -10,7 +10,7 @@ import (
 func TestPostService(t *testing.T) {
 	for _, c := range []struct {
 		target, signedFor string
-		scopes            []string // PostServices; nil: Lambda's scope
+		scopes            []string // postServices; nil: Lambda's scope
 		serves            string   // postService; "": UnknownOperationException
 	}{
 		{"Logs_20140328.PutLogEvents", "logs", []string{"logs"}, "logs"},
@@ -31,8 +31,8 @@ func TestPostService(t *testing.T) {
 		{"DynamoDB_20120810.GetItem", "dynamodb", nil, ""},
 		{"logs_20140328.PutLogEvents", "logs", nil, ""},
 	} {
-		if got := PostServices(c.target); !slices.Equal(got, c.scopes) {
-			t.Errorf("PostServices(%q) = %q, want %q", c.target, got, c.scopes)
+		if got := postServices(c.target); !slices.Equal(got, c.scopes) {
+			t.Errorf("postServices(%q) = %q, want %q", c.target, got, c.scopes)
 		}
 		if got := postService(c.target, c.signedFor); got != c.serves {
 			t.Errorf("postService(%q, %q) = %q, want %q", c.target, c.signedFor, got, c.serves)

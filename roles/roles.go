@@ -56,7 +56,7 @@ func (id Identity) Keyring(region string) *auth.Keyring {
 	k.Sessions = id.Sessions()
 	k.Services = func(r *http.Request) []string {
 		if r.URL.Path == "/" {
-			if s := PostServices(r.Header.Get("X-Amz-Target")); s != nil {
+			if s := postServices(r.Header.Get("X-Amz-Target")); s != nil {
 				return s
 			}
 		}
