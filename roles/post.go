@@ -2,6 +2,7 @@ package roles
 
 import (
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/kiln-dev/kiln/auth"
@@ -35,8 +36,8 @@ var queryServices = []string{queues.SigningService, sts.SigningService}
 
 // postServices is what a POST / with X-Amz-Target target may be for: the
 // one service its target names, both query protocol services when it has
-// none, nil for a target no service has (callers must not modify it). The keyring checks a signature's
-// scope against it; Services routes by it.
+// none, nil for a target no service has (callers must not modify it). The
+// keyring checks a signature's scope against it; Services routes by it.
 func postServices(target string) []string {
 	if target == "" {
 		return queryServices
@@ -56,10 +57,8 @@ func postService(target, signedFor string) string {
 	if len(s) == 1 {
 		return s[0]
 	}
-	for _, c := range s {
-		if c == signedFor {
-			return c
-		}
+	if slices.Contains(s, signedFor) {
+		return signedFor
 	}
 	return ""
 }
