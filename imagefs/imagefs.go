@@ -69,7 +69,11 @@ type FS struct {
 	dir    string
 	m      *images.Manifest
 	c      *chunks
-	Stats  *Stats
+	rec    *recorder
+	// stopPrefetch ends the prefetch at Unmount.
+	ctx          context.Context
+	stopPrefetch context.CancelFunc
+	Stats        *Stats
 }
 
 // Mount presents m at dir (an existing empty directory) until Unmount.
@@ -84,7 +88,8 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if len(m.Entries) == 0 || m.Entries[0].Path != "." {
 		return nil, fmt.Errorf("imagefs: manifest has no root directory")
 	}
-	r := &root{node: node{e: &m.Entries[0], c: c, readAhead: cfg.ReadAhead, nlink: 1}, m: m}
+	rec := newRecorder(c.max / 2)
+	r := &root{node: node{e: &m.Entries[0], c: c, rec: rec, readAhead: cfg.ReadAhead, nlink: 1}, m: m}
 	forever := time.Hour // the image never changes under the kernel
 	srv, err := fs.Mount(dir, r, &fs.Options{
 		EntryTimeout:    &forever,
@@ -106,30 +111,47 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if err != nil {
 		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
 	}
-	return &FS{server: srv, dir: dir, m: m, c: c, Stats: st}, nil
+	ctx, stop := context.WithCancel(context.Background())
+	return &FS{server: srv, dir: dir, m: m, c: c, rec: rec, ctx: ctx, stopPrefetch: stop, Stats: st}, nil
 }
 
-// Prefetch starts fetching the chunks of the file at p (absolute in the
-// image, or relative to dir; symbolic links followed), up to half the chunk
-// cache: what a start is certain to read, the image's entrypoint, is
-// fetched while the environment is being made, not page fault by page
-// fault once it runs.
-func (f *FS) Prefetch(dir, p string) {
-	byPath := make(map[string]*flatten.Entry, len(f.m.Entries))
-	for i := range f.m.Entries {
-		byPath[f.m.Entries[i].Path] = &f.m.Entries[i]
-	}
-	e := resolve(byPath, path.Join("/", dir, p))
-	if e == nil || e.Type != flatten.File {
-		return
-	}
-	for i, r := range e.Chunks {
-		if i >= f.c.max/2 {
-			break
+// WorkingSet ends the recording of the chunks reads needed since the
+// mount, and returns them in the order first needed: the start's working
+// set, at most half the chunk cache (a start that reads more, as a hostile
+// one could, records no more than that).
+func (f *FS) WorkingSet() []Touch { return f.rec.stop() }
+
+// Prefetch starts fetching what a start is about to read, in the order it
+// will read it, while the environment is being made rather than page fault
+// by page fault once it runs: the chunks of the working set an earlier
+// start recorded (WorkingSet), then those of the file at entrypoint
+// (absolute in the image, or relative to dir; symbolic links followed),
+// which every start executes. Up to half the chunk cache, two fetches at a
+// time.
+func (f *FS) Prefetch(set []Touch, dir, entrypoint string) {
+	refs := refs(f.m.Entries, set)
+	if entrypoint != "" {
+		byPath := make(map[string]*flatten.Entry, len(f.m.Entries))
+		for i := range f.m.Entries {
+			byPath[f.m.Entries[i].Path] = &f.m.Entries[i]
 		}
-		f.c.prefetch(r)
+		if e := resolve(byPath, path.Join("/", dir, entrypoint)); e != nil && e.Type == flatten.File {
+			refs = append(refs, e.Chunks...)
+		}
 	}
+	seen := map[chunk.ID]bool{}
+	var todo []chunk.Ref
+	for _, r := range refs {
+		if !seen[r.ID] && len(todo) < f.c.max/2 {
+			seen[r.ID] = true
+			todo = append(todo, r)
+		}
+	}
+	f.c.prefetchInOrder(f.ctx, todo, prefetchWorkers)
 }
+
+// prefetchWorkers is how many chunks a prefetch fetches at a time.
+const prefetchWorkers = 2
 
 // resolve finds the entry at absolute path p, following symbolic links in
 // every component (as the kernel would, in the image's root), or nil.
@@ -170,6 +192,7 @@ func resolve(byPath map[string]*flatten.Entry, p string) *flatten.Entry {
 // ends the connection and the server with it. Waiting for that here could
 // wait on an environment that is slow to die.
 func (f *FS) Unmount() error {
+	f.stopPrefetch()
 	if err := syscall.Unmount(f.dir, syscall.MNT_DETACH); err != nil {
 		return fmt.Errorf("imagefs: unmount %s: %w", f.dir, err)
 	}
@@ -190,7 +213,7 @@ func (r *root) OnAdd(ctx context.Context) {
 	byIno := map[uint64]*fs.Inode{}
 	for i := 1; i < len(r.m.Entries); i++ {
 		e := &r.m.Entries[i]
-		n := &node{e: e, c: r.c, readAhead: r.readAhead, nlink: 1}
+		n := &node{e: e, idx: int32(i), c: r.c, rec: r.rec, readAhead: r.readAhead, nlink: 1}
 		parent := dirs[path.Dir(e.Path)]
 		if parent == nil {
 			slog.Error("imagefs: entry without its directory", "path", e.Path)

@@ -21,6 +21,11 @@ import (
 // cache (Config.CacheChunks, 256 when zero): a chunk is hashed and
 // decrypted once per worker while it stays cached, whichever image and
 // mount read it.
+//
+// Each mount records the chunks read in its first RecordFor (the start of
+// the environment that mounted it: its runtime's init and first invokes)
+// into Sets, under the account and the image's digest; the image's next
+// fresh mount on this worker prefetches them, with its entrypoint.
 type Mounter struct {
 	Store  *images.Store
 	Dir    string
@@ -29,6 +34,11 @@ type Mounter struct {
 	// in memory, its chunks cached) for the next environment; 0 means a
 	// minute.
 	Grace time.Duration
+	// Sets keeps the recorded working sets (one of its own when nil, as
+	// long as the Mounter lives); RecordFor is how long after a mount its
+	// reads are recorded, 10 s when zero.
+	Sets      *WorkingSets
+	RecordFor time.Duration
 
 	mu     sync.Mutex
 	mounts map[string]*mounted
@@ -44,6 +54,9 @@ type mounted struct {
 	err   error
 	users int         // environments holding it; guarded by Mounter.mu
 	idle  *time.Timer // unmounts it once unused for Grace
+	// record keeps the mount's working set (at RecordFor, or at unmount
+	// if sooner).
+	record func()
 }
 
 // Mount returns the root of account's image whose manifest is named
@@ -104,6 +117,7 @@ func (mt *Mounter) release(key string, m *mounted) {
 }
 
 func unmount(m *mounted) error {
+	m.record()
 	err := m.fs.Unmount()
 	os.Remove(m.dir)
 	return err
@@ -124,16 +138,28 @@ func (mt *Mounter) mount(ctx context.Context, account, manifest string, m *mount
 	if mt.cache == nil {
 		mt.cache = NewCache(mt.Store, cmp.Or(mt.Config.CacheChunks, 256))
 	}
-	cfg := mt.Config
+	if mt.Sets == nil {
+		mt.Sets = &WorkingSets{}
+	}
+	cfg, sets := mt.Config, mt.Sets
 	cfg.Cache = mt.cache
 	mt.mu.Unlock()
 	fs, err := Mount(m.dir, man, mt.Store, cfg)
 	if err != nil {
 		return err
 	}
-	if ep := man.Config.Entrypoint; len(ep) > 0 {
-		fs.Prefetch(man.Config.WorkingDir, ep[0])
+	// Per account and digest: the same image imported again (another
+	// manifest, the same entries) starts the same way, and no account's
+	// set is ever applied to another's mount.
+	key := account + "/" + man.Digest
+	ep := ""
+	if len(man.Config.Entrypoint) > 0 {
+		ep = man.Config.Entrypoint[0]
 	}
+	fs.Prefetch(sets.get(key), man.Config.WorkingDir, ep)
+	var once sync.Once
+	m.record = func() { once.Do(func() { sets.put(key, fs.WorkingSet()) }) }
+	time.AfterFunc(cmp.Or(mt.RecordFor, 10*time.Second), m.record)
 	m.fs, m.cfg = fs, man.Config
 	return nil
 }

@@ -17,7 +17,9 @@ import (
 type node struct {
 	fs.Inode
 	e         *flatten.Entry
+	idx       int32 // e's index in the manifest
 	c         *chunks
+	rec       *recorder
 	readAhead int
 	nlink     uint32
 	// The sequential run of reads: where it started and where its last
@@ -66,6 +68,7 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 		size = int64(e.Chunks[0].Len) // every chunk but the last is full
 	}
 	first, last := int(off/size), int((end-1)/size)
+	n.rec.note(n.idx, first, last)
 	for i := first + 1; i <= last; i++ { // fetched side by side, not one after another
 		n.c.prefetch(e.Chunks[i])
 	}

@@ -3,6 +3,7 @@ package imagefs
 import (
 	"testing"
 
+	"github.com/kiln-dev/kiln/chunk"
 	"github.com/kiln-dev/kiln/flatten"
 )
 
@@ -39,5 +40,21 @@ func TestResolve(t *testing.T) {
 		if got != want {
 			t.Errorf("resolve(%s) = %q, want %q", p, got, want)
 		}
+	}
+}
+
+// TestRefsIgnoresWhatIsNotTheImages: a working set names chunks by place in
+// the manifest; a place that is not a chunk of one of its files is dropped.
+func TestRefsIgnoresWhatIsNotTheImages(t *testing.T) {
+	a, b := chunk.Ref{Len: 1}, chunk.Ref{Len: 2}
+	a.ID[0], b.ID[0] = 1, 2
+	entries := []flatten.Entry{
+		{Path: ".", Type: flatten.Dir},
+		{Path: "f", Type: flatten.File, Chunks: []chunk.Ref{a, b}},
+		{Path: "l", Type: flatten.Symlink, Target: "f"},
+	}
+	got := refs(entries, []Touch{{1, 1}, {1, 2}, {1, -1}, {0, 0}, {2, 0}, {3, 0}, {-1, 0}, {1, 0}})
+	if len(got) != 2 || got[0].ID != b.ID || got[1].ID != a.ID {
+		t.Fatalf("refs = %+v, want chunks 1 then 0 of f", got)
 	}
 }
