@@ -8,13 +8,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-dev/kiln/api"
+	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/flatten"
 	"github.com/kiln-dev/kiln/imagefs"
 	"github.com/kiln-dev/kiln/images"
@@ -208,15 +211,28 @@ def handler(event, context):
 
 // BenchmarkImageColdStart: a cold start (new environment, first invoke)
 // whose handler reads 5% of a file of KILN_IMAGE_BENCH_MB MiB (64 by
-// default), three ways:
+// default), six ways, in interleaved rounds (each round starts one of each,
+// its order turning), so that all see the same machine load:
 //
-//	zip:    the code unpacked on the local disk (a zip function)
-//	lazy:   the image mounted anew through imagefs, chunks fetched on read
-//	mounted: the image already mounted and cached (another environment ran it)
-//	unpack: every chunk of the image fetched, decrypted and written out
-//	        first, then run as a zip function
+//	zip:       a zip function, its code unpacked on the local disk (the
+//	           worker ran it before, or kiln up, which unpacks at create)
+//	zip-fetch: a zip function on a worker without its code: the zip read
+//	           from the code bucket (a directory here), checked and unpacked
+//	lazy:      the image mounted anew through imagefs, chunks fetched on
+//	           read, on a worker that never ran it (its entrypoint prefetched)
+//	recorded:  the same, on a worker that ran it before and unmounted it
+//	           since (nothing mounted, nothing cached): the working set its
+//	           last start recorded is prefetched
+//	mounted:   the image already mounted and cached (another environment ran it)
+//	unpack:    every chunk of the image fetched, decrypted and written out
+//	           first, then run as a zip function
 //
-// go test ./sandbox -run - -bench ImageColdStart -benchtime 5x
+// It reports each kind's median start and its ratio to zip's, the median of
+// each phase (mount, sandbox, runtime init, invoke) in the log, and the bytes
+// a lazy start fetched. KILN_IMAGE_BENCH_ONLY=lazy,zip runs only those kinds
+// (for a profile; the ratios are then to the first).
+//
+// go test ./sandbox -run - -bench ImageColdStart -benchtime 10x
 func BenchmarkImageColdStart(b *testing.B) {
 	ctx := context.Background()
 	mb := 64
@@ -235,6 +251,14 @@ func BenchmarkImageColdStart(b *testing.B) {
 	codeDir := b.TempDir()
 	os.WriteFile(filepath.Join(codeDir, "bootstrap"), bootstrap, 0o555)
 	os.WriteFile(filepath.Join(codeDir, "big"), big, 0o444)
+	zip, err := fntest.ZipFiles(map[string][]byte{"bootstrap": bootstrap, "big": big})
+	if err != nil {
+		b.Fatal(err)
+	}
+	bucket := dirRemote(b.TempDir())
+	zipSha := codestore.Digest(zip)
+	zipHex, _ := codestore.HexOf(zipSha)
+	bucket.Put(ctx, zipHex, zip)
 	rt := filepath.Join(b.TempDir(), "runtimes")
 	if err := runtimes.Install(rt); err != nil {
 		b.Fatal(err)
@@ -248,57 +272,79 @@ func BenchmarkImageColdStart(b *testing.B) {
 		return api.FunctionConfiguration{FunctionName: "reader", Runtime: "provided.al2023", Handler: "bootstrap",
 			MemorySize: 1769, Timeout: 60, Version: "$LATEST", CodeSha256: dir}
 	}
-	run := func(b *testing.B, w *worker.Worker, fn api.FunctionConfiguration) {
+	imageFn := api.FunctionConfiguration{FunctionName: "reader", PackageType: "Image", MemorySize: 1769, Timeout: 60, Version: "$LATEST",
+		KilnImage: &api.ImageCode{Manifest: imp.ManifestName}}
+	// run starts fn's environment and invokes it once; t0 is when the start began.
+	run := func(t0 time.Time, fn api.FunctionConfiguration) startPhases {
+		fresh.took = 0
 		info, err := w.Create(ctx, invoke.EnvSpec{Account: "123456789012", Function: fn})
 		if err != nil {
 			b.Fatal(err)
 		}
+		t1 := time.Now()
 		res, err := w.Invoke(ctx, info.ID, &invoke.Invocation{RequestID: "r", Payload: []byte(`{"path":"/var/task/big"}`)})
 		if err != nil || res.ErrorType != "" {
 			b.Fatalf("invoke: %v %s %s", err, res.ErrorType, res.Payload)
 		}
-		b.StopTimer()
+		p := startPhases{total: time.Since(t0), mount: fresh.took, sandbox: info.Phases.Sandbox, runtime: info.Phases.Runtime, invoke: time.Since(t1)}
 		w.Destroy(ctx, info.ID)
-		b.StartTimer()
+		return p
 	}
-	b.Run("zip", func(b *testing.B) {
-		fn := zipFn(codeDir)
-		for b.Loop() {
-			run(b, w, fn)
-		}
-	})
-	imageFn := api.FunctionConfiguration{FunctionName: "reader", PackageType: "Image", MemorySize: 1769, Timeout: 60, Version: "$LATEST",
-		KilnImage: &api.ImageCode{Manifest: imp.ManifestName}}
-	b.Run("lazy", func(b *testing.B) {
-		var fetched int64
-		for b.Loop() {
+	// As on a worker where another environment ran the image: mounted,
+	// its chunks and pages cached.
+	warm := &imagefs.Mounter{Store: st.Store, Dir: b.TempDir()}
+	defer warm.Close()
+	_, _, keep, err := warm.Mount(ctx, "123456789012", imp.ManifestName)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer keep()
+	fresh.mt = warm
+	run(time.Now(), imageFn)
+	var fetched, fetchedRecorded int64
+	sets := &imagefs.WorkingSets{}
+	recorded := func() startPhases {
+		// A worker that ran the image before: its working set recorded,
+		// nothing mounted, nothing cached.
+		fresh.mt = &imagefs.Mounter{Store: st.Store, Dir: b.TempDir(), Sets: sets}
+		defer fresh.mt.Close()
+		p := run(time.Now(), imageFn)
+		fetchedRecorded += fresh.mt.BytesFetched()
+		return p
+	}
+	recorded()
+	fetchedRecorded = 0
+	type kind struct {
+		name  string
+		start func() startPhases
+		got   []startPhases
+	}
+	kinds := []kind{
+		{name: "zip", start: func() startPhases { return run(time.Now(), zipFn(codeDir)) }},
+		{name: "lazy", start: func() startPhases {
 			// As on a worker that never ran the image: nothing mounted, nothing cached.
 			fresh.mt = &imagefs.Mounter{Store: st.Store, Dir: b.TempDir()}
-			run(b, w, imageFn)
-			b.StopTimer()
+			defer fresh.mt.Close()
+			p := run(time.Now(), imageFn)
 			fetched += fresh.mt.BytesFetched()
-			fresh.mt.Close()
-			b.StartTimer()
-		}
-		b.ReportMetric(float64(fetched)/float64(b.N)/(1<<20), "MiB-fetched/op")
-	})
-	b.Run("mounted", func(b *testing.B) {
-		// As on a worker where another environment ran the image: mounted,
-		// its chunks and pages cached.
-		fresh.mt = &imagefs.Mounter{Store: st.Store, Dir: b.TempDir()}
-		defer fresh.mt.Close()
-		_, _, keep, err := fresh.mt.Mount(ctx, "123456789012", imp.ManifestName)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer keep()
-		run(b, w, imageFn)
-		for b.Loop() {
-			run(b, w, imageFn)
-		}
-	})
-	b.Run("unpack", func(b *testing.B) {
-		for b.Loop() {
+			return p
+		}},
+		{name: "zip-fetch", start: func() startPhases {
+			t0 := time.Now()
+			cs, err := codestore.Open(codestore.Config{Dir: b.TempDir(), Remote: bucket, MaxZipped: 4 << 30, MaxUnzipped: 4 << 30})
+			if err != nil {
+				b.Fatal(err)
+			}
+			dir, err := cs.Dir(ctx, zipSha)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return run(t0, zipFn(dir))
+		}},
+		{name: "recorded", start: recorded},
+		{name: "mounted", start: func() startPhases { fresh.mt = warm; return run(time.Now(), imageFn) }},
+		{name: "unpack", start: func() startPhases {
+			t0 := time.Now()
 			dir := b.TempDir()
 			for _, e := range imp.Manifest.Entries {
 				if e.Type != flatten.File {
@@ -316,10 +362,60 @@ func BenchmarkImageColdStart(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			run(b, w, zipFn(dir))
+			return run(t0, zipFn(dir))
+		}},
+	}
+	if only := os.Getenv("KILN_IMAGE_BENCH_ONLY"); only != "" { // a profile of some kinds
+		kinds = slices.DeleteFunc(kinds, func(k kind) bool { return !slices.Contains(strings.Split(only, ","), k.name) })
+	}
+	round := 0
+	for b.Loop() {
+		for i := range kinds {
+			k := &kinds[(round+i)%len(kinds)]
+			k.got = append(k.got, k.start())
 		}
-		b.ReportMetric(float64(mb), "MiB-fetched/op")
-	})
+		round++
+	}
+	base := median(kinds[0].got, func(p startPhases) time.Duration { return p.total })
+	for _, k := range kinds {
+		m := func(f func(startPhases) time.Duration) float64 {
+			return float64(median(k.got, f).Microseconds()) / 1000
+		}
+		total := m(func(p startPhases) time.Duration { return p.total })
+		b.ReportMetric(total, k.name+"-p50-ms")
+		b.ReportMetric(total*1000/float64(base.Microseconds()), k.name+"/"+kinds[0].name)
+		b.Logf("%-8s p50 %7.1f ms: mount %.1f, sandbox %.1f (mount included), runtime %.1f, invoke %.1f", k.name, total,
+			m(func(p startPhases) time.Duration { return p.mount }), m(func(p startPhases) time.Duration { return p.sandbox }),
+			m(func(p startPhases) time.Duration { return p.runtime }), m(func(p startPhases) time.Duration { return p.invoke }))
+	}
+	b.ReportMetric(float64(fetched)/float64(round)/(1<<20), "lazy-MiB-fetched")
+	b.ReportMetric(float64(fetchedRecorded)/float64(round)/(1<<20), "recorded-MiB-fetched")
+	b.ReportMetric(float64(mb), "unpack-MiB-fetched")
+}
+
+// startPhases is where one cold start's time went.
+type startPhases struct{ total, mount, sandbox, runtime, invoke time.Duration }
+
+func median(ps []startPhases, f func(startPhases) time.Duration) time.Duration {
+	d := make([]time.Duration, len(ps))
+	for i, p := range ps {
+		d[i] = f(p)
+	}
+	slices.Sort(d)
+	return d[len(d)/2]
+}
+
+// dirRemote is a code bucket in a directory (codestore.Remote), standing
+// for the cluster's replicated one as the image store's directory does for
+// its chunk bucket.
+type dirRemote string
+
+func (d dirRemote) Put(_ context.Context, hexDigest string, zip []byte) error {
+	return os.WriteFile(filepath.Join(string(d), hexDigest), zip, 0o644)
+}
+
+func (d dirRemote) Get(_ context.Context, hexDigest string) ([]byte, error) {
+	return os.ReadFile(filepath.Join(string(d), hexDigest))
 }
 
 // dirCode maps a function's CodeSha256 to a directory (worker.CodeSource).
@@ -328,8 +424,14 @@ type dirCode map[string]string
 func (d dirCode) Dir(_ context.Context, sha string) (string, error) { return d[sha], nil }
 
 // freshMounts is the Mounter of the moment (worker.ImageSource).
-type freshMounts struct{ mt *imagefs.Mounter }
+// It records how long the last Mount took.
+type freshMounts struct {
+	mt   *imagefs.Mounter
+	took time.Duration
+}
 
 func (f *freshMounts) Mount(ctx context.Context, account, manifest string) (string, images.Config, func(), error) {
+	t0 := time.Now()
+	defer func() { f.took = time.Since(t0) }()
 	return f.mt.Mount(ctx, account, manifest)
 }
