@@ -76,6 +76,9 @@ type FS struct {
 	Stats        *Stats
 }
 
+// maxRead is the most the kernel asks for in one read.
+const maxRead = 1 << 20
+
 // Mount presents m at dir (an existing empty directory) until Unmount.
 func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) {
 	if cfg.ReadAhead == 0 {
@@ -104,7 +107,7 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 			// Reads of up to 1 MiB (go-fuse's default is 128 KiB): a page
 			// fault or read that needs a chunk asks for more of it in one
 			// round trip. The kernel's own read-ahead per file is one chunk.
-			MaxWrite:     1 << 20,
+			MaxWrite:     maxRead,
 			MaxReadAhead: chunk.DefaultSize,
 		},
 	})

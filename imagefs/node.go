@@ -87,13 +87,15 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 		}
 		out = append(out, p[lo:hi]...)
 	}
-	// Read ahead as a sequential run grows, as the kernel does: one chunk
-	// for every two the run has read, up to ReadAhead. Scattered reads
-	// (a new run each) fetch nothing they do not read.
+	// Read ahead as a sequential run grows past one read, as the kernel
+	// does: one chunk for every two the run has read beyond its first
+	// maxRead bytes, up to ReadAhead. Scattered reads (a new run each, up
+	// to maxRead long: a handler reading 1 MiB here and there) fetch
+	// nothing they do not read.
 	if n.next.Swap(end) != off {
 		n.runStart.Store(off)
 	}
-	ahead := min(n.readAhead, int((end-n.runStart.Load())/(2*size)))
+	ahead := min(n.readAhead, int((end-n.runStart.Load()-maxRead)/(2*size)))
 	for i := last + 1; i <= last+ahead && i < len(e.Chunks); i++ {
 		n.c.prefetch(e.Chunks[i])
 	}
