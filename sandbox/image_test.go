@@ -331,7 +331,9 @@ func BenchmarkImageColdStart(b *testing.B) {
 		}},
 		{name: "zip-fetch", start: func() startPhases {
 			t0 := time.Now()
-			cs, err := codestore.Open(codestore.Config{Dir: b.TempDir(), Remote: bucket, MaxZipped: 4 << 30, MaxUnzipped: 4 << 30})
+			tmp := b.TempDir()
+			defer os.RemoveAll(tmp) // a copy of the image each round: not kept
+			cs, err := codestore.Open(codestore.Config{Dir: tmp, Remote: bucket, MaxZipped: 4 << 30, MaxUnzipped: 4 << 30})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -346,6 +348,7 @@ func BenchmarkImageColdStart(b *testing.B) {
 		{name: "unpack", start: func() startPhases {
 			t0 := time.Now()
 			dir := b.TempDir()
+			defer os.RemoveAll(dir)
 			for _, e := range imp.Manifest.Entries {
 				if e.Type != flatten.File {
 					continue
