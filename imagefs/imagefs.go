@@ -70,7 +70,7 @@ type FS struct {
 	m      *images.Manifest
 	c      *chunks
 	rec    *recorder
-	// stopPrefetch ends the prefetch at Unmount.
+	// ctx is the prefetch's; Unmount ends it with stopPrefetch.
 	ctx          context.Context
 	stopPrefetch context.CancelFunc
 	Stats        *Stats
