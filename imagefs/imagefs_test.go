@@ -179,3 +179,24 @@ func TestTamperedChunkIsNotServed(t *testing.T) {
 		t.Fatalf("read %q, %v; want EIO", b, err)
 	}
 }
+
+// TestPagesKeptAcrossOpens: a file read once is read again, through a new
+// open, from the kernel's page cache (contents never change), not fetched
+// again, though the chunk cache holds one chunk: opens do not reach the
+// file system (no_open) and keep the pages.
+func TestPagesKeptAcrossOpens(t *testing.T) {
+	body := random(4 * chunkSize)
+	m := mount(t, imagefs.Config{CacheChunks: 1, ReadAhead: -1}, imagestest.File{Name: "f", Body: body})
+	var first int64
+	for i := range 3 {
+		if b, err := os.ReadFile(filepath.Join(m.dir, "f")); err != nil || !bytes.Equal(b, body) {
+			t.Fatalf("read %d bytes: %v", len(b), err)
+		}
+		if i == 0 {
+			first = m.fs.Stats.ChunksFetched.Load()
+		}
+	}
+	if n := m.fs.Stats.ChunksFetched.Load(); n != first {
+		t.Fatalf("reading the file again fetched %d chunks more", n-first)
+	}
+}

@@ -30,6 +30,7 @@ type node struct {
 var (
 	_ fs.NodeGetattrer   = (*node)(nil)
 	_ fs.NodeOpener      = (*node)(nil)
+	_ fs.NodeFlusher     = (*node)(nil)
 	_ fs.NodeReader      = (*node)(nil)
 	_ fs.NodeReadlinker  = (*node)(nil)
 	_ fs.NodeGetxattrer  = (*node)(nil)
@@ -47,13 +48,21 @@ func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) sy
 	return 0
 }
 
+// Open answers ENOSYS to a read-only open: the kernel then opens every
+// file of the mount without asking (FUSE's no_open), keeping its cached
+// pages (contents never change), and an exec or open of a file costs no
+// round trip to this process. Writes never get here (the mount is
+// read-only); refused anyway.
 func (n *node) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC) != 0 {
 		return nil, 0, syscall.EROFS
 	}
-	// Contents never change: the kernel may keep its cached pages.
-	return nil, fuse.FOPEN_KEEP_CACHE, 0
+	return nil, 0, syscall.ENOSYS
 }
+
+// Flush answers ENOSYS: the kernel stops sending one at every close
+// (no_flush); there is nothing to flush.
+func (n *node) Flush(context.Context, fs.FileHandle) syscall.Errno { return syscall.ENOSYS }
 
 func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	e := n.e
