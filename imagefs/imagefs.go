@@ -70,6 +70,7 @@ type FS struct {
 	m      *images.Manifest
 	c      *chunks
 	rec    *recorder
+	pace   *pacer
 	// ctx is the prefetch's; Unmount ends it with stopPrefetch.
 	ctx          context.Context
 	stopPrefetch context.CancelFunc
@@ -91,8 +92,8 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 	if len(m.Entries) == 0 || m.Entries[0].Path != "." {
 		return nil, fmt.Errorf("imagefs: manifest has no root directory")
 	}
-	rec := newRecorder(c.max / 2)
-	r := &root{node: node{e: &m.Entries[0], c: c, rec: rec, readAhead: cfg.ReadAhead, nlink: 1}, m: m}
+	rec, pace := newRecorder(c.max/2), newPacer(prefetchAhead)
+	r := &root{node: node{e: &m.Entries[0], c: c, rec: rec, pace: pace, readAhead: cfg.ReadAhead, nlink: 1}, m: m}
 	forever := time.Hour // the image never changes under the kernel
 	srv, err := fs.Mount(dir, r, &fs.Options{
 		EntryTimeout:    &forever,
@@ -115,7 +116,7 @@ func Mount(dir string, m *images.Manifest, src Source, cfg Config) (*FS, error) 
 		return nil, fmt.Errorf("imagefs: mount %s: %w", dir, err)
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	return &FS{server: srv, dir: dir, m: m, c: c, rec: rec, ctx: ctx, stopPrefetch: stop, Stats: st}, nil
+	return &FS{server: srv, dir: dir, m: m, c: c, rec: rec, pace: pace, ctx: ctx, stopPrefetch: stop, Stats: st}, nil
 }
 
 // WorkingSet ends the recording of the chunks reads needed since the
@@ -150,11 +151,12 @@ func (f *FS) Prefetch(set []Touch, dir, entrypoint string) {
 			todo = append(todo, r)
 		}
 	}
-	f.c.prefetchInOrder(f.ctx, todo, prefetchWorkers)
+	f.c.prefetchInOrder(f.ctx, todo, prefetchWorkers, f.pace)
 }
 
-// prefetchWorkers is how many chunks a prefetch fetches at a time.
-const prefetchWorkers = 2
+// A prefetch fetches prefetchWorkers chunks at a time, up to prefetchAhead
+// chunks past the furthest of them a read has needed.
+const prefetchWorkers, prefetchAhead = 2, 8
 
 // resolve finds the entry at absolute path p, following symbolic links in
 // every component (as the kernel would, in the image's root), or nil.
@@ -216,7 +218,7 @@ func (r *root) OnAdd(ctx context.Context) {
 	byIno := map[uint64]*fs.Inode{}
 	for i := 1; i < len(r.m.Entries); i++ {
 		e := &r.m.Entries[i]
-		n := &node{e: e, idx: int32(i), c: r.c, rec: r.rec, readAhead: r.readAhead, nlink: 1}
+		n := &node{e: e, idx: int32(i), c: r.c, rec: r.rec, pace: r.pace, readAhead: r.readAhead, nlink: 1}
 		parent := dirs[path.Dir(e.Path)]
 		if parent == nil {
 			slog.Error("imagefs: entry without its directory", "path", e.Path)

@@ -20,6 +20,7 @@ type node struct {
 	idx       int32 // e's index in the manifest
 	c         *chunks
 	rec       *recorder
+	pace      *pacer
 	readAhead int
 	nlink     uint32
 	// The sequential run of reads: where it started and where its last
@@ -78,6 +79,9 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 	}
 	first, last := int(off/size), int((end-1)/size)
 	n.rec.note(n.idx, first, last)
+	for i := first; i <= last; i++ {
+		n.pace.read(e.Chunks[i].ID)
+	}
 	for i := first + 1; i <= last; i++ { // fetched side by side, not one after another
 		n.c.prefetch(e.Chunks[i])
 	}

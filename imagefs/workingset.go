@@ -128,17 +128,18 @@ func refs(entries []flatten.Entry, touches []Touch) []chunk.Ref {
 }
 
 // prefetchInOrder fetches refs in their order, at most workers at a time,
-// skipping what is cached or on its way, until ctx ends: the chunk a start
-// needs first is ready first, where fetching them all at once would finish
-// them all together, late. A read that needs a chunk not fetched yet
-// fetches it itself at once, ahead of the queue.
-func (c *chunks) prefetchInOrder(ctx context.Context, refs []chunk.Ref, workers int) {
+// skipping what is cached or on its way, as fast as pace lets it, until
+// ctx ends: the chunk a start needs first is ready first, where fetching
+// them all at once would finish them all together, late. A read that needs
+// a chunk not fetched yet fetches it itself at once, ahead of the queue.
+func (c *chunks) prefetchInOrder(ctx context.Context, refs []chunk.Ref, workers int, pace *pacer) {
+	pace.start(ctx, refs)
 	var next atomic.Int64
 	for range min(workers, len(refs)) {
 		go func() {
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(refs) || ctx.Err() != nil {
+				if i >= len(refs) || !pace.wait(ctx, i) {
 					return
 				}
 				c.get(ctx, refs[i])
