@@ -4,28 +4,14 @@ import (
 	"context"
 	"testing"
 	"time"
-
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-
-	"github.com/kiln-dev/kiln/chunk"
-	"github.com/kiln-dev/kiln/images/imagestest"
 )
 
 // TestPrefetchPaced: a prefetch runs only its pacer's ahead chunks past the
 // furthest of them a read needed, and goes on as reads move.
 func TestPrefetchPaced(t *testing.T) {
-	body := make([]byte, 12*chunk.DefaultSize)
-	for i := range body {
-		body[i] = byte(i / chunk.DefaultSize) // no two chunks alike
-	}
-	st := imagestest.NewStore(t)
-	imp, err := st.ImportImage(context.Background(), "111111111111", imagestest.Image(t, "amd64", v1.Config{},
-		imagestest.Layer(t, imagestest.File{Name: "big", Body: body})), "amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refs := imp.Manifest.Entries[len(imp.Manifest.Entries)-1].Chunks
-	c := NewCache(st.Store, 64).c
+	st, e := chunkedFile(t, 12)
+	refs := e.Chunks
+	c := NewCache(st, 64).c
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p := newPacer(2)

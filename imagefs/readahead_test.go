@@ -8,6 +8,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/kiln-dev/kiln/chunk"
+	"github.com/kiln-dev/kiln/flatten"
+	"github.com/kiln-dev/kiln/images"
 	"github.com/kiln-dev/kiln/images/imagestest"
 )
 
@@ -15,17 +17,7 @@ import (
 // sends them: a single read of up to maxRead fetches only the chunks it
 // covers, however large; a sequential run past maxRead reads ahead.
 func TestReadAheadNeedsARun(t *testing.T) {
-	body := make([]byte, 32*chunk.DefaultSize)
-	for i := range body {
-		body[i] = byte(i / chunk.DefaultSize) // no two chunks alike
-	}
-	st := imagestest.NewStore(t)
-	imp, err := st.ImportImage(context.Background(), "111111111111", imagestest.Image(t, "amd64", v1.Config{},
-		imagestest.Layer(t, imagestest.File{Name: "big", Body: body})), "amd64")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &imp.Manifest.Entries[len(imp.Manifest.Entries)-1]
+	st, e := chunkedFile(t, 32)
 	for _, tc := range []struct {
 		name  string
 		reads [][2]int64 // offset, length
@@ -36,7 +28,7 @@ func TestReadAheadNeedsARun(t *testing.T) {
 		{"a sequential run", [][2]int64{{0, maxRead}, {maxRead, maxRead}, {2 * maxRead, maxRead}}, 6 + 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			n := &node{e: e, c: NewCache(st.Store, 64).c, readAhead: 4}
+			n := &node{e: e, c: NewCache(st, 64).c, readAhead: 4}
 			for _, r := range tc.reads {
 				if _, errno := n.Read(context.Background(), nil, make([]byte, r[1]), r[0]); errno != 0 {
 					t.Fatal(errno)
@@ -51,4 +43,21 @@ func TestReadAheadNeedsARun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// chunkedFile imports an image of one file of n default-size chunks, chunk
+// i all byte i (no two alike), and returns its store and entry.
+func chunkedFile(t *testing.T, n int) (*images.Store, *flatten.Entry) {
+	t.Helper()
+	body := make([]byte, n*chunk.DefaultSize)
+	for i := range body {
+		body[i] = byte(i / chunk.DefaultSize)
+	}
+	st := imagestest.NewStore(t)
+	imp, err := st.ImportImage(context.Background(), "111111111111", imagestest.Image(t, "amd64", v1.Config{},
+		imagestest.Layer(t, imagestest.File{Name: "big", Body: body})), "amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Store, &imp.Manifest.Entries[len(imp.Manifest.Entries)-1]
 }
