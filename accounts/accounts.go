@@ -24,7 +24,6 @@ import (
 
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/natsd"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -56,9 +55,7 @@ const MaxKeys = 5
 
 // Store keeps accounts and keys.
 type Store struct {
-	kv     jetstream.KeyValue
-	nc     *nats.Conn
-	bucket string
+	kv *natsd.KV
 }
 
 // Config configures the store; the zero value uses bucket "kiln-accounts"
@@ -73,25 +70,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Bucket == "" {
 		cfg.Bucket = "kiln-accounts"
 	}
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: cfg.Bucket, History: 1,
-			Replicas: max(cfg.Replicas, 1), Storage: jetstream.FileStorage})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another process created it first
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
-	}
+	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: cfg.Bucket, History: 1,
+		Replicas: max(cfg.Replicas, 1), Storage: jetstream.FileStorage})
 	if err != nil {
-		return nil, fmt.Errorf("accounts bucket: %w", err)
+		return nil, fmt.Errorf("accounts: %w", err)
 	}
-	return &Store{kv: kv, nc: js.Conn(), bucket: cfg.Bucket}, nil
-}
-
-// get reads from the bucket's stream leader (natsd.LeaderGet): a direct
-// get answered by a lagging replica made an account created a moment
-// before "not found" to the key that was to be added to it.
-func (s *Store) get(ctx context.Context, key string) ([]byte, uint64, error) {
-	return natsd.LeaderGet(ctx, s.nc, s.bucket, key)
+	return &Store{kv: kv}, nil
 }
 
 func now() string { return time.Now().UTC().Format(time.RFC3339) }
@@ -113,7 +97,7 @@ func (s *Store) Account(ctx context.Context, id string) (Account, error) {
 	if !validAccount(id) {
 		return a, fmt.Errorf("%w: account %s", ErrNotFound, id)
 	}
-	b, _, err := s.get(ctx, "acct."+id)
+	b, _, err := s.kv.Read(ctx, "acct."+id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return a, fmt.Errorf("%w: account %s", ErrNotFound, id)
 	}
@@ -163,7 +147,7 @@ func (s *Store) AddKey(ctx context.Context, account string) (Key, error) {
 
 // RemoveKey deletes one of account's keys.
 func (s *Store) RemoveKey(ctx context.Context, account, accessKeyID string) error {
-	b, rev, err := s.get(ctx, "key."+accessKeyID)
+	b, rev, err := s.kv.Read(ctx, "key."+accessKeyID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return fmt.Errorf("%w: key %s", ErrNotFound, accessKeyID)
 	}

@@ -35,7 +35,6 @@ import (
 
 	"github.com/kiln-dev/kiln/eventfilter"
 	"github.com/kiln-dev/kiln/natsd"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -203,26 +202,18 @@ var ErrNotFound = errors.New("event source mapping not found")
 // ErrConflict is returned when a mapping changed since it was read.
 var ErrConflict = errors.New("event source mapping changed concurrently")
 
-// Store keeps mappings in JetStream KV; a replicated bucket is read from
-// its stream leader (natsd.LeaderGet), so a mapping is found right after it
-// was created.
-type Store struct {
-	kv jetstream.KeyValue
-	nc *nats.Conn // leader reads; nil: the KV API's
-}
+// Store keeps mappings in JetStream KV, read so that a mapping is found
+// right after it was created (natsd.KV.Read).
+type Store struct{ kv *natsd.KV }
 
 // OpenStore opens (creating it if needed) the mappings' bucket.
 func OpenStore(ctx context.Context, js jetstream.JetStream, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
+	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
 		Storage: jetstream.FileStorage, Replicas: max(replicas, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("esm: %w", err)
 	}
-	s := &Store{kv: kv}
-	if replicas > 1 {
-		s.nc = js.Conn()
-	}
-	return s, nil
+	return &Store{kv: kv}, nil
 }
 
 // Create stores a new mapping.
@@ -234,7 +225,7 @@ func (s *Store) Create(ctx context.Context, m *Mapping) error {
 
 // Get reads a mapping and its revision.
 func (s *Store) Get(ctx context.Context, uuid string) (*Mapping, uint64, error) {
-	v, rev, err := s.get(ctx, uuid)
+	v, rev, err := s.kv.Read(ctx, uuid)
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
 		return nil, 0, ErrNotFound
 	}
@@ -246,17 +237,6 @@ func (s *Store) Get(ctx context.Context, uuid string) (*Mapping, uint64, error) 
 		return nil, 0, fmt.Errorf("mapping %s: %w", uuid, err)
 	}
 	return &m, rev, nil
-}
-
-func (s *Store) get(ctx context.Context, uuid string) ([]byte, uint64, error) {
-	if s.nc != nil {
-		return natsd.LeaderGet(ctx, s.nc, bucket, uuid)
-	}
-	e, err := s.kv.Get(ctx, uuid)
-	if err != nil {
-		return nil, 0, err
-	}
-	return e.Value(), e.Revision(), nil
 }
 
 // Modify changes a mapping by compare-and-set, retrying on a concurrent

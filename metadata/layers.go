@@ -93,7 +93,7 @@ func (s *Store) Layers(ctx context.Context) (*Layers, error) {
 
 // Get reads one layer; ErrNotFound if it was never published.
 func (l *Layers) Get(ctx context.Context, account, name string) (*Layer, error) {
-	value, revision, err := l.s.readRaw(ctx, key(account, name))
+	value, revision, err := l.s.kv.Read(ctx, key(account, name))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: layer %s", ErrNotFound, name)
 	}

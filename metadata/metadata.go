@@ -161,11 +161,8 @@ func Pick() float64 { return rand.Float64() }
 
 // Store keeps Functions in a JetStream KV bucket.
 type Store struct {
-	kv     jetstream.KeyValue
-	nc     *nats.Conn
+	kv     *natsd.KV
 	bucket string
-	// replicated: reads go to the bucket's stream leader (see read).
-	replicated bool
 
 	js       jetstream.JetStream
 	replicas int
@@ -185,24 +182,16 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	if cfg.Bucket == "" {
 		cfg.Bucket = "kiln-functions"
 	}
-	// Bind to the bucket when it exists: re-applying its configuration from
-	// every process would change it under the others' feet.
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:   cfg.Bucket,
-			History:  1,
-			Replicas: max(cfg.Replicas, 1),
-			Storage:  jetstream.FileStorage,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another process created it first
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
-	}
+	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{
+		Bucket:   cfg.Bucket,
+		History:  1,
+		Replicas: max(cfg.Replicas, 1),
+		Storage:  jetstream.FileStorage,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("metadata bucket: %w", err)
+		return nil, fmt.Errorf("metadata: %w", err)
 	}
-	return &Store{kv: kv, nc: js.Conn(), bucket: cfg.Bucket, replicated: cfg.Replicas > 1, js: js, replicas: cfg.Replicas}, nil
+	return &Store{kv: kv, bucket: cfg.Bucket, js: js, replicas: cfg.Replicas}, nil
 }
 
 func key(account, name string) string { return account + "." + name }
@@ -230,12 +219,11 @@ func (s *Store) Get(ctx context.Context, account, name string) (*Function, error
 }
 
 // read returns the function stored under k, or jetstream.ErrKeyNotFound.
-// A replicated bucket is read from its stream's leader (the JetStream API's
-// message get): a direct get, which any replica may answer, can miss a
-// write acknowledged a moment ago, and a control plane would not read its
-// own writes (a version just deleted still listed).
+// It sees every write acknowledged before it (natsd.KV.Read): else a
+// control plane would not read its own writes (a version just deleted
+// still listed).
 func (s *Store) read(ctx context.Context, k string) (*Function, error) {
-	value, revision, err := s.readRaw(ctx, k)
+	value, revision, err := s.kv.Read(ctx, k)
 	if err != nil {
 		if !errors.Is(err, jetstream.ErrKeyNotFound) {
 			err = fmt.Errorf("metadata read: %w", err)
@@ -243,19 +231,6 @@ func (s *Store) read(ctx context.Context, k string) (*Function, error) {
 		return nil, err
 	}
 	return decode(k, value, revision)
-}
-
-// readRaw returns the value stored under k and its revision, read as read
-// says.
-func (s *Store) readRaw(ctx context.Context, k string) ([]byte, uint64, error) {
-	if !s.replicated {
-		e, err := s.kv.Get(ctx, k)
-		if err != nil {
-			return nil, 0, err
-		}
-		return e.Value(), e.Revision(), nil
-	}
-	return natsd.LeaderGet(ctx, s.nc, s.bucket, k)
 }
 
 func isTransient(err error) bool {

@@ -28,7 +28,7 @@ func testStore(t *testing.T) *Store {
 func TestLeaderRead(t *testing.T) {
 	ctx := context.Background()
 	s := testStore(t)
-	s.replicated = true // one server: the leader's answer, as in a cluster
+	s.kv.Leader = s.js.Conn() // one server: the leader's answer, as in a cluster
 	const account = "111122223333"
 	if _, err := s.Get(ctx, account, "f"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("get of a missing function: %v", err)

@@ -50,7 +50,7 @@ func (s *Store) PutURL(ctx context.Context, id string, ref URLRef) error {
 // deleted meanwhile): callers check the function still has the URL.
 func (s *Store) URL(ctx context.Context, id string) (URLRef, error) {
 	var ref URLRef
-	b, _, err := s.readRaw(ctx, urlKey(id))
+	b, _, err := s.kv.Read(ctx, urlKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return ref, fmt.Errorf("%w: url %s", ErrNotFound, id)
 	}

@@ -34,7 +34,9 @@ func TestDescriptionsFollowOtherProcesses(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s.leader = leader // one server: the leader's answer, as in a cluster
+				if leader { // one server: the leader's answer, as in a cluster
+					s.kv.Leader = nc
+				}
 				return s
 			}
 			a, b := open(), open()

@@ -82,15 +82,11 @@ type Service struct {
 	cfg Config
 	nc  *nats.Conn
 	js  jetstream.JetStream
-	kv  jetstream.KeyValue
-	// leader: descriptions are read from the bucket's stream leader (a
-	// replicated bucket), so a queue is found right after it was created.
-	leader bool
-	log    *slog.Logger
+	kv  *natsd.KV // read so that a queue is found right after it was created
+	log *slog.Logger
 
-	mu   sync.Mutex
-	open map[string]*queue // by KV key, while their description is current
-	seen map[string]uint64 // the newest revision of each key the watch reported
+	open *natsd.Cache[*queue] // by KV key, while their description is current
+	mu   sync.Mutex           // guards queue.next
 }
 
 // queue is an open queue: its description at a KV revision and its
@@ -118,36 +114,20 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
+	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
 		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
 	}
-	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: map[string]*queue{}, seen: map[string]uint64{},
-		leader: cfg.Replicas > 1}
 	// The watch ends with the connection.
-	if err := s.watch(context.WithoutCancel(ctx)); err != nil {
+	open, err := natsd.WatchCache[*queue](context.WithoutCancel(ctx), kv)
+	if err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
 	}
-	return s, nil
+	return &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, open: open}, nil
 }
 
 func key(account, name string) string { return account + "." + name }
-
-// get reads a description and its revision, or jetstream.ErrKeyNotFound:
-// from the bucket's stream leader when it is replicated (natsd.LeaderGet;
-// a direct get answered by a lagging replica made a queue created a moment
-// before "not exist").
-func (s *Service) get(ctx context.Context, k string) ([]byte, uint64, error) {
-	if s.leader {
-		return natsd.LeaderGet(ctx, s.nc, bucket, k)
-	}
-	e, err := s.kv.Get(ctx, k)
-	if err != nil {
-		return nil, 0, err
-	}
-	return e.Value(), e.Revision(), nil
-}
 
 // StreamName is the JetStream stream of a queue: KILN_QUEUE_ACCOUNT_NAME, or
 // KILN_FIFO_ACCOUNT_BASE for BASE.fifo (stream names have no dots).
@@ -229,13 +209,10 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 	if !nameRe.MatchString(strings.TrimSuffix(name, fifoSuffix)) {
 		return nil, errNotExist()
 	}
-	s.mu.Lock()
-	q := s.open[k]
-	s.mu.Unlock()
-	if q != nil {
+	if q, ok := s.open.Get(k); ok {
 		return q, nil
 	}
-	v, rev, err := s.get(ctx, k)
+	v, rev, err := s.kv.Read(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, errNotExist()
 	}
@@ -250,7 +227,7 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 	if err != nil {
 		return nil, fmt.Errorf("queue stream: %w", err)
 	}
-	q = &queue{meta: &m, rev: rev, stream: st}
+	q := &queue{meta: &m, rev: rev, stream: st}
 	for _, cc := range m.consumerConfigs() {
 		c, err := st.Consumer(ctx, cc.Durable)
 		if err != nil {
@@ -258,42 +235,8 @@ func (s *Service) queue(ctx context.Context, account, name string) (*queue, erro
 		}
 		q.cons = append(q.cons, c)
 	}
-	s.mu.Lock()
-	if q.rev >= s.seen[k] { // else the watch already reported a newer one
-		s.open[k] = q
-	}
-	s.mu.Unlock()
+	s.open.Put(k, q, rev)
 	return q, nil
-}
-
-// forget drops a queue's cached description, after it changed at
-// revision rev (0: it is gone).
-func (s *Service) forget(k string, rev uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if q := s.open[k]; q != nil && (rev == 0 || q.rev < rev) {
-		delete(s.open, k)
-	}
-	if rev > s.seen[k] {
-		s.seen[k] = rev
-	}
-}
-
-// watch keeps the cache of open queues in step with the descriptions, as
-// other processes change them.
-func (s *Service) watch(ctx context.Context) error {
-	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
-	if err != nil {
-		return err
-	}
-	go func() {
-		for e := range w.Updates() {
-			if e != nil {
-				s.forget(e.Key(), e.Revision())
-			}
-		}
-	}()
-	return nil
 }
 
 // Create creates a queue, or returns quietly when one of that name exists
@@ -316,7 +259,7 @@ func (s *Service) Create(ctx context.Context, account, name string, attrs, tags 
 	if err != nil {
 		return err
 	}
-	if v, _, err := s.get(ctx, key(account, name)); err == nil {
+	if v, _, err := s.kv.Read(ctx, key(account, name)); err == nil {
 		var m meta
 		if err := json.Unmarshal(v, &m); err != nil {
 			return err
@@ -345,7 +288,7 @@ func (s *Service) Delete(ctx context.Context, account, name string) error {
 	if err := s.kv.Delete(ctx, key(account, name)); err != nil {
 		return err
 	}
-	s.forget(key(account, name), 0)
+	s.open.Forget(key(account, name), 0)
 	if err := s.js.DeleteStream(ctx, StreamName(account, name)); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return err
 	}
@@ -457,7 +400,7 @@ func (s *Service) modify(ctx context.Context, account, name string, change func(
 	if err != nil {
 		return err
 	}
-	s.forget(key(account, name), rev)
+	s.open.Forget(key(account, name), rev)
 	return nil
 }
 

@@ -127,7 +127,7 @@ func (s *Service) Put(ctx context.Context, account, name string, entries []PutEn
 		}
 		// The stream was deleted through another process a moment ago
 		// (the watch has not told this one yet), and maybe created again.
-		s.forget(key(account, name), m.rev+1)
+		s.open.Forget(key(account, name), m.rev+1)
 		if attempt > 0 {
 			return nil, notFound(account, name)
 		}

@@ -45,9 +45,8 @@ func TestStaleDescription(t *testing.T) {
 		if err := a.Create(ctx, "111111111111", "s", 1); err != nil {
 			t.Fatal(err)
 		}
-		b.mu.Lock()
-		b.open[k], b.seen[k] = old, 0 // as if the watch had not caught up
-		b.mu.Unlock()
+		b.open = new(natsd.Cache[*meta]) // as if the watch had not caught up
+		b.open.Put(k, old, old.rev)
 	}
 	stale()
 	res, err := b.Put(ctx, "111111111111", "s", []PutEntry{{PartitionKey: "k", Data: []byte("x")}})

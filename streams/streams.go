@@ -51,7 +51,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/kiln-dev/kiln/natsd"
@@ -96,14 +95,12 @@ type Service struct {
 	cfg    Config
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	kv     jetstream.KeyValue
+	kv     *natsd.KV // read so that a stream created through another frontend a moment ago is found
 	secret []byte
 	log    *slog.Logger
 	metrics
 
-	mu   sync.Mutex
-	open map[string]*meta  // by KV key, while their description is current
-	seen map[string]uint64 // the newest revision of each key the watch reported
+	open *natsd.Cache[*meta] // by KV key, while their description is current
 }
 
 // meta is a stream's description, as stored.
@@ -143,27 +140,19 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Bound to when it exists: a process of another Replicas (a tool, say)
-	// must not change it under the others' feet.
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
-			Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
-		if errors.Is(err, jetstream.ErrBucketExists) { // another process created it first
-			kv, err = js.KeyValue(ctx, bucket)
-		}
-	}
+	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
+		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
 	if err != nil {
 		return nil, fmt.Errorf("streams: %w", err)
 	}
-	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, metrics: newMetrics(),
-		open: map[string]*meta{}, seen: map[string]uint64{}}
+	// The watch ends with the connection.
+	open, err := natsd.WatchCache[*meta](context.WithoutCancel(ctx), kv)
+	if err != nil {
+		return nil, fmt.Errorf("streams: %w", err)
+	}
+	s := &Service{cfg: cfg, nc: cfg.NATS, js: js, kv: kv, log: cfg.Logger, metrics: newMetrics(), open: open}
 	if s.secret, err = s.loadSecret(ctx); err != nil {
 		return nil, fmt.Errorf("streams: iterator key: %w", err)
-	}
-	// The watch ends with the connection.
-	if err := s.watch(context.WithoutCancel(ctx)); err != nil {
-		return nil, fmt.Errorf("streams: %w", err)
 	}
 	return s, nil
 }
@@ -180,7 +169,7 @@ func (s *Service) loadSecret(ctx context.Context) ([]byte, error) {
 	if !errors.Is(err, jetstream.ErrKeyExists) {
 		return nil, err
 	}
-	b, _, err := natsd.LeaderGet(ctx, s.nc, bucket, secretKey)
+	b, _, err := s.kv.Read(ctx, secretKey)
 	if err == nil && len(b) != 32 {
 		err = fmt.Errorf("stored key of %d bytes", len(b))
 	}
@@ -210,38 +199,23 @@ func (s *Service) stream(ctx context.Context, account, name string) (*meta, erro
 		return nil, notFound(account, name)
 	}
 	k := key(account, name)
-	s.mu.Lock()
-	m := s.open[k]
-	s.mu.Unlock()
-	if m != nil {
+	if m, ok := s.open.Get(k); ok {
 		return m, nil
 	}
-	// From the leader: a stream created through another frontend a moment
-	// ago may not be on every replica yet.
-	b, rev, err := natsd.LeaderGet(ctx, s.nc, bucket, k)
+	b, rev, err := s.kv.Read(ctx, k)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, notFound(account, name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
-	m = &meta{}
+	m := &meta{}
 	if err := json.Unmarshal(b, m); err != nil {
 		return nil, fmt.Errorf("stream %s: %w", name, err)
 	}
 	m.rev = rev
-	s.remember(m)
+	s.open.Put(key(m.Account, m.Name), m, m.rev)
 	return m, nil
-}
-
-// remember caches m, unless the watch already reported a newer revision.
-func (s *Service) remember(m *meta) {
-	k := key(m.Account, m.Name)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if m.rev >= s.seen[k] {
-		s.open[k] = m
-	}
 }
 
 // active opens a stream records are written to and read from.
@@ -260,36 +234,6 @@ func (m *meta) isActive() error {
 	return nil
 }
 
-// forget drops a stream's cached description after it changed at revision
-// rev.
-func (s *Service) forget(k string, rev uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if m := s.open[k]; m != nil && m.rev < rev {
-		delete(s.open, k)
-	}
-	if rev > s.seen[k] {
-		s.seen[k] = rev
-	}
-}
-
-// watch keeps the cache of open streams in step with the descriptions, as
-// other processes change them.
-func (s *Service) watch(ctx context.Context) error {
-	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly(), jetstream.MetaOnly())
-	if err != nil {
-		return err
-	}
-	go func() {
-		for e := range w.Updates() {
-			if e != nil {
-				s.forget(e.Key(), e.Revision())
-			}
-		}
-	}()
-	return nil
-}
-
 // store writes m over the revision it was read at.
 func (s *Service) store(ctx context.Context, m *meta) error {
 	b, err := json.Marshal(m)
@@ -302,7 +246,7 @@ func (s *Service) store(ctx context.Context, m *meta) error {
 	}
 	// Cached at once: this process's next call sees what it wrote.
 	m.rev = rev
-	s.remember(m)
+	s.open.Put(key(m.Account, m.Name), m, m.rev)
 	return nil
 }
 
@@ -368,7 +312,7 @@ func (s *Service) Delete(ctx context.Context, account, name string) error {
 		}
 		// The description changed since this process read it (deleted, or
 		// created again, through another one): read it again, once.
-		s.forget(key(account, name), m.rev+1)
+		s.open.Forget(key(account, name), m.rev+1)
 		if attempt > 0 {
 			return errorf(ErrInUse, "Stream %s under account %s changed while being deleted; try again.", name, account)
 		}
@@ -393,7 +337,7 @@ func (s *Service) delete(ctx context.Context, m *meta) error {
 	if err := s.kv.Delete(ctx, k, jetstream.LastRevision(m.rev)); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
 		return fmt.Errorf("stream %s: %w", m.Name, err)
 	}
-	s.forget(k, m.rev+1)
+	s.open.Forget(k, m.rev+1)
 	return nil
 }
 
