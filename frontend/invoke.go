@@ -326,6 +326,28 @@ func (f *Frontend) invokeRequest(w http.ResponseWriter, r *http.Request) (t *met
 	return t, payload, clientContext, fail, err
 }
 
+// invocationType reads X-Amz-Invocation-Type: RequestResponse (also for
+// none), or Event where event allows it. A DryRun (the request's checks
+// passed) and a type not allowed are answered here, with ok false.
+func invocationType(w http.ResponseWriter, r *http.Request, t *metadata.Target, fail func(error), event bool) (typ string, ok bool) {
+	allowed := "[RequestResponse, DryRun]"
+	if event {
+		allowed = "[Event, RequestResponse, DryRun]"
+	}
+	switch typ = r.Header.Get("X-Amz-Invocation-Type"); {
+	case typ == "" || typ == "RequestResponse":
+		return "RequestResponse", true
+	case typ == "Event" && event:
+		return typ, true
+	case typ == "DryRun":
+		w.Header().Set("X-Amz-Executed-Version", t.Config.Version)
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: %s", typ, allowed))
+	}
+	return typ, false
+}
+
 func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	t, payload, clientContext, fail, err := f.invokeRequest(w, r)
@@ -333,13 +355,10 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
-	case "", "RequestResponse":
-	case "DryRun":
-		w.Header().Set("X-Amz-Executed-Version", t.Config.Version)
-		w.WriteHeader(http.StatusNoContent)
+	switch typ, ok := invocationType(w, r, t, fail, true); {
+	case !ok:
 		return
-	case "Event":
+	case typ == "Event":
 		if f.cfg.Async == nil {
 			fail(api.Errorf(api.InvalidParameterValue, "Asynchronous (Event) invocation is not enabled on this Kiln"))
 			return
@@ -351,9 +370,6 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("X-Amzn-Requestid", requestID)
 		w.WriteHeader(http.StatusAccepted)
-		return
-	default:
-		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [Event, RequestResponse, DryRun]", typ))
 		return
 	}
 

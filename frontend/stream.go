@@ -95,14 +95,7 @@ func (f *Frontend) invokeWithResponseStream(w http.ResponseWriter, r *http.Reque
 	if err != nil {
 		return
 	}
-	switch typ := r.Header.Get("X-Amz-Invocation-Type"); typ {
-	case "", "RequestResponse":
-	case "DryRun":
-		w.Header().Set("X-Amz-Executed-Version", t.Config.Version)
-		w.WriteHeader(http.StatusNoContent)
-		return
-	default:
-		fail(api.Errorf(api.Validation, "1 validation error detected: Value '%s' at 'invocationType' failed to satisfy constraint: Member must satisfy enum value set: [RequestResponse, DryRun]", typ))
+	if _, ok := invocationType(w, r, t, fail, false); !ok {
 		return
 	}
 	requestID := api.NewUUID()
