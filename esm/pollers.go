@@ -63,8 +63,7 @@ type Pollers struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 
-	mu   sync.Mutex
-	runs map[string]*runner // by UUID
+	runs runSet[*runner]
 }
 
 // New opens the mapping store and the lease bucket. Start runs the pollers.
@@ -96,7 +95,7 @@ func New(ctx context.Context, cfg Config) (*Pollers, error) {
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p := &Pollers{cfg: cfg, store: store, log: cfg.Logger, ctx: runCtx, cancel: cancel, done: make(chan struct{}),
-		leases: &lease.Holder{KV: kv, ID: cmp.Or(cfg.Name, "esm") + "/" + api.NewUUID(), TTL: cfg.LeaseTTL}, runs: map[string]*runner{}}
+		leases: &lease.Holder{KV: kv, ID: cmp.Or(cfg.Name, "esm") + "/" + api.NewUUID(), TTL: cfg.LeaseTTL}}
 	if p.streams, err = newStreams(ctx, p, js, kv); err != nil {
 		cancel()
 		return nil, err
@@ -136,13 +135,7 @@ func (p *Pollers) loop() {
 		p.reconcile(p.ctx)
 		select {
 		case <-p.ctx.Done():
-			p.mu.Lock()
-			runs := p.runs
-			p.runs = map[string]*runner{}
-			p.mu.Unlock()
-			for _, r := range runs {
-				r.stop()
-			}
+			p.runs.stopAll()
 			p.streams.stopAll()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			p.leases.ReleaseAll(ctx)
@@ -166,13 +159,7 @@ func (p *Pollers) reconcile(ctx context.Context) {
 		// Cut off from the mappings: keep running only what is still
 		// surely leased (a lease counts until its TTL after the last
 		// renewal), so that nobody else runs it meanwhile.
-		p.mu.Lock()
-		ids := make([]string, 0, len(p.runs))
-		for id := range p.runs {
-			ids = append(ids, id)
-		}
-		p.mu.Unlock()
-		for _, id := range ids {
+		for _, id := range p.runs.ids() {
 			if !p.leases.Hold(ctx, id) {
 				p.log.Warn("esm: lost the lease of a mapping", "uuid", id)
 				p.stop(id)
@@ -214,22 +201,11 @@ func (p *Pollers) reconcile(ctx context.Context) {
 			}
 		}
 	}
-	p.mu.Lock()
-	var stale []string
-	for id, r := range p.runs {
-		if m, ok := want[id]; !ok || m.LastModified != r.m.LastModified {
-			stale = append(stale, id)
-		}
-	}
-	p.mu.Unlock()
-	for _, id := range stale {
+	for _, id := range p.runs.stale(want) {
 		p.stop(id)
 	}
 	for id, m := range want {
-		p.mu.Lock()
-		_, running := p.runs[id]
-		p.mu.Unlock()
-		if running {
+		if _, running := p.runs.get(id); running {
 			continue
 		}
 		r, err := p.newRunner(ctx, m)
@@ -238,9 +214,7 @@ func (p *Pollers) reconcile(ctx context.Context) {
 			p.leases.Release(ctx, id)
 			continue
 		}
-		p.mu.Lock()
-		p.runs[id] = r
-		p.mu.Unlock()
+		p.runs.add(id, r)
 		r.spawn()
 	}
 }
@@ -249,13 +223,7 @@ var errStale = errors.New("stale")
 
 // stop ends a mapping's batch loops and gives its lease up.
 func (p *Pollers) stop(id string) {
-	p.mu.Lock()
-	r := p.runs[id]
-	delete(p.runs, id)
-	p.mu.Unlock()
-	if r != nil {
-		r.stop()
-	}
+	p.runs.stop(id)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	p.leases.Release(ctx, id)
@@ -336,6 +304,8 @@ func (p *Pollers) open(ctx context.Context, m *Mapping) (Source, error) {
 	}
 	return src, nil
 }
+
+func (r *runner) mapping() *Mapping { return r.m }
 
 func (r *runner) stop() {
 	r.cancel()

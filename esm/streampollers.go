@@ -44,9 +44,7 @@ type streamPollers struct {
 	checkpoints jetstream.KeyValue
 	members     jetstream.KeyValue
 	leases      *lease.Holder
-
-	mu   sync.Mutex
-	runs map[string]*streamRun // by mapping UUID
+	runs        runSet[*streamRun]
 }
 
 func newStreams(ctx context.Context, p *Pollers, js jetstream.JetStream, leases jetstream.KeyValue) (*streamPollers, error) {
@@ -60,7 +58,7 @@ func newStreams(ctx context.Context, p *Pollers, js jetstream.JetStream, leases 
 	if err != nil {
 		return nil, fmt.Errorf("esm pollers: %w", err)
 	}
-	return &streamPollers{p: p, checkpoints: cps, members: members, runs: map[string]*streamRun{},
+	return &streamPollers{p: p, checkpoints: cps, members: members,
 		leases: &lease.Holder{KV: leases, ID: p.leases.ID, TTL: p.cfg.LeaseTTL}}, nil
 }
 
@@ -84,26 +82,16 @@ func (s *streamPollers) reconcile(ctx context.Context, ms []*Mapping) {
 		case m.State == StateEnabled:
 			want[m.UUID] = m
 		case m.State == StateDeleting:
-			s.stop(m.UUID)
+			s.runs.stop(m.UUID)
 			s.forget(ctx, m.UUID)
 		}
 	}
-	s.mu.Lock()
-	var stale []string
-	for id, r := range s.runs {
-		if m, ok := want[id]; !ok || m.LastModified != r.m.LastModified {
-			stale = append(stale, id)
-		}
-	}
-	s.mu.Unlock()
-	for _, id := range stale {
-		s.stop(id)
+	for _, id := range s.runs.stale(want) {
+		s.runs.stop(id)
 	}
 	for id, m := range want {
-		s.mu.Lock()
-		r := s.runs[id]
-		s.mu.Unlock()
-		if r == nil {
+		r, ok := s.runs.get(id)
+		if !ok {
 			src, err := s.p.openStream(ctx, m)
 			if err != nil {
 				s.p.setResult(id, "PROBLEM: "+err.Error())
@@ -112,36 +100,15 @@ func (s *streamPollers) reconcile(ctx context.Context, ms []*Mapping) {
 			rctx, cancel := context.WithCancel(s.p.ctx)
 			r = &streamRun{s: s, m: m, src: src, ctx: rctx, cancel: cancel, shards: map[string]*shardRun{}}
 			r.result.Store(&m.LastProcessingResult)
-			s.mu.Lock()
-			s.runs[id] = r
-			s.mu.Unlock()
+			s.runs.add(id, r)
 		}
 		r.balance(ctx, live)
 	}
 }
 
-// stop ends a mapping's shard readers (giving their leases up).
-func (s *streamPollers) stop(id string) {
-	s.mu.Lock()
-	r := s.runs[id]
-	delete(s.runs, id)
-	s.mu.Unlock()
-	if r != nil {
-		r.stop()
-	}
-}
-
 // stopAll ends every stream mapping (Pollers.Close).
 func (s *streamPollers) stopAll() {
-	s.mu.Lock()
-	ids := make([]string, 0, len(s.runs))
-	for id := range s.runs {
-		ids = append(ids, id)
-	}
-	s.mu.Unlock()
-	for _, id := range ids {
-		s.stop(id)
-	}
+	s.runs.stopAll()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	s.members.Delete(ctx, s.leases.ID)
@@ -236,6 +203,9 @@ func (r *streamRun) balance(ctx context.Context, live int) {
 	}
 }
 
+func (r *streamRun) mapping() *Mapping { return r.m }
+
+// stop ends the mapping's shard readers (giving their leases up).
 func (r *streamRun) stop() {
 	r.cancel()
 	r.mu.Lock()
