@@ -120,45 +120,66 @@ func testMappings(t *testing.T, name string, n int) {
 		script(t, 300*time.Second, python, esmPy, "verify")
 	})
 	t.Run("SIGKILL mid-stream", func(t *testing.T) {
-		if k != nil {
-			parent := k.t
-			k.t = t
-			defer func() { k.t = parent }()
-		}
-		script(t, 120*time.Second, python, esmPy, "crash-send")
-		// Kill once the function has seen some of the crash queue, but not all.
-		deadline := time.Now().Add(120 * time.Second)
-		for {
-			b, _ := os.ReadFile(sink)
-			seen := strings.Count(string(b), `"crash-`)
-			if seen >= n/10 {
-				if seen >= n {
-					t.Fatalf("all %d crash messages processed before the kill: nothing to check", n)
-				}
-				t.Logf("%d of %d crash messages processed", seen, n)
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the function saw %d crash messages within 120s\n%s", seen, tg.log())
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		if k != nil {
-			t.Logf("SIGKILL of kiln up (pid %d)", k.cmd.Process.Pid)
-			syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
-			<-k.exited
-			k.cmd = nil
-			k.start()
-		} else {
-			holder := mappingHolder(t, tg, ":crash", "")
-			p, err := tg.cluster.Kill(holder)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("SIGKILL of %s (pid %d), the pollers process running the crash mapping", holder, p.PID)
-		}
-		script(t, 300*time.Second, python, esmPy, "crash-verify")
+		killMidStream(t, tg, k, midStream{n: n, sink: sink, marker: `"crash-`, items: "messages",
+			arnSuffix: ":crash", holds: "running the crash mapping",
+			put:    func(t *testing.T) { script(t, 120*time.Second, python, esmPy, "crash-send") },
+			verify: func(t *testing.T) { script(t, 300*time.Second, python, esmPy, "crash-verify") }})
 	})
+}
+
+// midStream is a mapping test's SIGKILL mid-stream: put sends n items the
+// function marks in sink's lines with marker; verify checks, after the
+// kill, what it saw. In the cluster the process killed is the one holding
+// the lease of the mapping whose source ARN ends in arnSuffix (of shard,
+// when set), which holds describes.
+type midStream struct {
+	n                       int
+	sink, marker, items     string
+	arnSuffix, shard, holds string
+	put, verify             func(t *testing.T)
+}
+
+// killMidStream kills, once the function has seen a tenth of the items but
+// not all: kiln up (then restarted), or the cluster's pollers process
+// running the mapping (another takes it over).
+func killMidStream(t *testing.T, tg *target, k *kiln, c midStream) {
+	if k != nil {
+		parent := k.t
+		k.t = t
+		defer func() { k.t = parent }()
+	}
+	c.put(t)
+	deadline := time.Now().Add(120 * time.Second)
+	for {
+		b, _ := os.ReadFile(c.sink)
+		seen := strings.Count(string(b), c.marker)
+		if seen >= c.n/10 {
+			if seen >= c.n {
+				t.Fatalf("all %d crash %s processed before the kill: nothing to check", c.n, c.items)
+			}
+			t.Logf("%d of %d crash %s processed", seen, c.n, c.items)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the function saw %d crash %s within 120s\n%s", seen, c.items, tg.log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if k != nil {
+		t.Logf("SIGKILL of kiln up (pid %d)", k.cmd.Process.Pid)
+		syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+		<-k.exited
+		k.cmd = nil
+		k.start()
+	} else {
+		holder := mappingHolder(t, tg, c.arnSuffix, c.shard)
+		p, err := tg.cluster.Kill(holder)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("SIGKILL of %s (pid %d), the pollers process %s", holder, p.PID, c.holds)
+	}
+	c.verify(t)
 }
 
 // mappingHolder is the cluster's pollers process holding the lease of the

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -56,43 +53,10 @@ func testStreamMappings(t *testing.T, name string) {
 	t.Run("order under ParallelizationFactor 5", func(t *testing.T) { script(t, 150*time.Second, python, py, "order") })
 	t.Run("poison isolated by bisect", func(t *testing.T) { script(t, 150*time.Second, python, py, "poison") })
 	t.Run("SIGKILL mid-stream", func(t *testing.T) {
-		if k != nil {
-			parent := k.t
-			k.t = t
-			defer func() { k.t = parent }()
-		}
-		script(t, 120*time.Second, python, py, "crash-put")
-		deadline := time.Now().Add(120 * time.Second)
-		for {
-			b, _ := os.ReadFile(sink)
-			seen := strings.Count(string(b), `"stream": "crash"`)
-			if seen >= n/10 {
-				if seen >= n {
-					t.Fatalf("all %d crash records processed before the kill: nothing to check", n)
-				}
-				t.Logf("%d of %d crash records processed", seen, n)
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the function saw %d crash records within 120s\n%s", seen, tg.log())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		if k != nil {
-			t.Logf("SIGKILL of kiln up (pid %d)", k.cmd.Process.Pid)
-			syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
-			<-k.exited
-			k.cmd = nil
-			k.start()
-		} else {
-			holder := mappingHolder(t, tg, ":stream/crash", "shardId-000000000000")
-			p, err := tg.cluster.Kill(holder)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("SIGKILL of %s (pid %d), the pollers process reading the crash stream's first shard", holder, p.PID)
-		}
-		script(t, 150*time.Second, python, py, "crash-verify")
+		killMidStream(t, tg, k, midStream{n: n, sink: sink, marker: `"stream": "crash"`, items: "records",
+			arnSuffix: ":stream/crash", shard: "shardId-000000000000", holds: "reading the crash stream's first shard",
+			put:    func(t *testing.T) { script(t, 120*time.Second, python, py, "crash-put") },
+			verify: func(t *testing.T) { script(t, 150*time.Second, python, py, "crash-verify") }})
 	})
 	t.Run("records past the maximum age", func(t *testing.T) { script(t, 150*time.Second, python, py, "aged") })
 }
