@@ -76,3 +76,19 @@ func (c *Cache[V]) Forget(key string, rev uint64) {
 		c.seen[key] = rev
 	}
 }
+
+// OpenCatalog opens bucket, a catalog of descriptions (OpenKV: one value a
+// key, on file, with replicas), and a cache of them that follows it. The
+// cache's watch ends with the connection.
+func OpenCatalog[V any](ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*KV, *Cache[V], error) {
+	kv, err := OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
+		Storage: jetstream.FileStorage, Replicas: max(replicas, 1)})
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := WatchCache[V](context.WithoutCancel(ctx), kv)
+	if err != nil {
+		return nil, nil, err
+	}
+	return kv, c, nil
+}

@@ -114,13 +114,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
-		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("queues: %w", err)
-	}
-	// The watch ends with the connection.
-	open, err := natsd.WatchCache[*queue](context.WithoutCancel(ctx), kv)
+	kv, open, err := natsd.OpenCatalog[*queue](ctx, js, bucket, cfg.Replicas)
 	if err != nil {
 		return nil, fmt.Errorf("queues: %w", err)
 	}

@@ -140,13 +140,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1,
-		Storage: jetstream.FileStorage, Replicas: max(cfg.Replicas, 1)})
-	if err != nil {
-		return nil, fmt.Errorf("streams: %w", err)
-	}
-	// The watch ends with the connection.
-	open, err := natsd.WatchCache[*meta](context.WithoutCancel(ctx), kv)
+	kv, open, err := natsd.OpenCatalog[*meta](ctx, js, bucket, cfg.Replicas)
 	if err != nil {
 		return nil, fmt.Errorf("streams: %w", err)
 	}
