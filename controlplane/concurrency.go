@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"fmt"
 	"net/http"
 	"time"
 
@@ -26,23 +27,11 @@ func (s *Service) putFunctionConcurrency(c *call) error {
 		return err
 	}
 	n := req.ReservedConcurrentExecutions
-	if n == nil {
-		return validation(nil, "reservedConcurrentExecutions", "Member must not be null")
-	}
-	if *n < 0 {
-		return validation(*n, "reservedConcurrentExecutions", "Member must have value greater than or equal to 0")
-	}
-	// The check reads every function of the account; holding the lock until
-	// the write keeps two concurrent reservations from both passing it.
-	unlock, err := s.lockConcurrency(c)
+	others, found, unlock, err := s.reservation(c, ref.Name, n, "reservedConcurrentExecutions", 0)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	others, found, err := s.reservedByOthers(c, ref.Name)
-	if err != nil {
-		return err
-	}
 	if !found {
 		return s.notFound(c.caller.Account, ref.Name, "")
 	}
@@ -101,6 +90,29 @@ func (s *Service) deleteFunctionConcurrency(c *call) error {
 // reservations (reserved and provisioned) across every control plane.
 func (s *Service) lockConcurrency(c *call) (func(), error) {
 	return s.store.Lock(c.ctx, "concurrency-"+c.caller.Account, 10*time.Second)
+}
+
+// reservation checks a reservation's count n (member names it in Lambda's
+// messages; it must be at least least), takes the account's concurrency
+// lock and sums what the account's functions other than name reserve,
+// saying whether name exists. The caller unlocks after its write: the sum
+// reads every function of the account, and holding the lock until the
+// write keeps two concurrent reservations from both passing the check.
+func (s *Service) reservation(c *call, name string, n *int, member string, least int) (others int, found bool, unlock func(), err error) {
+	if n == nil {
+		return 0, false, nil, validation(nil, member, "Member must not be null")
+	}
+	if *n < least {
+		return 0, false, nil, validation(*n, member, fmt.Sprintf("Member must have value greater than or equal to %d", least))
+	}
+	if unlock, err = s.lockConcurrency(c); err != nil {
+		return 0, false, nil, err
+	}
+	if others, found, err = s.reservedByOthers(c, name); err != nil {
+		unlock()
+		return 0, false, nil, err
+	}
+	return others, found, unlock, nil
 }
 
 // reservedByOthers sums the reserved concurrency of the account's functions

@@ -128,11 +128,7 @@ func (s *Service) mappingFunction(c *call, name string, visibility int) (string,
 	if err := s.checkOwner(c, ref); err != nil {
 		return "", err
 	}
-	f, err := s.get(c, ref.Name, ref.Qualifier)
-	if err != nil {
-		return "", err
-	}
-	cfg, err := s.resolve(f, ref.Qualifier)
+	_, cfg, err := s.getResolved(c, ref)
 	if err != nil {
 		return "", err
 	}

@@ -258,16 +258,25 @@ func (s *Service) resolve(f *metadata.Function, q string) (*api.FunctionConfigur
 	return &cfg, nil
 }
 
+// getResolved reads the function ref names and resolves its qualifier.
+func (s *Service) getResolved(c *call, ref api.FunctionRef) (*metadata.Function, *api.FunctionConfiguration, error) {
+	f, err := s.get(c, ref.Name, ref.Qualifier)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := s.resolve(f, ref.Qualifier)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, cfg, nil
+}
+
 func (s *Service) getFunction(c *call) error {
 	ref, err := s.function(c, true)
 	if err != nil {
 		return err
 	}
-	f, err := s.get(c, ref.Name, ref.Qualifier)
-	if err != nil {
-		return err
-	}
-	cfg, err := s.resolve(f, ref.Qualifier)
+	f, cfg, err := s.getResolved(c, ref)
 	if err != nil {
 		return err
 	}
@@ -293,11 +302,7 @@ func (s *Service) getFunctionConfiguration(c *call) error {
 	if err != nil {
 		return err
 	}
-	f, err := s.get(c, ref.Name, ref.Qualifier)
-	if err != nil {
-		return err
-	}
-	cfg, err := s.resolve(f, ref.Qualifier)
+	_, cfg, err := s.getResolved(c, ref)
 	if err != nil {
 		return err
 	}

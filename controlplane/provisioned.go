@@ -59,21 +59,11 @@ func (s *Service) putProvisionedConcurrency(c *call) error {
 		return err
 	}
 	n := req.ProvisionedConcurrentExecutions
-	if n == nil {
-		return validation(nil, "provisionedConcurrentExecutions", "Member must not be null")
-	}
-	if *n < 1 {
-		return validation(*n, "provisionedConcurrentExecutions", "Member must have value greater than or equal to 1")
-	}
-	unlock, err := s.lockConcurrency(c)
+	reservedElsewhere, _, unlock, err := s.reservation(c, ref.Name, n, "provisionedConcurrentExecutions", 1)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	reservedElsewhere, _, err := s.reservedByOthers(c, ref.Name)
-	if err != nil {
-		return err
-	}
 	var out *metadata.Provisioned
 	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
 		version, ok := targetVersion(f, ref.Qualifier)
