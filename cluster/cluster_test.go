@@ -23,6 +23,7 @@ import (
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/kilntest/load"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/slots"
 )
@@ -210,24 +211,12 @@ func TestKillPartitionLeaderUnderLoad(t *testing.T) {
 	wg.Wait()
 	var mu sync.Mutex
 	var results []outcome
-	stop := make(chan struct{})
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o := invoke(c, "steady", `{"action":"sleep","ms":5}`)
-				mu.Lock()
-				results = append(results, o)
-				mu.Unlock()
-			}
-		}()
-	}
+	stop := load.Repeat(clients, func(int) {
+		o := invoke(c, "steady", `{"action":"sleep","ms":5}`)
+		mu.Lock()
+		results = append(results, o)
+		mu.Unlock()
+	})
 	time.Sleep(2 * time.Second)
 	leader, p := leaderOf(t, f, "steady")
 	killedAt := time.Now()
@@ -235,8 +224,7 @@ func TestKillPartitionLeaderUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
-	close(stop)
-	wg.Wait()
+	stop()
 	newLeader, _ := leaderOf(t, f, "steady")
 	var before, after, errs, coldBefore, coldAfter int
 	var firstServed time.Duration = -1

@@ -8,6 +8,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/kilntest/load"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -113,24 +114,7 @@ func killUnderLoad(t *testing.T, f *cluster.File, victim string, workers int, st
 		defer mu.Unlock()
 		return at
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer close(stop)
-	for i := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				step(i, killedAt)
-			}
-		}()
-	}
+	defer load.Repeat(workers, func(i int) { step(i, killedAt) })()
 	time.Sleep(2 * time.Second)
 	mu.Lock()
 	at = time.Now()

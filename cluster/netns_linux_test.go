@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/kilntest/load"
 )
 
 // TestNetnsZones runs `kiln cluster up --netns`: each zone a host of its
@@ -51,25 +52,12 @@ func TestNetnsZones(t *testing.T) {
 
 	var mu sync.Mutex
 	var results []outcome
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for i := 0; i < 3; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				o := invoke(c, "hop", `{"action":"sleep","ms":5}`)
-				mu.Lock()
-				results = append(results, o)
-				mu.Unlock()
-			}
-		}()
-	}
+	stop := load.Repeat(3, func(int) {
+		o := invoke(c, "hop", `{"action":"sleep","ms":5}`)
+		mu.Lock()
+		results = append(results, o)
+		mu.Unlock()
+	})
 	time.Sleep(2 * time.Second)
 	cutAt := time.Now()
 	if err := f.Netns.SetLink(2, false); err != nil {
@@ -98,8 +86,7 @@ func TestNetnsZones(t *testing.T) {
 			break
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	var failedEarly int
 	var firstOK time.Duration = -1
 	for _, o := range results {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/kilntest/audit"
+	"github.com/kiln-dev/kiln/kilntest/load"
 	"github.com/kiln-dev/kiln/kilntest/netns"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
@@ -78,37 +79,18 @@ func TestNetworkPartitionedLeader(t *testing.T) {
 	wg.Wait()
 	r.waitSame(0)
 	warm := r.fleet.created.Load()
-	stop := make(chan struct{})
 	var ok, failed atomic.Int64
 	var lastOK atomic.Int64 // unix ns of the last successful invoke
-	for c := 0; c < 8; c++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, err := r.invoke(fn); err != nil {
-					failed.Add(1)
-					t.Logf("invoke: %v", err)
-				} else {
-					ok.Add(1)
-					lastOK.Store(time.Now().UnixNano())
-				}
-			}
-		}()
-	}
-	defer func() { // stop the callers even if the test fails
-		select {
-		case <-stop:
-		default:
-			close(stop)
+	stop := load.Repeat(8, func(int) {
+		if _, err := r.invoke(fn); err != nil {
+			failed.Add(1)
+			t.Logf("invoke: %v", err)
+		} else {
+			ok.Add(1)
+			lastOK.Store(time.Now().UnixNano())
 		}
-		wg.Wait()
-	}()
+	})
+	defer stop() // stop the callers even if the test fails
 	time.Sleep(300 * time.Millisecond)
 
 	split.SetLink(false)
@@ -159,8 +141,7 @@ func TestNetworkPartitionedLeader(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 
 	t.Logf("cut m0 (leader of partition 0): new leader after %v, serving after %v; m0 stepped down after %v; "+
 		"%d invokes ok while cut, %d handed out by m0 after it stepped down; m0 leading beside another for %v",
