@@ -15,7 +15,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
 	"github.com/kiln-dev/kiln/cluster"
 	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestKinesisKillStreamLeader kills -9 the NATS node leading a Kinesis
@@ -34,17 +33,12 @@ func TestKinesisKillStreamLeader(t *testing.T) {
 	if _, err := kc(0).CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: name, ShardCount: aws.Int32(2)}); err != nil {
 		t.Fatal(err)
 	}
-	sum, err := kc(1).DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
-	if err != nil {
-		t.Fatal(err)
-	}
 	nc, err := f.Connect()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	st, err := js.Stream(ctx, "KILN_KINESIS_"+aws.ToString(sum.StreamDescriptionSummary.StreamId))
+	st, err := kilntest.KinesisJetStream(ctx, kc(1), nc, *name)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,6 +34,7 @@ import (
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/controlplane"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go"
@@ -173,29 +173,11 @@ func (k *kiln) stop() {
 // makeZip packs name → content; "bootstrap" is executable.
 func makeZip(t testing.TB, files map[string]string) []byte {
 	t.Helper()
-	var buf bytes.Buffer
-	zw := zip.NewWriter(&buf)
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
+	b := make(map[string][]byte, len(files))
+	for n, c := range files {
+		b[n] = []byte(c)
 	}
-	sort.Strings(names)
-	for _, n := range names {
-		h := &zip.FileHeader{Name: n, Method: zip.Deflate}
-		h.SetMode(0o644)
-		if n == "bootstrap" {
-			h.SetMode(0o755)
-		}
-		w, err := zw.CreateHeader(h)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.WriteString(w, files[n])
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return fntest.Zip(t, b)
 }
 
 func codeSha(zip []byte) string {

@@ -8,7 +8,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // TestKinesis drives Kiln streams with Debian's AWS CLI (kinesis.sh) and
@@ -32,17 +31,12 @@ func TestKinesis(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: name})
-			sum, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: name})
-			if err != nil {
-				t.Fatal(err)
-			}
 			nc, err := tg.connect()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer nc.Close()
-			js, _ := jetstream.New(nc)
-			st, err := js.Stream(ctx, "KILN_KINESIS_"+aws.ToString(sum.StreamDescriptionSummary.StreamId))
+			st, err := kilntest.KinesisJetStream(ctx, c, nc, *name)
 			if err != nil {
 				t.Fatal(err)
 			}

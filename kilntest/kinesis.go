@@ -2,11 +2,14 @@ package kilntest
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Kinesis returns an aws-sdk-go-v2 Kinesis client of endpoint, with
@@ -24,6 +27,20 @@ import (
 func Kinesis(endpoint, region string, creds aws.CredentialsProvider) *kinesis.Client {
 	return kinesis.New(kinesis.Options{Region: region, BaseEndpoint: aws.String(endpoint), Credentials: creds,
 		RetryMaxAttempts: 1, HTTPClient: copiedBodies{&http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}}})
+}
+
+// KinesisJetStream is the JetStream stream holding the records of c's
+// Kinesis stream name (named by its StreamId), read through nc.
+func KinesisJetStream(ctx context.Context, c *kinesis.Client, nc *nats.Conn, name string) (jetstream.Stream, error) {
+	sum, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String(name)})
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	return js.Stream(ctx, "KILN_KINESIS_"+aws.ToString(sum.StreamDescriptionSummary.StreamId))
 }
 
 type copiedBodies struct{ c *http.Client }
