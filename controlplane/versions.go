@@ -136,18 +136,62 @@ type routingConfig struct {
 	AdditionalVersionWeights map[string]float64 `json:"AdditionalVersionWeights"`
 }
 
-type createAliasRequest struct {
-	Name            string         `json:"Name"`
+// aliasChange is what CreateAlias and UpdateAlias both set; a nil member
+// is left as it is.
+type aliasChange struct {
 	FunctionVersion *string        `json:"FunctionVersion"`
 	Description     *string        `json:"Description"`
 	RoutingConfig   *routingConfig `json:"RoutingConfig"`
 }
 
+type createAliasRequest struct {
+	Name string `json:"Name"`
+	aliasChange
+}
+
 type updateAliasRequest struct {
-	FunctionVersion *string        `json:"FunctionVersion"`
-	Description     *string        `json:"Description"`
-	RoutingConfig   *routingConfig `json:"RoutingConfig"`
-	RevisionId      string         `json:"RevisionId"`
+	aliasChange
+	RevisionId string `json:"RevisionId"`
+}
+
+// check validates the members given.
+func (ch *aliasChange) check() error {
+	if ch.FunctionVersion != nil {
+		if err := checkVersionParam(ch.FunctionVersion, "functionVersion"); err != nil {
+			return err
+		}
+	}
+	if ch.Description != nil {
+		return checkDescription(*ch.Description)
+	}
+	return nil
+}
+
+// applyAlias makes the change to a, an alias of f, under a new revision:
+// the version must exist, and the routing (the one given, or a's) must
+// suit it.
+func (s *Service) applyAlias(f *metadata.Function, a *api.AliasConfiguration, ch aliasChange) error {
+	if v := ch.FunctionVersion; v != nil {
+		if _, ok := f.Version(*v); !ok {
+			return s.notFound(f.Account, f.Name, *v)
+		}
+		a.FunctionVersion = *v
+	}
+	if ch.Description != nil {
+		a.Description = *ch.Description
+	}
+	var weights map[string]float64
+	if ch.RoutingConfig != nil {
+		weights = ch.RoutingConfig.AdditionalVersionWeights
+	} else if a.RoutingConfig != nil {
+		weights = a.RoutingConfig.AdditionalVersionWeights
+	}
+	rc, err := s.routing(f, a.FunctionVersion, weights)
+	if err != nil {
+		return err
+	}
+	a.RoutingConfig, a.RevisionId = rc, api.NewUUID()
+	return nil
 }
 
 func checkAliasName(name string) error {
@@ -222,39 +266,20 @@ func (s *Service) createAlias(c *call) error {
 	if err := checkAliasName(req.Name); err != nil {
 		return err
 	}
-	if err := checkVersionParam(req.FunctionVersion, "functionVersion"); err != nil {
-		return err
+	if req.FunctionVersion == nil {
+		return validation(nil, "functionVersion", "Member must not be null")
 	}
-	if req.Description != nil {
-		if err := checkDescription(*req.Description); err != nil {
-			return err
-		}
+	if err := req.check(); err != nil {
+		return err
 	}
 	var alias *api.AliasConfiguration
 	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
-		if _, ok := f.Version(*req.FunctionVersion); !ok {
-			return s.notFound(f.Account, f.Name, *req.FunctionVersion)
-		}
 		if _, ok := f.Aliases[req.Name]; ok {
 			return api.Errorf(api.ResourceConflict, "Alias already exists: %s", s.arn(f.Account, f.Name, req.Name))
 		}
-		var weights map[string]float64
-		if req.RoutingConfig != nil {
-			weights = req.RoutingConfig.AdditionalVersionWeights
-		}
-		rc, err := s.routing(f, *req.FunctionVersion, weights)
-		if err != nil {
+		alias = &api.AliasConfiguration{AliasArn: s.arn(f.Account, f.Name, req.Name), Name: req.Name}
+		if err := s.applyAlias(f, alias, req.aliasChange); err != nil {
 			return err
-		}
-		alias = &api.AliasConfiguration{
-			AliasArn:        s.arn(f.Account, f.Name, req.Name),
-			Name:            req.Name,
-			FunctionVersion: *req.FunctionVersion,
-			RoutingConfig:   rc,
-			RevisionId:      api.NewUUID(),
-		}
-		if req.Description != nil {
-			alias.Description = *req.Description
 		}
 		if f.Aliases == nil {
 			f.Aliases = map[string]*api.AliasConfiguration{}
@@ -303,15 +328,8 @@ func (s *Service) updateAlias(c *call) error {
 	if err := c.decode(&req); err != nil {
 		return err
 	}
-	if req.FunctionVersion != nil {
-		if err := checkVersionParam(req.FunctionVersion, "functionVersion"); err != nil {
-			return err
-		}
-	}
-	if req.Description != nil {
-		if err := checkDescription(*req.Description); err != nil {
-			return err
-		}
+	if err := req.check(); err != nil {
+		return err
 	}
 	var alias *api.AliasConfiguration
 	_, err = s.modify(c, ref.Name, func(f *metadata.Function) error {
@@ -323,27 +341,9 @@ func (s *Service) updateAlias(c *call) error {
 			return revisionMismatch()
 		}
 		a := *old
-		if req.FunctionVersion != nil {
-			if _, ok := f.Version(*req.FunctionVersion); !ok {
-				return s.notFound(f.Account, f.Name, *req.FunctionVersion)
-			}
-			a.FunctionVersion = *req.FunctionVersion
-		}
-		if req.Description != nil {
-			a.Description = *req.Description
-		}
-		var weights map[string]float64
-		if req.RoutingConfig != nil {
-			weights = req.RoutingConfig.AdditionalVersionWeights
-		} else if old.RoutingConfig != nil {
-			weights = old.RoutingConfig.AdditionalVersionWeights
-		}
-		rc, err := s.routing(f, a.FunctionVersion, weights)
-		if err != nil {
+		if err := s.applyAlias(f, &a, req.aliasChange); err != nil {
 			return err
 		}
-		a.RoutingConfig = rc
-		a.RevisionId = api.NewUUID()
 		f.Aliases[name] = &a
 		alias = &a
 		return nil
