@@ -32,6 +32,7 @@
 package queues
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -104,12 +105,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("queues: NATS connection required")
 	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Region, cfg.Logger = cmp.Or(cfg.Region, "us-east-1"), cmp.Or(cfg.Logger, slog.Default())
 	js, err := jetstream.New(cfg.NATS)
 	if err != nil {
 		return nil, err

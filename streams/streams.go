@@ -40,6 +40,7 @@
 package streams
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -130,12 +131,7 @@ func New(ctx context.Context, cfg Config) (*Service, error) {
 	if cfg.NATS == nil {
 		return nil, errors.New("streams: NATS connection required")
 	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg.Region, cfg.Logger = cmp.Or(cfg.Region, "us-east-1"), cmp.Or(cfg.Logger, slog.Default())
 	js, err := jetstream.New(cfg.NATS)
 	if err != nil {
 		return nil, err
