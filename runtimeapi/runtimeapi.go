@@ -285,7 +285,7 @@ func (c *conn) serve() {
 		req, err := http.ReadRequest(c.br)
 		if err != nil {
 			if c.lr.N <= 0 {
-				c.writeStatus(http.StatusRequestHeaderFieldsTooLarge, errorDoc("RequestHeaderFieldsTooLarge",
+				c.writeStatus(http.StatusRequestHeaderFieldsTooLarge, ErrorDoc("RequestHeaderFieldsTooLarge",
 					"request line and headers exceed "+strconv.Itoa(MaxHeaderBytes)+" bytes"))
 			}
 			return
@@ -416,8 +416,8 @@ func (c *conn) route(req *http.Request) bool {
 			}
 			if len(body) > MaxResponse {
 				msg := fmt.Sprintf("Response payload size exceeded maximum allowed payload size (%d bytes).", MaxResponse)
-				if c.deliver(id, Outcome{Payload: errorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge"}) {
-					c.writeStatus(http.StatusRequestEntityTooLarge, errorDoc("RequestEntityTooLarge", msg))
+				if c.deliver(id, Outcome{Payload: ErrorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge"}) {
+					c.writeStatus(http.StatusRequestEntityTooLarge, ErrorDoc("RequestEntityTooLarge", msg))
 				} else {
 					c.writeInvalidID(id)
 				}
@@ -439,7 +439,7 @@ func (c *conn) route(req *http.Request) bool {
 				return false
 			}
 			typ := errorType(req, body)
-			if c.deliver(id, Outcome{Payload: jsonOr(body, typ), ErrorType: typ}) {
+			if c.deliver(id, Outcome{Payload: JSONOr(body, typ), ErrorType: typ}) {
 				c.writeAccepted()
 			} else {
 				c.writeInvalidID(id)
@@ -457,7 +457,7 @@ func (c *conn) route(req *http.Request) bool {
 		typ := errorType(req, body)
 		s.mu.Lock()
 		if s.initErr == nil {
-			s.initErr = &Outcome{Payload: jsonOr(body, typ), ErrorType: typ}
+			s.initErr = &Outcome{Payload: JSONOr(body, typ), ErrorType: typ}
 		}
 		s.mu.Unlock()
 		s.readyOnce.Do(func() { close(s.ready) })
@@ -465,7 +465,7 @@ func (c *conn) route(req *http.Request) bool {
 		return true
 	}
 	io.Copy(io.Discard, io.LimitReader(req.Body, MaxResponse))
-	c.writeStatus(http.StatusNotFound, errorDoc("InvalidRequest", "unknown Runtime API path "+p))
+	c.writeStatus(http.StatusNotFound, ErrorDoc("InvalidRequest", "unknown Runtime API path "+p))
 	return true
 }
 
@@ -479,9 +479,9 @@ const (
 func trailerError(req *http.Request, typ string) []byte {
 	doc, err := base64.StdEncoding.DecodeString(req.Trailer.Get(errorBodyTrailer))
 	if err != nil || len(doc) == 0 {
-		return errorDoc(typ, "the function failed while streaming its response")
+		return ErrorDoc(typ, "the function failed while streaming its response")
 	}
-	return jsonOr(doc, typ)
+	return JSONOr(doc, typ)
 }
 
 // streamOf returns the Stream of request id if it is the invoke the
@@ -513,8 +513,8 @@ func (c *conn) stream(id string, req *http.Request, st Stream) bool {
 			total += int64(n)
 			if total > MaxStreamed {
 				const msg = "Response payload size exceeded maximum allowed payload size (20971520 bytes)."
-				c.deliver(id, Outcome{Payload: errorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge", Streamed: true})
-				c.writeStatus(http.StatusRequestEntityTooLarge, errorDoc("RequestEntityTooLarge", msg))
+				c.deliver(id, Outcome{Payload: ErrorDoc("Function.ResponseSizeTooLarge", msg), ErrorType: "Function.ResponseSizeTooLarge", Streamed: true})
+				c.writeStatus(http.StatusRequestEntityTooLarge, ErrorDoc("RequestEntityTooLarge", msg))
 				return false // the rest of the body is unread
 			}
 			if writing && s.isCurrent(id) {
@@ -632,7 +632,7 @@ func (c *conn) writeAccepted() {
 }
 
 func (c *conn) writeInvalidID(id string) {
-	c.writeStatus(http.StatusBadRequest, errorDoc("InvalidRequestID", "Invalid request ID: "+id))
+	c.writeStatus(http.StatusBadRequest, ErrorDoc("InvalidRequestID", "Invalid request ID: "+id))
 }
 
 func (c *conn) writeStatus(status int, body []byte) {
@@ -650,17 +650,17 @@ func (c *conn) writeStatus(status int, body []byte) {
 	c.wm.Unlock()
 }
 
-// errorDoc is Lambda's error document {"errorMessage","errorType"}.
-func errorDoc(typ, msg string) []byte {
+// ErrorDoc is Lambda's error document {"errorMessage","errorType"}.
+func ErrorDoc(typ, msg string) []byte {
 	b, _ := json.Marshal(map[string]string{"errorMessage": msg, "errorType": typ})
 	return b
 }
 
-// jsonOr returns body when it is JSON, else wraps it in an error document, so
-// callers always get a parseable error whatever the runtime posted.
-func jsonOr(body []byte, typ string) []byte {
+// JSONOr returns body when it is JSON, else wraps it in an error document,
+// so callers always get a parseable error whatever the runtime posted.
+func JSONOr(body []byte, typ string) []byte {
 	if json.Valid(body) {
 		return body
 	}
-	return errorDoc(typ, string(body))
+	return ErrorDoc(typ, string(body))
 }

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"bytes"
-	"encoding/json"
 	"sync/atomic"
 	"time"
 
@@ -130,19 +129,4 @@ func (l *logBuffer) tail() []byte {
 		b = b[len(b)-TailSize:]
 	}
 	return append([]byte(nil), b...)
-}
-
-// errorDoc is Lambda's error document {"errorMessage","errorType"}.
-func errorDoc(typ, msg string) []byte {
-	b, _ := json.Marshal(map[string]string{"errorMessage": msg, "errorType": typ})
-	return b
-}
-
-// jsonOr returns body when it is JSON, else wraps it in an error document, so
-// the caller always gets a parseable error whatever the runtime posted.
-func jsonOr(body []byte, typ string) []byte {
-	if json.Valid(body) {
-		return body
-	}
-	return errorDoc(typ, string(body))
 }

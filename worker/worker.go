@@ -191,7 +191,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		return nil, ie
 	}
 	timedOut := func() (*invoke.EnvInfo, error) {
-		return fail(&invoke.InitError{ErrorType: "Runtime.InitTimeout", Document: errorDoc("Runtime.InitTimeout",
+		return fail(&invoke.InitError{ErrorType: "Runtime.InitTimeout", Document: runtimeapi.ErrorDoc("Runtime.InitTimeout",
 			fmt.Sprintf("INIT_REPORT Init Duration: %.2f ms Phase: init Status: timeout", float64(w.cfg.InitTimeout.Microseconds())/1000))})
 	}
 	if err := e.takeHandover(ctx, timer.C, w.cfg.API); err != nil {
@@ -221,7 +221,7 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 		ie := e.initErr
 		if ie == nil {
 			typ := e.exitError()
-			ie = &invoke.InitError{ErrorType: typ, Document: errorDoc(typ,
+			ie = &invoke.InitError{ErrorType: typ, Document: runtimeapi.ErrorDoc(typ,
 				"RequestId: init Error: Runtime exited with error: "+e.exitText())}
 		}
 		return fail(ie)
@@ -570,7 +570,7 @@ func (e *env) readAgent() {
 		case agentproto.KindInitError:
 			var r agentproto.Error
 			f.Decode(&r)
-			e.initErr = &invoke.InitError{ErrorType: r.ErrorType, Document: jsonOr(f.Body, r.ErrorType)}
+			e.initErr = &invoke.InitError{ErrorType: r.ErrorType, Document: runtimeapi.JSONOr(f.Body, r.ErrorType)}
 		case agentproto.KindExit:
 			f.Decode(&e.exit)
 			e.exited = true
@@ -643,13 +643,13 @@ func (e *env) invoke(inv *invoke.Invocation) (*invoke.Result, error) {
 		}
 		res.Reusable = false
 		res.ErrorType = e.exitError()
-		res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
+		res.Payload = runtimeapi.ErrorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
 	case <-timer.C:
 		e.api.Abandon()
 		res.Reusable = false
 		msg := fmt.Sprintf("Task timed out after %.2f seconds", timeout.Seconds())
 		res.ErrorType = "Sandbox.Timedout"
-		res.Payload = errorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: "+msg)
+		res.Payload = runtimeapi.ErrorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: "+msg)
 		e.mu.Lock()
 		e.log.writeString(time.Now().UTC().Format("2006-01-02T15:04:05.000Z") + " " + inv.RequestID + " " + msg + "\n")
 		e.mu.Unlock()
