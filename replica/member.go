@@ -32,6 +32,7 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/invoke"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
 	"github.com/nats-io/nats.go"
@@ -237,12 +238,9 @@ func LeaseKV(ctx context.Context, js jetstream.JetStream, replicas int) (jetstre
 // OpenLeaseKV opens (creating) a bucket of leader leases: one value per
 // key, on disk (the counting service keeps its leaders' in one too).
 func OpenLeaseKV(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
-	if kv, err := js.KeyValue(ctx, bucket); err == nil {
-		return kv, nil
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	kv, err := natsd.OpenKV(ctx, js, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
 	if err != nil {
-		return nil, fmt.Errorf("lease bucket %s: %w", bucket, err)
+		return nil, fmt.Errorf("lease %w", err)
 	}
 	return kv, nil
 }
