@@ -1,7 +1,7 @@
 package controlplane
 
 import (
-	"fmt"
+	"math"
 	"net/http"
 	"time"
 
@@ -102,8 +102,8 @@ func (s *Service) reservation(c *call, name string, n *int, member string, least
 	if n == nil {
 		return 0, false, nil, validation(nil, member, "Member must not be null")
 	}
-	if *n < least {
-		return 0, false, nil, validation(*n, member, fmt.Sprintf("Member must have value greater than or equal to %d", least))
+	if err := between(*n, member, least, math.MaxInt); err != nil {
+		return 0, false, nil, err
 	}
 	if unlock, err = s.lockConcurrency(c); err != nil {
 		return 0, false, nil, err

@@ -28,19 +28,13 @@ const destinationPattern = `^$|arn:(aws[a-zA-Z0-9-]*):([a-zA-Z0-9\-])+:([a-z]{2}
 // checkEventInvokeConfig is the model validation of Put and Update.
 func checkEventInvokeConfig(req *eventInvokeConfigRequest) error {
 	if n := req.MaximumRetryAttempts; n != nil {
-		switch {
-		case *n < 0:
-			return validation(*n, "maximumRetryAttempts", "Member must have value greater than or equal to 0")
-		case *n > 2:
-			return validation(*n, "maximumRetryAttempts", "Member must have value less than or equal to 2")
+		if err := between(*n, "maximumRetryAttempts", 0, 2); err != nil {
+			return err
 		}
 	}
 	if n := req.MaximumEventAgeInSeconds; n != nil {
-		switch {
-		case *n < 60:
-			return validation(*n, "maximumEventAgeInSeconds", "Member must have value greater than or equal to 60")
-		case *n > 21600:
-			return validation(*n, "maximumEventAgeInSeconds", "Member must have value less than or equal to 21600")
+		if err := between(*n, "maximumEventAgeInSeconds", 60, 21600); err != nil {
+			return err
 		}
 	}
 	if d := req.DestinationConfig; d != nil {

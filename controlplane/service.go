@@ -353,6 +353,17 @@ func validation(value any, field, constraint string) *api.Error {
 	return api.Errorf(api.Validation, "1 validation error detected: Value %s at '%s' failed to satisfy constraint: %s", v, field, constraint)
 }
 
+// between is Lambda's validation of a number member from lo to hi.
+func between(v int, field string, lo, hi int) error {
+	switch {
+	case v < lo:
+		return validation(v, field, fmt.Sprintf("Member must have value greater than or equal to %d", lo))
+	case v > hi:
+		return validation(v, field, fmt.Sprintf("Member must have value less than or equal to %d", hi))
+	}
+	return nil
+}
+
 // pageQuery is a list call's Marker and page size.
 type pageQuery struct {
 	marker   string
@@ -369,11 +380,8 @@ func listQuery(r *http.Request, perPage int) (pageQuery, error) {
 		if err != nil {
 			return p, validation(s, "maxItems", "Member must be an integer")
 		}
-		if n < 1 {
-			return p, validation(n, "maxItems", "Member must have value greater than or equal to 1")
-		}
-		if n > 10000 {
-			return p, validation(n, "maxItems", "Member must have value less than or equal to 10000")
+		if err := between(n, "maxItems", 1, 10000); err != nil {
+			return p, err
 		}
 		p.maxItems = min(n, perPage)
 	}

@@ -108,20 +108,14 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 		cfg.Description = *st.Description
 	}
 	if st.Timeout != nil {
-		switch t := *st.Timeout; {
-		case t < 1:
-			return validation(t, "timeout", "Member must have value greater than or equal to 1")
-		case t > 900:
-			return validation(t, "timeout", "Member must have value less than or equal to 900")
+		if err := between(*st.Timeout, "timeout", 1, 900); err != nil {
+			return err
 		}
 		cfg.Timeout = *st.Timeout
 	}
 	if st.MemorySize != nil {
-		switch m := *st.MemorySize; {
-		case m < 128:
-			return validation(m, "memorySize", "Member must have value greater than or equal to 128")
-		case m > 10240:
-			return validation(m, "memorySize", "Member must have value less than or equal to 10240")
+		if err := between(*st.MemorySize, "memorySize", 128, 10240); err != nil {
+			return err
 		}
 		cfg.MemorySize = *st.MemorySize
 	}
@@ -157,13 +151,11 @@ func apply(cfg *api.FunctionConfiguration, st *settings) error {
 	}
 	if st.EphemeralStorage != nil {
 		size := st.EphemeralStorage.Size
-		switch {
-		case size == nil:
+		if size == nil {
 			return validation(nil, "ephemeralStorage.size", "Member must not be null")
-		case *size < 512:
-			return validation(*size, "ephemeralStorage.size", "Member must have value greater than or equal to 512")
-		case *size > 10240:
-			return validation(*size, "ephemeralStorage.size", "Member must have value less than or equal to 10240")
+		}
+		if err := between(*size, "ephemeralStorage.size", 512, 10240); err != nil {
+			return err
 		}
 		cfg.EphemeralStorage = &api.EphemeralStorage{Size: *size}
 	}
