@@ -231,13 +231,7 @@ func TestConsole(t *testing.T) {
 // its workers) while the fleet page is open, and watches them leave it;
 // the cold start that replaces them shows as one after failover.
 func TestConsoleFleetLosesKilledWorker(t *testing.T) {
-	requireClients(t)
-	if testing.Short() {
-		t.Skip("end-to-end test with real Kiln processes; skipped with -short")
-	}
-	suite.mu.Lock()
-	build(t)
-	suite.mu.Unlock()
+	ownTargets(t)
 	bctx := browser(t)
 	dir := filepath.Join(t.TempDir(), "cluster")
 	cmd := exec.Command(suite.bin, "cluster", "up", "--dir", dir, "--workers", "2", "--pollers", "0", "--partitions", "2")

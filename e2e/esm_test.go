@@ -31,10 +31,7 @@ import (
 // kiln up). $KILN_ESM_MESSAGES sets the bulk and crash queues' size
 // (default 2,000).
 func TestQueuesAndMappings(t *testing.T) {
-	requireClients(t)
-	if testing.Short() {
-		t.Skip("end-to-end test with a real kiln up; skipped with -short")
-	}
+	ownTargets(t)
 	n := 2000
 	if s := os.Getenv("KILN_ESM_MESSAGES"); s != "" {
 		var err error
@@ -42,9 +39,6 @@ func TestQueuesAndMappings(t *testing.T) {
 			t.Fatalf("KILN_ESM_MESSAGES=%q: want a number of at least 10", s)
 		}
 	}
-	suite.mu.Lock()
-	build(t)
-	suite.mu.Unlock()
 	for _, name := range targetNames {
 		t.Run(name, func(t *testing.T) { testMappings(t, name, n) })
 	}

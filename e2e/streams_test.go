@@ -19,13 +19,7 @@ import (
 // the checkpoints with no record lost and again only records of the
 // batches in flight.
 func TestStreamMappings(t *testing.T) {
-	requireClients(t)
-	if testing.Short() {
-		t.Skip("end-to-end test with real Kiln processes; skipped with -short")
-	}
-	suite.mu.Lock()
-	build(t)
-	suite.mu.Unlock()
+	ownTargets(t)
 	for _, name := range targetNames {
 		t.Run(name, func(t *testing.T) { testStreamMappings(t, name) })
 	}

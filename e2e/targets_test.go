@@ -144,13 +144,30 @@ func build(t *testing.T) {
 	t.Logf("built kiln and the function packages in %s", time.Since(start).Round(100*time.Millisecond))
 }
 
-// getTarget returns the running target name, starting it on first use.
-func getTarget(t *testing.T, name string) *target {
+// requireE2E skips a test of real Kiln processes with -short and fails it
+// without the clients the tests drive.
+func requireE2E(t *testing.T) {
 	t.Helper()
 	requireClients(t)
 	if testing.Short() {
 		t.Skip("end-to-end test with real Kiln processes; skipped with -short")
 	}
+}
+
+// ownTargets readies a test that starts targets of its own: requireE2E,
+// then kiln built (once).
+func ownTargets(t *testing.T) {
+	t.Helper()
+	requireE2E(t)
+	suite.mu.Lock()
+	defer suite.mu.Unlock()
+	build(t)
+}
+
+// getTarget returns the running target name, starting it on first use.
+func getTarget(t *testing.T, name string) *target {
+	t.Helper()
+	requireE2E(t)
 	suite.mu.Lock()
 	defer suite.mu.Unlock()
 	if tg := suite.targets[name]; tg != nil {
