@@ -23,17 +23,16 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/codestore"
 	"github.com/kiln-dev/kiln/controlplane"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd"
@@ -221,19 +220,8 @@ func status(md middleware.Metadata) int {
 // wantErr checks an SDK error's type (from X-Amzn-ErrorType), HTTP status and message.
 func wantErr(t *testing.T, err error, code string, httpStatus int, message string) {
 	t.Helper()
-	if err == nil {
-		t.Fatalf("no error; want %s", code)
-	}
-	var ae smithy.APIError
-	if !errors.As(err, &ae) || ae.ErrorCode() != code {
-		t.Fatalf("err = %v; want %s", err, code)
-	}
-	var re *awshttp.ResponseError
-	if !errors.As(err, &re) || re.HTTPStatusCode() != httpStatus {
-		t.Fatalf("err = %v; want HTTP %d", err, httpStatus)
-	}
-	if !strings.Contains(ae.ErrorMessage(), message) {
-		t.Fatalf("message %q; want it to contain %q", ae.ErrorMessage(), message)
+	if msg := kilntest.APIError(t, err, code, httpStatus); !strings.Contains(msg, message) {
+		t.Fatalf("message %q; want it to contain %q", msg, message)
 	}
 }
 

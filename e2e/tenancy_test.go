@@ -26,7 +26,7 @@ import (
 	cwl "github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/smithy-go"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 )
 
@@ -84,14 +84,6 @@ func (a account) lambda(endpoint string) *lambda.Client {
 func (a account) logs(endpoint string) *cwl.Client {
 	return cwl.New(cwl.Options{Region: region, BaseEndpoint: aws.String(endpoint), RetryMaxAttempts: 1,
 		Credentials: credentials.NewStaticCredentialsProvider(a.key, a.secret, "")})
-}
-
-func errorCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
 }
 
 // eventually retries fn on every endpoint until it returns nil (a change
@@ -173,12 +165,12 @@ func TestAccountsAndPermissions(t *testing.T) {
 			_, denied["AddPermission"] = c.AddPermission(ctx, &lambda.AddPermissionInput{FunctionName: aws.String(arn), StatementId: aws.String("self"),
 				Action: aws.String("lambda:InvokeFunction"), Principal: aws.String(b.id)})
 			for op, err := range denied {
-				if errorCode(err) != "AccessDeniedException" {
+				if kilntest.ErrorCode(err) != "AccessDeniedException" {
 					t.Errorf("second account's %s of the first's function via %s: %v; want AccessDeniedException", op, ep, err)
 				}
 			}
 			// Its own function of the same name is another function.
-			if _, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("acct-fn")}); errorCode(err) != "ResourceNotFoundException" {
+			if _, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("acct-fn")}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 				t.Errorf("the second account's GetFunction acct-fn: %v; want ResourceNotFoundException", err)
 			}
 			layers, err := c.ListLayers(ctx, &lambda.ListLayersInput{})
@@ -226,7 +218,7 @@ func TestAccountsAndPermissions(t *testing.T) {
 		if out, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(arn), InvocationType: types.InvocationTypeEvent}); err != nil || out.StatusCode != 202 {
 			t.Fatalf("cross-account Event invoke: %v", err)
 		}
-		if _, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(arn)}); errorCode(err) != "AccessDeniedException" {
+		if _, err := c.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(arn)}); kilntest.ErrorCode(err) != "AccessDeniedException" {
 			t.Fatalf("GetFunction with an invoke permission: %v; want AccessDeniedException", err)
 		}
 		// A layer version's own permission lets the second account read it.
@@ -243,8 +235,8 @@ func TestAccountsAndPermissions(t *testing.T) {
 		}
 		eventually(t, tg, "an invoke refused again", func(ep string) error {
 			_, err := b.lambda(ep).Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String(arn)})
-			if errorCode(err) != "AccessDeniedException" {
-				return errors.New("not refused: " + errorCode(err))
+			if kilntest.ErrorCode(err) != "AccessDeniedException" {
+				return errors.New("not refused: " + kilntest.ErrorCode(err))
 			}
 			return nil
 		})
@@ -310,8 +302,8 @@ func TestAccountsAndPermissions(t *testing.T) {
 		}
 		eventually(t, tg, "the removed key refused", func(ep string) error {
 			_, err := b.lambda(ep).ListFunctions(ctx, &lambda.ListFunctionsInput{})
-			if errorCode(err) != "UnrecognizedClientException" {
-				return errors.New("not refused: " + errorCode(err))
+			if kilntest.ErrorCode(err) != "UnrecognizedClientException" {
+				return errors.New("not refused: " + kilntest.ErrorCode(err))
 			}
 			return nil
 		})

@@ -9,6 +9,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/kilntest"
 )
 
 func TestEventInvokeConfigAPI(t *testing.T) {
@@ -25,13 +26,13 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 
 	// None yet.
 	_, err := k.c.GetFunctionEventInvokeConfig(ctx, &lambda.GetFunctionEventInvokeConfigInput{FunctionName: fn})
-	if msg := apiError(t, err, "ResourceNotFoundException", 404); msg != "The function "+k.functionARN("cfg")+":$LATEST doesn't have an EventInvokeConfig" {
+	if msg := kilntest.APIError(t, err, "ResourceNotFoundException", 404); msg != "The function "+k.functionARN("cfg")+":$LATEST doesn't have an EventInvokeConfig" {
 		t.Fatalf("message %q", msg)
 	}
 	_, err = k.c.UpdateFunctionEventInvokeConfig(ctx, &lambda.UpdateFunctionEventInvokeConfigInput{FunctionName: fn, MaximumRetryAttempts: aws.Int32(1)})
-	apiError(t, err, "ResourceNotFoundException", 404)
+	kilntest.APIError(t, err, "ResourceNotFoundException", 404)
 	_, err = k.c.DeleteFunctionEventInvokeConfig(ctx, &lambda.DeleteFunctionEventInvokeConfigInput{FunctionName: fn})
-	apiError(t, err, "ResourceNotFoundException", 404)
+	kilntest.APIError(t, err, "ResourceNotFoundException", 404)
 
 	// Put: what is sent, DestinationConfig always with both members.
 	before := time.Now().Add(-time.Second)
@@ -94,14 +95,14 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 		t.Fatalf("paged list: %v", arns)
 	}
 	_, err = k.c.ListFunctionEventInvokeConfigs(ctx, &lambda.ListFunctionEventInvokeConfigsInput{FunctionName: fn, MaxItems: aws.Int32(51)})
-	apiError(t, err, "ValidationException", 400)
+	kilntest.APIError(t, err, "ValidationException", 400)
 
 	// Delete one qualifier's.
 	if _, err := k.c.DeleteFunctionEventInvokeConfig(ctx, &lambda.DeleteFunctionEventInvokeConfigInput{FunctionName: fn, Qualifier: aws.String("1")}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = k.c.GetFunctionEventInvokeConfig(ctx, &lambda.GetFunctionEventInvokeConfigInput{FunctionName: fn, Qualifier: aws.String("1")})
-	apiError(t, err, "ResourceNotFoundException", 404)
+	kilntest.APIError(t, err, "ResourceNotFoundException", 404)
 
 	// Invalid configs, with Lambda's errors.
 	dest := func(onSuccess, onFailure string) *types.DestinationConfig {
@@ -138,7 +139,7 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 		{lambda.PutFunctionEventInvokeConfigInput{FunctionName: fn, Qualifier: aws.String("nolias"), MaximumRetryAttempts: aws.Int32(1)}, "ResourceNotFoundException", 404, "Function not found"},
 	} {
 		_, err := k.c.PutFunctionEventInvokeConfig(ctx, &tc.in)
-		if msg := apiError(t, err, tc.typ, tc.status); !strings.Contains(msg, tc.contains) {
+		if msg := kilntest.APIError(t, err, tc.typ, tc.status); !strings.Contains(msg, tc.contains) {
 			t.Errorf("message %q lacks %q", msg, tc.contains)
 		}
 	}
@@ -146,12 +147,12 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 	// Dead-letter queues: Kiln queues only.
 	_, err = k.c.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: fn,
 		DeadLetterConfig: &types.DeadLetterConfig{TargetArn: aws.String("arn:aws:sns:us-east-1:" + k.s.Identity.AccountID + ":topic")}})
-	if msg := apiError(t, err, "InvalidParameterValueException", 400); !strings.Contains(msg, "Kiln delivers to") {
+	if msg := kilntest.APIError(t, err, "InvalidParameterValueException", 400); !strings.Contains(msg, "Kiln delivers to") {
 		t.Errorf("dead-letter message %q", msg)
 	}
 	_, err = k.c.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: fn,
 		DeadLetterConfig: &types.DeadLetterConfig{TargetArn: aws.String(k.functionARN("other"))}})
-	if msg := apiError(t, err, "InvalidParameterValueException", 400); !strings.Contains(msg, "must be a Kiln queue") {
+	if msg := kilntest.APIError(t, err, "InvalidParameterValueException", 400); !strings.Contains(msg, "must be a Kiln queue") {
 		t.Errorf("dead-letter message %q", msg)
 	}
 	cfg, err := k.c.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: fn,
@@ -165,9 +166,9 @@ func TestEventInvokeConfigAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = k.c.GetFunctionEventInvokeConfig(ctx, &lambda.GetFunctionEventInvokeConfigInput{FunctionName: fn})
-	apiError(t, err, "ResourceNotFoundException", 404)
+	kilntest.APIError(t, err, "ResourceNotFoundException", 404)
 	_, err = k.c.ListFunctionEventInvokeConfigs(ctx, &lambda.ListFunctionEventInvokeConfigsInput{FunctionName: fn})
-	apiError(t, err, "ResourceNotFoundException", 404)
+	kilntest.APIError(t, err, "ResourceNotFoundException", 404)
 }
 
 // Event payloads are limited to 1 MB (RequestEntityTooLargeException, 413), sync
@@ -183,7 +184,7 @@ func TestEventPayloadLimit(t *testing.T) {
 		return b
 	}
 	_, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: payload(1<<20 + 1)})
-	apiError(t, err, "RequestEntityTooLargeException", 413)
+	kilntest.APIError(t, err, "RequestEntityTooLargeException", 413)
 
 	out, err := k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: payload(1 << 20)})
 	if err != nil || out.StatusCode != 202 {
@@ -195,7 +196,7 @@ func TestEventPayloadLimit(t *testing.T) {
 	}
 	// Malformed JSON is refused before it is queued, as for sync invokes.
 	_, err = k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("big"), InvocationType: types.InvocationTypeEvent, Payload: []byte("{nope")})
-	apiError(t, err, "InvalidRequestContentException", 400)
+	kilntest.APIError(t, err, "InvalidRequestContentException", 400)
 	_, err = k.c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("missing"), InvocationType: types.InvocationTypeEvent})
-	apiError(t, err, "ResourceNotFoundException", 404)
+	kilntest.APIError(t, err, "ResourceNotFoundException", 404)
 }

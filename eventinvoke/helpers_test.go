@@ -3,7 +3,6 @@ package eventinvoke_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -14,7 +13,6 @@ import (
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/agent"
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/kilntest"
@@ -141,20 +139,6 @@ func (k *kiln) quiet(queue string, n int, d time.Duration) {
 	if len(msgs) != n {
 		k.t.Fatalf("queue %s: %d messages, want %d", queue, len(msgs), n)
 	}
-}
-
-// apiError asserts err is an AWS API error of type typ with HTTP status.
-func apiError(t *testing.T, err error, typ string, status int) string {
-	t.Helper()
-	var ae smithy.APIError
-	if !errors.As(err, &ae) || ae.ErrorCode() != typ {
-		t.Fatalf("got error %v, want %s", err, typ)
-	}
-	var re interface{ HTTPStatusCode() int }
-	if errors.As(err, &re) && re.HTTPStatusCode() != status {
-		t.Fatalf("%s: status %d, want %d", typ, re.HTTPStatusCode(), status)
-	}
-	return ae.ErrorMessage()
 }
 
 func percentile(d []time.Duration, p float64) time.Duration {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,9 +20,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	cwl "github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs/types"
-	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/logline"
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/natsd"
@@ -140,14 +139,7 @@ func noErr(t testing.TB, err error) {
 // apiError asserts err is an API error of type typ with HTTP status 400.
 func apiError(t *testing.T, err error, typ string) {
 	t.Helper()
-	var ae smithy.APIError
-	if !errors.As(err, &ae) || ae.ErrorCode() != typ {
-		t.Fatalf("got error %v, want %s", err, typ)
-	}
-	var re interface{ HTTPStatusCode() int }
-	if errors.As(err, &re) && re.HTTPStatusCode() != 400 {
-		t.Fatalf("%s: status %d, want 400", typ, re.HTTPStatusCode())
-	}
+	kilntest.APIError(t, err, typ, 400)
 }
 
 func lines(t0 time.Time, step time.Duration, format string, n int) []logline.Line {

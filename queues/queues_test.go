@@ -2,7 +2,6 @@ package queues_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -11,7 +10,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
-	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/server"
 )
@@ -35,14 +33,6 @@ func create(t *testing.T, c *sqs.Client, name string, attrs map[string]string) s
 	return aws.ToString(out.QueueUrl)
 }
 
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return fmt.Sprint(err)
-}
-
 func TestSendReceiveDeleteJSON(t *testing.T) {
 	c, ctx := setup(t)
 	q := create(t, c, "json", map[string]string{"VisibilityTimeout": "30"})
@@ -53,7 +43,7 @@ func TestSendReceiveDeleteJSON(t *testing.T) {
 		"x.": {DataType: aws.String("String"), StringValue: aws.String("x")},
 	}
 	_, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q, MessageBody: aws.String("x"), MessageAttributes: attrs})
-	if code(err) != "InvalidParameterValue" {
+	if kilntest.ErrorCode(err) != "InvalidParameterValue" {
 		t.Fatalf("attribute name ending in a dot: %v", err)
 	}
 	delete(attrs, "x.")
@@ -127,7 +117,7 @@ func TestLongPollReturnsWhenAMessageArrives(t *testing.T) {
 func TestFifoOrderAndDeduplication(t *testing.T) {
 	c, ctx := setup(t)
 	q := create(t, c, "o.fifo", map[string]string{"FifoQueue": "true"})
-	if _, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q, MessageBody: aws.String("x"), MessageGroupId: aws.String("g")}); code(err) != "InvalidParameterValue" {
+	if _, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q, MessageBody: aws.String("x"), MessageGroupId: aws.String("g")}); kilntest.ErrorCode(err) != "InvalidParameterValue" {
 		t.Fatalf("send without a deduplication id to a queue without content-based deduplication: %v", err)
 	}
 	var first string
@@ -278,7 +268,7 @@ func TestHostileInput(t *testing.T) {
 		}, "AWS.SimpleQueueService.EmptyBatchRequest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := code(tc.call()); got != tc.want {
+			if got := kilntest.ErrorCode(tc.call()); got != tc.want {
 				t.Errorf("error code %s, want %s", got, tc.want)
 			}
 		})

@@ -29,9 +29,9 @@ func TestProvisionedConcurrency(t *testing.T) {
 
 	_, err := c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"),
 		Qualifier: aws.String("$LATEST"), ProvisionedConcurrentExecutions: aws.Int32(1)})
-	apiError(t, err, "InvalidParameterValueException", 400)
+	kilntest.APIError(t, err, "InvalidParameterValueException", 400)
 	_, err = c.GetProvisionedConcurrencyConfig(ctx, &lambda.GetProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"), Qualifier: aws.String("live")})
-	apiError(t, err, "ProvisionedConcurrencyConfigNotFoundException", 404)
+	kilntest.APIError(t, err, "ProvisionedConcurrencyConfigNotFoundException", 404)
 
 	put, err := c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"),
 		Qualifier: aws.String("live"), ProvisionedConcurrentExecutions: aws.Int32(3)})
@@ -44,7 +44,7 @@ func TestProvisionedConcurrency(t *testing.T) {
 	// The same version again through another qualifier conflicts.
 	_, err = c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"),
 		Qualifier: aws.String("1"), ProvisionedConcurrentExecutions: aws.Int32(1)})
-	apiError(t, err, "ResourceConflictException", 409)
+	kilntest.APIError(t, err, "ResourceConflictException", 409)
 
 	ready := func(want int) {
 		t.Helper()
@@ -112,13 +112,13 @@ func TestProvisionedConcurrency(t *testing.T) {
 	// Reserved concurrency below the provisioned amount is refused, and
 	// provisioned concurrency above the reserved.
 	_, err = c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("pc"), ReservedConcurrentExecutions: aws.Int32(2)})
-	apiError(t, err, "InvalidParameterValueException", 400)
+	kilntest.APIError(t, err, "InvalidParameterValueException", 400)
 	if _, err := c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("pc"), ReservedConcurrentExecutions: aws.Int32(3)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.PutProvisionedConcurrencyConfig(ctx, &lambda.PutProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"),
 		Qualifier: aws.String("live"), ProvisionedConcurrentExecutions: aws.Int32(4)})
-	apiError(t, err, "InvalidParameterValueException", 400)
+	kilntest.APIError(t, err, "InvalidParameterValueException", 400)
 	c.DeleteFunctionConcurrency(ctx, &lambda.DeleteFunctionConcurrencyInput{FunctionName: aws.String("pc")})
 
 	if _, err := c.DeleteProvisionedConcurrencyConfig(ctx, &lambda.DeleteProvisionedConcurrencyConfigInput{FunctionName: aws.String("pc"), Qualifier: aws.String("live")}); err != nil {

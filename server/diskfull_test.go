@@ -88,8 +88,8 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 			break
 		}
 	}
-	apiError(t, err, "ServiceException", 503)
-	apiError(t, update("while full"), "ServiceException", 503)
+	kilntest.APIError(t, err, "ServiceException", 503)
+	kilntest.APIError(t, update("while full"), "ServiceException", 503)
 	if err := update("while full"); !strings.Contains(err.Error(), "out of disk space") {
 		t.Fatalf("the error does not name the cause: %v", err)
 	}

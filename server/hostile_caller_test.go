@@ -250,7 +250,7 @@ func TestHostileCallerZipEntries(t *testing.T) {
 	zw.Close()
 	_, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("many"), Role: aws.String(fntest.Role),
 		Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: buf.Bytes()}})
-	apiError(t, err, "InvalidParameterValueException", 400)
+	kilntest.APIError(t, err, "InvalidParameterValueException", 400)
 	if !strings.Contains(err.Error(), "entries") {
 		t.Fatalf("message does not name the cause: %v", err)
 	}

@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/server"
@@ -48,19 +47,6 @@ func call(t *testing.T, c *lambda.Client, in *lambda.InvokeInput) *lambda.Invoke
 		t.Fatalf("invoke %s: %v", aws.ToString(in.FunctionName), err)
 	}
 	return out
-}
-
-// apiError asserts err is an AWS API error of type typ with HTTP status.
-func apiError(t *testing.T, err error, typ string, status int) {
-	t.Helper()
-	var ae smithy.APIError
-	if !errors.As(err, &ae) || ae.ErrorCode() != typ {
-		t.Fatalf("got error %v, want %s", err, typ)
-	}
-	var re interface{ HTTPStatusCode() int }
-	if errors.As(err, &re) && re.HTTPStatusCode() != status {
-		t.Fatalf("%s: status %d, want %d", typ, re.HTTPStatusCode(), status)
-	}
 }
 
 func TestInvokeEchoWarmAndLogs(t *testing.T) {
@@ -158,7 +144,7 @@ func TestQualifiersAndNames(t *testing.T) {
 			in.Qualifier = aws.String(tc.qualifier)
 		}
 		_, err := c.Invoke(ctx, in)
-		apiError(t, err, tc.typ, tc.status)
+		kilntest.APIError(t, err, tc.typ, tc.status)
 	}
 	// DryRun checks the call without running anything.
 	out := call(t, c, &lambda.InvokeInput{FunctionName: aws.String("q"), InvocationType: types.InvocationTypeDryRun})
@@ -204,27 +190,27 @@ func TestRequestErrors(t *testing.T) {
 	// RequestTooLarge is never sent), for 6 MB and one byte as for 7 MB.
 	for _, n := range []int{6*1024*1024 + 1, 7 << 20} {
 		_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), Payload: make([]byte, n)})
-		apiError(t, err, "RequestEntityTooLargeException", 413)
+		kilntest.APIError(t, err, "RequestEntityTooLargeException", 413)
 	}
 	_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), LogType: "Everything"})
-	apiError(t, err, "ValidationException", 400)
+	kilntest.APIError(t, err, "ValidationException", 400)
 	_, err = c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), InvocationType: "Sometimes"})
-	apiError(t, err, "ValidationException", 400)
+	kilntest.APIError(t, err, "ValidationException", 400)
 	_, err = c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), Payload: []byte("not json")})
-	apiError(t, err, "InvalidRequestContentException", 400)
+	kilntest.APIError(t, err, "InvalidRequestContentException", 400)
 	_, err = c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), ClientContext: aws.String("%%%")})
-	apiError(t, err, "InvalidRequestContentException", 400)
+	kilntest.APIError(t, err, "InvalidRequestContentException", 400)
 
 	unknown := lambda.New(lambda.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint), RetryMaxAttempts: 1,
 		Credentials: credentials.NewStaticCredentialsProvider("AKIAUNKNOWNUNKNOWN00", "whatever", "")})
 	_, err = unknown.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r")})
-	apiError(t, err, "UnrecognizedClientException", 403)
+	kilntest.APIError(t, err, "UnrecognizedClientException", 403)
 	badSecret := lambda.New(lambda.Options{Region: s.Region, BaseEndpoint: aws.String(s.Endpoint), RetryMaxAttempts: 1,
 		Credentials: credentials.NewStaticCredentialsProvider(s.Identity.AccessKeyID, "wrong-secret", "")})
 	_, err = badSecret.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r")})
-	apiError(t, err, "InvalidSignatureException", 403)
+	kilntest.APIError(t, err, "InvalidSignatureException", 403)
 	_, err = badSecret.ListFunctions(ctx, &lambda.ListFunctionsInput{})
-	apiError(t, err, "InvalidSignatureException", 403)
+	kilntest.APIError(t, err, "InvalidSignatureException", 403)
 
 	dry, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("r"), InvocationType: types.InvocationTypeDryRun})
 	if id, _ := awsmiddleware.GetRequestIDMetadata(dry.ResultMetadata); err != nil || id == "" {

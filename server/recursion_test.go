@@ -42,7 +42,7 @@ func TestRecursionDetection(t *testing.T) {
 	if !strings.HasPrefix(trace, "Root=1-5f84c7a6-0123456789abcdef01234567;Sampled=0;Lineage=") || !strings.HasSuffix(trace, ":16") {
 		t.Fatalf("the function's trace after 16 hops: %q", trace)
 	}
-	apiError(t, hop(), "RecursiveInvocationException", 400)
+	kilntest.APIError(t, hop(), "RecursiveInvocationException", 400)
 
 	if _, err := c.PutFunctionRecursionConfig(ctx, &lambda.PutFunctionRecursionConfigInput{FunctionName: aws.String("loop"), RecursiveLoop: types.RecursiveLoopAllow}); err != nil {
 		t.Fatal(err)

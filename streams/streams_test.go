@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis/types"
-	"github.com/aws/smithy-go"
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
 	"github.com/kiln-dev/kiln/kilntest"
@@ -69,14 +68,6 @@ func newService(t *testing.T, nc *nats.Conn) *env {
 	return &env{svc: svc, client: client(keyID), other: client(otherKey), url: srv.URL}
 }
 
-func code(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return fmt.Sprint(err)
-}
-
 func mustCreate(t *testing.T, c *kinesis.Client, name string, shards int32) {
 	t.Helper()
 	if _, err := c.CreateStream(context.Background(), &kinesis.CreateStreamInput{StreamName: &name, ShardCount: &shards}); err != nil {
@@ -118,7 +109,7 @@ func TestStreamLifecycle(t *testing.T) {
 	e := newService(t, nc)
 	c, ctx := e.client, context.Background()
 	mustCreate(t, c, "orders.v1", 3)
-	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("orders.v1"), ShardCount: aws.Int32(1)}); code(err) != "ResourceInUseException" {
+	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("orders.v1"), ShardCount: aws.Int32(1)}); kilntest.ErrorCode(err) != "ResourceInUseException" {
 		t.Errorf("second create: %v", err)
 	}
 	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("od"), StreamModeDetails: &types.StreamModeDetails{StreamMode: types.StreamModeOnDemand}}); err != nil {
@@ -129,11 +120,11 @@ func TestStreamLifecycle(t *testing.T) {
 		{StreamName: aws.String(strings.Repeat("n", 129)), ShardCount: aws.Int32(1)},
 		{StreamName: aws.String("zero"), ShardCount: aws.Int32(0)},
 	} {
-		if _, err := c.CreateStream(ctx, bad); code(err) != "ValidationException" {
+		if _, err := c.CreateStream(ctx, bad); kilntest.ErrorCode(err) != "ValidationException" {
 			t.Errorf("create %q with %d shards: %v", aws.ToString(bad.StreamName), aws.ToInt32(bad.ShardCount), err)
 		}
 	}
-	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("huge"), ShardCount: aws.Int32(501)}); code(err) != "LimitExceededException" {
+	if _, err := c.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: aws.String("huge"), ShardCount: aws.Int32(501)}); kilntest.ErrorCode(err) != "LimitExceededException" {
 		t.Errorf("501 shards: %v", err)
 	}
 
@@ -152,10 +143,10 @@ func TestStreamLifecycle(t *testing.T) {
 	if _, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamARN: &arn}); err != nil {
 		t.Errorf("by ARN: %v", err)
 	}
-	if _, err := e.other.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String("orders.v1")}); code(err) != "ResourceNotFoundException" {
+	if _, err := e.other.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String("orders.v1")}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("other account: %v", err)
 	}
-	if _, err := e.other.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamARN: &arn}); code(err) != "ResourceNotFoundException" {
+	if _, err := e.other.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamARN: &arn}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("other account by ARN: %v", err)
 	}
 
@@ -177,7 +168,7 @@ func TestStreamLifecycle(t *testing.T) {
 		if token = out.NextToken; token == nil {
 			break
 		}
-		if _, err := c.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String("od"), NextToken: token}); code(err) != "InvalidArgumentException" {
+		if _, err := c.ListShards(ctx, &kinesis.ListShardsInput{StreamName: aws.String("od"), NextToken: token}); kilntest.ErrorCode(err) != "InvalidArgumentException" {
 			t.Errorf("NextToken of another stream: %v", err)
 		}
 	}
@@ -226,7 +217,7 @@ func TestStreamLifecycle(t *testing.T) {
 			return err
 		},
 	} {
-		if err := call(); code(err) != "InvalidArgumentException" {
+		if err := call(); kilntest.ErrorCode(err) != "InvalidArgumentException" {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
@@ -257,19 +248,19 @@ func TestStreamLifecycle(t *testing.T) {
 	if _, err := c.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String("orders.v1")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String("orders.v1")}); code(err) != "ResourceNotFoundException" {
+	if _, err := c.DescribeStreamSummary(ctx, &kinesis.DescribeStreamSummaryInput{StreamName: aws.String("orders.v1")}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("deleted: %v", err)
 	}
-	if _, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String("orders.v1"), PartitionKey: aws.String("a"), Data: []byte("x")}); code(err) != "ResourceNotFoundException" {
+	if _, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String("orders.v1"), PartitionKey: aws.String("a"), Data: []byte("x")}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("put to deleted: %v", err)
 	}
 	// A new stream of the same name is another: the old iterator does not
 	// read it.
 	mustCreate(t, c, "orders.v1", 3)
-	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: it}); code(err) != "ResourceNotFoundException" {
+	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: it}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("iterator of a deleted stream: %v", err)
 	}
-	if _, err := c.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String("missing")}); code(err) != "ResourceNotFoundException" {
+	if _, err := c.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String("missing")}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("delete missing: %v", err)
 	}
 }
@@ -411,7 +402,7 @@ func TestHostileInput(t *testing.T) {
 		"ResourceNotFoundException no stream": {StreamName: aws.String("nope"), PartitionKey: aws.String("k"), Data: []byte("x")},
 		"ValidationException stream name":     {StreamName: aws.String("a b"), PartitionKey: aws.String("k"), Data: []byte("x")},
 	} {
-		if _, err := c.PutRecord(ctx, in); code(err) != strings.Fields(what)[0] {
+		if _, err := c.PutRecord(ctx, in); kilntest.ErrorCode(err) != strings.Fields(what)[0] {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
@@ -423,14 +414,14 @@ func TestHostileInput(t *testing.T) {
 	for i := range many {
 		many[i] = types.PutRecordsRequestEntry{PartitionKey: aws.String("k"), Data: []byte("x")}
 	}
-	if _, err := c.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: name, Records: many}); code(err) != "ValidationException" {
+	if _, err := c.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: name, Records: many}); kilntest.ErrorCode(err) != "ValidationException" {
 		t.Errorf("501 records: %v", err)
 	}
 	big := make([]types.PutRecordsRequestEntry, 6)
 	for i := range big {
 		big[i] = types.PutRecordsRequestEntry{PartitionKey: aws.String("k"), Data: make([]byte, 1<<20)}
 	}
-	if _, err := c.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: name, Records: big}); code(err) != "InvalidArgumentException" {
+	if _, err := c.PutRecords(ctx, &kinesis.PutRecordsInput{StreamName: name, Records: big}); kilntest.ErrorCode(err) != "InvalidArgumentException" {
 		t.Errorf("6 MiB of records: %v", err)
 	}
 
@@ -440,17 +431,17 @@ func TestHostileInput(t *testing.T) {
 	raw := []byte(*good)
 	raw[len(raw)/2] ^= 1
 	for what, it := range map[string]string{"garbage": "not-an-iterator", "forged": string(raw), "empty-ish": "AQ"} {
-		if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: aws.String(it)}); code(err) != "InvalidArgumentException" {
+		if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: aws.String(it)}); kilntest.ErrorCode(err) != "InvalidArgumentException" {
 			t.Errorf("%s iterator: %v", what, err)
 		}
 	}
-	if _, err := e.other.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good}); code(err) != "InvalidArgumentException" {
+	if _, err := e.other.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good}); kilntest.ErrorCode(err) != "InvalidArgumentException" {
 		t.Errorf("another account's iterator: %v", err)
 	}
-	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: aws.String(strings.Repeat("A", 513))}); code(err) != "ValidationException" {
+	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: aws.String(strings.Repeat("A", 513))}); kilntest.ErrorCode(err) != "ValidationException" {
 		t.Errorf("an iterator of 513 characters: %v", err)
 	}
-	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good, Limit: aws.Int32(10001)}); code(err) != "ValidationException" {
+	if _, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good, Limit: aws.Int32(10001)}); kilntest.ErrorCode(err) != "ValidationException" {
 		t.Errorf("limit 10001: %v", err)
 	}
 	out, err := c.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: good})
@@ -468,15 +459,15 @@ func TestHostileInput(t *testing.T) {
 		"no timestamp":           {ShardIteratorType: types.ShardIteratorTypeAtTimestamp},
 	} {
 		in.StreamName, in.ShardId = name, shard
-		if _, err := c.GetShardIterator(ctx, in); code(err) != "InvalidArgumentException" {
+		if _, err := c.GetShardIterator(ctx, in); kilntest.ErrorCode(err) != "InvalidArgumentException" {
 			t.Errorf("%s: %v", what, err)
 		}
 	}
 	if _, err := c.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: aws.String("shardId-000000000002"),
-		ShardIteratorType: types.ShardIteratorTypeLatest}); code(err) != "ResourceNotFoundException" {
+		ShardIteratorType: types.ShardIteratorTypeLatest}); kilntest.ErrorCode(err) != "ResourceNotFoundException" {
 		t.Errorf("shard 2 of 2: %v", err)
 	}
-	if _, err := c.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: shard, ShardIteratorType: "SOMETIME"}); code(err) != "ValidationException" {
+	if _, err := c.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: shard, ShardIteratorType: "SOMETIME"}); kilntest.ErrorCode(err) != "ValidationException" {
 		t.Errorf("iterator type SOMETIME: %v", err)
 	}
 
@@ -551,7 +542,7 @@ func TestTwoFrontends(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		_, err := b.client.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String("shared"), PartitionKey: aws.String("k"), Data: []byte("2")})
-		if code(err) == "ResourceNotFoundException" {
+		if kilntest.ErrorCode(err) == "ResourceNotFoundException" {
 			break
 		}
 		if time.Now().After(deadline) {
