@@ -473,6 +473,11 @@ func (p *part) appender(ctx context.Context, epoch uint64, kick chan struct{}) {
 // commit proposes recs and waits until they are in the journal.
 func (p *part) commit(recs ...partition.Record) error {
 	p.mu.Lock()
+	return p.commitLocked(recs...)
+}
+
+// commitLocked is commit with p.mu held, which it unlocks before waiting.
+func (p *part) commitLocked(recs ...partition.Record) error {
 	done, err := p.proposeLocked(recs...)
 	p.mu.Unlock()
 	if err != nil {
@@ -662,12 +667,7 @@ func (p *part) acquire(req Request) Reply {
 	if ok {
 		rec := partition.Transition(partition.OpAcquire, 0, e, req.Token)
 		rec.Env.Used = time.Now().UnixNano()
-		done, err := p.proposeLocked(rec)
-		p.mu.Unlock()
-		if err == nil {
-			err = <-done
-		}
-		if err != nil {
+		if err := p.commitLocked(rec); err != nil {
 			return retry(err)
 		}
 		return Reply{Env: rec.Env}
@@ -731,12 +731,7 @@ func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfig
 	env := partition.Env{ID: fmt.Sprintf("%s.p%d.e%d.%d", cfg.Member, p.id, p.epoch, p.seq), Worker: ref.ID, Zone: ref.Zone,
 		Addr: ref.Addr, Key: key, MemoryMB: fn.MemorySize, Timeout: fn.Timeout, Provisioned: provisioned}
 	create := partition.Transition(partition.OpCreate, 0, env, token)
-	done, err := p.proposeLocked(create)
-	p.mu.Unlock()
-	if err == nil {
-		err = <-done
-	}
-	if err != nil {
+	if err := p.commitLocked(create); err != nil {
 		cfg.Placer.Release(ref.ID, preq)
 		return partition.Record{}, nil, &retryable{err}
 	}
@@ -779,12 +774,7 @@ func (p *part) start(ctx context.Context, account string, fn *api.FunctionConfig
 	}
 	started := partition.Transition(partition.OpStarted, 0, cur, token)
 	started.Env.Used = time.Now().UnixNano()
-	done, err = p.proposeLocked(started)
-	p.mu.Unlock()
-	if err == nil {
-		err = <-done
-	}
-	if err != nil {
+	if err := p.commitLocked(started); err != nil {
 		return partition.Record{}, nil, &retryable{err} // the next leader ends the initializing env
 	}
 	return started, info, nil
@@ -804,12 +794,7 @@ func (p *part) release(req Request) Reply {
 	if req.Reusable && e.Status == partition.Busy {
 		rec := partition.Transition(partition.OpRelease, 0, e, req.Token)
 		rec.Env.Used = time.Now().UnixNano()
-		done, err := p.proposeLocked(rec)
-		p.mu.Unlock()
-		if err == nil {
-			err = <-done
-		}
-		if err != nil {
+		if err := p.commitLocked(rec); err != nil {
 			return retry(err)
 		}
 		return Reply{}
