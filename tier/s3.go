@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"os"
 	"strings"
@@ -126,24 +127,40 @@ func (s *S3) Delete(ctx context.Context, name string) error {
 func (s *S3) Sweep(keep func(name string) bool, notAfter time.Time) (int, error) {
 	ctx := context.Background()
 	n := 0
-	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	for o, err := range s.objects(ctx) {
 		if err != nil {
-			return n, fmt.Errorf("tier: s3 list: %w", err)
+			return n, err
 		}
-		for _, o := range page.Contents {
-			name := strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix)
-			if validName(name) != nil || keep(name) || o.LastModified == nil || !o.LastModified.Before(notAfter) {
-				continue
-			}
-			if err := s.Delete(ctx, name); err != nil {
-				return n, err
-			}
-			n++
+		name := strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix)
+		if validName(name) != nil || keep(name) || o.LastModified == nil || !o.LastModified.Before(notAfter) {
+			continue
 		}
+		if err := s.Delete(ctx, name); err != nil {
+			return n, err
+		}
+		n++
 	}
 	return n, nil
+}
+
+// objects lists the objects under the prefix, page by page; a page that
+// fails ends it with the error.
+func (s *S3) objects(ctx context.Context) iter.Seq2[types.Object, error] {
+	return func(yield func(types.Object, error) bool) {
+		pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
+		for pages.HasMorePages() {
+			page, err := pages.NextPage(ctx)
+			if err != nil {
+				yield(types.Object{}, fmt.Errorf("tier: s3 list: %w", err))
+				return
+			}
+			for _, o := range page.Contents {
+				if !yield(o, nil) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // LoadS3Config reads an S3Config from a JSON file, which holds a secret key
@@ -171,15 +188,11 @@ func LoadS3Config(path string) (S3Config, error) {
 // saves is measured here.
 func (s *S3) Size(ctx context.Context) (int64, error) {
 	var n int64
-	pages := s3.NewListObjectsV2Paginator(s.client, &s3.ListObjectsV2Input{Bucket: &s.cfg.Bucket, Prefix: &s.cfg.Prefix})
-	for pages.HasMorePages() {
-		page, err := pages.NextPage(ctx)
+	for o, err := range s.objects(ctx) {
 		if err != nil {
-			return n, fmt.Errorf("tier: s3 list: %w", err)
+			return n, err
 		}
-		for _, o := range page.Contents {
-			n += aws.ToInt64(o.Size)
-		}
+		n += aws.ToInt64(o.Size)
 	}
 	return n, nil
 }
