@@ -3,14 +3,13 @@ package kilntest
 import (
 	"errors"
 	"fmt"
-	"testing"
 
 	"github.com/aws/smithy-go"
 )
 
 // APIError checks that err is an AWS API error of type code answered with
 // HTTP status, and returns its message.
-func APIError(tb testing.TB, err error, code string, status int) string {
+func APIError(tb TB, err error, code string, status int) string {
 	tb.Helper()
 	var ae smithy.APIError
 	if !errors.As(err, &ae) || ae.ErrorCode() != code {
