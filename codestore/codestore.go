@@ -6,7 +6,9 @@
 // of it becomes visible: entry names must stay inside the tree, only regular
 // files, directories and symbolic links that resolve inside the tree are
 // allowed, and the unzipped size is counted from the bytes actually
-// decompressed, so a zip bomb is refused however its headers lie.
+// decompressed, so a zip bomb is refused however its headers lie. Stage
+// does the checks of the zip's directory at once and leaves decompressing
+// and unpacking to Dir (the control plane's Pending functions).
 //
 // Layout under Config.Dir:
 //
@@ -87,6 +89,8 @@ type Code struct {
 	Sha256 string
 	// Size is the zip's size in bytes: Lambda's CodeSize.
 	Size int64
+	// Unzipped is the size of its files once unpacked (set by Stage).
+	Unzipped int64
 }
 
 // Store is a content-addressed code store in a local directory.
@@ -238,6 +242,37 @@ func (s *Store) putLocal(ctx context.Context, zip []byte) (Code, error) {
 	return code, nil
 }
 
+// Stage checks zip as Put does from its directory (size, names, types,
+// links, declared sizes: what a caller can get wrong, answered at once) and
+// keeps it, in the Remote too, but leaves decompressing and unpacking it to
+// Dir: a function is Pending meanwhile. Go's zip reader holds every entry to
+// its declared size, so what Stage counts is what Dir unpacks; a package
+// whose data does not match its directory is found there (badZip).
+func (s *Store) Stage(ctx context.Context, zip []byte) (Code, error) {
+	if int64(len(zip)) > s.cfg.MaxZipped {
+		return Code{}, s.zippedTooLarge(len(zip))
+	}
+	_, ents, err := s.validate(ctx, zip)
+	if err != nil {
+		return Code{}, err
+	}
+	sum := sha256.Sum256(zip)
+	h := hex.EncodeToString(sum[:])
+	code := Code{Sha256: base64.StdEncoding.EncodeToString(sum[:]), Size: int64(len(zip)), Unzipped: unzipped(ents)}
+	now := time.Now()
+	if err := os.Chtimes(s.zipPath(h), now, now); err != nil {
+		if err := s.writeZip(zip, h); err != nil {
+			return Code{}, err
+		}
+	}
+	if s.cfg.Remote != nil {
+		if err := s.cfg.Remote.Put(ctx, h, zip); err != nil {
+			return Code{}, fmt.Errorf("codestore: replicating %s: %w", code.Sha256, err)
+		}
+	}
+	return code, nil
+}
+
 // Check validates zip exactly as Put does, decompressing every entry, but
 // keeps nothing (UpdateFunctionCode's DryRun).
 func (s *Store) Check(ctx context.Context, zip []byte) (Code, error) {
@@ -251,7 +286,18 @@ func (s *Store) Check(ctx context.Context, zip []byte) (Code, error) {
 	if err := s.extract(ctx, zr, ents, nil); err != nil {
 		return Code{}, err
 	}
-	return Code{Sha256: Digest(zip), Size: int64(len(zip))}, nil
+	return Code{Sha256: Digest(zip), Size: int64(len(zip)), Unzipped: unzipped(ents)}, nil
+}
+
+// unzipped is the size of the files of a validated package.
+func unzipped(ents []*entry) int64 {
+	var n int64
+	for _, e := range ents {
+		if e.kind == regular {
+			n += int64(e.f.UncompressedSize64)
+		}
+	}
+	return n
 }
 
 // Has reports whether the package is stored in this directory.

@@ -204,6 +204,7 @@ func (k *kiln) create(name string, zip []byte) *lambda.CreateFunctionOutput {
 	if err != nil {
 		k.t.Fatalf("CreateFunction %s: %v", name, err)
 	}
+	fntest.WaitActive(k.t, k.client, name)
 	return out
 }
 
@@ -273,12 +274,20 @@ func TestFunctionLifecycle(t *testing.T) {
 	if aws.ToString(created.FunctionArn) != fnARN("hello") || aws.ToString(created.Version) != "$LATEST" ||
 		aws.ToString(created.CodeSha256) != codeSha(zip1) || created.CodeSize != int64(len(zip1)) ||
 		aws.ToInt32(created.Timeout) != 3 || aws.ToInt32(created.MemorySize) != 128 ||
-		created.State != types.StateActive || created.LastUpdateStatus != types.LastUpdateStatusSuccessful ||
+		created.State != types.StatePending || created.StateReasonCode != types.StateReasonCodeCreating ||
+		created.LastUpdateStatus != types.LastUpdateStatusInProgress ||
 		created.PackageType != types.PackageTypeZip || created.TracingConfig.Mode != types.TracingModePassThrough ||
 		aws.ToInt32(created.EphemeralStorage.Size) != 512 || len(created.Architectures) != 1 ||
 		created.Architectures[0] != types.ArchitectureX8664 || aws.ToString(created.RevisionId) == "" ||
 		aws.ToString(created.Description) != "first" || aws.ToString(created.Role) != role {
 		t.Fatalf("created: %+v", created)
+	}
+	// Pending while its zip is unpacked, then Active.
+	fntest.WaitActive(t, k.client, "hello")
+	active, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("hello")})
+	if err != nil || active.Configuration.State != types.StateActive || active.Configuration.LastUpdateStatus != types.LastUpdateStatusSuccessful ||
+		aws.ToString(active.Configuration.RevisionId) == aws.ToString(created.RevisionId) { // a new revision, as on Lambda
+		t.Fatalf("after the waiter: %+v %v", active, err)
 	}
 	if _, err := time.Parse("2006-01-02T15:04:05.000-0700", aws.ToString(created.LastModified)); err != nil ||
 		!strings.HasSuffix(aws.ToString(created.LastModified), "+0000") {
@@ -291,7 +300,7 @@ func TestFunctionLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatalf("GetFunction %s: %v", ref, err)
 		}
-		if aws.ToString(got.Configuration.RevisionId) != aws.ToString(created.RevisionId) ||
+		if aws.ToString(got.Configuration.RevisionId) != aws.ToString(active.Configuration.RevisionId) ||
 			aws.ToString(got.Code.RepositoryType) != "S3" || got.Tags["team"] != "kiln" || got.Concurrency != nil {
 			t.Fatalf("GetFunction %s: %+v", ref, got)
 		}
@@ -314,7 +323,7 @@ func TestFunctionLifecycle(t *testing.T) {
 		EphemeralStorage: &types.EphemeralStorage{Size: aws.Int32(10240)},
 		TracingConfig:    &types.TracingConfig{Mode: types.TracingModeActive},
 		DeadLetterConfig: &types.DeadLetterConfig{TargetArn: aws.String("arn:aws:sqs:us-east-1:123456789012:dlq")},
-		RevisionId:       created.RevisionId,
+		RevisionId:       active.Configuration.RevisionId,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +334,7 @@ func TestFunctionLifecycle(t *testing.T) {
 		updated.Environment.Variables["GREETING"] != "hi" || aws.ToInt32(updated.EphemeralStorage.Size) != 10240 ||
 		updated.TracingConfig.Mode != types.TracingModeActive ||
 		aws.ToString(updated.DeadLetterConfig.TargetArn) != "arn:aws:sqs:us-east-1:123456789012:dlq" ||
-		aws.ToString(updated.RevisionId) == aws.ToString(created.RevisionId) ||
+		aws.ToString(updated.RevisionId) == aws.ToString(active.Configuration.RevisionId) ||
 		aws.ToString(updated.CodeSha256) != codeSha(zip1) {
 		t.Fatalf("updated: %+v", updated)
 	}
@@ -366,9 +375,11 @@ func TestFunctionLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	if aws.ToString(newCode.CodeSha256) != codeSha(zip2) || newCode.CodeSize != int64(len(zip2)) ||
-		newCode.Architectures[0] != types.ArchitectureArm64 || aws.ToString(newCode.RevisionId) == aws.ToString(updated2.RevisionId) {
+		newCode.Architectures[0] != types.ArchitectureArm64 || aws.ToString(newCode.RevisionId) == aws.ToString(updated2.RevisionId) ||
+		newCode.LastUpdateStatus != types.LastUpdateStatusInProgress {
 		t.Fatalf("UpdateFunctionCode: %+v", newCode)
 	}
+	fntest.WaitUpdated(t, k.client, "hello")
 	got, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("hello")})
 	if err != nil {
 		t.Fatal(err)
@@ -571,6 +582,7 @@ func TestVersionsAndAliases(t *testing.T) {
 	if aws.ToString(created.Version) != "1" {
 		t.Fatalf("CreateFunction with Publish: version %q", aws.ToString(created.Version))
 	}
+	fntest.WaitActive(t, k.client, "ver")
 	// Nothing changed: publishing again returns version 1.
 	same, err := k.client.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: aws.String("ver")})
 	if err != nil || aws.ToString(same.Version) != "1" || status(same.ResultMetadata) != http.StatusCreated {
@@ -1013,13 +1025,21 @@ func TestConcurrentUpdatesLoseNothing(t *testing.T) {
 			}
 		})
 		wg.Go(func() {
-			v, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("busy"),
-				ZipFile: bootstrapZip(t, fmt.Sprint("code ", i)), Publish: true})
-			if err != nil {
-				errs <- err
+			for { // one update at a time, as on Lambda: the others wait for it and try again
+				v, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("busy"),
+					ZipFile: bootstrapZip(t, fmt.Sprint("code ", i)), Publish: true})
+				var conflict *types.ResourceConflictException
+				if errors.As(err, &conflict) && strings.Contains(conflict.ErrorMessage(), "update is in progress") {
+					fntest.WaitUpdated(t, k.client, "busy")
+					continue
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+				shas <- aws.ToString(v.CodeSha256)
 				return
 			}
-			shas <- aws.ToString(v.CodeSha256)
 		})
 	}
 	wg.Wait()

@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -61,13 +62,14 @@ func zipSource(code *functionCode) error {
 	return nil
 }
 
-// putCode stores a deployment package, refusing it when the code store
-// would grow beyond MaxCodeStorage.
-func (s *Service) putCode(c *call, zip []byte) (codestore.Code, error) {
+// putCode stores a deployment package with put (the code store's Put, or
+// Stage for a function's code, unpacked in the background), refusing it
+// when the code store would grow beyond MaxCodeStorage.
+func (s *Service) putCode(c *call, zip []byte, put func(context.Context, []byte) (codestore.Code, error)) (codestore.Code, error) {
 	if s.code.TotalSize()+int64(len(zip)) > s.cfg.MaxCodeStorage && !s.code.Has(codestore.Digest(zip)) {
 		return codestore.Code{}, api.Errorf(api.CodeStorageExceeded, "Code storage limit exceeded.")
 	}
-	return s.code.Put(c.ctx, zip)
+	return put(c.ctx, zip)
 }
 
 func (s *Service) createFunction(c *call) error {
@@ -165,24 +167,23 @@ func (s *Service) createFunction(c *call) error {
 				resolved.Close()
 			}
 		}()
-		pending(&cfg)
-		cfg.LastUpdateStatus, cfg.LastUpdateStatusReason, cfg.LastUpdateStatusReasonCode = "InProgress", creatingReason, "Creating"
 	} else {
-		code, err := s.putCode(c, req.Code.ZipFile)
+		code, err := s.putCode(c, req.Code.ZipFile, s.code.Stage)
 		if err != nil {
 			return err
 		}
 		cfg.CodeSha256, cfg.CodeSize = code.Sha256, code.Size
-		if err := s.checkUnzipped(c, &cfg); err != nil {
+		if err := s.checkUnzipped(&cfg, code.Unzipped); err != nil {
 			return err
 		}
 	}
+	// Pending until its code is imported (an image) or unpacked (a zip).
+	pending(&cfg)
+	cfg.LastUpdateStatus, cfg.LastUpdateStatusReason, cfg.LastUpdateStatusReasonCode = "InProgress", creatingReason, "Creating"
 	cfg.RevisionId, cfg.LastModified = api.NewUUID(), s.timestamp()
 
 	f := &metadata.Function{Account: c.caller.Account, Name: ref.Name, Latest: cfg, Tags: req.Tags}
-	if image {
-		f.ImageImport = s.newImport(&cfg, resolved, true)
-	}
+	f.Import = s.newImport(&cfg, resolved, true)
 	out := &f.Latest
 	if req.Publish {
 		v := s.publish(f, nil)
@@ -197,10 +198,9 @@ func (s *Service) createFunction(c *call) error {
 		}
 		return err
 	}
-	if image {
-		s.startImport(f.Account, f.Name, *f.ImageImport, resolved)
-		resolved = nil
-	}
+	done := s.startImport(f.Account, f.Name, *f.Import, s.work(f, resolved))
+	resolved = nil
+	hold(c, f.Import, done)
 	return c.reply(http.StatusCreated, out)
 }
 
@@ -214,6 +214,15 @@ func (s *Service) describeRuntime(cfg *api.FunctionConfiguration) {
 		sum := sha256.Sum256([]byte("kiln-runtime\n" + cfg.Runtime))
 		cfg.RuntimeVersionConfig = &api.RuntimeVersionConfig{RuntimeVersionArn: fmt.Sprintf("arn:aws:lambda:%s::runtime:%x", s.cfg.Region, sum)}
 	}
+}
+
+// work is the import of f's code: the image r, or the zip f.Import names
+// when r is nil.
+func (s *Service) work(f *metadata.Function, r *images.Resolved) importWork {
+	if r == nil {
+		return s.unpackZip(*f.Import)
+	}
+	return s.saveImage(f.Account, *f.Import, r)
 }
 
 func functionExists(name string) *api.Error {
@@ -421,21 +430,17 @@ func (s *Service) updateFunctionCode(c *call) error {
 				resolved.Close()
 			}
 		}()
-	case req.DryRun:
-		checked, err := s.code.Check(c.ctx, req.ZipFile)
-		if err != nil {
-			return err
-		}
-		code.CodeSha256, code.CodeSize = checked.Sha256, checked.Size
 	default:
-		stored, err := s.putCode(c, req.ZipFile)
+		put := s.code.Stage
+		if req.DryRun {
+			put = s.code.Check
+		}
+		stored, err := s.putCode(c, req.ZipFile, put)
 		if err != nil {
 			return err
 		}
 		code.CodeSha256, code.CodeSize = stored.Sha256, stored.Size
-	}
-	if !image {
-		if err := s.checkUnzipped(c, code); err != nil {
+		if err := s.checkUnzipped(code, stored.Unzipped); err != nil {
 			return err
 		}
 	}
@@ -447,43 +452,37 @@ func (s *Service) updateFunctionCode(c *call) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
 		}
-		if f.ImageImport != nil {
+		if f.Import != nil {
 			return s.importInProgress(f)
 		}
 		f.Latest.RevisionId, f.Latest.LastModified = api.NewUUID(), s.timestamp()
+		// $LATEST runs its code until the import ends; a version
+		// published now is Pending until then.
+		f.Import = s.newImport(code, resolved, false)
+		f.Latest.LastUpdateStatus, f.Latest.LastUpdateStatusReason, f.Latest.LastUpdateStatusReasonCode = "InProgress", updatingReason, ""
 		published = nil
-		if image {
-			// $LATEST runs its code until the import ends; a version
-			// published now is Pending until then.
-			f.ImageImport = s.newImport(code, resolved, false)
-			f.Latest.LastUpdateStatus, f.Latest.LastUpdateStatusReason, f.Latest.LastUpdateStatusReasonCode = "InProgress", updatingReason, ""
-			if req.Publish {
-				published = s.publish(f, nil)
-				published.CodeSha256, published.CodeSize, published.KilnImage = code.CodeSha256, code.CodeSize, code.KilnImage
-				published.Architectures = code.Architectures
-				pending(published)
-			}
-			return nil
-		}
-		f.Latest.CodeSha256, f.Latest.CodeSize, f.Latest.KilnImage = code.CodeSha256, code.CodeSize, code.KilnImage
-		f.Latest.Architectures = code.Architectures
-		f.Latest.LastUpdateStatus = "Successful"
 		if req.Publish {
 			published = s.publish(f, nil)
+			published.CodeSha256, published.CodeSize, published.KilnImage = code.CodeSha256, code.CodeSize, code.KilnImage
+			published.Architectures = code.Architectures
+			pending(published)
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	if image {
-		s.startImport(f.Account, f.Name, *f.ImageImport, resolved)
-		resolved = nil
-	}
+	done := s.startImport(f.Account, f.Name, *f.Import, s.work(f, resolved))
+	resolved = nil
+	hold(c, f.Import, done)
 	if published != nil {
 		return c.reply(http.StatusOK, published)
 	}
-	return c.reply(http.StatusOK, &f.Latest)
+	// Lambda answers with the new code's identity while $LATEST still runs
+	// the old.
+	out := f.Latest
+	out.CodeSha256, out.CodeSize, out.Architectures = code.CodeSha256, code.CodeSize, code.Architectures
+	return c.reply(http.StatusOK, &out)
 }
 
 func (s *Service) updateFunctionConfiguration(c *call) error {
@@ -507,7 +506,7 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
 		}
-		if f.ImageImport != nil {
+		if f.Import != nil {
 			return s.importInProgress(f)
 		}
 		cfg := clone(&f.Latest)
@@ -516,8 +515,14 @@ func (s *Service) updateFunctionConfiguration(c *call) error {
 		}
 		if req.Layers != nil {
 			cfg.Layers = layers
-			if err := s.checkUnzipped(c, cfg); err != nil {
-				return err
+			if len(layers) > 0 {
+				n, err := s.code.Unzipped(c.ctx, cfg.CodeSha256)
+				if err != nil {
+					return err
+				}
+				if err := s.checkUnzipped(cfg, n); err != nil {
+					return err
+				}
 			}
 		}
 		s.describeRuntime(cfg)

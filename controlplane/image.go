@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
@@ -21,47 +19,6 @@ import (
 type ImageImporter interface {
 	Resolve(ctx context.Context, account, uri, architecture string) (*images.Resolved, error)
 	Save(ctx context.Context, account string, r *images.Resolved, progress func(bytes int64)) (*images.Import, error)
-}
-
-// importStale is Config.ImportStale's default.
-const importStale = time.Minute
-
-// Lambda's words for a function whose image is being imported.
-const (
-	creatingReason = "The function is being created."
-	updatingReason = "The function is being updated."
-)
-
-// imports is the control plane's image imports: CreateFunction and
-// UpdateFunctionCode answer once the image is resolved (State Pending,
-// LastUpdateStatus InProgress), and the import runs here in the background.
-type imports struct {
-	owner   string // this control plane, as an import's owner
-	bg      context.Context
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	running atomic.Int64
-	bytes   atomic.Int64
-}
-
-func (s *Service) startImports() {
-	s.owner = api.NewUUID()
-	s.bg, s.stop = context.WithCancel(context.Background())
-	if s.cfg.Images == nil {
-		return
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.resumeImports()
-	}()
-}
-
-// Close stops the image imports this control plane runs; another control
-// plane, or this one's next start, resumes them.
-func (s *Service) Close() {
-	s.stop()
-	s.wg.Wait()
 }
 
 // ImportStats reports the image imports running here and the bytes of file
@@ -110,114 +67,37 @@ func (s *Service) resolveImage(c *call, cfg *api.FunctionConfiguration, uri stri
 	return r, nil
 }
 
-// newImport records the import of r for cfg, owned here.
-func (s *Service) newImport(cfg *api.FunctionConfiguration, r *images.Resolved, creating bool) *metadata.ImageImport {
-	return &metadata.ImageImport{Token: api.NewUUID(), URI: cfg.KilnImage.ImageUri, Resolved: r.ResolvedURI, Digest: r.Digest,
-		Architectures: cfg.Architectures, Creating: creating, Owner: s.owner, Beat: s.cfg.Now()}
-}
-
-// pending marks a configuration whose image is being imported.
-func pending(cfg *api.FunctionConfiguration) {
-	cfg.State, cfg.StateReason, cfg.StateReasonCode = "Pending", creatingReason, "Creating"
-}
-
-// importInProgress is Lambda's answer to a change of a function while its
-// image is imported.
-func (s *Service) importInProgress(f *metadata.Function) *api.Error {
-	if f.ImageImport.Creating {
-		return api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. The function is currently in the following state: Pending")
-	}
-	return api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. An update is in progress for resource: %s", f.Latest.FunctionArn)
-}
-
-// startImport runs an import in the background; r is closed when it ends.
-func (s *Service) startImport(account, name string, imp metadata.ImageImport, r *images.Resolved) {
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+// saveImage is an image's import: its layers flattened into chunks and a
+// manifest. It closes r.
+func (s *Service) saveImage(account string, imp metadata.CodeImport, r *images.Resolved) importWork {
+	return func(ctx context.Context) (string, error) {
 		defer r.Close()
-		s.runImport(account, name, imp, r)
-	}()
-}
-
-var errSuperseded = errors.New("controlplane: the image import was replaced or its function deleted")
-
-func (s *Service) runImport(account, name string, imp metadata.ImageImport, r *images.Resolved) {
-	s.running.Add(1)
-	defer s.running.Add(-1)
-	ctx, cancel := context.WithCancel(s.bg)
-	defer cancel()
-	log := s.log.With("account", account, "function", name, "image", imp.Resolved)
-	log.Info("image import started")
-	start := time.Now()
-	go func() { // the beat, six per ImportStale: other control planes leave a live owner's import alone
-		t := time.NewTicker(s.cfg.ImportStale / 6)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
+		s.running.Add(1)
+		defer s.running.Add(-1)
+		log := s.log.With("account", account, "image", imp.Resolved)
+		log.Info("image import started")
+		start := time.Now()
+		var last int64
+		lastLog := time.Now()
+		res, err := s.cfg.Images.Save(ctx, account, r, func(done int64) {
+			s.bytes.Add(done - last)
+			last = done
+			if time.Since(lastLog) >= 5*time.Second {
+				lastLog = time.Now()
+				log.Info("image import progress", "bytes", done, "elapsed", time.Since(start).Round(time.Second))
 			}
-			_, err := s.store.Modify(ctx, account, name, func(f *metadata.Function) error {
-				if f.ImageImport == nil || f.ImageImport.Token != imp.Token {
-					return errSuperseded
-				}
-				f.ImageImport.Owner, f.ImageImport.Beat = s.owner, s.cfg.Now()
-				return nil
-			})
-			if errors.Is(err, errSuperseded) || errors.Is(err, metadata.ErrNotFound) {
-				log.Info("image import abandoned: replaced, or its function deleted")
-				cancel()
-				return
-			}
+		})
+		if err != nil {
+			return "", err
 		}
-	}()
-	var last int64
-	lastLog := time.Now()
-	res, err := s.cfg.Images.Save(ctx, account, r, func(done int64) {
-		s.bytes.Add(done - last)
-		last = done
-		if time.Since(lastLog) >= 5*time.Second {
-			lastLog = time.Now()
-			log.Info("image import progress", "bytes", done, "elapsed", time.Since(start).Round(time.Second))
-		}
-	})
-	if s.bg.Err() != nil {
-		s.handOver(account, name, imp.Token)
-		return
-	}
-	if ctx.Err() != nil {
-		return // superseded
-	}
-	if err != nil {
-		log.Warn("image import failed", "err", err)
-	} else {
 		log.Info("image import done", "bytes", last, "elapsed", time.Since(start).Round(time.Millisecond))
-	}
-	if ferr := s.finishImport(account, name, imp.Token, res, err); ferr != nil && !errors.Is(ferr, errUnchanged) {
-		log.Error("image import: recording its end failed; another control plane redoes it", "err", ferr)
+		return res.ManifestName, nil
 	}
 }
 
-// handOver gives up import token as this control plane stops: its beat is
-// cleared, so another control plane (or this one's next start) takes it
-// over at its next look rather than after ImportStale.
-func (s *Service) handOver(account, name, token string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	s.store.Modify(ctx, account, name, func(f *metadata.Function) error {
-		if f.ImageImport == nil || f.ImageImport.Token != token {
-			return errUnchanged
-		}
-		f.ImageImport.Beat = time.Time{}
-		return nil
-	})
-}
-
-// importFailure is Lambda's StateReasonCode and reason for an import that
-// failed.
-func importFailure(uri string, err error) (code, reason string) {
+// imageFailure is Lambda's StateReasonCode and reason for an image import
+// that failed.
+func imageFailure(uri string, err error) (code, reason string) {
 	switch {
 	case errors.Is(err, images.ErrDeleted), errors.Is(err, images.ErrNotFound):
 		return "ImageDeleted", fmt.Sprintf("The image %s was deleted or is no longer reachable: %v", uri, err)
@@ -229,95 +109,9 @@ func importFailure(uri string, err error) (code, reason string) {
 	return "InternalError", fmt.Sprintf("Importing the image %s failed: %v", uri, err)
 }
 
-// finishImport records the end of import token: on success $LATEST (and
-// the versions published while it ran) get the image, on failure they are
-// Failed with Lambda's reason code. Nothing is written when the import was
-// replaced meanwhile.
-func (s *Service) finishImport(account, name, token string, res *images.Import, ierr error) error {
-	_, err := s.store.Modify(context.WithoutCancel(s.bg), account, name, func(f *metadata.Function) error {
-		imp := f.ImageImport
-		if imp == nil || imp.Token != token {
-			return errUnchanged
-		}
-		f.ImageImport = nil
-		var code *api.ImageCode
-		var failCode, failReason string
-		if ierr == nil {
-			code = &api.ImageCode{ImageUri: imp.URI, ResolvedImageUri: imp.Resolved, Manifest: res.ManifestName}
-		} else {
-			failCode, failReason = importFailure(imp.URI, ierr)
-		}
-		end := func(cfg *api.FunctionConfiguration) {
-			if code != nil {
-				c := *code
-				cfg.KilnImage = &c
-				cfg.State, cfg.StateReason, cfg.StateReasonCode = "Active", "", ""
-			} else {
-				cfg.State, cfg.StateReason, cfg.StateReasonCode = "Failed", failReason, failCode
-			}
-		}
-		l := &f.Latest
-		switch {
-		case imp.Creating:
-			end(l)
-		case code != nil:
-			l.CodeSha256, l.CodeSize, l.KilnImage, l.Architectures = strings.TrimPrefix(imp.Digest, "sha256:"), 0, code, imp.Architectures
-		}
-		l.LastUpdateStatus, l.LastUpdateStatusReason, l.LastUpdateStatusReasonCode = "Successful", "", ""
-		if code == nil {
-			l.LastUpdateStatus, l.LastUpdateStatusReason, l.LastUpdateStatusReasonCode = "Failed", failReason, failCode
-		}
-		l.RevisionId, l.LastModified = api.NewUUID(), s.timestamp()
-		for _, v := range f.Versions {
-			if v.State == "Pending" && v.KilnImage != nil && v.KilnImage.Manifest == "" && v.KilnImage.ResolvedImageUri == imp.Resolved {
-				end(v)
-			}
-		}
-		return nil
-	})
-	return err
-}
-
-// resumeImports takes over the imports whose owner stopped beating (a
-// control plane that died or was stopped mid-import), now and every
-// quarter of ImportStale.
-func (s *Service) resumeImports() {
-	t := time.NewTicker(s.cfg.ImportStale / 4)
-	defer t.Stop()
-	for {
-		fns, err := s.store.All(s.bg)
-		if err != nil && s.bg.Err() == nil {
-			s.log.Warn("image imports: listing functions failed", "err", err)
-		}
-		for _, f := range fns {
-			if imp := f.ImageImport; imp != nil && s.cfg.Now().Sub(imp.Beat) > s.cfg.ImportStale {
-				s.resume(f.Account, f.Name, imp.Token)
-			}
-		}
-		select {
-		case <-s.bg.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// resume claims import token of a function (compare-and-set: one control
-// plane wins) and runs it again from the image's resolved URI.
-func (s *Service) resume(account, name, token string) {
-	var imp metadata.ImageImport
-	_, err := s.store.Modify(s.bg, account, name, func(f *metadata.Function) error {
-		if f.ImageImport == nil || f.ImageImport.Token != token || s.cfg.Now().Sub(f.ImageImport.Beat) <= s.cfg.ImportStale {
-			return errUnchanged
-		}
-		f.ImageImport.Owner, f.ImageImport.Beat = s.owner, s.cfg.Now()
-		imp = *f.ImageImport
-		return nil
-	})
-	if err != nil {
-		return // another control plane took it, or it ended
-	}
-	s.log.Info("image import resumed", "account", account, "function", name, "image", imp.Resolved)
+// resolveAgain finds a resumed import's image again, by digest, for its
+// new owner.
+func (s *Service) resolveAgain(account string, imp *metadata.CodeImport) (*images.Resolved, error) {
 	uri := imp.Resolved
 	if images.IsArchive(imp.URI) {
 		uri = imp.URI // an archive is named by file, not digest
@@ -331,13 +125,7 @@ func (s *Service) resume(account, name, token string) {
 		r.Close()
 		err = fmt.Errorf("%w: %s is now %s, not %s", images.ErrDeleted, uri, r.Digest, imp.Digest)
 	}
-	if err != nil {
-		if s.bg.Err() == nil {
-			s.finishImport(account, name, token, nil, err)
-		}
-		return
-	}
-	s.startImport(account, name, imp, r)
+	return r, err
 }
 
 // applyImageConfig validates ImageConfig and sets it on an image function;

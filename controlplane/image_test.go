@@ -20,6 +20,7 @@ import (
 
 	"github.com/kiln-dev/kiln/controlplane"
 	"github.com/kiln-dev/kiln/images/imagestest"
+	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -36,25 +37,6 @@ func startWithImageStore(t *testing.T) (*kiln, string, imagestest.Store) {
 	store := imagestest.NewStore(t)
 	k := start(t, "", func(c *controlplane.Config) { c.Images = store.Store })
 	return k, imagestest.Registry(t), store
-}
-
-// waitActive waits, as boto3's and the AWS SDKs' function_active_v2 waiter
-// does, until the function's image is imported.
-func waitActive(t *testing.T, k *kiln, name string) {
-	t.Helper()
-	w := lambda.NewFunctionActiveV2Waiter(k.client, func(o *lambda.FunctionActiveV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
-	if err := w.Wait(context.Background(), &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
-		t.Fatalf("waiting for %s to be Active: %v", name, err)
-	}
-}
-
-// waitUpdated waits as function_updated_v2 does, for a code update.
-func waitUpdated(t *testing.T, k *kiln, name string) {
-	t.Helper()
-	w := lambda.NewFunctionUpdatedV2Waiter(k.client, func(o *lambda.FunctionUpdatedV2WaiterOptions) { o.MinDelay = 50 * time.Millisecond })
-	if err := w.Wait(context.Background(), &lambda.GetFunctionInput{FunctionName: aws.String(name)}, time.Minute); err != nil {
-		t.Fatalf("waiting for %s's update: %v", name, err)
-	}
 }
 
 func imageInput(name, uri string) *lambda.CreateFunctionInput {
@@ -91,7 +73,7 @@ func TestImageFunction(t *testing.T) {
 	if out.State != types.StatePending || out.StateReasonCode != types.StateReasonCodeCreating || out.LastUpdateStatus != types.LastUpdateStatusInProgress {
 		t.Fatalf("created: State %s (%s), LastUpdateStatus %s; want Pending (Creating), InProgress", out.State, out.StateReasonCode, out.LastUpdateStatus)
 	}
-	waitActive(t, k, "img")
+	fntest.WaitActive(t, k.client, "img")
 	get, err := k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img")})
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +108,7 @@ func TestImageFunction(t *testing.T) {
 	if err != nil { // else the import had already ended
 		wantErr(t, err, "ResourceConflictException", 409, "An update is in progress for resource")
 	}
-	waitUpdated(t, k, "img")
+	fntest.WaitUpdated(t, k.client, "img")
 	get, err = k.client.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("img"), Qualifier: aws.String("1")})
 	if err != nil || *get.Code.ResolvedImageUri != v2ref || get.Configuration.State != types.StateActive {
 		t.Fatalf("version 1: %v %+v", err, get)
@@ -185,7 +167,7 @@ func TestImageFunctionErrors(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, in); err != nil {
 		t.Fatal(err)
 	}
-	waitActive(t, k, "armfn")
+	fntest.WaitActive(t, k.client, "armfn")
 	// Hostile content shows once the layers are read, in the import: the
 	// function is Failed with Lambda's InvalidImage, and the waiter fails.
 	if _, err := k.client.CreateFunction(ctx, imageInput("hostile", reg+"/dev:v1")); err != nil {
@@ -225,7 +207,7 @@ func TestCollectImages(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, imageInput("img", reg+"/fn:v1")); err != nil {
 		t.Fatal(err)
 	}
-	waitActive(t, k, "img")
+	fntest.WaitActive(t, k.client, "img")
 	js, err := jetstream.New(k.nc)
 	if err != nil {
 		t.Fatal(err)
@@ -248,12 +230,12 @@ func TestCollectImages(t *testing.T) {
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v2"), Publish: true}); err != nil {
 		t.Fatal(err)
 	}
-	waitUpdated(t, k, "img")
+	fntest.WaitUpdated(t, k.client, "img")
 	m2 := manifestOf("1")
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("img"), ImageUri: aws.String(reg + "/fn:v3")}); err != nil {
 		t.Fatal(err)
 	}
-	waitUpdated(t, k, "img")
+	fntest.WaitUpdated(t, k.client, "img")
 	m3 := manifestOf("")
 	n, err := k.svc.CollectCode(ctx, 0)
 	if err != nil || n == 0 {
@@ -356,7 +338,7 @@ func TestImageImportFailures(t *testing.T) {
 	if _, err := k.client.CreateFunction(ctx, imageInput("upd", reg+"/fn:good")); err != nil {
 		t.Fatal(err)
 	}
-	waitActive(t, k, "upd")
+	fntest.WaitActive(t, k.client, "upd")
 	if _, err := k.client.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("upd"), ImageUri: aws.String(reg + "/fn:bad")}); err != nil {
 		t.Fatal(err)
 	}
@@ -420,5 +402,5 @@ func TestImageImportResumes(t *testing.T) {
 	k.svc = second
 	k.srv = serve(k.svc)
 	k.client = newClient(k.srv.URL, keyID, secret)
-	waitActive(t, k, "img")
+	fntest.WaitActive(t, k.client, "img")
 }

@@ -256,7 +256,7 @@ func (s *Service) publishLayerVersion(c *call) error {
 	if err := zipSource(req.Content); err != nil {
 		return err
 	}
-	code, err := s.putCode(c, req.Content.ZipFile)
+	code, err := s.putCode(c, req.Content.ZipFile, s.code.Put)
 	if err != nil {
 		return err
 	}
@@ -645,14 +645,9 @@ func (s *Service) functionLayers(c *call, arns []string) ([]api.Layer, error) {
 
 // checkUnzipped applies Lambda's limit on a function's code and layers
 // together.
-func (s *Service) checkUnzipped(c *call, cfg *api.FunctionConfiguration) error {
-	if len(cfg.Layers) == 0 {
-		return nil
-	}
-	total, err := s.code.Unzipped(c.ctx, cfg.CodeSha256)
-	if err != nil {
-		return err
-	}
+// unzipped is the size of its own code unpacked.
+func (s *Service) checkUnzipped(cfg *api.FunctionConfiguration, unzipped int64) error {
+	total := unzipped
 	for _, l := range cfg.Layers {
 		total += l.KilnUnzipped
 	}

@@ -65,7 +65,7 @@ func (s *Service) publishVersion(c *call) error {
 		if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 			return revisionMismatch()
 		}
-		if f.ImageImport != nil {
+		if f.Import != nil {
 			return s.importInProgress(f)
 		}
 		if req.CodeSha256 != "" && req.CodeSha256 != f.Latest.CodeSha256 {

@@ -75,7 +75,8 @@ func SQS(s *server.Server) *sqs.Client {
 	})
 }
 
-// MustCreate is a convenience for tests: it creates a function or fails.
+// MustCreate is a convenience for tests: it creates a function, or fails,
+// and waits until it is Active, as a Lambda user does before invoking.
 func MustCreate(tb TB, c *lambda.Client, in *lambda.CreateFunctionInput) {
 	tb.Helper()
 	if in.Role == nil {
@@ -84,6 +85,7 @@ func MustCreate(tb TB, c *lambda.Client, in *lambda.CreateFunctionInput) {
 	if _, err := c.CreateFunction(context.Background(), in); err != nil {
 		tb.Fatalf("create function %s: %v", aws.ToString(in.FunctionName), err)
 	}
+	fntest.WaitActive(tb, c, aws.ToString(in.FunctionName))
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.

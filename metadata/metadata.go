@@ -72,20 +72,25 @@ type Function struct {
 	// RecursiveLoop is PutFunctionRecursionConfig's setting: "Allow", or
 	// "" for Lambda's default, Terminate.
 	RecursiveLoop string `json:"recursiveLoop,omitempty"`
-	// ImageImport is the image import under way for $LATEST (its creation
-	// or a code update), nil when there is none.
-	ImageImport *ImageImport `json:"imageImport,omitempty"`
+	// Import is the code import under way for $LATEST (its creation or a
+	// code update: an image imported, or a zip unpacked), nil when there is
+	// none. Its JSON name is from when only images had one.
+	Import *CodeImport `json:"imageImport,omitempty"`
 
 	// revision is the KV revision this copy was read at, for compare-and-set.
 	revision uint64
 }
 
-// ImageImport is an image import under way, which any control plane can
+// CodeImport is a code import under way, which any control plane can
 // take over from an owner that stopped beating.
-type ImageImport struct {
-	Token    string `json:"token"`    // this import's; a later one replaces it
-	URI      string `json:"uri"`      // as the caller gave it
-	Resolved string `json:"resolved"` // by digest
+type CodeImport struct {
+	Token string `json:"token"` // this import's; a later one replaces it
+	// Zip: a deployment package, stored before the import began, being
+	// unpacked (Digest is its CodeSha256, Size its CodeSize); else an image.
+	Zip      bool   `json:"zip,omitempty"`
+	Size     int64  `json:"size,omitempty"`
+	URI      string `json:"uri,omitempty"`      // an image as the caller gave it
+	Resolved string `json:"resolved,omitempty"` // by digest
 	Digest   string `json:"digest"`
 	// Architectures is the function's after the import.
 	Architectures []string `json:"architectures"`
