@@ -112,6 +112,9 @@ func Images(ctx context.Context, cfg ImagesConfig, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if err := lambda.NewFunctionActiveV2Waiter(k.lambda).Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)}, 2*time.Minute); err != nil {
+			return err
+		}
 		d, err := signedClient(k.endpoint, fn, payload, 1).invoke(ctx)
 		if err != nil {
 			return err

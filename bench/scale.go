@@ -93,6 +93,9 @@ func ScaleOut(ctx context.Context, envs int, unlimited bool, out io.Writer) erro
 		Code: &types.FunctionCode{ZipFile: zip}, MemorySize: aws.Int32(128), Timeout: aws.Int32(120)}); err != nil {
 		return err
 	}
+	if err := lambda.NewFunctionActiveV2Waiter(lc).Wait(ctx, &lambda.GetFunctionInput{FunctionName: aws.String("scale")}, 2*time.Minute); err != nil {
+		return err
+	}
 
 	// Every invoke sleeps until all have started (bounded), so each one
 	// holds its own environment.

@@ -166,6 +166,9 @@ func Streams(ctx context.Context, cfg StreamsConfig, out io.Writer) error {
 			Environment: &types.Environment{Variables: map[string]string{"SINK": sink}}}); err != nil {
 			return err
 		}
+		if err := lambda.NewFunctionActiveV2Waiter(lc).Wait(ctx, &lambda.GetFunctionInput{FunctionName: &fn}, 2*time.Minute); err != nil {
+			return err
+		}
 		in := &lambda.CreateEventSourceMappingInput{FunctionName: &fn, StartingPosition: types.EventSourcePositionTrimHorizon, BatchSize: aws.Int32(100)}
 		mapTo(in)
 		m, err := lc.CreateEventSourceMapping(ctx, in)

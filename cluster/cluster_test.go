@@ -100,6 +100,7 @@ func create(t *testing.T, c *lambda.Client, name string) {
 	if err != nil {
 		t.Fatalf("create %s: %v", name, err)
 	}
+	fntest.WaitActive(t, c, name)
 }
 
 type outcome struct {

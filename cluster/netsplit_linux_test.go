@@ -261,6 +261,7 @@ func TestNetworkPartitionedLeaderProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fntest.WaitActive(t, c, "stamp")
 	_, fnPart := leaderOf(t, f, "stamp")
 	var mu sync.Mutex
 	var calls []stamped

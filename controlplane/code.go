@@ -135,6 +135,9 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 	}
 	var manifests []images.ManifestRef
 	for _, f := range fns {
+		if imp := f.Import; imp != nil && imp.Zip {
+			used[imp.Digest] = true // staged for an import under way, or to be resumed
+		}
 		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {
 			used[cfg.CodeSha256] = true
 			for _, l := range cfg.Layers { // kept after their version is deleted

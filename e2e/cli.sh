@@ -140,8 +140,8 @@ create() {
 	shift 4
 	call "create-function $name" create-function --function-name "$name" --runtime "$runtime" --handler "$handler" \
 		--role "$ROLE" --zip-file "fileb://$zip" "$@"
-	check "create-function $name ($runtime): FunctionName, Runtime, Handler, ARN" "$OUT" \
-		"d['FunctionName'] == '$name' and d['Runtime'] == '$runtime' and d['Handler'] == '$handler' and d['FunctionArn'].startswith('arn:aws:lambda:') and d['FunctionArn'].endswith(':function:$name') and d['Version'] == '\$LATEST'"
+	check "create-function $name ($runtime): FunctionName, Runtime, Handler, ARN; Pending while its zip is unpacked" "$OUT" \
+		"d['FunctionName'] == '$name' and d['Runtime'] == '$runtime' and d['Handler'] == '$handler' and d['FunctionArn'].startswith('arn:aws:lambda:') and d['FunctionArn'].endswith(':function:$name') and d['Version'] == '\$LATEST' and d['State'] == 'Pending' and d['LastUpdateStatus'] == 'InProgress'"
 	# Lambda refuses invokes while a function is Pending: wait, as clients must.
 	call "wait function-active-v2 $name" wait function-active-v2 --function-name "$name"
 }
@@ -226,7 +226,7 @@ $(cat "$WORK/tail.log")"
 
 	# ---------------------------------------------------------------- update
 	call "update-function-code cli-go" update-function-code --function-name cli-go --zip-file "fileb://$GO_V2_ZIP"
-	check "update-function-code: new CodeSha256" "$OUT" "d['CodeSha256'] == '$(sha256b64 "$GO_V2_ZIP")'"
+	check "update-function-code: new CodeSha256, InProgress" "$OUT" "d['CodeSha256'] == '$(sha256b64 "$GO_V2_ZIP")' and d['LastUpdateStatus'] == 'InProgress'"
 	call "wait function-updated-v2" wait function-updated-v2 --function-name cli-go
 	invoke "invoke updated code" cli-go '{"action":"version"}'
 	check "invoke after update-function-code runs the new code" "$RESP" "d == 'v2'"

@@ -292,8 +292,23 @@ func TestKilnUpCodeStoreAfterCrashes(t *testing.T) {
 	trees, _ := filepath.Glob(filepath.Join(data, "code", "trees", "*"))
 	t.Logf("after %d SIGKILLs (%d packages stored): %d zips, %d trees on disk", cycles, packages.Load(), len(zips), len(trees))
 
+	// The imports a crash cut short are resumed at the start: wait for them
+	// as a Lambda user would, then restart once more, so that the start's
+	// collection sees their end (an update's old package no longer used).
 	k := runUp(t, data, env, "--sandbox", "process")
 	c := lambdaClient(k.endpoint)
+	for fns := lambda.NewListFunctionsPaginator(c, &lambda.ListFunctionsInput{}); fns.HasMorePages(); {
+		page, err := fns.NextPage(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range page.Functions {
+			fntest.WaitUpdated(t, c, aws.ToString(f.FunctionName))
+		}
+	}
+	k.stop(t, syscall.SIGTERM, 30*time.Second)
+	k = runUp(t, data, env, "--sandbox", "process")
+	c = lambdaClient(k.endpoint)
 	referenced := map[string]bool{}
 	for fns := lambda.NewListFunctionsPaginator(c, &lambda.ListFunctionsInput{}); fns.HasMorePages(); {
 		page, err := fns.NextPage(context.Background())
@@ -462,6 +477,7 @@ func leavesNothing(t *testing.T, box string) {
 			Timeout: aws.Int32(30)}); err != nil {
 			t.Fatal(err)
 		}
+		fntest.WaitActive(t, c, name)
 	}
 	if out, err := c.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("escaper")}); err != nil || out.FunctionError != nil {
 		t.Fatalf("escaper: %v %+v", err, out)
@@ -574,6 +590,7 @@ func TestKilnUpAgentTrust(t *testing.T) {
 			Runtime: types.RuntimeProvidedal2023, Handler: aws.String("bootstrap"), Code: &types.FunctionCode{ZipFile: zip}}); err != nil {
 			t.Fatal(err)
 		}
+		fntest.WaitActive(t, c, "f")
 		out, err := c.Invoke(context.Background(), &lambda.InvokeInput{FunctionName: aws.String("f"), Payload: []byte(`{"x":1}`)})
 		if err != nil || out.FunctionError != nil || string(out.Payload) != `{"x":1}` {
 			t.Fatalf("invoke: %v %+v\n%s", err, out, k.output())

@@ -150,6 +150,7 @@ setup() {
 	run "create-function" lambda create-function --function-name esm-py --runtime python3.11 --handler app.handler \
 		--role arn:aws:iam::123456789012:role/kiln-e2e --zip-file "fileb://$ESM_ZIP" --timeout 2 \
 		--environment "Variables={SINK=$SINK}"
+	run "wait function-active-v2" lambda wait function-active-v2 --function-name esm-py
 	for q in bulk partial poison-dlq crash; do run "create $q" sqs create-queue --queue-name $q --attributes VisibilityTimeout=2; done
 	run "create poison" sqs create-queue --queue-name poison --attributes \
 		"{\"VisibilityTimeout\":\"2\",\"RedrivePolicy\":\"{\\\"deadLetterTargetArn\\\":\\\"$ARN:poison-dlq\\\",\\\"maxReceiveCount\\\":\\\"2\\\"}\"}"

@@ -35,6 +35,7 @@ setup() {
 	run "create-function" lambda create-function --function-name streams-py --runtime python3.11 --handler app.handler \
 		--role arn:aws:iam::123456789012:role/kiln-e2e --zip-file "fileb://$FN_ZIP" --timeout 5 \
 		--environment "Variables={SINK=$SINK}"
+	run "wait function-active-v2" lambda wait function-active-v2 --function-name streams-py
 	run "create the failure queue" sqs create-queue --queue-name stream-failures
 
 	expect_error InvalidParameterValueException "parallelization factor 11" lambda create-event-source-mapping \

@@ -366,6 +366,7 @@ func TestUpdatedCodeRunsAndRestartKeepsFunctions(t *testing.T) {
 	if _, err := c.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{FunctionName: aws.String("upd"), ZipFile: v2, Publish: true}); err != nil {
 		t.Fatal(err)
 	}
+	fntest.WaitUpdated(t, c, "upd")
 	if out := call(t, c, &lambda.InvokeInput{FunctionName: aws.String("upd"), Payload: []byte(`{"action":"version"}`)}); string(out.Payload) != `"v2"` {
 		t.Fatalf("after update: %s", out.Payload)
 	}
