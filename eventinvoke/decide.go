@@ -68,6 +68,8 @@ func onInvoked(ev event, set settings, res *invoke.Response, err error, now time
 	switch {
 	case isNotFound(err):
 		return ev, decision{step: drop}
+	case isRecursion(err):
+		return ev, decision{step: settle, condition: ConditionRecursiveInvocation}
 	case err != nil:
 		return ev, decision{step: later, delay: min(backoff, untilExpiry(expiry, now))}
 	case res.FunctionError != "":
@@ -96,6 +98,13 @@ func untilExpiry(expiry, now time.Time) time.Duration {
 func isNotFound(err error) bool {
 	var e *api.Error
 	return errors.As(err, &e) && e.Type == api.ResourceNotFound
+}
+
+// isRecursion: the invoke was stopped by recursion detection; trying it
+// again cannot succeed.
+func isRecursion(err error) bool {
+	var e *api.Error
+	return errors.As(err, &e) && e.Type == api.RecursiveInvocation
 }
 
 func isThrottle(err error) bool {

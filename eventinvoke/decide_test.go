@@ -70,6 +70,8 @@ func TestRetryPolicy(t *testing.T) {
 		}{
 			{name: "gone", ev: *fresh, set: set, err: gone, want: decision{step: drop}},
 			{name: "throttled", ev: *fresh, set: set, err: throttle, want: decision{step: later, delay: backoff}},
+			{name: "stopped as recursive", ev: *fresh, set: set, err: api.Errorf(api.RecursiveInvocation, "loop"),
+				want: decision{step: settle, condition: ConditionRecursiveInvocation}},
 			{name: "system error near expiry", ev: event{enqueued: now.Add(-time.Hour + time.Second)}, set: set, err: errors.New("worker lost"),
 				want: decision{step: later, delay: time.Second + time.Millisecond}},
 			{name: "system error past expiry", ev: event{enqueued: now.Add(-2 * time.Hour)}, set: set, err: errors.New("worker lost"),

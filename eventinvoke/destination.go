@@ -23,6 +23,10 @@ const (
 	ConditionSuccess          = "Success"
 	ConditionRetriesExhausted = "RetriesExhausted"
 	ConditionEventAgeExceeded = "EventAgeExceeded"
+	// ConditionRecursiveInvocation: the event's invoke was stopped as the
+	// 17th of a recursive loop (Lambda sends such events to the failure
+	// destinations; its record's condition here is Kiln's name).
+	ConditionRecursiveInvocation = "RecursiveInvocationDetected"
 )
 
 // Record is Lambda's invocation record, the document destinations receive.

@@ -91,7 +91,7 @@ func TestStalledPollerLosesItsLease(t *testing.T) {
 	const n = 50
 	for i := range n {
 		b, _ := json.Marshal(map[string]int{"id": i})
-		if _, err := s.Enqueue(ctx, target, b, ""); err != nil {
+		if _, err := s.Enqueue(ctx, target, b, "", ""); err != nil {
 			t.Fatal(err)
 		}
 	}

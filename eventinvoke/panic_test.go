@@ -45,7 +45,7 @@ func TestInvokePanicIsRetried(t *testing.T) {
 	p.fn.Latest.FunctionName = "f"
 	s.Start(p)
 	target := &metadata.Target{Account: p.fn.Account, Ref: api.FunctionRef{Name: "f"}, Function: p.fn, Config: &p.fn.Latest}
-	if _, err := s.Enqueue(ctx, target, []byte(`{"n":1}`), ""); err != nil {
+	if _, err := s.Enqueue(ctx, target, []byte(`{"n":1}`), "", ""); err != nil {
 		t.Fatal(err)
 	}
 	select {

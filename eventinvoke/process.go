@@ -28,6 +28,7 @@ const (
 type event struct {
 	requestID, account, function, qualifier string
 	clientContext                           string // base64
+	trace                                   string // X-Amzn-Trace-Id
 	enqueued, notBefore                     time.Time
 	attempt                                 int // function errors so far
 	invokes                                 int
@@ -38,7 +39,7 @@ type event struct {
 func parseEvent(m jetstream.Msg) (*event, error) {
 	h := m.Headers()
 	ev := &event{requestID: h.Get(hdrRequestID), account: h.Get(hdrAccount), function: h.Get(hdrFunction),
-		qualifier: h.Get(hdrQualifier), clientContext: h.Get(hdrClientContext),
+		qualifier: h.Get(hdrQualifier), clientContext: h.Get(hdrClientContext), trace: h.Get(hdrTrace),
 		lastVersion: h.Get(hdrLastVersion), lastError: h.Get(hdrLastError)}
 	ms, err := strconv.ParseInt(h.Get(hdrEnqueued), 10, 64)
 	if ev.requestID == "" || ev.account == "" || ev.function == "" || err != nil {
@@ -70,6 +71,7 @@ func (ev *event) header() nats.Header {
 	set(hdrFunction, ev.function)
 	set(hdrQualifier, ev.qualifier)
 	set(hdrClientContext, ev.clientContext)
+	set(hdrTrace, ev.trace)
 	set(hdrEnqueued, strconv.FormatInt(ev.enqueued.UnixMilli(), 10))
 	if !ev.notBefore.IsZero() {
 		set(hdrNotBefore, strconv.FormatInt(ev.notBefore.UnixMilli(), 10))
@@ -287,7 +289,7 @@ func (s *Service) handle(q queue, m jetstream.Msg) {
 	stop := s.keepAlive(m)
 	s.invoking.Add(1)
 	res, err := s.invokeContained(ctx, invoke.Request{Account: ev.account, Function: ev.function, Qualifier: ev.qualifier,
-		Payload: m.Data(), ClientContext: ev.clientContext, Background: true})
+		Payload: m.Data(), ClientContext: ev.clientContext, TraceID: ev.trace, Background: true})
 	s.invoking.Add(-1)
 	stop()
 	throttled := isThrottle(err)
@@ -381,9 +383,12 @@ func (s *Service) settle(m jetstream.Msg, ev *event, t *metadata.Target, set set
 			h := nats.Header{}
 			h.Set("RequestID", ev.requestID)
 			code, msg := "200", "Event age exceeded"
-			if condition == ConditionRetriesExhausted || ev.lastError != "" {
+			switch {
+			case condition == ConditionRecursiveInvocation:
+				code, msg = "400", "Recursive invocation stopped: one chain of requests invoked the function more than 16 times"
+			case condition == ConditionRetriesExhausted || ev.lastError != "":
 				msg = errorMessage(ev.lastResponse)
-			} else if ev.invokes == 0 {
+			case ev.invokes == 0:
 				code = "429"
 			}
 			h.Set("ErrorCode", code)

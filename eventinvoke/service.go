@@ -98,6 +98,7 @@ const (
 	hdrQualifier     = "Kiln-Qualifier"
 	hdrEnqueued      = "Kiln-Enqueued"       // unix milliseconds when accepted
 	hdrClientContext = "Kiln-Client-Context" // base64 JSON, as X-Amz-Client-Context
+	hdrTrace         = "Kiln-Trace-Id"       // the caller's X-Amzn-Trace-Id (its Lineage counts recursion)
 	hdrAttempt       = "Kiln-Attempt"        // function errors so far
 	hdrInvokes       = "Kiln-Invokes"        // invokes so far (approximateInvokeCount)
 	hdrNotBefore     = "Kiln-Not-Before"     // unix milliseconds; a retry waits until then
@@ -375,7 +376,7 @@ func (s *Service) EnqueueSeen() { s.lastRequest.Store(time.Now().UnixNano()) }
 // frontend answers 202 after it returns. Publishes are asynchronous and
 // pipelined on the connection (many enqueues share round trips), but each
 // call waits for its own acknowledgement from JetStream.
-func (s *Service) Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext string) (string, error) {
+func (s *Service) Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext, trace string) (string, error) {
 	s.enqueuing.Add(1)
 	defer s.enqueuing.Add(-1)
 	id := api.NewUUID()
@@ -389,6 +390,9 @@ func (s *Service) Enqueue(ctx context.Context, t *metadata.Target, payload []byt
 	h.Set(hdrEnqueued, strconv.FormatInt(time.Now().UnixMilli(), 10))
 	if clientContext != "" {
 		h.Set(hdrClientContext, base64.StdEncoding.EncodeToString([]byte(clientContext)))
+	}
+	if trace != "" {
+		h.Set(hdrTrace, trace)
 	}
 	msg := &nats.Msg{Subject: s.subject(t.Account, t.Ref.Name), Header: h, Data: payload}
 	if err := s.publish(ctx, msg); err != nil {

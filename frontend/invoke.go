@@ -285,9 +285,10 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 }
 
 // Enqueuer takes asynchronous (Event) invokes: it must have stored the
-// event durably before returning.
+// event durably before returning. trace is the caller's X-Amzn-Trace-Id,
+// whose Lineage the event's invoke continues (recursion detection).
 type Enqueuer interface {
-	Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext string) (requestID string, err error)
+	Enqueue(ctx context.Context, t *metadata.Target, payload []byte, clientContext, trace string) (requestID string, err error)
 }
 
 // invokeRequest is what Invoke and InvokeWithResponseStream both take:
@@ -363,7 +364,7 @@ func (f *Frontend) invoke(w http.ResponseWriter, r *http.Request) {
 			fail(api.Errorf(api.InvalidParameterValue, "Asynchronous (Event) invocation is not enabled on this Kiln"))
 			return
 		}
-		requestID, err := f.cfg.Async.Enqueue(ctx, t, payload, clientContext)
+		requestID, err := f.cfg.Async.Enqueue(ctx, t, payload, clientContext, r.Header.Get("X-Amzn-Trace-Id"))
 		if err != nil {
 			fail(err)
 			return
