@@ -53,7 +53,7 @@ var operationNotes = map[string]string{
 	"PublishLayerVersion":        "ZipFile; S3 content refused (InvalidParameterValueException)",
 	"AddLayerVersionPermission":  "to an account or `*`; OrganizationId refused (InvalidParameterValueException)",
 	"PutRuntimeManagementConfig": "`Auto` only (Kiln's runtimes follow its install); `FunctionUpdate` and `Manual` refused (InvalidParameterValueException)",
-	"PutFunctionRecursionConfig": "`Terminate` (the default) stops a synchronous invoke that is a function's 17th in one chain (see Layers, tags and recursion)",
+	"PutFunctionRecursionConfig": "`Terminate` (the default) stops an invoke that is a function's 17th in one chain, synchronous or Event (see Layers, tags and recursion)",
 	"TagResource":                "functions (Lambda tags no layers)",
 	"CreateFunctionUrlConfig":    "on `$LATEST` or an alias; served at `/lambda-url/ID/` and by host name `ID.lambda-url.REGION.on.HOST` (see Function URLs and response streaming)",
 	"InvokeWithResponseStream":   "Node (`awslambda.streamifyResponse`) and aws-lambda-go (`io.Reader` results) stream as they write, up to 20 MiB; other handlers give one chunk",
