@@ -492,7 +492,10 @@ func TestCreateFunctionValidation(t *testing.T) {
 		{"description", func(in *lambda.CreateFunctionInput) { in.Description = aws.String(strings.Repeat("d", 257)) }, "ValidationException", 400, "at 'description'"},
 		{"env key", func(in *lambda.CreateFunctionInput) {
 			in.Environment = &types.Environment{Variables: map[string]string{"1BAD": "x"}}
-		}, ipve, 400, "Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+]"},
+		}, "ValidationException", 400, "Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+]"},
+		{"env key of one letter", func(in *lambda.CreateFunctionInput) { // refused by Lambda too
+			in.Environment = &types.Environment{Variables: map[string]string{"V": "x"}}
+		}, "ValidationException", 400, "at 'environment.variables' failed to satisfy constraint"},
 		{"env reserved", func(in *lambda.CreateFunctionInput) {
 			in.Environment = &types.Environment{Variables: map[string]string{"AWS_REGION": "x", "AWS_ACCESS_KEY_ID": "y", "OK": "z"}}
 		}, ipve, 400, "contains reserved keys that are currently not supported for modification. Reserved keys used in this request: AWS_ACCESS_KEY_ID, AWS_REGION"},

@@ -212,7 +212,7 @@ func checkEnvironment(vars map[string]string) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if !envKeyRe.MatchString(k) {
-			return api.Errorf(api.InvalidParameterValue, "1 validation error detected: Value at 'environment.variables' failed to satisfy constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+]")
+			return api.Errorf(api.Validation, "1 validation error detected: Value at 'environment.variables' failed to satisfy constraint: Map keys must satisfy constraint: [Member must satisfy regular expression pattern: [a-zA-Z]([a-zA-Z0-9_])+]")
 		}
 	}
 	var reserved []string
