@@ -273,6 +273,17 @@ func (s *Store) Stage(ctx context.Context, zip []byte) (Code, error) {
 	return code, nil
 }
 
+// Unpack unpacks a staged zip from its bytes, as Dir would from the copy
+// it reads back (the control plane's import of a zip it just staged).
+func (s *Store) Unpack(ctx context.Context, zip []byte) error {
+	sum := sha256.Sum256(zip)
+	h := hex.EncodeToString(sum[:])
+	if fi, err := os.Lstat(s.treePath(h)); err == nil && fi.IsDir() {
+		return nil
+	}
+	return s.unpack(ctx, zip, h)
+}
+
 // Check validates zip exactly as Put does, decompressing every entry, but
 // keeps nothing (UpdateFunctionCode's DryRun).
 func (s *Store) Check(ctx context.Context, zip []byte) (Code, error) {

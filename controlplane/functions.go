@@ -198,7 +198,7 @@ func (s *Service) createFunction(c *call) error {
 		}
 		return err
 	}
-	done := s.startImport(f.Account, f.Name, *f.Import, s.work(f, resolved))
+	done := s.startImport(f.Account, f.Name, *f.Import, s.work(f, resolved, req.Code.ZipFile))
 	resolved = nil
 	hold(c, f.Import, done)
 	return c.reply(http.StatusCreated, out)
@@ -217,10 +217,10 @@ func (s *Service) describeRuntime(cfg *api.FunctionConfiguration) {
 }
 
 // work is the import of f's code: the image r, or the zip f.Import names
-// when r is nil.
-func (s *Service) work(f *metadata.Function, r *images.Resolved) importWork {
+// (whose bytes are zip) when r is nil.
+func (s *Service) work(f *metadata.Function, r *images.Resolved, zip []byte) importWork {
 	if r == nil {
-		return s.unpackZip(*f.Import)
+		return s.unpackZip(*f.Import, zip)
 	}
 	return s.saveImage(f.Account, *f.Import, r)
 }
@@ -472,7 +472,7 @@ func (s *Service) updateFunctionCode(c *call) error {
 	if err != nil {
 		return err
 	}
-	done := s.startImport(f.Account, f.Name, *f.Import, s.work(f, resolved))
+	done := s.startImport(f.Account, f.Name, *f.Import, s.work(f, resolved, req.ZipFile))
 	resolved = nil
 	hold(c, f.Import, done)
 	if published != nil {

@@ -86,10 +86,14 @@ func (s *Service) importInProgress(f *metadata.Function) *api.Error {
 	return api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. An update is in progress for resource: %s", f.Latest.FunctionArn)
 }
 
-// unpackZip is a zip's import: the code store decompresses and unpacks it
-// (fetching it from the replicated store first when it is not here).
-func (s *Service) unpackZip(imp metadata.CodeImport) importWork {
+// unpackZip is a zip's import: the code store decompresses and unpacks
+// it, from zip when the caller still holds its bytes, else from its copy
+// (fetched from the replicated store first when it is not here).
+func (s *Service) unpackZip(imp metadata.CodeImport, zip []byte) importWork {
 	return func(ctx context.Context) (string, error) {
+		if zip != nil {
+			return "", s.code.Unpack(ctx, zip)
+		}
 		_, err := s.code.Dir(ctx, imp.Digest)
 		return "", err
 	}
@@ -97,10 +101,11 @@ func (s *Service) unpackZip(imp metadata.CodeImport) importWork {
 
 // zipHold is how long CreateFunction and UpdateFunctionCode hold their
 // answer (Pending, InProgress: the function as written) for a zip's unpack
-// to end: a small zip unpacks in milliseconds, so a waiter's first look
-// then finds it Active rather than sleeping its delay (a second in the
-// SDKs and the CLI).
-const zipHold = 100 * time.Millisecond
+// to end: most zips unpack well within it, so a waiter's first look then
+// finds the function Active rather than sleeping its delay, which is as
+// long (a second in the SDKs and the CLI); a large one is answered while
+// it is still unpacked.
+const zipHold = time.Second
 
 // startImport runs an import in the background; the channel is closed
 // when it ends.
@@ -303,7 +308,7 @@ func (s *Service) resume(account, name, token string) {
 	}
 	s.log.Info("code import resumed", "account", account, "function", name, "code", imp.Digest)
 	if imp.Zip {
-		s.startImport(account, name, imp, s.unpackZip(imp))
+		s.startImport(account, name, imp, s.unpackZip(imp, nil))
 		return
 	}
 	r, err := s.resolveAgain(account, &imp)
