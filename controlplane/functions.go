@@ -414,6 +414,9 @@ func (s *Service) updateFunctionCode(c *call) error {
 	if req.RevisionId != "" && req.RevisionId != f.Latest.RevisionId {
 		return revisionMismatch()
 	}
+	if f.Import != nil { // before the upload is stored (and again when the update is written)
+		return s.importInProgress(f)
+	}
 	// code is the new code's identity, as the configuration records it.
 	code := clone(&f.Latest)
 	if req.Architectures != nil {

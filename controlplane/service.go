@@ -48,7 +48,7 @@ type Config struct {
 	Mappings *esm.Store
 	Queues   QueueAttributes
 	Streams  StreamDescriber // Kiln's streams, for Kinesis mappings
-	// ImportStale is how long the control plane running an image import
+	// ImportStale is how long the control plane running a code import
 	// may be silent before another takes the import over (0 means a
 	// minute).
 	ImportStale time.Duration
