@@ -73,7 +73,7 @@ func Main(cmd string, args []string) error {
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", "", "frontend, worker, pollers, controlplane: address of the Prometheus metrics listener (/metrics); empty means none")
 	registryHosts := fs.String("registry-hosts", "", "controlplane: host:port names of Kiln's own registry in an ImageUri (the frontends', or their load balancer's), comma-separated")
 	fs.StringVar(&cfg.ImageS3, "image-s3", "", "controlplane, worker: file (0600) of an S3-compatible bucket (as kiln up --image-s3) to keep image chunks in, instead of the JetStream bucket")
-	fs.DurationVar(&cfg.ImageImportStale, "image-import-stale", 0, "controlplane: how long the control plane running an image import may be silent before another takes it over (0: a minute)")
+	fs.DurationVar(&cfg.ImageImportStale, "image-import-stale", 0, "controlplane: how long the control plane running a code import (an image, or a zip being unpacked) may be silent before another takes it over (0: a minute)")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
 	config := fs.String("config", "", "JSON file of these settings by flag name; flags given here win")
