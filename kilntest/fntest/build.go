@@ -84,7 +84,8 @@ var (
 var buildMu sync.Mutex
 
 // BuildGo compiles a Go main package (the source of main.go, importing at
-// most the standard library and aws-lambda-go) into a static linux binary
+// most the standard library, aws-lambda-go and aws-sdk-go-v2's config and
+// lambda client, as a function calling Kiln does) into a static linux binary
 // for provided.* runtimes. Builds are cached by source under the system
 // temp directory, so each program compiles once per machine.
 func BuildGo(source string) ([]byte, error) {
