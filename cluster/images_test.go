@@ -93,7 +93,7 @@ func TestControlPlaneKilledMidImport(t *testing.T) {
 	}
 	resumed := false
 	for _, p := range f.Procs {
-		if b, _ := os.ReadFile(p.Log); p.Role == "controlplane" && p.Name != victim && strings.Contains(string(b), "image import resumed") {
+		if b, _ := os.ReadFile(p.Log); p.Role == "controlplane" && p.Name != victim && strings.Contains(string(b), "code import resumed") {
 			resumed = true
 		}
 	}
