@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -63,3 +65,49 @@ func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, 
 
 // validKey is the KV API's rule for keys.
 var validKey = regexp.MustCompile(`\A[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*\z`)
+
+// LeaderKeys lists the keys of KV bucket that match filter (a KV key
+// pattern; "" is every key), sorted, as the bucket's stream leader knows
+// them (stream info's subject details). A KV ListKeys runs a consumer that
+// any replica may host, and misses writes it has not applied yet. Keys whose
+// last entry is a delete or purge marker are listed too: read each
+// (LeaderGet) to tell.
+func LeaderKeys(ctx context.Context, nc *nats.Conn, bucket, filter string) ([]string, error) {
+	if filter == "" {
+		filter = ">"
+	}
+	prefix := "$KV." + bucket + "."
+	var keys []string
+	for {
+		req, _ := json.Marshal(map[string]any{"subjects_filter": prefix + filter, "offset": len(keys)})
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := nc.RequestWithContext(rctx, "$JS.API.STREAM.INFO.KV_"+bucket, req)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		var resp struct {
+			Total int `json:"total"`
+			State struct {
+				Subjects map[string]uint64 `json:"subjects"`
+			} `json:"state"`
+			Error *struct {
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+			return nil, fmt.Errorf("list %s: %w", bucket, err)
+		}
+		if resp.Error != nil {
+			return nil, fmt.Errorf("list %s: %s", bucket, resp.Error.Description)
+		}
+		for s := range resp.State.Subjects {
+			keys = append(keys, strings.TrimPrefix(s, prefix))
+		}
+		if len(resp.State.Subjects) == 0 || len(keys) >= resp.Total {
+			break
+		}
+	}
+	slices.Sort(keys)
+	return keys, nil
+}

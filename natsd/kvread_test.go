@@ -3,10 +3,13 @@ package natsd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/natsd/natstest"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -41,6 +44,82 @@ func TestLeaderGet(t *testing.T) {
 	for _, k := range []string{">", "acct.*", "*.name", "", ".acct", "acct.", "a b", "a..b"} {
 		if _, _, err := natsd.LeaderGet(ctx, nc, "b", k); !errors.Is(err, jetstream.ErrInvalidKey) {
 			t.Errorf("key %q: %v, want ErrInvalidKey", k, err)
+		}
+	}
+}
+
+// LeaderKeys lists what the KV API lists, deleted keys included, filtered
+// by a key pattern.
+func TestLeaderKeys(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys, err := natsd.LeaderKeys(ctx, nc, "b", ""); err != nil || len(keys) != 0 {
+		t.Errorf("empty bucket: %q %v", keys, err)
+	}
+	for _, k := range []string{"a.x", "a.y", "b.x", "gone"} {
+		kv.Put(ctx, k, []byte("v"))
+	}
+	kv.Delete(ctx, "gone")
+	for filter, want := range map[string]string{"": "[a.x a.y b.x gone]", "a.>": "[a.x a.y]", "*.x": "[a.x b.x]", "c.>": "[]"} {
+		if keys, err := natsd.LeaderKeys(ctx, nc, "b", filter); err != nil || fmt.Sprint(keys) != want {
+			t.Errorf("filter %q: %q %v, want %s", filter, keys, err, want)
+		}
+	}
+	if _, err := natsd.LeaderKeys(ctx, nc, "missing", ""); err == nil {
+		t.Error("a missing bucket listed")
+	}
+}
+
+// In a cluster, a write acknowledged through one node is seen at once by
+// LeaderGet and LeaderKeys through another, however far its replica lags
+// (the KV API's Get and ListKeys may be answered by that replica).
+func TestLeaderReadsSeeAcknowledgedWritesInCluster(t *testing.T) {
+	urls := natstest.Cluster(t, 3)
+	var conns []*nats.Conn
+	for _, u := range urls {
+		nc, err := nats.Connect(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		conns = append(conns, nc)
+	}
+	js, _ := jetstream.New(conns[0])
+	var kv jetstream.KeyValue
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3})
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 200 {
+		k := fmt.Sprintf("k%03d", i)
+		if _, err := kv.Create(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+		reader := conns[1+i%2]
+		if v, _, err := natsd.LeaderGet(ctx, reader, "b", k); err != nil || string(v) != k {
+			t.Fatalf("read %s right after its write: %q %v", k, v, err)
+		}
+		keys, err := natsd.LeaderKeys(ctx, reader, "b", "")
+		if err != nil || len(keys) != i+1 || keys[i] != k {
+			t.Fatalf("listed %d keys right after writing %s (%v): last %q", len(keys), k, err, keys[len(keys)-1:])
 		}
 	}
 }

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -17,8 +15,8 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/kiln-dev/kiln/partition"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -30,15 +28,6 @@ func logger() *slog.Logger {
 		return slog.Default()
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // rig is three clustered NATS JetStream nodes with a counting member on
@@ -55,31 +44,7 @@ type rig struct {
 func newRig(t *testing.T, limit int) *rig {
 	t.Helper()
 	r := &rig{t: t, limit: limit}
-	routes := []string{freeAddr(t), freeAddr(t), freeAddr(t)}
-	var nodes []*server.Server
-	for i := range routes {
-		opts := &server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
-			Cluster: server.ClusterOpts{Name: "count", Host: "127.0.0.1", Port: mustPort(t, routes[i])}}
-		for j, rt := range routes {
-			if j != i {
-				opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: rt})
-			}
-		}
-		s, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.Start()
-		nodes = append(nodes, s)
-		t.Cleanup(s.Shutdown)
-	}
-	for _, s := range nodes {
-		if !s.ReadyForConnections(30 * time.Second) {
-			t.Fatal("nats node not ready")
-		}
-		r.urls = append(r.urls, s.ClientURL())
-	}
+	r.urls = natstest.Cluster(t, 3)
 	nc := r.connect(0)
 	js, _ := jetstream.New(nc)
 	r.retry(func(ctx context.Context) (err error) {
@@ -97,13 +62,6 @@ func newRig(t *testing.T, limit int) *rig {
 		}
 	})
 	return r
-}
-
-func mustPort(t *testing.T, addr string) int {
-	_, p, _ := net.SplitHostPort(addr)
-	var n int
-	fmt.Sscan(p, &n)
-	return n
 }
 
 // retry runs fn until it succeeds (JetStream electing its stream leaders).
