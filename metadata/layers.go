@@ -147,14 +147,14 @@ func (l *Layers) Modify(ctx context.Context, account, name string, change func(*
 func (l *Layers) List(ctx context.Context, account string) ([]*Layer, error) {
 	filter := account + ".>"
 	if account == "" {
-		filter = ">"
+		filter = ""
 	}
-	lister, err := l.s.kv.ListKeysFiltered(ctx, filter)
+	keys, err := l.s.keys(ctx, filter)
 	if err != nil {
 		return nil, fmt.Errorf("metadata list layers: %w", err)
 	}
 	var out []*Layer
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		acct, name, ok := strings.Cut(k, ".")
 		if !ok {
 			continue

@@ -238,6 +238,15 @@ func (s *Store) read(ctx context.Context, k string) (*Function, error) {
 	return decode(k, value, revision)
 }
 
+// keys lists the keys matching filter ("" every key), deleted ones
+// included (read each), seeing every write acknowledged before it
+// (natsd.KV.ReadKeys): the KV API's listing runs a consumer any replica may
+// host, and a function created a moment before, by this process or
+// another, could be missing from it.
+func (s *Store) keys(ctx context.Context, filter string) ([]string, error) {
+	return s.kv.ReadKeys(ctx, filter)
+}
+
 func isTransient(err error) bool {
 	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
@@ -359,12 +368,12 @@ func (s *Store) Delete(ctx context.Context, account, name string) error {
 
 // List returns the account's functions sorted by name.
 func (s *Store) List(ctx context.Context, account string) ([]*Function, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, account+".>")
+	keys, err := s.keys(ctx, account+".>")
 	if err != nil {
 		return nil, fmt.Errorf("metadata list: %w", err)
 	}
 	var out []*Function
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		f, err := s.read(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // deleted since listed
@@ -424,15 +433,12 @@ func (s *Store) watch(ctx context.Context, fn func(account, name string, f *Func
 // All returns every account's functions (for maintenance such as code
 // garbage collection), in no particular order.
 func (s *Store) All(ctx context.Context) ([]*Function, error) {
-	lister, err := s.kv.ListKeys(ctx)
+	keys, err := s.keys(ctx, "")
 	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("metadata list: %w", err)
 	}
 	var out []*Function
-	for k := range lister.Keys() {
+	for _, k := range keys {
 		if !strings.Contains(k, ".") {
 			continue
 		}

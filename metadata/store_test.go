@@ -3,11 +3,14 @@ package metadata
 import (
 	"context"
 	"errors"
-	"github.com/kiln-dev/kiln/natsd/natstest"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/natsd/natstest"
+
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -123,4 +126,70 @@ func TestFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	await("a delete", func() bool { return gone["after"] })
+}
+
+// In a cluster, what one control plane writes, another sees at once: a
+// function created through one node is got, listed (List, All) and its
+// layer listed through the others. The KV API's listing, which a lagging
+// replica may answer, failed this within a few dozen writes in each run.
+func TestReadYourWritesInCluster(t *testing.T) {
+	urls := natstest.Cluster(t, 3)
+	var stores []*Store
+	for _, u := range urls {
+		nc, err := nats.Connect(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		js, _ := jetstream.New(nc)
+		var s *Store
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s, err = Open(ctx, js, Config{Replicas: 3})
+			if err == nil {
+				_, err = s.Layers(ctx)
+			}
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatal(err)
+			}
+		}
+		stores = append(stores, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const account = "111122223333"
+	for i := range 60 {
+		name := fmt.Sprintf("f%02d", i)
+		if err := stores[0].Create(ctx, &Function{Account: account, Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stores[0].mustLayers(t).Modify(ctx, account, name, func(*Layer) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		r := stores[1+i%2]
+		if _, err := r.Get(ctx, account, name); err != nil {
+			t.Fatalf("get %s right after its create: %v", name, err)
+		}
+		if fs, err := r.List(ctx, account); err != nil || len(fs) != i+1 {
+			t.Fatalf("list right after creating %s: %d functions (%v)", name, len(fs), err)
+		}
+		if fs, err := r.All(ctx); err != nil || len(fs) != i+1 {
+			t.Fatalf("all right after creating %s: %d functions (%v)", name, len(fs), err)
+		}
+		if ls, err := r.mustLayers(t).List(ctx, ""); err != nil || len(ls) != i+1 {
+			t.Fatalf("layers right after creating %s: %d (%v)", name, len(ls), err)
+		}
+	}
+}
+
+func (s *Store) mustLayers(t *testing.T) *Layers {
+	l, err := s.Layers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,4 +58,27 @@ func (k *KV) Read(ctx context.Context, key string) ([]byte, uint64, error) {
 		return nil, 0, err
 	}
 	return e.Value(), e.Revision(), nil
+}
+
+// ReadKeys lists the bucket's keys matching filter (a KV key pattern; "" is
+// every key), sorted, seeing every write acknowledged before it: from the
+// bucket's stream leader when it is replicated (LeaderKeys), else by the
+// KV API's listing. Keys deleted may be listed: Read each to tell.
+func (k *KV) ReadKeys(ctx context.Context, filter string) ([]string, error) {
+	if k.Leader != nil {
+		return LeaderKeys(ctx, k.Leader, k.Bucket(), filter)
+	}
+	if filter == "" {
+		filter = ">"
+	}
+	l, err := k.ListKeysFiltered(ctx, filter)
+	if err != nil {
+		return nil, err
+	}
+	var keys []string
+	for key := range l.Keys() {
+		keys = append(keys, key)
+	}
+	slices.Sort(keys)
+	return keys, nil
 }
