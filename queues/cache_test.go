@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/natsd"
+	"github.com/kiln-dev/kiln/natsd/natstest"
+	"github.com/nats-io/nats.go"
 )
 
 // TestDescriptionsFollowOtherProcesses: two services on one JetStream (two
@@ -76,5 +78,54 @@ func TestDescriptionsFollowOtherProcesses(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// In a cluster, a queue created through one node is listed and found
+// through the others at once; a deleted one is no longer listed.
+func TestListedRightAfterCreateInCluster(t *testing.T) {
+	urls := natstest.Cluster(t, 3)
+	var svcs []*Service
+	for _, u := range urls {
+		nc, err := nats.Connect(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		var s *Service
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s, err = New(ctx, Config{NATS: nc, Replicas: 3})
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatal(err)
+			}
+		}
+		svcs = append(svcs, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const account = "123456789012"
+	for i := range 15 {
+		name := fmt.Sprintf("q%02d", i)
+		if err := svcs[0].Create(ctx, account, name, nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		r := svcs[1+i%2]
+		if names, err := r.List(ctx, account, ""); err != nil || len(names) != i+1 || names[i] != name {
+			t.Fatalf("listed %q (%v) right after creating %s", names, err, name)
+		}
+		if err := r.Exists(ctx, account, name); err != nil {
+			t.Fatalf("%s right after its create: %v", name, err)
+		}
+	}
+	if err := svcs[0].Delete(ctx, account, "q00"); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := svcs[1].List(ctx, account, "q00"); err != nil || len(names) != 0 {
+		t.Fatalf("listed %q (%v) after deleting q00", names, err)
 	}
 }

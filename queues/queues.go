@@ -44,7 +44,6 @@ import (
 	"log/slog"
 	"maps"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -287,17 +286,25 @@ func (s *Service) Delete(ctx context.Context, account, name string) error {
 
 // List returns the names of account's queues that start with prefix, sorted.
 func (s *Service) List(ctx context.Context, account, prefix string) ([]string, error) {
-	kl, err := s.kv.ListKeysFiltered(ctx, account+".>")
+	// From the bucket's stream leader: a listing answered by a lagging
+	// replica leaves out a queue created a moment before.
+	keys, err := natsd.LeaderKeys(ctx, s.nc, bucket, account+".>")
 	if err != nil {
 		return nil, err
 	}
 	var names []string
-	for k := range kl.Keys() {
-		if name := strings.TrimPrefix(k, account+"."); strings.HasPrefix(name, prefix) {
-			names = append(names, name)
+	for _, k := range keys {
+		name := strings.TrimPrefix(k, account+".")
+		if !strings.HasPrefix(name, prefix) {
+			continue
 		}
+		if _, _, err := s.get(ctx, k); errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted
+		} else if err != nil {
+			return nil, err
+		}
+		names = append(names, name)
 	}
-	sort.Strings(names)
 	return names, nil
 }
 
