@@ -10,7 +10,6 @@ import (
 
 	"github.com/kiln-dev/kiln/natsd/natstest"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -133,16 +132,13 @@ func TestFollow(t *testing.T) {
 // layer listed through the others. The KV API's listing, which a lagging
 // replica may answer, failed this within a few dozen writes in each run.
 func TestReadYourWritesInCluster(t *testing.T) {
-	urls := natstest.Cluster(t, 3)
+	nodes := natstest.Cluster(t, 3)
 	var stores []*Store
-	for _, u := range urls {
-		nc, err := nats.Connect(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+	for _, n := range nodes {
+		nc := natstest.ConnectTo(t, n)
 		js, _ := jetstream.New(nc)
 		var s *Store
+		var err error
 		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			s, err = Open(ctx, js, Config{Replicas: 3})

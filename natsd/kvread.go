@@ -29,32 +29,21 @@ func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, 
 		return nil, 0, jetstream.ErrInvalidKey
 	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	msg, err := nc.RequestWithContext(rctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
-	if err != nil {
-		return nil, 0, err
-	}
 	var resp struct {
 		Message *struct {
 			Seq  uint64 `json:"seq"`
 			Hdrs []byte `json:"hdrs"`
 			Data []byte `json:"data"`
 		} `json:"message"`
-		Error *struct {
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
 	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", key, err)
-	}
+	err := leaderRequest(ctx, nc, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req, &resp)
 	const noMessageFound = 10037
+	var apiErr *jetstream.APIError
 	switch {
-	case resp.Error != nil && resp.Error.ErrCode == noMessageFound:
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == noMessageFound:
 		return nil, 0, jetstream.ErrKeyNotFound
-	case resp.Error != nil:
-		return nil, 0, fmt.Errorf("read %s: %s", key, resp.Error.Description)
+	case err != nil:
+		return nil, 0, fmt.Errorf("read %s: %w", key, err)
 	case resp.Message == nil:
 		return nil, 0, errors.New("read " + key + ": empty answer")
 	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
@@ -62,9 +51,6 @@ func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, 
 	}
 	return resp.Message.Data, resp.Message.Seq, nil
 }
-
-// validKey is the KV API's rule for keys.
-var validKey = regexp.MustCompile(`\A[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*\z`)
 
 // LeaderKeys lists the keys of KV bucket that match filter (a KV key
 // pattern; "" is every key), sorted, as the bucket's stream leader knows
@@ -80,26 +66,14 @@ func LeaderKeys(ctx context.Context, nc *nats.Conn, bucket, filter string) ([]st
 	var keys []string
 	for {
 		req, _ := json.Marshal(map[string]any{"subjects_filter": prefix + filter, "offset": len(keys)})
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := nc.RequestWithContext(rctx, "$JS.API.STREAM.INFO.KV_"+bucket, req)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
 		var resp struct {
 			Total int `json:"total"`
 			State struct {
 				Subjects map[string]uint64 `json:"subjects"`
 			} `json:"state"`
-			Error *struct {
-				Description string `json:"description"`
-			} `json:"error"`
 		}
-		if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		if err := leaderRequest(ctx, nc, "$JS.API.STREAM.INFO.KV_"+bucket, req, &resp); err != nil {
 			return nil, fmt.Errorf("list %s: %w", bucket, err)
-		}
-		if resp.Error != nil {
-			return nil, fmt.Errorf("list %s: %s", bucket, resp.Error.Description)
 		}
 		for s := range resp.State.Subjects {
 			keys = append(keys, strings.TrimPrefix(s, prefix))
@@ -111,3 +85,52 @@ func LeaderKeys(ctx context.Context, nc *nats.Conn, bucket, filter string) ([]st
 	slices.Sort(keys)
 	return keys, nil
 }
+
+// ElectionWait bounds how long a leader read waits for a stream that has
+// no leader (an election after its leader's server died or was cut off
+// takes NATS several seconds; a loaded host more).
+const ElectionWait = 30 * time.Second
+
+// leaderRequest sends a JetStream API request that only a stream's leader
+// answers, and decodes the answer into resp; an API error is returned as a
+// *jetstream.APIError. While the stream has no leader (nobody answers, or
+// a member answers that there is none) it asks again, for up to
+// ElectionWait or until ctx ends: a read during an election is late, not
+// failed.
+func leaderRequest(ctx context.Context, nc *nats.Conn, subj string, req []byte, resp any) error {
+	const clusterNotAvailable = 10008
+	deadline := time.Now().Add(ElectionWait)
+	for wait := 25 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := nc.RequestWithContext(rctx, subj, req)
+		cancel()
+		if err == nil {
+			var apiResp struct {
+				Error *jetstream.APIError `json:"error"`
+			}
+			if err = json.Unmarshal(msg.Data, &apiResp); err != nil {
+				return err
+			}
+			if apiResp.Error == nil {
+				return json.Unmarshal(msg.Data, resp)
+			}
+			err = apiResp.Error
+			if apiResp.Error.ErrorCode != clusterNotAvailable {
+				return err
+			}
+		} else if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return err
+		}
+		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			return fmt.Errorf("no stream leader answered: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no stream leader answered: %w", err)
+		case <-time.After(wait):
+		}
+	}
+}
+
+// validKey is the KV API's rule for keys.
+var validKey = regexp.MustCompile(`\A[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*\z`)

@@ -82,15 +82,10 @@ func TestLeaderKeys(t *testing.T) {
 // LeaderGet and LeaderKeys through another, however far its replica lags
 // (the KV API's Get and ListKeys may be answered by that replica).
 func TestLeaderReadsSeeAcknowledgedWritesInCluster(t *testing.T) {
-	urls := natstest.Cluster(t, 3)
+	nodes := natstest.Cluster(t, 3)
 	var conns []*nats.Conn
-	for _, u := range urls {
-		nc, err := nats.Connect(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		conns = append(conns, nc)
+	for _, n := range nodes {
+		conns = append(conns, natstest.ConnectTo(t, n))
 	}
 	js, _ := jetstream.New(conns[0])
 	var kv jetstream.KeyValue
@@ -121,5 +116,53 @@ func TestLeaderReadsSeeAcknowledgedWritesInCluster(t *testing.T) {
 		if err != nil || len(keys) != i+1 || keys[i] != k {
 			t.Fatalf("listed %d keys right after writing %s (%v): last %q", len(keys), k, err, keys[len(keys)-1:])
 		}
+	}
+}
+
+// A leader read waits through the election that follows the death of the
+// stream's leader, rather than failing: the members left answer that there
+// is no leader, or nobody answers, for a few seconds.
+func TestLeaderReadsWaitThroughElection(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	var conns []*nats.Conn
+	for _, n := range nodes {
+		conns = append(conns, natstest.ConnectTo(t, n))
+	}
+	js, _ := jetstream.New(conns[0])
+	var kv jetstream.KeyValue
+	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var err error
+		if kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3}); err == nil {
+			_, err = kv.Put(ctx, "k", []byte("v"))
+		}
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	info, err := js.Stream(ctx, "KV_b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := info.CachedInfo().Cluster.Leader
+	var reader *nats.Conn
+	for i, n := range nodes {
+		if n.Name() == leader {
+			n.Shutdown()
+		} else {
+			reader = conns[i]
+		}
+	}
+	if v, _, err := natsd.LeaderGet(ctx, reader, "b", "k"); err != nil || string(v) != "v" {
+		t.Fatalf("read while electing a leader: %q %v", v, err)
+	}
+	if keys, err := natsd.LeaderKeys(ctx, reader, "b", ""); err != nil || len(keys) != 1 {
+		t.Fatalf("list while electing a leader: %q %v", keys, err)
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/natsd/natstest"
-	"github.com/nats-io/nats.go"
 )
 
 // TestDescriptionsFollowOtherProcesses: two services on one JetStream (two
@@ -84,15 +83,12 @@ func TestDescriptionsFollowOtherProcesses(t *testing.T) {
 // In a cluster, a queue created through one node is listed and found
 // through the others at once; a deleted one is no longer listed.
 func TestListedRightAfterCreateInCluster(t *testing.T) {
-	urls := natstest.Cluster(t, 3)
+	nodes := natstest.Cluster(t, 3)
 	var svcs []*Service
-	for _, u := range urls {
-		nc, err := nats.Connect(u)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+	for _, n := range nodes {
+		nc := natstest.ConnectTo(t, n)
 		var s *Service
+		var err error
 		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			s, err = New(ctx, Config{NATS: nc, Replicas: 3})

@@ -44,7 +44,9 @@ type rig struct {
 func newRig(t *testing.T, limit int) *rig {
 	t.Helper()
 	r := &rig{t: t, limit: limit}
-	r.urls = natstest.Cluster(t, 3)
+	for _, n := range natstest.Cluster(t, 3) {
+		r.urls = append(r.urls, n.ClientURL())
+	}
 	nc := r.connect(0)
 	js, _ := jetstream.New(nc)
 	r.retry(func(ctx context.Context) (err error) {

@@ -31,9 +31,10 @@ func Connect(tb testing.TB) *nats.Conn {
 }
 
 // Cluster starts n clustered JetStream nodes on 127.0.0.1, as n hosts would
-// run them, and returns their client URLs; they stop with the test.
-// Replicated streams need a moment to elect leaders: retry their creation.
-func Cluster(tb testing.TB, n int) []string {
+// run them (ServerName n0, n1, ...; ClientURL to connect); they stop with
+// the test. Replicated streams need a moment to elect leaders: retry their
+// creation.
+func Cluster(tb testing.TB, n int) []*server.Server {
 	tb.Helper()
 	routes := make([]int, n)
 	for i := range routes {
@@ -57,14 +58,12 @@ func Cluster(tb testing.TB, n int) []string {
 		nodes = append(nodes, s)
 		tb.Cleanup(s.Shutdown)
 	}
-	var urls []string
 	for _, s := range nodes {
 		if !s.ReadyForConnections(30 * time.Second) {
 			tb.Fatal("nats node not ready")
 		}
-		urls = append(urls, s.ClientURL())
 	}
-	return urls
+	return nodes
 }
 
 func freePort(tb testing.TB) int {
@@ -74,4 +73,15 @@ func freePort(tb testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// ConnectTo returns a connection to node s (of Cluster), closed with the test.
+func ConnectTo(tb testing.TB, s *server.Server) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
 }
