@@ -203,7 +203,7 @@ var ErrNotFound = errors.New("event source mapping not found")
 var ErrConflict = errors.New("event source mapping changed concurrently")
 
 // Store keeps mappings in JetStream KV, read so that a mapping is found
-// right after it was created (natsd.KV.Read).
+// right after it was created (natsd.KV.Read) and listed (natsd.KV.ReadKeys).
 type Store struct{ kv *natsd.KV }
 
 // OpenStore opens (creating it if needed) the mappings' bucket.
@@ -272,12 +272,12 @@ func (s *Store) Remove(ctx context.Context, uuid string) error {
 
 // List returns every mapping, sorted by UUID.
 func (s *Store) List(ctx context.Context) ([]*Mapping, error) {
-	kl, err := s.kv.ListKeys(ctx)
+	keys, err := s.kv.ReadKeys(ctx, "")
 	if err != nil {
 		return nil, err
 	}
 	var out []*Mapping
-	for k := range kl.Keys() {
+	for _, k := range keys {
 		m, _, err := s.Get(ctx, k)
 		if errors.Is(err, ErrNotFound) {
 			continue

@@ -16,6 +16,7 @@ import (
 	"github.com/kiln-dev/kiln/eventfilter"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/lease"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -588,17 +589,15 @@ func pause(ctx context.Context, d time.Duration) {
 // Holder tells which process runs a mapping: the Name its pollers were
 // given, or "" while nobody holds the mapping's lease.
 func Holder(ctx context.Context, js jetstream.JetStream, uuid string) (string, error) {
-	kv, err := js.KeyValue(ctx, leaseBucket)
-	if err != nil {
-		return "", err
-	}
-	e, err := kv.Get(ctx, uuid)
+	// From the bucket's stream leader: a lagging replica names a holder
+	// that has given the lease up, or none.
+	v, _, err := natsd.LeaderGet(ctx, js.Conn(), leaseBucket, uuid)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
 	}
-	name, _, _ := strings.Cut(string(e.Value()), "/")
+	name, _, _ := strings.Cut(string(v), "/")
 	return name, nil
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/invoke"
 	"github.com/kiln-dev/kiln/lease"
+	"github.com/kiln-dev/kiln/natsd"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -42,6 +44,7 @@ const (
 type streamPollers struct {
 	p           *Pollers
 	checkpoints jetstream.KeyValue
+	nc          *nats.Conn // reads checkpoints from their stream leader
 	members     jetstream.KeyValue
 	leases      *lease.Holder
 	runs        runSet[*streamRun]
@@ -58,7 +61,7 @@ func newStreams(ctx context.Context, p *Pollers, js jetstream.JetStream, leases 
 	if err != nil {
 		return nil, fmt.Errorf("esm pollers: %w", err)
 	}
-	return &streamPollers{p: p, checkpoints: cps, members: members,
+	return &streamPollers{p: p, checkpoints: cps, nc: js.Conn(), members: members,
 		leases: &lease.Holder{KV: leases, ID: p.leases.ID, TTL: p.cfg.LeaseTTL}}, nil
 }
 
@@ -116,11 +119,11 @@ func (s *streamPollers) stopAll() {
 
 // forget removes a deleted mapping's checkpoints.
 func (s *streamPollers) forget(ctx context.Context, id string) {
-	kl, err := s.checkpoints.ListKeysFiltered(ctx, id+".>")
+	keys, err := natsd.LeaderKeys(ctx, s.nc, checkpointBucket, id+".>")
 	if err != nil {
 		return
 	}
-	for k := range kl.Keys() {
+	for _, k := range keys {
 		s.checkpoints.Purge(ctx, k)
 	}
 }
@@ -379,10 +382,13 @@ func collectStream(ctx context.Context, reader ShardReader, ahead *[]StreamRecor
 // there is none yet (so that LATEST means the same to a successor).
 func (sr *shardRun) load() error {
 	ctx, key := sr.ctx, sr.leaseKey()
-	e, err := sr.r.s.checkpoints.Get(ctx, key)
+	// From the bucket's stream leader: a lagging replica would answer with
+	// an older checkpoint than the previous holder's last (its records run
+	// again, and the first save is refused as a takeover), or none.
+	v, rev, err := natsd.LeaderGet(ctx, sr.r.s.nc, checkpointBucket, key)
 	if err == nil {
-		sr.rev = e.Revision()
-		return json.Unmarshal(e.Value(), &sr.cp)
+		sr.rev = rev
+		return json.Unmarshal(v, &sr.cp)
 	}
 	if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return err

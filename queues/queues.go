@@ -286,9 +286,9 @@ func (s *Service) Delete(ctx context.Context, account, name string) error {
 
 // List returns the names of account's queues that start with prefix, sorted.
 func (s *Service) List(ctx context.Context, account, prefix string) ([]string, error) {
-	// From the bucket's stream leader: a listing answered by a lagging
-	// replica leaves out a queue created a moment before.
-	keys, err := natsd.LeaderKeys(ctx, s.nc, bucket, account+".>")
+	// Seeing every write (natsd.KV.ReadKeys): a listing answered by a
+	// lagging replica left out a queue created a moment before.
+	keys, err := s.kv.ReadKeys(ctx, account+".>")
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +298,7 @@ func (s *Service) List(ctx context.Context, account, prefix string) ([]string, e
 		if !strings.HasPrefix(name, prefix) {
 			continue
 		}
-		if _, _, err := s.get(ctx, k); errors.Is(err, jetstream.ErrKeyNotFound) {
+		if _, _, err := s.kv.Read(ctx, k); errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // deleted
 		} else if err != nil {
 			return nil, err

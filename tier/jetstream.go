@@ -119,7 +119,7 @@ func (j *JetStream) Delete(ctx context.Context, name string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
-	head, err := j.kv.Get(ctx, name)
+	head, err := j.get(ctx, name) // a lagging replica's miss would keep the blob
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
 	}
@@ -129,8 +129,8 @@ func (j *JetStream) Delete(ctx context.Context, name string) error {
 	if err := j.kv.Purge(ctx, name); err != nil {
 		return err
 	}
-	if len(head.Value()) == 4 {
-		for i := range int(binary.BigEndian.Uint32(head.Value())) {
+	if len(head) == 4 {
+		for i := range int(binary.BigEndian.Uint32(head)) {
 			if err := j.kv.Purge(ctx, part(name, i)); err != nil {
 				return err
 			}
