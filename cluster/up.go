@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/eventinvoke"
 	"github.com/kiln-dev/kiln/logs"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/pki"
 	"github.com/kiln-dev/kiln/replica"
@@ -702,16 +704,7 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 // gatherStatus asks the cluster over nc: leases, members (scatter-gather;
 // with envs, every environment in the leaders' view) and workers.
 func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool) (*Status, error) {
-	js, _ := jetstream.New(nc)
 	st := &Status{}
-	kv, err := js.KeyValue(ctx, replica.LeaseBucket)
-	if err != nil {
-		return nil, err
-	}
-	countKV, err := js.KeyValue(ctx, slots.LeaseBucket)
-	if err != nil {
-		return nil, err
-	}
 	// Members answer on an inbox; gather for a moment.
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
@@ -736,12 +729,17 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool)
 	}
 	for p := 0; p < partitions; p++ {
 		pi := PartitionInfo{Partition: p}
-		if e, err := kv.Get(ctx, "p"+strconv.Itoa(p)); err == nil {
+		// Leases are read from their bucket's stream leader: a lagging
+		// replica names a leader that has lost its lease (one a test or an
+		// operator then kills, or expects in a zone).
+		if v, _, err := natsd.LeaderGet(ctx, nc, replica.LeaseBucket, "p"+strconv.Itoa(p)); err == nil {
 			var l replica.Lease
-			json.Unmarshal(e.Value(), &l)
+			json.Unmarshal(v, &l)
 			pi.Leader, pi.Zone, pi.Epoch, pi.LeaderPID = l.Member, l.Zone, l.Epoch, l.PID
+		} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, err
 		}
-		pi.Counting = slots.Leader(ctx, countKV, p)
+		pi.Counting = slots.Leader(ctx, nc, p)
 		for _, m := range st.Members {
 			pi.Members = append(pi.Members, m.Member+"@"+m.Zone)
 			for _, ps := range m.Partitions {

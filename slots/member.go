@@ -31,6 +31,7 @@ import (
 
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/metadata"
+	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/nats-io/nats.go"
@@ -158,15 +159,16 @@ func LeaseKV(ctx context.Context, js jetstream.JetStream, replicas int) (jetstre
 	return replica.OpenLeaseKV(ctx, js, LeaseBucket, replicas)
 }
 
-// Leader names the member leading partition p, as kv (LeaseKV) says; ""
-// when none ever did.
-func Leader(ctx context.Context, kv jetstream.KeyValue, p int) string {
-	e, err := kv.Get(ctx, leaseKey(p))
+// Leader names the member leading partition p, as the lease bucket's
+// stream leader says (a lagging replica may name a member that has lost
+// the lease); "" when none ever did.
+func Leader(ctx context.Context, nc *nats.Conn, p int) string {
+	v, _, err := natsd.LeaderGet(ctx, nc, LeaseBucket, leaseKey(p))
 	if err != nil {
 		return ""
 	}
 	var l leaseValue
-	json.Unmarshal(e.Value(), &l)
+	json.Unmarshal(v, &l)
 	return l.Member
 }
 
