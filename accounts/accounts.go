@@ -208,22 +208,28 @@ func (s *Store) keys(ctx context.Context) (map[string][]Key, error) {
 	return out, err
 }
 
-// each calls fn with the value of every key matching filter.
+// each calls fn with the value of every key matching filter, as the
+// bucket's stream leader has them (natsd.LeaderKeys, LeaderGet): a watch's
+// consumer on a lagging replica left an account or key created a moment
+// before out of the list.
 func (s *Store) each(ctx context.Context, filter string, fn func([]byte) error) error {
-	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	keys, err := natsd.LeaderKeys(ctx, s.nc, s.bucket, filter)
 	if err != nil {
 		return err
 	}
-	defer w.Stop()
-	for e := range w.Updates() {
-		if e == nil {
-			return nil
+	for _, k := range keys {
+		v, _, err := s.get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue // deleted
 		}
-		if err := fn(e.Value()); err != nil {
+		if err != nil {
+			return err
+		}
+		if err := fn(v); err != nil {
 			return err
 		}
 	}
-	return ctx.Err()
+	return nil
 }
 
 // Follow keeps k's keys in step with the bucket until ctx ends: it returns

@@ -3,6 +3,8 @@ package accounts_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -97,6 +99,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no %s after 30 s", what)
+		}
+	}
+}
+
+// In a cluster, an account created through one node is listed, with its
+// key, through the others at once.
+func TestListedRightAfterCreateInCluster(t *testing.T) {
+	var stores []*accounts.Store
+	for _, n := range natstest.Cluster(t, 3) {
+		js, _ := jetstream.New(natstest.ConnectTo(t, n))
+		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s, err := accounts.Open(ctx, js, accounts.Config{Replicas: 3})
+			cancel()
+			if err == nil {
+				stores = append(stores, s)
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 20 {
+		a, k, err := stores[0].Create(ctx, fmt.Sprint("a", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		list, err := stores[1+i%2].List(ctx)
+		if err != nil || len(list) != i+1 || !slices.ContainsFunc(list, func(l accounts.Listed) bool {
+			return l.ID == a.ID && slices.Equal(l.Keys, []string{k.AccessKeyID})
+		}) {
+			t.Fatalf("listed %+v (%v) right after creating %s with key %s", list, err, a.ID, k.AccessKeyID)
 		}
 	}
 }
