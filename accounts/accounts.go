@@ -208,17 +208,17 @@ func (s *Store) keys(ctx context.Context) (map[string][]Key, error) {
 	return out, err
 }
 
-// each calls fn with the value of every key matching filter, as the
-// bucket's stream leader has them (natsd.LeaderKeys, LeaderGet): a watch's
+// each calls fn with the value of every key matching filter, seeing every
+// write acknowledged before it (natsd.KV.ReadKeys, Read): a watch's
 // consumer on a lagging replica left an account or key created a moment
 // before out of the list.
 func (s *Store) each(ctx context.Context, filter string, fn func([]byte) error) error {
-	keys, err := natsd.LeaderKeys(ctx, s.nc, s.bucket, filter)
+	keys, err := s.kv.ReadKeys(ctx, filter)
 	if err != nil {
 		return err
 	}
 	for _, k := range keys {
-		v, _, err := s.get(ctx, k)
+		v, _, err := s.kv.Read(ctx, k)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue // deleted
 		}

@@ -154,41 +154,51 @@ func (f *Frontend) Resolve(ctx context.Context, account, function, qualifier str
 		owner = ref.Account
 	}
 	arn := api.QualifiedARN(f.cfg.Region, owner, ref.Name, ref.Qualifier)
+	fn, cfg, err := f.target(ctx, account, owner, ref, arn)
+	var refused *api.Error
+	if fn != nil && (errors.As(err, &refused) || err == nil && (cfg.State == "Pending" || cfg.State == "Failed")) {
+		// The refusal (a version or alias missing, no permission, an image
+		// import under way) was decided on the cached function, which learns
+		// of writes from the store's watch: the write that changes it (an
+		// alias just created, a permission just added, an import just ended)
+		// may not have reached it yet. Refuse only what the store says.
+		f.cache.forget(owner, ref.Name)
+		fn, cfg, err = f.target(ctx, account, owner, ref, arn)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if cfg.State == "Pending" || cfg.State == "Failed" {
+		return nil, api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. The function is currently in the following state: %s", cfg.State)
+	}
+	return &metadata.Target{Account: owner, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
+}
+
+// target finds the function named by ref (of owner) and the configuration
+// its qualifier picks, for account, from the cache. fn is set when the
+// function was found, even if the caller may not invoke it.
+func (f *Frontend) target(ctx context.Context, account, owner string, ref api.FunctionRef, arn string) (*metadata.Function, *api.FunctionConfiguration, error) {
 	notFound := func() error { return api.Errorf(api.ResourceNotFound, "Function not found: %s", arn) }
 	fn, err := f.cache.get(ctx, owner, ref.Name)
 	switch {
 	case owner != account && (err != nil || !policy.Allows(fn.Policies[policy.Key(ref.Qualifier)], "lambda:InvokeFunction", account)):
 		if err != nil && !errors.Is(err, metadata.ErrNotFound) {
-			return nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
+			return nil, nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
 		}
 		// Whether the function exists or not: another account learns
 		// nothing of it without a permission.
-		return nil, api.Errorf(api.AccessDenied, "User: arn:aws:iam::%s:root is not authorized to perform: lambda:InvokeFunction on resource: %s because no resource-based policy allows the lambda:InvokeFunction action",
+		return fn, nil, api.Errorf(api.AccessDenied, "User: arn:aws:iam::%s:root is not authorized to perform: lambda:InvokeFunction on resource: %s because no resource-based policy allows the lambda:InvokeFunction action",
 			account, arn)
 	case errors.Is(err, metadata.ErrNotFound):
-		return nil, notFound()
+		return nil, nil, notFound()
 	case err != nil:
-		return nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
+		return nil, nil, fmt.Errorf("function metadata of %s: %w", ref.Name, err)
 	}
 	cfg, err := fn.Resolve(ref.Qualifier, metadata.Pick())
 	if err != nil {
-		return nil, notFound()
+		return fn, nil, notFound()
 	}
-	if cfg.State == "Pending" || cfg.State == "Failed" { // an image being imported, or whose import failed
-		// The import may have just ended, before the watch told the cache:
-		// refuse only what the store says.
-		f.cache.forget(owner, ref.Name)
-		if fn, err = f.cache.get(ctx, owner, ref.Name); err != nil {
-			return nil, notFound()
-		}
-		if cfg, err = fn.Resolve(ref.Qualifier, metadata.Pick()); err != nil {
-			return nil, notFound()
-		}
-		if cfg.State == "Pending" || cfg.State == "Failed" {
-			return nil, api.Errorf(api.ResourceConflict, "The operation cannot be performed at this time. The function is currently in the following state: %s", cfg.State)
-		}
-	}
-	return &metadata.Target{Account: owner, Ref: ref, Function: fn, Config: cfg, ARN: arn}, nil
+	return fn, cfg, nil
 }
 
 // CheckPayload validates an event payload as Lambda does; empty means {}.
