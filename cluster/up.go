@@ -705,28 +705,6 @@ func (f *File) status(ctx context.Context, function string, envs bool) (*Status,
 // with envs, every environment in the leaders' view) and workers.
 func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool) (*Status, error) {
 	st := &Status{}
-	// Members answer on an inbox; gather for a moment.
-	inbox := nats.NewInbox()
-	sub, err := nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Unsubscribe()
-	q := []byte("")
-	if envs {
-		q = []byte("envs")
-	}
-	nc.PublishRequest(replica.MembersSubj, inbox, q)
-	for end := time.Now().Add(300 * time.Millisecond); ; {
-		msg, err := sub.NextMsg(time.Until(end))
-		if err != nil {
-			break
-		}
-		var ms replica.MemberStatus
-		if json.Unmarshal(msg.Data, &ms) == nil {
-			st.Members = append(st.Members, ms)
-		}
-	}
 	for p := 0; p < partitions; p++ {
 		pi := PartitionInfo{Partition: p}
 		// Leases are read from their bucket's stream leader: a lagging
@@ -740,20 +718,74 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool)
 			return nil, err
 		}
 		pi.Counting = slots.Leader(ctx, nc, p)
+		st.Partitions = append(st.Partitions, pi)
+	}
+	members, err := gatherMembers(nc, st.Partitions, envs)
+	if err != nil {
+		return nil, err
+	}
+	st.Members = members
+	for i := range st.Partitions {
+		pi := &st.Partitions[i]
 		for _, m := range st.Members {
 			pi.Members = append(pi.Members, m.Member+"@"+m.Zone)
 			for _, ps := range m.Partitions {
-				if ps.Partition == p && ps.Leading {
+				if ps.Partition == pi.Partition && ps.Leading {
 					pi.Envs = ps.Envs
 				}
 			}
 		}
-		st.Partitions = append(st.Partitions, pi)
 	}
-	if msg, err := nc.Request(subjWorkers, nil, time.Second); err == nil {
+	// Generous: a loaded host answers late, and a status without its
+	// workers misleads.
+	if msg, err := nc.Request(subjWorkers, nil, 5*time.Second); err == nil {
 		json.Unmarshal(msg.Data, &st.Workers)
 	}
 	return st, nil
+}
+
+// gatherMembers asks every assignment member for its status and gathers
+// the answers for a moment, and longer (up to membersWait) until the leader
+// of every partition (by its lease) has answered: on a loaded host a fixed
+// moment missed members, and with them the leaders' environments.
+func gatherMembers(nc *nats.Conn, parts []PartitionInfo, envs bool) ([]replica.MemberStatus, error) {
+	const moment, membersWait = 300 * time.Millisecond, 10 * time.Second
+	inbox := nats.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	q := []byte("")
+	if envs {
+		q = []byte("envs")
+	}
+	if err := nc.PublishRequest(replica.MembersSubj, inbox, q); err != nil {
+		return nil, err
+	}
+	waiting := map[string]bool{}
+	for _, p := range parts {
+		if p.Leader != "" {
+			waiting[p.Leader] = true
+		}
+	}
+	var out []replica.MemberStatus
+	start := time.Now()
+	for {
+		end := start.Add(moment)
+		if len(waiting) > 0 {
+			end = start.Add(membersWait)
+		}
+		msg, err := sub.NextMsg(max(time.Until(end), time.Millisecond))
+		if err != nil {
+			return out, nil
+		}
+		var ms replica.MemberStatus
+		if json.Unmarshal(msg.Data, &ms) == nil {
+			out = append(out, ms)
+			delete(waiting, ms.Member)
+		}
+	}
 }
 
 // drain asks placement to drain a worker: nothing new is placed on it,
