@@ -24,6 +24,7 @@ import (
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
 	"github.com/kiln-dev/kiln/kilntest/load"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/replica"
 	"github.com/kiln-dev/kiln/slots"
 )
@@ -359,7 +360,25 @@ func zoneOutage(t *testing.T, mode replica.Mode) (usable, total, onSurvivors int
 			onSurvivors++
 		}
 	}
-	time.Sleep(3 * time.Second) // leases lapse, placement notices the silent workers
+	// Leases lapse and go to the surviving zones; placement notices the
+	// silent workers.
+	wait.For(t, "partitions led and workers placed in the surviving zones", func() error {
+		st, err := f.Status(ctx, "")
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Partitions {
+			if p.Leader == "" || p.Zone == "c" {
+				return fmt.Errorf("partition %d led by %q in zone %q", p.Partition, p.Leader, p.Zone)
+			}
+		}
+		for _, w := range st.Workers {
+			if w.Zone == "c" && w.Healthy {
+				return fmt.Errorf("placement still takes %s", w.ID)
+			}
+		}
+		return nil
+	})
 	for i := 0; i < n; i++ {
 		o := invoke(c, fmt.Sprintf("z%d", i), `{}`)
 		if o.err != nil {

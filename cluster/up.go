@@ -747,9 +747,11 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool)
 // gatherMembers asks every assignment member for its status and gathers
 // the answers for a moment, and longer (up to membersWait) until the leader
 // of every partition (by its lease) has answered: on a loaded host a fixed
-// moment missed members, and with them the leaders' environments.
+// moment missed members, and with them the leaders' environments. (A
+// leader cut off from the cluster never answers: the bound keeps status
+// quick enough to watch its lease move.)
 func gatherMembers(nc *nats.Conn, parts []PartitionInfo, envs bool) ([]replica.MemberStatus, error) {
-	const moment, membersWait = 300 * time.Millisecond, 10 * time.Second
+	const moment, membersWait = 300 * time.Millisecond, 3 * time.Second
 	inbox := nats.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
