@@ -200,7 +200,7 @@ func TestControlPlaneKilledMidUpdate(t *testing.T) {
 			continue
 		}
 		if envs[p.Name]["big2"] == "" {
-			t.Errorf("no environment of the function on %s", p.Name)
+			t.Errorf("no environment of the function on %s (by worker: %v)", p.Name, envs)
 		}
 		zipped, err := os.ReadFile(filepath.Join(f.Dir, p.Name, "code", "zips", h+".zip"))
 		if sum := sha256.Sum256(zipped); err != nil || hex.EncodeToString(sum[:]) != h {

@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -714,11 +713,10 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metric
 		return err
 	}
 	defer answering.Unsubscribe()
-	var front *roles.Frontend
-	front, err = roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring,
+	front, err := roles.NewFrontend(ctx, roles.FrontendConfig{Config: fcfg, Keyring: keyring,
 		Services: roles.Services(logStore.Handler(), qs.Handler(), kinesis.Handler()),
 		Management: func(signed *http.ServeMux) {
-			signed.Handle("/", forgetChanged(proxy, func(account, name string) { front.Forget(account, name) }))
+			signed.Handle("/", proxy)
 		},
 		Unsigned: func(root *http.ServeMux) {
 			root.Handle("/kiln/code/", proxy)
@@ -820,40 +818,6 @@ func runMappings(ctx context.Context, cfg roleConfig, front esm.Invoker) (func()
 	p.Start()
 	return func() { p.Close(); nc.Close() }, nil
 }
-
-// forgetChanged calls forget for the function a management call changed
-// (any successful call but a GET under functions/NAME), once the control
-// plane has answered: the caller's next invoke through this frontend runs
-// what it just changed.
-func forgetChanged(next http.Handler, forget func(account, name string)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		next.ServeHTTP(sw, r)
-		caller, ok := auth.FromContext(r.Context())
-		if r.Method == http.MethodGet || sw.status >= 300 || !ok {
-			return
-		}
-		_, rest, _ := strings.Cut(r.URL.Path, "/functions/")
-		name, _, _ := strings.Cut(rest, "/")
-		if ref, err := api.ParseFunctionRef(name); err == nil && ref.Name != "" {
-			forget(caller.Account, ref.Name)
-		}
-	})
-}
-
-// statusWriter notes the status of a response.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-// Unwrap lets the proxy reach the connection's flushing.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // controlplaneProxy sends management calls, untouched (their SigV4
 // signature covers the Host header, which is kept), to a control plane

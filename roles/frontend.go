@@ -3,6 +3,7 @@ package roles
 import (
 	"context"
 	"net/http"
+	"strings"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/auth"
@@ -20,9 +21,9 @@ type FrontendConfig struct {
 	// API, chosen by X-Amz-Target (the CloudWatch Logs API in both modes);
 	// nil answers UnknownOperationException.
 	Services http.Handler
-	// Management adds the Lambda management API to the mux of signed
-	// requests: the control plane itself in kiln up, a proxy to one in a
-	// cluster.
+	// Management adds the Lambda management API to a mux of signed
+	// requests (served under "/"): the control plane itself in kiln up, a
+	// proxy to one in a cluster.
 	Management func(signed *http.ServeMux)
 	// Gate, when set, wraps the signed routes (kiln up refuses writes with
 	// it while its store's disk is full).
@@ -58,7 +59,11 @@ func NewFrontend(ctx context.Context, cfg FrontendConfig) (*Frontend, error) {
 		cfg.Services.ServeHTTP(w, r)
 	})
 	if cfg.Management != nil {
-		cfg.Management(signed)
+		// Every write through this frontend is served to its next invoke
+		// at once (read your writes), not when the cache's watch sees it.
+		mgmt := http.NewServeMux()
+		cfg.Management(mgmt)
+		signed.Handle("/", forgetChanged(mgmt, front.Forget))
 	}
 	root := http.NewServeMux()
 	root.HandleFunc("GET /kiln/health", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
@@ -83,3 +88,37 @@ func NewFrontend(ctx context.Context, cfg FrontendConfig) (*Frontend, error) {
 	})
 	return &Frontend{Frontend: front, Handler: api.WithRequestID(handler)}, nil
 }
+
+// forgetChanged calls forget for the function a management call changed
+// (any successful call but a GET under functions/NAME), once the control
+// plane has answered: the caller's next invoke through this frontend runs
+// what it just changed.
+func forgetChanged(next http.Handler, forget func(account, name string)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		caller, ok := auth.FromContext(r.Context())
+		if r.Method == http.MethodGet || sw.status >= 300 || !ok {
+			return
+		}
+		_, rest, _ := strings.Cut(r.URL.Path, "/functions/")
+		name, _, _ := strings.Cut(rest, "/")
+		if ref, err := api.ParseFunctionRef(name); err == nil && ref.Name != "" {
+			forget(caller.Account, ref.Name)
+		}
+	})
+}
+
+// statusWriter notes the status of a response.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets the proxy reach the connection's flushing.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
