@@ -147,6 +147,17 @@ func (c *Counter) SetReserved(k Key, reserved *int) {
 	}
 }
 
+// Reserved returns k's reserved concurrency as last set, and whether it
+// has one.
+func (c *Counter) Reserved(k Key) (int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a := c.accounts[k.Account]; a != nil && a.functions[k.Function] != nil && a.functions[k.Function].reserved != nil {
+		return *a.functions[k.Function].reserved, true
+	}
+	return 0, false
+}
+
 // Slot is one granted unit of concurrency. Release returns it; a Slot must be
 // released exactly once.
 type Slot struct {

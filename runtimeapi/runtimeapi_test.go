@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kiln-dev/kiln/kilntest/wait"
 )
 
 func serve(t *testing.T) (*Server, string, *atomic.Int64) {
@@ -86,7 +90,14 @@ func TestInvokeBeforeAndAfterNext(t *testing.T) {
 		resp, _ := http.Get(base + "invocation/next")
 		got <- resp
 	}()
-	time.Sleep(50 * time.Millisecond)
+	wait.For(t, "the runtime waits in /next", func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.waiting == nil {
+			return errors.New("no /next waiting")
+		}
+		return nil
+	})
 	results, _ = s.Invoke(&Event{RequestID: "r2", Payload: bytes.Repeat([]byte("x"), 100<<10)})
 	resp = <-got
 	body, _ = io.ReadAll(resp.Body)
@@ -103,7 +114,7 @@ func TestInvokeBeforeAndAfterNext(t *testing.T) {
 	// The limit is the one Lambda's message names: 6,291,556 bytes pass.
 	go http.Get(base + "invocation/next")
 	results, _ = s.Invoke(&Event{RequestID: "r6", Payload: []byte("{}")})
-	time.Sleep(50 * time.Millisecond)
+	delivered(t, s, "r6")
 	resp, _ = http.Post(base+"invocation/r6/response", "application/json", bytes.NewReader(make([]byte, 6291556)))
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("6,291,556 bytes: %s", resp.Status)
@@ -115,7 +126,7 @@ func TestInvokeBeforeAndAfterNext(t *testing.T) {
 	// An oversized response is Lambda's error for the caller and 413 for the runtime.
 	go http.Get(base + "invocation/next")
 	results, _ = s.Invoke(&Event{RequestID: "r3", Payload: []byte("{}")})
-	time.Sleep(50 * time.Millisecond)
+	delivered(t, s, "r3")
 	resp, _ = http.Post(base+"invocation/r3/response", "application/json", bytes.NewReader(make([]byte, MaxResponse+1)))
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized: %s", resp.Status)
@@ -356,4 +367,15 @@ func TestAcceptOutlivesEMFILE(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
+}
+
+// delivered waits until the runtime has received event id.
+func delivered(t *testing.T, s *Server, id string) {
+	t.Helper()
+	wait.For(t, id+" delivered", func() error {
+		if got := s.LastDelivered(); got != id {
+			return fmt.Errorf("last delivered %q", got)
+		}
+		return nil
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/server"
 )
 
@@ -79,11 +81,24 @@ func TestProvisionedConcurrency(t *testing.T) {
 			_ = out
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
-	st := s.Assignment().Stats(s.Identity.AccountID, "pc")
-	wg.Wait()
-	if st.Busy != 5 {
-		t.Errorf("five concurrent invokes: %+v", st)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	busy := 0
+	wait.For(t, "five invokes running at once", func() error {
+		busy = max(busy, s.Assignment().Stats(s.Identity.AccountID, "pc").Busy)
+		select {
+		case <-done:
+			return nil
+		default:
+		}
+		if busy < 5 {
+			return fmt.Errorf("%d busy", busy)
+		}
+		return nil
+	})
+	<-done
+	if busy != 5 {
+		t.Errorf("five concurrent invokes: at most %d busy at once", busy)
 	}
 	for range 8 {
 		out := call(t, c, &lambda.InvokeInput{FunctionName: aws.String("pc:live"), Payload: []byte(`{"action":"env","name":"AWS_LAMBDA_INITIALIZATION_TYPE"}`)})

@@ -10,15 +10,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/kilntest"
 	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/server"
 )
 
@@ -308,7 +309,14 @@ func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 	if _, err := c.PutFunctionConcurrency(ctx, &lambda.PutFunctionConcurrencyInput{FunctionName: aws.String("big"), ReservedConcurrentExecutions: aws.Int32(4)}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the change reaches counting through the metadata watch
+	wait.For(t, "counting learns the reservations through the metadata watch", func() error {
+		par, parReserved := s.Counter().Reserved(counting.Key{Account: s.Identity.AccountID, Function: "par"})
+		big, _ := s.Counter().Reserved(counting.Key{Account: s.Identity.AccountID, Function: "big"})
+		if parReserved || big != 4 {
+			return fmt.Errorf("par reserved %d (%v), big %d", par, parReserved, big)
+		}
+		return nil
+	})
 	// Long sleeps: all 102 must overlap, however slowly a loaded machine starts them.
 	if throttled := concurrent(t, c, "par", 102, 8000); throttled != 2 {
 		t.Errorf("unreserved pool of 100, 102 concurrent invokes: %d throttled, want 2", throttled)
@@ -341,17 +349,16 @@ func concurrent(t *testing.T, c *lambda.Client, name string, n, sleepMs int) int
 	return throttled
 }
 
+// waitFor waits for cond (wait.For, for the many conditions here that
+// have nothing to say while they do not hold).
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	// Generous: a polling wait costs nothing when the condition holds early,
-	// and shared CI machines stall.
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 20s")
+	wait.For(t, "condition", func() error {
+		if !cond() {
+			return errors.New("not met")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestUpdatedCodeRunsAndRestartKeepsFunctions(t *testing.T) {
