@@ -2,6 +2,8 @@ package eventinvoke_test
 
 import (
 	"encoding/json"
+	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/eventinvoke"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 )
 
 func TestEventInvokeSuccessToQueue(t *testing.T) {
@@ -85,7 +88,6 @@ func TestRetriesExhaustedToFunction(t *testing.T) {
 		MaximumRetryAttempts: aws.Int32(0)}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the frontend's metadata cache follows the change shortly after
 	k.event("fails", map[string]any{"action": "error", "msg": "once"})
 	outer = k.records("collected", 2, 20*time.Second)[1]
 	json.Unmarshal(outer.RequestPayload, &r)
@@ -216,6 +218,7 @@ func TestEventsRunUnderContinuousSyncLoad(t *testing.T) {
 		DestinationConfig: &types.DestinationConfig{OnSuccess: &types.OnSuccess{Destination: aws.String(k.queueARN("ran"))}}})
 	stop := make(chan struct{})
 	syncDone := make(chan int)
+	var synced atomic.Int64
 	go func() {
 		n := 0
 		defer func() { syncDone <- n }()
@@ -230,9 +233,15 @@ func TestEventsRunUnderContinuousSyncLoad(t *testing.T) {
 				return
 			}
 			n++
+			synced.Store(int64(n))
 		}
 	}()
-	time.Sleep(200 * time.Millisecond) // sync load under way
+	wait.For(t, "sync load under way", func() error {
+		if synced.Load() == 0 {
+			return errors.New("no sync invoke done yet")
+		}
+		return nil
+	})
 	const events = 20
 	for i := range events {
 		k.event("queued", map[string]any{"action": "echo", "n": i})

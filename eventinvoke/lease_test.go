@@ -3,12 +3,15 @@ package eventinvoke
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/invoke"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd"
 )
@@ -76,13 +79,12 @@ func TestStalledPollerLosesItsLease(t *testing.T) {
 		}
 		return nil
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for holder(nil) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("nobody leased the shared queue")
+	wait.For(t, "somebody leases the shared queue", func() error {
+		if holder(nil) == nil {
+			return errors.New("no holder")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	stuck := holder(nil)
 	stuck.stalled.Store(true)
 	stalledAt := time.Now()
@@ -95,13 +97,12 @@ func TestStalledPollerLosesItsLease(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for rec.count() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events ran after the queue's poller got stuck", rec.count(), n)
+	wait.For(t, "the events run after the queue's poller got stuck", func() error {
+		if c := rec.count(); c < n {
+			return fmt.Errorf("%d of %d ran", c, n)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	took := time.Since(stalledAt)
 	if holder(stuck) == nil {
 		t.Fatalf("no other poller took the shared queue over")

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/eventinvoke"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 )
 
 // sendEvents sends n Event invokes from 8 clients at once; the event's "id"
@@ -125,13 +126,12 @@ func TestDedicatedQueue(t *testing.T) {
 		}
 		return nil
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for dedicated() == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("no dedicated queue for a backlog of %d: %+v", n, k.s.Async().Queues())
+	wait.For(t, fmt.Sprintf("a dedicated queue for a backlog of %d", n), func() error {
+		if dedicated() == nil {
+			return fmt.Errorf("queues %+v", k.s.Async().Queues())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if q := dedicated(); q.State != "active" || q.Subject != "kiln.events.d."+k.s.Identity.AccountID+".heavy" {
 		t.Fatalf("dedicated queue: %+v", q)
 	}
@@ -147,13 +147,12 @@ func TestDedicatedQueue(t *testing.T) {
 		t.Fatalf("%d distinct heavy events succeeded, want %d", len(ids), n)
 	}
 	// Idle: it retires, and later events still run.
-	deadline = time.Now().Add(15 * time.Second)
-	for dedicated() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("idle dedicated queue not retired: %+v", dedicated())
+	wait.For(t, "the idle dedicated queue retires", func() error {
+		if q := dedicated(); q != nil {
+			return fmt.Errorf("still %+v", q)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	k.event("heavy", map[string]any{"id": n})
 	k.records("heavy-ok", n+1, 10*time.Second)
 }

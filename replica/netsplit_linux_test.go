@@ -91,7 +91,7 @@ func TestNetworkPartitionedLeader(t *testing.T) {
 		}
 	})
 	defer stop() // stop the callers even if the test fails
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // load runs a while before the cut (the scenario)
 
 	split.SetLink(false)
 	cutAt := time.Now()
@@ -140,7 +140,7 @@ func TestNetworkPartitionedLeader(t *testing.T) {
 			}
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // and a while after the heal
 	stop()
 
 	t.Logf("cut m0 (leader of partition 0): new leader after %v, serving after %v; m0 stepped down after %v; "+

@@ -18,6 +18,7 @@ import (
 	"github.com/kiln-dev/kiln/assignment"
 	"github.com/kiln-dev/kiln/counting"
 	"github.com/kiln-dev/kiln/invoke"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/partition"
 	"github.com/kiln-dev/kiln/placement"
@@ -47,7 +48,7 @@ func (f *fakeFleet) Place(ctx context.Context, req placement.Request) (WorkerRef
 }
 func (f *fakeFleet) Release(string, placement.Request) {}
 func (f *fakeFleet) Create(ctx context.Context, w WorkerRef, id string, spec invoke.EnvSpec) (*invoke.EnvInfo, error) {
-	time.Sleep(time.Millisecond)
+	time.Sleep(time.Millisecond) // a creation takes a moment, so that requests overlap
 	f.created.Add(1)
 	f.mu.Lock()
 	f.live[id] = true
@@ -73,7 +74,7 @@ func (f *fakeFleet) Invoke(ctx context.Context, addr, id string, inv *invoke.Inv
 	}
 	f.busy[id] = inv.RequestID
 	f.mu.Unlock()
-	time.Sleep(200 * time.Microsecond)
+	time.Sleep(200 * time.Microsecond) // the invoke runs a moment: a second one given the same environment meanwhile is caught
 	f.mu.Lock()
 	delete(f.busy, id)
 	f.mu.Unlock()
@@ -275,7 +276,7 @@ func TestFailoverKeepsWarmEnvironments(t *testing.T) {
 				t.Error(err)
 				return
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond) // holds the environment a moment (the scenario)
 			r.client.Release(env, true)
 		}()
 	}
@@ -462,9 +463,11 @@ func TestNoDoubleAssignmentAcrossFailovers(t *testing.T) {
 			}
 		}(c)
 	}
+	// The sleeps are the scenario: load runs a while before each kill,
+	// while the member is down, and after the last restart.
 	for round := 0; round < 3; round++ {
 		time.Sleep(300 * time.Millisecond)
-		i := r.leader(0)
+		i := r.waitLeader(0, wait.Deadline) // a restarted member may not lead yet on a loaded host
 		r.kill(i)
 		time.Sleep(700 * time.Millisecond)
 		r.start(i)
