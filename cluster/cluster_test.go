@@ -305,8 +305,13 @@ func TestKillWorkerMidInvoke(t *testing.T) {
 		t.Fatal("no environment found")
 	}
 	done := make(chan outcome)
-	go func() { done <- invoke(c, "slow", `{"action":"sleep","ms":3000}`) }()
-	time.Sleep(500 * time.Millisecond)
+	go func() { done <- invoke(c, "slow", `{"action":"sleep","ms":8000}`) }()
+	wait.For(t, "the invoke is running", func() error {
+		if st := envsByWorker(t, f)[workerName]["slow"]; st != "busy" {
+			return fmt.Errorf("environment %q", st)
+		}
+		return nil
+	})
 	if _, err := f.Kill(workerName); err != nil {
 		t.Fatal(err)
 	}
@@ -468,8 +473,15 @@ func TestDrainWorker(t *testing.T) {
 	}
 	t.Logf("draining %s: %s busy, %v idle", target, busyFn, idleFns)
 	running := make(chan outcome, 1)
-	go func() { running <- invoke(c, busyFn, `{"action":"sleep","ms":2000}`) }()
-	time.Sleep(300 * time.Millisecond) // the invoke is running
+	// Long enough that the idle environments are seen retired while it
+	// runs, however loaded the host.
+	go func() { running <- invoke(c, busyFn, `{"action":"sleep","ms":8000}`) }()
+	wait.For(t, "the invoke is running", func() error {
+		if st := envsByWorker(t, f)[target][busyFn]; st != "busy" {
+			return fmt.Errorf("%s's environment %q", busyFn, st)
+		}
+		return nil
+	})
 	// Through the command, as a user would run it.
 	out, err := exec.Command(kilnBinary(t), "cluster", "drain", "--dir", f.Dir, "--worker", target).CombinedOutput()
 	if err != nil {
@@ -478,7 +490,7 @@ func TestDrainWorker(t *testing.T) {
 	drainedAt := time.Now()
 	// Idle environments go at once; the busy one stays while its invoke runs.
 	var left map[string]string
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		left = envsByWorker(t, f)[target]
 		if len(left) == 1 {
 			break
@@ -499,7 +511,7 @@ func TestDrainWorker(t *testing.T) {
 		t.Fatalf("the running invoke did not finish normally: %+v", o)
 	}
 	t.Logf("running invoke finished %v after the drain", o.end.Sub(drainedAt))
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		if left = envsByWorker(t, f)[target]; len(left) == 0 {
 			break
 		}
@@ -522,7 +534,7 @@ func TestDrainWorker(t *testing.T) {
 				t.Errorf("status: %s not draining", target)
 			}
 			// The worker itself reports no environment left.
-			for end := time.Now().Add(2 * time.Second); w.Envs > 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			for end := time.Now().Add(wait.Deadline); w.Envs > 0 && time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 				st, _ = f.Status(ctx, "")
 				for _, x := range st.Workers {
 					if x.ID == target {

@@ -227,7 +227,7 @@ func (r *rig) waitSame(p int) {
 	r.t.Helper()
 	l := r.leader(p)
 	var want, got []partition.Env
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		want = r.envsOf(l, p)
 		same := true
 		for i, m := range r.members {
@@ -378,7 +378,7 @@ func TestDeposedLeaderCannotAppend(t *testing.T) {
 	old.m.wg.Wait()
 	// Another member takes over after the lease lapses.
 	var next int
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); ; time.Sleep(5 * time.Millisecond) {
 		next = -1
 		for i, m := range r.members {
 			if i == oldIdx || m == nil {
@@ -499,7 +499,7 @@ func TestBootstrapFromTrimmedJournal(t *testing.T) {
 	}
 	js, _ := jetstream.New(r.conns[r.leader(0)])
 	var first uint64
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		s, _ := js.Stream(context.Background(), StreamName(0))
 		info, _ := s.Info(context.Background())
 		if first = info.State.FirstSeq; first > 10 {
