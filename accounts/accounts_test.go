@@ -10,6 +10,7 @@ import (
 
 	"github.com/kiln-dev/kiln/accounts"
 	"github.com/kiln-dev/kiln/auth"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -59,7 +60,7 @@ func TestKeysFollowed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the added key", func() bool { _, ok := k.Password(second.AccessKeyID, second.SecretAccessKey); return ok })
+	wait.True(t, "the added key", func() bool { _, ok := k.Password(second.AccessKeyID, second.SecretAccessKey); return ok })
 	if _, ok := k.Password(second.AccessKeyID, first.SecretAccessKey); ok {
 		t.Fatal("a key's id with another key's secret is accepted")
 	}
@@ -69,7 +70,7 @@ func TestKeysFollowed(t *testing.T) {
 	if err := s.RemoveKey(ctx, a.ID, first.AccessKeyID); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the removed key gone", func() bool { _, ok := k.Password(first.AccessKeyID, first.SecretAccessKey); return !ok })
+	wait.True(t, "the removed key gone", func() bool { _, ok := k.Password(first.AccessKeyID, first.SecretAccessKey); return !ok })
 	if _, ok := k.Password(second.AccessKeyID, second.SecretAccessKey); !ok {
 		t.Fatal("removing one key removed the other")
 	}
@@ -94,33 +95,18 @@ func TestKeysFollowed(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 30 s", what)
-		}
-	}
-}
-
 // In a cluster, an account created through one node is listed, with its
 // key, through the others at once.
 func TestListedRightAfterCreateInCluster(t *testing.T) {
 	var stores []*accounts.Store
 	for _, n := range natstest.Cluster(t, 3) {
 		js, _ := jetstream.New(natstest.ConnectTo(t, n))
-		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			s, err := accounts.Open(ctx, js, accounts.Config{Replicas: 3})
-			cancel()
-			if err == nil {
-				stores = append(stores, s)
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatal(err)
-			}
-		}
+		var s *accounts.Store
+		wait.Retry(t, "open the store", func(ctx context.Context) (err error) {
+			s, err = accounts.Open(ctx, js, accounts.Config{Replicas: 3})
+			return err
+		})
+		stores = append(stores, s)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

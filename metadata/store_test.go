@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -98,17 +99,11 @@ func TestFollow(t *testing.T) {
 	}
 	await := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		wait.True(t, "followed: "+what, func() bool {
 			mu.Lock()
-			ok := cond()
-			mu.Unlock()
-			if ok {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("not followed within 10 s: %s", what)
-			}
-		}
+			defer mu.Unlock()
+			return cond()
+		})
 	}
 	await("a function created before Follow", func() bool { _, ok := seen["before"]; return ok })
 	create("after")
@@ -138,21 +133,12 @@ func TestReadYourWritesInCluster(t *testing.T) {
 		nc := natstest.ConnectTo(t, n)
 		js, _ := jetstream.New(nc)
 		var s *Store
-		var err error
-		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			s, err = Open(ctx, js, Config{Replicas: 3})
-			if err == nil {
+		wait.Retry(t, "open the store", func(ctx context.Context) (err error) {
+			if s, err = Open(ctx, js, Config{Replicas: 3}); err == nil {
 				_, err = s.Layers(ctx)
 			}
-			cancel()
-			if err == nil {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatal(err)
-			}
-		}
+			return err
+		})
 		stores = append(stores, s)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/nats-io/nats.go"
@@ -89,18 +90,10 @@ func TestLeaderReadsSeeAcknowledgedWritesInCluster(t *testing.T) {
 	}
 	js, _ := jetstream.New(conns[0])
 	var kv jetstream.KeyValue
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var err error
+	wait.Retry(t, "create the bucket", func(ctx context.Context) (err error) {
 		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3})
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal(err)
-		}
-	}
+		return err
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := range 200 {
@@ -129,21 +122,13 @@ func TestLeaderReadsWaitThroughElection(t *testing.T) {
 		conns = append(conns, natstest.ConnectTo(t, n))
 	}
 	js, _ := jetstream.New(conns[0])
-	var kv jetstream.KeyValue
-	for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		var err error
-		if kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3}); err == nil {
+	wait.Retry(t, "create the bucket", func(ctx context.Context) error {
+		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3})
+		if err == nil {
 			_, err = kv.Put(ctx, "k", []byte("v"))
 		}
-		cancel()
-		if err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatal(err)
-		}
-	}
+		return err
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	info, err := js.Stream(ctx, "KV_b")

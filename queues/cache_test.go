@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 )
@@ -88,18 +89,10 @@ func TestListedRightAfterCreateInCluster(t *testing.T) {
 	for _, n := range nodes {
 		nc := natstest.ConnectTo(t, n)
 		var s *Service
-		var err error
-		for end := time.Now().Add(60 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		wait.Retry(t, "open the service", func(ctx context.Context) (err error) {
 			s, err = New(ctx, Config{NATS: nc, Replicas: 3})
-			cancel()
-			if err == nil {
-				break
-			}
-			if time.Now().After(end) {
-				t.Fatal(err)
-			}
-		}
+			return err
+		})
 		svcs = append(svcs, s)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)

@@ -349,16 +349,10 @@ func concurrent(t *testing.T, c *lambda.Client, name string, n, sleepMs int) int
 	return throttled
 }
 
-// waitFor waits for cond (wait.For, for the many conditions here that
-// have nothing to say while they do not hold).
+// waitFor waits until cond holds.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	wait.For(t, "condition", func() error {
-		if !cond() {
-			return errors.New("not met")
-		}
-		return nil
-	})
+	wait.True(t, "condition", cond)
 }
 
 func TestUpdatedCodeRunsAndRestartKeepsFunctions(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/counting"
+	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/metadata"
 	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/kiln-dev/kiln/partition"
@@ -69,16 +70,7 @@ func newRig(t *testing.T, limit int) *rig {
 // retry runs fn until it succeeds (JetStream electing its stream leaders).
 func (r *rig) retry(fn func(context.Context) error) {
 	r.t.Helper()
-	var err error
-	for end := time.Now().Add(60 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		err = fn(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-	}
-	r.t.Fatal(err)
+	wait.Retry(r.t, "cluster call", fn)
 }
 
 func (r *rig) connect(node int) *nats.Conn {

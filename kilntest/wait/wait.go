@@ -7,6 +7,8 @@
 package wait
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 )
@@ -43,3 +45,30 @@ func Until(d time.Duration, cond func() error) error {
 		time.Sleep(pause)
 	}
 }
+
+// Retry calls fn, each time with a context of its own that ends after 5 s,
+// until it returns nil, and fails tb if it has not within Deadline: for
+// calls that fail while a cluster settles (replicated streams electing
+// their leaders).
+func Retry(tb testing.TB, what string, fn func(ctx context.Context) error) {
+	tb.Helper()
+	For(tb, what, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return fn(ctx)
+	})
+}
+
+// True is For with a condition that has nothing to say while it does not
+// hold.
+func True(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	For(tb, what, func() error {
+		if !cond() {
+			return errNotYet
+		}
+		return nil
+	})
+}
+
+var errNotYet = errors.New("not so")
