@@ -219,13 +219,13 @@ func TestKillPartitionLeaderUnderLoad(t *testing.T) {
 		results = append(results, o)
 		mu.Unlock()
 	})
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load runs a while before the kill (the scenario)
 	leader, p := leaderOf(t, f, "steady")
 	killedAt := time.Now()
 	if _, err := f.Kill(leader); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // and through the failover
 	stop()
 	newLeader, _ := leaderOf(t, f, "steady")
 	var before, after, errs, coldBefore, coldAfter int

@@ -115,7 +115,7 @@ func killUnderLoad(t *testing.T, f *cluster.File, victim string, workers int, st
 		return at
 	}
 	defer load.Repeat(workers, func(i int) { step(i, killedAt) })()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load runs a while before the kill (the scenario)
 	mu.Lock()
 	at = time.Now()
 	mu.Unlock()

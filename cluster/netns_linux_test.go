@@ -58,7 +58,7 @@ func TestNetnsZones(t *testing.T) {
 		results = append(results, o)
 		mu.Unlock()
 	})
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load runs a while before the cut (the scenario)
 	cutAt := time.Now()
 	if err := f.Netns.SetLink(2, false); err != nil {
 		t.Fatal(err)

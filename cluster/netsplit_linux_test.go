@@ -314,7 +314,7 @@ func TestNetworkPartitionedLeaderProcess(t *testing.T) {
 	}
 	t.Cleanup(stopLoad)
 	loadFrom := time.Now()
-	time.Sleep(2 * time.Second)
+	time.Sleep(2 * time.Second) // load runs a while before the cut (the scenario)
 
 	// Cut.
 	cutAt := time.Now()

@@ -282,7 +282,7 @@ func TestKilnUpCodeStoreAfterCrashes(t *testing.T) {
 				}
 			})
 		}
-		time.Sleep(time.Duration(400+150*cycle) * time.Millisecond)
+		time.Sleep(time.Duration(400+150*cycle) * time.Millisecond) // the scenario: each cycle kills at another point of the load
 		syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
 		<-k.exited
 		cancel()
@@ -505,10 +505,10 @@ func leavesNothing(t *testing.T, box string) {
 	k.stop(t, syscall.SIGTERM, 30*time.Second)
 	wg.Wait()
 
-	// Whatever was left is given a moment to go by itself (an agent ends
+	// Whatever was left is given time to go by itself (an agent ends
 	// with its spawner), then counted.
 	var left []string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		left = left[:0]
 		// Adopted processes that have exited are reaped here.
 		for {

@@ -317,7 +317,7 @@ func TestThrottledMappingDropsNothing(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(4 * time.Second)
+	time.Sleep(4 * time.Second) // time for a throttled function to run, were it wrongly let through
 	if seen := r.seen(t); len(seen) != 0 {
 		t.Fatalf("a throttled function ran: %v", seen)
 	}

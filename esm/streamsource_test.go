@@ -139,6 +139,7 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 			t.Fatal(err)
 		}
 		s.put(t, "k", `{"n":0}`, `{"n":1}`)
+		// A timestamp strictly between the two puts' arrival times (the scenario).
 		time.Sleep(20 * time.Millisecond)
 		mid := time.Now()
 		time.Sleep(20 * time.Millisecond)

@@ -846,7 +846,7 @@ func TestLingerAndReadFlush(t *testing.T) {
 	t0 := time.Now().Truncate(time.Millisecond)
 	e.store.Append(account, lambdaGroup, lambdaStream, lines(t0, time.Millisecond, "first-%d", 3))
 	e.store.Append(account, lambdaGroup, lambdaStream, lines(t0.Add(time.Second), time.Millisecond, "second-%d", 2))
-	time.Sleep(50 * time.Millisecond) // the round has started and lingers
+	time.Sleep(50 * time.Millisecond) // the round has started and lingers: time for a wrong early store to show
 	if n := stored(); n != 0 {
 		t.Fatalf("%d messages stored while the round lingers", n)
 	}
@@ -860,8 +860,8 @@ func TestLingerAndReadFlush(t *testing.T) {
 	}
 
 	e.store.Append(account, lambdaGroup, lambdaStream, lines(t0.Add(2*time.Second), time.Millisecond, "third-%d", 1))
-	time.Sleep(50 * time.Millisecond)
-	e.stop() // Close ends the linger and stores the line
+	time.Sleep(50 * time.Millisecond) // the append joins the lingering round (the scenario)
+	e.stop()                          // Close ends the linger and stores the line
 	e = start(t, dir, logs.Config{Linger: time.Hour})
 	got = getAll(t, e.client, &cwl.GetLogEventsInput{LogGroupName: aws.String(lambdaGroup),
 		LogStreamName: aws.String(lambdaStream), StartFromHead: aws.Bool(true)})

@@ -57,7 +57,7 @@ func TestLockExcludes(t *testing.T) {
 				if inside.Add(1) > 1 {
 					overlaps.Add(1)
 				}
-				time.Sleep(time.Millisecond)
+				time.Sleep(time.Millisecond) // holds the lock a moment, so that an overlap would show
 				inside.Add(-1)
 				rounds.Add(1)
 				unlock()

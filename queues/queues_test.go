@@ -104,6 +104,8 @@ func TestLongPollReturnsWhenAMessageArrives(t *testing.T) {
 		}
 		done <- out
 	}()
+	// Lets the receive reach its wait (the scenario); were it later, it
+	// would find the message at once, and the test would show less.
 	time.Sleep(200 * time.Millisecond)
 	if _, err := c.SendMessage(ctx, &sqs.SendMessageInput{QueueUrl: &q, MessageBody: aws.String("wake")}); err != nil {
 		t.Fatal(err)

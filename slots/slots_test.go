@@ -159,13 +159,13 @@ func hammer(t *testing.T, clients []*Client, limit int, stop func(granted int64)
 						return
 					}
 					throttled.Add(1)
-					time.Sleep(time.Millisecond)
+					time.Sleep(time.Millisecond) // a throttled caller backs off a moment before asking again
 					continue
 				}
 				n := running.Add(1)
 				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
 				}
-				time.Sleep(2 * time.Millisecond)
+				time.Sleep(2 * time.Millisecond) // the invoke runs a moment, so that too many at once would show
 				running.Add(-1)
 				release()
 				if stop(granted.Add(1)) {

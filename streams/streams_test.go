@@ -363,7 +363,7 @@ func TestPutAndIterate(t *testing.T) {
 	}
 	// MillisBehindLatest is positive while records remain.
 	old := iterator(t, c, &kinesis.GetShardIteratorInput{StreamName: name, ShardId: shard, ShardIteratorType: types.ShardIteratorTypeTrimHorizon})
-	time.Sleep(5 * time.Millisecond)
+	time.Sleep(5 * time.Millisecond) // the newer record arrives later than the iterator's position (the scenario)
 	if _, err := c.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: name, PartitionKey: aws.String("a"), Data: []byte("newer")}); err != nil {
 		t.Fatal(err)
 	}
