@@ -4,12 +4,9 @@ import (
 	"context"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/kiln-dev/kiln/api"
 	"github.com/kiln-dev/kiln/frontend"
 	"github.com/kiln-dev/kiln/metadata"
-	"github.com/kiln-dev/kiln/natsd/natstest"
 	"github.com/kiln-dev/kiln/policy"
 )
 
@@ -26,14 +23,7 @@ func (lateWatch) Watch(context.Context, func(string, string, *metadata.Function)
 // store refuses stays refused.
 func TestInvokeSeesWritesBeforeTheWatch(t *testing.T) {
 	ctx := context.Background()
-	js, err := jetstream.New(natstest.Connect(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := metadata.Open(ctx, js, metadata.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store := frontend.OpenStore(t)
 	f, err := frontend.New(ctx, frontend.Config{Functions: lateWatch{store}, Region: "us-east-1"})
 	if err != nil {
 		t.Fatal(err)

@@ -10,24 +10,31 @@ import (
 	"github.com/kiln-dev/kiln/kilntest/wait"
 	"github.com/kiln-dev/kiln/natsd"
 	"github.com/kiln-dev/kiln/natsd/natstest"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// bucket is KV bucket "b" on a JetStream of the test's own.
+func bucket(t *testing.T) (*nats.Conn, jetstream.KeyValue) {
+	nc := natstest.Connect(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, kv
+}
 
 // LeaderGet answers as the KV API's Get does: values and revisions,
 // missing and deleted keys, and keys the KV API refuses (a wildcard would
 // otherwise read another key through the leader's message get).
 func TestLeaderGet(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, kv := bucket(t)
 	rev, err := kv.Put(ctx, "acct.name", []byte("v1"))
 	if err != nil {
 		t.Fatal(err)
@@ -53,15 +60,7 @@ func TestLeaderGet(t *testing.T) {
 // by a key pattern.
 func TestLeaderKeys(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, kv := bucket(t)
 	if keys, err := natsd.LeaderKeys(ctx, nc, "b", ""); err != nil || len(keys) != 0 {
 		t.Errorf("empty bucket: %q %v", keys, err)
 	}
@@ -83,17 +82,7 @@ func TestLeaderKeys(t *testing.T) {
 // LeaderGet and LeaderKeys through another, however far its replica lags
 // (the KV API's Get and ListKeys may be answered by that replica).
 func TestLeaderReadsSeeAcknowledgedWritesInCluster(t *testing.T) {
-	nodes := natstest.Cluster(t, 3)
-	var conns []*nats.Conn
-	for _, n := range nodes {
-		conns = append(conns, natstest.ConnectTo(t, n))
-	}
-	js, _ := jetstream.New(conns[0])
-	var kv jetstream.KeyValue
-	wait.Retry(t, "create the bucket", func(ctx context.Context) (err error) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3})
-		return err
-	})
+	_, conns, kv := clusterBucket(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for i := range 200 {
@@ -116,19 +105,12 @@ func TestLeaderReadsSeeAcknowledgedWritesInCluster(t *testing.T) {
 // stream's leader, rather than failing: the members left answer that there
 // is no leader, or nobody answers, for a few seconds.
 func TestLeaderReadsWaitThroughElection(t *testing.T) {
-	nodes := natstest.Cluster(t, 3)
-	var conns []*nats.Conn
-	for _, n := range nodes {
-		conns = append(conns, natstest.ConnectTo(t, n))
-	}
-	js, _ := jetstream.New(conns[0])
-	wait.Retry(t, "create the bucket", func(ctx context.Context) error {
-		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3})
-		if err == nil {
-			_, err = kv.Put(ctx, "k", []byte("v"))
-		}
+	nodes, conns, kv := clusterBucket(t)
+	wait.Retry(t, "put", func(ctx context.Context) error {
+		_, err := kv.Put(ctx, "k", []byte("v"))
 		return err
 	})
+	js, _ := jetstream.New(conns[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	info, err := js.Stream(ctx, "KV_b")
@@ -137,12 +119,17 @@ func TestLeaderReadsWaitThroughElection(t *testing.T) {
 	}
 	leader := info.CachedInfo().Cluster.Leader
 	var reader *nats.Conn
+	killed := false
 	for i, n := range nodes {
 		if n.Name() == leader {
 			n.Shutdown()
+			killed = true
 		} else {
 			reader = conns[i]
 		}
+	}
+	if !killed {
+		t.Fatalf("no node named %q, the stream's leader", leader)
 	}
 	if v, _, err := natsd.LeaderGet(ctx, reader, "b", "k"); err != nil || string(v) != "v" {
 		t.Fatalf("read while electing a leader: %q %v", v, err)
@@ -150,4 +137,21 @@ func TestLeaderReadsWaitThroughElection(t *testing.T) {
 	if keys, err := natsd.LeaderKeys(ctx, reader, "b", ""); err != nil || len(keys) != 1 {
 		t.Fatalf("list while electing a leader: %q %v", keys, err)
 	}
+}
+
+// clusterBucket is KV bucket "b", with 3 replicas, on 3 clustered nodes,
+// and a connection to each node.
+func clusterBucket(t *testing.T) ([]*server.Server, []*nats.Conn, jetstream.KeyValue) {
+	nodes := natstest.Cluster(t, 3)
+	var conns []*nats.Conn
+	for _, n := range nodes {
+		conns = append(conns, natstest.ConnectTo(t, n))
+	}
+	js, _ := jetstream.New(conns[0])
+	var kv jetstream.KeyValue
+	wait.Retry(t, "create the bucket", func(ctx context.Context) (err error) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Replicas: 3})
+		return err
+	})
+	return nodes, conns, kv
 }
