@@ -204,6 +204,10 @@ func (p *part) elect() {
 	}
 }
 
+// startGrace is how long a member leaves a vacant partition to the member
+// it prefers.
+const startGrace = 5 * time.Second
+
 func (p *part) tick(start time.Time) {
 	cfg := p.m.cfg
 	p.mu.Lock()
@@ -228,11 +232,14 @@ func (p *part) tick(start time.Time) {
 		}
 		return
 	}
-	// A vacant partition goes to its preferred member first (spreading
-	// leaders over zones); a lapsed lease to whoever is quickest.
+	// A vacant partition (a new cluster's) goes to its preferred member
+	// first, spreading leaders over zones; another takes it only once the
+	// preferred member has had time to start, which on a loaded host is
+	// seconds after the others (a lease of 2 of them let the first members
+	// up take every partition). A lapsed lease goes to whoever is quickest.
 	preferred := p.id%cfg.Members == cfg.Index
 	lapsed := p.present && time.Since(p.seen) > cfg.Lease
-	vacant := !p.present && (preferred || time.Since(start) > 2*cfg.Lease) && time.Since(p.seen) > cfg.Lease/4
+	vacant := !p.present && (preferred || time.Since(start) > max(2*cfg.Lease, startGrace)) && time.Since(p.seen) > cfg.Lease/4
 	if (!lapsed && !vacant) || p.cons == nil { // not tailing the journal: could not catch up
 		p.mu.Unlock()
 		return

@@ -105,6 +105,26 @@ func logger() *slog.Logger {
 
 func newRig(t testing.TB, parts int, mode Mode, tune func(*Config)) *rig {
 	t.Helper()
+	r := emptyRig(t, parts, mode, tune)
+	for i := 0; i < 3; i++ {
+		r.start(i)
+	}
+	nc := r.connect()
+	var err error
+	r.client, err = NewClient(context.Background(), nc, parts, 1, r.fleet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.client.Deadline = 10 * time.Second
+	for p := 0; p < parts; p++ {
+		r.waitLeader(p, wait.Deadline)
+	}
+	return r
+}
+
+// emptyRig is a rig whose members are yet to start.
+func emptyRig(t testing.TB, parts int, mode Mode, tune func(*Config)) *rig {
+	t.Helper()
 	srv, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
@@ -119,19 +139,23 @@ func newRig(t testing.TB, parts int, mode Mode, tune func(*Config)) *rig {
 		}
 		srv.Shutdown()
 	})
-	for i := 0; i < 3; i++ {
-		r.start(i)
-	}
-	nc := r.connect()
-	r.client, err = NewClient(context.Background(), nc, parts, 1, r.fleet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.client.Deadline = 10 * time.Second
-	for p := 0; p < parts; p++ {
-		r.waitLeader(p, 5*time.Second)
-	}
 	return r
+}
+
+// A new cluster's partitions are led by their preferred members, spread
+// over the zones, even when one member starts seconds after the others
+// (as on a loaded host).
+func TestLeadersSpreadDespiteALateMember(t *testing.T) {
+	r := emptyRig(t, 3, Replicated, nil)
+	r.start(1)
+	r.start(2)
+	time.Sleep(2 * time.Second) // the scenario: well after the others' lease (300 ms)
+	r.start(0)
+	for p := 0; p < 3; p++ {
+		if i := r.waitLeader(p, wait.Deadline); i != p {
+			t.Errorf("partition %d led by m%d, want its preferred m%d", p, i, p)
+		}
+	}
 }
 
 func (r *rig) connect() *nats.Conn {
