@@ -79,7 +79,7 @@ func (k *kiln) print(t *testing.T, lines int, text string) {
 // stored asynchronously) and returns the group's events.
 func (k *kiln) waitFor(t *testing.T, want string) []types.FilteredLogEvent {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		evs := filterAll(t, k.logs, &cwl.FilterLogEventsInput{LogGroupName: aws.String(k.group)})
 		for _, e := range evs {
@@ -88,7 +88,7 @@ func (k *kiln) waitFor(t *testing.T, want string) []types.FilteredLogEvent {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no event with %q in %s after 10 s: %q", want, k.group, messages(evs, filtMsg))
+			t.Fatalf("no event with %q in %s after 60 s: %q", want, k.group, messages(evs, filtMsg))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -53,7 +53,7 @@ func TestDescriptionsFollowOtherProcesses(t *testing.T) {
 			}
 			big := SendInput{MessageBody: strings.Repeat("a", 2000)}
 			var e *Error
-			deadline := time.Now().Add(10 * time.Second)
+			deadline := time.Now().Add(60 * time.Second)
 			for {
 				_, err := b.Send(ctx, "123456789012", "shared", big)
 				if errors.As(err, &e) && e.Code == errInvalidParam.code {

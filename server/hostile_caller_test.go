@@ -98,7 +98,7 @@ func TestHostileCallerBodiesBounded(t *testing.T) {
 	var peak uint64
 	for range 10 {
 		peak = max(peak, heapInUse())
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(100 * time.Millisecond) // samples the heap for a second while the connections stall (the scenario)
 	}
 	if grew := int64(peak) - int64(before); grew > 64<<20 {
 		t.Fatalf("%d connections announcing %d MB bodies grew the heap by %d MB", 2*conns, announced>>20, grew>>20)

@@ -539,7 +539,7 @@ func TestTwoFrontends(t *testing.T) {
 	if _, err := a.client.DeleteStream(ctx, &kinesis.DeleteStreamInput{StreamName: aws.String("shared")}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		_, err := b.client.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: aws.String("shared"), PartitionKey: aws.String("k"), Data: []byte("2")})
 		if kilntest.ErrorCode(err) == "ResourceNotFoundException" {
