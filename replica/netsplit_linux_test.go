@@ -90,7 +90,7 @@ func TestNetworkPartitionedLeader(t *testing.T) {
 			lastOK.Store(time.Now().UnixNano())
 		}
 	})
-	defer stop() // stop the callers even if the test fails
+	defer stop()                       // stop the callers even if the test fails
 	time.Sleep(300 * time.Millisecond) // load runs a while before the cut (the scenario)
 
 	split.SetLink(false)
