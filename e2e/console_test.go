@@ -14,7 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/chromedp/chromedp"
-	"github.com/kiln-dev/kiln/cluster"
+	"github.com/kiln-dev/kiln/internal/cluster"
 )
 
 // chromium is Debian's chromium, which scripts/deps installs.

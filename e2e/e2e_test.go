@@ -31,7 +31,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 )
 
 const (

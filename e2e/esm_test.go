@@ -13,9 +13,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
-	"github.com/kiln-dev/kiln/esm"
-	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/esm"
+	"github.com/kiln-dev/kiln/internal/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

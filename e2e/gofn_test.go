@@ -14,9 +14,9 @@ import (
 	cwl "github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/kiln-dev/kiln/eventinvoke"
-	"github.com/kiln-dev/kiln/frontend"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/eventinvoke"
+	"github.com/kiln-dev/kiln/internal/frontend"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 )
 
 // goCallerSource is a Go function calling Kiln as code on Lambda calls AWS

@@ -27,8 +27,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
-	"github.com/kiln-dev/kiln/worker/sandboxtest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/worker/sandboxtest"
 	"golang.org/x/sys/unix"
 )
 

@@ -17,10 +17,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/kiln-dev/kiln/images/imagestest"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
-	"github.com/kiln-dev/kiln/tier"
-	"github.com/kiln-dev/kiln/tier/tiertest"
+	"github.com/kiln-dev/kiln/internal/images/imagestest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/tier"
+	"github.com/kiln-dev/kiln/internal/tier/tiertest"
 )
 
 // testImages are the images the image tests run: toolkit:v1 and v2 (an

@@ -7,7 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesis"
-	"github.com/kiln-dev/kiln/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest"
 )
 
 // TestKinesis drives Kiln streams with Debian's AWS CLI (kinesis.sh) and

@@ -15,9 +15,9 @@ import (
 	cwl "github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/kiln-dev/kiln/eventinvoke"
-	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/eventinvoke"
+	"github.com/kiln-dev/kiln/internal/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 	"github.com/nats-io/nats.go/jetstream"
 )
 

@@ -12,8 +12,8 @@ import (
 	cwl "github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
-	"github.com/kiln-dev/kiln/kilntest/rabbitmqtest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/rabbitmqtest"
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 

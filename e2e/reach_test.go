@@ -11,7 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 )
 
 // reachApp reports which of the addresses it can open a TCP connection to

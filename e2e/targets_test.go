@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kiln-dev/kiln/cluster"
-	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/cluster"
+	"github.com/kiln-dev/kiln/internal/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 	"github.com/nats-io/nats.go"
 )
 

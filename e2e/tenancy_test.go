@@ -26,8 +26,8 @@ import (
 	cwl "github.com/aws/aws-sdk-go-v2/service/cloudwatchlogs"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/kiln-dev/kiln/kilntest"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 )
 
 // account is an account `kiln accounts create` made, with a data

@@ -21,9 +21,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/agent"
-	benchpkg "github.com/kiln-dev/kiln/bench"
-	"github.com/kiln-dev/kiln/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/agent"
+	benchpkg "github.com/kiln-dev/kiln/internal/bench"
+	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 )
 
 func main() {

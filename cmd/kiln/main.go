@@ -23,11 +23,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kiln-dev/kiln/accounts"
-	"github.com/kiln-dev/kiln/agent"
-	"github.com/kiln-dev/kiln/cluster"
-	"github.com/kiln-dev/kiln/roles"
-	"github.com/kiln-dev/kiln/server"
+	"github.com/kiln-dev/kiln/internal/accounts"
+	"github.com/kiln-dev/kiln/internal/agent"
+	"github.com/kiln-dev/kiln/internal/cluster"
+	"github.com/kiln-dev/kiln/internal/roles"
+	"github.com/kiln-dev/kiln/internal/server"
 )
 
 func main() {

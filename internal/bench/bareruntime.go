@@ -1,0 +1,153 @@
+package bench
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"syscall"
+	"time"
+
+	"github.com/kiln-dev/kiln/internal/api"
+	"github.com/kiln-dev/kiln/internal/runtimeapi"
+	"github.com/kiln-dev/kiln/internal/sched"
+)
+
+// bareRuntimes drive the function's runtime processes straight through
+// Kiln's Runtime API server, with no frontend, counting, assignment,
+// sandbox or client in between, each on one CPU as in the sandbox: what
+// the runtime alone costs, the least any platform running it could.
+type bareRuntimes struct {
+	bootstrap string
+	payload   []byte
+	running   []*bareRuntime
+}
+
+type bareRuntime struct {
+	api *runtimeapi.Server
+	cmd *exec.Cmd
+}
+
+// newBareRuntimes unpacks the deployment package's bootstrap into dir.
+func newBareRuntimes(dir string, pkg, payload []byte) (*bareRuntimes, error) {
+	zr, err := zip.NewReader(bytes.NewReader(pkg), int64(len(pkg)))
+	if err != nil {
+		return nil, err
+	}
+	f, err := zr.Open("bootstrap")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	bin, err := io.ReadAll(f)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "bare-bootstrap")
+	if err := os.WriteFile(path, bin, 0o755); err != nil {
+		return nil, err
+	}
+	return &bareRuntimes{bootstrap: path, payload: payload}, nil
+}
+
+func (b *bareRuntimes) target(ctx context.Context) target {
+	return target{name: "runtime only",
+		prepare: func(clients int) error {
+			return startUpTo(&b.running, clients, func() (*bareRuntime, error) { return b.start(ctx) })
+		},
+		call: func(ctx context.Context, i int) (time.Duration, error) { return b.running[i].invoke(ctx, b.payload) },
+		cpu: func() cpuSplit {
+			var all cpuSplit
+			for _, r := range b.running {
+				all.Runtime += processCPU(r.cmd.Process.Pid)
+			}
+			return all
+		}}
+}
+
+// startUpTo starts instances until there is one per client: runtimes
+// that serve one invoke at a time.
+func startUpTo[T any](running *[]T, clients int, start func() (T, error)) error {
+	for len(*running) < clients {
+		r, err := start()
+		if err != nil {
+			return err
+		}
+		*running = append(*running, r)
+	}
+	return nil
+}
+
+// start runs one runtime process, with nothing in its environment but the
+// Runtime API's address (as a sandboxed one gets little more), and waits
+// for its first /next.
+func (b *bareRuntimes) start(ctx context.Context) (*bareRuntime, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := runtimeapi.Serve(ln, runtimeapi.Config{})
+	cmd := exec.CommandContext(ctx, b.bootstrap)
+	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String()}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		srv.Close()
+		return nil, err
+	}
+	r := &bareRuntime{api: srv, cmd: cmd}
+	// One vCPU, as the sandbox gives the function at 1,769 MB (the Go
+	// runtime follows its affinity within a second: the warm-up covers it).
+	if err := sched.Pin(cmd.Process.Pid, []int{len(b.running) % runtime.NumCPU()}); err != nil {
+		r.stop()
+		return nil, err
+	}
+	select {
+	case <-srv.Ready():
+	case <-time.After(10 * time.Second):
+		r.stop()
+		return nil, errors.New("bare runtime: no /next within 10 s")
+	}
+	if o := srv.InitError(); o != nil {
+		r.stop()
+		return nil, fmt.Errorf("bare runtime: init error %s", o.Payload)
+	}
+	return r, nil
+}
+
+func (r *bareRuntime) invoke(ctx context.Context, payload []byte) (time.Duration, error) {
+	start := time.Now()
+	results, err := r.api.Invoke(&runtimeapi.Event{RequestID: api.NewUUID(), Payload: payload,
+		DeadlineMs:  start.Add(time.Minute).UnixMilli(),
+		FunctionArn: "arn:aws:lambda:" + benchRegion + ":000000000000:function:bare"})
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case o := <-results:
+		if o.ErrorType != "" {
+			return 0, fmt.Errorf("bare runtime: %s: %s", o.ErrorType, o.Payload)
+		}
+		return time.Since(start), nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+func (r *bareRuntime) stop() {
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+	r.api.Close()
+}
+
+func (b *bareRuntimes) stop() {
+	for _, r := range b.running {
+		r.stop()
+	}
+}

@@ -1,0 +1,116 @@
+// Package tiertest is the conformance suite every tier.Store runs.
+package tiertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/kiln-dev/kiln/internal/tier"
+)
+
+// Run checks the behaviour every tier shares. open returns a new, empty store
+// holding at least 8 MiB.
+func Run(t *testing.T, open func(t *testing.T) tier.Store) {
+	ctx := context.Background()
+	blob := func(s string) (string, []byte) { b := []byte(s); return tier.Name(b), b }
+
+	t.Run("RoundTrip", func(t *testing.T) {
+		s := open(t)
+		name, b := blob("a chunk")
+		if err := s.Put(ctx, name, b); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, name)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get = %q, %v", got, err)
+		}
+	})
+	t.Run("Large", func(t *testing.T) { // larger than one NATS message
+		s := open(t)
+		b := make([]byte, 5<<20/2)
+		for i := range b {
+			b[i] = byte(i * 31)
+		}
+		name := tier.Name(b)
+		if err := s.Put(ctx, name, b); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, name)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get: %d bytes, %v", len(got), err)
+		}
+	})
+	t.Run("NotFound", func(t *testing.T) {
+		s := open(t)
+		name, _ := blob("never put")
+		if _, err := s.Get(ctx, name); !errors.Is(err, tier.ErrNotFound) {
+			t.Fatalf("err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("PutTwice", func(t *testing.T) {
+		s := open(t)
+		name, b := blob("twice")
+		for range 2 {
+			if err := s.Put(ctx, name, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err := s.Get(ctx, name); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get = %q, %v", got, err)
+		}
+	})
+	t.Run("Delete", func(t *testing.T) {
+		s := open(t)
+		name, b := blob("deleted")
+		if err := s.Put(ctx, name, b); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // deleting what is gone is not an error
+			if err := s.Delete(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.Get(ctx, name); !errors.Is(err, tier.ErrNotFound) {
+			t.Fatalf("err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("RefusesPathNames", func(t *testing.T) {
+		s := open(t)
+		for _, name := range []string{"", "../../etc/passwd", "ab/" + tier.Name(nil)[3:], tier.Name(nil) + "x"} {
+			if err := s.Put(ctx, name, []byte("x")); err == nil {
+				t.Errorf("Put(%q) accepted", name)
+			}
+			if _, err := s.Get(ctx, name); err == nil {
+				t.Errorf("Get(%q) succeeded", name)
+			}
+		}
+	})
+	t.Run("Concurrent", func(t *testing.T) {
+		s := open(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 32)
+		for i := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				name, b := blob(fmt.Sprint(i % 4)) // four writers per blob
+				if err := s.Put(ctx, name, b); err != nil {
+					errs <- err
+					return
+				}
+				if got, err := s.Get(ctx, name); err != nil || !bytes.Equal(got, b) {
+					errs <- fmt.Errorf("Get %d = %q, %v", i, got, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+}
