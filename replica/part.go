@@ -83,7 +83,10 @@ func (p *part) follow() error {
 	p.cons = nil
 	p.mu.Unlock()
 	if old != nil {
-		old.Stop()
+		// Not waited for: a stuck tail's Stop waits on the library's
+		// re-creation of its consumer (up to 20 s), and the stale gen
+		// drops whatever it still delivers.
+		go old.Stop()
 	}
 	c, err := p.m.js.OrderedConsumer(p.m.ctx, StreamName(p.id), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
