@@ -83,13 +83,19 @@ func (p *part) follow() error {
 	p.cons = nil
 	p.mu.Unlock()
 	if old != nil {
-		old.Stop()
+		// Not waited for: a stuck tail's Stop waits on the library's
+		// re-creation of its consumer (up to 20 s), and the stale gen
+		// drops whatever it still delivers.
+		go old.Stop()
 	}
 	c, err := p.m.js.OrderedConsumer(p.m.ctx, StreamName(p.id), jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return fmt.Errorf("journal consumer of partition %d: %w", p.id, err)
 	}
-	cc, err := c.Consume(func(msg jetstream.Msg) { p.onJournal(gen, msg) })
+	cc, err := c.Consume(func(msg jetstream.Msg) { p.onJournal(gen, msg) },
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			p.m.cfg.Logger.Warn("assignment: journal tail", "partition", p.id, "err", err)
+		}))
 	if err != nil {
 		return fmt.Errorf("journal consumer of partition %d: %w", p.id, err)
 	}
@@ -292,13 +298,14 @@ func (p *part) lead(epoch uint64) {
 			}
 			p.mu.Unlock()
 		}
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		p.mu.Lock()
+		from := p.st.Applied
+		p.mu.Unlock()
+		caught := false
+		for deadline := time.Now().Add(5 * time.Second); !caught && time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 			p.mu.Lock()
-			caught := p.st.Applied >= last
+			caught = p.st.Applied >= last
 			p.mu.Unlock()
-			if caught || time.Now().After(deadline) {
-				break
-			}
 		}
 		p.mu.Lock()
 		if !p.held || p.epoch != epoch {
@@ -307,6 +314,24 @@ func (p *part) lead(epoch uint64) {
 		}
 		expected := p.st.Applied
 		p.mu.Unlock()
+		if !caught {
+			// An append fenced short of the journal's end is refused, and
+			// retrying it while holding the lease left the partition
+			// unserved. A tail that made no progress is stuck (its consumer
+			// went with a NATS node; the library re-creates it only after
+			// missed heartbeats, with backoff): replay on a new one.
+			if attempt >= 20 {
+				err = fmt.Errorf("journal tail at %d, end at %d", expected, last)
+				break
+			}
+			if expected == from {
+				cfg.Logger.Warn("assignment: journal tail stalled, rebuilding", "partition", p.id, "applied", expected, "last", last)
+				if err = p.follow(); err != nil {
+					break
+				}
+			}
+			continue
+		}
 		lead := []partition.Record{{Op: partition.OpLead, Epoch: epoch, Leader: cfg.Member}}
 		b, _ := json.Marshal(lead)
 		ctx, cancel := context.WithTimeout(p.m.ctx, 5*time.Second)

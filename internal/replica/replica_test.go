@@ -342,6 +342,37 @@ func TestFailoverKeepsWarmEnvironments(t *testing.T) {
 	}
 }
 
+// TestStalledTailTakesOver: the followers' journal tails stop (as when
+// their consumers went with a killed NATS node), the journal moves on,
+// and the leader dies. The member that takes the lease must replay the
+// journal on a new tail and serve, not hold the lease while its fenced
+// lead record is refused (the frontends' requests found no responders
+// until their deadline).
+func TestStalledTailTakesOver(t *testing.T) {
+	r := newRig(t, 1, Replicated, nil)
+	r.client.Deadline = 30 * time.Second
+	old := r.leader(0)
+	for i, m := range r.members {
+		if i != old {
+			p := m.parts[0]
+			p.mu.Lock()
+			p.cons.Stop() // left in place: the member still thinks it tails
+			p.mu.Unlock()
+		}
+	}
+	if _, err := r.invoke(fn); err != nil {
+		t.Fatal(err)
+	}
+	r.kill(old)
+	if _, err := r.invoke(fn); err != nil {
+		t.Fatalf("invoke after the leader died: %v", err)
+	}
+	next := r.leader(0)
+	if envs := r.envsOf(next, 0); len(envs) != 1 {
+		t.Errorf("new leader knows %d environments, want the 1 made before the failover", len(envs))
+	}
+}
+
 // BenchmarkFailover measures how long a partition serves no invoke after
 // its leader dies: from the kill to the first invoke served by the next
 // leader (the design's target is 1 s). The dead member comes back between
