@@ -112,6 +112,16 @@ func (u *URLs) lookup(ctx context.Context, id string) (*metadata.Function, *meta
 		return nil, nil, ref, err
 	}
 	cfg, ok := fn.URLFor(id, ref.Qualifier)
+	if !ok {
+		// The cached function learns of writes from the store's watch, and
+		// the URL config just created may not have reached it: refuse only
+		// what the store says (as Resolve does for invokes).
+		u.f.cache.forget(ref.Account, ref.Name)
+		if fn, err = u.f.cache.get(ctx, ref.Account, ref.Name); err != nil {
+			return nil, nil, ref, err
+		}
+		cfg, ok = fn.URLFor(id, ref.Qualifier)
+	}
 	u.mu.Lock()
 	if ok {
 		u.refs[id] = ref
