@@ -57,6 +57,13 @@ func serverAccepts(r *http.Request) bool {
 	if r.ProtoAtLeast(1, 1) && len(r.Header["Host"]) == 0 && r.Host == "" || len(r.Header["Host"]) > 1 {
 		return false
 	}
+	// A Host with a byte no host name may hold ("0 " from an obs-folded
+	// line): httpguts.ValidHostHeader, "malformed Host header".
+	for _, c := range []byte(r.Host) {
+		if !validHostByte(c) {
+			return false
+		}
+	}
 	for k, vs := range r.Header {
 		if !token(k) {
 			return false
@@ -70,6 +77,11 @@ func serverAccepts(r *http.Request) bool {
 		}
 	}
 	return true
+}
+
+func validHostByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0
 }
 
 func trim(s string) string { return strings.Trim(s, " \t\r\n") }
