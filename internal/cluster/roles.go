@@ -81,14 +81,19 @@ func (cfg roleConfig) keyring(ctx context.Context, nc *nats.Conn) (*auth.Keyring
 	}
 	id := roles.Identity{AccountID: cfg.Identity.AccountID, AccessKeyID: cfg.Identity.AccessKeyID,
 		SecretAccessKey: cfg.Identity.SecretAccessKey, SessionKey: cfg.Identity.SessionKey}
-	var k *auth.Keyring
 	var store *accounts.Store
-	err = retryFor(ctx, 60*time.Second, func(context.Context) (err error) {
-		// ctx, not the attempt's: the keyring follows the bucket until the role ends.
-		k, store, err = id.FollowKeyring(ctx, js, cfg.Region, cfg.Replicas)
+	// Each attempt bounded: a JetStream request lost while a new cluster
+	// elects its stream leaders is tried again, not waited on.
+	err = retryFor(ctx, 60*time.Second, func(actx context.Context) (err error) {
+		store, err = id.OpenAccounts(actx, js, cfg.Replicas)
 		return err
 	})
-	return k, store, err
+	if err != nil {
+		return nil, nil, err
+	}
+	k := id.Keyring(cfg.Region)
+	// ctx, not an attempt's: the keyring follows the bucket until the role ends.
+	return k, store, store.Follow(ctx, k)
 }
 
 // roleConfig is what every role process is given.

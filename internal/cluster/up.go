@@ -609,19 +609,27 @@ func (f *File) waitReady(ctx context.Context, workers int, d time.Duration) erro
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	// A control plane answers (the frontends' management calls need one).
+	// Every control plane answers: the frontends' management calls need
+	// one, and the cluster is not up while one is still starting (it would
+	// be missed the moment the other is lost).
 	nc, err := f.connect()
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	want := 0
+	for _, p := range f.Procs {
+		if p.Role == "controlplane" {
+			want++
+		}
+	}
 	for {
-		_, err := nc.Request(subjCPWhere, nil, 2*time.Second)
-		if err == nil {
+		got, err := answering(nc, subjCPWhere, 500*time.Millisecond)
+		if err == nil && got >= want {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no control plane ready: %v", err)
+			return fmt.Errorf("%d of %d control planes ready: %v", got, want, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -634,6 +642,29 @@ func (f *File) waitReady(ctx context.Context, workers int, d time.Duration) erro
 			return fmt.Errorf("cluster not ready: %v (status %+v)", err, st)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// answering counts the distinct replies to one request on subj within d.
+func answering(nc *nats.Conn, subj string, d time.Duration) (int, error) {
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(subj, inbox, nil); err != nil {
+		return 0, err
+	}
+	seen := map[string]bool{}
+	for end := time.Now().Add(d); ; {
+		m, err := sub.NextMsg(time.Until(end))
+		if err != nil {
+			return len(seen), nil // the window is over
+		}
+		if m.Header.Get("Status") == "" { // not the server's "no responders"
+			seen[string(m.Data)] = true
+		}
 	}
 }
 

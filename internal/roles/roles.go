@@ -69,15 +69,25 @@ func (id Identity) Keyring(region string) *auth.Keyring {
 // in step with it until ctx ends (a key added by `kiln accounts` works
 // here at once), and the bucket, where the identity's account is the admin.
 func (id Identity) FollowKeyring(ctx context.Context, js jetstream.JetStream, region string, replicas int) (*auth.Keyring, *accounts.Store, error) {
-	store, err := accounts.Open(ctx, js, accounts.Config{Replicas: replicas})
+	store, err := id.OpenAccounts(ctx, js, replicas)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := store.EnsureAdmin(ctx, id.AccountID); err != nil {
-		return nil, nil, fmt.Errorf("accounts: %w", err)
-	}
 	k := id.Keyring(region)
 	return k, store, store.Follow(ctx, k)
+}
+
+// OpenAccounts opens the accounts bucket, where the identity's account is
+// the admin.
+func (id Identity) OpenAccounts(ctx context.Context, js jetstream.JetStream, replicas int) (*accounts.Store, error) {
+	store, err := accounts.Open(ctx, js, accounts.Config{Replicas: replicas})
+	if err != nil {
+		return nil, err
+	}
+	if err := store.EnsureAdmin(ctx, id.AccountID); err != nil {
+		return nil, fmt.Errorf("accounts: %w", err)
+	}
+	return store, nil
 }
 
 // maxManagementBody is the limit of a direct zip upload: 50 MB zipped,
