@@ -387,31 +387,45 @@ func (s *Store) List(ctx context.Context, account string) ([]*Function, error) {
 	return out, nil
 }
 
-// Follow calls fn with every function as it is now, then with each write
-// (f is nil once the function is deleted), in the bucket's order, until ctx
-// ends. It reads the watch's own values, never a Get that a lagging replica
-// could answer with an older version: a follower built on it converges on
-// the last write.
+// Follow calls fn with every function as it is now, and returns once
+// they are all in; then with each write (f is nil once the function is
+// deleted), in the bucket's order, until ctx ends. It reads the watch's own
+// values, never a Get that a lagging replica could answer with an older
+// version, nor a listing that could cross a write the watch has already
+// delivered: a follower built on it converges on the last write.
 func (s *Store) Follow(ctx context.Context, fn func(account, name string, f *Function)) error {
-	return s.watch(ctx, fn)
+	return s.watch(ctx, fn, true)
 }
 
 // Watch calls changed with every function written (its new value) or
 // deleted (nil) from now on, until ctx ends. Caches use it to replace or
 // drop their entries.
 func (s *Store) Watch(ctx context.Context, changed func(account, name string, f *Function)) error {
-	return s.watch(ctx, changed, jetstream.UpdatesOnly())
+	return s.watch(ctx, changed, false)
 }
 
-func (s *Store) watch(ctx context.Context, fn func(account, name string, f *Function), opts ...jetstream.WatchOpt) error {
+// watch runs fn on the bucket's writes; with current, on its current
+// values first, returning once they are in.
+func (s *Store) watch(ctx context.Context, fn func(account, name string, f *Function), current bool) error {
+	var opts []jetstream.WatchOpt
+	if !current {
+		opts = append(opts, jetstream.UpdatesOnly())
+	}
 	w, err := s.kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("metadata watch: %w", err)
 	}
+	in := make(chan struct{})
+	if !current {
+		close(in)
+	}
+	ended := make(chan struct{})
 	go func() {
+		defer close(ended)
 		defer w.Stop()
 		for e := range w.Updates() {
-			if e == nil { // the current values are all in
+			if e == nil { // the current values are all in (said once)
+				close(in)
 				continue
 			}
 			account, name, ok := strings.Cut(e.Key(), ".")
@@ -427,7 +441,14 @@ func (s *Store) watch(ctx context.Context, fn func(account, name string, f *Func
 			}
 		}
 	}()
-	return nil
+	select {
+	case <-in:
+		return nil
+	case <-ended:
+		return errors.New("metadata watch: ended before the current values were in")
+	case <-ctx.Done():
+		return fmt.Errorf("metadata watch: %w", ctx.Err())
+	}
 }
 
 // All returns every account's functions (for maintenance such as code

@@ -51,8 +51,7 @@ const (
 
 // FunctionStore is where reserved concurrency comes from (*metadata.Store).
 type FunctionStore interface {
-	All(ctx context.Context) ([]*metadata.Function, error)
-	Watch(ctx context.Context, changed func(account, name string, f *metadata.Function)) error
+	Follow(ctx context.Context, fn func(account, name string, f *metadata.Function)) error
 }
 
 // Config configures a member.
@@ -187,22 +186,22 @@ func (m *Member) Close() {
 // PartitionOf is the counting partition of an account.
 func PartitionOf(r *partition.Ring, account string) int { return r.Of(account, "") }
 
+// loadReserved follows every function's reserved concurrency: the current
+// values before it returns, then each write in the bucket's order (a
+// listing beside a watch could cross a write and put back an older value).
 func (m *Member) loadReserved(ctx context.Context) error {
-	if err := m.cfg.Functions.Watch(m.ctx, func(account, name string, f *metadata.Function) {
+	lctx, cancel := context.WithCancel(m.ctx)
+	stop := context.AfterFunc(ctx, cancel) // Start's ctx bounds the load only
+	defer stop()
+	err := m.cfg.Functions.Follow(lctx, func(account, name string, f *metadata.Function) {
 		var r *int
 		if f != nil {
 			r = f.ReservedConcurrency
 		}
 		m.setReserved(counting.Key{Account: account, Function: name}, r)
-	}); err != nil {
-		return fmt.Errorf("counting: watch functions: %w", err)
-	}
-	fns, err := m.cfg.Functions.All(ctx)
+	})
 	if err != nil {
 		return fmt.Errorf("counting: functions: %w", err)
-	}
-	for _, f := range fns {
-		m.setReserved(counting.Key{Account: f.Account, Function: f.Name}, f.ReservedConcurrency)
 	}
 	return nil
 }
