@@ -72,6 +72,32 @@ func (b *bareRuntimes) target(ctx context.Context) target {
 		}}
 }
 
+// withClient is the runtimes' target with a caller's exchange before each
+// turn: c's request and response, then the event. Unlike the runtimes
+// alone, whose next event is queued before the runtime asks, the runtime
+// waits for its next event while the caller works, as under any platform.
+func (b *bareRuntimes) withClient(ctx context.Context, c *client, name string) target {
+	t, alone := c.target(name), b.target(ctx)
+	prepareClient := t.prepare
+	t.prepare = func(clients int) error {
+		if err := alone.prepare(clients); err != nil {
+			return err
+		}
+		return prepareClient(clients)
+	}
+	t.call = func(ctx context.Context, i int) (time.Duration, error) {
+		start := time.Now()
+		if _, err := c.invoke(ctx); err != nil {
+			return 0, err
+		}
+		if _, err := alone.call(ctx, i); err != nil {
+			return 0, err
+		}
+		return time.Since(start), nil
+	}
+	return t
+}
+
 // startUpTo starts instances until there is one per client: runtimes
 // that serve one invoke at a time.
 func startUpTo[T any](running *[]T, clients int, start func() (T, error)) error {
