@@ -66,7 +66,8 @@ func (b *bareRuntimes) target(ctx context.Context) target {
 		cpu: func() cpuSplit {
 			var all cpuSplit
 			for _, r := range b.running {
-				all.Runtime += processCPU(r.cmd.Process.Pid)
+				cpu, runs := processSched(r.cmd.Process.Pid)
+				all.Runtime, all.RuntimeRuns = all.Runtime+cpu, all.RuntimeRuns+runs
 			}
 			return all
 		}}

@@ -149,6 +149,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
+	fmt.Fprintln(out, "ceiling: a floor exchange + the runtime's turn (p50s added), the runtimes' own throughput (no caller; the next event waits before the runtime asks): optimistic")
+	fmt.Fprintln(out, "signed ceiling: signed+runtime, measured: kiln's client's SigV4-signed request answered by the floor, then the runtime's turn")
 	err = measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
 		f, r, k, sr := st[0], st[1], st[2], st[3]
 		printRatio(out, c, "ratio", k, f)
@@ -161,14 +163,15 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		printRatio(out, c, "signed ceiling", sr, f)
 		fmt.Fprintf(out, "%-8d kiln against the ceiling: p50 %.2fx, throughput %.2fx; against the signed ceiling: p50 %.2fx, throughput %.2fx\n",
 			c, float64(k.P50)/float64(f.P50+r.P50), k.Throughput/r.Throughput, float64(k.P50)/float64(sr.P50), k.Throughput/sr.Throughput)
-		fmt.Fprintf(out, "%-8d cpu per invoke: kiln's processes %s, its runtime %s; runtime only %s; signed+runtime's runtime %s; plain HTTP server %s\n",
-			c, round(k.CPU.Platform), round(k.CPU.Runtime), round(r.CPU.Runtime), round(sr.CPU.Runtime), round(f.CPU.Platform))
+		fmt.Fprintf(out, "%-8d cpu per invoke (times on a CPU): kiln's processes %s (%.1f), its runtime %s (%.1f); runtime only %s (%.1f); signed+runtime's runtime %s (%.1f); plain HTTP server %s (%.1f)\n",
+			c, round(k.CPU.Platform), k.CPU.PlatformRuns, round(k.CPU.Runtime), k.CPU.RuntimeRuns, round(r.CPU.Runtime), r.CPU.RuntimeRuns,
+			round(sr.CPU.Runtime), sr.CPU.RuntimeRuns, round(f.CPU.Platform), f.CPU.PlatformRuns)
 		fmt.Fprintf(out, "%-8d bench process per invoke (clients; runtime only: its Runtime API servers): kiln %s, runtime only %s, signed+runtime %s, plain HTTP %s; host CPU busy: kiln %.0f%%, runtime only %.0f%%, signed+runtime %.0f%%, plain HTTP %.0f%%\n",
 			c, round(k.Bench), round(r.Bench), round(sr.Bench), round(f.Bench), 100*k.Busy, 100*r.Busy, 100*sr.Busy, 100*f.Busy)
 		for i, p := range st[4:] {
 			name := targets[4+i].name
 			printRatio(out, c, name+"/kiln", p, k)
-			fmt.Fprintf(out, "%-8d cpu per invoke: %s %s, its runtime %s\n", c, name, round(p.CPU.Platform), round(p.CPU.Runtime))
+			fmt.Fprintf(out, "%-8d cpu per invoke: %s %s (%.1f), its runtime %s (%.1f)\n", c, name, round(p.CPU.Platform), p.CPU.PlatformRuns, round(p.CPU.Runtime), p.CPU.RuntimeRuns)
 		}
 	})
 	if err != nil {
@@ -466,7 +469,7 @@ func measure(ctx context.Context, targets []target, clients, n int) ([]Stats, er
 	st := make([]Stats, len(targets))
 	for i := range targets {
 		st[i] = summarize(all[i], elapsed[i])
-		st[i].CPU = cpuSplit{cpu[i].Platform / time.Duration(len(all[i])), cpu[i].Runtime / time.Duration(len(all[i]))}
+		st[i].CPU = cpu[i].per(len(all[i]))
 		st[i].Bench = self[i] / time.Duration(len(all[i]))
 		if busy[i]+idle[i] > 0 {
 			st[i].Busy = float64(busy[i]) / float64(busy[i]+idle[i])

@@ -9,17 +9,25 @@ import (
 )
 
 // cpuSplit is CPU time spent by a process tree, split between the
-// platform's own processes and the function's runtime processes.
+// platform's own processes and the function's runtime processes, and how
+// many times their threads were put on a CPU (each a wake-up or a
+// preemption's return: on these guests a switch costs microseconds).
 type cpuSplit struct {
-	Platform, Runtime time.Duration
+	Platform, Runtime         time.Duration
+	PlatformRuns, RuntimeRuns float64
 }
 
 func (a cpuSplit) add(b cpuSplit) cpuSplit {
-	return cpuSplit{a.Platform + b.Platform, a.Runtime + b.Runtime}
+	return cpuSplit{a.Platform + b.Platform, a.Runtime + b.Runtime, a.PlatformRuns + b.PlatformRuns, a.RuntimeRuns + b.RuntimeRuns}
 }
 
 func (a cpuSplit) sub(b cpuSplit) cpuSplit {
-	return cpuSplit{a.Platform - b.Platform, a.Runtime - b.Runtime}
+	return cpuSplit{a.Platform - b.Platform, a.Runtime - b.Runtime, a.PlatformRuns - b.PlatformRuns, a.RuntimeRuns - b.RuntimeRuns}
+}
+
+// per is a's share of each of n requests.
+func (a cpuSplit) per(n int) cpuSplit {
+	return cpuSplit{a.Platform / time.Duration(n), a.Runtime / time.Duration(n), a.PlatformRuns / float64(n), a.RuntimeRuns / float64(n)}
 }
 
 // runtimeComm is the command name of the benchmark function's runtime (its
@@ -68,10 +76,11 @@ func treeCPU(root int) cpuSplit {
 	for queue := []int{root}; len(queue) > 0; queue = queue[1:] {
 		pid := queue[0]
 		queue = append(queue, children[pid]...)
+		cpu, runs := processSched(pid)
 		if procs[pid].comm == runtimeComm {
-			out.Runtime += processCPU(pid)
+			out.Runtime, out.RuntimeRuns = out.Runtime+cpu, out.RuntimeRuns+runs
 		} else {
-			out.Platform += processCPU(pid)
+			out.Platform, out.PlatformRuns = out.Platform+cpu, out.PlatformRuns+runs
 		}
 	}
 	return out
@@ -79,20 +88,28 @@ func treeCPU(root int) cpuSplit {
 
 // processCPU sums the run time of pid's live threads.
 func processCPU(pid int) time.Duration {
+	cpu, _ := processSched(pid)
+	return cpu
+}
+
+// processSched sums the run time of pid's live threads and the times they
+// were put on a CPU (schedstat: run ns, wait ns, timeslices).
+func processSched(pid int) (time.Duration, float64) {
 	dir := filepath.Join("/proc", strconv.Itoa(pid), "task")
 	tasks, _ := os.ReadDir(dir)
-	var ns int64
+	var ns, runs int64
 	for _, t := range tasks {
 		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
 		if err != nil {
 			continue
 		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
+		if f := strings.Fields(string(b)); len(f) == 3 {
 			n, _ := strconv.ParseInt(f[0], 10, 64)
-			ns += n
+			r, _ := strconv.ParseInt(f[2], 10, 64)
+			ns, runs = ns+n, runs+r
 		}
 	}
-	return time.Duration(ns)
+	return time.Duration(ns), float64(runs)
 }
 
 // hostCPU reads from /proc/stat the CPU time all of the host's CPUs spent
