@@ -149,7 +149,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))
-	fmt.Fprintln(out, "ceiling: a floor exchange + the runtime's turn (p50s added), the runtimes' own throughput (no caller; the next event waits before the runtime asks): optimistic")
+	fmt.Fprintln(out, "ceiling: a floor exchange + the runtime's turn (p50s added), the runtimes' own throughput (no caller; the next event queued before the runtime asks): optimistic")
 	fmt.Fprintln(out, "signed ceiling: signed+runtime, measured: kiln's client's SigV4-signed request answered by the floor, then the runtime's turn")
 	err = measureLevels(ctx, out, targets, cfg.Clients, cfg.Invokes, func(c int, st []Stats) {
 		f, r, k, sr := st[0], st[1], st[2], st[3]
