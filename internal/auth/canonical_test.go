@@ -59,6 +59,9 @@ func FuzzExpectedSignature(f *testing.F) {
 		if err != nil || u.Host != "" || u.Scheme != "" {
 			return
 		}
+		if name != "" && !headerName(name) {
+			return // net/http's server refuses the request: no handler sees it
+		}
 		u.RawQuery, u.Scheme = query, scheme
 		r := &http.Request{Method: method, URL: u, Host: host, Header: http.Header{}, ContentLength: length}
 		if name != "" {
@@ -75,6 +78,14 @@ func FuzzExpectedSignature(f *testing.F) {
 			t.Fatalf("signature %s, the SDK's %s", got, want)
 		}
 	})
+}
+
+// headerName reports whether s is a token (RFC 9110), as net/http's
+// server requires of every header name it accepts. (A name that is not one,
+// say "\x80" beside a signed "\xc8", is a header the SDK would merge with
+// another once both lower-case to U+FFFD; no request brings one.)
+func headerName(s string) bool {
+	return !strings.ContainsFunc(s, func(c rune) bool { return c <= ' ' || c > '~' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, c) })
 }
 
 // The key cache keys on the secret too: a rotated secret is never checked
