@@ -17,7 +17,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/api"
 	"github.com/kiln-dev/kiln/internal/runtimeapi"
-	"github.com/kiln-dev/kiln/internal/sched"
+	"golang.org/x/sys/unix"
 )
 
 // bareRuntimes drive the function's runtime processes straight through
@@ -60,7 +60,7 @@ func newBareRuntimes(dir string, pkg, payload []byte) (*bareRuntimes, error) {
 func (b *bareRuntimes) target(ctx context.Context) target {
 	return target{name: "runtime only",
 		prepare: func(clients int) error {
-			return startUpTo(&b.running, clients, func() (*bareRuntime, error) { return b.start(ctx) })
+			return startUpTo(&b.running, clients, func() (*bareRuntime, error) { return b.start(ctx, len(b.running)%runtime.NumCPU()) })
 		},
 		call: func(ctx context.Context, i int) (time.Duration, error) { return b.running[i].invoke(ctx, b.payload) },
 		cpu: func() cpuSplit {
@@ -112,10 +112,10 @@ func startUpTo[T any](running *[]T, clients int, start func() (T, error)) error 
 	return nil
 }
 
-// start runs one runtime process, with nothing in its environment but the
-// Runtime API's address (as a sandboxed one gets little more), and waits
-// for its first /next.
-func (b *bareRuntimes) start(ctx context.Context) (*bareRuntime, error) {
+// start runs one runtime process on one CPU, with nothing in its
+// environment but the Runtime API's address (as a sandboxed one gets
+// little more), and waits for its first /next.
+func (b *bareRuntimes) start(ctx context.Context, cpu int) (*bareRuntime, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -124,17 +124,13 @@ func (b *bareRuntimes) start(ctx context.Context) (*bareRuntime, error) {
 	cmd := exec.CommandContext(ctx, b.bootstrap)
 	cmd.Env = []string{"AWS_LAMBDA_RUNTIME_API=" + ln.Addr().String()}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// One vCPU from its exec on, as the sandbox gives the function at
+	// 1,769 MB (its agent is pinned before it starts the runtime).
+	if err := startPinned(cmd, cpu); err != nil {
 		srv.Close()
 		return nil, err
 	}
 	r := &bareRuntime{api: srv, cmd: cmd}
-	// One vCPU, as the sandbox gives the function at 1,769 MB (the Go
-	// runtime follows its affinity within a second: the warm-up covers it).
-	if err := sched.Pin(cmd.Process.Pid, []int{len(b.running) % runtime.NumCPU()}); err != nil {
-		r.stop()
-		return nil, err
-	}
 	select {
 	case <-srv.Ready():
 	case <-time.After(10 * time.Second):
@@ -146,6 +142,34 @@ func (b *bareRuntimes) start(ctx context.Context) (*bareRuntime, error) {
 		return nil, fmt.Errorf("bare runtime: init error %s", o.Payload)
 	}
 	return r, nil
+}
+
+// startPinned starts cmd on one CPU: forked from a thread pinned to it
+// for the moment, whose affinity the child inherits.
+func startPinned(cmd *exec.Cmd, cpu int) error {
+	runtime.LockOSThread()
+	var was, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &was); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	one.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	err := cmd.Start()
+	if rerr := unix.SchedSetaffinity(0, &was); rerr != nil {
+		// The thread stays locked to this goroutine, and Go ends it
+		// with the goroutine, rather than running others on one CPU.
+		if err == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		return rerr
+	}
+	runtime.UnlockOSThread()
+	return err
 }
 
 func (r *bareRuntime) invoke(ctx context.Context, payload []byte) (time.Duration, error) {

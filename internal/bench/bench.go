@@ -178,70 +178,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		return err
 	}
 
-	return coldStarts(ctx, out, colds, cfg.ColdStarts, zip, cfg.Payload)
-}
-
-// coldTarget is a Kiln whose cold starts are measured, with the client of
-// its warm runs.
-type coldTarget struct {
-	name string
-	kiln *kilnProcess
-	warm *client
-}
-
-// coldStarts measures n cold starts of each Kiln, interleaved (the i-th of
-// each back to back, in turns first), and prints p50/p99 end to end and of
-// each phase X-Kiln-Cold-Start gives.
-func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, n int, zip, payload []byte) error {
-	fmt.Fprintf(out, "\ncold starts: %d functions, first invoke of each, end to end\n", n)
-	cold := make([][]time.Duration, len(kilns))
-	phases := make([][][]time.Duration, len(kilns)) // kiln, phase, sample
-	for i := range n {
-		for j := range kilns {
-			k := (i + j) % len(kilns)
-			name := fmt.Sprintf("bench-cold-%d", i)
-			if err := kilns[k].kiln.createEcho(ctx, name, zip, oneVCPU); err != nil {
-				return err
-			}
-			c := signedClient(kilns[k].kiln.endpoint, name, payload, 1)
-			c.http = kilns[k].warm.http // the warm runs' connection: a cold start, not a new connection, is measured
-			d, h, err := c.exchange(ctx)
-			if err != nil {
-				return err
-			}
-			cold[k] = append(cold[k], d)
-			if h.Get("X-Kiln-Cold-Start") == "" {
-				continue // a Kiln from before the header (measured with --kiln)
-			}
-			got, err := parseColdStart(h.Get("X-Kiln-Cold-Start"))
-			if err != nil {
-				return fmt.Errorf("%s: cold start %d: %w", kilns[k].name, i, err)
-			}
-			for len(phases[k]) < len(got) {
-				phases[k] = append(phases[k], nil)
-			}
-			for p := range got {
-				phases[k][p] = append(phases[k][p], got[p])
-			}
-		}
-	}
-	for k, kn := range kilns {
-		cs := summarize(cold[k], 0)
-		fmt.Fprintf(out, "%-14s cold start p50 %s  p99 %s\n", kn.name, round(cs.P50), round(cs.P99))
-		for p, ph := range phases[k] {
-			ps := summarize(ph, 0)
-			name := coldPhases[p]
-			if name == "runtime" && len(phases[k]) == len(coldPhases) {
-				name = "runtime start"
-			}
-			fmt.Fprintf(out, "  %-13s p50 %10s  p99 %10s\n", name, round(ps.P50), round(ps.P99))
-		}
-		if len(phases[k]) == len(coldPhases)-1 {
-			fmt.Fprintln(out, "  (an earlier Kiln: its runtime phase holds the runtime's start and init)")
-		}
-	}
-	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; the rest of the end-to-end time is the exchange, auth, resolve and the first invoke)")
-	return nil
+	return coldStarts(ctx, out, colds, bare, cfg.ColdStarts, zip, cfg.Payload)
 }
 
 // coldPhases are the phases of X-Kiln-Cold-Start, in its order (see
