@@ -118,7 +118,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	targets[0].cpu = func() cpuSplit { return treeCPU(floorPID) }
 	targets[2].cpu = func() cpuSplit { return treeCPU(s.pid) }
 	targets[3].cpu = func() cpuSplit { return targets[0].cpu().add(targets[1].cpu()) }
-	colds := []coldTarget{{"kiln", s, kiln}}
+	colds := []coldTarget{{name: "kiln", kiln: s, warm: kiln}}
 	if cfg.Baseline != "" {
 		base, err := startKiln(ctx, cfg.Baseline, filepath.Join(dir, "baseline"), cfg.Sandbox, false)
 		if err != nil {
@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		t := c.target("kiln baseline")
 		t.cpu = func() cpuSplit { return treeCPU(base.pid) }
 		targets = append(targets, t)
-		colds = append(colds, coldTarget{"kiln baseline", base, c})
+		colds = append(colds, coldTarget{name: "kiln baseline", kiln: base, warm: c})
 	}
 	if cfg.Peers != "" {
 		rie, err := installPeer(ctx, cfg.Peers, rieModule)
@@ -146,6 +146,13 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 		defer em.stop()
 		targets = append(targets, em.target(ctx))
 		fmt.Fprintln(out, "peers: aws-lambda-rie (one per client; it runs one invoke at a time). OpenFaaS's of-watchdog is not measured: the module proxy refuses github.com/openfaas/of-watchdog (403)")
+	}
+
+	// Each Kiln's first invoke: the first cold start after it started.
+	for i := range colds {
+		if colds[i].first, err = colds[i].exchange(ctx, colds[i].warm); err != nil {
+			return fmt.Errorf("%s: first invoke: %w", colds[i].name, err)
+		}
 	}
 
 	fmt.Fprintf(out, "\nwarm invokes: %d per level in %d interleaved rounds, payload %d bytes\n", cfg.Invokes, rounds, len(cfg.Payload))

@@ -13,9 +13,10 @@ import (
 // coldTarget is a Kiln whose cold starts are measured, with the client of
 // its warm runs.
 type coldTarget struct {
-	name string
-	kiln *kilnProcess
-	warm *client
+	name  string
+	kiln  *kilnProcess
+	warm  *client
+	first coldSample // its first invoke, the first cold start after it started
 }
 
 // coldSample is one cold start: its time end to end at the client and,
@@ -57,6 +58,9 @@ func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, bare *ba
 	base := summarizeCold(samples[0])
 	for k, name := range names {
 		printCold(out, name, summarizeCold(samples[k]), base)
+		if k > 0 {
+			fmt.Fprintf(out, "  first after start-up %s\n", splitCold(kilns[k-1].first))
+		}
 	}
 	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; rest: the end-to-end time outside them (the client, its signing, auth, resolve, the handover and the first invoke); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
 	return nil
@@ -68,6 +72,11 @@ func (k coldTarget) coldStart(ctx context.Context, name string, zip, payload []b
 	}
 	c := signedClient(k.kiln.endpoint, name, payload, 1)
 	c.http = k.warm.http // the warm runs' connection: a cold start, not a new connection, is measured
+	return k.exchange(ctx, c)
+}
+
+// exchange invokes with c and reads the phases of the cold start.
+func (k coldTarget) exchange(ctx context.Context, c *client) (coldSample, error) {
 	d, h, err := c.exchange(ctx)
 	if err != nil {
 		return coldSample{}, err
@@ -179,11 +188,19 @@ func printCold(out io.Writer, name string, s coldSummary, base coldSummary) {
 		return
 	}
 	for _, sl := range s.slowest {
-		parts := make([]string, 0, len(sl.phases)+1)
-		for p, d := range sl.phases {
-			parts = append(parts, coldPhases[sl.first+p]+" "+round(d))
-		}
-		parts = append(parts, "rest "+round(rest(sl)))
-		fmt.Fprintf(out, "  slowest %10s: %s\n", round(sl.total), strings.Join(parts, ", "))
+		fmt.Fprintf(out, "  slowest %s\n", splitCold(sl))
 	}
+}
+
+// splitCold is a start's time and its split ("12ms: placement 1µs, ...").
+func splitCold(s coldSample) string {
+	if s.phases == nil {
+		return round(s.total)
+	}
+	parts := make([]string, 0, len(s.phases)+1)
+	for p, d := range s.phases {
+		parts = append(parts, coldPhases[s.first+p]+" "+round(d))
+	}
+	parts = append(parts, "rest "+round(rest(s)))
+	return fmt.Sprintf("%10s: %s", round(s.total), strings.Join(parts, ", "))
 }

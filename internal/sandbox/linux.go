@@ -22,8 +22,9 @@
 //     container runtimes mask it), pivot_roots, detaches the host's tree
 //     and brings up lo, the only network, where it listens for the Runtime
 //     API. On cgroup v1 the worker then moves it into its cgroup (on v2 it
-//     was started there with CLONE_INTO_CGROUP). A Start that finds the
-//     pool empty waits for the refill under way rather than preparing
+//     was started there with CLONE_INTO_CGROUP). The pool fills when the
+//     backend is made and after each cold start's init; a Start that
+//     finds it empty waits for the refill under way rather than preparing
 //     one more agent beside it.
 //  2. Start. The worker sets the function's limits (memory, with no swap;
 //     CPU weight; at least one CPU until init ends; the CPUs its memory
@@ -222,6 +223,9 @@ func New(cfg Config) (*Linux, error) {
 			}
 		}
 	}
+	// The pool fills now, not at the first Start: the first cold start
+	// after a worker starts finds an agent ready too.
+	l.startRefill()
 	return l, nil
 }
 
