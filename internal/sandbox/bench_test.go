@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/api"
 	"github.com/kiln-dev/kiln/internal/invoke"
 	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 	"github.com/kiln-dev/kiln/internal/sandbox"
@@ -340,5 +341,54 @@ func BenchmarkInvokeWarmPaired(b *testing.B) {
 	}
 	for _, s := range sides {
 		b.Run(s.name, func(b *testing.B) { reportPercentiles(b, s.times) })
+	}
+}
+
+// BenchmarkColdStartPaired alternates cold starts between the process
+// backend (the runtime forked and executed by the worker, no isolation)
+// and the Linux one, each a Create and its first two invokes, so that both
+// see the same load: what the sandbox adds to each part of a cold start.
+func BenchmarkColdStartPaired(b *testing.B) {
+	type side struct {
+		name                  string
+		h                     *sandboxtest.Harness
+		fn                    api.FunctionConfiguration
+		create, first, second []time.Duration
+	}
+	var sides []*side
+	for _, be := range backends(b) {
+		h := sandboxtest.NewHarness(b, be.sb)
+		fn := h.AddGo(b, "echo", fntest.EchoGo)
+		fn.MemorySize = 1769
+		h.W.Destroy(context.Background(), h.Create(b, fn)) // warm the page cache and the backend
+		sides = append(sides, &side{name: be.name, h: h, fn: fn})
+	}
+	inv := &invoke.Invocation{RequestID: "bench", Payload: []byte(`{"a":1}`)}
+	i := 0
+	for b.Loop() {
+		i++
+		for j := range sides {
+			s := sides[(i+j)%len(sides)] // alternate who goes first
+			t0 := time.Now()
+			id := s.h.Create(b, s.fn)
+			t1 := time.Now()
+			for _, d := range []*[]time.Duration{&s.first, &s.second} {
+				t := time.Now()
+				if _, err := s.h.W.Invoke(context.Background(), id, inv); err != nil {
+					b.Fatal(err)
+				}
+				*d = append(*d, time.Since(t))
+			}
+			s.create = append(s.create, t1.Sub(t0))
+			b.StopTimer()
+			s.h.W.Destroy(context.Background(), id) // graceful, in the background
+			b.StartTimer()
+		}
+	}
+	for _, s := range sides {
+		b.Run(s.name+"/create", func(b *testing.B) { reportPercentiles(b, s.create) })
+		b.Run(s.name+"/first-invoke", func(b *testing.B) { reportPercentiles(b, s.first) })
+		b.Run(s.name+"/second-invoke", func(b *testing.B) { reportPercentiles(b, s.second) })
+		s.h.W.Close()
 	}
 }
