@@ -11,14 +11,12 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -186,30 +184,6 @@ func Run(ctx context.Context, cfg Config, out io.Writer) error {
 	}
 
 	return coldStarts(ctx, out, colds, bare, cfg.ColdStarts, zip, cfg.Payload)
-}
-
-// coldPhases are the phases of X-Kiln-Cold-Start, in its order (see
-// invoke.ColdStart); an earlier Kiln gives the first three, its runtime
-// phase then holding the runtime's start and init.
-var coldPhases = []string{"placement", "sandbox", "runtime", "init"}
-
-// parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;sandbox=4.100;
-// runtime=0.200;init=3.000", milliseconds) into one duration per phase.
-func parseColdStart(h string) ([]time.Duration, error) {
-	fields := strings.Split(h, ";")
-	if len(fields) < len(coldPhases)-1 || len(fields) > len(coldPhases) {
-		return nil, fmt.Errorf("X-Kiln-Cold-Start %q: want %d phases", h, len(coldPhases))
-	}
-	out := make([]time.Duration, len(fields))
-	for i, f := range fields {
-		v, ok := strings.CutPrefix(f, coldPhases[i]+"=")
-		ms, err := strconv.ParseFloat(v, 64)
-		if !ok || err != nil {
-			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: phase %d is not %s=milliseconds", h, i, coldPhases[i])
-		}
-		out[i] = time.Duration(math.Round(ms*1000)) * time.Microsecond // the header's resolution
-	}
-	return out, nil
 }
 
 // measureLevels measures the targets at each number of clients, n

@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -62,7 +64,7 @@ func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, bare *ba
 			fmt.Fprintf(out, "  first after start-up %s\n", splitCold(kilns[k-1].first))
 		}
 	}
-	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header; rest: the end-to-end time outside them (the client, its signing, auth, resolve, the handover and the first invoke); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
+	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header (pool: waiting for a prepared agent; an earlier Kiln's is 0, in its sandbox); rest: the end-to-end time outside them (the client, its signing, auth, resolve, the handover and the first invoke); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
 	return nil
 }
 
@@ -147,7 +149,7 @@ func summarizeCold(ss []coldSample) coldSummary {
 	first := ss[0].first
 	for p := range phases {
 		name := coldPhases[first+p]
-		if name == "runtime" && first+phases == len(coldPhases) {
+		if name == "runtime" {
 			name = "runtime start"
 		}
 		add(name, func(s coldSample) time.Duration { return s.phases[p] })
@@ -203,4 +205,42 @@ func splitCold(s coldSample) string {
 	}
 	parts = append(parts, "rest "+round(rest(s)))
 	return fmt.Sprintf("%10s: %s", round(s.total), strings.Join(parts, ", "))
+}
+
+// coldPhases are the phases of X-Kiln-Cold-Start, in its order (see
+// invoke.ColdStart). Earlier Kilns give no pool phase (their sandbox
+// phase holds the wait), and the earliest no init either (their runtime
+// phase holds the runtime's start and init): those read as 0.
+var coldPhases = []string{"placement", "pool", "sandbox", "runtime", "init"}
+
+// optionalPhase are the phases an earlier Kiln's header lacks.
+var optionalPhase = map[string]bool{"pool": true, "init": true}
+
+// parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;pool=0.000;
+// sandbox=4.100;runtime=0.200;init=3.000", milliseconds, in this order)
+// into one duration per phase of coldPhases.
+func parseColdStart(h string) ([]time.Duration, error) {
+	out := make([]time.Duration, len(coldPhases))
+	next := 0 // the index in coldPhases the next field may have
+	for _, f := range strings.Split(h, ";") {
+		k, v, _ := strings.Cut(f, "=")
+		for next < len(coldPhases) && coldPhases[next] != k && optionalPhase[coldPhases[next]] {
+			next++
+		}
+		if next == len(coldPhases) || coldPhases[next] != k {
+			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: %q is not the next phase", h, f)
+		}
+		ms, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: phase %s is not milliseconds", h, k)
+		}
+		out[next] = time.Duration(math.Round(ms*1000)) * time.Microsecond // the header's resolution
+		next++
+	}
+	for ; next < len(coldPhases); next++ {
+		if !optionalPhase[coldPhases[next]] {
+			return nil, fmt.Errorf("X-Kiln-Cold-Start %q: no %s phase", h, coldPhases[next])
+		}
+	}
+	return out, nil
 }

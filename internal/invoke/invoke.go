@@ -60,9 +60,13 @@ type EnvInfo struct {
 // (the frontend reports it in X-Kiln-Cold-Start).
 type ColdStart struct {
 	Placement time.Duration `json:"placement,omitempty"` // choosing a worker
+	// Pool is the wait for an agent prepared ahead of time (isolation,
+	// root and Runtime API listener ready), when the backend's pool had
+	// none ready; 0 when it had one.
+	Pool time.Duration `json:"pool,omitempty"`
 	// Sandbox is the code and layers found or unpacked, isolation, mounts
 	// and the agent, until the agent, its Runtime API listener handed over,
-	// begins to start the function's processes.
+	// begins to start the function's processes; without Pool.
 	Sandbox time.Duration `json:"sandbox,omitempty"`
 	// Runtime is the runtime's start: external extensions started and
 	// registered, then the runtime's fork and exec.
@@ -77,7 +81,7 @@ type ColdStart struct {
 // Header is the X-Kiln-Cold-Start value: each phase in milliseconds.
 func (c ColdStart) Header() string {
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) }
-	return "placement=" + ms(c.Placement) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime) + ";init=" + ms(c.Init)
+	return "placement=" + ms(c.Placement) + ";pool=" + ms(c.Pool) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime) + ";init=" + ms(c.Init)
 }
 
 // Invocation is one invoke's input to an environment.

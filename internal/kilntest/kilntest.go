@@ -101,7 +101,8 @@ func FreeAddr(tb TB) string {
 
 // ColdStart is the X-Kiln-Cold-Start header of an invoke's response (the
 // phases of the environment it started; empty when it ran warm), and
-// whether it is well formed: every phase given, all but placement above 0.
+// whether it is well formed: every phase given, all but placement and
+// pool (0 when an agent was ready) above 0.
 func ColdStart(out *lambda.InvokeOutput) (header string, ok bool) {
 	if r, is := awsmiddleware.GetRawResponse(out.ResultMetadata).(*smithyhttp.Response); is {
 		header = r.Header.Get("X-Kiln-Cold-Start")
@@ -109,4 +110,4 @@ func ColdStart(out *lambda.InvokeOutput) (header string, ok bool) {
 	return header, coldStartHeader.MatchString(header)
 }
 
-var coldStartHeader = regexp.MustCompile(`^placement=\d+\.\d{3};sandbox=[0-9.]*[1-9][0-9.]*;runtime=[0-9.]*[1-9][0-9.]*;init=[0-9.]*[1-9][0-9.]*$`)
+var coldStartHeader = regexp.MustCompile(`^placement=\d+\.\d{3};pool=\d+\.\d{3};sandbox=[0-9.]*[1-9][0-9.]*;runtime=[0-9.]*[1-9][0-9.]*;init=[0-9.]*[1-9][0-9.]*$`)

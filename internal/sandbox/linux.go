@@ -405,35 +405,39 @@ func recvStatus(fd int, timeout time.Duration) (string, error) {
 // preparing one more beside it; it prepares its own only if the refill
 // ends without one (or there is no pool). A pool it leaves short is
 // refilled after the environment's init (process.afterInit), so that the
-// refill does not take CPU from the cold start.
-func (l *Linux) take() (*prepared, error) {
+// refill does not take CPU from the cold start. waited says it found
+// none ready.
+func (l *Linux) take() (pr *prepared, waited bool, err error) {
 	for {
 		select {
 		case pr := <-l.pool:
 			if pr = alive(pr); pr != nil {
-				return pr, nil
+				return pr, waited, nil
 			}
 			continue
 		default:
 		}
+		waited = true
 		refill := l.startRefill()
 		if refill == nil {
-			return l.prepare()
+			pr, err := l.prepare()
+			return pr, waited, err
 		}
 		select {
 		case pr := <-l.pool:
 			if pr = alive(pr); pr != nil {
-				return pr, nil
+				return pr, waited, nil
 			}
 		case <-refill:
 			select {
 			case pr := <-l.pool:
 				if pr = alive(pr); pr != nil {
-					return pr, nil
+					return pr, waited, nil
 				}
 			default:
 			}
-			return l.prepare() // the refill failed (this says why), or others took what it made
+			pr, err := l.prepare() // the refill failed (this says why), or others took what it made
+			return pr, waited, err
 		}
 	}
 }
@@ -536,12 +540,16 @@ func (l *Linux) Start(ctx context.Context, spec worker.SandboxSpec) (worker.Proc
 	if tmpMB <= 0 {
 		tmpMB = 512
 	}
-	pr, err := l.take()
+	asked := time.Now()
+	pr, waited, err := l.take()
 	if err != nil {
 		return nil, err
 	}
 	defer unix.Close(pr.ctl)
 	p := pr.p
+	if waited {
+		p.agentWait = time.Since(asked)
+	}
 	p.memMB = memMB
 	p.afterInit = sync.OnceFunc(func() { l.startRefill() })
 	fail := func(err error) (worker.Process, error) {
@@ -642,6 +650,9 @@ type process struct {
 	// afterInit tops the pool up once the environment's init is over (or
 	// it was killed); nil for an agent still in the pool.
 	afterInit func()
+	// agentWait is how long Start waited for a prepared agent (0: the pool
+	// had one).
+	agentWait time.Duration
 	// namespaces are the agent's, as /proc/PID/ns shows them (for tests).
 	namespaces []string
 
@@ -768,6 +779,10 @@ func (p *process) residentPeak() int64 {
 	}
 	return sum
 }
+
+// AgentWait is how long Start waited for a prepared agent: the cold
+// start's pool phase.
+func (p *process) AgentWait() time.Duration { return p.agentWait }
 
 // InitDone ends the CPU boost of the init phase: from now on the
 // environment gets CPU in proportion to its memory.

@@ -1,6 +1,7 @@
 package sandbox_test
 
 import (
+	"context"
 	"os"
 	"regexp"
 	"strconv"
@@ -9,6 +10,9 @@ import (
 	"testing"
 
 	"github.com/kiln-dev/kiln/internal/agent"
+	"github.com/kiln-dev/kiln/internal/api"
+	"github.com/kiln-dev/kiln/internal/invoke"
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
 	"github.com/kiln-dev/kiln/internal/sandbox"
 	"github.com/kiln-dev/kiln/internal/worker"
@@ -133,4 +137,39 @@ func TestAgentMemoryBounded(t *testing.T) {
 	if kb > 48<<10 {
 		t.Errorf("the agent holds %d KiB after %d requests", kb, n)
 	}
+}
+
+// A cold start's pool phase is its wait for a prepared agent, told apart
+// from the sandbox phase: without a pool every Start prepares its own
+// agent; with one, Starts find an agent ready (the pool fills when the
+// backend is made and after each init).
+func TestColdStartPoolPhase(t *testing.T) {
+	create := func(t *testing.T, h *sandboxtest.Harness, fn api.FunctionConfiguration) invoke.ColdStart {
+		info, err := h.W.Create(context.Background(), invoke.EnvSpec{Account: "123456789012", Function: fn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.W.Destroy(context.Background(), info.ID); err != nil {
+			t.Fatal(err)
+		}
+		return info.Phases
+	}
+	t.Run("no pool", func(t *testing.T) {
+		h := sandboxtest.NewHarness(t, backend(t, sandbox.Config{PoolSize: -1}))
+		fn := h.AddGo(t, "echo", fntest.EchoGo)
+		if ph := create(t, h, fn); ph.Pool <= 0 || ph.Sandbox <= 0 {
+			t.Errorf("phases %+v: want the wait for the agent in pool, the rest in sandbox", ph)
+		}
+	})
+	t.Run("pool", func(t *testing.T) {
+		h := sandboxtest.NewHarness(t, linux(t))
+		fn := h.AddGo(t, "echo", fntest.EchoGo)
+		wait.True(t, "a cold start that finds a prepared agent", func() bool {
+			ph := create(t, h, fn)
+			if ph.Sandbox <= 0 {
+				t.Fatalf("phases %+v: no sandbox phase", ph)
+			}
+			return ph.Pool == 0
+		})
+	})
 }

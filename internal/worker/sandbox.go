@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"os"
+	"time"
 )
 
 // Sandbox is an isolation backend: it starts the agent of one execution
@@ -56,6 +57,13 @@ type Process interface {
 // function's init phase ended well (e.g. to end a CPU boost given to init).
 type InitNotifier interface {
 	InitDone()
+}
+
+// AgentWaiter is implemented by Processes whose backend keeps agents
+// prepared ahead of time: AgentWait is how long Start waited for one (0
+// when one was ready), the cold start's pool phase.
+type AgentWaiter interface {
+	AgentWait() time.Duration
 }
 
 // Prioritizer is implemented by Processes whose CPU priority can change.

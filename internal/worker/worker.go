@@ -233,7 +233,12 @@ func (w *Worker) Create(ctx context.Context, spec invoke.EnvSpec) (*invoke.EnvIn
 	w.mu.Lock()
 	w.envs[id] = e
 	w.mu.Unlock()
-	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: e.phases(begunMono, handedOver, readyMono)}, nil
+	phases := e.phases(begunMono, handedOver, readyMono)
+	if a, ok := proc.(AgentWaiter); ok {
+		phases.Pool = min(a.AgentWait(), phases.Sandbox) // a part of the sandbox phase, told apart
+		phases.Sandbox -= phases.Pool
+	}
+	return &invoke.EnvInfo{ID: id, InitDuration: e.initDuration, Phases: phases}, nil
 }
 
 var errInitTimeout = errors.New("init timed out")
