@@ -148,6 +148,9 @@ func summarizeCold(ss []coldSample) coldSummary {
 	}
 	first := ss[0].first
 	for p := range phases {
+		if slices.ContainsFunc(ss, func(s coldSample) bool { return s.phases[p] < 0 }) {
+			continue // a phase an earlier Kiln does not give
+		}
 		name := coldPhases[first+p]
 		if name == "runtime" {
 			name = "runtime start"
@@ -167,7 +170,7 @@ func summarizeCold(ss []coldSample) coldSummary {
 func rest(s coldSample) time.Duration {
 	r := s.total
 	for _, p := range s.phases {
-		r -= p
+		r -= max(p, 0)
 	}
 	return r
 }
@@ -201,7 +204,9 @@ func splitCold(s coldSample) string {
 	}
 	parts := make([]string, 0, len(s.phases)+1)
 	for p, d := range s.phases {
-		parts = append(parts, coldPhases[s.first+p]+" "+round(d))
+		if d >= 0 {
+			parts = append(parts, coldPhases[s.first+p]+" "+round(d))
+		}
 	}
 	parts = append(parts, "rest "+round(rest(s)))
 	return fmt.Sprintf("%10s: %s", round(s.total), strings.Join(parts, ", "))
@@ -210,7 +215,7 @@ func splitCold(s coldSample) string {
 // coldPhases are the phases of X-Kiln-Cold-Start, in its order (see
 // invoke.ColdStart). Earlier Kilns give no pool phase (their sandbox
 // phase holds the wait), and the earliest no init either (their runtime
-// phase holds the runtime's start and init): those read as 0.
+// phase holds the runtime's start and init).
 var coldPhases = []string{"placement", "pool", "sandbox", "runtime", "init"}
 
 // optionalPhase are the phases an earlier Kiln's header lacks.
@@ -218,9 +223,12 @@ var optionalPhase = map[string]bool{"pool": true, "init": true}
 
 // parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;pool=0.000;
 // sandbox=4.100;runtime=0.200;init=3.000", milliseconds, in this order)
-// into one duration per phase of coldPhases.
+// into one duration per phase of coldPhases, -1 for a phase it lacks.
 func parseColdStart(h string) ([]time.Duration, error) {
 	out := make([]time.Duration, len(coldPhases))
+	for i := range out {
+		out[i] = -1
+	}
 	next := 0 // the index in coldPhases the next field may have
 	for _, f := range strings.Split(h, ";") {
 		k, v, _ := strings.Cut(f, "=")

@@ -18,8 +18,8 @@ func TestParseColdStart(t *testing.T) {
 	}
 	ms := func(f float64) time.Duration { return time.Duration(f * float64(time.Millisecond)) }
 	for h, want := range map[string][]time.Duration{
-		"placement=0.001;sandbox=2.500;runtime=0.250;init=1.000": {ms(0.001), 0, ms(2.5), ms(0.25), ms(1)}, // without pool
-		"placement=0.001;sandbox=2.500;runtime=1.250":            {ms(0.001), 0, ms(2.5), ms(1.25), 0},     // without init either
+		"placement=0.001;sandbox=2.500;runtime=0.250;init=1.000": {ms(0.001), -1, ms(2.5), ms(0.25), ms(1)}, // without pool
+		"placement=0.001;sandbox=2.500;runtime=1.250":            {ms(0.001), -1, ms(2.5), ms(1.25), -1},    // without init either
 	} {
 		if got, err := parseColdStart(h); err != nil || !slices.Equal(got, want) {
 			t.Errorf("parseColdStart(%q) = %v, %v; want %v", h, got, err, want)
@@ -61,6 +61,15 @@ func TestSummarizeCold(t *testing.T) {
 	bare := summarizeCold([]coldSample{{total: ms(3), phases: []time.Duration{ms(2)}, first: len(coldPhases) - 1}})
 	if want := []coldRow{{"end to end", ms(3), ms(3)}, {"init", ms(2), ms(2)}, {"rest", ms(1), ms(1)}}; !slices.Equal(bare.rows, want) {
 		t.Errorf("bare rows %v, want %v", bare.rows, want)
+	}
+	// An earlier Kiln's: no pool phase, no row for it.
+	old := summarizeCold([]coldSample{{total: ms(4), phases: []time.Duration{0, -1, ms(1), ms(1), ms(1)}}})
+	if want := []coldRow{{"end to end", ms(4), ms(4)}, {"placement", 0, 0}, {"sandbox", ms(1), ms(1)}, {"runtime start", ms(1), ms(1)},
+		{"init", ms(1), ms(1)}, {"rest", ms(1), ms(1)}}; !slices.Equal(old.rows, want) {
+		t.Errorf("earlier Kiln's rows %v, want %v", old.rows, want)
+	}
+	if got := splitCold(old.slowest[0]); !strings.HasSuffix(got, ": placement 0s, sandbox 1ms, runtime 1ms, init 1ms, rest 1ms") {
+		t.Errorf("earlier Kiln's split %q", got)
 	}
 	var b strings.Builder
 	printCold(&b, "kiln", got, bare)
