@@ -64,7 +64,7 @@ func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, bare *ba
 			fmt.Fprintf(out, "  first after start-up %s\n", splitCold(kilns[k-1].first))
 		}
 	}
-	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header (pool: waiting for a prepared agent; an earlier Kiln's is 0, in its sandbox); rest: the end-to-end time outside them (the client, its signing, auth, resolve, the handover and the first invoke); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
+	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header (pool: waiting for a prepared agent; an earlier Kiln gives none, its sandbox holds the wait); rest: the end-to-end time outside them (the client, its signing, auth, resolve, the handover and the first invoke); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
 	return nil
 }
 

@@ -102,7 +102,8 @@ type Config struct {
 	// PoolSize is how many agents are kept prepared ahead of time (in
 	// their namespaces and cgroup, root built, waiting for a function), so
 	// that a cold start only attaches the function and starts it; 0 means
-	// 2, negative none.
+	// 3 (with 2, back-to-back cold starts on a busy host sometimes found
+	// it empty while the one refill was slow), negative none.
 	PoolSize int
 }
 
@@ -159,7 +160,7 @@ func New(cfg Config) (*Linux, error) {
 	l := &Linux{cfg: cfg}
 	size := cfg.PoolSize
 	if size == 0 {
-		size = 2
+		size = 3
 	}
 	l.pool = make(chan *prepared, max(0, size))
 	dir := cfg.StateDir
