@@ -27,6 +27,7 @@ import (
 //	go test ./internal/sandbox -run - -bench . -benchtime 200x
 //
 // BenchmarkColdStart        Create → runtime ready (its first /next), p50/p99
+// BenchmarkColdStartPaired  Create, first and second invoke, the process backend interleaved
 // BenchmarkEnvsPerSecond    environments one worker creates per second (4 at a time), kept alive
 // BenchmarkIdleEnvMemory    memory per idle environment besides the function's own
 // BenchmarkInvokeWarm       one warm invoke, worker → runtime → worker
