@@ -23,7 +23,8 @@ type coldTarget struct {
 
 // coldSample is one cold start: its time end to end at the client and,
 // for Kiln, the phases of its X-Kiln-Cold-Start header (for the bare
-// runtime, init alone: its exec to its first /next).
+// runtime, init and invoke: its exec to its first /next, and its first
+// event to its result).
 type coldSample struct {
 	total  time.Duration
 	phases []time.Duration // coldPhases[first:]'s; nil when Kiln gave none
@@ -64,7 +65,7 @@ func coldStarts(ctx context.Context, out io.Writer, kilns []coldTarget, bare *ba
 			fmt.Fprintf(out, "  first after start-up %s\n", splitCold(kilns[k-1].first))
 		}
 	}
-	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header (pool: waiting for a prepared agent; an earlier Kiln gives none, its sandbox holds the wait); rest: the end-to-end time outside them (the client, its signing, auth, resolve, the handover and the first invoke); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
+	fmt.Fprintln(out, "  (phases from Kiln's X-Kiln-Cold-Start header (pool: waiting for a prepared agent; an earlier Kiln gives none, its sandbox holds the wait); first invoke: from its event to its result in the environment; rest: the end-to-end time outside them (the client, its signing, auth, resolve, counting, the hops to and from the environment); the bare runtime is its bootstrap forked by this process, pinned to one CPU, with init from its exec to its first /next)")
 	return nil
 }
 
@@ -101,11 +102,12 @@ func (b *bareRuntimes) coldStart(ctx context.Context) (coldSample, error) {
 	}
 	defer r.stop()
 	init := time.Since(start)
-	if _, err := r.invoke(ctx, b.payload); err != nil {
+	inv, err := r.invoke(ctx, b.payload)
+	if err != nil {
 		return coldSample{}, err
 	}
 	total := time.Since(start)
-	return coldSample{total: total, phases: []time.Duration{init}, first: len(coldPhases) - 1}, nil
+	return coldSample{total: total, phases: []time.Duration{init, inv}, first: len(coldPhases) - 2}, nil
 }
 
 // coldSummary is a series of cold starts in rows: end to end, each phase
@@ -152,8 +154,11 @@ func summarizeCold(ss []coldSample) coldSummary {
 			continue // a phase an earlier Kiln does not give
 		}
 		name := coldPhases[first+p]
-		if name == "runtime" {
+		switch name {
+		case "runtime":
 			name = "runtime start"
+		case "invoke":
+			name = "first invoke"
 		}
 		add(name, func(s coldSample) time.Duration { return s.phases[p] })
 	}
@@ -189,7 +194,7 @@ func printCold(out io.Writer, name string, s coldSummary, base coldSummary) {
 		}
 		fmt.Fprintln(out)
 	}
-	if len(s.rows) <= 3 { // no phases, or only the bare runtime's init
+	if len(s.rows) <= 4 { // no phases, or only the bare runtime's
 		return
 	}
 	for _, sl := range s.slowest {
@@ -214,15 +219,17 @@ func splitCold(s coldSample) string {
 
 // coldPhases are the phases of X-Kiln-Cold-Start, in its order (see
 // invoke.ColdStart). Earlier Kilns give no pool phase (their sandbox
-// phase holds the wait), and the earliest no init either (their runtime
-// phase holds the runtime's start and init).
-var coldPhases = []string{"placement", "pool", "sandbox", "runtime", "init"}
+// phase holds the wait) nor invoke (the first invoke, then in the rest),
+// and the earliest no init either (their runtime phase holds the
+// runtime's start and init).
+var coldPhases = []string{"placement", "pool", "sandbox", "runtime", "init", "invoke"}
 
 // optionalPhase are the phases an earlier Kiln's header lacks.
-var optionalPhase = map[string]bool{"pool": true, "init": true}
+var optionalPhase = map[string]bool{"pool": true, "init": true, "invoke": true}
 
 // parseColdStart reads X-Kiln-Cold-Start ("placement=0.012;pool=0.000;
-// sandbox=4.100;runtime=0.200;init=3.000", milliseconds, in this order)
+// sandbox=4.100;runtime=0.200;init=3.000;invoke=0.500", milliseconds, in
+// this order)
 // into one duration per phase of coldPhases, -1 for a phase it lacks.
 func parseColdStart(h string) ([]time.Duration, error) {
 	out := make([]time.Duration, len(coldPhases))

@@ -280,6 +280,9 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 		}
 		res = &invoke.Result{Payload: initErr.Document, ErrorType: initErr.ErrorType, LogTail: initErr.LogTail}
 	}
+	if started.phases != nil {
+		started.phases.Invoke = res.Duration
+	}
 	initDuration, cause := started.init, started.cause
 	f.cfg.Metrics.Finished(name, res.Duration, initDuration, res.ErrorType)
 	if f.cfg.Observer != nil {

@@ -76,12 +76,18 @@ type ColdStart struct {
 	// aws-lambda-go runs in one process before it asks for an event (Kiln
 	// sees no boundary between the two).
 	Init time.Duration `json:"init,omitempty"`
+	// Invoke is the first invoke in the new environment, from its event's
+	// delivery to the runtime's result (its REPORT's Duration): not the
+	// environment's start, but part of the cold start's time end to end;
+	// the frontend sets it.
+	Invoke time.Duration `json:"invoke,omitempty"`
 }
 
 // Header is the X-Kiln-Cold-Start value: each phase in milliseconds.
 func (c ColdStart) Header() string {
 	ms := func(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 3, 64) }
-	return "placement=" + ms(c.Placement) + ";pool=" + ms(c.Pool) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime) + ";init=" + ms(c.Init)
+	return "placement=" + ms(c.Placement) + ";pool=" + ms(c.Pool) + ";sandbox=" + ms(c.Sandbox) + ";runtime=" + ms(c.Runtime) + ";init=" + ms(c.Init) +
+		";invoke=" + ms(c.Invoke)
 }
 
 // Invocation is one invoke's input to an environment.

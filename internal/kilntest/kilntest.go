@@ -110,4 +110,4 @@ func ColdStart(out *lambda.InvokeOutput) (header string, ok bool) {
 	return header, coldStartHeader.MatchString(header)
 }
 
-var coldStartHeader = regexp.MustCompile(`^placement=\d+\.\d{3};pool=\d+\.\d{3};sandbox=[0-9.]*[1-9][0-9.]*;runtime=[0-9.]*[1-9][0-9.]*;init=[0-9.]*[1-9][0-9.]*$`)
+var coldStartHeader = regexp.MustCompile(`^placement=\d+\.\d{3};pool=\d+\.\d{3};sandbox=[0-9.]*[1-9][0-9.]*;runtime=[0-9.]*[1-9][0-9.]*;init=[0-9.]*[1-9][0-9.]*;invoke=[0-9.]*[1-9][0-9.]*$`)
