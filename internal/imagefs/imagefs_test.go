@@ -200,3 +200,28 @@ func TestPagesKeptAcrossOpens(t *testing.T) {
 		t.Fatalf("reading the file again fetched %d chunks more", n-first)
 	}
 }
+
+// TestReadNotSplit: a 1 MiB read() of pages not cached reaches the file
+// system as one request (two: it is not page-aligned), not as the kernel's
+// default 128 KiB read-ahead windows one after another, which fetched the
+// read's chunks one at a time.
+func TestReadNotSplit(t *testing.T) {
+	big := random(4 << 20)
+	m := mount(t, imagefs.Config{ReadAhead: -1}, imagestest.File{Name: "big", Body: big})
+	f, err := os.Open(filepath.Join(m.dir, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const off = 700<<10 + 123
+	buf := make([]byte, 1<<20)
+	if _, err := f.ReadAt(buf, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(buf, big[off:off+len(buf)]) {
+		t.Fatal("read the wrong bytes")
+	}
+	if n := m.fs.Stats.Reads.Load(); n > 2 {
+		t.Fatalf("a 1 MiB read came as %d requests", n)
+	}
+}

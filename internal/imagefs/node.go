@@ -72,7 +72,9 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 	}
 	n.c.stats.Reads.Add(1)
 	end := min(off+int64(len(dest)), e.Size)
-	out := dest[:0]
+	// The answer is the chunks' own slices, written to the kernel as they
+	// are (writev): a cached chunk is never changed, only dropped.
+	out := make([][]byte, 0, 3)
 	size := int64(0)
 	if len(e.Chunks) > 0 {
 		size = int64(e.Chunks[0].Len) // every chunk but the last is full
@@ -98,7 +100,7 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 		if i == last {
 			hi = end - int64(i)*size
 		}
-		out = append(out, p[lo:hi]...)
+		out = append(out, p[lo:hi])
 	}
 	// Read ahead as a sequential run grows past one read, as the kernel
 	// does: one chunk for every two the run has read beyond its first
@@ -112,7 +114,7 @@ func (n *node) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64
 	for i := last + 1; i <= last+ahead && i < len(e.Chunks); i++ {
 		n.c.prefetch(e.Chunks[i])
 	}
-	return fuse.ReadResultData(out), 0
+	return fuse.ReadResultVector(out), 0
 }
 
 func (n *node) Readlink(context.Context) ([]byte, syscall.Errno) {
