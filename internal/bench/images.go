@@ -159,7 +159,7 @@ func Images(ctx context.Context, cfg ImagesConfig, out io.Writer) error {
 	fmt.Fprintf(out, "  bytes fetched per lazy start: %.1f MiB (of %d MiB of files)\n",
 		delta("kiln_image_bytes_fetched_total")/float64(cfg.Starts)/(1<<20), cfg.FileMB+len(bootstrap)>>20)
 	var reads float64
-	tiers := []string{"memory", "store"}
+	tiers := []string{"store"} // kiln up's one tier (the mounts' cache of decrypted chunks is in front of it)
 	for _, t := range tiers {
 		reads += delta(`kiln_image_chunk_reads_total{tier="` + t + `"}`)
 	}

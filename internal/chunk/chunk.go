@@ -111,24 +111,32 @@ func Seal(salt, plain []byte) (Ref, []byte) {
 	return Ref{ID: Sum(ct), Key: key, Len: len(plain)}, ct
 }
 
-// Open checks ciphertext against ref and decrypts it. A mismatch of either the
-// ID or the GCM tag is ErrCorrupt: such bytes are never returned.
+// Open checks ciphertext against ref and decrypts it into a new buffer. A
+// mismatch of either the ID or the GCM tag is ErrCorrupt: such bytes are
+// never returned.
 func Open(ref Ref, ciphertext []byte) ([]byte, error) {
 	if Sum(ciphertext) != ref.ID {
 		return nil, fmt.Errorf("%w: %s: ciphertext does not match its id", ErrCorrupt, ref.ID)
 	}
-	return Decrypt(ref, ciphertext)
+	return decrypt(ref, ciphertext, nil)
 }
 
 // Decrypt is Open for ciphertext already checked against ref.ID (as
-// tier.Tiers checks every blob it reads): the GCM tag is still checked, so
-// bytes that do not decrypt under the key are ErrCorrupt.
+// tier.Tiers checks every blob it reads), decrypting in ciphertext's own
+// buffer, which the caller gives up: a new plaintext buffer allocated and
+// zeroed cost more than the decryption. The GCM tag is still checked, so
+// bytes that do not decrypt under the key are ErrCorrupt (and the buffer
+// is then cleared).
 func Decrypt(ref Ref, ciphertext []byte) ([]byte, error) {
+	return decrypt(ref, ciphertext, ciphertext[:0])
+}
+
+func decrypt(ref Ref, ciphertext, dst []byte) ([]byte, error) {
 	g, err := aead(ref.Key)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, ref.ID, err)
 	}
-	plain, err := g.Open(nil, zeroNonce, ciphertext, ad(ref.Len))
+	plain, err := g.Open(dst, zeroNonce, ciphertext, ad(ref.Len))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrCorrupt, ref.ID, err)
 	}

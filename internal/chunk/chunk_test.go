@@ -116,3 +116,22 @@ func BenchmarkSplit(b *testing.B) {
 		})
 	}
 }
+
+// TestDecryptInPlace: Decrypt answers in the ciphertext's own buffer, and
+// still refuses bytes whose GCM tag does not check under the key.
+func TestDecryptInPlace(t *testing.T) {
+	plain := []byte("decrypted where it lies")
+	ref, ct := Seal([]byte("s"), plain)
+	other, _ := Seal([]byte("s"), []byte("other"))
+	bad := bytes.Clone(ct)
+	got, err := Decrypt(ref, ct)
+	if err != nil || !bytes.Equal(got, plain) {
+		t.Fatalf("Decrypt = %q, %v", got, err)
+	}
+	if &got[0] != &ct[0] {
+		t.Fatal("Decrypt allocated a new buffer")
+	}
+	if got, err := Decrypt(Ref{ID: ref.ID, Key: other.Key, Len: ref.Len}, bad); !errors.Is(err, ErrCorrupt) || got != nil {
+		t.Fatalf("Decrypt under another key = %q, %v; want ErrCorrupt", got, err)
+	}
+}

@@ -70,12 +70,14 @@ func (c roleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox
 		if err != nil {
 			return nil, err
 		}
-		mem := tier.NewMemory(256 << 20)
-		peer, err := tier.NewPeer(nc, c.Name, mem, disk)
+		// No memory tier: the mounts' decrypted-chunk cache is the one in
+		// memory; peers are served from the disk cache, which holds
+		// everything a memory tier would.
+		peer, err := tier.NewPeer(nc, c.Name, disk)
 		if err != nil {
 			return nil, err
 		}
-		cfg.Caches = []roles.Tier{{Name: "memory", Store: mem}, {Name: "disk", Store: disk}, {Name: "peer", Store: peer}}
+		cfg.Caches = []roles.Tier{{Name: "disk", Store: disk}, {Name: "peer", Store: peer}}
 	}
 	return roles.NewImages(cfg), nil
 }

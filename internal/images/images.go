@@ -364,7 +364,8 @@ func (s *Store) Manifest(ctx context.Context, account, name string) (*Manifest, 
 // Chunk fetches one chunk through the tiers and decrypts it. A copy that
 // fails either check is never returned: the tiers check it against its ID
 // (dropping a corrupt cached copy and fetching it again); a copy that passes
-// that but not the key's GCM tag is refused.
+// that but not the key's GCM tag is refused. The plaintext is decrypted in
+// the buffer the tiers read (theirs to give: tier.Store).
 func (s *Store) Chunk(ctx context.Context, ref chunk.Ref) ([]byte, error) {
 	ct, err := s.Tiers.Get(ctx, ref.ID.String())
 	if err != nil {

@@ -30,7 +30,9 @@ func openImages(ctx context.Context, dir, archives, s3config string, sb worker.S
 	if err != nil {
 		return nil, err
 	}
-	caches := []roles.Tier{{Name: "memory", Store: tier.NewMemory(256 << 20)}}
+	// No memory tier: the mounts' decrypted-chunk cache is the one in
+	// memory (a second one of ciphertext held the same chunks again).
+	var caches []roles.Tier
 	var chunks roles.Tier
 	if s3config == "" {
 		d, err := tier.OpenDir(filepath.Join(dir, "chunks"))

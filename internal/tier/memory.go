@@ -1,13 +1,15 @@
 package tier
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"fmt"
 	"sync"
 )
 
-// Memory is an in-memory LRU cache holding at most MaxBytes of blobs.
+// Memory is an in-memory LRU cache holding at most MaxBytes of blobs, its
+// own copies of them.
 type Memory struct {
 	max int64
 
@@ -36,7 +38,7 @@ func (m *Memory) Get(_ context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	}
 	m.lru.MoveToFront(e)
-	return e.Value.(*memEntry).data, nil
+	return bytes.Clone(e.Value.(*memEntry).data), nil
 }
 
 func (m *Memory) Put(_ context.Context, name string, data []byte) error {
@@ -52,7 +54,7 @@ func (m *Memory) Put(_ context.Context, name string, data []byte) error {
 		m.lru.MoveToFront(e)
 		return nil
 	}
-	m.byKey[name] = m.lru.PushFront(&memEntry{name, data})
+	m.byKey[name] = m.lru.PushFront(&memEntry{name, bytes.Clone(data)})
 	m.size += int64(len(data))
 	for m.size > m.max {
 		m.remove(m.lru.Back())

@@ -22,7 +22,8 @@ var ErrNotFound = errors.New("tier: not found")
 // ErrCorrupt is returned (wrapped) when no tier holds an intact copy.
 var ErrCorrupt = errors.New("tier: corrupt blob")
 
-// Store is one tier.
+// Store is one tier. The bytes Get returns are the caller's (a chunk is
+// decrypted in them), and Put keeps no hold on data once it returns.
 type Store interface {
 	// Get returns the blob named name, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, name string) ([]byte, error)

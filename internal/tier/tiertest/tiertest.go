@@ -44,6 +44,26 @@ func Run(t *testing.T, open func(t *testing.T) tier.Store) {
 			t.Fatalf("Get: %d bytes, %v", len(got), err)
 		}
 	})
+	t.Run("BytesAreTheCallers", func(t *testing.T) {
+		// A reader decrypts a chunk in the bytes Get gave it, and a
+		// writer may reuse its buffer once Put returns: neither may
+		// change what the store holds.
+		s := open(t)
+		name, b := blob("kept as put")
+		put := bytes.Clone(b)
+		if err := s.Put(ctx, name, put); err != nil {
+			t.Fatal(err)
+		}
+		clear(put)
+		got, err := s.Get(ctx, name)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get after the put's buffer changed = %q, %v", got, err)
+		}
+		clear(got)
+		if got, err = s.Get(ctx, name); err != nil || !bytes.Equal(got, b) {
+			t.Fatalf("Get after a reader changed its bytes = %q, %v", got, err)
+		}
+	})
 	t.Run("NotFound", func(t *testing.T) {
 		s := open(t)
 		name, _ := blob("never put")
