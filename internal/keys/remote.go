@@ -40,7 +40,9 @@ var ErrNotServed = errors.New("keys: only unwraps are served over the network")
 
 // Signer proves who asks (pki.Config); Verifier checks it.
 type (
-	Signer   interface{ Sign(msg []byte) (cert, sig []byte, err error) }
+	Signer interface {
+		Sign(msg []byte) (cert, sig []byte, err error)
+	}
 	Verifier interface {
 		Verify(cert, msg, sig []byte) (name, role string, err error)
 	}

@@ -78,7 +78,7 @@ func newService(t *testing.T) *keys.Service {
 
 // TestRemoteUnwrap: a worker opens its account's envelope through the
 // service over NATS, not another account's (ErrDenied) and not as a role
-// that may not ask; every unwrap is logged with account and requester, and
+// that may not ask nor with another CA's certificate; every unwrap is logged with account and requester, and
 // a data key once unwrapped is served from the worker's cache.
 func TestRemoteUnwrap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -110,8 +110,10 @@ func TestRemoteUnwrap(t *testing.T) {
 	if got, err := keys.OpenEnvelope(ctx, worker, "222222222222", relabelled); !errors.Is(err, keys.ErrDenied) || got != nil {
 		t.Fatalf("another account's key: %q, %v; want ErrDenied", got, err)
 	}
-	if _, err := keys.NewClient(nc, c["frontend"]).Unwrap(ctx, "111111111111", e.WrappedKey); err == nil || errors.Is(err, keys.ErrDenied) {
-		t.Fatalf("a frontend asked: %v, want refused", err)
+	for who, signer := range map[string]*pki.Config{"a frontend": c["frontend"], "a worker of another CA": certs(t, "worker")["worker"]} {
+		if _, err := keys.NewClient(nc, signer).Unwrap(ctx, "111111111111", e.WrappedKey); err == nil || errors.Is(err, keys.ErrDenied) {
+			t.Fatalf("%s asked: %v, want refused", who, err)
+		}
 	}
 	if _, _, err := worker.DataKey(ctx, "111111111111"); !errors.Is(err, keys.ErrNotServed) {
 		t.Fatalf("DataKey over the network: %v", err)
