@@ -22,7 +22,7 @@ import (
 
 // certs issues a certificate of one CA per role and returns each one's
 // TLS config (what signs and verifies requests).
-func certs(t *testing.T, roles ...string) map[string]*pki.Config {
+func certs(t testing.TB, roles ...string) map[string]*pki.Config {
 	t.Helper()
 	ca, err := pki.NewCA("test")
 	if err != nil {
@@ -68,7 +68,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func newService(t *testing.T) *keys.Service {
+func newService(t testing.TB) *keys.Service {
 	ks, err := keys.Open(filepath.Join(t.TempDir(), "master.key"))
 	if err != nil {
 		t.Fatal(err)
@@ -192,4 +192,38 @@ func TestRemoteFailover(t *testing.T) {
 	if r := <-res; r.err != nil || string(r.b) != "manifest" {
 		t.Fatalf("after the failover: %q, %v", r.b, r.err)
 	}
+}
+
+// BenchmarkRemoteUnwrap: a worker's unwrap over NATS (sign, verify, unwrap,
+// seal to the asker, open), and one its cache answers.
+func BenchmarkRemoteUnwrap(b *testing.B) {
+	ctx := context.Background()
+	nc := natstest.Connect(b)
+	c := certs(b, "controlplane", "worker")
+	ks := newService(b)
+	if _, err := keys.Serve(nc, keys.ServeConfig{Keys: ks, Verifier: c["controlplane"], Roles: []string{"worker"},
+		Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		b.Fatal(err)
+	}
+	worker := keys.NewClient(nc, c["worker"])
+	b.Run("uncached", func(b *testing.B) {
+		wrapped := make([][]byte, b.N)
+		for i := range wrapped {
+			_, wrapped[i], _ = ks.DataKey(ctx, "111111111111")
+		}
+		b.ResetTimer()
+		for i := range b.N {
+			if _, err := worker.Unwrap(ctx, "111111111111", wrapped[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		_, wrapped, _ := ks.DataKey(ctx, "111111111111")
+		for b.Loop() {
+			if _, err := worker.Unwrap(ctx, "111111111111", wrapped); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
