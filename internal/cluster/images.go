@@ -11,6 +11,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/auth"
 	"github.com/kiln-dev/kiln/internal/controlplane"
+	"github.com/kiln-dev/kiln/internal/images"
 	"github.com/kiln-dev/kiln/internal/keys"
 	"github.com/kiln-dev/kiln/internal/registry"
 	"github.com/kiln-dev/kiln/internal/roles"
@@ -35,16 +36,16 @@ func openRegistryStore(ctx context.Context, js jetstream.JetStream, replicas int
 
 // images opens the image stack of a control plane (mountDir empty: it
 // imports) or a worker (it runs images, reading through its memory and
-// disk caches, then its peers', then the bucket). Without the image key in
-// its identity the process has no image stack.
+// disk caches, then its peers', then the bucket). A process without keys
+// (keyService) has no image stack.
 func (c roleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox, mountDir string) (*roles.Images, error) {
-	if c.Identity.ImageKey == nil {
-		c.Logger.Warn("no image key in the identity: this process imports and runs no container images")
-		return nil, nil
-	}
-	ks, err := keys.New(c.Identity.ImageKey)
+	ks, err := c.keyService(nc, mountDir != "")
 	if err != nil {
 		return nil, err
+	}
+	if ks == nil {
+		c.Logger.Warn("no image key service: this process imports and runs no container images")
+		return nil, nil
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -80,6 +81,32 @@ func (c roleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox
 		cfg.Caches = []roles.Tier{{Name: "disk", Store: disk}, {Name: "peer", Store: peer}}
 	}
 	return roles.NewImages(cfg), nil
+}
+
+// keyService is what a process's image stack asks for keys. A control
+// plane holds the master secret (the image key of its identity) and
+// answers the workers' unwraps over NATS; a worker holds no key and asks,
+// signing with its certificate. Nil: the process has neither.
+func (c roleConfig) keyService(nc *nats.Conn, worker bool) (images.KeyService, error) {
+	if worker {
+		if c.TLS == nil {
+			return nil, nil
+		}
+		return keys.NewClient(nc, c.TLS), nil
+	}
+	if c.Identity.ImageKey == nil {
+		return nil, nil
+	}
+	ks, err := keys.New(c.Identity.ImageKey)
+	if err != nil {
+		return nil, err
+	}
+	if c.TLS != nil {
+		if _, err := keys.Serve(nc, keys.ServeConfig{Keys: ks, Verifier: c.TLS, Roles: []string{"worker"}, Logger: c.Logger}); err != nil {
+			return nil, err
+		}
+	}
+	return ks, nil
 }
 
 // registry opens Kiln's own registry over the replicated bucket, uploads

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,9 @@ import (
 // (its layer download held by the registry) is killed -9. The function
 // stays Pending; once the dead owner has been silent for the stale time,
 // the other control plane takes the import over, the function becomes
-// Active, and a worker runs it, mounted lazily from the replicated bucket.
+// Active, and a worker runs it, mounted lazily from the replicated bucket,
+// its manifest's key unwrapped by the surviving control plane's key
+// service (workers hold no image key).
 func TestControlPlaneKilledMidImport(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
@@ -102,5 +105,21 @@ func TestControlPlaneKilledMidImport(t *testing.T) {
 	}
 	if o := invoke(rc, "img", `{"action":"version"}`); o.err != nil || o.payload != `"v1"` {
 		t.Fatalf("invoke after the takeover: %+v", o)
+	}
+	// The worker that cold-started it holds no image key: it had the
+	// manifest's data key unwrapped by the surviving control plane, which
+	// logged it.
+	audited := false
+	for _, p := range f.Procs {
+		b, _ := os.ReadFile(p.Log)
+		switch {
+		case p.Role == "worker" && readBundle(t, f, p.Name).identity.ImageKey != nil:
+			t.Errorf("%s's identity holds the image master key", p.Name)
+		case p.Role == "controlplane" && regexp.MustCompile(`msg="keys: unwrap".* account=`+f.AccountID+` requester=worker-`).Match(b):
+			audited = true
+		}
+	}
+	if !audited {
+		t.Error("no control plane logged the worker's unwrap")
 	}
 }

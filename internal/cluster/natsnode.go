@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/kiln-dev/kiln/internal/keys"
 )
 
 // natsConfig is one node of a NATS JetStream cluster.
@@ -62,7 +64,7 @@ func startNATS(cfg natsConfig) (*server.Server, error) {
 		opts.Cluster.TLSConfig, opts.Cluster.TLSTimeout = cfg.TLS.Clone(), tlsTimeout
 	}
 	for _, u := range cfg.Users {
-		opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password})
+		opts.Users = append(opts.Users, &server.User{Username: u.User, Password: u.Password, Permissions: natsPermissions(u.User)})
 	}
 	for _, r := range cfg.Routes {
 		u, err := url.Parse("nats-route://" + r)
@@ -84,6 +86,21 @@ func startNATS(cfg natsConfig) (*server.Server, error) {
 		return nil, fmt.Errorf("nats %s: not ready", cfg.Name)
 	}
 	return s, nil
+}
+
+// natsPermissions are what a role's NATS user may not do: only control
+// planes answer the key service's subject, and only workers ask on it (a
+// request is also signed by the asker's certificate, which the service
+// checks; this keeps the other roles off the subject altogether).
+func natsPermissions(role string) *server.Permissions {
+	deny := &server.SubjectPermission{Deny: []string{keys.Subject}}
+	switch role {
+	case "controlplane":
+		return nil
+	case "worker":
+		return &server.Permissions{Subscribe: deny}
+	}
+	return &server.Permissions{Publish: deny, Subscribe: deny}
 }
 
 func splitHostPort(a string) (string, int, error) {

@@ -58,8 +58,9 @@ type clusterIdentity struct {
 	SecretAccessKey string `json:"secret_access_key"`
 	URLSecret       []byte `json:"url_secret"`
 	Token           string `json:"cluster_token"` // authenticates roles to workers
-	// ImageKey is the image key service's master secret (32 bytes):
-	// control planes seal images' manifests with it, workers open them.
+	// ImageKey is the image key service's master secret (32 bytes): only
+	// control planes hold it; they seal images' manifests with it and
+	// unwrap their data keys for the workers.
 	ImageKey []byte `json:"image_key,omitempty"`
 	// SessionKey signs environments' credentials (workers issue them,
 	// frontends and control planes verify them).

@@ -103,7 +103,9 @@ func identityFor(role string, id clusterIdentity) *clusterIdentity {
 		return &clusterIdentity{AccountID: id.AccountID, AccessKeyID: id.AccessKeyID, SecretAccessKey: id.SecretAccessKey, URLSecret: id.URLSecret,
 			ImageKey: id.ImageKey, SessionKey: id.SessionKey}
 	case "worker":
-		return &clusterIdentity{Token: id.Token, ImageKey: id.ImageKey, SessionKey: id.SessionKey}
+		// No image key: workers ask the control planes' key service to
+		// unwrap the manifests they open (keys.Client).
+		return &clusterIdentity{Token: id.Token, SessionKey: id.SessionKey}
 	case "assignment", "pollers":
 		return &clusterIdentity{Token: id.Token}
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/cluster"
+	"github.com/kiln-dev/kiln/internal/keys"
 	"github.com/kiln-dev/kiln/internal/pki"
 	"github.com/nats-io/nats.go"
 )
@@ -179,6 +180,57 @@ func TestRoleCredentials(t *testing.T) {
 			} else {
 				t.Logf("%s: %d %v", tc.name, status, err)
 			}
+		}
+	})
+
+	t.Run("key service", func(t *testing.T) {
+		worker := readBundle(t, f, "worker-a1")
+		if worker.identity.ImageKey != nil {
+			t.Error("a worker's identity holds the image master key")
+		}
+		if readBundle(t, f, "controlplane-1").identity.ImageKey == nil {
+			t.Error("a control plane's identity holds no image key")
+		}
+		// A worker is answered: the service verified it and refuses a key
+		// that is not the account's.
+		nc, err := nats.Connect(f.NATS[0], nats.Secure(worker.tls.Client()), nats.UserInfo(worker.user.User, worker.user.Password))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		if _, err := keys.NewClient(nc, worker.tls).Unwrap(ctx, "111111111111", []byte("not a wrapped key")); !errors.Is(err, keys.ErrDenied) {
+			t.Errorf("a worker asked: %v, want ErrDenied", err)
+		}
+		// NATS keeps the other roles off the subject: a frontend may
+		// neither ask nor answer there, and a worker may not answer.
+		for _, tc := range []struct {
+			who       bundle
+			subscribe bool
+		}{{front, false}, {front, true}, {worker, true}} {
+			violations := make(chan error, 4)
+			nc, err := nats.Connect(f.NATS[0], nats.Secure(tc.who.tls.Client()), nats.UserInfo(tc.who.user.User, tc.who.user.Password),
+				nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.subscribe {
+				_, err = nc.QueueSubscribe(keys.Subject, "kiln-keys", func(*nats.Msg) {})
+			} else {
+				err = nc.Publish(keys.Subject, []byte("{}"))
+			}
+			if err == nil {
+				err = nc.Flush()
+			}
+			if err == nil {
+				select {
+				case err = <-violations:
+				case <-time.After(time.Minute):
+				}
+			}
+			if !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("%s subscribe=%v: %v, want a permissions violation", tc.who.user.User, tc.subscribe, err)
+			}
+			nc.Close()
 		}
 	})
 

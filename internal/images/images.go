@@ -80,7 +80,7 @@ func checkMountPoints(entries []flatten.Entry) error {
 // KeyService is what images needs of the key service.
 type KeyService interface {
 	keys.KeyService
-	Salt(ctx context.Context, scope string) []byte
+	Salt(ctx context.Context, scope string) ([]byte, error)
 }
 
 // Store imports images and opens their manifests.
@@ -275,7 +275,10 @@ func (s *Store) Save(ctx context.Context, account string, r *Resolved, progress 
 	if size <= 0 {
 		size = chunk.DefaultSize
 	}
-	salt := s.Keys.Salt(ctx, s.scope(account))
+	salt, err := s.Keys.Salt(ctx, s.scope(account))
+	if err != nil {
+		return nil, err
+	}
 	var stored int64
 	entries, report, err := flatten.Flatten(fl, s.Limits, func(rd io.Reader) ([]chunk.Ref, error) {
 		return chunk.Split(rd, size, salt, func(ref chunk.Ref, ct []byte) error {

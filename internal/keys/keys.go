@@ -64,8 +64,8 @@ func (s *Service) derive(info string) []byte {
 
 // Salt returns the convergent-encryption salt of a chunk scope. Chunks of
 // equal content share a key (and are stored once) only within one scope.
-func (s *Service) Salt(_ context.Context, scope string) []byte {
-	return s.derive("kiln chunk scope salt\x00" + scope)
+func (s *Service) Salt(_ context.Context, scope string) ([]byte, error) {
+	return s.derive("kiln chunk scope salt\x00" + scope), nil
 }
 
 // DataKey returns a fresh data key and the same key wrapped for account.
