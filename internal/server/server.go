@@ -414,7 +414,8 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			root.ServeHTTP(w, r)
 		})}
 	s.http.RegisterOnShutdown(con.Close)
-	go func() { s.done <- s.http.Serve(ln) }()
+	// Not s: a failing Start returns a nil *Server, and Serve ends then.
+	go func(srv *http.Server, done chan<- error) { done <- srv.Serve(ln) }(s.http, s.done)
 	if len(cfg.EventFrontend) > 0 {
 		s.events, err = startEventFrontend(ctx, cfg.EventFrontend, EventFrontendConfig{NATSURL: s.nats.ClientURL(),
 			NATSPassword: natsCfg.Password, Region: cfg.Region, Identity: id, Shards: cfg.Async.Shards},
