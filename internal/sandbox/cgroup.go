@@ -50,9 +50,12 @@ type hierarchy interface {
 	// hierarchy cannot (they are then killed one by one).
 	kill(c *cgroup) bool
 	// peakFile and oomFile are the memory controller's high-water mark and
-	// the file with its "oom_kill N" line.
+	// the file with its "oom_kill N" line; limitCounter the file and the
+	// key ("" for a file that is the number) counting the times usage
+	// reached the limit.
 	peakFile() string
 	oomFile() string
+	limitCounter() (file, key string)
 }
 
 // limits are the per-environment settings that do not depend on the function.
@@ -258,17 +261,42 @@ func (c *cgroup) maxMemory() int64 {
 }
 
 // oomKills counts the processes the kernel killed for the memory limit.
-func (c *cgroup) oomKills() int {
+func (c *cgroup) oomKills() int { return c.memoryCounter(c.m.h.oomFile(), "oom_kill") }
+
+// oomKilled reports whether the kernel killed a process of the cgroup for
+// its memory limit. The kernel counts an OOM kill after it sends the
+// SIGKILL, so the victim's death can be seen before the count (on a loaded
+// host, by a wide margin): once usage has reached the limit, the count is
+// waited for a moment.
+func (c *cgroup) oomKilled() bool {
+	file, key := c.m.h.limitCounter()
+	for end := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if c.oomKills() > 0 {
+			return true
+		}
+		if c.memoryCounter(file, key) == 0 || time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+// memoryCounter reads a count of the memory controller: the "key N" line
+// of file, or the whole file when key is "".
+func (c *cgroup) memoryCounter(file, key string) int {
 	d := c.dir["memory"]
 	if d == "" {
 		return 0
 	}
-	b, err := os.ReadFile(filepath.Join(d, c.m.h.oomFile()))
+	b, err := os.ReadFile(filepath.Join(d, file))
 	if err != nil {
 		return 0
 	}
+	if key == "" {
+		n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "oom_kill "); ok {
+		if v, ok := strings.CutPrefix(line, key+" "); ok {
 			n, _ := strconv.Atoi(strings.TrimSpace(v))
 			return n
 		}

@@ -134,3 +134,5 @@ func (h *cgroupV1) intoFD(*cgroup) (int, error) { return -1, nil }
 func (h *cgroupV1) kill(*cgroup) bool           { return false }
 func (h *cgroupV1) peakFile() string            { return "memory.max_usage_in_bytes" }
 func (h *cgroupV1) oomFile() string             { return "memory.oom_control" }
+
+func (h *cgroupV1) limitCounter() (string, string) { return "memory.failcnt", "" }

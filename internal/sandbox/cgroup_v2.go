@@ -123,3 +123,5 @@ func (h *cgroupV2) kill(c *cgroup) bool {
 
 func (h *cgroupV2) peakFile() string { return "memory.peak" }
 func (h *cgroupV2) oomFile() string  { return "memory.events" }
+
+func (h *cgroupV2) limitCounter() (string, string) { return "memory.events", "max" }

@@ -662,12 +662,14 @@ type process struct {
 	status   syscall.WaitStatus
 	done     chan struct{} // and its cgroup is gone
 
-	mu         sync.Mutex // guards pidfd, cleaned and what cleanup keeps
+	mu sync.Mutex // guards pidfd, cleaned and what cleanup keeps
+	// cleaned: the environment has ended and its counters are read; its
+	// cgroup, being removed, is not touched again.
 	cleaned    bool
 	peak       int64
 	resident   int64 // the highest residentPeak seen, at residentAt
 	residentAt time.Time
-	ooms       int
+	oomKilled  bool
 	cleanupErr error
 }
 
@@ -691,11 +693,14 @@ func (p *process) cleanup() {
 	if p.releaseIDs != nil {
 		p.releaseIDs()
 	}
-	peak, ooms := max(p.cg.maxMemory(), p.resident), p.cg.oomKills()
+	peak, oomKilled := max(p.cg.maxMemory(), p.resident), p.cg.oomKilled()
+	// Kept before the cgroup goes: a REPORT written meanwhile reads them.
+	p.mu.Lock()
+	p.peak, p.oomKilled, p.cleaned = peak, oomKilled, true
+	p.mu.Unlock()
 	err := p.cg.destroy()
 	p.mu.Lock()
-	p.peak, p.ooms, p.cleanupErr = peak, ooms, err
-	p.cleaned = true
+	p.cleanupErr = err
 	if p.pidfd >= 0 {
 		unix.Close(p.pidfd)
 		p.pidfd = -1
@@ -813,9 +818,9 @@ func (p *process) OOMKilled() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.cleaned {
-		return p.ooms > 0
+		return p.oomKilled
 	}
-	return p.cg.oomKills() > 0
+	return p.cg.oomKilled()
 }
 
 // HostFootprint tells what the environment holds on the host, for tests
