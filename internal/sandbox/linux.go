@@ -670,6 +670,7 @@ type process struct {
 	resident   int64 // the highest residentPeak seen, at residentAt
 	residentAt time.Time
 	oomKilled  bool
+	killed     bool // Kill was called
 	cleanupErr error
 }
 
@@ -693,7 +694,13 @@ func (p *process) cleanup() {
 	if p.releaseIDs != nil {
 		p.releaseIDs()
 	}
-	peak, oomKilled := max(p.cg.maxMemory(), p.resident), p.cg.oomKilled()
+	peak, oomKilled := max(p.cg.maxMemory(), p.resident), p.cg.oomKills() > 0
+	p.mu.Lock()
+	killed := p.killed
+	p.mu.Unlock()
+	if !oomKilled && !killed && p.status.Signaled() && p.status.Signal() == syscall.SIGKILL {
+		oomKilled = p.cg.oomKilled() // the agent itself may be the OOM killer's
+	}
 	// Kept before the cgroup goes: a REPORT written meanwhile reads them.
 	p.mu.Lock()
 	p.peak, p.oomKilled, p.cleaned = peak, oomKilled, true
@@ -719,6 +726,7 @@ func (p *process) Kill() error {
 		p.afterInit()
 	}
 	p.mu.Lock()
+	p.killed = true
 	if !p.cleaned {
 		if p.pidfd >= 0 {
 			unix.PidfdSendSignal(p.pidfd, unix.SIGKILL, nil, 0)
@@ -815,12 +823,21 @@ func (p *process) SetBackground(background bool) error {
 // OOMKilled reports whether the kernel killed a process of the environment
 // for exceeding its memory.
 func (p *process) OOMKilled() bool {
+	if killed, ok := p.cleanedOOM(); ok {
+		return killed
+	}
+	killed := p.cg.oomKilled()       // without p.mu: it may wait a moment
+	if k, ok := p.cleanedOOM(); ok { // the cgroup went meanwhile: cleanup's reading
+		return k
+	}
+	return killed
+}
+
+// cleanedOOM is cleanup's reading of the OOM kill, ok once it has one.
+func (p *process) cleanedOOM() (killed, ok bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cleaned {
-		return p.oomKilled
-	}
-	return p.cg.oomKilled()
+	return p.oomKilled, p.cleaned
 }
 
 // HostFootprint tells what the environment holds on the host, for tests

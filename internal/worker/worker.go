@@ -554,7 +554,9 @@ func (e *env) exitText() string {
 // exitError is the error type of a runtime that ended: Runtime.OutOfMemory
 // when the sandbox saw the kernel kill for the memory limit, as Lambda.
 func (e *env) exitError() string {
-	if r, ok := e.proc.(OOMReporter); ok && r.OOMKilled() {
+	// Only a SIGKILL can be the OOM killer's: any other end is not asked
+	// about (the sandbox may wait a moment for the kernel's count).
+	if r, ok := e.proc.(OOMReporter); ok && e.exitText() == "signal: killed" && r.OOMKilled() {
 		return "Runtime.OutOfMemory"
 	}
 	return "Runtime.ExitError"
