@@ -1,8 +1,9 @@
 // Package cluster runs Kiln's roles as separate processes that find each
 // other through a NATS JetStream cluster: `kiln nats`, `kiln assignment`,
-// `kiln placement`, `kiln worker`, `kiln controlplane` and `kiln
-// frontend`, and `kiln cluster up|status|down` to run a local cluster of
-// them on 127.0.0.1.
+// `kiln placement`, `kiln worker`, `kiln controlplane`, `kiln frontend`
+// and `kiln pollers`, and `kiln cluster up|status|drain|down` to run a
+// local cluster of them on 127.0.0.1 (`kiln cluster certs` issues a
+// process's bundle for a real host).
 package cluster
 
 import (

@@ -7,6 +7,10 @@
 // wraps the data key. Only the account that sealed a manifest can have its
 // data key unwrapped, so one account cannot read another's manifest even
 // though both sit in the same store.
+//
+// In `kiln up` the process holds the secret (DATA/keys/master.key). In a
+// cluster only the control planes do; workers unwrap through them over NATS
+// (Serve, Client in remote.go).
 package keys
 
 import (

@@ -44,8 +44,11 @@
 //     at 1,769 MB as in Lambda.
 //  4. End. When the agent ends (killed, or after its runtime exited), its
 //     pid namespace ends with it, and with it every process, mount and
-//     namespace of the environment; the worker then empties and removes
-//     the cgroup. Nothing of an environment is ever mounted on the host.
+//     namespace of the environment; the worker then keeps the cgroup's
+//     peak memory and whether the kernel killed for the memory limit (it
+//     counts that after its SIGKILL, so once usage had reached the limit
+//     the count is waited for a moment), and empties and removes the
+//     cgroup. Nothing of an environment is ever mounted on the host.
 package sandbox
 
 import (

@@ -1,8 +1,9 @@
 // Package tier holds the places a content-addressed blob (an encrypted chunk
 // or a sealed manifest, named by the hex SHA-256 of its bytes) can live, all
-// behind one small interface: the worker-local caches (memory and disk, LRU
-// and bounded) and the authoritative stores (a directory, or a JetStream
-// bucket in cluster mode). Tiers stacks them and checks every blob it
+// behind one small interface: the caches (disk, and memory, which only tests
+// stack now; LRU and bounded), other workers' disk caches (Peer, over NATS)
+// and the authoritative stores (a directory, a JetStream bucket in cluster
+// mode, or an S3 bucket). Tiers stacks them and checks every blob it
 // reads against its name, so a corrupt copy in a cache is dropped and fetched
 // again from the next tier, and is never returned.
 package tier
