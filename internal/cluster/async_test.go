@@ -19,6 +19,10 @@ import (
 )
 
 // gauge reads one series from a Prometheus text endpoint (0 when absent).
+// acct is the account label of f's default account's series, as it
+// leads a series' labels.
+func acct(f *cluster.File) string { return `account="` + f.AccountID + `",` }
+
 func gauge(url, series string) float64 {
 	resp, err := http.Get(url)
 	if err != nil {
@@ -102,7 +106,7 @@ func TestKillPollersMidBatch(t *testing.T) {
 			continue
 		}
 		for _, p := range f.Procs {
-			if p.Role == "pollers" && gauge(p.Metrics, `kiln_concurrent_executions{function="ev"}`) > 0 {
+			if p.Role == "pollers" && gauge(p.Metrics, `kiln_concurrent_executions{`+acct(f)+`function="ev"}`) > 0 {
 				victim = p
 				break
 			}

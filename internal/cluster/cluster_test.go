@@ -163,7 +163,7 @@ func TestClusterInvokeAndStatus(t *testing.T) {
 	for _, p := range f.Procs {
 		switch p.Role {
 		case "frontend":
-			invokes += gauge(p.Metrics, `kiln_invocations_total{function="echo",outcome="success"}`)
+			invokes += gauge(p.Metrics, `kiln_invocations_total{`+acct(f)+`function="echo",outcome="success"}`)
 		case "worker":
 			envs += gauge(p.Metrics, "kiln_worker_environments")
 		}

@@ -27,12 +27,14 @@ type cache struct {
 	gen   uint64 // bumped on every invalidation, so a fill that raced one is not kept
 }
 
-func newCache(ctx context.Context, store FunctionStore, onChange func(account, name string)) (*cache, error) {
+// newCache follows store; onChange (if not nil) hears of every write
+// after the cache has taken it (f nil: the function was deleted).
+func newCache(ctx context.Context, store FunctionStore, onChange func(account, name string, f *metadata.Function)) (*cache, error) {
 	c := &cache{store: store, fns: map[string]*metadata.Function{}}
 	err := store.Watch(ctx, func(account, name string, f *metadata.Function) {
 		c.changed(account, name, f)
 		if onChange != nil {
-			onChange(account, name)
+			onChange(account, name, f)
 		}
 	})
 	return c, err

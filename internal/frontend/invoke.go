@@ -91,7 +91,14 @@ func New(ctx context.Context, cfg Config) (*Frontend, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	c, err := newCache(ctx, cfg.Functions, cfg.OnFunctionChange)
+	c, err := newCache(ctx, cfg.Functions, func(account, name string, f *metadata.Function) {
+		if f == nil { // deleted: its series go with it
+			cfg.Metrics.Forget(account, name)
+		}
+		if cfg.OnFunctionChange != nil {
+			cfg.OnFunctionChange(account, name)
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +262,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 	if err != nil {
 		var e *api.Error
 		if errors.As(err, &e) && e.Reason != "" {
-			f.cfg.Metrics.Throttled(name, e.Reason)
+			f.cfg.Metrics.Throttled(t.Account, name, e.Reason)
 			if f.cfg.Observer != nil {
 				f.cfg.Observer.Throttled(counting.Key{Account: t.Account, Function: name})
 			}
@@ -263,7 +270,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 		return nil, err
 	}
 	defer release()
-	defer f.cfg.Metrics.Started(name)()
+	defer f.cfg.Metrics.Started(t.Account, name)()
 
 	if inv.RequestID == "" {
 		inv.RequestID = api.NewUUID()
@@ -284,7 +291,7 @@ func (f *Frontend) invokeTarget(ctx context.Context, t *metadata.Target, inv *in
 		started.phases.Invoke = res.Duration
 	}
 	initDuration, cause := started.init, started.cause
-	f.cfg.Metrics.Finished(name, res.Duration, initDuration, res.ErrorType)
+	f.cfg.Metrics.Finished(t.Account, name, res.Duration, initDuration, res.ErrorType)
 	if f.cfg.Observer != nil {
 		f.cfg.Observer.Invoked(counting.Key{Account: t.Account, Function: name},
 			Outcome{Duration: res.Duration, Init: initDuration, ErrorType: res.ErrorType, ColdCause: cause})

@@ -29,17 +29,17 @@ func New() *Set {
 	s := &Set{
 		reg: reg,
 		invocations: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_invocations_total",
-			Help: "Invokes that reached a function, by function and outcome (success, error)."}, []string{"function", "outcome"}),
+			Help: "Invokes that reached a function, by function and outcome (success, error)."}, []string{"account", "function", "outcome"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_function_errors_total",
-			Help: "Function errors by function and Lambda error type (those of Lambda and its runtimes; \"other\" for those functions name)."}, []string{"function", "type"}),
+			Help: "Function errors by function and Lambda error type (those of Lambda and its runtimes; \"other\" for those functions name)."}, []string{"account", "function", "type"}),
 		throttles: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_throttles_total",
-			Help: "Invokes refused with TooManyRequestsException, by function and reason."}, []string{"function", "reason"}),
+			Help: "Invokes refused with TooManyRequestsException, by function and reason."}, []string{"account", "function", "reason"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_invoke_duration_seconds",
-			Help: "Function run time of each invoke, as in the REPORT line.", Buckets: buckets}, []string{"function"}),
+			Help: "Function run time of each invoke, as in the REPORT line.", Buckets: buckets}, []string{"account", "function"}),
 		initDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "kiln_init_duration_seconds",
-			Help: "Init phase of new execution environments.", Buckets: buckets}, []string{"function"}),
+			Help: "Init phase of new execution environments.", Buckets: buckets}, []string{"account", "function"}),
 		concurrent: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "kiln_concurrent_executions",
-			Help: "Invokes running now, by function."}, []string{"function"}),
+			Help: "Invokes running now, by function."}, []string{"account", "function"}),
 	}
 	reg.MustRegister(s.invocations, s.errors, s.throttles, s.duration, s.initDur, s.concurrent)
 	return s
@@ -59,31 +59,46 @@ func (s *Set) Register(c prometheus.Collector) {
 
 // Started records an invoke that got a concurrency slot; call the returned
 // func when it ends.
-func (s *Set) Started(function string) (done func()) {
+func (s *Set) Started(account, function string) (done func()) {
 	if s == nil {
 		return func() {}
 	}
-	g := s.concurrent.WithLabelValues(function)
+	g := s.concurrent.WithLabelValues(account, function)
 	g.Inc()
 	return g.Dec
 }
 
 // Finished records an invoke that ran: its duration, its init phase if it
 // had one, and its error type if it failed.
-func (s *Set) Finished(function string, d, init time.Duration, errorType string) {
+func (s *Set) Finished(account, function string, d, init time.Duration, errorType string) {
 	if s == nil {
 		return
 	}
-	s.duration.WithLabelValues(function).Observe(d.Seconds())
+	s.duration.WithLabelValues(account, function).Observe(d.Seconds())
 	if init > 0 {
-		s.initDur.WithLabelValues(function).Observe(init.Seconds())
+		s.initDur.WithLabelValues(account, function).Observe(init.Seconds())
 	}
 	if errorType != "" {
-		s.invocations.WithLabelValues(function, "error").Inc()
-		s.errors.WithLabelValues(function, ErrorTypeLabel(errorType)).Inc()
+		s.invocations.WithLabelValues(account, function, "error").Inc()
+		s.errors.WithLabelValues(account, function, ErrorTypeLabel(errorType)).Inc()
 		return
 	}
-	s.invocations.WithLabelValues(function, "success").Inc()
+	s.invocations.WithLabelValues(account, function, "success").Inc()
+}
+
+// Forget drops a deleted function's series (a function of the same name
+// made later starts from zero, as its CloudWatch metrics would).
+func (s *Set) Forget(account, function string) {
+	if s == nil {
+		return
+	}
+	labels := prometheus.Labels{"account": account, "function": function}
+	s.invocations.DeletePartialMatch(labels)
+	s.errors.DeletePartialMatch(labels)
+	s.throttles.DeletePartialMatch(labels)
+	s.duration.DeletePartialMatch(labels)
+	s.initDur.DeletePartialMatch(labels)
+	s.concurrent.DeletePartialMatch(labels)
 }
 
 // errorTypes are the error types that are labels of their own: those Lambda
@@ -106,9 +121,9 @@ func ErrorTypeLabel(errorType string) string {
 }
 
 // Throttled records a refused invoke.
-func (s *Set) Throttled(function, reason string) {
+func (s *Set) Throttled(account, function, reason string) {
 	if s != nil {
-		s.throttles.WithLabelValues(function, reason).Inc()
+		s.throttles.WithLabelValues(account, function, reason).Inc()
 	}
 }
 

@@ -268,7 +268,7 @@ func TestHostileFunctions(t *testing.T) {
 			if !strings.Contains(r.payload, "bad type") {
 				t.Errorf("sync: %s %s", r.errType, r.payload)
 			}
-			series := `kiln_function_errors_total{function="` + fn + `",type="other"} 2`
+			series := `kiln_function_errors_total{account="` + s.Identity.AccountID + `",function="` + fn + `",type="other"} 2`
 			for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 				rec := httptest.NewRecorder()
 				s.Metrics().Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

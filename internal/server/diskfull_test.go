@@ -75,7 +75,8 @@ func TestDiskFullRefusesAndRecovers(t *testing.T) {
 	if err := event(); err != nil {
 		t.Fatal(err)
 	}
-	const full, ran = "kiln_store_disk_full", `kiln_invocations_total{function="echo",outcome="success"}`
+	acct := accountLabel(s)
+	full, ran := "kiln_store_disk_full", `kiln_invocations_total{`+acct+`function="echo",outcome="success"}`
 	if got, ok := scrape(t, s)(full); !ok || got != 0 {
 		t.Fatalf("%s = %v (%v) before the disk fills", full, got, ok)
 	}

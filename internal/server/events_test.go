@@ -105,7 +105,7 @@ func TestEventFrontendProcess(t *testing.T) {
 	toolkit(t, c, "sync", nil)
 	toolkit(t, c, "events", nil)
 	handoffs := `kiln_event_frontend_handoffs_total`
-	ran := `kiln_invocations_total{function="events",outcome="success"}`
+	ran := `kiln_invocations_total{` + accountLabel(s) + `function="events",outcome="success"}`
 
 	// round sends events Event invokes while sync invokes run, and counts
 	// the accepted ones. Requests may fail only when tolerated: right after

@@ -22,6 +22,7 @@ func TestPrometheusMetrics(t *testing.T) {
 	})
 
 	metrics := scrape(t, s)
+	acct := accountLabel(s)
 	value := func(series string) float64 {
 		v, ok := metrics(series)
 		if !ok {
@@ -30,16 +31,16 @@ func TestPrometheusMetrics(t *testing.T) {
 		return v
 	}
 	for series, want := range map[string]float64{
-		`kiln_invocations_total{function="met",outcome="success"}`:                                        1,
-		`kiln_invocations_total{function="met",outcome="error"}`:                                          1,
-		`kiln_function_errors_total{function="met",type="other"}`:                                         1, // the function's own type (errorString)
-		`kiln_init_duration_seconds_count{function="met"}`:                                                1,
-		`kiln_invoke_duration_seconds_count{function="met"}`:                                              2,
-		`kiln_environments{state="idle"}`:                                                                 1,
-		`kiln_concurrent_executions{function="met"}`:                                                      0,
-		`kiln_throttles_total{function="met",reason="ReservedFunctionConcurrentInvocationLimitExceeded"}`: 1,
-		`kiln_log_lines_dropped_total{reason="rate_limit"}`:                                               0,
-		`kiln_log_lines_dropped_total{reason="queue_full"}`:                                               0,
+		`kiln_invocations_total{` + acct + `function="met",outcome="success"}`:                                        1,
+		`kiln_invocations_total{` + acct + `function="met",outcome="error"}`:                                          1,
+		`kiln_function_errors_total{` + acct + `function="met",type="other"}`:                                         1, // the function's own type (errorString)
+		`kiln_init_duration_seconds_count{` + acct + `function="met"}`:                                                1,
+		`kiln_invoke_duration_seconds_count{` + acct + `function="met"}`:                                              2,
+		`kiln_environments{state="idle"}`:                                                                             1,
+		`kiln_concurrent_executions{` + acct + `function="met"}`:                                                      0,
+		`kiln_throttles_total{` + acct + `function="met",reason="ReservedFunctionConcurrentInvocationLimitExceeded"}`: 1,
+		`kiln_log_lines_dropped_total{reason="rate_limit"}`:                                                           0,
+		`kiln_log_lines_dropped_total{reason="queue_full"}`:                                                           0,
 		`kiln_log_max_bytes`: 1 << 30,
 	} {
 		if got := value(series); got < want || want == 0 && got != 0 {
@@ -47,4 +48,16 @@ func TestPrometheusMetrics(t *testing.T) {
 		}
 	}
 	value("kiln_log_stored_bytes") // there: how much depends on when the logs' round ran
+
+	// A deleted function's series go with it (the frontend hears of the
+	// delete from the metadata watch).
+	if _, err := c.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String("met")}); err != nil {
+		t.Fatal(err)
+	}
+	ran := `kiln_invocations_total{` + acct + `function="met",outcome="success"}`
+	waitFor(t, func() bool { _, ok := scrape(t, s)(ran); return !ok })
 }
+
+// accountLabel is the account label of s's default account's series, as
+// it leads a series' labels.
+func accountLabel(s *server.Server) string { return `account="` + s.Identity.AccountID + `",` }
