@@ -277,7 +277,12 @@ func RoleOf(cs tls.ConnectionState) string {
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 		return ""
 	}
-	if ou := cs.VerifiedChains[0][0].Subject.OrganizationalUnit; len(ou) == 1 {
+	return roleOf(cs.VerifiedChains[0][0])
+}
+
+// roleOf is a certificate's role: its one OU, "" if it has not one.
+func roleOf(x *x509.Certificate) string {
+	if ou := x.Subject.OrganizationalUnit; len(ou) == 1 {
 		return ou[0]
 	}
 	return ""
@@ -314,8 +319,5 @@ func (c *Config) Verify(cert, msg, sig []byte) (name, role string, err error) {
 	if err := x.CheckSignature(x509.ECDSAWithSHA256, msg, sig); err != nil {
 		return "", "", fmt.Errorf("%w: %v", ErrUnverified, err)
 	}
-	if ou := x.Subject.OrganizationalUnit; len(ou) == 1 {
-		role = ou[0]
-	}
-	return x.Subject.CommonName, role, nil
+	return x.Subject.CommonName, roleOf(x), nil
 }
