@@ -35,8 +35,8 @@ func openRegistryStore(ctx context.Context, js jetstream.JetStream, replicas int
 }
 
 // images opens the image stack of a control plane (mountDir empty: it
-// imports) or a worker (it runs images, reading through its memory and
-// disk caches, then its peers', then the bucket). A process without keys
+// imports) or a worker (it runs images, reading through its disk cache,
+// then its peers', then the bucket). A process without keys
 // (keyService) has no image stack.
 func (c roleConfig) images(ctx context.Context, nc *nats.Conn, sb worker.Sandbox, mountDir string) (*roles.Images, error) {
 	ks, err := c.keyService(nc, mountDir != "")
