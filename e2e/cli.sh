@@ -378,12 +378,13 @@ after_restart() {
 
 # images: functions whose code is a container image in $REGISTRY
 # (toolkit:v1 and toolkit:v2 share a base layer of BASE_BYTES random bytes;
-# arm:v1 is for arm64).
+# arm:v1 is for arm64). A 30 s timeout: an image's first invoke reads its
+# files through FUSE from the chunk store, slow on a loaded 2-core machine.
 images() {
 	local uri=$REGISTRY/toolkit
 	store_bytes() { if [ -n "$CHUNKS" ]; then du -sb "$CHUNKS" | cut -f1; else echo 0; fi; }
 	call "create-function --package-type Image" create-function --function-name img --package-type Image \
-		--code "ImageUri=$uri:v1" --role "$ROLE" --publish
+		--code "ImageUri=$uri:v1" --role "$ROLE" --timeout 30 --publish
 	check "create-function image: PackageType Image, version 1, no Runtime, Pending while it is imported" "$OUT" \
 		"d['PackageType'] == 'Image' and d['Version'] == '1' and 'Runtime' not in d and len(d['CodeSha256']) == 64 and d['State'] == 'Pending' and d['StateReasonCode'] == 'Creating'"
 	call "wait function-active-v2 img" wait function-active-v2 --function-name img
