@@ -378,7 +378,7 @@ after_restart() {
 
 # images: functions whose code is a container image in $REGISTRY
 # (toolkit:v1 and toolkit:v2 share a base layer of BASE_BYTES random bytes;
-# arm:v1 is for arm64). A 30 s timeout: an image's first invoke reads its
+# arm:v1 is for arm64). A 30 s timeout for each: an image's first invoke reads its
 # files through FUSE from the chunk store, slow on a loaded 2-core machine.
 images() {
 	local uri=$REGISTRY/toolkit
@@ -423,7 +423,7 @@ images() {
 	check "the rolled-back alias runs v1's image" "$RESP" "d == 'v1'"
 
 	call "create-function from Kiln's own registry" create-function --function-name img-kiln --package-type Image \
-		--code "ImageUri=$KILN_REGISTRY/toolkit:v1" --role "$ROLE"
+		--code "ImageUri=$KILN_REGISTRY/toolkit:v1" --role "$ROLE" --timeout 30
 	call "wait function-active-v2 img-kiln" wait function-active-v2 --function-name img-kiln
 	invoke "invoke img-kiln" img-kiln '{"action":"version"}'
 	check "the image pushed to Kiln's own registry runs (v1)" "$RESP" "d == 'v1'"
@@ -432,7 +432,7 @@ images() {
 
 	if [ -n "$ARCHIVES" ]; then
 		call "create-function from a docker save tarball" create-function --function-name img-archive --package-type Image \
-			--code "ImageUri=docker-archive:toolkit.tar:toolkit:v1" --role "$ROLE"
+			--code "ImageUri=docker-archive:toolkit.tar:toolkit:v1" --role "$ROLE" --timeout 30
 		check "the archive's function is an image function" "$OUT" "d['PackageType'] == 'Image'"
 		call "wait function-active-v2 img-archive" wait function-active-v2 --function-name img-archive
 		invoke "invoke img-archive" img-archive '{"action":"version"}'
