@@ -2,7 +2,6 @@ package logs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -10,8 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/kiln-dev/kiln/internal/natsd"
 )
 
 // pos is an event's position: the stream sequence of its message and its
@@ -82,17 +82,14 @@ func (s *Store) scan(ctx context.Context, filters []string, from scanFrom,
 	default:
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
-	c, err := s.stream.CreateConsumer(ctx, cfg)
-	// In a cluster the stream can be briefly without a leader (an election
-	// under load): wait a little rather than fail the read.
-	for wait := 25 * time.Millisecond; transient(err) && wait <= time.Second; wait *= 2 {
-		select {
-		case <-ctx.Done():
-			return false, 0, fmt.Errorf("logs: reading: %w", err)
-		case <-time.After(wait):
-		}
+	// In a cluster the stream, and then the consumer just made on one of its
+	// servers, can be briefly without a leader (an election under load):
+	// the read waits rather than fails.
+	var c jetstream.Consumer
+	err = natsd.Retry(ctx, func(ctx context.Context) (err error) {
 		c, err = s.stream.CreateConsumer(ctx, cfg)
-	}
+		return err
+	})
 	if err != nil {
 		return false, 0, fmt.Errorf("logs: reading: %w", err)
 	}
@@ -107,28 +104,40 @@ func (s *Store) scan(ctx context.Context, filters []string, from scanFrom,
 	remaining := info.NumPending
 	empty := 0
 	for remaining > 0 {
-		b, err := c.FetchNoWait(int(min(remaining, 256)))
+		got, stopped := 0, false
+		// A batch that delivered nothing can be asked again: a fetch can
+		// find the consumer's server between leaders as creating it can.
+		err := natsd.Retry(ctx, func(context.Context) error {
+			b, err := c.FetchNoWait(int(min(remaining, 256)))
+			if err != nil {
+				return err
+			}
+			for m := range b.Messages() {
+				got++
+				md, err := m.Metadata()
+				if err != nil {
+					continue
+				}
+				last = md.Sequence.Stream
+				remaining--
+				if !fn(last, m.Subject(), m.Data()) {
+					stopped = true
+					return nil
+				}
+				if remaining == 0 {
+					break
+				}
+			}
+			if got == 0 {
+				return b.Error()
+			}
+			return nil
+		})
 		if err != nil {
 			return false, last, fmt.Errorf("logs: reading: %w", err)
 		}
-		got := 0
-		for m := range b.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				continue
-			}
-			last = md.Sequence.Stream
-			remaining--
-			if !fn(last, m.Subject(), m.Data()) {
-				return false, last, nil
-			}
-			if remaining == 0 {
-				break
-			}
-		}
-		if err := b.Error(); err != nil && got == 0 {
-			return false, last, fmt.Errorf("logs: reading: %w", err)
+		if stopped {
+			return false, last, nil
 		}
 		if got == 0 {
 			if empty++; empty > 3 {
@@ -147,7 +156,11 @@ func (s *Store) scan(ctx context.Context, filters []string, from scanFrom,
 
 // lastSeq is the stream's last sequence now.
 func (s *Store) lastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.stream.Info(ctx)
+	var info *jetstream.StreamInfo
+	err := natsd.Retry(ctx, func(ctx context.Context) (err error) {
+		info, err = s.stream.Info(ctx)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -473,10 +486,4 @@ func (s *Store) filterEvents(ctx context.Context, q filterQuery) (*filterResult,
 		res.next = filterTokenPrefix + next.String()
 	}
 	return res, nil
-}
-
-// transient reports an error of a JetStream request that no server
-// answered in time.
-func transient(err error) bool {
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }

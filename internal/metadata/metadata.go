@@ -18,7 +18,6 @@ import (
 	"github.com/kiln-dev/kiln/internal/api"
 	"github.com/kiln-dev/kiln/internal/natsd"
 	"github.com/kiln-dev/kiln/internal/policy"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -203,17 +202,7 @@ func key(account, name string) string { return account + "." + name }
 
 // Get reads one function.
 func (s *Store) Get(ctx context.Context, account, name string) (*Function, error) {
-	f, err := s.read(ctx, key(account, name))
-	// In a cluster the bucket's stream can be briefly without a leader (an
-	// election, a replica set changing): wait a little rather than fail.
-	for wait := 25 * time.Millisecond; isTransient(err) && wait <= time.Second; wait *= 2 {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("metadata get %s: %w", name, err)
-		case <-time.After(wait):
-		}
-		f, err = s.read(ctx, key(account, name))
-	}
+	f, err := s.read(ctx, key(account, name)) // through an election too (natsd.KV.Read)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, fmt.Errorf("%w: function %s", ErrNotFound, name)
 	}
@@ -245,10 +234,6 @@ func (s *Store) read(ctx context.Context, k string) (*Function, error) {
 // another, could be missing from it.
 func (s *Store) keys(ctx context.Context, filter string) ([]string, error) {
 	return s.kv.ReadKeys(ctx, filter)
-}
-
-func isTransient(err error) bool {
-	return errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 func decode(k string, value []byte, revision uint64) (*Function, error) {
@@ -344,7 +329,7 @@ func (s *Store) Lock(ctx context.Context, name string, ttl time.Duration) (unloc
 		var apiErr *jetstream.APIError
 		lost := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyNotFound) ||
 			errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
-		if !lost && !isTransient(err) {
+		if !lost && !natsd.Transient(err) {
 			return nil, fmt.Errorf("metadata lock %s: %w", name, err)
 		}
 		select {

@@ -9,7 +9,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -86,50 +85,32 @@ func LeaderKeys(ctx context.Context, nc *nats.Conn, bucket, filter string) ([]st
 	return keys, nil
 }
 
-// ElectionWait bounds how long a leader read waits for a stream that has
-// no leader (an election after its leader's server died or was cut off
-// takes NATS several seconds; a loaded host more).
-const ElectionWait = 30 * time.Second
-
 // leaderRequest sends a JetStream API request that only a stream's leader
 // answers, and decodes the answer into resp; an API error is returned as a
 // *jetstream.APIError. While the stream has no leader (nobody answers, or
-// a member answers that there is none) it asks again, for up to
-// ElectionWait or until ctx ends: a read during an election is late, not
-// failed.
+// a member answers that there is none) it asks again (Retry): a read
+// during an election is late, not failed.
 func leaderRequest(ctx context.Context, nc *nats.Conn, subj string, req []byte, resp any) error {
-	const clusterNotAvailable = 10008
-	deadline := time.Now().Add(ElectionWait)
-	for wait := 25 * time.Millisecond; ; wait = min(2*wait, time.Second) {
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := nc.RequestWithContext(rctx, subj, req)
-		cancel()
-		if err == nil {
-			var apiResp struct {
-				Error *jetstream.APIError `json:"error"`
-			}
-			if err = json.Unmarshal(msg.Data, &apiResp); err != nil {
-				return err
-			}
-			if apiResp.Error == nil {
-				return json.Unmarshal(msg.Data, resp)
-			}
-			err = apiResp.Error
-			if apiResp.Error.ErrorCode != clusterNotAvailable {
-				return err
-			}
-		} else if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+	err := Retry(ctx, func(ctx context.Context) error {
+		msg, err := nc.RequestWithContext(ctx, subj, req)
+		if err != nil {
 			return err
 		}
-		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
-			return fmt.Errorf("no stream leader answered: %w", err)
+		var apiResp struct {
+			Error *jetstream.APIError `json:"error"`
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no stream leader answered: %w", err)
-		case <-time.After(wait):
+		if err = json.Unmarshal(msg.Data, &apiResp); err != nil {
+			return err
 		}
+		if apiResp.Error != nil {
+			return apiResp.Error
+		}
+		return json.Unmarshal(msg.Data, resp)
+	})
+	if Transient(err) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no stream leader answered: %w", err)
 	}
+	return err
 }
 
 // validKey is the KV API's rule for keys.
