@@ -96,7 +96,7 @@ func (p consolePeers) answer(con *console.Console) (*nats.Subscription, error) {
 const hdrAsker = "Kiln-Console-Asker"
 
 func (p consolePeers) Ask(ctx context.Context, q []byte) [][]byte {
-	inbox := nats.NewInbox()
+	inbox := p.nc.NewInbox()
 	sub, err := p.nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil

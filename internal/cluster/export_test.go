@@ -16,6 +16,9 @@ type (
 // Up is `kiln cluster up`.
 var Up = upCluster
 
+// NATSConnect connects to NATS as a role's processes do.
+var NATSConnect = natsConnect
+
 // ConfigFile is the config file `kiln cluster up` wrote for a process, for
 // fault tests that start a role of their own.
 func (f *File) ConfigFile(name string) string {

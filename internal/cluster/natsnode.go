@@ -89,19 +89,37 @@ func startNATS(cfg natsConfig) (*server.Server, error) {
 	return s, nil
 }
 
-// natsPermissions are what a role's NATS user may not do: only control
-// planes answer the key service's subject, and only workers ask on it (a
-// request is also signed by the asker's certificate, which the service
-// checks; this keeps the other roles off the subject altogether).
+// inboxPrefix is where role's replies come (request/reply answers,
+// JetStream API answers and KV values, consumers' deliveries): the only
+// inboxes its NATS user may subscribe to.
+func inboxPrefix(role string) string { return "_INBOX_" + role }
+
+// serviceSubjects hold every subject Kiln's roles serve or announce on.
+const serviceSubjects = "kiln.>"
+
+// natsPermissions are what a role's NATS user may subscribe to and publish:
+//   - it subscribes to Kiln's service subjects and its own inboxes only.
+//     Not the default inboxes nor another role's, so it reads no replies
+//     meant for another (KV values a control plane reads hold accounts'
+//     keys); not $JS, whose API audit advisories carry every API answer;
+//     and no wildcard spanning these (`>`): a deny list would not do, as
+//     the server filters a wildcard subscription's JetStream deliveries by
+//     their stream subject, not the inbox they go to.
+//   - the key service's subject: only control planes answer it, and only
+//     workers ask on it (a request is also signed by the asker's
+//     certificate, which the service checks; this keeps the other roles
+//     off the subject altogether).
+//
+// Publishing stays open, to another role's inbox too: responders must.
 func natsPermissions(role string) *server.Permissions {
-	deny := &server.SubjectPermission{Deny: []string{keys.Subject}}
-	switch role {
-	case "controlplane":
-		return nil
-	case "worker":
-		return &server.Permissions{Subscribe: deny}
+	p := &server.Permissions{Subscribe: &server.SubjectPermission{Allow: []string{serviceSubjects, inboxPrefix(role) + ".>"}}}
+	if role != "controlplane" {
+		p.Subscribe.Deny = []string{keys.Subject}
 	}
-	return &server.Permissions{Publish: deny, Subscribe: deny}
+	if role != "controlplane" && role != "worker" {
+		p.Publish = &server.SubjectPermission{Deny: []string{keys.Subject}}
+	}
+	return p
 }
 
 func splitHostPort(a string) (string, int, error) {

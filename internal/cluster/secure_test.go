@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
@@ -19,8 +20,10 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/cluster"
 	"github.com/kiln-dev/kiln/internal/keys"
+	"github.com/kiln-dev/kiln/internal/natsd"
 	"github.com/kiln-dev/kiln/internal/pki"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // bundle reads a process's certificate and credentials from the layout
@@ -45,6 +48,34 @@ func readBundle(t *testing.T, f *cluster.File, name string) bundle {
 		}
 	}
 	return b
+}
+
+// connect connects to f's NATS with b's credentials as b's role does, on
+// the first node (so that what tests publish and what they watch take one
+// path); it is closed when the test ends.
+func (b bundle) connect(t *testing.T, f *cluster.File, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	nc, err := cluster.NATSConnect(f.NATS[:1], "test-"+b.user.User, b.tls, b.user, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// violated waits for the permissions violation a subscription (or a
+// publish) on nc drew, reported to its error handler on violations.
+func violated(nc *nats.Conn, violations <-chan error, err error) error {
+	if err == nil {
+		err = nc.Flush()
+	}
+	if err == nil {
+		select {
+		case err = <-violations:
+		case <-time.After(20 * time.Second):
+		}
+	}
+	return err
 }
 
 // foreignCA is a client config that trusts the cluster (so that a refusal
@@ -193,11 +224,7 @@ func TestRoleCredentials(t *testing.T) {
 		}
 		// A worker is answered: the service verified it and refuses a key
 		// that is not the account's.
-		nc, err := nats.Connect(f.NATS[0], nats.Secure(worker.tls.Client()), nats.UserInfo(worker.user.User, worker.user.Password))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
+		nc := worker.connect(t, f)
 		if _, err := keys.NewClient(nc, worker.tls).Unwrap(ctx, "111111111111", []byte("not a wrapped key")); !errors.Is(err, keys.ErrDenied) {
 			t.Errorf("a worker asked: %v, want ErrDenied", err)
 		}
@@ -208,31 +235,20 @@ func TestRoleCredentials(t *testing.T) {
 			subscribe bool
 		}{{front, false}, {front, true}, {worker, true}} {
 			violations := make(chan error, 4)
-			nc, err := nats.Connect(f.NATS[0], nats.Secure(tc.who.tls.Client()), nats.UserInfo(tc.who.user.User, tc.who.user.Password),
-				nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
-			if err != nil {
-				t.Fatal(err)
-			}
+			nc := tc.who.connect(t, f, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+			var err error
 			if tc.subscribe {
 				_, err = nc.QueueSubscribe(keys.Subject, "kiln-keys", func(*nats.Msg) {})
 			} else {
 				err = nc.Publish(keys.Subject, []byte("{}"))
 			}
-			if err == nil {
-				err = nc.Flush()
-			}
-			if err == nil {
-				select {
-				case err = <-violations:
-				case <-time.After(time.Minute):
-				}
-			}
-			if !errors.Is(err, nats.ErrPermissionViolation) {
+			if err := violated(nc, violations, err); !errors.Is(err, nats.ErrPermissionViolation) {
 				t.Errorf("%s subscribe=%v: %v, want a permissions violation", tc.who.user.User, tc.subscribe, err)
 			}
-			nc.Close()
 		}
 	})
+
+	t.Run("inboxes", func(t *testing.T) { inboxes(t, f) })
 
 	t.Run("a new host joins", func(t *testing.T) {
 		out, err := exec.Command(kilnBinary(t), "cluster", "certs", "--dir", f.Dir, "--name", "worker-x", "--role", "worker",
@@ -308,4 +324,87 @@ func TestRoleCredentials(t *testing.T) {
 			}
 		}
 	})
+}
+
+// inboxes: a worker's and a frontend's credentials may not subscribe to
+// replies that are not theirs (the default inboxes, the control plane's,
+// the JetStream API's advisories, a wildcard spanning them), while the
+// control plane's own request/reply and KV reads (a direct get, the
+// leader's message get, a watch) work, answered by a worker too.
+func inboxes(t *testing.T, f *cluster.File) {
+	cp, worker, front := readBundle(t, f, "controlplane-1"), readBundle(t, f, "worker-a1"), readBundle(t, f, "frontend-1")
+	for _, who := range []bundle{worker, front} {
+		for _, subj := range []string{"_INBOX.>", "_INBOX_controlplane.>", "_INBOX_controlplane.*", ">", "*.>", "$JS.EVENT.>", "$SYS.>"} {
+			violations := make(chan error, 4)
+			nc := who.connect(t, f, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
+			_, err := nc.SubscribeSync(subj)
+			if err := violated(nc, violations, err); !errors.Is(err, nats.ErrPermissionViolation) {
+				t.Errorf("%s subscribed to %s: %v, want a permissions violation", who.user.User, subj, err)
+			}
+		}
+	}
+
+	cpc := cp.connect(t, f)
+	js, err := jetstream.New(cpc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bucket = "kiln-inbox-test"
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := "secret-" + rand.Text()
+	if _, err := kv.Put(ctx, "k", []byte(secret)); err != nil {
+		t.Fatal(err)
+	}
+	// A worker answers: it may publish to another role's inbox.
+	wc := worker.connect(t, f)
+	if _, err := wc.Subscribe("kiln.test.inbox", func(m *nats.Msg) { m.Respond([]byte(secret)) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := wc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	reads := map[string]func() ([]byte, error){
+		"request": func() ([]byte, error) {
+			m, err := cpc.Request("kiln.test.inbox", nil, 10*time.Second)
+			if err != nil {
+				return nil, err
+			}
+			return m.Data, nil
+		},
+		"direct get": func() ([]byte, error) {
+			e, err := kv.Get(ctx, "k")
+			if err != nil {
+				return nil, err
+			}
+			return e.Value(), nil
+		},
+		"leader get": func() ([]byte, error) {
+			v, _, err := natsd.LeaderGet(ctx, cpc, bucket, "k")
+			return v, err
+		},
+		"watch": func() ([]byte, error) {
+			w, err := kv.Watch(ctx, "k")
+			if err != nil {
+				return nil, err
+			}
+			defer w.Stop()
+			select {
+			case e := <-w.Updates():
+				if e == nil {
+					return nil, errors.New("no entry")
+				}
+				return e.Value(), nil
+			case <-time.After(30 * time.Second):
+				return nil, errors.New("no update")
+			}
+		},
+	}
+	for name, read := range reads {
+		if v, err := read(); err != nil || string(v) != secret {
+			t.Errorf("control plane's %s: %q, %v; want the value", name, v, err)
+		}
+	}
 }

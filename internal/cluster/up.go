@@ -783,7 +783,7 @@ func gatherStatus(ctx context.Context, nc *nats.Conn, partitions int, envs bool)
 // quick enough to watch its lease move.)
 func gatherMembers(nc *nats.Conn, parts []PartitionInfo, envs bool) ([]replica.MemberStatus, error) {
 	const moment, membersWait = 300 * time.Millisecond, 3 * time.Second
-	inbox := nats.NewInbox()
+	inbox := nc.NewInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
 		return nil, err

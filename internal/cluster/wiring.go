@@ -22,14 +22,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// natsConnect connects with a certificate and a user when given.
+// natsConnect connects with a certificate and a user when given, and then
+// takes replies on the user's own inbox prefix, the only one it may read.
 func natsConnect(urls []string, name string, tlsc *pki.Config, user natsUser, opts ...nats.Option) (*nats.Conn, error) {
 	opts = append(opts, nats.Name(name), nats.Timeout(2*time.Second))
 	if tlsc != nil {
 		opts = append(opts, nats.Secure(tlsc.Client()))
 	}
 	if user.User != "" {
-		opts = append(opts, nats.UserInfo(user.User, user.Password))
+		opts = append(opts, nats.UserInfo(user.User, user.Password), nats.CustomInboxPrefix(inboxPrefix(user.User)))
 	}
 	return nats.Connect(strings.Join(urls, ","), opts...)
 }
