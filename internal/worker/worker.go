@@ -638,19 +638,30 @@ func (e *env) invoke(inv *invoke.Invocation) (*invoke.Result, error) {
 	res := &invoke.Result{Reusable: true}
 	timer := time.NewTimer(timeout)
 	defer func() { res.Streamed = res.Streamed || stream != nil && stream.begun.Load() }()
-	select {
-	case o := <-results:
+	answer := func(o runtimeapi.Outcome) {
 		res.Payload, res.ErrorType, res.Streamed = o.Payload, o.ErrorType, o.Streamed
 		// Runtimes exit when the Runtime API refuses their response.
 		res.Reusable = o.ErrorType != "Function.ResponseSizeTooLarge"
+	}
+	select {
+	case o := <-results:
+		answer(o)
 	case <-e.dead:
-		if e.api.LastDelivered() != inv.RequestID {
-			timer.Stop()
-			return nil, invoke.ErrNoEnv // it died before the invoke reached it
+		select {
+		case o := <-results:
+			// It answered, then exited: the answer was delivered before
+			// the runtime was acknowledged, and it stands.
+			answer(o)
+			res.Reusable = false
+		default:
+			if e.api.LastDelivered() != inv.RequestID {
+				timer.Stop()
+				return nil, invoke.ErrNoEnv // it died before the invoke reached it
+			}
+			res.Reusable = false
+			res.ErrorType = e.exitError()
+			res.Payload = runtimeapi.ErrorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
 		}
-		res.Reusable = false
-		res.ErrorType = e.exitError()
-		res.Payload = runtimeapi.ErrorDoc(res.ErrorType, "RequestId: "+inv.RequestID+" Error: Runtime exited with error: "+e.exitText())
 	case <-timer.C:
 		e.api.Abandon()
 		res.Reusable = false

@@ -120,6 +120,19 @@ var lifecycleCases = []testCase{
 			t.Fatalf("after a crash: %s", res.Payload)
 		}
 	}},
+	{"AnsweredThenExited", func(t *testing.T, h *Harness) {
+		// A runtime that posts its invoke's outcome and exits at once: the
+		// outcome was accepted, and it is the invoke's, not the exit. CI
+		// once saw the exit win the race (as Runtime.ExitError).
+		fn := h.AddGo(t, "probe", ProbeGo)
+		for i := range 20 {
+			env := h.Create(t, fn)
+			res := h.Invoke(t, env, map[string]any{"action": "badtype"})
+			if res.ErrorType == "Runtime.ExitError" || !strings.Contains(string(res.Payload), "bad type") {
+				t.Fatalf("invoke %d: %q %s", i, res.ErrorType, res.Payload)
+			}
+		}
+	}},
 	{"InitFailure", func(t *testing.T, h *Harness) {
 		fn := h.AddFiles(t, "badinit", map[string][]byte{"bootstrap": []byte("#!/bin/sh\necho dying during init\nexit 7\n")})
 		_, err := h.W.Create(context.Background(), invoke.EnvSpec{Function: fn})
