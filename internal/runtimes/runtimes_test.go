@@ -179,7 +179,9 @@ type proc struct {
 
 var requestSeq atomic.Int64
 
-const testTimeout = 10 * time.Second
+// testTimeout bounds waiting for a runtime: generous, as a Python or Node
+// interpreter starting on a loaded host can take seconds.
+const testTimeout = time.Minute
 
 // startRuntime writes files into a new task root and starts the runtime for
 // rtName with _HANDLER=handler. It skips the test if the interpreter is missing.
@@ -369,7 +371,7 @@ const (
 
 func contextInvocation() invocation {
 	return invocation{
-		deadline: time.Now().Add(3 * time.Second),
+		deadline: time.Now().Add(30 * time.Second),
 		headers: map[string]string{
 			"Lambda-Runtime-Client-Context":   clientContextJSON,
 			"Lambda-Runtime-Cognito-Identity": cognitoJSON,
@@ -410,8 +412,10 @@ func checkContext(t *testing.T, p *proc, r report, memory any) {
 		}
 	}
 	remaining, ok := got["remaining"].(float64)
-	if !ok || remaining <= 1000 || remaining > 3000 {
-		t.Errorf("remaining time %v ms, want in (1000, 3000] for a deadline 3 s away", got["remaining"])
+	// Set before the interpreter has started: on a loaded host its start
+	// takes seconds of the 30, so the bounds only tell milliseconds apart.
+	if !ok || remaining <= 1000 || remaining > 30000 {
+		t.Errorf("remaining time %v ms, want in (1000, 30000] for a deadline 30 s away", got["remaining"])
 	}
 }
 
