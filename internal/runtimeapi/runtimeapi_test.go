@@ -251,7 +251,10 @@ func TestStalledBody(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) { dropped(t, Config{BodyTimeout: 50 * time.Millisecond}, tc.req) })
 	}
 	t.Run("Whole", func(t *testing.T) {
-		c := serveOne(t, Config{BodyTimeout: 50 * time.Millisecond})
+		// Long enough that the body sent in two parts 10 ms apart comes
+		// within it however a loaded host delays the second.
+		const bodyTimeout = 500 * time.Millisecond
+		c := serveOne(t, Config{BodyTimeout: bodyTimeout})
 		const unknown = "POST /2018-06-01/runtime/unknown HTTP/1.1\r\nHost: x\r\n"
 		br := bufio.NewReader(c)
 		for i, req := range [][]string{
@@ -262,7 +265,7 @@ func TestStalledBody(t *testing.T) {
 		} {
 			// Past the body timeout, the connection idles, as a runtime's
 			// between invokes, and is still served.
-			time.Sleep(200 * time.Millisecond)
+			time.Sleep(bodyTimeout + 100*time.Millisecond)
 			for _, part := range req {
 				io.WriteString(c, part)
 				time.Sleep(10 * time.Millisecond)
