@@ -115,7 +115,7 @@ func newRig(t testing.TB, parts int, mode Mode, tune func(*Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.client.Deadline = 10 * time.Second
+	r.client.Deadline = 30 * time.Second
 	for p := 0; p < parts; p++ {
 		r.waitLeader(p, wait.Deadline)
 	}
@@ -350,7 +350,6 @@ func TestFailoverKeepsWarmEnvironments(t *testing.T) {
 // until their deadline).
 func TestStalledTailTakesOver(t *testing.T) {
 	r := newRig(t, 1, Replicated, nil)
-	r.client.Deadline = 30 * time.Second
 	old := r.leader(0)
 	for i, m := range r.members {
 		if i != old {
@@ -577,7 +576,7 @@ func TestBootstrapFromTrimmedJournal(t *testing.T) {
 	}
 	// and it can lead with them
 	r.kill(r.leader(0))
-	r.waitLeader(0, 3*time.Second)
+	r.waitLeader(0, wait.Deadline)
 	before := r.fleet.created.Load()
 	for i := 0; i < 3; i++ {
 		r.invoke(fnNamed(fmt.Sprintf("fn%d", i)))
@@ -695,7 +694,7 @@ func TestProvisionedSurvivesFailover(t *testing.T) {
 	// waitReport waits for a report of 2 after the first `after` reports.
 	waitReport := func(after int) int {
 		t.Helper()
-		for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for end := time.Now().Add(wait.Deadline); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
 			mu.Lock()
 			n := len(reports)
 			done := n > after && reports[n-1] == 2
@@ -713,7 +712,7 @@ func TestProvisionedSurvivesFailover(t *testing.T) {
 	}
 	r.waitSame(0)
 	r.kill(r.leader(0))
-	r.waitLeader(0, 5*time.Second)
+	r.waitLeader(0, wait.Deadline)
 	waitReport(seen) // the new leader's own count
 	if n := r.fleet.created.Load(); n != 2 {
 		t.Fatalf("%d environments created across the failover; the provisioned ones were not kept", n-2)
@@ -724,7 +723,7 @@ func TestProvisionedSurvivesFailover(t *testing.T) {
 	}
 	lost := r.envsOf(r.leader(0), 0)[0]
 	r.conns[r.leader(0)].Publish(WorkerDown, []byte(`{"id":"`+lost.Worker+`"}`))
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); ; time.Sleep(10 * time.Millisecond) {
 		var provisioned int
 		for _, e := range r.envsOf(r.leader(0), 0) {
 			if e.Provisioned && e.Status == partition.Idle && e.ID != lost.ID {
@@ -774,7 +773,7 @@ func TestOrphanedBusyEnvironmentRetired(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Never released.
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for end := time.Now().Add(wait.Deadline); ; time.Sleep(20 * time.Millisecond) {
 		gone := true
 		for _, e := range r.envsOf(r.leader(0), 0) {
 			gone = gone && e.ID != env.ID
