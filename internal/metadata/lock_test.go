@@ -76,7 +76,9 @@ func TestLockExcludes(t *testing.T) {
 func TestLockOvertaken(t *testing.T) {
 	ss := stores(t, 2)
 	ctx := context.Background()
-	deadUnlock, err := ss[0].Lock(ctx, "acct", 300*time.Millisecond)
+	// A ttl well past the 100 ms attempt below, however a loaded host
+	// delays that attempt after this write.
+	deadUnlock, err := ss[0].Lock(ctx, "acct", 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
