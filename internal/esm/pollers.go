@@ -528,7 +528,10 @@ func (r *runner) invoke(recs []Record, payload []byte, received time.Time) (*inv
 		}
 		pause(r.ctx, backoff)
 		backoff = min(2*backoff, maxBackoff)
-		if hold := r.src.Hold(); hold > 0 && time.Since(held) > hold/2 {
+		// Extended when the next pause would end past half the hold, so
+		// that the extension comes with half the hold to spare (a stall of
+		// a loaded host would otherwise let the records come back).
+		if hold := r.src.Hold(); hold > 0 && time.Since(held)+backoff > hold/2 {
 			if err := r.src.Extend(r.ctx, recs, hold); err == nil {
 				held = time.Now()
 			}
