@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/partition"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -146,7 +147,8 @@ func (j *Journal) Check() Summary {
 	if err != nil {
 		j.tb.Fatalf("audit %s: %v", j.stream, err)
 	}
-	for end := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	// The tail may be thousands of records behind a load just stopped.
+	for end := time.Now().Add(wait.Deadline); ; time.Sleep(10 * time.Millisecond) {
 		j.mu.Lock()
 		last := j.last
 		j.mu.Unlock()
