@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -226,6 +227,13 @@ func TestKillPartitionLeaderUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second) // and through the failover
+	// On a loaded host the failover may outlast that: the callers could
+	// all be in invokes issued before the kill until then, and none after.
+	wait.True(t, "an invoke issued after the kill served", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.ContainsFunc(results, func(o outcome) bool { return o.err == nil && o.start.After(killedAt) })
+	})
 	stop()
 	newLeader, _ := leaderOf(t, f, "steady")
 	var before, after, errs, coldBefore, coldAfter int

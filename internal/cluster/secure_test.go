@@ -20,6 +20,7 @@ import (
 
 	"github.com/kiln-dev/kiln/internal/cluster"
 	"github.com/kiln-dev/kiln/internal/keys"
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/natsd"
 	"github.com/kiln-dev/kiln/internal/pki"
 	"github.com/nats-io/nats.go"
@@ -285,7 +286,9 @@ func TestRoleCredentials(t *testing.T) {
 				t.Logf("worker-x log:\n%s", logs)
 			}
 		}()
-		for end := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		// A process start and its first placement report: seconds, and more
+		// on a loaded host.
+		for end := time.Now().Add(wait.Deadline); ; time.Sleep(100 * time.Millisecond) {
 			st, err := f.Status(ctx, "")
 			if err == nil && slices.ContainsFunc(st.Workers, func(w cluster.WorkerStatus) bool {
 				return w.ID == "worker-x" && w.Healthy && strings.HasPrefix(w.Addr, "https://")
