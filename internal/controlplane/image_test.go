@@ -368,7 +368,9 @@ func TestImageImportResumes(t *testing.T) {
 	ctx := context.Background()
 	store := imagestest.NewStore(t)
 	var cfg controlplane.Config
-	k := start(t, "", func(c *controlplane.Config) { c.Images, c.ImportStale = store.Store, 2*time.Second; cfg = *c })
+	// The owner beats six times per ImportStale: 4 s leaves a loaded host's
+	// stall of over 3 s before a live owner's import looks stale.
+	k := start(t, "", func(c *controlplane.Config) { c.Images, c.ImportStale = store.Store, 4*time.Second; cfg = *c })
 	defer k.stop()
 	layer := imagestest.Layer(t, imagestest.File{Name: "bootstrap", Body: []byte("held")})
 	ld, _ := layer.Digest()
@@ -391,7 +393,7 @@ func TestImageImportResumes(t *testing.T) {
 	waitBlocked("the import never fetched the layer")
 	second := controlplane.New(cfg)
 	defer second.Close()
-	time.Sleep(3 * time.Second) // past ImportStale: a live owner's import is not taken
+	time.Sleep(5 * time.Second) // past ImportStale: a live owner's import is not taken
 	if len(blocked) != 0 {
 		t.Fatal("the second control plane took over a live owner's import")
 	}
