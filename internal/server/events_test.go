@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/kiln-dev/kiln/internal/agent"
 	"github.com/kiln-dev/kiln/internal/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/server"
 )
 
@@ -182,7 +183,7 @@ func TestEventFrontendProcess(t *testing.T) {
 	syscall.Kill(pid, syscall.SIGKILL)
 	before := metric(t, s, handoffs)
 	round(20, true)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(wait.Deadline) // a second's pause, then a process start: more on a loaded host
 	for metric(t, s, handoffs) == before && time.Now().Before(deadline) {
 		round(8, false) // the restarted process takes connections again
 	}

@@ -269,7 +269,9 @@ func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("par"), Payload: []byte(`{"action":"sleep","ms":500}`)})
+			// Long enough that all four overlap on a loaded host, so that
+			// each needs an environment of its own.
+			_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("par"), Payload: []byte(`{"action":"sleep","ms":2000}`)})
 			errs <- err
 		}()
 	}
@@ -299,7 +301,7 @@ func TestConcurrencyParallelEnvironmentsAndThrottles(t *testing.T) {
 		_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("par")})
 		return err == nil
 	})
-	throttled := concurrent(t, c, "par", 2, 1500)
+	throttled := concurrent(t, c, "par", 2, 3000)
 	if throttled != 1 {
 		t.Errorf("reserved 1, 2 concurrent invokes: %d throttled, want 1", throttled)
 	}
