@@ -24,7 +24,7 @@ func TestEventInvokeSuccessToQueue(t *testing.T) {
 	if len(id) != 36 {
 		t.Fatalf("request id %q", id)
 	}
-	recs := k.records("done", 1, 10*time.Second)
+	recs := k.records("done", 1)
 	r := recs[0]
 	if r.Version != "1.0" || r.RequestContext.RequestID != id || r.RequestContext.Condition != eventinvoke.ConditionSuccess ||
 		r.RequestContext.ApproximateInvokeCount != 1 || r.RequestContext.FunctionArn != k.functionARN("ok")+":$LATEST" {
@@ -59,7 +59,7 @@ func TestRetriesExhaustedToFunction(t *testing.T) {
 
 	start := time.Now()
 	id := k.event("fails", map[string]any{"action": "error", "msg": "always broken"})
-	outer := k.records("collected", 1, 20*time.Second)[0]
+	outer := k.records("collected", 1)[0]
 	elapsed := time.Since(start)
 	if outer.RequestContext.Condition != eventinvoke.ConditionSuccess || outer.RequestContext.FunctionArn != k.functionARN("collector")+":$LATEST" {
 		t.Fatalf("collector's record: %+v", outer)
@@ -89,7 +89,7 @@ func TestRetriesExhaustedToFunction(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.event("fails", map[string]any{"action": "error", "msg": "once"})
-	outer = k.records("collected", 2, 20*time.Second)[1]
+	outer = k.records("collected", 2)[1]
 	json.Unmarshal(outer.RequestPayload, &r)
 	if r.RequestContext.ApproximateInvokeCount != 1 || r.RequestContext.Condition != eventinvoke.ConditionRetriesExhausted {
 		t.Fatalf("failure record with no retries: %+v", r.RequestContext)
@@ -108,7 +108,7 @@ func TestCrashingFunctionToQueue(t *testing.T) {
 			OnFailure: &types.OnFailure{Destination: aws.String(k.queueARN("crash-failed"))}}})
 	k.event("crash", map[string]any{"action": "panic"})
 	k.event("crash", map[string]any{"action": "exit", "code": 3})
-	recs := k.records("crash-failed", 2, 20*time.Second)
+	recs := k.records("crash-failed", 2)
 	for _, r := range recs {
 		if r.RequestContext.Condition != eventinvoke.ConditionRetriesExhausted || r.RequestContext.ApproximateInvokeCount != 2 ||
 			r.ResponseContext.FunctionError != "Unhandled" || len(r.ResponsePayload) == 0 {
@@ -116,7 +116,7 @@ func TestCrashingFunctionToQueue(t *testing.T) {
 		}
 	}
 	k.event("crash", map[string]any{"action": "echo"})
-	k.records("crash-ok", 1, 10*time.Second)
+	k.records("crash-ok", 1)
 	k.quiet("crash-failed", 2, 300*time.Millisecond)
 }
 
@@ -140,7 +140,7 @@ func TestEventAgeExceededAndDeadLetterQueue(t *testing.T) {
 
 	start := time.Now()
 	id := k.event("closed", map[string]any{"action": "echo", "tag": "late"})
-	r := k.records("too-old", 1, 20*time.Second)[0]
+	r := k.records("too-old", 1)[0]
 	age := time.Since(start)
 	if r.RequestContext.RequestID != id || r.RequestContext.Condition != eventinvoke.ConditionEventAgeExceeded || r.RequestContext.ApproximateInvokeCount != 0 {
 		t.Fatalf("record: %+v", r.RequestContext)
@@ -148,7 +148,7 @@ func TestEventAgeExceededAndDeadLetterQueue(t *testing.T) {
 	if want := 60 * fast.EventAgeUnit; age < want {
 		t.Fatalf("failed after %s, before its maximum age %s", age, want)
 	}
-	dl := k.messages("dlq", 1, 10*time.Second)[0]
+	dl := k.messages("dlq", 1)[0]
 	var ev map[string]any
 	json.Unmarshal(dl.Body, &ev)
 	if ev["tag"] != "late" || dl.Header.Get("RequestID") != id || dl.Header.Get("ErrorCode") == "" {
@@ -167,7 +167,7 @@ func TestDeadLetterQueueOnFunctionError(t *testing.T) {
 	}
 	k.putConfig(&lambda.PutFunctionEventInvokeConfigInput{FunctionName: aws.String("dl"), MaximumRetryAttempts: aws.Int32(1)})
 	id := k.event("dl", map[string]any{"action": "error", "msg": "to the dlq"})
-	m := k.messages("dead", 1, 10*time.Second)[0]
+	m := k.messages("dead", 1)[0]
 	if m.Header.Get("RequestID") != id || m.Header.Get("ErrorMessage") != "to the dlq" || m.Header.Get("ErrorCode") != "200" {
 		t.Fatalf("dead letter headers: %v", m.Header)
 	}
@@ -194,8 +194,8 @@ func TestConfigPerQualifier(t *testing.T) {
 		DestinationConfig: &types.DestinationConfig{OnSuccess: &types.OnSuccess{Destination: aws.String(k.queueARN("latest-ok"))}}})
 	k.event("q:live", map[string]any{"via": "alias"})
 	k.event("q", map[string]any{"via": "latest"})
-	live := k.records("live-ok", 1, 10*time.Second)[0]
-	latest := k.records("latest-ok", 1, 10*time.Second)[0]
+	live := k.records("live-ok", 1)[0]
+	latest := k.records("latest-ok", 1)[0]
 	if live.RequestContext.FunctionArn != k.functionARN("q")+":live" || live.ResponseContext.ExecutedVersion != "1" || string(live.RequestPayload) != `{"via":"alias"}` {
 		t.Fatalf("alias record: %+v %+v %s", live.RequestContext, live.ResponseContext, live.RequestPayload)
 	}
@@ -246,7 +246,7 @@ func TestEventsRunUnderContinuousSyncLoad(t *testing.T) {
 	for i := range events {
 		k.event("queued", map[string]any{"action": "echo", "n": i})
 	}
-	recs := k.records("ran", events, 20*time.Second) // fails the test if they do not all run
+	recs := k.records("ran", events) // fails the test if they do not all run
 	close(stop)
 	n := <-syncDone
 	if len(recs) != events || n == 0 {

@@ -190,7 +190,7 @@ func TestEventPayloadLimit(t *testing.T) {
 	if err != nil || out.StatusCode != 202 {
 		t.Fatalf("1 MB event: %v", err)
 	}
-	r := k.records("big-done", 1, 20*time.Second)[0]
+	r := k.records("big-done", 1)[0]
 	if len(r.RequestPayload) != 1<<20 || len(r.ResponsePayload) != 1<<20 {
 		t.Fatalf("record of the 1 MB event: request %d bytes, response %d", len(r.RequestPayload), len(r.ResponsePayload))
 	}

@@ -224,7 +224,8 @@ func TestEventsSurviveCrash(t *testing.T) {
 	t.Logf("crash 2: killed kiln up with %d of %d accepted events run", len(ids), len(accepted))
 	k.start()
 
-	deadline := time.Now().Add(60 * time.Second)
+	// Thousands of events left to run: a minute or more on a loaded host.
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		ids, n := records()
 		missing := 0
@@ -242,7 +243,7 @@ func TestEventsSurviveCrash(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d accepted events did not run within a minute of the restart\n%s", missing, len(accepted), k.log())
+			t.Fatalf("%d of %d accepted events did not run within 3 minutes of the restart\n%s", missing, len(accepted), k.log())
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

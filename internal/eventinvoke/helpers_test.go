@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/eventinvoke"
 	"github.com/kiln-dev/kiln/internal/kilntest"
 	"github.com/kiln-dev/kiln/internal/kilntest/fntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/server"
 )
 
@@ -98,9 +99,9 @@ func (k *kiln) putConfig(in *lambda.PutFunctionEventInvokeConfigInput) {
 
 // records waits for n messages on a Kiln queue and decodes them as
 // invocation records, in queue order.
-func (k *kiln) records(queue string, n int, timeout time.Duration) []eventinvoke.Record {
+func (k *kiln) records(queue string, n int) []eventinvoke.Record {
 	k.t.Helper()
-	msgs := k.messages(queue, n, timeout)
+	msgs := k.messages(queue, n)
 	out := make([]eventinvoke.Record, len(msgs))
 	for i, m := range msgs {
 		if err := json.Unmarshal(m.Body, &out[i]); err != nil {
@@ -110,9 +111,11 @@ func (k *kiln) records(queue string, n int, timeout time.Duration) []eventinvoke
 	return out
 }
 
-func (k *kiln) messages(queue string, n int, timeout time.Duration) []eventinvoke.QueueMessage {
+// messages waits (up to wait.Deadline: an event's run is a cold start and
+// more, and seconds on a loaded host) for n messages on a Kiln queue.
+func (k *kiln) messages(queue string, n int) []eventinvoke.QueueMessage {
 	k.t.Helper()
-	deadline := time.Now().Add(timeout)
+	deadline := time.Now().Add(wait.Deadline)
 	for {
 		msgs, err := k.s.Async().ReadQueue(ctx, k.queueARN(queue), 1, 0)
 		if err != nil {
@@ -122,7 +125,7 @@ func (k *kiln) messages(queue string, n int, timeout time.Duration) []eventinvok
 			return msgs
 		}
 		if time.Now().After(deadline) {
-			k.t.Fatalf("queue %s: %d messages after %s, want %d", queue, len(msgs), timeout, n)
+			k.t.Fatalf("queue %s: %d messages after %s, want %d", queue, len(msgs), wait.Deadline, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
