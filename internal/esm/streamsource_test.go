@@ -165,7 +165,7 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 			if err != nil {
 				t.Fatal(err)
 			}
-			recs := readAll(t, s, map[string]string{sh: cp}, len(c.want)/2+1, 3*time.Second)[sh]
+			recs := readAll(t, s, map[string]string{sh: cp}, len(c.want)/2+1, 30*time.Second)[sh]
 			var ns string
 			for i, r := range recs {
 				var d struct{ N int }
@@ -180,7 +180,7 @@ func testStreamSource(t *testing.T, open func(t *testing.T, shards int) streamUn
 			}
 		}
 		// LATEST of an empty shard reads everything put after it.
-		if recs := readAll(t, s, map[string]string{sh: empty}, 3, 3*time.Second)[sh]; len(recs) != 3 {
+		if recs := readAll(t, s, map[string]string{sh: empty}, 3, 30*time.Second)[sh]; len(recs) != 3 {
 			t.Errorf("LATEST of the empty shard read %d records, want 3", len(recs))
 		}
 	})
