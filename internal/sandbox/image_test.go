@@ -78,7 +78,9 @@ func TestImageEnvironment(t *testing.T) {
 	w := worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: noCode{}, Images: mounter, Sandbox: linux(t)})
 	t.Cleanup(w.Close)
 
-	fn := api.FunctionConfiguration{FunctionName: "img", PackageType: "Image", MemorySize: 128, Timeout: 3, Version: "$LATEST",
+	// A first start and invoke read the image through FUSE: a 30 s timeout
+	// leaves a loaded host room.
+	fn := api.FunctionConfiguration{FunctionName: "img", PackageType: "Image", MemorySize: 128, Timeout: 30, Version: "$LATEST",
 		KilnImage: &api.ImageCode{Manifest: imp.ManifestName}}
 	for _, tc := range []struct {
 		name   string
@@ -180,9 +182,12 @@ def handler(event, context):
 	}
 	mounter := &imagefs.Mounter{Store: store, Dir: t.TempDir()}
 	t.Cleanup(func() { mounter.Close() })
-	w := worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: noCode{}, Images: mounter, Sandbox: linux(t)})
+	// Python's start reads its standard library through FUSE, the image's
+	// chunks not yet fetched: on a loaded host more than Lambda's 10 s init.
+	w := worker.New(worker.Config{Region: "us-east-1", RuntimeDir: rt, Code: noCode{}, Images: mounter, Sandbox: linux(t),
+		InitTimeout: time.Minute})
 	t.Cleanup(w.Close)
-	fn := api.FunctionConfiguration{FunctionName: "py", PackageType: "Image", MemorySize: 128, Timeout: 10, Version: "$LATEST",
+	fn := api.FunctionConfiguration{FunctionName: "py", PackageType: "Image", MemorySize: 128, Timeout: 30, Version: "$LATEST",
 		KilnImage: &api.ImageCode{Manifest: imp.ManifestName}}
 	info, err := w.Create(ctx, invoke.EnvSpec{Account: "123456789012", Function: fn})
 	if err != nil {
