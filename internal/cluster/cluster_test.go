@@ -105,6 +105,18 @@ func create(t *testing.T, c *lambda.Client, name string) {
 	fntest.WaitActive(t, c, name)
 }
 
+// setTimeout gives function name a timeout of seconds, for an invoke that
+// must still run after a loaded host's seconds of status polls and
+// commands.
+func setTimeout(t *testing.T, c *lambda.Client, name string, seconds int32) {
+	t.Helper()
+	if _, err := c.UpdateFunctionConfiguration(ctx, &lambda.UpdateFunctionConfigurationInput{FunctionName: aws.String(name),
+		Timeout: aws.Int32(seconds)}); err != nil {
+		t.Fatalf("update %s: %v", name, err)
+	}
+	fntest.WaitUpdated(t, c, name)
+}
+
 type outcome struct {
 	cold    bool
 	phases  bool // X-Kiln-Cold-Start is well formed
@@ -298,6 +310,7 @@ func TestKillWorkerMidInvoke(t *testing.T) {
 	f := up(t, cluster.UpConfig{})
 	c := client(f, 0)
 	create(t, c, "slow")
+	setTimeout(t, c, "slow", 120)
 	if o := invoke(c, "slow", `{}`); o.err != nil {
 		t.Fatal(o.err)
 	}
@@ -316,7 +329,7 @@ func TestKillWorkerMidInvoke(t *testing.T) {
 		t.Fatal("no environment found")
 	}
 	done := make(chan outcome)
-	go func() { done <- invoke(c, "slow", `{"action":"sleep","ms":8000}`) }()
+	go func() { done <- invoke(c, "slow", `{"action":"sleep","ms":100000}`) }() // ended by the kill
 	wait.For(t, "the invoke is running", func() error {
 		if st := envsByWorker(t, f)[workerName]["slow"]; st != "busy" {
 			return fmt.Errorf("environment %q", st)
@@ -462,6 +475,7 @@ func TestDrainWorker(t *testing.T) {
 	const n = 5 // over 3 workers: one holds at least 2
 	for i := 0; i < n; i++ {
 		create(t, c, fmt.Sprintf("d%d", i))
+		setTimeout(t, c, fmt.Sprintf("d%d", i), 30)
 		if o := invoke(c, fmt.Sprintf("d%d", i), `{}`); o.err != nil {
 			t.Fatal(o.err)
 		}
@@ -486,7 +500,7 @@ func TestDrainWorker(t *testing.T) {
 	running := make(chan outcome, 1)
 	// Long enough that the idle environments are seen retired while it
 	// runs, however loaded the host.
-	go func() { running <- invoke(c, busyFn, `{"action":"sleep","ms":8000}`) }()
+	go func() { running <- invoke(c, busyFn, `{"action":"sleep","ms":15000}`) }()
 	wait.For(t, "the invoke is running", func() error {
 		if st := envsByWorker(t, f)[target][busyFn]; st != "busy" {
 			return fmt.Errorf("%s's environment %q", busyFn, st)
