@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,28 +28,56 @@ func LeaderGet(ctx context.Context, nc *nats.Conn, bucket, key string) ([]byte, 
 	if !validKey.MatchString(key) {
 		return nil, 0, jetstream.ErrInvalidKey
 	}
-	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
-	var resp struct {
-		Message *struct {
-			Seq  uint64 `json:"seq"`
-			Hdrs []byte `json:"hdrs"`
-			Data []byte `json:"data"`
-		} `json:"message"`
+	m, err := leaderLast(ctx, nc, "KV_"+bucket, "$KV."+bucket+"."+key)
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return nil, 0, jetstream.ErrKeyNotFound
+	case err != nil:
+		return nil, 0, fmt.Errorf("read %s: %w", key, err)
+	case bytes.Contains(m.Hdrs, []byte("KV-Operation")): // a delete or purge marker
+		return nil, 0, jetstream.ErrKeyNotFound
 	}
-	err := leaderRequest(ctx, nc, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req, &resp)
+	return m.Data, m.Seq, nil
+}
+
+// LeaderLast returns the sequence and time of stream's last message on
+// subject as the stream's leader has it, or jetstream.ErrMsgNotFound. A
+// direct get, which any replica may answer, can miss a message
+// acknowledged a moment ago.
+func LeaderLast(ctx context.Context, nc *nats.Conn, stream, subject string) (uint64, time.Time, error) {
+	m, err := leaderLast(ctx, nc, stream, subject)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	return m.Seq, m.Time, nil
+}
+
+// leaderMsg is a message as the JetStream API's message get returns it.
+type leaderMsg struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	Hdrs []byte    `json:"hdrs"`
+	Data []byte    `json:"data"`
+}
+
+// leaderLast reads stream's last message on subject from the stream's leader.
+func leaderLast(ctx context.Context, nc *nats.Conn, stream, subject string) (*leaderMsg, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": subject})
+	var resp struct {
+		Message *leaderMsg `json:"message"`
+	}
+	err := leaderRequest(ctx, nc, "$JS.API.STREAM.MSG.GET."+stream, req, &resp)
 	const noMessageFound = 10037
 	var apiErr *jetstream.APIError
 	switch {
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == noMessageFound:
-		return nil, 0, jetstream.ErrKeyNotFound
+		return nil, jetstream.ErrMsgNotFound
 	case err != nil:
-		return nil, 0, fmt.Errorf("read %s: %w", key, err)
+		return nil, err
 	case resp.Message == nil:
-		return nil, 0, errors.New("read " + key + ": empty answer")
-	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation")): // a delete or purge marker
-		return nil, 0, jetstream.ErrKeyNotFound
+		return nil, errors.New("empty answer")
 	}
-	return resp.Message.Data, resp.Message.Seq, nil
+	return resp.Message, nil
 }
 
 // LeaderKeys lists the keys of KV bucket that match filter (a KV key

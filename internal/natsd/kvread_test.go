@@ -56,6 +56,34 @@ func TestLeaderGet(t *testing.T) {
 	}
 }
 
+// LeaderLast tells a subject's last message, and none of a subject
+// without one.
+func TestLeaderLast(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t)
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	var last *jetstream.PubAck
+	for _, subj := range []string{"s.a", "s.b", "s.a", "s.b"} {
+		ack, err := js.Publish(ctx, subj, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if subj == "s.a" {
+			last = ack
+		}
+	}
+	seq, at, err := natsd.LeaderLast(ctx, nc, "S", "s.a")
+	if err != nil || seq != last.Sequence || time.Since(at) > time.Minute || at.After(time.Now()) {
+		t.Errorf("last of s.a: %d at %v (%v), want %d a moment ago", seq, at, err, last.Sequence)
+	}
+	if _, _, err := natsd.LeaderLast(ctx, nc, "S", "s.c"); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("s.c: %v, want ErrMsgNotFound", err)
+	}
+}
+
 // LeaderKeys lists what the KV API lists, deleted keys included, filtered
 // by a key pattern.
 func TestLeaderKeys(t *testing.T) {

@@ -600,6 +600,9 @@ func (s *Service) getRecords(c *call) (any, error) {
 		return nil, notFound(it.Account, it.Name)
 	}
 	recs, next, behind, err := s.read(c.ctx, m, it.Shard, it.cursor, limit)
+	if err == nil && behind == 0 && s.cfg.Replicas > 1 {
+		behind, err = s.leaderBehind(c.ctx, m, it.Shard, next)
+	}
 	if err != nil {
 		return nil, err
 	}

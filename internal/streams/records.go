@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/kiln-dev/kiln/internal/natsd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -274,6 +275,25 @@ func (s *Service) lastSeq(ctx context.Context, m *meta) (uint64, error) {
 		return 0, fmt.Errorf("stream %s: %w", m.Name, err)
 	}
 	return st.CachedInfo().State.LastSeq, nil
+}
+
+// leaderBehind is MillisBehindLatest for a read that its replica said was
+// caught up at next: the age of the shard's last record when the stream's
+// leader holds it and next is not past it (at least 1), else 0. Any replica
+// answers a read, and one a moment behind would have a reader stop short
+// of records acknowledged already (a put then a read through another
+// frontend).
+func (s *Service) leaderBehind(ctx context.Context, m *meta, shard int, next cursor) (int64, error) {
+	seq, at, err := natsd.LeaderLast(ctx, s.nc, m.jsName(), m.subject(shard))
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("stream %s: last record: %w", m.Name, err)
+	case next.At.IsZero() && seq < next.Seq, !next.At.IsZero() && at.Before(next.At):
+		return 0, nil
+	}
+	return max(time.Since(at).Milliseconds(), 1), nil
 }
 
 // resolve turns a Position into a cursor in shard of m.

@@ -20,6 +20,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/api"
 	"github.com/kiln-dev/kiln/internal/auth"
 	"github.com/kiln-dev/kiln/internal/kilntest"
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/natsd"
 	"github.com/kiln-dev/kiln/internal/natsd/natstest"
 	"github.com/kiln-dev/kiln/internal/streams"
@@ -49,7 +50,13 @@ type env struct {
 
 func newService(t *testing.T, nc *nats.Conn) *env {
 	t.Helper()
-	svc, err := streams.New(context.Background(), streams.Config{NATS: nc, Region: region,
+	return newReplicated(t, nc, 0)
+}
+
+// newReplicated is newService with streams of replicas replicas.
+func newReplicated(t *testing.T, nc *nats.Conn, replicas int) *env {
+	t.Helper()
+	svc, err := streams.New(context.Background(), streams.Config{NATS: nc, Region: region, Replicas: replicas,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -650,4 +657,62 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// In a cluster, a record acknowledged through one node is read at once
+// through another: a read its replica answers short of the record says it
+// is behind (MillisBehindLatest > 0), so that a reader reads on.
+func TestReadAfterPutInCluster(t *testing.T) {
+	nodes := natstest.Cluster(t, 3)
+	ctx := context.Background()
+	js, _ := jetstream.New(natstest.ConnectTo(t, nodes[0]))
+	wait.Retry(t, "the cluster's JetStream up", func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "READY", Replicas: 3})
+		return err
+	})
+	var es []*env
+	for _, n := range nodes {
+		es = append(es, newReplicated(t, natstest.ConnectTo(t, n), 3))
+	}
+	name := "raw"
+	wait.Retry(t, "create the stream", func(ctx context.Context) error {
+		_, err := es[0].client.CreateStream(ctx, &kinesis.CreateStreamInput{StreamName: &name, ShardCount: aws.Int32(1)})
+		var inUse *types.ResourceInUseException
+		if errors.As(err, &inUse) {
+			return nil
+		}
+		return err
+	})
+	var it *string
+	wait.Retry(t, "a LATEST iterator", func(ctx context.Context) error {
+		out, err := es[1].client.GetShardIterator(ctx, &kinesis.GetShardIteratorInput{StreamName: &name,
+			ShardId: aws.String("shardId-000000000000"), ShardIteratorType: types.ShardIteratorTypeLatest})
+		if err == nil {
+			it = out.ShardIterator
+		}
+		return err
+	})
+	for i := range 100 {
+		data := fmt.Appendf(nil, "r%d", i)
+		if _, err := es[0].client.PutRecord(ctx, &kinesis.PutRecordInput{StreamName: &name, PartitionKey: aws.String("k"), Data: data}); err != nil {
+			t.Fatal(err)
+		}
+		var got []types.Record
+		for reads := 0; ; reads++ {
+			out, err := es[1+i%2].client.GetRecords(ctx, &kinesis.GetRecordsInput{ShardIterator: it})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, it = append(got, out.Records...), out.NextShardIterator
+			if aws.ToInt64(out.MillisBehindLatest) == 0 {
+				break
+			}
+			if reads == 1000 {
+				t.Fatalf("record %d: still behind after %d reads", i, reads)
+			}
+		}
+		if len(got) != 1 || !bytes.Equal(got[0].Data, data) {
+			t.Fatalf("caught up right after putting %s through another node: read %d records", data, len(got))
+		}
+	}
 }
