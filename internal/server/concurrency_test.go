@@ -237,7 +237,9 @@ func TestReservedLimitExactUnderRace(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("race"), Payload: []byte(`{"action":"sleep","ms":4000}`)})
+			// Long sleeps: all 40 must arrive while the first five run, however
+			// slowly a loaded host sends them.
+			_, err := c.Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("race"), Payload: []byte(`{"action":"sleep","ms":8000}`)})
 			var tm *types.TooManyRequestsException
 			switch {
 			case err == nil:
