@@ -23,7 +23,7 @@ import (
 func TestProvisionedConcurrency(t *testing.T) {
 	s := kilntest.Start(t, server.Config{})
 	c := kilntest.Lambda(s)
-	toolkit(t, c, "pc", nil)
+	toolkit(t, c, "pc", func(in *lambda.CreateFunctionInput) { in.Timeout = aws.Int32(15) })
 	if _, err := c.PublishVersion(ctx, &lambda.PublishVersionInput{FunctionName: aws.String("pc")}); err != nil {
 		t.Fatal(err)
 	}
@@ -76,8 +76,10 @@ func TestProvisionedConcurrency(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// Sleep first so all five overlap, then report the environment's kind.
-			out := call(t, c, &lambda.InvokeInput{FunctionName: aws.String("pc:live"), Payload: []byte(`{"action":"sleep","ms":1500}`)})
+			// Sleep first so all five overlap (4 s: however slowly a loaded
+			// host sends them and starts the two on demand), then report the
+			// environment's kind.
+			out := call(t, c, &lambda.InvokeInput{FunctionName: aws.String("pc:live"), Payload: []byte(`{"action":"sleep","ms":4000}`)})
 			_ = out
 		}()
 	}
