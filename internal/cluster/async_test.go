@@ -63,7 +63,7 @@ func TestKillPollersMidBatch(t *testing.T) {
 	accepted := map[string]bool{}
 	for i := range events {
 		out, err := client(f, i%2).Invoke(ctx, &lambda.InvokeInput{FunctionName: aws.String("ev"), InvocationType: types.InvocationTypeEvent,
-			Payload: []byte(`{"action":"sleep","ms":1500}`)})
+			Payload: []byte(`{"action":"sleep","ms":3000}`)}) // long enough to be seen running on a loaded host
 		if err != nil || out.StatusCode != 202 {
 			t.Fatalf("Event invoke %d: %v", i, err)
 		}
