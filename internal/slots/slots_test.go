@@ -87,7 +87,7 @@ func (r *rig) start(i int) {
 	r.retry(func(ctx context.Context) (err error) {
 		r.members[i], err = Start(ctx, Config{NC: nc, Member: fmt.Sprintf("m%d", i), Partitions: parts, Replicas: 3,
 			Counting: counting.Config{AccountLimit: r.limit}, Functions: r.store, Lease: 300 * time.Millisecond,
-			TTL: 1500 * time.Millisecond, Logger: logger()})
+			Logger: logger()})
 		return err
 	})
 	r.conns[i] = nc
@@ -120,7 +120,7 @@ func (r *rig) leader(account string) int {
 }
 
 func (r *rig) client(node int) *Client {
-	c, err := NewClient(ClientConfig{NC: r.connect(node), Partitions: parts, TTL: 1500 * time.Millisecond})
+	c, err := NewClient(ClientConfig{NC: r.connect(node), Partitions: parts})
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestDeadFrontendsSlotsExpire(t *testing.T) {
 	r := newRig(t, limit)
 	r.leader("acct")
 	nc := r.connect(1)
-	dead, err := NewClient(ClientConfig{NC: nc, Partitions: parts, TTL: 1500 * time.Millisecond})
+	dead, err := NewClient(ClientConfig{NC: nc, Partitions: parts})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestDeadFrontendsSlotsExpire(t *testing.T) {
 		got = fill(t, live, "acct")
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Logf("slots free %v after the frontend went silent (TTL 1.5 s)", time.Since(start).Round(time.Millisecond))
+	t.Logf("slots free %v after the frontend went silent (TTL %v)", time.Since(start).Round(time.Millisecond), DefaultTTL)
 	if got != limit {
 		t.Fatalf("the live frontend got %d slots, want all %d", got, limit)
 	}
