@@ -196,7 +196,7 @@ def event_invokes_between_sync_ones():
         assert resp["ResponseMetadata"]["RequestId"], resp["ResponseMetadata"]
     logs = session.client("logs", endpoint_url=ENDPOINT, config=CONFIG)
     seen = set()
-    deadline = time.time() + 30
+    deadline = time.time() + 120  # async runs, cold starts and log ingestion, on a loaded host
     while len(seen) < 6 and time.time() < deadline:
         for page in logs.get_paginator("filter_log_events").paginate(logGroupName="/aws/lambda/b3-py"):
             for e in page["events"]:
@@ -464,7 +464,7 @@ def error_throttled_by_reserved_concurrency_0():
     assert resp["ReservedConcurrentExecutions"] == 0, resp
     assert lam.get_function_concurrency(FunctionName="b3-go").get("ReservedConcurrentExecutions") == 0
     # The change reaches counting through the metadata watch: allow it time.
-    deadline = time.time() + 15
+    deadline = time.time() + 60
     while True:
         try:
             lam.invoke(FunctionName="b3-go", Payload=b"{}")
@@ -475,18 +475,18 @@ def error_throttled_by_reserved_concurrency_0():
                     "throttle Reason %r in %r" % (e.response.get("Reason"), e.response)
                 break
             raise
-        assert time.time() < deadline, "invokes not throttled 15 s after reserved concurrency 0"
+        assert time.time() < deadline, "invokes not throttled 60 s after reserved concurrency 0"
         time.sleep(0.2)
     lam.delete_function_concurrency(FunctionName="b3-go")
     assert "ReservedConcurrentExecutions" not in lam.get_function_concurrency(FunctionName="b3-go")
-    deadline = time.time() + 15
+    deadline = time.time() + 60
     while True:
         try:
             invoke("b3-go", {"back": True})
             break
         except ClientError as e:
             assert e.response["Error"]["Code"] == "TooManyRequestsException", e
-            assert time.time() < deadline, "still throttled 15 s after delete_function_concurrency"
+            assert time.time() < deadline, "still throttled 60 s after delete_function_concurrency"
             time.sleep(0.2)
 
 
