@@ -159,8 +159,8 @@ func (k *kiln) stop() (err error) {
 		syscall.Kill(pid, syscall.SIGTERM)
 		select {
 		case <-k.exited:
-		case <-time.After(20 * time.Second):
-			err = fmt.Errorf("kiln up (pid %d) did not exit within 20s of SIGTERM; killed it", pid)
+		case <-time.After(time.Minute): // it ends every environment and store first: seconds on a loaded host
+			err = fmt.Errorf("kiln up (pid %d) did not exit within a minute of SIGTERM; killed it", pid)
 			syscall.Kill(-pid, syscall.SIGKILL)
 			<-k.exited
 		}
