@@ -27,3 +27,7 @@ func (f *File) ConfigFile(name string) string {
 
 // StatusWithEnvs is Status with every environment (members' view).
 func (f *File) StatusWithEnvs(ctx context.Context) (*Status, error) { return f.status(ctx, "", true) }
+
+// Running reports whether p still runs (a process up started, not a
+// recycled PID).
+func Running(p Proc) bool { return ours(p) }

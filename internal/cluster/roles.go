@@ -149,11 +149,34 @@ type roleConfig struct {
 	// means nowhere.
 	MetricsListen string
 	Logger        *slog.Logger
+	// stopBy ends shutdownGrace after the role's context (runRole): its
+	// NATS connections close then.
+	stopBy context.Context
 }
 
+// shutdownGrace bounds a role's stop: from SIGTERM, the role drains (a
+// frontend's requests in flight, for up to 5 s of it) and stores what it
+// can (a worker's last log lines) until then; at its end the role's NATS
+// connections close, which fails at once every JetStream request its
+// closes still wait on (NATS unreachable), rather than each waiting out
+// its own timeout in turn.
+const shutdownGrace = 10 * time.Second
+
+// graceAfter returns a context that ends d after ctx does.
+func graceAfter(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(d, cancel) })
+	return gctx, func() { stop(); cancel() }
+}
+
+// connect opens a NATS connection of the role, closed at its stopBy.
 func (c roleConfig) connect() (*nats.Conn, error) {
-	return natsConnect(c.NATS, c.Name, c.TLS, c.NATSUser, nats.DontRandomize(),
+	nc, err := natsConnect(c.NATS, c.Name, c.TLS, c.NATSUser, nats.DontRandomize(),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err == nil && c.stopBy != nil {
+		context.AfterFunc(c.stopBy, nc.Close)
+	}
+	return nc, err
 }
 
 // runRole runs one role until ctx ends.
@@ -167,6 +190,9 @@ func runRole(ctx context.Context, role string, cfg roleConfig) error {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 3
 	}
+	var cancel context.CancelFunc
+	cfg.stopBy, cancel = graceAfter(ctx, shutdownGrace)
+	defer cancel()
 	nc, err := cfg.connect()
 	if err != nil {
 		return fmt.Errorf("nats: %w", err)
@@ -498,7 +524,7 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.
 	if err != nil {
 		return err
 	}
-	defer logStore.Close() // after the worker: its environments' last lines
+	defer logStore.Shutdown(cfg.stopBy) // after the worker: its environments' last lines
 	imgs, err := cfg.images(ctx, nc, cfg.Sandbox, filepath.Join(cfg.DataDir, "images"))
 	if err != nil {
 		return err
@@ -679,7 +705,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metric
 	if err != nil {
 		return err
 	}
-	defer logStore.Close()
+	defer logStore.Shutdown(cfg.stopBy)
 	kinesis, err := openStreams(ctx, nc, cfg)
 	if err != nil {
 		return err
@@ -753,7 +779,7 @@ func runFrontend(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metric
 	}
 	defer where.Unsubscribe()
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	sctx, cancel := context.WithTimeout(cfg.stopBy, 5*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
 }

@@ -876,10 +876,13 @@ func (f *File) Down() error {
 }
 
 // Kill sends SIGKILL to one process of the cluster (fault tests).
-func (f *File) Kill(name string) (Proc, error) {
+func (f *File) Kill(name string) (Proc, error) { return f.Signal(name, syscall.SIGKILL) }
+
+// Signal sends sig to one process of the cluster, by the PID it started.
+func (f *File) Signal(name string, sig syscall.Signal) (Proc, error) {
 	for _, p := range f.Procs {
 		if p.Name == name && ours(p) {
-			return p, syscall.Kill(p.PID, syscall.SIGKILL)
+			return p, syscall.Kill(p.PID, sig)
 		}
 	}
 	return Proc{}, fmt.Errorf("no running process %q", name)

@@ -369,7 +369,7 @@ func (s *Store) writeIndex() {
 	if len(recs) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(s.ending, 10*time.Second)
 	defer cancel()
 	for _, r := range recs {
 		rev, err := s.kv.Put(ctx, r.key, r.val)

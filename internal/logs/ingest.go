@@ -196,7 +196,7 @@ const publishWindow = 1024
 // times: across a JetStream leader change a retried message may be stored
 // twice or after the next one. It returns how many events were lost.
 func (s *Store) send(msgs []pending) (lost int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(s.ending, 30*time.Second)
 	defer cancel()
 	for i := range msgs {
 		p := &msgs[i]

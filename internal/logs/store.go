@@ -94,6 +94,10 @@ type Store struct {
 	dirty    map[dirtyKey]struct{}
 
 	watcher jetstream.KeyWatcher
+	// ending bounds every wait on NATS; abandon ends it (Shutdown's
+	// deadline).
+	ending  context.Context
+	abandon context.CancelFunc
 }
 
 // item is one Append, or a flush marker when mark is set.
@@ -186,7 +190,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Store, erro
 	s := &Store{cfg: cfg, js: js, stream: st, kv: kv, log: cfg.Logger,
 		queue: make(chan item, 1<<14), stop: make(chan struct{}), done: make(chan struct{}), flushNow: make(chan struct{}, 1),
 		accounts: map[string]map[string]*group{}, dirty: map[dirtyKey]struct{}{}}
+	s.ending, s.abandon = context.WithCancel(context.Background())
 	if err := s.loadIndex(ctx); err != nil {
+		s.abandon()
 		return nil, err
 	}
 	go s.run()
@@ -205,7 +211,14 @@ func (s *Store) StoredBytes(ctx context.Context) (uint64, error) {
 
 // Close stores what is queued, writes the index and stops. Lines appended
 // after Close are dropped.
-func (s *Store) Close() error {
+func (s *Store) Close() error { return s.Shutdown(context.Background()) }
+
+// Shutdown is Close within ctx: once ctx ends, what is still being stored
+// (NATS unreachable) is given up at once rather than after its own
+// timeouts. The index watch's stop is a JetStream request like any other:
+// the caller bounds it by closing the connection when ctx ends.
+func (s *Store) Shutdown(ctx context.Context) error {
+	defer context.AfterFunc(ctx, s.abandon)()
 	if s.closed.Swap(true) {
 		<-s.done
 		return nil
