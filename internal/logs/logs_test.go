@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -920,5 +921,39 @@ func TestRetention(t *testing.T) {
 	must(c.DeleteRetentionPolicy(ctx, &cwl.DeleteRetentionPolicyInput{LogGroupName: aws.String(short)}))
 	if got := retention(); got[short] != 30 {
 		t.Fatalf("retention after DeleteRetentionPolicy %v, want the default 30", got)
+	}
+}
+
+// TestShutdownWithoutNATS: with NATS gone under the store (its TCP
+// connection reconnecting, as a cluster role's does), Shutdown gives up
+// the lines it could not store once its context ends, rather than waiting
+// out each publish's own timeout (30 s) and the index watch's stop.
+func TestShutdownWithoutNATS(t *testing.T) {
+	ns, err := natsd.Start(natsd.Config{Dir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	store := must(logs.Open(ctx, must(jetstream.New(nc)), logs.Config{Logger: quiet()}))
+	store.Append(account, "/aws/lambda/gone", "s", []logline.Line{{Time: time.Now(), Message: "stored"}})
+	noErr(t, store.Flush(ctx))
+	ns.Shutdown()
+	store.Append(account, "/aws/lambda/gone", "s", []logline.Line{{Time: time.Now(), Message: "never stored"}})
+	sctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- store.Shutdown(sctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown: %v, want its context's deadline", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Shutdown still waiting on NATS 20 s after it was called (its context ended after 1 s)")
 	}
 }

@@ -215,8 +215,8 @@ func (s *Store) Close() error { return s.Shutdown(context.Background()) }
 
 // Shutdown is Close within ctx: once ctx ends, what is still being stored
 // (NATS unreachable) is given up at once rather than after its own
-// timeouts. The index watch's stop is a JetStream request like any other:
-// the caller bounds it by closing the connection when ctx ends.
+// timeouts, and the index watch is left to the connection's close (its
+// stop is a JetStream request of a timeout of its own).
 func (s *Store) Shutdown(ctx context.Context) error {
 	defer context.AfterFunc(ctx, s.abandon)()
 	if s.closed.Swap(true) {
@@ -225,8 +225,8 @@ func (s *Store) Shutdown(ctx context.Context) error {
 	}
 	close(s.stop)
 	<-s.done
-	if s.watcher != nil {
+	if s.watcher != nil && ctx.Err() == nil {
 		s.watcher.Stop()
 	}
-	return nil
+	return ctx.Err()
 }
