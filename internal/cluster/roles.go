@@ -551,7 +551,11 @@ func runWorker(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *metrics.
 	}
 	srv := &http.Server{Handler: ws.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	defer srv.Close()
+	defer func() { // before the worker's close: invokes in flight finish, within the role's grace
+		if srv.Shutdown(cfg.stopBy) != nil {
+			srv.Close()
+		}
+	}()
 	if cfg.CPUMillis == 0 {
 		cfg.CPUMillis = runtime.NumCPU() * 1000
 	}
