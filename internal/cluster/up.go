@@ -848,16 +848,30 @@ func (f *File) drain(ctx context.Context, workerID string) error {
 }
 
 // Down stops every process of the cluster (by the PIDs it started):
-// SIGTERM, then SIGKILL after 5 s.
+// SIGTERM, then SIGKILL to any still running after its grace.
 func (f *File) Down() error {
+	// The roles first, while NATS still runs: a role stopping stores its
+	// last log lines and releases its leases through it (without NATS each
+	// waits out its shutdown deadline, and loses them). Then the NATS nodes.
+	f.stop(func(p Proc) bool { return p.Role != "nats" }, shutdownGrace+5*time.Second)
+	f.stop(func(p Proc) bool { return p.Role == "nats" }, 5*time.Second)
+	if f.Netns != nil {
+		f.Netns.Remove()
+	}
+	return nil
+}
+
+// stop sends SIGTERM to the processes which, and SIGKILL to those still
+// running after grace.
+func (f *File) stop(which func(Proc) bool, grace time.Duration) {
 	var alive []int
 	for _, p := range f.Procs {
-		if p.PID > 0 && ours(p) {
+		if which(p) && p.PID > 0 && ours(p) {
 			syscall.Kill(p.PID, syscall.SIGTERM)
 			alive = append(alive, p.PID)
 		}
 	}
-	for end := time.Now().Add(5 * time.Second); len(alive) > 0 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+	for end := time.Now().Add(grace); len(alive) > 0 && time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		still := alive[:0]
 		for _, pid := range alive {
 			if syscall.Kill(pid, 0) == nil && !zombie(pid) {
@@ -869,10 +883,6 @@ func (f *File) Down() error {
 	for _, pid := range alive {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	if f.Netns != nil {
-		f.Netns.Remove()
-	}
-	return nil
 }
 
 // Kill sends SIGKILL to one process of the cluster (fault tests).
