@@ -74,6 +74,8 @@ func Main(cmd string, args []string) error {
 	registryHosts := fs.String("registry-hosts", "", "controlplane: host:port names of Kiln's own registry in an ImageUri (the frontends', or their load balancer's), comma-separated")
 	fs.StringVar(&cfg.ImageS3, "image-s3", "", "controlplane, worker: file (0600) of an S3-compatible bucket (as kiln up --image-s3) to keep image chunks in, instead of the JetStream bucket")
 	fs.DurationVar(&cfg.ImageImportStale, "image-import-stale", 0, "controlplane: how long the control plane running a code import (an image, or a zip being unpacked) may be silent before another takes it over (0: a minute)")
+	fs.DurationVar(&cfg.Collect.Grace, "collect-grace", 0, "controlplane: how long ago an unused code package, image chunk or manifest must have been written to be collected (0: an hour)")
+	fs.DurationVar(&cfg.Collect.Interval, "collect-interval", 0, "controlplane: how often one control plane collects code no function uses (0: 10 minutes)")
 	clusterAddr := fs.String("cluster", "", "nats: route listen address")
 	routes := fs.String("routes", "", "nats: other nodes' route addresses, comma-separated")
 	config := fs.String("config", "", "JSON file of these settings by flag name; flags given here win")

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/kiln-dev/kiln/internal/keys"
+	"github.com/kiln-dev/kiln/internal/roles"
 )
 
 // natsConfig is one node of a NATS JetStream cluster.
@@ -109,15 +110,24 @@ const serviceSubjects = "kiln.>"
 //     workers ask on it (a request is also signed by the asker's
 //     certificate, which the service checks; this keeps the other roles
 //     off the subject altogether).
+//   - the collection's: only control planes answer it, and only they and
+//     the operator ask on it (a worker's request with no grace could sweep
+//     an upload under way).
 //
 // Publishing stays open, to another role's inbox too: responders must.
 func natsPermissions(role string) *server.Permissions {
 	p := &server.Permissions{Subscribe: &server.SubjectPermission{Allow: []string{serviceSubjects, inboxPrefix(role) + ".>"}}}
 	if role != "controlplane" {
-		p.Subscribe.Deny = []string{keys.Subject}
+		p.Subscribe.Deny = []string{keys.Subject, roles.CollectSubject}
 	}
-	if role != "controlplane" && role != "worker" {
+	switch role {
+	case "controlplane":
+	case "worker":
+		p.Publish = &server.SubjectPermission{Deny: []string{roles.CollectSubject}}
+	case adminName:
 		p.Publish = &server.SubjectPermission{Deny: []string{keys.Subject}}
+	default:
+		p.Publish = &server.SubjectPermission{Deny: []string{keys.Subject, roles.CollectSubject}}
 	}
 	return p
 }

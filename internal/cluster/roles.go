@@ -145,6 +145,9 @@ type roleConfig struct {
 	// ImageImportStale is how long a control plane running an image import
 	// may be silent before another takes it over (0: a minute).
 	ImageImportStale time.Duration
+	// Collect configures the control planes' collection of code no
+	// function uses (one control plane at a time collects).
+	Collect roles.CollectConfig
 	// MetricsListen is where the role serves Prometheus metrics; empty
 	// means nowhere.
 	MetricsListen string
@@ -615,6 +618,11 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *me
 	cp := controlplane.New(cpcfg)
 	defer cp.Close() // its image imports resume in another control plane
 	roles.RegisterImports(set, cp)
+	collector, err := roles.NewCollector(ctx, nc, cfg.Replicas, cp, cfg.Collect, set, cfg.Logger)
+	if err != nil {
+		return err
+	}
+	go collector.Run(ctx, nc)
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	accts.Register(mux)

@@ -22,6 +22,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/keys"
 	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/natsd"
+	"github.com/kiln-dev/kiln/internal/roles"
 	"github.com/kiln-dev/kiln/internal/pki"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -230,21 +231,24 @@ func TestRoleCredentials(t *testing.T) {
 			t.Errorf("a worker asked: %v, want ErrDenied", err)
 		}
 		// NATS keeps the other roles off the subject: a frontend may
-		// neither ask nor answer there, and a worker may not answer.
+		// neither ask nor answer there, and a worker may not answer; nor
+		// may either ask for a collection or answer one.
 		for _, tc := range []struct {
 			who       bundle
 			subscribe bool
-		}{{front, false}, {front, true}, {worker, true}} {
+			subject   string
+		}{{front, false, keys.Subject}, {front, true, keys.Subject}, {worker, true, keys.Subject},
+			{worker, false, roles.CollectSubject}, {front, false, roles.CollectSubject}, {worker, true, roles.CollectSubject}} {
 			violations := make(chan error, 4)
 			nc := tc.who.connect(t, f, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { violations <- err }))
 			var err error
 			if tc.subscribe {
-				_, err = nc.QueueSubscribe(keys.Subject, "kiln-keys", func(*nats.Msg) {})
+				_, err = nc.QueueSubscribe(tc.subject, "q", func(*nats.Msg) {})
 			} else {
-				err = nc.Publish(keys.Subject, []byte("{}"))
+				err = nc.Publish(tc.subject, []byte("{}"))
 			}
 			if err := violated(nc, violations, err); !errors.Is(err, nats.ErrPermissionViolation) {
-				t.Errorf("%s subscribe=%v: %v, want a permissions violation", tc.who.user.User, tc.subscribe, err)
+				t.Errorf("%s %s subscribe=%v: %v, want a permissions violation", tc.who.user.User, tc.subject, tc.subscribe, err)
 			}
 		}
 	})

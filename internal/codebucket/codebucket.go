@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 
 	"github.com/kiln-dev/kiln/internal/codestore"
 	"github.com/kiln-dev/kiln/internal/tier"
@@ -33,6 +34,13 @@ func Open(ctx context.Context, js jetstream.JetStream, replicas int) (*Bucket, e
 		return nil, fmt.Errorf("codebucket: %w", err)
 	}
 	return &Bucket{blobs: blobs}, nil
+}
+
+// List and Remove let a collection sweep the bucket (tier.Lister).
+func (b *Bucket) List(ctx context.Context) iter.Seq2[tier.Blob, error] { return b.blobs.List(ctx) }
+
+func (b *Bucket) Remove(ctx context.Context, blob tier.Blob) (bool, error) {
+	return b.blobs.Remove(ctx, blob)
 }
 
 // Put stores zip under hexDigest; storing it again is a lookup.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kiln-dev/kiln/internal/codebucket"
 	"github.com/kiln-dev/kiln/internal/codestore"
@@ -132,5 +133,43 @@ func TestOneDownloadAtOnce(t *testing.T) {
 	wg.Wait()
 	if n := remote.gets.Load(); n != 1 {
 		t.Fatalf("%d downloads", n)
+	}
+}
+
+// TestSweepTheBucket: a control plane's Sweep deletes from the bucket the
+// zips nothing keeps, past the grace, whichever control plane uploaded
+// them; a worker then cannot fetch them, and what is kept still fetches.
+func TestSweepTheBucket(t *testing.T) {
+	ctx := context.Background()
+	nc := natstest.Connect(t)
+	js, _ := jetstream.New(nc)
+	b, err := codebucket.Open(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
+	other, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
+	kept, err := cp.Put(ctx, zipOf(t, "bootstrap", "kept"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := other.Put(ctx, zipOf(t, "bootstrap", "gone"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := func(sha string) bool { return sha == kept.Sha256 }
+	if n, err := cp.Sweep(ctx, keep, time.Now().Add(-time.Hour)); err != nil || n.Blobs != 0 {
+		t.Fatalf("Sweep within the grace = %+v, %v", n, err)
+	}
+	n, err := cp.Sweep(ctx, keep, time.Now().Add(time.Second))
+	if err != nil || n.Blobs != 1 || n.Bytes != gone.Size {
+		t.Fatalf("Sweep = %+v, %v; want the one zip of %d bytes", n, err, gone.Size)
+	}
+	wk, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
+	if _, err := wk.Dir(ctx, gone.Sha256); !errors.Is(err, codestore.ErrNotFound) {
+		t.Fatalf("swept zip fetched: %v", err)
+	}
+	if _, err := wk.Dir(ctx, kept.Sha256); err != nil {
+		t.Fatalf("kept zip: %v", err)
 	}
 }

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/kiln-dev/kiln/internal/api"
+	"github.com/kiln-dev/kiln/internal/tier"
 )
 
 // Lambda's limits for a deployment package.
@@ -461,22 +462,34 @@ func (s *Store) delete(h string) error {
 
 // Sweep deletes every stored package that keep rejects and that was last
 // Put before notAfter (the grace period protects a package that was just
-// uploaded for a function whose metadata is not written yet). It returns
-// the number of packages deleted.
-func (s *Store) Sweep(ctx context.Context, keep func(sha string) bool, notAfter time.Time) (int, error) {
+// uploaded for a function whose metadata is not written yet), here and
+// from a Remote that can be swept (tier.Lister: the cluster's bucket). It
+// returns what it deleted from the authoritative store: the Remote when
+// there is one, else this directory.
+func (s *Store) Sweep(ctx context.Context, keep func(sha string) bool, notAfter time.Time) (tier.Swept, error) {
+	keepHex := func(h string) bool {
+		sha, _ := ShaOf(h)
+		return keep(sha)
+	}
+	var remote tier.Swept
+	if l, ok := s.cfg.Remote.(tier.Lister); ok {
+		var err error
+		if remote, err = tier.Sweep(ctx, l, func(all []tier.Blob) []tier.Blob { return tier.Doomed(all, keepHex, notAfter) }); err != nil {
+			return remote, fmt.Errorf("codestore: sweeping the remote: %w", err)
+		}
+	}
 	s.mu.Lock()
 	hexes := make([]string, 0, len(s.sizes))
 	for h := range s.sizes {
 		hexes = append(hexes, h)
 	}
 	s.mu.Unlock()
-	removed := 0
+	var local tier.Swept
 	for _, h := range hexes {
 		if err := ctx.Err(); err != nil {
-			return removed, err
+			return local, err
 		}
-		sha, _ := ShaOf(h)
-		if keep(sha) {
+		if keepHex(h) {
 			continue
 		}
 		fi, err := os.Stat(s.zipPath(h))
@@ -484,14 +497,20 @@ func (s *Store) Sweep(ctx context.Context, keep func(sha string) bool, notAfter 
 			continue
 		}
 		if err := s.delete(h); err != nil {
-			return removed, err
+			return local, err
 		}
-		removed++
+		local.Blobs++
+		local.Bytes += fi.Size()
 	}
-	if removed > 0 {
-		return removed, s.sweepLayers(func(sha string) bool { return s.Has(sha) })
+	if local.Blobs > 0 {
+		if err := s.sweepLayers(func(sha string) bool { return s.Has(sha) }); err != nil {
+			return local, err
+		}
 	}
-	return removed, nil
+	if s.cfg.Remote != nil {
+		return remote, nil
+	}
+	return local, nil
 }
 
 // TotalSize is the size of all stored zips, what counts against an

@@ -394,12 +394,12 @@ func TestReopenLazyUnpackDeleteSweep(t *testing.T) {
 
 	// Sweep keeps what is referenced and what is recent.
 	n, err := s.Sweep(ctx, func(sha string) bool { return sha == c2.Sha256 }, time.Now().Add(-time.Hour))
-	if err != nil || n != 0 {
-		t.Fatalf("Sweep with grace = %d, %v", n, err)
+	if err != nil || n.Blobs != 0 {
+		t.Fatalf("Sweep with grace = %+v, %v", n, err)
 	}
 	n, err = s.Sweep(ctx, func(sha string) bool { return sha == c2.Sha256 }, time.Now().Add(time.Second))
-	if err != nil || n != 1 {
-		t.Fatalf("Sweep = %d, %v", n, err)
+	if err != nil || n.Blobs != 1 || n.Bytes != c1.Size {
+		t.Fatalf("Sweep = %+v, %v", n, err)
 	}
 	if s.Has(c1.Sha256) || !s.Has(c2.Sha256) || s.TotalSize() != c2.Size {
 		t.Fatalf("after sweep: has %v %v, total %d", s.Has(c1.Sha256), s.Has(c2.Sha256), s.TotalSize())

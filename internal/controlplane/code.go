@@ -17,6 +17,7 @@ import (
 	"github.com/kiln-dev/kiln/internal/api"
 	"github.com/kiln-dev/kiln/internal/codestore"
 	"github.com/kiln-dev/kiln/internal/images"
+	"github.com/kiln-dev/kiln/internal/tier"
 )
 
 // CodeURLLifetime is how long a GetFunction Code.Location stays valid, as in Lambda.
@@ -109,24 +110,39 @@ func s3Error(w http.ResponseWriter, status int, code, message string) {
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<Error><Code>%s</Code><Message>%s</Message></Error>\n", code, message)
 }
 
+// Collection is what a code collection deleted.
+type Collection struct {
+	Code   tier.Swept // deployment packages
+	Images tier.Swept // image chunks and manifests
+	// ImagesDeferred: an image import was under way, so images were left
+	// for the next collection (its chunks are named by no manifest yet,
+	// and an import may outlast any grace).
+	ImagesDeferred bool
+}
+
 // CollectCode deletes stored packages that no function version or layer
-// version of any account references and that were last uploaded more than grace ago (the
-// grace period covers an upload whose function is not written yet), and
-// likewise image chunks and manifests when the image importer can collect.
-// Run it now and then; it returns the number of packages and blobs deleted.
-func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, error) {
+// version of any account references and that were last uploaded more than
+// grace ago (the grace covers an upload whose function is not written
+// yet), and likewise image chunks and manifests when the image importer
+// can collect. Live are every version of every function ($LATEST and the
+// published ones), the layers' versions, the zips imports name, and the
+// manifests of those versions' images with every chunk they name. Run it
+// now and then, in one process at a time.
+func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (Collection, error) {
+	// Before anything is read: what is written after is younger than now.
+	now := s.cfg.Now()
 	fns, err := s.store.All(ctx)
 	if err != nil {
-		return 0, err
+		return Collection{}, err
 	}
 	used := map[string]bool{}
 	ls, err := s.store.Layers(ctx)
 	if err != nil {
-		return 0, err
+		return Collection{}, err
 	}
 	layers, err := ls.List(ctx, "")
 	if err != nil {
-		return 0, err
+		return Collection{}, err
 	}
 	for _, l := range layers {
 		for _, v := range l.Versions {
@@ -134,9 +150,12 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 		}
 	}
 	var manifests []images.ManifestRef
+	var col Collection
 	for _, f := range fns {
 		if imp := f.Import; imp != nil && imp.Zip {
 			used[imp.Digest] = true // staged for an import under way, or to be resumed
+		} else if imp != nil {
+			col.ImagesDeferred = true
 		}
 		for _, cfg := range append([]*api.FunctionConfiguration{&f.Latest}, slices.Collect(maps.Values(f.Versions))...) {
 			used[cfg.CodeSha256] = true
@@ -148,19 +167,17 @@ func (s *Service) CollectCode(ctx context.Context, grace time.Duration) (int, er
 			}
 		}
 	}
-	n, err := s.code.Sweep(ctx, func(sha string) bool { return used[sha] }, time.Now().Add(-grace))
-	if err != nil {
-		return n, err
+	if col.Code, err = s.code.Sweep(ctx, func(sha string) bool { return used[sha] }, now.Add(-grace)); err != nil {
+		return col, err
 	}
-	if c, ok := s.cfg.Images.(imageCollector); ok {
-		m, err := c.Collect(ctx, manifests, time.Now().Add(-grace))
-		return n + m, err
+	if c, ok := s.cfg.Images.(imageCollector); ok && !col.ImagesDeferred {
+		col.Images, err = c.Collect(ctx, manifests, now, grace)
 	}
-	return n, nil
+	return col, err
 }
 
 // imageCollector is an ImageImporter that also deletes what no function
 // uses (images.Store).
 type imageCollector interface {
-	Collect(ctx context.Context, keep []images.ManifestRef, notAfter time.Time) (int, error)
+	Collect(ctx context.Context, keep []images.ManifestRef, now time.Time, grace time.Duration) (tier.Swept, error)
 }

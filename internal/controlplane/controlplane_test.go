@@ -1136,15 +1136,15 @@ func TestCodeStorageLimitAndCollection(t *testing.T) {
 
 	// Once nothing references zip1 it can be collected, making room.
 	k.client.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String("one")})
-	if n, err := k.svc.CollectCode(ctx, time.Hour); err != nil || n != 0 {
-		t.Fatalf("CollectCode with grace: %d %v", n, err)
+	if n, err := k.svc.CollectCode(ctx, time.Hour); err != nil || n.Code.Blobs != 0 {
+		t.Fatalf("CollectCode with grace: %+v %v", n, err)
 	}
-	if n, err := k.svc.CollectCode(ctx, 0); err != nil || n != 0 {
-		t.Fatalf("CollectCode while 'same' uses it: %d %v", n, err)
+	if n, err := k.svc.CollectCode(ctx, 0); err != nil || n.Code.Blobs != 0 {
+		t.Fatalf("CollectCode while 'same' uses it: %+v %v", n, err)
 	}
 	k.client.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String("same")})
-	if n, err := k.svc.CollectCode(ctx, 0); err != nil || n != 1 {
-		t.Fatalf("CollectCode: %d %v", n, err)
+	if n, err := k.svc.CollectCode(ctx, 0); err != nil || n.Code.Blobs != 1 || n.Code.Bytes != int64(len(zip1)) {
+		t.Fatalf("CollectCode: %+v %v", n, err)
 	}
 	if k.code.Has(codeSha(zip1)) || k.code.TotalSize() != 0 {
 		t.Fatal("collected code still stored")

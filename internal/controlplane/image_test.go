@@ -238,8 +238,8 @@ func TestCollectImages(t *testing.T) {
 	fntest.WaitUpdated(t, k.client, "img")
 	m3 := manifestOf("")
 	n, err := k.svc.CollectCode(ctx, 0)
-	if err != nil || n == 0 {
-		t.Fatalf("CollectCode: %d, %v", n, err)
+	if err != nil || n.Images.Blobs == 0 || n.Images.Bytes < 100<<10 {
+		t.Fatalf("CollectCode: %+v, %v", n, err)
 	}
 	if _, err := store.Manifest(ctx, account, m1); err == nil {
 		t.Error("v1's manifest, which no version uses, is still there")

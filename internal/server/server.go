@@ -97,6 +97,8 @@ type Config struct {
 	// ImageS3 is a file (0600) of tier.S3Config: the authoritative chunk
 	// store is that bucket, not DATA/chunks. Empty means the directory.
 	ImageS3 string
+	// Collect configures the collection of code no function uses.
+	Collect roles.CollectConfig
 	Logger  *slog.Logger
 }
 
@@ -388,15 +390,17 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		Functions: s.functions, Series: series, Fleet: fleet{place, s.assignment}, Logs: s.logs, Async: s.async,
 		Mappings: s.pollers.Store(), Logger: cfg.Logger})
 
+	collector, err := roles.NewCollector(ctx, s.nc, 1, cp, cfg.Collect, s.metrics, s.logger)
+	if err != nil {
+		return nil, err
+	}
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a
 	// crash cut short.
-	if n, err := cp.CollectCode(ctx, 0); err != nil {
-		return nil, fmt.Errorf("code collection: %w", err)
-	} else if n > 0 {
-		s.logger.Info("code collection", "deleted", n)
+	if _, err := collector.Collect(ctx, 0, true); err != nil {
+		return nil, err
 	}
-	go s.collectCode(runCtx, cp)
+	go collector.Run(runCtx, s.nc)
 	cp.Register(cpMux)
 	accts.Register(cpMux)
 	cpMux.Handle("/kiln/code/", cp.CodeHandler())
@@ -429,29 +433,6 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 			nil, func() float64 { return float64(s.events.handoffs.Load()) }))
 	}
 	return s, nil
-}
-
-// codeGrace is how long a stored package no function references is kept
-// (an upload whose metadata is being written); collections run as often.
-const codeGrace = 10 * time.Minute
-
-// collectCode deletes, every codeGrace, code packages that no function
-// version references any more and that are older than codeGrace.
-func (s *Server) collectCode(ctx context.Context, cp *controlplane.Service) {
-	t := time.NewTicker(codeGrace)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := cp.CollectCode(ctx, codeGrace); err != nil {
-				s.logger.Warn("code collection", "err", err)
-			} else if n > 0 {
-				s.logger.Info("code collection", "deleted", n)
-			}
-		}
-	}
 }
 
 // storeGate refuses, while the store's disk is full, every request that

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"iter"
 	"os"
 	"path/filepath"
 	"sort"
@@ -54,7 +55,9 @@ func (d *Dir) put(name string, data []byte) (bool, error) {
 		// Put again: a sweep's grace period counts from now, as for a
 		// blob written now (an import under way reuses it).
 		now := time.Now()
-		return false, os.Chtimes(p, now, now)
+		if err := os.Chtimes(p, now, now); !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		} // swept meanwhile: written anew
 	}
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return false, err
@@ -87,26 +90,59 @@ func (d *Dir) Delete(_ context.Context, name string) error {
 	return nil
 }
 
-// Sweep deletes every blob that keep rejects and that was last put before
-// notAfter (the grace period covers blobs of work under way), and returns
-// how many it deleted.
-func (d *Dir) Sweep(keep func(name string) bool, notAfter time.Time) (int, error) {
-	n := 0
-	err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
-		if err != nil || e.IsDir() || validName(e.Name()) != nil || keep(e.Name()) {
-			return err
+// List walks the directory; a blob's write time is its file's
+// modification time, which a Put again renews.
+func (d *Dir) List(ctx context.Context) iter.Seq2[Blob, error] {
+	return func(yield func(Blob, error) bool) {
+		stop := errors.New("stopped")
+		err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
+			if err != nil || e.IsDir() || validName(e.Name()) != nil {
+				return err
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			info, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			if !yield(Blob{Name: e.Name(), Size: info.Size(), Written: info.ModTime()}, nil) {
+				return stop
+			}
+			return nil
+		})
+		if err != nil && err != stop {
+			yield(Blob{}, fmt.Errorf("tier: list: %w", err))
 		}
-		info, err := e.Info()
-		if err != nil || !info.ModTime().Before(notAfter) {
-			return err
-		}
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		n++
-		return nil
-	})
-	return n, err
+	}
+}
+
+// Remove renames the blob aside, then looks at its time: a Put again
+// before the rename renewed it (it goes back), and one after finds it gone
+// and writes it anew; so a blob reused by an import is never lost.
+func (d *Dir) Remove(_ context.Context, b Blob) (bool, error) {
+	if err := validName(b.Name); err != nil {
+		return false, err
+	}
+	p := d.path(b.Name)
+	aside := filepath.Join(filepath.Dir(p), ".sweep-"+b.Name)
+	if err := os.Rename(p, aside); errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	info, err := os.Stat(aside)
+	if err == nil && info.ModTime().Equal(b.Written) {
+		return true, os.Remove(aside)
+	}
+	// Put again since it was listed: back, unless a Put wrote it anew.
+	if _, serr := os.Stat(p); serr == nil {
+		return false, os.Remove(aside)
+	}
+	return false, os.Rename(aside, p)
 }
 
 // Size returns the bytes of all blobs stored: what deduplication saves is

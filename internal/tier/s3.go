@@ -122,25 +122,46 @@ func (s *S3) Delete(ctx context.Context, name string) error {
 	return nil
 }
 
-// Sweep deletes every blob under the prefix that keep rejects and that was
-// last put before notAfter, as Dir.Sweep.
-func (s *S3) Sweep(keep func(name string) bool, notAfter time.Time) (int, error) {
-	ctx := context.Background()
-	n := 0
-	for o, err := range s.objects(ctx) {
-		if err != nil {
-			return n, err
+// List lists the objects under the prefix; a Put again writes the object
+// again, renewing its LastModified.
+func (s *S3) List(ctx context.Context) iter.Seq2[Blob, error] {
+	return func(yield func(Blob, error) bool) {
+		for o, err := range s.objects(ctx) {
+			if err != nil {
+				yield(Blob{}, err)
+				return
+			}
+			name := strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix)
+			if validName(name) != nil || o.LastModified == nil {
+				continue
+			}
+			if !yield(Blob{Name: name, Size: aws.ToInt64(o.Size), Written: *o.LastModified}, nil) {
+				return
+			}
 		}
-		name := strings.TrimPrefix(aws.ToString(o.Key), s.cfg.Prefix)
-		if validName(name) != nil || keep(name) || o.LastModified == nil || !o.LastModified.Before(notAfter) {
-			continue
-		}
-		if err := s.Delete(ctx, name); err != nil {
-			return n, err
-		}
-		n++
 	}
-	return n, nil
+}
+
+// Remove deletes b unless its LastModified moved since the listing. S3
+// has no delete conditional on it everywhere, so a Put in the moment
+// between the look and the delete is lost: the collection's grace is what
+// protects an import's blobs here.
+func (s *S3) Remove(ctx context.Context, b Blob) (bool, error) {
+	if err := validName(b.Name); err != nil {
+		return false, err
+	}
+	head, err := s.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &s.cfg.Bucket, Key: s.key(b.Name)})
+	if missing(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("tier: s3 head %s: %w", b.Name, err)
+	}
+	// Listings and heads give LastModified to different precisions.
+	if head.LastModified == nil || head.LastModified.Truncate(time.Second).After(b.Written.Truncate(time.Second)) {
+		return false, nil
+	}
+	return true, s.Delete(ctx, b.Name)
 }
 
 // objects lists the objects under the prefix, page by page; a page that

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/kiln-dev/kiln/internal/tier"
 	"github.com/kiln-dev/kiln/internal/tier/tiertest"
@@ -157,29 +156,6 @@ func TestS3(t *testing.T) {
 			t.Fatal(err)
 		}
 		return s
-	})
-	t.Run("Sweep", func(t *testing.T) {
-		ctx := context.Background()
-		s, err := tier.OpenS3(ctx, tiertest.S3(t, "kiln"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		kept, kb := blob(1)
-		gone, gb := blob(2)
-		s.Put(ctx, kept, kb)
-		s.Put(ctx, gone, gb)
-		if n, err := s.Sweep(func(name string) bool { return name == kept }, time.Now().Add(-time.Hour)); n != 0 || err != nil {
-			t.Fatalf("sweep within the grace deleted %d, %v", n, err)
-		}
-		if n, err := s.Sweep(func(name string) bool { return name == kept }, time.Now().Add(time.Hour)); n != 1 || err != nil {
-			t.Fatalf("sweep deleted %d, %v; want 1", n, err)
-		}
-		if _, err := s.Get(ctx, kept); err != nil {
-			t.Fatalf("kept blob: %v", err)
-		}
-		if _, err := s.Get(ctx, gone); !errors.Is(err, tier.ErrNotFound) {
-			t.Fatalf("swept blob: %v", err)
-		}
 	})
 	t.Run("NoBucket", func(t *testing.T) {
 		cfg := tiertest.S3(t, "kiln")

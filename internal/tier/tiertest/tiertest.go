@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/tier"
 )
 
@@ -109,6 +111,79 @@ func Run(t *testing.T, open func(t *testing.T) tier.Store) {
 			}
 		}
 	})
+	t.Run("ListRemove", func(t *testing.T) {
+		l, ok := open(t).(tier.Lister)
+		if !ok {
+			t.Skip("not an authoritative store")
+		}
+		s := l.(tier.Store)
+		big := make([]byte, 5<<20/2) // parts, in JetStream
+		big[0] = 1
+		names := map[string][]byte{tier.Name(big): big}
+		for _, v := range []string{"swept", "renewed"} {
+			name, b := blob(v)
+			names[name] = b
+		}
+		before := time.Now().Add(-time.Second)
+		for name, b := range names {
+			if err := s.Put(ctx, name, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		listed := list(t, l)
+		if len(listed) != len(names) {
+			t.Fatalf("listed %d blobs, want %d", len(listed), len(names))
+		}
+		for name, b := range names {
+			if got := listed[name]; got.Size != int64(len(b)) || got.Written.Before(before) || got.Written.After(time.Now().Add(time.Second)) {
+				t.Errorf("listed %s as %+v, want %d bytes written now", name[:8], got, len(b))
+			}
+		}
+		// Put again (an import reusing it): renewed, so the listing's
+		// decision no longer holds. Listing times may be whole seconds.
+		renewed, _ := blob("renewed")
+		wait.For(t, "a Put again to renew the blob", func() error {
+			if err := s.Put(ctx, renewed, names[renewed]); err != nil {
+				return err
+			}
+			if w := list(t, l)[renewed].Written; w.Truncate(time.Second).Equal(listed[renewed].Written.Truncate(time.Second)) {
+				return fmt.Errorf("still written at %v", w)
+			}
+			return nil
+		})
+		if ok, err := l.Remove(ctx, listed[renewed]); ok || err != nil {
+			t.Fatalf("Remove of a blob put since it was listed = %v, %v", ok, err)
+		}
+		for name := range names {
+			if name == renewed {
+				continue
+			}
+			if ok, err := l.Remove(ctx, listed[name]); !ok || err != nil {
+				t.Fatalf("Remove = %v, %v", ok, err)
+			}
+			if _, err := s.Get(ctx, name); !errors.Is(err, tier.ErrNotFound) {
+				t.Fatalf("removed blob: %v", err)
+			}
+			if ok, err := l.Remove(ctx, listed[name]); ok || err != nil {
+				t.Fatalf("Remove again = %v, %v", ok, err)
+			}
+		}
+		if got, err := s.Get(ctx, renewed); err != nil || !bytes.Equal(got, names[renewed]) {
+			t.Fatalf("renewed blob = %q, %v", got, err)
+		}
+		if left := list(t, l); len(left) != 1 || left[renewed].Name != renewed {
+			t.Fatalf("listed after removal: %v", left)
+		}
+		// Written anew after removal: whole again.
+		for name, b := range names {
+			if err := s.Put(ctx, name, b); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Get(ctx, name); err != nil || !bytes.Equal(got, b) {
+				t.Fatalf("Get after a Put again of a removed blob: %d bytes, %v", len(got), err)
+			}
+		}
+	})
 	t.Run("Concurrent", func(t *testing.T) {
 		s := open(t)
 		var wg sync.WaitGroup
@@ -133,4 +208,17 @@ func Run(t *testing.T, open func(t *testing.T) tier.Store) {
 			t.Error(err)
 		}
 	})
+}
+
+// list reads a store's whole listing.
+func list(t *testing.T, l tier.Lister) map[string]tier.Blob {
+	t.Helper()
+	out := map[string]tier.Blob{}
+	for b, err := range l.List(context.Background()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[b.Name] = b
+	}
+	return out
 }
