@@ -88,6 +88,9 @@ func up(args []string) error {
 	natsListen := fs.String("nats-listen", "", "address where NATS clients reach the embedded JetStream, e.g. to read Kiln queues (no authentication: keep it on loopback); empty means none")
 	archives := fs.String("image-archives", "", "directory of image archives (docker save or OCI layout tarballs) that ImageUri docker-archive:FILE and oci-archive:FILE name; default DATA/image-archives")
 	imageS3 := fs.String("image-s3", "", "file (0600) of an S3-compatible bucket (JSON: bucket, prefix, endpoint, region, path_style, access_key_id, secret_access_key) to keep image chunks in, instead of DATA/chunks")
+	var collect roles.CollectConfig
+	fs.DurationVar(&collect.Grace, "collect-grace", 0, "how long ago an unused code package, image chunk or manifest must have been written to be collected (0: an hour)")
+	fs.DurationVar(&collect.Interval, "collect-interval", 0, "how often code no function uses is collected (0: 10 minutes)")
 	tlsOn := fs.Bool("tls", false, "serve HTTPS; without --tls-cert, with a certificate Kiln makes (DATA/tls; its CA is the AWS config file's ca_bundle)")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate to serve HTTPS with (with --tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key of --tls-cert")
@@ -119,7 +122,7 @@ func up(args []string) error {
 		DataDir: *data, Listen: *listen, Region: *region, IdleTimeout: *idle, AccountConcurrency: *concurrency,
 		AccessKeyID: os.Getenv("KILN_ACCESS_KEY_ID"), SecretAccessKey: os.Getenv("KILN_SECRET_ACCESS_KEY"),
 		LogMaxBytes: *logMaxBytes, LogRetentionDays: *logRetention,
-		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, ImageS3: *imageS3, Pprof: *pprofOn, Logger: logger,
+		NATSListen: *natsListen, Sandbox: box, MetricsListen: *metricsListen, ImageArchives: *archives, ImageS3: *imageS3, Collect: collect, Pprof: *pprofOn, Logger: logger,
 		TLS: *tlsOn, TLSCert: *tlsCert, TLSKey: *tlsKey,
 	})
 	if err != nil {

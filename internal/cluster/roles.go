@@ -618,11 +618,14 @@ func runControlplane(ctx context.Context, nc *nats.Conn, cfg roleConfig, set *me
 	cp := controlplane.New(cpcfg)
 	defer cp.Close() // its image imports resume in another control plane
 	roles.RegisterImports(set, cp)
-	collector, err := roles.NewCollector(ctx, nc, cfg.Replicas, cp, cfg.Collect, set, cfg.Logger)
-	if err != nil {
+	var collectKV jetstream.KeyValue
+	if err := retryFor(ctx, 60*time.Second, func(ctx context.Context) (err error) {
+		collectKV, err = roles.OpenCollectKV(ctx, js, cfg.Replicas, cfg.Collect)
+		return err
+	}); err != nil {
 		return err
 	}
-	go collector.Run(ctx, nc)
+	go roles.NewCollector(collectKV, cp, cfg.Collect, set, cfg.Logger).Run(ctx, nc)
 	mux := http.NewServeMux()
 	cp.Register(mux)
 	accts.Register(mux)

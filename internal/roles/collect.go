@@ -66,23 +66,31 @@ type Collector struct {
 	bytes *prometheus.CounterVec
 }
 
-// NewCollector opens the collection bucket and registers the metrics.
-func NewCollector(ctx context.Context, nc *nats.Conn, replicas int, cp *controlplane.Service, cfg CollectConfig, set *metrics.Set, log *slog.Logger) (*Collector, error) {
+// OpenCollectKV opens (creating) the collection bucket, whose TTL is
+// cfg's interval.
+func OpenCollectKV(ctx context.Context, js jetstream.JetStream, replicas int, cfg CollectConfig) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: collectBucket, History: 1,
+		TTL: cfg.withDefaults().Interval, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
+	if err != nil {
+		return nil, fmt.Errorf("collection: bucket %s: %w", collectBucket, err)
+	}
+	return kv, nil
+}
+
+func (cfg CollectConfig) withDefaults() CollectConfig {
 	if cfg.Grace <= 0 {
 		cfg.Grace = time.Hour
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 10 * time.Minute
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: collectBucket, History: 1,
-		TTL: cfg.Interval, Replicas: max(replicas, 1), Storage: jetstream.FileStorage})
-	if err != nil {
-		return nil, fmt.Errorf("collection: bucket %s: %w", collectBucket, err)
-	}
+	return cfg
+}
+
+// NewCollector collects for cp under kv's lease (OpenCollectKV) and
+// registers the metrics.
+func NewCollector(kv jetstream.KeyValue, cp *controlplane.Service, cfg CollectConfig, set *metrics.Set, log *slog.Logger) *Collector {
+	cfg = cfg.withDefaults()
 	c := &Collector{cp: cp, cfg: cfg, kv: kv, log: log,
 		lease: &lease.Holder{KV: kv, ID: "collector-" + api.NewUUID(), TTL: cfg.Interval},
 		blobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_collected_blobs_total",
@@ -92,7 +100,7 @@ func NewCollector(ctx context.Context, nc *nats.Conn, replicas int, cp *controlp
 	}
 	set.Register(c.blobs)
 	set.Register(c.bytes)
-	return c, nil
+	return c
 }
 
 // Run collects every quarter interval unless a collection ran within the

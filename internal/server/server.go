@@ -390,10 +390,11 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 		Functions: s.functions, Series: series, Fleet: fleet{place, s.assignment}, Logs: s.logs, Async: s.async,
 		Mappings: s.pollers.Store(), Logger: cfg.Logger})
 
-	collector, err := roles.NewCollector(ctx, s.nc, 1, cp, cfg.Collect, s.metrics, s.logger)
+	collectKV, err := roles.OpenCollectKV(ctx, js, 1, cfg.Collect)
 	if err != nil {
 		return nil, err
 	}
+	collector := roles.NewCollector(collectKV, cp, cfg.Collect, s.metrics, s.logger)
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a
 	// crash cut short.
