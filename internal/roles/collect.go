@@ -91,6 +91,9 @@ func (cfg CollectConfig) withDefaults() CollectConfig {
 // registers the metrics.
 func NewCollector(kv jetstream.KeyValue, cp *controlplane.Service, cfg CollectConfig, set *metrics.Set, log *slog.Logger) *Collector {
 	cfg = cfg.withDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
 	c := &Collector{cp: cp, cfg: cfg, kv: kv, log: log,
 		lease: &lease.Holder{KV: kv, ID: "collector-" + api.NewUUID(), TTL: cfg.Interval},
 		blobs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kiln_collected_blobs_total",
