@@ -134,22 +134,23 @@ func (c *Collector) Run(ctx context.Context, nc *nats.Conn) error {
 			if _, err := c.kv.Get(ctx, "done"); err == nil {
 				continue // collected within the interval
 			}
-			if _, err := c.Collect(ctx, c.cfg.Grace, false); err != nil && !errors.Is(err, errCollecting) {
+			if _, err := c.Collect(ctx, c.cfg.Grace, false); err != nil && !errors.Is(err, ErrCollecting) {
 				c.log.Warn("code collection", "err", err)
 			}
 		}
 	}
 }
 
-// errCollecting: another process holds the collector lease.
-var errCollecting = errors.New("collection: another process is collecting")
+// ErrCollecting is Collect's answer without waiting while another process
+// holds the collector lease.
+var ErrCollecting = errors.New("collection: another process is collecting")
 
 // Collect runs one collection with the given grace, under the lease: at
 // once, or (wait) once the process collecting now has finished.
 func (c *Collector) Collect(ctx context.Context, grace time.Duration, wait bool) (controlplane.Collection, error) {
 	for delay := 50 * time.Millisecond; !c.lease.Hold(ctx, "collector"); delay = min(2*delay, time.Second) {
 		if !wait {
-			return controlplane.Collection{}, errCollecting
+			return controlplane.Collection{}, ErrCollecting
 		}
 		select {
 		case <-ctx.Done():

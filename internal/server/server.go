@@ -397,8 +397,9 @@ func Start(ctx context.Context, cfg Config) (s *Server, err error) {
 	collector := roles.NewCollector(collectKV, cp, cfg.Collect, s.metrics, s.logger)
 	// Before the API is served no upload is in flight: every package no
 	// function references is left over from a create or update that a
-	// crash cut short.
-	if _, err := collector.Collect(ctx, 0, true); err != nil {
+	// crash cut short. (A lease left by a kiln up killed while collecting
+	// skips it: the periodic collection runs once the lease expires.)
+	if _, err := collector.Collect(ctx, 0, false); err != nil && !errors.Is(err, roles.ErrCollecting) {
 		return nil, err
 	}
 	go collector.Run(runCtx, s.nc)
