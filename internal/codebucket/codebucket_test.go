@@ -30,17 +30,22 @@ func zipOf(t *testing.T, name, body string) []byte {
 	return buf.Bytes()
 }
 
+// openBucket opens the bucket in a NATS server of the test's own.
+func openBucket(t *testing.T) *codebucket.Bucket {
+	js, _ := jetstream.New(natstest.Connect(t))
+	b, err := codebucket.Open(context.Background(), js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestSharedThroughTheBucket: what one store (a control plane) puts,
 // another (a worker, with an empty directory) unpacks by digest alone,
 // the first one's zips gone.
 func TestSharedThroughTheBucket(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t)
-	js, _ := jetstream.New(nc)
-	b, err := codebucket.Open(ctx, js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBucket(t)
 	open := func() (*codestore.Store, string) {
 		dir := t.TempDir()
 		s, err := codestore.Open(codestore.Config{Dir: dir, Remote: b})
@@ -107,12 +112,7 @@ func (c *counted) Get(ctx context.Context, h string) ([]byte, error) {
 // at once downloads it once.
 func TestOneDownloadAtOnce(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t)
-	js, _ := jetstream.New(nc)
-	b, err := codebucket.Open(ctx, js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBucket(t)
 	cp, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
 	code, err := cp.Put(ctx, zipOf(t, "bootstrap", string(bytes.Repeat([]byte("x"), 1<<20))))
 	if err != nil {
@@ -141,12 +141,7 @@ func TestOneDownloadAtOnce(t *testing.T) {
 // them; a worker then cannot fetch them, and what is kept still fetches.
 func TestSweepTheBucket(t *testing.T) {
 	ctx := context.Background()
-	nc := natstest.Connect(t)
-	js, _ := jetstream.New(nc)
-	b, err := codebucket.Open(ctx, js, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := openBucket(t)
 	cp, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
 	other, _ := codestore.Open(codestore.Config{Dir: t.TempDir(), Remote: b})
 	kept, err := cp.Put(ctx, zipOf(t, "bootstrap", "kept"))
