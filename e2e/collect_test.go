@@ -95,7 +95,8 @@ func TestCollection(t *testing.T) {
 
 		c := lambdaAt(tg.endpoints[0])
 		for _, name := range []string{"gc-kept", "gc-gone"} {
-			if _, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name), PackageType: types.PackageTypeImage,
+			// A first invoke reads through FUSE: 30 s, not 3, on a loaded host.
+			if _, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String(name), PackageType: types.PackageTypeImage, Timeout: aws.Int32(30),
 				Role: aws.String("arn:aws:iam::123456789012:role/kiln-e2e"), Code: &types.FunctionCode{ImageUri: aws.String(reg + "/gc:" + name[3:])}}); err != nil {
 				t.Fatalf("create %s: %v\n%s", name, err, tg.log())
 			}
