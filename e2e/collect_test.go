@@ -83,13 +83,17 @@ func TestCollection(t *testing.T) {
 		}
 		listing := func() map[string]bool {
 			t.Helper()
-			out := map[string]bool{}
-			for b, err := range store.List(ctx) {
-				if err != nil {
-					t.Fatal(err)
+			var out map[string]bool
+			wait.For(t, "the chunk store's listing", func() error { // JetStream may be electing a leader
+				out = map[string]bool{}
+				for b, err := range store.List(ctx) {
+					if err != nil {
+						return err
+					}
+					out[b.Name] = true
 				}
-				out[b.Name] = true
-			}
+				return nil
+			})
 			return out
 		}
 
