@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 )
@@ -96,20 +97,33 @@ func (d *Dir) List(ctx context.Context) iter.Seq2[Blob, error] {
 	return func(yield func(Blob, error) bool) {
 		stop := errors.New("stopped")
 		err := filepath.WalkDir(d.root, func(p string, e fs.DirEntry, err error) error {
-			if err != nil || e.IsDir() || validName(e.Name()) != nil {
+			if err != nil || e.IsDir() {
 				return err
+			}
+			if name, ok := strings.CutPrefix(e.Name(), sweepPrefix); ok && validName(name) == nil {
+				// A Remove cut short by a crash: kept, in doubt, unless
+				// written anew meanwhile (then listed on its own).
+				if _, err := os.Stat(d.path(name)); err == nil {
+					return os.Remove(p)
+				}
+				if err := os.Rename(p, d.path(name)); err != nil {
+					return err
+				}
+				p = d.path(name)
+			} else if validName(e.Name()) != nil {
+				return nil
 			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			info, err := e.Info()
+			info, err := os.Stat(p)
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			if !yield(Blob{Name: e.Name(), Size: info.Size(), Written: info.ModTime()}, nil) {
+			if !yield(Blob{Name: filepath.Base(p), Size: info.Size(), Written: info.ModTime()}, nil) {
 				return stop
 			}
 			return nil
@@ -120,6 +134,9 @@ func (d *Dir) List(ctx context.Context) iter.Seq2[Blob, error] {
 	}
 }
 
+// sweepPrefix names a blob Remove set aside (never a valid name).
+const sweepPrefix = ".sweep-"
+
 // Remove renames the blob aside, then looks at its time: a Put again
 // before the rename renewed it (it goes back), and one after finds it gone
 // and writes it anew; so a blob reused by an import is never lost.
@@ -128,7 +145,7 @@ func (d *Dir) Remove(_ context.Context, b Blob) (bool, error) {
 		return false, err
 	}
 	p := d.path(b.Name)
-	aside := filepath.Join(filepath.Dir(p), ".sweep-"+b.Name)
+	aside := filepath.Join(filepath.Dir(p), sweepPrefix+b.Name)
 	if err := os.Rename(p, aside); errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	} else if err != nil {
