@@ -108,12 +108,13 @@ func NewCollector(kv jetstream.KeyValue, cp *controlplane.Service, cfg CollectCo
 
 // Run collects every quarter interval unless a collection ran within the
 // interval, and answers CollectSubject, until ctx ends.
-func (c *Collector) Run(ctx context.Context, nc *nats.Conn) error {
+func (c *Collector) Run(ctx context.Context, nc *nats.Conn) {
 	sub, err := nc.QueueSubscribe(CollectSubject, "kiln-collect", func(m *nats.Msg) {
 		var req CollectRequest
 		var reply CollectReply
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			reply.Error = "collection: bad request: " + err.Error()
+		if err := json.Unmarshal(m.Data, &req); err != nil || req.Grace < 0 {
+			// A negative grace would reach past now, into uploads under way.
+			reply.Error = fmt.Sprintf("collection: bad request (grace %v): %v", req.Grace, err)
 		} else if reply.Collection, err = c.Collect(ctx, req.Grace, true); err != nil {
 			reply.Error = err.Error()
 		}
@@ -121,15 +122,16 @@ func (c *Collector) Run(ctx context.Context, nc *nats.Conn) error {
 		m.Respond(b)
 	})
 	if err != nil {
-		return err
+		c.log.Error("code collection: no operator requests", "err", err)
+	} else {
+		defer sub.Unsubscribe()
 	}
-	defer sub.Unsubscribe()
 	t := time.NewTicker(c.cfg.Interval / 4)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 			if _, err := c.kv.Get(ctx, "done"); err == nil {
 				continue // collected within the interval

@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/kiln-dev/kiln/internal/codestore"
 	"github.com/kiln-dev/kiln/internal/controlplane"
+	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/lease"
 	"github.com/kiln-dev/kiln/internal/metadata"
 	"github.com/kiln-dev/kiln/internal/metrics"
@@ -56,6 +59,17 @@ func TestCollectorsOneAtATime(t *testing.T) {
 		if _, err := c.Collect(ctx, 0, false); err == nil {
 			t.Fatal("collected while another held the lease")
 		}
+	}
+	// A negative grace, reaching past now, is refused (at once: the lease
+	// is not asked for).
+	req, _ := json.Marshal(roles.CollectRequest{Grace: -time.Hour})
+	var m *nats.Msg
+	wait.For(t, "a collector subscribed", func() (err error) {
+		m, err = nc.Request(roles.CollectSubject, req, time.Minute)
+		return err
+	})
+	if !strings.Contains(string(m.Data), "bad request") {
+		t.Fatalf("a negative grace: %s", m.Data)
 	}
 	// An operator's request waits for the lease.
 	done := make(chan error, 1)
