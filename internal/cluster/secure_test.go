@@ -22,8 +22,8 @@ import (
 	"github.com/kiln-dev/kiln/internal/keys"
 	"github.com/kiln-dev/kiln/internal/kilntest/wait"
 	"github.com/kiln-dev/kiln/internal/natsd"
-	"github.com/kiln-dev/kiln/internal/roles"
 	"github.com/kiln-dev/kiln/internal/pki"
+	"github.com/kiln-dev/kiln/internal/roles"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

@@ -451,7 +451,10 @@ func (f *File) prepare(ctx context.Context) error {
 		func(ctx context.Context) error { _, err := codebucket.Open(ctx, js, 3); return err },
 		func(ctx context.Context) error { _, err := openChunks(ctx, js, 3); return err },
 		func(ctx context.Context) error { _, err := openRegistryStore(ctx, js, 3); return err },
-		func(ctx context.Context) error { _, err := roles.OpenCollectKV(ctx, js, 3, roles.CollectConfig{}); return err },
+		func(ctx context.Context) error {
+			_, err := roles.OpenCollectKV(ctx, js, 3, roles.CollectConfig{})
+			return err
+		},
 		func(ctx context.Context) error {
 			s, err := logs.Open(ctx, js, logs.Config{Replicas: 3})
 			if err == nil {
