@@ -2,9 +2,13 @@ package e2e
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -24,12 +28,13 @@ import (
 )
 
 // TestCollection: two image functions sharing a base layer and their
-// bootstrap, one of which has a file of its own (three 512 KiB chunks);
-// once that one is deleted, an operator's collection (on NATS, as
+// bootstrap, one of which has a file of its own (three 512 KiB chunks),
+// and a zip function; once that one and the zip function are deleted, an operator's collection (on NATS, as
 // `kiln.collect`) with a grace of an hour deletes nothing (its blobs are
 // younger), and with none deletes exactly its manifest and its file's three
 // chunks from the authoritative store (kiln up's directory, the cluster's
-// JetStream bucket); the other function still cold-starts and invokes.
+// JetStream bucket), and the zip from the code store (kiln up's directory,
+// the cluster's bucket); the other function still cold-starts and invokes.
 func TestCollection(t *testing.T) {
 	requireImages(t)
 	reg := imagestest.Registry(t)
@@ -51,13 +56,31 @@ func TestCollection(t *testing.T) {
 		}
 		defer nc.Close()
 		var store tier.Lister
+		var zipStored func(hex string) bool // in the authoritative code store
 		if tg.cluster != nil {
 			js, _ := jetstream.New(nc)
 			if store, err = tier.OpenJetStream(ctx, js, "kiln-chunks", tg.cluster.Replicas); err != nil {
 				t.Fatal(err)
 			}
-		} else if store, err = tier.OpenDir(filepath.Join(tg.dir, "chunks")); err != nil {
-			t.Fatal(err)
+			code, err := tier.OpenJetStream(ctx, js, "kiln-code", tg.cluster.Replicas)
+			if err != nil {
+				t.Fatal(err)
+			}
+			zipStored = func(hex string) bool {
+				_, err := code.Get(ctx, hex)
+				if err != nil && !errors.Is(err, tier.ErrNotFound) {
+					t.Fatal(err)
+				}
+				return err == nil
+			}
+		} else {
+			if store, err = tier.OpenDir(filepath.Join(tg.dir, "chunks")); err != nil {
+				t.Fatal(err)
+			}
+			zipStored = func(hex string) bool {
+				_, err := os.Stat(filepath.Join(tg.dir, "code", "zips", hex+".zip"))
+				return err == nil
+			}
 		}
 		collect := func(grace time.Duration) roles.CollectReply {
 			t.Helper()
@@ -107,33 +130,54 @@ func TestCollection(t *testing.T) {
 			defer c.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String(name)})
 			fntest.WaitActive(t, c, name)
 		}
-		collect(0) // what earlier tests left
-		before := listing()
-		if _, err := c.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String("gc-gone")}); err != nil {
+		// And a zip function of its own package, deleted with gc-gone.
+		pkg, err := fntest.ZipFiles(map[string][]byte{"bootstrap": []byte("#!/bin/sh\n# " + rand.Text())})
+		if err != nil {
 			t.Fatal(err)
 		}
-		if r := collect(time.Hour); r.Images.Blobs != 0 || len(listing()) != len(before) {
-			t.Fatalf("a collection with an hour's grace deleted %+v of blobs written minutes ago", r.Images)
+		sum := sha256.Sum256(pkg)
+		pkgHex := hex.EncodeToString(sum[:])
+		if _, err := c.CreateFunction(ctx, &lambda.CreateFunctionInput{FunctionName: aws.String("gc-zip"), Runtime: types.RuntimeProvidedal2023,
+			Handler: aws.String("bootstrap"), Role: aws.String("arn:aws:iam::123456789012:role/kiln-e2e"), Code: &types.FunctionCode{ZipFile: pkg}}); err != nil {
+			t.Fatal(err)
+		}
+		fntest.WaitActive(t, c, "gc-zip")
+		collect(0) // what earlier tests left
+		before := listing()
+		if !zipStored(pkgHex) {
+			t.Fatal("gc-zip's package is not in the code store")
+		}
+		for _, name := range []string{"gc-gone", "gc-zip"} {
+			if _, err := c.DeleteFunction(ctx, &lambda.DeleteFunctionInput{FunctionName: aws.String(name)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if r := collect(time.Hour); r.Images.Blobs != 0 || r.Code.Blobs != 0 || len(listing()) != len(before) || !zipStored(pkgHex) {
+			t.Fatalf("a collection with an hour's grace deleted %+v of blobs, %+v of packages written minutes ago", r.Images, r.Code)
 		}
 		// A cluster's metadata read may lag the delete by a moment (the
 		// collection then keeps all): collect until gc-gone's blobs go.
-		var swept tier.Swept
+		var swept, packages tier.Swept
 		var after map[string]bool
 		var gone []string
-		wait.For(t, "gc-gone's blobs collected", func() error {
+		wait.For(t, "gc-gone's blobs and gc-zip's package collected", func() error {
 			r := collect(0)
 			swept.Blobs, swept.Bytes = swept.Blobs+r.Images.Blobs, swept.Bytes+r.Images.Bytes
+			packages.Blobs, packages.Bytes = packages.Blobs+r.Code.Blobs, packages.Bytes+r.Code.Bytes
 			after, gone = listing(), nil
 			for name := range before {
 				if !after[name] {
 					gone = append(gone, name)
 				}
 			}
-			if len(gone) < 4 {
-				return fmt.Errorf("%d blobs gone", len(gone))
+			if len(gone) < 4 || zipStored(pkgHex) {
+				return fmt.Errorf("%d blobs gone, gc-zip's package there: %v", len(gone), zipStored(pkgHex))
 			}
 			return nil
 		})
+		if packages.Blobs != 1 || packages.Bytes != int64(len(pkg)) {
+			t.Fatalf("collected packages %+v; want gc-zip's, %d bytes", packages, len(pkg))
+		}
 		if swept.Blobs != 4 || len(gone) != 4 || len(after) != len(before)-4 || swept.Bytes < int64(len(own)) {
 			t.Fatalf("collected %+v: %d blobs gone of %d, %d left; want gc-gone's manifest and its own file's 3 chunks (%d bytes)",
 				swept, len(gone), len(before), len(after), len(own))

@@ -144,11 +144,16 @@ func (j *JetStream) List(ctx context.Context) iter.Seq2[Blob, error] {
 
 func (j *JetStream) list(ctx context.Context) (map[string]*Blob, error) {
 	prefix := "$KV." + j.bucket + "."
-	c, err := j.js.OrderedConsumer(ctx, "KV_"+j.bucket, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{prefix + ">"}, DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, HeadersOnly: true})
+	// An ephemeral consumer of its own, deleted after: a stream's consumers
+	// are limited, and an ordered consumer would stay until it expired.
+	stream := "KV_" + j.bucket
+	c, err := j.js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{FilterSubject: prefix + ">",
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy, AckPolicy: jetstream.AckNonePolicy, HeadersOnly: true,
+		MemoryStorage: true, InactiveThreshold: time.Minute})
 	if err != nil {
 		return nil, err
 	}
+	defer j.js.DeleteConsumer(context.WithoutCancel(ctx), stream, c.CachedInfo().Name)
 	blobs := map[string]*Blob{}
 	blob := func(name string) *Blob {
 		if blobs[name] == nil {

@@ -75,6 +75,31 @@ func TestJetStream(t *testing.T) {
 		}
 		return o
 	})
+	// A listing leaves no consumer behind: a stream's are limited, and a
+	// collection lists every interval.
+	t.Run("ListingLeavesNoConsumer", func(t *testing.T) {
+		ctx := context.Background()
+		s, err := tier.OpenJetStream(ctx, js, "LISTED", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, b := blob(1)
+		s.Put(ctx, name, b)
+		for range 3 {
+			for _, err := range s.List(ctx) {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		stream, err := js.Stream(ctx, "KV_LISTED")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info, err := stream.Info(ctx); err != nil || info.State.Consumers != 0 {
+			t.Fatalf("consumers after listing: %+v, %v", info.State, err)
+		}
+	})
 }
 
 func blob(i int) (string, []byte) {
