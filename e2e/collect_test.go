@@ -36,7 +36,7 @@ import (
 // JetStream bucket), and the zip from the code store (kiln up's directory,
 // the cluster's bucket); the other function still cold-starts and invokes.
 func TestCollection(t *testing.T) {
-	requireImages(t)
+	imagestest.RequireFUSE(t, true)
 	reg := imagestest.Registry(t)
 	base, own := make([]byte, 1<<20), make([]byte, 3<<19)
 	rand.Read(base)

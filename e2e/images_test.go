@@ -34,7 +34,7 @@ type testImages struct {
 }
 
 func buildImages(t *testing.T) testImages {
-	requireImages(t)
+	imagestest.RequireFUSE(t, true)
 	ti := testImages{reg: imagestest.Registry(t)}
 	base := make([]byte, 4<<20) // the shared base layer: random, so only deduplication makes it small
 	rand.Read(base)
@@ -53,18 +53,6 @@ func buildImages(t *testing.T) testImages {
 	}
 	imagestest.Push(t, ti.reg+"/arm:v1", imagestest.Image(t, "arm64", cfg, baseLayer))
 	return ti
-}
-
-// requireImages skips a test of image functions where they cannot run.
-func requireImages(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
-	}
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	} else {
-		f.Close()
-	}
 }
 
 // run pushes toolkit:v1 to the target's own registry and runs cli.sh

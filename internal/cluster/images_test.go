@@ -30,14 +30,7 @@ import (
 // its manifest's key unwrapped by the surviving control plane's key
 // service (workers hold no image key).
 func TestControlPlaneKilledMidImport(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
-	}
-	if fd, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	} else {
-		fd.Close()
-	}
+	imagestest.RequireFUSE(t, true)
 	layer := imagestest.Layer(t, imagestest.File{Name: "var/task/bootstrap", Body: fntest.GoBootstrap(t, fntest.ToolkitGo), Mode: 0o755})
 	ld, _ := layer.Digest()
 	blocked, release := make(chan struct{}, 16), make(chan struct{})

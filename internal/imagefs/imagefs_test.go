@@ -32,11 +32,7 @@ type mounted struct {
 // /dev/fuse and root, and is skipped without them.
 func mount(t *testing.T, cfg imagefs.Config, files ...imagestest.File) mounted {
 	t.Helper()
-	if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err != nil {
-		t.Skipf("no /dev/fuse: %v", err)
-	} else {
-		f.Close()
-	}
+	imagestest.RequireFUSE(t, false)
 	ctx := context.Background()
 	st := imagestest.NewStore(t)
 	s := st.Store

@@ -190,3 +190,17 @@ func HostFile(t testing.TB, path string) File {
 	}
 	return File{Name: path[1:], Body: b, Mode: int64(info.Mode().Perm())}
 }
+
+// RequireFUSE skips a test that mounts images where it cannot: without
+// root (the Linux sandbox, when root is true) or without /dev/fuse.
+func RequireFUSE(t testing.TB, root bool) {
+	t.Helper()
+	if root && os.Geteuid() != 0 {
+		t.Skip("image functions need the Linux sandbox and FUSE: run as root")
+	}
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no /dev/fuse: %v", err)
+	}
+	f.Close()
+}
